@@ -1,0 +1,1 @@
+//! Signature schemes (placeholder, being written).

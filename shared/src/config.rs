@@ -1,0 +1,419 @@
+//! The one configuration file both processes read, and the rules for finding and overriding it.
+//!
+//! Where it comes from: `--config PATH`, else `$STOCKHOOK_CONFIG`, else `./stockhook.toml`; with no
+//! file at all, built-in defaults (three sources whose secrets come from the environment). Then
+//! the original Flask notes' variables (`LOW_STOCK_THRESHOLD`, `EMAIL_SENDER`, ...) and finally
+//! `STOCKHOOK_<SECTION>_<KEY>` variables override single keys.
+//!
+//! Invariant: a `Config` that [`load`] returns is valid: every source has a scheme it can verify
+//! with and the secrets that scheme needs, or is marked disabled with the reason. A bad file is a
+//! [`ConfigError`] that names the key, the file and line, and what would be valid.
+
+use crate::duration::ConfigDuration;
+use crate::secret::Secret;
+pub use crate::loader::{load, load_from, ConfigError, EnvSource, Loaded};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+
+/// The whole configuration, as the file spells it.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where the queue (`queue/`), the worker's state (`state/`), the socket and the mail files live.
+    #[serde(default = "defaults::data_dir")]
+    pub data_dir: PathBuf,
+    /// `error`, `warn`, `info`, `debug`, `trace`, or a full `RUST_LOG` filter. `RUST_LOG` wins.
+    #[serde(default = "defaults::log_level")]
+    pub log_level: String,
+    /// `auto` (text on a terminal, JSON lines otherwise), `text` or `json`.
+    #[serde(default)]
+    pub log_format: LogFormat,
+    #[serde(default)]
+    pub receiver: ReceiverConfig,
+    #[serde(default)]
+    pub queue: QueueConfig,
+    #[serde(default)]
+    pub worker: WorkerConfig,
+    #[serde(default)]
+    pub alerts: AlertsConfig,
+    #[serde(default)]
+    pub email: EmailConfig,
+    #[serde(default)]
+    pub sources: Vec<SourceConfig>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Auto,
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiverConfig {
+    /// Address to listen on. Port 0 picks a free port (printed in the `ready` line).
+    #[serde(default = "defaults::listen")]
+    pub listen: String,
+    /// Largest body accepted; larger ones get 413 before they are read in full.
+    #[serde(default = "defaults::max_body_bytes")]
+    pub max_body_bytes: usize,
+    /// Disk budget for the queue database; over it, new events get 503 + Retry-After.
+    #[serde(default = "defaults::max_queue_bytes")]
+    pub max_queue_bytes: u64,
+    /// How long a delivery id is remembered to answer repeats with `duplicate` (Shopify retries for 4 h).
+    #[serde(default = "defaults::dedup_window")]
+    pub dedup_window: ConfigDuration,
+    /// A request's headers must arrive within this (slowloris guard); else 408.
+    #[serde(default = "defaults::header_timeout")]
+    pub header_timeout: ConfigDuration,
+    /// A request's body must arrive within this; else 408.
+    #[serde(default = "defaults::body_timeout")]
+    pub body_timeout: ConfigDuration,
+    /// Connections served at once; more wait in the kernel's backlog.
+    #[serde(default = "defaults::max_connections")]
+    pub max_connections: usize,
+    /// How long shutdown waits for in-flight requests before closing them.
+    #[serde(default = "defaults::shutdown_grace")]
+    pub shutdown_grace: ConfigDuration,
+    /// PEM certificate chain; with `tls_key`, the receiver serves HTTPS itself.
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueConfig {
+    /// `sled` (embedded, the default).
+    #[serde(default = "defaults::backend")]
+    pub backend: String,
+    /// How long a leased batch may stay unacked before it is delivered again.
+    #[serde(default = "defaults::lease_timeout")]
+    pub lease_timeout: ConfigDuration,
+    /// Transient failures after which an event is dead-lettered.
+    #[serde(default = "defaults::max_attempts")]
+    pub max_attempts: u32,
+    /// How long acked events are kept for re-runs before they are purged.
+    #[serde(default = "defaults::retention")]
+    pub retention: ConfigDuration,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerConfig {
+    /// Events leased per batch.
+    #[serde(default = "defaults::batch_size")]
+    pub batch_size: usize,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsConfig {
+    /// Low stock fires when `available < low_stock_threshold`.
+    #[serde(default = "defaults::low_stock_threshold")]
+    pub low_stock_threshold: i64,
+    /// An item with stock and no sale for this many days gets a no-sales alert.
+    #[serde(default = "defaults::no_sales_days")]
+    pub no_sales_days: u32,
+    /// How often the no-sales rule is evaluated.
+    #[serde(default = "defaults::no_sales_check")]
+    pub no_sales_check: ConfigDuration,
+    /// Who gets alert emails unless a source names its own.
+    #[serde(default)]
+    pub recipients: Vec<String>,
+    /// Hold alerts this long to send them as one digest (0 = as soon as they are due).
+    #[serde(default)]
+    pub digest_window: ConfigDuration,
+    /// Per-SKU thresholds, overriding the global and per-source ones.
+    #[serde(default)]
+    pub sku_thresholds: BTreeMap<String, i64>,
+    /// Also alert on the sum of `available` across sources that share a SKU.
+    #[serde(default)]
+    pub combine_channels: bool,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailConfig {
+    #[serde(default = "defaults::from")]
+    pub from: String,
+    /// `smtp://host:25`, `smtp://host:587?tls=required` (STARTTLS), `smtps://user:pass@host:465`.
+    /// Unset: emails are written as `.eml` files under `<data_dir>/mail/`.
+    #[serde(default)]
+    pub smtp_url: Option<Secret>,
+    #[serde(default)]
+    pub smtp_url_env: Option<String>,
+    /// Longest wait between two send attempts.
+    #[serde(default = "defaults::max_backoff")]
+    pub max_backoff: ConfigDuration,
+    /// Give up a transient failure after this long and mark the alert failed.
+    #[serde(default = "defaults::give_up_after")]
+    pub give_up_after: ConfigDuration,
+}
+
+/// One configured sender: its URL is `/webhooks/<name>`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    pub name: String,
+    pub platform: Platform,
+    pub scheme: SchemeKind,
+    /// The secrets, by value. Several during a rotation: any one verifies.
+    #[serde(default)]
+    pub secrets: Vec<Secret>,
+    /// Or: the environment variable(s) holding them.
+    #[serde(default)]
+    pub secrets_env: Option<OneOrMany>,
+    /// Or: a file holding one secret per line (`${CREDENTIALS_DIRECTORY}` is expanded).
+    #[serde(default)]
+    pub secrets_file: Option<PathBuf>,
+    /// Header carrying the signature or key (`hmac-sha256`, `api-key`).
+    #[serde(default)]
+    pub signature_header: Option<String>,
+    /// `hex` or `base64` (`hmac-sha256`).
+    #[serde(default)]
+    pub signature_encoding: Option<SignatureEncoding>,
+    /// Text before the signature, e.g. `sha256=` (`hmac-sha256`).
+    #[serde(default)]
+    pub signature_prefix: Option<String>,
+    /// Allowed clock skew for timestamped schemes (`standard-webhooks`, `ebay-legacy`).
+    #[serde(default = "defaults::tolerance_secs")]
+    pub tolerance_secs: u64,
+    /// Required for `scheme = "none"`: accepting unsigned requests is for local testing only.
+    #[serde(default)]
+    pub insecure: bool,
+    /// Token bucket per source; none unless set.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimit>,
+    /// Alert recipients for this source, instead of `[alerts] recipients`.
+    #[serde(default)]
+    pub recipients: Vec<String>,
+    /// Low-stock threshold for this source, instead of the global one.
+    #[serde(default)]
+    pub low_stock_threshold: Option<i64>,
+    /// eBay: the verification token given to eBay, and the exact endpoint URL registered there.
+    #[serde(default)]
+    pub verification_token: Option<Secret>,
+    #[serde(default)]
+    pub verification_token_env: Option<String>,
+    #[serde(default)]
+    pub endpoint_url: Option<String>,
+    /// eBay: public keys by kid (PEM), instead of fetching them.
+    #[serde(default)]
+    pub public_keys: BTreeMap<String, String>,
+    /// eBay: the app's client credentials, to fetch public keys by kid.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    #[serde(default)]
+    pub client_secret_env: Option<String>,
+    /// Set by [`load`] from `client_secret_env`.
+    #[serde(skip)]
+    pub client_secret: Option<Secret>,
+    /// eBay legacy (Trading API): the keyset the signature is made from.
+    #[serde(default)]
+    pub dev_id: Option<String>,
+    #[serde(default)]
+    pub app_id: Option<String>,
+    #[serde(default)]
+    pub cert_id: Option<Secret>,
+    #[serde(default)]
+    pub cert_id_env: Option<String>,
+    /// Set by [`load`]: why this source is switched off (its secret is unset), or `None`.
+    #[serde(skip_deserializing)]
+    pub disabled: Option<String>,
+    /// Set by [`load`]: the line in the config file where this source starts, for error messages.
+    #[serde(skip)]
+    pub line: Option<usize>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub fn names(&self) -> Vec<&str> {
+        match self {
+            OneOrMany::One(s) => vec![s.as_str()],
+            OneOrMany::Many(v) => v.iter().map(String::as_str).collect(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Platform {
+    Shopify,
+    Amazon,
+    Ebay,
+    Simple,
+}
+
+impl Platform {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Platform::Shopify => "shopify",
+            Platform::Amazon => "amazon",
+            Platform::Ebay => "ebay",
+            Platform::Simple => "simple",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Platform> {
+        match s {
+            "shopify" => Some(Platform::Shopify),
+            "amazon" => Some(Platform::Amazon),
+            "ebay" => Some(Platform::Ebay),
+            "simple" => Some(Platform::Simple),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Platform {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SchemeKind {
+    ShopifyHmac,
+    StandardWebhooks,
+    HmacSha256,
+    ApiKey,
+    BasicAuth,
+    Ebay,
+    EbayLegacy,
+    None,
+}
+
+impl SchemeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SchemeKind::ShopifyHmac => "shopify-hmac",
+            SchemeKind::StandardWebhooks => "standard-webhooks",
+            SchemeKind::HmacSha256 => "hmac-sha256",
+            SchemeKind::ApiKey => "api-key",
+            SchemeKind::BasicAuth => "basic-auth",
+            SchemeKind::Ebay => "ebay",
+            SchemeKind::EbayLegacy => "ebay-legacy",
+            SchemeKind::None => "none",
+        }
+    }
+}
+
+impl fmt::Display for SchemeKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SignatureEncoding {
+    Hex,
+    Base64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    pub per_second: f64,
+    pub burst: u32,
+}
+
+pub mod defaults {
+    use super::*;
+    pub fn data_dir() -> PathBuf {
+        PathBuf::from("./data")
+    }
+    pub fn log_level() -> String {
+        "info".into()
+    }
+    pub fn listen() -> String {
+        "127.0.0.1:8080".into()
+    }
+    pub fn max_body_bytes() -> usize {
+        2 * 1024 * 1024
+    }
+    pub fn max_queue_bytes() -> u64 {
+        4 * 1024 * 1024 * 1024
+    }
+    pub fn dedup_window() -> ConfigDuration {
+        ConfigDuration::secs(48 * 3600)
+    }
+    pub fn header_timeout() -> ConfigDuration {
+        ConfigDuration::secs(10)
+    }
+    pub fn body_timeout() -> ConfigDuration {
+        ConfigDuration::secs(30)
+    }
+    pub fn max_connections() -> usize {
+        1024
+    }
+    pub fn shutdown_grace() -> ConfigDuration {
+        ConfigDuration::secs(10)
+    }
+    pub fn backend() -> String {
+        "sled".into()
+    }
+    pub fn lease_timeout() -> ConfigDuration {
+        ConfigDuration::secs(60)
+    }
+    pub fn max_attempts() -> u32 {
+        10
+    }
+    pub fn retention() -> ConfigDuration {
+        ConfigDuration::secs(7 * 86_400)
+    }
+    pub fn batch_size() -> usize {
+        256
+    }
+    pub fn low_stock_threshold() -> i64 {
+        5
+    }
+    pub fn no_sales_days() -> u32 {
+        60
+    }
+    pub fn no_sales_check() -> ConfigDuration {
+        ConfigDuration::secs(86_400)
+    }
+    pub fn from() -> String {
+        "stockhook@localhost".into()
+    }
+    pub fn max_backoff() -> ConfigDuration {
+        ConfigDuration::secs(3600)
+    }
+    pub fn give_up_after() -> ConfigDuration {
+        ConfigDuration::secs(3 * 86_400)
+    }
+    pub fn tolerance_secs() -> u64 {
+        300
+    }
+}
+
+macro_rules! default_from_serde {
+    ($($t:ty),*) => {$(
+        impl Default for $t {
+            fn default() -> Self {
+                toml::from_str("").expect("every field of this section has a default")
+            }
+        }
+    )*};
+}
+default_from_serde!(ReceiverConfig, QueueConfig, WorkerConfig, AlertsConfig, EmailConfig);
+
+impl Default for Config {
+    fn default() -> Self {
+        toml::from_str("").expect("every top-level key has a default")
+    }
+}

@@ -1,0 +1,9 @@
+//! What both stockhook processes share: the configuration, the event envelope, the durable queue
+//! (its trait, its sled implementation, and the Unix-socket API the receiver serves and the worker
+//! and ops CLI call), and telemetry setup.
+
+pub mod config;
+pub mod duration;
+pub mod envelope;
+pub mod loader;
+pub mod secret;

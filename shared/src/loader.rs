@@ -1,0 +1,763 @@
+//! Finding, reading, overriding and validating the config file.
+//!
+//! Order of precedence, lowest first: built-in defaults, the file, the original Flask notes'
+//! variables (`LOW_STOCK_THRESHOLD`, `EMAIL_SENDER`, ...), then `STOCKHOOK_<SECTION>_<KEY>`.
+//! Secrets referenced by `*_env` and `*_file` are resolved here, once, so nothing downstream reads
+//! the environment. Every error names the key, where it came from (file and line, or variable),
+//! and what would be valid; the binaries print it and exit 2 before binding anything.
+
+use crate::config::{Config, SchemeKind, SourceConfig};
+use crate::secret::Secret;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// A loaded, validated config and where it came from.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub config: Config,
+    /// The file read, or `None` when running on built-in defaults.
+    pub path: Option<PathBuf>,
+    /// Things worth one log line at start (disabled sources, insecure sources, legacy variables used).
+    pub notices: Vec<String>,
+}
+
+/// Why a config could not be used. `Display` is the whole message for the operator.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source} (pass --config PATH, set STOCKHOOK_CONFIG, or create ./stockhook.toml from deploy/stockhook.toml.example)")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}:{column}: {message}")]
+    Parse {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("{origin}: `{key}`: {message}")]
+    Invalid {
+        /// `path:line`, `path`, an environment variable, or "built-in defaults".
+        origin: String,
+        key: String,
+        message: String,
+    },
+}
+
+/// Where environment variables come from: the process, or a fixed list in tests.
+pub trait EnvSource {
+    fn var(&self, name: &str) -> Option<String>;
+    fn vars(&self) -> Vec<(String, String)>;
+}
+
+/// The real process environment.
+pub struct ProcessEnv;
+
+impl EnvSource for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+    fn vars(&self) -> Vec<(String, String)> {
+        std::env::vars().collect()
+    }
+}
+
+impl EnvSource for Vec<(String, String)> {
+    fn var(&self, name: &str) -> Option<String> {
+        self.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+    }
+    fn vars(&self) -> Vec<(String, String)> {
+        self.clone()
+    }
+}
+
+/// Loads the config the way both binaries do: `--config`, else `$STOCKHOOK_CONFIG`, else
+/// `./stockhook.toml`, else built-in defaults.
+pub fn load(explicit: Option<&Path>) -> Result<Loaded, ConfigError> {
+    load_from(explicit, &ProcessEnv)
+}
+
+/// [`load`] with an injected environment (tests).
+pub fn load_from(explicit: Option<&Path>, env: &dyn EnvSource) -> Result<Loaded, ConfigError> {
+    let path = match explicit {
+        Some(p) => Some(p.to_path_buf()),
+        None => match env.var("STOCKHOOK_CONFIG").filter(|v| !v.is_empty()) {
+            Some(p) => Some(PathBuf::from(p)),
+            None => {
+                let local = PathBuf::from("stockhook.toml");
+                local.exists().then_some(local)
+            }
+        },
+    };
+    let mut notices = Vec::new();
+    let (text, origin) = match &path {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                path: p.clone(),
+                source,
+            })?;
+            (text, p.display().to_string())
+        }
+        None => {
+            notices.push("no config file (--config, STOCKHOOK_CONFIG, ./stockhook.toml): running on built-in defaults".to_string());
+            (DEFAULT_CONFIG.to_string(), "built-in defaults".to_string())
+        }
+    };
+
+    // First pass over the file alone, so type errors carry the file's line and column.
+    let parse_err = |e: toml::de::Error| {
+        let (line, column) = e
+            .span()
+            .map(|s| line_col(&text, s.start))
+            .unwrap_or((1, 1));
+        ConfigError::Parse {
+            path: path.clone().unwrap_or_else(|| PathBuf::from("<built-in defaults>")),
+            line,
+            column,
+            message: e.message().trim().to_string(),
+        }
+    };
+    toml::from_str::<Config>(&text).map_err(parse_err)?;
+    let mut table: toml::Table = toml::from_str(&text).map_err(parse_err)?;
+
+    apply_legacy_env(&mut table, env, &mut notices)?;
+    apply_stockhook_env(&mut table, env)?;
+    let mut config: Config = table.try_into().map_err(|e: toml::de::Error| ConfigError::Invalid {
+        origin: "environment (STOCKHOOK_* variables)".into(),
+        key: "override".into(),
+        message: e.message().trim().to_string(),
+    })?;
+
+    let is_default = path.is_none();
+    for source in &mut config.sources {
+        source.line = find_source_line(&text, &source.name);
+    }
+    validate(&mut config, &origin, is_default, env, &mut notices)?;
+    Ok(Loaded {
+        config,
+        path,
+        notices,
+    })
+}
+
+/// The config used when there is no file: one source per platform, each enabled once its secret
+/// variable is set.
+pub const DEFAULT_CONFIG: &str = r#"
+[[sources]]
+name = "shopify"
+platform = "shopify"
+scheme = "shopify-hmac"
+secrets_env = "SHOPIFY_WEBHOOK_SECRET"
+
+[[sources]]
+name = "amazon"
+platform = "amazon"
+scheme = "api-key"
+signature_header = "x-api-key"
+secrets_env = "AMAZON_WEBHOOK_SECRET"
+
+[[sources]]
+name = "ebay"
+platform = "ebay"
+scheme = "ebay"
+verification_token_env = "EBAY_VERIFICATION_TOKEN"
+"#;
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rfind('\n').map(|i| offset - i).unwrap_or(offset + 1);
+    (line, column)
+}
+
+fn find_source_line(text: &str, name: &str) -> Option<usize> {
+    text.lines().position(|l| {
+        let l = l.trim();
+        l.starts_with("name")
+            && l.split_once('=')
+                .map(|(k, v)| k.trim() == "name" && v.trim().trim_matches(['"', '\'']) == name)
+                .unwrap_or(false)
+    })
+    .map(|i| i + 1)
+}
+
+/// Every key an environment variable may override, by section, and how its text is read.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Text,
+    Number,
+    Bool,
+    List,
+}
+
+const OVERRIDABLE: &[(&str, &str, Kind)] = &[
+    ("", "data_dir", Kind::Text),
+    ("", "log_level", Kind::Text),
+    ("", "log_format", Kind::Text),
+    ("receiver", "listen", Kind::Text),
+    ("receiver", "max_body_bytes", Kind::Number),
+    ("receiver", "max_queue_bytes", Kind::Number),
+    ("receiver", "dedup_window", Kind::Text),
+    ("receiver", "header_timeout", Kind::Text),
+    ("receiver", "body_timeout", Kind::Text),
+    ("receiver", "max_connections", Kind::Number),
+    ("receiver", "shutdown_grace", Kind::Text),
+    ("receiver", "tls_cert", Kind::Text),
+    ("receiver", "tls_key", Kind::Text),
+    ("queue", "backend", Kind::Text),
+    ("queue", "lease_timeout", Kind::Text),
+    ("queue", "max_attempts", Kind::Number),
+    ("queue", "retention", Kind::Text),
+    ("worker", "batch_size", Kind::Number),
+    ("alerts", "low_stock_threshold", Kind::Number),
+    ("alerts", "no_sales_days", Kind::Number),
+    ("alerts", "no_sales_check", Kind::Text),
+    ("alerts", "recipients", Kind::List),
+    ("alerts", "digest_window", Kind::Text),
+    ("alerts", "combine_channels", Kind::Bool),
+    ("email", "from", Kind::Text),
+    ("email", "smtp_url", Kind::Text),
+    ("email", "smtp_url_env", Kind::Text),
+    ("email", "max_backoff", Kind::Text),
+    ("email", "give_up_after", Kind::Text),
+];
+
+fn env_name(section: &str, key: &str) -> String {
+    if section.is_empty() {
+        format!("STOCKHOOK_{}", key.to_uppercase())
+    } else {
+        format!("STOCKHOOK_{}_{}", section.to_uppercase(), key.to_uppercase())
+    }
+}
+
+fn typed_value(var: &str, raw: &str, kind: Kind) -> Result<toml::Value, ConfigError> {
+    let bad = |what: &str| ConfigError::Invalid {
+        origin: format!("environment variable {var}"),
+        key: var.to_string(),
+        message: format!("`{raw}` is not {what}"),
+    };
+    Ok(match kind {
+        Kind::Text => toml::Value::String(raw.to_string()),
+        Kind::Number => toml::Value::Integer(raw.trim().parse().map_err(|_| bad("a whole number"))?),
+        Kind::Bool => match raw.trim().to_ascii_lowercase().as_str() {
+            "1" | "true" | "yes" | "on" => toml::Value::Boolean(true),
+            "0" | "false" | "no" | "off" | "" => toml::Value::Boolean(false),
+            _ => return Err(bad("true or false")),
+        },
+        Kind::List => toml::Value::Array(
+            raw.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| toml::Value::String(s.to_string()))
+                .collect(),
+        ),
+    })
+}
+
+fn set(table: &mut toml::Table, section: &str, key: &str, value: toml::Value) {
+    let target = if section.is_empty() {
+        table
+    } else {
+        let entry = table
+            .entry(section.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        if !entry.is_table() {
+            *entry = toml::Value::Table(toml::Table::new());
+        }
+        entry.as_table_mut().expect("made a table just above")
+    };
+    target.insert(key.to_string(), value);
+}
+
+fn apply_stockhook_env(table: &mut toml::Table, env: &dyn EnvSource) -> Result<(), ConfigError> {
+    let known: Vec<(String, &str, &str, Kind)> = OVERRIDABLE
+        .iter()
+        .map(|(s, k, kind)| (env_name(s, k), *s, *k, *kind))
+        .collect();
+    let mut vars = env.vars();
+    vars.sort();
+    for (name, raw) in vars {
+        if !name.starts_with("STOCKHOOK_") || name == "STOCKHOOK_CONFIG" || name.starts_with("STOCKHOOK_TEST") {
+            continue;
+        }
+        match known.iter().find(|(n, ..)| *n == name) {
+            Some((_, section, key, kind)) => set(table, section, key, typed_value(&name, &raw, *kind)?),
+            None => {
+                let valid: Vec<&str> = known.iter().map(|(n, ..)| n.as_str()).collect();
+                return Err(ConfigError::Invalid {
+                    origin: format!("environment variable {name}"),
+                    key: name.clone(),
+                    message: format!(
+                        "no such setting; STOCKHOOK_* variables that exist: {} (sources' secrets use secrets_env in the file)",
+                        valid.join(", ")
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The original Flask notes' variables, so a user of that system can move over unchanged.
+fn apply_legacy_env(
+    table: &mut toml::Table,
+    env: &dyn EnvSource,
+    notices: &mut Vec<String>,
+) -> Result<(), ConfigError> {
+    let get = |n: &str| env.var(n).filter(|v| !v.trim().is_empty());
+    let mut used = Vec::new();
+    if let Some(v) = get("LOW_STOCK_THRESHOLD") {
+        set(table, "alerts", "low_stock_threshold", typed_value("LOW_STOCK_THRESHOLD", &v, Kind::Number)?);
+        used.push("LOW_STOCK_THRESHOLD");
+    }
+    if let Some(v) = get("NO_SALES_DAYS") {
+        set(table, "alerts", "no_sales_days", typed_value("NO_SALES_DAYS", &v, Kind::Number)?);
+        used.push("NO_SALES_DAYS");
+    }
+    if let Some(v) = get("EMAIL_SENDER") {
+        set(table, "email", "from", toml::Value::String(v.trim().to_string()));
+        used.push("EMAIL_SENDER");
+    }
+    if let Some(v) = get("EMAIL_RECIPIENTS") {
+        set(table, "alerts", "recipients", typed_value("EMAIL_RECIPIENTS", &v, Kind::List)?);
+        used.push("EMAIL_RECIPIENTS");
+    }
+    if let Some(server) = get("EMAIL_SMTP_SERVER") {
+        let port: u16 = match get("EMAIL_SMTP_PORT") {
+            Some(p) => p.trim().parse().map_err(|_| ConfigError::Invalid {
+                origin: "environment variable EMAIL_SMTP_PORT".into(),
+                key: "EMAIL_SMTP_PORT".into(),
+                message: format!("`{p}` is not a port number (e.g. 587)"),
+            })?,
+            None => 587,
+        };
+        let user = get("EMAIL_SENDER");
+        let password = get("EMAIL_PASSWORD");
+        let auth = match (user, password) {
+            (Some(u), Some(p)) => format!("{}:{}@", percent_encode(u.trim()), percent_encode(&p)),
+            _ => String::new(),
+        };
+        let url = match port {
+            465 => format!("smtps://{auth}{}:{port}", server.trim()),
+            25 => format!("smtp://{auth}{}:{port}", server.trim()),
+            _ => format!("smtp://{auth}{}:{port}?tls=required", server.trim()),
+        };
+        set(table, "email", "smtp_url", toml::Value::String(url));
+        used.push("EMAIL_SMTP_SERVER");
+    }
+    if let Some(v) = get("DEBUG_MODE") {
+        if matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on") {
+            set(table, "", "log_level", toml::Value::String("debug".into()));
+        }
+        used.push("DEBUG_MODE");
+    }
+    if !used.is_empty() {
+        notices.push(format!("using the original notes' variables: {}", used.join(", ")));
+    }
+    Ok(())
+}
+
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn expand_credentials_dir(path: &Path, env: &dyn EnvSource) -> Result<PathBuf, String> {
+    let text = path.to_string_lossy();
+    if !text.contains("${CREDENTIALS_DIRECTORY}") && !text.contains("$CREDENTIALS_DIRECTORY") {
+        return Ok(path.to_path_buf());
+    }
+    let dir = env.var("CREDENTIALS_DIRECTORY").ok_or_else(|| {
+        format!("{text} uses $CREDENTIALS_DIRECTORY, which is unset: run under systemd with LoadCredential=, or write the full path")
+    })?;
+    Ok(PathBuf::from(
+        text.replace("${CREDENTIALS_DIRECTORY}", &dir)
+            .replace("$CREDENTIALS_DIRECTORY", &dir),
+    ))
+}
+
+/// Every non-empty line of a secrets file is one secret (several during rotation).
+fn read_secret_file(path: &Path) -> Result<Vec<Secret>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read secrets file {}: {e}", path.display()))?;
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(Secret::new)
+        .collect())
+}
+
+fn needs_secrets(scheme: SchemeKind) -> bool {
+    matches!(
+        scheme,
+        SchemeKind::ShopifyHmac
+            | SchemeKind::StandardWebhooks
+            | SchemeKind::HmacSha256
+            | SchemeKind::ApiKey
+            | SchemeKind::BasicAuth
+    )
+}
+
+fn validate(
+    config: &mut Config,
+    origin: &str,
+    is_default: bool,
+    env: &dyn EnvSource,
+    notices: &mut Vec<String>,
+) -> Result<(), ConfigError> {
+    let at = |line: Option<usize>| match line {
+        Some(l) => format!("{origin}:{l}"),
+        None => origin.to_string(),
+    };
+    if config.queue.backend != "sled" {
+        return Err(ConfigError::Invalid {
+            origin: origin.to_string(),
+            key: "queue.backend".into(),
+            message: format!("`{}` is not a backend this build has; valid: \"sled\"", config.queue.backend),
+        });
+    }
+    if config.receiver.max_body_bytes == 0 {
+        return Err(ConfigError::Invalid {
+            origin: origin.to_string(),
+            key: "receiver.max_body_bytes".into(),
+            message: "must be above 0 (default 2097152)".into(),
+        });
+    }
+    if config.queue.max_attempts == 0 {
+        return Err(ConfigError::Invalid {
+            origin: origin.to_string(),
+            key: "queue.max_attempts".into(),
+            message: "must be at least 1 (default 10)".into(),
+        });
+    }
+    if let Some(var) = config.email.smtp_url_env.clone() {
+        match env.var(&var).filter(|v| !v.is_empty()) {
+            Some(v) => config.email.smtp_url = Some(Secret::new(v)),
+            None => {
+                return Err(ConfigError::Invalid {
+                    origin: origin.to_string(),
+                    key: "email.smtp_url_env".into(),
+                    message: format!("environment variable {var} is not set: export it, or remove smtp_url_env to write emails as files"),
+                })
+            }
+        }
+    }
+    if let Some(url) = &config.email.smtp_url {
+        let u = url.expose();
+        if !(u.starts_with("smtp://") || u.starts_with("smtps://")) {
+            return Err(ConfigError::Invalid {
+                origin: origin.to_string(),
+                key: "email.smtp_url".into(),
+                message: "must start with smtp:// (add ?tls=required for STARTTLS) or smtps://".into(),
+            });
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    for (i, s) in config.sources.iter_mut().enumerate() {
+        let key = |k: &str| format!("sources[{i}].{k} (source \"{}\")", s.name);
+        let where_ = at(s.line);
+        let invalid = |k: String, message: String| ConfigError::Invalid {
+            origin: where_.clone(),
+            key: k,
+            message,
+        };
+        if s.name.is_empty()
+            || !s
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        {
+            return Err(invalid(
+                key("name"),
+                "a source name is its URL path /webhooks/<name>: use letters, digits, '-', '_' or '.' (e.g. \"acme-shop\")".into(),
+            ));
+        }
+        if !seen.insert(s.name.clone()) {
+            return Err(invalid(key("name"), "two sources have this name; each needs its own URL".into()));
+        }
+        // Resolve secrets once, here.
+        if let Some(names) = &s.secrets_env {
+            for var in names.names() {
+                if let Some(v) = env.var(var).filter(|v| !v.is_empty()) {
+                    s.secrets.push(Secret::new(v));
+                }
+            }
+        }
+        if let Some(p) = &s.secrets_file {
+            let p = expand_credentials_dir(p, env).map_err(|m| invalid(key("secrets_file"), m))?;
+            let mut from_file = read_secret_file(&p).map_err(|m| invalid(key("secrets_file"), m))?;
+            s.secrets.append(&mut from_file);
+        }
+        if let Some(var) = &s.verification_token_env {
+            if let Some(v) = env.var(var).filter(|v| !v.is_empty()) {
+                s.verification_token = Some(Secret::new(v));
+            }
+        }
+        if let Some(var) = &s.cert_id_env {
+            if let Some(v) = env.var(var).filter(|v| !v.is_empty()) {
+                s.cert_id = Some(Secret::new(v));
+            }
+        }
+        if let Some(var) = &s.client_secret_env {
+            if let Some(v) = env.var(var).filter(|v| !v.is_empty()) {
+                s.client_secret = Some(Secret::new(v));
+            }
+        }
+        let missing = missing_credential(s);
+        if let Some(what) = missing {
+            if is_default {
+                let msg = format!("source {} is disabled: {what}", s.name);
+                notices.push(msg.clone());
+                s.disabled = Some(what);
+            } else {
+                return Err(invalid(key("secrets"), what));
+            }
+        }
+        if s.scheme == SchemeKind::None {
+            if !s.insecure {
+                return Err(invalid(
+                    key("scheme"),
+                    "scheme \"none\" accepts unsigned requests from anyone: set insecure = true on this source if it is a local test, or pick a signing scheme".into(),
+                ));
+            }
+            notices.push(format!(
+                "source {} accepts UNSIGNED requests (scheme none, insecure = true): never expose it",
+                s.name
+            ));
+        }
+        if let Some(rl) = &s.rate_limit {
+            if rl.per_second.is_nan() || rl.per_second <= 0.0 || rl.burst == 0 {
+                return Err(invalid(
+                    key("rate_limit"),
+                    "needs per_second > 0 and burst >= 1, e.g. rate_limit = { per_second = 50, burst = 200 }".into(),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What a source still lacks to verify anything, phrased as what to set.
+fn missing_credential(s: &SourceConfig) -> Option<String> {
+    if needs_secrets(s.scheme) && s.secrets.is_empty() {
+        let how = match (&s.secrets_env, &s.secrets_file) {
+            (Some(names), _) => format!("environment variable {} is unset or empty", names.names().join(" / ")),
+            (None, Some(p)) => format!("secrets file {} holds no secret", p.display()),
+            (None, None) => "no secret configured".to_string(),
+        };
+        return Some(format!(
+            "{how}: scheme {} needs a secret (secrets = [...], secrets_env = \"VAR\" or secrets_file = \"/path\")",
+            s.scheme
+        ));
+    }
+    match s.scheme {
+        SchemeKind::Ebay if s.verification_token.is_none() => Some(format!(
+            "scheme ebay needs verification_token (or verification_token_env{})",
+            s.verification_token_env
+                .as_ref()
+                .map(|v| format!(": {v} is unset"))
+                .unwrap_or_default()
+        )),
+        SchemeKind::EbayLegacy
+            if s.dev_id.is_none() || s.app_id.is_none() || s.cert_id.is_none() =>
+        {
+            Some("scheme ebay-legacy needs dev_id, app_id and cert_id (or cert_id_env)".into())
+        }
+        _ => None,
+    }
+}
+
+impl Config {
+    /// The effective config as TOML, every secret masked: what `check-config` prints.
+    pub fn render_masked(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+}
+
+impl fmt::Display for Loaded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.path {
+            Some(p) => writeln!(f, "# config: {}", p.display())?,
+            None => writeln!(f, "# config: built-in defaults (no file)")?,
+        }
+        f.write_str(&self.config.render_masked())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Platform, SchemeKind};
+    use std::io::Write;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    fn write(text: &str) -> tempfile::NamedTempFile {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+        f
+    }
+
+    #[test]
+    fn defaults_enable_only_sources_with_secrets() {
+        let loaded = load_from(
+            Some(Path::new("/nonexistent/for/sure.toml")),
+            &env(&[]),
+        );
+        assert!(matches!(loaded, Err(ConfigError::Read { .. })));
+
+        let e = env(&[("SHOPIFY_WEBHOOK_SECRET", "s3cret")]);
+        let dir = tempfile::tempdir().unwrap();
+        let prev = std::env::current_dir().unwrap();
+        // No file anywhere: the built-in defaults apply. (load_from only looks at ./stockhook.toml
+        // when nothing else is given; the test runs where that file does not exist.)
+        assert!(!prev.join("stockhook.toml").exists());
+        let loaded = load_from(None, &e).unwrap();
+        drop(dir);
+        assert!(loaded.path.is_none());
+        let names: Vec<_> = loaded.config.sources.iter().map(|s| (s.name.as_str(), s.disabled.is_some())).collect();
+        assert_eq!(names, vec![("shopify", false), ("amazon", true), ("ebay", true)]);
+        assert_eq!(loaded.config.sources[0].secrets[0].expose(), "s3cret");
+        assert!(loaded.notices.iter().any(|n| n.contains("AMAZON_WEBHOOK_SECRET")));
+    }
+
+    #[test]
+    fn parse_error_names_file_line_and_valid_values() {
+        let f = write("data_dir = \"/tmp\"\n\n[[sources]]\nname = \"a\"\nplatform = \"shopfy\"\nscheme = \"shopify-hmac\"\n");
+        let err = load_from(Some(f.path()), &env(&[])).unwrap_err().to_string();
+        assert!(err.contains(&format!("{}:5:", f.path().display())), "{err}");
+        assert!(err.contains("shopify"), "lists valid platforms: {err}");
+    }
+
+    #[test]
+    fn unknown_key_is_refused_with_its_line() {
+        let f = write("[receiver]\nlisten = \"127.0.0.1:1\"\nmax_body = 5\n");
+        let err = load_from(Some(f.path()), &env(&[])).unwrap_err().to_string();
+        assert!(err.contains(":3:"), "{err}");
+        assert!(err.contains("max_body"), "{err}");
+    }
+
+    #[test]
+    fn missing_secret_in_a_file_is_an_error_naming_the_variable() {
+        let f = write("[[sources]]\nname = \"acme\"\nplatform = \"shopify\"\nscheme = \"shopify-hmac\"\nsecrets_env = \"ACME_SECRET\"\n");
+        let err = load_from(Some(f.path()), &env(&[])).unwrap_err().to_string();
+        assert!(err.contains("ACME_SECRET"), "{err}");
+        assert!(err.contains(":2"), "points at the source: {err}");
+        let ok = load_from(Some(f.path()), &env(&[("ACME_SECRET", "x")])).unwrap();
+        assert_eq!(ok.config.sources[0].secrets.len(), 1);
+    }
+
+    #[test]
+    fn secrets_file_with_credentials_directory_and_rotation() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("acme"), "old-secret\nnew-secret\n\n").unwrap();
+        let f = write("[[sources]]\nname = \"acme\"\nplatform = \"shopify\"\nscheme = \"shopify-hmac\"\nsecrets_file = \"${CREDENTIALS_DIRECTORY}/acme\"\n");
+        let e = env(&[("CREDENTIALS_DIRECTORY", dir.path().to_str().unwrap())]);
+        let loaded = load_from(Some(f.path()), &e).unwrap();
+        let got: Vec<_> = loaded.config.sources[0].secrets.iter().map(|s| s.expose().to_string()).collect();
+        assert_eq!(got, vec!["old-secret", "new-secret"]);
+        let err = load_from(Some(f.path()), &env(&[])).unwrap_err().to_string();
+        assert!(err.contains("CREDENTIALS_DIRECTORY"), "{err}");
+    }
+
+    #[test]
+    fn none_scheme_needs_insecure() {
+        let f = write("[[sources]]\nname = \"dev\"\nplatform = \"simple\"\nscheme = \"none\"\n");
+        let err = load_from(Some(f.path()), &env(&[])).unwrap_err().to_string();
+        assert!(err.contains("insecure = true"), "{err}");
+        let f = write("[[sources]]\nname = \"dev\"\nplatform = \"simple\"\nscheme = \"none\"\ninsecure = true\n");
+        let loaded = load_from(Some(f.path()), &env(&[])).unwrap();
+        assert_eq!(loaded.config.sources[0].scheme, SchemeKind::None);
+        assert_eq!(loaded.config.sources[0].platform, Platform::Simple);
+        assert!(loaded.notices.iter().any(|n| n.contains("UNSIGNED")));
+    }
+
+    #[test]
+    fn env_overrides_file_and_legacy_variables_apply() {
+        let f = write("data_dir = \"/from/file\"\n[receiver]\nlisten = \"127.0.0.1:1\"\n[alerts]\nlow_stock_threshold = 3\n");
+        let e = env(&[
+            ("STOCKHOOK_RECEIVER_LISTEN", "127.0.0.1:9999"),
+            ("STOCKHOOK_RECEIVER_MAX_BODY_BYTES", "1024"),
+            ("LOW_STOCK_THRESHOLD", "7"),
+            ("NO_SALES_DAYS", "30"),
+            ("EMAIL_SENDER", "shop@example.com"),
+            ("EMAIL_RECIPIENTS", "a@example.com, b@example.com"),
+            ("EMAIL_SMTP_SERVER", "mail.example.com"),
+            ("EMAIL_SMTP_PORT", "465"),
+            ("EMAIL_PASSWORD", "p@ss:word"),
+            ("DEBUG_MODE", "true"),
+        ]);
+        let c = load_from(Some(f.path()), &e).unwrap().config;
+        assert_eq!(c.data_dir, PathBuf::from("/from/file"));
+        assert_eq!(c.receiver.listen, "127.0.0.1:9999");
+        assert_eq!(c.receiver.max_body_bytes, 1024);
+        assert_eq!(c.alerts.low_stock_threshold, 7);
+        assert_eq!(c.alerts.no_sales_days, 30);
+        assert_eq!(c.alerts.recipients, vec!["a@example.com", "b@example.com"]);
+        assert_eq!(c.email.from, "shop@example.com");
+        assert_eq!(
+            c.email.smtp_url.as_ref().map(|s| s.expose()),
+            Some("smtps://shop%40example.com:p%40ss%3Aword@mail.example.com:465")
+        );
+        assert_eq!(c.log_level, "debug");
+        // STOCKHOOK_* beats the legacy variable.
+        let e = env(&[("LOW_STOCK_THRESHOLD", "7"), ("STOCKHOOK_ALERTS_LOW_STOCK_THRESHOLD", "9")]);
+        assert_eq!(load_from(Some(f.path()), &e).unwrap().config.alerts.low_stock_threshold, 9);
+    }
+
+    #[test]
+    fn unknown_or_bad_env_override_is_named() {
+        let f = write("");
+        let err = load_from(Some(f.path()), &env(&[("STOCKHOOK_RECEIVER_LISTN", "x")])).unwrap_err().to_string();
+        assert!(err.contains("STOCKHOOK_RECEIVER_LISTN") && err.contains("STOCKHOOK_RECEIVER_LISTEN"), "{err}");
+        let err = load_from(Some(f.path()), &env(&[("STOCKHOOK_RECEIVER_MAX_BODY_BYTES", "lots")])).unwrap_err().to_string();
+        assert!(err.contains("whole number"), "{err}");
+    }
+
+    #[test]
+    fn every_overridable_key_exists_in_the_schema() {
+        for (section, key, kind) in OVERRIDABLE {
+            let value = match kind {
+                Kind::Number => "1",
+                Kind::Bool => "true",
+                Kind::List => "a@example.com",
+                Kind::Text => match *key {
+                    "log_format" => "json",
+                    "backend" => "sled",
+                    "smtp_url" => "smtp://localhost:25",
+                    "smtp_url_env" => continue,
+                    k if k.ends_with("timeout") || k.ends_with("window") || k.ends_with("grace")
+                        || k.ends_with("retention") || k.ends_with("backoff") || k.ends_with("after")
+                        || k.ends_with("check") => "5s",
+                    _ => "x",
+                },
+            };
+            let var = env_name(section, key);
+            let f = write("");
+            load_from(Some(f.path()), &env(&[(var.as_str(), value)]))
+                .unwrap_or_else(|e| panic!("{var}: {e}"));
+        }
+    }
+
+    #[test]
+    fn check_config_output_masks_secrets() {
+        let f = write("[[sources]]\nname = \"acme\"\nplatform = \"shopify\"\nscheme = \"shopify-hmac\"\nsecrets = [\"super-secret-value-123\"]\n[email]\nsmtp_url = \"smtps://u:hunter2@mail:465\"\n");
+        let loaded = load_from(Some(f.path()), &env(&[])).unwrap();
+        let shown = loaded.to_string();
+        assert!(!shown.contains("super-secret-value-123"), "{shown}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("acme"));
+        assert!(shown.contains("redacted"));
+    }
+}

@@ -1,0 +1,76 @@
+//! The normalized facts every platform adapter produces: the one vocabulary the state store and
+//! the rules understand, so adding a platform never touches them.
+//!
+//! Item ids are the platform's own ids as text (Shopify's 64-bit integers are printed exactly,
+//! never through a float). Times are Unix milliseconds of the platform's event time.
+
+use serde::{Deserialize, Serialize};
+
+/// What one payload says about stock, catalog and sales.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Fact {
+    /// `available` units of `item` at `location` as of `at`. `available: None` means the
+    /// platform does not track this item's quantity (Shopify's `available: null`): not zero.
+    InventoryLevel {
+        item: String,
+        location: String,
+        available: Option<i64>,
+        at: i64,
+    },
+    /// What the catalog knows about `item`. `aliases` are other ids the platform uses for the same
+    /// item in other payloads (Shopify orders name the variant id, levels the inventory item id).
+    CatalogEntry {
+        item: String,
+        aliases: Vec<String>,
+        sku: Option<String>,
+        title: Option<String>,
+        at: i64,
+    },
+    /// `quantity` units of `item` sold in `order` (line `line`) at `at`. A negative quantity is a
+    /// return.
+    Sale {
+        item: String,
+        quantity: i64,
+        order: String,
+        line: String,
+        at: i64,
+    },
+}
+
+impl Fact {
+    pub fn at(&self) -> i64 {
+        match self {
+            Fact::InventoryLevel { at, .. } | Fact::CatalogEntry { at, .. } | Fact::Sale { at, .. } => *at,
+        }
+    }
+}
+
+/// The adapter's reading of one event.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Normalized {
+    /// The topic as the platform names it (`products/update`, `ORDER_CHANGE`, ...).
+    pub topic: String,
+    pub facts: Vec<Fact>,
+    /// True when the topic is one stockhook does not act on: acknowledged and counted, not failed.
+    pub ignored: bool,
+}
+
+/// Why a payload could not be read. Every variant is permanent: the same bytes will fail the same
+/// way, so the event is dead-lettered at once with this message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NormalizeError {
+    #[error("body is not JSON: {0}")]
+    NotJson(String),
+    #[error("body is not valid XML: {0}")]
+    NotXml(String),
+    #[error("topic {topic}: missing required field `{field}`")]
+    MissingField { topic: String, field: String },
+    #[error("topic {topic}: field `{field}` {problem}")]
+    BadField {
+        topic: String,
+        field: String,
+        problem: String,
+    },
+    #[error("no topic: {0}")]
+    NoTopic(String),
+}
