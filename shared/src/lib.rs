@@ -6,4 +6,8 @@ pub mod config;
 pub mod duration;
 pub mod envelope;
 pub mod loader;
+pub mod metrics;
+pub mod sdnotify;
 pub mod secret;
+pub mod queue;
+pub mod telemetry;

@@ -1,0 +1,140 @@
+//! Minimal Prometheus text-format metrics: counters with labels and fixed-bucket histograms,
+//! lock-free on the hot path. Small enough that pulling in a metrics framework was not worth it.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, RwLock};
+
+/// A histogram with fixed upper bounds.
+pub struct Histogram {
+    bounds: Vec<f64>,
+    counts: Vec<AtomicU64>,
+    /// Sum in micro-units, so it fits an atomic integer.
+    sum_micros: AtomicU64,
+    count: AtomicU64,
+}
+
+impl Histogram {
+    pub fn new(bounds: &[f64]) -> Histogram {
+        Histogram {
+            bounds: bounds.to_vec(),
+            counts: bounds.iter().map(|_| AtomicU64::new(0)).collect(),
+            sum_micros: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+        }
+    }
+
+    pub fn observe(&self, v: f64) {
+        if let Some(i) = self.bounds.iter().position(|b| v <= *b) {
+            self.counts[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.sum_micros.fetch_add((v.max(0.0) * 1e6) as u64, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Appends this histogram in Prometheus text format.
+    pub fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (b, c) in self.bounds.iter().zip(&self.counts) {
+            cumulative += c.load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {cumulative}");
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(out, "{name}_sum {}", self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6);
+        let _ = writeln!(out, "{name}_count {count}");
+    }
+}
+
+/// A counter family keyed by label values (e.g. source and status).
+#[derive(Default)]
+pub struct CounterVec {
+    map: RwLock<BTreeMap<Vec<String>, AtomicU64>>,
+    /// Serializes first insertion of a label set.
+    insert: Mutex<()>,
+}
+
+impl CounterVec {
+    pub fn inc(&self, labels: &[&str]) {
+        self.add(labels, 1);
+    }
+
+    pub fn add(&self, labels: &[&str], n: u64) {
+        {
+            let map = self.map.read().unwrap_or_else(|p| p.into_inner());
+            if let Some(c) = map.iter().find(|(k, _)| k.iter().map(String::as_str).eq(labels.iter().copied())).map(|(_, c)| c) {
+                c.fetch_add(n, Ordering::Relaxed);
+                return;
+            }
+        }
+        let _g = self.insert.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
+        map.entry(labels.iter().map(|s| s.to_string()).collect())
+            .or_insert_with(|| AtomicU64::new(0))
+            .fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn get(&self, labels: &[&str]) -> u64 {
+        let key: Vec<String> = labels.iter().map(|s| s.to_string()).collect();
+        self.map
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            .map_or(0, |c| c.load(Ordering::Relaxed))
+    }
+
+    pub fn render(&self, out: &mut String, name: &str, help: &str, label_names: &[&str]) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        for (k, v) in self.map.read().unwrap_or_else(|p| p.into_inner()).iter() {
+            let labels: Vec<String> = label_names
+                .iter()
+                .zip(k)
+                .map(|(n, v)| format!("{n}=\"{}\"", escape(v)))
+                .collect();
+            let _ = writeln!(out, "{name}{{{}}} {}", labels.join(","), v.load(Ordering::Relaxed));
+        }
+    }
+}
+
+/// Writes one gauge line.
+pub fn gauge(out: &mut String, name: &str, help: &str, value: f64) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
+}
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_renders_cumulative_buckets() {
+        let h = Histogram::new(&[1.0, 10.0]);
+        h.observe(0.5);
+        h.observe(5.0);
+        h.observe(50.0);
+        let mut s = String::new();
+        h.render(&mut s, "x", "help");
+        assert!(s.contains("x_bucket{le=\"1\"} 1\n"), "{s}");
+        assert!(s.contains("x_bucket{le=\"10\"} 2\n"), "{s}");
+        assert!(s.contains("x_bucket{le=\"+Inf\"} 3\n"), "{s}");
+        assert!(s.contains("x_count 3\n"), "{s}");
+    }
+
+    #[test]
+    fn counters_by_label() {
+        let c = CounterVec::default();
+        c.inc(&["a", "200"]);
+        c.inc(&["a", "200"]);
+        c.inc(&["b\"", "401"]);
+        assert_eq!(c.get(&["a", "200"]), 2);
+        let mut s = String::new();
+        c.render(&mut s, "req", "help", &["source", "status"]);
+        assert!(s.contains("req{source=\"a\",status=\"200\"} 2"), "{s}");
+        assert!(s.contains("req{source=\"b\\\"\",status=\"401\"} 1"), "{s}");
+    }
+}

@@ -1,0 +1,96 @@
+//! [`QueueOps`] on a sled database this process holds: what the socket server dispatches to, and
+//! what the ops CLI uses directly when the receiver is stopped.
+//!
+//! Blocking sled calls run on tokio's blocking pool so a long poll or a flush never stalls the
+//! runtime's worker threads.
+
+use super::sled_store::SledStore;
+use super::{now_ms, DeadFilter, DeadLetter, Failure, Leased, QueueError, QueueOps, QueueStats};
+use crate::envelope::{Envelope, EventId};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Clone)]
+pub struct LocalQueue {
+    store: Arc<SledStore>,
+}
+
+impl LocalQueue {
+    pub fn new(store: Arc<SledStore>) -> LocalQueue {
+        LocalQueue { store }
+    }
+
+    pub fn store(&self) -> &Arc<SledStore> {
+        &self.store
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&SledStore) -> Result<T, QueueError> + Send + 'static,
+    ) -> Result<T, QueueError> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .map_err(|e| QueueError::storage("queue task", e))?
+    }
+}
+
+impl QueueOps for LocalQueue {
+    async fn lease(&self, max: usize, wait_ms: u64, lease_ms: u64) -> Result<Vec<Leased>, QueueError> {
+        let deadline = now_ms() + wait_ms as i64;
+        loop {
+            // Register interest before looking, so an append between the look and the wait
+            // still wakes us.
+            let notified = self.store.arrivals.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let now = now_ms();
+            self.store.expire_leases(now);
+            let got = self.blocking(move |s| s.lease_now(max, lease_ms, now)).await?;
+            if !got.is_empty() || now >= deadline {
+                return Ok(got);
+            }
+            let wake_at = self.store.next_wakeup().map_or(deadline, |t| t.min(deadline));
+            let nap = Duration::from_millis((wake_at - now).clamp(1, 60_000) as u64);
+            tokio::select! {
+                _ = &mut notified => {}
+                _ = tokio::time::sleep(nap) => {}
+            }
+        }
+    }
+
+    async fn ack(&self, ids: Vec<EventId>) -> Result<(), QueueError> {
+        self.blocking(move |s| s.ack(&ids, now_ms())).await
+    }
+
+    async fn fail(&self, id: EventId, failure: Failure) -> Result<(), QueueError> {
+        let r = self.blocking(move |s| s.fail(id, &failure, now_ms())).await;
+        // A retry time may now be the earliest wake-up of a waiting lease.
+        self.store.arrivals.notify_waiters();
+        r
+    }
+
+    async fn dead_list(&self, filter: DeadFilter) -> Result<Vec<DeadLetter>, QueueError> {
+        self.blocking(move |s| s.dead_list(&filter)).await
+    }
+
+    async fn dead_show(&self, id: EventId) -> Result<(DeadLetter, Envelope), QueueError> {
+        self.blocking(move |s| s.dead_show(id)).await
+    }
+
+    async fn dead_replay(&self, filter: DeadFilter, dry_run: bool) -> Result<Vec<EventId>, QueueError> {
+        self.blocking(move |s| s.dead_replay(&filter, dry_run)).await
+    }
+
+    async fn dead_purge(&self, filter: DeadFilter, dry_run: bool) -> Result<Vec<EventId>, QueueError> {
+        self.blocking(move |s| s.dead_purge(&filter, dry_run)).await
+    }
+
+    async fn get(&self, id: EventId) -> Result<Envelope, QueueError> {
+        self.blocking(move |s| s.get(id)).await
+    }
+
+    async fn stats(&self) -> Result<QueueStats, QueueError> {
+        Ok(self.store.stats())
+    }
+}

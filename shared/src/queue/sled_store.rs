@@ -1,0 +1,968 @@
+//! The queue on sled: the on-disk layout, the in-memory index rebuilt from it at open, and every
+//! queue operation as a plain (blocking) method.
+//!
+//! Layout, one sled database at `<data_dir>/queue`:
+//! * `events`: event id (u64 big-endian) -> encoded [`Envelope`];
+//! * `state`:  event id -> [`Record`] (status, attempts, retry time, status time, error);
+//! * `dedup`:  `source \0 delivery id` -> event id + accepted-at, swept after the dedup window.
+//!
+//! Invariant: [`SledStore::append_batch`] returns only after `flush()` **and** an `fdatasync` of
+//! the database file (sled's own flush issues `sync_file_range`, which a drive's write cache can
+//! still lose). Leases live only in memory: after a crash a leased event is pending again, with
+//! the attempt already counted. This module never logs bodies.
+
+use super::{AppendOutcome, DeadFilter, DeadLetter, Failure, Leased, NewEvent, QueueError, QueueStats};
+use crate::envelope::{Envelope, EventId};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::sync::Notify;
+
+/// Status of an event in the `state` tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Status {
+    Pending = 1,
+    Acked = 2,
+    Dead = 3,
+}
+
+/// One event's queue state, persisted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Record {
+    status: Status,
+    attempts: u32,
+    /// Pending: not deliverable before this time (retry backoff).
+    not_before_ms: i64,
+    /// When it reached its status (acked or dead).
+    at_ms: i64,
+    error: String,
+}
+
+impl Record {
+    fn pending() -> Record {
+        Record {
+            status: Status::Pending,
+            attempts: 0,
+            not_before_ms: 0,
+            at_ms: 0,
+            error: String::new(),
+        }
+    }
+    fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(21 + self.error.len());
+        v.push(self.status as u8);
+        v.extend_from_slice(&self.attempts.to_be_bytes());
+        v.extend_from_slice(&self.not_before_ms.to_be_bytes());
+        v.extend_from_slice(&self.at_ms.to_be_bytes());
+        v.extend_from_slice(self.error.as_bytes());
+        v
+    }
+    fn decode(b: &[u8]) -> Option<Record> {
+        if b.len() < 21 {
+            return None;
+        }
+        let status = match b[0] {
+            1 => Status::Pending,
+            2 => Status::Acked,
+            3 => Status::Dead,
+            _ => return None,
+        };
+        Some(Record {
+            status,
+            attempts: u32::from_be_bytes(b[1..5].try_into().ok()?),
+            not_before_ms: i64::from_be_bytes(b[5..13].try_into().ok()?),
+            at_ms: i64::from_be_bytes(b[13..21].try_into().ok()?),
+            error: String::from_utf8_lossy(&b[21..]).into_owned(),
+        })
+    }
+}
+
+/// What is deliverable, in memory. Rebuilt from `state` at open.
+#[derive(Default)]
+struct Index {
+    /// Deliverable now, in arrival order, with the source (for per-source counts).
+    ready: BTreeMap<u64, Arc<str>>,
+    /// Waiting for a retry time: (not_before, id).
+    delayed: BTreeSet<(i64, u64)>,
+    delayed_src: HashMap<u64, Arc<str>>,
+    /// Leased: id -> (deadline, source).
+    leased: HashMap<u64, (i64, Arc<str>)>,
+    dead: BTreeMap<u64, Arc<str>>,
+    /// Acked and retained: (acked_at, id).
+    acked: BTreeSet<(i64, u64)>,
+}
+
+/// Settings the store needs from config.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub max_attempts: u32,
+    pub retention_ms: i64,
+    pub dedup_window_ms: i64,
+    pub max_queue_bytes: u64,
+    /// Refuse appends when the filesystem has less than this free.
+    pub min_free_bytes: u64,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            max_attempts: 10,
+            retention_ms: 7 * 86_400_000,
+            dedup_window_ms: 48 * 3_600_000,
+            max_queue_bytes: 4 << 30,
+            min_free_bytes: 64 << 20,
+        }
+    }
+}
+
+/// The sled-backed queue. Cheap to share behind an `Arc`.
+pub struct SledStore {
+    path: PathBuf,
+    db: sled::Db,
+    events: sled::Tree,
+    state: sled::Tree,
+    dedup: sled::Tree,
+    /// The database's data file, kept open for the fdatasync after each group flush.
+    data_file: File,
+    index: Mutex<Index>,
+    /// Woken by every append and every lease that returns events to `ready`.
+    pub(crate) arrivals: Notify,
+    opts: StoreOptions,
+    last_event_at_ms: AtomicI64,
+    disk_bytes: AtomicU64,
+}
+
+fn storage(ctx: &str) -> impl Fn(sled::Error) -> QueueError + '_ {
+    move |e| QueueError::storage(ctx, e)
+}
+
+impl SledStore {
+    /// Opens (or creates) the queue database at `path`. Fails at once with
+    /// [`QueueError::Locked`] when another process holds it.
+    pub fn open(path: &Path, opts: StoreOptions) -> Result<SledStore, QueueError> {
+        std::fs::create_dir_all(path).map_err(|e| {
+            QueueError::storage(format!("creating {}", path.display()), e)
+        })?;
+        let db = sled::Config::new()
+            .path(path)
+            .flush_every_ms(Some(200))
+            .open()
+            .map_err(|e| match e {
+                sled::Error::Io(ref io) if io.kind() == std::io::ErrorKind::WouldBlock
+                    || io.raw_os_error() == Some(11)
+                    || io.to_string().contains("lock") =>
+                {
+                    QueueError::Locked {
+                        path: path.display().to_string(),
+                    }
+                }
+                other => QueueError::storage(format!("opening {}", path.display()), other),
+            })?;
+        let data_path = path.join("db");
+        let data_file = File::open(&data_path)
+            .map_err(|e| QueueError::storage(format!("opening {} for fdatasync", data_path.display()), e))?;
+        let events = db.open_tree("events").map_err(storage("opening events tree"))?;
+        let state = db.open_tree("state").map_err(storage("opening state tree"))?;
+        let dedup = db.open_tree("dedup").map_err(storage("opening dedup tree"))?;
+        let store = SledStore {
+            path: path.to_path_buf(),
+            db,
+            events,
+            state,
+            dedup,
+            data_file,
+            index: Mutex::new(Index::default()),
+            arrivals: Notify::new(),
+            opts,
+            last_event_at_ms: AtomicI64::new(0),
+            disk_bytes: AtomicU64::new(0),
+        };
+        store.rebuild_index()?;
+        store.refresh_disk_usage();
+        Ok(store)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Index> {
+        // A panic while holding the lock leaves a consistent-enough index (every mutation is a
+        // single insert/remove); keep serving rather than poison every later call.
+        self.index.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn rebuild_index(&self) -> Result<(), QueueError> {
+        let mut idx = Index::default();
+        let mut sources: HashMap<String, Arc<str>> = HashMap::new();
+        let mut last = 0i64;
+        for item in self.state.iter() {
+            let (k, v) = item.map_err(storage("scanning state"))?;
+            let Some(id) = EventId::from_be_slice(&k) else { continue };
+            let Some(rec) = Record::decode(&v) else { continue };
+            let (src, received) = match self.events.get(k).map_err(storage("reading event"))? {
+                Some(bytes) => match Envelope::decode(&bytes) {
+                    Ok(env) => (env.source, env.received_at_ms),
+                    Err(_) => ("<corrupt>".to_string(), 0),
+                },
+                None => continue,
+            };
+            last = last.max(received);
+            let src = sources
+                .entry(src.clone())
+                .or_insert_with(|| Arc::from(src.as_str()))
+                .clone();
+            match rec.status {
+                Status::Pending if rec.not_before_ms > 0 => {
+                    idx.delayed.insert((rec.not_before_ms, id.0));
+                    idx.delayed_src.insert(id.0, src);
+                }
+                Status::Pending => {
+                    idx.ready.insert(id.0, src);
+                }
+                Status::Acked => {
+                    idx.acked.insert((rec.at_ms, id.0));
+                }
+                Status::Dead => {
+                    idx.dead.insert(id.0, src);
+                }
+            }
+        }
+        self.last_event_at_ms.store(last, Ordering::Relaxed);
+        *self.lock() = idx;
+        Ok(())
+    }
+
+    /// Re-reads the database's size on disk (for the budget check and stats).
+    pub fn refresh_disk_usage(&self) -> u64 {
+        let bytes = dir_size(&self.path);
+        self.disk_bytes.store(bytes, Ordering::Relaxed);
+        bytes
+    }
+
+    /// Err when a new append must be refused: over budget or the filesystem nearly full.
+    pub fn check_budget(&self) -> Result<(), QueueError> {
+        let used = self.disk_bytes.load(Ordering::Relaxed);
+        if used > self.opts.max_queue_bytes {
+            return Err(QueueError::OverBudget {
+                used,
+                budget: self.opts.max_queue_bytes,
+            });
+        }
+        if let Some(free) = free_bytes(&self.path) {
+            if free < self.opts.min_free_bytes {
+                return Err(QueueError::Storage {
+                    context: format!("filesystem of {}", self.path.display()),
+                    message: format!(
+                        "only {free} bytes free (need {}): free disk space",
+                        self.opts.min_free_bytes
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Stores a batch durably: one flush and one fdatasync for all of them. The outcomes are in
+    /// the batch's order. On a storage error every event of the batch gets the error and none
+    /// becomes deliverable.
+    pub fn append_batch(&self, batch: &[NewEvent]) -> Vec<Result<AppendOutcome, QueueError>> {
+        if let Err(e) = self.check_budget() {
+            let msg = e.to_string();
+            return batch
+                .iter()
+                .map(|_| {
+                    Err(match &e {
+                        QueueError::OverBudget { used, budget } => QueueError::OverBudget {
+                            used: *used,
+                            budget: *budget,
+                        },
+                        _ => QueueError::storage("disk space", &msg),
+                    })
+                })
+                .collect();
+        }
+        let mut outcomes: Vec<Option<AppendOutcome>> = Vec::with_capacity(batch.len());
+        let mut written: Vec<(u64, Option<Vec<u8>>)> = Vec::new();
+        let result = (|| -> Result<(), QueueError> {
+            for ev in batch {
+                if let Some(key) = &ev.dedup_key {
+                    if let Some(prev) = self.dedup.get(key.as_bytes()).map_err(storage("reading dedup"))? {
+                        if let Some((id, at)) = decode_dedup(&prev) {
+                            if ev.received_at_ms - at < self.opts.dedup_window_ms {
+                                outcomes.push(Some(AppendOutcome::Duplicate(EventId(id))));
+                                continue;
+                            }
+                        }
+                    }
+                }
+                let id = self.db.generate_id().map_err(storage("generating event id"))?;
+                let env = Envelope {
+                    id: EventId(id),
+                    source: ev.source.clone(),
+                    platform: ev.platform,
+                    received_at_ms: ev.received_at_ms,
+                    headers: ev.headers.clone(),
+                    body: ev.body.clone(),
+                };
+                let k = id.to_be_bytes();
+                written.push((id, ev.dedup_key.as_ref().map(|k| k.as_bytes().to_vec())));
+                self.events.insert(k, env.encode()).map_err(storage("writing event"))?;
+                self.state
+                    .insert(k, Record::pending().encode())
+                    .map_err(storage("writing event state"))?;
+                if let Some(key) = &ev.dedup_key {
+                    self.dedup
+                        .insert(key.as_bytes(), &encode_dedup(id, ev.received_at_ms)[..])
+                        .map_err(storage("writing dedup key"))?;
+                }
+                outcomes.push(Some(AppendOutcome::Accepted(EventId(id))));
+            }
+            self.sync()
+        })();
+        if let Err(e) = result {
+            // Undo what this batch wrote, so a retry is not answered "duplicate" for an event
+            // that was never made durable. Best effort: the disk may be failing.
+            for (id, key) in &written {
+                let k = id.to_be_bytes();
+                let _ = self.events.remove(k);
+                let _ = self.state.remove(k);
+                if let Some(key) = key {
+                    let _ = self.dedup.remove(key);
+                }
+            }
+            let msg = e.to_string();
+            return batch.iter().map(|_| Err(QueueError::storage("append", &msg))).collect();
+        }
+        {
+            let mut idx = self.lock();
+            let mut last = 0;
+            for (ev, out) in batch.iter().zip(&outcomes) {
+                if let Some(AppendOutcome::Accepted(id)) = out {
+                    idx.ready.insert(id.0, Arc::from(ev.source.as_str()));
+                    last = last.max(ev.received_at_ms);
+                }
+            }
+            self.last_event_at_ms.fetch_max(last, Ordering::Relaxed);
+        }
+        self.arrivals.notify_waiters();
+        outcomes
+            .into_iter()
+            .map(|o| o.ok_or_else(|| QueueError::storage("append", "no outcome")))
+            .collect()
+    }
+
+    /// sled's flush, then fdatasync of the data file: what makes "200 means on disk" true.
+    fn sync(&self) -> Result<(), QueueError> {
+        self.db.flush().map_err(storage("flushing queue"))?;
+        self.data_file
+            .sync_data()
+            .map_err(|e| QueueError::storage(format!("fdatasync {}", self.path.join("db").display()), e))
+    }
+
+    /// Takes up to `max` deliverable events and leases them until `now + lease_ms`.
+    pub fn lease_now(&self, max: usize, lease_ms: u64, now: i64) -> Result<Vec<Leased>, QueueError> {
+        let picked: Vec<(u64, Arc<str>)> = {
+            let mut idx = self.lock();
+            promote_due(&mut idx, now);
+            let ids: Vec<u64> = idx.ready.keys().take(max).copied().collect();
+            let deadline = now + lease_ms as i64;
+            ids.into_iter()
+                .filter_map(|id| {
+                    let src = idx.ready.remove(&id)?;
+                    idx.leased.insert(id, (deadline, src.clone()));
+                    Some((id, src))
+                })
+                .collect()
+        };
+        let mut out = Vec::with_capacity(picked.len());
+        for (id, _) in picked {
+            let k = id.to_be_bytes();
+            let loaded = (|| -> Result<Option<Leased>, QueueError> {
+                let Some(bytes) = self.events.get(k).map_err(storage("reading event"))? else {
+                    return Ok(None);
+                };
+                let mut rec = self
+                    .state
+                    .get(k)
+                    .map_err(storage("reading event state"))?
+                    .and_then(|b| Record::decode(&b))
+                    .unwrap_or_else(Record::pending);
+                rec.attempts += 1;
+                self.state.insert(k, rec.encode()).map_err(storage("counting attempt"))?;
+                match Envelope::decode(&bytes) {
+                    Ok(envelope) => Ok(Some(Leased {
+                        envelope,
+                        attempts: rec.attempts,
+                    })),
+                    Err(e) => {
+                        // Unreadable bytes can never be processed: dead-letter with the reason.
+                        self.mark_dead(id, rec.attempts, &e.to_string(), now)?;
+                        Ok(None)
+                    }
+                }
+            })();
+            match loaded {
+                Ok(Some(l)) => out.push(l),
+                Ok(None) => {
+                    self.lock().leased.remove(&id);
+                }
+                Err(e) => {
+                    // Put it back so it is not stuck leased, and report.
+                    let mut idx = self.lock();
+                    if let Some((_, src)) = idx.leased.remove(&id) {
+                        idx.ready.insert(id, src);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Returns expired leases to `ready`. Returns how many.
+    pub fn expire_leases(&self, now: i64) -> usize {
+        let mut idx = self.lock();
+        let expired: Vec<u64> = idx
+            .leased
+            .iter()
+            .filter(|(_, (deadline, _))| *deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &expired {
+            if let Some((_, src)) = idx.leased.remove(id) {
+                idx.ready.insert(*id, src);
+            }
+        }
+        drop(idx);
+        if !expired.is_empty() {
+            self.arrivals.notify_waiters();
+        }
+        expired.len()
+    }
+
+    /// The earliest time something becomes deliverable without a new append (a retry time or a
+    /// lease deadline), for the long poll's timer.
+    pub fn next_wakeup(&self) -> Option<i64> {
+        let idx = self.lock();
+        let retry = idx.delayed.iter().next().map(|(t, _)| *t);
+        let lease = idx.leased.values().map(|(d, _)| *d).min();
+        match (retry, lease) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    pub fn has_ready(&self, now: i64) -> bool {
+        let mut idx = self.lock();
+        promote_due(&mut idx, now);
+        !idx.ready.is_empty()
+    }
+
+    pub fn ack(&self, ids: &[EventId], now: i64) -> Result<(), QueueError> {
+        for id in ids {
+            let k = id.to_be_bytes();
+            let Some(mut rec) = self.state.get(k).map_err(storage("reading event state"))?.and_then(|b| Record::decode(&b)) else {
+                continue;
+            };
+            rec.status = Status::Acked;
+            rec.at_ms = now;
+            rec.error.clear();
+            self.state.insert(k, rec.encode()).map_err(storage("acking"))?;
+            let mut idx = self.lock();
+            idx.leased.remove(&id.0);
+            idx.ready.remove(&id.0);
+            if let Some((t, _)) = idx.delayed.iter().find(|(_, i)| *i == id.0).copied() {
+                idx.delayed.remove(&(t, id.0));
+            }
+            idx.acked.insert((now, id.0));
+        }
+        Ok(())
+    }
+
+    pub fn fail(&self, id: EventId, failure: &Failure, now: i64) -> Result<(), QueueError> {
+        let k = id.to_be_bytes();
+        let rec = self
+            .state
+            .get(k)
+            .map_err(storage("reading event state"))?
+            .and_then(|b| Record::decode(&b))
+            .ok_or(QueueError::NotFound(id))?;
+        match failure {
+            Failure::Permanent { error } => self.mark_dead(id.0, rec.attempts, error, now),
+            Failure::Transient { error, .. } if rec.attempts >= self.opts.max_attempts => self.mark_dead(
+                id.0,
+                rec.attempts,
+                &format!("gave up after {} attempts: {error}", rec.attempts),
+                now,
+            ),
+            Failure::Transient { error, retry_at_ms } => {
+                let r = Record {
+                    status: Status::Pending,
+                    attempts: rec.attempts,
+                    not_before_ms: (*retry_at_ms).max(1),
+                    at_ms: now,
+                    error: error.clone(),
+                };
+                self.state.insert(k, r.encode()).map_err(storage("scheduling retry"))?;
+                let mut idx = self.lock();
+                let src = idx
+                    .leased
+                    .remove(&id.0)
+                    .map(|(_, s)| s)
+                    .or_else(|| idx.ready.remove(&id.0))
+                    .unwrap_or_else(|| Arc::from("?"));
+                idx.delayed.insert((r.not_before_ms, id.0));
+                idx.delayed_src.insert(id.0, src);
+                Ok(())
+            }
+        }
+    }
+
+    fn mark_dead(&self, id: u64, attempts: u32, error: &str, now: i64) -> Result<(), QueueError> {
+        let r = Record {
+            status: Status::Dead,
+            attempts,
+            not_before_ms: 0,
+            at_ms: now,
+            error: error.to_string(),
+        };
+        self.state
+            .insert(id.to_be_bytes(), r.encode())
+            .map_err(storage("dead-lettering"))?;
+        let mut idx = self.lock();
+        let src = idx
+            .leased
+            .remove(&id)
+            .map(|(_, s)| s)
+            .or_else(|| idx.ready.remove(&id))
+            .unwrap_or_else(|| Arc::from("?"));
+        idx.dead.insert(id, src);
+        Ok(())
+    }
+
+    fn dead_letter(&self, id: u64) -> Result<Option<(DeadLetter, Envelope)>, QueueError> {
+        let k = id.to_be_bytes();
+        let Some(rec) = self.state.get(k).map_err(storage("reading event state"))?.and_then(|b| Record::decode(&b)) else {
+            return Ok(None);
+        };
+        if rec.status != Status::Dead {
+            return Ok(None);
+        }
+        let Some(bytes) = self.events.get(k).map_err(storage("reading event"))? else {
+            return Ok(None);
+        };
+        let env = Envelope::decode(&bytes).map_err(|e| QueueError::storage(format!("decoding {}", EventId(id)), e))?;
+        let dl = DeadLetter {
+            id: EventId(id),
+            source: env.source.clone(),
+            platform: env.platform,
+            topic: env.topic().map(str::to_string),
+            error: rec.error,
+            attempts: rec.attempts,
+            received_at_ms: env.received_at_ms,
+            dead_at_ms: rec.at_ms,
+            size: env.body.len(),
+        };
+        Ok(Some((dl, env)))
+    }
+
+    pub fn dead_list(&self, filter: &DeadFilter) -> Result<Vec<DeadLetter>, QueueError> {
+        let ids: Vec<u64> = self.lock().dead.keys().copied().collect();
+        let mut out = Vec::new();
+        for id in ids {
+            if let Some((dl, _)) = self.dead_letter(id)? {
+                if filter.matches(&dl) {
+                    out.push(dl);
+                    if filter.limit.is_some_and(|l| out.len() >= l) {
+                        break;
+                    }
+                }
+            }
+        }
+        for id in &filter.ids {
+            if !out.iter().any(|d| d.id == *id) {
+                return Err(QueueError::NotFound(*id));
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn dead_show(&self, id: EventId) -> Result<(DeadLetter, Envelope), QueueError> {
+        self.dead_letter(id.0)?.ok_or(QueueError::NotFound(id))
+    }
+
+    pub fn dead_replay(&self, filter: &DeadFilter, dry_run: bool) -> Result<Vec<EventId>, QueueError> {
+        let ids: Vec<EventId> = self.dead_list(filter)?.into_iter().map(|d| d.id).collect();
+        if dry_run {
+            return Ok(ids);
+        }
+        for id in &ids {
+            self.state
+                .insert(id.to_be_bytes(), Record::pending().encode())
+                .map_err(storage("replaying"))?;
+            let mut idx = self.lock();
+            if let Some(src) = idx.dead.remove(&id.0) {
+                idx.ready.insert(id.0, src);
+            }
+        }
+        self.sync()?;
+        self.arrivals.notify_waiters();
+        Ok(ids)
+    }
+
+    pub fn dead_purge(&self, filter: &DeadFilter, dry_run: bool) -> Result<Vec<EventId>, QueueError> {
+        let ids: Vec<EventId> = self.dead_list(filter)?.into_iter().map(|d| d.id).collect();
+        if dry_run {
+            return Ok(ids);
+        }
+        for id in &ids {
+            self.remove_event(id.0)?;
+            self.lock().dead.remove(&id.0);
+        }
+        self.sync()?;
+        Ok(ids)
+    }
+
+    /// Any retained event by id (pending, acked or dead).
+    pub fn get(&self, id: EventId) -> Result<Envelope, QueueError> {
+        let bytes = self
+            .events
+            .get(id.to_be_bytes())
+            .map_err(storage("reading event"))?
+            .ok_or(QueueError::NotFound(id))?;
+        Envelope::decode(&bytes).map_err(|e| QueueError::storage(format!("decoding {id}"), e))
+    }
+
+    fn remove_event(&self, id: u64) -> Result<(), QueueError> {
+        let k = id.to_be_bytes();
+        self.events.remove(k).map_err(storage("purging event"))?;
+        self.state.remove(k).map_err(storage("purging event state"))?;
+        Ok(())
+    }
+
+    /// Purges acked events past retention and dedup keys past the window. Returns how many events.
+    pub fn sweep(&self, now: i64) -> Result<usize, QueueError> {
+        let cutoff = now - self.opts.retention_ms;
+        let old: Vec<(i64, u64)> = {
+            let idx = self.lock();
+            idx.acked.iter().take_while(|(t, _)| *t < cutoff).copied().collect()
+        };
+        for (t, id) in &old {
+            self.remove_event(*id)?;
+            self.lock().acked.remove(&(*t, *id));
+        }
+        let window_start = now - self.opts.dedup_window_ms;
+        let mut stale = Vec::new();
+        for item in self.dedup.iter() {
+            let (k, v) = item.map_err(storage("scanning dedup keys"))?;
+            if decode_dedup(&v).is_none_or(|(_, at)| at < window_start) {
+                stale.push(k);
+            }
+        }
+        for k in stale {
+            self.dedup.remove(k).map_err(storage("purging dedup key"))?;
+        }
+        Ok(old.len())
+    }
+
+    /// Drops every event that names `needle` in its body (an eBay account deletion request):
+    /// retained events and dead letters alike. Returns how many.
+    pub fn purge_matching(&self, source: &str, needle: &[u8]) -> Result<usize, QueueError> {
+        if needle.is_empty() {
+            return Ok(0);
+        }
+        let mut hits = Vec::new();
+        for item in self.events.iter() {
+            let (k, v) = item.map_err(storage("scanning events"))?;
+            if let (Some(id), Ok(env)) = (EventId::from_be_slice(&k), Envelope::decode(&v)) {
+                if env.source == source && env.body.windows(needle.len()).any(|w| w == needle) {
+                    hits.push(id.0);
+                }
+            }
+        }
+        let mut removed = 0;
+        for id in hits {
+            let deletable = {
+                let idx = self.lock();
+                !idx.ready.contains_key(&id) && !idx.leased.contains_key(&id)
+            };
+            if deletable {
+                self.remove_event(id)?;
+                let mut idx = self.lock();
+                idx.dead.remove(&id);
+                idx.acked.retain(|(_, i)| *i != id);
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    pub fn stats(&self) -> QueueStats {
+        let idx = self.lock();
+        let mut pending_by: BTreeMap<String, u64> = BTreeMap::new();
+        for src in idx.ready.values().chain(idx.delayed_src.values()) {
+            *pending_by.entry(src.to_string()).or_default() += 1;
+        }
+        let mut dead_by: BTreeMap<String, u64> = BTreeMap::new();
+        for src in idx.dead.values() {
+            *dead_by.entry(src.to_string()).or_default() += 1;
+        }
+        let last = self.last_event_at_ms.load(Ordering::Relaxed);
+        QueueStats {
+            pending: (idx.ready.len() + idx.delayed.len()) as u64,
+            leased: idx.leased.len() as u64,
+            dead: idx.dead.len() as u64,
+            acked_retained: idx.acked.len() as u64,
+            disk_bytes: self.disk_bytes.load(Ordering::Relaxed),
+            last_event_at_ms: (last > 0).then_some(last),
+            pending_by_source: pending_by.into_iter().collect(),
+            dead_by_source: dead_by.into_iter().collect(),
+        }
+    }
+
+    /// Copies every record into a fresh database at `to` (for `compact`). The source must not be
+    /// in use by anyone else.
+    pub fn export_to(&self, to: &Path) -> Result<u64, QueueError> {
+        let fresh = sled::Config::new()
+            .path(to)
+            .open()
+            .map_err(|e| QueueError::storage(format!("creating {}", to.display()), e))?;
+        let mut n = 0;
+        for name in ["events", "state", "dedup"] {
+            let src = self.db.open_tree(name).map_err(storage("opening tree"))?;
+            let dst = fresh.open_tree(name).map_err(storage("opening tree in the copy"))?;
+            for item in src.iter() {
+                let (k, v) = item.map_err(storage("reading for compaction"))?;
+                dst.insert(k, v).map_err(storage("writing the copy"))?;
+                n += 1;
+            }
+        }
+        // Carry the id generator forward so ids keep increasing after the swap.
+        let floor = self.db.generate_id().map_err(storage("reading id generator"))?;
+        while fresh.generate_id().map_err(storage("advancing id generator"))? < floor {}
+        fresh.flush().map_err(storage("flushing the copy"))?;
+        File::open(to.join("db"))
+            .and_then(|f| f.sync_all())
+            .map_err(|e| QueueError::storage(format!("fsync {}", to.display()), e))?;
+        Ok(n)
+    }
+}
+
+/// Moves retry-delayed events whose time has come to `ready`.
+fn promote_due(idx: &mut Index, now: i64) {
+    while let Some(&(t, id)) = idx.delayed.iter().next() {
+        if t > now {
+            break;
+        }
+        idx.delayed.remove(&(t, id));
+        let src = idx.delayed_src.remove(&id).unwrap_or_else(|| Arc::from("?"));
+        idx.ready.insert(id, src);
+    }
+}
+
+fn encode_dedup(id: u64, at: i64) -> [u8; 16] {
+    let mut b = [0u8; 16];
+    b[..8].copy_from_slice(&id.to_be_bytes());
+    b[8..].copy_from_slice(&at.to_be_bytes());
+    b
+}
+
+fn decode_dedup(b: &[u8]) -> Option<(u64, i64)> {
+    if b.len() != 16 {
+        return None;
+    }
+    Some((
+        u64::from_be_bytes(b[..8].try_into().ok()?),
+        i64::from_be_bytes(b[8..].try_into().ok()?),
+    ))
+}
+
+/// Total size of the files under `path` (sled's `size_on_disk` walks its own structures and
+/// undercounts the log file's preallocated segments).
+pub fn dir_size(path: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![path.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for e in entries.flatten() {
+            match e.metadata() {
+                Ok(m) if m.is_dir() => stack.push(e.path()),
+                Ok(m) => total += m.len(),
+                Err(_) => {}
+            }
+        }
+    }
+    total
+}
+
+/// Free bytes on the filesystem holding `path`, for `/healthz` and the disk-full guard.
+pub fn free_bytes(path: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid NUL-terminated path and `s` a properly sized out-parameter.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut s) };
+    (rc == 0).then(|| s.f_bavail as u64 * s.f_frsize as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Platform;
+
+    fn ev(source: &str, dedup: Option<&str>, at: i64) -> NewEvent {
+        NewEvent {
+            source: source.into(),
+            platform: Platform::Shopify,
+            received_at_ms: at,
+            headers: vec![("x-shopify-topic".into(), "products/update".into())],
+            body: format!("{{\"at\":{at}}}").into_bytes(),
+            dedup_key: dedup.map(|d| format!("{source}\0{d}")),
+        }
+    }
+
+    fn opts() -> StoreOptions {
+        StoreOptions {
+            min_free_bytes: 0,
+            max_attempts: 3,
+            ..StoreOptions::default()
+        }
+    }
+
+    fn accepted(o: &Result<AppendOutcome, QueueError>) -> EventId {
+        match o {
+            Ok(AppendOutcome::Accepted(id)) => *id,
+            other => panic!("expected accepted, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn append_lease_ack_in_order_and_dedup() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = SledStore::open(&dir.path().join("queue"), opts()).unwrap();
+        let out = q.append_batch(&[ev("a", Some("d1"), 1000), ev("a", Some("d2"), 1001), ev("a", Some("d1"), 1002)]);
+        let first = accepted(&out[0]);
+        let second = accepted(&out[1]);
+        assert!(first < second);
+        assert!(matches!(out[2], Ok(AppendOutcome::Duplicate(id)) if id == first));
+        let leased = q.lease_now(10, 60_000, 2000).unwrap();
+        assert_eq!(leased.iter().map(|l| l.envelope.id).collect::<Vec<_>>(), vec![first, second]);
+        assert_eq!(leased[0].attempts, 1);
+        assert_eq!(leased[0].envelope.body, b"{\"at\":1000}");
+        assert!(q.lease_now(10, 60_000, 2000).unwrap().is_empty(), "leased events are not delivered twice");
+        q.ack(&[first, second], 3000).unwrap();
+        let s = q.stats();
+        assert_eq!((s.pending, s.leased, s.acked_retained), (0, 0, 2));
+    }
+
+    #[test]
+    fn expired_lease_is_delivered_again_with_attempts_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = SledStore::open(&dir.path().join("queue"), opts()).unwrap();
+        let id = accepted(&q.append_batch(&[ev("a", None, 1)])[0]);
+        assert_eq!(q.lease_now(1, 100, 1000).unwrap().len(), 1);
+        assert_eq!(q.expire_leases(1099), 0);
+        assert_eq!(q.expire_leases(1100), 1);
+        let again = q.lease_now(1, 100, 1200).unwrap();
+        assert_eq!(again[0].envelope.id, id);
+        assert_eq!(again[0].attempts, 2);
+    }
+
+    #[test]
+    fn state_survives_reopen_and_leases_become_pending() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("queue");
+        let (a, b, c);
+        {
+            let q = SledStore::open(&path, opts()).unwrap();
+            let out = q.append_batch(&[ev("a", Some("x"), 1), ev("b", None, 2), ev("a", None, 3)]);
+            a = accepted(&out[0]);
+            b = accepted(&out[1]);
+            c = accepted(&out[2]);
+            q.lease_now(3, 60_000, 10).unwrap();
+            q.ack(&[a], 20).unwrap();
+            q.fail(b, &Failure::Permanent { error: "topic x: missing field `id`".into() }, 30).unwrap();
+            q.sync().unwrap();
+        }
+        let q = SledStore::open(&path, opts()).unwrap();
+        let s = q.stats();
+        assert_eq!((s.pending, s.dead, s.acked_retained), (1, 1, 1));
+        let again = q.lease_now(10, 60_000, 40).unwrap();
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].envelope.id, c);
+        assert_eq!(again[0].attempts, 2, "the attempt before the restart counts");
+        // The dedup key survived too.
+        let out = q.append_batch(&[ev("a", Some("x"), 50)]);
+        assert!(matches!(out[0], Ok(AppendOutcome::Duplicate(id)) if id == a));
+        // New ids keep increasing after reopen.
+        let d = accepted(&q.append_batch(&[ev("a", None, 60)])[0]);
+        assert!(d > c);
+    }
+
+    #[test]
+    fn transient_failures_retry_later_then_dead_letter() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = SledStore::open(&dir.path().join("queue"), opts()).unwrap();
+        let id = accepted(&q.append_batch(&[ev("a", None, 1)])[0]);
+        for attempt in 1..=3 {
+            let l = q.lease_now(1, 60_000, attempt * 1000).unwrap();
+            assert_eq!(l.len(), 1, "attempt {attempt}");
+            q.fail(id, &Failure::Transient { error: "smtp down".into(), retry_at_ms: attempt * 1000 + 500 }, attempt * 1000).unwrap();
+            assert!(q.lease_now(1, 60_000, attempt * 1000 + 499).unwrap().is_empty(), "not before its retry time");
+        }
+        let dead = q.dead_list(&DeadFilter::default()).unwrap();
+        assert_eq!(dead.len(), 1);
+        assert_eq!(dead[0].attempts, 3);
+        assert!(dead[0].error.contains("gave up after 3 attempts: smtp down"), "{}", dead[0].error);
+        assert_eq!(dead[0].topic.as_deref(), Some("products/update"));
+        // Replay makes it deliverable again with attempts reset.
+        assert_eq!(q.dead_replay(&DeadFilter::default(), true).unwrap(), vec![id]);
+        assert_eq!(q.stats().dead, 1, "dry run changes nothing");
+        assert_eq!(q.dead_replay(&DeadFilter::default(), false).unwrap(), vec![id]);
+        let l = q.lease_now(1, 60_000, 10_000).unwrap();
+        assert_eq!(l[0].attempts, 1);
+    }
+
+    #[test]
+    fn purge_and_retention_sweep() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = SledStore::open(&dir.path().join("queue"), StoreOptions { retention_ms: 1000, dedup_window_ms: 500, ..opts() }).unwrap();
+        let out = q.append_batch(&[ev("a", Some("k"), 1), ev("b", None, 2)]);
+        let (a, b) = (accepted(&out[0]), accepted(&out[1]));
+        q.lease_now(2, 60_000, 10).unwrap();
+        q.ack(&[a], 100).unwrap();
+        q.fail(b, &Failure::Permanent { error: "bad".into() }, 100).unwrap();
+        assert!(matches!(q.dead_purge(&DeadFilter { source: Some("zzz".into()), ..Default::default() }, false).unwrap().as_slice(), []));
+        assert_eq!(q.dead_purge(&DeadFilter { source: Some("b".into()), ..Default::default() }, false).unwrap(), vec![b]);
+        assert!(matches!(q.get(b), Err(QueueError::NotFound(_))));
+        assert_eq!(q.sweep(1099).unwrap(), 0);
+        assert_eq!(q.sweep(1101).unwrap(), 1);
+        assert!(matches!(q.get(a), Err(QueueError::NotFound(_))));
+        // Dedup key expired with the window: the same delivery id is new again.
+        assert!(matches!(q.append_batch(&[ev("a", Some("k"), 2000)])[0], Ok(AppendOutcome::Accepted(_))));
+    }
+
+    #[test]
+    fn over_budget_refuses_and_stores_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = SledStore::open(&dir.path().join("queue"), StoreOptions { max_queue_bytes: 1, ..opts() }).unwrap();
+        q.refresh_disk_usage();
+        let out = q.append_batch(&[ev("a", None, 1)]);
+        assert!(matches!(out[0], Err(QueueError::OverBudget { .. })));
+        assert_eq!(q.stats().pending, 0);
+    }
+
+    #[test]
+    fn second_open_fails_at_once_as_locked() {
+        let dir = tempfile::tempdir().unwrap();
+        let _q = SledStore::open(&dir.path().join("queue"), opts()).unwrap();
+        match SledStore::open(&dir.path().join("queue"), opts()) {
+            Err(QueueError::Locked { .. }) => {}
+            Err(other) => panic!("expected Locked, got {other}"),
+            Ok(_) => panic!("expected Locked, opened twice"),
+        }
+    }
+}
