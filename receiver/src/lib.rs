@@ -1,4 +1,11 @@
 //! stockhook-receiver: verifies each webhook's signature over the raw bytes, appends it durably to
 //! the queue, and answers. The binary (`main.rs`) is a thin CLI over these modules.
 
+pub mod app;
+pub mod compact;
+pub mod metrics;
+pub mod ratelimit;
+pub mod routes;
 pub mod schemes;
+pub mod server;
+pub mod sign;

@@ -1,1 +1,105 @@
-fn main() {}
+//! `stockhook-receiver`: the CLI. `serve` (the default) runs the receiver; `check-config`,
+//! `sign` and `compact` are the operator's tools. Exit codes: 0 ok, 1 runtime failure, 2 bad
+//! usage or config (before anything is bound or opened).
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use stockhook_receiver::{app, compact, sign};
+use stockhook_shared::config;
+
+/// Verifies e-commerce webhooks and appends them durably to stockhook's queue.
+#[derive(Parser)]
+#[command(name = "stockhook-receiver", version, about)]
+struct Cli {
+    /// Config file (else $STOCKHOOK_CONFIG, else ./stockhook.toml, else built-in defaults).
+    #[arg(long, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the receiver (the default).
+    Serve,
+    /// Validate the config and print it as it takes effect, secrets masked.
+    CheckConfig,
+    /// Print the headers (and a curl line) that make a valid signed request for a source.
+    Sign {
+        /// The source to sign for (its `name` in the config).
+        #[arg(long)]
+        source: String,
+        /// The body to send.
+        #[arg(long, value_name = "BODY")]
+        file: PathBuf,
+        /// The topic header to add (e.g. products/update for Shopify).
+        #[arg(long)]
+        topic: Option<String>,
+    },
+    /// Rewrite the queue database into a fresh one to give disk space back (receiver stopped).
+    Compact,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let loaded = match config::load(cli.config.as_deref()) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("stockhook-receiver: config error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let cfg = &loaded.config;
+    stockhook_shared::telemetry::init(&cfg.log_level, cfg.log_format);
+    let result = match cli.command.unwrap_or(Command::Serve) {
+        Command::CheckConfig => {
+            if let Err(e) = stockhook_receiver::routes::build_sources(cfg) {
+                eprintln!("stockhook-receiver: config error: {e}");
+                return ExitCode::from(2);
+            }
+            print!("{loaded}");
+            for n in &loaded.notices {
+                println!("# note: {n}");
+            }
+            Ok(())
+        }
+        Command::Sign { source, file, topic } => match sign::run(cfg, &source, &file, topic.as_deref()) {
+            Ok(text) => {
+                print!("{text}");
+                Ok(())
+            }
+            Err(sign::SignError::Usage(m)) => {
+                eprintln!("stockhook-receiver sign: {m}");
+                return ExitCode::from(2);
+            }
+            Err(sign::SignError::Io(e)) => Err(e),
+        },
+        Command::Compact => compact::run(cfg),
+        Command::Serve => {
+            for n in &loaded.notices {
+                tracing::warn!("{n}");
+            }
+            match stockhook_receiver::routes::build_sources(cfg) {
+                Err(e) => {
+                    eprintln!("stockhook-receiver: config error: {e}");
+                    return ExitCode::from(2);
+                }
+                Ok(_) => tokio::runtime::Builder::new_multi_thread()
+                    .enable_all()
+                    .build()
+                    .context("starting the async runtime")
+                    .and_then(|rt| rt.block_on(app::serve(loaded.config.clone()))),
+            }
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("stockhook-receiver: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

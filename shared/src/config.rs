@@ -65,6 +65,9 @@ pub struct ReceiverConfig {
     /// Disk budget for the queue database; over it, new events get 503 + Retry-After.
     #[serde(default = "defaults::max_queue_bytes")]
     pub max_queue_bytes: u64,
+    /// Refuse new events (503) when the filesystem under data_dir has less free space than this.
+    #[serde(default = "defaults::min_free_bytes")]
+    pub min_free_bytes: u64,
     /// How long a delivery id is remembered to answer repeats with `duplicate` (Shopify retries for 4 h).
     #[serde(default = "defaults::dedup_window")]
     pub dedup_window: ConfigDuration,
@@ -347,6 +350,9 @@ pub mod defaults {
     }
     pub fn max_queue_bytes() -> u64 {
         4 * 1024 * 1024 * 1024
+    }
+    pub fn min_free_bytes() -> u64 {
+        64 * 1024 * 1024
     }
     pub fn dedup_window() -> ConfigDuration {
         ConfigDuration::secs(48 * 3600)

@@ -128,21 +128,7 @@ impl Envelope {
 
     /// Encodes as: version, id, received_at, platform, source, header count, headers, body.
     pub fn encode(&self) -> Vec<u8> {
-        let hdr_len: usize = self.headers.iter().map(|(k, v)| 8 + k.len() + v.len()).sum();
-        let mut out =
-            Vec::with_capacity(1 + 8 + 8 + 1 + 4 + self.source.len() + 4 + hdr_len + 4 + self.body.len());
-        out.push(Self::VERSION);
-        out.extend_from_slice(&self.id.0.to_be_bytes());
-        out.extend_from_slice(&self.received_at_ms.to_be_bytes());
-        out.push(platform_code(self.platform));
-        put_bytes(&mut out, self.source.as_bytes());
-        out.extend_from_slice(&(self.headers.len() as u32).to_be_bytes());
-        for (k, v) in &self.headers {
-            put_bytes(&mut out, k.as_bytes());
-            put_bytes(&mut out, v.as_bytes());
-        }
-        put_bytes(&mut out, &self.body);
-        out
+        encode_parts(self.id, &self.source, self.platform, self.received_at_ms, &self.headers, &self.body)
     }
 
     pub fn decode(mut b: &[u8]) -> Result<Envelope, DecodeError> {
@@ -176,6 +162,32 @@ impl Envelope {
             body,
         })
     }
+}
+
+/// [`Envelope::encode`] from borrowed parts: the append path writes the body once, straight from
+/// the request's buffer into the record.
+pub fn encode_parts(
+    id: EventId,
+    source: &str,
+    platform: Platform,
+    received_at_ms: i64,
+    headers: &[(String, String)],
+    body: &[u8],
+) -> Vec<u8> {
+    let hdr_len: usize = headers.iter().map(|(k, v)| 8 + k.len() + v.len()).sum();
+    let mut out = Vec::with_capacity(1 + 8 + 8 + 1 + 4 + source.len() + 4 + hdr_len + 4 + body.len());
+    out.push(Envelope::VERSION);
+    out.extend_from_slice(&id.0.to_be_bytes());
+    out.extend_from_slice(&received_at_ms.to_be_bytes());
+    out.push(platform_code(platform));
+    put_bytes(&mut out, source.as_bytes());
+    out.extend_from_slice(&(headers.len() as u32).to_be_bytes());
+    for (k, v) in headers {
+        put_bytes(&mut out, k.as_bytes());
+        put_bytes(&mut out, v.as_bytes());
+    }
+    put_bytes(&mut out, body);
+    out
 }
 
 /// The delivery id among headers looked up by lowercase name: Shopify's per-delivery id, Standard

@@ -198,6 +198,7 @@ const OVERRIDABLE: &[(&str, &str, Kind)] = &[
     ("receiver", "listen", Kind::Text),
     ("receiver", "max_body_bytes", Kind::Number),
     ("receiver", "max_queue_bytes", Kind::Number),
+    ("receiver", "min_free_bytes", Kind::Number),
     ("receiver", "dedup_window", Kind::Text),
     ("receiver", "header_timeout", Kind::Text),
     ("receiver", "body_timeout", Kind::Text),

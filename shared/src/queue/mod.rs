@@ -32,7 +32,8 @@ pub struct NewEvent {
     pub platform: Platform,
     pub received_at_ms: i64,
     pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
+    /// The body as received, shared with the request's buffer (no copy until the record is written).
+    pub body: bytes::Bytes,
     /// The platform's delivery id, scoped by source; a repeat inside the dedup window is not stored.
     pub dedup_key: Option<String>,
 }

@@ -12,7 +12,7 @@
 //! the attempt already counted. This module never logs bodies.
 
 use super::{AppendOutcome, DeadFilter, DeadLetter, Failure, Leased, NewEvent, QueueError, QueueStats};
-use crate::envelope::{Envelope, EventId};
+use crate::envelope::{encode_parts, Envelope, EventId};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -299,17 +299,10 @@ impl SledStore {
                     }
                 }
                 let id = self.db.generate_id().map_err(storage("generating event id"))?;
-                let env = Envelope {
-                    id: EventId(id),
-                    source: ev.source.clone(),
-                    platform: ev.platform,
-                    received_at_ms: ev.received_at_ms,
-                    headers: ev.headers.clone(),
-                    body: ev.body.clone(),
-                };
+                let record = encode_parts(EventId(id), &ev.source, ev.platform, ev.received_at_ms, &ev.headers, &ev.body);
                 let k = id.to_be_bytes();
                 written.push((id, ev.dedup_key.as_ref().map(|k| k.as_bytes().to_vec())));
-                self.events.insert(k, env.encode()).map_err(storage("writing event"))?;
+                self.events.insert(k, record).map_err(storage("writing event"))?;
                 self.state
                     .insert(k, Record::pending().encode())
                     .map_err(storage("writing event state"))?;
@@ -319,6 +312,10 @@ impl SledStore {
                         .map_err(storage("writing dedup key"))?;
                 }
                 outcomes.push(Some(AppendOutcome::Accepted(EventId(id))));
+            }
+            if written.is_empty() {
+                // Only duplicates: nothing new to make durable (the first copy already is).
+                return Ok(());
             }
             self.sync()
         })();
@@ -360,6 +357,11 @@ impl SledStore {
         self.data_file
             .sync_data()
             .map_err(|e| QueueError::storage(format!("fdatasync {}", self.path.join("db").display()), e))
+    }
+
+    /// Flushes and fdatasyncs everything written so far (shutdown, after operator commands).
+    pub fn flush_all(&self) -> Result<(), QueueError> {
+        self.sync()
     }
 
     /// Takes up to `max` deliverable events and leases them until `now + lease_ms`.
@@ -819,7 +821,7 @@ mod tests {
             platform: Platform::Shopify,
             received_at_ms: at,
             headers: vec![("x-shopify-topic".into(), "products/update".into())],
-            body: format!("{{\"at\":{at}}}").into_bytes(),
+            body: format!("{{\"at\":{at}}}").into_bytes().into(),
             dedup_key: dedup.map(|d| format!("{source}\0{d}")),
         }
     }

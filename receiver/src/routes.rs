@@ -1,0 +1,388 @@
+//! The HTTP request path: route, limit, verify, append, answer.
+//!
+//! Invariant: a 2xx for a webhook is sent only after the queue's append returned, and the append
+//! returns only once the event is flushed and fdatasync'd. This module never parses the body as a
+//! platform payload and never logs it: one log line per request with source, status, bytes,
+//! latency and event id.
+//!
+//! Answers (DESIGN.md "What each bad input gets"): 404 unknown source, 401 with a reason, 413 /
+//! 408 (connection closed), 429 + Retry-After, 200 `duplicate`, 503 + Retry-After when the event
+//! cannot be stored.
+
+use crate::metrics::Metrics;
+use crate::ratelimit::TokenBucket;
+use crate::schemes::{self, Incoming, Verifier};
+use bytes::Bytes;
+use http::{header, HeaderMap, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use serde_json::json;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use stockhook_shared::config::{Config, Platform, SchemeKind, SourceConfig};
+use stockhook_shared::envelope::{delivery_id_of, KEPT_HEADERS};
+use stockhook_shared::queue::{now_ms, AppendOutcome, EventSink, NewEvent, QueueError};
+use stockhook_shared::secret::Secret;
+
+/// One configured source, ready to serve.
+pub struct Source {
+    pub name: String,
+    pub platform: Platform,
+    pub scheme: SchemeKind,
+    pub verifier: Box<dyn Verifier>,
+    pub limiter: Option<TokenBucket>,
+    /// eBay endpoint validation: the verification token and the registered endpoint URL.
+    pub challenge: Option<(Secret, String)>,
+}
+
+/// Everything a request needs; shared by all connections.
+pub struct AppState<S: EventSink> {
+    pub sources: HashMap<String, Source>,
+    /// Sources switched off at start, with the reason (answered 503 so the platform retries).
+    pub disabled: HashMap<String, String>,
+    pub sink: S,
+    pub data_dir: PathBuf,
+    pub metrics: Metrics,
+    pub max_body_bytes: usize,
+    pub body_timeout: Duration,
+    /// Seconds since the epoch; injected so tests can pin time.
+    pub clock: fn() -> i64,
+}
+
+pub fn system_clock() -> i64 {
+    now_ms() / 1000
+}
+
+/// Builds the sources from config; a source that cannot be built is a config error naming it.
+pub fn build_sources(config: &Config) -> Result<(HashMap<String, Source>, HashMap<String, String>), String> {
+    let mut sources = HashMap::new();
+    let mut disabled = HashMap::new();
+    for s in &config.sources {
+        if let Some(why) = &s.disabled {
+            disabled.insert(s.name.clone(), why.clone());
+            continue;
+        }
+        sources.insert(s.name.clone(), build_source(s)?);
+    }
+    Ok((sources, disabled))
+}
+
+fn build_source(s: &SourceConfig) -> Result<Source, String> {
+    let verifier = schemes::build(s)?;
+    let challenge = match (&s.verification_token, &s.endpoint_url) {
+        (Some(t), Some(u)) if s.scheme == SchemeKind::Ebay => Some((t.clone(), u.clone())),
+        _ => None,
+    };
+    Ok(Source {
+        name: s.name.clone(),
+        platform: s.platform,
+        scheme: s.scheme,
+        verifier,
+        limiter: s.rate_limit.map(|r| TokenBucket::new(r.per_second, r.burst)),
+        challenge,
+    })
+}
+
+type Resp = Response<Full<Bytes>>;
+
+fn json_response(status: StatusCode, body: serde_json::Value) -> Resp {
+    let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+    r
+}
+
+fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Resp {
+    json_response(status, json!({"status": "error", "error": code, "message": message.into()}))
+}
+
+fn with_retry_after(mut r: Resp, secs: u64) -> Resp {
+    r.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
+    r
+}
+
+fn closing(mut r: Resp) -> Resp {
+    r.headers_mut()
+        .insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+    r
+}
+
+/// What the log line and the metrics record about one request.
+struct Outcome {
+    source: String,
+    status: StatusCode,
+    bytes: usize,
+    event_id: Option<String>,
+    reason: Option<&'static str>,
+}
+
+/// The service function: every request comes through here.
+pub async fn handle<S: EventSink, B>(state: Arc<AppState<S>>, req: Request<B>) -> Result<Resp, std::convert::Infallible>
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let started = Instant::now();
+    let path = req.uri().path().to_string();
+    let method = req.method().clone();
+    let (resp, outcome) = match (method.clone(), path.as_str()) {
+        (Method::GET, "/healthz") => (healthz(&state).await, None),
+        (Method::GET, "/readyz") => (readyz(&state), None),
+        (Method::GET, "/metrics") => {
+            let q = state.sink.stats().await.unwrap_or_default();
+            let mut r = Response::new(Full::new(Bytes::from(state.metrics.render(&q))));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
+            (r, None)
+        }
+        (m, p) if p.starts_with("/webhooks/") => {
+            let name = &p["/webhooks/".len()..];
+            let (r, o) = if m == Method::POST {
+                webhook(&state, name, req).await
+            } else if m == Method::GET {
+                challenge(&state, name, req.uri().query())
+            } else {
+                let mut r = error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "webhooks are POSTed");
+                r.headers_mut().insert(header::ALLOW, header::HeaderValue::from_static("POST, GET"));
+                (r, outcome(name, StatusCode::METHOD_NOT_ALLOWED, 0, None, Some("method_not_allowed")))
+            };
+            (r, Some(o))
+        }
+        _ => (
+            error(StatusCode::NOT_FOUND, "not_found", "webhooks go to POST /webhooks/<source>; also GET /healthz, /readyz, /metrics"),
+            None,
+        ),
+    };
+    if let Some(o) = outcome {
+        let elapsed = started.elapsed();
+        state.metrics.request_seconds.observe(elapsed.as_secs_f64());
+        state.metrics.requests.inc(&[&o.source, o.status.as_str()]);
+        let latency_ms = elapsed.as_secs_f64() * 1000.0;
+        if o.status.is_success() {
+            tracing::info!(source = %o.source, status = o.status.as_u16(), bytes = o.bytes, latency_ms, event_id = o.event_id.as_deref().unwrap_or(""), "webhook");
+        } else {
+            tracing::warn!(source = %o.source, status = o.status.as_u16(), bytes = o.bytes, latency_ms, reason = o.reason.unwrap_or(""), "webhook refused");
+        }
+    }
+    Ok(resp)
+}
+
+fn outcome(source: &str, status: StatusCode, bytes: usize, event_id: Option<String>, reason: Option<&'static str>) -> Outcome {
+    // An unknown source name comes from the request: bound it before it reaches a log or a label.
+    let source: String = source.chars().take(64).map(|c| if c.is_control() { '?' } else { c }).collect();
+    Outcome {
+        source,
+        status,
+        bytes,
+        event_id,
+        reason,
+    }
+}
+
+async fn webhook<S: EventSink, B>(state: &AppState<S>, name: &str, req: Request<B>) -> (Resp, Outcome)
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let Some(source) = state.sources.get(name) else {
+        if let Some(why) = state.disabled.get(name) {
+            let r = with_retry_after(
+                error(StatusCode::SERVICE_UNAVAILABLE, "source_disabled", format!("source {name} is disabled: {why}")),
+                60,
+            );
+            return (r, outcome(name, StatusCode::SERVICE_UNAVAILABLE, 0, None, Some("source_disabled")));
+        }
+        return (
+            error(StatusCode::NOT_FOUND, "unknown_source", format!("no source named {:?} is configured", schemes_for_log(name))),
+            outcome("<unknown>", StatusCode::NOT_FOUND, 0, None, Some("unknown_source")),
+        );
+    };
+    if let Some(limiter) = &source.limiter {
+        if let Err(secs) = limiter.take(Instant::now()) {
+            let r = with_retry_after(error(StatusCode::TOO_MANY_REQUESTS, "rate_limited", format!("over the rate limit of source {name}")), secs);
+            return (r, outcome(name, StatusCode::TOO_MANY_REQUESTS, 0, None, Some("rate_limited")));
+        }
+    }
+    // Refuse what cannot be stored before reading the body.
+    if let Err(e) = state.sink.ready() {
+        return unavailable(name, &e, 0);
+    }
+    let (parts, body) = req.into_parts();
+    if let Some(len) = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        if len > state.max_body_bytes as u64 {
+            return too_large(state, name, len as usize);
+        }
+    }
+    let body = match tokio::time::timeout(state.body_timeout, Limited::new(body, state.max_body_bytes).collect()).await {
+        Err(_) => {
+            let r = closing(error(StatusCode::REQUEST_TIMEOUT, "body_timeout", format!("the body did not arrive within {:?}", state.body_timeout)));
+            return (r, outcome(name, StatusCode::REQUEST_TIMEOUT, 0, None, Some("body_timeout")));
+        }
+        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => return too_large(state, name, state.max_body_bytes + 1),
+        Ok(Err(_)) => {
+            let r = closing(error(StatusCode::BAD_REQUEST, "bad_body", "the body could not be read"));
+            return (r, outcome(name, StatusCode::BAD_REQUEST, 0, None, Some("bad_body")));
+        }
+        Ok(Ok(c)) => c.to_bytes(),
+    };
+    let bytes = body.len();
+    if is_woocommerce_ping(source, &parts.headers, &body) {
+        let r = json_response(StatusCode::OK, json!({"status": "ping"}));
+        return (r, outcome(name, StatusCode::OK, bytes, None, Some("ping")));
+    }
+    let now_unix = (state.clock)();
+    if let Err(e) = source.verifier.verify(&Incoming {
+        headers: &parts.headers,
+        body: &body,
+        now_unix,
+    }) {
+        state.metrics.verify_failures.inc(&[name, e.code()]);
+        let r = error(StatusCode::UNAUTHORIZED, e.code(), e.to_string());
+        return (r, outcome(name, StatusCode::UNAUTHORIZED, bytes, None, Some(e.code())));
+    }
+    let headers = kept_headers(&parts.headers);
+    let dedup_key = delivery_id_of(|n| parts.headers.get(n).and_then(|v| v.to_str().ok()))
+        .map(|d| format!("{}\0{d}", source.name));
+    let ev = NewEvent {
+        source: source.name.clone(),
+        platform: source.platform,
+        received_at_ms: now_ms(),
+        headers,
+        body,
+        dedup_key,
+    };
+    let t = Instant::now();
+    let result = state.sink.append(ev).await;
+    state.metrics.append_seconds.observe(t.elapsed().as_secs_f64());
+    match result {
+        Ok(AppendOutcome::Accepted(id)) => (
+            json_response(StatusCode::OK, json!({"status": "accepted", "id": id.to_string()})),
+            outcome(name, StatusCode::OK, bytes, Some(id.to_string()), None),
+        ),
+        Ok(AppendOutcome::Duplicate(id)) => (
+            json_response(StatusCode::OK, json!({"status": "duplicate", "id": id.to_string()})),
+            outcome(name, StatusCode::OK, bytes, Some(id.to_string()), Some("duplicate")),
+        ),
+        Err(e) => unavailable(name, &e, bytes),
+    }
+}
+
+fn schemes_for_log(name: &str) -> String {
+    name.chars().take(64).collect()
+}
+
+fn too_large<S: EventSink>(state: &AppState<S>, name: &str, len: usize) -> (Resp, Outcome) {
+    let r = closing(error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body_too_large",
+        format!("body exceeds receiver.max_body_bytes = {}", state.max_body_bytes),
+    ));
+    (r, outcome(name, StatusCode::PAYLOAD_TOO_LARGE, len, None, Some("body_too_large")))
+}
+
+fn unavailable(name: &str, e: &QueueError, bytes: usize) -> (Resp, Outcome) {
+    tracing::error!(source = %name, error = %e, "event not stored: answering 503 so the sender retries");
+    let code = match e {
+        QueueError::OverBudget { .. } => "queue_full",
+        QueueError::ShuttingDown => "shutting_down",
+        _ => "storage_error",
+    };
+    let r = with_retry_after(error(StatusCode::SERVICE_UNAVAILABLE, code, "the event could not be stored; retry later"), 30);
+    (r, outcome(name, StatusCode::SERVICE_UNAVAILABLE, bytes, None, Some("not_stored")))
+}
+
+fn kept_headers(h: &HeaderMap) -> Vec<(String, String)> {
+    KEPT_HEADERS
+        .iter()
+        .filter_map(|name| {
+            h.get(*name)
+                .and_then(|v| v.to_str().ok())
+                .map(|v| (name.to_string(), v.chars().take(512).collect()))
+        })
+        .collect()
+}
+
+/// WooCommerce pings a new webhook with an unsigned form body `webhook_id=<n>` and disables it
+/// unless it gets a 2xx. Answered 200, stored nowhere.
+fn is_woocommerce_ping(source: &Source, h: &HeaderMap, body: &[u8]) -> bool {
+    source.scheme == SchemeKind::HmacSha256
+        && !h.contains_key("x-wc-webhook-signature")
+        && body.len() < 64
+        && body
+            .strip_prefix(b"webhook_id=")
+            .is_some_and(|rest| !rest.is_empty() && rest.iter().all(u8::is_ascii_digit))
+}
+
+/// eBay's endpoint validation: `GET /webhooks/<source>?challenge_code=...`.
+fn challenge<S: EventSink>(state: &AppState<S>, name: &str, query: Option<&str>) -> (Resp, Outcome) {
+    let code = query.and_then(|q| {
+        q.split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .find(|(k, _)| *k == "challenge_code")
+            .map(|(_, v)| v.to_string())
+    });
+    let Some(source) = state.sources.get(name) else {
+        return (
+            error(StatusCode::NOT_FOUND, "unknown_source", "no such source"),
+            outcome("<unknown>", StatusCode::NOT_FOUND, 0, None, Some("unknown_source")),
+        );
+    };
+    match (code, &source.challenge) {
+        (Some(code), Some((token, endpoint))) => {
+            let answer = schemes::ebay::challenge_response(&code, token.expose(), endpoint);
+            (
+                json_response(StatusCode::OK, json!({"challengeResponse": answer})),
+                outcome(name, StatusCode::OK, 0, None, Some("challenge")),
+            )
+        }
+        (None, _) => (
+            error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "webhooks are POSTed; GET is only for eBay's ?challenge_code= validation"),
+            outcome(name, StatusCode::METHOD_NOT_ALLOWED, 0, None, Some("method_not_allowed")),
+        ),
+        (Some(_), None) => (
+            error(
+                StatusCode::NOT_FOUND,
+                "no_challenge",
+                format!("source {name} answers no endpoint challenge: set scheme = \"ebay\", verification_token and endpoint_url"),
+            ),
+            outcome(name, StatusCode::NOT_FOUND, 0, None, Some("no_challenge")),
+        ),
+    }
+}
+
+async fn healthz<S: EventSink>(state: &AppState<S>) -> Resp {
+    let q = state.sink.stats().await.unwrap_or_default();
+    let last = q.last_event_at_ms.and_then(|ms| {
+        time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
+            .ok()
+            .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+    });
+    json_response(
+        StatusCode::OK,
+        json!({
+            "status": "ok",
+            "queue": {"pending": q.pending, "leased": q.leased, "dead": q.dead, "disk_bytes": q.disk_bytes},
+            "last_event_at": last,
+            "disk_free_bytes": stockhook_shared::queue::sled_store::free_bytes(&state.data_dir),
+        }),
+    )
+}
+
+fn readyz<S: EventSink>(state: &AppState<S>) -> Resp {
+    match state.sink.ready() {
+        Ok(()) => json_response(StatusCode::OK, json!({"status": "ready"})),
+        Err(e) => with_retry_after(
+            json_response(StatusCode::SERVICE_UNAVAILABLE, json!({"status": "not_ready", "reason": e.to_string()})),
+            30,
+        ),
+    }
+}
