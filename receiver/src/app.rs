@@ -33,7 +33,8 @@ pub fn store_options(config: &Config) -> StoreOptions {
 pub fn ensure_data_dir(config: &Config) -> anyhow::Result<()> {
     let dir = &config.data_dir;
     if !dir.exists() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating data_dir {}", dir.display()))?;
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating data_dir {}", dir.display()))?;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
             .with_context(|| format!("chmod 0700 {}", dir.display()))?;
     }
@@ -54,17 +55,22 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let sock_path = config.data_dir.join("queue.sock");
     let qlistener = qserver::bind(&sock_path)?;
     let (stop_tx, stop_rx) = watch::channel(false);
-    let qtask = tokio::spawn(qserver::serve(qlistener, LocalQueue::new(store.clone()), stop_rx.clone()));
+    let qtask = tokio::spawn(qserver::serve(
+        qlistener,
+        LocalQueue::new(store.clone()),
+        stop_rx.clone(),
+    ));
     let maint = tokio::spawn(maintenance(store.clone(), stop_rx.clone()));
 
-    let addr: SocketAddr = config
-        .receiver
-        .listen
-        .parse()
-        .with_context(|| format!("receiver.listen = {:?} is not an ip:port (e.g. \"127.0.0.1:8080\")", config.receiver.listen))?;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr}: is another process using it? change receiver.listen"))?;
+    let addr: SocketAddr = config.receiver.listen.parse().with_context(|| {
+        format!(
+            "receiver.listen = {:?} is not an ip:port (e.g. \"127.0.0.1:8080\")",
+            config.receiver.listen
+        )
+    })?;
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+        format!("cannot listen on {addr}: is another process using it? change receiver.listen")
+    })?;
     let local = listener.local_addr().context("reading the bound address")?;
 
     let state = Arc::new(AppState {
@@ -98,7 +104,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     watchdog.abort();
     // The last sender goes with the state: the commit thread answers what it has, then exits.
     drop(state);
-    tokio::task::spawn_blocking(move || commit_thread.join()).await.ok();
+    tokio::task::spawn_blocking(move || commit_thread.join())
+        .await
+        .ok();
     store.flush_all().context("final flush of the queue")?;
     let _ = std::fs::remove_file(&sock_path);
     tracing::info!("receiver stopped cleanly");
@@ -133,7 +141,7 @@ async fn maintenance(store: Arc<SledStore>, mut stop: watch::Receiver<bool>) {
         }
         n += 1;
         let s = store.clone();
-        let sweep = n % 60 == 0;
+        let sweep = n.is_multiple_of(60);
         let r = tokio::task::spawn_blocking(move || {
             s.refresh_disk_usage();
             s.expire_leases(now_ms());
@@ -145,7 +153,9 @@ async fn maintenance(store: Arc<SledStore>, mut stop: watch::Receiver<bool>) {
         })
         .await;
         match r {
-            Ok(Ok(Some(purged))) if purged > 0 => tracing::info!(purged, "purged acked events past retention"),
+            Ok(Ok(Some(purged))) if purged > 0 => {
+                tracing::info!(purged, "purged acked events past retention")
+            }
             Ok(Err(e)) => tracing::warn!(error = %e, "queue maintenance failed"),
             _ => {}
         }
@@ -153,7 +163,9 @@ async fn maintenance(store: Arc<SledStore>, mut stop: watch::Receiver<bool>) {
 }
 
 async fn watchdog_pings(mut stop: watch::Receiver<bool>) {
-    let Some(every) = sdnotify::watchdog_interval() else { return };
+    let Some(every) = sdnotify::watchdog_interval() else {
+        return;
+    };
     let mut tick = tokio::time::interval(every);
     loop {
         tokio::select! {

@@ -9,13 +9,17 @@ use stockhook_shared::queue::sled_store::{dir_size, SledStore};
 pub fn run(config: &Config) -> anyhow::Result<()> {
     let path = config.data_dir.join("queue");
     if !path.exists() {
-        anyhow::bail!("no queue database at {}: nothing to compact (is data_dir right?)", path.display());
+        anyhow::bail!(
+            "no queue database at {}: nothing to compact (is data_dir right?)",
+            path.display()
+        );
     }
     let before = dir_size(&path);
     let fresh = config.data_dir.join("queue.compact");
     let old = config.data_dir.join("queue.old");
     if fresh.exists() {
-        std::fs::remove_dir_all(&fresh).with_context(|| format!("removing leftover {}", fresh.display()))?;
+        std::fs::remove_dir_all(&fresh)
+            .with_context(|| format!("removing leftover {}", fresh.display()))?;
     }
     {
         let store = SledStore::open(&path, crate::app::store_options(config))?;
@@ -26,8 +30,10 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
         std::fs::remove_dir_all(&old).with_context(|| format!("removing {}", old.display()))?;
     }
     std::fs::rename(&path, &old).with_context(|| format!("moving {} aside", path.display()))?;
-    std::fs::rename(&fresh, &path).with_context(|| format!("moving the compacted copy to {}", path.display()))?;
-    std::fs::remove_dir_all(&old).with_context(|| format!("removing the old database {}", old.display()))?;
+    std::fs::rename(&fresh, &path)
+        .with_context(|| format!("moving the compacted copy to {}", path.display()))?;
+    std::fs::remove_dir_all(&old)
+        .with_context(|| format!("removing the old database {}", old.display()))?;
     let after = dir_size(&path);
     println!("compacted {}: {before} -> {after} bytes", path.display());
     Ok(())

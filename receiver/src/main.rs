@@ -65,7 +65,11 @@ fn main() -> ExitCode {
             }
             Ok(())
         }
-        Command::Sign { source, file, topic } => match sign::run(cfg, &source, &file, topic.as_deref()) {
+        Command::Sign {
+            source,
+            file,
+            topic,
+        } => match sign::run(cfg, &source, &file, topic.as_deref()) {
             Ok(text) => {
                 print!("{text}");
                 Ok(())

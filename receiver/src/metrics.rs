@@ -17,7 +17,9 @@ pub struct Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        let secs = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
+        let secs = [
+            0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+        ];
         Metrics {
             requests: CounterVec::default(),
             verify_failures: CounterVec::default(),
@@ -30,20 +32,57 @@ impl Default for Metrics {
 impl Metrics {
     pub fn render(&self, q: &QueueStats) -> String {
         let mut out = String::with_capacity(4096);
-        self.requests.render(&mut out, "stockhook_requests_total", "Webhook requests by source and HTTP status.", &["source", "status"]);
+        self.requests.render(
+            &mut out,
+            "stockhook_requests_total",
+            "Webhook requests by source and HTTP status.",
+            &["source", "status"],
+        );
         self.verify_failures.render(
             &mut out,
             "stockhook_verification_failures_total",
             "Requests refused by signature verification, by source and reason.",
             &["source", "reason"],
         );
-        self.append_seconds.render(&mut out, "stockhook_append_seconds", "Durable append latency (group commit + fdatasync).");
-        self.request_seconds.render(&mut out, "stockhook_request_seconds", "Webhook request latency.");
-        stockhook_shared::telemetry::COMMIT_BATCH.render(&mut out, "stockhook_commit_batch_events", "Events per group commit.");
-        gauge(&mut out, "stockhook_queue_pending", "Events waiting for the worker.", q.pending as f64);
-        gauge(&mut out, "stockhook_queue_leased", "Events delivered and not yet acked.", q.leased as f64);
-        gauge(&mut out, "stockhook_queue_dead_letters", "Dead-lettered events.", q.dead as f64);
-        gauge(&mut out, "stockhook_queue_disk_bytes", "Bytes the queue database occupies.", q.disk_bytes as f64);
+        self.append_seconds.render(
+            &mut out,
+            "stockhook_append_seconds",
+            "Durable append latency (group commit + fdatasync).",
+        );
+        self.request_seconds.render(
+            &mut out,
+            "stockhook_request_seconds",
+            "Webhook request latency.",
+        );
+        stockhook_shared::telemetry::COMMIT_BATCH.render(
+            &mut out,
+            "stockhook_commit_batch_events",
+            "Events per group commit.",
+        );
+        gauge(
+            &mut out,
+            "stockhook_queue_pending",
+            "Events waiting for the worker.",
+            q.pending as f64,
+        );
+        gauge(
+            &mut out,
+            "stockhook_queue_leased",
+            "Events delivered and not yet acked.",
+            q.leased as f64,
+        );
+        gauge(
+            &mut out,
+            "stockhook_queue_dead_letters",
+            "Dead-lettered events.",
+            q.dead as f64,
+        );
+        gauge(
+            &mut out,
+            "stockhook_queue_disk_bytes",
+            "Bytes the queue database occupies.",
+            q.disk_bytes as f64,
+        );
         out
     }
 }

@@ -54,8 +54,11 @@ pub fn system_clock() -> i64 {
     now_ms() / 1000
 }
 
+/// Enabled sources by name, and disabled ones with the reason.
+pub type Sources = (HashMap<String, Source>, HashMap<String, String>);
+
 /// Builds the sources from config; a source that cannot be built is a config error naming it.
-pub fn build_sources(config: &Config) -> Result<(HashMap<String, Source>, HashMap<String, String>), String> {
+pub fn build_sources(config: &Config) -> Result<Sources, String> {
     let mut sources = HashMap::new();
     let mut disabled = HashMap::new();
     for s in &config.sources {
@@ -79,7 +82,9 @@ fn build_source(s: &SourceConfig) -> Result<Source, String> {
         platform: s.platform,
         scheme: s.scheme,
         verifier,
-        limiter: s.rate_limit.map(|r| TokenBucket::new(r.per_second, r.burst)),
+        limiter: s
+            .rate_limit
+            .map(|r| TokenBucket::new(r.per_second, r.burst)),
         challenge,
     })
 }
@@ -89,23 +94,31 @@ type Resp = Response<Full<Bytes>>;
 fn json_response(status: StatusCode, body: serde_json::Value) -> Resp {
     let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
     *r.status_mut() = status;
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
     r
 }
 
 fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Resp {
-    json_response(status, json!({"status": "error", "error": code, "message": message.into()}))
+    json_response(
+        status,
+        json!({"status": "error", "error": code, "message": message.into()}),
+    )
 }
 
 fn with_retry_after(mut r: Resp, secs: u64) -> Resp {
-    r.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
     r
 }
 
 fn closing(mut r: Resp) -> Resp {
-    r.headers_mut()
-        .insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+    r.headers_mut().insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("close"),
+    );
     r
 }
 
@@ -119,7 +132,10 @@ struct Outcome {
 }
 
 /// The service function: every request comes through here.
-pub async fn handle<S: EventSink, B>(state: Arc<AppState<S>>, req: Request<B>) -> Result<Resp, std::convert::Infallible>
+pub async fn handle<S: EventSink, B>(
+    state: Arc<AppState<S>>,
+    req: Request<B>,
+) -> Result<Resp, std::convert::Infallible>
 where
     B: hyper::body::Body<Data = Bytes> + Send + 'static,
     B::Error: std::error::Error + Send + Sync + 'static,
@@ -146,14 +162,32 @@ where
             } else if m == Method::GET {
                 challenge(&state, name, req.uri().query())
             } else {
-                let mut r = error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "webhooks are POSTed");
-                r.headers_mut().insert(header::ALLOW, header::HeaderValue::from_static("POST, GET"));
-                (r, outcome(name, StatusCode::METHOD_NOT_ALLOWED, 0, None, Some("method_not_allowed")))
+                let mut r = error(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "method_not_allowed",
+                    "webhooks are POSTed",
+                );
+                r.headers_mut()
+                    .insert(header::ALLOW, header::HeaderValue::from_static("POST, GET"));
+                (
+                    r,
+                    outcome(
+                        name,
+                        StatusCode::METHOD_NOT_ALLOWED,
+                        0,
+                        None,
+                        Some("method_not_allowed"),
+                    ),
+                )
             };
             (r, Some(o))
         }
         _ => (
-            error(StatusCode::NOT_FOUND, "not_found", "webhooks go to POST /webhooks/<source>; also GET /healthz, /readyz, /metrics"),
+            error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "webhooks go to POST /webhooks/<source>; also GET /healthz, /readyz, /metrics",
+            ),
             None,
         ),
     };
@@ -171,9 +205,19 @@ where
     Ok(resp)
 }
 
-fn outcome(source: &str, status: StatusCode, bytes: usize, event_id: Option<String>, reason: Option<&'static str>) -> Outcome {
+fn outcome(
+    source: &str,
+    status: StatusCode,
+    bytes: usize,
+    event_id: Option<String>,
+    reason: Option<&'static str>,
+) -> Outcome {
     // An unknown source name comes from the request: bound it before it reaches a log or a label.
-    let source: String = source.chars().take(64).map(|c| if c.is_control() { '?' } else { c }).collect();
+    let source: String = source
+        .chars()
+        .take(64)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
     Outcome {
         source,
         status,
@@ -183,7 +227,11 @@ fn outcome(source: &str, status: StatusCode, bytes: usize, event_id: Option<Stri
     }
 }
 
-async fn webhook<S: EventSink, B>(state: &AppState<S>, name: &str, req: Request<B>) -> (Resp, Outcome)
+async fn webhook<S: EventSink, B>(
+    state: &AppState<S>,
+    name: &str,
+    req: Request<B>,
+) -> (Resp, Outcome)
 where
     B: hyper::body::Body<Data = Bytes> + Send + 'static,
     B::Error: std::error::Error + Send + Sync + 'static,
@@ -191,20 +239,59 @@ where
     let Some(source) = state.sources.get(name) else {
         if let Some(why) = state.disabled.get(name) {
             let r = with_retry_after(
-                error(StatusCode::SERVICE_UNAVAILABLE, "source_disabled", format!("source {name} is disabled: {why}")),
+                error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "source_disabled",
+                    format!("source {name} is disabled: {why}"),
+                ),
                 60,
             );
-            return (r, outcome(name, StatusCode::SERVICE_UNAVAILABLE, 0, None, Some("source_disabled")));
+            return (
+                r,
+                outcome(
+                    name,
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    0,
+                    None,
+                    Some("source_disabled"),
+                ),
+            );
         }
         return (
-            error(StatusCode::NOT_FOUND, "unknown_source", format!("no source named {:?} is configured", schemes_for_log(name))),
-            outcome("<unknown>", StatusCode::NOT_FOUND, 0, None, Some("unknown_source")),
+            error(
+                StatusCode::NOT_FOUND,
+                "unknown_source",
+                format!("no source named {:?} is configured", schemes_for_log(name)),
+            ),
+            outcome(
+                "<unknown>",
+                StatusCode::NOT_FOUND,
+                0,
+                None,
+                Some("unknown_source"),
+            ),
         );
     };
     if let Some(limiter) = &source.limiter {
         if let Err(secs) = limiter.take(Instant::now()) {
-            let r = with_retry_after(error(StatusCode::TOO_MANY_REQUESTS, "rate_limited", format!("over the rate limit of source {name}")), secs);
-            return (r, outcome(name, StatusCode::TOO_MANY_REQUESTS, 0, None, Some("rate_limited")));
+            let r = with_retry_after(
+                error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    format!("over the rate limit of source {name}"),
+                ),
+                secs,
+            );
+            return (
+                r,
+                outcome(
+                    name,
+                    StatusCode::TOO_MANY_REQUESTS,
+                    0,
+                    None,
+                    Some("rate_limited"),
+                ),
+            );
         }
     }
     // Refuse what cannot be stored before reading the body.
@@ -222,15 +309,42 @@ where
             return too_large(state, name, len as usize);
         }
     }
-    let body = match tokio::time::timeout(state.body_timeout, Limited::new(body, state.max_body_bytes).collect()).await {
+    let body = match tokio::time::timeout(
+        state.body_timeout,
+        Limited::new(body, state.max_body_bytes).collect(),
+    )
+    .await
+    {
         Err(_) => {
-            let r = closing(error(StatusCode::REQUEST_TIMEOUT, "body_timeout", format!("the body did not arrive within {:?}", state.body_timeout)));
-            return (r, outcome(name, StatusCode::REQUEST_TIMEOUT, 0, None, Some("body_timeout")));
+            let r = closing(error(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                format!("the body did not arrive within {:?}", state.body_timeout),
+            ));
+            return (
+                r,
+                outcome(
+                    name,
+                    StatusCode::REQUEST_TIMEOUT,
+                    0,
+                    None,
+                    Some("body_timeout"),
+                ),
+            );
         }
-        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => return too_large(state, name, state.max_body_bytes + 1),
+        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            return too_large(state, name, state.max_body_bytes + 1)
+        }
         Ok(Err(_)) => {
-            let r = closing(error(StatusCode::BAD_REQUEST, "bad_body", "the body could not be read"));
-            return (r, outcome(name, StatusCode::BAD_REQUEST, 0, None, Some("bad_body")));
+            let r = closing(error(
+                StatusCode::BAD_REQUEST,
+                "bad_body",
+                "the body could not be read",
+            ));
+            return (
+                r,
+                outcome(name, StatusCode::BAD_REQUEST, 0, None, Some("bad_body")),
+            );
         }
         Ok(Ok(c)) => c.to_bytes(),
     };
@@ -247,7 +361,10 @@ where
     }) {
         state.metrics.verify_failures.inc(&[name, e.code()]);
         let r = error(StatusCode::UNAUTHORIZED, e.code(), e.to_string());
-        return (r, outcome(name, StatusCode::UNAUTHORIZED, bytes, None, Some(e.code())));
+        return (
+            r,
+            outcome(name, StatusCode::UNAUTHORIZED, bytes, None, Some(e.code())),
+        );
     }
     let headers = kept_headers(&parts.headers);
     let dedup_key = delivery_id_of(|n| parts.headers.get(n).and_then(|v| v.to_str().ok()))
@@ -262,15 +379,30 @@ where
     };
     let t = Instant::now();
     let result = state.sink.append(ev).await;
-    state.metrics.append_seconds.observe(t.elapsed().as_secs_f64());
+    state
+        .metrics
+        .append_seconds
+        .observe(t.elapsed().as_secs_f64());
     match result {
         Ok(AppendOutcome::Accepted(id)) => (
-            json_response(StatusCode::OK, json!({"status": "accepted", "id": id.to_string()})),
+            json_response(
+                StatusCode::OK,
+                json!({"status": "accepted", "id": id.to_string()}),
+            ),
             outcome(name, StatusCode::OK, bytes, Some(id.to_string()), None),
         ),
         Ok(AppendOutcome::Duplicate(id)) => (
-            json_response(StatusCode::OK, json!({"status": "duplicate", "id": id.to_string()})),
-            outcome(name, StatusCode::OK, bytes, Some(id.to_string()), Some("duplicate")),
+            json_response(
+                StatusCode::OK,
+                json!({"status": "duplicate", "id": id.to_string()}),
+            ),
+            outcome(
+                name,
+                StatusCode::OK,
+                bytes,
+                Some(id.to_string()),
+                Some("duplicate"),
+            ),
         ),
         Err(e) => unavailable(name, &e, bytes),
     }
@@ -284,9 +416,21 @@ fn too_large<S: EventSink>(state: &AppState<S>, name: &str, len: usize) -> (Resp
     let r = closing(error(
         StatusCode::PAYLOAD_TOO_LARGE,
         "body_too_large",
-        format!("body exceeds receiver.max_body_bytes = {}", state.max_body_bytes),
+        format!(
+            "body exceeds receiver.max_body_bytes = {}",
+            state.max_body_bytes
+        ),
     ));
-    (r, outcome(name, StatusCode::PAYLOAD_TOO_LARGE, len, None, Some("body_too_large")))
+    (
+        r,
+        outcome(
+            name,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            len,
+            None,
+            Some("body_too_large"),
+        ),
+    )
 }
 
 fn unavailable(name: &str, e: &QueueError, bytes: usize) -> (Resp, Outcome) {
@@ -296,8 +440,24 @@ fn unavailable(name: &str, e: &QueueError, bytes: usize) -> (Resp, Outcome) {
         QueueError::ShuttingDown => "shutting_down",
         _ => "storage_error",
     };
-    let r = with_retry_after(error(StatusCode::SERVICE_UNAVAILABLE, code, "the event could not be stored; retry later"), 30);
-    (r, outcome(name, StatusCode::SERVICE_UNAVAILABLE, bytes, None, Some("not_stored")))
+    let r = with_retry_after(
+        error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            code,
+            "the event could not be stored; retry later",
+        ),
+        30,
+    );
+    (
+        r,
+        outcome(
+            name,
+            StatusCode::SERVICE_UNAVAILABLE,
+            bytes,
+            None,
+            Some("not_stored"),
+        ),
+    )
 }
 
 fn kept_headers(h: &HeaderMap) -> Vec<(String, String)> {
@@ -323,7 +483,11 @@ fn is_woocommerce_ping(source: &Source, h: &HeaderMap, body: &[u8]) -> bool {
 }
 
 /// eBay's endpoint validation: `GET /webhooks/<source>?challenge_code=...`.
-fn challenge<S: EventSink>(state: &AppState<S>, name: &str, query: Option<&str>) -> (Resp, Outcome) {
+fn challenge<S: EventSink>(
+    state: &AppState<S>,
+    name: &str,
+    query: Option<&str>,
+) -> (Resp, Outcome) {
     let code = query.and_then(|q| {
         q.split('&')
             .filter_map(|kv| kv.split_once('='))
@@ -333,7 +497,13 @@ fn challenge<S: EventSink>(state: &AppState<S>, name: &str, query: Option<&str>)
     let Some(source) = state.sources.get(name) else {
         return (
             error(StatusCode::NOT_FOUND, "unknown_source", "no such source"),
-            outcome("<unknown>", StatusCode::NOT_FOUND, 0, None, Some("unknown_source")),
+            outcome(
+                "<unknown>",
+                StatusCode::NOT_FOUND,
+                0,
+                None,
+                Some("unknown_source"),
+            ),
         );
     };
     match (code, &source.challenge) {
@@ -364,7 +534,10 @@ async fn healthz<S: EventSink>(state: &AppState<S>) -> Resp {
     let last = q.last_event_at_ms.and_then(|ms| {
         time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
             .ok()
-            .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+            .and_then(|t| {
+                t.format(&time::format_description::well_known::Rfc3339)
+                    .ok()
+            })
     });
     json_response(
         StatusCode::OK,
@@ -381,7 +554,10 @@ fn readyz<S: EventSink>(state: &AppState<S>) -> Resp {
     match state.sink.ready() {
         Ok(()) => json_response(StatusCode::OK, json!({"status": "ready"})),
         Err(e) => with_retry_after(
-            json_response(StatusCode::SERVICE_UNAVAILABLE, json!({"status": "not_ready", "reason": e.to_string()})),
+            json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"status": "not_ready", "reason": e.to_string()}),
+            ),
             30,
         ),
     }

@@ -76,7 +76,10 @@ pub async fn run<S: EventSink>(
     drop(listener);
     let _ = stop_tx.send(true);
     let drain = async { while conns.join_next().await.is_some() {} };
-    if tokio::time::timeout(limits.shutdown_grace, drain).await.is_err() {
+    if tokio::time::timeout(limits.shutdown_grace, drain)
+        .await
+        .is_err()
+    {
         tracing::warn!(grace = ?limits.shutdown_grace, "connections still open after the shutdown grace; closing them");
         conns.abort_all();
         while conns.join_next().await.is_some() {}
@@ -146,7 +149,11 @@ struct Tracked {
 }
 
 impl AsyncRead for Tracked {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         if buf.filled().len() > before {
@@ -157,7 +164,11 @@ impl AsyncRead for Tracked {
 }
 
 impl AsyncWrite for Tracked {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         self.partial.store(false, Ordering::Relaxed);
         Pin::new(&mut self.inner).poll_write(cx, data)
     }

@@ -14,15 +14,26 @@ pub enum SignError {
     Io(anyhow::Error),
 }
 
-pub fn run(config: &Config, source: &str, file: &Path, topic: Option<&str>) -> Result<String, SignError> {
+pub fn run(
+    config: &Config,
+    source: &str,
+    file: &Path,
+    topic: Option<&str>,
+) -> Result<String, SignError> {
     let Some(src) = config.sources.iter().find(|s| s.name == source) else {
         let names: Vec<&str> = config.sources.iter().map(|s| s.name.as_str()).collect();
-        return Err(SignError::Usage(format!("no source {source:?} in the config; configured: {}", names.join(", "))));
+        return Err(SignError::Usage(format!(
+            "no source {source:?} in the config; configured: {}",
+            names.join(", ")
+        )));
     };
     if let Some(why) = &src.disabled {
-        return Err(SignError::Usage(format!("source {source} is disabled: {why}")));
+        return Err(SignError::Usage(format!(
+            "source {source} is disabled: {why}"
+        )));
     }
-    let body = std::fs::read(file).map_err(|e| SignError::Io(anyhow::anyhow!("cannot read {}: {e}", file.display())))?;
+    let body = std::fs::read(file)
+        .map_err(|e| SignError::Io(anyhow::anyhow!("cannot read {}: {e}", file.display())))?;
     let verifier = crate::schemes::build(src).map_err(SignError::Usage)?;
     let now = crate::routes::system_clock();
     let delivery = format!("sign-{}-{}", now, std::process::id());

@@ -10,8 +10,8 @@
 //! [`ConfigError`] that names the key, the file and line, and what would be valid.
 
 use crate::duration::ConfigDuration;
-use crate::secret::Secret;
 pub use crate::loader::{load, load_from, ConfigError, EnvSource, Loaded};
+use crate::secret::Secret;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -416,7 +416,13 @@ macro_rules! default_from_serde {
         }
     )*};
 }
-default_from_serde!(ReceiverConfig, QueueConfig, WorkerConfig, AlertsConfig, EmailConfig);
+default_from_serde!(
+    ReceiverConfig,
+    QueueConfig,
+    WorkerConfig,
+    AlertsConfig,
+    EmailConfig
+);
 
 impl Default for Config {
     fn default() -> Self {

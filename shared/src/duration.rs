@@ -46,15 +46,15 @@ impl fmt::Display for ConfigDuration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let d = self.0;
         let ms = d.as_millis();
-        if ms % 1000 != 0 {
+        if !ms.is_multiple_of(1000) {
             return write!(f, "{ms}ms");
         }
         let s = d.as_secs();
-        if s != 0 && s % 86_400 == 0 {
+        if s != 0 && s.is_multiple_of(86_400) {
             write!(f, "{}d", s / 86_400)
-        } else if s != 0 && s % 3600 == 0 {
+        } else if s != 0 && s.is_multiple_of(3600) {
             write!(f, "{}h", s / 3600)
-        } else if s != 0 && s % 60 == 0 {
+        } else if s != 0 && s.is_multiple_of(60) {
             write!(f, "{}m", s / 60)
         } else {
             write!(f, "{s}s")
@@ -74,7 +74,9 @@ impl<'de> Deserialize<'de> for ConfigDuration {
         impl serde::de::Visitor<'_> for V {
             type Value = ConfigDuration;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a duration such as \"30s\", \"5m\", \"48h\", \"7d\" or a number of seconds")
+                f.write_str(
+                    "a duration such as \"30s\", \"5m\", \"48h\", \"7d\" or a number of seconds",
+                )
             }
             fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Self::Value, E> {
                 u64::try_from(v)
@@ -98,7 +100,13 @@ mod tests {
 
     #[test]
     fn parses_units_and_round_trips() {
-        for (text, secs) in [("30s", 30), ("5m", 300), ("48h", 172_800), ("7d", 604_800), ("12", 12)] {
+        for (text, secs) in [
+            ("30s", 30),
+            ("5m", 300),
+            ("48h", 172_800),
+            ("7d", 604_800),
+            ("12", 12),
+        ] {
             let d = parse_duration(text).expect(text);
             assert_eq!(d, Duration::from_secs(secs), "{text}");
             let shown = ConfigDuration(d).to_string();

@@ -40,7 +40,9 @@ impl serde::Serialize for EventId {
 impl<'de> serde::Deserialize<'de> for EventId {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        EventId::parse(&s).ok_or_else(|| serde::de::Error::custom(format!("`{s}` is not an event id (evt_ and 16 hex digits)")))
+        EventId::parse(&s).ok_or_else(|| {
+            serde::de::Error::custom(format!("`{s}` is not an event id (evt_ and 16 hex digits)"))
+        })
     }
 }
 
@@ -128,7 +130,14 @@ impl Envelope {
 
     /// Encodes as: version, id, received_at, platform, source, header count, headers, body.
     pub fn encode(&self) -> Vec<u8> {
-        encode_parts(self.id, &self.source, self.platform, self.received_at_ms, &self.headers, &self.body)
+        encode_parts(
+            self.id,
+            &self.source,
+            self.platform,
+            self.received_at_ms,
+            &self.headers,
+            &self.body,
+        )
     }
 
     pub fn decode(mut b: &[u8]) -> Result<Envelope, DecodeError> {
@@ -175,7 +184,8 @@ pub fn encode_parts(
     body: &[u8],
 ) -> Vec<u8> {
     let hdr_len: usize = headers.iter().map(|(k, v)| 8 + k.len() + v.len()).sum();
-    let mut out = Vec::with_capacity(1 + 8 + 8 + 1 + 4 + source.len() + 4 + hdr_len + 4 + body.len());
+    let mut out =
+        Vec::with_capacity(1 + 8 + 8 + 1 + 4 + source.len() + 4 + hdr_len + 4 + body.len());
     out.push(Envelope::VERSION);
     out.extend_from_slice(&id.0.to_be_bytes());
     out.extend_from_slice(&received_at_ms.to_be_bytes());
@@ -193,9 +203,14 @@ pub fn encode_parts(
 /// The delivery id among headers looked up by lowercase name: Shopify's per-delivery id, Standard
 /// Webhooks' id, WooCommerce's and GitHub's delivery ids.
 pub fn delivery_id_of<'a>(get: impl Fn(&str) -> Option<&'a str>) -> Option<&'a str> {
-    ["x-shopify-webhook-id", "webhook-id", "x-wc-webhook-delivery-id", "x-github-delivery"]
-        .iter()
-        .find_map(|h| get(h).filter(|v| !v.is_empty()))
+    [
+        "x-shopify-webhook-id",
+        "webhook-id",
+        "x-wc-webhook-delivery-id",
+        "x-github-delivery",
+    ]
+    .iter()
+    .find_map(|h| get(h).filter(|v| !v.is_empty()))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

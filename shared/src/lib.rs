@@ -7,7 +7,7 @@ pub mod duration;
 pub mod envelope;
 pub mod loader;
 pub mod metrics;
+pub mod queue;
 pub mod sdnotify;
 pub mod secret;
-pub mod queue;
 pub mod telemetry;

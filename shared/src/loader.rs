@@ -107,12 +107,11 @@ pub fn load_from(explicit: Option<&Path>, env: &dyn EnvSource) -> Result<Loaded,
 
     // First pass over the file alone, so type errors carry the file's line and column.
     let parse_err = |e: toml::de::Error| {
-        let (line, column) = e
-            .span()
-            .map(|s| line_col(&text, s.start))
-            .unwrap_or((1, 1));
+        let (line, column) = e.span().map(|s| line_col(&text, s.start)).unwrap_or((1, 1));
         ConfigError::Parse {
-            path: path.clone().unwrap_or_else(|| PathBuf::from("<built-in defaults>")),
+            path: path
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("<built-in defaults>")),
             line,
             column,
             message: e.message().trim().to_string(),
@@ -123,11 +122,14 @@ pub fn load_from(explicit: Option<&Path>, env: &dyn EnvSource) -> Result<Loaded,
 
     apply_legacy_env(&mut table, env, &mut notices)?;
     apply_stockhook_env(&mut table, env)?;
-    let mut config: Config = table.try_into().map_err(|e: toml::de::Error| ConfigError::Invalid {
-        origin: "environment (STOCKHOOK_* variables)".into(),
-        key: "override".into(),
-        message: e.message().trim().to_string(),
-    })?;
+    let mut config: Config =
+        table
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Invalid {
+                origin: "environment (STOCKHOOK_* variables)".into(),
+                key: "override".into(),
+                message: e.message().trim().to_string(),
+            })?;
 
     let is_default = path.is_none();
     for source in &mut config.sources {
@@ -172,14 +174,15 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
 }
 
 fn find_source_line(text: &str, name: &str) -> Option<usize> {
-    text.lines().position(|l| {
-        let l = l.trim();
-        l.starts_with("name")
-            && l.split_once('=')
-                .map(|(k, v)| k.trim() == "name" && v.trim().trim_matches(['"', '\'']) == name)
-                .unwrap_or(false)
-    })
-    .map(|i| i + 1)
+    text.lines()
+        .position(|l| {
+            let l = l.trim();
+            l.starts_with("name")
+                && l.split_once('=')
+                    .map(|(k, v)| k.trim() == "name" && v.trim().trim_matches(['"', '\'']) == name)
+                    .unwrap_or(false)
+        })
+        .map(|i| i + 1)
 }
 
 /// Every key an environment variable may override, by section, and how its text is read.
@@ -228,7 +231,11 @@ fn env_name(section: &str, key: &str) -> String {
     if section.is_empty() {
         format!("STOCKHOOK_{}", key.to_uppercase())
     } else {
-        format!("STOCKHOOK_{}_{}", section.to_uppercase(), key.to_uppercase())
+        format!(
+            "STOCKHOOK_{}_{}",
+            section.to_uppercase(),
+            key.to_uppercase()
+        )
     }
 }
 
@@ -240,7 +247,9 @@ fn typed_value(var: &str, raw: &str, kind: Kind) -> Result<toml::Value, ConfigEr
     };
     Ok(match kind {
         Kind::Text => toml::Value::String(raw.to_string()),
-        Kind::Number => toml::Value::Integer(raw.trim().parse().map_err(|_| bad("a whole number"))?),
+        Kind::Number => {
+            toml::Value::Integer(raw.trim().parse().map_err(|_| bad("a whole number"))?)
+        }
         Kind::Bool => match raw.trim().to_ascii_lowercase().as_str() {
             "1" | "true" | "yes" | "on" => toml::Value::Boolean(true),
             "0" | "false" | "no" | "off" | "" => toml::Value::Boolean(false),
@@ -279,11 +288,16 @@ fn apply_stockhook_env(table: &mut toml::Table, env: &dyn EnvSource) -> Result<(
     let mut vars = env.vars();
     vars.sort();
     for (name, raw) in vars {
-        if !name.starts_with("STOCKHOOK_") || name == "STOCKHOOK_CONFIG" || name.starts_with("STOCKHOOK_TEST") {
+        if !name.starts_with("STOCKHOOK_")
+            || name == "STOCKHOOK_CONFIG"
+            || name.starts_with("STOCKHOOK_TEST")
+        {
             continue;
         }
         match known.iter().find(|(n, ..)| *n == name) {
-            Some((_, section, key, kind)) => set(table, section, key, typed_value(&name, &raw, *kind)?),
+            Some((_, section, key, kind)) => {
+                set(table, section, key, typed_value(&name, &raw, *kind)?)
+            }
             None => {
                 let valid: Vec<&str> = known.iter().map(|(n, ..)| n.as_str()).collect();
                 return Err(ConfigError::Invalid {
@@ -309,19 +323,39 @@ fn apply_legacy_env(
     let get = |n: &str| env.var(n).filter(|v| !v.trim().is_empty());
     let mut used = Vec::new();
     if let Some(v) = get("LOW_STOCK_THRESHOLD") {
-        set(table, "alerts", "low_stock_threshold", typed_value("LOW_STOCK_THRESHOLD", &v, Kind::Number)?);
+        set(
+            table,
+            "alerts",
+            "low_stock_threshold",
+            typed_value("LOW_STOCK_THRESHOLD", &v, Kind::Number)?,
+        );
         used.push("LOW_STOCK_THRESHOLD");
     }
     if let Some(v) = get("NO_SALES_DAYS") {
-        set(table, "alerts", "no_sales_days", typed_value("NO_SALES_DAYS", &v, Kind::Number)?);
+        set(
+            table,
+            "alerts",
+            "no_sales_days",
+            typed_value("NO_SALES_DAYS", &v, Kind::Number)?,
+        );
         used.push("NO_SALES_DAYS");
     }
     if let Some(v) = get("EMAIL_SENDER") {
-        set(table, "email", "from", toml::Value::String(v.trim().to_string()));
+        set(
+            table,
+            "email",
+            "from",
+            toml::Value::String(v.trim().to_string()),
+        );
         used.push("EMAIL_SENDER");
     }
     if let Some(v) = get("EMAIL_RECIPIENTS") {
-        set(table, "alerts", "recipients", typed_value("EMAIL_RECIPIENTS", &v, Kind::List)?);
+        set(
+            table,
+            "alerts",
+            "recipients",
+            typed_value("EMAIL_RECIPIENTS", &v, Kind::List)?,
+        );
         used.push("EMAIL_RECIPIENTS");
     }
     if let Some(server) = get("EMAIL_SMTP_SERVER") {
@@ -348,13 +382,19 @@ fn apply_legacy_env(
         used.push("EMAIL_SMTP_SERVER");
     }
     if let Some(v) = get("DEBUG_MODE") {
-        if matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on") {
+        if matches!(
+            v.trim().to_ascii_lowercase().as_str(),
+            "1" | "true" | "yes" | "on"
+        ) {
             set(table, "", "log_level", toml::Value::String("debug".into()));
         }
         used.push("DEBUG_MODE");
     }
     if !used.is_empty() {
-        notices.push(format!("using the original notes' variables: {}", used.join(", ")));
+        notices.push(format!(
+            "using the original notes' variables: {}",
+            used.join(", ")
+        ));
     }
     Ok(())
 }
@@ -423,7 +463,10 @@ fn validate(
         return Err(ConfigError::Invalid {
             origin: origin.to_string(),
             key: "queue.backend".into(),
-            message: format!("`{}` is not a backend this build has; valid: \"sled\"", config.queue.backend),
+            message: format!(
+                "`{}` is not a backend this build has; valid: \"sled\"",
+                config.queue.backend
+            ),
         });
     }
     if config.receiver.max_body_bytes == 0 {
@@ -458,7 +501,8 @@ fn validate(
             return Err(ConfigError::Invalid {
                 origin: origin.to_string(),
                 key: "email.smtp_url".into(),
-                message: "must start with smtp:// (add ?tls=required for STARTTLS) or smtps://".into(),
+                message: "must start with smtp:// (add ?tls=required for STARTTLS) or smtps://"
+                    .into(),
             });
         }
     }
@@ -483,7 +527,10 @@ fn validate(
             ));
         }
         if !seen.insert(s.name.clone()) {
-            return Err(invalid(key("name"), "two sources have this name; each needs its own URL".into()));
+            return Err(invalid(
+                key("name"),
+                "two sources have this name; each needs its own URL".into(),
+            ));
         }
         // Resolve secrets once, here.
         if let Some(names) = &s.secrets_env {
@@ -495,7 +542,8 @@ fn validate(
         }
         if let Some(p) = &s.secrets_file {
             let p = expand_credentials_dir(p, env).map_err(|m| invalid(key("secrets_file"), m))?;
-            let mut from_file = read_secret_file(&p).map_err(|m| invalid(key("secrets_file"), m))?;
+            let mut from_file =
+                read_secret_file(&p).map_err(|m| invalid(key("secrets_file"), m))?;
             s.secrets.append(&mut from_file);
         }
         if let Some(var) = &s.verification_token_env {
@@ -551,7 +599,10 @@ fn validate(
 fn missing_credential(s: &SourceConfig) -> Option<String> {
     if needs_secrets(s.scheme) && s.secrets.is_empty() {
         let how = match (&s.secrets_env, &s.secrets_file) {
-            (Some(names), _) => format!("environment variable {} is unset or empty", names.names().join(" / ")),
+            (Some(names), _) => format!(
+                "environment variable {} is unset or empty",
+                names.names().join(" / ")
+            ),
             (None, Some(p)) => format!("secrets file {} holds no secret", p.display()),
             (None, None) => "no secret configured".to_string(),
         };
@@ -601,7 +652,10 @@ mod tests {
     use std::io::Write;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     fn write(text: &str) -> tempfile::NamedTempFile {
@@ -612,10 +666,7 @@ mod tests {
 
     #[test]
     fn defaults_enable_only_sources_with_secrets() {
-        let loaded = load_from(
-            Some(Path::new("/nonexistent/for/sure.toml")),
-            &env(&[]),
-        );
+        let loaded = load_from(Some(Path::new("/nonexistent/for/sure.toml")), &env(&[]));
         assert!(matches!(loaded, Err(ConfigError::Read { .. })));
 
         let e = env(&[("SHOPIFY_WEBHOOK_SECRET", "s3cret")]);
@@ -627,16 +678,29 @@ mod tests {
         let loaded = load_from(None, &e).unwrap();
         drop(dir);
         assert!(loaded.path.is_none());
-        let names: Vec<_> = loaded.config.sources.iter().map(|s| (s.name.as_str(), s.disabled.is_some())).collect();
-        assert_eq!(names, vec![("shopify", false), ("amazon", true), ("ebay", true)]);
+        let names: Vec<_> = loaded
+            .config
+            .sources
+            .iter()
+            .map(|s| (s.name.as_str(), s.disabled.is_some()))
+            .collect();
+        assert_eq!(
+            names,
+            vec![("shopify", false), ("amazon", true), ("ebay", true)]
+        );
         assert_eq!(loaded.config.sources[0].secrets[0].expose(), "s3cret");
-        assert!(loaded.notices.iter().any(|n| n.contains("AMAZON_WEBHOOK_SECRET")));
+        assert!(loaded
+            .notices
+            .iter()
+            .any(|n| n.contains("AMAZON_WEBHOOK_SECRET")));
     }
 
     #[test]
     fn parse_error_names_file_line_and_valid_values() {
         let f = write("data_dir = \"/tmp\"\n\n[[sources]]\nname = \"a\"\nplatform = \"shopfy\"\nscheme = \"shopify-hmac\"\n");
-        let err = load_from(Some(f.path()), &env(&[])).unwrap_err().to_string();
+        let err = load_from(Some(f.path()), &env(&[]))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains(&format!("{}:5:", f.path().display())), "{err}");
         assert!(err.contains("shopify"), "lists valid platforms: {err}");
     }
@@ -644,7 +708,9 @@ mod tests {
     #[test]
     fn unknown_key_is_refused_with_its_line() {
         let f = write("[receiver]\nlisten = \"127.0.0.1:1\"\nmax_body = 5\n");
-        let err = load_from(Some(f.path()), &env(&[])).unwrap_err().to_string();
+        let err = load_from(Some(f.path()), &env(&[]))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains(":3:"), "{err}");
         assert!(err.contains("max_body"), "{err}");
     }
@@ -652,7 +718,9 @@ mod tests {
     #[test]
     fn missing_secret_in_a_file_is_an_error_naming_the_variable() {
         let f = write("[[sources]]\nname = \"acme\"\nplatform = \"shopify\"\nscheme = \"shopify-hmac\"\nsecrets_env = \"ACME_SECRET\"\n");
-        let err = load_from(Some(f.path()), &env(&[])).unwrap_err().to_string();
+        let err = load_from(Some(f.path()), &env(&[]))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("ACME_SECRET"), "{err}");
         assert!(err.contains(":2"), "points at the source: {err}");
         let ok = load_from(Some(f.path()), &env(&[("ACME_SECRET", "x")])).unwrap();
@@ -666,16 +734,24 @@ mod tests {
         let f = write("[[sources]]\nname = \"acme\"\nplatform = \"shopify\"\nscheme = \"shopify-hmac\"\nsecrets_file = \"${CREDENTIALS_DIRECTORY}/acme\"\n");
         let e = env(&[("CREDENTIALS_DIRECTORY", dir.path().to_str().unwrap())]);
         let loaded = load_from(Some(f.path()), &e).unwrap();
-        let got: Vec<_> = loaded.config.sources[0].secrets.iter().map(|s| s.expose().to_string()).collect();
+        let got: Vec<_> = loaded.config.sources[0]
+            .secrets
+            .iter()
+            .map(|s| s.expose().to_string())
+            .collect();
         assert_eq!(got, vec!["old-secret", "new-secret"]);
-        let err = load_from(Some(f.path()), &env(&[])).unwrap_err().to_string();
+        let err = load_from(Some(f.path()), &env(&[]))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("CREDENTIALS_DIRECTORY"), "{err}");
     }
 
     #[test]
     fn none_scheme_needs_insecure() {
         let f = write("[[sources]]\nname = \"dev\"\nplatform = \"simple\"\nscheme = \"none\"\n");
-        let err = load_from(Some(f.path()), &env(&[])).unwrap_err().to_string();
+        let err = load_from(Some(f.path()), &env(&[]))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("insecure = true"), "{err}");
         let f = write("[[sources]]\nname = \"dev\"\nplatform = \"simple\"\nscheme = \"none\"\ninsecure = true\n");
         let loaded = load_from(Some(f.path()), &env(&[])).unwrap();
@@ -713,16 +789,36 @@ mod tests {
         );
         assert_eq!(c.log_level, "debug");
         // STOCKHOOK_* beats the legacy variable.
-        let e = env(&[("LOW_STOCK_THRESHOLD", "7"), ("STOCKHOOK_ALERTS_LOW_STOCK_THRESHOLD", "9")]);
-        assert_eq!(load_from(Some(f.path()), &e).unwrap().config.alerts.low_stock_threshold, 9);
+        let e = env(&[
+            ("LOW_STOCK_THRESHOLD", "7"),
+            ("STOCKHOOK_ALERTS_LOW_STOCK_THRESHOLD", "9"),
+        ]);
+        assert_eq!(
+            load_from(Some(f.path()), &e)
+                .unwrap()
+                .config
+                .alerts
+                .low_stock_threshold,
+            9
+        );
     }
 
     #[test]
     fn unknown_or_bad_env_override_is_named() {
         let f = write("");
-        let err = load_from(Some(f.path()), &env(&[("STOCKHOOK_RECEIVER_LISTN", "x")])).unwrap_err().to_string();
-        assert!(err.contains("STOCKHOOK_RECEIVER_LISTN") && err.contains("STOCKHOOK_RECEIVER_LISTEN"), "{err}");
-        let err = load_from(Some(f.path()), &env(&[("STOCKHOOK_RECEIVER_MAX_BODY_BYTES", "lots")])).unwrap_err().to_string();
+        let err = load_from(Some(f.path()), &env(&[("STOCKHOOK_RECEIVER_LISTN", "x")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("STOCKHOOK_RECEIVER_LISTN") && err.contains("STOCKHOOK_RECEIVER_LISTEN"),
+            "{err}"
+        );
+        let err = load_from(
+            Some(f.path()),
+            &env(&[("STOCKHOOK_RECEIVER_MAX_BODY_BYTES", "lots")]),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("whole number"), "{err}");
     }
 
@@ -738,9 +834,16 @@ mod tests {
                     "backend" => "sled",
                     "smtp_url" => "smtp://localhost:25",
                     "smtp_url_env" => continue,
-                    k if k.ends_with("timeout") || k.ends_with("window") || k.ends_with("grace")
-                        || k.ends_with("retention") || k.ends_with("backoff") || k.ends_with("after")
-                        || k.ends_with("check") => "5s",
+                    k if k.ends_with("timeout")
+                        || k.ends_with("window")
+                        || k.ends_with("grace")
+                        || k.ends_with("retention")
+                        || k.ends_with("backoff")
+                        || k.ends_with("after")
+                        || k.ends_with("check") =>
+                    {
+                        "5s"
+                    }
                     _ => "x",
                 },
             };

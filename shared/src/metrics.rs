@@ -29,7 +29,8 @@ impl Histogram {
         if let Some(i) = self.bounds.iter().position(|b| v <= *b) {
             self.counts[i].fetch_add(1, Ordering::Relaxed);
         }
-        self.sum_micros.fetch_add((v.max(0.0) * 1e6) as u64, Ordering::Relaxed);
+        self.sum_micros
+            .fetch_add((v.max(0.0) * 1e6) as u64, Ordering::Relaxed);
         self.count.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -43,7 +44,11 @@ impl Histogram {
         }
         let count = self.count.load(Ordering::Relaxed);
         let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
-        let _ = writeln!(out, "{name}_sum {}", self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6);
+        let _ = writeln!(
+            out,
+            "{name}_sum {}",
+            self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
+        );
         let _ = writeln!(out, "{name}_count {count}");
     }
 }
@@ -64,7 +69,11 @@ impl CounterVec {
     pub fn add(&self, labels: &[&str], n: u64) {
         {
             let map = self.map.read().unwrap_or_else(|p| p.into_inner());
-            if let Some(c) = map.iter().find(|(k, _)| k.iter().map(String::as_str).eq(labels.iter().copied())).map(|(_, c)| c) {
+            if let Some(c) = map
+                .iter()
+                .find(|(k, _)| k.iter().map(String::as_str).eq(labels.iter().copied()))
+                .map(|(_, c)| c)
+            {
                 c.fetch_add(n, Ordering::Relaxed);
                 return;
             }
@@ -93,18 +102,28 @@ impl CounterVec {
                 .zip(k)
                 .map(|(n, v)| format!("{n}=\"{}\"", escape(v)))
                 .collect();
-            let _ = writeln!(out, "{name}{{{}}} {}", labels.join(","), v.load(Ordering::Relaxed));
+            let _ = writeln!(
+                out,
+                "{name}{{{}}} {}",
+                labels.join(","),
+                v.load(Ordering::Relaxed)
+            );
         }
     }
 }
 
 /// Writes one gauge line.
 pub fn gauge(out: &mut String, name: &str, help: &str, value: f64) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+    );
 }
 
 fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 #[cfg(test)]

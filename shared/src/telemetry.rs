@@ -11,8 +11,11 @@ use std::sync::LazyLock;
 use tracing_subscriber::EnvFilter;
 
 /// Events per group commit (one flush + fdatasync each).
-pub static COMMIT_BATCH: LazyLock<Histogram> =
-    LazyLock::new(|| Histogram::new(&[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0]));
+pub static COMMIT_BATCH: LazyLock<Histogram> = LazyLock::new(|| {
+    Histogram::new(&[
+        1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+    ])
+});
 
 pub fn record_group_commit(events: usize) {
     COMMIT_BATCH.observe(events as f64);
@@ -34,7 +37,11 @@ pub fn init(level: &str, format: LogFormat) {
         .with_target(false);
     // A second init (tests starting two servers in one process) keeps the first subscriber.
     let _ = if json {
-        builder.json().flatten_event(true).with_current_span(false).try_init()
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .try_init()
     } else {
         builder.try_init()
     };

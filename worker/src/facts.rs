@@ -40,7 +40,9 @@ pub enum Fact {
 impl Fact {
     pub fn at(&self) -> i64 {
         match self {
-            Fact::InventoryLevel { at, .. } | Fact::CatalogEntry { at, .. } | Fact::Sale { at, .. } => *at,
+            Fact::InventoryLevel { at, .. }
+            | Fact::CatalogEntry { at, .. }
+            | Fact::Sale { at, .. } => *at,
         }
     }
 }

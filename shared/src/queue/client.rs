@@ -2,7 +2,9 @@
 //! `<data_dir>/queue.sock`. One request at a time per client; on any I/O error the connection is
 //! dropped and the next call reconnects, so a receiver restart costs the caller one error.
 
-use super::protocol::{read_frame, write_frame, Op, Request, Response, WireDeadShow, WireEnvelope, WireLeased, VERSION};
+use super::protocol::{
+    read_frame, write_frame, Op, Request, Response, WireDeadShow, WireEnvelope, WireLeased, VERSION,
+};
 use super::{DeadFilter, DeadLetter, Failure, Leased, QueueError, QueueOps, QueueStats};
 use crate::envelope::{Envelope, EventId};
 use serde::de::DeserializeOwned;
@@ -41,7 +43,9 @@ impl QueueClient {
         let mut guard = self.conn.lock().await;
         if guard.is_none() {
             let s = UnixStream::connect(&self.path).await.map_err(|e| {
-                self.sock_err(format!("cannot connect ({e}): is stockhook-receiver running with the same data_dir?"))
+                self.sock_err(format!(
+                    "cannot connect ({e}): is stockhook-receiver running with the same data_dir?"
+                ))
             })?;
             *guard = Some(s);
         }
@@ -67,7 +71,10 @@ impl QueueClient {
             if let Some(id) = resp.not_found {
                 return Err(QueueError::NotFound(id));
             }
-            return Err(self.sock_err(resp.error.unwrap_or_else(|| "error without a message".into())));
+            return Err(self.sock_err(
+                resp.error
+                    .unwrap_or_else(|| "error without a message".into()),
+            ));
         }
         serde_json::from_value(resp.result.unwrap_or(serde_json::Value::Null))
             .map_err(|e| self.sock_err(format!("unexpected answer: {e}")))
@@ -82,8 +89,19 @@ fn envelope(w: WireEnvelope, path: &Path) -> Result<Envelope, QueueError> {
 }
 
 impl QueueOps for QueueClient {
-    async fn lease(&self, max: usize, wait_ms: u64, lease_ms: u64) -> Result<Vec<Leased>, QueueError> {
-        let wire: Vec<WireLeased> = self.call(Op::Lease { max, wait_ms, lease_ms }).await?;
+    async fn lease(
+        &self,
+        max: usize,
+        wait_ms: u64,
+        lease_ms: u64,
+    ) -> Result<Vec<Leased>, QueueError> {
+        let wire: Vec<WireLeased> = self
+            .call(Op::Lease {
+                max,
+                wait_ms,
+                lease_ms,
+            })
+            .await?;
         wire.into_iter()
             .map(|w| {
                 Ok(Leased {
@@ -111,11 +129,19 @@ impl QueueOps for QueueClient {
         Ok((w.dead, envelope(w.event, &self.path)?))
     }
 
-    async fn dead_replay(&self, filter: DeadFilter, dry_run: bool) -> Result<Vec<EventId>, QueueError> {
+    async fn dead_replay(
+        &self,
+        filter: DeadFilter,
+        dry_run: bool,
+    ) -> Result<Vec<EventId>, QueueError> {
         self.call(Op::DeadReplay { filter, dry_run }).await
     }
 
-    async fn dead_purge(&self, filter: DeadFilter, dry_run: bool) -> Result<Vec<EventId>, QueueError> {
+    async fn dead_purge(
+        &self,
+        filter: DeadFilter,
+        dry_run: bool,
+    ) -> Result<Vec<EventId>, QueueError> {
         self.call(Op::DeadPurge { filter, dry_run }).await
     }
 

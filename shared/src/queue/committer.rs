@@ -34,7 +34,11 @@ impl CommitThread {
 
 impl GroupCommitter {
     /// Starts the commit thread. `queue_depth` bounds how many appends may wait for it.
-    pub fn start(store: Arc<SledStore>, max_batch: usize, queue_depth: usize) -> (GroupCommitter, CommitThread) {
+    pub fn start(
+        store: Arc<SledStore>,
+        max_batch: usize,
+        queue_depth: usize,
+    ) -> (GroupCommitter, CommitThread) {
         let (tx, mut rx) = mpsc::channel::<Job>(queue_depth.max(1));
         let thread_store = store.clone();
         let handle = std::thread::Builder::new()
@@ -75,7 +79,10 @@ impl GroupCommitter {
 impl EventSink for GroupCommitter {
     async fn append(&self, ev: NewEvent) -> Result<AppendOutcome, QueueError> {
         let (reply, answer) = oneshot::channel();
-        self.tx.send((ev, reply)).await.map_err(|_| QueueError::ShuttingDown)?;
+        self.tx
+            .send((ev, reply))
+            .await
+            .map_err(|_| QueueError::ShuttingDown)?;
         answer.await.map_err(|_| QueueError::ShuttingDown)?
     }
 

@@ -36,7 +36,12 @@ impl LocalQueue {
 }
 
 impl QueueOps for LocalQueue {
-    async fn lease(&self, max: usize, wait_ms: u64, lease_ms: u64) -> Result<Vec<Leased>, QueueError> {
+    async fn lease(
+        &self,
+        max: usize,
+        wait_ms: u64,
+        lease_ms: u64,
+    ) -> Result<Vec<Leased>, QueueError> {
         let deadline = now_ms() + wait_ms as i64;
         loop {
             // Register interest before looking, so an append between the look and the wait
@@ -46,11 +51,16 @@ impl QueueOps for LocalQueue {
             notified.as_mut().enable();
             let now = now_ms();
             self.store.expire_leases(now);
-            let got = self.blocking(move |s| s.lease_now(max, lease_ms, now)).await?;
+            let got = self
+                .blocking(move |s| s.lease_now(max, lease_ms, now))
+                .await?;
             if !got.is_empty() || now >= deadline {
                 return Ok(got);
             }
-            let wake_at = self.store.next_wakeup().map_or(deadline, |t| t.min(deadline));
+            let wake_at = self
+                .store
+                .next_wakeup()
+                .map_or(deadline, |t| t.min(deadline));
             let nap = Duration::from_millis((wake_at - now).clamp(1, 60_000) as u64);
             tokio::select! {
                 _ = &mut notified => {}
@@ -78,11 +88,20 @@ impl QueueOps for LocalQueue {
         self.blocking(move |s| s.dead_show(id)).await
     }
 
-    async fn dead_replay(&self, filter: DeadFilter, dry_run: bool) -> Result<Vec<EventId>, QueueError> {
-        self.blocking(move |s| s.dead_replay(&filter, dry_run)).await
+    async fn dead_replay(
+        &self,
+        filter: DeadFilter,
+        dry_run: bool,
+    ) -> Result<Vec<EventId>, QueueError> {
+        self.blocking(move |s| s.dead_replay(&filter, dry_run))
+            .await
     }
 
-    async fn dead_purge(&self, filter: DeadFilter, dry_run: bool) -> Result<Vec<EventId>, QueueError> {
+    async fn dead_purge(
+        &self,
+        filter: DeadFilter,
+        dry_run: bool,
+    ) -> Result<Vec<EventId>, QueueError> {
         self.blocking(move |s| s.dead_purge(&filter, dry_run)).await
     }
 

@@ -157,7 +157,10 @@ impl QueueError {
 /// JetStream publisher), so the request path never knows which.
 pub trait EventSink: Send + Sync + 'static {
     /// Returns once the event is on disk (or known to be a duplicate).
-    fn append(&self, ev: NewEvent) -> impl Future<Output = Result<AppendOutcome, QueueError>> + Send;
+    fn append(
+        &self,
+        ev: NewEvent,
+    ) -> impl Future<Output = Result<AppendOutcome, QueueError>> + Send;
     /// Cheap readiness: database open and under its disk budget.
     fn ready(&self) -> Result<(), QueueError>;
     fn stats(&self) -> impl Future<Output = Result<QueueStats, QueueError>> + Send;
@@ -175,12 +178,30 @@ pub trait QueueOps: Send + Sync {
         lease_ms: u64,
     ) -> impl Future<Output = Result<Vec<Leased>, QueueError>> + Send;
     fn ack(&self, ids: Vec<EventId>) -> impl Future<Output = Result<(), QueueError>> + Send;
-    fn fail(&self, id: EventId, failure: Failure) -> impl Future<Output = Result<(), QueueError>> + Send;
-    fn dead_list(&self, filter: DeadFilter) -> impl Future<Output = Result<Vec<DeadLetter>, QueueError>> + Send;
-    fn dead_show(&self, id: EventId) -> impl Future<Output = Result<(DeadLetter, Envelope), QueueError>> + Send;
+    fn fail(
+        &self,
+        id: EventId,
+        failure: Failure,
+    ) -> impl Future<Output = Result<(), QueueError>> + Send;
+    fn dead_list(
+        &self,
+        filter: DeadFilter,
+    ) -> impl Future<Output = Result<Vec<DeadLetter>, QueueError>> + Send;
+    fn dead_show(
+        &self,
+        id: EventId,
+    ) -> impl Future<Output = Result<(DeadLetter, Envelope), QueueError>> + Send;
     /// Moves matching dead letters back to pending (attempts reset); returns their ids.
-    fn dead_replay(&self, filter: DeadFilter, dry_run: bool) -> impl Future<Output = Result<Vec<EventId>, QueueError>> + Send;
-    fn dead_purge(&self, filter: DeadFilter, dry_run: bool) -> impl Future<Output = Result<Vec<EventId>, QueueError>> + Send;
+    fn dead_replay(
+        &self,
+        filter: DeadFilter,
+        dry_run: bool,
+    ) -> impl Future<Output = Result<Vec<EventId>, QueueError>> + Send;
+    fn dead_purge(
+        &self,
+        filter: DeadFilter,
+        dry_run: bool,
+    ) -> impl Future<Output = Result<Vec<EventId>, QueueError>> + Send;
     /// A retained (acked or dead) event by id, body included: to re-run it after a rule change.
     fn get(&self, id: EventId) -> impl Future<Output = Result<Envelope, QueueError>> + Send;
     fn stats(&self) -> impl Future<Output = Result<QueueStats, QueueError>> + Send;

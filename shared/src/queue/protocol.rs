@@ -42,14 +42,35 @@ pub struct Request {
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Op {
     Hello,
-    Lease { max: usize, wait_ms: u64, lease_ms: u64 },
-    Ack { ids: Vec<EventId> },
-    Fail { id: EventId, failure: Failure },
-    DeadList { filter: DeadFilter },
-    DeadShow { id: EventId },
-    DeadReplay { filter: DeadFilter, dry_run: bool },
-    DeadPurge { filter: DeadFilter, dry_run: bool },
-    Get { id: EventId },
+    Lease {
+        max: usize,
+        wait_ms: u64,
+        lease_ms: u64,
+    },
+    Ack {
+        ids: Vec<EventId>,
+    },
+    Fail {
+        id: EventId,
+        failure: Failure,
+    },
+    DeadList {
+        filter: DeadFilter,
+    },
+    DeadShow {
+        id: EventId,
+    },
+    DeadReplay {
+        filter: DeadFilter,
+        dry_run: bool,
+    },
+    DeadPurge {
+        filter: DeadFilter,
+        dry_run: bool,
+    },
+    Get {
+        id: EventId,
+    },
     Stats,
 }
 
@@ -151,7 +172,10 @@ pub struct WireDeadShow {
 pub type WireStats = QueueStats;
 
 /// Writes one frame.
-pub async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, value: &impl Serialize) -> std::io::Result<()> {
+pub async fn write_frame<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    value: &impl Serialize,
+) -> std::io::Result<()> {
     let bytes = serde_json::to_vec(value).map_err(std::io::Error::other)?;
     w.write_all(&(bytes.len() as u32).to_be_bytes()).await?;
     w.write_all(&bytes).await?;
@@ -159,7 +183,9 @@ pub async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, value: &impl Serializ
 }
 
 /// Reads one frame; `Ok(None)` on a clean end of stream before a frame starts.
-pub async fn read_frame<R: AsyncRead + Unpin, T: for<'de> Deserialize<'de>>(r: &mut R) -> std::io::Result<Option<T>> {
+pub async fn read_frame<R: AsyncRead + Unpin, T: for<'de> Deserialize<'de>>(
+    r: &mut R,
+) -> std::io::Result<Option<T>> {
     let mut len = [0u8; 4];
     match r.read_exact(&mut len).await {
         Ok(_) => {}
@@ -175,7 +201,7 @@ pub async fn read_frame<R: AsyncRead + Unpin, T: for<'de> Deserialize<'de>>(r: &
     }
     let mut buf = vec![0u8; n];
     r.read_exact(&mut buf).await?;
-    serde_json::from_slice(&buf)
-        .map(Some)
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("bad frame: {e}")))
+    serde_json::from_slice(&buf).map(Some).map_err(|e| {
+        std::io::Error::new(std::io::ErrorKind::InvalidData, format!("bad frame: {e}"))
+    })
 }

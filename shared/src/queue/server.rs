@@ -5,7 +5,9 @@
 //! [`protocol`]: super::protocol
 
 use super::local::LocalQueue;
-use super::protocol::{read_frame, write_frame, Op, Request, Response, WireDeadShow, WireEnvelope, WireLeased, VERSION};
+use super::protocol::{
+    read_frame, write_frame, Op, Request, Response, WireDeadShow, WireEnvelope, WireLeased, VERSION,
+};
 use super::{QueueError, QueueOps};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -22,7 +24,8 @@ pub fn bind(path: &Path) -> Result<UnixListener, QueueError> {
     let tmp: PathBuf = path.with_extension(format!("sock.{}", std::process::id()));
     let _ = std::fs::remove_file(&tmp);
     let listener = UnixListener::bind(&tmp).map_err(|e| err("binding", e))?;
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)).map_err(|e| err("chmod 0600", e))?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| err("chmod 0600", e))?;
     std::fs::rename(&tmp, path).map_err(|e| err("moving into place", e))?;
     Ok(listener)
 }
@@ -86,7 +89,10 @@ async fn handle(mut stream: UnixStream, queue: LocalQueue, mut shutdown: watch::
 }
 
 async fn dispatch(q: &LocalQueue, op: Op) -> Response {
-    fn answer<T, U: serde::Serialize>(r: Result<T, QueueError>, f: impl FnOnce(T) -> U) -> Response {
+    fn answer<T, U: serde::Serialize>(
+        r: Result<T, QueueError>,
+        f: impl FnOnce(T) -> U,
+    ) -> Response {
         match r {
             Ok(v) => Response::ok(f(v)),
             Err(e) => Response::err(&e),
@@ -97,7 +103,11 @@ async fn dispatch(q: &LocalQueue, op: Op) -> Response {
             "server": concat!("stockhook-receiver ", env!("CARGO_PKG_VERSION")),
             "versions": [VERSION],
         })),
-        Op::Lease { max, wait_ms, lease_ms } => answer(q.lease(max, wait_ms.min(60_000), lease_ms).await, |v| {
+        Op::Lease {
+            max,
+            wait_ms,
+            lease_ms,
+        } => answer(q.lease(max, wait_ms.min(60_000), lease_ms).await, |v| {
             v.iter().map(WireLeased::from).collect::<Vec<_>>()
         }),
         Op::Ack { ids } => answer(q.ack(ids).await, |_| ()),

@@ -11,7 +11,9 @@
 //! still lose). Leases live only in memory: after a crash a leased event is pending again, with
 //! the attempt already counted. This module never logs bodies.
 
-use super::{AppendOutcome, DeadFilter, DeadLetter, Failure, Leased, NewEvent, QueueError, QueueStats};
+use super::{
+    AppendOutcome, DeadFilter, DeadLetter, Failure, Leased, NewEvent, QueueError, QueueStats,
+};
 use crate::envelope::{encode_parts, Envelope, EventId};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::File;
@@ -142,17 +144,17 @@ impl SledStore {
     /// Opens (or creates) the queue database at `path`. Fails at once with
     /// [`QueueError::Locked`] when another process holds it.
     pub fn open(path: &Path, opts: StoreOptions) -> Result<SledStore, QueueError> {
-        std::fs::create_dir_all(path).map_err(|e| {
-            QueueError::storage(format!("creating {}", path.display()), e)
-        })?;
+        std::fs::create_dir_all(path)
+            .map_err(|e| QueueError::storage(format!("creating {}", path.display()), e))?;
         let db = sled::Config::new()
             .path(path)
             .flush_every_ms(Some(200))
             .open()
             .map_err(|e| match e {
-                sled::Error::Io(ref io) if io.kind() == std::io::ErrorKind::WouldBlock
-                    || io.raw_os_error() == Some(11)
-                    || io.to_string().contains("lock") =>
+                sled::Error::Io(ref io)
+                    if io.kind() == std::io::ErrorKind::WouldBlock
+                        || io.raw_os_error() == Some(11)
+                        || io.to_string().contains("lock") =>
                 {
                     QueueError::Locked {
                         path: path.display().to_string(),
@@ -161,11 +163,18 @@ impl SledStore {
                 other => QueueError::storage(format!("opening {}", path.display()), other),
             })?;
         let data_path = path.join("db");
-        let data_file = File::open(&data_path)
-            .map_err(|e| QueueError::storage(format!("opening {} for fdatasync", data_path.display()), e))?;
-        let events = db.open_tree("events").map_err(storage("opening events tree"))?;
-        let state = db.open_tree("state").map_err(storage("opening state tree"))?;
-        let dedup = db.open_tree("dedup").map_err(storage("opening dedup tree"))?;
+        let data_file = File::open(&data_path).map_err(|e| {
+            QueueError::storage(format!("opening {} for fdatasync", data_path.display()), e)
+        })?;
+        let events = db
+            .open_tree("events")
+            .map_err(storage("opening events tree"))?;
+        let state = db
+            .open_tree("state")
+            .map_err(storage("opening state tree"))?;
+        let dedup = db
+            .open_tree("dedup")
+            .map_err(storage("opening dedup tree"))?;
         let store = SledStore {
             path: path.to_path_buf(),
             db,
@@ -200,8 +209,12 @@ impl SledStore {
         let mut last = 0i64;
         for item in self.state.iter() {
             let (k, v) = item.map_err(storage("scanning state"))?;
-            let Some(id) = EventId::from_be_slice(&k) else { continue };
-            let Some(rec) = Record::decode(&v) else { continue };
+            let Some(id) = EventId::from_be_slice(&k) else {
+                continue;
+            };
+            let Some(rec) = Record::decode(&v) else {
+                continue;
+            };
             let (src, received) = match self.events.get(k).map_err(storage("reading event"))? {
                 Some(bytes) => match Envelope::decode(&bytes) {
                     Ok(env) => (env.source, env.received_at_ms),
@@ -289,7 +302,11 @@ impl SledStore {
         let result = (|| -> Result<(), QueueError> {
             for ev in batch {
                 if let Some(key) = &ev.dedup_key {
-                    if let Some(prev) = self.dedup.get(key.as_bytes()).map_err(storage("reading dedup"))? {
+                    if let Some(prev) = self
+                        .dedup
+                        .get(key.as_bytes())
+                        .map_err(storage("reading dedup"))?
+                    {
                         if let Some((id, at)) = decode_dedup(&prev) {
                             if ev.received_at_ms - at < self.opts.dedup_window_ms {
                                 outcomes.push(Some(AppendOutcome::Duplicate(EventId(id))));
@@ -298,11 +315,23 @@ impl SledStore {
                         }
                     }
                 }
-                let id = self.db.generate_id().map_err(storage("generating event id"))?;
-                let record = encode_parts(EventId(id), &ev.source, ev.platform, ev.received_at_ms, &ev.headers, &ev.body);
+                let id = self
+                    .db
+                    .generate_id()
+                    .map_err(storage("generating event id"))?;
+                let record = encode_parts(
+                    EventId(id),
+                    &ev.source,
+                    ev.platform,
+                    ev.received_at_ms,
+                    &ev.headers,
+                    &ev.body,
+                );
                 let k = id.to_be_bytes();
                 written.push((id, ev.dedup_key.as_ref().map(|k| k.as_bytes().to_vec())));
-                self.events.insert(k, record).map_err(storage("writing event"))?;
+                self.events
+                    .insert(k, record)
+                    .map_err(storage("writing event"))?;
                 self.state
                     .insert(k, Record::pending().encode())
                     .map_err(storage("writing event state"))?;
@@ -331,7 +360,10 @@ impl SledStore {
                 }
             }
             let msg = e.to_string();
-            return batch.iter().map(|_| Err(QueueError::storage("append", &msg))).collect();
+            return batch
+                .iter()
+                .map(|_| Err(QueueError::storage("append", &msg)))
+                .collect();
         }
         {
             let mut idx = self.lock();
@@ -354,9 +386,9 @@ impl SledStore {
     /// sled's flush, then fdatasync of the data file: what makes "200 means on disk" true.
     fn sync(&self) -> Result<(), QueueError> {
         self.db.flush().map_err(storage("flushing queue"))?;
-        self.data_file
-            .sync_data()
-            .map_err(|e| QueueError::storage(format!("fdatasync {}", self.path.join("db").display()), e))
+        self.data_file.sync_data().map_err(|e| {
+            QueueError::storage(format!("fdatasync {}", self.path.join("db").display()), e)
+        })
     }
 
     /// Flushes and fdatasyncs everything written so far (shutdown, after operator commands).
@@ -365,7 +397,12 @@ impl SledStore {
     }
 
     /// Takes up to `max` deliverable events and leases them until `now + lease_ms`.
-    pub fn lease_now(&self, max: usize, lease_ms: u64, now: i64) -> Result<Vec<Leased>, QueueError> {
+    pub fn lease_now(
+        &self,
+        max: usize,
+        lease_ms: u64,
+        now: i64,
+    ) -> Result<Vec<Leased>, QueueError> {
         let picked: Vec<(u64, Arc<str>)> = {
             let mut idx = self.lock();
             promote_due(&mut idx, now);
@@ -393,7 +430,9 @@ impl SledStore {
                     .and_then(|b| Record::decode(&b))
                     .unwrap_or_else(Record::pending);
                 rec.attempts += 1;
-                self.state.insert(k, rec.encode()).map_err(storage("counting attempt"))?;
+                self.state
+                    .insert(k, rec.encode())
+                    .map_err(storage("counting attempt"))?;
                 match Envelope::decode(&bytes) {
                     Ok(envelope) => Ok(Some(Leased {
                         envelope,
@@ -466,13 +505,20 @@ impl SledStore {
     pub fn ack(&self, ids: &[EventId], now: i64) -> Result<(), QueueError> {
         for id in ids {
             let k = id.to_be_bytes();
-            let Some(mut rec) = self.state.get(k).map_err(storage("reading event state"))?.and_then(|b| Record::decode(&b)) else {
+            let Some(mut rec) = self
+                .state
+                .get(k)
+                .map_err(storage("reading event state"))?
+                .and_then(|b| Record::decode(&b))
+            else {
                 continue;
             };
             rec.status = Status::Acked;
             rec.at_ms = now;
             rec.error.clear();
-            self.state.insert(k, rec.encode()).map_err(storage("acking"))?;
+            self.state
+                .insert(k, rec.encode())
+                .map_err(storage("acking"))?;
             let mut idx = self.lock();
             idx.leased.remove(&id.0);
             idx.ready.remove(&id.0);
@@ -494,12 +540,13 @@ impl SledStore {
             .ok_or(QueueError::NotFound(id))?;
         match failure {
             Failure::Permanent { error } => self.mark_dead(id.0, rec.attempts, error, now),
-            Failure::Transient { error, .. } if rec.attempts >= self.opts.max_attempts => self.mark_dead(
-                id.0,
-                rec.attempts,
-                &format!("gave up after {} attempts: {error}", rec.attempts),
-                now,
-            ),
+            Failure::Transient { error, .. } if rec.attempts >= self.opts.max_attempts => self
+                .mark_dead(
+                    id.0,
+                    rec.attempts,
+                    &format!("gave up after {} attempts: {error}", rec.attempts),
+                    now,
+                ),
             Failure::Transient { error, retry_at_ms } => {
                 let r = Record {
                     status: Status::Pending,
@@ -508,7 +555,9 @@ impl SledStore {
                     at_ms: now,
                     error: error.clone(),
                 };
-                self.state.insert(k, r.encode()).map_err(storage("scheduling retry"))?;
+                self.state
+                    .insert(k, r.encode())
+                    .map_err(storage("scheduling retry"))?;
                 let mut idx = self.lock();
                 let src = idx
                     .leased
@@ -547,7 +596,12 @@ impl SledStore {
 
     fn dead_letter(&self, id: u64) -> Result<Option<(DeadLetter, Envelope)>, QueueError> {
         let k = id.to_be_bytes();
-        let Some(rec) = self.state.get(k).map_err(storage("reading event state"))?.and_then(|b| Record::decode(&b)) else {
+        let Some(rec) = self
+            .state
+            .get(k)
+            .map_err(storage("reading event state"))?
+            .and_then(|b| Record::decode(&b))
+        else {
             return Ok(None);
         };
         if rec.status != Status::Dead {
@@ -556,7 +610,8 @@ impl SledStore {
         let Some(bytes) = self.events.get(k).map_err(storage("reading event"))? else {
             return Ok(None);
         };
-        let env = Envelope::decode(&bytes).map_err(|e| QueueError::storage(format!("decoding {}", EventId(id)), e))?;
+        let env = Envelope::decode(&bytes)
+            .map_err(|e| QueueError::storage(format!("decoding {}", EventId(id)), e))?;
         let dl = DeadLetter {
             id: EventId(id),
             source: env.source.clone(),
@@ -596,7 +651,11 @@ impl SledStore {
         self.dead_letter(id.0)?.ok_or(QueueError::NotFound(id))
     }
 
-    pub fn dead_replay(&self, filter: &DeadFilter, dry_run: bool) -> Result<Vec<EventId>, QueueError> {
+    pub fn dead_replay(
+        &self,
+        filter: &DeadFilter,
+        dry_run: bool,
+    ) -> Result<Vec<EventId>, QueueError> {
         let ids: Vec<EventId> = self.dead_list(filter)?.into_iter().map(|d| d.id).collect();
         if dry_run {
             return Ok(ids);
@@ -615,7 +674,11 @@ impl SledStore {
         Ok(ids)
     }
 
-    pub fn dead_purge(&self, filter: &DeadFilter, dry_run: bool) -> Result<Vec<EventId>, QueueError> {
+    pub fn dead_purge(
+        &self,
+        filter: &DeadFilter,
+        dry_run: bool,
+    ) -> Result<Vec<EventId>, QueueError> {
         let ids: Vec<EventId> = self.dead_list(filter)?.into_iter().map(|d| d.id).collect();
         if dry_run {
             return Ok(ids);
@@ -641,7 +704,9 @@ impl SledStore {
     fn remove_event(&self, id: u64) -> Result<(), QueueError> {
         let k = id.to_be_bytes();
         self.events.remove(k).map_err(storage("purging event"))?;
-        self.state.remove(k).map_err(storage("purging event state"))?;
+        self.state
+            .remove(k)
+            .map_err(storage("purging event state"))?;
         Ok(())
     }
 
@@ -650,7 +715,11 @@ impl SledStore {
         let cutoff = now - self.opts.retention_ms;
         let old: Vec<(i64, u64)> = {
             let idx = self.lock();
-            idx.acked.iter().take_while(|(t, _)| *t < cutoff).copied().collect()
+            idx.acked
+                .iter()
+                .take_while(|(t, _)| *t < cutoff)
+                .copied()
+                .collect()
         };
         for (t, id) in &old {
             self.remove_event(*id)?;
@@ -735,7 +804,9 @@ impl SledStore {
         let mut n = 0;
         for name in ["events", "state", "dedup"] {
             let src = self.db.open_tree(name).map_err(storage("opening tree"))?;
-            let dst = fresh.open_tree(name).map_err(storage("opening tree in the copy"))?;
+            let dst = fresh
+                .open_tree(name)
+                .map_err(storage("opening tree in the copy"))?;
             for item in src.iter() {
                 let (k, v) = item.map_err(storage("reading for compaction"))?;
                 dst.insert(k, v).map_err(storage("writing the copy"))?;
@@ -743,8 +814,15 @@ impl SledStore {
             }
         }
         // Carry the id generator forward so ids keep increasing after the swap.
-        let floor = self.db.generate_id().map_err(storage("reading id generator"))?;
-        while fresh.generate_id().map_err(storage("advancing id generator"))? < floor {}
+        let floor = self
+            .db
+            .generate_id()
+            .map_err(storage("reading id generator"))?;
+        while fresh
+            .generate_id()
+            .map_err(storage("advancing id generator"))?
+            < floor
+        {}
         fresh.flush().map_err(storage("flushing the copy"))?;
         File::open(to.join("db"))
             .and_then(|f| f.sync_all())
@@ -760,7 +838,10 @@ fn promote_due(idx: &mut Index, now: i64) {
             break;
         }
         idx.delayed.remove(&(t, id));
-        let src = idx.delayed_src.remove(&id).unwrap_or_else(|| Arc::from("?"));
+        let src = idx
+            .delayed_src
+            .remove(&id)
+            .unwrap_or_else(|| Arc::from("?"));
         idx.ready.insert(id, src);
     }
 }
@@ -788,7 +869,9 @@ pub fn dir_size(path: &Path) -> u64 {
     let mut total = 0;
     let mut stack = vec![path.to_path_buf()];
     while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
         for e in entries.flatten() {
             match e.metadata() {
                 Ok(m) if m.is_dir() => stack.push(e.path()),
@@ -845,16 +928,26 @@ mod tests {
     fn append_lease_ack_in_order_and_dedup() {
         let dir = tempfile::tempdir().unwrap();
         let q = SledStore::open(&dir.path().join("queue"), opts()).unwrap();
-        let out = q.append_batch(&[ev("a", Some("d1"), 1000), ev("a", Some("d2"), 1001), ev("a", Some("d1"), 1002)]);
+        let out = q.append_batch(&[
+            ev("a", Some("d1"), 1000),
+            ev("a", Some("d2"), 1001),
+            ev("a", Some("d1"), 1002),
+        ]);
         let first = accepted(&out[0]);
         let second = accepted(&out[1]);
         assert!(first < second);
         assert!(matches!(out[2], Ok(AppendOutcome::Duplicate(id)) if id == first));
         let leased = q.lease_now(10, 60_000, 2000).unwrap();
-        assert_eq!(leased.iter().map(|l| l.envelope.id).collect::<Vec<_>>(), vec![first, second]);
+        assert_eq!(
+            leased.iter().map(|l| l.envelope.id).collect::<Vec<_>>(),
+            vec![first, second]
+        );
         assert_eq!(leased[0].attempts, 1);
         assert_eq!(leased[0].envelope.body, b"{\"at\":1000}");
-        assert!(q.lease_now(10, 60_000, 2000).unwrap().is_empty(), "leased events are not delivered twice");
+        assert!(
+            q.lease_now(10, 60_000, 2000).unwrap().is_empty(),
+            "leased events are not delivered twice"
+        );
         q.ack(&[first, second], 3000).unwrap();
         let s = q.stats();
         assert_eq!((s.pending, s.leased, s.acked_retained), (0, 0, 2));
@@ -886,7 +979,14 @@ mod tests {
             c = accepted(&out[2]);
             q.lease_now(3, 60_000, 10).unwrap();
             q.ack(&[a], 20).unwrap();
-            q.fail(b, &Failure::Permanent { error: "topic x: missing field `id`".into() }, 30).unwrap();
+            q.fail(
+                b,
+                &Failure::Permanent {
+                    error: "topic x: missing field `id`".into(),
+                },
+                30,
+            )
+            .unwrap();
             q.sync().unwrap();
         }
         let q = SledStore::open(&path, opts()).unwrap();
@@ -895,7 +995,10 @@ mod tests {
         let again = q.lease_now(10, 60_000, 40).unwrap();
         assert_eq!(again.len(), 1);
         assert_eq!(again[0].envelope.id, c);
-        assert_eq!(again[0].attempts, 2, "the attempt before the restart counts");
+        assert_eq!(
+            again[0].attempts, 2,
+            "the attempt before the restart counts"
+        );
         // The dedup key survived too.
         let out = q.append_batch(&[ev("a", Some("x"), 50)]);
         assert!(matches!(out[0], Ok(AppendOutcome::Duplicate(id)) if id == a));
@@ -912,18 +1015,43 @@ mod tests {
         for attempt in 1..=3 {
             let l = q.lease_now(1, 60_000, attempt * 1000).unwrap();
             assert_eq!(l.len(), 1, "attempt {attempt}");
-            q.fail(id, &Failure::Transient { error: "smtp down".into(), retry_at_ms: attempt * 1000 + 500 }, attempt * 1000).unwrap();
-            assert!(q.lease_now(1, 60_000, attempt * 1000 + 499).unwrap().is_empty(), "not before its retry time");
+            q.fail(
+                id,
+                &Failure::Transient {
+                    error: "smtp down".into(),
+                    retry_at_ms: attempt * 1000 + 500,
+                },
+                attempt * 1000,
+            )
+            .unwrap();
+            assert!(
+                q.lease_now(1, 60_000, attempt * 1000 + 499)
+                    .unwrap()
+                    .is_empty(),
+                "not before its retry time"
+            );
         }
         let dead = q.dead_list(&DeadFilter::default()).unwrap();
         assert_eq!(dead.len(), 1);
         assert_eq!(dead[0].attempts, 3);
-        assert!(dead[0].error.contains("gave up after 3 attempts: smtp down"), "{}", dead[0].error);
+        assert!(
+            dead[0]
+                .error
+                .contains("gave up after 3 attempts: smtp down"),
+            "{}",
+            dead[0].error
+        );
         assert_eq!(dead[0].topic.as_deref(), Some("products/update"));
         // Replay makes it deliverable again with attempts reset.
-        assert_eq!(q.dead_replay(&DeadFilter::default(), true).unwrap(), vec![id]);
+        assert_eq!(
+            q.dead_replay(&DeadFilter::default(), true).unwrap(),
+            vec![id]
+        );
         assert_eq!(q.stats().dead, 1, "dry run changes nothing");
-        assert_eq!(q.dead_replay(&DeadFilter::default(), false).unwrap(), vec![id]);
+        assert_eq!(
+            q.dead_replay(&DeadFilter::default(), false).unwrap(),
+            vec![id]
+        );
         let l = q.lease_now(1, 60_000, 10_000).unwrap();
         assert_eq!(l[0].attempts, 1);
     }
@@ -931,26 +1059,72 @@ mod tests {
     #[test]
     fn purge_and_retention_sweep() {
         let dir = tempfile::tempdir().unwrap();
-        let q = SledStore::open(&dir.path().join("queue"), StoreOptions { retention_ms: 1000, dedup_window_ms: 500, ..opts() }).unwrap();
+        let q = SledStore::open(
+            &dir.path().join("queue"),
+            StoreOptions {
+                retention_ms: 1000,
+                dedup_window_ms: 500,
+                ..opts()
+            },
+        )
+        .unwrap();
         let out = q.append_batch(&[ev("a", Some("k"), 1), ev("b", None, 2)]);
         let (a, b) = (accepted(&out[0]), accepted(&out[1]));
         q.lease_now(2, 60_000, 10).unwrap();
         q.ack(&[a], 100).unwrap();
-        q.fail(b, &Failure::Permanent { error: "bad".into() }, 100).unwrap();
-        assert!(matches!(q.dead_purge(&DeadFilter { source: Some("zzz".into()), ..Default::default() }, false).unwrap().as_slice(), []));
-        assert_eq!(q.dead_purge(&DeadFilter { source: Some("b".into()), ..Default::default() }, false).unwrap(), vec![b]);
+        q.fail(
+            b,
+            &Failure::Permanent {
+                error: "bad".into(),
+            },
+            100,
+        )
+        .unwrap();
+        assert!(matches!(
+            q.dead_purge(
+                &DeadFilter {
+                    source: Some("zzz".into()),
+                    ..Default::default()
+                },
+                false
+            )
+            .unwrap()
+            .as_slice(),
+            []
+        ));
+        assert_eq!(
+            q.dead_purge(
+                &DeadFilter {
+                    source: Some("b".into()),
+                    ..Default::default()
+                },
+                false
+            )
+            .unwrap(),
+            vec![b]
+        );
         assert!(matches!(q.get(b), Err(QueueError::NotFound(_))));
         assert_eq!(q.sweep(1099).unwrap(), 0);
         assert_eq!(q.sweep(1101).unwrap(), 1);
         assert!(matches!(q.get(a), Err(QueueError::NotFound(_))));
         // Dedup key expired with the window: the same delivery id is new again.
-        assert!(matches!(q.append_batch(&[ev("a", Some("k"), 2000)])[0], Ok(AppendOutcome::Accepted(_))));
+        assert!(matches!(
+            q.append_batch(&[ev("a", Some("k"), 2000)])[0],
+            Ok(AppendOutcome::Accepted(_))
+        ));
     }
 
     #[test]
     fn over_budget_refuses_and_stores_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let q = SledStore::open(&dir.path().join("queue"), StoreOptions { max_queue_bytes: 1, ..opts() }).unwrap();
+        let q = SledStore::open(
+            &dir.path().join("queue"),
+            StoreOptions {
+                max_queue_bytes: 1,
+                ..opts()
+            },
+        )
+        .unwrap();
         q.refresh_disk_usage();
         let out = q.append_batch(&[ev("a", None, 1)]);
         assert!(matches!(out[0], Err(QueueError::OverBudget { .. })));

@@ -1,0 +1,821 @@
+//! eBay adapter. eBay reaches stockhook two ways, and this module reads both:
+//! * the Notification API (JSON: `metadata.topic`, `notification{notificationId, eventDate,
+//!   data}`). Its only seller-side topic is `MARKETPLACE_ACCOUNT_DELETION`, which gives no facts
+//!   and is NOT ignored (`ignored: false`): the worker purges the user's records, found with
+//!   [`ebay_deleted_user`]. Its other topics (listing revisions and price/availability for
+//!   buyers) carry no stock quantity and are ignored;
+//! * legacy Trading API Platform Notifications (SOAP XML, the only eBay path for sales and
+//!   quantities). The event name comes from the `SOAPAction` header (its last path segment), else
+//!   the body's `NotificationEventName`. The body is the matching call's response
+//!   (GetItemTransactionsResponse or GetItemResponse); elements are matched by local name, so
+//!   namespace prefixes do not matter. The response's `Timestamp` is the event time.
+//!   - `FixedPriceTransaction`, `AuctionCheckoutComplete`, `ItemSold`: a `Sale` per
+//!     `TransactionArray.Transaction` (item = ItemID, quantity = QuantityPurchased, order =
+//!     OrderLineItemID, else `<ItemID>-<TransactionID>`, line = TransactionID; auction
+//!     transactions may all have TransactionID 0, so the order key must carry the ItemID).
+//!     `ItemSold` (a GetItemResponse) usually has no transaction: it gives one `Sale` of
+//!     QuantityPurchased, else 1, keyed order = ItemID, line = `ItemSold`. Subscribe to either
+//!     `ItemSold` or the transaction events, not both, or a sale counts twice.
+//!   - `ItemListed`, `ItemRevised`, `ItemClosed`: an `InventoryLevel` at location `ebay` of
+//!     `Item.Quantity - Item.SellingStatus.QuantitySold` (absent QuantitySold is 0).
+//!   - Every SOAP event that carries `Item.Quantity` (sales included: without that, sales would
+//!     never lower eBay stock) gives that level too, and a `CatalogEntry` (item = ItemID, sku =
+//!     Item.SKU, title = Item.Title) when the item has a SKU or a title.
+//!   - other events: ignored.
+//!
+//!   Multi-variation listings are read at the listing level (Item.Quantity is their total).
+//!
+//! Must never: expand DTD entities or fetch anything an XML body names (quick-xml does neither);
+//! put element text into an error (buyer names and addresses live in these bodies).
+
+use super::{fallback_time, missing, parse_json, parse_time};
+use crate::facts::{Fact, NormalizeError, Normalized};
+use quick_xml::events::Event;
+use quick_xml::Reader;
+use serde_json::Value;
+use stockhook_shared::envelope::Envelope;
+
+const ACCOUNT_DELETION: &str = "MARKETPLACE_ACCOUNT_DELETION";
+
+/// Normalizes an eBay notification: SOAP (legacy Platform Notifications) or Notification API JSON.
+pub fn normalize(env: &Envelope) -> Result<Normalized, NormalizeError> {
+    if is_xml(&env.body) {
+        soap(env)
+    } else {
+        json(env)
+    }
+}
+
+/// The deleted user's id (`data.userId`, else `data.username`) of a MARKETPLACE_ACCOUNT_DELETION
+/// notification, so the worker can purge that user's records; `None` for anything else.
+pub fn ebay_deleted_user(env: &Envelope) -> Option<String> {
+    if is_xml(&env.body) {
+        return None;
+    }
+    let body: Value = serde_json::from_slice(&env.body).ok()?;
+    if !json_topic(&body)?.eq_ignore_ascii_case(ACCOUNT_DELETION) {
+        return None;
+    }
+    deleted_user_of(&body)
+}
+
+/// `notification.notificationId` of a Notification API message; `None` for SOAP (it has none).
+pub fn dedup_key(env: &Envelope) -> Option<String> {
+    if is_xml(&env.body) {
+        return None;
+    }
+    let body: Value = serde_json::from_slice(&env.body).ok()?;
+    body.get("notification")?
+        .get("notificationId")?
+        .as_str()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+}
+
+/// True when the body's first non-blank character (after a UTF-8 BOM) is `<`.
+fn is_xml(body: &[u8]) -> bool {
+    let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
+    body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'<')
+}
+
+// --- Notification API (JSON) -----------------------------------------------------------------
+
+fn json_topic(body: &Value) -> Option<&str> {
+    body.get("metadata")?
+        .get("topic")?
+        .as_str()
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
+fn deleted_user_of(body: &Value) -> Option<String> {
+    let data = body.get("notification")?.get("data")?;
+    ["userId", "username"].iter().find_map(|k| {
+        data.get(*k)
+            .and_then(Value::as_str)
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+    })
+}
+
+fn json(env: &Envelope) -> Result<Normalized, NormalizeError> {
+    let body = parse_json(env)?;
+    let topic = json_topic(&body).ok_or_else(|| {
+        NormalizeError::NoTopic("no metadata.topic in the eBay notification".into())
+    })?;
+    if topic.eq_ignore_ascii_case(ACCOUNT_DELETION) {
+        // The purge needs the user: a deletion notice without one is dead-lettered for an
+        // operator to see rather than silently dropped.
+        if deleted_user_of(&body).is_none() {
+            return Err(missing(topic, "notification.data.userId"));
+        }
+        return Ok(Normalized {
+            topic: topic.to_string(),
+            facts: Vec::new(),
+            ignored: false,
+        });
+    }
+    Ok(Normalized {
+        topic: topic.to_string(),
+        facts: Vec::new(),
+        ignored: true,
+    })
+}
+
+// --- Platform Notifications (SOAP) -----------------------------------------------------------
+
+/// An XML element: local name, its text (concatenated, entities resolved), its child elements.
+#[derive(Debug, Default)]
+struct Node {
+    name: String,
+    text: String,
+    children: Vec<Node>,
+}
+
+impl Node {
+    fn named(name: &[u8]) -> Node {
+        Node {
+            name: String::from_utf8_lossy(name).into_owned(),
+            ..Node::default()
+        }
+    }
+
+    fn child(&self, name: &str) -> Option<&Node> {
+        self.children.iter().find(|c| c.name == name)
+    }
+
+    fn children_named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Node> + 'a {
+        self.children.iter().filter(move |c| c.name == name)
+    }
+
+    /// The first element named `name` at or below this one, depth first.
+    fn find(&self, name: &str) -> Option<&Node> {
+        let mut stack = vec![self];
+        while let Some(n) = stack.pop() {
+            if n.name == name {
+                return Some(n);
+            }
+            stack.extend(n.children.iter().rev());
+        }
+        None
+    }
+
+    /// The trimmed, non-empty text of the element at `path` below this one.
+    fn text_at(&self, path: &[&str]) -> Option<&str> {
+        let mut n = self;
+        for p in path {
+            n = n.child(p)?;
+        }
+        Some(n.text.trim()).filter(|t| !t.is_empty())
+    }
+}
+
+/// Deeper than any eBay response; a bound so a hostile body cannot exhaust memory by nesting.
+const MAX_DEPTH: usize = 128;
+
+/// Parses the body into its document element.
+fn parse_xml(body: &[u8]) -> Result<Node, NormalizeError> {
+    let not_xml = |m: String| NormalizeError::NotXml(m);
+    let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
+    let text = std::str::from_utf8(body).map_err(|e| not_xml(format!("not UTF-8: {e}")))?;
+    // Text is kept untrimmed (trimming each event would eat the space before an entity or a
+    // CDATA section); `Node::text_at` trims the whole text instead.
+    let mut reader = Reader::from_str(text);
+    let mut stack: Vec<Node> = vec![Node::default()];
+    loop {
+        let event = reader
+            .read_event()
+            .map_err(|e| not_xml(format!("at byte {}: {e}", reader.error_position())))?;
+        match event {
+            Event::Start(e) => {
+                if stack.len() > MAX_DEPTH {
+                    return Err(not_xml(format!("nested deeper than {MAX_DEPTH} elements")));
+                }
+                stack.push(Node::named(e.local_name().as_ref()));
+            }
+            Event::Empty(e) => {
+                if let Some(top) = stack.last_mut() {
+                    top.children.push(Node::named(e.local_name().as_ref()));
+                }
+            }
+            Event::End(_) => {
+                let node = match stack.pop() {
+                    Some(n) if !stack.is_empty() => n,
+                    _ => return Err(not_xml("end tag without a start tag".into())),
+                };
+                if let Some(parent) = stack.last_mut() {
+                    parent.children.push(node);
+                }
+            }
+            Event::Text(t) => {
+                let s = t
+                    .unescape()
+                    .map_err(|e| not_xml(format!("at byte {}: {e}", reader.buffer_position())))?;
+                if let Some(top) = stack.last_mut() {
+                    top.text.push_str(&s);
+                }
+            }
+            Event::CData(c) => {
+                let bytes = c.into_inner();
+                let s = std::str::from_utf8(&bytes)
+                    .map_err(|e| not_xml(format!("CDATA is not UTF-8: {e}")))?;
+                if let Some(top) = stack.last_mut() {
+                    top.text.push_str(s);
+                }
+            }
+            Event::Eof => break,
+            // Declaration, processing instructions, comments, DOCTYPE: nothing to read.
+            _ => {}
+        }
+    }
+    if stack.len() != 1 {
+        return Err(not_xml("document ends inside an element".into()));
+    }
+    stack
+        .pop()
+        .and_then(|root| root.children.into_iter().next())
+        .ok_or_else(|| not_xml("no root element".into()))
+}
+
+/// The event name: the last path segment of the SOAPAction header
+/// (`"http://developer.ebay.com/notification/ItemSold"`).
+fn soap_action_event(env: &Envelope) -> Option<String> {
+    let v = env.header("soapaction")?.trim().trim_matches('"').trim();
+    let name = v.rsplit('/').next()?.trim();
+    (!name.is_empty()).then(|| name.to_string())
+}
+
+fn xml_int(
+    node: &Node,
+    path: &[&str],
+    topic: &str,
+    field: &str,
+) -> Result<Option<i64>, NormalizeError> {
+    match node.text_at(path) {
+        None => Ok(None),
+        Some(t) => t
+            .parse::<i64>()
+            .map(Some)
+            .map_err(|_| super::bad(topic, field, "is not a whole number")),
+    }
+}
+
+fn soap(env: &Envelope) -> Result<Normalized, NormalizeError> {
+    let doc = parse_xml(&env.body)?;
+    // The response element (GetItemResponse, ...) is the first child of the SOAP Body; a bare
+    // response without the SOAP envelope is accepted as well.
+    let response = doc
+        .find("Body")
+        .and_then(|b| b.children.first())
+        .unwrap_or(&doc);
+    let topic = soap_action_event(env)
+        .or_else(|| {
+            response
+                .find("NotificationEventName")
+                .and_then(|n| Some(n.text.trim()).filter(|t| !t.is_empty()))
+                .map(str::to_string)
+        })
+        .ok_or_else(|| {
+            NormalizeError::NoTopic(
+                "no SOAPAction header and no NotificationEventName in the eBay notification".into(),
+            )
+        })?;
+    let at = response
+        .text_at(&["Timestamp"])
+        .and_then(parse_time)
+        .unwrap_or_else(|| fallback_time(env));
+    let facts = match topic.as_str() {
+        "FixedPriceTransaction" | "AuctionCheckoutComplete" | "ItemSold" => {
+            let mut facts = item_facts(response, &topic, at, false)?;
+            facts.extend(sales(response, &topic, at)?);
+            facts
+        }
+        "ItemListed" | "ItemRevised" | "ItemClosed" => item_facts(response, &topic, at, true)?,
+        _ => {
+            return Ok(Normalized {
+                topic,
+                facts: Vec::new(),
+                ignored: true,
+            })
+        }
+    };
+    Ok(Normalized {
+        topic,
+        facts,
+        ignored: false,
+    })
+}
+
+/// The response's `Item.ItemID`, required.
+fn item_id(response: &Node, topic: &str) -> Result<String, NormalizeError> {
+    response
+        .text_at(&["Item", "ItemID"])
+        .map(str::to_string)
+        .ok_or_else(|| missing(topic, "Item.ItemID"))
+}
+
+/// The item's catalog entry and stock level. `Item.Quantity` is required when `level_required`,
+/// else the level is given only when the body has it.
+fn item_facts(
+    response: &Node,
+    topic: &str,
+    at: i64,
+    level_required: bool,
+) -> Result<Vec<Fact>, NormalizeError> {
+    let Some(item) = response.child("Item") else {
+        return Err(missing(topic, "Item"));
+    };
+    let id = item_id(response, topic)?;
+    let mut facts = Vec::with_capacity(2);
+    let sku = item.text_at(&["SKU"]).map(str::to_string);
+    let title = item.text_at(&["Title"]).map(str::to_string);
+    if sku.is_some() || title.is_some() {
+        facts.push(Fact::CatalogEntry {
+            item: id.clone(),
+            aliases: Vec::new(),
+            sku,
+            title,
+            at,
+        });
+    }
+    let quantity = xml_int(item, &["Quantity"], topic, "Item.Quantity")?;
+    let quantity = match (quantity, level_required) {
+        (Some(q), _) => q,
+        (None, true) => return Err(missing(topic, "Item.Quantity")),
+        (None, false) => return Ok(facts),
+    };
+    let sold = xml_int(
+        item,
+        &["SellingStatus", "QuantitySold"],
+        topic,
+        "Item.SellingStatus.QuantitySold",
+    )?
+    .unwrap_or(0);
+    let available = quantity
+        .checked_sub(sold)
+        .ok_or_else(|| super::bad(topic, "Item.Quantity", "minus QuantitySold overflows"))?;
+    facts.push(Fact::InventoryLevel {
+        item: id,
+        location: "ebay".into(),
+        available: Some(available),
+        at,
+    });
+    Ok(facts)
+}
+
+fn sales(response: &Node, topic: &str, at: i64) -> Result<Vec<Fact>, NormalizeError> {
+    let transactions: Vec<&Node> = response
+        .child("TransactionArray")
+        .map(|a| a.children_named("Transaction").collect())
+        .unwrap_or_default();
+    if transactions.is_empty() {
+        if topic == "ItemSold" {
+            let item = item_id(response, topic)?;
+            let quantity =
+                xml_int(response, &["QuantityPurchased"], topic, "QuantityPurchased")?.unwrap_or(1);
+            return Ok(vec![Fact::Sale {
+                item: item.clone(),
+                quantity,
+                order: item,
+                line: "ItemSold".into(),
+                at,
+            }]);
+        }
+        return Err(missing(topic, "TransactionArray.Transaction"));
+    }
+    let mut facts = Vec::with_capacity(transactions.len());
+    for (i, t) in transactions.iter().enumerate() {
+        let f = |name: &str| format!("TransactionArray.Transaction[{i}].{name}");
+        let item = match t.text_at(&["Item", "ItemID"]) {
+            Some(id) => id.to_string(),
+            None => item_id(response, topic)?,
+        };
+        let line = t
+            .text_at(&["TransactionID"])
+            .map(str::to_string)
+            .ok_or_else(|| missing(topic, &f("TransactionID")))?;
+        let quantity = match xml_int(t, &["QuantityPurchased"], topic, &f("QuantityPurchased"))? {
+            Some(q) => q,
+            None if topic == "ItemSold" => 1,
+            None => return Err(missing(topic, &f("QuantityPurchased"))),
+        };
+        let order = t
+            .text_at(&["OrderLineItemID"])
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("{item}-{line}"));
+        if quantity == 0 {
+            continue;
+        }
+        facts.push(Fact::Sale {
+            item,
+            quantity,
+            order,
+            line,
+            at,
+        });
+    }
+    Ok(facts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::adapters::test_support::{env, fixture, RECEIVED};
+    use stockhook_shared::config::Platform;
+
+    const TS: &str = "2024-05-01T10:00:00.250Z";
+    const AT: i64 = 1_714_557_600_250;
+
+    /// A Platform Notification shaped as eBay documents it: SOAP envelope, RequesterCredentials
+    /// with the NotificationSignature in the header, the call's response in the body.
+    fn soap_body(response: &str, event_name: Option<&str>, inner: &str) -> String {
+        let name = event_name
+            .map(|n| format!("<NotificationEventName>{n}</NotificationEventName>"))
+            .unwrap_or_default();
+        format!(
+            r#"<?xml version="1.0" encoding="UTF-8"?>
+<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/"
+    xmlns:xsd="http://www.w3.org/2001/XMLSchema" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">
+  <soapenv:Header>
+    <ebl:RequesterCredentials soapenv:mustUnderstand="0" xmlns:ns="urn:ebay:apis:eBLBaseComponents"
+        xmlns:ebl="urn:ebay:apis:eBLBaseComponents">
+      <ebl:NotificationSignature xmlns:ebl="urn:ebay:apis:eBLBaseComponents">nXGFQyWyk1bzgM3N5zT9Ag==</ebl:NotificationSignature>
+    </ebl:RequesterCredentials>
+  </soapenv:Header>
+  <soapenv:Body>
+    <{response} xmlns="urn:ebay:apis:eBLBaseComponents">
+      <Timestamp>{TS}</Timestamp>
+      <Ack>Success</Ack>
+      <CorrelationID>2741926731</CorrelationID>
+      <Version>1331</Version>
+      <Build>E1331_CORE_APISIGNIN_19151597_R1</Build>
+      {name}
+      <RecipientUserID>seller_one</RecipientUserID>
+      {inner}
+    </{response}>
+  </soapenv:Body>
+</soapenv:Envelope>"#
+        )
+    }
+
+    const ITEM: &str = r#"<Item>
+        <ItemID>110554019341</ItemID>
+        <Quantity>10</Quantity>
+        <SellingStatus><QuantitySold>3</QuantitySold><ListingStatus>Active</ListingStatus></SellingStatus>
+        <SKU>MUG-RED</SKU>
+        <Title>Mug &amp; Saucer <![CDATA[<Red>]]></Title>
+        <Seller><UserID>seller_one</UserID></Seller>
+      </Item>"#;
+
+    fn soap_env(action: Option<&str>, body: String) -> Envelope {
+        let action = action.map(|a| format!("\"http://developer.ebay.com/notification/{a}\""));
+        let headers: Vec<(&str, &str)> =
+            action.iter().map(|a| ("soapaction", a.as_str())).collect();
+        env(Platform::Ebay, &headers, body)
+    }
+
+    fn catalog_and_level(available: i64) -> Vec<Fact> {
+        vec![
+            Fact::CatalogEntry {
+                item: "110554019341".into(),
+                aliases: vec![],
+                sku: Some("MUG-RED".into()),
+                title: Some("Mug & Saucer <Red>".into()),
+                at: AT,
+            },
+            Fact::InventoryLevel {
+                item: "110554019341".into(),
+                location: "ebay".into(),
+                available: Some(available),
+                at: AT,
+            },
+        ]
+    }
+
+    #[test]
+    fn fixture_account_deletion_pretty_and_compact() {
+        for name in [
+            "ebay/marketplace_account_deletion.json",
+            "ebay/marketplace_account_deletion.signed_compact.json",
+        ] {
+            let e = env(Platform::Ebay, &[], fixture(name));
+            assert_eq!(
+                normalize(&e).unwrap(),
+                Normalized {
+                    topic: "MARKETPLACE_ACCOUNT_DELETION".into(),
+                    facts: vec![],
+                    ignored: false
+                },
+                "{name}"
+            );
+            assert_eq!(
+                ebay_deleted_user(&e).as_deref(),
+                Some("ma8vp1jySJC"),
+                "{name}"
+            );
+            assert_eq!(
+                crate::adapters::payload_dedup_key(&e).as_deref(),
+                Some("49feeaeb-4982-42d9-a377-9645b8479411_33f7e043-fed8-442b-9d44-791923bd9a6d"),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn fixture_public_key_response_is_not_a_notification() {
+        let e = env(
+            Platform::Ebay,
+            &[],
+            fixture("ebay/getPublicKey_response.json"),
+        );
+        assert!(matches!(normalize(&e), Err(NormalizeError::NoTopic(_))));
+        assert_eq!(ebay_deleted_user(&e), None);
+        assert_eq!(dedup_key(&e), None);
+    }
+
+    #[test]
+    fn deletion_user_falls_back_to_username_and_is_required() {
+        let e = env(
+            Platform::Ebay,
+            &[],
+            r#"{"metadata":{"topic":"MARKETPLACE_ACCOUNT_DELETION"},"notification":{"data":{"username":"u1"}}}"#,
+        );
+        assert_eq!(ebay_deleted_user(&e).as_deref(), Some("u1"));
+        let e = env(
+            Platform::Ebay,
+            &[],
+            r#"{"metadata":{"topic":"MARKETPLACE_ACCOUNT_DELETION"},"notification":{"data":{}}}"#,
+        );
+        assert_eq!(
+            normalize(&e),
+            Err(missing(
+                "MARKETPLACE_ACCOUNT_DELETION",
+                "notification.data.userId"
+            ))
+        );
+        // Another topic's data is never taken for a deletion.
+        let e = env(
+            Platform::Ebay,
+            &[],
+            r#"{"metadata":{"topic":"PRIORITY_LISTING_REVISION"},"notification":{"data":{"userId":"x"}}}"#,
+        );
+        assert_eq!(ebay_deleted_user(&e), None);
+    }
+
+    #[test]
+    fn other_json_topics_are_ignored() {
+        let e = env(
+            Platform::Ebay,
+            &[],
+            r#"{"metadata":{"topic":"PRIORITY_LISTING_REVISION"},"notification":{"notificationId":"n1","data":{"itemId":"1"}}}"#,
+        );
+        assert_eq!(
+            normalize(&e).unwrap(),
+            Normalized {
+                topic: "PRIORITY_LISTING_REVISION".into(),
+                facts: vec![],
+                ignored: true
+            }
+        );
+        assert_eq!(dedup_key(&e).as_deref(), Some("n1"));
+    }
+
+    #[test]
+    fn json_errors() {
+        let run = |b: &str| normalize(&env(Platform::Ebay, &[], b));
+        assert!(matches!(run("{not json"), Err(NormalizeError::NotJson(_))));
+        assert!(matches!(
+            run(r#"{"notification":{}}"#),
+            Err(NormalizeError::NoTopic(_))
+        ));
+    }
+
+    #[test]
+    fn soap_fixed_price_transaction_gives_level_and_sales() {
+        let inner = format!(
+            r#"{ITEM}
+            <TransactionArray>
+              <Transaction>
+                <QuantityPurchased>2</QuantityPurchased>
+                <TransactionID>1843950001</TransactionID>
+                <OrderLineItemID>110554019341-1843950001</OrderLineItemID>
+                <Buyer><Email>buyer@example.com</Email></Buyer>
+              </Transaction>
+              <Transaction>
+                <QuantityPurchased>1</QuantityPurchased>
+                <TransactionID>1843950002</TransactionID>
+              </Transaction>
+            </TransactionArray>"#
+        );
+        let e = soap_env(
+            Some("FixedPriceTransaction"),
+            soap_body("GetItemTransactionsResponse", None, &inner),
+        );
+        let mut expected = catalog_and_level(7);
+        expected.push(Fact::Sale {
+            item: "110554019341".into(),
+            quantity: 2,
+            order: "110554019341-1843950001".into(),
+            line: "1843950001".into(),
+            at: AT,
+        });
+        expected.push(Fact::Sale {
+            item: "110554019341".into(),
+            quantity: 1,
+            order: "110554019341-1843950002".into(),
+            line: "1843950002".into(),
+            at: AT,
+        });
+        assert_eq!(
+            normalize(&e).unwrap(),
+            Normalized {
+                topic: "FixedPriceTransaction".into(),
+                facts: expected,
+                ignored: false
+            }
+        );
+        assert_eq!(dedup_key(&e), None);
+        assert_eq!(ebay_deleted_user(&e), None);
+    }
+
+    #[test]
+    fn soap_auction_transaction_zero_is_keyed_by_item() {
+        let inner = r#"<Item><ItemID>220000000001</ItemID></Item>
+            <TransactionArray><Transaction>
+              <QuantityPurchased>1</QuantityPurchased><TransactionID>0</TransactionID>
+            </Transaction></TransactionArray>"#;
+        let e = soap_env(
+            None,
+            soap_body(
+                "GetItemTransactionsResponse",
+                Some("AuctionCheckoutComplete"),
+                inner,
+            ),
+        );
+        assert_eq!(
+            normalize(&e).unwrap().facts,
+            vec![Fact::Sale {
+                item: "220000000001".into(),
+                quantity: 1,
+                order: "220000000001-0".into(),
+                line: "0".into(),
+                at: AT,
+            }]
+        );
+    }
+
+    #[test]
+    fn soap_item_sold_without_transaction_is_one_unit() {
+        let e = soap_env(
+            Some("ItemSold"),
+            soap_body("GetItemResponse", Some("ItemSold"), ITEM),
+        );
+        let mut expected = catalog_and_level(7);
+        expected.push(Fact::Sale {
+            item: "110554019341".into(),
+            quantity: 1,
+            order: "110554019341".into(),
+            line: "ItemSold".into(),
+            at: AT,
+        });
+        assert_eq!(normalize(&e).unwrap().facts, expected);
+    }
+
+    #[test]
+    fn soap_item_revised_from_header_or_body_event_name() {
+        for (action, name) in [(Some("ItemRevised"), None), (None, Some("ItemRevised"))] {
+            let e = soap_env(action, soap_body("GetItemResponse", name, ITEM));
+            assert_eq!(
+                normalize(&e).unwrap(),
+                Normalized {
+                    topic: "ItemRevised".into(),
+                    facts: catalog_and_level(7),
+                    ignored: false
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn soap_listing_without_sales_or_timestamp() {
+        let body = r#"<GetItemResponse xmlns="urn:ebay:apis:eBLBaseComponents">
+              <Item><ItemID>5</ItemID><Quantity>4</Quantity></Item>
+            </GetItemResponse>"#;
+        let e = soap_env(Some("ItemListed"), body.to_string());
+        assert_eq!(
+            normalize(&e).unwrap().facts,
+            vec![Fact::InventoryLevel {
+                item: "5".into(),
+                location: "ebay".into(),
+                available: Some(4),
+                at: RECEIVED,
+            }]
+        );
+    }
+
+    #[test]
+    fn soap_unknown_event_is_ignored() {
+        let e = soap_env(
+            Some("ItemMarkedShipped"),
+            soap_body("GetItemTransactionsResponse", None, ITEM),
+        );
+        assert_eq!(
+            normalize(&e).unwrap(),
+            Normalized {
+                topic: "ItemMarkedShipped".into(),
+                facts: vec![],
+                ignored: true
+            }
+        );
+    }
+
+    #[test]
+    fn soap_without_event_name_is_no_topic() {
+        let e = soap_env(None, soap_body("GetItemResponse", None, ITEM));
+        assert!(matches!(normalize(&e), Err(NormalizeError::NoTopic(_))));
+    }
+
+    #[test]
+    fn malformed_xml_is_not_xml() {
+        for body in [
+            "<a><b></a>".as_bytes().to_vec(),
+            b"<a><b>".to_vec(),
+            b"<a>&unknown;</a>".to_vec(),
+            b"<a>\xff</a>".to_vec(),
+            b"<!-- only a comment -->".to_vec(),
+            format!("{}{}", "<a>".repeat(200), "</a>".repeat(200)).into_bytes(),
+        ] {
+            let e = env(
+                Platform::Ebay,
+                &[("soapaction", "ItemRevised")],
+                body.clone(),
+            );
+            assert!(
+                matches!(normalize(&e), Err(NormalizeError::NotXml(_))),
+                "{}",
+                String::from_utf8_lossy(&body)
+            );
+        }
+    }
+
+    #[test]
+    fn soap_required_fields_are_named() {
+        let no_id = r#"<Item><Quantity>1</Quantity></Item>"#;
+        let no_qty = r#"<Item><ItemID>1</ItemID></Item>"#;
+        let tx = |inner: &str| {
+            format!(
+                "{no_qty}<TransactionArray><Transaction>{inner}</Transaction></TransactionArray>"
+            )
+        };
+        let cases: Vec<(&str, String, &str)> = vec![
+            ("ItemRevised", no_id.to_string(), "Item.ItemID"),
+            ("ItemRevised", no_qty.to_string(), "Item.Quantity"),
+            ("ItemListed", String::new(), "Item"),
+            (
+                "FixedPriceTransaction",
+                no_qty.to_string(),
+                "TransactionArray.Transaction",
+            ),
+            (
+                "FixedPriceTransaction",
+                tx("<TransactionID>9</TransactionID>"),
+                "TransactionArray.Transaction[0].QuantityPurchased",
+            ),
+            (
+                "AuctionCheckoutComplete",
+                tx("<QuantityPurchased>1</QuantityPurchased>"),
+                "TransactionArray.Transaction[0].TransactionID",
+            ),
+        ];
+        for (event, inner, field) in cases {
+            let e = soap_env(
+                Some(event),
+                soap_body("GetItemTransactionsResponse", None, &inner),
+            );
+            assert_eq!(normalize(&e), Err(missing(event, field)), "{event} {inner}");
+        }
+    }
+
+    #[test]
+    fn soap_non_numeric_quantity_is_a_bad_field() {
+        let inner = r#"<Item><ItemID>1</ItemID><Quantity>ten</Quantity></Item>"#;
+        let e = soap_env(
+            Some("ItemRevised"),
+            soap_body("GetItemResponse", None, inner),
+        );
+        assert!(matches!(
+            normalize(&e),
+            Err(NormalizeError::BadField { field, .. }) if field == "Item.Quantity"
+        ));
+    }
+
+    #[test]
+    fn xml_detection() {
+        assert!(is_xml(b"  \n<?xml version=\"1.0\"?><a/>"));
+        assert!(is_xml(b"\xEF\xBB\xBF<soapenv:Envelope/>"));
+        assert!(!is_xml(b" {\"a\":1}"));
+        assert!(!is_xml(b""));
+    }
+}

@@ -1,0 +1,649 @@
+//! Shopify adapter: reads the REST webhook payloads named by the `X-Shopify-Topic` header
+//! (`shopify-topic` for the newer unprefixed deliveries) into facts.
+//!
+//! Contract, per topic:
+//! * `products/create|update`: for every variant (not only the first), a `CatalogEntry`
+//!   (item = `inventory_item_id`, alias `variant:<variant id>`, sku, title "product - variant"
+//!   unless the variant is "Default Title"); and, when `inventory_quantity` is non-null, an
+//!   `InventoryLevel` at location `"all"`, since a product payload gives the total over all
+//!   locations. A variant without `inventory_item_id` is item `variant:<id>` (no alias then: it
+//!   would name itself). A variant whose `inventory_management` key is present and null is
+//!   untracked: no level. Newer API versions no longer send that key; its absence means "emit".
+//! * `inventory_items/create|update`: a `CatalogEntry` (item = `id`, sku).
+//! * `inventory_levels/update|connect`: an `InventoryLevel` (item = `inventory_item_id`, location =
+//!   `location_id`, `available: null` stays `None`, i.e. untracked, not zero).
+//! * `orders/create`: a `Sale` per line item (item `variant:<variant_id>`, else
+//!   `product:<product_id>`; a custom line item with neither has no stock and is skipped, as is a
+//!   line of quantity 0). Only `orders/create` counts: `orders/paid`, `orders/updated`,
+//!   `orders/fulfilled` describe the same sale again and are ignored, else a sale would count
+//!   twice. Test orders (`test: true`) count: they decrement Shopify's stock too, and they are how
+//!   a merchant checks that stockhook works. `orders/cancelled` is ignored: a cancellation does
+//!   not undo the sale's "last sold" time, and the restock arrives as `inventory_levels/update`.
+//! * `refunds/create`: for each refund line restocked (`restock_type` `return`, `cancel` or
+//!   `legacy_restock`, or no `restock_type` in a refund with `restock: true`, the pre-2019 form), a
+//!   `Sale` with the negative quantity so net sales stay right (item as for orders, order =
+//!   `order_id`, line = `refund:<refund id>:<line_item_id>`). No level: Shopify sends an
+//!   `inventory_levels/update` for the restock itself.
+//! * any other topic: ignored.
+//!
+//! Event time: `updated_at` (products, items, levels), `created_at` then `processed_at` (orders),
+//! `processed_at` then `created_at` (refunds); else `X-Shopify-Triggered-At`; else receipt time.
+//!
+//! Must never: read an id through `f64` (Shopify ids exceed 2^53); count an order from any topic
+//! but `orders/create`; treat `available: null` as zero.
+
+use super::{first_time, id_text, int, missing, parse_json, req_array, req_id, req_int, text};
+use crate::facts::{Fact, NormalizeError, Normalized};
+use serde_json::Value;
+use stockhook_shared::envelope::Envelope;
+
+/// Normalizes a Shopify webhook.
+pub fn normalize(env: &Envelope) -> Result<Normalized, NormalizeError> {
+    let topic = env
+        .topic()
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| NormalizeError::NoTopic("no X-Shopify-Topic header".into()))?;
+    let body = parse_json(env)?;
+    let facts = match topic.to_ascii_lowercase().as_str() {
+        "products/create" | "products/update" => products(env, topic, &body)?,
+        "inventory_items/create" | "inventory_items/update" => inventory_item(env, topic, &body)?,
+        "inventory_levels/update" | "inventory_levels/connect" => {
+            inventory_level(env, topic, &body)?
+        }
+        "orders/create" => order(env, topic, &body)?,
+        "refunds/create" => refund(env, topic, &body)?,
+        _ => {
+            return Ok(Normalized {
+                topic: topic.to_string(),
+                facts: Vec::new(),
+                ignored: true,
+            })
+        }
+    };
+    Ok(Normalized {
+        topic: topic.to_string(),
+        facts,
+        ignored: false,
+    })
+}
+
+/// "Product - Variant", or the product title alone for Shopify's placeholder variant title
+/// "Default Title" (a product without options), or whichever of the two exists.
+pub(crate) fn variant_title(product: Option<&str>, variant: Option<&str>) -> Option<String> {
+    let variant = variant.filter(|v| !v.is_empty() && *v != "Default Title");
+    match (product, variant) {
+        (Some(p), Some(v)) => Some(format!("{p} - {v}")),
+        (Some(p), None) => Some(p.to_string()),
+        (None, Some(v)) => Some(v.to_string()),
+        (None, None) => None,
+    }
+}
+
+fn products(env: &Envelope, topic: &str, body: &Value) -> Result<Vec<Fact>, NormalizeError> {
+    let variants = req_array(body.get("variants"), topic, "variants")?;
+    let product_title = text(body.get("title"), topic, "title")?;
+    let at = first_time(env, &[body.get("updated_at"), body.get("created_at")]);
+    let mut facts = Vec::with_capacity(variants.len() * 2);
+    for (i, v) in variants.iter().enumerate() {
+        let field = |name: &str| format!("variants[{i}].{name}");
+        let variant_id = req_id(v.get("id"), topic, &field("id"))?;
+        let alias = format!("variant:{variant_id}");
+        let (item, aliases) = match id_text(
+            v.get("inventory_item_id"),
+            topic,
+            &field("inventory_item_id"),
+        )? {
+            Some(inv) => (inv, vec![alias]),
+            None => (alias, Vec::new()),
+        };
+        let sku = text(v.get("sku"), topic, &field("sku"))?;
+        let vt = text(v.get("title"), topic, &field("title"))?;
+        facts.push(Fact::CatalogEntry {
+            item: item.clone(),
+            aliases,
+            sku,
+            title: variant_title(product_title.as_deref(), vt.as_deref()),
+            at,
+        });
+        let quantity = int(
+            v.get("inventory_quantity"),
+            topic,
+            &field("inventory_quantity"),
+        )?;
+        let untracked = matches!(v.get("inventory_management"), Some(Value::Null));
+        if let (Some(available), false) = (quantity, untracked) {
+            facts.push(Fact::InventoryLevel {
+                item,
+                location: "all".into(),
+                available: Some(available),
+                at,
+            });
+        }
+    }
+    Ok(facts)
+}
+
+fn inventory_item(env: &Envelope, topic: &str, body: &Value) -> Result<Vec<Fact>, NormalizeError> {
+    let item = req_id(body.get("id"), topic, "id")?;
+    let sku = text(body.get("sku"), topic, "sku")?;
+    let at = first_time(env, &[body.get("updated_at"), body.get("created_at")]);
+    Ok(vec![Fact::CatalogEntry {
+        item,
+        aliases: Vec::new(),
+        sku,
+        title: None,
+        at,
+    }])
+}
+
+fn inventory_level(env: &Envelope, topic: &str, body: &Value) -> Result<Vec<Fact>, NormalizeError> {
+    let item = req_id(body.get("inventory_item_id"), topic, "inventory_item_id")?;
+    let location = req_id(body.get("location_id"), topic, "location_id")?;
+    let available = int(body.get("available"), topic, "available")?;
+    let at = first_time(env, &[body.get("updated_at")]);
+    Ok(vec![Fact::InventoryLevel {
+        item,
+        location,
+        available,
+        at,
+    }])
+}
+
+/// The item a line item sold: its variant, else its product; `None` for a custom line item.
+fn line_item_key(li: &Value, topic: &str, prefix: &str) -> Result<Option<String>, NormalizeError> {
+    if let Some(v) = id_text(li.get("variant_id"), topic, &format!("{prefix}.variant_id"))? {
+        return Ok(Some(format!("variant:{v}")));
+    }
+    Ok(
+        id_text(li.get("product_id"), topic, &format!("{prefix}.product_id"))?
+            .map(|p| format!("product:{p}")),
+    )
+}
+
+fn order(env: &Envelope, topic: &str, body: &Value) -> Result<Vec<Fact>, NormalizeError> {
+    let order = req_id(body.get("id"), topic, "id")?;
+    let lines = req_array(body.get("line_items"), topic, "line_items")?;
+    let at = first_time(env, &[body.get("created_at"), body.get("processed_at")]);
+    let mut facts = Vec::with_capacity(lines.len());
+    for (i, li) in lines.iter().enumerate() {
+        let prefix = format!("line_items[{i}]");
+        let line = req_id(li.get("id"), topic, &format!("{prefix}.id"))?;
+        let quantity = req_int(li.get("quantity"), topic, &format!("{prefix}.quantity"))?;
+        let Some(item) = line_item_key(li, topic, &prefix)? else {
+            continue;
+        };
+        if quantity == 0 {
+            continue;
+        }
+        facts.push(Fact::Sale {
+            item,
+            quantity,
+            order: order.clone(),
+            line,
+            at,
+        });
+    }
+    Ok(facts)
+}
+
+fn refund(env: &Envelope, topic: &str, body: &Value) -> Result<Vec<Fact>, NormalizeError> {
+    let refund = req_id(body.get("id"), topic, "id")?;
+    let order = req_id(body.get("order_id"), topic, "order_id")?;
+    let lines = req_array(body.get("refund_line_items"), topic, "refund_line_items")?;
+    let legacy_restock = body
+        .get("restock")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let at = first_time(env, &[body.get("processed_at"), body.get("created_at")]);
+    let mut facts = Vec::new();
+    for (i, rli) in lines.iter().enumerate() {
+        let prefix = format!("refund_line_items[{i}]");
+        let restocked = match text(
+            rli.get("restock_type"),
+            topic,
+            &format!("{prefix}.restock_type"),
+        )? {
+            Some(t) => matches!(t.as_str(), "return" | "cancel" | "legacy_restock"),
+            None => legacy_restock,
+        };
+        if !restocked {
+            continue;
+        }
+        let line_item_id = req_id(
+            rli.get("line_item_id"),
+            topic,
+            &format!("{prefix}.line_item_id"),
+        )?;
+        let quantity = req_int(rli.get("quantity"), topic, &format!("{prefix}.quantity"))?;
+        let li = rli
+            .get("line_item")
+            .ok_or_else(|| missing(topic, &format!("{prefix}.line_item")))?;
+        let Some(item) = line_item_key(li, topic, &format!("{prefix}.line_item"))? else {
+            continue;
+        };
+        if quantity == 0 {
+            continue;
+        }
+        facts.push(Fact::Sale {
+            item,
+            quantity: quantity.checked_neg().ok_or_else(|| {
+                super::bad(topic, &format!("{prefix}.quantity"), "is out of range")
+            })?,
+            order: order.clone(),
+            line: format!("refund:{refund}:{line_item_id}"),
+            at,
+        });
+    }
+    Ok(facts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::adapters::test_support::{env, fixture, RECEIVED};
+    use stockhook_shared::config::Platform;
+
+    /// 2021-12-31T19:00:00-05:00, the time in every Shopify sample.
+    const SAMPLE_AT: i64 = 1_640_995_200_000;
+
+    fn run(topic: &str, body: impl Into<Vec<u8>>) -> Result<Normalized, NormalizeError> {
+        normalize(&env(Platform::Shopify, &[("x-shopify-topic", topic)], body))
+    }
+
+    fn facts(topic: &str, body: impl Into<Vec<u8>>) -> Vec<Fact> {
+        let n = run(topic, body).unwrap();
+        assert_eq!(n.topic, topic);
+        assert!(!n.ignored);
+        n.facts
+    }
+
+    #[test]
+    fn fixture_inventory_levels_update() {
+        assert_eq!(
+            facts(
+                "inventory_levels/update",
+                fixture("shopify/inventory_levels_update.json")
+            ),
+            vec![Fact::InventoryLevel {
+                item: "271878346596884015".into(),
+                location: "24826418".into(),
+                available: None,
+                at: SAMPLE_AT,
+            }]
+        );
+    }
+
+    #[test]
+    fn fixture_inventory_items_update() {
+        assert_eq!(
+            facts(
+                "inventory_items/update",
+                fixture("shopify/inventory_items_update.json")
+            ),
+            vec![Fact::CatalogEntry {
+                item: "271878346596884015".into(),
+                aliases: vec![],
+                sku: Some("example-sku".into()),
+                title: None,
+                at: SAMPLE_AT,
+            }]
+        );
+    }
+
+    #[test]
+    fn fixture_products_update_gives_every_variant() {
+        let v1 = "variant:642667041472713922".to_string();
+        let v2 = "variant:757650484644203962".to_string();
+        assert_eq!(
+            facts("products/update", fixture("shopify/products_update.json")),
+            vec![
+                Fact::CatalogEntry {
+                    item: v1.clone(),
+                    aliases: vec![],
+                    sku: None,
+                    title: Some("Example T-Shirt - Small".into()),
+                    at: SAMPLE_AT,
+                },
+                Fact::InventoryLevel {
+                    item: v1,
+                    location: "all".into(),
+                    available: Some(75),
+                    at: SAMPLE_AT,
+                },
+                Fact::CatalogEntry {
+                    item: v2.clone(),
+                    aliases: vec![],
+                    sku: None,
+                    title: Some("Example T-Shirt - Medium".into()),
+                    at: SAMPLE_AT,
+                },
+                Fact::InventoryLevel {
+                    item: v2,
+                    location: "all".into(),
+                    available: Some(50),
+                    at: SAMPLE_AT,
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn fixture_orders_create_counts_each_stock_line() {
+        let sale = |item: &str, line: &str| Fact::Sale {
+            item: item.into(),
+            quantity: 1,
+            order: "820982911946154508".into(),
+            line: line.into(),
+            at: SAMPLE_AT,
+        };
+        // Lines 2 and 3 are custom items (no variant, no product): no stock to count.
+        assert_eq!(
+            facts("orders/create", fixture("shopify/orders_create.json")),
+            vec![
+                sale("product:788032119674292900", "487817672276298554"),
+                sale("product:788032119674292900", "976318377106520349"),
+                sale("product:788032119674292900", "315789986012684393"),
+            ]
+        );
+    }
+
+    #[test]
+    fn fixture_orders_paid_is_ignored_so_a_sale_counts_once() {
+        // The orders/paid sample is byte-identical to orders/create.
+        let n = run("orders/paid", fixture("shopify/orders_create.json")).unwrap();
+        assert_eq!(
+            n,
+            Normalized {
+                topic: "orders/paid".into(),
+                facts: vec![],
+                ignored: true
+            }
+        );
+    }
+
+    #[test]
+    fn fixture_refunds_create_without_restock_gives_nothing() {
+        // Every line of the sample is `no_restock` and `restock` is false.
+        assert_eq!(
+            facts("refunds/create", fixture("shopify/refunds_create.json")),
+            vec![]
+        );
+    }
+
+    #[test]
+    fn restocked_refund_lines_are_negative_sales() {
+        let body = r#"{"id": 9007199254740993, "order_id": 18446744073709551615,
+            "processed_at": "2022-01-01T00:00:00Z", "restock": false,
+            "refund_line_items": [
+              {"line_item_id": 11, "quantity": 2, "restock_type": "return",
+               "line_item": {"variant_id": 21, "product_id": 31}},
+              {"line_item_id": 12, "quantity": 1, "restock_type": "no_restock",
+               "line_item": {"variant_id": 22}},
+              {"line_item_id": 13, "quantity": 1, "restock_type": "cancel",
+               "line_item": {"variant_id": null, "product_id": 33}},
+              {"line_item_id": 14, "quantity": 1, "restock_type": "legacy_restock",
+               "line_item": {"variant_id": null, "product_id": null}}
+            ]}"#;
+        let sale = |item: &str, quantity: i64, line: &str| Fact::Sale {
+            item: item.into(),
+            quantity,
+            order: "18446744073709551615".into(),
+            line: line.into(),
+            at: 1_640_995_200_000,
+        };
+        assert_eq!(
+            facts("refunds/create", body),
+            vec![
+                sale("variant:21", -2, "refund:9007199254740993:11"),
+                sale("product:33", -1, "refund:9007199254740993:13"),
+            ]
+        );
+    }
+
+    #[test]
+    fn pre_2019_refund_restock_flag_is_honoured() {
+        let body = r#"{"id": 1, "order_id": 2, "restock": true,
+            "refund_line_items": [{"line_item_id": 3, "quantity": 1, "line_item": {"variant_id": 4}}]}"#;
+        assert_eq!(
+            facts("refunds/create", body),
+            vec![Fact::Sale {
+                item: "variant:4".into(),
+                quantity: -1,
+                order: "2".into(),
+                line: "refund:1:3".into(),
+                at: RECEIVED,
+            }]
+        );
+    }
+
+    #[test]
+    fn product_variant_with_inventory_item_and_untracked_variant() {
+        let body = r#"{"id": 1, "title": "Cap", "updated_at": "2022-01-01T00:00:00Z", "variants": [
+            {"id": 9007199254740993, "inventory_item_id": 18446744073709551615, "sku": "CAP",
+             "title": "Default Title", "inventory_quantity": 3, "inventory_management": "shopify"},
+            {"id": 2, "inventory_item_id": "5", "sku": "", "title": "Blue",
+             "inventory_quantity": 8, "inventory_management": null},
+            {"id": 3, "inventory_item_id": 6, "title": "Green", "inventory_quantity": null}
+        ]}"#;
+        let at = 1_640_995_200_000;
+        assert_eq!(
+            facts("products/create", body),
+            vec![
+                Fact::CatalogEntry {
+                    item: "18446744073709551615".into(),
+                    aliases: vec!["variant:9007199254740993".into()],
+                    sku: Some("CAP".into()),
+                    title: Some("Cap".into()),
+                    at,
+                },
+                Fact::InventoryLevel {
+                    item: "18446744073709551615".into(),
+                    location: "all".into(),
+                    available: Some(3),
+                    at,
+                },
+                Fact::CatalogEntry {
+                    item: "5".into(),
+                    aliases: vec!["variant:2".into()],
+                    sku: None,
+                    title: Some("Cap - Blue".into()),
+                    at,
+                },
+                Fact::CatalogEntry {
+                    item: "6".into(),
+                    aliases: vec!["variant:3".into()],
+                    sku: None,
+                    title: Some("Cap - Green".into()),
+                    at,
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn ids_above_2_pow_53_stay_exact() {
+        let body = r#"{"inventory_item_id": 18446744073709551615, "location_id": 9007199254740993,
+                       "available": -2, "updated_at": "2022-01-01T00:00:00Z"}"#;
+        assert_eq!(
+            facts("inventory_levels/update", body),
+            vec![Fact::InventoryLevel {
+                item: "18446744073709551615".into(),
+                location: "9007199254740993".into(),
+                available: Some(-2),
+                at: 1_640_995_200_000,
+            }]
+        );
+        let body = r#"{"id": 9007199254740993, "line_items": [
+            {"id": 18446744073709551615, "variant_id": "9007199254740993", "quantity": 2}]}"#;
+        assert_eq!(
+            facts("orders/create", body),
+            vec![Fact::Sale {
+                item: "variant:9007199254740993".into(),
+                quantity: 2,
+                order: "9007199254740993".into(),
+                line: "18446744073709551615".into(),
+                at: RECEIVED,
+            }]
+        );
+    }
+
+    #[test]
+    fn float_id_is_a_bad_field() {
+        let body =
+            r#"{"inventory_item_id": 271878346596884015.0, "location_id": 1, "available": 1}"#;
+        assert!(matches!(
+            run("inventory_levels/update", body),
+            Err(NormalizeError::BadField { field, topic, .. })
+                if field == "inventory_item_id" && topic == "inventory_levels/update"
+        ));
+    }
+
+    #[test]
+    fn connect_topic_is_a_level_too() {
+        let body = r#"{"inventory_item_id": 1, "location_id": 2, "available": 0}"#;
+        assert_eq!(
+            facts("inventory_levels/connect", body),
+            vec![Fact::InventoryLevel {
+                item: "1".into(),
+                location: "2".into(),
+                available: Some(0),
+                at: RECEIVED,
+            }]
+        );
+    }
+
+    #[test]
+    fn event_time_falls_back_to_triggered_at_header() {
+        let e = env(
+            Platform::Shopify,
+            &[
+                ("x-shopify-topic", "inventory_items/update"),
+                ("x-shopify-triggered-at", "2023-03-29T18:00:27.877041743Z"),
+            ],
+            r#"{"id": 1, "sku": "S"}"#,
+        );
+        assert_eq!(normalize(&e).unwrap().facts[0].at(), 1_680_112_827_877);
+    }
+
+    #[test]
+    fn unprefixed_topic_header_is_read() {
+        let e = env(
+            Platform::Shopify,
+            &[("shopify-topic", "inventory_items/create")],
+            r#"{"id": 7}"#,
+        );
+        let n = normalize(&e).unwrap();
+        assert_eq!(n.topic, "inventory_items/create");
+        assert_eq!(n.facts.len(), 1);
+    }
+
+    #[test]
+    fn unknown_and_cancelled_topics_are_ignored() {
+        for topic in [
+            "orders/cancelled",
+            "products/delete",
+            "app/uninstalled",
+            "customers/create",
+        ] {
+            let n = run(topic, "{}").unwrap();
+            assert_eq!(
+                n,
+                Normalized {
+                    topic: topic.into(),
+                    facts: vec![],
+                    ignored: true
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn missing_topic_header_is_no_topic() {
+        let e = env(Platform::Shopify, &[("x-shopify-webhook-id", "x")], "{}");
+        assert!(matches!(normalize(&e), Err(NormalizeError::NoTopic(_))));
+    }
+
+    #[test]
+    fn body_not_json_is_not_json() {
+        assert!(matches!(
+            run("products/update", "<product/>"),
+            Err(NormalizeError::NotJson(_))
+        ));
+        assert!(matches!(
+            run("orders/create", ""),
+            Err(NormalizeError::NotJson(_))
+        ));
+    }
+
+    #[test]
+    fn each_required_field_missing_is_named() {
+        let cases = [
+            (
+                "inventory_levels/update",
+                r#"{"location_id": 1, "available": 1}"#,
+                "inventory_item_id",
+            ),
+            (
+                "inventory_levels/update",
+                r#"{"inventory_item_id": 1, "available": 1}"#,
+                "location_id",
+            ),
+            ("inventory_items/update", r#"{"sku": "x"}"#, "id"),
+            ("products/update", r#"{"id": 1, "title": "x"}"#, "variants"),
+            (
+                "products/update",
+                r#"{"id": 1, "variants": [{"id": 1}, {"sku": "x"}]}"#,
+                "variants[1].id",
+            ),
+            ("orders/create", r#"{"id": 1}"#, "line_items"),
+            ("orders/create", r#"{"line_items": []}"#, "id"),
+            (
+                "orders/create",
+                r#"{"id": 1, "line_items": [{"variant_id": 2, "quantity": 1}]}"#,
+                "line_items[0].id",
+            ),
+            (
+                "orders/create",
+                r#"{"id": 1, "line_items": [{"id": 3, "variant_id": 2}]}"#,
+                "line_items[0].quantity",
+            ),
+            (
+                "refunds/create",
+                r#"{"id": 1, "order_id": 2}"#,
+                "refund_line_items",
+            ),
+            (
+                "refunds/create",
+                r#"{"id": 1, "refund_line_items": []}"#,
+                "order_id",
+            ),
+            (
+                "refunds/create",
+                r#"{"id": 1, "order_id": 2, "refund_line_items": [{"quantity": 1, "restock_type": "return", "line_item": {}}]}"#,
+                "refund_line_items[0].line_item_id",
+            ),
+        ];
+        for (topic, body, field) in cases {
+            assert_eq!(
+                run(topic, body),
+                Err(missing(topic, field)),
+                "{topic} {body}"
+            );
+        }
+    }
+
+    #[test]
+    fn variant_title_rules() {
+        assert_eq!(
+            variant_title(Some("P"), Some("V")).as_deref(),
+            Some("P - V")
+        );
+        assert_eq!(
+            variant_title(Some("P"), Some("Default Title")).as_deref(),
+            Some("P")
+        );
+        assert_eq!(variant_title(None, Some("V")).as_deref(), Some("V"));
+        assert_eq!(variant_title(None, None), None);
+    }
+}
