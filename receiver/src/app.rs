@@ -15,7 +15,7 @@ use stockhook_shared::queue::committer::GroupCommitter;
 use stockhook_shared::queue::local::LocalQueue;
 use stockhook_shared::queue::sled_store::{SledStore, StoreOptions};
 use stockhook_shared::queue::{now_ms, server as qserver};
-use stockhook_shared::sdnotify;
+use stockhook_shared::{lifecycle, sdnotify};
 use tokio::sync::watch;
 
 /// Queue options from config.
@@ -93,9 +93,15 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let _ = std::io::stdout().flush();
     tracing::info!(addr = %local, queue = %queue_path.display(), socket = %sock_path.display(), "receiver ready");
     let _ = sdnotify::ready();
-    let watchdog = tokio::spawn(watchdog_pings(stop_rx.clone()));
+    let watchdog = tokio::spawn(lifecycle::watchdog_pings(stop_rx.clone()));
 
-    server::run(listener, state.clone(), limits, shutdown_signal()).await;
+    server::run(
+        listener,
+        state.clone(),
+        limits,
+        lifecycle::shutdown_signal(),
+    )
+    .await;
     let _ = sdnotify::stopping();
     tracing::info!("shutting down: in-flight requests done, draining the queue");
     let _ = stop_tx.send(true);
@@ -111,23 +117,6 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(&sock_path);
     tracing::info!("receiver stopped cleanly");
     Ok(())
-}
-
-/// Resolves on SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot listen for SIGTERM; only Ctrl-C will stop the receiver");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
-    }
 }
 
 /// Every second: disk usage for the budget check and lease expiry; every minute: retention sweep.
@@ -158,19 +147,6 @@ async fn maintenance(store: Arc<SledStore>, mut stop: watch::Receiver<bool>) {
             }
             Ok(Err(e)) => tracing::warn!(error = %e, "queue maintenance failed"),
             _ => {}
-        }
-    }
-}
-
-async fn watchdog_pings(mut stop: watch::Receiver<bool>) {
-    let Some(every) = sdnotify::watchdog_interval() else {
-        return;
-    };
-    let mut tick = tokio::time::interval(every);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => { let _ = sdnotify::watchdog(); }
-            _ = stop.changed() => return,
         }
     }
 }

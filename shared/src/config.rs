@@ -10,7 +10,9 @@
 //! [`ConfigError`] that names the key, the file and line, and what would be valid.
 
 use crate::duration::ConfigDuration;
-pub use crate::loader::{load, load_from, ConfigError, EnvSource, Loaded};
+pub use crate::loader::{
+    load, load_for_worker, load_from, load_with, ConfigError, EnvSource, Loaded, Role,
+};
 use crate::secret::Secret;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

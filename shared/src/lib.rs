@@ -5,6 +5,7 @@
 pub mod config;
 pub mod duration;
 pub mod envelope;
+pub mod lifecycle;
 pub mod loader;
 pub mod metrics;
 pub mod queue;

@@ -78,8 +78,31 @@ pub fn load(explicit: Option<&Path>) -> Result<Loaded, ConfigError> {
     load_from(explicit, &ProcessEnv)
 }
 
+/// Who is loading: the receiver needs every enabled source's secrets and refuses to start
+/// without them; the worker and the ops CLI never verify signatures, so a source whose secret
+/// they cannot read (outside systemd's credentials, say) is only marked disabled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Receiver,
+    Worker,
+}
+
+/// [`load`] for the worker and the ops CLI: see [`Role`].
+pub fn load_for_worker(explicit: Option<&Path>) -> Result<Loaded, ConfigError> {
+    load_with(explicit, &ProcessEnv, Role::Worker)
+}
+
 /// [`load`] with an injected environment (tests).
 pub fn load_from(explicit: Option<&Path>, env: &dyn EnvSource) -> Result<Loaded, ConfigError> {
+    load_with(explicit, env, Role::Receiver)
+}
+
+/// [`load`] with an injected environment and role.
+pub fn load_with(
+    explicit: Option<&Path>,
+    env: &dyn EnvSource,
+    role: Role,
+) -> Result<Loaded, ConfigError> {
     let path = match explicit {
         Some(p) => Some(p.to_path_buf()),
         None => match env.var("STOCKHOOK_CONFIG").filter(|v| !v.is_empty()) {
@@ -131,11 +154,11 @@ pub fn load_from(explicit: Option<&Path>, env: &dyn EnvSource) -> Result<Loaded,
                 message: e.message().trim().to_string(),
             })?;
 
-    let is_default = path.is_none();
+    let lenient = path.is_none() || role == Role::Worker;
     for source in &mut config.sources {
         source.line = find_source_line(&text, &source.name);
     }
-    validate(&mut config, &origin, is_default, env, &mut notices)?;
+    validate(&mut config, &origin, lenient, env, &mut notices)?;
     Ok(Loaded {
         config,
         path,
@@ -451,7 +474,7 @@ fn needs_secrets(scheme: SchemeKind) -> bool {
 fn validate(
     config: &mut Config,
     origin: &str,
-    is_default: bool,
+    lenient: bool,
     env: &dyn EnvSource,
     notices: &mut Vec<String>,
 ) -> Result<(), ConfigError> {
@@ -541,10 +564,15 @@ fn validate(
             }
         }
         if let Some(p) = &s.secrets_file {
-            let p = expand_credentials_dir(p, env).map_err(|m| invalid(key("secrets_file"), m))?;
-            let mut from_file =
-                read_secret_file(&p).map_err(|m| invalid(key("secrets_file"), m))?;
-            s.secrets.append(&mut from_file);
+            let read = expand_credentials_dir(p, env).and_then(|p| read_secret_file(&p));
+            match read {
+                Ok(mut from_file) => s.secrets.append(&mut from_file),
+                Err(m) if lenient => {
+                    s.disabled = Some(m);
+                    continue;
+                }
+                Err(m) => return Err(invalid(key("secrets_file"), m)),
+            }
         }
         if let Some(var) = &s.verification_token_env {
             if let Some(v) = env.var(var).filter(|v| !v.is_empty()) {
@@ -563,7 +591,7 @@ fn validate(
         }
         let missing = missing_credential(s);
         if let Some(what) = missing {
-            if is_default {
+            if lenient {
                 let msg = format!("source {} is disabled: {what}", s.name);
                 notices.push(msg.clone());
                 s.disabled = Some(what);

@@ -2,4 +2,13 @@
 //! evaluates alert rules and sends email. The binary (`main.rs`) is a thin CLI over these modules.
 
 pub mod adapters;
+pub mod alert;
+pub mod control;
+pub mod email;
 pub mod facts;
+pub mod ops;
+pub mod pipeline;
+pub mod retry;
+pub mod rules;
+pub mod sender;
+pub mod state;

@@ -1,1 +1,215 @@
-fn main() {}
+//! `stockhook-worker`: `run` drains the queue into alerts; the other subcommands are the
+//! operator's CLI. Exit codes: 0 ok, 1 the operation failed, 2 bad usage or config.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use stockhook_shared::config;
+use stockhook_worker::ops::{self, Kind, OpsError, Selection};
+
+/// Drains stockhook's queue into inventory alerts sent by email; also the operator's CLI.
+#[derive(Parser)]
+#[command(name = "stockhook-worker", version, about)]
+struct Cli {
+    /// Config file (else $STOCKHOOK_CONFIG, else ./stockhook.toml, else built-in defaults).
+    #[arg(long, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Drain the queue, evaluate the rules, send the emails (until SIGTERM).
+    Run,
+    /// Dead-lettered events and failed alerts.
+    #[command(subcommand)]
+    Failed(Failed),
+    /// Queue depth, events processed, alerts sent/pending/failed, per source.
+    Stats {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Current inventory state per item, with last sale and alert state.
+    Export {
+        /// CSV on stdout (the only format for now).
+        #[arg(long, required = true)]
+        csv: bool,
+        /// Only items with activity since (RFC 3339, a date, or a duration back: 7d).
+        #[arg(long)]
+        since: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum Failed {
+    /// List dead-lettered events and failed alerts: id, kind, source, error, attempts, when.
+    List {
+        #[command(flatten)]
+        filter: Filter,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One failure in full (the payload only with --payload).
+    Show {
+        id: String,
+        /// Also print the event's body (may contain customer data).
+        #[arg(long)]
+        payload: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put failures back to be processed or sent again (never sends an alert twice).
+    Replay {
+        /// Event ids (evt_...) and/or alert ids.
+        ids: Vec<String>,
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        filter: Filter,
+        /// Show what would be replayed and which alerts it would raise; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Confirm a bulk replay.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Delete failures for good.
+    Purge {
+        ids: Vec<String>,
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        filter: Filter,
+        #[arg(long)]
+        dry_run: bool,
+        /// Confirm a bulk purge.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+#[derive(Args, Clone, Default)]
+struct Filter {
+    /// Only this source.
+    #[arg(long)]
+    source: Option<String>,
+    /// Only events or only alerts.
+    #[arg(long, value_enum)]
+    kind: Option<Kind>,
+    /// Failed at or after (RFC 3339, a date, or a duration back from now: 24h).
+    #[arg(long)]
+    since: Option<String>,
+    /// Failed before.
+    #[arg(long)]
+    until: Option<String>,
+    /// At most this many.
+    #[arg(long)]
+    limit: Option<usize>,
+}
+
+fn selection(ids: Vec<String>, all: bool, f: Filter) -> Result<Selection, OpsError> {
+    let when = |s: Option<String>| {
+        s.map(|s| ops::parse_when(&s).map_err(OpsError::Usage))
+            .transpose()
+    };
+    Ok(Selection {
+        ids,
+        all,
+        source: f.source,
+        kind: f.kind,
+        since_ms: when(f.since)?,
+        until_ms: when(f.until)?,
+        limit: f.limit,
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let loaded = match config::load_for_worker(cli.config.as_deref()) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("stockhook-worker: config error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let cfg = loaded.config;
+    stockhook_shared::telemetry::init(&cfg.log_level, cfg.log_format);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("stockhook-worker: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result: Result<String, OpsError> = rt.block_on(async {
+        match cli.command {
+            Command::Run => {
+                for n in &loaded.notices {
+                    tracing::info!("{n}");
+                }
+                stockhook_worker::pipeline::run(cfg)
+                    .await
+                    .map(|_| String::new())
+                    .map_err(OpsError::Failed)
+            }
+            other => {
+                ops::require_data_dir(&cfg)?;
+                match other {
+                    Command::Run => unreachable!("handled above"),
+                    Command::Failed(Failed::List { filter, json }) => {
+                        ops::failed_list(&cfg, &selection(vec![], true, filter)?, json).await
+                    }
+                    Command::Failed(Failed::Show { id, payload, json }) => {
+                        ops::failed_show(&cfg, &id, payload, json).await
+                    }
+                    Command::Failed(Failed::Replay {
+                        ids,
+                        all,
+                        filter,
+                        dry_run,
+                        yes,
+                    }) => {
+                        ops::failed_change(&cfg, &selection(ids, all, filter)?, true, dry_run, yes)
+                            .await
+                    }
+                    Command::Failed(Failed::Purge {
+                        ids,
+                        all,
+                        filter,
+                        dry_run,
+                        yes,
+                    }) => {
+                        ops::failed_change(&cfg, &selection(ids, all, filter)?, false, dry_run, yes)
+                            .await
+                    }
+                    Command::Stats { json } => ops::stats(&cfg, json).await,
+                    Command::Export { csv: _, since } => {
+                        let since = since
+                            .map(|s| ops::parse_when(&s).map_err(OpsError::Usage))
+                            .transpose()?;
+                        ops::export_csv(&cfg, since).await
+                    }
+                }
+            }
+        }
+    });
+    match result {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(OpsError::Usage(m)) => {
+            eprintln!("stockhook-worker: {m}");
+            ExitCode::from(2)
+        }
+        Err(OpsError::Failed(e)) => {
+            eprintln!("stockhook-worker: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

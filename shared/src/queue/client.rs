@@ -153,4 +153,8 @@ impl QueueOps for QueueClient {
     async fn stats(&self) -> Result<QueueStats, QueueError> {
         self.call(Op::Stats).await
     }
+
+    async fn purge_matching(&self, source: String, needle: String) -> Result<usize, QueueError> {
+        self.call(Op::PurgeMatching { source, needle }).await
+    }
 }

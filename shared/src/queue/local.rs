@@ -112,4 +112,13 @@ impl QueueOps for LocalQueue {
     async fn stats(&self) -> Result<QueueStats, QueueError> {
         Ok(self.store.stats())
     }
+
+    async fn purge_matching(&self, source: String, needle: String) -> Result<usize, QueueError> {
+        self.blocking(move |s| {
+            let n = s.purge_matching(&source, needle.as_bytes())?;
+            s.flush_all()?;
+            Ok(n)
+        })
+        .await
+    }
 }

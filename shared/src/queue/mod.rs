@@ -205,6 +205,13 @@ pub trait QueueOps: Send + Sync {
     /// A retained (acked or dead) event by id, body included: to re-run it after a rule change.
     fn get(&self, id: EventId) -> impl Future<Output = Result<Envelope, QueueError>> + Send;
     fn stats(&self) -> impl Future<Output = Result<QueueStats, QueueError>> + Send;
+    /// Deletes every retained event of `source` whose body contains `needle` (not those waiting
+    /// for delivery): an eBay account deletion. Returns how many.
+    fn purge_matching(
+        &self,
+        source: String,
+        needle: String,
+    ) -> impl Future<Output = Result<usize, QueueError>> + Send;
 }
 
 /// Unix milliseconds now.

@@ -17,6 +17,7 @@
 //! | `dead_replay`, `dead_purge` | `filter`, `dry_run` | `[id]` |
 //! | `get` | `id` | `WireEnvelope` |
 //! | `stats` | | `QueueStats` |
+//! | `purge_matching` | `source`, `needle` | count of events deleted |
 //!
 //! Errors: `{"ok": false, "error": "...", "not_found": "evt_..."?}`.
 
@@ -72,6 +73,10 @@ pub enum Op {
         id: EventId,
     },
     Stats,
+    PurgeMatching {
+        source: String,
+        needle: String,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

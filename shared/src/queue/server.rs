@@ -121,5 +121,8 @@ async fn dispatch(q: &LocalQueue, op: Op) -> Response {
         Op::DeadPurge { filter, dry_run } => answer(q.dead_purge(filter, dry_run).await, |v| v),
         Op::Get { id } => answer(q.get(id).await, |e| WireEnvelope::from(&e)),
         Op::Stats => answer(q.stats().await, |s| s),
+        Op::PurgeMatching { source, needle } => {
+            answer(q.purge_matching(source, needle).await, |n| n)
+        }
     }
 }

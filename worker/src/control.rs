@@ -1,0 +1,353 @@
+//! The worker's control API: what the ops CLI asks of the worker's state (alerts, counters,
+//! items, replay simulation), served on `<data_dir>/worker.sock` (mode 0600) while
+//! `stockhook-worker run` holds the state database, and answered from the database directly when
+//! the worker is stopped (sled allows one process per database).
+//!
+//! Same framing as the queue socket (length-prefixed JSON, `"v": 1`). Ops: `alerts`,
+//! `alert_replay`, `alert_purge`, `counters`, `items`, `simulate`.
+
+use crate::adapters;
+use crate::alert::{Alert, OutboxEntry, OutboxStatus};
+use crate::state::{Applied, ItemState, Prepared, RuleConfig, StateError, StateStore};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use stockhook_shared::envelope::Envelope;
+use stockhook_shared::queue::now_ms;
+use stockhook_shared::queue::protocol::{read_frame, write_frame, WireEnvelope};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{watch, Mutex};
+
+const VERSION: u32 = 1;
+
+/// Which alerts.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct AlertFilter {
+    pub ids: Vec<String>,
+    pub status: Option<OutboxStatus>,
+    pub source: Option<String>,
+    pub since_ms: Option<i64>,
+    pub until_ms: Option<i64>,
+    pub limit: Option<usize>,
+}
+
+impl AlertFilter {
+    fn keep(&self, e: &OutboxEntry) -> bool {
+        (self.ids.is_empty() || self.ids.contains(&e.alert.id))
+            && self.status.is_none_or(|s| s == e.status)
+            && self.source.as_ref().is_none_or(|s| *s == e.alert.source)
+            && self.since_ms.is_none_or(|t| e.alert.created_at >= t)
+            && self.until_ms.is_none_or(|t| e.alert.created_at < t)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+enum Op {
+    Alerts { filter: AlertFilter },
+    AlertReplay { filter: AlertFilter, dry_run: bool },
+    AlertPurge { filter: AlertFilter, dry_run: bool },
+    Counters,
+    Items,
+    Simulate { events: Vec<WireEnvelope> },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Request {
+    v: u32,
+    #[serde(flatten)]
+    op: Op,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Response {
+    ok: bool,
+    #[serde(default)]
+    result: serde_json::Value,
+    #[serde(default)]
+    error: Option<String>,
+}
+
+/// The operations, on the local database or over the socket.
+pub enum Control {
+    Local(Arc<StateStore>, Arc<RuleConfig>),
+    Remote(Mutex<UnixStream>, PathBuf),
+}
+
+impl Control {
+    /// Connects to a running worker, else opens the state database directly.
+    pub async fn open(data_dir: &Path, rules: RuleConfig) -> Result<Control, StateError> {
+        let sock = data_dir.join("worker.sock");
+        if let Ok(s) = UnixStream::connect(&sock).await {
+            return Ok(Control::Remote(Mutex::new(s), sock));
+        }
+        let store = StateStore::open(&data_dir.join("state"))?;
+        Ok(Control::Local(Arc::new(store), Arc::new(rules)))
+    }
+
+    async fn call<T: for<'de> Deserialize<'de>>(&self, op: Op) -> Result<T, StateError> {
+        let r = match self {
+            Control::Local(store, rules) => dispatch(store, rules, op).await,
+            Control::Remote(stream, path) => {
+                let mut s = stream.lock().await;
+                let err = |m: String| StateError::Storage {
+                    context: format!("worker socket {}", path.display()),
+                    message: m,
+                };
+                write_frame(&mut *s, &Request { v: VERSION, op })
+                    .await
+                    .map_err(|e| err(e.to_string()))?;
+                read_frame::<_, Response>(&mut *s)
+                    .await
+                    .map_err(|e| err(e.to_string()))?
+                    .ok_or_else(|| err("the worker closed the connection".into()))?
+            }
+        };
+        if !r.ok {
+            let msg = r.error.unwrap_or_default();
+            if let Some(id) = msg.strip_prefix("no such alert: ") {
+                return Err(StateError::NotFound(id.to_string()));
+            }
+            return Err(StateError::Storage {
+                context: "worker".into(),
+                message: msg,
+            });
+        }
+        serde_json::from_value(r.result).map_err(|e| StateError::Storage {
+            context: "worker answer".into(),
+            message: e.to_string(),
+        })
+    }
+
+    pub async fn alerts(&self, filter: AlertFilter) -> Result<Vec<OutboxEntry>, StateError> {
+        self.call(Op::Alerts { filter }).await
+    }
+    /// Failed alerts back to pending, attempts reset; returns their ids.
+    pub async fn alert_replay(
+        &self,
+        filter: AlertFilter,
+        dry_run: bool,
+    ) -> Result<Vec<String>, StateError> {
+        self.call(Op::AlertReplay { filter, dry_run }).await
+    }
+    pub async fn alert_purge(
+        &self,
+        filter: AlertFilter,
+        dry_run: bool,
+    ) -> Result<Vec<String>, StateError> {
+        self.call(Op::AlertPurge { filter, dry_run }).await
+    }
+    pub async fn counters(&self) -> Result<BTreeMap<String, i64>, StateError> {
+        self.call(Op::Counters).await
+    }
+    pub async fn items(&self) -> Result<Vec<ItemState>, StateError> {
+        self.call(Op::Items).await
+    }
+    /// The alerts these events would raise if processed now (nothing is written), with the
+    /// error for any that cannot be read.
+    pub async fn simulate(&self, events: &[Envelope]) -> Result<Vec<Simulated>, StateError> {
+        self.call(Op::Simulate {
+            events: events.iter().map(WireEnvelope::from).collect(),
+        })
+        .await
+    }
+}
+
+/// One event's dry-run outcome.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Simulated {
+    pub id: String,
+    pub error: Option<String>,
+    pub already_processed: bool,
+    pub alerts: Vec<Alert>,
+}
+
+async fn dispatch(store: &Arc<StateStore>, rules: &Arc<RuleConfig>, op: Op) -> Response {
+    let store = store.clone();
+    let rules = rules.clone();
+    let r = tokio::task::spawn_blocking(move || -> Result<serde_json::Value, StateError> {
+        let to_json = |v: &dyn erased::Ser| v.to_value();
+        match op {
+            Op::Alerts { filter } => {
+                let mut v = store.outbox(|e| filter.keep(e))?;
+                if let Some(l) = filter.limit {
+                    v.truncate(l);
+                }
+                check_ids(&filter, v.iter().map(|e| e.alert.id.as_str()))?;
+                Ok(to_json(&v))
+            }
+            Op::AlertReplay { filter, dry_run } => {
+                let mut v = store.outbox(|e| e.status == OutboxStatus::Failed && filter.keep(e))?;
+                if let Some(l) = filter.limit {
+                    v.truncate(l);
+                }
+                check_ids(&filter, v.iter().map(|e| e.alert.id.as_str()))?;
+                let ids: Vec<String> = v.into_iter().map(|e| e.alert.id).collect();
+                if !dry_run {
+                    let now = now_ms();
+                    store.update_alerts(
+                        &ids,
+                        move |e| {
+                            e.status = OutboxStatus::Pending;
+                            e.attempts = 0;
+                            e.first_attempt_at = None;
+                            e.next_attempt_at = now;
+                        },
+                        None,
+                    )?;
+                }
+                Ok(to_json(&ids))
+            }
+            Op::AlertPurge { filter, dry_run } => {
+                let mut v = store.outbox(|e| e.status == OutboxStatus::Failed && filter.keep(e))?;
+                if let Some(l) = filter.limit {
+                    v.truncate(l);
+                }
+                check_ids(&filter, v.iter().map(|e| e.alert.id.as_str()))?;
+                let ids: Vec<String> = v.into_iter().map(|e| e.alert.id).collect();
+                if !dry_run {
+                    store.purge_alerts(&ids)?;
+                }
+                Ok(to_json(&ids))
+            }
+            Op::Counters => Ok(to_json(&store.counters()?)),
+            Op::Items => Ok(to_json(&store.items()?)),
+            Op::Simulate { events } => {
+                let mut out = Vec::new();
+                let mut prepared = Vec::new();
+                for w in events {
+                    let id = w.id;
+                    let env = match w.into_envelope() {
+                        Ok(e) => e,
+                        Err(e) => {
+                            out.push(Simulated {
+                                id: id.to_string(),
+                                error: Some(e),
+                                already_processed: false,
+                                alerts: vec![],
+                            });
+                            continue;
+                        }
+                    };
+                    match adapters::normalize(&env) {
+                        Ok(normalized) => prepared.push(Prepared {
+                            id: env.id,
+                            source: env.source.clone(),
+                            platform: env.platform.as_str().to_string(),
+                            payload_key: adapters::payload_dedup_key(&env),
+                            normalized,
+                        }),
+                        Err(e) => out.push(Simulated {
+                            id: id.to_string(),
+                            error: Some(e.to_string()),
+                            already_processed: false,
+                            alerts: vec![],
+                        }),
+                    }
+                }
+                let applied = store.apply_batch(&prepared, &rules, now_ms(), true)?;
+                for (p, a) in prepared.iter().zip(applied) {
+                    out.push(match a {
+                        Applied::Done { alerts } => Simulated {
+                            id: p.id.to_string(),
+                            error: None,
+                            already_processed: false,
+                            alerts,
+                        },
+                        Applied::AlreadyProcessed => Simulated {
+                            id: p.id.to_string(),
+                            error: None,
+                            already_processed: true,
+                            alerts: vec![],
+                        },
+                    });
+                }
+                Ok(to_json(&out))
+            }
+        }
+    })
+    .await;
+    match r {
+        Ok(Ok(result)) => Response {
+            ok: true,
+            result,
+            error: None,
+        },
+        Ok(Err(e)) => Response {
+            ok: false,
+            result: serde_json::Value::Null,
+            error: Some(e.to_string()),
+        },
+        Err(e) => Response {
+            ok: false,
+            result: serde_json::Value::Null,
+            error: Some(e.to_string()),
+        },
+    }
+}
+
+fn check_ids<'a>(
+    filter: &AlertFilter,
+    found: impl Iterator<Item = &'a str> + Clone,
+) -> Result<(), StateError> {
+    for id in &filter.ids {
+        if !found.clone().any(|f| f == id) {
+            return Err(StateError::NotFound(id.clone()));
+        }
+    }
+    Ok(())
+}
+
+/// Type-erased serialization, so the dispatch arms can share one `to_json`.
+mod erased {
+    pub trait Ser {
+        fn to_value(&self) -> serde_json::Value;
+    }
+    impl<T: serde::Serialize> Ser for T {
+        fn to_value(&self) -> serde_json::Value {
+            serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
+        }
+    }
+}
+
+/// Binds `<data_dir>/worker.sock` (0600, same way as the queue socket) and serves until `stop`.
+pub fn start(
+    data_dir: &Path,
+    store: Arc<StateStore>,
+    rules: Arc<RuleConfig>,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let path = data_dir.join("worker.sock");
+    let tmp = path.with_extension(format!("sock.{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    let listener =
+        UnixListener::bind(&tmp).map_err(|e| anyhow::anyhow!("binding {}: {e}", tmp.display()))?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
+    std::fs::rename(&tmp, &path)?;
+    Ok(tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                a = listener.accept() => if let Ok((mut s, _)) = a {
+                    let store = store.clone();
+                    let rules = rules.clone();
+                    tokio::spawn(async move {
+                        while let Ok(Some(req)) = read_frame::<_, Request>(&mut s).await {
+                            let resp = if req.v != VERSION {
+                                Response { ok: false, result: serde_json::Value::Null, error: Some(format!("protocol version {} not served; this worker speaks {VERSION}", req.v)) }
+                            } else {
+                                dispatch(&store, &rules, req.op).await
+                            };
+                            if write_frame(&mut s, &resp).await.is_err() {
+                                break;
+                            }
+                        }
+                    });
+                },
+                _ = stop.changed() => break,
+            }
+        }
+        let _ = std::fs::remove_file(&path);
+    }))
+}

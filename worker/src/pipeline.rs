@@ -1,0 +1,274 @@
+//! `stockhook-worker run`: lease a batch from the receiver's queue, normalize each event, apply the
+//! batch to the state store in one transaction (processed ids, state, outbox), sync, and only then
+//! ack. Three tasks, one job each: this drain loop, the [`sender`] (outbox -> email) and the
+//! no-sales schedule. SIGTERM/SIGINT: the current batch is finished and acked, the sender finishes
+//! the email it is on, and the process exits 0.
+//!
+//! A permanent failure (not JSON, a required field missing) dead-letters the event at once with
+//! the adapter's error; a state-store failure fails the batch transiently so it is retried. Logs
+//! name event ids, sources, topics and errors, never bodies.
+//!
+//! [`sender`]: crate::sender
+
+use crate::adapters;
+use crate::retry::Backoff;
+use crate::state::{Applied, Prepared, RuleConfig, StateStore};
+use anyhow::Context as _;
+use std::sync::Arc;
+use std::time::Duration;
+use stockhook_shared::config::Config;
+use stockhook_shared::envelope::EventId;
+use stockhook_shared::queue::client::QueueClient;
+use stockhook_shared::queue::{now_ms, Failure, Leased, QueueError, QueueOps};
+use stockhook_shared::{lifecycle, sdnotify};
+use tokio::sync::{watch, Notify};
+
+/// How long one lease call waits for events; also the most a shutdown waits for it.
+const LEASE_WAIT_MS: u64 = 1000;
+
+/// Runs the worker until a signal. Errors are fatal start-up problems.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let state = Arc::new(StateStore::open(&config.data_dir.join("state"))?);
+    let mailer = crate::email::Mailer::from_config(&config.email, &config.data_dir)
+        .map_err(|e| anyhow::anyhow!("email config: {e}"))?;
+    let rules = Arc::new(RuleConfig::from_config(&config));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let wake = Arc::new(Notify::new());
+
+    let control = crate::control::start(
+        &config.data_dir,
+        state.clone(),
+        rules.clone(),
+        stop_rx.clone(),
+    )
+    .context("starting the worker control socket")?;
+    let sender = tokio::spawn(crate::sender::run(
+        state.clone(),
+        mailer,
+        crate::sender::SendPolicy::from_config(&config),
+        wake.clone(),
+        stop_rx.clone(),
+    ));
+    let schedule = tokio::spawn(no_sales_schedule(
+        state.clone(),
+        rules.clone(),
+        wake.clone(),
+        config.alerts.no_sales_check.get(),
+        stop_rx.clone(),
+    ));
+    let watchdog = tokio::spawn(lifecycle::watchdog_pings(stop_rx.clone()));
+    let _ = sdnotify::ready();
+    println!("ready state={}", state.path().display());
+    tracing::info!(state = %state.path().display(), "worker ready");
+
+    let signal = tokio::spawn(async move {
+        lifecycle::shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    drain(&config, &state, &rules, &wake, stop_rx.clone()).await;
+    let _ = sdnotify::stopping();
+    tracing::info!("shutting down: last batch acked, finishing the email in progress");
+    let _ = sender.await;
+    let _ = schedule.await;
+    let _ = control.await;
+    watchdog.abort();
+    signal.abort();
+    state.sync()?;
+    tracing::info!("worker stopped cleanly");
+    Ok(())
+}
+
+/// The drain loop: connect (with backoff), lease, process, ack, until stopped.
+async fn drain(
+    config: &Config,
+    state: &Arc<StateStore>,
+    rules: &Arc<RuleConfig>,
+    wake: &Notify,
+    stop: watch::Receiver<bool>,
+) {
+    let sock = config.data_dir.join("queue.sock");
+    let lease_ms = config.queue.lease_timeout.get().as_millis() as u64;
+    let batch = config.worker.batch_size.max(1);
+    let mut backoff = Backoff::reconnect();
+    let mut client: Option<QueueClient> = None;
+    let mut warned = false;
+    while !*stop.borrow() {
+        let c = match &client {
+            Some(c) => c,
+            None => match QueueClient::connect(&sock).await {
+                Ok(c) => {
+                    if warned {
+                        tracing::info!(socket = %sock.display(), "queue reachable again");
+                    }
+                    warned = false;
+                    backoff.reset();
+                    client.insert(c)
+                }
+                Err(e) => {
+                    if !warned {
+                        tracing::warn!(error = %e, "queue not reachable; retrying with backoff");
+                        warned = true;
+                    }
+                    let mut stop = stop.clone();
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff.next_delay()) => {}
+                        _ = stop.changed() => {}
+                    }
+                    continue;
+                }
+            },
+        };
+        let leased = match c.lease(batch, LEASE_WAIT_MS, lease_ms).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "lease failed; reconnecting");
+                client = None;
+                continue;
+            }
+        };
+        if leased.is_empty() {
+            continue;
+        }
+        if let Err(e) = process_batch(c, state, rules, leased).await {
+            tracing::warn!(error = %e, "queue call failed mid-batch; unacked events will be redelivered");
+            client = None;
+        }
+        wake.notify_one();
+    }
+}
+
+/// Normalizes, applies, syncs, then acks. Returns a queue error only (state errors become
+/// transient failures of the batch's events).
+pub async fn process_batch(
+    q: &impl QueueOps,
+    state: &Arc<StateStore>,
+    rules: &Arc<RuleConfig>,
+    leased: Vec<Leased>,
+) -> Result<(), QueueError> {
+    let mut prepared = Vec::with_capacity(leased.len());
+    let mut permanent: Vec<(EventId, String)> = Vec::new();
+    let mut deletions: Vec<(String, String)> = Vec::new();
+    for l in &leased {
+        let env = &l.envelope;
+        match adapters::normalize(env) {
+            Ok(normalized) => {
+                if let Some(user) = adapters::ebay_deleted_user(env) {
+                    deletions.push((env.source.clone(), user));
+                }
+                prepared.push(Prepared {
+                    id: env.id,
+                    source: env.source.clone(),
+                    platform: env.platform.as_str().to_string(),
+                    payload_key: adapters::payload_dedup_key(env),
+                    normalized,
+                })
+            }
+            Err(e) => {
+                tracing::warn!(event_id = %env.id, source = %env.source, topic = env.topic().unwrap_or(""), error = %e, "event dead-lettered: cannot be read");
+                permanent.push((env.id, e.to_string()));
+            }
+        }
+    }
+    for (id, error) in permanent {
+        q.fail(id, Failure::Permanent { error }).await?;
+    }
+    if prepared.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<EventId> = prepared.iter().map(|p| p.id).collect();
+    let st = state.clone();
+    let r = rules.clone();
+    let applied =
+        tokio::task::spawn_blocking(move || st.apply_batch(&prepared, &r, now_ms(), false)).await;
+    match applied {
+        Ok(Ok(results)) => {
+            let alerts: usize = results
+                .iter()
+                .map(|a| match a {
+                    Applied::Done { alerts } => alerts.len(),
+                    Applied::AlreadyProcessed => 0,
+                })
+                .sum();
+            let again = results
+                .iter()
+                .filter(|a| matches!(a, Applied::AlreadyProcessed))
+                .count();
+            tracing::debug!(
+                events = ids.len(),
+                alerts,
+                already_processed = again,
+                "batch applied"
+            );
+            q.ack(ids).await?;
+            for (source, user) in deletions {
+                purge_ebay_user(q, &source, &user).await?;
+            }
+            Ok(())
+        }
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, events = ids.len(), "state store failed; events will be retried");
+            let retry_at = now_ms() + 5_000;
+            for id in ids {
+                q.fail(
+                    id,
+                    Failure::Transient {
+                        error: e.to_string(),
+                        retry_at_ms: retry_at,
+                    },
+                )
+                .await?;
+            }
+            Ok(())
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "batch task failed; events will be redelivered");
+            Ok(())
+        }
+    }
+}
+
+/// eBay's MARKETPLACE_ACCOUNT_DELETION: every retained event of this source that names the user
+/// (the deletion notice included, now acked) is deleted from the queue. The worker's state holds
+/// item ids, SKUs and titles only, never eBay user data, so there is nothing to delete there.
+/// Logged by user id only.
+async fn purge_ebay_user(q: &impl QueueOps, source: &str, user: &str) -> Result<(), QueueError> {
+    let n = q
+        .purge_matching(source.to_string(), user.to_string())
+        .await?;
+    tracing::info!(
+        source,
+        user_id = user,
+        events_removed = n,
+        "eBay account deletion applied"
+    );
+    Ok(())
+}
+
+/// Evaluates the no-sales rule every `every` (first run one interval after start).
+async fn no_sales_schedule(
+    state: Arc<StateStore>,
+    rules: Arc<RuleConfig>,
+    wake: Arc<Notify>,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let every = every.max(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.changed() => return,
+        }
+        let s = state.clone();
+        let r = rules.clone();
+        match tokio::task::spawn_blocking(move || s.run_no_sales(&r, now_ms())).await {
+            Ok(Ok(alerts)) if !alerts.is_empty() => {
+                tracing::info!(alerts = alerts.len(), "no-sales alerts raised");
+                wake.notify_one();
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "no-sales evaluation failed; next run will retry")
+            }
+            _ => {}
+        }
+    }
+}
