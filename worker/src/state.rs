@@ -9,7 +9,8 @@
 //! never overwrites a newer one.
 //!
 //! Key layout: `i/<source>\0<item>` item, `a/<source>\0<alias>` alias -> item,
-//! `s/<source>\0<order>\0<line>` sale seen, `p/<event id>` processed, `q/<source>\0<payload key>`
+//! `s/<source>\0<order>\0<line>` sale seen, `K/<sku>` items carrying a SKU, `c/<sku>`
+//! cross-channel arming, `p/<event id>` processed, `q/<source>\0<payload key>`
 //! payload dedup, `o/<alert id>` outbox entry, `m/<name>` counter.
 
 use crate::alert::{Alert, OutboxEntry, OutboxStatus, Rule};
@@ -127,6 +128,8 @@ pub struct RuleConfig {
     pub source_recipients: BTreeMap<String, Vec<String>>,
     pub no_sales_days: u32,
     pub digest_window_ms: i64,
+    /// Also alert on the sum of `available` across sources sharing a SKU.
+    pub combine_channels: bool,
 }
 
 impl RuleConfig {
@@ -148,6 +151,7 @@ impl RuleConfig {
                 .collect(),
             no_sales_days: c.alerts.no_sales_days,
             digest_window_ms: c.alerts.digest_window.get().as_millis() as i64,
+            combine_channels: c.alerts.combine_channels,
         }
     }
 
@@ -705,8 +709,17 @@ fn apply_fact(
             at,
         } => {
             let mut st = load_item(tx, ev, item, *at)?;
-            if sku.is_some() {
-                st.sku = sku.clone();
+            if let Some(new) = sku {
+                let member = (ev.source.clone(), item.clone());
+                if let Some(old) = st.sku.as_ref().filter(|o| *o != new) {
+                    update_members(tx, old, |m| m.retain(|x| *x != member))?;
+                }
+                update_members(tx, new, |m| {
+                    if !m.contains(&member) {
+                        m.push(member.clone())
+                    }
+                })?;
+                st.sku = Some(new.clone());
             }
             if title.is_some() {
                 st.title = title.clone();
@@ -770,6 +783,13 @@ fn apply_fact(
                 });
             }
             tx_put(tx, &item_key(&ev.source, &item), &st)?;
+            if rules.combine_channels {
+                if let Some(sku) = &st.sku {
+                    if let Some(a) = combined_level(tx, sku, location, *at, rules, now)? {
+                        alerts.push(a);
+                    }
+                }
+            }
         }
         Fact::Sale {
             item,
@@ -800,6 +820,83 @@ fn apply_fact(
     Ok(())
 }
 
+/// `K/<sku>`: every (source, item) that carries this SKU, for the cross-channel rule (sled
+/// transactions cannot scan, so the members are one record).
+fn members_key(sku: &str) -> Vec<u8> {
+    [b"K/", sku.as_bytes()].concat()
+}
+
+fn update_members(
+    tx: &TransactionalTree,
+    sku: &str,
+    f: impl FnOnce(&mut Vec<(String, String)>),
+) -> Result<(), Tx> {
+    let k = members_key(sku);
+    let mut members: Vec<(String, String)> = tx_get(tx, &k)?.unwrap_or_default();
+    f(&mut members);
+    if members.is_empty() {
+        tx.remove(k)?;
+    } else {
+        tx_put(tx, &k, &members)?;
+    }
+    Ok(())
+}
+
+/// The cross-channel rule: the sum over every source's item with this SKU, with its own arming.
+/// Fires only when at least two channels carry the SKU (one alone is the per-channel rule).
+fn combined_level(
+    tx: &TransactionalTree,
+    sku: &str,
+    location: &str,
+    at: i64,
+    rules: &RuleConfig,
+    now: i64,
+) -> Result<Option<Alert>, Tx> {
+    let members: Vec<(String, String)> = tx_get(tx, &members_key(sku))?.unwrap_or_default();
+    let mut total: Option<i64> = None;
+    let mut sources = Vec::new();
+    for (source, item) in &members {
+        if let Some(st) = tx_get::<ItemState>(tx, &item_key(source, item))? {
+            if let Some(t) = st.total() {
+                total = Some(total.unwrap_or(0) + t);
+            }
+            if !sources.contains(source) {
+                sources.push(source.clone());
+            }
+        }
+    }
+    if sources.len() < 2 {
+        // One channel alone is covered by the per-channel rule.
+        return Ok(None);
+    }
+    let arm_key = [b"c/", sku.as_bytes()].concat();
+    let mut arming: Arming = tx_get(tx, &arm_key)?.unwrap_or_default();
+    let threshold = rules
+        .sku_thresholds
+        .get(sku)
+        .copied()
+        .unwrap_or(rules.default_threshold);
+    let fired = rules::evaluate_level(total, threshold, &mut arming);
+    tx_put(tx, &arm_key, &arming)?;
+    Ok(fired.map(|_| Alert {
+        id: Alert::make_id(Rule::CombinedLowStock, "*", sku, arming.episode),
+        rule: Rule::CombinedLowStock,
+        source: sources.join("+"),
+        platform: "all".into(),
+        item: sku.to_string(),
+        sku: Some(sku.to_string()),
+        title: None,
+        location: Some(location.to_string()),
+        available: total,
+        threshold: Some(threshold),
+        quiet_since: None,
+        quiet_days: None,
+        at,
+        created_at: now,
+        recipients: rules.default_recipients.clone(),
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -813,6 +910,7 @@ mod tests {
             source_recipients: BTreeMap::new(),
             no_sales_days: 60,
             digest_window_ms: 0,
+            combine_channels: false,
         }
     }
 
@@ -1046,5 +1144,59 @@ mod tests {
         let out = s.apply_batch(&[e1, e2], &r, 0, false).unwrap();
         assert!(matches!(out[1], Applied::AlreadyProcessed));
         assert_eq!(s.counter(counters::EVENTS_DUPLICATE).unwrap(), 1);
+    }
+
+    #[test]
+    fn combined_channels_alert_on_the_sum() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = StateStore::open(&dir.path().join("state")).unwrap();
+        let r = RuleConfig {
+            combine_channels: true,
+            ..rules()
+        };
+        let on = |source: &str, id: u64, item: &str, n: i64, at: i64| Prepared {
+            source: source.into(),
+            ..ev(
+                id,
+                vec![
+                    Fact::CatalogEntry {
+                        item: item.into(),
+                        aliases: vec![],
+                        sku: Some("MUG".into()),
+                        title: None,
+                        at,
+                    },
+                    level(item, "l", n, at),
+                ],
+            )
+        };
+        // Amazon low on its own (per-channel alert), Shopify full: the sum is fine.
+        let a = s
+            .apply_batch(&[on("amazon", 1, "MUG", 2, 1)], &r, 0, false)
+            .unwrap();
+        assert_eq!(alerts(&a), vec![(Rule::LowStock, "MUG".into(), Some(2))]);
+        let a = s
+            .apply_batch(&[on("shopify", 2, "991", 40, 2)], &r, 0, false)
+            .unwrap();
+        assert!(alerts(&a).is_empty(), "2 + 40 is not low");
+        // Shopify drops: the per-channel rule and the combined one both speak.
+        let a = s
+            .apply_batch(&[on("shopify", 3, "991", 1, 3)], &r, 0, false)
+            .unwrap();
+        assert_eq!(
+            alerts(&a),
+            vec![
+                (Rule::LowStock, "991".into(), Some(1)),
+                (Rule::CombinedLowStock, "MUG".into(), Some(3))
+            ]
+        );
+        let a = s
+            .apply_batch(&[on("shopify", 4, "991", 0, 4)], &r, 0, false)
+            .unwrap();
+        assert_eq!(
+            alerts(&a),
+            vec![(Rule::OutOfStock, "991".into(), Some(0))],
+            "the combined rule already fired"
+        );
     }
 }
