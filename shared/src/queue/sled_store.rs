@@ -134,6 +134,8 @@ pub struct SledStore {
     opts: StoreOptions,
     last_event_at_ms: AtomicI64,
     disk_bytes: AtomicU64,
+    /// Free bytes on the filesystem at the last refresh (u64::MAX when unknown).
+    free_bytes: AtomicU64,
 }
 
 fn storage(ctx: &str) -> impl Fn(sled::Error) -> QueueError + '_ {
@@ -187,6 +189,7 @@ impl SledStore {
             opts,
             last_event_at_ms: AtomicI64::new(0),
             disk_bytes: AtomicU64::new(0),
+            free_bytes: AtomicU64::new(u64::MAX),
         };
         store.rebuild_index()?;
         store.refresh_disk_usage();
@@ -248,10 +251,16 @@ impl SledStore {
         Ok(())
     }
 
-    /// Re-reads the database's size on disk (for the budget check and stats).
+    /// Re-reads the database's size on disk and the filesystem's free space (for the budget
+    /// check and stats). Called every second by the receiver, so the per-request check reads two
+    /// atomics instead of walking the directory and calling statvfs.
     pub fn refresh_disk_usage(&self) -> u64 {
         let bytes = dir_size(&self.path);
         self.disk_bytes.store(bytes, Ordering::Relaxed);
+        self.free_bytes.store(
+            free_bytes(&self.path).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
         bytes
     }
 
@@ -264,16 +273,15 @@ impl SledStore {
                 budget: self.opts.max_queue_bytes,
             });
         }
-        if let Some(free) = free_bytes(&self.path) {
-            if free < self.opts.min_free_bytes {
-                return Err(QueueError::Storage {
-                    context: format!("filesystem of {}", self.path.display()),
-                    message: format!(
-                        "only {free} bytes free (need {}): free disk space",
-                        self.opts.min_free_bytes
-                    ),
-                });
-            }
+        let free = self.free_bytes.load(Ordering::Relaxed);
+        if free < self.opts.min_free_bytes {
+            return Err(QueueError::Storage {
+                context: format!("filesystem of {}", self.path.display()),
+                message: format!(
+                    "only {free} bytes free (need {}): free disk space",
+                    self.opts.min_free_bytes
+                ),
+            });
         }
         Ok(())
     }
