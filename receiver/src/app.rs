@@ -1,13 +1,20 @@
 //! The `serve` lifecycle: open the queue, serve its socket, bind HTTP, announce readiness, run
 //! until SIGTERM/SIGINT, then shut down in order (stop accepting, finish in-flight requests,
 //! drain the committer, flush) and return so the process exits 0.
+//!
+//! With `[receiver] tls_cert` and `tls_key` the receiver serves HTTPS itself (rustls, ring,
+//! ALPN http/1.1): both files are loaded and checked before anything is opened or bound, and a
+//! problem is a start-up error naming the key, the file and what is wrong.
 
 use crate::routes::{self, AppState};
 use crate::server::{self, ConnLimits};
-use anyhow::Context as _;
+use anyhow::{anyhow, bail, Context as _};
+use rustls_pki_types::pem::{self, PemObject};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use stockhook_shared::config::Config;
@@ -17,6 +24,7 @@ use stockhook_shared::queue::sled_store::{SledStore, StoreOptions};
 use stockhook_shared::queue::{now_ms, server as qserver};
 use stockhook_shared::{lifecycle, sdnotify};
 use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
 
 /// Queue options from config.
 pub fn store_options(config: &Config) -> StoreOptions {
@@ -41,13 +49,110 @@ pub fn ensure_data_dir(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The TLS acceptor for `[receiver] tls_cert` + `tls_key`, `None` when neither is set (plain
+/// HTTP). `${CREDENTIALS_DIRECTORY}` in either path is expanded, as in `secrets_file`. Errors
+/// name the key and the file and say what is wrong.
+pub fn tls_acceptor(config: &Config) -> anyhow::Result<Option<TlsAcceptor>> {
+    let r = &config.receiver;
+    let (cert, key) = match (&r.tls_cert, &r.tls_key) {
+        (None, None) => return Ok(None),
+        (Some(_), None) => bail!(
+            "receiver.tls_key is not set: receiver.tls_cert is, and HTTPS needs both (tls_key = \
+             the PEM private key of the certificate), or unset tls_cert to serve plain HTTP"
+        ),
+        (None, Some(_)) => bail!(
+            "receiver.tls_cert is not set: receiver.tls_key is, and HTTPS needs both (tls_cert = \
+             the PEM certificate chain), or unset tls_key to serve plain HTTP"
+        ),
+        (Some(c), Some(k)) => (
+            expand_credentials_dir(c, "receiver.tls_cert")?,
+            expand_credentials_dir(k, "receiver.tls_key")?,
+        ),
+    };
+    let config = tls_server_config(&cert, &key)?;
+    Ok(Some(TlsAcceptor::from(Arc::new(config))))
+}
+
+/// rustls with the ring provider, the safe default protocol versions (TLS 1.2 and 1.3), ALPN
+/// http/1.1 only, one certificate chain and its key.
+pub fn tls_server_config(cert: &Path, key: &Path) -> anyhow::Result<rustls::ServerConfig> {
+    let c = cert.display();
+    let k = key.display();
+    let cert_pem =
+        std::fs::read(cert).map_err(|e| anyhow!("receiver.tls_cert = {c}: cannot read it: {e}"))?;
+    let chain = CertificateDer::pem_slice_iter(&cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow!("receiver.tls_cert = {c}: not a valid PEM file: {e}"))?;
+    if chain.is_empty() {
+        bail!(
+            "receiver.tls_cert = {c}: holds no certificate (expected -----BEGIN CERTIFICATE----- \
+             blocks: the server's certificate first, then its intermediates, e.g. fullchain.pem)"
+        );
+    }
+    let key_pem =
+        std::fs::read(key).map_err(|e| anyhow!("receiver.tls_key = {k}: cannot read it: {e}"))?;
+    let private_key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| match e {
+        pem::Error::NoItemsFound => anyhow!(
+            "receiver.tls_key = {k}: holds no private key (expected -----BEGIN PRIVATE KEY-----, \
+             -----BEGIN EC PRIVATE KEY----- or -----BEGIN RSA PRIVATE KEY-----, e.g. privkey.pem)"
+        ),
+        e => anyhow!("receiver.tls_key = {k}: not a valid PEM file: {e}"),
+    })?;
+    if let Ok(meta) = std::fs::metadata(key) {
+        if meta.permissions().mode() & 0o004 != 0 {
+            tracing::warn!(file = %k, "receiver.tls_key is readable by every user: chmod o-r it");
+        }
+    }
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .context("setting up TLS")?
+    .with_no_client_auth()
+    .with_single_cert(chain, private_key)
+    .map_err(|e| {
+        anyhow!(
+            "receiver.tls_cert = {c} and receiver.tls_key = {k} do not make a usable pair: {e} \
+             (is the key the one the certificate was issued for?)"
+        )
+    })?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// `${CREDENTIALS_DIRECTORY}` (systemd's LoadCredential=) in a path, expanded.
+fn expand_credentials_dir(path: &Path, key: &str) -> anyhow::Result<PathBuf> {
+    let text = path.to_string_lossy();
+    if !text.contains("${CREDENTIALS_DIRECTORY}") && !text.contains("$CREDENTIALS_DIRECTORY") {
+        return Ok(path.to_path_buf());
+    }
+    let dir = std::env::var("CREDENTIALS_DIRECTORY")
+        .ok()
+        .filter(|d| !d.is_empty())
+        .ok_or_else(|| {
+            anyhow!(
+                "{key} = {text} uses $CREDENTIALS_DIRECTORY, which is unset: run under systemd \
+                 with LoadCredential=, or write the full path"
+            )
+        })?;
+    Ok(PathBuf::from(
+        text.replace("${CREDENTIALS_DIRECTORY}", &dir)
+            .replace("$CREDENTIALS_DIRECTORY", &dir),
+    ))
+}
+
 /// Runs the receiver until a signal. Errors are fatal start-up problems (exit 1).
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let (sources, disabled) = routes::build_sources(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    // Before anything is opened or bound: a bad certificate leaves no trace.
+    let tls = tls_acceptor(&config)?;
     if sources.is_empty() {
         tracing::warn!("no source is enabled: every webhook will be refused; configure [[sources]] (see deploy/stockhook.toml.example)");
     }
     ensure_data_dir(&config)?;
+    if config.queue.backend == "nats" {
+        return crate::app_nats::serve(config, sources, disabled, tls).await;
+    }
     let queue_path = config.data_dir.join("queue");
     let store = Arc::new(SledStore::open(&queue_path, store_options(&config))?);
     let (committer, commit_thread) = GroupCommitter::start(store.clone(), 1024, 8192);
@@ -60,7 +165,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         LocalQueue::new(store.clone()),
         stop_rx.clone(),
     ));
-    let maint = tokio::spawn(maintenance(store.clone(), stop_rx.clone()));
+    let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<String>();
+    let maint = tokio::spawn(maintenance(store.clone(), stop_rx.clone(), failed_tx));
 
     let addr: SocketAddr = config.receiver.listen.parse().with_context(|| {
         format!(
@@ -91,17 +197,36 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     // The one line scripts and tests wait for.
     println!("ready addr={local}");
     let _ = std::io::stdout().flush();
-    tracing::info!(addr = %local, queue = %queue_path.display(), socket = %sock_path.display(), "receiver ready");
+    tracing::info!(addr = %local, tls = tls.is_some(), queue = %queue_path.display(), socket = %sock_path.display(), "receiver ready");
     let _ = sdnotify::ready();
     let watchdog = tokio::spawn(lifecycle::watchdog_pings(stop_rx.clone()));
 
-    server::run(
-        listener,
-        state.clone(),
-        limits,
-        lifecycle::shutdown_signal(),
-    )
-    .await;
+    // Stop on a signal, or when the queue's storage failed (see `maintenance`).
+    let storage_failure = std::sync::Arc::new(std::sync::Mutex::new(None::<String>));
+    let failure_slot = storage_failure.clone();
+    let stop_when = async move {
+        tokio::select! {
+            _ = lifecycle::shutdown_signal() => {}
+            Ok(why) = failed_rx => {
+                *failure_slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
+            }
+        }
+    };
+    server::run_with_tls(listener, state.clone(), limits, tls, stop_when).await;
+    if let Some(why) = storage_failure
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take()
+    {
+        // sled cannot be trusted after an I/O error and may never answer again: do not wait
+        // for it. Everything answered 200 was synced before its answer; a restart (systemd's
+        // Restart=on-failure) reopens and recovers the database.
+        let _ = sdnotify::stopping();
+        let _ = std::fs::remove_file(&sock_path);
+        tracing::error!(error = %why, "queue storage failed: exiting so the receiver restarts and recovers the database; free disk space if it is full");
+        eprintln!("stockhook-receiver: queue storage failed ({why}): exiting with status 1 to be restarted");
+        std::process::exit(1);
+    }
     let _ = sdnotify::stopping();
     tracing::info!("shutting down: in-flight requests done, draining the queue");
     let _ = stop_tx.send(true);
@@ -119,8 +244,14 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Every second: disk usage for the budget check and lease expiry; every minute: retention sweep.
-async fn maintenance(store: Arc<SledStore>, mut stop: watch::Receiver<bool>) {
+/// Every second: disk usage for the budget check, lease expiry, and a look for a storage failure
+/// (reported once on `failed`); every minute: retention sweep.
+async fn maintenance(
+    store: Arc<SledStore>,
+    mut stop: watch::Receiver<bool>,
+    failed: tokio::sync::oneshot::Sender<String>,
+) {
+    let mut failed = Some(failed);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut n: u64 = 0;
     loop {
@@ -129,6 +260,12 @@ async fn maintenance(store: Arc<SledStore>, mut stop: watch::Receiver<bool>) {
             _ = stop.changed() => return,
         }
         n += 1;
+        if let Some(why) = store.failure() {
+            if let Some(tx) = failed.take() {
+                let _ = tx.send(why);
+            }
+            continue;
+        }
         let s = store.clone();
         let sweep = n.is_multiple_of(60);
         let r = tokio::task::spawn_blocking(move || {

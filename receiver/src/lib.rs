@@ -2,7 +2,9 @@
 //! the queue, and answers. The binary (`main.rs`) is a thin CLI over these modules.
 
 pub mod app;
+pub mod app_nats;
 pub mod compact;
+pub mod ebay_keys;
 pub mod metrics;
 pub mod ratelimit;
 pub mod routes;

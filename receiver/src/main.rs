@@ -59,6 +59,10 @@ fn main() -> ExitCode {
                 eprintln!("stockhook-receiver: config error: {e}");
                 return ExitCode::from(2);
             }
+            if let Err(e) = app::tls_acceptor(cfg) {
+                eprintln!("stockhook-receiver: config error: {e:#}");
+                return ExitCode::from(2);
+            }
             print!("{loaded}");
             for n in &loaded.notices {
                 println!("# note: {n}");
@@ -84,6 +88,10 @@ fn main() -> ExitCode {
         Command::Serve => {
             for n in &loaded.notices {
                 tracing::warn!("{n}");
+            }
+            if let Err(e) = app::tls_acceptor(cfg) {
+                eprintln!("stockhook-receiver: config error: {e:#}");
+                return ExitCode::from(2);
             }
             match stockhook_receiver::routes::build_sources(cfg) {
                 Err(e) => {

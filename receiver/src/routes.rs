@@ -7,8 +7,10 @@
 //!
 //! Answers (DESIGN.md "What each bad input gets"): 404 unknown source, 401 with a reason, 413 /
 //! 408 (connection closed), 429 + Retry-After, 200 `duplicate`, 503 + Retry-After when the event
-//! cannot be stored.
+//! cannot be stored; 503 `key_unavailable` + Retry-After when an eBay public key cannot be
+//! fetched (eBay delivers again later).
 
+use crate::ebay_keys::{FetchError, KeyCache};
 use crate::metrics::Metrics;
 use crate::ratelimit::TokenBucket;
 use crate::schemes::{self, Incoming, Verifier};
@@ -34,6 +36,9 @@ pub struct Source {
     pub limiter: Option<TokenBucket>,
     /// eBay endpoint validation: the verification token and the registered endpoint URL.
     pub challenge: Option<(Secret, String)>,
+    /// eBay with `client_id` + client secret: the key cache `verifier` looks keys up in; the
+    /// request's kid is fetched into it before verifying.
+    pub ebay_keys: Option<Arc<KeyCache>>,
 }
 
 /// Everything a request needs; shared by all connections.
@@ -72,7 +77,16 @@ pub fn build_sources(config: &Config) -> Result<Sources, String> {
 }
 
 fn build_source(s: &SourceConfig) -> Result<Source, String> {
-    let verifier = schemes::build(s)?;
+    let mut verifier = schemes::build(s)?;
+    let ebay_keys = match s.scheme {
+        SchemeKind::Ebay => KeyCache::from_source(s)?.map(Arc::new),
+        _ => None,
+    };
+    if let Some(cache) = &ebay_keys {
+        verifier = Box::new(schemes::ebay::Ebay::new(cache.clone()));
+    } else if s.scheme == SchemeKind::Ebay && s.client_id.is_some() {
+        tracing::warn!(source = %s.name, "client_id is set but its client secret is not: eBay keys are not fetched, only [sources.public_keys] verify");
+    }
     let challenge = match (&s.verification_token, &s.endpoint_url) {
         (Some(t), Some(u)) if s.scheme == SchemeKind::Ebay => Some((t.clone(), u.clone())),
         _ => None,
@@ -86,6 +100,7 @@ fn build_source(s: &SourceConfig) -> Result<Source, String> {
             .rate_limit
             .map(|r| TokenBucket::new(r.per_second, r.burst)),
         challenge,
+        ebay_keys,
     })
 }
 
@@ -353,6 +368,13 @@ where
         let r = json_response(StatusCode::OK, json!({"status": "ping"}));
         return (r, outcome(name, StatusCode::OK, bytes, None, Some("ping")));
     }
+    if let Some(cache) = source.ebay_keys.as_ref().filter(|_| !body.is_empty()) {
+        if let Some(kid) = schemes::ebay::signature_kid(&parts.headers) {
+            if let Err(e) = cache.ensure(&kid).await {
+                return key_unavailable(name, &kid, &e, bytes);
+            }
+        }
+    }
     let now_unix = (state.clock)();
     if let Err(e) = source.verifier.verify(&Incoming {
         headers: &parts.headers,
@@ -456,6 +478,37 @@ fn unavailable(name: &str, e: &QueueError, bytes: usize) -> (Resp, Outcome) {
             bytes,
             None,
             Some("not_stored"),
+        ),
+    )
+}
+
+/// eBay's key for the request's kid could not be fetched: 503 so eBay delivers it again.
+fn key_unavailable(name: &str, kid: &str, e: &FetchError, bytes: usize) -> (Resp, Outcome) {
+    let kid = schemes::for_log(kid);
+    match e {
+        FetchError::Credentials { .. } => {
+            tracing::error!(source = %name, kid = %kid, error = %e, "eBay public key unavailable: answering 503 so eBay retries")
+        }
+        _ => {
+            tracing::warn!(source = %name, kid = %kid, error = %e, "eBay public key unavailable: answering 503 so eBay retries")
+        }
+    }
+    let r = with_retry_after(
+        error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "key_unavailable",
+            format!("eBay's public key {kid} could not be fetched; retry later"),
+        ),
+        60,
+    );
+    (
+        r,
+        outcome(
+            name,
+            StatusCode::SERVICE_UNAVAILABLE,
+            bytes,
+            None,
+            Some("key_unavailable"),
         ),
     )
 }

@@ -5,6 +5,12 @@
 //! semaphore permit moves into each task). Slow headers get 408 and the connection closed; on
 //! shutdown the loop stops accepting, every connection finishes its in-flight request (up to
 //! `shutdown_grace`), the committer drains, and the database is flushed.
+//!
+//! TLS ([`run_with_tls`]): with an acceptor, each accepted socket does the TLS handshake first
+//! (bounded by `header_timeout`; a failed or slow handshake is logged at debug and the
+//! connection dropped), then is served by hyper exactly as a plain one. Only the 408 for slow
+//! headers differs: it is written raw to a clone of the socket, which cannot be done inside a
+//! TLS session, so over TLS a slow request is just closed.
 
 use crate::routes::{self, AppState};
 use hyper::server::conn::http1;
@@ -12,6 +18,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::future::Future;
 use std::io::Write as _;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -22,6 +29,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
 
 /// Limits the accept loop applies to each connection.
 #[derive(Clone, Debug)]
@@ -38,6 +46,18 @@ pub async fn run<S: EventSink>(
     limits: ConnLimits,
     shutdown: impl Future<Output = ()>,
 ) {
+    run_with_tls(listener, state, limits, None, shutdown).await
+}
+
+/// As [`run`]; with `tls`, HTTPS: every connection is a TLS handshake first (ALPN http/1.1, as
+/// the acceptor's config says), then HTTP/1.1 inside it.
+pub async fn run_with_tls<S: EventSink>(
+    listener: TcpListener,
+    state: Arc<AppState<S>>,
+    limits: ConnLimits,
+    tls: Option<TlsAcceptor>,
+    shutdown: impl Future<Output = ()>,
+) {
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut conns = JoinSet::new();
@@ -50,7 +70,7 @@ pub async fn run<S: EventSink>(
             },
             _ = &mut shutdown => break,
         };
-        let (stream, _peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             a = listener.accept() => match a {
                 Ok(a) => a,
                 Err(e) => {
@@ -66,8 +86,14 @@ pub async fn run<S: EventSink>(
         let state = state.clone();
         let limits = limits.clone();
         let stop = stop_rx.clone();
+        let tls = tls.clone();
         conns.spawn(async move {
-            serve_connection(stream, state, &limits, stop).await;
+            match tls {
+                None => serve_connection(stream, state, &limits, stop).await,
+                Some(acceptor) => {
+                    serve_tls_connection(stream, peer, acceptor, state, &limits, stop).await
+                }
+            }
             drop(permit);
         });
         // Reap finished connection tasks so the set does not grow.
@@ -90,7 +116,7 @@ async fn serve_connection<S: EventSink>(
     stream: TcpStream,
     state: Arc<AppState<S>>,
     limits: &ConnLimits,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
     // A second handle on the socket, to answer 408 after hyper gives up on slow headers (hyper
     // closes without a response).
@@ -109,10 +135,74 @@ async fn serve_connection<S: EventSink>(
         }
     };
     let partial = Arc::new(AtomicBool::new(false));
-    let io = TokioIo::new(Tracked {
-        inner: stream,
-        partial: partial.clone(),
-    });
+    let result = serve_http(stream, partial.clone(), state, limits, stop).await;
+    if let Err(e) = result {
+        if is_timeout(&e) && partial.load(Ordering::Relaxed) {
+            let mut spare = spare;
+            let _ = spare.set_nonblocking(true);
+            let body = r#"{"status":"error","error":"header_timeout","message":"the request headers did not arrive in time"}"#;
+            let response = format!(
+                "HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = spare.write_all(response.as_bytes());
+            let _ = spare.shutdown(std::net::Shutdown::Both);
+            tracing::warn!(status = 408, reason = "header_timeout", "webhook refused");
+        }
+    }
+}
+
+/// HTTPS: the handshake (bounded by `header_timeout`, abandoned on shutdown), then HTTP/1.1 over
+/// the session. No 408 on slow headers: the connection is just closed.
+async fn serve_tls_connection<S: EventSink>(
+    stream: TcpStream,
+    peer: SocketAddr,
+    acceptor: TlsAcceptor,
+    state: Arc<AppState<S>>,
+    limits: &ConnLimits,
+    mut stop: watch::Receiver<bool>,
+) {
+    let handshake = tokio::time::timeout(limits.header_timeout, acceptor.accept(stream));
+    let stream = tokio::select! {
+        r = handshake => match r {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "TLS handshake failed; connection dropped");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, timeout = ?limits.header_timeout, "TLS handshake too slow; connection dropped");
+                return;
+            }
+        },
+        _ = stop.changed() => return,
+    };
+    let partial = Arc::new(AtomicBool::new(false));
+    if let Err(e) = serve_http(stream, partial.clone(), state, limits, stop).await {
+        if is_timeout(&e) && partial.load(Ordering::Relaxed) {
+            tracing::warn!(
+                reason = "header_timeout",
+                tls = true,
+                "webhook refused: headers too slow, connection closed"
+            );
+        }
+    }
+}
+
+/// hyper's HTTP/1.1 over `io` until the client is done, an error, or shutdown (graceful: the
+/// in-flight request finishes).
+async fn serve_http<S, IO>(
+    io: IO,
+    partial: Arc<AtomicBool>,
+    state: Arc<AppState<S>>,
+    limits: &ConnLimits,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), hyper::Error>
+where
+    S: EventSink,
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let io = TokioIo::new(Tracked { inner: io, partial });
     let svc = service_fn(move |req| routes::handle(state.clone(), req));
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
@@ -120,35 +210,28 @@ async fn serve_connection<S: EventSink>(
         .max_buf_size(64 * 1024)
         .serve_connection(io, svc);
     tokio::pin!(conn);
-    let result = tokio::select! {
+    tokio::select! {
         r = conn.as_mut() => r,
         _ = stop.changed() => {
             conn.as_mut().graceful_shutdown();
             conn.as_mut().await
         }
-    };
-    if let Err(e) = result {
-        let timed_out = e.to_string().contains("timeout") || e.is_timeout();
-        if timed_out && partial.load(Ordering::Relaxed) {
-            let mut spare = spare;
-            let _ = spare.set_nonblocking(true);
-            let _ = spare.write_all(
-                b"HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: 71\r\n\r\n{\"status\":\"error\",\"error\":\"header_timeout\",\"message\":\"headers too slow\"}",
-            );
-            let _ = spare.shutdown(std::net::Shutdown::Both);
-            tracing::warn!(status = 408, reason = "header_timeout", "webhook refused");
-        }
     }
 }
 
-/// The socket, noting whether a request has started arriving since the last response: a header
-/// timeout on an idle keep-alive connection just closes it, on a half-sent request it is a 408.
-struct Tracked {
-    inner: TcpStream,
+fn is_timeout(e: &hyper::Error) -> bool {
+    e.is_timeout() || e.to_string().contains("timeout")
+}
+
+/// The connection (a TCP socket or a TLS session over one), noting whether a request has
+/// started arriving since the last response: a header timeout on an idle keep-alive connection
+/// just closes it, on a half-sent request it is a 408.
+struct Tracked<IO> {
+    inner: IO,
     partial: Arc<AtomicBool>,
 }
 
-impl AsyncRead for Tracked {
+impl<IO: AsyncRead + Unpin> AsyncRead for Tracked<IO> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -163,7 +246,7 @@ impl AsyncRead for Tracked {
     }
 }
 
-impl AsyncWrite for Tracked {
+impl<IO: AsyncWrite + Unpin> AsyncWrite for Tracked<IO> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

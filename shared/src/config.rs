@@ -95,7 +95,7 @@ pub struct ReceiverConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct QueueConfig {
-    /// `sled` (embedded, the default).
+    /// `sled` (embedded, the default) or `nats` (NATS JetStream: several receivers and workers).
     #[serde(default = "defaults::backend")]
     pub backend: String,
     /// How long a leased batch may stay unacked before it is delivered again.
@@ -107,6 +107,26 @@ pub struct QueueConfig {
     /// How long acked events are kept for re-runs before they are purged.
     #[serde(default = "defaults::retention")]
     pub retention: ConfigDuration,
+    /// `backend = "nats"`: the server URL, or a list of a cluster's URLs
+    /// (`nats://127.0.0.1:4222`, `tls://nats.example.com:4222`).
+    #[serde(default)]
+    pub nats_url: Option<OneOrMany>,
+    /// `backend = "nats"`: a `.creds` file (user JWT and NKey seed) to authenticate with.
+    #[serde(default)]
+    pub nats_credentials: Option<PathBuf>,
+    /// `backend = "nats"`: a PEM CA bundle that signs the servers' certificates; setting it
+    /// requires TLS.
+    #[serde(default)]
+    pub nats_tls_ca: Option<PathBuf>,
+    /// `backend = "nats"`: a client certificate and key (PEM) for servers that verify clients.
+    #[serde(default)]
+    pub nats_tls_cert: Option<PathBuf>,
+    #[serde(default)]
+    pub nats_tls_key: Option<PathBuf>,
+    /// `backend = "nats"`: JetStream replicas of stockhook's streams and buckets: 1 on one
+    /// server, 3 on a cluster (survives the loss of one node).
+    #[serde(default = "defaults::nats_replicas")]
+    pub nats_replicas: usize,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -217,6 +237,11 @@ pub struct SourceConfig {
     pub client_id: Option<String>,
     #[serde(default)]
     pub client_secret_env: Option<String>,
+    /// eBay: base URL of eBay's APIs for the OAuth token and the public keys (default
+    /// `https://api.ebay.com`; `https://api.sandbox.ebay.com` for a sandbox keyset). Fetched keys
+    /// are cached for one hour (fixed); keys under `public_keys` win and never expire.
+    #[serde(default)]
+    pub ebay_api_url: Option<String>,
     /// Set by [`load`] from `client_secret_env`.
     #[serde(skip)]
     pub client_secret: Option<Secret>,
@@ -382,6 +407,9 @@ pub mod defaults {
     }
     pub fn retention() -> ConfigDuration {
         ConfigDuration::secs(7 * 86_400)
+    }
+    pub fn nats_replicas() -> usize {
+        1
     }
     pub fn batch_size() -> usize {
         256

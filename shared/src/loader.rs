@@ -236,6 +236,12 @@ const OVERRIDABLE: &[(&str, &str, Kind)] = &[
     ("queue", "lease_timeout", Kind::Text),
     ("queue", "max_attempts", Kind::Number),
     ("queue", "retention", Kind::Text),
+    ("queue", "nats_url", Kind::List),
+    ("queue", "nats_credentials", Kind::Text),
+    ("queue", "nats_tls_ca", Kind::Text),
+    ("queue", "nats_tls_cert", Kind::Text),
+    ("queue", "nats_tls_key", Kind::Text),
+    ("queue", "nats_replicas", Kind::Number),
     ("worker", "batch_size", Kind::Number),
     ("alerts", "low_stock_threshold", Kind::Number),
     ("alerts", "no_sales_days", Kind::Number),
@@ -314,6 +320,7 @@ fn apply_stockhook_env(table: &mut toml::Table, env: &dyn EnvSource) -> Result<(
         if !name.starts_with("STOCKHOOK_")
             || name == "STOCKHOOK_CONFIG"
             || name.starts_with("STOCKHOOK_TEST")
+            || name == "STOCKHOOK_REQUIRE_NATS"
         {
             continue;
         }
@@ -482,16 +489,7 @@ fn validate(
         Some(l) => format!("{origin}:{l}"),
         None => origin.to_string(),
     };
-    if config.queue.backend != "sled" {
-        return Err(ConfigError::Invalid {
-            origin: origin.to_string(),
-            key: "queue.backend".into(),
-            message: format!(
-                "`{}` is not a backend this build has; valid: \"sled\"",
-                config.queue.backend
-            ),
-        });
-    }
+    validate_queue_backend(config, origin)?;
     if config.receiver.max_body_bytes == 0 {
         return Err(ConfigError::Invalid {
             origin: origin.to_string(),
@@ -621,6 +619,78 @@ fn validate(
         }
     }
     Ok(())
+}
+
+/// `[queue] backend` and, for `nats`, the keys it needs.
+fn validate_queue_backend(config: &Config, origin: &str) -> Result<(), ConfigError> {
+    let q = &config.queue;
+    let invalid = |key: &str, message: String| ConfigError::Invalid {
+        origin: origin.to_string(),
+        key: format!("queue.{key}"),
+        message,
+    };
+    match q.backend.as_str() {
+        "sled" => Ok(()),
+        "nats" => {
+            let urls = q.nats_url.as_ref().map(|u| u.names()).unwrap_or_default();
+            if urls.iter().all(|u| u.trim().is_empty()) {
+                return Err(invalid(
+                    "nats_url",
+                    "backend \"nats\" needs the server's URL: nats_url = \"nats://127.0.0.1:4222\" (or a list of a cluster's URLs)".into(),
+                ));
+            }
+            for u in urls {
+                let u = u.trim();
+                let scheme_ok = !u.contains("://")
+                    || ["nats://", "tls://", "ws://", "wss://"]
+                        .iter()
+                        .any(|s| u.starts_with(s));
+                if u.is_empty() || !scheme_ok {
+                    return Err(invalid(
+                        "nats_url",
+                        format!(
+                            "`{u}` is not a NATS URL: use nats://host:port (or tls://host:port)"
+                        ),
+                    ));
+                }
+            }
+            if !(1..=5).contains(&q.nats_replicas) {
+                return Err(invalid(
+                    "nats_replicas",
+                    format!(
+                        "{} replicas: JetStream keeps 1 to 5 copies; use 1 on one server, 3 on a cluster",
+                        q.nats_replicas
+                    ),
+                ));
+            }
+            if q.nats_tls_cert.is_some() != q.nats_tls_key.is_some() {
+                return Err(invalid(
+                    "nats_tls_cert",
+                    "a client certificate needs both nats_tls_cert and nats_tls_key".into(),
+                ));
+            }
+            for (key, path) in [
+                ("nats_credentials", &q.nats_credentials),
+                ("nats_tls_ca", &q.nats_tls_ca),
+                ("nats_tls_cert", &q.nats_tls_cert),
+                ("nats_tls_key", &q.nats_tls_key),
+            ] {
+                if let Some(p) = path {
+                    if !p.is_file() {
+                        return Err(invalid(
+                            key,
+                            format!("{} does not exist or is not a file", p.display()),
+                        ));
+                    }
+                }
+            }
+            Ok(())
+        }
+        other => Err(invalid(
+            "backend",
+            format!("`{other}` is not a backend this build has; valid: \"sled\", \"nats\""),
+        )),
+    }
 }
 
 /// What a source still lacks to verify anything, phrased as what to set.

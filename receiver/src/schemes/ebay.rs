@@ -10,9 +10,10 @@
 //! * keys come from a [`KeyStore`]; [`build`](super::build) uses the static
 //!   `[sources.public_keys]` (kid -> PEM, with or without newlines, exactly as eBay's API returns
 //!   it). An unknown kid is `UnknownKey(kid)`. The store is a trait (also implemented for
-//!   closures) so a fetching cache can replace it later without touching verification; since
-//!   `verify` is synchronous, such a cache is expected to have the key before `verify` runs (the
-//!   route can read the kid with [`signature_kid`] and await the fetch first);
+//!   closures): for a source with `client_id` and a client secret the route builds the verifier
+//!   on [`crate::ebay_keys::KeyCache`] (pinned keys first, then keys fetched from eBay). Since
+//!   `verify` is synchronous, the route reads the kid with [`signature_kid`] and awaits the
+//!   cache's fetch before `verify` runs;
 //! * verification is ECDSA P-256 over SHA-1 of the body: first over the **raw bytes**; if that
 //!   fails, over the body's **compact re-serialization** (`serde_json::from_slice::<Value>` then
 //!   `to_vec`, key order preserved), because eBay's own SDKs verify over
@@ -28,8 +29,8 @@
 //! Constant-time comparison does not apply here: ECDSA verification involves only public
 //! values. `sign()` returns no headers: signing needs eBay's private key.
 //!
-//! Must never: fetch anything over the network (a later change adds a key cache behind
-//! [`KeyStore`]), accept a kid it has no key for, or treat the re-serialization as anything but
+//! Must never: fetch anything over the network itself (the cache in `ebay_keys` does, before
+//! `verify`), accept a kid it has no key for, or treat the re-serialization as anything but
 //! a second chance for bytes that came from eBay.
 
 use super::{for_log, header, src, Incoming, Verifier, VerifyError, B64};
@@ -187,15 +188,25 @@ impl Ebay {
         Ebay { keys }
     }
 
+    /// The verifier with the source's pinned keys. A source that fetches keys
+    /// (`client_id` + client secret) may pin none: the receiver's route then builds it on a
+    /// [`KeyCache`](crate::ebay_keys::KeyCache) instead (pinned keys first, then fetched ones).
     pub(crate) fn from_source(source: &SourceConfig) -> Result<Ebay, String> {
-        if source.public_keys.is_empty() {
-            let why = if source.client_id.is_some() {
-                "fetching public keys with client_id is not available yet"
-            } else {
-                "no public key configured"
+        let fetches = source.client_id.is_some() && source.client_secret.is_some();
+        if source.public_keys.is_empty() && !fetches {
+            let why = match (&source.client_id, &source.client_secret_env) {
+                (Some(_), Some(var)) => format!(
+                    "client_id is set but its secret is missing (environment variable {var} is \
+                     unset or empty)"
+                ),
+                (Some(_), None) => {
+                    "client_id is set but its secret is missing: set client_secret_env".to_string()
+                }
+                (None, _) => "no public key configured".to_string(),
             };
             return Err(format!(
-                "{}: {why}: add each key eBay signs with under [sources.public_keys] as \
+                "{}: {why}: set client_id and client_secret_env (the app's keyset) to fetch eBay's \
+                 keys by kid, or add each key eBay signs with under [sources.public_keys] as \
                  \"<kid>\" = \"-----BEGIN PUBLIC KEY-----...-----END PUBLIC KEY-----\" (the `key` \
                  field of GET /commerce/notification/v1/public_key/<kid>)",
                 src(source)
@@ -544,12 +555,27 @@ mod tests {
             .err()
             .unwrap();
         assert!(e.contains("[sources.public_keys]"), "{e}");
-        let e = Ebay::from_source(&source(
-            serde_json::json!({"scheme": "ebay", "client_id": "app-id"}),
-        ))
+        assert!(e.contains("client_secret_env"), "{e}");
+        let e = Ebay::from_source(&source(serde_json::json!({
+            "scheme": "ebay", "client_id": "app-id", "client_secret_env": "EBAY_CLIENT_SECRET"
+        })))
         .err()
         .unwrap();
-        assert!(e.contains("not available yet"), "{e}");
+        assert!(
+            e.contains("EBAY_CLIENT_SECRET is unset") && e.contains("[sources.public_keys]"),
+            "{e}"
+        );
+        // With the secret resolved, no pinned key is needed: keys are fetched by kid.
+        let mut fetching = source(serde_json::json!({
+            "scheme": "ebay", "client_id": "app-id", "client_secret_env": "EBAY_CLIENT_SECRET"
+        }));
+        fetching.client_secret = Some(stockhook_shared::secret::Secret::new("s"));
+        let v = Ebay::from_source(&fetching).ok().unwrap();
+        let (h, body) = case("ebay-valid");
+        assert_eq!(
+            verify(&v, &h, &body, 0),
+            Err(VerifyError::UnknownKey(KID.to_string()))
+        );
         let e = Ebay::from_source(&source(
             serde_json::json!({"scheme": "ebay", "public_keys": {"k1": "garbage"}}),
         ))

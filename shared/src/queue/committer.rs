@@ -11,6 +11,9 @@ use super::{AppendOutcome, EventSink, NewEvent, QueueError, QueueStats};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
+/// The longest a request waits for its append before answering 503.
+const APPEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 type Job = (NewEvent, oneshot::Sender<Result<AppendOutcome, QueueError>>);
 
 /// The receiver's [`EventSink`] on sled.
@@ -79,11 +82,22 @@ impl GroupCommitter {
 impl EventSink for GroupCommitter {
     async fn append(&self, ev: NewEvent) -> Result<AppendOutcome, QueueError> {
         let (reply, answer) = oneshot::channel();
-        self.tx
-            .send((ev, reply))
-            .await
-            .map_err(|_| QueueError::ShuttingDown)?;
-        answer.await.map_err(|_| QueueError::ShuttingDown)?
+        let wait = async {
+            self.tx
+                .send((ev, reply))
+                .await
+                .map_err(|_| QueueError::ShuttingDown)?;
+            answer.await.map_err(|_| QueueError::ShuttingDown)?
+        };
+        // A storage that stopped answering must not hold requests (and their connections)
+        // forever: answer 503 so the platform retries, and mark the store failed.
+        match tokio::time::timeout(APPEND_TIMEOUT, wait).await {
+            Ok(r) => r,
+            Err(_) => {
+                self.store.mark_failed("an append took longer than 10 s");
+                Err(QueueError::storage("append", "timed out after 10 s"))
+            }
+        }
     }
 
     fn ready(&self) -> Result<(), QueueError> {

@@ -16,6 +16,7 @@
 pub mod client;
 pub mod committer;
 pub mod local;
+pub mod nats;
 pub mod protocol;
 pub mod server;
 pub mod sled_store;

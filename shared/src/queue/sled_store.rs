@@ -136,6 +136,9 @@ pub struct SledStore {
     disk_bytes: AtomicU64,
     /// Free bytes on the filesystem at the last refresh (u64::MAX when unknown).
     free_bytes: AtomicU64,
+    /// Set when a write or sync failed: sled 0.34 cannot be trusted after an I/O error (it may
+    /// hang or keep failing), so every later append is refused and the receiver restarts.
+    failed: Mutex<Option<String>>,
 }
 
 fn storage(ctx: &str) -> impl Fn(sled::Error) -> QueueError + '_ {
@@ -151,6 +154,17 @@ impl SledStore {
         let db = sled::Config::new()
             .path(path)
             .flush_every_ms(Some(200))
+            .mode(if std::env::var("MB_HT").is_ok() {
+                sled::Mode::HighThroughput
+            } else {
+                sled::Mode::LowSpace
+            })
+            .cache_capacity(
+                std::env::var("MB_CACHE")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(1 << 30),
+            )
             .open()
             .map_err(|e| match e {
                 sled::Error::Io(ref io)
@@ -190,6 +204,7 @@ impl SledStore {
             last_event_at_ms: AtomicI64::new(0),
             disk_bytes: AtomicU64::new(0),
             free_bytes: AtomicU64::new(u64::MAX),
+            failed: Mutex::new(None),
         };
         store.rebuild_index()?;
         store.refresh_disk_usage();
@@ -264,8 +279,30 @@ impl SledStore {
         bytes
     }
 
-    /// Err when a new append must be refused: over budget or the filesystem nearly full.
+    /// The storage failure that made this store refuse appends, if any.
+    pub fn failure(&self) -> Option<String> {
+        self.failed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn mark_failed(&self, why: &str) {
+        let mut f = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+        if f.is_none() {
+            *f = Some(why.to_string());
+        }
+    }
+
+    /// Err when a new append must be refused: over budget, the filesystem nearly full, or the
+    /// store failed earlier.
     pub fn check_budget(&self) -> Result<(), QueueError> {
+        if let Some(why) = self.failure() {
+            return Err(QueueError::Storage {
+                context: "queue database".into(),
+                message: format!("failed earlier ({why}); the receiver restarts to recover"),
+            });
+        }
         let used = self.disk_bytes.load(Ordering::Relaxed);
         if used > self.opts.max_queue_bytes {
             return Err(QueueError::OverBudget {
@@ -290,6 +327,15 @@ impl SledStore {
     /// the batch's order. On a storage error every event of the batch gets the error and none
     /// becomes deliverable.
     pub fn append_batch(&self, batch: &[NewEvent]) -> Vec<Result<AppendOutcome, QueueError>> {
+        // A fresh look at free space per batch (one statvfs per group commit): sled must never
+        // meet a full disk, after which it cannot be trusted. Room for twice the batch is kept.
+        let batch_bytes: u64 = batch.iter().map(|e| e.body.len() as u64 + 512).sum();
+        if let Some(free) = free_bytes(&self.path) {
+            self.free_bytes.store(
+                free.saturating_sub(batch_bytes.saturating_mul(2)),
+                Ordering::Relaxed,
+            );
+        }
         if let Err(e) = self.check_budget() {
             let msg = e.to_string();
             return batch
@@ -309,7 +355,11 @@ impl SledStore {
         let mut written: Vec<(u64, Option<Vec<u8>>)> = Vec::new();
         let result = (|| -> Result<(), QueueError> {
             for ev in batch {
-                if let Some(key) = &ev.dedup_key {
+                if let Some(key) = ev
+                    .dedup_key
+                    .as_ref()
+                    .filter(|_| std::env::var("MB_NOGET").is_err())
+                {
                     if let Some(prev) = self
                         .dedup
                         .get(key.as_bytes())
@@ -340,10 +390,16 @@ impl SledStore {
                 self.events
                     .insert(k, record)
                     .map_err(storage("writing event"))?;
-                self.state
-                    .insert(k, Record::pending().encode())
-                    .map_err(storage("writing event state"))?;
-                if let Some(key) = &ev.dedup_key {
+                if std::env::var("MB_NOSTATE").is_err() {
+                    self.state
+                        .insert(k, Record::pending().encode())
+                        .map_err(storage("writing event state"))?;
+                }
+                if let Some(key) = ev
+                    .dedup_key
+                    .as_ref()
+                    .filter(|_| std::env::var("MB_NODEDUP").is_err())
+                {
                     self.dedup
                         .insert(key.as_bytes(), &encode_dedup(id, ev.received_at_ms)[..])
                         .map_err(storage("writing dedup key"))?;
@@ -357,6 +413,7 @@ impl SledStore {
             self.sync()
         })();
         if let Err(e) = result {
+            self.mark_failed(&e.to_string());
             // Undo what this batch wrote, so a retry is not answered "duplicate" for an event
             // that was never made durable. Best effort: the disk may be failing.
             for (id, key) in &written {

@@ -1,0 +1,839 @@
+//! The queue on NATS JetStream (`[queue] backend = "nats"`): the same [`EventSink`] and
+//! [`QueueOps`] as the sled store, so the receiver's request path and the worker's pipeline do
+//! not know which one they run on.
+//!
+//! Layout (created or updated at connect, so every process converges on the configured
+//! replicas and dedup window):
+//! * stream `STOCKHOOK_EVENTS`, subjects `stockhook.events.<source>`, retention WorkQueue, file
+//!   storage, `duplicate_window` = `receiver.dedup_window`. One message per accepted event: the
+//!   envelope's [`Envelope::encode`] bytes (its id field 0), headers `Nats-Msg-Id` =
+//!   `<source>:<delivery id>` when the platform sent one (JetStream's dedup replaces the sled
+//!   store's window) and `Stockhook-Source`. The event id is the stream sequence.
+//! * stream `STOCKHOOK_DEAD`, subjects `stockhook.dead.<source>`, retention Limits: dead letters,
+//!   the envelope bytes with `Stockhook-Event-Id`, `Stockhook-Error`, `Stockhook-Attempts`,
+//!   `Stockhook-Dead-At` headers; they stay until replayed or purged.
+//! * durable pull consumer `stockhook-worker` on the events stream, explicit acks, `ack_wait` =
+//!   `queue.lease_timeout`, `max_deliver` = `queue.max_attempts` + 1 (the extra delivery is the
+//!   one on which the worker dead-letters an event that was never acked, e.g. because it crashed
+//!   the worker every time).
+//!
+//! Differences from sled, by design of JetStream work queues: an acked event is deleted at
+//! once, so [`QueueOps::get`] finds only events still waiting (or dead letters) and
+//! `queue.retention` does not apply; the lease time is the consumer's `ack_wait`, not the
+//! `lease_ms` argument; `acked_retained` is always 0; the disk budget is the server's JetStream
+//! limits (a full stream refuses publishes, which the receiver answers 503).
+
+use super::{
+    now_ms, AppendOutcome, DeadFilter, DeadLetter, EventSink, Failure, Leased, NewEvent,
+    QueueError, QueueOps, QueueStats,
+};
+use crate::config::Config;
+use crate::envelope::{encode_parts, Envelope, EventId};
+use async_nats::jetstream::{self, consumer, stream, AckKind};
+use async_nats::{HeaderMap, ServerAddr};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+pub const EVENTS_STREAM: &str = "STOCKHOOK_EVENTS";
+pub const DEAD_STREAM: &str = "STOCKHOOK_DEAD";
+pub const EVENTS_PREFIX: &str = "stockhook.events";
+pub const DEAD_PREFIX: &str = "stockhook.dead";
+pub const CONSUMER: &str = "stockhook-worker";
+
+pub const H_SOURCE: &str = "Stockhook-Source";
+pub const H_EVENT_ID: &str = "Stockhook-Event-Id";
+pub const H_ERROR: &str = "Stockhook-Error";
+pub const H_ATTEMPTS: &str = "Stockhook-Attempts";
+pub const H_DEAD_AT: &str = "Stockhook-Dead-At";
+pub const H_MSG_ID: &str = "Nats-Msg-Id";
+
+/// Everything needed to reach the JetStream server(s), from `[queue]`.
+#[derive(Debug, Clone)]
+pub struct NatsOptions {
+    pub urls: Vec<String>,
+    pub credentials: Option<PathBuf>,
+    pub tls_ca: Option<PathBuf>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub replicas: usize,
+    pub dedup_window: Duration,
+    pub ack_wait: Duration,
+    pub max_attempts: u32,
+    /// The connection's name, as `nats-server` shows it (`stockhook-receiver`, ...).
+    pub name: String,
+}
+
+impl NatsOptions {
+    pub fn from_config(c: &Config, name: &str) -> NatsOptions {
+        let q = &c.queue;
+        NatsOptions {
+            urls: q
+                .nats_url
+                .as_ref()
+                .map(|u| u.names().iter().map(|s| s.trim().to_string()).collect())
+                .unwrap_or_default(),
+            credentials: q.nats_credentials.clone(),
+            tls_ca: q.nats_tls_ca.clone(),
+            tls_cert: q.nats_tls_cert.clone(),
+            tls_key: q.nats_tls_key.clone(),
+            replicas: q.nats_replicas.max(1),
+            dedup_window: c.receiver.dedup_window.get(),
+            ack_wait: q.lease_timeout.get(),
+            max_attempts: q.max_attempts.max(1),
+            name: name.to_string(),
+        }
+    }
+
+    /// Options for a test or a tool: one server, R1, defaults elsewhere.
+    pub fn new(url: &str, name: &str) -> NatsOptions {
+        NatsOptions {
+            urls: vec![url.to_string()],
+            credentials: None,
+            tls_ca: None,
+            tls_cert: None,
+            tls_key: None,
+            replicas: 1,
+            dedup_window: Duration::from_secs(48 * 3600),
+            ack_wait: Duration::from_secs(60),
+            max_attempts: 10,
+            name: name.to_string(),
+        }
+    }
+
+    fn urls_text(&self) -> String {
+        self.urls.join(",")
+    }
+
+    fn err(&self, context: &str, e: impl std::fmt::Display) -> QueueError {
+        QueueError::Storage {
+            context: format!("nats {} ({context})", self.urls_text()),
+            message: e.to_string(),
+        }
+    }
+}
+
+/// Connects (all URLs given; the client also learns the cluster's other nodes and reconnects
+/// to them forever).
+pub async fn connect(o: &NatsOptions) -> Result<async_nats::Client, QueueError> {
+    let addrs: Vec<ServerAddr> = o
+        .urls
+        .iter()
+        .map(|u| {
+            u.parse::<ServerAddr>().map_err(|e| QueueError::Storage {
+                context: "queue.nats_url".into(),
+                message: format!("`{u}`: {e}"),
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    let mut opts = async_nats::ConnectOptions::new()
+        .name(&o.name)
+        .connection_timeout(Duration::from_secs(5))
+        .request_timeout(Some(Duration::from_secs(10)));
+    if let Some(creds) = &o.credentials {
+        opts = opts.credentials_file(creds).await.map_err(|e| {
+            o.err(
+                &format!("reading credentials {}", creds.display()),
+                e.to_string(),
+            )
+        })?;
+    }
+    if let Some(ca) = &o.tls_ca {
+        opts = opts.add_root_certificates(ca.clone()).require_tls(true);
+    }
+    if let (Some(cert), Some(key)) = (&o.tls_cert, &o.tls_key) {
+        opts = opts.add_client_certificate(cert.clone(), key.clone());
+    }
+    opts.connect(addrs).await.map_err(|e| {
+        o.err(
+            "connecting",
+            format!("{e}: is nats-server running with JetStream (-js)?"),
+        )
+    })
+}
+
+/// The JetStream context stockhook uses: publishes wait for room instead of failing when many
+/// are in flight.
+pub fn context(client: async_nats::Client) -> jetstream::Context {
+    jetstream::ContextBuilder::new()
+        .timeout(Duration::from_secs(10))
+        .backpressure_on_inflight(true)
+        .build(client)
+}
+
+fn events_config(o: &NatsOptions) -> stream::Config {
+    stream::Config {
+        name: EVENTS_STREAM.into(),
+        description: Some("stockhook: verified webhooks waiting for the worker".into()),
+        subjects: vec![format!("{EVENTS_PREFIX}.>")],
+        retention: stream::RetentionPolicy::WorkQueue,
+        storage: stream::StorageType::File,
+        num_replicas: o.replicas,
+        duplicate_window: o.dedup_window,
+        allow_direct: true,
+        ..Default::default()
+    }
+}
+
+fn dead_config(o: &NatsOptions) -> stream::Config {
+    stream::Config {
+        name: DEAD_STREAM.into(),
+        description: Some("stockhook: dead-lettered events, until replayed or purged".into()),
+        subjects: vec![format!("{DEAD_PREFIX}.>")],
+        retention: stream::RetentionPolicy::Limits,
+        storage: stream::StorageType::File,
+        num_replicas: o.replicas,
+        duplicate_window: Duration::from_secs(3600),
+        allow_direct: true,
+        ..Default::default()
+    }
+}
+
+/// Creates the two streams, or updates them to the configured replicas and dedup window.
+pub async fn ensure_streams(
+    js: &jetstream::Context,
+    o: &NatsOptions,
+) -> Result<(stream::Stream, stream::Stream), QueueError> {
+    let mut out = Vec::new();
+    for cfg in [events_config(o), dead_config(o)] {
+        let name = cfg.name.clone();
+        let s = match js.get_stream(&name).await {
+            Ok(mut s) => {
+                let info = s.info().await.map_err(|e| o.err(&name, e))?;
+                let cur = &info.config;
+                if cur.num_replicas != cfg.num_replicas
+                    || cur.duplicate_window != cfg.duplicate_window
+                    || cur.subjects != cfg.subjects
+                {
+                    tracing::info!(stream = %name, replicas = cfg.num_replicas, "updating stream configuration");
+                    js.update_stream(cfg.clone())
+                        .await
+                        .map_err(|e| o.err(&format!("updating stream {name}"), e))?;
+                }
+                s
+            }
+            Err(_) => match js.create_stream(cfg.clone()).await {
+                Ok(s) => s,
+                // Another process created it between our look and our create.
+                Err(e) => js
+                    .get_stream(&name)
+                    .await
+                    .map_err(|_| o.err(&format!("creating stream {name}"), e))?,
+            },
+        };
+        out.push(s);
+    }
+    let dead = out.pop().expect("two streams");
+    let events = out.pop().expect("two streams");
+    Ok((events, dead))
+}
+
+fn header(h: &HeaderMap, name: &str) -> Option<String> {
+    h.get(name).map(|v| v.as_str().to_string())
+}
+
+/// A header value cannot hold CR or LF; errors are one line, bounded.
+fn header_safe(s: &str) -> String {
+    s.chars()
+        .map(|c| if c == '\r' || c == '\n' { ' ' } else { c })
+        .take(1024)
+        .collect()
+}
+
+/// `Nats-Msg-Id` from the receiver's dedup key (`<source>\0<delivery id>`).
+pub fn msg_id(dedup_key: &str) -> String {
+    header_safe(&dedup_key.replace('\0', ":"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The receiver's side.
+
+/// The receiver's [`EventSink`] on JetStream: publish, then answer once the server acked (the
+/// stream's replicas have it).
+#[derive(Clone)]
+pub struct NatsSink {
+    client: async_nats::Client,
+    js: jetstream::Context,
+    opts: NatsOptions,
+}
+
+impl NatsSink {
+    pub async fn connect(opts: NatsOptions) -> Result<NatsSink, QueueError> {
+        let client = connect(&opts).await?;
+        let js = context(client.clone());
+        ensure_streams(&js, &opts).await?;
+        Ok(NatsSink { client, js, opts })
+    }
+
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+}
+
+impl EventSink for NatsSink {
+    async fn append(&self, ev: NewEvent) -> Result<AppendOutcome, QueueError> {
+        let body = encode_parts(
+            EventId(0),
+            &ev.source,
+            ev.platform,
+            ev.received_at_ms,
+            &ev.headers,
+            &ev.body,
+        );
+        let mut headers = HeaderMap::new();
+        headers.insert(H_SOURCE, ev.source.as_str());
+        if let Some(k) = &ev.dedup_key {
+            headers.insert(H_MSG_ID, msg_id(k).as_str());
+        }
+        let ack = self
+            .js
+            .publish_with_headers(
+                format!("{EVENTS_PREFIX}.{}", ev.source),
+                headers,
+                Bytes::from(body),
+            )
+            .await
+            .map_err(|e| self.opts.err("publishing", e))?
+            .await
+            .map_err(|e| self.opts.err("waiting for the publish ack", e))?;
+        let id = EventId(ack.sequence);
+        Ok(if ack.duplicate {
+            AppendOutcome::Duplicate(id)
+        } else {
+            AppendOutcome::Accepted(id)
+        })
+    }
+
+    fn ready(&self) -> Result<(), QueueError> {
+        match self.client.connection_state() {
+            async_nats::connection::State::Connected => Ok(()),
+            other => Err(self
+                .opts
+                .err("connection", format!("not connected ({other})"))),
+        }
+    }
+
+    async fn stats(&self) -> Result<QueueStats, QueueError> {
+        stats(&self.js, &self.opts).await
+    }
+}
+
+async fn by_subject(
+    s: &stream::Stream,
+    prefix: &str,
+) -> Result<Vec<(String, u64)>, async_nats::Error> {
+    let mut out = BTreeMap::new();
+    let mut subjects = s.info_with_subjects(format!("{prefix}.>")).await?;
+    while let Some(r) = subjects.next().await {
+        let (subject, n) = r?;
+        let source = subject
+            .strip_prefix(prefix)
+            .and_then(|s| s.strip_prefix('.'))
+            .unwrap_or(&subject)
+            .to_string();
+        *out.entry(source).or_insert(0) += n as u64;
+    }
+    Ok(out.into_iter().collect())
+}
+
+/// Counts from the two streams' and the consumer's info.
+pub async fn stats(js: &jetstream::Context, o: &NatsOptions) -> Result<QueueStats, QueueError> {
+    let events = js
+        .get_stream(EVENTS_STREAM)
+        .await
+        .map_err(|e| o.err("stream info", e))?;
+    let dead = js
+        .get_stream(DEAD_STREAM)
+        .await
+        .map_err(|e| o.err("stream info", e))?;
+    let ei = events.cached_info().clone();
+    let di = dead.cached_info().clone();
+    let leased = match events.consumer_info(CONSUMER).await {
+        Ok(c) => c.num_ack_pending as u64,
+        Err(_) => 0,
+    };
+    let last = (ei.state.last_sequence > 0)
+        .then(|| (ei.state.last_timestamp.unix_timestamp_nanos() / 1_000_000) as i64)
+        .filter(|t| *t > 0);
+    Ok(QueueStats {
+        pending: ei.state.messages.saturating_sub(leased),
+        leased,
+        dead: di.state.messages,
+        acked_retained: 0,
+        disk_bytes: ei.state.bytes + di.state.bytes,
+        last_event_at_ms: last,
+        pending_by_source: by_subject(&events, EVENTS_PREFIX)
+            .await
+            .map_err(|e| o.err("stream subjects", e))?,
+        dead_by_source: by_subject(&dead, DEAD_PREFIX)
+            .await
+            .map_err(|e| o.err("stream subjects", e))?,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// The worker's and the operator's side.
+
+struct Held {
+    msg: jetstream::Message,
+    attempts: u32,
+    envelope_bytes: Bytes,
+    at: Instant,
+}
+
+/// [`QueueOps`] on JetStream: the worker's pull consumer and the operator's dead letters.
+pub struct NatsQueue {
+    client: async_nats::Client,
+    js: jetstream::Context,
+    events: stream::Stream,
+    dead: stream::Stream,
+    consumer: consumer::PullConsumer,
+    opts: NatsOptions,
+    /// Delivered and not yet acked or failed, by event id (stream sequence).
+    held: Mutex<HashMap<u64, Held>>,
+}
+
+/// One dead letter as stored: where it sits in the dead stream, and what it says.
+struct DeadRecord {
+    dead_seq: u64,
+    letter: DeadLetter,
+    envelope: Envelope,
+}
+
+impl NatsQueue {
+    /// Connects, makes sure the streams and the durable consumer exist with the configured
+    /// settings.
+    pub async fn connect(opts: NatsOptions) -> Result<NatsQueue, QueueError> {
+        let client = connect(&opts).await?;
+        let js = context(client.clone());
+        let (events, dead) = ensure_streams(&js, &opts).await?;
+        let cfg = consumer::pull::Config {
+            durable_name: Some(CONSUMER.into()),
+            description: Some("stockhook workers".into()),
+            ack_policy: consumer::AckPolicy::Explicit,
+            ack_wait: opts.ack_wait,
+            max_deliver: opts.max_attempts as i64 + 1,
+            deliver_policy: consumer::DeliverPolicy::All,
+            max_ack_pending: 20_000,
+            num_replicas: 0,
+            ..Default::default()
+        };
+        let consumer = events
+            .create_consumer(cfg)
+            .await
+            .map_err(|e| opts.err("creating the worker consumer", e))?;
+        Ok(NatsQueue {
+            client,
+            js,
+            events,
+            dead,
+            consumer,
+            opts,
+            held: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+
+    fn err(&self, context: &str, e: impl std::fmt::Display) -> QueueError {
+        self.opts.err(context, e)
+    }
+
+    fn take(&self, id: EventId) -> Option<Held> {
+        self.held.lock().expect("held lock").remove(&id.0)
+    }
+
+    /// Publishes the event to the dead stream (deduplicated on its event id, so a repeat after a
+    /// lost ack is one dead letter), then acks the original so it leaves the work queue.
+    async fn dead_letter(
+        &self,
+        id: EventId,
+        held: Held,
+        error: &str,
+        attempts: u32,
+    ) -> Result<(), QueueError> {
+        let source = header(
+            held.msg.headers.as_ref().unwrap_or(&HeaderMap::new()),
+            H_SOURCE,
+        )
+        .or_else(|| {
+            held.msg
+                .subject
+                .as_str()
+                .strip_prefix(EVENTS_PREFIX)
+                .map(|s| s.trim_start_matches('.').to_string())
+        })
+        .unwrap_or_else(|| "unknown".into());
+        let mut h = HeaderMap::new();
+        h.insert(H_MSG_ID, format!("dead:{}", id.0).as_str());
+        h.insert(H_SOURCE, source.as_str());
+        h.insert(H_EVENT_ID, id.to_string().as_str());
+        h.insert(H_ERROR, header_safe(error).as_str());
+        h.insert(H_ATTEMPTS, attempts.to_string().as_str());
+        h.insert(H_DEAD_AT, now_ms().to_string().as_str());
+        self.js
+            .publish_with_headers(
+                format!("{DEAD_PREFIX}.{source}"),
+                h,
+                held.envelope_bytes.clone(),
+            )
+            .await
+            .map_err(|e| self.err("publishing a dead letter", e))?
+            .await
+            .map_err(|e| self.err("waiting for the dead letter's ack", e))?;
+        held.msg
+            .double_ack_with(AckKind::Ack)
+            .await
+            .map_err(|e| self.err("removing a dead-lettered event", e))?;
+        tracing::warn!(event_id = %id, source = %source, attempts, error, "event dead-lettered");
+        Ok(())
+    }
+
+    /// Every dead letter, oldest first.
+    async fn dead_records(&self) -> Result<Vec<DeadRecord>, QueueError> {
+        let msgs = scan_stream(&self.dead, &format!("{DEAD_PREFIX}.>"))
+            .await
+            .map_err(|e| self.err("reading dead letters", e))?;
+        let mut out = Vec::with_capacity(msgs.len());
+        for (seq, headers, payload) in msgs {
+            let get = |n: &str| header(&headers, n);
+            let mut env = match Envelope::decode(&payload) {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::warn!(dead_seq = seq, error = %e, "unreadable dead letter skipped");
+                    continue;
+                }
+            };
+            let id = get(H_EVENT_ID)
+                .and_then(|s| EventId::parse(&s))
+                .unwrap_or(EventId(0));
+            env.id = id;
+            let letter = DeadLetter {
+                id,
+                source: env.source.clone(),
+                platform: env.platform,
+                topic: env.topic().map(str::to_string),
+                error: get(H_ERROR).unwrap_or_default(),
+                attempts: get(H_ATTEMPTS).and_then(|s| s.parse().ok()).unwrap_or(0),
+                received_at_ms: env.received_at_ms,
+                dead_at_ms: get(H_DEAD_AT).and_then(|s| s.parse().ok()).unwrap_or(0),
+                size: env.body.len(),
+            };
+            out.push(DeadRecord {
+                dead_seq: seq,
+                letter,
+                envelope: env,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn matching(&self, filter: &DeadFilter) -> Result<Vec<DeadRecord>, QueueError> {
+        let mut v: Vec<DeadRecord> = self
+            .dead_records()
+            .await?
+            .into_iter()
+            .filter(|r| filter.matches(&r.letter))
+            .collect();
+        if let Some(l) = filter.limit {
+            v.truncate(l);
+        }
+        for id in &filter.ids {
+            if !v.iter().any(|r| r.letter.id == *id) {
+                return Err(QueueError::NotFound(*id));
+            }
+        }
+        Ok(v)
+    }
+
+    async fn delete_dead(&self, seq: u64) -> Result<(), QueueError> {
+        self.dead
+            .delete_message(seq)
+            .await
+            .map(|_| ())
+            .map_err(|e| self.err("deleting a dead letter", e))
+    }
+
+    /// Forgets deliveries held longer than twice the ack wait (the server has redelivered them).
+    fn forget_stale(&self) {
+        let limit = self.opts.ack_wait * 2;
+        self.held
+            .lock()
+            .expect("held lock")
+            .retain(|_, h| h.at.elapsed() < limit);
+    }
+}
+
+/// Reads every message of `stream` under `filter` with an ordered consumer: (stream sequence,
+/// subject, headers, payload), oldest first. For the dead letters, which are few.
+pub async fn scan_stream(
+    stream: &stream::Stream,
+    filter: &str,
+) -> Result<Vec<(u64, HeaderMap, Bytes)>, async_nats::Error> {
+    Ok(scan(stream, filter, consumer::DeliverPolicy::All)
+        .await?
+        .into_iter()
+        .map(|(seq, _, h, p)| (seq, h, p))
+        .collect())
+}
+
+/// The newest message of every subject under `filter` (a KV bucket's current values, delete
+/// markers included): (stream sequence, subject, headers, payload).
+pub async fn scan_last_per_subject(
+    stream: &stream::Stream,
+    filter: &str,
+) -> Result<Vec<(u64, String, HeaderMap, Bytes)>, async_nats::Error> {
+    scan(stream, filter, consumer::DeliverPolicy::LastPerSubject).await
+}
+
+async fn scan(
+    stream: &stream::Stream,
+    filter: &str,
+    deliver_policy: consumer::DeliverPolicy,
+) -> Result<Vec<(u64, String, HeaderMap, Bytes)>, async_nats::Error> {
+    let consumer = stream
+        .create_consumer(consumer::pull::OrderedConfig {
+            filter_subject: filter.to_string(),
+            deliver_policy,
+            ..Default::default()
+        })
+        .await?;
+    let mut out = Vec::new();
+    if consumer.cached_info().num_pending == 0 {
+        return Ok(out);
+    }
+    let mut msgs = consumer.messages().await?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let next = tokio::time::timeout_at(deadline, msgs.next())
+            .await
+            .map_err(|_| "timed out reading the stream")?;
+        let Some(m) = next else { break };
+        let m = m?;
+        let info = m.info()?;
+        let (seq, pending) = (info.stream_sequence, info.pending);
+        out.push((
+            seq,
+            m.message.subject.to_string(),
+            m.message.headers.clone().unwrap_or_default(),
+            m.message.payload.clone(),
+        ));
+        if pending == 0 {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+impl QueueOps for NatsQueue {
+    async fn lease(
+        &self,
+        max: usize,
+        wait_ms: u64,
+        _lease_ms: u64,
+    ) -> Result<Vec<Leased>, QueueError> {
+        self.forget_stale();
+        let mut batch = self
+            .consumer
+            .fetch()
+            .max_messages(max.max(1))
+            .expires(Duration::from_millis(wait_ms.max(10)))
+            .messages()
+            .await
+            .map_err(|e| self.err("fetching", e))?;
+        let mut got = Vec::new();
+        let mut exhausted = Vec::new();
+        while let Some(m) = batch.next().await {
+            let m = m.map_err(|e| self.err("fetching", e))?;
+            let (seq, delivered) = {
+                let info = m.info().map_err(|e| self.err("message info", e))?;
+                (info.stream_sequence, info.delivered.max(1) as u32)
+            };
+            let payload = m.message.payload.clone();
+            let mut env = match Envelope::decode(&payload) {
+                Ok(e) => e,
+                Err(e) => {
+                    // Not written by a receiver: nothing can read it. Drop it with a trace.
+                    tracing::error!(stream_seq = seq, error = %e, "unreadable message in the events stream: terminated");
+                    let _ = m.ack_with(AckKind::Term).await;
+                    continue;
+                }
+            };
+            env.id = EventId(seq);
+            let held = Held {
+                msg: m,
+                attempts: delivered,
+                envelope_bytes: payload,
+                at: Instant::now(),
+            };
+            if delivered > self.opts.max_attempts {
+                exhausted.push((EventId(seq), held));
+                continue;
+            }
+            self.held.lock().expect("held lock").insert(seq, held);
+            got.push(Leased {
+                envelope: env,
+                attempts: delivered,
+            });
+        }
+        for (id, held) in exhausted {
+            let attempts = held.attempts;
+            self.dead_letter(
+                id,
+                held,
+                &format!("delivered {attempts} times without being acked (worker crashed or timed out on it each time)"),
+                attempts,
+            )
+            .await?;
+        }
+        Ok(got)
+    }
+
+    async fn ack(&self, ids: Vec<EventId>) -> Result<(), QueueError> {
+        let held: Vec<Held> = {
+            let mut map = self.held.lock().expect("held lock");
+            ids.iter().filter_map(|id| map.remove(&id.0)).collect()
+        };
+        for h in &held {
+            h.msg.ack().await.map_err(|e| self.err("acking", e))?;
+        }
+        // Acks are fire-and-forget; a lost one only means a redelivery, which the worker's
+        // processed marks turn into a no-op. Flushing bounds how long they sit in our buffer.
+        self.client
+            .flush()
+            .await
+            .map_err(|e| self.err("flushing acks", e))
+    }
+
+    async fn fail(&self, id: EventId, failure: Failure) -> Result<(), QueueError> {
+        let Some(held) = self.take(id) else {
+            tracing::debug!(event_id = %id, "fail for an event this worker does not hold (redelivered meanwhile)");
+            return Ok(());
+        };
+        match failure {
+            Failure::Permanent { error } => {
+                let attempts = held.attempts;
+                self.dead_letter(id, held, &error, attempts).await
+            }
+            Failure::Transient { error, retry_at_ms } => {
+                if held.attempts >= self.opts.max_attempts {
+                    let attempts = held.attempts;
+                    return self
+                        .dead_letter(
+                            id,
+                            held,
+                            &format!("gave up after {attempts} attempts: {error}"),
+                            attempts,
+                        )
+                        .await;
+                }
+                let delay = Duration::from_millis((retry_at_ms - now_ms()).max(0) as u64);
+                held.msg
+                    .ack_with(AckKind::Nak(Some(delay)))
+                    .await
+                    .map_err(|e| self.err("nak", e))
+            }
+        }
+    }
+
+    async fn dead_list(&self, filter: DeadFilter) -> Result<Vec<DeadLetter>, QueueError> {
+        Ok(self
+            .matching(&filter)
+            .await?
+            .into_iter()
+            .map(|r| r.letter)
+            .collect())
+    }
+
+    async fn dead_show(&self, id: EventId) -> Result<(DeadLetter, Envelope), QueueError> {
+        self.dead_records()
+            .await?
+            .into_iter()
+            .find(|r| r.letter.id == id)
+            .map(|r| (r.letter, r.envelope))
+            .ok_or(QueueError::NotFound(id))
+    }
+
+    async fn dead_replay(
+        &self,
+        filter: DeadFilter,
+        dry_run: bool,
+    ) -> Result<Vec<EventId>, QueueError> {
+        let recs = self.matching(&filter).await?;
+        let ids = recs.iter().map(|r| r.letter.id).collect();
+        if dry_run {
+            return Ok(ids);
+        }
+        for r in recs {
+            let mut env = r.envelope;
+            env.id = EventId(0);
+            let mut h = HeaderMap::new();
+            h.insert(H_SOURCE, env.source.as_str());
+            h.insert("Stockhook-Replay-Of", r.letter.id.to_string().as_str());
+            self.js
+                .publish_with_headers(
+                    format!("{EVENTS_PREFIX}.{}", env.source),
+                    h,
+                    Bytes::from(env.encode()),
+                )
+                .await
+                .map_err(|e| self.err("replaying", e))?
+                .await
+                .map_err(|e| self.err("waiting for the replay's ack", e))?;
+            self.delete_dead(r.dead_seq).await?;
+        }
+        Ok(ids)
+    }
+
+    async fn dead_purge(
+        &self,
+        filter: DeadFilter,
+        dry_run: bool,
+    ) -> Result<Vec<EventId>, QueueError> {
+        let recs = self.matching(&filter).await?;
+        let ids = recs.iter().map(|r| r.letter.id).collect();
+        if !dry_run {
+            for r in recs {
+                self.delete_dead(r.dead_seq).await?;
+            }
+        }
+        Ok(ids)
+    }
+
+    async fn get(&self, id: EventId) -> Result<Envelope, QueueError> {
+        match self.events.get_raw_message(id.0).await {
+            Ok(m) => {
+                let mut env =
+                    Envelope::decode(&m.payload).map_err(|e| self.err("decoding an event", e))?;
+                env.id = id;
+                Ok(env)
+            }
+            // Acked events are gone from a work queue; a dead one may still be here.
+            Err(_) => self.dead_show(id).await.map(|(_, e)| e),
+        }
+    }
+
+    async fn stats(&self) -> Result<QueueStats, QueueError> {
+        stats(&self.js, &self.opts).await
+    }
+
+    async fn purge_matching(&self, source: String, needle: String) -> Result<usize, QueueError> {
+        let needle = needle.as_bytes();
+        let mut n = 0;
+        for r in self.dead_records().await? {
+            if r.letter.source == source
+                && !needle.is_empty()
+                && r.envelope.body.windows(needle.len()).any(|w| w == needle)
+            {
+                self.delete_dead(r.dead_seq).await?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+}
