@@ -12,3 +12,5 @@ pub mod retry;
 pub mod rules;
 pub mod sender;
 pub mod state;
+pub mod state_backend;
+pub mod state_nats;

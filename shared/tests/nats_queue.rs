@@ -1,0 +1,387 @@
+//! The queue's JetStream implementation against a real `nats-server -js` (Debian's 2.9): append
+//! with dedup, lease / ack / fail, redelivery after the ack wait, dead letters (list, show,
+//! replay, purge), give-up after `max_attempts`, stats.
+//!
+//! Each test starts its own server on a free loopback port with a temporary store directory.
+//! Without `nats-server` the tests print a loud SKIPPED line and pass, unless
+//! `STOCKHOOK_REQUIRE_NATS=1` (CI), where they fail.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use stockhook_shared::config::Platform;
+use stockhook_shared::envelope::EventId;
+use stockhook_shared::queue::nats::{NatsOptions, NatsQueue, NatsSink};
+use stockhook_shared::queue::{
+    now_ms, AppendOutcome, DeadFilter, EventSink, Failure, NewEvent, QueueOps,
+};
+
+fn nats_server_bin() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("NATS_SERVER_BIN") {
+        return Some(PathBuf::from(p));
+    }
+    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    dirs.extend(["/usr/sbin", "/usr/bin", "/usr/local/bin"].map(PathBuf::from));
+    dirs.into_iter()
+        .map(|d| d.join("nats-server"))
+        .find(|p| p.is_file())
+}
+
+/// The server binary, or `None` after printing why the test is skipped (panics in CI).
+fn require_nats(test: &str) -> Option<PathBuf> {
+    match nats_server_bin() {
+        Some(p) => Some(p),
+        None if std::env::var("STOCKHOOK_REQUIRE_NATS").is_ok_and(|v| v == "1") => {
+            panic!("{test}: nats-server not found and STOCKHOOK_REQUIRE_NATS=1: install Debian's nats-server")
+        }
+        None => {
+            eprintln!("\n!!!!!!!! SKIPPED {test}: nats-server is not installed (apt-get install nats-server); set STOCKHOOK_REQUIRE_NATS=1 to make this a failure !!!!!!!!\n");
+            None
+        }
+    }
+}
+
+struct Server {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("binding a free loopback port")
+        .port()
+}
+
+async fn start(bin: &PathBuf) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let child = Command::new(bin)
+        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawning nats-server");
+    let url = format!("nats://127.0.0.1:{port}");
+    let server = Server {
+        child,
+        url,
+        _dir: dir,
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(c) = async_nats::connect(&server.url).await {
+            // A JetStream API answer (here: "no such stream") means JetStream is up.
+            let js = async_nats::jetstream::new(c);
+            match js.get_stream("STOCKHOOK_READY_PROBE").await {
+                Ok(_) => return server,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        async_nats::jetstream::context::GetStreamErrorKind::JetStream(_)
+                    ) =>
+                {
+                    return server
+                }
+                Err(e) => eprintln!("waiting for JetStream: {e}"),
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nats-server on {} not ready in 20 s",
+            server.url
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn opts(url: &str) -> NatsOptions {
+    let mut o = NatsOptions::new(url, "test");
+    o.ack_wait = Duration::from_secs(2);
+    o.max_attempts = 3;
+    o
+}
+
+fn event(source: &str, delivery: Option<&str>, body: &str) -> NewEvent {
+    NewEvent {
+        source: source.into(),
+        platform: Platform::Simple,
+        received_at_ms: now_ms(),
+        headers: vec![("x-stockhook-topic".into(), "inventory".into())],
+        body: bytes::Bytes::from(body.to_string()),
+        dedup_key: delivery.map(|d| format!("{source}\0{d}")),
+    }
+}
+
+fn accepted(o: AppendOutcome) -> EventId {
+    match o {
+        AppendOutcome::Accepted(id) => id,
+        other => panic!("expected Accepted, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn append_dedup_lease_ack_and_stats() {
+    let Some(bin) = require_nats("append_dedup_lease_ack_and_stats") else {
+        return;
+    };
+    let server = start(&bin).await;
+    let sink = NatsSink::connect(opts(&server.url)).await.unwrap();
+    sink.ready().unwrap();
+    let a = accepted(
+        sink.append(event("shop", Some("d1"), "{\"a\":1}"))
+            .await
+            .unwrap(),
+    );
+    let b = accepted(
+        sink.append(event("shop", Some("d2"), "{\"b\":2}"))
+            .await
+            .unwrap(),
+    );
+    let c = accepted(
+        sink.append(event("other", None, "{\"c\":3}"))
+            .await
+            .unwrap(),
+    );
+    assert!(a < b && b < c, "{a} {b} {c}");
+    // The same delivery id again: a duplicate with the first id, nothing stored.
+    assert_eq!(
+        sink.append(event("shop", Some("d1"), "{\"a\":1}"))
+            .await
+            .unwrap(),
+        AppendOutcome::Duplicate(a)
+    );
+    // The same delivery id from another source is another event.
+    accepted(sink.append(event("other", Some("d1"), "{}")).await.unwrap());
+    let st = sink.stats().await.unwrap();
+    assert_eq!(st.pending, 4);
+    assert_eq!(
+        st.pending_by_source,
+        vec![("other".to_string(), 2), ("shop".to_string(), 2)]
+    );
+
+    let q = NatsQueue::connect(opts(&server.url)).await.unwrap();
+    let leased = q.lease(10, 500, 0).await.unwrap();
+    let ids: Vec<EventId> = leased.iter().map(|l| l.envelope.id).collect();
+    assert_eq!(ids.len(), 4);
+    assert_eq!(&ids[..3], &[a, b, c]);
+    assert!(leased.iter().all(|l| l.attempts == 1));
+    assert_eq!(leased[0].envelope.body, b"{\"a\":1}");
+    assert_eq!(leased[0].envelope.source, "shop");
+    assert_eq!(leased[0].envelope.topic(), Some("inventory"));
+    // The envelope is still in the stream while leased.
+    assert_eq!(q.get(a).await.unwrap().body, b"{\"a\":1}");
+    let st = q.stats().await.unwrap();
+    assert_eq!((st.pending, st.leased), (0, 4));
+    q.ack(ids).await.unwrap();
+    // Acked: gone from the work queue.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let st = q.stats().await.unwrap();
+        if st.pending == 0 && st.leased == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "acks not applied: {st:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(q.lease(10, 200, 0).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn lease_waits_for_an_append() {
+    let Some(bin) = require_nats("lease_waits_for_an_append") else {
+        return;
+    };
+    let server = start(&bin).await;
+    let sink = NatsSink::connect(opts(&server.url)).await.unwrap();
+    let q = NatsQueue::connect(opts(&server.url)).await.unwrap();
+    let started = Instant::now();
+    let (leased, _) = tokio::join!(q.lease(10, 3000, 0), async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        sink.append(event("shop", None, "{}")).await.unwrap()
+    });
+    let leased = leased.unwrap();
+    assert_eq!(leased.len(), 1);
+    assert!(
+        started.elapsed() < Duration::from_millis(2500),
+        "a waiting lease returns when an event arrives, not at its deadline ({:?})",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn unacked_is_redelivered_transient_retries_then_dead_letters() {
+    let Some(bin) = require_nats("unacked_is_redelivered_transient_retries_then_dead_letters")
+    else {
+        return;
+    };
+    let server = start(&bin).await;
+    let sink = NatsSink::connect(opts(&server.url)).await.unwrap();
+    let q = NatsQueue::connect(opts(&server.url)).await.unwrap();
+    let id = accepted(sink.append(event("shop", Some("x"), "{}")).await.unwrap());
+    // Delivery 1: not acked; after the ack wait (2 s) it comes back.
+    let l = q.lease(1, 500, 0).await.unwrap();
+    assert_eq!((l[0].envelope.id, l[0].attempts), (id, 1));
+    let l = q.lease(1, 4000, 0).await.unwrap();
+    assert_eq!((l[0].envelope.id, l[0].attempts), (id, 2));
+    // Delivery 2: transient failure, retry now.
+    q.fail(
+        id,
+        Failure::Transient {
+            error: "db down".into(),
+            retry_at_ms: now_ms(),
+        },
+    )
+    .await
+    .unwrap();
+    let l = q.lease(1, 2000, 0).await.unwrap();
+    assert_eq!((l[0].envelope.id, l[0].attempts), (id, 3));
+    // Delivery 3 = max_attempts: a transient failure now dead-letters it.
+    q.fail(
+        id,
+        Failure::Transient {
+            error: "db down".into(),
+            retry_at_ms: now_ms(),
+        },
+    )
+    .await
+    .unwrap();
+    assert!(q.lease(1, 500, 0).await.unwrap().is_empty());
+    let dead = q.dead_list(DeadFilter::default()).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].id, id);
+    assert_eq!(dead[0].attempts, 3);
+    assert!(dead[0].error.contains("db down"), "{}", dead[0].error);
+    assert_eq!(q.stats().await.unwrap().dead, 1);
+}
+
+#[tokio::test]
+async fn permanent_failure_dead_letters_show_replay_purge() {
+    let Some(bin) = require_nats("permanent_failure_dead_letters_show_replay_purge") else {
+        return;
+    };
+    let server = start(&bin).await;
+    let sink = NatsSink::connect(opts(&server.url)).await.unwrap();
+    let q = NatsQueue::connect(opts(&server.url)).await.unwrap();
+    let a = accepted(
+        sink.append(event("shop", None, "not json\nat all"))
+            .await
+            .unwrap(),
+    );
+    let b = accepted(
+        sink.append(event("other", None, "user-42 gone"))
+            .await
+            .unwrap(),
+    );
+    let l = q.lease(10, 500, 0).await.unwrap();
+    assert_eq!(l.len(), 2);
+    for id in [a, b] {
+        q.fail(
+            id,
+            Failure::Permanent {
+                error: "body is not JSON:\nline 1".into(),
+            },
+        )
+        .await
+        .unwrap();
+    }
+    let dead = q.dead_list(DeadFilter::default()).await.unwrap();
+    assert_eq!(dead.iter().map(|d| d.id).collect::<Vec<_>>(), vec![a, b]);
+    assert_eq!(dead[0].error, "body is not JSON: line 1");
+    assert_eq!(dead[0].attempts, 1);
+    assert_eq!(dead[0].source, "shop");
+    assert_eq!(dead[0].topic.as_deref(), Some("inventory"));
+    let only_shop = DeadFilter {
+        source: Some("shop".into()),
+        ..Default::default()
+    };
+    assert_eq!(q.dead_list(only_shop.clone()).await.unwrap().len(), 1);
+    let (d, env) = q.dead_show(a).await.unwrap();
+    assert_eq!((d.id, env.id), (a, a));
+    assert_eq!(env.body, b"not json\nat all");
+    assert!(matches!(
+        q.dead_show(EventId(999)).await,
+        Err(stockhook_shared::queue::QueueError::NotFound(_))
+    ));
+    assert_eq!(q.stats().await.unwrap().dead_by_source.len(), 2);
+
+    // Replay: back in the work queue (a new event id), gone from the dead letters.
+    assert_eq!(
+        q.dead_replay(only_shop.clone(), true).await.unwrap(),
+        vec![a]
+    );
+    assert_eq!(q.dead_list(DeadFilter::default()).await.unwrap().len(), 2);
+    assert_eq!(q.dead_replay(only_shop, false).await.unwrap(), vec![a]);
+    let l = q.lease(10, 2000, 0).await.unwrap();
+    assert_eq!(l.len(), 1);
+    assert_eq!(l[0].envelope.body, b"not json\nat all");
+    assert_eq!(l[0].attempts, 1);
+    q.ack(vec![l[0].envelope.id]).await.unwrap();
+
+    // purge_matching (eBay account deletion) removes the dead letter naming the user.
+    assert_eq!(
+        q.purge_matching("other".into(), "user-42".into())
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(q.dead_list(DeadFilter::default()).await.unwrap().is_empty());
+    // Purge of a missing id names it.
+    let missing = DeadFilter {
+        ids: vec![b],
+        ..Default::default()
+    };
+    assert!(matches!(
+        q.dead_purge(missing, false).await,
+        Err(stockhook_shared::queue::QueueError::NotFound(id)) if id == b
+    ));
+}
+
+#[tokio::test]
+async fn two_consumers_share_the_work_without_overlap() {
+    let Some(bin) = require_nats("two_consumers_share_the_work_without_overlap") else {
+        return;
+    };
+    let server = start(&bin).await;
+    let sink = NatsSink::connect(opts(&server.url)).await.unwrap();
+    let mut want = Vec::new();
+    for i in 0..200 {
+        want.push(accepted(
+            sink.append(event("shop", Some(&format!("d{i}")), "{}"))
+                .await
+                .unwrap(),
+        ));
+    }
+    let q1 = NatsQueue::connect(opts(&server.url)).await.unwrap();
+    let q2 = NatsQueue::connect(opts(&server.url)).await.unwrap();
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while seen.len() < want.len() {
+        assert!(Instant::now() < deadline, "drained {} of 200", seen.len());
+        for q in [&q1, &q2] {
+            let ids: Vec<EventId> = q
+                .lease(16, 100, 0)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|l| l.envelope.id)
+                .collect();
+            seen.extend(ids.iter().copied());
+            q.ack(ids).await.unwrap();
+        }
+    }
+    seen.sort();
+    assert_eq!(seen, want, "every event exactly once across both workers");
+}

@@ -1,0 +1,1143 @@
+//! `stockhook-bench`: the load generator behind docs/PERFORMANCE.md.
+//!
+//! Three modes, one binary:
+//! * `load` (default): N keep-alive connections POST Shopify-like JSON bodies (`--body-size`,
+//!   ~1.5 KiB by default) to `--url`, each request with its own item id, its own
+//!   `X-Shopify-Webhook-Id` and its own `X-Shopify-Hmac-Sha256` (signed per request, as a
+//!   platform does; `--target bare` skips signing, for the bare-hyper ceiling). Closed loop by
+//!   default (each connection sends its next request when the previous answer arrives);
+//!   `--rate R` is open loop (wrk2-style: each connection has a fixed schedule and latency is
+//!   measured from the scheduled send time, so a stall is not hidden by coordinated omission).
+//!   Prints req/s, p50/p90/p99/p99.9/max, the status mix and errors; `--pid` samples that
+//!   process's VmRSS/VmHWM during the run.
+//! * `e2e`: `inventory_levels/update` events at a steady `--rate` (default 2000/s), each for a
+//!   fresh `inventory_item_id` with `available = 1` (below the default low-stock threshold 5),
+//!   records the time each 200 arrived, polls `<data_dir>/mail/` for the `.eml` files naming the
+//!   items, and reports the "200 -> email file" latency (by file mtime, and as observed by the
+//!   poll) with the queue depth from `/healthz` over time.
+//! * `backlog`: with the worker stopped, appends `--events` events through the receiver, then
+//!   starts `--worker-bin --config C run`, times until `/healthz` shows nothing pending or leased,
+//!   reports events/s and the worker's VmHWM, and stops the worker (SIGTERM).
+//!
+//! The client is raw HTTP/1.1 over tokio TCP streams on a current-thread runtime: no client
+//! library, no per-request allocation beyond the body and header text, so one core of load keeps
+//! one core of server busy. Traffic goes only where `--url` points (loopback in every documented
+//! command), every loop is bounded by `--duration` or `--events`, and the tool stops by itself.
+
+use anyhow::{anyhow, bail, Context as _};
+use base64::Engine as _;
+use clap::{Parser, ValueEnum};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Load generator for stockhook-receiver (and the bare-hyper ceiling).
+#[derive(Parser, Debug, Clone)]
+#[command(name = "stockhook-bench", about, long_about = None)]
+struct Args {
+    /// What to measure.
+    #[arg(long, value_enum, default_value_t = Mode::Load)]
+    mode: Mode,
+    /// The webhook URL (http only), e.g. http://127.0.0.1:8080/webhooks/bench.
+    #[arg(long, default_value = "http://127.0.0.1:8080/webhooks/bench")]
+    url: String,
+    /// The source's Shopify secret (signs every request).
+    #[arg(long, env = "BENCH_SECRET", default_value = "bench-secret")]
+    secret: String,
+    /// `stockhook` signs every request; `bare` sends the same bodies unsigned (the ceiling).
+    #[arg(long, value_enum, default_value_t = Target::Stockhook)]
+    target: Target,
+    /// Concurrent keep-alive connections.
+    #[arg(long, short = 'c', default_value_t = 32)]
+    connections: usize,
+    /// How long to send (load, e2e): "10s", "500ms", "1m".
+    #[arg(long, short = 'd', default_value = "10s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Not counted in the figures: the first part of the run (connections warming up).
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    warmup: Duration,
+    /// Open loop at this many requests per second in total (default: closed loop; e2e: 2000).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Approximate body size in bytes (products/update bodies are padded to it).
+    #[arg(long, default_value_t = 1536)]
+    body_size: usize,
+    /// The Shopify topic of the generated bodies.
+    #[arg(long, value_enum, default_value_t = Topic::ProductsUpdate)]
+    topic: Topic,
+    /// Sample VmRSS/VmHWM of this process (the receiver) during the run.
+    #[arg(long)]
+    pid: Option<u32>,
+    /// Print one JSON object instead of the text report.
+    #[arg(long)]
+    json: bool,
+    /// e2e: the receiver's data_dir (emails are read from <data_dir>/mail/).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// e2e: how long to wait after the last send for the last email.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    drain_timeout: Duration,
+    /// e2e: how often the mail directory is listed.
+    #[arg(long, default_value = "20ms", value_parser = parse_duration)]
+    poll: Duration,
+    /// backlog: how many events to append before the worker starts.
+    #[arg(long, default_value_t = 100_000)]
+    events: u64,
+    /// backlog: the worker binary (started as `<bin> --config <config> run`).
+    #[arg(long)]
+    worker_bin: Option<PathBuf>,
+    /// backlog: the config file the worker is started with.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// backlog: run the worker under `taskset -c <cpus>` (e.g. "1").
+    #[arg(long)]
+    worker_cpus: Option<String>,
+    /// backlog: give up waiting for the drain after this long.
+    #[arg(long, default_value = "300s", value_parser = parse_duration)]
+    backlog_timeout: Duration,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+enum Mode {
+    Load,
+    E2e,
+    Backlog,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+enum Target {
+    Stockhook,
+    Bare,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+enum Topic {
+    #[value(name = "products/update")]
+    ProductsUpdate,
+    #[value(name = "inventory_levels/update")]
+    InventoryLevelsUpdate,
+}
+
+impl Topic {
+    fn as_str(self) -> &'static str {
+        match self {
+            Topic::ProductsUpdate => "products/update",
+            Topic::InventoryLevelsUpdate => "inventory_levels/update",
+        }
+    }
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
+        Some(i) => (&s[..i], &s[i..]),
+        None => (s, "s"),
+    };
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (e.g. 10s, 500ms, 2m)"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        _ => return Err(format!("{s:?}: unit must be ms, s or m")),
+    };
+    Ok(Duration::from_secs_f64(secs))
+}
+
+// ------------------------------------------------------------------------------------------------
+// Request generation
+
+/// Everything needed to write one request: path and host, the signing key, the body shape.
+#[derive(Clone)]
+struct RequestMaker {
+    path: String,
+    host: String,
+    topic: Topic,
+    mac: Option<Hmac<Sha256>>,
+    body_size: usize,
+    /// Distinguishes this run's delivery ids and item ids from earlier runs' (dedup window).
+    nonce: u64,
+    /// First item id of this run: 13 digits, so the e2e mail scan finds them by length.
+    item_base: u64,
+    updated_at: String,
+}
+
+/// The padding that brings a products/update body to `--body-size`.
+const PAD: &str = "Soft ring-spun cotton tee with a relaxed fit, taped neck and shoulders, double-needle hems. Pre-shrunk. Machine wash cold, tumble dry low. ";
+
+impl RequestMaker {
+    fn new(args: &Args, url: &Url) -> RequestMaker {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let nonce = (now.as_nanos() as u64) ^ ((std::process::id() as u64) << 40);
+        let mac = match args.target {
+            Target::Stockhook => Some(
+                Hmac::<Sha256>::new_from_slice(args.secret.as_bytes())
+                    .expect("HMAC takes keys of any length"),
+            ),
+            Target::Bare => None,
+        };
+        let updated_at = time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_else(|_| "2025-01-01T00:00:00Z".into());
+        RequestMaker {
+            path: url.path.clone(),
+            host: url.host_header.clone(),
+            topic: args.topic,
+            mac,
+            body_size: args.body_size,
+            nonce,
+            // 7_xxx_xxx_000_000 + seq: 13 digits for a million items per run.
+            item_base: 7_000_000_000_000 + (now.as_secs() % 1_000_000) * 1_000_000,
+            updated_at,
+        }
+    }
+
+    fn item_id(&self, seq: u64) -> u64 {
+        self.item_base + seq % 1_000_000
+    }
+
+    /// Writes the body for request `seq` into `body`.
+    fn body(&self, seq: u64, available: i64, body: &mut Vec<u8>) {
+        use std::io::Write as _;
+        body.clear();
+        let item = self.item_id(seq);
+        match self.topic {
+            Topic::InventoryLevelsUpdate => {
+                let _ = write!(
+                    body,
+                    r#"{{"inventory_item_id":{item},"location_id":24826418,"available":{available},"updated_at":"{u}","admin_graphql_api_id":"gid://shopify/InventoryLevel/24826418?inventory_item_id={item}"}}"#,
+                    u = self.updated_at
+                );
+            }
+            Topic::ProductsUpdate => {
+                let product = 8_000_000_000_000 + (item - 7_000_000_000_000);
+                let variant = 9_000_000_000_000 + (item - 7_000_000_000_000);
+                let _ = write!(
+                    body,
+                    r#"{{"admin_graphql_api_id":"gid://shopify/Product/{product}","created_at":"2024-03-01T10:00:00-05:00","handle":"bench-tee-{item}","id":{product},"product_type":"Shirts","published_at":"2024-03-01T10:00:00-05:00","template_suffix":null,"title":"Bench Tee {item}","updated_at":"{u}","vendor":"Acme","status":"active","published_scope":"web","tags":"bench, mens, t-shirt","variants":[{{"admin_graphql_api_id":"gid://shopify/ProductVariant/{variant}","barcode":null,"compare_at_price":"24.99","created_at":"2024-03-01T10:00:00-05:00","id":{variant},"inventory_policy":"deny","position":1,"price":"19.99","product_id":{product},"sku":"TEE-{item}","taxable":true,"title":"Medium","updated_at":"{u}","option1":"Medium","option2":null,"option3":null,"image_id":null,"inventory_item_id":{item},"inventory_quantity":{available},"old_inventory_quantity":{old}}}],"options":[],"images":[],"image":null,"body_html":""#,
+                    u = self.updated_at,
+                    old = available + 1,
+                );
+                let tail = br#"","category":null}"#;
+                let mut i = 0;
+                while body.len() + tail.len() < self.body_size {
+                    let room = self.body_size - body.len() - tail.len();
+                    let take = room.min(PAD.len() - i);
+                    body.extend_from_slice(&PAD.as_bytes()[i..i + take]);
+                    i = (i + take) % PAD.len();
+                }
+                body.extend_from_slice(tail);
+            }
+        }
+    }
+
+    /// Writes request `seq` (head and body) into `out`.
+    fn request(
+        &self,
+        conn: usize,
+        seq: u64,
+        available: i64,
+        body: &mut Vec<u8>,
+        out: &mut Vec<u8>,
+    ) {
+        use std::io::Write as _;
+        self.body(seq, available, body);
+        out.clear();
+        let _ = write!(
+            out,
+            "POST {} HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\nx-shopify-topic: {}\r\nx-shopify-shop-domain: bench.myshopify.com\r\nx-shopify-api-version: 2025-01\r\nx-shopify-webhook-id: {:016x}-{:04x}-{:012x}\r\ncontent-length: {}\r\n",
+            self.path,
+            self.host,
+            self.topic.as_str(),
+            self.nonce,
+            conn,
+            seq,
+            body.len()
+        );
+        if let Some(mac) = &self.mac {
+            let mut m = mac.clone();
+            m.update(body);
+            let sig = base64::engine::general_purpose::STANDARD.encode(m.finalize().into_bytes());
+            let _ = write!(out, "x-shopify-hmac-sha256: {sig}\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(body);
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// A minimal HTTP/1.1 client connection
+
+#[derive(Clone, Debug)]
+struct Url {
+    addr: SocketAddr,
+    host_header: String,
+    path: String,
+}
+
+fn parse_url(s: &str) -> anyhow::Result<Url> {
+    let rest = s.strip_prefix("http://").ok_or_else(|| {
+        anyhow!("--url {s:?}: only http:// URLs (TLS belongs to the proxy in front)")
+    })?;
+    let (hostport, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let hp = if hostport.contains(':') {
+        hostport.to_string()
+    } else {
+        format!("{hostport}:80")
+    };
+    let hp = hp.replace("localhost", "127.0.0.1");
+    let addr: SocketAddr = hp
+        .parse()
+        .with_context(|| format!("--url {s:?}: the host must be an IP address and port"))?;
+    Ok(Url {
+        addr,
+        host_header: hostport.to_string(),
+        path: path.to_string(),
+    })
+}
+
+struct Conn {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+struct Response {
+    status: u16,
+    close: bool,
+    body: Vec<u8>,
+}
+
+impl Conn {
+    async fn open(addr: SocketAddr) -> std::io::Result<Conn> {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        Ok(Conn {
+            stream,
+            buf: Vec::with_capacity(16 * 1024),
+        })
+    }
+
+    /// Sends one request and reads its response. `keep_body` copies the response body out.
+    async fn round_trip(&mut self, req: &[u8], keep_body: bool) -> std::io::Result<Response> {
+        self.stream.write_all(req).await?;
+        loop {
+            if let Some((status, close, head_len, body_len)) = parse_head(&self.buf)? {
+                let total = head_len + body_len;
+                while self.buf.len() < total {
+                    self.fill().await?;
+                }
+                let body = if keep_body {
+                    self.buf[head_len..total].to_vec()
+                } else {
+                    Vec::new()
+                };
+                self.buf.drain(..total);
+                return Ok(Response {
+                    status,
+                    close,
+                    body,
+                });
+            }
+            self.fill().await?;
+        }
+    }
+
+    async fn fill(&mut self) -> std::io::Result<()> {
+        if self.buf.capacity() - self.buf.len() < 4096 {
+            self.buf.reserve(16 * 1024);
+        }
+        let n = self.stream.read_buf(&mut self.buf).await?;
+        if n == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "server closed the connection",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Status, connection-close, head length and body length, once the head is complete.
+fn parse_head(buf: &[u8]) -> std::io::Result<Option<(u16, bool, usize, usize)>> {
+    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+        if buf.len() > 64 * 1024 {
+            return Err(std::io::Error::other("response head over 64 KiB"));
+        }
+        return Ok(None);
+    };
+    let head = &buf[..end];
+    let bad = || std::io::Error::other("malformed response status line");
+    if head.len() < 12 || !head.starts_with(b"HTTP/1.") {
+        return Err(bad());
+    }
+    let status: u16 = std::str::from_utf8(&head[9..12])
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(bad)?;
+    let mut len = 0usize;
+    let mut close = false;
+    for line in head.split(|&b| b == b'\n').skip(1) {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            continue;
+        };
+        let (name, value) = (&line[..colon], line[colon + 1..].trim_ascii());
+        if name.eq_ignore_ascii_case(b"content-length") {
+            len = std::str::from_utf8(value)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| std::io::Error::other("bad content-length"))?;
+        } else if name.eq_ignore_ascii_case(b"connection") && value.eq_ignore_ascii_case(b"close") {
+            close = true;
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            return Err(std::io::Error::other(
+                "chunked responses are not supported by this client",
+            ));
+        }
+    }
+    Ok(Some((status, close, end + 4, len)))
+}
+
+/// GET `path` on a fresh connection; the body as JSON.
+async fn get_json(url: &Url, path: &str) -> anyhow::Result<serde_json::Value> {
+    let mut c = Conn::open(url.addr).await?;
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nhost: {}\r\nconnection: close\r\n\r\n",
+        url.host_header
+    );
+    let r = c.round_trip(req.as_bytes(), true).await?;
+    if r.status != 200 {
+        bail!("GET {path}: status {}", r.status);
+    }
+    Ok(serde_json::from_slice(&r.body)?)
+}
+
+/// (pending, leased) from /healthz.
+async fn queue_depth(url: &Url) -> anyhow::Result<(u64, u64)> {
+    let v = get_json(url, "/healthz").await?;
+    let q = &v["queue"];
+    Ok((
+        q["pending"].as_u64().unwrap_or(0),
+        q["leased"].as_u64().unwrap_or(0),
+    ))
+}
+
+// ------------------------------------------------------------------------------------------------
+// Running connections and collecting figures
+
+/// What one connection measured.
+#[derive(Default)]
+struct ConnStats {
+    /// Microseconds, only requests that finished inside the measured window.
+    latencies: Vec<u32>,
+    status: BTreeMap<u16, u64>,
+    errors: BTreeMap<String, u64>,
+    /// (item id, unix micros when its 200 arrived), e2e only.
+    accepted: Vec<(u64, i64)>,
+    bytes: u64,
+}
+
+struct Plan {
+    url: Url,
+    connections: usize,
+    /// Stop sending at this instant (load, e2e) ...
+    until: Option<Instant>,
+    /// ... or after this many requests (backlog).
+    max_requests: Option<u64>,
+    /// Count only what finishes after this instant.
+    measure_from: Instant,
+    /// Open loop: seconds between two sends of one connection.
+    interval: Option<Duration>,
+    /// What `available` each request carries.
+    available: fn(u64) -> i64,
+    /// Record (item, 200 time) per request.
+    record_accepted: bool,
+}
+
+fn now_unix_us() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+async fn run_connection(
+    id: usize,
+    plan: Arc<Plan>,
+    maker: RequestMaker,
+    seq: Arc<AtomicU64>,
+    start: Instant,
+) -> ConnStats {
+    let mut st = ConnStats::default();
+    let mut conn: Option<Conn> = None;
+    let mut body = Vec::with_capacity(maker.body_size + 256);
+    let mut req = Vec::with_capacity(maker.body_size + 1024);
+    // Spread the open-loop schedules of the connections over one interval.
+    let mut next = plan
+        .interval
+        .map(|i| start + i.mul_f64(id as f64 / plan.connections as f64));
+    loop {
+        if let Some(t) = next {
+            if plan.until.is_some_and(|u| t >= u) {
+                break;
+            }
+            tokio::time::sleep_until(t.into()).await;
+        } else if plan.until.is_some_and(|u| Instant::now() >= u) {
+            break;
+        }
+        let n = seq.fetch_add(1, Ordering::Relaxed);
+        if plan.max_requests.is_some_and(|m| n >= m) {
+            break;
+        }
+        let c = match &mut conn {
+            Some(c) => c,
+            None => match Conn::open(plan.url.addr).await {
+                Ok(c) => conn.insert(c),
+                Err(e) => {
+                    *st.errors
+                        .entry(format!("connect: {}", e.kind()))
+                        .or_default() += 1;
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    if let Some(t) = &mut next {
+                        *t += plan.interval.unwrap_or_default();
+                    }
+                    continue;
+                }
+            },
+        };
+        maker.request(id, n, (plan.available)(n), &mut body, &mut req);
+        // Open loop measures from the scheduled time (coordinated omission), closed from now.
+        let sent = next.unwrap_or_else(Instant::now);
+        let r = c.round_trip(&req, false).await;
+        let done = Instant::now();
+        match r {
+            Ok(resp) => {
+                if done >= plan.measure_from {
+                    st.latencies
+                        .push(done.duration_since(sent).as_micros().min(u32::MAX as u128) as u32);
+                    *st.status.entry(resp.status).or_default() += 1;
+                    st.bytes += body.len() as u64;
+                }
+                if plan.record_accepted && resp.status == 200 {
+                    st.accepted.push((maker.item_id(n), now_unix_us()));
+                }
+                if resp.close {
+                    conn = None;
+                }
+            }
+            Err(e) => {
+                *st.errors.entry(format!("io: {}", e.kind())).or_default() += 1;
+                conn = None;
+            }
+        }
+        if let Some(t) = &mut next {
+            *t += plan.interval.unwrap_or_default();
+        }
+    }
+    st
+}
+
+struct Totals {
+    latencies: Vec<u32>,
+    status: BTreeMap<u16, u64>,
+    errors: BTreeMap<String, u64>,
+    accepted: Vec<(u64, i64)>,
+    bytes: u64,
+    measured: Duration,
+}
+
+async fn run_plan(plan: Plan, maker: RequestMaker) -> Totals {
+    let plan = Arc::new(plan);
+    let seq = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    for id in 0..plan.connections {
+        set.spawn(run_connection(
+            id,
+            plan.clone(),
+            maker.clone(),
+            seq.clone(),
+            start,
+        ));
+    }
+    let mut t = Totals {
+        latencies: Vec::new(),
+        status: BTreeMap::new(),
+        errors: BTreeMap::new(),
+        accepted: Vec::new(),
+        bytes: 0,
+        measured: Duration::ZERO,
+    };
+    while let Some(r) = set.join_next().await {
+        let Ok(st) = r else { continue };
+        t.latencies.extend(st.latencies);
+        for (k, v) in st.status {
+            *t.status.entry(k).or_default() += v;
+        }
+        for (k, v) in st.errors {
+            *t.errors.entry(k).or_default() += v;
+        }
+        t.accepted.extend(st.accepted);
+        t.bytes += st.bytes;
+    }
+    t.measured = Instant::now().saturating_duration_since(plan.measure_from);
+    t.latencies.sort_unstable();
+    t
+}
+
+fn pct(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[i.clamp(1, sorted.len()) - 1] as f64 / 1000.0
+}
+
+fn latency_json(sorted: &[u32]) -> serde_json::Value {
+    serde_json::json!({
+        "p50_ms": pct(sorted, 50.0),
+        "p90_ms": pct(sorted, 90.0),
+        "p99_ms": pct(sorted, 99.0),
+        "p999_ms": pct(sorted, 99.9),
+        "max_ms": sorted.last().copied().unwrap_or(0) as f64 / 1000.0,
+    })
+}
+
+fn latency_text(sorted: &[u32]) -> String {
+    format!(
+        "p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  p99.9 {:.2} ms  max {:.2} ms",
+        pct(sorted, 50.0),
+        pct(sorted, 90.0),
+        pct(sorted, 99.0),
+        pct(sorted, 99.9),
+        sorted.last().copied().unwrap_or(0) as f64 / 1000.0
+    )
+}
+
+// ------------------------------------------------------------------------------------------------
+// /proc sampling
+
+#[derive(Default, Clone, Copy)]
+struct Mem {
+    rss_max_kib: u64,
+    hwm_kib: u64,
+}
+
+fn read_status_kib(pid: u32, key: &str) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+}
+
+/// Samples VmRSS every 100 ms until `stop`; VmHWM at the end.
+fn sample_memory(pid: u32, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Mem> {
+    std::thread::spawn(move || {
+        let mut m = Mem::default();
+        while !stop.load(Ordering::Relaxed) {
+            if let Some(r) = read_status_kib(pid, "VmRSS:") {
+                m.rss_max_kib = m.rss_max_kib.max(r);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        m.hwm_kib = read_status_kib(pid, "VmHWM:").unwrap_or(0);
+        m
+    })
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+// ------------------------------------------------------------------------------------------------
+// Modes
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        match args.mode {
+            Mode::Load => load(args).await,
+            Mode::E2e => e2e(args).await,
+            Mode::Backlog => backlog(args).await,
+        }
+    })
+}
+
+async fn load(args: Args) -> anyhow::Result<()> {
+    let url = parse_url(&args.url)?;
+    let maker = RequestMaker::new(&args, &url);
+    let start = Instant::now();
+    let plan = Plan {
+        url: url.clone(),
+        connections: args.connections.max(1),
+        until: Some(start + args.warmup + args.duration),
+        max_requests: None,
+        measure_from: start + args.warmup,
+        interval: args
+            .rate
+            .map(|r| Duration::from_secs_f64(args.connections.max(1) as f64 / r.max(0.001))),
+        available: |n| (n % 50) as i64,
+        record_accepted: false,
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = args.pid.map(|p| sample_memory(p, stop.clone()));
+    let t = run_plan(plan, maker).await;
+    stop.store(true, Ordering::Relaxed);
+    let mem = sampler.and_then(|h| h.join().ok());
+    let n = t.latencies.len() as u64;
+    let secs = t.measured.as_secs_f64().max(1e-9);
+    let rps = n as f64 / secs;
+    let body_bytes = if n > 0 { t.bytes / n } else { 0 };
+    if args.json {
+        let mut v = serde_json::json!({
+            "mode": "load",
+            "target": format!("{:?}", args.target).to_lowercase(),
+            "url": args.url,
+            "connections": args.connections,
+            "rate": args.rate,
+            "duration_s": secs,
+            "requests": n,
+            "rps": rps,
+            "body_bytes": body_bytes,
+            "latency": latency_json(&t.latencies),
+            "status": t.status.iter().map(|(k, v)| (k.to_string(), serde_json::json!(v))).collect::<serde_json::Map<_, _>>(),
+            "errors": t.errors,
+        });
+        if let Some(m) = mem {
+            v["rss"] = serde_json::json!({"pid": args.pid, "vm_rss_max_mib": mib(m.rss_max_kib), "vm_hwm_mib": mib(m.hwm_kib)});
+        }
+        println!("{v}");
+    } else {
+        println!(
+            "target {:?}  {}  c={}  {}  {:.1}s measured (warm-up {:?})  body {} B",
+            args.target,
+            args.url,
+            args.connections,
+            match args.rate {
+                Some(r) => format!("open loop {r}/s"),
+                None => "closed loop".into(),
+            },
+            secs,
+            args.warmup,
+            body_bytes
+        );
+        println!("requests {n}  req/s {rps:.0}");
+        println!("latency  {}", latency_text(&t.latencies));
+        println!(
+            "status   {}",
+            t.status
+                .iter()
+                .map(|(k, v)| format!("{k}: {v}"))
+                .collect::<Vec<_>>()
+                .join("  ")
+        );
+        println!(
+            "errors   {}",
+            if t.errors.is_empty() {
+                "none".to_string()
+            } else {
+                t.errors
+                    .iter()
+                    .map(|(k, v)| format!("{k}: {v}"))
+                    .collect::<Vec<_>>()
+                    .join("  ")
+            }
+        );
+        if let Some(m) = mem {
+            println!(
+                "memory   pid {}  VmRSS max {:.1} MiB  VmHWM {:.1} MiB",
+                args.pid.unwrap_or(0),
+                mib(m.rss_max_kib),
+                mib(m.hwm_kib)
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Every 13-digit run in `text` (the bench's item ids), after undoing quoted-printable soft breaks.
+fn item_ids_in(text: &[u8]) -> Vec<u64> {
+    let mut clean = Vec::with_capacity(text.len());
+    let mut i = 0;
+    while i < text.len() {
+        if text[i] == b'=' && text.get(i + 1) == Some(&b'\r') && text.get(i + 2) == Some(&b'\n') {
+            i += 3;
+        } else if text[i] == b'=' && text.get(i + 1) == Some(&b'\n') {
+            i += 2;
+        } else {
+            clean.push(text[i]);
+            i += 1;
+        }
+    }
+    let mut out = Vec::new();
+    for run in clean.split(|b| !b.is_ascii_digit()) {
+        if run.len() == 13 {
+            if let Some(n) = std::str::from_utf8(run).ok().and_then(|s| s.parse().ok()) {
+                out.push(n);
+            }
+        }
+    }
+    out
+}
+
+/// (item id -> (file mtime, first observed), both unix micros), filled by polling `dir`.
+type Seen = Arc<Mutex<HashMap<u64, (i64, i64)>>>;
+
+fn watch_mail(
+    dir: PathBuf,
+    every: Duration,
+    seen: Seen,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut names: HashSet<std::ffi::OsString> = HashSet::new();
+        let mut last = false;
+        loop {
+            // One more pass after stop, so nothing written just before is missed.
+            let stopping = stop.load(Ordering::Relaxed);
+            if let Ok(rd) = std::fs::read_dir(&dir) {
+                for e in rd.flatten() {
+                    let name = e.file_name();
+                    let s = name.to_string_lossy();
+                    if s.starts_with('.') || !s.ends_with(".eml") || names.contains(&name) {
+                        continue;
+                    }
+                    let observed = now_unix_us();
+                    let path = e.path();
+                    let Ok(bytes) = std::fs::read(&path) else {
+                        continue;
+                    };
+                    let mtime = std::fs::metadata(&path)
+                        .and_then(|m| m.modified())
+                        .ok()
+                        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                        .map(|d| d.as_micros() as i64)
+                        .unwrap_or(observed);
+                    let mut seen = seen.lock().unwrap();
+                    for item in item_ids_in(&bytes) {
+                        seen.entry(item).or_insert((mtime, observed));
+                    }
+                    names.insert(name);
+                }
+            }
+            if last {
+                return;
+            }
+            if stopping {
+                last = true;
+                continue;
+            }
+            std::thread::sleep(every);
+        }
+    })
+}
+
+async fn e2e(args: Args) -> anyhow::Result<()> {
+    let mut args = args;
+    args.topic = Topic::InventoryLevelsUpdate;
+    let rate = args.rate.unwrap_or(2000.0);
+    let data_dir = args
+        .data_dir
+        .clone()
+        .ok_or_else(|| anyhow!("e2e needs --data-dir (the receiver's and worker's data_dir)"))?;
+    let url = parse_url(&args.url)?;
+    let maker = RequestMaker::new(&args, &url);
+    let seen: Seen = Arc::new(Mutex::new(HashMap::new()));
+    let stop_watch = Arc::new(AtomicBool::new(false));
+    let watcher = watch_mail(
+        data_dir.join("mail"),
+        args.poll,
+        seen.clone(),
+        stop_watch.clone(),
+    );
+
+    // Queue depth every 250 ms while sending and draining.
+    let depth: Arc<Mutex<Vec<(f64, u64, u64)>>> = Arc::new(Mutex::new(Vec::new()));
+    let stop_depth = Arc::new(AtomicBool::new(false));
+    let t0 = Instant::now();
+    let depth_task = {
+        let (depth, stop, url) = (depth.clone(), stop_depth.clone(), url.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                if let Ok((p, l)) = queue_depth(&url).await {
+                    depth
+                        .lock()
+                        .unwrap()
+                        .push((t0.elapsed().as_secs_f64(), p, l));
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        })
+    };
+    let plan = Plan {
+        url: url.clone(),
+        connections: args.connections.max(1),
+        until: Some(t0 + args.duration),
+        max_requests: None,
+        measure_from: t0,
+        interval: Some(Duration::from_secs_f64(
+            args.connections.max(1) as f64 / rate,
+        )),
+        available: |_| 1,
+        record_accepted: true,
+    };
+    let t = run_plan(plan, maker).await;
+    let sent_secs = t0.elapsed().as_secs_f64();
+    // Wait for the emails of every accepted item, up to the drain timeout.
+    let want: HashSet<u64> = t.accepted.iter().map(|(i, _)| *i).collect();
+    let deadline = Instant::now() + args.drain_timeout;
+    loop {
+        let have = {
+            let s = seen.lock().unwrap();
+            want.iter().filter(|i| s.contains_key(i)).count()
+        };
+        if have == want.len() || Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop_depth.store(true, Ordering::Relaxed);
+    let _ = depth_task.await;
+    stop_watch.store(true, Ordering::Relaxed);
+    let _ = tokio::task::spawn_blocking(move || watcher.join()).await;
+
+    let seen = seen.lock().unwrap();
+    let mut by_mtime = Vec::new();
+    let mut by_observed = Vec::new();
+    let mut missing = 0u64;
+    for (item, ok_at) in &t.accepted {
+        match seen.get(item) {
+            Some((mtime, observed)) => {
+                by_mtime.push((mtime - ok_at).max(0).min(u32::MAX as i64) as u32);
+                by_observed.push((observed - ok_at).max(0).min(u32::MAX as i64) as u32);
+            }
+            None => missing += 1,
+        }
+    }
+    by_mtime.sort_unstable();
+    by_observed.sort_unstable();
+    let depth = depth.lock().unwrap();
+    let max_depth = depth.iter().map(|(_, p, l)| p + l).max().unwrap_or(0);
+    let sending: Vec<u64> = depth
+        .iter()
+        .filter(|(t, _, _)| *t <= sent_secs)
+        .map(|(_, p, l)| p + l)
+        .collect();
+    let mean_depth = if sending.is_empty() {
+        0.0
+    } else {
+        sending.iter().sum::<u64>() as f64 / sending.len() as f64
+    };
+    let accepted = t.accepted.len() as u64;
+    let achieved = t.latencies.len() as f64 / sent_secs.max(1e-9);
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "mode": "e2e",
+                "target_rate": rate,
+                "achieved_rate": achieved,
+                "duration_s": sent_secs,
+                "accepted": accepted,
+                "emails_missing": missing,
+                "http_latency": latency_json(&t.latencies),
+                "ok_to_email_by_mtime": latency_json(&by_mtime),
+                "ok_to_email_observed": latency_json(&by_observed),
+                "queue_depth": {"max": max_depth, "mean_while_sending": mean_depth,
+                    "series": depth.iter().map(|(t, p, l)| serde_json::json!([(t * 100.0).round() / 100.0, p, l])).collect::<Vec<_>>()},
+                "status": t.status.iter().map(|(k, v)| (k.to_string(), serde_json::json!(v))).collect::<serde_json::Map<_, _>>(),
+                "errors": t.errors,
+            })
+        );
+    } else {
+        println!(
+            "e2e  {rate}/s target, {achieved:.0}/s achieved over {sent_secs:.1}s, c={}, inventory_levels/update available=1, fresh item each",
+            args.connections
+        );
+        println!("http 200 latency      {}", latency_text(&t.latencies));
+        println!("200 -> .eml (mtime)   {}", latency_text(&by_mtime));
+        println!(
+            "200 -> .eml (seen)    {}   (poll every {:?})",
+            latency_text(&by_observed),
+            args.poll
+        );
+        println!(
+            "accepted {accepted}  emails missing after {:?}: {missing}",
+            args.drain_timeout
+        );
+        println!(
+            "queue depth (pending+leased, /healthz every 250 ms): max {max_depth}, mean while sending {mean_depth:.1}"
+        );
+        println!(
+            "status   {}   errors {:?}",
+            t.status
+                .iter()
+                .map(|(k, v)| format!("{k}: {v}"))
+                .collect::<Vec<_>>()
+                .join("  "),
+            t.errors
+        );
+    }
+    Ok(())
+}
+
+async fn backlog(args: Args) -> anyhow::Result<()> {
+    let url = parse_url(&args.url)?;
+    let worker_bin = args
+        .worker_bin
+        .clone()
+        .ok_or_else(|| anyhow!("backlog needs --worker-bin (target/release/stockhook-worker)"))?;
+    let config = args
+        .config
+        .clone()
+        .ok_or_else(|| anyhow!("backlog needs --config (the file the worker runs with)"))?;
+    let (p0, l0) = queue_depth(&url)
+        .await
+        .context("GET /healthz: is the receiver running at --url?")?;
+    if p0 + l0 > 0 {
+        eprintln!("note: {p0} pending and {l0} leased before the append: is a worker running? they count in the drain");
+    }
+    // 1. The backlog, through the receiver (closed loop).
+    let maker = RequestMaker::new(&args, &url);
+    let start = Instant::now();
+    let plan = Plan {
+        url: url.clone(),
+        connections: args.connections.max(1),
+        until: None,
+        max_requests: Some(args.events),
+        measure_from: start,
+        interval: None,
+        // A realistic mix: one level in ten is under the threshold of 5 (alerts and emails).
+        available: |n| (n % 50) as i64,
+        record_accepted: false,
+    };
+    let t = run_plan(plan, maker).await;
+    let append_secs = start.elapsed().as_secs_f64();
+    let ok = t.status.get(&200).copied().unwrap_or(0);
+    let (pending, leased) = queue_depth(&url).await?;
+    eprintln!(
+        "appended {ok} events in {append_secs:.1}s ({:.0}/s, p99 {:.2} ms); queue: {pending} pending, {leased} leased",
+        ok as f64 / append_secs,
+        pct(&t.latencies, 99.0)
+    );
+    if ok < args.events {
+        eprintln!(
+            "warning: only {ok} of {} appends answered 200: {:?} {:?}",
+            args.events, t.status, t.errors
+        );
+    }
+    // 2. Start the worker and time the drain.
+    let mut cmd = match &args.worker_cpus {
+        Some(cpus) => {
+            let mut c = std::process::Command::new("taskset");
+            c.arg("-c").arg(cpus).arg(&worker_bin);
+            c
+        }
+        None => std::process::Command::new(&worker_bin),
+    };
+    cmd.arg("--config")
+        .arg(&config)
+        .arg("run")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let drain_start = Instant::now();
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("starting {}", worker_bin.display()))?;
+    // With taskset, the worker is taskset's child after exec: same pid (taskset execs).
+    let pid = child.id();
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = sample_memory(pid, stop.clone());
+    let total = pending + leased;
+    let mut first_drop: Option<f64> = None;
+    let mut left = total;
+    let result = loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            break Err(anyhow!("the worker exited early with {status}"));
+        }
+        if drain_start.elapsed() > args.backlog_timeout {
+            break Err(anyhow!(
+                "the queue did not drain within {:?}: {left} left",
+                args.backlog_timeout
+            ));
+        }
+        if let Ok((p, l)) = queue_depth(&url).await {
+            left = p + l;
+            if first_drop.is_none() && left < total {
+                first_drop = Some(drain_start.elapsed().as_secs_f64());
+            }
+            if left == 0 {
+                break Ok(drain_start.elapsed().as_secs_f64());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    stop.store(true, Ordering::Relaxed);
+    let mem = sampler.join().unwrap_or_default();
+    // SIGTERM, then wait for a clean exit.
+    unsafe {
+        libc::kill(pid as i32, libc::SIGTERM);
+    }
+    let _ = tokio::task::spawn_blocking(move || child.wait()).await;
+    let secs = result?;
+    let rate = total as f64 / secs;
+    let rate_after_first = first_drop
+        .filter(|f| secs > *f)
+        .map(|f| total as f64 / (secs - f));
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "mode": "backlog",
+                "events": total,
+                "append_rps": ok as f64 / append_secs,
+                "append_latency": latency_json(&t.latencies),
+                "drain_s": secs,
+                "drain_events_per_s": rate,
+                "first_ack_s": first_drop,
+                "events_per_s_after_first_ack": rate_after_first,
+                "worker_vm_hwm_mib": mib(mem.hwm_kib),
+                "worker_vm_rss_max_mib": mib(mem.rss_max_kib),
+            })
+        );
+    } else {
+        println!(
+            "backlog  {total} events drained in {secs:.2}s from worker start: {rate:.0} events/s{}",
+            rate_after_first
+                .map(|r| format!(
+                    " ({r:.0}/s after the first ack at {:.2}s)",
+                    first_drop.unwrap_or(0.0)
+                ))
+                .unwrap_or_default()
+        );
+        println!(
+            "worker   VmHWM {:.1} MiB  VmRSS max {:.1} MiB",
+            mib(mem.hwm_kib),
+            mib(mem.rss_max_kib)
+        );
+        println!(
+            "append   {:.0}/s  {}",
+            ok as f64 / append_secs,
+            latency_text(&t.latencies)
+        );
+    }
+    Ok(())
+}

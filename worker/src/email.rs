@@ -1,0 +1,1466 @@
+//! Alert email: renders a set of alerts as one message and delivers it, by SMTP or as a file.
+//!
+//! Why it exists: the rules decide *what* to tell a seller; this module decides how it reads
+//! (subject, plain-text and HTML bodies) and gets it out of the process. With `email.smtp_url`
+//! set it speaks SMTP through lettre (`smtp://`, `smtps://`, `?tls=required` for STARTTLS,
+//! `user:pass@` for AUTH), with a 20 s limit on every step and 120 s on a whole send; without it
+//! every email is written as an `.eml` file under `<data_dir>/mail/`, so a fresh install works
+//! with no mail server.
+//!
+//! SMTP uses lettre's blocking transport on Tokio's blocking pool, not `AsyncSmtpTransport`: in
+//! lettre 0.11 the async transport's timeout covers only the TCP connect, so a server that
+//! accepts and then stays silent would hang a send forever, and cancelling it from outside
+//! would return a mid-command connection to lettre's pool. The blocking transport sets socket
+//! read and write timeouts instead.
+//!
+//! Contract:
+//! * [`Mailer::send`] returning [`Sent`] means the SMTP server accepted the message (a 2xx reply
+//!   to DATA), or the `.eml` file is durably on disk (written to a temporary name, fsynced, linked
+//!   into place, directory fsynced).
+//! * Rendering is deterministic: the same alert set (in any order, with the same sender and
+//!   recipients) gives byte-identical output, with a Message-ID derived from the sorted alert ids,
+//!   a `Date` from the earliest `created_at`, and a MIME boundary derived from the content. A
+//!   resend after a crash therefore carries the same Message-ID, and the file transport never
+//!   writes the same set twice (the second send finds the file and reports it as sent).
+//! * Errors are classified once, in `classify`: [`SendError::Transient`] (retry later:
+//!   connection refused, timeouts, TLS and I/O errors, SMTP 4xx, disk errors) or
+//!   [`SendError::Permanent`] (SMTP 5xx, an invalid sender or recipient address, a server
+//!   lacking what the message needs). Their text never contains the SMTP password: the URL is
+//!   never formatted, and every error is scrubbed of the password before it leaves this module.
+//!
+//! What it never does: log recipients or message bodies. Logs carry the Message-ID, the alert
+//! count, the rules and the sources. An SMTP error's text (returned, not logged) is the server's
+//! reply, which may quote a recipient address: that is operator configuration, shown to the
+//! operator.
+
+use crate::alert::{Alert, Rule};
+use lettre::message::header::{HeaderName, HeaderValue};
+use lettre::message::{Mailbox, MultiPart, SinglePart};
+use lettre::transport::smtp::SmtpTransport;
+use lettre::{Message, Transport as _};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::fs;
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use stockhook_shared::config::EmailConfig;
+
+/// How long one SMTP step (connect, each command, each reply) may take.
+pub const SMTP_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// How long one whole SMTP send may take, however the steps add up.
+pub const SMTP_SEND_DEADLINE: Duration = Duration::from_secs(120);
+
+/// The header listing the alert ids an email carries, space-separated.
+pub const ALERT_IDS_HEADER: &str = "X-Stockhook-Alert-Ids";
+
+/// A delivered email.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sent {
+    /// `<32 hex@stockhook>`, the same for the same alert set on every attempt.
+    pub message_id: String,
+    /// The file transport: the `.eml` holding it (also when an earlier send had written it).
+    pub file: Option<PathBuf>,
+}
+
+/// Why an email was not delivered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// Worth retrying later with backoff.
+    #[error("transient: {0}")]
+    Transient(String),
+    /// Retrying the same message will not help: mark the alerts failed for the operator.
+    #[error("permanent: {0}")]
+    Permanent(String),
+}
+
+impl SendError {
+    pub fn is_transient(&self) -> bool {
+        matches!(self, SendError::Transient(_))
+    }
+    /// The explanation without the `transient:`/`permanent:` prefix.
+    pub fn message(&self) -> &str {
+        match self {
+            SendError::Transient(m) | SendError::Permanent(m) => m,
+        }
+    }
+    fn map_message(self, f: impl FnOnce(String) -> String) -> SendError {
+        match self {
+            SendError::Transient(m) => SendError::Transient(f(m)),
+            SendError::Permanent(m) => SendError::Permanent(f(m)),
+        }
+    }
+}
+
+/// Sends alert emails; build one per process with [`Mailer::from_config`] and share it.
+pub struct Mailer {
+    from: String,
+    transport: Transport,
+}
+
+enum Transport {
+    Smtp {
+        /// lettre's blocking transport, run on Tokio's blocking pool: it sets read and write
+        /// timeouts on the socket, where the async one (lettre 0.11) times only the connect and
+        /// would wait forever for a server that accepts and never answers.
+        transport: SmtpTransport,
+        /// The URL and its password (as written and percent-decoded), scrubbed from errors.
+        redact: Vec<String>,
+        deadline: Duration,
+    },
+    Files {
+        dir: PathBuf,
+    },
+}
+
+/// Never shows the URL or the credentials.
+impl fmt::Debug for Mailer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("Mailer");
+        d.field("from", &self.from);
+        match &self.transport {
+            Transport::Smtp { .. } => d.field("transport", &"smtp"),
+            Transport::Files { dir } => d.field("mail_dir", dir),
+        };
+        d.finish()
+    }
+}
+
+impl Mailer {
+    /// SMTP when `email.smtp_url` is set, else `.eml` files under `<data_dir>/mail/` (created,
+    /// mode 0700). Fails, with a message naming the key, on an invalid `email.from` or URL, or
+    /// when the mail directory cannot be created. Never opens a connection: the first send does
+    /// (connections are then pooled and reused). Needs no Tokio runtime.
+    pub fn from_config(email: &EmailConfig, data_dir: &Path) -> Result<Mailer, String> {
+        Mailer::build(email, data_dir, SMTP_TIMEOUT, SMTP_SEND_DEADLINE)
+    }
+
+    fn build(
+        email: &EmailConfig,
+        data_dir: &Path,
+        timeout: Duration,
+        deadline: Duration,
+    ) -> Result<Mailer, String> {
+        email.from.parse::<Mailbox>().map_err(|e| {
+            format!(
+                "email.from {:?} is not a valid address ({e}); e.g. \"Stockhook <alerts@example.com>\"",
+                email.from
+            )
+        })?;
+        let transport = match &email.smtp_url {
+            Some(url) => {
+                let url = url.expose();
+                let redact = redactions(url);
+                let transport = SmtpTransport::from_url(url)
+                    .map_err(|e| {
+                        scrub(
+                            &format!(
+                                "email.smtp_url is not a usable SMTP URL ({e}); expected smtp://host:25, \
+                                 smtp://user:pass@host:587?tls=required or smtps://user:pass@host:465"
+                            ),
+                            &redact,
+                        )
+                    })?
+                    .timeout(Some(timeout))
+                    .build();
+                Transport::Smtp {
+                    transport,
+                    redact,
+                    deadline,
+                }
+            }
+            None => {
+                let dir = data_dir.join("mail");
+                fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(&dir)
+                    .map_err(|e| format!("creating the mail directory {}: {e}", dir.display()))?;
+                sweep_stale_temp_files(&dir);
+                Transport::Files { dir }
+            }
+        };
+        Ok(Mailer {
+            from: email.from.clone(),
+            transport,
+        })
+    }
+
+    /// Where emails are written, when there is no SMTP server.
+    pub fn mail_dir(&self) -> Option<&Path> {
+        match &self.transport {
+            Transport::Files { dir } => Some(dir),
+            Transport::Smtp { .. } => None,
+        }
+    }
+
+    /// Renders `alerts` as one email to every one of `recipients` and delivers it. See the
+    /// module doc for what `Ok` promises and how errors are classified.
+    pub async fn send(&self, alerts: &[Alert], recipients: &[String]) -> Result<Sent, SendError> {
+        let message = render(alerts, &self.from, recipients)?;
+        let message_id = message_id_of(&message);
+        let summary = Summary::of(alerts);
+        match &self.transport {
+            Transport::Smtp {
+                transport,
+                redact,
+                deadline,
+            } => {
+                let t = transport.clone();
+                let task = tokio::task::spawn_blocking(move || t.send(&message));
+                let outcome = match tokio::time::timeout(*deadline, task).await {
+                    Ok(Ok(outcome)) => outcome,
+                    Ok(Err(e)) => {
+                        return Err(SendError::Transient(format!("the SMTP task failed: {e}")))
+                    }
+                    Err(_) => {
+                        tracing::warn!(
+                            message_id = %message_id,
+                            alerts = summary.count,
+                            rules = %summary.rules,
+                            sources = %summary.sources,
+                            deadline_secs = deadline.as_secs(),
+                            "alert email: the SMTP send did not finish in time"
+                        );
+                        return Err(SendError::Transient(format!(
+                            "the SMTP send did not finish within {deadline:?}"
+                        )));
+                    }
+                };
+                match outcome {
+                    Ok(response) => {
+                        tracing::info!(
+                            message_id = %message_id,
+                            alerts = summary.count,
+                            rules = %summary.rules,
+                            sources = %summary.sources,
+                            code = %response.code(),
+                            "alert email accepted by the SMTP server"
+                        );
+                        Ok(Sent {
+                            message_id,
+                            file: None,
+                        })
+                    }
+                    Err(e) => {
+                        let err = classify(&e).map_message(|m| scrub(&m, redact));
+                        tracing::warn!(
+                            message_id = %message_id,
+                            alerts = summary.count,
+                            rules = %summary.rules,
+                            sources = %summary.sources,
+                            transient = err.is_transient(),
+                            error = %scrub(&log_detail(&e), redact),
+                            "alert email not sent"
+                        );
+                        Err(err)
+                    }
+                }
+            }
+            Transport::Files { dir } => {
+                let name = file_name(alerts, &message_id);
+                let bytes = message.formatted();
+                let dir = dir.clone();
+                let written = tokio::task::spawn_blocking(move || write_once(&dir, &name, &bytes))
+                    .await
+                    .map_err(|e| {
+                        SendError::Transient(format!("the file writer task failed: {e}"))
+                    })?;
+                match written {
+                    Ok((path, fresh)) => {
+                        tracing::info!(
+                            message_id = %message_id,
+                            alerts = summary.count,
+                            rules = %summary.rules,
+                            sources = %summary.sources,
+                            file = %path.display(),
+                            already_written = !fresh,
+                            "alert email written to a file"
+                        );
+                        Ok(Sent {
+                            message_id,
+                            file: Some(path),
+                        })
+                    }
+                    Err(e) => {
+                        let err = SendError::Transient(format!("writing the email file: {e}"));
+                        tracing::warn!(
+                            message_id = %message_id,
+                            alerts = summary.count,
+                            rules = %summary.rules,
+                            sources = %summary.sources,
+                            error = %e,
+                            "alert email not written"
+                        );
+                        Err(err)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Closes pooled SMTP connections (politely, with QUIT). Nothing to do for files.
+    pub async fn shutdown(&self) {
+        if let Transport::Smtp { transport, .. } = &self.transport {
+            let t = transport.clone();
+            let _ = tokio::task::spawn_blocking(move || t.shutdown()).await;
+        }
+    }
+}
+
+/// The one place SMTP errors are sorted into retry-later and give-up.
+fn classify(e: &lettre::transport::smtp::Error) -> SendError {
+    if e.is_permanent() {
+        // 5xx: the server refused the sender, a recipient, or the message.
+        SendError::Permanent(format!("the SMTP server refused the email: {e}"))
+    } else if e.is_transient() {
+        // 4xx: greylisting, mailbox busy, server overloaded.
+        SendError::Transient(format!("the SMTP server deferred the email: {e}"))
+    } else if e.is_timeout() {
+        SendError::Transient(format!("the SMTP server did not answer in time: {e}"))
+    } else if e.is_tls() {
+        SendError::Transient(format!("TLS with the SMTP server failed: {e}"))
+    } else if e.is_client() {
+        // lettre refusing to go on: the server lacks SMTPUTF8 for a non-ASCII address, offers no
+        // usable AUTH mechanism, or no STARTTLS when `tls=required`. Resending the same message
+        // to the same server gives the same answer; the operator fixes the setup and replays.
+        SendError::Permanent(format!("the SMTP server cannot take this email: {e}"))
+    } else {
+        // Connection refused or reset, DNS, network I/O, a garbled reply, a pool shut down.
+        SendError::Transient(format!("could not talk to the SMTP server: {e}"))
+    }
+}
+
+/// What the logs say about an SMTP error: the reply code, not the server's text (which may quote
+/// a recipient); other errors in full (connection refused, timeouts, TLS).
+fn log_detail(e: &lettre::transport::smtp::Error) -> String {
+    match e.status() {
+        Some(code) if e.is_permanent() => format!("SMTP permanent error {code}"),
+        Some(code) => format!("SMTP transient error {code}"),
+        None if e.is_response() => "unreadable SMTP reply".into(),
+        None => e.to_string(),
+    }
+}
+
+/// The strings to scrub from errors: the URL itself and its password, raw and percent-decoded.
+fn redactions(url: &str) -> Vec<String> {
+    let mut out = vec![url.to_string()];
+    let password = url
+        .split_once("://")
+        .and_then(|(_, rest)| rest.split(['/', '?', '#']).next())
+        .and_then(|authority| authority.rsplit_once('@'))
+        .and_then(|(userinfo, _)| userinfo.split_once(':'))
+        .map(|(_, pw)| pw);
+    if let Some(pw) = password.filter(|p| !p.is_empty()) {
+        out.push(pw.to_string());
+        let decoded = percent_decode(pw);
+        if decoded != pw && !decoded.is_empty() {
+            out.push(decoded);
+        }
+    }
+    // Longest first, so the URL goes before the password inside it.
+    out.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    out
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn scrub(text: &str, redact: &[String]) -> String {
+    redact.iter().fold(text.to_string(), |t, secret| {
+        t.replace(secret.as_str(), "[redacted]")
+    })
+}
+
+/// What the logs say about an alert set (no recipients, no bodies).
+struct Summary {
+    count: usize,
+    rules: String,
+    sources: String,
+}
+
+impl Summary {
+    fn of(alerts: &[Alert]) -> Summary {
+        let rules: BTreeSet<&str> = alerts.iter().map(|a| a.rule.as_str()).collect();
+        let sources: BTreeSet<&str> = alerts.iter().map(|a| a.source.as_str()).collect();
+        Summary {
+            count: alerts.len(),
+            rules: rules.into_iter().collect::<Vec<_>>().join(","),
+            sources: sources.into_iter().collect::<Vec<_>>().join(","),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rendering
+// ---------------------------------------------------------------------------------------------
+
+/// Builds the email for `alerts` from `from` to every one of `recipients`. Deterministic: the
+/// same set (in any order; duplicates by id are dropped) gives byte-identical
+/// `Message::formatted()` output. An invalid `from` or recipient is a `Permanent` error naming
+/// the address (operator configuration, not customer data); so are no alerts or no recipients.
+pub fn render(alerts: &[Alert], from: &str, recipients: &[String]) -> Result<Message, SendError> {
+    let alerts = normalize(alerts);
+    if alerts.is_empty() {
+        return Err(SendError::Permanent("no alerts to send".into()));
+    }
+    if recipients.is_empty() {
+        return Err(SendError::Permanent(
+            "no recipients: set [alerts] recipients, or the source's recipients".into(),
+        ));
+    }
+    let from: Mailbox = from.parse().map_err(|e| {
+        SendError::Permanent(format!(
+            "the sender address (email.from) {from:?} is invalid: {e}"
+        ))
+    })?;
+    let ids: Vec<&str> = alerts.iter().map(|a| a.id.as_str()).collect();
+    let digest = ids_digest(&ids);
+    let subject = subject(&alerts);
+    let text = render_text(&alerts, &subject);
+    let html = render_html(&alerts, &subject);
+    let earliest = alerts.iter().map(|a| a.created_at).min().unwrap_or(0);
+
+    let mut builder = Message::builder()
+        .from(from)
+        .subject(subject)
+        .message_id(Some(format!("<{}@stockhook>", &digest[..32])))
+        .date(UNIX_EPOCH + Duration::from_millis(u64::try_from(earliest).unwrap_or(0)))
+        .raw_header(HeaderValue::new(
+            HeaderName::new_from_ascii_str(ALERT_IDS_HEADER),
+            ids.join(" "),
+        ));
+    for r in recipients {
+        let mailbox: Mailbox = r.trim().parse().map_err(|e| {
+            SendError::Permanent(format!("the recipient address {r:?} is invalid: {e}"))
+        })?;
+        builder = builder.to(mailbox);
+    }
+    // lettre picks a random boundary unless told; derive it from the content instead, so it is
+    // stable and (being a hash of the bodies) cannot occur inside them.
+    let mut h = Sha256::new();
+    h.update(text.as_bytes());
+    h.update([0]);
+    h.update(html.as_bytes());
+    let boundary = format!("=_stockhook_{}", &hex::encode(h.finalize())[..40]);
+    let body = MultiPart::alternative()
+        .boundary(boundary)
+        .singlepart(SinglePart::plain(text))
+        .singlepart(SinglePart::html(html));
+    builder
+        .multipart(body)
+        .map_err(|e| SendError::Permanent(format!("building the email: {e}")))
+}
+
+/// Unique by id, in display order: rule, source, name, item, id.
+fn normalize(alerts: &[Alert]) -> Vec<&Alert> {
+    let mut by_id: BTreeMap<&str, &Alert> = BTreeMap::new();
+    for a in alerts {
+        by_id.entry(a.id.as_str()).or_insert(a);
+    }
+    let mut v: Vec<(String, &Alert)> = by_id.into_values().map(|a| (a.display_name(), a)).collect();
+    v.sort_by(|(na, a), (nb, b)| {
+        (a.rule, &a.source, na, &a.item, &a.id).cmp(&(b.rule, &b.source, nb, &b.item, &b.id))
+    });
+    v.into_iter().map(|(_, a)| a).collect()
+}
+
+/// Hex SHA-256 of the sorted, unique ids joined with `,`.
+fn ids_digest(ids: &[&str]) -> String {
+    let sorted: BTreeSet<&str> = ids.iter().copied().collect();
+    hex::encode(Sha256::digest(
+        sorted.into_iter().collect::<Vec<_>>().join(",").as_bytes(),
+    ))
+}
+
+fn message_id_of(message: &Message) -> String {
+    message
+        .headers()
+        .get_raw("Message-ID")
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// `<earliest created_at, unix ms>-<first 16 hex of the ids digest>.eml`: sorts by time, and
+/// is the same for the same alert set.
+fn file_name(alerts: &[Alert], message_id: &str) -> String {
+    let earliest = alerts
+        .iter()
+        .map(|a| a.created_at)
+        .min()
+        .unwrap_or(0)
+        .max(0);
+    let hash: String = message_id
+        .trim_start_matches('<')
+        .chars()
+        .take(16)
+        .collect();
+    format!("{earliest:013}-{hash}.eml")
+}
+
+fn items(n: usize) -> String {
+    if n == 1 {
+        "1 item".into()
+    } else {
+        format!("{n} items")
+    }
+}
+
+/// "Low stock: 3 items at acme-shop", "Out of stock: 1 item across 2 stores",
+/// "Stock alerts: 2 low stock, 1 out of stock at acme-shop".
+fn subject(alerts: &[&Alert]) -> String {
+    let mut counts: BTreeMap<Rule, usize> = BTreeMap::new();
+    for a in alerts {
+        *counts.entry(a.rule).or_default() += 1;
+    }
+    let sources: BTreeSet<&str> = alerts.iter().map(|a| a.source.as_str()).collect();
+    let place = match sources.iter().next() {
+        Some(only) if sources.len() == 1 => format!("at {only}"),
+        _ => format!("across {} stores", sources.len()),
+    };
+    if counts.len() == 1 {
+        let (rule, n) = counts.iter().next().expect("one rule");
+        format!("{}: {} {place}", rule.title(), items(*n))
+    } else {
+        let parts: Vec<String> = counts
+            .iter()
+            .map(|(rule, n)| format!("{n} {}", rule.title().to_lowercase()))
+            .collect();
+        format!("Stock alerts: {} {place}", parts.join(", "))
+    }
+}
+
+/// RFC 3339 UTC of a unix-ms instant.
+fn rfc3339(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| format!("{ms} ms after the Unix epoch"))
+}
+
+fn date_only(ms: i64) -> String {
+    let mut s = rfc3339(ms);
+    if s.len() > 10 && s.as_bytes()[10] == b'T' {
+        s.truncate(10);
+    }
+    s
+}
+
+/// The label/value lines shown for one alert, in order, shared by both bodies.
+fn fields(a: &Alert) -> Vec<(&'static str, String)> {
+    let mut f = Vec::new();
+    if let Some(sku) = &a.sku {
+        f.push(("SKU", sku.clone()));
+    }
+    f.push(("Item id", format!("{} ({})", a.item, a.platform)));
+    if let Some(loc) = &a.location {
+        f.push(("Location", loc.clone()));
+    }
+    if let Some(n) = a.available {
+        f.push(("Available", n.to_string()));
+    }
+    if let Some(t) = a.threshold {
+        f.push(("Threshold", t.to_string()));
+    }
+    if a.rule == Rule::NoSales || a.quiet_since.is_some() {
+        f.push(("Sales", no_sales_text(a)));
+    }
+    f.push(("Source", a.source.clone()));
+    f.push(("When", rfc3339(a.at)));
+    f
+}
+
+/// "no sale since 2024-03-01 (61 days)".
+fn no_sales_text(a: &Alert) -> String {
+    let days = match a.quiet_since {
+        Some(since) if a.at >= since => Some((a.at - since) / 86_400_000),
+        _ => a.quiet_days.map(i64::from),
+    };
+    let days = match days {
+        Some(1) => " (1 day)".to_string(),
+        Some(d) => format!(" ({d} days)"),
+        None => String::new(),
+    };
+    match a.quiet_since {
+        Some(since) => format!("no sale since {}{days}", date_only(since)),
+        None => format!("no sale{days}"),
+    }
+}
+
+fn render_text(alerts: &[&Alert], subject: &str) -> String {
+    let mut out = format!("{subject}\n\n");
+    for a in alerts {
+        out.push_str(&format!("{}: {}\n", a.rule.title(), a.display_name()));
+        for (label, value) in fields(a) {
+            out.push_str(&format!("  {:<10} {value}\n", format!("{label}:")));
+        }
+        out.push('\n');
+    }
+    out.push_str("-- \nSent by stockhook.\nAlert ids: ");
+    out.push_str(
+        &alerts
+            .iter()
+            .map(|a| a.id.as_str())
+            .collect::<Vec<_>>()
+            .join(" "),
+    );
+    out.push('\n');
+    out
+}
+
+fn escape_html(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn render_html(alerts: &[&Alert], subject: &str) -> String {
+    let e = escape_html;
+    let mut out = String::from(
+        "<!DOCTYPE html>\n<html>\n<head><meta charset=\"utf-8\"></head>\n\
+         <body style=\"font-family: sans-serif\">\n",
+    );
+    out.push_str(&format!("<h2>{}</h2>\n", e(subject)));
+    for a in alerts {
+        out.push_str("<table style=\"border-collapse: collapse; margin-bottom: 1em\">\n");
+        out.push_str(&format!(
+            "<tr><th colspan=\"2\" style=\"text-align: left\">{}: {}</th></tr>\n",
+            e(a.rule.title()),
+            e(&a.display_name())
+        ));
+        for (label, value) in fields(a) {
+            out.push_str(&format!(
+                "<tr><td style=\"padding-right: 1em; color: #555\">{}</td><td>{}</td></tr>\n",
+                e(label),
+                e(&value)
+            ));
+        }
+        out.push_str("</table>\n");
+    }
+    let ids: Vec<String> = alerts.iter().map(|a| e(&a.id)).collect();
+    out.push_str(&format!(
+        "<p style=\"color: #777; font-size: small\">Sent by stockhook. Alert ids: {}</p>\n",
+        ids.join(" ")
+    ));
+    out.push_str("</body>\n</html>\n");
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// File transport
+// ---------------------------------------------------------------------------------------------
+
+/// Writes `bytes` as `dir/name` exactly once: to a unique temporary name, fsynced, then linked
+/// into place (which fails if the name exists, so two writers cannot both "send"), then the
+/// directory fsynced. Returns the path and whether this call wrote it.
+fn write_once(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<(PathBuf, bool)> {
+    let path = dir.join(name);
+    if fs::symlink_metadata(&path).is_ok() {
+        return Ok((path, false));
+    }
+    let tmp = dir.join(temp_name(name));
+    let result = write_then_link(&tmp, &path, bytes);
+    // The temporary name is gone after a rename, and a leftover after a link or an error.
+    let _ = fs::remove_file(&tmp);
+    let fresh = result?;
+    if fresh {
+        fs::File::open(dir)?.sync_all()?;
+    }
+    Ok((path, fresh))
+}
+
+fn write_then_link(tmp: &Path, path: &Path, bytes: &[u8]) -> io::Result<bool> {
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    drop(f);
+    match fs::hard_link(tmp, path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+        Err(_) => {
+            // A filesystem without hard links: check, then rename (atomic, but a concurrent
+            // writer of the same set could both succeed; the worker sends each set once).
+            if fs::symlink_metadata(path).is_ok() {
+                return Ok(false);
+            }
+            fs::rename(tmp, path)?;
+            Ok(true)
+        }
+    }
+}
+
+/// `.<name>.<pid>.<nanos>.<n>.tmp`: hidden, and unique per process and call.
+fn temp_name(name: &str) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        ".{name}.{}.{nanos}.{}.tmp",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Removes temporary files a crash left behind (older than an hour, so a send in progress in
+/// another process is never disturbed). Best effort.
+fn sweep_stale_temp_files(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if !(name.starts_with('.') && name.ends_with(".tmp")) {
+            continue;
+        }
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > Duration::from_secs(3600));
+        if old {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+    use stockhook_shared::secret::Secret;
+
+    /// 2024-05-01T12:00:00Z.
+    const AT: i64 = 1_714_564_800_000;
+
+    fn alert(rule: Rule, source: &str, item: &str) -> Alert {
+        Alert {
+            id: Alert::make_id(rule, source, item, 1),
+            rule,
+            source: source.into(),
+            platform: "shopify".into(),
+            item: item.into(),
+            sku: Some(format!("SKU-{item}")),
+            title: Some(format!("Widget {item}")),
+            location: Some("gid://shopify/Location/77".into()),
+            available: Some(3),
+            threshold: Some(5),
+            quiet_since: None,
+            quiet_days: None,
+            at: AT,
+            created_at: AT + 1_000,
+            recipients: vec![],
+        }
+    }
+
+    fn to() -> Vec<String> {
+        vec!["ops@example.com".into(), "Owner <owner@example.org>".into()]
+    }
+
+    const FROM: &str = "Stockhook <stockhook@example.com>";
+
+    fn subject_of(alerts: &[Alert]) -> String {
+        subject(&normalize(alerts))
+    }
+
+    fn bodies(alerts: &[Alert]) -> (String, String) {
+        let v = normalize(alerts);
+        let s = subject(&v);
+        (render_text(&v, &s), render_html(&v, &s))
+    }
+
+    fn formatted(alerts: &[Alert]) -> String {
+        String::from_utf8(render(alerts, FROM, &to()).unwrap().formatted()).unwrap()
+    }
+
+    // ----- render -----
+
+    #[test]
+    fn subject_names_rule_count_and_store() {
+        let three: Vec<Alert> = ["1", "2", "3"]
+            .iter()
+            .map(|i| alert(Rule::LowStock, "acme-shop", i))
+            .collect();
+        assert_eq!(subject_of(&three), "Low stock: 3 items at acme-shop");
+        assert_eq!(
+            subject_of(&[alert(Rule::OutOfStock, "acme-shop", "9")]),
+            "Out of stock: 1 item at acme-shop"
+        );
+        assert_eq!(
+            subject_of(&[alert(Rule::NoSales, "acme-shop", "9")]),
+            "No sales: 1 item at acme-shop"
+        );
+    }
+
+    #[test]
+    fn subject_across_stores() {
+        let a = [
+            alert(Rule::LowStock, "acme-shop", "1"),
+            alert(Rule::LowStock, "acme-amazon", "1"),
+        ];
+        assert_eq!(subject_of(&a), "Low stock: 2 items across 2 stores");
+    }
+
+    #[test]
+    fn subject_mixed_rules() {
+        let a = [
+            alert(Rule::OutOfStock, "acme-shop", "3"),
+            alert(Rule::LowStock, "acme-shop", "1"),
+            alert(Rule::LowStock, "acme-shop", "2"),
+        ];
+        assert_eq!(
+            subject_of(&a),
+            "Stock alerts: 2 low stock, 1 out of stock at acme-shop"
+        );
+        let b = [
+            alert(Rule::OutOfStock, "a", "3"),
+            alert(Rule::LowStock, "b", "1"),
+        ];
+        assert_eq!(
+            subject_of(&b),
+            "Stock alerts: 1 low stock, 1 out of stock across 2 stores"
+        );
+        // And the message carries it.
+        assert!(formatted(&a)
+            .contains("Subject: Stock alerts: 2 low stock, 1 out of stock at acme-shop\r\n"));
+    }
+
+    #[test]
+    fn every_field_is_in_both_bodies() {
+        let a = alert(Rule::LowStock, "acme-shop", "4411");
+        let (text, html) = bodies(std::slice::from_ref(&a));
+        for needle in [
+            "Low stock: Widget 4411",
+            "SKU-4411",
+            "4411 (shopify)",
+            "gid://shopify/Location/77",
+            "Available",
+            "Threshold",
+            "acme-shop",
+            "2024-05-01T12:00:00Z",
+            &a.id,
+        ] {
+            assert!(
+                text.contains(needle),
+                "plain text lacks {needle:?}:\n{text}"
+            );
+            assert!(html.contains(needle), "HTML lacks {needle:?}:\n{html}");
+        }
+        assert!(text.contains("Available: 3"), "{text}");
+        assert!(text.contains("Threshold: 5"), "{text}");
+        assert!(
+            html.contains("<td>3</td>") && html.contains("<td>5</td>"),
+            "{html}"
+        );
+        // Both parts are in the email, as multipart/alternative.
+        let m = formatted(&[a]);
+        assert!(m.contains("Content-Type: multipart/alternative;"), "{m}");
+        assert!(m.contains("Content-Type: text/plain; charset=utf-8"), "{m}");
+        assert!(m.contains("Content-Type: text/html; charset=utf-8"), "{m}");
+        assert!(
+            m.contains("Widget 4411") && m.contains("gid://shopify/Location/77"),
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn no_sales_shows_since_and_days() {
+        let mut a = alert(Rule::NoSales, "acme-shop", "7");
+        a.available = Some(12);
+        a.threshold = None;
+        a.quiet_since = Some(AT - 61 * 86_400_000); // 2024-03-01T12:00:00Z
+        a.quiet_days = Some(60);
+        let (text, html) = bodies(&[a.clone()]);
+        for body in [&text, &html] {
+            assert!(
+                body.contains("no sale since 2024-03-01 (61 days)"),
+                "{body}"
+            );
+            assert!(!body.contains("Threshold"), "{body}");
+        }
+        // Without a last-sale date: the configured quiet days.
+        a.quiet_since = None;
+        let (text, _) = bodies(&[a]);
+        assert!(text.contains("no sale (60 days)"), "{text}");
+    }
+
+    #[test]
+    fn html_escapes_every_value() {
+        let mut a = alert(Rule::LowStock, "acme-shop", "1");
+        a.title = Some("<script>alert('x')</script> & \"co\"".into());
+        a.sku = Some("<b>sku</b>".into());
+        a.location = Some("<img src=x onerror=alert(1)>".into());
+        let (_, html) = bodies(&[a]);
+        assert!(!html.contains("<script>"), "{html}");
+        assert!(!html.contains("<b>sku"), "{html}");
+        assert!(!html.contains("<img"), "{html}");
+        assert!(
+            html.contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; &quot;co&quot;"),
+            "{html}"
+        );
+        assert!(html.contains("&lt;b&gt;sku&lt;/b&gt;"), "{html}");
+        assert!(
+            html.contains("&lt;img src=x onerror=alert(1)&gt;"),
+            "{html}"
+        );
+    }
+
+    #[test]
+    fn unknown_catalog_item_is_named_by_its_id() {
+        let mut a = alert(Rule::OutOfStock, "acme-shop", "998877");
+        a.title = None;
+        a.sku = None;
+        let (text, html) = bodies(&[a.clone()]);
+        assert!(text.contains("Out of stock: item 998877"), "{text}");
+        assert!(html.contains("Out of stock: item 998877"), "{html}");
+        assert!(!text.contains("SKU:"), "{text}");
+        // With only a SKU, the SKU names it.
+        a.sku = Some("MUG-1".into());
+        let (text, _) = bodies(&[a]);
+        assert!(text.contains("Out of stock: MUG-1"), "{text}");
+    }
+
+    #[test]
+    fn rendering_is_deterministic_and_order_independent() {
+        let a = vec![
+            alert(Rule::LowStock, "acme-shop", "1"),
+            alert(Rule::OutOfStock, "acme-shop", "2"),
+            alert(Rule::LowStock, "other", "3"),
+        ];
+        let first = render(&a, FROM, &to()).unwrap().formatted();
+        let second = render(&a, FROM, &to()).unwrap().formatted();
+        assert_eq!(first, second, "same input, different bytes");
+        let mut reversed = a.clone();
+        reversed.reverse();
+        reversed.push(a[0].clone()); // a duplicate is dropped
+        assert_eq!(first, render(&reversed, FROM, &to()).unwrap().formatted());
+
+        let m = render(&a, FROM, &to()).unwrap();
+        let id = message_id_of(&m);
+        let mut ids: Vec<&str> = a.iter().map(|x| x.id.as_str()).collect();
+        ids.sort();
+        let expect = hex::encode(Sha256::digest(ids.join(",").as_bytes()));
+        assert_eq!(id, format!("<{}@stockhook>", &expect[..32]));
+        // A different set, a different id.
+        assert_ne!(id, message_id_of(&render(&a[..2], FROM, &to()).unwrap()));
+
+        let text = String::from_utf8(first).unwrap();
+        assert!(text.contains(&format!("Message-ID: {id}\r\n")), "{text}");
+        // Date: the earliest created_at (2024-05-01T12:00:01Z).
+        assert!(
+            text.contains("Date: Wed, 01 May 2024 12:00:01 +0000\r\n"),
+            "{text}"
+        );
+        assert!(text.contains("boundary=\"=_stockhook_"), "{text}");
+    }
+
+    #[test]
+    fn alert_ids_header_lists_every_id() {
+        let a = [
+            alert(Rule::LowStock, "acme-shop", "1"),
+            alert(Rule::LowStock, "acme-shop", "2"),
+        ];
+        let m = render(&a, FROM, &to()).unwrap();
+        let raw = m
+            .headers()
+            .get_raw(ALERT_IDS_HEADER)
+            .expect("header present");
+        for x in &a {
+            assert!(raw.contains(&x.id), "{raw}");
+        }
+        assert!(formatted(&a).contains("X-Stockhook-Alert-Ids: "));
+    }
+
+    #[test]
+    fn every_recipient_is_addressed() {
+        let m = render(&[alert(Rule::LowStock, "s", "1")], FROM, &to()).unwrap();
+        let rcpt: Vec<String> = m.envelope().to().iter().map(|a| a.to_string()).collect();
+        assert_eq!(rcpt, ["ops@example.com", "owner@example.org"]);
+        assert_eq!(
+            m.envelope().from().unwrap().to_string(),
+            "stockhook@example.com"
+        );
+    }
+
+    #[test]
+    fn bad_addresses_and_empty_sets_are_permanent() {
+        let a = [alert(Rule::LowStock, "s", "1")];
+        let e = render(
+            &a,
+            FROM,
+            &["ok@example.com".into(), "not an address".into()],
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&e, SendError::Permanent(m) if m.contains("\"not an address\"")),
+            "{e}"
+        );
+        let e = render(&a, "nobody", &to()).unwrap_err();
+        assert!(
+            matches!(&e, SendError::Permanent(m) if m.contains("\"nobody\"")),
+            "{e}"
+        );
+        assert!(matches!(
+            render(&a, FROM, &[]),
+            Err(SendError::Permanent(_))
+        ));
+        assert!(matches!(
+            render(&[], FROM, &to()),
+            Err(SendError::Permanent(_))
+        ));
+    }
+
+    #[test]
+    fn passwords_are_scrubbed() {
+        let r = redactions("smtps://user:p%40ss@mail.example.com:465");
+        assert_eq!(
+            scrub("x smtps://user:p%40ss@mail.example.com:465 y", &r),
+            "x [redacted] y"
+        );
+        assert_eq!(
+            scrub("auth p@ss and p%40ss", &r),
+            "auth [redacted] and [redacted]"
+        );
+        assert_eq!(redactions("smtp://localhost:25"), ["smtp://localhost:25"]);
+        let m = Mailer::from_config(
+            &smtp_config("smtps://user:hunter22@mail.example.com"),
+            Path::new("/nonexistent"),
+        )
+        .unwrap();
+        assert!(!format!("{m:?}").contains("hunter22"));
+    }
+
+    #[test]
+    fn invalid_config_is_refused_with_the_key() {
+        let mut c = EmailConfig::default();
+        c.from = "not an address".into();
+        let e = Mailer::from_config(&c, Path::new("/nonexistent")).unwrap_err();
+        assert!(e.contains("email.from"), "{e}");
+        let e = Mailer::from_config(&smtp_config("smtp://user:hunter22@/"), Path::new("/x"))
+            .unwrap_err();
+        assert!(
+            e.contains("email.smtp_url") && !e.contains("hunter22"),
+            "{e}"
+        );
+    }
+
+    // ----- file transport -----
+
+    #[tokio::test]
+    async fn file_transport_writes_each_set_once() {
+        let data = tempfile::tempdir().unwrap();
+        let mailer = Mailer::from_config(&EmailConfig::default(), data.path()).unwrap();
+        let dir = data.path().join("mail");
+        assert_eq!(mailer.mail_dir(), Some(dir.as_path()));
+        assert_eq!(
+            fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+
+        let a = vec![
+            alert(Rule::LowStock, "acme-shop", "1"),
+            alert(Rule::OutOfStock, "acme-shop", "2"),
+        ];
+        let sent = mailer.send(&a, &to()).await.unwrap();
+        let file = sent.file.clone().expect("a file");
+        assert_eq!(file.parent(), Some(dir.as_path()));
+        let name = file.file_name().unwrap().to_string_lossy().into_owned();
+        let hash = &sent.message_id[1..17];
+        assert_eq!(name, format!("{:013}-{hash}.eml", AT + 1_000));
+        assert_eq!(
+            fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+
+        let text = fs::read_to_string(&file).unwrap();
+        assert!(
+            text.contains("Subject: Stock alerts: 1 low stock, 1 out of stock at acme-shop\r\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("Message-ID: {}\r\n", sent.message_id)),
+            "{text}"
+        );
+        assert!(
+            text.contains("To: ops@example.com, Owner <owner@example.org>\r\n"),
+            "{text}"
+        );
+        assert!(text.contains("\r\n\r\n"), "headers and body are separated");
+
+        // The same set again (in another order): reported sent, nothing new written.
+        let mut again = a.clone();
+        again.reverse();
+        let second = mailer.send(&again, &to()).await.unwrap();
+        assert_eq!(second, sent);
+        let names: Vec<String> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, [name], "one file, no temporary leftovers");
+
+        // A different set is a different file.
+        let third = mailer.send(&a[..1], &to()).await.unwrap();
+        assert_ne!(third.file, sent.file);
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 2);
+    }
+
+    #[tokio::test]
+    async fn file_transport_rejects_bad_recipients_permanently() {
+        let data = tempfile::tempdir().unwrap();
+        let mailer = Mailer::from_config(&EmailConfig::default(), data.path()).unwrap();
+        let e = mailer
+            .send(&[alert(Rule::LowStock, "s", "1")], &["bad@".into()])
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, SendError::Permanent(m) if m.contains("\"bad@\"")),
+            "{e}"
+        );
+        assert_eq!(fs::read_dir(data.path().join("mail")).unwrap().count(), 0);
+    }
+
+    // ----- SMTP -----
+
+    fn smtp_config(url: &str) -> EmailConfig {
+        let mut c = EmailConfig::default();
+        c.from = FROM.into();
+        c.smtp_url = Some(Secret::new(url));
+        c
+    }
+
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    #[tokio::test]
+    async fn smtp_delivers_to_a_real_server() {
+        let Some(server) = test_smtp::SmtpServer::mailbox() else {
+            return;
+        };
+        let mailer =
+            Mailer::from_config(&smtp_config(&server.url()), Path::new("/nonexistent")).unwrap();
+        assert_eq!(mailer.mail_dir(), None);
+        let a = [
+            alert(Rule::LowStock, "acme-shop", "1"),
+            alert(Rule::LowStock, "acme-shop", "2"),
+        ];
+        let sent = mailer.send(&a, &to()).await.unwrap();
+        assert_eq!(sent.file, None);
+        let got = server
+            .wait_for_messages(1, Duration::from_secs(10))
+            .remove(0);
+        assert!(
+            got.contains("Subject: Low stock: 2 items at acme-shop"),
+            "{got}"
+        );
+        assert!(
+            got.contains(&format!("Message-ID: {}", sent.message_id)),
+            "{got}"
+        );
+        assert!(
+            got.contains("Widget 1") && got.contains("Widget 2"),
+            "{got}"
+        );
+        assert!(
+            got.contains("X-RcptTo: ops@example.com, owner@example.org"),
+            "{got}"
+        );
+        // A second email, over the pooled connection.
+        let b = [alert(Rule::OutOfStock, "acme-shop", "3")];
+        let second = mailer.send(&b, &to()).await.unwrap();
+        let all = server.wait_for_messages(2, Duration::from_secs(10));
+        let second_id = format!("Message-ID: {}", second.message_id);
+        assert!(all.iter().any(|m| m.contains(&second_id)), "{all:?}");
+        mailer.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn smtp_connection_refused_is_transient_and_hides_the_password() {
+        let port = free_port(); // released: nobody listens there now
+        let url = format!("smtp://alerts:hunter22@127.0.0.1:{port}");
+        let mailer = Mailer::from_config(&smtp_config(&url), Path::new("/nonexistent")).unwrap();
+        let e = mailer
+            .send(&[alert(Rule::LowStock, "s", "1")], &to())
+            .await
+            .unwrap_err();
+        assert!(e.is_transient(), "{e}");
+        assert!(!e.to_string().contains("hunter22"), "{e}");
+        assert!(!format!("{e:?}").contains("hunter22"), "{e:?}");
+    }
+
+    #[tokio::test]
+    async fn smtp_silent_server_times_out_as_transient() {
+        // Accepted by the kernel's backlog, never greeted.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("smtp://127.0.0.1:{}", listener.local_addr().unwrap().port());
+        let mailer = Mailer::build(
+            &smtp_config(&url),
+            Path::new("/nonexistent"),
+            Duration::from_millis(300),
+            Duration::from_secs(30),
+        )
+        .unwrap();
+        let started = std::time::Instant::now();
+        let e = mailer
+            .send(&[alert(Rule::LowStock, "s", "1")], &to())
+            .await
+            .unwrap_err();
+        assert!(e.is_transient(), "{e}");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "took {:?}",
+            started.elapsed()
+        );
+        drop(listener);
+    }
+
+    #[tokio::test]
+    async fn smtp_send_deadline_is_transient() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("smtp://127.0.0.1:{}", listener.local_addr().unwrap().port());
+        let mailer = Mailer::build(
+            &smtp_config(&url),
+            Path::new("/nonexistent"),
+            Duration::from_secs(2),
+            Duration::from_millis(200),
+        )
+        .unwrap();
+        let e = mailer
+            .send(&[alert(Rule::LowStock, "s", "1")], &to())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, SendError::Transient(m) if m.contains("did not finish")),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn smtp_550_is_permanent() {
+        let Some(server) = test_smtp::SmtpServer::rejecting(550) else {
+            return;
+        };
+        let mailer =
+            Mailer::from_config(&smtp_config(&server.url()), Path::new("/nonexistent")).unwrap();
+        let e = mailer
+            .send(&[alert(Rule::LowStock, "s", "1")], &to())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, SendError::Permanent(m) if m.contains("550")),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn smtp_451_is_transient() {
+        let Some(server) = test_smtp::SmtpServer::rejecting(451) else {
+            return;
+        };
+        let mailer =
+            Mailer::from_config(&smtp_config(&server.url()), Path::new("/nonexistent")).unwrap();
+        let e = mailer
+            .send(&[alert(Rule::LowStock, "s", "1")], &to())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, SendError::Transient(m) if m.contains("451")),
+            "{e}"
+        );
+    }
+
+    /// A real SMTP server for the tests: Debian's python3-aiosmtpd, run as a child process.
+    mod test_smtp {
+        use std::io::Write as _;
+        use std::net::{TcpListener, TcpStream};
+        use std::path::{Path, PathBuf};
+        use std::process::{Child, Command, Stdio};
+        use std::time::{Duration, Instant};
+
+        const PYTHON: &str = "/usr/bin/python3";
+        const SKIP_ENV: &str = "STOCKHOOK_SKIP_SMTP_TESTS";
+
+        /// Killed (and reaped) on drop.
+        pub struct SmtpServer {
+            child: Child,
+            port: u16,
+            dir: tempfile::TempDir,
+        }
+
+        impl SmtpServer {
+            /// Stores every message in a maildir:
+            /// `/usr/bin/python3 -m aiosmtpd -n -l 127.0.0.1:PORT -c aiosmtpd.handlers.Mailbox DIR`.
+            pub fn mailbox() -> Option<SmtpServer> {
+                SmtpServer::start(|dir| {
+                    vec![
+                        "aiosmtpd.handlers.Mailbox".into(),
+                        dir.join("maildir").display().to_string(),
+                    ]
+                })
+            }
+
+            /// Refuses every RCPT with `code` (worker/tests/fixtures/smtp_reject.py).
+            pub fn rejecting(code: u16) -> Option<SmtpServer> {
+                SmtpServer::start(|_| vec!["smtp_reject.Reject".into(), code.to_string()])
+            }
+
+            pub fn url(&self) -> String {
+                format!("smtp://127.0.0.1:{}", self.port)
+            }
+
+            fn start(handler: impl FnOnce(&Path) -> Vec<String>) -> Option<SmtpServer> {
+                if std::env::var(SKIP_ENV).as_deref() == Ok("1") {
+                    // Straight to stderr, past libtest's capture, so a skip is never silent.
+                    let _ = writeln!(
+                        std::io::stderr(),
+                        "\n!!!!!!!! SKIPPED: SMTP test against a real server ({SKIP_ENV}=1) !!!!!!!!\n"
+                    );
+                    return None;
+                }
+                let ok = Command::new(PYTHON)
+                    .args(["-c", "import aiosmtpd"])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success());
+                assert!(
+                    ok,
+                    "the SMTP tests need Debian's aiosmtpd for {PYTHON}: run \
+                     `apt-get install -y python3-aiosmtpd` (or set {SKIP_ENV}=1 to skip them)"
+                );
+                let dir = tempfile::tempdir().unwrap();
+                let port = TcpListener::bind("127.0.0.1:0")
+                    .unwrap()
+                    .local_addr()
+                    .unwrap()
+                    .port();
+                let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
+                let mut args = handler(dir.path());
+                let class = args.remove(0);
+                let child = Command::new(PYTHON)
+                    .args([
+                        "-m",
+                        "aiosmtpd",
+                        "-n",
+                        "-l",
+                        &format!("127.0.0.1:{port}"),
+                        "-c",
+                        &class,
+                    ])
+                    .args(&args)
+                    .env(
+                        "PYTHONPATH",
+                        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures"),
+                    )
+                    .stdin(Stdio::null())
+                    .stdout(log.try_clone().unwrap())
+                    .stderr(log)
+                    .spawn()
+                    .expect("starting /usr/bin/python3 -m aiosmtpd");
+                let mut server = SmtpServer { child, port, dir };
+                server.wait_until_listening(Duration::from_secs(15));
+                Some(server)
+            }
+
+            fn log(&self) -> String {
+                std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+            }
+
+            fn wait_until_listening(&mut self, limit: Duration) {
+                let deadline = Instant::now() + limit;
+                loop {
+                    if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                        return;
+                    }
+                    if let Ok(Some(status)) = self.child.try_wait() {
+                        panic!(
+                            "aiosmtpd exited ({status}) before listening:\n{}",
+                            self.log()
+                        );
+                    }
+                    assert!(
+                        Instant::now() < deadline,
+                        "aiosmtpd did not listen on port {} within {limit:?}:\n{}",
+                        self.port,
+                        self.log()
+                    );
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+
+            /// The messages in the maildir once there are `n`, waiting up to `limit`.
+            pub fn wait_for_messages(&self, n: usize, limit: Duration) -> Vec<String> {
+                let new: PathBuf = self.dir.path().join("maildir/new");
+                let deadline = Instant::now() + limit;
+                loop {
+                    let files: Vec<PathBuf> = std::fs::read_dir(&new)
+                        .map(|d| d.flatten().map(|e| e.path()).collect())
+                        .unwrap_or_default();
+                    if files.len() >= n {
+                        return files
+                            .iter()
+                            .map(|p| std::fs::read_to_string(p).unwrap())
+                            .collect();
+                    }
+                    assert!(
+                        Instant::now() < deadline,
+                        "{} of {n} messages reached the maildir within {limit:?}:\n{}",
+                        files.len(),
+                        self.log()
+                    );
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        }
+
+        impl Drop for SmtpServer {
+            fn drop(&mut self) {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+            }
+        }
+    }
+}
