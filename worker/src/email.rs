@@ -5,7 +5,9 @@
 //! set it speaks SMTP through lettre (`smtp://`, `smtps://`, `?tls=required` for STARTTLS,
 //! `user:pass@` for AUTH), with a 20 s limit on every step and 120 s on a whole send; without it
 //! every email is written as an `.eml` file under `<data_dir>/mail/`, so a fresh install works
-//! with no mail server.
+//! with no mail server. (lettre sets the socket timeouts only after an `smtps://` TLS handshake;
+//! the 120 s deadline bounds that too, though the abandoned attempt may then finish in the
+//! background, so a retry can deliver a second copy, with the same Message-ID.)
 //!
 //! SMTP uses lettre's blocking transport on Tokio's blocking pool, not `AsyncSmtpTransport`: in
 //! lettre 0.11 the async transport's timeout covers only the TCP connect, so a server that
@@ -402,8 +404,9 @@ impl Summary {
     fn of(alerts: &[Alert]) -> Summary {
         let rules: BTreeSet<&str> = alerts.iter().map(|a| a.rule.as_str()).collect();
         let sources: BTreeSet<&str> = alerts.iter().map(|a| a.source.as_str()).collect();
+        let ids: BTreeSet<&str> = alerts.iter().map(|a| a.id.as_str()).collect();
         Summary {
-            count: alerts.len(),
+            count: ids.len(),
             rules: rules.into_iter().collect::<Vec<_>>().join(","),
             sources: sources.into_iter().collect::<Vec<_>>().join(","),
         }
@@ -1071,8 +1074,10 @@ mod tests {
 
     #[test]
     fn invalid_config_is_refused_with_the_key() {
-        let mut c = EmailConfig::default();
-        c.from = "not an address".into();
+        let c = EmailConfig {
+            from: "not an address".into(),
+            ..EmailConfig::default()
+        };
         let e = Mailer::from_config(&c, Path::new("/nonexistent")).unwrap_err();
         assert!(e.contains("email.from"), "{e}");
         let e = Mailer::from_config(&smtp_config("smtp://user:hunter22@/"), Path::new("/x"))
@@ -1161,10 +1166,11 @@ mod tests {
     // ----- SMTP -----
 
     fn smtp_config(url: &str) -> EmailConfig {
-        let mut c = EmailConfig::default();
-        c.from = FROM.into();
-        c.smtp_url = Some(Secret::new(url));
-        c
+        EmailConfig {
+            from: FROM.into(),
+            smtp_url: Some(Secret::new(url)),
+            ..EmailConfig::default()
+        }
     }
 
     fn free_port() -> u16 {
