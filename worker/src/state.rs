@@ -11,7 +11,8 @@
 //! Key layout: `i/<source>\0<item>` item, `a/<source>\0<alias>` alias -> item,
 //! `s/<source>\0<order>\0<line>` sale seen, `K/<sku>` items carrying a SKU, `c/<sku>`
 //! cross-channel arming, `p/<event id>` processed, `q/<source>\0<payload key>`
-//! payload dedup, `o/<alert id>` outbox entry, `m/<name>` counter.
+//! payload dedup, `o/<alert id>` outbox entry to send (or failed), `d/<alert id>` sent entry,
+//! `m/<name>` counter.
 
 use crate::alert::{Alert, OutboxEntry, OutboxStatus, Rule};
 use crate::facts::{Fact, Normalized};
@@ -72,7 +73,7 @@ pub struct ItemState {
 }
 
 impl ItemState {
-    fn new(source: &str, platform: &str, item: &str, at: i64) -> ItemState {
+    pub(crate) fn new(source: &str, platform: &str, item: &str, at: i64) -> ItemState {
         ItemState {
             source: source.into(),
             platform: platform.into(),
@@ -259,8 +260,14 @@ fn item_key(source: &str, item: &str) -> Vec<u8> {
     key2("i/", source, item)
 }
 
+/// Active outbox entries (pending or failed): what the sender scans.
 fn outbox_key(id: &str) -> Vec<u8> {
     [b"o/", id.as_bytes()].concat()
+}
+
+/// Sent entries move here, so the sender's scan stays the size of what is still to do.
+fn sent_key(id: &str) -> Vec<u8> {
+    [b"d/", id.as_bytes()].concat()
 }
 
 fn tx_err(e: TransactionError<String>) -> StateError {
@@ -446,32 +453,41 @@ impl StateStore {
 
     /// Pending outbox entries due at `now`, oldest first.
     pub fn due_alerts(&self, now: i64) -> Result<Vec<OutboxEntry>, StateError> {
-        Ok(self
-            .outbox(|e| e.status == OutboxStatus::Pending && e.next_attempt_at <= now)?
-            .into_iter()
-            .collect())
+        self.scan_outbox(&[b"o/"], |e| {
+            e.status == OutboxStatus::Pending && e.next_attempt_at <= now
+        })
     }
 
     /// The earliest `next_attempt_at` of a pending entry.
     pub fn next_due(&self) -> Result<Option<i64>, StateError> {
         Ok(self
-            .outbox(|e| e.status == OutboxStatus::Pending)?
+            .scan_outbox(&[b"o/"], |e| e.status == OutboxStatus::Pending)?
             .iter()
             .map(|e| e.next_attempt_at)
             .min())
     }
 
-    /// Every outbox entry matching `keep`, ordered by creation.
+    /// Every outbox entry matching `keep` (sent ones included), ordered by creation.
     pub fn outbox(
         &self,
         keep: impl Fn(&OutboxEntry) -> bool,
     ) -> Result<Vec<OutboxEntry>, StateError> {
+        self.scan_outbox(&[b"o/", b"d/"], keep)
+    }
+
+    fn scan_outbox(
+        &self,
+        prefixes: &[&[u8]],
+        keep: impl Fn(&OutboxEntry) -> bool,
+    ) -> Result<Vec<OutboxEntry>, StateError> {
         let mut out = Vec::new();
-        for item in self.tree.scan_prefix(b"o/") {
-            let (_, v) = item.map_err(storage("scanning outbox"))?;
-            if let Ok(e) = serde_json::from_slice::<OutboxEntry>(&v) {
-                if keep(&e) {
-                    out.push(e);
+        for prefix in prefixes {
+            for item in self.tree.scan_prefix(prefix) {
+                let (_, v) = item.map_err(storage("scanning outbox"))?;
+                if let Ok(e) = serde_json::from_slice::<OutboxEntry>(&v) {
+                    if keep(&e) {
+                        out.push(e);
+                    }
                 }
             }
         }
@@ -481,12 +497,39 @@ impl StateStore {
         Ok(out)
     }
 
+    /// Forgets sent alerts older than `cutoff` (their ids can no longer recur: the events that
+    /// raised them are past the queue's retention too).
+    pub fn sweep_sent(&self, cutoff: i64) -> Result<usize, StateError> {
+        let mut stale = Vec::new();
+        for item in self.tree.scan_prefix(b"d/") {
+            let (k, v) = item.map_err(storage("scanning sent alerts"))?;
+            if serde_json::from_slice::<OutboxEntry>(&v)
+                .is_ok_and(|e| e.sent_at.unwrap_or(0) < cutoff)
+            {
+                stale.push(k);
+            }
+        }
+        for k in &stale {
+            self.tree
+                .remove(k)
+                .map_err(storage("sweeping sent alerts"))?;
+        }
+        Ok(stale.len())
+    }
+
     pub fn alert(&self, id: &str) -> Result<OutboxEntry, StateError> {
-        let v = self
+        let v = match self
             .tree
             .get(outbox_key(id))
             .map_err(storage("reading alert"))?
-            .ok_or_else(|| StateError::NotFound(id.to_string()))?;
+        {
+            Some(v) => Some(v),
+            None => self
+                .tree
+                .get(sent_key(id))
+                .map_err(storage("reading alert"))?,
+        };
+        let v = v.ok_or_else(|| StateError::NotFound(id.to_string()))?;
         serde_json::from_slice(&v).map_err(|e| StateError::Storage {
             context: format!("decoding alert {id}"),
             message: e.to_string(),
@@ -503,10 +546,21 @@ impl StateStore {
         self.tree
             .transaction(|tx| {
                 for id in ids {
-                    let k = outbox_key(id);
-                    if let Some(mut e) = tx_get::<OutboxEntry>(tx, &k)? {
+                    let (active, sent) = (outbox_key(id), sent_key(id));
+                    let found = match tx_get::<OutboxEntry>(tx, &active)? {
+                        Some(e) => Some(e),
+                        None => tx_get::<OutboxEntry>(tx, &sent)?,
+                    };
+                    if let Some(mut e) = found {
                         (f.clone())(&mut e);
-                        tx_put(tx, &k, &e)?;
+                        // Sent entries live under d/, the rest under o/.
+                        if e.status == OutboxStatus::Sent {
+                            tx.remove(active)?;
+                            tx_put(tx, &sent, &e)?;
+                        } else {
+                            tx.remove(sent)?;
+                            tx_put(tx, &active, &e)?;
+                        }
                     }
                 }
                 if let Some((name, n)) = counter {
@@ -521,9 +575,9 @@ impl StateStore {
     /// Removes outbox entries.
     pub fn purge_alerts(&self, ids: &[String]) -> Result<(), StateError> {
         for id in ids {
-            self.tree
-                .remove(outbox_key(id))
-                .map_err(storage("purging alert"))?;
+            for k in [outbox_key(id), sent_key(id)] {
+                self.tree.remove(k).map_err(storage("purging alert"))?;
+            }
         }
         self.sync()
     }
@@ -623,7 +677,7 @@ fn summarize(out: &[Applied]) -> Vec<Option<Vec<Alert>>> {
 /// Puts an alert in the outbox unless an entry with its id exists. True when it was new.
 fn enqueue(tx: &TransactionalTree, alert: &Alert, rules: &RuleConfig) -> Result<bool, Tx> {
     let k = outbox_key(&alert.id);
-    if tx.get(&k)?.is_some() {
+    if tx.get(&k)?.is_some() || tx.get(sent_key(&alert.id))?.is_some() {
         return Ok(false);
     }
     let entry = OutboxEntry::new(alert.clone(), alert.created_at + rules.digest_window_ms);
@@ -1198,5 +1252,41 @@ mod tests {
             vec![(Rule::OutOfStock, "991".into(), Some(0))],
             "the combined rule already fired"
         );
+    }
+
+    #[test]
+    fn sent_alerts_leave_the_active_outbox_and_never_come_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = StateStore::open(&dir.path().join("state")).unwrap();
+        let r = rules();
+        s.apply_batch(&[ev(1, vec![level("x", "l", 1, 1)])], &r, 100, false)
+            .unwrap();
+        let id = s.due_alerts(100).unwrap()[0].alert.id.clone();
+        s.update_alerts(
+            std::slice::from_ref(&id),
+            |e| {
+                e.status = OutboxStatus::Sent;
+                e.sent_at = Some(200);
+            },
+            Some((counters::ALERTS_SENT, 1)),
+        )
+        .unwrap();
+        assert!(s.due_alerts(1_000).unwrap().is_empty());
+        assert_eq!(s.next_due().unwrap(), None);
+        assert_eq!(s.alert(&id).unwrap().status, OutboxStatus::Sent);
+        assert_eq!(
+            s.outbox(|_| true).unwrap().len(),
+            1,
+            "the full view still lists it"
+        );
+        // The same alert id cannot be enqueued again once sent.
+        let alert = s.alert(&id).unwrap().alert;
+        let again: Result<bool, TransactionError<String>> =
+            s.tree.transaction(|tx| enqueue(tx, &alert, &r));
+        assert_eq!(again.unwrap(), false);
+        assert!(s.due_alerts(1_000).unwrap().is_empty());
+        assert_eq!(s.sweep_sent(150).unwrap(), 0);
+        assert_eq!(s.sweep_sent(201).unwrap(), 1);
+        assert!(matches!(s.alert(&id), Err(StateError::NotFound(_))));
     }
 }
