@@ -1283,7 +1283,7 @@ mod tests {
         let alert = s.alert(&id).unwrap().alert;
         let again: Result<bool, TransactionError<String>> =
             s.tree.transaction(|tx| enqueue(tx, &alert, &r));
-        assert_eq!(again.unwrap(), false);
+        assert!(!again.unwrap(), "already sent: not enqueued");
         assert!(s.due_alerts(1_000).unwrap().is_empty());
         assert_eq!(s.sweep_sent(150).unwrap(), 0);
         assert_eq!(s.sweep_sent(201).unwrap(), 1);
