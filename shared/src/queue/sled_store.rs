@@ -154,17 +154,6 @@ impl SledStore {
         let db = sled::Config::new()
             .path(path)
             .flush_every_ms(Some(200))
-            .mode(if std::env::var("MB_HT").is_ok() {
-                sled::Mode::HighThroughput
-            } else {
-                sled::Mode::LowSpace
-            })
-            .cache_capacity(
-                std::env::var("MB_CACHE")
-                    .ok()
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(1 << 30),
-            )
             .open()
             .map_err(|e| match e {
                 sled::Error::Io(ref io)
@@ -355,11 +344,7 @@ impl SledStore {
         let mut written: Vec<(u64, Option<Vec<u8>>)> = Vec::new();
         let result = (|| -> Result<(), QueueError> {
             for ev in batch {
-                if let Some(key) = ev
-                    .dedup_key
-                    .as_ref()
-                    .filter(|_| std::env::var("MB_NOGET").is_err())
-                {
+                if let Some(key) = &ev.dedup_key {
                     if let Some(prev) = self
                         .dedup
                         .get(key.as_bytes())
@@ -390,16 +375,10 @@ impl SledStore {
                 self.events
                     .insert(k, record)
                     .map_err(storage("writing event"))?;
-                if std::env::var("MB_NOSTATE").is_err() {
-                    self.state
-                        .insert(k, Record::pending().encode())
-                        .map_err(storage("writing event state"))?;
-                }
-                if let Some(key) = ev
-                    .dedup_key
-                    .as_ref()
-                    .filter(|_| std::env::var("MB_NODEDUP").is_err())
-                {
+                self.state
+                    .insert(k, Record::pending().encode())
+                    .map_err(storage("writing event state"))?;
+                if let Some(key) = &ev.dedup_key {
                     self.dedup
                         .insert(key.as_bytes(), &encode_dedup(id, ev.received_at_ms)[..])
                         .map_err(storage("writing dedup key"))?;
