@@ -22,6 +22,7 @@ pub mod proc;
 pub mod queue;
 pub mod sign;
 pub mod smtp;
+pub mod stack;
 
 pub use config::{ConfigBuilder, SourceSpec};
 pub use poll::{deadline_in, poll_until};

@@ -65,7 +65,7 @@ async fn handle(mut stream: UnixStream, queue: LocalQueue, mut shutdown: watch::
                     return;
                 }
             },
-            _ = shutdown.changed() => return,
+            _ = stopped(&mut shutdown) => return,
         };
         let resp = if req.v != VERSION {
             Response {
@@ -79,13 +79,22 @@ async fn handle(mut stream: UnixStream, queue: LocalQueue, mut shutdown: watch::
             let is_lease = matches!(req.op, Op::Lease { .. });
             tokio::select! {
                 r = dispatch(&queue, req.op) => r,
-                _ = shutdown.changed(), if is_lease => Response::ok(Vec::<WireLeased>::new()),
+                _ = stopped(&mut shutdown), if is_lease => Response::ok(Vec::<WireLeased>::new()),
             }
         };
         if write_frame(&mut stream, &resp).await.is_err() {
             return;
         }
+        // Shutting down: the request in hand was answered; close so the receiver can exit.
+        if *shutdown.borrow() {
+            return;
+        }
     }
+}
+
+/// Resolves once shutdown has begun, at once if it already has.
+async fn stopped(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await.map(|_| ());
 }
 
 async fn dispatch(q: &LocalQueue, op: Op) -> Response {
