@@ -953,6 +953,64 @@ mod tests {
     }
 
     #[test]
+    fn nats_backend_needs_a_url_and_sane_replicas() {
+        let f = write("[queue]\nbackend = \"nats\"\n");
+        let err = load_from(Some(f.path()), &env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("queue.nats_url"), "{err}");
+        let f = write("[queue]\nbackend = \"kafka\"\n");
+        let err = load_from(Some(f.path()), &env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("\"sled\", \"nats\""), "{err}");
+        let f = write("[queue]\nbackend = \"nats\"\nnats_url = \"http://x:4222\"\n");
+        let err = load_from(Some(f.path()), &env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not a NATS URL"), "{err}");
+        let f = write(
+            "[queue]\nbackend = \"nats\"\nnats_url = [\"nats://a:4222\", \"nats://b:4222\"]\nnats_replicas = 3\n",
+        );
+        let c = load_from(Some(f.path()), &env(&[])).unwrap().config;
+        assert_eq!(
+            c.queue.nats_url.as_ref().unwrap().names(),
+            vec!["nats://a:4222", "nats://b:4222"]
+        );
+        assert_eq!(c.queue.nats_replicas, 3);
+        let err = load_from(
+            Some(f.path()),
+            &env(&[("STOCKHOOK_QUEUE_NATS_REPLICAS", "7")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("nats_replicas"), "{err}");
+        // The URL list from the environment; STOCKHOOK_REQUIRE_NATS is the tests' switch, not
+        // a setting.
+        let f = write("");
+        let c = load_from(
+            Some(f.path()),
+            &env(&[
+                ("STOCKHOOK_QUEUE_BACKEND", "nats"),
+                ("STOCKHOOK_QUEUE_NATS_URL", "nats://a:1, nats://b:2"),
+                ("STOCKHOOK_REQUIRE_NATS", "1"),
+            ]),
+        )
+        .unwrap()
+        .config;
+        assert_eq!(c.queue.backend, "nats");
+        assert_eq!(
+            c.queue.nats_url.as_ref().unwrap().names(),
+            vec!["nats://a:1", "nats://b:2"]
+        );
+        let f = write("[queue]\nbackend = \"nats\"\nnats_url = \"nats://a:1\"\nnats_credentials = \"/nonexistent.creds\"\n");
+        let err = load_from(Some(f.path()), &env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("queue.nats_credentials"), "{err}");
+    }
+
+    #[test]
     fn check_config_output_masks_secrets() {
         let f = write("[[sources]]\nname = \"acme\"\nplatform = \"shopify\"\nscheme = \"shopify-hmac\"\nsecrets = [\"super-secret-value-123\"]\n[email]\nsmtp_url = \"smtps://u:hunter2@mail:465\"\n");
         let loaded = load_from(Some(f.path()), &env(&[])).unwrap();

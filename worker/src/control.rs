@@ -8,7 +8,9 @@
 
 use crate::adapters;
 use crate::alert::{Alert, OutboxEntry, OutboxStatus};
-use crate::state::{Applied, ItemState, Prepared, RuleConfig, StateError, StateStore};
+use crate::state::{Applied, ItemState, Prepared, RuleConfig, StateError};
+use crate::state_backend::{SledState, StateBackend};
+use crate::state_nats::NatsState;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
@@ -70,10 +72,12 @@ struct Response {
     error: Option<String>,
 }
 
-/// The operations, on the local database or over the socket.
+/// The operations, on the local database, over the socket, or on JetStream KV (where every
+/// worker's state is, so no socket is needed).
 pub enum Control {
-    Local(Arc<StateStore>, Arc<RuleConfig>),
+    Local(Arc<SledState>, Arc<RuleConfig>),
     Remote(Mutex<UnixStream>, PathBuf),
+    Nats(Arc<NatsState>, Arc<RuleConfig>),
 }
 
 impl Control {
@@ -83,13 +87,26 @@ impl Control {
         if let Ok(s) = UnixStream::connect(&sock).await {
             return Ok(Control::Remote(Mutex::new(s), sock));
         }
-        let store = StateStore::open(&data_dir.join("state"))?;
+        let store = SledState::open(&data_dir.join("state"))?;
         Ok(Control::Local(Arc::new(store), Arc::new(rules)))
+    }
+
+    /// [`Control::open`] for the configured backend: with `nats`, the KV buckets directly.
+    pub async fn open_for(
+        config: &stockhook_shared::config::Config,
+        rules: RuleConfig,
+    ) -> Result<Control, StateError> {
+        if config.queue.backend == "nats" {
+            let st = NatsState::connect(config).await?;
+            return Ok(Control::Nats(Arc::new(st), Arc::new(rules)));
+        }
+        Control::open(&config.data_dir, rules).await
     }
 
     async fn call<T: for<'de> Deserialize<'de>>(&self, op: Op) -> Result<T, StateError> {
         let r = match self {
             Control::Local(store, rules) => dispatch(store, rules, op).await,
+            Control::Nats(store, rules) => dispatch(store, rules, op).await,
             Control::Remote(stream, path) => {
                 let mut s = stream.lock().await;
                 let err = |m: String| StateError::Storage {
@@ -164,14 +181,13 @@ pub struct Simulated {
     pub alerts: Vec<Alert>,
 }
 
-async fn dispatch(store: &Arc<StateStore>, rules: &Arc<RuleConfig>, op: Op) -> Response {
-    let store = store.clone();
-    let rules = rules.clone();
-    let r = tokio::task::spawn_blocking(move || -> Result<serde_json::Value, StateError> {
+async fn dispatch<S: StateBackend>(store: &Arc<S>, rules: &Arc<RuleConfig>, op: Op) -> Response {
+    let r = async move {
         let to_json = |v: &dyn erased::Ser| v.to_value();
         match op {
             Op::Alerts { filter } => {
-                let mut v = store.outbox(|e| filter.keep(e))?;
+                let f = filter.clone();
+                let mut v = store.outbox(move |e| f.keep(e)).await?;
                 if let Some(l) = filter.limit {
                     v.truncate(l);
                 }
@@ -179,7 +195,10 @@ async fn dispatch(store: &Arc<StateStore>, rules: &Arc<RuleConfig>, op: Op) -> R
                 Ok(to_json(&v))
             }
             Op::AlertReplay { filter, dry_run } => {
-                let mut v = store.outbox(|e| e.status == OutboxStatus::Failed && filter.keep(e))?;
+                let f = filter.clone();
+                let mut v = store
+                    .outbox(move |e| e.status == OutboxStatus::Failed && f.keep(e))
+                    .await?;
                 if let Some(l) = filter.limit {
                     v.truncate(l);
                 }
@@ -187,33 +206,38 @@ async fn dispatch(store: &Arc<StateStore>, rules: &Arc<RuleConfig>, op: Op) -> R
                 let ids: Vec<String> = v.into_iter().map(|e| e.alert.id).collect();
                 if !dry_run {
                     let now = now_ms();
-                    store.update_alerts(
-                        &ids,
-                        move |e| {
-                            e.status = OutboxStatus::Pending;
-                            e.attempts = 0;
-                            e.first_attempt_at = None;
-                            e.next_attempt_at = now;
-                        },
-                        None,
-                    )?;
+                    store
+                        .update_alerts(
+                            ids.clone(),
+                            move |e| {
+                                e.status = OutboxStatus::Pending;
+                                e.attempts = 0;
+                                e.first_attempt_at = None;
+                                e.next_attempt_at = now;
+                            },
+                            None,
+                        )
+                        .await?;
                 }
                 Ok(to_json(&ids))
             }
             Op::AlertPurge { filter, dry_run } => {
-                let mut v = store.outbox(|e| e.status == OutboxStatus::Failed && filter.keep(e))?;
+                let f = filter.clone();
+                let mut v = store
+                    .outbox(move |e| e.status == OutboxStatus::Failed && f.keep(e))
+                    .await?;
                 if let Some(l) = filter.limit {
                     v.truncate(l);
                 }
                 check_ids(&filter, v.iter().map(|e| e.alert.id.as_str()))?;
                 let ids: Vec<String> = v.into_iter().map(|e| e.alert.id).collect();
                 if !dry_run {
-                    store.purge_alerts(&ids)?;
+                    store.purge_alerts(ids.clone()).await?;
                 }
                 Ok(to_json(&ids))
             }
-            Op::Counters => Ok(to_json(&store.counters()?)),
-            Op::Items => Ok(to_json(&store.items()?)),
+            Op::Counters => Ok(to_json(&store.counters().await?)),
+            Op::Items => Ok(to_json(&store.items().await?)),
             Op::Simulate { events } => {
                 let mut out = Vec::new();
                 let mut prepared = Vec::new();
@@ -247,17 +271,20 @@ async fn dispatch(store: &Arc<StateStore>, rules: &Arc<RuleConfig>, op: Op) -> R
                         }),
                     }
                 }
-                let applied = store.apply_batch(&prepared, &rules, now_ms(), true)?;
-                for (p, a) in prepared.iter().zip(applied) {
+                let ids: Vec<String> = prepared.iter().map(|p| p.id.to_string()).collect();
+                let applied = store
+                    .apply_batch(prepared, rules.clone(), now_ms(), true)
+                    .await?;
+                for (id, a) in ids.into_iter().zip(applied) {
                     out.push(match a {
                         Applied::Done { alerts } => Simulated {
-                            id: p.id.to_string(),
+                            id: id.clone(),
                             error: None,
                             already_processed: false,
                             alerts,
                         },
                         Applied::AlreadyProcessed => Simulated {
-                            id: p.id.to_string(),
+                            id,
                             error: None,
                             already_processed: true,
                             alerts: vec![],
@@ -267,18 +294,13 @@ async fn dispatch(store: &Arc<StateStore>, rules: &Arc<RuleConfig>, op: Op) -> R
                 Ok(to_json(&out))
             }
         }
-    })
-    .await;
+    };
+    let r: Result<serde_json::Value, StateError> = r.await;
     match r {
-        Ok(Ok(result)) => Response {
+        Ok(result) => Response {
             ok: true,
             result,
             error: None,
-        },
-        Ok(Err(e)) => Response {
-            ok: false,
-            result: serde_json::Value::Null,
-            error: Some(e.to_string()),
         },
         Err(e) => Response {
             ok: false,
@@ -313,9 +335,9 @@ mod erased {
 }
 
 /// Binds `<data_dir>/worker.sock` (0600, same way as the queue socket) and serves until `stop`.
-pub fn start(
+pub fn start<S: StateBackend>(
     data_dir: &Path,
-    store: Arc<StateStore>,
+    store: Arc<S>,
     rules: Arc<RuleConfig>,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {

@@ -14,3 +14,4 @@ pub mod sender;
 pub mod state;
 pub mod state_backend;
 pub mod state_nats;
+pub mod worker_queue;

@@ -17,6 +17,7 @@ use stockhook_shared::config::Config;
 use stockhook_shared::envelope::EventId;
 use stockhook_shared::queue::client::QueueClient;
 use stockhook_shared::queue::local::LocalQueue;
+use stockhook_shared::queue::nats::{NatsOptions, NatsQueue};
 use stockhook_shared::queue::sled_store::{SledStore, StoreOptions};
 use stockhook_shared::queue::{
     now_ms, DeadFilter, DeadLetter, Leased, QueueError, QueueOps, QueueStats,
@@ -43,10 +44,11 @@ impl From<StateError> for OpsError {
     }
 }
 
-/// The queue, by socket or directly.
+/// The queue, by socket or directly, or on JetStream (`[queue] backend = "nats"`).
 pub enum Queue {
     Socket(QueueClient),
     Direct(LocalQueue),
+    Nats(Box<NatsQueue>),
 }
 
 macro_rules! both {
@@ -54,6 +56,7 @@ macro_rules! both {
         match $self {
             Queue::Socket($q) => $e,
             Queue::Direct($q) => $e,
+            Queue::Nats($q) => $e,
         }
     };
 }
@@ -61,6 +64,10 @@ macro_rules! both {
 impl Queue {
     /// Connects to the receiver's socket, else opens the queue database (receiver stopped).
     pub async fn open(config: &Config) -> Result<Queue, QueueError> {
+        if config.queue.backend == "nats" {
+            let opts = NatsOptions::from_config(config, "stockhook-worker-cli");
+            return Ok(Queue::Nats(Box::new(NatsQueue::connect(opts).await?)));
+        }
         let sock = config.data_dir.join("queue.sock");
         match QueueClient::connect(&sock).await {
             Ok(c) => Ok(Queue::Socket(c)),
@@ -223,7 +230,7 @@ pub fn parse_when(s: &str) -> Result<i64, String> {
 }
 
 async fn control(config: &Config) -> Result<Control, OpsError> {
-    Control::open(&config.data_dir, RuleConfig::from_config(config)).await.map_err(|e| match e {
+    Control::open_for(config, RuleConfig::from_config(config)).await.map_err(|e| match e {
         StateError::Locked { .. } => OpsError::Failed(anyhow::anyhow!(
             "{e}; its socket {} did not answer: is the worker stuck? check `journalctl -u stockhook-worker`",
             config.data_dir.join("worker.sock").display()

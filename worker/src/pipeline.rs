@@ -12,13 +12,15 @@
 
 use crate::adapters;
 use crate::retry::Backoff;
-use crate::state::{Applied, Prepared, RuleConfig, StateStore};
+use crate::state::{Applied, Prepared, RuleConfig};
+use crate::state_backend::{SledState, StateBackend};
+use crate::state_nats::NatsState;
+use crate::worker_queue::WorkerQueue;
 use anyhow::Context as _;
 use std::sync::Arc;
 use std::time::Duration;
 use stockhook_shared::config::Config;
 use stockhook_shared::envelope::EventId;
-use stockhook_shared::queue::client::QueueClient;
 use stockhook_shared::queue::{now_ms, Failure, Leased, QueueError, QueueOps};
 use stockhook_shared::{lifecycle, sdnotify};
 use tokio::sync::{watch, Notify};
@@ -26,9 +28,24 @@ use tokio::sync::{watch, Notify};
 /// How long one lease call waits for events; also the most a shutdown waits for it.
 const LEASE_WAIT_MS: u64 = 1000;
 
-/// Runs the worker until a signal. Errors are fatal start-up problems.
+/// Runs the worker until a signal. Errors are fatal start-up problems. The one place that
+/// picks where the state lives (`[queue] backend`): everything below is generic over it.
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    let state = Arc::new(StateStore::open(&config.data_dir.join("state"))?);
+    if config.queue.backend == "nats" {
+        // Still used for the mail files and the control socket.
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("creating data_dir {}", config.data_dir.display()))?;
+        let state = NatsState::connect(&config)
+            .await
+            .context("queue.backend = \"nats\": opening the worker state in JetStream KV")?;
+        return run_with(config, Arc::new(state)).await;
+    }
+    let state = SledState::open(&config.data_dir.join("state"))?;
+    run_with(config, Arc::new(state)).await
+}
+
+/// [`run`] on a given state backend.
+pub async fn run_with<S: StateBackend>(config: Config, state: Arc<S>) -> anyhow::Result<()> {
     let mailer = crate::email::Mailer::from_config(&config.email, &config.data_dir)
         .map_err(|e| anyhow::anyhow!("email config: {e}"))?;
     let rules = Arc::new(RuleConfig::from_config(&config));
@@ -58,8 +75,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     ));
     let watchdog = tokio::spawn(lifecycle::watchdog_pings(stop_rx.clone()));
     let _ = sdnotify::ready();
-    println!("ready state={}", state.path().display());
-    tracing::info!(state = %state.path().display(), "worker ready");
+    println!("ready state={}", state.describe());
+    tracing::info!(state = %state.describe(), "worker ready");
 
     let signal = tokio::spawn(async move {
         lifecycle::shutdown_signal().await;
@@ -73,32 +90,31 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let _ = control.await;
     watchdog.abort();
     signal.abort();
-    state.sync()?;
+    state.sync().await?;
     tracing::info!("worker stopped cleanly");
     Ok(())
 }
 
 /// The drain loop: connect (with backoff), lease, process, ack, until stopped.
-async fn drain(
+async fn drain<S: StateBackend>(
     config: &Config,
-    state: &Arc<StateStore>,
+    state: &Arc<S>,
     rules: &Arc<RuleConfig>,
     wake: &Notify,
     stop: watch::Receiver<bool>,
 ) {
-    let sock = config.data_dir.join("queue.sock");
     let lease_ms = config.queue.lease_timeout.get().as_millis() as u64;
     let batch = config.worker.batch_size.max(1);
     let mut backoff = Backoff::reconnect();
-    let mut client: Option<QueueClient> = None;
+    let mut client: Option<WorkerQueue> = None;
     let mut warned = false;
     while !*stop.borrow() {
         let c = match &client {
             Some(c) => c,
-            None => match QueueClient::connect(&sock).await {
+            None => match WorkerQueue::connect(config).await {
                 Ok(c) => {
                     if warned {
-                        tracing::info!(socket = %sock.display(), "queue reachable again");
+                        tracing::info!(queue = %c.describe(), "queue reachable again");
                     }
                     warned = false;
                     backoff.reset();
@@ -139,9 +155,9 @@ async fn drain(
 
 /// Normalizes, applies, syncs, then acks. Returns a queue error only (state errors become
 /// transient failures of the batch's events).
-pub async fn process_batch(
+pub async fn process_batch<S: StateBackend>(
     q: &impl QueueOps,
-    state: &Arc<StateStore>,
+    state: &Arc<S>,
     rules: &Arc<RuleConfig>,
     leased: Vec<Leased>,
 ) -> Result<(), QueueError> {
@@ -176,12 +192,11 @@ pub async fn process_batch(
         return Ok(());
     }
     let ids: Vec<EventId> = prepared.iter().map(|p| p.id).collect();
-    let st = state.clone();
-    let r = rules.clone();
-    let applied =
-        tokio::task::spawn_blocking(move || st.apply_batch(&prepared, &r, now_ms(), false)).await;
+    let applied = state
+        .apply_batch(prepared, rules.clone(), now_ms(), false)
+        .await;
     match applied {
-        Ok(Ok(results)) => {
+        Ok(results) => {
             let alerts: usize = results
                 .iter()
                 .map(|a| match a {
@@ -205,7 +220,7 @@ pub async fn process_batch(
             }
             Ok(())
         }
-        Ok(Err(e)) => {
+        Err(e) => {
             tracing::error!(error = %e, events = ids.len(), "state store failed; events will be retried");
             let retry_at = now_ms() + 5_000;
             for id in ids {
@@ -218,10 +233,6 @@ pub async fn process_batch(
                 )
                 .await?;
             }
-            Ok(())
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "batch task failed; events will be redelivered");
             Ok(())
         }
     }
@@ -245,8 +256,8 @@ async fn purge_ebay_user(q: &impl QueueOps, source: &str, user: &str) -> Result<
 }
 
 /// Evaluates the no-sales rule every `every` (first run one interval after start).
-async fn no_sales_schedule(
-    state: Arc<StateStore>,
+async fn no_sales_schedule<S: StateBackend>(
+    state: Arc<S>,
     rules: Arc<RuleConfig>,
     wake: Arc<Notify>,
     every: Duration,
@@ -258,14 +269,12 @@ async fn no_sales_schedule(
             _ = tokio::time::sleep(every) => {}
             _ = stop.changed() => return,
         }
-        let s = state.clone();
-        let r = rules.clone();
-        match tokio::task::spawn_blocking(move || s.run_no_sales(&r, now_ms())).await {
-            Ok(Ok(alerts)) if !alerts.is_empty() => {
+        match state.run_no_sales(rules.clone(), now_ms()).await {
+            Ok(alerts) if !alerts.is_empty() => {
                 tracing::info!(alerts = alerts.len(), "no-sales alerts raised");
                 wake.notify_one();
             }
-            Ok(Err(e)) => {
+            Err(e) => {
                 tracing::warn!(error = %e, "no-sales evaluation failed; next run will retry")
             }
             _ => {}

@@ -11,7 +11,8 @@
 
 use crate::alert::{Alert, OutboxEntry, OutboxStatus};
 use crate::email::{Mailer, SendError};
-use crate::state::{counters, StateStore};
+use crate::state::counters;
+use crate::state_backend::StateBackend;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +22,9 @@ use tokio::sync::{watch, Notify};
 
 /// Most items listed in one email; more go in the next one.
 const MAX_ALERTS_PER_EMAIL: usize = 200;
+
+/// How long a claim to send holds before another worker may take the alerts over.
+const CLAIM_MS: i64 = crate::state_nats::CLAIM_MS;
 
 /// How long and how hard to keep trying.
 #[derive(Debug, Clone)]
@@ -42,8 +46,8 @@ impl SendPolicy {
 }
 
 /// Runs until `stop`; finishes the email in progress first.
-pub async fn run(
-    state: Arc<StateStore>,
+pub async fn run<S: StateBackend>(
+    state: Arc<S>,
     mailer: Mailer,
     policy: SendPolicy,
     wake: Arc<Notify>,
@@ -56,7 +60,7 @@ pub async fn run(
         if *stop.borrow() {
             return;
         }
-        let nap = match state.next_due() {
+        let nap = match state.next_due().await {
             Ok(Some(t)) => Duration::from_millis((t - now_ms()).clamp(0, 60_000) as u64),
             Ok(None) => Duration::from_secs(60),
             Err(_) => Duration::from_secs(5),
@@ -70,13 +74,13 @@ pub async fn run(
 }
 
 /// Sends everything due now. Returns after one pass.
-pub async fn send_due(
-    state: &Arc<StateStore>,
+pub async fn send_due<S: StateBackend>(
+    state: &Arc<S>,
     mailer: &Mailer,
     policy: &SendPolicy,
 ) -> Result<usize, crate::state::StateError> {
     let now = now_ms();
-    let due = state.due_alerts(now)?;
+    let due = state.due_alerts(now).await?;
     let mut groups: BTreeMap<Vec<String>, Vec<OutboxEntry>> = BTreeMap::new();
     for e in due {
         let mut to = e.alert.recipients.clone();
@@ -87,6 +91,15 @@ pub async fn send_due(
     let mut sent = 0;
     for (recipients, entries) in groups {
         for chunk in entries.chunks(MAX_ALERTS_PER_EMAIL) {
+            // Only what this worker claimed: with several workers on one state, each alert is
+            // sent by exactly one of them.
+            let claimed = state
+                .claim_alerts(chunk.to_vec(), now_ms() + CLAIM_MS)
+                .await?;
+            if claimed.is_empty() {
+                continue;
+            }
+            let chunk = claimed.as_slice();
             let alerts: Vec<Alert> = chunk.iter().map(|e| e.alert.clone()).collect();
             let ids: Vec<String> = alerts.iter().map(|a| a.id.clone()).collect();
             let to = if recipients.is_empty() && mailer.mail_dir().is_some() {
@@ -105,19 +118,23 @@ pub async fn send_due(
             match result {
                 Ok(done) => {
                     let message_id = done.message_id.clone();
-                    state.update_alerts(
-                        &ids,
-                        move |e| {
-                            e.status = OutboxStatus::Sent;
-                            e.attempts += 1;
-                            e.sent_at = Some(now);
-                            e.first_attempt_at.get_or_insert(now);
-                            e.message_id = Some(message_id.clone());
-                            e.last_error = None;
-                        },
-                        Some((counters::ALERTS_SENT, ids.len() as i64)),
-                    )?;
-                    state.update_alerts(&[], |_| {}, Some((counters::EMAILS_SENT, 1)))?;
+                    state
+                        .update_alerts(
+                            ids.clone(),
+                            move |e| {
+                                e.status = OutboxStatus::Sent;
+                                e.attempts += 1;
+                                e.sent_at = Some(now);
+                                e.first_attempt_at.get_or_insert(now);
+                                e.message_id = Some(message_id.clone());
+                                e.last_error = None;
+                            },
+                            Some((counters::ALERTS_SENT.to_string(), ids.len() as i64)),
+                        )
+                        .await?;
+                    state
+                        .update_alerts(vec![], |_| {}, Some((counters::EMAILS_SENT.to_string(), 1)))
+                        .await?;
                     tracing::info!(message_id = %done.message_id, alerts = ids.len(), "alert email sent");
                     sent += 1;
                 }
@@ -134,20 +151,23 @@ pub async fn send_due(
                     let next =
                         now + crate::retry::delay_for_attempt(attempts, max).as_millis() as i64;
                     let msg = err.clone();
-                    state.update_alerts(
-                        &ids,
-                        move |e| {
-                            e.attempts += 1;
-                            e.first_attempt_at.get_or_insert(now);
-                            e.last_error = Some(msg.clone());
-                            if expired {
-                                e.status = OutboxStatus::Failed;
-                            } else {
-                                e.next_attempt_at = next;
-                            }
-                        },
-                        expired.then_some((counters::ALERTS_FAILED, ids.len() as i64)),
-                    )?;
+                    state
+                        .update_alerts(
+                            ids.clone(),
+                            move |e| {
+                                e.attempts += 1;
+                                e.first_attempt_at.get_or_insert(now);
+                                e.last_error = Some(msg.clone());
+                                if expired {
+                                    e.status = OutboxStatus::Failed;
+                                } else {
+                                    e.next_attempt_at = next;
+                                }
+                            },
+                            expired
+                                .then(|| (counters::ALERTS_FAILED.to_string(), ids.len() as i64)),
+                        )
+                        .await?;
                     if expired {
                         tracing::error!(alerts = ids.len(), error = %err, "alert email failed for good: gave up after the retry period; see `stockhook-worker failed list`");
                     } else {
@@ -156,16 +176,18 @@ pub async fn send_due(
                 }
                 Err(SendError::Permanent(err)) => {
                     let msg = err.clone();
-                    state.update_alerts(
-                        &ids,
-                        move |e| {
-                            e.attempts += 1;
-                            e.first_attempt_at.get_or_insert(now);
-                            e.status = OutboxStatus::Failed;
-                            e.last_error = Some(msg.clone());
-                        },
-                        Some((counters::ALERTS_FAILED, ids.len() as i64)),
-                    )?;
+                    state
+                        .update_alerts(
+                            ids.clone(),
+                            move |e| {
+                                e.attempts += 1;
+                                e.first_attempt_at.get_or_insert(now);
+                                e.status = OutboxStatus::Failed;
+                                e.last_error = Some(msg.clone());
+                            },
+                            Some((counters::ALERTS_FAILED.to_string(), ids.len() as i64)),
+                        )
+                        .await?;
                     tracing::error!(alerts = ids.len(), error = %err, "alert email refused permanently; see `stockhook-worker failed list`, fix, then `failed replay`");
                 }
             }

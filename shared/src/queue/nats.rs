@@ -15,7 +15,7 @@
 //! * durable pull consumer `stockhook-worker` on the events stream, explicit acks, `ack_wait` =
 //!   `queue.lease_timeout`, `max_deliver` = `queue.max_attempts` + 1 (the extra delivery is the
 //!   one on which the worker dead-letters an event that was never acked, e.g. because it crashed
-//!   the worker every time).
+//!   the worker every time); transient failures are NAKed with the worker's retry delay.
 //!
 //! Differences from sled, by design of JetStream work queues: an acked event is deleted at
 //! once, so [`QueueOps::get`] finds only events still waiting (or dead letters) and
@@ -419,6 +419,9 @@ impl NatsQueue {
             deliver_policy: consumer::DeliverPolicy::All,
             max_ack_pending: 20_000,
             num_replicas: 0,
+            // No `backoff`: with one set, nats-server 2.9 redelivers NAKed messages on the
+            // backoff schedule and disregards the NAK's delay (measured against 2.9.10), and the
+            // worker's retry times must hold. Unacked deliveries come back after `ack_wait`.
             ..Default::default()
         };
         let consumer = events
@@ -732,7 +735,9 @@ impl QueueOps for NatsQueue {
                         )
                         .await;
                 }
-                let delay = Duration::from_millis((retry_at_ms - now_ms()).max(0) as u64);
+                // At least 1 ms: a zero delay would let the consumer's backoff (meant for
+                // deliveries never acked) decide instead.
+                let delay = Duration::from_millis((retry_at_ms - now_ms()).max(1) as u64);
                 held.msg
                     .ack_with(AckKind::Nak(Some(delay)))
                     .await

@@ -1,0 +1,192 @@
+//! The seam between the worker's pipeline, sender, control API and ops CLI on one side and where
+//! its state lives on the other: the sled [`StateStore`] (one worker per data dir) or JetStream
+//! KV buckets ([`crate::state_nats`], any number of workers). Code above this trait never asks
+//! which one it has.
+//!
+//! The methods are async (the NATS implementation talks to a server); the sled one runs each
+//! call on tokio's blocking pool, exactly as the callers did before the trait existed, so its
+//! behaviour is unchanged.
+
+use crate::alert::{Alert, OutboxEntry, OutboxStatus};
+use crate::state::{Applied, ItemState, Prepared, RuleConfig, StateError, StateStore};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+
+/// What the worker keeps: items, alert arming, processed ids, the outbox, counters.
+pub trait StateBackend: Send + Sync + 'static {
+    /// Where the state lives, for the `ready` line and logs.
+    fn describe(&self) -> String;
+
+    /// Applies a batch of events; every effect exactly once per event id. `dry_run` computes
+    /// the same result and writes nothing.
+    fn apply_batch(
+        &self,
+        events: Vec<Prepared>,
+        rules: Arc<RuleConfig>,
+        now: i64,
+        dry_run: bool,
+    ) -> impl Future<Output = Result<Vec<Applied>, StateError>> + Send;
+
+    /// Evaluates the no-sales rule for every item; new alerts go to the outbox.
+    fn run_no_sales(
+        &self,
+        rules: Arc<RuleConfig>,
+        now: i64,
+    ) -> impl Future<Output = Result<Vec<Alert>, StateError>> + Send;
+
+    /// Pending outbox entries due at `now`, oldest first.
+    fn due_alerts(
+        &self,
+        now: i64,
+    ) -> impl Future<Output = Result<Vec<OutboxEntry>, StateError>> + Send;
+
+    /// The earliest `next_attempt_at` of a pending entry.
+    fn next_due(&self) -> impl Future<Output = Result<Option<i64>, StateError>> + Send;
+
+    /// Every outbox entry matching `keep`, ordered by creation.
+    fn outbox<F>(
+        &self,
+        keep: F,
+    ) -> impl Future<Output = Result<Vec<OutboxEntry>, StateError>> + Send
+    where
+        F: Fn(&OutboxEntry) -> bool + Send + Sync + 'static;
+
+    /// Takes the right to send these due entries until `until_ms`: returns those this process
+    /// may send now. With one worker per state (sled) that is all of them; with several, each
+    /// entry goes to exactly one claimer, so two workers never send the same alert.
+    fn claim_alerts(
+        &self,
+        entries: Vec<OutboxEntry>,
+        until_ms: i64,
+    ) -> impl Future<Output = Result<Vec<OutboxEntry>, StateError>> + Send;
+
+    /// Updates outbox entries (and a counter) durably; releases any claim on them.
+    fn update_alerts<F>(
+        &self,
+        ids: Vec<String>,
+        f: F,
+        counter: Option<(String, i64)>,
+    ) -> impl Future<Output = Result<(), StateError>> + Send
+    where
+        F: Fn(&mut OutboxEntry) + Clone + Send + Sync + 'static;
+
+    /// Removes outbox entries.
+    fn purge_alerts(&self, ids: Vec<String>)
+        -> impl Future<Output = Result<(), StateError>> + Send;
+
+    /// Every counter, by name.
+    fn counters(&self) -> impl Future<Output = Result<BTreeMap<String, i64>, StateError>> + Send;
+
+    /// Every item, ordered by source and item id.
+    fn items(&self) -> impl Future<Output = Result<Vec<ItemState>, StateError>> + Send;
+
+    /// Makes everything applied so far durable.
+    fn sync(&self) -> impl Future<Output = Result<(), StateError>> + Send;
+}
+
+/// The sled [`StateStore`] behind the trait: each call on the blocking pool.
+#[derive(Clone)]
+pub struct SledState(pub Arc<StateStore>);
+
+impl SledState {
+    pub fn open(path: &std::path::Path) -> Result<SledState, StateError> {
+        Ok(SledState(Arc::new(StateStore::open(path)?)))
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&StateStore) -> Result<T, StateError> + Send + 'static,
+    ) -> Result<T, StateError> {
+        let store = self.0.clone();
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .map_err(|e| StateError::Storage {
+                context: "state task".into(),
+                message: e.to_string(),
+            })?
+    }
+}
+
+impl StateBackend for SledState {
+    fn describe(&self) -> String {
+        self.0.path().display().to_string()
+    }
+
+    async fn apply_batch(
+        &self,
+        events: Vec<Prepared>,
+        rules: Arc<RuleConfig>,
+        now: i64,
+        dry_run: bool,
+    ) -> Result<Vec<Applied>, StateError> {
+        self.blocking(move |s| s.apply_batch(&events, &rules, now, dry_run))
+            .await
+    }
+
+    async fn run_no_sales(
+        &self,
+        rules: Arc<RuleConfig>,
+        now: i64,
+    ) -> Result<Vec<Alert>, StateError> {
+        self.blocking(move |s| s.run_no_sales(&rules, now)).await
+    }
+
+    async fn due_alerts(&self, now: i64) -> Result<Vec<OutboxEntry>, StateError> {
+        self.blocking(move |s| s.due_alerts(now)).await
+    }
+
+    async fn next_due(&self) -> Result<Option<i64>, StateError> {
+        self.blocking(|s| s.next_due()).await
+    }
+
+    async fn outbox<F>(&self, keep: F) -> Result<Vec<OutboxEntry>, StateError>
+    where
+        F: Fn(&OutboxEntry) -> bool + Send + Sync + 'static,
+    {
+        self.blocking(move |s| s.outbox(keep)).await
+    }
+
+    async fn claim_alerts(
+        &self,
+        entries: Vec<OutboxEntry>,
+        _until_ms: i64,
+    ) -> Result<Vec<OutboxEntry>, StateError> {
+        // One worker holds the database: nobody else can send them.
+        Ok(entries
+            .into_iter()
+            .filter(|e| e.status == OutboxStatus::Pending)
+            .collect())
+    }
+
+    async fn update_alerts<F>(
+        &self,
+        ids: Vec<String>,
+        f: F,
+        counter: Option<(String, i64)>,
+    ) -> Result<(), StateError>
+    where
+        F: Fn(&mut OutboxEntry) + Clone + Send + Sync + 'static,
+    {
+        self.blocking(move |s| {
+            s.update_alerts(&ids, f, counter.as_ref().map(|(n, v)| (n.as_str(), *v)))
+        })
+        .await
+    }
+
+    async fn purge_alerts(&self, ids: Vec<String>) -> Result<(), StateError> {
+        self.blocking(move |s| s.purge_alerts(&ids)).await
+    }
+
+    async fn counters(&self) -> Result<BTreeMap<String, i64>, StateError> {
+        self.blocking(|s| s.counters()).await
+    }
+
+    async fn items(&self) -> Result<Vec<ItemState>, StateError> {
+        self.blocking(|s| s.items()).await
+    }
+
+    async fn sync(&self) -> Result<(), StateError> {
+        self.blocking(|s| s.sync()).await
+    }
+}
