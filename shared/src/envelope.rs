@@ -183,21 +183,45 @@ pub fn encode_parts(
     headers: &[(String, String)],
     body: &[u8],
 ) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode_parts_into(
+        &mut out,
+        id,
+        source,
+        platform,
+        received_at_ms,
+        headers,
+        body,
+    );
+    out
+}
+
+/// [`encode_parts`] into a buffer the caller reuses (cleared first): the group commit encodes
+/// every event of a batch into one scratch buffer, so the only per-event allocation of the body's
+/// size is the one the database makes for its own copy.
+pub fn encode_parts_into(
+    out: &mut Vec<u8>,
+    id: EventId,
+    source: &str,
+    platform: Platform,
+    received_at_ms: i64,
+    headers: &[(String, String)],
+    body: &[u8],
+) {
     let hdr_len: usize = headers.iter().map(|(k, v)| 8 + k.len() + v.len()).sum();
-    let mut out =
-        Vec::with_capacity(1 + 8 + 8 + 1 + 4 + source.len() + 4 + hdr_len + 4 + body.len());
+    out.clear();
+    out.reserve(1 + 8 + 8 + 1 + 4 + source.len() + 4 + hdr_len + 4 + body.len());
     out.push(Envelope::VERSION);
     out.extend_from_slice(&id.0.to_be_bytes());
     out.extend_from_slice(&received_at_ms.to_be_bytes());
     out.push(platform_code(platform));
-    put_bytes(&mut out, source.as_bytes());
+    put_bytes(out, source.as_bytes());
     out.extend_from_slice(&(headers.len() as u32).to_be_bytes());
     for (k, v) in headers {
-        put_bytes(&mut out, k.as_bytes());
-        put_bytes(&mut out, v.as_bytes());
+        put_bytes(out, k.as_bytes());
+        put_bytes(out, v.as_bytes());
     }
-    put_bytes(&mut out, body);
-    out
+    put_bytes(out, body);
 }
 
 /// The delivery id among headers looked up by lowercase name: Shopify's per-delivery id, Standard
