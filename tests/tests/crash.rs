@@ -20,15 +20,14 @@
 //! | E `smtp_down_for_a_while_...` | the SMTP server stops and returns on the same port mid-stream |
 //! | F `disk_full_answers_503_...` | a 32 MiB tmpfs filled below `min_free_bytes`: 503 + Retry-After, never 200; recovery |
 //!
-//! B and C run in two forms: in CI the promise that holds today (nothing lost, no event applied
-//! twice: one alert per item), and ignored, the strict one (no alert in two emails), which a
-//! known worker bug breaks; D is ignored for a known receiver bug. Each ignored test says why.
+//! B and C run in two forms: nothing lost and no event applied twice (one alert per item), and
+//! the strict one: no alert in two emails (the sender writes each email's set down before
+//! sending it, so a crash mid-send resends exactly that email).
 //!
 //! Run: `cargo test -p stockhook-tests --test crash` (3 kill cycles per test; 2 for C, one in
 //! each restart order).
 //! Soak: `STOCKHOOK_SOAK=1 cargo test -p stockhook-tests --test crash -- --test-threads=1`
-//! (10 kill cycles per test; add `STOCKHOOK_SEED=<n>` to repeat a run's kill moments, and
-//! `--include-ignored` to run the strict tests too).
+//! (10 kill cycles per test; add `STOCKHOOK_SEED=<n>` to repeat a run's kill moments).
 //!
 //! The disk-full test mounts a tmpfs (root needed): where `mount` fails it prints SKIPPED, unless
 //! the `CI` environment variable is set, where it fails.
@@ -446,7 +445,7 @@ fn worker_kill_9_cycles(name: &str, emails_are: Emails) {
 }
 
 /// Worker kill -9 mid-batch, in CI: no event lost, none applied twice (one alert per item).
-/// Whether an alert can reach two emails is the strict test below (ignored: a known bug).
+/// Whether an alert can reach two emails is the strict test below.
 #[test]
 fn worker_kill_9_mid_batch_loses_nothing_and_raises_each_alert_once() {
     worker_kill_9_cycles("c-worker-kill", Emails::AtLeastOnce);
@@ -454,17 +453,9 @@ fn worker_kill_9_mid_batch_loses_nothing_and_raises_each_alert_once() {
 
 /// Worker kill -9 mid-batch: no lost event, and no alert in two emails.
 ///
-/// Bug (worker/src/sender.rs): the worker writes an email for the due alerts, then marks them
-/// sent in a second step. Killed in between, it restarts with those alerts still pending, and
-/// more alerts have become due meanwhile: it renders the larger set as a new email (new
-/// Message-ID, new file name), so the alerts of the first email are sent twice. Seen here as
-/// `alert ids in more than one email`, with the worker log showing
-/// `alert email written to a file ... alerts: 24` as the killed worker's last line and the next
-/// worker's first email carrying `alerts: 32` that include those 24. Expected: the same alerts
-/// never reach a second email (e.g. persist the chosen set and its Message-ID before sending,
-/// and resend exactly that set after a crash).
+/// (This once failed: a worker killed between writing an email and marking its alerts sent
+/// regrouped them with newer alerts into a new email. Sets are now written down before sending.)
 #[test]
-#[ignore = "bug: a worker killed between writing an email and marking its alerts sent re-sends them in a larger email with a new Message-ID (worker/src/sender.rs)"]
 fn worker_kill_9_mid_batch_sends_no_alert_twice() {
     worker_kill_9_cycles("c-worker-kill-strict", Emails::ExactlyOnce);
 }
@@ -512,10 +503,8 @@ fn both_killed_together_restarted_in_either_order_lose_nothing() {
     both_killed_cycles("c-both-kill", Emails::AtLeastOnce);
 }
 
-/// The same, strict: no alert in two emails. Ignored for the bug described at
-/// [`worker_kill_9_mid_batch_sends_no_alert_twice`] (the worker is killed here too).
+/// The same, strict: no alert in two emails.
 #[test]
-#[ignore = "bug: a worker killed between writing an email and marking its alerts sent re-sends them in a larger email with a new Message-ID (worker/src/sender.rs)"]
 fn both_killed_together_restarted_in_either_order_send_no_alert_twice() {
     both_killed_cycles("c-both-kill-strict", Emails::ExactlyOnce);
 }

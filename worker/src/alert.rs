@@ -110,6 +110,11 @@ pub struct OutboxEntry {
     pub last_error: Option<String>,
     pub sent_at: Option<i64>,
     pub message_id: Option<String>,
+    /// The alert ids of the email this alert was planned into, written before that email is
+    /// sent: after a crash mid-send, exactly that set is sent again (same Message-ID, same
+    /// file), never regrouped into a different email.
+    #[serde(default)]
+    pub planned: Vec<String>,
 }
 
 impl OutboxEntry {
@@ -123,6 +128,7 @@ impl OutboxEntry {
             last_error: None,
             sent_at: None,
             message_id: None,
+            planned: Vec::new(),
         }
     }
 }

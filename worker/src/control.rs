@@ -213,6 +213,7 @@ async fn dispatch<S: StateBackend>(store: &Arc<S>, rules: &Arc<RuleConfig>, op: 
                                 e.status = OutboxStatus::Pending;
                                 e.attempts = 0;
                                 e.first_attempt_at = None;
+                                e.planned.clear();
                                 e.next_attempt_at = now;
                             },
                             None,
