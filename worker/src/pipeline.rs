@@ -255,7 +255,8 @@ async fn purge_ebay_user(q: &impl QueueOps, source: &str, user: &str) -> Result<
     Ok(())
 }
 
-/// Evaluates the no-sales rule every `every` (first run one interval after start).
+/// Evaluates the no-sales rule every `every` (first run one interval after start), and forgets
+/// what is older than 30 days.
 async fn no_sales_schedule<S: StateBackend>(
     state: Arc<S>,
     rules: Arc<RuleConfig>,
@@ -268,6 +269,17 @@ async fn no_sales_schedule<S: StateBackend>(
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
             _ = stop.changed() => return,
+        }
+        // Processed marks and sent alerts older than this can no longer recur: an acked event
+        // is never redelivered, and a dead letter was never marked.
+        const KEEP_MS: i64 = 30 * 86_400_000;
+        match state.housekeeping(now_ms() - KEEP_MS).await {
+            Ok(n) if n > 0 => tracing::info!(
+                records = n,
+                "forgot processed marks and sent alerts older than 30 days"
+            ),
+            Err(e) => tracing::warn!(error = %e, "housekeeping failed; next run will retry"),
+            _ => {}
         }
         match state.run_no_sales(rules.clone(), now_ms()).await {
             Ok(alerts) if !alerts.is_empty() => {

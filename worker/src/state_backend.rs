@@ -83,6 +83,14 @@ pub trait StateBackend: Send + Sync + 'static {
 
     /// Makes everything applied so far durable.
     fn sync(&self) -> impl Future<Output = Result<(), StateError>> + Send;
+
+    /// Forgets what can no longer matter: processed-event marks and sent alerts older than
+    /// `cutoff`. Returns how many records. A backend whose storage expires records by itself
+    /// keeps the default.
+    fn housekeeping(&self, cutoff: i64) -> impl Future<Output = Result<usize, StateError>> + Send {
+        let _ = cutoff;
+        async { Ok(0) }
+    }
 }
 
 /// The sled [`StateStore`] behind the trait: each call on the blocking pool.
@@ -188,5 +196,10 @@ impl StateBackend for SledState {
 
     async fn sync(&self) -> Result<(), StateError> {
         self.blocking(|s| s.sync()).await
+    }
+
+    async fn housekeeping(&self, cutoff: i64) -> Result<usize, StateError> {
+        self.blocking(move |s| Ok(s.sweep_processed(cutoff)? + s.sweep_sent(cutoff)?))
+            .await
     }
 }
