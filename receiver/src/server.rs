@@ -208,6 +208,8 @@ where
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
         .max_buf_size(64 * 1024)
+        // The head (request line + headers) limit; over it: 431.
+        .max_header_size(64 * 1024)
         .serve_connection(io, svc);
     tokio::pin!(conn);
     tokio::select! {

@@ -9,6 +9,7 @@ pub mod lifecycle;
 pub mod loader;
 pub mod metrics;
 pub mod queue;
+pub mod redact;
 pub mod sdnotify;
 pub mod secret;
 pub mod telemetry;

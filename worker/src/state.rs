@@ -107,7 +107,9 @@ impl ItemState {
             (Some(a), None) => a.available,
             (_, Some(_)) => {
                 let tracked: Vec<i64> = per.iter().filter_map(|l| l.available).collect();
-                (!tracked.is_empty()).then(|| tracked.iter().sum())
+                // Saturating: a hostile or broken payload's huge quantity must not overflow.
+                (!tracked.is_empty())
+                    .then(|| tracked.iter().fold(0i64, |a, b| a.saturating_add(*b)))
             }
             (None, None) => None,
         }
@@ -912,7 +914,7 @@ fn combined_level(
     for (source, item) in &members {
         if let Some(st) = tx_get::<ItemState>(tx, &item_key(source, item))? {
             if let Some(t) = st.total() {
-                total = Some(total.unwrap_or(0) + t);
+                total = Some(total.unwrap_or(0).saturating_add(t));
             }
             if !sources.contains(source) {
                 sources.push(source.clone());

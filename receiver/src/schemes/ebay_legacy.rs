@@ -78,8 +78,14 @@ enum Target {
 /// Reads the signature and the timestamp out of a SOAP body. `Err` when the XML is malformed
 /// before both were found.
 pub fn read_soap(body: &[u8]) -> Result<SoapFields, VerifyError> {
-    let not_xml = |e: &dyn std::fmt::Display| {
-        VerifyError::malformed("SOAP body", format!("not well-formed XML: {e}"))
+    let not_xml = |e: &dyn std::fmt::Debug| {
+        VerifyError::malformed(
+            "SOAP body",
+            format!(
+                "not well-formed XML: {}",
+                stockhook_shared::redact::error_kind(e)
+            ),
+        )
     };
     let mut reader = Reader::from_reader(body);
     reader.config_mut().expand_empty_elements = true;

@@ -89,15 +89,16 @@ fn json_topic(body: &Value) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
+/// eBay's opaque, immutable `userId`: what the purge searches for and the only identifier that
+/// is logged. (The `username` is customer data: never taken here, never logged.)
 fn deleted_user_of(body: &Value) -> Option<String> {
-    let data = body.get("notification")?.get("data")?;
-    ["userId", "username"].iter().find_map(|k| {
-        data.get(*k)
-            .and_then(Value::as_str)
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::to_string)
-    })
+    body.get("notification")?
+        .get("data")?
+        .get("userId")
+        .and_then(Value::as_str)
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
 }
 
 fn json(env: &Envelope) -> Result<Normalized, NormalizeError> {
@@ -185,9 +186,13 @@ fn parse_xml(body: &[u8]) -> Result<Node, NormalizeError> {
     let mut reader = Reader::from_str(text);
     let mut stack: Vec<Node> = vec![Node::default()];
     loop {
-        let event = reader
-            .read_event()
-            .map_err(|e| not_xml(format!("at byte {}: {e}", reader.error_position())))?;
+        let event = reader.read_event().map_err(|e| {
+            not_xml(format!(
+                "at byte {}: {}",
+                reader.error_position(),
+                stockhook_shared::redact::error_kind(&e)
+            ))
+        })?;
         match event {
             Event::Start(e) => {
                 if stack.len() > MAX_DEPTH {
@@ -210,9 +215,13 @@ fn parse_xml(body: &[u8]) -> Result<Node, NormalizeError> {
                 }
             }
             Event::Text(t) => {
-                let s = t
-                    .unescape()
-                    .map_err(|e| not_xml(format!("at byte {}: {e}", reader.buffer_position())))?;
+                let s = t.unescape().map_err(|e| {
+                    not_xml(format!(
+                        "at byte {}: {}",
+                        reader.buffer_position(),
+                        stockhook_shared::redact::error_kind(&e)
+                    ))
+                })?;
                 if let Some(top) = stack.last_mut() {
                     top.text.push_str(&s);
                 }
@@ -536,13 +545,17 @@ mod tests {
     }
 
     #[test]
-    fn deletion_user_falls_back_to_username_and_is_required() {
+    fn deletion_needs_the_user_id_never_the_username() {
         let e = env(
             Platform::Ebay,
             &[],
             r#"{"metadata":{"topic":"MARKETPLACE_ACCOUNT_DELETION"},"notification":{"data":{"username":"u1"}}}"#,
         );
-        assert_eq!(ebay_deleted_user(&e).as_deref(), Some("u1"));
+        assert_eq!(ebay_deleted_user(&e), None);
+        assert!(matches!(
+            normalize(&e),
+            Err(NormalizeError::MissingField { .. })
+        ));
         let e = env(
             Platform::Ebay,
             &[],
