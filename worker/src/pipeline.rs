@@ -19,7 +19,7 @@ use crate::worker_queue::WorkerQueue;
 use anyhow::Context as _;
 use std::sync::Arc;
 use std::time::Duration;
-use stockhook_shared::config::Config;
+use stockhook_shared::config::{Config, Platform};
 use stockhook_shared::envelope::EventId;
 use stockhook_shared::queue::{now_ms, Failure, Leased, QueueError, QueueOps};
 use stockhook_shared::{lifecycle, sdnotify};
@@ -168,8 +168,10 @@ pub async fn process_batch<S: StateBackend>(
         let env = &l.envelope;
         match adapters::normalize(env) {
             Ok(normalized) => {
-                if let Some(user) = adapters::ebay_deleted_user(env) {
-                    deletions.push((env.source.clone(), user));
+                if env.platform == Platform::Ebay {
+                    if let Some(user) = adapters::ebay_deleted_user(env) {
+                        deletions.push((env.source.clone(), user));
+                    }
                 }
                 prepared.push(Prepared {
                     id: env.id,

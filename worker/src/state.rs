@@ -294,6 +294,8 @@ impl StateStore {
         let db = sled::Config::new()
             .path(path)
             .flush_every_ms(Some(200))
+            // sled's default page cache is 1 GiB; the worker's working set is far smaller.
+            .cache_capacity(32 * 1024 * 1024)
             .open()
             .map_err(|e| {
                 let text = e.to_string();

@@ -66,6 +66,9 @@ struct Args {
     /// Open loop at this many requests per second in total (default: closed loop; e2e: 2000).
     #[arg(long)]
     rate: Option<f64>,
+    /// load: stop after this many requests instead of after --duration (e.g. under callgrind).
+    #[arg(long)]
+    requests: Option<u64>,
     /// Approximate body size in bytes (products/update bodies are padded to it).
     #[arg(long, default_value_t = 1536)]
     body_size: usize,
@@ -659,6 +662,17 @@ fn sample_memory(pid: u32, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Mem
     })
 }
 
+/// utime + stime of every thread of `pid`, in seconds (clock ticks of 10 ms).
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces: the fields start after its closing parenthesis.
+    let rest = &s[s.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    Some(ticks as f64 / hz)
+}
+
 fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
@@ -687,9 +701,16 @@ async fn load(args: Args) -> anyhow::Result<()> {
     let plan = Plan {
         url: url.clone(),
         connections: args.connections.max(1),
-        until: Some(start + args.warmup + args.duration),
-        max_requests: None,
-        measure_from: start + args.warmup,
+        until: match args.requests {
+            Some(_) => None,
+            None => Some(start + args.warmup + args.duration),
+        },
+        max_requests: args.requests,
+        measure_from: if args.requests.is_some() {
+            start
+        } else {
+            start + args.warmup
+        },
         interval: args
             .rate
             .map(|r| Duration::from_secs_f64(args.connections.max(1) as f64 / r.max(0.001))),
@@ -698,13 +719,27 @@ async fn load(args: Args) -> anyhow::Result<()> {
     };
     let stop = Arc::new(AtomicBool::new(false));
     let sampler = args.pid.map(|p| sample_memory(p, stop.clone()));
+    // The server's CPU time over the measured window: a figure that a busy machine disturbs far
+    // less than req/s (other processes on the server's core take time, not instructions).
+    let cpu_start = {
+        let (pid, at) = (args.pid, start + args.warmup);
+        tokio::spawn(async move {
+            tokio::time::sleep_until(at.into()).await;
+            pid.and_then(cpu_seconds)
+        })
+    };
     let t = run_plan(plan, maker).await;
+    let cpu_end = args.pid.and_then(cpu_seconds);
+    let cpu = match (cpu_start.await.ok().flatten(), cpu_end) {
+        (Some(a), Some(b)) => Some(b - a),
+        _ => None,
+    };
     stop.store(true, Ordering::Relaxed);
     let mem = sampler.and_then(|h| h.join().ok());
     let n = t.latencies.len() as u64;
     let secs = t.measured.as_secs_f64().max(1e-9);
     let rps = n as f64 / secs;
-    let body_bytes = if n > 0 { t.bytes / n } else { 0 };
+    let body_bytes = t.bytes.checked_div(n).unwrap_or(0);
     if args.json {
         let mut v = serde_json::json!({
             "mode": "load",
@@ -722,6 +757,9 @@ async fn load(args: Args) -> anyhow::Result<()> {
         });
         if let Some(m) = mem {
             v["rss"] = serde_json::json!({"pid": args.pid, "vm_rss_max_mib": mib(m.rss_max_kib), "vm_hwm_mib": mib(m.hwm_kib)});
+        }
+        if let Some(c) = cpu {
+            v["server_cpu"] = serde_json::json!({"seconds": c, "us_per_request": c * 1e6 / n.max(1) as f64, "cores": c / secs});
         }
         println!("{v}");
     } else {
@@ -766,6 +804,14 @@ async fn load(args: Args) -> anyhow::Result<()> {
                 args.pid.unwrap_or(0),
                 mib(m.rss_max_kib),
                 mib(m.hwm_kib)
+            );
+        }
+        if let Some(c) = cpu {
+            println!(
+                "cpu      server {:.2} s over the window: {:.1} us per request, {:.2} cores busy",
+                c,
+                c * 1e6 / n.max(1) as f64,
+                c / secs
             );
         }
     }
