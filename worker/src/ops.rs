@@ -497,6 +497,7 @@ pub async fn stats(config: &Config, as_json: bool) -> Result<String, OpsError> {
         "events": {"processed": get(counters::EVENTS_PROCESSED), "ignored": get(counters::EVENTS_IGNORED), "duplicate": get(counters::EVENTS_DUPLICATE), "stale_levels": get(counters::LEVELS_STALE)},
         "alerts": {"created": get(counters::ALERTS_CREATED), "sent": get(counters::ALERTS_SENT), "pending": pending, "failed": failed},
         "emails": {"sent": get(counters::EMAILS_SENT)},
+        "ebay": {"account_deletions": get(counters::EBAY_ACCOUNT_DELETIONS)},
         "sources": sources,
     });
     if as_json {

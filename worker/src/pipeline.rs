@@ -12,7 +12,7 @@
 
 use crate::adapters;
 use crate::retry::Backoff;
-use crate::state::{Applied, Prepared, RuleConfig};
+use crate::state::{counters, Applied, Prepared, RuleConfig};
 use crate::state_backend::{SledState, StateBackend};
 use crate::state_nats::NatsState;
 use crate::worker_queue::WorkerQueue;
@@ -218,7 +218,7 @@ pub async fn process_batch<S: StateBackend>(
             );
             q.ack(ids).await?;
             for (source, user) in deletions {
-                purge_ebay_user(q, &source, &user).await?;
+                purge_ebay_user(q, state, &source, &user).await?;
             }
             Ok(())
         }
@@ -244,10 +244,25 @@ pub async fn process_batch<S: StateBackend>(
 /// (the deletion notice included, now acked) is deleted from the queue. The worker's state holds
 /// item ids, SKUs and titles only, never eBay user data, so there is nothing to delete there.
 /// Logged by user id only.
-async fn purge_ebay_user(q: &impl QueueOps, source: &str, user: &str) -> Result<(), QueueError> {
+async fn purge_ebay_user<S: StateBackend>(
+    q: &impl QueueOps,
+    state: &Arc<S>,
+    source: &str,
+    user: &str,
+) -> Result<(), QueueError> {
     let n = q
         .purge_matching(source.to_string(), user.to_string())
         .await?;
+    if let Err(e) = state
+        .update_alerts(
+            vec![],
+            |_| {},
+            Some((counters::EBAY_ACCOUNT_DELETIONS.to_string(), 1)),
+        )
+        .await
+    {
+        tracing::warn!(error = %e, "could not count the eBay account deletion");
+    }
     tracing::info!(
         source,
         user_id = user,

@@ -201,6 +201,8 @@ pub mod counters {
     pub const ALERTS_SENT: &str = "alerts.sent";
     pub const ALERTS_FAILED: &str = "alerts.failed";
     pub const EMAILS_SENT: &str = "emails.sent";
+    /// eBay MARKETPLACE_ACCOUNT_DELETION notices applied.
+    pub const EBAY_ACCOUNT_DELETIONS: &str = "ebay.account_deletions";
     /// Per source: `source.<name>.processed`.
     pub fn source_processed(source: &str) -> String {
         format!("source.{source}.processed")
