@@ -199,6 +199,8 @@ pub mod counters {
     pub const LEVELS_STALE: &str = "levels.stale";
     pub const ALERTS_CREATED: &str = "alerts.created";
     pub const ALERTS_SENT: &str = "alerts.sent";
+    /// Sent alerts forgotten by housekeeping (`stats` adds them to those still in the outbox).
+    pub const ALERTS_SWEPT: &str = "alerts.swept";
     pub const ALERTS_FAILED: &str = "alerts.failed";
     pub const EMAILS_SENT: &str = "emails.sent";
     /// eBay MARKETPLACE_ACCOUNT_DELETION notices applied.
