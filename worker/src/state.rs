@@ -119,6 +119,47 @@ impl ItemState {
     pub fn quiet_since(&self) -> i64 {
         self.last_sale_at.unwrap_or(self.first_seen_at)
     }
+
+    /// True when a level for `location` at `at` is older than the one held: it is ignored.
+    pub fn is_stale(&self, location: &str, at: i64) -> bool {
+        self.levels.get(location).is_some_and(|prev| prev.at > at)
+    }
+
+    /// Records a (not stale) level report and evaluates the stock rules: the alert it raises, if
+    /// any. Shared by every state backend, so the rules' effect on an item is written once.
+    pub fn record_level(
+        &mut self,
+        location: &str,
+        available: Option<i64>,
+        at: i64,
+        rules: &RuleConfig,
+        now: i64,
+    ) -> Option<Alert> {
+        self.levels
+            .insert(location.to_string(), LevelRec { available, at });
+        self.last_location = Some(location.to_string());
+        let threshold = rules.threshold(&self.source, self.sku.as_deref());
+        let total = self.total();
+        let rule = rules::evaluate_level(total, threshold, &mut self.arming)?;
+        self.last_alert = Some((rule, at));
+        Some(Alert {
+            id: Alert::make_id(rule, &self.source, &self.item, self.arming.episode),
+            rule,
+            source: self.source.clone(),
+            platform: self.platform.clone(),
+            item: self.item.clone(),
+            sku: self.sku.clone(),
+            title: self.title.clone(),
+            location: Some(location.to_string()),
+            available: total,
+            threshold: Some(threshold),
+            quiet_since: None,
+            quiet_days: None,
+            at,
+            created_at: now,
+            recipients: rules.recipients(&self.source),
+        })
+    }
 }
 
 /// What the rules need to know per source.
@@ -810,40 +851,11 @@ fn apply_fact(
         } => {
             let item = resolve(tx, &ev.source, item)?;
             let mut st = load_item(tx, ev, &item, *at)?;
-            if st.levels.get(location).is_some_and(|prev| prev.at > *at) {
+            if st.is_stale(location, *at) {
                 tx_add(tx, counters::LEVELS_STALE, 1)?;
                 return Ok(());
             }
-            st.levels.insert(
-                location.clone(),
-                LevelRec {
-                    available: *available,
-                    at: *at,
-                },
-            );
-            st.last_location = Some(location.clone());
-            let threshold = rules.threshold(&ev.source, st.sku.as_deref());
-            let total = st.total();
-            if let Some(rule) = rules::evaluate_level(total, threshold, &mut st.arming) {
-                st.last_alert = Some((rule, *at));
-                alerts.push(Alert {
-                    id: Alert::make_id(rule, &ev.source, &item, st.arming.episode),
-                    rule,
-                    source: ev.source.clone(),
-                    platform: ev.platform.clone(),
-                    item: item.clone(),
-                    sku: st.sku.clone(),
-                    title: st.title.clone(),
-                    location: Some(location.clone()),
-                    available: total,
-                    threshold: Some(threshold),
-                    quiet_since: None,
-                    quiet_days: None,
-                    at: *at,
-                    created_at: now,
-                    recipients: rules.recipients(&ev.source),
-                });
-            }
+            alerts.extend(st.record_level(location, *available, *at, rules, now));
             tx_put(tx, &item_key(&ev.source, &item), &st)?;
             if rules.combine_channels {
                 if let Some(sku) = &st.sku {

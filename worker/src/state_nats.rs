@@ -34,7 +34,7 @@
 use crate::alert::{Alert, OutboxEntry, OutboxStatus, Rule};
 use crate::facts::Fact;
 use crate::rules::{self, Arming};
-use crate::state::{counters, Applied, ItemState, LevelRec, Prepared, RuleConfig, StateError};
+use crate::state::{counters, Applied, ItemState, Prepared, RuleConfig, StateError};
 use crate::state_backend::StateBackend;
 use async_nats::jetstream::{self, kv, stream};
 use base64::Engine as _;
@@ -741,7 +741,7 @@ impl NatsState {
                         None => new_item(&item, *at),
                     };
                     let st = &mut rec.state;
-                    if st.levels.get(location).is_some_and(|prev| prev.at > *at) {
+                    if st.is_stale(location, *at) {
                         rec.guard.record(tok, &[]);
                         if view.cas(B::Items, &key, &rec, rev).await? {
                             *deltas
@@ -752,37 +752,10 @@ impl NatsState {
                         conflict_pause(attempt, &key).await?;
                         continue;
                     }
-                    st.levels.insert(
-                        location.clone(),
-                        LevelRec {
-                            available: *available,
-                            at: *at,
-                        },
-                    );
-                    st.last_location = Some(location.clone());
-                    let threshold = rules.threshold(&ev.source, st.sku.as_deref());
-                    let total = st.total();
-                    let mut raised = Vec::new();
-                    if let Some(rule) = rules::evaluate_level(total, threshold, &mut st.arming) {
-                        st.last_alert = Some((rule, *at));
-                        raised.push(Alert {
-                            id: Alert::make_id(rule, &ev.source, &item, st.arming.episode),
-                            rule,
-                            source: ev.source.clone(),
-                            platform: ev.platform.clone(),
-                            item: item.clone(),
-                            sku: st.sku.clone(),
-                            title: st.title.clone(),
-                            location: Some(location.clone()),
-                            available: total,
-                            threshold: Some(threshold),
-                            quiet_since: None,
-                            quiet_days: None,
-                            at: *at,
-                            created_at: now,
-                            recipients: rules.recipients(&ev.source),
-                        });
-                    }
+                    let raised: Vec<Alert> = st
+                        .record_level(location, *available, *at, rules, now)
+                        .into_iter()
+                        .collect();
                     let this_sku = st.sku.clone();
                     rec.guard.record(tok, &raised);
                     if view.cas(B::Items, &key, &rec, rev).await? {
