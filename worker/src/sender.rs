@@ -84,11 +84,10 @@ fn recipients_of(e: &OutboxEntry) -> Vec<String> {
 
 /// Splits what is due into emails. Sets planned before (a send that a crash or a transient
 /// failure interrupted) are kept exactly as planned; the rest are grouped by recipients, at most
-/// [`MAX_ALERTS_PER_EMAIL`] per email, and each new set is written down before it is sent.
-async fn plan<S: StateBackend>(
-    state: &Arc<S>,
-    due: Vec<OutboxEntry>,
-) -> Result<Vec<Vec<OutboxEntry>>, crate::state::StateError> {
+/// [`MAX_ALERTS_PER_EMAIL`] per email, each entry carrying its new set in `planned`. The claim
+/// (`StateBackend::claim_alerts`) writes the set down, atomically with the claim, before the
+/// email is sent.
+fn plan(due: Vec<OutboxEntry>) -> Vec<Vec<OutboxEntry>> {
     let mut planned: BTreeMap<Vec<String>, Vec<OutboxEntry>> = BTreeMap::new();
     let mut fresh: BTreeMap<Vec<String>, Vec<OutboxEntry>> = BTreeMap::new();
     for e in due {
@@ -101,13 +100,8 @@ async fn plan<S: StateBackend>(
     let mut sets: Vec<Vec<OutboxEntry>> = planned.into_values().collect();
     for (_, entries) in fresh {
         for chunk in entries.chunks(MAX_ALERTS_PER_EMAIL) {
-            let mut ids: Vec<String> = chunk.iter().map(|e| e.alert.id.clone()).collect();
-            ids.sort();
-            let set = ids.clone();
-            let written = set.clone();
-            state
-                .update_alerts(ids, move |e| e.planned = written.clone(), None)
-                .await?;
+            let mut set: Vec<String> = chunk.iter().map(|e| e.alert.id.clone()).collect();
+            set.sort();
             let mut chunk = chunk.to_vec();
             for e in &mut chunk {
                 e.planned = set.clone();
@@ -115,7 +109,7 @@ async fn plan<S: StateBackend>(
             sets.push(chunk);
         }
     }
-    Ok(sets)
+    sets
 }
 
 /// Sends everything due now. Returns after one pass.
@@ -127,7 +121,7 @@ pub async fn send_due<S: StateBackend>(
     let now = now_ms();
     let due = state.due_alerts(now).await?;
     let mut sent = 0;
-    for chunk in plan(state, due).await? {
+    for chunk in plan(due) {
         // Only what this worker claimed: with several workers on one state, each alert is
         // sent by exactly one of them.
         let recipients = chunk.first().map(recipients_of).unwrap_or_default();

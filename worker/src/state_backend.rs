@@ -54,7 +54,8 @@ pub trait StateBackend: Send + Sync + 'static {
 
     /// Takes the right to send these due entries until `until_ms`: returns those this process
     /// may send now. With one worker per state (sled) that is all of them; with several, each
-    /// entry goes to exactly one claimer, so two workers never send the same alert.
+    /// entry goes to exactly one claimer, so two workers never send the same alert. Each claimed
+    /// entry's `planned` set (the email it goes into) is written down with the claim.
     fn claim_alerts(
         &self,
         entries: Vec<OutboxEntry>,
@@ -160,11 +161,33 @@ impl StateBackend for SledState {
         entries: Vec<OutboxEntry>,
         _until_ms: i64,
     ) -> Result<Vec<OutboxEntry>, StateError> {
-        // One worker holds the database: nobody else can send them.
-        Ok(entries
+        // One worker holds the database: nobody else can send them. The claim only writes down
+        // the email each entry is planned into (before it is sent).
+        let mine: Vec<OutboxEntry> = entries
             .into_iter()
             .filter(|e| e.status == OutboxStatus::Pending)
-            .collect())
+            .collect();
+        let plans: std::collections::HashMap<String, Vec<String>> = mine
+            .iter()
+            .filter(|e| !e.planned.is_empty())
+            .map(|e| (e.alert.id.clone(), e.planned.clone()))
+            .collect();
+        if !plans.is_empty() {
+            let ids: Vec<String> = plans.keys().cloned().collect();
+            self.blocking(move |s| {
+                s.update_alerts(
+                    &ids,
+                    move |e| {
+                        if let Some(p) = plans.get(&e.alert.id) {
+                            e.planned = p.clone();
+                        }
+                    },
+                    None,
+                )
+            })
+            .await?;
+        }
+        Ok(mine)
     }
 
     async fn update_alerts<F>(

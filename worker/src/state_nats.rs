@@ -1198,6 +1198,11 @@ impl StateBackend for NatsState {
                 owner: self.owner.clone(),
                 until_ms,
             });
+            // The email this entry is planned into is written down with the claim, before the
+            // send: a crash mid-send resends exactly that set.
+            if !e.planned.is_empty() {
+                rec.entry.planned = e.planned.clone();
+            }
             // One compare-and-set: if another worker got there first, it sends, not us.
             if self.cas(B::Outbox, &key, to_json(&rec)?, rev).await? {
                 mine.push(rec.entry);
