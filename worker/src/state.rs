@@ -120,6 +120,28 @@ impl ItemState {
         self.last_sale_at.unwrap_or(self.first_seen_at)
     }
 
+    /// The no-sales alert for the quiet period that began at `since` (its id is the same for
+    /// every run and every worker that raises it).
+    pub fn no_sales_alert(&self, since: i64, rules: &RuleConfig, now: i64) -> Alert {
+        Alert {
+            id: Alert::make_id(Rule::NoSales, &self.source, &self.item, since as u64),
+            rule: Rule::NoSales,
+            source: self.source.clone(),
+            platform: self.platform.clone(),
+            item: self.item.clone(),
+            sku: self.sku.clone(),
+            title: self.title.clone(),
+            location: self.last_location.clone(),
+            available: self.total(),
+            threshold: None,
+            quiet_since: Some(since),
+            quiet_days: Some(rules.no_sales_days),
+            at: now,
+            created_at: now,
+            recipients: rules.recipients(&self.source),
+        }
+    }
+
     /// True when a level for `location` at `at` is older than the one held: it is ignored.
     pub fn is_stale(&self, location: &str, at: i64) -> bool {
         self.levels.get(location).is_some_and(|prev| prev.at > at)
@@ -470,23 +492,7 @@ impl StateStore {
                         continue;
                     }
                     st.no_sales_fired_for = Some(since);
-                    let alert = Alert {
-                        id: Alert::make_id(Rule::NoSales, &st.source, &st.item, since as u64),
-                        rule: Rule::NoSales,
-                        source: st.source.clone(),
-                        platform: st.platform.clone(),
-                        item: st.item.clone(),
-                        sku: st.sku.clone(),
-                        title: st.title.clone(),
-                        location: st.last_location.clone(),
-                        available: st.total(),
-                        threshold: None,
-                        quiet_since: Some(since),
-                        quiet_days: Some(rules.no_sales_days),
-                        at: now,
-                        created_at: now,
-                        recipients: rules.recipients(&st.source),
-                    };
+                    let alert = st.no_sales_alert(since, rules, now);
                     st.last_alert = Some((Rule::NoSales, now));
                     tx_put(tx, k, &st)?;
                     if enqueue(tx, &alert, rules)? {

@@ -1086,23 +1086,7 @@ impl StateBackend for NatsState {
                 ) {
                     break;
                 }
-                let alert = Alert {
-                    id: Alert::make_id(Rule::NoSales, &st.source, &st.item, since as u64),
-                    rule: Rule::NoSales,
-                    source: st.source.clone(),
-                    platform: st.platform.clone(),
-                    item: st.item.clone(),
-                    sku: st.sku.clone(),
-                    title: st.title.clone(),
-                    location: st.last_location.clone(),
-                    available: st.total(),
-                    threshold: None,
-                    quiet_since: Some(since),
-                    quiet_days: Some(rules.no_sales_days),
-                    at: now,
-                    created_at: now,
-                    recipients: rules.recipients(&st.source),
-                };
+                let alert = st.no_sales_alert(since, &rules, now);
                 // Enqueue first (the id is the same for every worker and every retry), then
                 // mark the quiet period done: a crash in between repeats only the enqueue.
                 let entry = OutboxRec {
