@@ -7,6 +7,12 @@ use stockhook_shared::config::Config;
 use stockhook_shared::queue::sled_store::{dir_size, SledStore};
 
 pub fn run(config: &Config) -> anyhow::Result<()> {
+    if config.queue.backend != "sled" {
+        anyhow::bail!(
+            "compact rewrites the embedded sled queue; with backend = {:?} the queue lives in NATS JetStream, which manages its own storage",
+            config.queue.backend
+        );
+    }
     let path = config.data_dir.join("queue");
     if !path.exists() {
         anyhow::bail!(
