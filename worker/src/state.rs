@@ -228,6 +228,14 @@ impl RuleConfig {
             .unwrap_or(self.default_threshold)
     }
 
+    /// The cross-channel threshold for a SKU: its own, else the global one.
+    pub fn combined_threshold(&self, sku: &str) -> i64 {
+        self.sku_thresholds
+            .get(sku)
+            .copied()
+            .unwrap_or(self.default_threshold)
+    }
+
     pub fn recipients(&self, source: &str) -> Vec<String> {
         self.source_recipients
             .get(source)
@@ -951,15 +959,39 @@ fn combined_level(
     }
     let arm_key = [b"c/", sku.as_bytes()].concat();
     let mut arming: Arming = tx_get(tx, &arm_key)?.unwrap_or_default();
-    let threshold = rules
-        .sku_thresholds
-        .get(sku)
-        .copied()
-        .unwrap_or(rules.default_threshold);
+    let threshold = rules.combined_threshold(sku);
     let fired = rules::evaluate_level(total, threshold, &mut arming);
     tx_put(tx, &arm_key, &arming)?;
-    Ok(fired.map(|_| Alert {
-        id: Alert::make_id(Rule::CombinedLowStock, "*", sku, arming.episode),
+    Ok(fired.map(|_| {
+        combined_alert(
+            sku,
+            &sources,
+            location,
+            total,
+            threshold,
+            arming.episode,
+            at,
+            now,
+            rules,
+        )
+    }))
+}
+
+/// The cross-channel alert for `sku` (shared by every state backend).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn combined_alert(
+    sku: &str,
+    sources: &[String],
+    location: &str,
+    total: Option<i64>,
+    threshold: i64,
+    episode: u64,
+    at: i64,
+    now: i64,
+    rules: &RuleConfig,
+) -> Alert {
+    Alert {
+        id: Alert::make_id(Rule::CombinedLowStock, "*", sku, episode),
         rule: Rule::CombinedLowStock,
         source: sources.join("+"),
         platform: "all".into(),
@@ -974,7 +1006,7 @@ fn combined_level(
         at,
         created_at: now,
         recipients: rules.default_recipients.clone(),
-    }))
+    }
 }
 
 #[cfg(test)]

@@ -880,29 +880,21 @@ impl NatsState {
                 return Ok(());
             }
             let mut rec = cur.unwrap_or_default();
-            let threshold = rules
-                .sku_thresholds
-                .get(sku)
-                .copied()
-                .unwrap_or(rules.default_threshold);
+            let threshold = rules.combined_threshold(sku);
             let fired = rules::evaluate_level(total, threshold, &mut rec.arming);
             let raised: Vec<Alert> = fired
-                .map(|_| Alert {
-                    id: Alert::make_id(Rule::CombinedLowStock, "*", sku, rec.arming.episode),
-                    rule: Rule::CombinedLowStock,
-                    source: sources.join("+"),
-                    platform: "all".into(),
-                    item: sku.to_string(),
-                    sku: Some(sku.to_string()),
-                    title: None,
-                    location: Some(location.to_string()),
-                    available: total,
-                    threshold: Some(threshold),
-                    quiet_since: None,
-                    quiet_days: None,
-                    at,
-                    created_at: now,
-                    recipients: rules.default_recipients.clone(),
+                .map(|_| {
+                    crate::state::combined_alert(
+                        sku,
+                        &sources,
+                        location,
+                        total,
+                        threshold,
+                        rec.arming.episode,
+                        at,
+                        now,
+                        rules,
+                    )
                 })
                 .into_iter()
                 .collect();
