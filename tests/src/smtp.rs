@@ -26,13 +26,18 @@ impl SmtpSink {
     /// Starts the server on a free loopback port, storing mail under `<dir>/smtp-mail`, and waits
     /// until it greets with `220`.
     pub fn start(dir: &TestDir) -> SmtpSink {
-        let maildir = dir.path().join("smtp-mail");
         // Ask the kernel for a free port, then hand it over (the window in between is tiny and
-        // a collision fails loudly below, it does not hang).
+        // a collision fails loudly in `on`, it does not hang).
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("finding a free loopback port for the SMTP sink")
             .port();
+        SmtpSink::on(dir, port, &dir.path().join("smtp-mail"))
+    }
+
+    /// Starts the server on `port`, storing mail in `maildir` (kept across restarts), and waits
+    /// until it greets with `220`.
+    pub fn on(dir: &TestDir, port: u16, maildir: &Path) -> SmtpSink {
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         let listen = format!("127.0.0.1:{port}");
         let maildir_arg = maildir.to_str().expect("test paths are UTF-8").to_string();
@@ -52,7 +57,7 @@ impl SmtpSink {
         let greeted = poll_until(deadline_in(Duration::from_secs(20)), || {
             if let Some(st) = proc.try_wait_exit(deadline_in(Duration::ZERO)) {
                 panic!(
-                    "the SMTP sink exited ({st}) before greeting: is python3-aiosmtpd installed? (.ci/run installs it)"
+                    "the SMTP sink on {addr} exited ({st}) before greeting: port taken, or python3-aiosmtpd missing? (.ci/run installs it)"
                 );
             }
             let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()?;
@@ -65,7 +70,7 @@ impl SmtpSink {
         SmtpSink {
             proc,
             addr,
-            maildir,
+            maildir: maildir.to_path_buf(),
         }
     }
 

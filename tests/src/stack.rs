@@ -9,12 +9,11 @@
 
 use crate::poll::{deadline_in, poll_until};
 use crate::proc::{mail_files, Proc, TestDir};
-use crate::smtp::{SmtpSink, PYTHON};
+use crate::smtp::SmtpSink;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use std::collections::BTreeMap;
-use std::io::Read as _;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Condvar, Mutex};
@@ -670,38 +669,7 @@ pub fn free_port() -> u16 {
 /// Starts the aiosmtpd sink (as [`SmtpSink::start`] does) on `port`, storing mail in `maildir`
 /// (kept across restarts), and waits for its `220` greeting.
 pub fn smtp_sink_on(dir: &TestDir, port: u16, maildir: &Path) -> SmtpSink {
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let listen = format!("127.0.0.1:{port}");
-    let maildir_arg = maildir.to_str().expect("test paths are UTF-8").to_string();
-    let mut proc = dir.spawn(
-        Path::new(PYTHON),
-        &[
-            "-m",
-            "aiosmtpd",
-            "-n",
-            "-l",
-            &listen,
-            "-c",
-            "aiosmtpd.handlers.Mailbox",
-            &maildir_arg,
-        ],
-    );
-    let greeted = poll_until(deadline_in(Duration::from_secs(20)), || {
-        if let Some(st) = proc.try_wait_exit(deadline_in(Duration::ZERO)) {
-            panic!("the SMTP sink on {addr} exited ({st}) before greeting: port taken, or python3-aiosmtpd missing?");
-        }
-        let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-        let mut banner = [0u8; 3];
-        s.read_exact(&mut banner).ok()?;
-        (&banner == b"220").then_some(())
-    });
-    assert!(greeted.is_some(), "the SMTP sink on {addr} never greeted");
-    SmtpSink {
-        proc,
-        addr,
-        maildir: maildir.to_path_buf(),
-    }
+    SmtpSink::on(dir, port, maildir)
 }
 
 // ---------------------------------------------------------------------------------------------
