@@ -594,6 +594,9 @@ pub async fn scan_last_per_subject(
     scan(stream, filter, consumer::DeliverPolicy::LastPerSubject).await
 }
 
+/// How long a scan waits for the next message before taking the snapshot as complete.
+const SCAN_IDLE: Duration = Duration::from_secs(2);
+
 async fn scan(
     stream: &stream::Stream,
     filter: &str,
@@ -613,9 +616,15 @@ async fn scan(
     let mut msgs = consumer.messages().await?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
-        let next = tokio::time::timeout_at(deadline, msgs.next())
-            .await
-            .map_err(|_| "timed out reading the stream")?;
+        // An ordered consumer delivers what exists at once; a silence means the snapshot is
+        // complete even when a concurrent write kept `pending` from reaching 0 (seen with two
+        // workers scanning and updating one bucket).
+        let idle = (tokio::time::Instant::now() + SCAN_IDLE).min(deadline);
+        let next = match tokio::time::timeout_at(idle, msgs.next()).await {
+            Ok(next) => next,
+            Err(_) if idle < deadline => break,
+            Err(_) => return Err("timed out reading the stream".into()),
+        };
         let Some(m) = next else { break };
         let m = m?;
         let info = m.info()?;
