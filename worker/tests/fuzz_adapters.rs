@@ -22,15 +22,15 @@
 //!   [`PII_KEYS`]) unless that text was moved into the topic the message names, and stays short;
 //! * every fact's time is the payload's, a header's or the receipt time (no invented times).
 //!
-//! Iterations per target: `STOCKHOOK_FUZZ_ITERS` (default 2500), seed `STOCKHOOK_FUZZ_SEED`.
+//! Iterations per target: `SHTEST_FUZZ_ITERS` (default 2500), seed `SHTEST_FUZZ_SEED`.
 //! A longer run:
 //!
 //! ```sh
-//! STOCKHOOK_FUZZ_ITERS=5000000 cargo test --release -p stockhook-worker --test fuzz_adapters
+//! SHTEST_FUZZ_ITERS=5000000 cargo test --release -p stockhook-worker --test fuzz_adapters
 //! ```
 //!
-//! A failure prints `seed=<s> iteration=<i>`: rerun with `STOCKHOOK_FUZZ_SEED=<s>` and
-//! `STOCKHOOK_FUZZ_ITERS=<i + 1>` to replay it.
+//! A failure prints `seed=<s> iteration=<i>`: rerun with `SHTEST_FUZZ_SEED=<s>` and
+//! `SHTEST_FUZZ_ITERS=<i + 1>` to replay it.
 
 #[path = "../../fuzz/mutator.rs"]
 mod mutator;
@@ -448,7 +448,7 @@ fn fail(target: &str, seed: u64, i: u64, what: &str, input: &[u8]) -> ! {
     let saved = save_input(&dir, target, seed, i, input);
     panic!(
         "fuzz target {target}: {what}\n  seed={seed} iteration={i} \
-         (replay: STOCKHOOK_FUZZ_SEED={seed} STOCKHOOK_FUZZ_ITERS={})\n  input saved to {saved}\n  input hex: {}",
+         (replay: SHTEST_FUZZ_SEED={seed} SHTEST_FUZZ_ITERS={})\n  input saved to {saved}\n  input hex: {}",
         i + 1,
         hex_head(input)
     )
