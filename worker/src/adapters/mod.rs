@@ -408,6 +408,13 @@ pub(crate) mod test_support {
         );
         std::fs::read(&path).unwrap_or_else(|e| panic!("read fixture {path}: {e}"))
     }
+
+    /// A published payload kept in this repository, `worker/tests/data/<rel>` (each directory's
+    /// README names where every file comes from).
+    pub fn data(rel: &str) -> Vec<u8> {
+        let path = format!("{}/tests/data/{rel}", env!("CARGO_MANIFEST_DIR"));
+        std::fs::read(&path).unwrap_or_else(|e| panic!("read test data {path}: {e}"))
+    }
 }
 
 #[cfg(test)]
