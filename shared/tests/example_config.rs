@@ -40,7 +40,7 @@ fn example_parses_with_the_schema() {
                 Platform::Simple,
                 SchemeKind::StandardWebhooks
             ),
-            ("woo-store", Platform::Simple, SchemeKind::HmacSha256),
+            ("woo-store", Platform::Woocommerce, SchemeKind::HmacSha256),
             ("warehouse", Platform::Simple, SchemeKind::HmacSha256),
             ("amazon-eu", Platform::Amazon, SchemeKind::ApiKey),
             ("amazon-us", Platform::Amazon, SchemeKind::BasicAuth),

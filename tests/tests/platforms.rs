@@ -381,3 +381,137 @@ fn ebay_account_deletion_is_applied_counted_once_and_purges_retained_events() {
     );
     assert!(!log.contains("test_user"), "username in the worker log");
 }
+
+/// WooCommerce's signature: base64 HMAC-SHA256 of the exact body in `X-WC-Webhook-Signature`.
+fn post_woo(addr: std::net::SocketAddr, secret: &str, topic: &str, body: &[u8]) -> http::Resp {
+    let sig = base64::engine::general_purpose::STANDARD
+        .encode(sign::hmac_sha256(secret.as_bytes(), &[body]));
+    let headers: Vec<(String, String)> = vec![
+        ("X-WC-Webhook-Signature".into(), sig),
+        ("X-WC-Webhook-Topic".into(), topic.into()),
+        (
+            "X-WC-Webhook-Resource".into(),
+            topic.split('.').next().unwrap_or("").into(),
+        ),
+        (
+            "X-WC-Webhook-Event".into(),
+            topic.split('.').nth(1).unwrap_or("").into(),
+        ),
+        (
+            "X-WC-Webhook-Source".into(),
+            "https://shop.example.com/".into(),
+        ),
+        ("X-WC-Webhook-ID".into(), "17".into()),
+        (
+            "X-WC-Webhook-Delivery-ID".into(),
+            format!("{}", body.len() * 7919 + topic.len()),
+        ),
+        (
+            "User-Agent".into(),
+            "WooCommerce/8.9.1 Hookshot (WordPress/6.5.3)".into(),
+        ),
+        ("Content-Type".into(), "application/json".into()),
+    ];
+    http::post(addr, "/webhooks/woo", &headers, body)
+}
+
+/// The docs' simple product (worker/tests/data/woocommerce/) with its stock managed: `quantity`
+/// left as of `modified` (GMT).
+fn woo_product(quantity: i64, modified: &str) -> Vec<u8> {
+    let mut p: serde_json::Value =
+        serde_json::from_slice(&repo_data("woocommerce/product_794_simple_docs.json"))
+            .expect("published product is JSON");
+    p["manage_stock"] = json!(true);
+    p["stock_quantity"] = json!(quantity);
+    p["sku"] = json!("PREMIUM-Q");
+    p["date_modified_gmt"] = json!(modified);
+    serde_json::to_vec(&p).expect("serialize")
+}
+
+/// WooCommerce, the fourth platform, end to end: the ping a new webhook sends is answered 200;
+/// a signed product update with plenty of stock raises nothing; one below the threshold ends in
+/// one low-stock email naming the product; an order for it counts as a sale.
+#[test]
+fn woocommerce_signed_product_update_ends_in_one_low_stock_email() {
+    const SECRET: &str = "woo-webhook-secret-0123456789";
+    let dir = TestDir::new("p-woo");
+    let cfg = dir.config().recipients(&[TO]).source(
+        SourceSpec::new("woo", "woocommerce", "hmac-sha256", &[SECRET])
+            .with("signature_header", "\"X-WC-Webhook-Signature\"")
+            .with("signature_encoding", "\"base64\""),
+    );
+    let config = dir.write_config("stockhook.toml", &cfg);
+    let rx = dir.receiver(&config);
+    let _worker = start_worker(&dir, &config);
+
+    // Saving the webhook in WooCommerce: an unsigned ping that must get a 2xx.
+    let ping: Vec<(String, String)> = vec![(
+        "Content-Type".into(),
+        "application/x-www-form-urlencoded".into(),
+    )];
+    let r = http::post(rx.addr(), "/webhooks/woo", &ping, b"webhook_id=17");
+    assert_eq!(r.status, 200, "{r:?}");
+
+    let r = post_woo(
+        rx.addr(),
+        SECRET,
+        "product.updated",
+        &woo_product(12, "2026-11-30T10:00:00"),
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    // Signed with another secret: refused.
+    let forged = woo_product(0, "2026-11-30T10:30:00");
+    let r = post_woo(rx.addr(), "not-the-secret", "product.updated", &forged);
+    assert_eq!(r.status, 401, "{r:?}");
+    let r = post_woo(
+        rx.addr(),
+        SECRET,
+        "product.updated",
+        &woo_product(2, "2026-11-30T11:00:00"),
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+
+    let emails = wait_eml(&dir.data_dir(), 1, SETTLE);
+    assert_eq!(emails.len(), 1, "{emails:#?}");
+    let e = &emails[0];
+    assert_eq!(
+        e.field_for("794", "Available").as_deref(),
+        Some("2"),
+        "{}",
+        e.text()
+    );
+    assert_eq!(
+        e.field_for("794", "SKU").as_deref(),
+        Some("PREMIUM-Q"),
+        "{}",
+        e.text()
+    );
+    assert!(e.text().contains("Premium Quality"), "{}", e.text());
+
+    // The docs' order, its first line made this product: a sale of 2.
+    let mut order: serde_json::Value =
+        serde_json::from_slice(&repo_data("woocommerce/order_727_docs.json")).expect("JSON");
+    order["line_items"][0]["product_id"] = json!(794);
+    let r = post_woo(
+        rx.addr(),
+        SECRET,
+        "order.created",
+        &serde_json::to_vec(&order).unwrap(),
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let s = wait_stats(&dir, &config, SETTLE, "three events processed", |s| {
+        stat(s, "events.processed") == 3
+    });
+    assert_eq!(stat(&s, "queue.dead"), 0, "{s:#}");
+    let csv = worker_cli_ok(&dir, &config, &["export", "--csv"]);
+    let row = csv
+        .lines()
+        .find(|l| l.contains(",794,"))
+        .unwrap_or_else(|| panic!("no row: {csv}"));
+    // units_sold is the 10th column.
+    assert_eq!(row.split(',').nth(9), Some("2"), "{row}");
+    assert_eq!(
+        wait_eml(&dir.data_dir(), 1, Duration::from_millis(1)).len(),
+        1
+    );
+}
