@@ -145,11 +145,25 @@ async fn drain<S: StateBackend>(
         if leased.is_empty() {
             continue;
         }
+        let mut leased = leased;
+        for l in &mut leased {
+            read_as_configured(config, &mut l.envelope);
+        }
         if let Err(e) = process_batch(c, state, rules, leased).await {
             tracing::warn!(error = %e, "queue call failed mid-batch; unacked events will be redelivered");
             client = None;
         }
         wake.notify_one();
+    }
+}
+
+/// Sets the event's platform to its source's platform in the current config. The receiver records
+/// the platform with each event when it accepts it; an operator who then fixes a source's
+/// `platform` (and replays what the wrong one dead-lettered) means the current one. An event of a
+/// source no longer configured keeps the platform it was accepted with.
+pub fn read_as_configured(config: &Config, env: &mut stockhook_shared::envelope::Envelope) {
+    if let Some(s) = config.sources.iter().find(|s| s.name == env.source) {
+        env.platform = s.platform;
     }
 }
 
