@@ -10,9 +10,10 @@
 //!   meaningless (often null or stale) `stock_quantity`, so it gives no level. A variable product
 //!   is tracked through its variations: WooCommerce fires the same topics for a variation (its
 //!   payload has `type: "variation"` and its `parent_id`, or is the variations endpoint's shape
-//!   with `attributes[].option`), each variation its own item keyed by its own id, titled "product
-//!   - Black / L" where the names are known. A variation whose `manage_stock` is `"parent"` takes
-//!   its stock from the parent product, which reports it: no level of its own.
+//!   with `attributes[].option`), each variation its own item keyed by its own id, titled by its
+//!   name ("Ship Your Idea - Black"), else by its options ("Black / L"). A variation whose
+//!   `manage_stock` is `"parent"` takes its stock from the parent product, which reports it: no
+//!   level of its own.
 //! * `order.created`: a `Sale` per line item (item = `variation_id` when it is not 0, else
 //!   `product_id`; a line whose product was deleted, `product_id: 0`, is kept apart by its SKU,
 //!   `sku:<SKU>`, else its name, `title:<name>`, with a `CatalogEntry`), order = `id`, line = the
