@@ -62,6 +62,17 @@ fn soap(response: &str, event: &str, ts: &str, cert: &str, inner: &str) -> Vec<u
     .into_bytes()
 }
 
+/// The `units_sold` column of `export --csv` for `item` (the item column, exactly).
+fn units_sold(dir: &TestDir, config: &std::path::Path, item: &str) -> String {
+    let csv = worker_cli_ok(dir, config, &["export", "--csv"]);
+    let row = csv
+        .lines()
+        .find(|l| l.split(',').nth(2) == Some(item))
+        .unwrap_or_else(|| panic!("no row for {item}: {csv}"));
+    // units_sold is the 10th column.
+    row.split(',').nth(9).unwrap_or_default().to_string()
+}
+
 fn item(quantity: i64, sold: i64) -> String {
     format!(
         "<Item><ItemID>110554019341</ItemID><Quantity>{quantity}</Quantity>\
@@ -152,13 +163,7 @@ fn ebay_trading_soap_revision_and_sale_end_in_one_email() {
         stat(s, "events.processed") == 2
     });
     assert_eq!(stat(&s, "queue.dead"), 0, "{s:#}");
-    let csv = worker_cli_ok(&dir, &config, &["export", "--csv"]);
-    let row = csv
-        .lines()
-        .find(|l| l.contains("110554019341"))
-        .unwrap_or_else(|| panic!("no row: {csv}"));
-    // units_sold is the 10th column.
-    assert_eq!(row.split(',').nth(9), Some("5"), "{row}");
+    assert_eq!(units_sold(&dir, &config, "110554019341"), "5");
 }
 
 #[test]
@@ -503,13 +508,7 @@ fn woocommerce_signed_product_update_ends_in_one_low_stock_email() {
         stat(s, "events.processed") == 3
     });
     assert_eq!(stat(&s, "queue.dead"), 0, "{s:#}");
-    let csv = worker_cli_ok(&dir, &config, &["export", "--csv"]);
-    let row = csv
-        .lines()
-        .find(|l| l.contains(",794,"))
-        .unwrap_or_else(|| panic!("no row: {csv}"));
-    // units_sold is the 10th column.
-    assert_eq!(row.split(',').nth(9), Some("2"), "{row}");
+    assert_eq!(units_sold(&dir, &config, "794"), "2");
     assert_eq!(
         wait_eml(&dir.data_dir(), 1, Duration::from_millis(1)).len(),
         1

@@ -184,19 +184,9 @@ pub fn normalize(env: &Envelope) -> Result<Normalized, NormalizeError> {
         "FBA_INVENTORY_AVAILABILITY_CHANGES" => fba_inventory(env, topic, &notice)?,
         "LISTINGS_ITEM_MFN_QUANTITY_CHANGE" => mfn_quantity(env, topic, &notice)?,
         "ORDER_CHANGE" => order_change(env, topic, &notice)?,
-        _ => {
-            return Ok(Normalized {
-                topic: topic.to_string(),
-                facts: Vec::new(),
-                ignored: true,
-            })
-        }
+        _ => return Ok(super::ignored(topic)),
     };
-    Ok(Normalized {
-        topic: topic.to_string(),
-        facts,
-        ignored: false,
-    })
+    Ok(super::read(topic, facts))
 }
 
 /// `NotificationMetadata.NotificationId` (any casing, bare or inside `detail`), else the
@@ -503,6 +493,23 @@ mod tests {
         }]
     }
 
+    /// Each published notification that gives facts: file, topic, the facts it gives.
+    fn published_cases() -> [(&'static str, &'static str, Vec<Fact>); 3] {
+        [
+            (
+                "fba_inventory_availability_changes.json",
+                "FBA_INVENTORY_AVAILABILITY_CHANGES",
+                fba_expected(),
+            ),
+            (
+                "listings_item_mfn_quantity_change.json",
+                "LISTINGS_ITEM_MFN_QUANTITY_CHANGE",
+                mfn_expected(),
+            ),
+            ("order_change.json", "ORDER_CHANGE", order_expected()),
+        ]
+    }
+
     fn expect(body: Vec<u8>, topic: &str, facts: Vec<Fact>) {
         let n = run(body).unwrap();
         assert_eq!(
@@ -590,19 +597,7 @@ mod tests {
     #[test]
     fn sqs_record_from_an_event_bridge_pipe_is_unwrapped() {
         // Issue 13, item 5: without an input transformer the pipe posts the SQS record.
-        for (name, topic, facts) in [
-            (
-                "fba_inventory_availability_changes.json",
-                "FBA_INVENTORY_AVAILABILITY_CHANGES",
-                fba_expected(),
-            ),
-            (
-                "listings_item_mfn_quantity_change.json",
-                "LISTINGS_ITEM_MFN_QUANTITY_CHANGE",
-                mfn_expected(),
-            ),
-            ("order_change.json", "ORDER_CHANGE", order_expected()),
-        ] {
+        for (name, topic, facts) in published_cases() {
             let record = sqs_record(&data(&format!("amazon/{name}")));
             for body in [record.clone(), json!([record.clone()])] {
                 let bytes = serde_json::to_vec(&body).unwrap();
@@ -699,19 +694,7 @@ mod tests {
 
     #[test]
     fn camel_case_and_lower_case_keys_give_the_same_facts() {
-        for (name, topic, facts) in [
-            (
-                "fba_inventory_availability_changes.json",
-                "FBA_INVENTORY_AVAILABILITY_CHANGES",
-                fba_expected(),
-            ),
-            (
-                "listings_item_mfn_quantity_change.json",
-                "LISTINGS_ITEM_MFN_QUANTITY_CHANGE",
-                mfn_expected(),
-            ),
-            ("order_change.json", "ORDER_CHANGE", order_expected()),
-        ] {
+        for (name, topic, facts) in published_cases() {
             for f in [camel as fn(&str) -> String, |k: &str| {
                 k.to_ascii_lowercase()
             }] {
@@ -729,19 +712,7 @@ mod tests {
 
     #[test]
     fn event_bridge_wrapper_gives_the_same_facts() {
-        for (name, topic, facts) in [
-            (
-                "fba_inventory_availability_changes.json",
-                "FBA_INVENTORY_AVAILABILITY_CHANGES",
-                fba_expected(),
-            ),
-            (
-                "listings_item_mfn_quantity_change.json",
-                "LISTINGS_ITEM_MFN_QUANTITY_CHANGE",
-                mfn_expected(),
-            ),
-            ("order_change.json", "ORDER_CHANGE", order_expected()),
-        ] {
+        for (name, topic, facts) in published_cases() {
             let wrapped = event_bridge(fixture_json(name));
             expect(serde_json::to_vec(&wrapped).unwrap(), topic, facts.clone());
             // camelCase inside the wrapper too.

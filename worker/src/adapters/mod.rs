@@ -44,6 +44,24 @@ pub fn normalize(env: &Envelope) -> Result<Normalized, NormalizeError> {
     }
 }
 
+/// What an adapter returns for a topic stockhook does not act on: acknowledged and counted.
+pub(crate) fn ignored(topic: &str) -> Normalized {
+    Normalized {
+        topic: topic.to_string(),
+        facts: Vec::new(),
+        ignored: true,
+    }
+}
+
+/// What an adapter returns for a topic it read.
+pub(crate) fn read(topic: &str, facts: Vec<crate::facts::Fact>) -> Normalized {
+    Normalized {
+        topic: topic.to_string(),
+        facts,
+        ignored: false,
+    }
+}
+
 /// Extra dedup key found in the payload (Amazon `NotificationMetadata.NotificationId`, or the
 /// EventBridge event `id`; eBay `notification.notificationId`), if any. Shopify, WooCommerce and
 /// "simple" payloads carry none: their delivery id is a header ([`Envelope::delivery_id`]).

@@ -58,19 +58,9 @@ pub fn normalize(env: &Envelope) -> Result<Normalized, NormalizeError> {
         }
         "orders/create" => order(env, topic, &body)?,
         "refunds/create" => refund(env, topic, &body)?,
-        _ => {
-            return Ok(Normalized {
-                topic: topic.to_string(),
-                facts: Vec::new(),
-                ignored: true,
-            })
-        }
+        _ => return Ok(super::ignored(topic)),
     };
-    Ok(Normalized {
-        topic: topic.to_string(),
-        facts,
-        ignored: false,
-    })
+    Ok(super::read(topic, facts))
 }
 
 /// "Product - Variant", or the product title alone for Shopify's placeholder variant title

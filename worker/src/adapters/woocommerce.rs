@@ -40,11 +40,7 @@ use stockhook_shared::envelope::Envelope;
 /// Normalizes a WooCommerce webhook.
 pub fn normalize(env: &Envelope) -> Result<Normalized, NormalizeError> {
     if is_ping(&env.body) {
-        return Ok(Normalized {
-            topic: "ping".into(),
-            facts: Vec::new(),
-            ignored: true,
-        });
+        return Ok(super::ignored("ping"));
     }
     let topic = env
         .header("x-wc-webhook-topic")
@@ -58,19 +54,9 @@ pub fn normalize(env: &Envelope) -> Result<Normalized, NormalizeError> {
     let facts = match topic.to_ascii_lowercase().as_str() {
         "product.created" | "product.updated" => product(env, topic, &parse_json(env)?)?,
         "order.created" => order(env, topic, &parse_json(env)?)?,
-        _ => {
-            return Ok(Normalized {
-                topic: topic.to_string(),
-                facts: Vec::new(),
-                ignored: true,
-            })
-        }
+        _ => return Ok(super::ignored(topic)),
     };
-    Ok(Normalized {
-        topic: topic.to_string(),
-        facts,
-        ignored: false,
-    })
+    Ok(super::read(topic, facts))
 }
 
 /// WooCommerce's ping on saving a webhook: the form body `webhook_id=<digits>`.
