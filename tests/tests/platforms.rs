@@ -7,6 +7,13 @@
 //!   the cross-channel rule on the sum each speak once;
 //! * `stockhook-receiver compact` on a stopped receiver keeps every event and its id, and is
 //!   refused while the receiver runs.
+//! * eBay's MARKETPLACE_ACCOUNT_DELETION, signed by eBay's SDK test key and sent twice: applied,
+//!   counted and logged once, never logging the user id;
+//! * WooCommerce (the REST docs' payloads, signed as WooCommerce signs): the ping, a product
+//!   update ending in one low-stock email, an order counted as a sale.
+//!
+//! Published payloads these tests post are kept in `worker/tests/data/` (its README names each
+//! source).
 
 use base64::Engine as _;
 use md5::{Digest, Md5};
@@ -389,6 +396,9 @@ fn ebay_account_deletion_is_applied_counted_once_and_purges_retained_events() {
 
 /// WooCommerce's signature: base64 HMAC-SHA256 of the exact body in `X-WC-Webhook-Signature`.
 fn post_woo(addr: std::net::SocketAddr, secret: &str, topic: &str, body: &[u8]) -> http::Resp {
+    // WooCommerce numbers its deliveries; each post here is a new one.
+    static DELIVERY: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let delivery = DELIVERY.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let sig = base64::engine::general_purpose::STANDARD
         .encode(sign::hmac_sha256(secret.as_bytes(), &[body]));
     let headers: Vec<(String, String)> = vec![
@@ -407,10 +417,7 @@ fn post_woo(addr: std::net::SocketAddr, secret: &str, topic: &str, body: &[u8]) 
             "https://shop.example.com/".into(),
         ),
         ("X-WC-Webhook-ID".into(), "17".into()),
-        (
-            "X-WC-Webhook-Delivery-ID".into(),
-            format!("{}", body.len() * 7919 + topic.len()),
-        ),
+        ("X-WC-Webhook-Delivery-ID".into(), delivery.to_string()),
         (
             "User-Agent".into(),
             "WooCommerce/8.9.1 Hookshot (WordPress/6.5.3)".into(),

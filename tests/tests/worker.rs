@@ -15,7 +15,8 @@
 //! | 3 | `a_late_older_level_...` | an older level after a newer one changes nothing (`export --csv`) |
 //! | 4 | `over_smtp_...` | one email in a real SMTP server's Maildir, Message-ID as the outbox recorded it |
 //! | 5 | `smtp_down_at_first_...` | refused: pending, retried, not failed; server up: delivered once |
-//! | 6 | `malformed_payload_...` | `not json` dead-lettered; `failed list`, `replay --all --dry-run`, `replay ID`, stats |
+//! | 6 | `malformed_payload_...` | `not json` dead-lettered; `failed list`, `replay --all --dry-run`, `replay ID` (waits: failed again, exit 1), stats |
+//! | 6b | `replay_after_a_platform_fix_...` | wrong `platform` dead-letters; replay unchanged: exit 1; `platform` fixed: replay reads it as now configured, reports it processed, its email arrives |
 //! | 7 | `unknown_topic_...` | acknowledged and counted as ignored, not failed |
 //! | 8 | `the_old_notes_simple_forms_...` | the Flask notes' two unsigned forms: low stock and out of stock emails |
 //! | 9 | `amazon_eventbridge_...` | EventBridge-wrapped MFN quantity change: one email; the same notification again: a duplicate |
