@@ -292,9 +292,15 @@ fn soap(env: &Envelope) -> Result<Normalized, NormalizeError> {
                 .map(str::to_string)
         })
         .ok_or_else(|| {
-            NormalizeError::NoTopic(
-                "no SOAPAction header and no NotificationEventName in the eBay notification".into(),
-            )
+            let header = if env.header("soapaction").is_some() {
+                "a SOAPAction header that names no event"
+            } else {
+                "no SOAPAction header"
+            };
+            NormalizeError::NoTopic(format!(
+                "{header} and no NotificationEventName in the SOAP body: cannot tell which eBay \
+                 event this is"
+            ))
         })?;
     let at = response
         .text_at(&["Timestamp"])
@@ -823,7 +829,12 @@ mod tests {
             &[("soapaction", "\"http://developer.ebay.com/notification/\"")],
             variations_fixture(),
         );
-        assert!(matches!(normalize(&e), Err(NormalizeError::NoTopic(_))));
+        let msg = normalize(&e).unwrap_err().to_string();
+        assert!(
+            msg.contains("SOAPAction header that names no event")
+                && msg.contains("NotificationEventName"),
+            "{msg}"
+        );
     }
 
     #[test]
