@@ -2,7 +2,8 @@
 //! source) read through the real adapter and applied to a real sled state directory: what a
 //! seller's data becomes once stored, not only what the adapter returns.
 //!
-//! Issue 13: a refund for a sale stockhook never saw left units sold negative (item 2).
+//! Issue 13: a refund for a sale stockhook never saw left units sold negative (item 2); FBA units
+//! shared by the marketplaces of one pool were counted once per marketplace (item 6).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -128,4 +129,39 @@ async fn a_restock_refund_for_a_sale_never_seen_leaves_units_sold_at_zero() {
         after.levels.is_empty(),
         "the level comes from Shopify's own update"
     );
+}
+
+/// Issue 13, item 6: Amazon's published FBA notification reports one SKU's units under the US
+/// (50) and Canada (40), one North American pool: the item holds 50, not 90. A later reading
+/// where Canada reports more moves the count there, still once.
+#[tokio::test]
+async fn fba_units_shared_by_a_pool_are_counted_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = SledState::open(&dir.path().join("state")).unwrap();
+    let published = data("amazon/fba_inventory_availability_changes.json");
+    apply(
+        &state,
+        vec![prepared(1, Platform::Amazon, &[], published.clone())],
+    )
+    .await;
+    let st = item(&state, "SELLERSKU-1")
+        .await
+        .expect("the SKU is tracked");
+    assert_eq!(st.total(), Some(50), "{:?}", st.levels);
+
+    let later = String::from_utf8(published)
+        .unwrap()
+        .replace("\"Fulfillable\": 40", "\"Fulfillable\": 61")
+        .replace("2020-07-13T19:42:04.284Z", "2020-07-14T08:00:00.000Z")
+        .replace(
+            "d0e9e693-c3ad-4373-979f-ed4ec98dd746",
+            "0e1f2a3b-c3ad-4373-979f-ed4ec98dd746",
+        );
+    apply(
+        &state,
+        vec![prepared(2, Platform::Amazon, &[], later.into_bytes())],
+    )
+    .await;
+    let st = item(&state, "SELLERSKU-1").await.unwrap();
+    assert_eq!(st.total(), Some(61), "{:?}", st.levels);
 }

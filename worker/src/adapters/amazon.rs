@@ -11,12 +11,15 @@
 //! or `detail.NotificationType`):
 //! * `FBA_INVENTORY_AVAILABILITY_CHANGES`: per marketplace, a `CatalogEntry` (item = SKU, aliases
 //!   `asin:<ASIN>`, `fnsku:<FNSKU>`, title = ItemName; an entry identical to one already emitted
-//!   is not repeated); and per FBA inventory *pool*, one `InventoryLevel` of its `Fulfillable`
-//!   units: at `fba:na` for the North American marketplaces (US, CA, MX: Remote Fulfillment
-//!   serves them from one stock), `fba:eu` for the European Fulfillment Network's (DE, FR, IT,
-//!   ES, NL, SE, PL, BE, IE), `fba:<MarketplaceId>` for any other (UK, JP, AU, ...). Marketplaces
-//!   of one pool report the same units, so the pool's level is the largest figure among them,
-//!   never their sum (a sum counted the same units two or three times and hid a low level).
+//!   is not repeated); and one `InventoryLevel` of `Fulfillable` units per FBA inventory *pool*,
+//!   not per marketplace. The North American marketplaces (US, CA, MX: Remote Fulfillment
+//!   serves them from one stock) are one pool, the European Fulfillment Network's (DE, FR, IT,
+//!   ES, NL, SE, PL, BE, IE) another; any other marketplace (UK, JP, AU, ...) is a pool of its
+//!   own. Marketplaces of one pool report the same units, so the pool counts once, with the
+//!   largest figure among them, at `fba:<the MarketplaceId reporting it>`; its other
+//!   marketplaces get a level of `None` at `fba:<MarketplaceId>` (not counted), which also
+//!   clears what an earlier per-marketplace reading stored there. (A sum counted the same units
+//!   two or three times and hid a low level.)
 //! * `LISTINGS_ITEM_MFN_QUANTITY_CHANGE`: a `CatalogEntry` (item = sku = `Sku`) and an
 //!   `InventoryLevel` at `mfn` (`mfn:<FulfillmentChannelCode>` for a channel other than
 //!   `DEFAULT`, so two channels never overwrite each other) of `Quantity`.
@@ -241,9 +244,15 @@ fn fba_inventory(env: &Envelope, topic: &str, n: &Notice<'_>) -> Result<Vec<Fact
     let markets = req_array(get_ci(p, list), topic, &format!("{pp}.{list}"))?;
     let at = first_time(env, &n.times());
     let mut facts = Vec::with_capacity(markets.len() + 1);
-    // Per pool: the largest Fulfillable any of its marketplaces reports (they report the same
-    // units), in the order the pools first appear.
-    let mut pools: Vec<(String, i64)> = Vec::new();
+    // Per pool: the marketplace reporting the largest Fulfillable (they report the same units),
+    // that figure, and the pool's other marketplaces; in the order the pools first appear.
+    struct Pool {
+        name: String,
+        counted: String,
+        units: i64,
+        others: Vec<String>,
+    }
+    let mut pools: Vec<Pool> = Vec::new();
     for (i, m) in markets.iter().enumerate() {
         let mp = format!("{pp}.{list}[{i}]");
         let marketplace = req_text(
@@ -267,19 +276,37 @@ fn fba_inventory(env: &Envelope, topic: &str, n: &Notice<'_>) -> Result<Vec<Fact
         if !facts.contains(&entry) {
             facts.push(entry);
         }
-        let pool = fba_pool(&marketplace);
-        match pools.iter_mut().find(|(p, _)| *p == pool) {
-            Some((_, units)) => *units = (*units).max(fulfillable),
-            None => pools.push((pool, fulfillable)),
+        let name = fba_pool(&marketplace);
+        match pools.iter_mut().find(|p| p.name == name) {
+            Some(p) if fulfillable > p.units => {
+                let was = std::mem::replace(&mut p.counted, marketplace);
+                p.others.push(was);
+                p.units = fulfillable;
+            }
+            Some(p) => p.others.push(marketplace),
+            None => pools.push(Pool {
+                name,
+                counted: marketplace,
+                units: fulfillable,
+                others: Vec::new(),
+            }),
         }
     }
-    for (pool, units) in pools {
-        facts.push(Fact::InventoryLevel {
-            item: sku.clone(),
-            location: format!("fba:{pool}"),
-            available: Some(units),
-            at,
-        });
+    // Every pool's figure first, then the others marked not counted: the total only ever falls
+    // to its right value, never through a lower one (a false alert) on the way.
+    let level = |marketplace: &str, available: Option<i64>| Fact::InventoryLevel {
+        item: sku.clone(),
+        location: format!("fba:{marketplace}"),
+        available,
+        at,
+    };
+    for p in &pools {
+        facts.push(level(&p.counted, Some(p.units)));
+    }
+    for p in &pools {
+        for m in &p.others {
+            facts.push(level(m, None));
+        }
     }
     Ok(facts)
 }
@@ -457,8 +484,14 @@ mod tests {
             // US 50 and CA 40 are one North American pool: 50, not 90 (issue 13, item 6).
             Fact::InventoryLevel {
                 item: "SELLERSKU-1".into(),
-                location: "fba:na".into(),
+                location: "fba:ATVPDKIKX0DER".into(),
                 available: Some(50),
+                at,
+            },
+            Fact::InventoryLevel {
+                item: "SELLERSKU-1".into(),
+                location: "fba:A2EUQ1WTGCTBG2".into(),
+                available: None,
                 at,
             },
         ]
@@ -575,8 +608,18 @@ mod tests {
                 ("APJ6JRA9NG5V4", 11),
             ])),
             vec![
-                ("fba:eu".to_string(), Some(12)),
+                ("fba:A1PA6795UKMFR9".to_string(), Some(12)),
                 ("fba:A1F83G8C2ARO7P".to_string(), Some(4)),
+                ("fba:A13V1IB3VIYZZH".to_string(), None),
+                ("fba:APJ6JRA9NG5V4".to_string(), None),
+            ]
+        );
+        // The largest figure wins, wherever it comes in the list.
+        assert_eq!(
+            levels(fba_in(&[("A2EUQ1WTGCTBG2", 7), ("ATVPDKIKX0DER", 9)])),
+            vec![
+                ("fba:ATVPDKIKX0DER".to_string(), Some(9)),
+                ("fba:A2EUQ1WTGCTBG2".to_string(), None),
             ]
         );
         assert_eq!(
