@@ -404,8 +404,9 @@ pub async fn failed_change(
             }
         } else if !dry_run {
             // Kept before the replay: what the outcome check simulates (read as now configured).
-            let envs = match (replay, wait) {
-                (true, Some(_)) => dead_envelopes(config, &q, &ids).await?,
+            let envs = match (replay, wait, &q) {
+                (_, _, Queue::Nats(_)) => Vec::new(),
+                (true, Some(_), _) => dead_envelopes(config, &q, &ids).await?,
                 _ => Vec::new(),
             };
             let done = if replay {
@@ -421,9 +422,19 @@ pub async fn failed_change(
                 );
             }
             if let (true, Some(limit)) = (replay, wait) {
-                let envs: Vec<Envelope> =
-                    envs.into_iter().filter(|e| done.contains(&e.id)).collect();
-                not_done = await_outcomes(config, &q, envs, limit, &mut out).await?;
+                if matches!(q, Queue::Nats(_)) {
+                    // JetStream gives a replayed event a new sequence, hence a new id: there is
+                    // nothing to follow it by (yet).
+                    let _ = writeln!(
+                        out,
+                        "(on the NATS backend a replayed event gets a new id: see its outcome in \
+                         `failed list` and `stats`)"
+                    );
+                } else {
+                    let envs: Vec<Envelope> =
+                        envs.into_iter().filter(|e| done.contains(&e.id)).collect();
+                    not_done = await_outcomes(config, &q, envs, limit, &mut out).await?;
+                }
             }
         } else {
             for id in &ids {
