@@ -8,9 +8,9 @@
 
 use crate::adapters;
 use crate::alert::{Alert, OutboxEntry, OutboxStatus};
+use crate::state::NatsState;
 use crate::state::{Applied, ItemState, Prepared, RuleConfig, StateError};
-use crate::state_backend::{SledState, StateBackend};
-use crate::state_nats::NatsState;
+use crate::state::{SledState, StateBackend};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;

@@ -12,6 +12,4 @@ pub mod retry;
 pub mod rules;
 pub mod sender;
 pub mod state;
-pub mod state_backend;
-pub mod state_nats;
 pub mod worker_queue;

@@ -12,9 +12,9 @@
 
 use crate::adapters;
 use crate::retry::Backoff;
+use crate::state::NatsState;
 use crate::state::{counters, Applied, Prepared, RuleConfig};
-use crate::state_backend::{SledState, StateBackend};
-use crate::state_nats::NatsState;
+use crate::state::{SledState, StateBackend};
 use crate::worker_queue::WorkerQueue;
 use anyhow::Context as _;
 use std::sync::Arc;

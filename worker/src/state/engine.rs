@@ -1,0 +1,385 @@
+//! The state rules, written once: what each fact of an event does to the records (catalog and
+//! alias merge, stale levels, sale dedup, SKU membership, the cross-channel sum), which alerts it
+//! raises and what goes to the outbox and the counters.
+//!
+//! The rules run against [`Store`], a handful of per-record operations that both backends
+//! provide: sled inside one transaction (its futures never wait, see [`super::sled`]), JetStream
+//! KV with compare-and-set and per-record guards (see [`super::nats`]). A backend decides how a
+//! record is stored and how an update is made exactly once; it never decides what the update is.
+//! A new rule is added here and tested once for both (`worker/tests/state_rules.rs`).
+//!
+//! Order of effects for one event (the NATS backend relies on it: every step is idempotent and
+//! a crash anywhere is repaired by the redelivery): dedup marks, then each fact's records, then
+//! the outbox (create-only), then the processed mark, last.
+
+use super::{counters, Applied, ItemState, Prepared, RuleConfig};
+use crate::alert::{Alert, OutboxEntry};
+use crate::facts::Fact;
+use crate::rules::{self, Arming};
+
+/// (event id, fact index): one fact of one event; a backend that cannot make an event atomic
+/// remembers per record which tokens it applied.
+pub type Token = (u64, u32);
+
+/// A create-only mark claimed by one fact, so that a second event saying the same thing is
+/// not applied twice.
+#[derive(Debug, Clone, Copy)]
+pub enum Mark<'a> {
+    /// The platform's own notification id (`payload_key`) within a source.
+    Payload { source: &'a str, key: &'a str },
+    /// One order line within a source.
+    Sale {
+        source: &'a str,
+        order: &'a str,
+        line: &'a str,
+    },
+}
+
+/// What a rule decided for one record: the value to write (`None`: leave it as it is) and the
+/// alerts the change raises.
+pub struct Step<T> {
+    pub next: Option<T>,
+    pub alerts: Vec<Alert>,
+}
+
+/// The outcome of an update made once: the record as it is now and the alerts of the token.
+/// `fresh` is false when the token had been applied before (a redelivery after a crash midway):
+/// the alerts are the ones it raised then, and nothing was counted again.
+pub struct Once<T> {
+    pub current: Option<T>,
+    pub alerts: Vec<Alert>,
+    pub fresh: bool,
+}
+
+/// A (source, item) carrying a SKU.
+pub type Member = (String, String);
+
+/// The per-record operations the rules need. Every update names its [`Token`]: a backend applies
+/// it at most once and hands back the same alerts when it was applied before.
+#[allow(async_fn_in_trait)]
+pub trait Store {
+    type Error;
+    /// The event's effects were all applied.
+    async fn processed(&self, id: u64) -> Result<bool, Self::Error>;
+    /// Marks the event applied (last). False when it already was.
+    async fn mark_processed(&self, id: u64, now: i64) -> Result<bool, Self::Error>;
+    /// Claims `mark` for `tok`: true when `tok` holds it (now, or from before).
+    async fn claim(&self, mark: Mark<'_>, tok: Token, now: i64) -> Result<bool, Self::Error>;
+    async fn alias(&self, source: &str, alias: &str) -> Result<Option<String>, Self::Error>;
+    async fn set_alias(&self, source: &str, alias: &str, item: &str) -> Result<(), Self::Error>;
+    async fn item(&self, source: &str, item: &str) -> Result<Option<ItemState>, Self::Error>;
+    async fn remove_item(&self, source: &str, item: &str) -> Result<(), Self::Error>;
+    /// Updates one item once per token; `f` may run more than once (on a conflict) and must be
+    /// a function of the record it is given.
+    async fn update_item(
+        &self,
+        source: &str,
+        item: &str,
+        tok: Token,
+        f: &mut (dyn FnMut(Option<ItemState>) -> Step<ItemState> + Send),
+    ) -> Result<Once<ItemState>, Self::Error>;
+    async fn members(&self, sku: &str) -> Result<Vec<Member>, Self::Error>;
+    /// Changes the member set of a SKU (idempotent changes only: add if missing, remove).
+    async fn update_members(
+        &self,
+        sku: &str,
+        f: &mut (dyn FnMut(&mut Vec<Member>) + Send),
+    ) -> Result<(), Self::Error>;
+    /// Updates the cross-channel arming of a SKU once per token.
+    async fn update_combined(
+        &self,
+        sku: &str,
+        tok: Token,
+        f: &mut (dyn FnMut(Arming) -> Step<Arming> + Send),
+    ) -> Result<Once<Arming>, Self::Error>;
+    /// Puts an entry in the outbox unless one with its alert id exists (pending or sent).
+    async fn enqueue(&self, entry: OutboxEntry) -> Result<bool, Self::Error>;
+    async fn count(&self, name: &str, n: i64) -> Result<(), Self::Error>;
+}
+
+/// Applies one event: every effect once per event id.
+pub async fn apply_event<S: Store>(
+    s: &S,
+    ev: &Prepared,
+    rules: &RuleConfig,
+    now: i64,
+) -> Result<Applied, S::Error> {
+    let id = ev.id.0;
+    if s.processed(id).await? {
+        return Ok(Applied::AlreadyProcessed);
+    }
+    if let Some(key) = &ev.payload_key {
+        let mark = Mark::Payload {
+            source: &ev.source,
+            key,
+        };
+        if !s.claim(mark, (id, 0), now).await? {
+            if s.mark_processed(id, now).await? {
+                s.count(counters::EVENTS_DUPLICATE, 1).await?;
+            }
+            return Ok(Applied::AlreadyProcessed);
+        }
+    }
+    let mut alerts = Vec::new();
+    for (i, fact) in ev.normalized.facts.iter().enumerate() {
+        let tok = (id, i as u32);
+        alerts.extend(apply_fact(s, ev, tok, fact, rules, now).await?);
+    }
+    for a in &alerts {
+        let entry = OutboxEntry::new(a.clone(), a.created_at + rules.digest_window_ms);
+        if s.enqueue(entry).await? {
+            s.count(counters::ALERTS_CREATED, 1).await?;
+        }
+    }
+    if s.mark_processed(id, now).await? {
+        let name = if ev.normalized.ignored {
+            counters::EVENTS_IGNORED
+        } else {
+            counters::EVENTS_PROCESSED
+        };
+        s.count(name, 1).await?;
+        s.count(&counters::source_processed(&ev.source), 1).await?;
+    }
+    Ok(Applied::Done { alerts })
+}
+
+async fn apply_fact<S: Store>(
+    s: &S,
+    ev: &Prepared,
+    tok: Token,
+    fact: &Fact,
+    rules: &RuleConfig,
+    now: i64,
+) -> Result<Vec<Alert>, S::Error> {
+    match fact {
+        Fact::CatalogEntry {
+            item,
+            aliases,
+            sku,
+            title,
+            at,
+        } => {
+            catalog_entry(s, ev, tok, item, aliases, sku.as_deref(), title, *at).await?;
+            Ok(Vec::new())
+        }
+        Fact::InventoryLevel {
+            item,
+            location,
+            available,
+            at,
+        } => level(s, ev, tok, item, location, *available, *at, rules, now).await,
+        Fact::Sale {
+            item,
+            quantity,
+            order,
+            line,
+            at,
+        } => {
+            let mark = Mark::Sale {
+                source: &ev.source,
+                order,
+                line,
+            };
+            if !s.claim(mark, tok, now).await? {
+                return Ok(Vec::new());
+            }
+            let item = resolve(s, &ev.source, item).await?;
+            s.update_item(&ev.source, &item, tok, &mut |cur| {
+                let mut st = seen(cur, ev, &item, *at);
+                st.units_sold = st.units_sold.saturating_add(*quantity);
+                if *quantity > 0 {
+                    st.last_sale_at = Some(st.last_sale_at.map_or(*at, |t| t.max(*at)));
+                }
+                Step {
+                    next: Some(st),
+                    alerts: Vec::new(),
+                }
+            })
+            .await?;
+            Ok(Vec::new())
+        }
+    }
+}
+
+/// The item as held (first seen moved back to `at` if earlier), or a new one first seen at `at`.
+fn seen(cur: Option<ItemState>, ev: &Prepared, item: &str, at: i64) -> ItemState {
+    match cur {
+        Some(mut st) => {
+            st.first_seen_at = st.first_seen_at.min(at);
+            st
+        }
+        None => ItemState::new(&ev.source, &ev.platform, item, at),
+    }
+}
+
+/// The item a platform id refers to: itself, or the item an alias names.
+async fn resolve<S: Store>(s: &S, source: &str, item: &str) -> Result<String, S::Error> {
+    Ok(s.alias(source, item)
+        .await?
+        .unwrap_or_else(|| item.to_string()))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn catalog_entry<S: Store>(
+    s: &S,
+    ev: &Prepared,
+    tok: Token,
+    item: &str,
+    aliases: &[String],
+    sku: Option<&str>,
+    title: &Option<String>,
+    at: i64,
+) -> Result<(), S::Error> {
+    let aliases: Vec<&String> = aliases.iter().filter(|a| *a != item).collect();
+    // Sales recorded under an alias before the catalog knew it belong to the item.
+    let mut orphans = Vec::new();
+    for alias in &aliases {
+        s.set_alias(&ev.source, alias, item).await?;
+        orphans.extend(s.item(&ev.source, alias).await?);
+    }
+    let mut old_sku = None;
+    s.update_item(&ev.source, item, tok, &mut |cur| {
+        let mut st = seen(cur, ev, item, at);
+        old_sku = st.sku.clone();
+        if let Some(new) = sku {
+            st.sku = Some(new.to_string());
+        }
+        if title.is_some() {
+            st.title = title.clone();
+        }
+        for o in &orphans {
+            st.last_sale_at = st.last_sale_at.max(o.last_sale_at);
+            st.units_sold = st.units_sold.saturating_add(o.units_sold);
+            st.first_seen_at = st.first_seen_at.min(o.first_seen_at);
+        }
+        Step {
+            next: Some(st),
+            alerts: Vec::new(),
+        }
+    })
+    .await?;
+    // Idempotent follow-ups, also redone when the update was applied before.
+    for o in &orphans {
+        s.remove_item(&ev.source, &o.item).await?;
+    }
+    if let Some(new) = sku {
+        let member = (ev.source.clone(), item.to_string());
+        if let Some(old) = old_sku.filter(|o| o != new) {
+            s.update_members(&old, &mut |m| m.retain(|x| *x != member))
+                .await?;
+        }
+        s.update_members(new, &mut |m| {
+            if !m.contains(&member) {
+                m.push(member.clone())
+            }
+        })
+        .await?;
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn level<S: Store>(
+    s: &S,
+    ev: &Prepared,
+    tok: Token,
+    item: &str,
+    location: &str,
+    available: Option<i64>,
+    at: i64,
+    rules: &RuleConfig,
+    now: i64,
+) -> Result<Vec<Alert>, S::Error> {
+    let item = resolve(s, &ev.source, item).await?;
+    let mut stale = false;
+    let once = s
+        .update_item(&ev.source, &item, tok, &mut |cur| {
+            let mut st = seen(cur, ev, &item, at);
+            stale = st.is_stale(location, at);
+            if stale {
+                return Step {
+                    next: None,
+                    alerts: Vec::new(),
+                };
+            }
+            let alerts = st
+                .record_level(location, available, at, rules, now)
+                .into_iter()
+                .collect();
+            Step {
+                next: Some(st),
+                alerts,
+            }
+        })
+        .await?;
+    if once.fresh && stale {
+        s.count(counters::LEVELS_STALE, 1).await?;
+    }
+    let mut alerts = once.alerts;
+    let sku = once.current.and_then(|st| st.sku);
+    if let (true, Some(sku), false) = (rules.combine_channels, sku, stale) {
+        alerts.extend(combined_level(s, tok, &sku, location, at, rules, now).await?);
+    }
+    Ok(alerts)
+}
+
+/// The cross-channel rule: the sum over every source's item carrying `sku`, with its own arming.
+/// Fires only when at least two channels carry the SKU (one alone is the per-channel rule). A
+/// member whose SKU has changed since (a change interrupted midway) is not counted.
+async fn combined_level<S: Store>(
+    s: &S,
+    tok: Token,
+    sku: &str,
+    location: &str,
+    at: i64,
+    rules: &RuleConfig,
+    now: i64,
+) -> Result<Vec<Alert>, S::Error> {
+    let mut total: Option<i64> = None;
+    let mut sources: Vec<String> = Vec::new();
+    for (source, item) in s.members(sku).await? {
+        let Some(st) = s.item(&source, &item).await? else {
+            continue;
+        };
+        if st.sku.as_deref() != Some(sku) {
+            continue;
+        }
+        if let Some(t) = st.total() {
+            // Saturating: a hostile or broken payload's huge quantity must not overflow.
+            total = Some(total.unwrap_or(0).saturating_add(t));
+        }
+        if !sources.contains(&source) {
+            sources.push(source);
+        }
+    }
+    if sources.len() < 2 {
+        return Ok(Vec::new());
+    }
+    let threshold = rules.combined_threshold(sku);
+    let once = s
+        .update_combined(sku, tok, &mut |mut arming| {
+            let fired = rules::evaluate_level(total, threshold, &mut arming);
+            let alerts = fired
+                .map(|_| {
+                    super::combined_alert(
+                        sku,
+                        &sources,
+                        location,
+                        total,
+                        threshold,
+                        arming.episode,
+                        at,
+                        now,
+                        rules,
+                    )
+                })
+                .into_iter()
+                .collect();
+            Step {
+                next: Some(arming),
+                alerts,
+            }
+        })
+        .await?;
+    Ok(once.alerts)
+}
