@@ -459,3 +459,13 @@ impl Default for Config {
         toml::from_str("").expect("every top-level key has a default")
     }
 }
+
+/// Where the queue and the worker's state live, chosen once from `[queue] backend` by the loader
+/// ([`Config::backend`]); code below matches on this type, never on the string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// Embedded sled databases under `data_dir`: one receiver and one worker.
+    Sled,
+    /// NATS JetStream (`queue.nats_*`): any number of receivers and workers.
+    Nats,
+}

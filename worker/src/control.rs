@@ -96,7 +96,7 @@ impl Control {
         config: &stockhook_shared::config::Config,
         rules: RuleConfig,
     ) -> Result<Control, StateError> {
-        if config.queue.backend == "nats" {
+        if config.backend() == stockhook_shared::config::Backend::Nats {
             let st = NatsState::connect(config).await?;
             return Ok(Control::Nats(Arc::new(st), Arc::new(rules)));
         }

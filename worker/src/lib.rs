@@ -3,6 +3,7 @@
 
 pub mod adapters;
 pub mod alert;
+pub mod backend;
 pub mod control;
 pub mod email;
 pub mod facts;
@@ -12,4 +13,3 @@ pub mod retry;
 pub mod rules;
 pub mod sender;
 pub mod state;
-pub mod worker_queue;

@@ -7,21 +7,15 @@
 //! shown only with `show --payload`.
 
 use crate::alert::OutboxStatus;
+use crate::backend::Queue;
 use crate::control::{AlertFilter, Control};
 use crate::state::{counters, RuleConfig, StateError};
 use serde_json::json;
 use std::fmt::Write as _;
 use std::path::Path;
-use std::sync::Arc;
 use stockhook_shared::config::Config;
 use stockhook_shared::envelope::EventId;
-use stockhook_shared::queue::client::QueueClient;
-use stockhook_shared::queue::local::LocalQueue;
-use stockhook_shared::queue::nats::{NatsOptions, NatsQueue};
-use stockhook_shared::queue::sled_store::{SledStore, StoreOptions};
-use stockhook_shared::queue::{
-    now_ms, DeadFilter, DeadLetter, Leased, QueueError, QueueOps, QueueStats,
-};
+use stockhook_shared::queue::{now_ms, DeadFilter, QueueError, QueueOps};
 
 /// Why a command failed: bad usage (exit 2) or the operation itself (exit 1).
 #[derive(Debug, thiserror::Error)]
@@ -41,82 +35,6 @@ impl From<QueueError> for OpsError {
 impl From<StateError> for OpsError {
     fn from(e: StateError) -> Self {
         OpsError::Failed(e.into())
-    }
-}
-
-/// The queue, by socket or directly, or on JetStream (`[queue] backend = "nats"`).
-pub enum Queue {
-    Socket(QueueClient),
-    Direct(LocalQueue),
-    Nats(Box<NatsQueue>),
-}
-
-macro_rules! both {
-    ($self:ident, $q:ident => $e:expr) => {
-        match $self {
-            Queue::Socket($q) => $e,
-            Queue::Direct($q) => $e,
-            Queue::Nats($q) => $e,
-        }
-    };
-}
-
-impl Queue {
-    /// Connects to the receiver's socket, else opens the queue database (receiver stopped).
-    pub async fn open(config: &Config) -> Result<Queue, QueueError> {
-        if config.queue.backend == "nats" {
-            let opts = NatsOptions::from_config(config, "stockhook-worker-cli");
-            return Ok(Queue::Nats(Box::new(NatsQueue::connect(opts).await?)));
-        }
-        let sock = config.data_dir.join("queue.sock");
-        match QueueClient::connect(&sock).await {
-            Ok(c) => Ok(Queue::Socket(c)),
-            Err(sock_err) => {
-                let path = config.data_dir.join("queue");
-                if !path.exists() {
-                    return Err(QueueError::Socket {
-                        path: sock.display().to_string(),
-                        message: format!(
-                            "{sock_err}; and there is no queue database at {} (is data_dir right?)",
-                            path.display()
-                        ),
-                    });
-                }
-                let opts = StoreOptions {
-                    max_attempts: config.queue.max_attempts,
-                    ..StoreOptions::default()
-                };
-                Ok(Queue::Direct(LocalQueue::new(Arc::new(SledStore::open(
-                    &path, opts,
-                )?))))
-            }
-        }
-    }
-    pub async fn dead_list(&self, f: DeadFilter) -> Result<Vec<DeadLetter>, QueueError> {
-        both!(self, q => q.dead_list(f).await)
-    }
-    pub async fn dead_show(
-        &self,
-        id: EventId,
-    ) -> Result<(DeadLetter, stockhook_shared::envelope::Envelope), QueueError> {
-        both!(self, q => q.dead_show(id).await)
-    }
-    pub async fn dead_replay(&self, f: DeadFilter, dry: bool) -> Result<Vec<EventId>, QueueError> {
-        both!(self, q => q.dead_replay(f, dry).await)
-    }
-    pub async fn dead_purge(&self, f: DeadFilter, dry: bool) -> Result<Vec<EventId>, QueueError> {
-        both!(self, q => q.dead_purge(f, dry).await)
-    }
-    pub async fn stats(&self) -> Result<QueueStats, QueueError> {
-        both!(self, q => q.stats().await)
-    }
-    pub async fn lease(
-        &self,
-        max: usize,
-        wait_ms: u64,
-        lease_ms: u64,
-    ) -> Result<Vec<Leased>, QueueError> {
-        both!(self, q => q.lease(max, wait_ms, lease_ms).await)
     }
 }
 

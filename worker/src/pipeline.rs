@@ -11,15 +11,15 @@
 //! [`sender`]: crate::sender
 
 use crate::adapters;
+use crate::backend::Queue;
 use crate::retry::Backoff;
 use crate::state::NatsState;
 use crate::state::{counters, Applied, Prepared, RuleConfig};
 use crate::state::{SledState, StateBackend};
-use crate::worker_queue::WorkerQueue;
 use anyhow::Context as _;
 use std::sync::Arc;
 use std::time::Duration;
-use stockhook_shared::config::{Config, Platform};
+use stockhook_shared::config::{Backend, Config, Platform};
 use stockhook_shared::envelope::EventId;
 use stockhook_shared::queue::{now_ms, Failure, Leased, QueueError, QueueOps};
 use stockhook_shared::{lifecycle, sdnotify};
@@ -31,7 +31,7 @@ const LEASE_WAIT_MS: u64 = 1000;
 /// Runs the worker until a signal. Errors are fatal start-up problems. The one place that
 /// picks where the state lives (`[queue] backend`): everything below is generic over it.
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    if config.queue.backend == "nats" {
+    if config.backend() == Backend::Nats {
         // Still used for the mail files and the control socket.
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating data_dir {}", config.data_dir.display()))?;
@@ -106,12 +106,12 @@ async fn drain<S: StateBackend>(
     let lease_ms = config.queue.lease_timeout.get().as_millis() as u64;
     let batch = config.worker.batch_size.max(1);
     let mut backoff = Backoff::reconnect();
-    let mut client: Option<WorkerQueue> = None;
+    let mut client: Option<Queue> = None;
     let mut warned = false;
     while !*stop.borrow() {
         let c = match &client {
             Some(c) => c,
-            None => match WorkerQueue::connect(config).await {
+            None => match Queue::connect(config).await {
                 Ok(c) => {
                     if warned {
                         tracing::info!(queue = %c.describe(), "queue reachable again");
