@@ -254,6 +254,9 @@ const OVERRIDABLE: &[(&str, &str, Kind)] = &[
     ("email", "smtp_url_env", Kind::Text),
     ("email", "max_backoff", Kind::Text),
     ("email", "give_up_after", Kind::Text),
+    ("events", "future_tolerance", Kind::Text),
+    ("events", "max_quantity", Kind::Number),
+    ("events", "min_quantity", Kind::Number),
 ];
 
 fn env_name(section: &str, key: &str) -> String {
@@ -956,7 +959,8 @@ mod tests {
                         || k.ends_with("retention")
                         || k.ends_with("backoff")
                         || k.ends_with("after")
-                        || k.ends_with("check") =>
+                        || k.ends_with("check")
+                        || k.ends_with("tolerance") =>
                     {
                         "5s"
                     }

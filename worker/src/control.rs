@@ -257,13 +257,7 @@ async fn dispatch<S: StateBackend>(store: &Arc<S>, rules: &Arc<RuleConfig>, op: 
                         }
                     };
                     match adapters::normalize(&env) {
-                        Ok(normalized) => prepared.push(Prepared {
-                            id: env.id,
-                            source: env.source.clone(),
-                            platform: env.platform.as_str().to_string(),
-                            payload_key: adapters::payload_dedup_key(&env),
-                            normalized,
-                        }),
+                        Ok(normalized) => prepared.push(Prepared::new(&env, normalized)),
                         Err(e) => out.push(Simulated {
                             id: id.to_string(),
                             error: Some(e.to_string()),

@@ -414,7 +414,7 @@ pub async fn stats(config: &Config, as_json: bool) -> Result<String, OpsError> {
         };
         sources.insert(
             s.name.clone(),
-            json!({"processed": get(&counters::source_processed(&s.name)), "pending": p, "dead": d}),
+            json!({"processed": get(&counters::source_processed(&s.name)), "pending": p, "dead": d, "future_timestamps": get(&counters::source_future(&s.name))}),
         );
     }
     let v = json!({
@@ -422,7 +422,8 @@ pub async fn stats(config: &Config, as_json: bool) -> Result<String, OpsError> {
             Ok(q) => json!({"pending": q.pending, "leased": q.leased, "dead": q.dead, "acked_retained": q.acked_retained, "disk_bytes": q.disk_bytes}),
             Err(e) => json!({"error": e}),
         },
-        "events": {"processed": get(counters::EVENTS_PROCESSED), "ignored": get(counters::EVENTS_IGNORED), "duplicate": get(counters::EVENTS_DUPLICATE), "stale_levels": get(counters::LEVELS_STALE)},
+        "events": {"processed": get(counters::EVENTS_PROCESSED), "ignored": get(counters::EVENTS_IGNORED), "duplicate": get(counters::EVENTS_DUPLICATE), "stale_levels": get(counters::LEVELS_STALE), "future_timestamps": get(counters::FUTURE_TIMESTAMPS), "old_timestamps": get(counters::OLD_TIMESTAMPS)},
+        "facts": {"refused": get(counters::FACTS_REFUSED)},
         "alerts": {"created": get(counters::ALERTS_CREATED), "sent": sent, "pending": pending, "failed": failed},
         "emails": {"sent": get(counters::EMAILS_SENT)},
         "ebay": {"account_deletions": get(counters::EBAY_ACCOUNT_DELETIONS)},

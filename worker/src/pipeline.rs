@@ -12,11 +12,13 @@
 
 use crate::adapters;
 use crate::backend::Queue;
+use crate::plausible;
 use crate::retry::Backoff;
 use crate::state::NatsState;
 use crate::state::{counters, Applied, Prepared, RuleConfig};
 use crate::state::{SledState, StateBackend};
 use anyhow::Context as _;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use stockhook_shared::config::{Backend, Config, Platform};
@@ -173,13 +175,7 @@ pub async fn process_batch<S: StateBackend>(
                         deletions.push((env.source.clone(), user));
                     }
                 }
-                prepared.push(Prepared {
-                    id: env.id,
-                    source: env.source.clone(),
-                    platform: env.platform.as_str().to_string(),
-                    payload_key: adapters::payload_dedup_key(env),
-                    normalized,
-                })
+                prepared.push(Prepared::new(env, normalized))
             }
             Err(e) => {
                 tracing::warn!(event_id = %env.id, source = %env.source, topic = env.topic().unwrap_or(""), error = %e, "event dead-lettered: cannot be read");
@@ -194,6 +190,7 @@ pub async fn process_batch<S: StateBackend>(
         return Ok(());
     }
     let ids: Vec<EventId> = prepared.iter().map(|p| p.id).collect();
+    let refusals = refusals(&prepared, rules);
     let applied = state
         .apply_batch(prepared, rules.clone(), now_ms(), false)
         .await;
@@ -216,7 +213,15 @@ pub async fn process_batch<S: StateBackend>(
                 already_processed = again,
                 "batch applied"
             );
-            q.ack(ids).await?;
+            let (done, refused): (Vec<EventId>, Vec<EventId>) =
+                ids.into_iter().partition(|id| !refusals.contains_key(id));
+            q.ack(done).await?;
+            for id in refused {
+                if let Some(why) = refusals.get(&id) {
+                    q.fail(id, Failure::Permanent { error: why.clone() })
+                        .await?;
+                }
+            }
             for (source, user) in deletions {
                 purge_ebay_user(q, state, &source, &user).await?;
             }
@@ -238,6 +243,33 @@ pub async fn process_batch<S: StateBackend>(
             Ok(())
         }
     }
+}
+
+/// The events with facts refused as implausible, each with its dead-letter error (the rest of
+/// the event is applied; `failed list` shows the error, `failed show --payload` the original).
+/// Logs the events whose time was clamped (once per source per hour).
+fn refusals(prepared: &[Prepared], rules: &RuleConfig) -> HashMap<EventId, String> {
+    let now = now_ms();
+    let mut out = HashMap::new();
+    for p in prepared {
+        let checked = plausible::check(&p.normalized.facts, p.accepted_at, &rules.events);
+        if let Some(ahead) = checked.future_by_ms {
+            plausible::log_future(&p.source, ahead, now);
+        }
+        if !checked.refused.is_empty() {
+            tracing::warn!(event_id = %p.id, source = %p.source, refused = checked.refused.len(), "facts refused as implausible; the rest applied; event dead-lettered");
+            out.insert(
+                p.id,
+                format!(
+                    "{} of {} facts refused, the others applied: {}",
+                    checked.refused.len(),
+                    p.normalized.facts.len(),
+                    checked.refused.join("; ")
+                ),
+            );
+        }
+    }
+    out
 }
 
 /// eBay's MARKETPLACE_ACCOUNT_DELETION: every retained event of this source that names the user

@@ -131,12 +131,14 @@ fn rules() -> Arc<RuleConfig> {
         no_sales_days: 60,
         digest_window_ms: 0,
         combine_channels: false,
+        events: Default::default(),
     })
 }
 
 fn ev(id: u64, facts: Vec<Fact>) -> Prepared {
     Prepared {
         id: EventId(id),
+        accepted_at: i64::MAX / 2,
         source: "shop".into(),
         platform: "shopify".into(),
         payload_key: None,
@@ -197,6 +199,7 @@ on_both_backends! {
     combined_channels_alert_on_the_saturating_sum => combined;
     a_member_whose_sku_changed_leaves_the_old_sum => sku_change;
     same_deliveries_give_the_same_state_on_both_backends_and_in_any_order => property;
+    future_times_are_clamped_old_ones_counted_absurd_quantities_left_out => implausible;
 }
 
 async fn apply<S: StateBackend>(s: &S, r: &Arc<RuleConfig>, events: Vec<Prepared>) -> Vec<Applied> {
@@ -379,6 +382,44 @@ async fn no_sales<S: StateBackend>(s: &S) {
     assert_eq!(s.counters().await.unwrap()[counters::ALERTS_CREATED], 1);
 }
 
+async fn implausible<S: StateBackend>(s: &S) {
+    let r = rules();
+    let day = 86_400_000;
+    let accepted = 1_000 * day;
+    // 2099 from a wrong clock: applied at the accepted time, counted for the source.
+    let mut e = ev(1, vec![level("x", "l", 50, 47_000 * day)]);
+    e.accepted_at = accepted;
+    apply(s, &r, vec![e]).await;
+    let x = s.items().await.unwrap().remove(0);
+    assert_eq!((x.first_seen_at, x.levels["l"].at), (accepted, accepted));
+    // The next current report is newer: it applies and alerts.
+    let mut e = ev(2, vec![level("x", "l", 1, accepted + 1)]);
+    e.accepted_at = accepted + 2;
+    let a = apply(s, &r, vec![e]).await;
+    assert_eq!(alerts(&a), vec![(Rule::LowStock, "x".into(), Some(1))]);
+    // Five days before first seen (Shopify retries for 4 hours): applied, counted as old.
+    let mut e = ev(3, vec![level("x", "m", 3, accepted - 5 * day)]);
+    e.accepted_at = accepted + 3;
+    apply(s, &r, vec![e]).await;
+    // An absurd quantity is left out; the event's other fact applies.
+    let mut e = ev(
+        4,
+        vec![level("y", "l", 5_000_000_000, 1), level("z", "l", 7, 1)],
+    );
+    e.accepted_at = accepted;
+    apply(s, &r, vec![e]).await;
+    let items = s.items().await.unwrap();
+    let names: Vec<&str> = items.iter().map(|i| i.item.as_str()).collect();
+    assert_eq!(names, vec!["x", "z"]);
+    assert_eq!(items[0].total(), Some(4));
+    let c = s.counters().await.unwrap();
+    assert_eq!(c[counters::FUTURE_TIMESTAMPS], 1);
+    assert_eq!(c[&counters::source_future("shop")], 1);
+    assert_eq!(c[counters::OLD_TIMESTAMPS], 1);
+    assert_eq!(c[counters::FACTS_REFUSED], 1);
+    assert_eq!(c[counters::EVENTS_PROCESSED], 4);
+}
+
 fn combined_rules() -> Arc<RuleConfig> {
     Arc::new(RuleConfig {
         combine_channels: true,
@@ -427,7 +468,11 @@ async fn combined<S: StateBackend>(s: &S) {
         vec![(Rule::OutOfStock, "991".into(), Some(0))],
         "the combined rule already fired"
     );
-    // Hostile quantities saturate instead of overflowing (or wrapping into "low").
+    // Hostile quantities (with the plausibility ceiling lifted) saturate instead of
+    // overflowing or wrapping into "low".
+    let mut wide = (*r).clone();
+    wide.events.max_quantity = i64::MAX;
+    let r = Arc::new(wide);
     apply(s, &r, vec![on("amazon", 5, "MUG", "MUG", i64::MAX, 5)]).await;
     let a = apply(s, &r, vec![on("shopify", 6, "991", "MUG", i64::MAX, 6)]).await;
     assert!(alerts(&a).is_empty(), "{a:?}");
@@ -568,6 +613,7 @@ fn deliveries(rng: &mut StdRng, facts: &[(String, Fact)], base: u64) -> Vec<Vec<
 fn copy(e: &Prepared, id: u64) -> Prepared {
     Prepared {
         id: EventId(id),
+        accepted_at: i64::MAX / 2,
         source: e.source.clone(),
         platform: e.platform.clone(),
         payload_key: e.payload_key.clone(),

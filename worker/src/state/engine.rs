@@ -15,6 +15,7 @@
 use super::{counters, Applied, ItemState, Prepared, RuleConfig};
 use crate::alert::{Alert, OutboxEntry};
 use crate::facts::Fact;
+use crate::plausible;
 use crate::rules::{self, Arming};
 
 /// (event id, fact index): one fact of one event; a backend that cannot make an event atomic
@@ -120,10 +121,11 @@ pub async fn apply_event<S: Store>(
             return Ok(Applied::AlreadyProcessed);
         }
     }
+    // Times clamped, absurd quantities left out (the pipeline dead-letters the event for them).
+    let checked = plausible::check(&ev.normalized.facts, ev.accepted_at, &rules.events);
     let mut alerts = Vec::new();
-    for (i, fact) in ev.normalized.facts.iter().enumerate() {
-        let tok = (id, i as u32);
-        alerts.extend(apply_fact(s, ev, tok, fact, rules, now).await?);
+    for (i, fact) in &checked.facts {
+        alerts.extend(apply_fact(s, ev, (id, *i), fact, rules, now).await?);
     }
     for a in &alerts {
         let entry = OutboxEntry::new(a.clone(), a.created_at + rules.digest_window_ms);
@@ -139,6 +141,14 @@ pub async fn apply_event<S: Store>(
         };
         s.count(name, 1).await?;
         s.count(&counters::source_processed(&ev.source), 1).await?;
+        if checked.future_by_ms.is_some() {
+            s.count(counters::FUTURE_TIMESTAMPS, 1).await?;
+            s.count(&counters::source_future(&ev.source), 1).await?;
+        }
+        if !checked.refused.is_empty() {
+            s.count(counters::FACTS_REFUSED, checked.refused.len() as i64)
+                .await?;
+        }
     }
     Ok(Applied::Done { alerts })
 }
@@ -184,32 +194,47 @@ async fn apply_fact<S: Store>(
                 return Ok(Vec::new());
             }
             let item = resolve(s, &ev.source, item).await?;
-            s.update_item(&ev.source, &item, tok, &mut |cur| {
-                let mut st = seen(cur, ev, &item, *at);
-                st.units_sold = st.units_sold.saturating_add(*quantity);
-                if *quantity > 0 {
-                    st.last_sale_at = Some(st.last_sale_at.map_or(*at, |t| t.max(*at)));
-                }
-                Step {
-                    next: Some(st),
-                    alerts: Vec::new(),
-                }
-            })
-            .await?;
+            let mut old = false;
+            let once = s
+                .update_item(&ev.source, &item, tok, &mut |cur| {
+                    let mut st = seen(cur, ev, &item, *at, &mut old);
+                    st.units_sold = st.units_sold.saturating_add(*quantity);
+                    if *quantity > 0 {
+                        st.last_sale_at = Some(st.last_sale_at.map_or(*at, |t| t.max(*at)));
+                    }
+                    Step {
+                        next: Some(st),
+                        alerts: Vec::new(),
+                    }
+                })
+                .await?;
+            count_old(s, &once, old).await?;
             Ok(Vec::new())
         }
     }
 }
 
 /// The item as held (first seen moved back to `at` if earlier), or a new one first seen at `at`.
-fn seen(cur: Option<ItemState>, ev: &Prepared, item: &str, at: i64) -> ItemState {
+/// `old` says whether `at` is before the item's first sighting by more than the platform retries
+/// (history replayed: still applied in order, and counted).
+fn seen(cur: Option<ItemState>, ev: &Prepared, item: &str, at: i64, old: &mut bool) -> ItemState {
     match cur {
         Some(mut st) => {
+            let window = plausible::retry_window_ms(&ev.platform);
+            *old = at < st.first_seen_at.saturating_sub(window);
             st.first_seen_at = st.first_seen_at.min(at);
             st
         }
         None => ItemState::new(&ev.source, &ev.platform, item, at),
     }
+}
+
+/// Counts a fact whose time was [`seen`] as old, once.
+async fn count_old<S: Store>(s: &S, once: &Once<ItemState>, old: bool) -> Result<(), S::Error> {
+    if once.fresh && old {
+        s.count(counters::OLD_TIMESTAMPS, 1).await?;
+    }
+    Ok(())
 }
 
 /// The item a platform id refers to: itself, or the item an alias names.
@@ -238,26 +263,29 @@ async fn catalog_entry<S: Store>(
         orphans.extend(s.item(&ev.source, alias).await?);
     }
     let mut old_sku = None;
-    s.update_item(&ev.source, item, tok, &mut |cur| {
-        let mut st = seen(cur, ev, item, at);
-        old_sku = st.sku.clone();
-        if let Some(new) = sku {
-            st.sku = Some(new.to_string());
-        }
-        if title.is_some() {
-            st.title = title.clone();
-        }
-        for o in &orphans {
-            st.last_sale_at = st.last_sale_at.max(o.last_sale_at);
-            st.units_sold = st.units_sold.saturating_add(o.units_sold);
-            st.first_seen_at = st.first_seen_at.min(o.first_seen_at);
-        }
-        Step {
-            next: Some(st),
-            alerts: Vec::new(),
-        }
-    })
-    .await?;
+    let mut old = false;
+    let once = s
+        .update_item(&ev.source, item, tok, &mut |cur| {
+            let mut st = seen(cur, ev, item, at, &mut old);
+            old_sku = st.sku.clone();
+            if let Some(new) = sku {
+                st.sku = Some(new.to_string());
+            }
+            if title.is_some() {
+                st.title = title.clone();
+            }
+            for o in &orphans {
+                st.last_sale_at = st.last_sale_at.max(o.last_sale_at);
+                st.units_sold = st.units_sold.saturating_add(o.units_sold);
+                st.first_seen_at = st.first_seen_at.min(o.first_seen_at);
+            }
+            Step {
+                next: Some(st),
+                alerts: Vec::new(),
+            }
+        })
+        .await?;
+    count_old(s, &once, old).await?;
     // Idempotent follow-ups, also redone when the update was applied before.
     for o in &orphans {
         s.remove_item(&ev.source, &o.item).await?;
@@ -292,9 +320,10 @@ async fn level<S: Store>(
 ) -> Result<Vec<Alert>, S::Error> {
     let item = resolve(s, &ev.source, item).await?;
     let mut stale = false;
+    let mut old = false;
     let once = s
         .update_item(&ev.source, &item, tok, &mut |cur| {
-            let mut st = seen(cur, ev, &item, at);
+            let mut st = seen(cur, ev, &item, at, &mut old);
             stale = st.is_stale(location, at);
             if stale {
                 return Step {
@@ -315,6 +344,7 @@ async fn level<S: Store>(
     if once.fresh && stale {
         s.count(counters::LEVELS_STALE, 1).await?;
     }
+    count_old(s, &once, old).await?;
     let mut alerts = once.alerts;
     let sku = once.current.and_then(|st| st.sku);
     if let (true, Some(sku), false) = (rules.combine_channels, sku, stale) {

@@ -18,11 +18,12 @@ pub use sled::StateStore;
 
 use crate::alert::{Alert, Rule};
 use crate::facts::Normalized;
+use crate::plausible::EventLimits;
 use crate::rules::{self, Arming};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use stockhook_shared::config::Config;
-use stockhook_shared::envelope::EventId;
+use stockhook_shared::envelope::{Envelope, EventId};
 
 /// Errors of the state store.
 #[derive(Debug, thiserror::Error)]
@@ -207,6 +208,8 @@ pub struct RuleConfig {
     pub digest_window_ms: i64,
     /// Also alert on the sum of `available` across sources sharing a SKU.
     pub combine_channels: bool,
+    /// What an event may plausibly claim (`[events]`).
+    pub events: EventLimits,
 }
 
 impl RuleConfig {
@@ -229,6 +232,7 @@ impl RuleConfig {
             no_sales_days: c.alerts.no_sales_days,
             digest_window_ms: c.alerts.digest_window.get().as_millis() as i64,
             combine_channels: c.alerts.combine_channels,
+            events: EventLimits::from_config(&c.events),
         }
     }
 
@@ -258,10 +262,26 @@ impl RuleConfig {
 /// One event ready to apply: its id, source, platform, and what the adapter read.
 pub struct Prepared {
     pub id: EventId,
+    /// When the receiver accepted the event (Unix ms): later event times are clamped to it.
+    pub accepted_at: i64,
     pub source: String,
     pub platform: String,
     pub payload_key: Option<String>,
     pub normalized: Normalized,
+}
+
+impl Prepared {
+    /// An envelope the adapter read.
+    pub fn new(env: &Envelope, normalized: Normalized) -> Prepared {
+        Prepared {
+            id: env.id,
+            accepted_at: env.received_at_ms,
+            source: env.source.clone(),
+            platform: env.platform.as_str().to_string(),
+            payload_key: crate::adapters::payload_dedup_key(env),
+            normalized,
+        }
+    }
 }
 
 /// What applying one event did.
@@ -287,6 +307,17 @@ pub mod counters {
     pub const EMAILS_SENT: &str = "emails.sent";
     /// eBay MARKETPLACE_ACCOUNT_DELETION notices applied.
     pub const EBAY_ACCOUNT_DELETIONS: &str = "ebay.account_deletions";
+    /// Events whose time was ahead of the accepted time beyond the tolerance (clamped).
+    pub const FUTURE_TIMESTAMPS: &str = "events.future_timestamps";
+    /// Facts applied whose time was before the item's first sighting minus the platform's
+    /// retry window (history replayed; applied in order).
+    pub const OLD_TIMESTAMPS: &str = "events.old_timestamps";
+    /// Facts refused for an implausible quantity (their events are dead-lettered).
+    pub const FACTS_REFUSED: &str = "facts.refused";
+    /// Per source: `source.<name>.future_timestamps`.
+    pub fn source_future(source: &str) -> String {
+        format!("source.{source}.future_timestamps")
+    }
     /// Per source: `source.<name>.processed`.
     pub fn source_processed(source: &str) -> String {
         format!("source.{source}.processed")

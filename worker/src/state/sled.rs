@@ -625,12 +625,14 @@ mod tests {
             no_sales_days: 60,
             digest_window_ms: 0,
             combine_channels: false,
+            events: Default::default(),
         }
     }
 
     fn low(id: u64, item: &str) -> Prepared {
         Prepared {
             id: EventId(id),
+            accepted_at: i64::MAX / 2,
             source: "shop".into(),
             platform: "shopify".into(),
             payload_key: None,
