@@ -246,7 +246,8 @@ pub async fn process_batch<S: StateBackend>(
 }
 
 /// The events with facts refused as implausible, each with its dead-letter error (the rest of
-/// the event is applied; `failed list` shows the error, `failed show --payload` the original).
+/// the event is applied; `failed list` shows the error, `failed show --payload` the original;
+/// `failed replay` after the sender or the limit is fixed applies the refused facts only).
 /// Logs the events whose time was clamped (once per source per hour).
 fn refusals(prepared: &[Prepared], rules: &RuleConfig) -> HashMap<EventId, String> {
     let now = now_ms();
@@ -264,7 +265,12 @@ fn refusals(prepared: &[Prepared], rules: &RuleConfig) -> HashMap<EventId, Strin
                     "{} of {} facts refused, the others applied: {}",
                     checked.refused.len(),
                     p.normalized.facts.len(),
-                    checked.refused.join("; ")
+                    checked
+                        .refused
+                        .iter()
+                        .map(|(_, why)| why.as_str())
+                        .collect::<Vec<_>>()
+                        .join("; ")
                 ),
             );
         }

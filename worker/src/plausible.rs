@@ -46,8 +46,8 @@ pub struct Checked {
     pub facts: Vec<(u32, Fact)>,
     /// How far the furthest event time was ahead of the accepted time, when it was clamped.
     pub future_by_ms: Option<i64>,
-    /// One message per refused fact, naming the field, its value and the limit.
-    pub refused: Vec<String>,
+    /// The refused facts, by index, each with a message naming the field, value and limit.
+    pub refused: Vec<(u32, String)>,
 }
 
 /// Checks an event's facts against the time the receiver accepted it (`accepted_at`, Unix ms).
@@ -56,8 +56,8 @@ pub fn check(facts: &[Fact], accepted_at: i64, limits: &EventLimits) -> Checked 
     let latest = accepted_at.saturating_add(limits.future_tolerance_ms);
     for (i, fact) in facts.iter().enumerate() {
         if let Some(why) = refusal(fact, limits) {
-            out.refused
-                .push(format!("fact {} ({}): {why}", i + 1, describe(fact)));
+            let why = format!("fact {} ({}): {why}", i + 1, describe(fact));
+            out.refused.push((i as u32, why));
             continue;
         }
         let mut fact = fact.clone();
@@ -192,13 +192,14 @@ mod tests {
         assert_eq!(c.facts.len(), 1);
         assert_eq!(c.facts[0].0, 1, "indices stay those of the event");
         assert_eq!(c.refused.len(), 2);
+        assert_eq!((c.refused[0].0, c.refused[1].0), (0, 2));
         assert!(
-            c.refused[0].contains("`available` = 5000000000"),
+            c.refused[0].1.contains("`available` = 5000000000"),
             "{:?}",
             c.refused
         );
         assert!(
-            c.refused[1].contains("`quantity` = -5000000000"),
+            c.refused[1].1.contains("`quantity` = -5000000000"),
             "{:?}",
             c.refused
         );

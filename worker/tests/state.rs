@@ -418,6 +418,30 @@ async fn implausible<S: StateBackend>(s: &S) {
     assert_eq!(c[counters::OLD_TIMESTAMPS], 1);
     assert_eq!(c[counters::FACTS_REFUSED], 1);
     assert_eq!(c[counters::EVENTS_PROCESSED], 4);
+    let refused_event = || {
+        let mut e = ev(
+            4,
+            vec![level("y", "l", 5_000_000_000, 1), level("z", "l", 7, 1)],
+        );
+        e.accepted_at = accepted;
+        e
+    };
+    // Replayed with the limit unchanged: still refused, nothing else happens.
+    let a = apply(s, &r, vec![refused_event()]).await;
+    assert_eq!(a, vec![Applied::Done { alerts: vec![] }]);
+    assert_eq!(s.items().await.unwrap().len(), 2);
+    // Replayed after the operator raised the ceiling: the refused fact applies, once; the
+    // others are not applied again.
+    let mut wide = (*r).clone();
+    wide.events.max_quantity = i64::MAX;
+    let wide = Arc::new(wide);
+    apply(s, &wide, vec![refused_event()]).await;
+    let items = s.items().await.unwrap();
+    assert_eq!(items[1].item, "y");
+    assert_eq!(items[1].total(), Some(5_000_000_000));
+    let a = apply(s, &wide, vec![refused_event()]).await;
+    assert_eq!(a, vec![Applied::AlreadyProcessed]);
+    assert_eq!(s.counters().await.unwrap()[counters::EVENTS_PROCESSED], 4);
 }
 
 fn combined_rules() -> Arc<RuleConfig> {

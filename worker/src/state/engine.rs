@@ -64,6 +64,10 @@ pub trait Store {
     async fn processed(&self, id: u64) -> Result<bool, Self::Error>;
     /// Marks the event applied (last). False when it already was.
     async fn mark_processed(&self, id: u64, now: i64) -> Result<bool, Self::Error>;
+    /// The facts of a processed event that were refused as implausible (by index).
+    async fn refused(&self, id: u64) -> Result<Vec<u32>, Self::Error>;
+    /// Records them (empty: none left).
+    async fn set_refused(&self, id: u64, facts: &[u32]) -> Result<(), Self::Error>;
     /// Claims `mark` for `tok`: true when `tok` holds it (now, or from before).
     async fn claim(&self, mark: Mark<'_>, tok: Token, now: i64) -> Result<bool, Self::Error>;
     async fn alias(&self, source: &str, alias: &str) -> Result<Option<String>, Self::Error>;
@@ -106,8 +110,11 @@ pub async fn apply_event<S: Store>(
     now: i64,
 ) -> Result<Applied, S::Error> {
     let id = ev.id.0;
+    // Times clamped, absurd quantities left out (the pipeline dead-letters the event for them).
+    let checked = plausible::check(&ev.normalized.facts, ev.accepted_at, &rules.events);
+    let refused_now: Vec<u32> = checked.refused.iter().map(|(i, _)| *i).collect();
     if s.processed(id).await? {
-        return Ok(Applied::AlreadyProcessed);
+        return resume_refused(s, ev, &checked, &refused_now, rules, now).await;
     }
     if let Some(key) = &ev.payload_key {
         let mark = Mark::Payload {
@@ -121,17 +128,9 @@ pub async fn apply_event<S: Store>(
             return Ok(Applied::AlreadyProcessed);
         }
     }
-    // Times clamped, absurd quantities left out (the pipeline dead-letters the event for them).
-    let checked = plausible::check(&ev.normalized.facts, ev.accepted_at, &rules.events);
-    let mut alerts = Vec::new();
-    for (i, fact) in &checked.facts {
-        alerts.extend(apply_fact(s, ev, (id, *i), fact, rules, now).await?);
-    }
-    for a in &alerts {
-        let entry = OutboxEntry::new(a.clone(), a.created_at + rules.digest_window_ms);
-        if s.enqueue(entry).await? {
-            s.count(counters::ALERTS_CREATED, 1).await?;
-        }
+    let alerts = apply_facts(s, ev, checked.facts.iter(), rules, now).await?;
+    if !refused_now.is_empty() {
+        s.set_refused(id, &refused_now).await?;
     }
     if s.mark_processed(id, now).await? {
         let name = if ev.normalized.ignored {
@@ -150,6 +149,51 @@ pub async fn apply_event<S: Store>(
                 .await?;
         }
     }
+    Ok(Applied::Done { alerts })
+}
+
+/// Applies facts (by index in the event) and puts the alerts they raise in the outbox.
+async fn apply_facts<'a, S: Store>(
+    s: &S,
+    ev: &Prepared,
+    facts: impl Iterator<Item = &'a (u32, Fact)>,
+    rules: &RuleConfig,
+    now: i64,
+) -> Result<Vec<Alert>, S::Error> {
+    let mut alerts = Vec::new();
+    for (i, fact) in facts {
+        alerts.extend(apply_fact(s, ev, (ev.id.0, *i), fact, rules, now).await?);
+    }
+    for a in &alerts {
+        let entry = OutboxEntry::new(a.clone(), a.created_at + rules.digest_window_ms);
+        if s.enqueue(entry).await? {
+            s.count(counters::ALERTS_CREATED, 1).await?;
+        }
+    }
+    Ok(alerts)
+}
+
+/// An event seen before comes again: nothing to do, unless some of its facts were refused then
+/// (it was dead-lettered for them and replayed): those that pass now apply, once.
+async fn resume_refused<S: Store>(
+    s: &S,
+    ev: &Prepared,
+    checked: &plausible::Checked,
+    refused_now: &[u32],
+    rules: &RuleConfig,
+    now: i64,
+) -> Result<Applied, S::Error> {
+    let before = s.refused(ev.id.0).await?;
+    if before.is_empty() {
+        return Ok(Applied::AlreadyProcessed);
+    }
+    let due = checked.facts.iter().filter(|(i, _)| before.contains(i));
+    let alerts = apply_facts(s, ev, due, rules, now).await?;
+    let still: Vec<u32> = before
+        .into_iter()
+        .filter(|i| refused_now.contains(i))
+        .collect();
+    s.set_refused(ev.id.0, &still).await?;
     Ok(Applied::Done { alerts })
 }
 

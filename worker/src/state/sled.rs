@@ -9,8 +9,8 @@
 //! never overwrites a newer one.
 //!
 //! Key layout: `i/<source>\0<item>` item, `a/<source>\0<alias>` alias -> item,
-//! `s/<source>\0<order>\0<line>` sale seen, `K/<sku>` items carrying a SKU, `c/<sku>`
-//! cross-channel arming, `p/<event id>` processed, `q/<source>\0<payload key>`
+//! `s/<source>\0<order>\0<line>` sale seen, `r/<event id>` facts refused, `K/<sku>` items
+//! carrying a SKU, `c/<sku>` cross-channel arming, `p/<event id>` processed, `q/<source>\0<payload key>`
 //! payload dedup, `o/<alert id>` outbox entry to send (or failed), `d/<alert id>` sent entry,
 //! `m/<name>` counter.
 
@@ -478,6 +478,11 @@ fn members_key(sku: &str) -> Vec<u8> {
     [b"K/", sku.as_bytes()].concat()
 }
 
+/// `r/<event id>`: the facts of a processed event refused as implausible.
+fn refused_key(id: u64) -> Vec<u8> {
+    [b"r/".as_slice(), &id.to_be_bytes()].concat()
+}
+
 fn processed_key(id: u64) -> Vec<u8> {
     [b"p/".as_slice(), &id.to_be_bytes()].concat()
 }
@@ -492,6 +497,18 @@ impl Store for SledTx<'_> {
     async fn mark_processed(&self, id: u64, now: i64) -> Result<bool, Tx> {
         let old = self.tx.insert(processed_key(id), &now.to_be_bytes()[..])?;
         Ok(old.is_none())
+    }
+
+    async fn refused(&self, id: u64) -> Result<Vec<u32>, Tx> {
+        Ok(tx_get(self.tx, &refused_key(id))?.unwrap_or_default())
+    }
+
+    async fn set_refused(&self, id: u64, facts: &[u32]) -> Result<(), Tx> {
+        if facts.is_empty() {
+            self.tx.remove(refused_key(id))?;
+            return Ok(());
+        }
+        tx_put(self.tx, &refused_key(id), &facts)
     }
 
     async fn claim(&self, mark: Mark<'_>, _tok: Token, now: i64) -> Result<bool, Tx> {

@@ -6,6 +6,7 @@
 //!   `c.<sku>` cross-channel arming;
 //! * `stockhook_outbox`: `<alert id>` an outbox entry plus the claim of the worker sending it;
 //! * `stockhook_marks`: `p.<event id>` processed, `q.<source,payload key>` payload dedup,
+//!   `r.<event id>` facts refused,
 //!   `s.<source,order,line>` sale counted (kept 90 days);
 //! * `stockhook_counters`: `<name>` a counter.
 //!

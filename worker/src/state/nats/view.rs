@@ -289,6 +289,22 @@ impl Store for View<'_> {
         self.create(B::Marks, &format!("p.{id}"), v).await
     }
 
+    async fn refused(&self, id: u64) -> Result<Vec<u32>, StateError> {
+        let (v, _) = self.get_json(B::Marks, &format!("r.{id}")).await?;
+        Ok(v.unwrap_or_default())
+    }
+
+    async fn set_refused(&self, id: u64, facts: &[u32]) -> Result<(), StateError> {
+        let key = format!("r.{id}");
+        if facts.is_empty() {
+            if self.get(B::Marks, &key).await?.0.is_some() {
+                self.delete(B::Marks, &key).await?;
+            }
+            return Ok(());
+        }
+        self.put(B::Marks, &key, to_json(&facts)?).await
+    }
+
     async fn claim(&self, mark: Mark<'_>, tok: Token, _now: i64) -> Result<bool, StateError> {
         // The value names the claimer, so a redelivery of the same event goes on.
         let (key, holder) = match mark {
