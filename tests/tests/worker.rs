@@ -876,3 +876,79 @@ fn an_absurd_quantity_is_dead_lettered_naming_the_field_while_the_other_variants
     assert_ne!(row["available"], "5000000000", "{row:?}");
     assert_eq!(row["available"], "", "{row:?}");
 }
+
+// 15: items that leave the catalog stop alerting (issue 21) ---------------------------------------
+
+#[test]
+fn variants_dropped_from_a_product_then_the_product_deleted_stop_alerting() {
+    let p = start("w-removed", base);
+    let product: serde_json::Value = serde_json::from_slice(&tshirt_product()).expect("JSON");
+    let m_item = product["variants"][1]["inventory_item_id"]
+        .as_u64()
+        .expect("an id");
+    accepted(&post_shop(
+        p.addr(),
+        &tshirt_product(),
+        "products/update",
+        &wid("product"),
+    ));
+    // The seller deletes the M variant: the next update lists only L.
+    let mut only_l = product.clone();
+    only_l["variants"] = json!([product["variants"][0].clone()]);
+    only_l["updated_at"] = json!("2024-05-15T10:00:00-04:00");
+    accepted(&post_shop(
+        p.addr(),
+        only_l.to_string().as_bytes(),
+        "products/update",
+        &wid("product"),
+    ));
+    let s = p.wait("both updates processed", |s| {
+        stat(s, "events.processed") == 2
+    });
+    assert_eq!(stat(&s, "catalog.removed"), 1, "{s:#}");
+    // A late level for M, older than its removal: no alert.
+    post_level(&p, m_item, 1, "2024-05-14T20:00:00-04:00");
+    // Then the product is deleted (`{"id": ...}` only; its time is X-Shopify-Triggered-At).
+    let delete = json!({ "id": product["id"].clone() }).to_string();
+    let mut h = sign::shopify(SECRET, delete.as_bytes(), "products/delete", &wid("delete"));
+    for (k, v) in h.iter_mut() {
+        if k == "X-Shopify-Triggered-At" {
+            *v = rfc3339_from_now(0);
+        }
+    }
+    accepted(&http::post(
+        p.addr(),
+        "/webhooks/shop",
+        &h,
+        delete.as_bytes(),
+    ));
+    let s = p.wait("the level and the deletion processed", |s| {
+        stat(s, "events.processed") == 4
+    });
+    assert_eq!(stat(&s, "catalog.removed"), 2, "{s:#}");
+    assert_eq!(
+        stat(&s, "events.ignored"),
+        0,
+        "products/delete is acted on: {s:#}"
+    );
+    assert_eq!(stat(&s, "alerts.created"), 0, "{s:#}");
+    assert!(mail_files(&p.data()).is_empty());
+    // Gone from the export; `--all` shows both with when and why.
+    let csv = p.cli_ok(&["export", "--csv"]);
+    assert_eq!(csv.lines().count(), 1, "only the header: {csv}");
+    let all = p.cli_ok(&["export", "--csv", "--all"]);
+    let rows: Vec<&str> = all.lines().skip(1).collect();
+    assert_eq!(rows.len(), 2, "{all}");
+    let m_row = rows
+        .iter()
+        .find(|r| r.contains(&m_item.to_string()))
+        .unwrap_or_else(|| panic!("{all}"));
+    assert!(
+        m_row.contains("2024-05-15T14:00:00Z") && m_row.contains("no longer a variant of product"),
+        "{all}"
+    );
+    assert!(
+        rows.iter().any(|r| r.contains("deleted")),
+        "the other variant's reason: {all}"
+    );
+}

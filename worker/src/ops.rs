@@ -424,6 +424,7 @@ pub async fn stats(config: &Config, as_json: bool) -> Result<String, OpsError> {
         },
         "events": {"processed": get(counters::EVENTS_PROCESSED), "ignored": get(counters::EVENTS_IGNORED), "duplicate": get(counters::EVENTS_DUPLICATE), "stale_levels": get(counters::LEVELS_STALE), "future_timestamps": get(counters::FUTURE_TIMESTAMPS), "old_timestamps": get(counters::OLD_TIMESTAMPS)},
         "facts": {"refused": get(counters::FACTS_REFUSED)},
+        "catalog": {"removed": get(counters::CATALOG_REMOVED)},
         "alerts": {"created": get(counters::ALERTS_CREATED), "sent": sent, "pending": pending, "failed": failed},
         "emails": {"sent": get(counters::EMAILS_SENT)},
         "ebay": {"account_deletions": get(counters::EBAY_ACCOUNT_DELETIONS)},
@@ -462,11 +463,19 @@ fn flatten(v: &serde_json::Value, prefix: &str, out: &mut String) {
     }
 }
 
-/// `export --csv`: current inventory state per item with last sale and alert state.
-pub async fn export_csv(config: &Config, since_ms: Option<i64>) -> Result<String, OpsError> {
+/// `export --csv`: current inventory state per item with last sale and alert state. Items
+/// removed from their catalog are left out unless `all` (then with removal time and reason).
+pub async fn export_csv(
+    config: &Config,
+    since_ms: Option<i64>,
+    all: bool,
+) -> Result<String, OpsError> {
     let c = control(config).await?;
-    let mut out = String::from("source,platform,item,sku,title,available,locations,first_seen,last_sale_at,units_sold,low_stock_armed,out_of_stock_armed,last_alert,last_alert_at\n");
+    let mut out = String::from("source,platform,item,sku,title,available,locations,first_seen,last_sale_at,units_sold,low_stock_armed,out_of_stock_armed,last_alert,last_alert_at,removed_at,removed_reason\n");
     for it in c.items().await? {
+        if it.removed.is_some() && !all {
+            continue;
+        }
         let latest = it
             .levels
             .values()
@@ -505,6 +514,14 @@ pub async fn export_csv(config: &Config, since_ms: Option<i64>) -> Result<String
                 .map(|(r, _)| r.as_str().to_string())
                 .unwrap_or_default(),
             it.last_alert.map(|(_, t)| fmt_time(t)).unwrap_or_default(),
+            it.removed
+                .as_ref()
+                .map(|r| fmt_time(r.at))
+                .unwrap_or_default(),
+            it.removed
+                .as_ref()
+                .map(|r| r.reason.clone())
+                .unwrap_or_default(),
         ];
         let row: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
         out.push_str(&row.join(","));

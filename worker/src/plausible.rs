@@ -101,14 +101,18 @@ fn describe(fact: &Fact) -> String {
         Fact::InventoryLevel { item, .. } => format!("level of item {item}"),
         Fact::CatalogEntry { item, .. } => format!("catalog entry of item {item}"),
         Fact::Sale { item, order, .. } => format!("sale of item {item} in order {order}"),
+        Fact::Removed { item, .. } => format!("removal of item {item}"),
+        Fact::ProductVariants { product, .. } => format!("variants of product {product}"),
     }
 }
 
 fn at_mut(fact: &mut Fact) -> &mut i64 {
     match fact {
-        Fact::InventoryLevel { at, .. } | Fact::CatalogEntry { at, .. } | Fact::Sale { at, .. } => {
-            at
-        }
+        Fact::InventoryLevel { at, .. }
+        | Fact::CatalogEntry { at, .. }
+        | Fact::Sale { at, .. }
+        | Fact::Removed { at, .. }
+        | Fact::ProductVariants { at, .. } => at,
     }
 }
 

@@ -200,6 +200,7 @@ on_both_backends! {
     a_member_whose_sku_changed_leaves_the_old_sum => sku_change;
     same_deliveries_give_the_same_state_on_both_backends_and_in_any_order => property;
     future_times_are_clamped_old_ones_counted_absurd_quantities_left_out => implausible;
+    removed_items_stop_alerting_and_come_back_when_reported_again => removals;
 }
 
 async fn apply<S: StateBackend>(s: &S, r: &Arc<RuleConfig>, events: Vec<Prepared>) -> Vec<Applied> {
@@ -442,6 +443,94 @@ async fn implausible<S: StateBackend>(s: &S) {
     let a = apply(s, &wide, vec![refused_event()]).await;
     assert_eq!(a, vec![Applied::AlreadyProcessed]);
     assert_eq!(s.counters().await.unwrap()[counters::EVENTS_PROCESSED], 4);
+}
+
+fn cat(item: &str, at: i64) -> Fact {
+    Fact::CatalogEntry {
+        item: item.into(),
+        aliases: vec![],
+        sku: None,
+        title: None,
+        at,
+    }
+}
+
+fn variants(items: &[&str], at: i64) -> Fact {
+    Fact::ProductVariants {
+        product: "P".into(),
+        items: items.iter().map(|s| s.to_string()).collect(),
+        at,
+    }
+}
+
+async fn removals<S: StateBackend>(s: &S) {
+    let r = rules();
+    let day = 86_400_000;
+    let removed = |items: &[ItemState], id: &str| {
+        items
+            .iter()
+            .find(|i| i.item == id)
+            .and_then(|i| i.removed.clone())
+            .map(|x| (x.at, x.reason))
+    };
+    // A product with two variants, both stocked.
+    let first = vec![cat("a", 10), level("a", "all", 40, 10), cat("b", 10)];
+    let first = [
+        first,
+        vec![level("b", "all", 40, 10), variants(&["a", "b"], 10)],
+    ]
+    .concat();
+    apply(s, &r, vec![ev(1, first)]).await;
+    // A later update lists only a: b leaves the catalog.
+    apply(s, &r, vec![ev(2, vec![cat("a", 20), variants(&["a"], 20)])]).await;
+    let items = s.items().await.unwrap();
+    let why = "no longer a variant of product P".to_string();
+    assert_eq!(removed(&items, "b"), Some((20, why.clone())));
+    assert_eq!(removed(&items, "a"), None);
+    assert_eq!(s.counters().await.unwrap()[counters::CATALOG_REMOVED], 1);
+    // A late older update naming both, with a low level for b: b stays removed, no alert.
+    let late = vec![cat("a", 15), cat("b", 15), level("b", "all", 1, 15)];
+    let a = apply(
+        s,
+        &r,
+        vec![ev(3, [late, vec![variants(&["a", "b"], 15)]].concat())],
+    )
+    .await;
+    assert!(alerts(&a).is_empty(), "{a:?}");
+    let items = s.items().await.unwrap();
+    assert_eq!(removed(&items, "b"), Some((20, why)));
+    // No no-sales alert for a removed item.
+    let fired = s.run_no_sales(r.clone(), 200 * day).await.unwrap();
+    let fired: Vec<&str> = fired.iter().map(|a| a.item.as_str()).collect();
+    assert_eq!(fired, vec!["a"]);
+    // The product is deleted: a leaves too.
+    apply(s, &r, vec![ev(4, vec![variants(&[], 30)])]).await;
+    let items = s.items().await.unwrap();
+    assert_eq!(
+        removed(&items, "a"),
+        Some((30, "product P deleted".to_string()))
+    );
+    assert_eq!(s.counters().await.unwrap()[counters::CATALOG_REMOVED], 2);
+    // b is reported again with a newer time: live, and it alerts.
+    let a = apply(s, &r, vec![ev(5, vec![level("b", "all", 2, 40)])]).await;
+    assert_eq!(alerts(&a), vec![(Rule::LowStock, "b".into(), Some(2))]);
+    assert_eq!(s.counters().await.unwrap()[counters::CATALOG_REMOVED], 1);
+    // A removal older than the item's newest report changes nothing; a newer one applies.
+    let gone = |at| Fact::Removed {
+        item: "b".into(),
+        reason: "listing not buyable".into(),
+        at,
+    };
+    apply(s, &r, vec![ev(6, vec![gone(35)])]).await;
+    assert_eq!(removed(&s.items().await.unwrap(), "b"), None);
+    apply(s, &r, vec![ev(7, vec![gone(50)])]).await;
+    let items = s.items().await.unwrap();
+    assert_eq!(
+        removed(&items, "b"),
+        Some((50, "listing not buyable".to_string()))
+    );
+    assert_eq!(items.len(), 2, "history kept: {items:?}");
+    assert_eq!(s.counters().await.unwrap()[counters::CATALOG_REMOVED], 2);
 }
 
 fn combined_rules() -> Arc<RuleConfig> {

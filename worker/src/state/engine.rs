@@ -12,7 +12,7 @@
 //! a crash anywhere is repaired by the redelivery): dedup marks, then each fact's records, then
 //! the outbox (create-only), then the processed mark, last.
 
-use super::{counters, Applied, ItemState, Prepared, RuleConfig};
+use super::{counters, Applied, ItemState, LevelRec, Prepared, Removal, RuleConfig};
 use crate::alert::{Alert, OutboxEntry};
 use crate::facts::Fact;
 use crate::plausible;
@@ -222,6 +222,14 @@ async fn apply_fact<S: Store>(
             available,
             at,
         } => level(s, ev, tok, item, location, *available, *at, rules, now).await,
+        Fact::Removed { item, reason, at } => {
+            remove(s, ev, tok, item, reason, *at).await?;
+            Ok(Vec::new())
+        }
+        Fact::ProductVariants { product, items, at } => {
+            product_variants(s, ev, tok, product, items, *at).await?;
+            Ok(Vec::new())
+        }
         Fact::Sale {
             item,
             quantity,
@@ -238,10 +246,10 @@ async fn apply_fact<S: Store>(
                 return Ok(Vec::new());
             }
             let item = resolve(s, &ev.source, item).await?;
-            let mut old = false;
+            let mut noted = Seen::default();
             let once = s
                 .update_item(&ev.source, &item, tok, &mut |cur| {
-                    let mut st = seen(cur, ev, &item, *at, &mut old);
+                    let mut st = seen(cur, ev, &item, *at, &mut noted);
                     st.units_sold = st.units_sold.saturating_add(*quantity);
                     if *quantity > 0 {
                         st.last_sale_at = Some(st.last_sale_at.map_or(*at, |t| t.max(*at)));
@@ -252,33 +260,138 @@ async fn apply_fact<S: Store>(
                     }
                 })
                 .await?;
-            count_old(s, &once, old).await?;
+            count_seen(s, &once, &noted).await?;
             Ok(Vec::new())
         }
     }
 }
 
-/// The item as held (first seen moved back to `at` if earlier), or a new one first seen at `at`.
-/// `old` says whether `at` is before the item's first sighting by more than the platform retries
-/// (history replayed: still applied in order, and counted).
-fn seen(cur: Option<ItemState>, ev: &Prepared, item: &str, at: i64, old: &mut bool) -> ItemState {
+/// What [`seen`] noticed about a fact's time.
+#[derive(Default)]
+struct Seen {
+    /// Before the item's first sighting by more than the platform retries: history replayed
+    /// (still applied in order, and counted).
+    old: bool,
+    /// After the item's removal from the catalog: the platform reports it again, it is live.
+    revived: bool,
+}
+
+/// The item as held (first seen moved back to `at` if earlier; live again if `at` is after its
+/// removal), or a new one first seen at `at`.
+fn seen(cur: Option<ItemState>, ev: &Prepared, item: &str, at: i64, noted: &mut Seen) -> ItemState {
+    *noted = Seen::default();
     match cur {
         Some(mut st) => {
             let window = plausible::retry_window_ms(&ev.platform);
-            *old = at < st.first_seen_at.saturating_sub(window);
+            noted.old = at < st.first_seen_at.saturating_sub(window);
             st.first_seen_at = st.first_seen_at.min(at);
+            if st.removed.as_ref().is_some_and(|r| at > r.at) {
+                st.removed = None;
+                noted.revived = true;
+            }
             st
         }
         None => ItemState::new(&ev.source, &ev.platform, item, at),
     }
 }
 
-/// Counts a fact whose time was [`seen`] as old, once.
-async fn count_old<S: Store>(s: &S, once: &Once<ItemState>, old: bool) -> Result<(), S::Error> {
-    if once.fresh && old {
+/// Counts what [`seen`] noticed, once (`revived` only when the update was written).
+async fn count_seen<S: Store>(s: &S, once: &Once<ItemState>, noted: &Seen) -> Result<(), S::Error> {
+    if once.fresh && noted.old {
         s.count(counters::OLD_TIMESTAMPS, 1).await?;
     }
+    if once.fresh && noted.revived {
+        s.count(counters::CATALOG_REMOVED, -1).await?;
+    }
     Ok(())
+}
+
+/// Marks an item removed from the catalog at `at`, unless the platform reported it after that
+/// (a late removal changes nothing) or it is removed already (it keeps its first removal's time
+/// and reason until it is reported again).
+async fn remove<S: Store>(
+    s: &S,
+    ev: &Prepared,
+    tok: Token,
+    item: &str,
+    reason: &str,
+    at: i64,
+) -> Result<(), S::Error> {
+    let item = resolve(s, &ev.source, item).await?;
+    let mut newly = false;
+    let once = s
+        .update_item(&ev.source, &item, tok, &mut |cur| {
+            newly = false;
+            let keep = cur.as_ref().is_some_and(|st| {
+                st.first_seen_at > at
+                    || st.levels.values().any(|l| l.at > at)
+                    || st.removed.is_some()
+            });
+            if keep {
+                return Step {
+                    next: None,
+                    alerts: Vec::new(),
+                };
+            }
+            let mut st = seen(cur, ev, &item, at, &mut Seen::default());
+            newly = true;
+            st.removed = Some(Removal {
+                at,
+                reason: reason.to_string(),
+            });
+            Step {
+                next: Some(st),
+                alerts: Vec::new(),
+            }
+        })
+        .await?;
+    if once.fresh && newly {
+        s.count(counters::CATALOG_REMOVED, 1).await?;
+    }
+    Ok(())
+}
+
+/// The member record of a product's variants: stored with the SKU member sets, under a key no
+/// SKU has (it starts with NUL).
+fn product_key(source: &str, product: &str) -> String {
+    format!("\0product\0{source}\0{product}")
+}
+
+/// A product's variant list: the variants it had and no longer names are removed (all of them
+/// when the list is empty: the product was deleted); the members kept are every variant ever
+/// named, so a late older list cannot lose one (its removal is refused as older than the
+/// variant's first sighting).
+async fn product_variants<S: Store>(
+    s: &S,
+    ev: &Prepared,
+    tok: Token,
+    product: &str,
+    items: &[String],
+    at: i64,
+) -> Result<(), S::Error> {
+    let key = product_key(&ev.source, product);
+    let reason = if items.is_empty() {
+        format!("product {product} deleted")
+    } else {
+        format!("no longer a variant of product {product}")
+    };
+    for (_, item) in s.members(&key).await? {
+        if !items.contains(&item) {
+            remove(s, ev, tok, &item, &reason, at).await?;
+        }
+    }
+    let listed: Vec<Member> = items
+        .iter()
+        .map(|i| (ev.source.clone(), i.clone()))
+        .collect();
+    s.update_members(&key, &mut |m| {
+        for x in &listed {
+            if !m.contains(x) {
+                m.push(x.clone())
+            }
+        }
+    })
+    .await
 }
 
 /// The item a platform id refers to: itself, or the item an alias names.
@@ -307,10 +420,10 @@ async fn catalog_entry<S: Store>(
         orphans.extend(s.item(&ev.source, alias).await?);
     }
     let mut old_sku = None;
-    let mut old = false;
+    let mut noted = Seen::default();
     let once = s
         .update_item(&ev.source, item, tok, &mut |cur| {
-            let mut st = seen(cur, ev, item, at, &mut old);
+            let mut st = seen(cur, ev, item, at, &mut noted);
             old_sku = st.sku.clone();
             if let Some(new) = sku {
                 st.sku = Some(new.to_string());
@@ -329,7 +442,7 @@ async fn catalog_entry<S: Store>(
             }
         })
         .await?;
-    count_old(s, &once, old).await?;
+    count_seen(s, &once, &noted).await?;
     // Idempotent follow-ups, also redone when the update was applied before.
     for o in &orphans {
         s.remove_item(&ev.source, &o.item).await?;
@@ -364,14 +477,24 @@ async fn level<S: Store>(
 ) -> Result<Vec<Alert>, S::Error> {
     let item = resolve(s, &ev.source, item).await?;
     let mut stale = false;
-    let mut old = false;
+    let mut noted = Seen::default();
     let once = s
         .update_item(&ev.source, &item, tok, &mut |cur| {
-            let mut st = seen(cur, ev, &item, at, &mut old);
+            let mut st = seen(cur, ev, &item, at, &mut noted);
             stale = st.is_stale(location, at);
             if stale {
+                noted.revived = false;
                 return Step {
                     next: None,
+                    alerts: Vec::new(),
+                };
+            }
+            if st.removed.is_some() {
+                // Out of the catalog: the level is kept as history and raises nothing.
+                st.levels
+                    .insert(location.to_string(), LevelRec { available, at });
+                return Step {
+                    next: Some(st),
                     alerts: Vec::new(),
                 };
             }
@@ -388,9 +511,10 @@ async fn level<S: Store>(
     if once.fresh && stale {
         s.count(counters::LEVELS_STALE, 1).await?;
     }
-    count_old(s, &once, old).await?;
+    count_seen(s, &once, &noted).await?;
     let mut alerts = once.alerts;
-    let sku = once.current.and_then(|st| st.sku);
+    let live = once.current.filter(|st| st.removed.is_none());
+    let sku = live.and_then(|st| st.sku);
     if let (true, Some(sku), false) = (rules.combine_channels, sku, stale) {
         alerts.extend(combined_level(s, tok, &sku, location, at, rules, now).await?);
     }
@@ -415,7 +539,7 @@ async fn combined_level<S: Store>(
         let Some(st) = s.item(&source, &item).await? else {
             continue;
         };
-        if st.sku.as_deref() != Some(sku) {
+        if st.sku.as_deref() != Some(sku) || st.removed.is_some() {
             continue;
         }
         if let Some(t) = st.total() {

@@ -63,6 +63,16 @@ pub struct ItemState {
     pub last_alert: Option<(Rule, i64)>,
     /// The location of the newest level report.
     pub last_location: Option<String>,
+    /// Out of the catalog since when and why (`None`: live).
+    #[serde(default)]
+    pub removed: Option<Removal>,
+}
+
+/// An item's removal from its platform's catalog.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Removal {
+    pub at: i64,
+    pub reason: String,
 }
 
 impl ItemState {
@@ -81,6 +91,7 @@ impl ItemState {
             no_sales_fired_for: None,
             last_alert: None,
             last_location: None,
+            removed: None,
         }
     }
 
@@ -138,6 +149,9 @@ impl ItemState {
     /// The no-sales rule for this item at `now`: when a quiet period is due, marks it fired and
     /// returns its alert (the caller enqueues it).
     pub fn take_no_sales(&mut self, rules: &RuleConfig, now: i64) -> Option<Alert> {
+        if self.removed.is_some() {
+            return None;
+        }
         let since = self.quiet_since();
         if !rules::no_sales_due(
             self.total(),
@@ -314,6 +328,8 @@ pub mod counters {
     pub const OLD_TIMESTAMPS: &str = "events.old_timestamps";
     /// Facts refused for an implausible quantity (their events are dead-lettered).
     pub const FACTS_REFUSED: &str = "facts.refused";
+    /// Items out of the catalog now (removals minus items reported again).
+    pub const CATALOG_REMOVED: &str = "catalog.removed";
     /// Per source: `source.<name>.future_timestamps`.
     pub fn source_future(source: &str) -> String {
         format!("source.{source}.future_timestamps")

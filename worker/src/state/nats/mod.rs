@@ -36,6 +36,7 @@ mod view;
 
 use super::engine;
 use crate::alert::{Alert, OutboxEntry, OutboxStatus};
+use crate::facts::Fact;
 use crate::state::{counters, Applied, ItemState, Prepared, RuleConfig, StateBackend, StateError};
 use async_nats::jetstream::{self, kv, stream};
 use base64::Engine as _;
@@ -426,7 +427,14 @@ impl StateBackend for NatsState {
         // Events that share no item (nor alias, nor payload key) are independent: their
         // groups run concurrently, each group in arrival order. The cross-channel rule reads
         // other items, so with it on the batch runs in order.
-        let groups = if rules.combine_channels {
+        // So does a product's variant list, which removes the variants it no longer names.
+        let products = events.iter().any(|e| {
+            e.normalized
+                .facts
+                .iter()
+                .any(|f| matches!(f, Fact::ProductVariants { .. }))
+        });
+        let groups = if rules.combine_channels || products {
             vec![(0..events.len()).collect()]
         } else {
             independent_groups(&events)

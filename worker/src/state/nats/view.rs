@@ -444,9 +444,11 @@ pub(super) fn independent_groups(events: &[Prepared]) -> Vec<Vec<usize>> {
                     keys.push(format!("i\0{}\0{item}", ev.source));
                     keys.extend(aliases.iter().map(|a| format!("i\0{}\0{a}", ev.source)));
                 }
-                Fact::InventoryLevel { item, .. } | Fact::Sale { item, .. } => {
-                    keys.push(format!("i\0{}\0{item}", ev.source))
-                }
+                Fact::InventoryLevel { item, .. }
+                | Fact::Sale { item, .. }
+                | Fact::Removed { item, .. } => keys.push(format!("i\0{}\0{item}", ev.source)),
+                // Touches items it does not name: the batch runs in order (see apply_batch).
+                Fact::ProductVariants { .. } => {}
             }
         }
         for k in keys {
