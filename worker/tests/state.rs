@@ -530,7 +530,22 @@ async fn removals<S: StateBackend>(s: &S) {
         Some((50, "listing not buyable".to_string()))
     );
     assert_eq!(items.len(), 2, "history kept: {items:?}");
-    assert_eq!(s.counters().await.unwrap()[counters::CATALOG_REMOVED], 2);
+    let c = s.counters().await.unwrap();
+    assert_eq!(c[counters::CATALOG_REMOVED], 2);
+    // Their unsent alerts were cancelled: a's no-sales one, b's low-stock one.
+    assert_eq!(c[counters::ALERTS_CANCELLED], 2);
+    let cancelled: Vec<(Rule, String)> = s
+        .outbox(|e| e.status == OutboxStatus::Cancelled)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.alert.rule, e.alert.item))
+        .collect();
+    assert_eq!(
+        cancelled,
+        vec![(Rule::LowStock, "b".into()), (Rule::NoSales, "a".into())]
+    );
+    assert!(s.due_alerts(i64::MAX).await.unwrap().is_empty());
 }
 
 fn combined_rules() -> Arc<RuleConfig> {

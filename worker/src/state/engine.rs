@@ -97,6 +97,8 @@ pub trait Store {
         tok: Token,
         f: &mut (dyn FnMut(Arming) -> Step<Arming> + Send),
     ) -> Result<Once<Arming>, Self::Error>;
+    /// Cancels a pending alert not yet planned into an email: true when it did.
+    async fn cancel(&self, alert_id: &str) -> Result<bool, Self::Error>;
     /// Puts an entry in the outbox unless one with its alert id exists (pending or sent).
     async fn enqueue(&self, entry: OutboxEntry) -> Result<bool, Self::Error>;
     async fn count(&self, name: &str, n: i64) -> Result<(), Self::Error>;
@@ -347,6 +349,14 @@ async fn remove<S: Store>(
         .await?;
     if once.fresh && newly {
         s.count(counters::CATALOG_REMOVED, 1).await?;
+    }
+    // Its unsent alerts are cancelled (also when redelivered: cancelling is idempotent).
+    if let Some(st) = once.current.filter(|st| st.removed.is_some()) {
+        for id in st.alert_ids() {
+            if s.cancel(&id).await? {
+                s.count(counters::ALERTS_CANCELLED, 1).await?;
+            }
+        }
     }
     Ok(())
 }

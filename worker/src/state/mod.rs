@@ -168,6 +168,25 @@ impl ItemState {
         Some(alert)
     }
 
+    /// The ids of the alerts this item may have in the outbox now: the stock rules' of its
+    /// current arming episode and the no-sales one of its last quiet period.
+    pub fn alert_ids(&self) -> Vec<String> {
+        let episode = self.arming.episode;
+        let mut ids: Vec<String> = [Rule::LowStock, Rule::OutOfStock]
+            .into_iter()
+            .map(|r| Alert::make_id(r, &self.source, &self.item, episode))
+            .collect();
+        if let Some(since) = self.no_sales_fired_for {
+            ids.push(Alert::make_id(
+                Rule::NoSales,
+                &self.source,
+                &self.item,
+                since as u64,
+            ));
+        }
+        ids
+    }
+
     /// True when a level for `location` at `at` is older than the one held: it is ignored.
     pub fn is_stale(&self, location: &str, at: i64) -> bool {
         self.levels.get(location).is_some_and(|prev| prev.at > at)
@@ -330,6 +349,8 @@ pub mod counters {
     pub const FACTS_REFUSED: &str = "facts.refused";
     /// Items out of the catalog now (removals minus items reported again).
     pub const CATALOG_REMOVED: &str = "catalog.removed";
+    /// Pending alerts cancelled because their item left the catalog.
+    pub const ALERTS_CANCELLED: &str = "alerts.cancelled";
     /// Per source: `source.<name>.future_timestamps`.
     pub fn source_future(source: &str) -> String {
         format!("source.{source}.future_timestamps")

@@ -609,6 +609,20 @@ impl Store for SledTx<'_> {
         })
     }
 
+    async fn cancel(&self, alert_id: &str) -> Result<bool, Tx> {
+        let k = outbox_key(alert_id);
+        let Some(mut e): Option<OutboxEntry> = tx_get(self.tx, &k)? else {
+            return Ok(false);
+        };
+        if e.status != OutboxStatus::Pending || !e.planned.is_empty() {
+            return Ok(false);
+        }
+        e.status = OutboxStatus::Cancelled;
+        e.last_error = Some("cancelled: the item left the catalog".into());
+        tx_put(self.tx, &k, &e)?;
+        Ok(true)
+    }
+
     async fn enqueue(&self, entry: OutboxEntry) -> Result<bool, Tx> {
         let k = outbox_key(&entry.alert.id);
         if self.tx.get(&k)?.is_some() || self.tx.get(sent_key(&entry.alert.id))?.is_some() {

@@ -4,7 +4,7 @@
 //! split of a batch into groups that touch no common record.
 
 use super::{conflict_pause, enc, err, from_json, item_key, to_json, NatsState, OutboxRec, B};
-use crate::alert::{Alert, OutboxEntry};
+use crate::alert::{Alert, OutboxEntry, OutboxStatus};
 use crate::facts::Fact;
 use crate::rules::Arming;
 use crate::state::engine::{Mark, Member, Once, Step, Store, Token};
@@ -399,6 +399,29 @@ impl Store for View<'_> {
         let key = format!("c.{}", enc(&[sku]));
         self.update_once::<CombinedRec>(&key, tok, &mut |cur| f(cur.unwrap_or_default()))
             .await
+    }
+
+    async fn cancel(&self, alert_id: &str) -> Result<bool, StateError> {
+        for attempt in 0.. {
+            let (cur, rev) = self.get_json::<OutboxRec>(B::Outbox, alert_id).await?;
+            let Some(mut rec) = cur else {
+                return Ok(false);
+            };
+            // Claimed or planned: a worker is sending it; too late to cancel.
+            if rec.entry.status != OutboxStatus::Pending
+                || rec.claim.is_some()
+                || !rec.entry.planned.is_empty()
+            {
+                return Ok(false);
+            }
+            rec.entry.status = OutboxStatus::Cancelled;
+            rec.entry.last_error = Some("cancelled: the item left the catalog".into());
+            if self.cas(B::Outbox, alert_id, &rec, rev).await? {
+                return Ok(true);
+            }
+            conflict_pause(attempt, alert_id).await?;
+        }
+        unreachable!("conflict_pause ends the loop")
     }
 
     async fn enqueue(&self, entry: OutboxEntry) -> Result<bool, StateError> {
