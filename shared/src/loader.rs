@@ -6,7 +6,7 @@
 //! the environment. Every error names the key, where it came from (file and line, or variable),
 //! and what would be valid; the binaries print it and exit 2 before binding anything.
 
-use crate::config::{Config, SchemeKind, SourceConfig};
+use crate::config::{Backend, Config, SchemeKind, SourceConfig};
 use crate::secret::Secret;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -342,6 +342,9 @@ const OVERRIDABLE: &[(&str, &str, Kind)] = &[
     ("email", "smtp_url_env", Kind::Text),
     ("email", "max_backoff", Kind::Text),
     ("email", "give_up_after", Kind::Text),
+    ("events", "future_tolerance", Kind::Text),
+    ("events", "max_quantity", Kind::Number),
+    ("events", "min_quantity", Kind::Number),
 ];
 
 fn env_name(section: &str, key: &str) -> String {
@@ -717,9 +720,9 @@ fn validate_queue_backend(config: &Config, origin: &str) -> Result<(), ConfigErr
         key: format!("queue.{key}"),
         message,
     };
-    match q.backend.as_str() {
-        "sled" => Ok(()),
-        "nats" => {
+    match parse_backend(&q.backend) {
+        Some(Backend::Sled) => Ok(()),
+        Some(Backend::Nats) => {
             let urls = q.nats_url.as_ref().map(|u| u.names()).unwrap_or_default();
             if urls.iter().all(|u| u.trim().is_empty()) {
                 return Err(invalid(
@@ -774,10 +777,22 @@ fn validate_queue_backend(config: &Config, origin: &str) -> Result<(), ConfigErr
             }
             Ok(())
         }
-        other => Err(invalid(
+        None => Err(invalid(
             "backend",
-            format!("`{other}` is not a backend this build has; valid: \"sled\", \"nats\""),
+            format!(
+                "`{}` is not a backend this build has; valid: \"sled\", \"nats\"",
+                q.backend
+            ),
         )),
+    }
+}
+
+/// The one place the backend's name is read.
+fn parse_backend(name: &str) -> Option<Backend> {
+    match name {
+        "sled" => Some(Backend::Sled),
+        "nats" => Some(Backend::Nats),
+        _ => None,
     }
 }
 
@@ -815,6 +830,12 @@ fn missing_credential(s: &SourceConfig) -> Option<String> {
 }
 
 impl Config {
+    /// The backend `[queue] backend` names. A loaded config was validated; a config built in
+    /// code with a name this build does not have falls back to sled.
+    pub fn backend(&self) -> Backend {
+        parse_backend(&self.queue.backend).unwrap_or(Backend::Sled)
+    }
+
     /// The effective config as TOML, every secret masked: what `check-config` prints.
     pub fn render_masked(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
@@ -1026,7 +1047,8 @@ mod tests {
                         || k.ends_with("retention")
                         || k.ends_with("backoff")
                         || k.ends_with("after")
-                        || k.ends_with("check") =>
+                        || k.ends_with("check")
+                        || k.ends_with("tolerance") =>
                     {
                         "5s"
                     }
@@ -1086,7 +1108,7 @@ mod tests {
         )
         .unwrap()
         .config;
-        assert_eq!(c.queue.backend, "nats");
+        assert_eq!(c.backend(), Backend::Nats);
         assert_eq!(
             c.queue.nats_url.as_ref().unwrap().names(),
             vec!["nats://a:1", "nats://b:2"]

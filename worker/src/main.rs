@@ -39,6 +39,9 @@ enum Command {
         /// Only items with activity since (RFC 3339, a date, or a duration back: 7d).
         #[arg(long)]
         since: Option<String>,
+        /// Also items removed from their catalog, with the removal time and reason.
+        #[arg(long)]
+        all: bool,
     },
 }
 
@@ -208,11 +211,11 @@ fn main() -> ExitCode {
                         .await
                     }
                     Command::Stats { json } => ops::stats(&cfg, json).await,
-                    Command::Export { csv: _, since } => {
+                    Command::Export { csv: _, since, all } => {
                         let since = since
                             .map(|s| ops::parse_when(&s).map_err(OpsError::Usage))
                             .transpose()?;
-                        ops::export_csv(&cfg, since).await
+                        ops::export_csv(&cfg, since, all).await
                     }
                 }
             }

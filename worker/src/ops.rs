@@ -7,22 +7,16 @@
 //! shown only with `show --payload`.
 
 use crate::alert::OutboxStatus;
+use crate::backend::Queue;
 use crate::control::{AlertFilter, Control};
 use crate::state::{counters, RuleConfig, StateError};
 use serde_json::json;
 use std::fmt::Write as _;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 use stockhook_shared::config::Config;
 use stockhook_shared::envelope::{Envelope, EventId};
-use stockhook_shared::queue::client::QueueClient;
-use stockhook_shared::queue::local::LocalQueue;
-use stockhook_shared::queue::nats::{NatsOptions, NatsQueue};
-use stockhook_shared::queue::sled_store::{SledStore, StoreOptions};
-use stockhook_shared::queue::{
-    now_ms, DeadFilter, DeadLetter, Leased, QueueError, QueueOps, QueueStats,
-};
+use stockhook_shared::queue::{now_ms, DeadFilter, QueueError, QueueOps};
 
 /// Why a command failed: bad usage (exit 2) or the operation itself (exit 1).
 #[derive(Debug, thiserror::Error)]
@@ -42,82 +36,6 @@ impl From<QueueError> for OpsError {
 impl From<StateError> for OpsError {
     fn from(e: StateError) -> Self {
         OpsError::Failed(e.into())
-    }
-}
-
-/// The queue, by socket or directly, or on JetStream (`[queue] backend = "nats"`).
-pub enum Queue {
-    Socket(QueueClient),
-    Direct(LocalQueue),
-    Nats(Box<NatsQueue>),
-}
-
-macro_rules! both {
-    ($self:ident, $q:ident => $e:expr) => {
-        match $self {
-            Queue::Socket($q) => $e,
-            Queue::Direct($q) => $e,
-            Queue::Nats($q) => $e,
-        }
-    };
-}
-
-impl Queue {
-    /// Connects to the receiver's socket, else opens the queue database (receiver stopped).
-    pub async fn open(config: &Config) -> Result<Queue, QueueError> {
-        if config.queue.backend == "nats" {
-            let opts = NatsOptions::from_config(config, "stockhook-worker-cli");
-            return Ok(Queue::Nats(Box::new(NatsQueue::connect(opts).await?)));
-        }
-        let sock = config.data_dir.join("queue.sock");
-        match QueueClient::connect(&sock).await {
-            Ok(c) => Ok(Queue::Socket(c)),
-            Err(sock_err) => {
-                let path = config.data_dir.join("queue");
-                if !path.exists() {
-                    return Err(QueueError::Socket {
-                        path: sock.display().to_string(),
-                        message: format!(
-                            "{sock_err}; and there is no queue database at {} (is data_dir right?)",
-                            path.display()
-                        ),
-                    });
-                }
-                let opts = StoreOptions {
-                    max_attempts: config.queue.max_attempts,
-                    ..StoreOptions::default()
-                };
-                Ok(Queue::Direct(LocalQueue::new(Arc::new(SledStore::open(
-                    &path, opts,
-                )?))))
-            }
-        }
-    }
-    pub async fn dead_list(&self, f: DeadFilter) -> Result<Vec<DeadLetter>, QueueError> {
-        both!(self, q => q.dead_list(f).await)
-    }
-    pub async fn dead_show(
-        &self,
-        id: EventId,
-    ) -> Result<(DeadLetter, stockhook_shared::envelope::Envelope), QueueError> {
-        both!(self, q => q.dead_show(id).await)
-    }
-    pub async fn dead_replay(&self, f: DeadFilter, dry: bool) -> Result<Vec<EventId>, QueueError> {
-        both!(self, q => q.dead_replay(f, dry).await)
-    }
-    pub async fn dead_purge(&self, f: DeadFilter, dry: bool) -> Result<Vec<EventId>, QueueError> {
-        both!(self, q => q.dead_purge(f, dry).await)
-    }
-    pub async fn stats(&self) -> Result<QueueStats, QueueError> {
-        both!(self, q => q.stats().await)
-    }
-    pub async fn lease(
-        &self,
-        max: usize,
-        wait_ms: u64,
-        lease_ms: u64,
-    ) -> Result<Vec<Leased>, QueueError> {
-        both!(self, q => q.lease(max, wait_ms, lease_ms).await)
     }
 }
 
@@ -613,7 +531,7 @@ pub async fn stats(config: &Config, as_json: bool) -> Result<String, OpsError> {
         };
         sources.insert(
             s.name.clone(),
-            json!({"processed": get(&counters::source_processed(&s.name)), "pending": p, "dead": d}),
+            json!({"processed": get(&counters::source_processed(&s.name)), "pending": p, "dead": d, "future_timestamps": get(&counters::source_future(&s.name))}),
         );
     }
     let v = json!({
@@ -621,8 +539,10 @@ pub async fn stats(config: &Config, as_json: bool) -> Result<String, OpsError> {
             Ok(q) => json!({"pending": q.pending, "leased": q.leased, "dead": q.dead, "acked_retained": q.acked_retained, "disk_bytes": q.disk_bytes}),
             Err(e) => json!({"error": e}),
         },
-        "events": {"processed": get(counters::EVENTS_PROCESSED), "ignored": get(counters::EVENTS_IGNORED), "duplicate": get(counters::EVENTS_DUPLICATE), "stale_levels": get(counters::LEVELS_STALE)},
-        "alerts": {"created": get(counters::ALERTS_CREATED), "sent": sent, "pending": pending, "failed": failed},
+        "events": {"processed": get(counters::EVENTS_PROCESSED), "ignored": get(counters::EVENTS_IGNORED), "duplicate": get(counters::EVENTS_DUPLICATE), "stale_levels": get(counters::LEVELS_STALE), "future_timestamps": get(counters::FUTURE_TIMESTAMPS), "old_timestamps": get(counters::OLD_TIMESTAMPS)},
+        "facts": {"refused": get(counters::FACTS_REFUSED)},
+        "catalog": {"removed": get(counters::CATALOG_REMOVED)},
+        "alerts": {"created": get(counters::ALERTS_CREATED), "sent": sent, "pending": pending, "failed": failed, "cancelled": get(counters::ALERTS_CANCELLED)},
         "emails": {"sent": get(counters::EMAILS_SENT)},
         "ebay": {"account_deletions": get(counters::EBAY_ACCOUNT_DELETIONS)},
         "sources": sources,
@@ -660,11 +580,19 @@ fn flatten(v: &serde_json::Value, prefix: &str, out: &mut String) {
     }
 }
 
-/// `export --csv`: current inventory state per item with last sale and alert state.
-pub async fn export_csv(config: &Config, since_ms: Option<i64>) -> Result<String, OpsError> {
+/// `export --csv`: current inventory state per item with last sale and alert state. Items
+/// removed from their catalog are left out unless `all` (then with removal time and reason).
+pub async fn export_csv(
+    config: &Config,
+    since_ms: Option<i64>,
+    all: bool,
+) -> Result<String, OpsError> {
     let c = control(config).await?;
-    let mut out = String::from("source,platform,item,sku,title,available,locations,first_seen,last_sale_at,units_sold,low_stock_armed,out_of_stock_armed,last_alert,last_alert_at\n");
+    let mut out = String::from("source,platform,item,sku,title,available,locations,first_seen,last_sale_at,units_sold,low_stock_armed,out_of_stock_armed,last_alert,last_alert_at,removed_at,removed_reason\n");
     for it in c.items().await? {
+        if it.removed.is_some() && !all {
+            continue;
+        }
         let latest = it
             .levels
             .values()
@@ -703,6 +631,14 @@ pub async fn export_csv(config: &Config, since_ms: Option<i64>) -> Result<String
                 .map(|(r, _)| r.as_str().to_string())
                 .unwrap_or_default(),
             it.last_alert.map(|(_, t)| fmt_time(t)).unwrap_or_default(),
+            it.removed
+                .as_ref()
+                .map(|r| fmt_time(r.at))
+                .unwrap_or_default(),
+            it.removed
+                .as_ref()
+                .map(|r| r.reason.clone())
+                .unwrap_or_default(),
         ];
         let row: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
         out.push_str(&row.join(","));

@@ -11,7 +11,7 @@ use stockhook_shared::config::Platform;
 use stockhook_shared::envelope::{Envelope, EventId};
 use stockhook_worker::adapters;
 use stockhook_worker::state::{ItemState, Prepared, RuleConfig};
-use stockhook_worker::state_backend::{SledState, StateBackend};
+use stockhook_worker::state::{SledState, StateBackend};
 
 fn data(rel: &str) -> Vec<u8> {
     let path = format!("{}/tests/data/{rel}", env!("CARGO_MANIFEST_DIR"));
@@ -28,6 +28,7 @@ fn rules() -> Arc<RuleConfig> {
         no_sales_days: 60,
         digest_window_ms: 0,
         combine_channels: false,
+        events: Default::default(),
     })
 }
 
@@ -45,13 +46,7 @@ fn prepared(id: u64, platform: Platform, headers: &[(&str, &str)], body: Vec<u8>
         body,
     };
     let normalized = adapters::normalize(&env).unwrap_or_else(|e| panic!("event {id}: {e}"));
-    Prepared {
-        id: env.id,
-        source: env.source.clone(),
-        platform: env.platform.as_str().to_string(),
-        payload_key: adapters::payload_dedup_key(&env),
-        normalized,
-    }
+    Prepared::new(&env, normalized)
 }
 
 async fn apply(state: &SledState, events: Vec<Prepared>) {

@@ -29,6 +29,8 @@
 //!   `OrderStatus` is `Canceled` (or an item whose `OrderItemStatus` is) gives no sale; a sale
 //!   already counted from an earlier status is not taken back. Pending orders count: their stock
 //!   is already reserved. Time: `OrderChangeTrigger.TimeOfOrderChange`, else `EventTime`.
+//! * `LISTINGS_ITEM_STATUS_CHANGE` (issue 21): `Status` without `BUYABLE` gives a `Removed`
+//!   (item = `Sku`); with it, a `CatalogEntry`, which brings the item back when newer.
 //! * any other type (`ANY_OFFER_CHANGED`, ...): ignored.
 //!
 //! [`dedup_key`]: `NotificationMetadata.NotificationId` (bare, inside `detail`, or inside the SQS
@@ -187,6 +189,7 @@ pub fn normalize(env: &Envelope) -> Result<Normalized, NormalizeError> {
         "FBA_INVENTORY_AVAILABILITY_CHANGES" => fba_inventory(env, topic, &notice)?,
         "LISTINGS_ITEM_MFN_QUANTITY_CHANGE" => mfn_quantity(env, topic, &notice)?,
         "ORDER_CHANGE" => order_change(env, topic, &notice)?,
+        "LISTINGS_ITEM_STATUS_CHANGE" => listing_status(env, topic, &notice)?,
         _ => return Ok(super::ignored(topic)),
     };
     Ok(super::read(topic, facts))
@@ -369,6 +372,39 @@ fn mfn_quantity(env: &Envelope, topic: &str, n: &Notice<'_>) -> Result<Vec<Fact>
             at,
         },
     ])
+}
+
+/// Removal path (issue 21). `LISTINGS_ITEM_STATUS_CHANGE` (`Payload.Sku`, `Payload.Status`, a
+/// list such as `["BUYABLE", "DISCOVERABLE"]`): a listing that is not `BUYABLE` (closed,
+/// deleted, suppressed) leaves the catalog; a buyable one is reported again (a `CatalogEntry`,
+/// which brings it back when newer than its removal).
+fn listing_status(
+    env: &Envelope,
+    topic: &str,
+    n: &Notice<'_>,
+) -> Result<Vec<Fact>, NormalizeError> {
+    let (p, pp) = n.payload(topic)?;
+    let sku = req_text(get_ci(p, "Sku"), topic, &format!("{pp}.Sku"))?;
+    let status = req_array(get_ci(p, "Status"), topic, &format!("{pp}.Status"))?;
+    let buyable = status.iter().any(|s| {
+        s.as_str()
+            .is_some_and(|s| s.eq_ignore_ascii_case("BUYABLE"))
+    });
+    let at = first_time(env, &n.times());
+    if buyable {
+        return Ok(vec![Fact::CatalogEntry {
+            item: sku.clone(),
+            aliases: Vec::new(),
+            sku: Some(sku),
+            title: None,
+            at,
+        }]);
+    }
+    Ok(vec![Fact::Removed {
+        item: sku,
+        reason: "listing not buyable".into(),
+        at,
+    }])
 }
 
 fn is_canceled(status: Option<&str>) -> bool {
@@ -693,6 +729,54 @@ mod tests {
             data("amazon/order_change.json"),
             "ORDER_CHANGE",
             order_expected(),
+        );
+    }
+
+    /// Issue 21: `LISTINGS_ITEM_STATUS_CHANGE` in the shape of Amazon's published schema
+    /// (selling-partner-api-models, ListingsItemStatusChangeNotification.json).
+    #[test]
+    fn listing_status_change_removes_unbuyable_listings() {
+        let note = |status: Value| {
+            json!({
+                "NotificationVersion": "1.0",
+                "NotificationType": "LISTINGS_ITEM_STATUS_CHANGE",
+                "PayloadVersion": "1.0",
+                "EventTime": "2021-02-03T18:59:30.194Z",
+                "Payload": {
+                    "SellerId": "A3AYAZLIQ7AX77",
+                    "MarketplaceId": "ATVPDKIKX0DER",
+                    "Asin": "BT6RZ7JM4H",
+                    "Sku": "NLS-SHOES-03",
+                    "CreatedDate": "2021-02-03T18:50:26.196Z",
+                    "Status": status
+                },
+                "NotificationMetadata": {
+                    "ApplicationId": "amzn1.sellerapps.app.f108f511-eeac-46a6-b125-bcb752069ed0",
+                    "SubscriptionId": "93b098e1-c42-2f45-93a1-78910a6a8369",
+                    "PublishTime": "2021-02-03T18:59:30.194Z",
+                    "NotificationId": "8e009934-da2c-4f9c-9bc7-93f23b7e1f60"
+                }
+            })
+            .to_string()
+        };
+        let at = 1_612_378_770_194;
+        assert_eq!(
+            run(note(json!(["DISCOVERABLE"]))).unwrap().facts,
+            vec![Fact::Removed {
+                item: "NLS-SHOES-03".into(),
+                reason: "listing not buyable".into(),
+                at,
+            }]
+        );
+        assert_eq!(
+            run(note(json!(["BUYABLE", "DISCOVERABLE"]))).unwrap().facts,
+            vec![Fact::CatalogEntry {
+                item: "NLS-SHOES-03".into(),
+                aliases: vec![],
+                sku: Some("NLS-SHOES-03".into()),
+                title: None,
+                at,
+            }]
         );
     }
 

@@ -16,6 +16,8 @@
 //!     `ItemSold` (a GetItemResponse) usually has no transaction: it gives one `Sale` of
 //!     QuantityPurchased, else 1, keyed order = ItemID, line = `ItemSold`. Subscribe to either
 //!     `ItemSold` or the transaction events, not both, or a sale counts twice.
+//!   - `ItemClosed`, `ItemUnsold`, and `ItemSold` of a single-quantity listing (issue 21): the
+//!     listing ended, a `Removed` for ItemID after the other facts.
 //!   - `ItemListed`, `ItemRevised`, `ItemClosed`: an `InventoryLevel` at location `ebay` of
 //!     `Item.Quantity - Item.SellingStatus.QuantitySold` (absent QuantitySold is 0).
 //!   - Every SOAP event that carries `Item.Quantity` (sales included: without that, sales would
@@ -310,9 +312,15 @@ fn soap(env: &Envelope) -> Result<Normalized, NormalizeError> {
         "FixedPriceTransaction" | "AuctionCheckoutComplete" | "ItemSold" => {
             let mut facts = item_facts(response, &topic, at, false)?;
             facts.extend(sales(response, &topic, at)?);
+            facts.extend(single_quantity_sold(response, &topic, at)?);
             facts
         }
-        "ItemListed" | "ItemRevised" | "ItemClosed" => item_facts(response, &topic, at, true)?,
+        "ItemListed" | "ItemRevised" => item_facts(response, &topic, at, true)?,
+        "ItemClosed" | "ItemUnsold" => {
+            let mut facts = item_facts(response, &topic, at, topic == "ItemClosed")?;
+            facts.extend(listing_ended(response, &topic, at)?);
+            facts
+        }
         _ => {
             return Ok(Normalized {
                 topic,
@@ -326,6 +334,37 @@ fn soap(env: &Envelope) -> Result<Normalized, NormalizeError> {
         facts,
         ignored: false,
     })
+}
+
+/// Removal path (issue 21). `ItemClosed`, `ItemUnsold`: the listing ended, the item leaves the
+/// catalog (after its last level, which stays as history).
+fn listing_ended(response: &Node, topic: &str, at: i64) -> Result<Vec<Fact>, NormalizeError> {
+    Ok(vec![Fact::Removed {
+        item: item_id(response, topic)?,
+        reason: format!("eBay listing ended ({topic})"),
+        at,
+    }])
+}
+
+/// Removal path (issue 21). `ItemSold` of a single-quantity listing (`Item.Quantity` 1): the
+/// listing is over once sold.
+fn single_quantity_sold(
+    response: &Node,
+    topic: &str,
+    at: i64,
+) -> Result<Vec<Fact>, NormalizeError> {
+    let quantity = match response.child("Item") {
+        Some(item) => xml_int(item, &["Quantity"], topic, "Item.Quantity")?,
+        None => None,
+    };
+    if topic != "ItemSold" || quantity != Some(1) {
+        return Ok(Vec::new());
+    }
+    Ok(vec![Fact::Removed {
+        item: item_id(response, topic)?,
+        reason: "eBay single-quantity listing sold".into(),
+        at,
+    }])
 }
 
 /// The response's `Item.ItemID`, required.
@@ -926,6 +965,40 @@ mod tests {
             at: AT,
         });
         assert_eq!(normalize(&e).unwrap().facts, expected);
+    }
+
+    #[test]
+    fn soap_listing_ended_or_single_item_sold_leaves_the_catalog() {
+        for event in ["ItemClosed", "ItemUnsold"] {
+            let e = soap_env(Some(event), soap_body("GetItemResponse", None, ITEM));
+            let mut expected = catalog_and_level(7);
+            expected.push(Fact::Removed {
+                item: "110554019341".into(),
+                reason: format!("eBay listing ended ({event})"),
+                at: AT,
+            });
+            assert_eq!(normalize(&e).unwrap().facts, expected, "{event}");
+        }
+        let single = ITEM
+            .replace("<Quantity>10</Quantity>", "<Quantity>1</Quantity>")
+            .replace(
+                "<QuantitySold>3</QuantitySold>",
+                "<QuantitySold>1</QuantitySold>",
+            );
+        let e = soap_env(
+            Some("ItemSold"),
+            soap_body("GetItemResponse", Some("ItemSold"), &single),
+        );
+        let facts = normalize(&e).unwrap().facts;
+        assert_eq!(
+            facts.last(),
+            Some(&Fact::Removed {
+                item: "110554019341".into(),
+                reason: "eBay single-quantity listing sold".into(),
+                at: AT,
+            }),
+            "{facts:?}"
+        );
     }
 
     #[test]

@@ -29,6 +29,10 @@
 //!   "last sold", and the state keeps net sales at zero or above, so a refund for a sale stockhook
 //!   never saw changes nothing. No level: Shopify reports the restock itself as an
 //!   `inventory_levels/update`. A `no_restock` line changes nothing (the units stay sold).
+//! * removals (issue 21): `products/create|update` also give the product's variant items
+//!   (`ProductVariants`, so a variant a later update no longer lists leaves the catalog);
+//!   `products/delete` gives the product with no variants; `inventory_items/delete` a `Removed`;
+//!   `inventory_items/update` with `"tracked": false` a `Removed` after its `CatalogEntry`.
 //! * any other topic: ignored.
 //!
 //! Event time: `updated_at` (products, items, levels), `created_at` then `processed_at` (orders),
@@ -51,8 +55,18 @@ pub fn normalize(env: &Envelope) -> Result<Normalized, NormalizeError> {
         .ok_or_else(|| NormalizeError::NoTopic("no X-Shopify-Topic header".into()))?;
     let body = parse_json(env)?;
     let facts = match topic.to_ascii_lowercase().as_str() {
-        "products/create" | "products/update" => products(env, topic, &body)?,
-        "inventory_items/create" | "inventory_items/update" => inventory_item(env, topic, &body)?,
+        "products/create" | "products/update" => {
+            let mut facts = products(env, topic, &body)?;
+            facts.extend(product_variants(env, topic, &body)?);
+            facts
+        }
+        "products/delete" => product_deleted(env, topic, &body)?,
+        "inventory_items/create" | "inventory_items/update" => {
+            let mut facts = inventory_item(env, topic, &body)?;
+            facts.extend(untracked_item(env, topic, &body)?);
+            facts
+        }
+        "inventory_items/delete" => inventory_item_deleted(env, topic, &body)?,
         "inventory_levels/update" | "inventory_levels/connect" => {
             inventory_level(env, topic, &body)?
         }
@@ -128,6 +142,73 @@ fn inventory_item(env: &Envelope, topic: &str, body: &Value) -> Result<Vec<Fact>
         aliases: Vec::new(),
         sku,
         title: None,
+        at,
+    }])
+}
+
+/// Removal paths (issue 21). `products/create|update`: the product's variant items, so the
+/// state removes those a later update no longer lists.
+fn product_variants(
+    env: &Envelope,
+    topic: &str,
+    body: &Value,
+) -> Result<Vec<Fact>, NormalizeError> {
+    let product = req_id(body.get("id"), topic, "id")?;
+    let variants = req_array(body.get("variants"), topic, "variants")?;
+    let mut items = Vec::with_capacity(variants.len());
+    for (i, v) in variants.iter().enumerate() {
+        let field = |name: &str| format!("variants[{i}].{name}");
+        let variant_id = req_id(v.get("id"), topic, &field("id"))?;
+        items.push(
+            id_text(
+                v.get("inventory_item_id"),
+                topic,
+                &field("inventory_item_id"),
+            )?
+            .unwrap_or_else(|| format!("variant:{variant_id}")),
+        );
+    }
+    let at = first_time(env, &[body.get("updated_at"), body.get("created_at")]);
+    Ok(vec![Fact::ProductVariants { product, items, at }])
+}
+
+/// `products/delete` (`{"id": ...}` only): every variant of the product leaves the catalog.
+fn product_deleted(env: &Envelope, topic: &str, body: &Value) -> Result<Vec<Fact>, NormalizeError> {
+    let product = req_id(body.get("id"), topic, "id")?;
+    let at = first_time(env, &[body.get("updated_at")]);
+    Ok(vec![Fact::ProductVariants {
+        product,
+        items: Vec::new(),
+        at,
+    }])
+}
+
+/// `inventory_items/delete` (`{"id": ...}` only): the item leaves the catalog.
+fn inventory_item_deleted(
+    env: &Envelope,
+    topic: &str,
+    body: &Value,
+) -> Result<Vec<Fact>, NormalizeError> {
+    let item = req_id(body.get("id"), topic, "id")?;
+    let at = first_time(env, &[body.get("updated_at")]);
+    Ok(vec![Fact::Removed {
+        item,
+        reason: "inventory item deleted".into(),
+        at,
+    }])
+}
+
+/// `inventory_items/update` with `"tracked": false`: Shopify no longer counts its stock, so
+/// stockhook stops alerting on it (tracking turned back on, with a newer time, brings it back).
+fn untracked_item(env: &Envelope, topic: &str, body: &Value) -> Result<Vec<Fact>, NormalizeError> {
+    if body.get("tracked") != Some(&Value::Bool(false)) {
+        return Ok(Vec::new());
+    }
+    let item = req_id(body.get("id"), topic, "id")?;
+    let at = first_time(env, &[body.get("updated_at"), body.get("created_at")]);
+    Ok(vec![Fact::Removed {
+        item,
+        reason: "inventory tracking turned off".into(),
         at,
     }])
 }
@@ -351,13 +432,22 @@ mod tests {
                     at: SAMPLE_AT,
                 },
                 Fact::InventoryLevel {
-                    item: v2,
+                    item: v2.clone(),
                     location: "all".into(),
                     available: Some(50),
                     at: SAMPLE_AT,
                 },
+                Fact::ProductVariants {
+                    product: "788032119674292922".into(),
+                    items: vec![v1_id(), v2],
+                    at: SAMPLE_AT,
+                },
             ]
         );
+    }
+
+    fn v1_id() -> String {
+        "variant:642667041472713922".into()
     }
 
     #[test]
@@ -532,8 +622,53 @@ mod tests {
                     title: Some("Cap - Green".into()),
                     at,
                 },
+                Fact::ProductVariants {
+                    product: "1".into(),
+                    items: vec!["18446744073709551615".into(), "5".into(), "6".into()],
+                    at,
+                },
             ]
         );
+    }
+
+    /// Issue 21: the removal paths, on the payloads Shopify publishes (`products/delete` and
+    /// `inventory_items/delete` carry only the id; time: `X-Shopify-Triggered-At`, else receipt).
+    #[test]
+    fn removal_paths_product_deleted_item_deleted_tracking_turned_off() {
+        assert_eq!(
+            facts("products/delete", r#"{"id": 788032119674292922}"#),
+            vec![Fact::ProductVariants {
+                product: "788032119674292922".into(),
+                items: vec![],
+                at: RECEIVED,
+            }]
+        );
+        assert_eq!(
+            facts("inventory_items/delete", r#"{"id": 271878346596884015}"#),
+            vec![Fact::Removed {
+                item: "271878346596884015".into(),
+                reason: "inventory item deleted".into(),
+                at: RECEIVED,
+            }]
+        );
+        let off =
+            r#"{"id": 5, "sku": "S", "tracked": false, "updated_at": "2022-01-01T00:00:00Z"}"#;
+        let f = facts("inventory_items/update", off);
+        assert_eq!(f.len(), 2, "{f:?}");
+        assert_eq!(
+            f[1],
+            Fact::Removed {
+                item: "5".into(),
+                reason: "inventory tracking turned off".into(),
+                at: 1_640_995_200_000,
+            }
+        );
+        let on = r#"{"id": 5, "sku": "S", "tracked": true, "updated_at": "2022-01-01T00:00:00Z"}"#;
+        assert_eq!(facts("inventory_items/update", on).len(), 1);
+        assert!(matches!(
+            run("products/delete", "{}"),
+            Err(NormalizeError::MissingField { field, .. }) if field == "id"
+        ));
     }
 
     #[test]
@@ -615,12 +750,7 @@ mod tests {
 
     #[test]
     fn unknown_and_cancelled_topics_are_ignored() {
-        for topic in [
-            "orders/cancelled",
-            "products/delete",
-            "app/uninstalled",
-            "customers/create",
-        ] {
+        for topic in ["orders/cancelled", "app/uninstalled", "customers/create"] {
             let n = run(topic, "{}").unwrap();
             assert_eq!(
                 n,
