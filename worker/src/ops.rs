@@ -624,7 +624,7 @@ pub async fn export_csv(
             locations.join(";"),
             fmt_time(it.first_seen_at),
             it.last_sale_at.map(fmt_time).unwrap_or_default(),
-            it.units_sold.to_string(),
+            it.sold().to_string(),
             it.arming.low_armed.to_string(),
             it.arming.out_armed.to_string(),
             it.last_alert

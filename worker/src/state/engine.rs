@@ -252,7 +252,7 @@ async fn apply_fact<S: Store>(
             let once = s
                 .update_item(&ev.source, &item, tok, &mut |cur| {
                     let mut st = seen(cur, ev, &item, *at, &mut noted);
-                    st.units_sold = st.units_sold.saturating_add(*quantity).max(0);
+                    st.units_sold = st.units_sold.saturating_add(*quantity);
                     if *quantity > 0 {
                         st.last_sale_at = Some(st.last_sale_at.map_or(*at, |t| t.max(*at)));
                     }

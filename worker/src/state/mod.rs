@@ -54,7 +54,8 @@ pub struct ItemState {
     pub levels: BTreeMap<String, LevelRec>,
     pub first_seen_at: i64,
     pub last_sale_at: Option<i64>,
-    /// Net units sold (returns subtract).
+    /// Net units sold as recorded: sales add, restock refunds subtract. Kept unclamped so the
+    /// sum is the same in any delivery order; read it through [`ItemState::sold`].
     pub units_sold: i64,
     pub arming: Arming,
     /// The quiet period (its start) the no-sales alert last fired for.
@@ -93,6 +94,12 @@ impl ItemState {
             last_location: None,
             removed: None,
         }
+    }
+
+    /// Net units sold, never below zero: a refund for a sale stockhook never saw (made before
+    /// install, or on a delivery that was lost) changes nothing (issue 13, item 2).
+    pub fn sold(&self) -> i64 {
+        self.units_sold.max(0)
     }
 
     /// The item's available total. Product-level reports (`all`) and per-location reports are
