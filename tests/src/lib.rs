@@ -22,6 +22,7 @@ pub mod proc;
 pub mod queue;
 pub mod sign;
 pub mod smtp;
+pub mod smtp_tls;
 pub mod stack;
 
 pub use config::{ConfigBuilder, SourceSpec};

@@ -5,6 +5,24 @@
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// The built-in channel's name in routes and in [`OutboxEntry::channels`].
+pub const EMAIL: &str = stockhook_shared::channels::EMAIL;
+
+/// The id of an alert set: hex SHA-256 of its sorted, unique alert ids joined with `,`. The
+/// email's Message-ID is `<first 32 hex@stockhook>`; Slack and webhooks carry the first 32.
+pub fn set_digest<S: AsRef<str>>(ids: &[S]) -> String {
+    let sorted: BTreeSet<&str> = ids.iter().map(AsRef::as_ref).collect();
+    hex::encode(Sha256::digest(
+        sorted.into_iter().collect::<Vec<_>>().join(",").as_bytes(),
+    ))
+}
+
+/// The 32-hex id of an alert set, the same on every attempt and for every channel.
+pub fn set_id<S: AsRef<str>>(ids: &[S]) -> String {
+    set_digest(ids)[..32].to_string()
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -115,6 +133,43 @@ pub struct OutboxEntry {
     /// file), never regrouped into a different email.
     #[serde(default)]
     pub planned: Vec<String>,
+    /// Delivery to each channel this alert is routed to (`email`, `[[channels]]` names), once
+    /// the sender has tried it. The fields above are then their aggregate: pending while any
+    /// channel is, else failed if any failed, else sent; `next_attempt_at` the earliest pending
+    /// channel's; `attempts` the most any channel took; `last_error` the channels' errors.
+    /// Empty on entries never tried (and on those written before channels existed).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub channels: BTreeMap<String, ChannelDelivery>,
+}
+
+/// One alert's delivery to one channel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelDelivery {
+    pub status: OutboxStatus,
+    pub attempts: u32,
+    /// Not tried again before this (the channel's own backoff, or its `Retry-After`).
+    pub next_attempt_at: i64,
+    pub first_attempt_at: Option<i64>,
+    pub last_error: Option<String>,
+    pub sent_at: Option<i64>,
+    /// The id the delivery carried: the email's Message-ID, the alert set id for Slack and
+    /// webhooks (`webhook-id`).
+    pub delivery_id: Option<String>,
+}
+
+impl ChannelDelivery {
+    /// A channel not tried yet, due at `due_at`.
+    pub fn pending(due_at: i64) -> ChannelDelivery {
+        ChannelDelivery {
+            status: OutboxStatus::Pending,
+            attempts: 0,
+            next_attempt_at: due_at,
+            first_attempt_at: None,
+            last_error: None,
+            sent_at: None,
+            delivery_id: None,
+        }
+    }
 }
 
 impl OutboxEntry {
@@ -129,7 +184,89 @@ impl OutboxEntry {
             sent_at: None,
             message_id: None,
             planned: Vec::new(),
+            channels: BTreeMap::new(),
         }
+    }
+
+    /// Fills in `channels` for `route` if it is empty, carrying over the entry's own retry
+    /// state (an entry from before channels existed may be mid-backoff for its email).
+    pub fn materialize(&mut self, route: &[String]) {
+        if !self.channels.is_empty() {
+            return;
+        }
+        for name in route {
+            let mut d = ChannelDelivery::pending(self.next_attempt_at);
+            d.attempts = self.attempts;
+            d.first_attempt_at = self.first_attempt_at;
+            self.channels.insert(name.clone(), d);
+        }
+    }
+
+    /// The channels still to deliver to and due at `now`, in name order.
+    pub fn due_channels(&self, now: i64) -> Vec<String> {
+        self.channels
+            .iter()
+            .filter(|(_, d)| d.status == OutboxStatus::Pending && d.next_attempt_at <= now)
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
+    /// Recomputes the aggregate fields from `channels` (see its doc). No-op when empty.
+    pub fn recompute(&mut self) {
+        if self.channels.is_empty() {
+            return;
+        }
+        let ch = &self.channels;
+        let pending: Vec<&ChannelDelivery> = ch
+            .values()
+            .filter(|d| d.status == OutboxStatus::Pending)
+            .collect();
+        self.status = if !pending.is_empty() {
+            OutboxStatus::Pending
+        } else if ch.values().any(|d| d.status == OutboxStatus::Failed) {
+            OutboxStatus::Failed
+        } else {
+            OutboxStatus::Sent
+        };
+        if let Some(next) = pending.iter().map(|d| d.next_attempt_at).min() {
+            self.next_attempt_at = next;
+        }
+        self.attempts = ch.values().map(|d| d.attempts).max().unwrap_or(0);
+        self.first_attempt_at = ch.values().filter_map(|d| d.first_attempt_at).min();
+        self.sent_at = match self.status {
+            OutboxStatus::Sent => ch.values().filter_map(|d| d.sent_at).max(),
+            _ => None,
+        };
+        self.message_id = ch.get(EMAIL).and_then(|d| d.delivery_id.clone());
+        let errors: Vec<String> = ch
+            .iter()
+            .filter(|(_, d)| d.status != OutboxStatus::Sent)
+            .filter_map(|(n, d)| d.last_error.as_ref().map(|e| (n, e)))
+            .map(|(n, e)| {
+                if ch.len() == 1 {
+                    e.clone()
+                } else {
+                    format!("{n}: {e}")
+                }
+            })
+            .collect();
+        self.last_error = (!errors.is_empty()).then(|| errors.join("; "));
+    }
+
+    /// `failed replay`: every failed channel back to pending at `now` with a fresh schedule;
+    /// channels already delivered stay delivered, so a replay never sends them again.
+    pub fn replay(&mut self, now: i64) {
+        self.status = OutboxStatus::Pending;
+        self.attempts = 0;
+        self.first_attempt_at = None;
+        self.planned.clear();
+        self.next_attempt_at = now;
+        for d in self.channels.values_mut() {
+            if d.status == OutboxStatus::Failed {
+                *d = ChannelDelivery::pending(now);
+            }
+        }
+        self.recompute();
     }
 }
 

@@ -207,17 +207,7 @@ async fn dispatch<S: StateBackend>(store: &Arc<S>, rules: &Arc<RuleConfig>, op: 
                 if !dry_run {
                     let now = now_ms();
                     store
-                        .update_alerts(
-                            ids.clone(),
-                            move |e| {
-                                e.status = OutboxStatus::Pending;
-                                e.attempts = 0;
-                                e.first_attempt_at = None;
-                                e.planned.clear();
-                                e.next_attempt_at = now;
-                            },
-                            None,
-                        )
+                        .update_alerts(ids.clone(), move |e| e.replay(now), None)
                         .await?;
                 }
                 Ok(to_json(&ids))
