@@ -16,6 +16,7 @@
 pub mod bins;
 pub mod config;
 pub mod fixtures;
+pub mod hooks;
 pub mod http;
 pub mod poll;
 pub mod proc;

@@ -58,6 +58,7 @@ pub async fn run_with<S: StateBackend>(config: Config, state: Arc<S>) -> anyhow:
         &config.data_dir,
         state.clone(),
         rules.clone(),
+        wake.clone(),
         stop_rx.clone(),
     )
     .context("starting the worker control socket")?;
