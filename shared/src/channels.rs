@@ -224,3 +224,110 @@ fn resolve(
     }
     Ok(None)
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+    use crate::loader::load_from;
+    use std::io::Write as _;
+
+    const SOURCE: &str = "[[sources]]\nname = \"shop\"\nplatform = \"shopify\"\nscheme = \"shopify-hmac\"\nsecrets = [\"s3cret-0123456789\"]\n";
+
+    fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, String> {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        load_from(Some(f.path()), &env)
+            .map(|l| l.config)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn channels_resolve_their_secrets_and_routes_name_them() {
+        let c = load(
+            &format!(
+                "[alerts]\nchannels = [\"email\", \"erp\"]\n[alerts.routes]\nout_of_stock = [\"ops\"]\n{SOURCE}channels = [\"ops\"]\n\
+                 [[channels]]\nname = \"ops\"\nkind = \"slack\"\nurl_env = \"SLACK_URL\"\n\
+                 [[channels]]\nname = \"erp\"\nkind = \"webhook\"\nurl = \"https://erp.example.com/h\"\nsecret_env = \"ERP_SECRET\"\n"
+            ),
+            &[
+                ("SLACK_URL", " https://hooks.slack.com/services/T/B/x "),
+                ("ERP_SECRET", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            c.channels[0].url.as_ref().map(|u| u.expose()),
+            Some("https://hooks.slack.com/services/T/B/x")
+        );
+        assert!(c.channels.iter().all(|ch| ch.disabled.is_none()));
+        assert!(c.channels[1].secret.is_some());
+    }
+
+    #[test]
+    fn a_missing_secret_disables_the_channel_and_says_which_variable() {
+        let c = load(
+            &format!(
+                "{SOURCE}[[channels]]\nname = \"ops\"\nkind = \"slack\"\nurl_env = \"SLACK_URL\"\n"
+            ),
+            &[],
+        )
+        .unwrap();
+        let why = c.channels[0].disabled.clone().unwrap_or_default();
+        assert!(why.contains("SLACK_URL") && why.contains("ops"), "{why}");
+    }
+
+    #[test]
+    fn bad_channels_and_routes_are_refused_naming_the_key() {
+        let cases = [
+            (
+                "[alerts]\nchannels = [\"slack\"]\n".to_string(),
+                "alerts.channels",
+                "no channel is named \"slack\"",
+            ),
+            (
+                "[alerts.routes]\nlow_stok = [\"email\"]\n".to_string(),
+                "alerts.routes.low_stok",
+                "no rule is named",
+            ),
+            (
+                "[alerts.routes]\nno_sales = []\n".to_string(),
+                "alerts.routes.no_sales",
+                "nowhere",
+            ),
+            (
+                format!("{SOURCE}routes = {{ out_of_stock = [\"pager\"] }}\n"),
+                "routes.out_of_stock",
+                "\"pager\"",
+            ),
+            (
+                "[[channels]]\nname = \"email\"\nkind = \"slack\"\nurl = \"https://x\"\n".into(),
+                "channels[0].name",
+                "built-in",
+            ),
+            (
+                "[[channels]]\nname = \"a\"\nkind = \"slack\"\nurl = \"ftp://x\"\n".into(),
+                "channels[0].url",
+                "http",
+            ),
+            (
+                "[[channels]]\nname = \"a\"\nkind = \"slack\"\nurl = \"https://x\"\nsecret = \"whsec_AA\"\n"
+                    .into(),
+                "channels[0].secret",
+                "slack",
+            ),
+            (
+                "[[channels]]\nname = \"a\"\nkind = \"slack\"\nurl = \"https://x\"\n[[channels]]\nname = \"a\"\nkind = \"slack\"\nurl = \"https://y\"\n".into(),
+                "channels[1].name",
+                "two channels",
+            ),
+        ];
+        for (text, key, says) in cases {
+            let e = load(&text, &[]).unwrap_err();
+            assert!(e.contains(key) && e.contains(says), "{text}\n-> {e}");
+        }
+    }
+}

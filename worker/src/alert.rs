@@ -287,4 +287,102 @@ mod tests {
             Alert::make_id(Rule::LowStock, "a", "bc", 1)
         );
     }
+    fn entry() -> OutboxEntry {
+        let alert = Alert {
+            id: Alert::make_id(Rule::OutOfStock, "shop", "1", 1),
+            rule: Rule::OutOfStock,
+            source: "shop".into(),
+            platform: "shopify".into(),
+            item: "1".into(),
+            sku: None,
+            title: None,
+            location: None,
+            available: Some(0),
+            threshold: Some(5),
+            quiet_since: None,
+            quiet_days: None,
+            at: 0,
+            created_at: 0,
+            recipients: vec![],
+        };
+        OutboxEntry::new(alert, 100)
+    }
+
+    fn route(names: &[&str]) -> Vec<String> {
+        names.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn the_entry_is_the_aggregate_of_its_channels() {
+        let mut e = entry();
+        e.attempts = 2;
+        e.first_attempt_at = Some(50);
+        e.materialize(&route(&["email", "slack"]));
+        // An entry mid-backoff before channels existed keeps its schedule.
+        assert_eq!(e.channels["email"].attempts, 2);
+        assert_eq!(e.channels["slack"].first_attempt_at, Some(50));
+        assert_eq!(e.due_channels(100), ["email", "slack"]);
+        assert!(e.due_channels(99).is_empty());
+
+        let email = e.channels.get_mut("email").unwrap();
+        email.status = OutboxStatus::Sent;
+        email.delivery_id = Some("<m@stockhook>".into());
+        email.sent_at = Some(120);
+        let slack = e.channels.get_mut("slack").unwrap();
+        slack.next_attempt_at = 500;
+        slack.attempts = 4;
+        slack.last_error = Some("HTTP 429".into());
+        e.recompute();
+        assert_eq!(e.status, OutboxStatus::Pending);
+        assert_eq!(e.next_attempt_at, 500, "the earliest pending channel");
+        assert_eq!(e.attempts, 4);
+        assert_eq!(e.sent_at, None, "not sent until every channel is");
+        assert_eq!(e.message_id.as_deref(), Some("<m@stockhook>"));
+        assert_eq!(e.last_error.as_deref(), Some("slack: HTTP 429"));
+        assert_eq!(e.due_channels(500), ["slack"], "email is never due again");
+
+        let slack = e.channels.get_mut("slack").unwrap();
+        slack.status = OutboxStatus::Failed;
+        slack.last_error = Some("HTTP 404 no_service".into());
+        e.recompute();
+        assert_eq!(e.status, OutboxStatus::Failed);
+        assert_eq!(e.last_error.as_deref(), Some("slack: HTTP 404 no_service"));
+
+        // A replay brings back only the failed channel.
+        e.planned = vec!["x".into()];
+        e.replay(900);
+        assert_eq!(e.status, OutboxStatus::Pending);
+        assert!(e.planned.is_empty());
+        assert_eq!(e.channels["email"].status, OutboxStatus::Sent);
+        assert_eq!(e.channels["slack"].attempts, 0);
+        assert_eq!(e.due_channels(900), ["slack"]);
+        assert_eq!(e.last_error, None);
+
+        let slack = e.channels.get_mut("slack").unwrap();
+        slack.status = OutboxStatus::Sent;
+        slack.sent_at = Some(950);
+        e.recompute();
+        assert_eq!(e.status, OutboxStatus::Sent);
+        assert_eq!(e.sent_at, Some(950));
+    }
+
+    #[test]
+    fn entries_from_before_channels_read_back() {
+        let mut e = entry();
+        let mut v = serde_json::to_value(&e).unwrap();
+        assert!(v.get("channels").is_none(), "empty maps are not written");
+        v.as_object_mut().unwrap().remove("planned");
+        let back: OutboxEntry = serde_json::from_value(v).unwrap();
+        assert_eq!(back, e);
+        e.materialize(&route(&["email"]));
+        let again: OutboxEntry = serde_json::from_str(&serde_json::to_string(&e).unwrap()).unwrap();
+        assert_eq!(again, e);
+    }
+
+    #[test]
+    fn set_ids_ignore_order_and_duplicates() {
+        assert_eq!(set_id(&["b", "a"]), set_id(&["a", "b", "a"]));
+        assert_ne!(set_id(&["a"]), set_id(&["a", "b"]));
+        assert_eq!(set_id(&["a"]).len(), 32);
+    }
 }
