@@ -16,15 +16,14 @@ use serde_json::json;
 use std::ffi::OsStr;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use stockhook_tests::config::toml_str;
 use stockhook_tests::hooks::{HookServer, Kind, Reply};
 use stockhook_tests::http::{self, Resp};
 use stockhook_tests::smtp_tls::{ServerTls, TestCerts, TlsSmtp, TlsSmtpOptions};
 use stockhook_tests::stack::{
-    expect_within, free_port, maildir_emails, smtp_sink_on, start_worker, stat, stats, wait_stats,
-    wait_worker_ready, worker_cli_ok, Email,
+    expect_within, free_port, maildir_emails, smtp_sink_on, start_worker, stat, stats, unique_id,
+    wait_stats, wait_worker_ready, worker_cli_ok, Email,
 };
 use stockhook_tests::{bins, sign, ConfigBuilder, Proc, SourceSpec, TestDir};
 
@@ -35,15 +34,6 @@ const LOCATION: u64 = 655_441_491;
 /// The webhook channel's signing secret (Standard Webhooks' documented example).
 const WHSEC: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const SETTLE: Duration = Duration::from_secs(60);
-
-fn wid(prefix: &str) -> String {
-    static N: AtomicU64 = AtomicU64::new(0);
-    format!(
-        "{prefix}-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
 
 /// One Shopify source, one recipient, short backoff.
 fn base(dir: &TestDir) -> ConfigBuilder {
@@ -63,7 +53,12 @@ fn post_level(addr: SocketAddr, item: u64, available: i64) {
     })
     .to_string()
     .into_bytes();
-    let h = sign::shopify(SECRET, &body, "inventory_levels/update", &wid("level"));
+    let h = sign::shopify(
+        SECRET,
+        &body,
+        "inventory_levels/update",
+        &unique_id("level"),
+    );
     let r: Resp = http::post(addr, "/webhooks/shop", &h, &body);
     assert_eq!(r.status, 200, "{r:?}");
 }

@@ -270,6 +270,28 @@ impl OutboxEntry {
     }
 }
 
+/// An alert for unit tests: `rule` on `item` of `source`, 0 available of threshold 5.
+#[cfg(test)]
+pub(crate) fn test_alert(rule: Rule, source: &str, item: &str) -> Alert {
+    Alert {
+        id: Alert::make_id(rule, source, item, 1),
+        rule,
+        source: source.into(),
+        platform: "shopify".into(),
+        item: item.into(),
+        sku: None,
+        title: None,
+        location: None,
+        available: Some(0),
+        threshold: Some(5),
+        quiet_since: None,
+        quiet_days: None,
+        at: 0,
+        created_at: 0,
+        recipients: vec![],
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -288,24 +310,7 @@ mod tests {
         );
     }
     fn entry() -> OutboxEntry {
-        let alert = Alert {
-            id: Alert::make_id(Rule::OutOfStock, "shop", "1", 1),
-            rule: Rule::OutOfStock,
-            source: "shop".into(),
-            platform: "shopify".into(),
-            item: "1".into(),
-            sku: None,
-            title: None,
-            location: None,
-            available: Some(0),
-            threshold: Some(5),
-            quiet_since: None,
-            quiet_days: None,
-            at: 0,
-            created_at: 0,
-            recipients: vec![],
-        };
-        OutboxEntry::new(alert, 100)
+        OutboxEntry::new(test_alert(Rule::OutOfStock, "shop", "1"), 100)
     }
 
     fn route(names: &[&str]) -> Vec<String> {

@@ -547,7 +547,7 @@ fn subject(alerts: &[&Alert]) -> String {
 }
 
 /// RFC 3339 UTC of a unix-ms instant.
-fn rfc3339(ms: i64) -> String {
+pub(crate) fn rfc3339(ms: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
         .ok()
         .and_then(|t| {

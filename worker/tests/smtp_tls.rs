@@ -98,6 +98,21 @@ async fn delivers(server: &TlsSmtp, m: &Mailer) {
     m.shutdown().await;
 }
 
+/// A plain-text server (no STARTTLS), with AUTH required for `login` (never offered: aiosmtpd
+/// offers AUTH only over TLS), or no AUTH at all.
+fn plain_server(dir: &TestDir, login: Option<(&str, &str)>) -> TlsSmtp {
+    TlsSmtp::start(
+        dir,
+        "a",
+        &TlsSmtpOptions {
+            tls: ServerTls::None,
+            certs: None,
+            login,
+            mechanisms: "PLAIN,LOGIN",
+        },
+    )
+}
+
 fn server(
     dir: &TestDir,
     tag: &str,
@@ -175,16 +190,7 @@ async fn opportunistic_starttls_upgrades_when_offered() {
 #[tokio::test]
 async fn opportunistic_starttls_sends_in_plain_text_when_not_offered() {
     let dir = TestDir::new("starttls-opportunistic-plain");
-    let s = TlsSmtp::start(
-        &dir,
-        "a",
-        &TlsSmtpOptions {
-            tls: ServerTls::None,
-            certs: None,
-            login: None,
-            mechanisms: "PLAIN,LOGIN",
-        },
-    );
+    let s = plain_server(&dir, None);
     let m = mailer(
         &format!("smtp://localhost:{}?tls=opportunistic", s.addr.port()),
         None,
@@ -274,16 +280,7 @@ async fn certificate_for_another_name_says_what_was_presented() {
 #[tokio::test]
 async fn starttls_required_but_not_offered_says_so() {
     let dir = TestDir::new("starttls-missing");
-    let s = TlsSmtp::start(
-        &dir,
-        "a",
-        &TlsSmtpOptions {
-            tls: ServerTls::None,
-            certs: None,
-            login: None,
-            mechanisms: "PLAIN,LOGIN",
-        },
-    );
+    let s = plain_server(&dir, None);
     let e = mailer(&url("smtp", &s, PASSWORD, "?tls=required"), None)
         .send(&alerts(), &to())
         .await
@@ -303,16 +300,7 @@ async fn starttls_required_but_not_offered_says_so() {
 async fn no_auth_offered_says_so() {
     let dir = TestDir::new("auth-missing");
     // AUTH required by the server, but offered only over TLS, and this one speaks plain text.
-    let s = TlsSmtp::start(
-        &dir,
-        "a",
-        &TlsSmtpOptions {
-            tls: ServerTls::None,
-            certs: None,
-            login: Some((USER, PASSWORD)),
-            mechanisms: "PLAIN,LOGIN",
-        },
-    );
+    let s = plain_server(&dir, Some((USER, PASSWORD)));
     let e = mailer(&url("smtp", &s, PASSWORD, ""), None)
         .send(&alerts(), &to())
         .await

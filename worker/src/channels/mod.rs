@@ -34,6 +34,16 @@ pub struct Failure {
     pub retry_after: Option<Duration>,
 }
 
+impl Failure {
+    /// A transient failure of `what` (an endpoint's name), retried not before `retry_after`.
+    pub fn retry(what: &str, reason: &str, retry_after: Option<Duration>) -> Failure {
+        Failure {
+            error: SendError::Transient(format!("{what}: {reason}")),
+            retry_after,
+        }
+    }
+}
+
 impl From<SendError> for Failure {
     fn from(error: SendError) -> Failure {
         Failure {

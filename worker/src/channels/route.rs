@@ -90,23 +90,7 @@ mod tests {
     use crate::alert::Rule;
 
     fn alert(rule: Rule, source: &str) -> Alert {
-        Alert {
-            id: "x".into(),
-            rule,
-            source: source.into(),
-            platform: "shopify".into(),
-            item: "1".into(),
-            sku: None,
-            title: None,
-            location: None,
-            available: Some(0),
-            threshold: Some(5),
-            quiet_since: None,
-            quiet_days: None,
-            at: 0,
-            created_at: 0,
-            recipients: vec![],
-        }
+        crate::alert::test_alert(rule, source, "1")
     }
 
     fn config(text: &str) -> Config {

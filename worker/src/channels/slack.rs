@@ -103,10 +103,7 @@ pub async fn send(
         Outcome::Retry {
             reason,
             retry_after,
-        } => Err(Failure {
-            error: SendError::Transient(format!("{what}: {reason}")),
-            retry_after,
-        }),
+        } => Err(Failure::retry(&what, &reason, retry_after)),
         Outcome::Refused { status, body } => {
             let msg = match status {
                 403 | 404 | 410 => format!(

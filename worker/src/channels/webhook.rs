@@ -43,21 +43,11 @@ pub fn render(alerts: &[Alert]) -> Vec<u8> {
         .collect();
     json!({
         "type": EVENT_TYPE,
-        "timestamp": rfc3339(earliest),
+        "timestamp": crate::email::rfc3339(earliest),
         "data": { "id": set_id(&ids), "alerts": items },
     })
     .to_string()
     .into_bytes()
-}
-
-fn rfc3339(ms: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default()
 }
 
 /// Posts the set, signed with `key` at `now_unix`. `Ok` carries the set id (`webhook-id`).
@@ -79,10 +69,7 @@ pub async fn send(
         Outcome::Retry {
             reason,
             retry_after,
-        } => Err(Failure {
-            error: SendError::Transient(format!("{what}: {reason}")),
-            retry_after,
-        }),
+        } => Err(Failure::retry(&what, &reason, retry_after)),
         Outcome::Refused { status, body } => Err(Failure {
             error: SendError::Permanent(format!(
                 "{what}: the endpoint refused the alerts (HTTP {status}{}{body})",
