@@ -9,6 +9,7 @@
 //! | `routes_send_out_of_stock_to_slack_and_low_stock_by_email` | routing by rule |
 //! | `the_original_notes_variables_...` | `EMAIL_SMTP_SERVER`/`PORT`/`SENDER`/`PASSWORD`: implicit TLS on the port given, logged in as the sender; no password in the logs |
 //! | `a_wrong_password_...` | 535: a permanent failure naming the account; the password is in neither the worker's stderr nor `failed list --json` |
+//! | `two_workers_on_nats_...` | `backend = "nats"`, two workers: each alert reaches email, Slack and the webhook exactly once (skipped, loudly, without `nats-server`) |
 //!
 //! Run: `cargo test -p stockhook-tests --test channels`.
 
@@ -435,4 +436,132 @@ fn a_wrong_password_fails_permanently_and_never_shows_the_password() {
     }
     assert!(logs.contains("refused the login"), "the log says why");
     assert!(server.messages().is_empty());
+}
+
+/// `nats-server`, or `None` after a loud SKIPPED line (a failure with STOCKHOOK_REQUIRE_NATS=1).
+fn nats_server(test: &str) -> Option<PathBuf> {
+    let found = [
+        "/usr/sbin/nats-server",
+        "/usr/bin/nats-server",
+        "/usr/local/bin/nats-server",
+    ]
+    .into_iter()
+    .map(PathBuf::from)
+    .find(|p| p.is_file());
+    if found.is_none() {
+        assert!(
+            std::env::var("STOCKHOOK_REQUIRE_NATS").as_deref() != Ok("1"),
+            "{test}: nats-server is not installed and STOCKHOOK_REQUIRE_NATS=1"
+        );
+        let _ = std::io::Write::write_all(
+            &mut std::io::stderr(),
+            format!("\n!!! SKIPPED {test}: nats-server is not installed (apt-get install nats-server)\n")
+                .as_bytes(),
+        );
+    }
+    found
+}
+
+/// Two workers on one JetStream state: every alert reaches each channel exactly once, whichever
+/// worker claims it (the claim is taken again before each channel of a set).
+#[test]
+fn two_workers_on_nats_deliver_each_alert_once_to_every_channel() {
+    let Some(bin) = nats_server("two_workers_on_nats_deliver_each_alert_once_to_every_channel")
+    else {
+        return;
+    };
+    let dir = TestDir::new("ch-nats");
+    let port = free_port();
+    let store = dir.path().join("jetstream");
+    let _nats = dir.spawn(
+        &bin,
+        &[
+            "-js",
+            "-a",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-sd",
+            store.to_str().expect("UTF-8 path"),
+        ],
+    );
+    let slack = HookServer::start(Kind::Slack);
+    let hook = HookServer::start(Kind::StandardWebhooks(WHSEC.into()));
+    let config = |name: &str| {
+        let cfg = ConfigBuilder::new(&dir.path().join(name))
+            .queue("backend", "\"nats\"")
+            .queue("nats_url", &toml_str(&format!("nats://127.0.0.1:{port}")))
+            .queue("lease_timeout", "\"5s\"")
+            .recipients(&[TO])
+            .email("max_backoff", "\"2s\"")
+            .source(SourceSpec::shopify(SHOP, SECRET))
+            .alerts("channels", "[\"email\", \"hook\", \"slack\"]")
+            .channel("slack", "slack", &[("url", &toml_str(&slack.url("/s")))])
+            .channel(
+                "hook",
+                "webhook",
+                &[
+                    ("url", &toml_str(&hook.url("/in"))),
+                    ("secret", &toml_str(WHSEC)),
+                ],
+            );
+        dir.write_config(&format!("{name}.toml"), &cfg)
+    };
+    let (rc, w1, w2) = (config("r"), config("w1"), config("w2"));
+    expect_within(SETTLE, "nats-server listening", || {
+        std::net::TcpStream::connect(("127.0.0.1", port))
+            .ok()
+            .map(|_| ())
+    });
+    let rx = dir.receiver(&rc);
+    let _w1 = start_worker(&dir, &w1);
+    let _w2 = start_worker(&dir, &w2);
+    const ITEMS: u64 = 20;
+    for i in 0..ITEMS {
+        post_level(rx.addr(), 1000 + i, 2);
+    }
+    wait_stats(&dir, &w1, SETTLE, "every alert sent", |s| {
+        stat(s, "alerts.sent") == ITEMS as i64 && stat(s, "alerts.pending") == 0
+    });
+
+    let mut emailed: std::collections::BTreeMap<String, usize> = Default::default();
+    for w in ["w1", "w2"] {
+        for e in stockhook_tests::stack::eml_emails(&dir.path().join(w)) {
+            for id in e.alert_ids() {
+                *emailed.entry(id).or_default() += 1;
+            }
+        }
+    }
+    assert_eq!(emailed.len(), ITEMS as usize, "{emailed:?}");
+    assert!(
+        emailed.values().all(|n| *n == 1),
+        "emailed twice: {emailed:?}"
+    );
+
+    let mut hooked: std::collections::BTreeMap<String, usize> = Default::default();
+    let mut ids = std::collections::BTreeSet::new();
+    for r in hook.accepted() {
+        assert!(r.verified);
+        assert!(ids.insert(r.header("webhook-id").unwrap_or_default().to_string()));
+        for a in r.json()["data"]["alerts"].as_array().into_iter().flatten() {
+            *hooked
+                .entry(a["id"].as_str().unwrap_or_default().to_string())
+                .or_default() += 1;
+        }
+    }
+    assert_eq!(
+        hooked, emailed,
+        "the webhook got each alert once, as the email did"
+    );
+
+    let texts: Vec<String> = slack
+        .accepted()
+        .iter()
+        .map(|r| r.json()["text"].as_str().unwrap_or_default().to_string())
+        .collect();
+    for i in 0..ITEMS {
+        let line = format!("• Low stock: item {}, ", 1000 + i);
+        let n: usize = texts.iter().map(|t| t.matches(&line).count()).sum();
+        assert_eq!(n, 1, "item {} in {n} Slack messages: {texts:#?}", 1000 + i);
+    }
 }
