@@ -89,7 +89,7 @@ impl SendError {
             SendError::Transient(m) | SendError::Permanent(m) => m,
         }
     }
-    fn map_message(self, f: impl FnOnce(String) -> String) -> SendError {
+    pub(crate) fn map_message(self, f: impl FnOnce(String) -> String) -> SendError {
         match self {
             SendError::Transient(m) => SendError::Transient(f(m)),
             SendError::Permanent(m) => SendError::Permanent(f(m)),
@@ -244,6 +244,7 @@ impl Mailer {
                     }
                     Err(e) => {
                         let err = crate::channels::smtp::explain(&e, endpoint)
+                            .await
                             .unwrap_or_else(|| classify(&e))
                             .map_message(|m| scrub(&m, redact));
                         tracing::warn!(

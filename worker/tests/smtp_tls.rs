@@ -252,6 +252,32 @@ async fn untrusted_certificate_names_the_host_and_the_fix() {
         msg.contains("not trust") && msg.contains("smtp_ca_file"),
         "{msg}"
     );
+    // What the server presented: its names and fingerprint, from a second look.
+    assert!(
+        msg.contains("presented a certificate for localhost (SHA-256 "),
+        "{msg}"
+    );
+}
+
+#[tokio::test]
+async fn untrusted_certificate_over_starttls_says_what_was_presented() {
+    let dir = TestDir::new("starttls-untrusted");
+    let certs = TestCerts::make(dir.path(), "a", &["localhost", "relay.internal.example"]);
+    let s = server(&dir, "a", ServerTls::StartTls, &certs, "PLAIN,LOGIN");
+    let e = mailer(&url("smtp", &s, PASSWORD, "?tls=required"), None)
+        .send(&alerts(), &to())
+        .await
+        .unwrap_err();
+    no_password(&e);
+    let SendError::Permanent(msg) = &e else {
+        panic!("an untrusted certificate is permanent: {e}")
+    };
+    assert!(msg.contains("smtp_ca_file"), "{msg}");
+    assert!(
+        msg.contains("presented a certificate for localhost, relay.internal.example (SHA-256 "),
+        "{msg}"
+    );
+    assert!(s.messages().is_empty());
 }
 
 #[tokio::test]

@@ -16,6 +16,7 @@ pub mod http;
 pub mod route;
 pub mod slack;
 pub mod smtp;
+pub mod smtp_probe;
 pub mod webhook;
 
 use crate::alert::{Alert, EMAIL};

@@ -40,6 +40,7 @@ pub struct Endpoint {
     /// `host:port`.
     pub server: String,
     pub host: String,
+    pub port: u16,
     /// The login, when the URL has one.
     pub user: Option<String>,
     pub tls: TlsMode,
@@ -130,6 +131,7 @@ fn endpoint(url: &str) -> Result<Endpoint, String> {
     Ok(Endpoint {
         server: format!("{host}:{port}"),
         host,
+        port,
         user,
         tls,
     })
@@ -142,9 +144,33 @@ fn percent_decode(s: &str) -> String {
         .unwrap_or_else(|| s.to_string())
 }
 
+/// How long the look at an untrusted certificate may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The operator-facing explanation of the failures this module knows, or `None` for the
-/// caller's generic classification. `text` is lettre's error with its sources.
-pub fn explain(e: &lettre::transport::smtp::Error, at: &Endpoint) -> Option<SendError> {
+/// caller's generic classification. For a certificate from an unknown issuer it connects once
+/// more to see what the server presents ([`super::smtp_probe`]).
+pub async fn explain(e: &lettre::transport::smtp::Error, at: &Endpoint) -> Option<SendError> {
+    let explained = explain_text(e, at)?;
+    let unknown_issuer = e.to_string().contains("UnknownIssuer");
+    if !unknown_issuer || at.tls == TlsMode::None {
+        return Some(explained);
+    }
+    let (host, port, starttls) = (at.host.clone(), at.port, at.tls != TlsMode::Implicit);
+    let seen = tokio::task::spawn_blocking(move || {
+        super::smtp_probe::presented(&host, port, starttls, PROBE_TIMEOUT)
+    })
+    .await
+    .ok()
+    .flatten();
+    Some(match seen {
+        Some(p) => explained.map_message(|m| format!("{m}; the server presented {p}")),
+        None => explained,
+    })
+}
+
+/// [`explain`] from the error alone.
+fn explain_text(e: &lettre::transport::smtp::Error, at: &Endpoint) -> Option<SendError> {
     let text = e.to_string();
     let server = &at.server;
     let code = e.status().map(|c| c.to_string());
@@ -201,8 +227,8 @@ fn certificate_problem(text: &str) -> Option<String> {
                     .replace("not valid for name", "certificate not valid for the name")
             )
         } else if detail.contains("UnknownIssuer") || detail.contains("unknown issuer") {
-            "the server presented a certificate signed by an issuer this client does not trust \
-         (self-signed, or a private CA): put that CA's PEM in email.smtp_ca_file"
+            "its certificate is signed by an issuer this client does not trust (self-signed, or a \
+         private CA): put that CA's PEM in email.smtp_ca_file"
                 .to_string()
         } else if detail.contains("xpired") {
             format!("the server presented an expired certificate ({detail})")
