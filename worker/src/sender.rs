@@ -367,3 +367,96 @@ impl Step {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alert::{test_alert, Rule};
+
+    fn policy() -> SendPolicy {
+        SendPolicy {
+            max_backoff: Duration::from_secs(2),
+            give_up_after_ms: 3_600_000,
+            from: "s@example.com".into(),
+        }
+    }
+
+    fn chunk(first_attempt_at: Option<i64>) -> Vec<OutboxEntry> {
+        let mut e = OutboxEntry::new(test_alert(Rule::OutOfStock, "shop", "1"), 0);
+        e.materialize(&["email".to_string(), "slack".to_string()]);
+        e.channels.get_mut("slack").unwrap().first_attempt_at = first_attempt_at;
+        vec![e]
+    }
+
+    fn transient(retry_after: Option<Duration>) -> Result<String, Failure> {
+        Err(Failure {
+            error: SendError::Transient("HTTP 429".into()),
+            retry_after,
+        })
+    }
+
+    #[test]
+    fn retry_after_longer_than_the_backoff_is_honoured() {
+        let now = 1_000_000;
+        let step = Step::of(
+            "slack",
+            &transient(Some(Duration::from_secs(120))),
+            &chunk(None),
+            &policy(),
+            now,
+        );
+        assert!(
+            matches!(step, Step::Retry { next, attempt: 1, .. } if next == now + 120_000),
+            "{step:?}"
+        );
+        // Shorter than the backoff: the backoff (about 1 s at the first retry).
+        let step = Step::of(
+            "slack",
+            &transient(Some(Duration::ZERO)),
+            &chunk(None),
+            &policy(),
+            now,
+        );
+        assert!(
+            matches!(step, Step::Retry { next, .. } if (now + 800..=now + 1_200).contains(&next)),
+            "{step:?}"
+        );
+    }
+
+    #[test]
+    fn a_step_changes_only_its_channel() {
+        let mut c = chunk(None);
+        let step = Step::of("slack", &transient(None), &c, &policy(), 5_000);
+        step.apply(&mut c[0]);
+        assert_eq!(c[0].channels["slack"].attempts, 1);
+        assert_eq!(c[0].channels["slack"].first_attempt_at, Some(5_000));
+        assert_eq!(c[0].channels["email"].attempts, 0);
+        assert_eq!(c[0].status, OutboxStatus::Pending);
+        assert_eq!(c[0].next_attempt_at, 0, "email is still due");
+        Step::of("email", &Ok("<m@stockhook>".into()), &c, &policy(), 6_000).apply(&mut c[0]);
+        assert_eq!(c[0].message_id.as_deref(), Some("<m@stockhook>"));
+        assert_eq!(c[0].status, OutboxStatus::Pending, "slack still to go");
+    }
+
+    #[test]
+    fn transient_failures_past_give_up_after_fail_for_good() {
+        let now = 10_000_000;
+        let step = Step::of(
+            "slack",
+            &transient(None),
+            &chunk(Some(now - 3_600_000)),
+            &policy(),
+            now,
+        );
+        assert!(
+            matches!(step, Step::Failed { gave_up: true, .. }),
+            "{step:?}"
+        );
+        let permanent = Err(Failure::from(SendError::Permanent("HTTP 404".into())));
+        let step = Step::of("slack", &permanent, &chunk(None), &policy(), now);
+        assert!(
+            matches!(step, Step::Failed { gave_up: false, .. }),
+            "{step:?}"
+        );
+    }
+}
