@@ -160,11 +160,13 @@ pub async fn send_due<S: StateBackend>(
                 e.materialize(&channels.route(&e.alert));
             }
             chunk = claimed;
-            // Delivered meanwhile (by another worker after our previous channel's update).
-            if chunk.iter().all(|e| {
+            // Delivered meanwhile, or tried and rescheduled, by another worker after our
+            // previous channel's update: not ours to send now.
+            let at = now_ms();
+            if !chunk.iter().any(|e| {
                 e.channels
                     .get(name)
-                    .is_none_or(|d| d.status != OutboxStatus::Pending)
+                    .is_some_and(|d| d.status == OutboxStatus::Pending && d.next_attempt_at <= at)
             }) {
                 continue;
             }
