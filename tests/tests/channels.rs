@@ -516,7 +516,7 @@ fn two_workers_on_nats_deliver_each_alert_once_to_every_channel() {
     let rx = dir.receiver(&rc);
     let _w1 = start_worker(&dir, &w1);
     let _w2 = start_worker(&dir, &w2);
-    const ITEMS: u64 = 20;
+    const ITEMS: u64 = 60;
     for i in 0..ITEMS {
         post_level(rx.addr(), 1000 + i, 2);
     }

@@ -19,7 +19,7 @@ use crate::channels::{Channels, Failure};
 use crate::email::SendError;
 use crate::state::counters;
 use crate::state_backend::StateBackend;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 use stockhook_shared::config::Config;
@@ -144,10 +144,8 @@ pub async fn send_due<S: StateBackend>(
         // Only what this worker claimed: with several workers on one state, each alert is
         // sent by exactly one of them.
         let recipients = chunk.first().map(recipients_of).unwrap_or_default();
-        let names = chunk
-            .first()
-            .map(|e| e.due_channels(now))
-            .unwrap_or_default();
+        // Every channel some entry of the set still owes, in name order.
+        let names: BTreeSet<String> = chunk.iter().flat_map(|e| e.due_channels(now)).collect();
         let mut chunk = chunk;
         for name in &names {
             let mut claimed = state
@@ -160,28 +158,52 @@ pub async fn send_due<S: StateBackend>(
                 e.materialize(&channels.route(&e.alert));
             }
             chunk = claimed;
-            // Delivered meanwhile, or tried and rescheduled, by another worker after our
-            // previous channel's update: not ours to send now.
+            // Only the entries this channel still owes, as the claim found them: with several
+            // workers, another may have delivered (or rescheduled) some of them between our
+            // snapshot and our claim, and an alert is never sent twice to a channel.
             let at = now_ms();
-            if !chunk.iter().any(|e| {
-                e.channels
-                    .get(name)
-                    .is_some_and(|d| d.status == OutboxStatus::Pending && d.next_attempt_at <= at)
-            }) {
+            let owed: BTreeSet<String> = chunk
+                .iter()
+                .filter(|e| {
+                    e.channels.get(name).is_some_and(|d| {
+                        d.status == OutboxStatus::Pending && d.next_attempt_at <= at
+                    })
+                })
+                .map(|e| e.alert.id.clone())
+                .collect();
+            let ids: Vec<String> = chunk.iter().map(|e| e.alert.id.clone()).collect();
+            if owed.is_empty() {
+                // Release the claim without changing anything.
+                state.update_alerts(ids, |_| {}, None).await?;
                 continue;
             }
-            let alerts: Vec<Alert> = chunk.iter().map(|e| e.alert.clone()).collect();
+            let alerts: Vec<Alert> = chunk
+                .iter()
+                .filter(|e| owed.contains(&e.alert.id))
+                .map(|e| e.alert.clone())
+                .collect();
             let result = channels.deliver(name, &alerts, &recipients).await;
             let now = now_ms();
-            let step = Step::of(name, &result, &chunk, policy, now);
+            let delivered: Vec<OutboxEntry> = chunk
+                .iter()
+                .filter(|e| owed.contains(&e.alert.id))
+                .cloned()
+                .collect();
+            let step = Step::of(name, &result, &delivered, policy, now);
             let routes: HashMap<String, Vec<String>> = chunk
                 .iter()
                 .map(|e| (e.alert.id.clone(), e.channels.keys().cloned().collect()))
                 .collect();
-            // What the update does to each entry, applied here too, to count transitions.
+            // What the update does to each entry, applied here too, to count transitions. The
+            // update covers the whole claimed set (releasing every claim), and changes only
+            // the entries that were delivered.
             let apply = {
                 let step = step.clone();
+                let owed = owed.clone();
                 move |e: &mut OutboxEntry| {
+                    if !owed.contains(&e.alert.id) {
+                        return;
+                    }
                     if let Some(route) = routes.get(&e.alert.id) {
                         e.materialize(route);
                     }
@@ -192,24 +214,27 @@ pub async fn send_due<S: StateBackend>(
             for e in &mut chunk {
                 apply(e);
             }
-            let finished: Vec<OutboxStatus> = chunk
-                .iter()
-                .zip(before)
-                .filter(|(e, b)| e.status != *b)
-                .map(|(e, _)| e.status)
-                .collect();
-            let counter = match finished.first() {
-                Some(OutboxStatus::Sent) => {
-                    Some((counters::ALERTS_SENT.to_string(), finished.len() as i64))
-                }
-                Some(OutboxStatus::Failed) => {
-                    Some((counters::ALERTS_FAILED.to_string(), finished.len() as i64))
-                }
-                _ => None,
+            let changed = |to: OutboxStatus| {
+                chunk
+                    .iter()
+                    .zip(&before)
+                    .filter(|(e, b)| e.status != **b && e.status == to)
+                    .count() as i64
             };
-            let ids: Vec<String> = chunk.iter().map(|e| e.alert.id.clone()).collect();
-            state.update_alerts(ids.clone(), apply, counter).await?;
-            step.log(name, ids.len());
+            let (now_sent, now_failed) =
+                (changed(OutboxStatus::Sent), changed(OutboxStatus::Failed));
+            let counter = (now_sent > 0).then(|| (counters::ALERTS_SENT.to_string(), now_sent));
+            state.update_alerts(ids, apply, counter).await?;
+            if now_failed > 0 {
+                state
+                    .update_alerts(
+                        vec![],
+                        |_| {},
+                        Some((counters::ALERTS_FAILED.to_string(), now_failed)),
+                    )
+                    .await?;
+            }
+            step.log(name, alerts.len());
             if matches!(step, Step::Sent { .. }) {
                 if name == EMAIL {
                     state
@@ -460,5 +485,170 @@ mod tests {
             matches!(step, Step::Failed { gave_up: false, .. }),
             "{step:?}"
         );
+    }
+    /// A state whose stored entries moved on after the sender's snapshot, as with two workers
+    /// on JetStream: `due_alerts` returns the stale snapshot, `claim_alerts` the stored truth.
+    struct Moved {
+        stored: std::sync::Mutex<BTreeMap<String, OutboxEntry>>,
+        snapshot: Vec<OutboxEntry>,
+    }
+
+    impl StateBackend for Moved {
+        fn describe(&self) -> String {
+            "memory".into()
+        }
+        async fn apply_batch(
+            &self,
+            _: Vec<crate::state::Prepared>,
+            _: Arc<crate::state::RuleConfig>,
+            _: i64,
+            _: bool,
+        ) -> Result<Vec<crate::state::Applied>, crate::state::StateError> {
+            Ok(vec![])
+        }
+        async fn run_no_sales(
+            &self,
+            _: Arc<crate::state::RuleConfig>,
+            _: i64,
+        ) -> Result<Vec<Alert>, crate::state::StateError> {
+            Ok(vec![])
+        }
+        async fn due_alerts(&self, _: i64) -> Result<Vec<OutboxEntry>, crate::state::StateError> {
+            Ok(self.snapshot.clone())
+        }
+        async fn next_due(&self) -> Result<Option<i64>, crate::state::StateError> {
+            Ok(None)
+        }
+        async fn outbox<F>(&self, keep: F) -> Result<Vec<OutboxEntry>, crate::state::StateError>
+        where
+            F: Fn(&OutboxEntry) -> bool + Send + Sync + 'static,
+        {
+            let s = self.stored.lock().unwrap();
+            Ok(s.values().filter(|e| keep(e)).cloned().collect())
+        }
+        async fn claim_alerts(
+            &self,
+            entries: Vec<OutboxEntry>,
+            _: i64,
+        ) -> Result<Vec<OutboxEntry>, crate::state::StateError> {
+            let mut s = self.stored.lock().unwrap();
+            let mut mine = Vec::new();
+            for e in entries {
+                if let Some(cur) = s.get_mut(&e.alert.id) {
+                    if cur.status == OutboxStatus::Pending {
+                        if !e.planned.is_empty() {
+                            cur.planned = e.planned.clone();
+                        }
+                        mine.push(cur.clone());
+                    }
+                }
+            }
+            Ok(mine)
+        }
+        async fn update_alerts<F>(
+            &self,
+            ids: Vec<String>,
+            f: F,
+            _: Option<(String, i64)>,
+        ) -> Result<(), crate::state::StateError>
+        where
+            F: Fn(&mut OutboxEntry) + Clone + Send + Sync + 'static,
+        {
+            let mut s = self.stored.lock().unwrap();
+            for id in ids {
+                if let Some(e) = s.get_mut(&id) {
+                    f(e);
+                }
+            }
+            Ok(())
+        }
+        async fn purge_alerts(&self, _: Vec<String>) -> Result<(), crate::state::StateError> {
+            Ok(())
+        }
+        async fn counters(&self) -> Result<BTreeMap<String, i64>, crate::state::StateError> {
+            Ok(BTreeMap::new())
+        }
+        async fn items(&self) -> Result<Vec<crate::state::ItemState>, crate::state::StateError> {
+            Ok(vec![])
+        }
+        async fn sync(&self) -> Result<(), crate::state::StateError> {
+            Ok(())
+        }
+    }
+
+    /// Another worker delivered x and y by email, and is between channels (claims released),
+    /// when this worker, planning from an older snapshot, groups x, y and a new z into one set:
+    /// the email goes to z only, the webhook to all three, each once.
+    #[tokio::test]
+    async fn a_stale_plan_never_sends_a_channel_twice() {
+        use stockhook_tests::hooks::{HookServer, Kind};
+        let hook = HookServer::start(Kind::StandardWebhooks(
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
+        ));
+        let data = tempfile::tempdir().unwrap();
+        let config: Config = toml::from_str(&format!(
+            "[alerts]\nrecipients = [\"ops@example.com\"]\nchannels = [\"email\", \"hook\"]\n\
+             [[channels]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"{}\"\n\
+             secret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n",
+            hook.url("/in")
+        ))
+        .unwrap();
+        let mailer = crate::email::Mailer::from_config(&config.email, data.path()).unwrap();
+        let channels = Channels::from_config(&config, mailer).unwrap();
+        let route = vec!["email".to_string(), "hook".to_string()];
+        let entry = |item: &str| {
+            let mut a = test_alert(Rule::LowStock, "shop", item);
+            a.recipients = vec!["ops@example.com".into()];
+            OutboxEntry::new(a, 0)
+        };
+        let (x, y, z) = (entry("x"), entry("y"), entry("z"));
+        let snapshot = vec![x.clone(), y.clone(), z.clone()];
+        let mut stored = BTreeMap::new();
+        for mut e in [x, y] {
+            e.materialize(&route);
+            let d = e.channels.get_mut("email").unwrap();
+            d.status = OutboxStatus::Sent;
+            d.delivery_id = Some("<other@stockhook>".into());
+            e.planned = vec!["x-and-y".into()];
+            e.recompute();
+            stored.insert(e.alert.id.clone(), e);
+        }
+        stored.insert(z.alert.id.clone(), z.clone());
+        let state = Arc::new(Moved {
+            stored: std::sync::Mutex::new(stored),
+            snapshot,
+        });
+        send_due(&state, &channels, &policy()).await.unwrap();
+
+        let mail: Vec<String> = std::fs::read_dir(data.path().join("mail"))
+            .unwrap()
+            .map(|f| std::fs::read_to_string(f.unwrap().path()).unwrap())
+            .collect();
+        assert_eq!(mail.len(), 1);
+        // The alert ids header, unfolded.
+        let mut ids: Vec<String> = Vec::new();
+        let mut lines = mail[0].lines();
+        while let Some(l) = lines.next() {
+            if let Some(v) = l.strip_prefix(&format!("{}:", crate::email::ALERT_IDS_HEADER)) {
+                ids.extend(v.split_whitespace().map(String::from));
+                for cont in lines.by_ref() {
+                    if !cont.starts_with([' ', '\t']) {
+                        break;
+                    }
+                    ids.extend(cont.split_whitespace().map(String::from));
+                }
+                break;
+            }
+        }
+        assert_eq!(ids, vec![z.alert.id.clone()], "the email went to z only");
+
+        let got = hook.accepted();
+        assert_eq!(got.len(), 1);
+        assert_eq!(
+            got[0].json()["data"]["alerts"].as_array().map(Vec::len),
+            Some(3)
+        );
+        let s = state.stored.lock().unwrap();
+        assert!(s.values().all(|e| e.status == OutboxStatus::Sent), "{s:#?}");
     }
 }
