@@ -132,59 +132,61 @@ fn server(
     )
 }
 
+/// A server with `tls` offering only `mechanism`, and a mailer for `scheme`+`query` that trusts
+/// its CA: the email arrives, logged in as USER.
+async fn round_trip(name: &str, tls: ServerTls, mechanism: &str, scheme: &str, query: &str) {
+    let dir = TestDir::new(name);
+    let certs = TestCerts::make(dir.path(), "a", &["localhost"]);
+    let s = server(&dir, "a", tls, &certs, mechanism);
+    let m = mailer(&url(scheme, &s, PASSWORD, query), Some(&certs.ca));
+    delivers(&s, &m).await;
+}
+
 #[tokio::test]
 async fn implicit_tls_with_auth_plain() {
-    let dir = TestDir::new("smtps-plain");
-    let certs = TestCerts::make(dir.path(), "a", &["localhost"]);
-    let s = server(&dir, "a", ServerTls::Implicit, &certs, "PLAIN");
-    delivers(
-        &s,
-        &mailer(&url("smtps", &s, PASSWORD, ""), Some(&certs.ca)),
-    )
-    .await;
+    round_trip("smtps-plain", ServerTls::Implicit, "PLAIN", "smtps", "").await;
 }
 
 #[tokio::test]
 async fn implicit_tls_with_auth_login() {
-    let dir = TestDir::new("smtps-login");
-    let certs = TestCerts::make(dir.path(), "a", &["localhost"]);
-    let s = server(&dir, "a", ServerTls::Implicit, &certs, "LOGIN");
-    delivers(
-        &s,
-        &mailer(&url("smtps", &s, PASSWORD, ""), Some(&certs.ca)),
+    round_trip("smtps-login", ServerTls::Implicit, "LOGIN", "smtps", "").await;
+}
+
+#[tokio::test]
+async fn starttls_required_with_auth_login() {
+    round_trip(
+        "starttls-login",
+        ServerTls::StartTls,
+        "LOGIN",
+        "smtp",
+        "?tls=required",
     )
     .await;
 }
 
 #[tokio::test]
-async fn starttls_required_with_auth_login() {
-    let dir = TestDir::new("starttls-login");
-    let certs = TestCerts::make(dir.path(), "a", &["localhost"]);
-    let s = server(&dir, "a", ServerTls::StartTls, &certs, "LOGIN");
-    let m = mailer(&url("smtp", &s, PASSWORD, "?tls=required"), Some(&certs.ca));
-    delivers(&s, &m).await;
-}
-
-#[tokio::test]
 async fn starttls_required_with_auth_plain() {
-    let dir = TestDir::new("starttls-plain");
-    let certs = TestCerts::make(dir.path(), "a", &["localhost"]);
-    let s = server(&dir, "a", ServerTls::StartTls, &certs, "PLAIN");
-    let m = mailer(&url("smtp", &s, PASSWORD, "?tls=required"), Some(&certs.ca));
-    delivers(&s, &m).await;
+    round_trip(
+        "starttls-plain",
+        ServerTls::StartTls,
+        "PLAIN",
+        "smtp",
+        "?tls=required",
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn opportunistic_starttls_upgrades_when_offered() {
-    let dir = TestDir::new("starttls-opportunistic");
-    let certs = TestCerts::make(dir.path(), "a", &["localhost"]);
     // The server requires STARTTLS before anything else: delivery proves the upgrade happened.
-    let s = server(&dir, "a", ServerTls::StartTls, &certs, "PLAIN,LOGIN");
-    let m = mailer(
-        &url("smtp", &s, PASSWORD, "?tls=opportunistic"),
-        Some(&certs.ca),
-    );
-    delivers(&s, &m).await;
+    round_trip(
+        "starttls-opportunistic",
+        ServerTls::StartTls,
+        "PLAIN,LOGIN",
+        "smtp",
+        "?tls=opportunistic",
+    )
+    .await;
 }
 
 #[tokio::test]
