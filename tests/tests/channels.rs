@@ -237,6 +237,18 @@ fn slack_refusals_are_permanent_shown_in_failed_list_and_replay_sends_only_what_
         "{failed:#}"
     );
     assert_eq!(slack.received().len(), 1, "a 400 is not retried");
+    // `failed show` tells the channels apart: the email went, Slack refused.
+    let id = failed[0]["id"].as_str().unwrap_or_default().to_string();
+    let shown: serde_json::Value = serde_json::from_str(&worker_cli_ok(
+        &dir,
+        &config,
+        &["failed", "show", &id, "--json"],
+    ))
+    .expect("failed show --json is JSON");
+    assert_eq!(shown["status"], "failed", "{shown:#}");
+    assert_eq!(shown["channels"]["email"]["status"], "sent", "{shown:#}");
+    assert_eq!(shown["channels"]["team"]["status"], "failed", "{shown:#}");
+    assert_eq!(shown["channels"]["team"]["attempts"], 1, "{shown:#}");
 
     slack.set(Reply::status(404, "no_service"));
     post_level(rx.addr(), 700_102, 1);
