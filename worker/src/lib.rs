@@ -4,6 +4,7 @@
 pub mod adapters;
 pub mod alert;
 pub mod backend;
+pub mod channels;
 pub mod control;
 pub mod email;
 pub mod facts;

@@ -257,6 +257,11 @@ pub async fn failed_show(
         "available": e.alert.available, "threshold": e.alert.threshold, "attempts": e.attempts,
         "error": e.last_error, "created_at": fmt_time(e.alert.created_at), "message_id": e.message_id,
     });
+    // Per channel (email, Slack, webhooks): status, attempts, error, the id it carried.
+    let mut v = v;
+    if !e.channels.is_empty() {
+        v["channels"] = json!(e.channels);
+    }
     Ok(render(&v, as_json))
 }
 
