@@ -44,6 +44,9 @@ pub struct Config {
     pub email: EmailConfig,
     #[serde(default)]
     pub sources: Vec<SourceConfig>,
+    /// Alert channels beyond email: Slack incoming webhooks and signed webhooks.
+    #[serde(default)]
+    pub channels: Vec<crate::channels::ChannelConfig>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -161,6 +164,13 @@ pub struct AlertsConfig {
     /// Also alert on the sum of `available` across sources that share a SKU.
     #[serde(default)]
     pub combine_channels: bool,
+    /// Where alerts go unless a source or a rule route says otherwise: `"email"` and/or
+    /// `[[channels]]` names. Unset: email only.
+    #[serde(default)]
+    pub channels: Option<Vec<String>>,
+    /// Per rule (`low_stock`, `out_of_stock`, `no_sales`, `combined_low_stock`): its channels.
+    #[serde(default)]
+    pub routes: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -180,6 +190,10 @@ pub struct EmailConfig {
     /// Give up a transient failure after this long and mark the alert failed.
     #[serde(default = "defaults::give_up_after")]
     pub give_up_after: ConfigDuration,
+    /// A PEM bundle of CA certificates trusted for the SMTP server's TLS certificate, in
+    /// addition to the system roots (a private relay, a test server).
+    #[serde(default)]
+    pub smtp_ca_file: Option<PathBuf>,
 }
 
 /// One configured sender: its URL is `/webhooks/<name>`.
@@ -254,6 +268,12 @@ pub struct SourceConfig {
     pub cert_id: Option<Secret>,
     #[serde(default)]
     pub cert_id_env: Option<String>,
+    /// This source's alerts go to these channels (`"email"` and/or `[[channels]]` names).
+    #[serde(default)]
+    pub channels: Option<Vec<String>>,
+    /// Per rule, this source's channels (wins over `channels`).
+    #[serde(default)]
+    pub routes: BTreeMap<String, Vec<String>>,
     /// Set by [`load`]: why this source is switched off (its secret is unset), or `None`.
     #[serde(skip_deserializing)]
     pub disabled: Option<String>,

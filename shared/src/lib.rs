@@ -2,6 +2,7 @@
 //! (its trait, its sled implementation, and the Unix-socket API the receiver serves and the worker
 //! and ops CLI call), and telemetry setup.
 
+pub mod channels;
 pub mod config;
 pub mod duration;
 pub mod envelope;
@@ -12,4 +13,5 @@ pub mod queue;
 pub mod redact;
 pub mod sdnotify;
 pub mod secret;
+pub mod standard_webhooks;
 pub mod telemetry;

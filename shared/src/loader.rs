@@ -342,6 +342,7 @@ const OVERRIDABLE: &[(&str, &str, Kind)] = &[
     ("email", "smtp_url_env", Kind::Text),
     ("email", "max_backoff", Kind::Text),
     ("email", "give_up_after", Kind::Text),
+    ("email", "smtp_ca_file", Kind::Text),
 ];
 
 fn env_name(section: &str, key: &str) -> String {
@@ -483,7 +484,8 @@ fn apply_legacy_env(
                 key: "EMAIL_SMTP_PORT".into(),
                 message: format!("`{p}` is not a port number (e.g. 587)"),
             })?,
-            None => 587,
+            // The original notes' default: smtplib.SMTP_SSL's port.
+            None => 465,
         };
         let user = get("EMAIL_SENDER");
         let password = get("EMAIL_PASSWORD");
@@ -491,11 +493,9 @@ fn apply_legacy_env(
             (Some(u), Some(p)) => format!("{}:{}@", percent_encode(u.trim()), percent_encode(&p)),
             _ => String::new(),
         };
-        let url = match port {
-            465 => format!("smtps://{auth}{}:{port}", server.trim()),
-            25 => format!("smtp://{auth}{}:{port}", server.trim()),
-            _ => format!("smtp://{auth}{}:{port}?tls=required", server.trim()),
-        };
+        // The original notes sent with smtplib.SMTP_SSL(server, port): implicit TLS on whatever
+        // port is given, logging in as the sender. Exactly that, so their settings keep working.
+        let url = format!("smtps://{auth}{}:{port}", server.trim());
         set(table, "email", "smtp_url", toml::Value::String(url));
         used.push("EMAIL_SMTP_SERVER");
     }
@@ -578,6 +578,16 @@ fn validate(
         None => origin.to_string(),
     };
     validate_queue_backend(config, origin)?;
+    match crate::channels::validate(config, env) {
+        Ok(mut n) => notices.append(&mut n),
+        Err(e) => {
+            return Err(ConfigError::Invalid {
+                origin: origin.to_string(),
+                key: e.key,
+                message: e.message,
+            })
+        }
+    }
     if config.receiver.max_body_bytes == 0 {
         return Err(ConfigError::Invalid {
             origin: origin.to_string(),

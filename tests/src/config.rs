@@ -79,6 +79,8 @@ pub struct ConfigBuilder {
     alerts: Vec<(String, String)>,
     email: Vec<(String, String)>,
     sources: Vec<SourceSpec>,
+    /// `[[channels]]` blocks: each a list of `key = value` (TOML text values).
+    channels: Vec<Vec<(String, String)>>,
 }
 
 impl ConfigBuilder {
@@ -96,6 +98,7 @@ impl ConfigBuilder {
             alerts: Vec::new(),
             email: Vec::new(),
             sources: Vec::new(),
+            channels: Vec::new(),
         }
     }
 
@@ -147,6 +150,17 @@ impl ConfigBuilder {
         self.sources.push(s);
         self
     }
+    /// A `[[channels]]` block named `name` of `kind` (`slack`, `webhook`), with more keys
+    /// (TOML text values: `("url", "\"http://...\"")`).
+    pub fn channel(mut self, name: &str, kind: &str, keys: &[(&str, &str)]) -> Self {
+        let mut block = vec![
+            ("name".to_string(), toml_str(name)),
+            ("kind".to_string(), toml_str(kind)),
+        ];
+        block.extend(keys.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        self.channels.push(block);
+        self
+    }
 
     /// The TOML text.
     pub fn render(&self) -> String {
@@ -184,6 +198,12 @@ impl ConfigBuilder {
                 let _ = writeln!(out, "secrets = [{}]", list.join(", "));
             }
             for (k, v) in &s.extra {
+                let _ = writeln!(out, "{k} = {v}");
+            }
+        }
+        for c in &self.channels {
+            let _ = writeln!(out, "\n[[channels]]");
+            for (k, v) in c {
                 let _ = writeln!(out, "{k} = {v}");
             }
         }

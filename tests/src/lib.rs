@@ -16,12 +16,14 @@
 pub mod bins;
 pub mod config;
 pub mod fixtures;
+pub mod hooks;
 pub mod http;
 pub mod poll;
 pub mod proc;
 pub mod queue;
 pub mod sign;
 pub mod smtp;
+pub mod smtp_tls;
 pub mod stack;
 
 pub use config::{ConfigBuilder, SourceSpec};

@@ -90,6 +90,12 @@ impl TestDir {
 
     /// Starts `bin` with `args` in this directory, output captured to `<dir>/logs/`.
     pub fn spawn<S: AsRef<OsStr>>(&self, bin: &Path, args: &[S]) -> Proc {
+        self.spawn_env(bin, args, &[])
+    }
+
+    /// [`TestDir::spawn`] with extra environment variables (set after the scrub, so a test can
+    /// pass the original notes' `EMAIL_*` variables on purpose).
+    pub fn spawn_env<S: AsRef<OsStr>>(&self, bin: &Path, args: &[S], env: &[(&str, &str)]) -> Proc {
         let n = self.procs.fetch_add(1, Ordering::Relaxed);
         let stem = bin
             .file_name()
@@ -99,7 +105,13 @@ impl TestDir {
         let logs = self.path.join("logs");
         std::fs::create_dir_all(&logs)
             .unwrap_or_else(|e| panic!("creating {}: {e}", logs.display()));
-        Proc::spawn(bin, args, &self.path, &logs.join(format!("{n:02}-{stem}")))
+        Proc::spawn_env(
+            bin,
+            args,
+            &self.path,
+            &logs.join(format!("{n:02}-{stem}")),
+            env,
+        )
     }
 
     /// `stockhook-receiver --config <config> serve`, waited for until it prints `ready addr=`.
@@ -179,6 +191,17 @@ pub struct Proc {
 impl Proc {
     /// Spawns `bin args` in `cwd`; stdout and stderr go to `<log_stem>.stdout` / `.stderr`.
     pub fn spawn<S: AsRef<OsStr>>(bin: &Path, args: &[S], cwd: &Path, log_stem: &Path) -> Proc {
+        Proc::spawn_env(bin, args, cwd, log_stem, &[])
+    }
+
+    /// [`Proc::spawn`] with extra environment variables, set after the scrub.
+    pub fn spawn_env<S: AsRef<OsStr>>(
+        bin: &Path,
+        args: &[S],
+        cwd: &Path,
+        log_stem: &Path,
+        env: &[(&str, &str)],
+    ) -> Proc {
         let stdout_path = log_stem.with_extension("stdout");
         let stderr_path = log_stem.with_extension("stderr");
         let out = std::fs::File::create(&stdout_path)
@@ -199,6 +222,7 @@ impl Proc {
                 cmd.env_remove(&k);
             }
         }
+        cmd.envs(env.iter().copied());
         let mut cmdline = shell_quote(bin.as_os_str());
         for a in args {
             cmdline.push(' ');

@@ -655,6 +655,16 @@ impl Endpoint {
     }
 }
 
+/// `<prefix>-<pid>-<n>`: a delivery id no other request of this test run uses.
+pub fn unique_id(prefix: &str) -> String {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    )
+}
+
 // ---------------------------------------------------------------------------------------------
 // SMTP sink on a chosen port
 

@@ -5,6 +5,24 @@
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// The built-in channel's name in routes and in [`OutboxEntry::channels`].
+pub const EMAIL: &str = stockhook_shared::channels::EMAIL;
+
+/// The id of an alert set: hex SHA-256 of its sorted, unique alert ids joined with `,`. The
+/// email's Message-ID is `<first 32 hex@stockhook>`; Slack and webhooks carry the first 32.
+pub fn set_digest<S: AsRef<str>>(ids: &[S]) -> String {
+    let sorted: BTreeSet<&str> = ids.iter().map(AsRef::as_ref).collect();
+    hex::encode(Sha256::digest(
+        sorted.into_iter().collect::<Vec<_>>().join(",").as_bytes(),
+    ))
+}
+
+/// The 32-hex id of an alert set, the same on every attempt and for every channel.
+pub fn set_id<S: AsRef<str>>(ids: &[S]) -> String {
+    set_digest(ids)[..32].to_string()
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -115,6 +133,43 @@ pub struct OutboxEntry {
     /// file), never regrouped into a different email.
     #[serde(default)]
     pub planned: Vec<String>,
+    /// Delivery to each channel this alert is routed to (`email`, `[[channels]]` names), once
+    /// the sender has tried it. The fields above are then their aggregate: pending while any
+    /// channel is, else failed if any failed, else sent; `next_attempt_at` the earliest pending
+    /// channel's; `attempts` the most any channel took; `last_error` the channels' errors.
+    /// Empty on entries never tried (and on those written before channels existed).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub channels: BTreeMap<String, ChannelDelivery>,
+}
+
+/// One alert's delivery to one channel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelDelivery {
+    pub status: OutboxStatus,
+    pub attempts: u32,
+    /// Not tried again before this (the channel's own backoff, or its `Retry-After`).
+    pub next_attempt_at: i64,
+    pub first_attempt_at: Option<i64>,
+    pub last_error: Option<String>,
+    pub sent_at: Option<i64>,
+    /// The id the delivery carried: the email's Message-ID, the alert set id for Slack and
+    /// webhooks (`webhook-id`).
+    pub delivery_id: Option<String>,
+}
+
+impl ChannelDelivery {
+    /// A channel not tried yet, due at `due_at`.
+    pub fn pending(due_at: i64) -> ChannelDelivery {
+        ChannelDelivery {
+            status: OutboxStatus::Pending,
+            attempts: 0,
+            next_attempt_at: due_at,
+            first_attempt_at: None,
+            last_error: None,
+            sent_at: None,
+            delivery_id: None,
+        }
+    }
 }
 
 impl OutboxEntry {
@@ -129,7 +184,111 @@ impl OutboxEntry {
             sent_at: None,
             message_id: None,
             planned: Vec::new(),
+            channels: BTreeMap::new(),
         }
+    }
+
+    /// Fills in `channels` for `route` if it is empty, carrying over the entry's own retry
+    /// state (an entry from before channels existed may be mid-backoff for its email).
+    pub fn materialize(&mut self, route: &[String]) {
+        if !self.channels.is_empty() {
+            return;
+        }
+        for name in route {
+            let mut d = ChannelDelivery::pending(self.next_attempt_at);
+            d.attempts = self.attempts;
+            d.first_attempt_at = self.first_attempt_at;
+            self.channels.insert(name.clone(), d);
+        }
+    }
+
+    /// The channels still to deliver to and due at `now`, in name order.
+    pub fn due_channels(&self, now: i64) -> Vec<String> {
+        self.channels
+            .iter()
+            .filter(|(_, d)| d.status == OutboxStatus::Pending && d.next_attempt_at <= now)
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
+    /// Recomputes the aggregate fields from `channels` (see its doc). No-op when empty.
+    pub fn recompute(&mut self) {
+        if self.channels.is_empty() {
+            return;
+        }
+        let ch = &self.channels;
+        let pending: Vec<&ChannelDelivery> = ch
+            .values()
+            .filter(|d| d.status == OutboxStatus::Pending)
+            .collect();
+        self.status = if !pending.is_empty() {
+            OutboxStatus::Pending
+        } else if ch.values().any(|d| d.status == OutboxStatus::Failed) {
+            OutboxStatus::Failed
+        } else {
+            OutboxStatus::Sent
+        };
+        if let Some(next) = pending.iter().map(|d| d.next_attempt_at).min() {
+            self.next_attempt_at = next;
+        }
+        self.attempts = ch.values().map(|d| d.attempts).max().unwrap_or(0);
+        self.first_attempt_at = ch.values().filter_map(|d| d.first_attempt_at).min();
+        self.sent_at = match self.status {
+            OutboxStatus::Sent => ch.values().filter_map(|d| d.sent_at).max(),
+            _ => None,
+        };
+        self.message_id = ch.get(EMAIL).and_then(|d| d.delivery_id.clone());
+        let errors: Vec<String> = ch
+            .iter()
+            .filter(|(_, d)| d.status != OutboxStatus::Sent)
+            .filter_map(|(n, d)| d.last_error.as_ref().map(|e| (n, e)))
+            .map(|(n, e)| {
+                if ch.len() == 1 {
+                    e.clone()
+                } else {
+                    format!("{n}: {e}")
+                }
+            })
+            .collect();
+        self.last_error = (!errors.is_empty()).then(|| errors.join("; "));
+    }
+
+    /// `failed replay`: every failed channel back to pending at `now` with a fresh schedule;
+    /// channels already delivered stay delivered, so a replay never sends them again.
+    pub fn replay(&mut self, now: i64) {
+        self.status = OutboxStatus::Pending;
+        self.attempts = 0;
+        self.first_attempt_at = None;
+        self.planned.clear();
+        self.next_attempt_at = now;
+        for d in self.channels.values_mut() {
+            if d.status == OutboxStatus::Failed {
+                *d = ChannelDelivery::pending(now);
+            }
+        }
+        self.recompute();
+    }
+}
+
+/// An alert for unit tests: `rule` on `item` of `source`, 0 available of threshold 5.
+#[cfg(test)]
+pub(crate) fn test_alert(rule: Rule, source: &str, item: &str) -> Alert {
+    Alert {
+        id: Alert::make_id(rule, source, item, 1),
+        rule,
+        source: source.into(),
+        platform: "shopify".into(),
+        item: item.into(),
+        sku: None,
+        title: None,
+        location: None,
+        available: Some(0),
+        threshold: Some(5),
+        quiet_since: None,
+        quiet_days: None,
+        at: 0,
+        created_at: 0,
+        recipients: vec![],
     }
 }
 
@@ -149,5 +308,86 @@ mod tests {
             Alert::make_id(Rule::LowStock, "ab", "c", 1),
             Alert::make_id(Rule::LowStock, "a", "bc", 1)
         );
+    }
+    fn entry() -> OutboxEntry {
+        OutboxEntry::new(test_alert(Rule::OutOfStock, "shop", "1"), 100)
+    }
+
+    fn route(names: &[&str]) -> Vec<String> {
+        names.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn the_entry_is_the_aggregate_of_its_channels() {
+        let mut e = entry();
+        e.attempts = 2;
+        e.first_attempt_at = Some(50);
+        e.materialize(&route(&["email", "slack"]));
+        // An entry mid-backoff before channels existed keeps its schedule.
+        assert_eq!(e.channels["email"].attempts, 2);
+        assert_eq!(e.channels["slack"].first_attempt_at, Some(50));
+        assert_eq!(e.due_channels(100), ["email", "slack"]);
+        assert!(e.due_channels(99).is_empty());
+
+        let email = e.channels.get_mut("email").unwrap();
+        email.status = OutboxStatus::Sent;
+        email.delivery_id = Some("<m@stockhook>".into());
+        email.sent_at = Some(120);
+        let slack = e.channels.get_mut("slack").unwrap();
+        slack.next_attempt_at = 500;
+        slack.attempts = 4;
+        slack.last_error = Some("HTTP 429".into());
+        e.recompute();
+        assert_eq!(e.status, OutboxStatus::Pending);
+        assert_eq!(e.next_attempt_at, 500, "the earliest pending channel");
+        assert_eq!(e.attempts, 4);
+        assert_eq!(e.sent_at, None, "not sent until every channel is");
+        assert_eq!(e.message_id.as_deref(), Some("<m@stockhook>"));
+        assert_eq!(e.last_error.as_deref(), Some("slack: HTTP 429"));
+        assert_eq!(e.due_channels(500), ["slack"], "email is never due again");
+
+        let slack = e.channels.get_mut("slack").unwrap();
+        slack.status = OutboxStatus::Failed;
+        slack.last_error = Some("HTTP 404 no_service".into());
+        e.recompute();
+        assert_eq!(e.status, OutboxStatus::Failed);
+        assert_eq!(e.last_error.as_deref(), Some("slack: HTTP 404 no_service"));
+
+        // A replay brings back only the failed channel.
+        e.planned = vec!["x".into()];
+        e.replay(900);
+        assert_eq!(e.status, OutboxStatus::Pending);
+        assert!(e.planned.is_empty());
+        assert_eq!(e.channels["email"].status, OutboxStatus::Sent);
+        assert_eq!(e.channels["slack"].attempts, 0);
+        assert_eq!(e.due_channels(900), ["slack"]);
+        assert_eq!(e.last_error, None);
+
+        let slack = e.channels.get_mut("slack").unwrap();
+        slack.status = OutboxStatus::Sent;
+        slack.sent_at = Some(950);
+        e.recompute();
+        assert_eq!(e.status, OutboxStatus::Sent);
+        assert_eq!(e.sent_at, Some(950));
+    }
+
+    #[test]
+    fn entries_from_before_channels_read_back() {
+        let mut e = entry();
+        let mut v = serde_json::to_value(&e).unwrap();
+        assert!(v.get("channels").is_none(), "empty maps are not written");
+        v.as_object_mut().unwrap().remove("planned");
+        let back: OutboxEntry = serde_json::from_value(v).unwrap();
+        assert_eq!(back, e);
+        e.materialize(&route(&["email"]));
+        let again: OutboxEntry = serde_json::from_str(&serde_json::to_string(&e).unwrap()).unwrap();
+        assert_eq!(again, e);
+    }
+
+    #[test]
+    fn set_ids_ignore_order_and_duplicates() {
+        assert_eq!(set_id(&["b", "a"]), set_id(&["a", "b", "a"]));
+        assert_ne!(set_id(&["a"]), set_id(&["a", "b"]));
+        assert_eq!(set_id(&["a"]).len(), 32);
     }
 }

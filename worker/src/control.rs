@@ -207,17 +207,7 @@ async fn dispatch<S: StateBackend>(store: &Arc<S>, rules: &Arc<RuleConfig>, op: 
                 if !dry_run {
                     let now = now_ms();
                     store
-                        .update_alerts(
-                            ids.clone(),
-                            move |e| {
-                                e.status = OutboxStatus::Pending;
-                                e.attempts = 0;
-                                e.first_attempt_at = None;
-                                e.planned.clear();
-                                e.next_attempt_at = now;
-                            },
-                            None,
-                        )
+                        .update_alerts(ids.clone(), move |e| e.replay(now), None)
                         .await?;
                 }
                 Ok(to_json(&ids))
@@ -336,10 +326,12 @@ mod erased {
 }
 
 /// Binds `<data_dir>/worker.sock` (0600, same way as the queue socket) and serves until `stop`.
+/// A replay of alerts wakes the sender (`wake`), so they go out now, not at its next nap's end.
 pub fn start<S: StateBackend>(
     data_dir: &Path,
     store: Arc<S>,
     rules: Arc<RuleConfig>,
+    wake: Arc<tokio::sync::Notify>,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let path = data_dir.join("worker.sock");
@@ -355,12 +347,18 @@ pub fn start<S: StateBackend>(
                 a = listener.accept() => if let Ok((mut s, _)) = a {
                     let store = store.clone();
                     let rules = rules.clone();
+                    let wake = wake.clone();
                     tokio::spawn(async move {
                         while let Ok(Some(req)) = read_frame::<_, Request>(&mut s).await {
                             let resp = if req.v != VERSION {
                                 Response { ok: false, result: serde_json::Value::Null, error: Some(format!("protocol version {} not served; this worker speaks {VERSION}", req.v)) }
                             } else {
-                                dispatch(&store, &rules, req.op).await
+                                let replay = matches!(req.op, Op::AlertReplay { dry_run: false, .. });
+                                let resp = dispatch(&store, &rules, req.op).await;
+                                if replay {
+                                    wake.notify_one();
+                                }
+                                resp
                             };
                             if write_frame(&mut s, &resp).await.is_err() {
                                 break;

@@ -89,7 +89,7 @@ impl SendError {
             SendError::Transient(m) | SendError::Permanent(m) => m,
         }
     }
-    fn map_message(self, f: impl FnOnce(String) -> String) -> SendError {
+    pub(crate) fn map_message(self, f: impl FnOnce(String) -> String) -> SendError {
         match self {
             SendError::Transient(m) => SendError::Transient(f(m)),
             SendError::Permanent(m) => SendError::Permanent(f(m)),
@@ -112,6 +112,8 @@ enum Transport {
         /// The URL and its password (as written and percent-decoded), scrubbed from errors.
         redact: Vec<String>,
         deadline: Duration,
+        /// Server, login and TLS mode, for error messages (no password).
+        endpoint: crate::channels::smtp::Endpoint,
     },
     Files {
         dir: PathBuf,
@@ -156,22 +158,14 @@ impl Mailer {
             Some(url) => {
                 let url = url.expose();
                 let redact = redactions(url);
-                let transport = SmtpTransport::from_url(url)
-                    .map_err(|e| {
-                        scrub(
-                            &format!(
-                                "email.smtp_url is not a usable SMTP URL ({e}); expected smtp://host:25, \
-                                 smtp://user:pass@host:587?tls=required or smtps://user:pass@host:465"
-                            ),
-                            &redact,
-                        )
-                    })?
-                    .timeout(Some(timeout))
-                    .build();
+                let (transport, endpoint) =
+                    crate::channels::smtp::transport(url, email.smtp_ca_file.as_deref(), timeout)
+                        .map_err(|e| scrub(&e, &redact))?;
                 Transport::Smtp {
                     transport,
                     redact,
                     deadline,
+                    endpoint,
                 }
             }
             None => {
@@ -210,6 +204,7 @@ impl Mailer {
                 transport,
                 redact,
                 deadline,
+                endpoint,
             } => {
                 let t = transport.clone();
                 let task = tokio::task::spawn_blocking(move || t.send(&message));
@@ -248,7 +243,10 @@ impl Mailer {
                         })
                     }
                     Err(e) => {
-                        let err = classify(&e).map_message(|m| scrub(&m, redact));
+                        let err = crate::channels::smtp::explain(&e, endpoint)
+                            .await
+                            .unwrap_or_else(|| classify(&e))
+                            .map_message(|m| scrub(&m, redact));
                         tracing::warn!(
                             message_id = %message_id,
                             alerts = summary.count,
@@ -489,10 +487,7 @@ fn normalize(alerts: &[Alert]) -> Vec<&Alert> {
 
 /// Hex SHA-256 of the sorted, unique ids joined with `,`.
 fn ids_digest(ids: &[&str]) -> String {
-    let sorted: BTreeSet<&str> = ids.iter().copied().collect();
-    hex::encode(Sha256::digest(
-        sorted.into_iter().collect::<Vec<_>>().join(",").as_bytes(),
-    ))
+    crate::alert::set_digest(ids)
 }
 
 fn message_id_of(message: &Message) -> String {
@@ -553,7 +548,7 @@ fn subject(alerts: &[&Alert]) -> String {
 }
 
 /// RFC 3339 UTC of a unix-ms instant.
-fn rfc3339(ms: i64) -> String {
+pub(crate) fn rfc3339(ms: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
         .ok()
         .and_then(|t| {

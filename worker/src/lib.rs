@@ -3,6 +3,7 @@
 
 pub mod adapters;
 pub mod alert;
+pub mod channels;
 pub mod control;
 pub mod email;
 pub mod facts;

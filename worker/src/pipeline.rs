@@ -48,6 +48,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 pub async fn run_with<S: StateBackend>(config: Config, state: Arc<S>) -> anyhow::Result<()> {
     let mailer = crate::email::Mailer::from_config(&config.email, &config.data_dir)
         .map_err(|e| anyhow::anyhow!("email config: {e}"))?;
+    let channels = crate::channels::Channels::from_config(&config, mailer)
+        .map_err(|e| anyhow::anyhow!("alert channels: {e}"))?;
     let rules = Arc::new(RuleConfig::from_config(&config));
     let (stop_tx, stop_rx) = watch::channel(false);
     let wake = Arc::new(Notify::new());
@@ -56,12 +58,13 @@ pub async fn run_with<S: StateBackend>(config: Config, state: Arc<S>) -> anyhow:
         &config.data_dir,
         state.clone(),
         rules.clone(),
+        wake.clone(),
         stop_rx.clone(),
     )
     .context("starting the worker control socket")?;
     let sender = tokio::spawn(crate::sender::run(
         state.clone(),
-        mailer,
+        channels,
         crate::sender::SendPolicy::from_config(&config),
         wake.clone(),
         stop_rx.clone(),

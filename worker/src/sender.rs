@@ -1,19 +1,25 @@
-//! The outbox sender: takes the alerts that are due, groups those for the same recipients into
-//! one email, sends it, and records the result durably. Transient failures are rescheduled on the
-//! exponential backoff of [`retry`] (the next attempt time is persisted, so a restart resumes the
-//! schedule); permanent ones (SMTP 5xx, bad addresses) mark the alerts failed for the operator.
+//! The outbox sender: takes the alerts that are due, groups those with the same channels still
+//! to deliver and the same recipients into one alert set, delivers the set to each of its
+//! channels ([`Channels`]: the email, Slack, signed webhooks), and records each channel's result
+//! durably before the next. Transient failures are rescheduled per channel on the exponential
+//! backoff of [`retry`] (or the server's `Retry-After` when longer; the next attempt time is
+//! persisted, so a restart resumes the schedule); permanent ones (SMTP 5xx, bad addresses, an
+//! HTTP 4xx) mark the channel failed, and the alerts with it, for the operator.
 //!
-//! At-least-once towards the mail server: an email accepted just before a crash, whose alerts were
-//! not yet marked sent, is sent again after the restart with the same Message-ID (mail clients
-//! drop such duplicates); the file transport never writes the same alert set twice.
+//! The set is planned (written down) before anything is sent, and a channel marked delivered is
+//! never sent to again, so a crash, an outage or a replay resends only what was not delivered,
+//! with the same id (Message-ID, `webhook-id`, the id in the Slack text). At-least-once towards
+//! each endpoint: a delivery accepted just before a crash, not yet written down, is made again
+//! after the restart with that same id; the file transport never writes the same set twice.
 //!
 //! [`retry`]: crate::retry
 
-use crate::alert::{Alert, OutboxEntry, OutboxStatus};
-use crate::email::{Mailer, SendError};
+use crate::alert::{Alert, ChannelDelivery, OutboxEntry, OutboxStatus, EMAIL};
+use crate::channels::{Channels, Failure};
+use crate::email::SendError;
 use crate::state::counters;
 use crate::state_backend::StateBackend;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 use stockhook_shared::config::Config;
@@ -45,10 +51,10 @@ impl SendPolicy {
     }
 }
 
-/// Runs until `stop`; finishes the email in progress first.
+/// Runs until `stop`; finishes the delivery in progress first.
 pub async fn run<S: StateBackend>(
     state: Arc<S>,
-    mailer: Mailer,
+    mailer: Channels,
     policy: SendPolicy,
     wake: Arc<Notify>,
     mut stop: watch::Receiver<bool>,
@@ -87,12 +93,16 @@ fn recipients_of(e: &OutboxEntry) -> Vec<String> {
 /// [`MAX_ALERTS_PER_EMAIL`] per email, each entry carrying its new set in `planned`. The claim
 /// (`StateBackend::claim_alerts`) writes the set down, atomically with the claim, before the
 /// email is sent.
-fn plan(due: Vec<OutboxEntry>) -> Vec<Vec<OutboxEntry>> {
+fn plan(due: Vec<OutboxEntry>, now: i64) -> Vec<Vec<OutboxEntry>> {
     let mut planned: BTreeMap<Vec<String>, Vec<OutboxEntry>> = BTreeMap::new();
-    let mut fresh: BTreeMap<Vec<String>, Vec<OutboxEntry>> = BTreeMap::new();
+    let mut fresh: BTreeMap<(Vec<String>, Vec<String>), Vec<OutboxEntry>> = BTreeMap::new();
     for e in due {
         if e.planned.is_empty() {
-            fresh.entry(recipients_of(&e)).or_default().push(e);
+            // Same channels still to go and same recipients: one set.
+            fresh
+                .entry((e.due_channels(now), recipients_of(&e)))
+                .or_default()
+                .push(e);
         } else {
             planned.entry(e.planned.clone()).or_default().push(e);
         }
@@ -113,114 +123,342 @@ fn plan(due: Vec<OutboxEntry>) -> Vec<Vec<OutboxEntry>> {
 }
 
 /// Sends everything due now. Returns after one pass.
+///
+/// Per alert set, each channel of its route in turn (name order): skip it when already
+/// delivered (so a replay or a restart never sends it twice), else deliver and write the result
+/// down at once, before the next channel. The claim is taken again before each further channel:
+/// with several workers on one state, another may have taken the set over in between (it then
+/// sees what this one delivered).
 pub async fn send_due<S: StateBackend>(
     state: &Arc<S>,
-    mailer: &Mailer,
+    channels: &Channels,
     policy: &SendPolicy,
 ) -> Result<usize, crate::state::StateError> {
     let now = now_ms();
-    let due = state.due_alerts(now).await?;
+    let mut due = state.due_alerts(now).await?;
+    for e in &mut due {
+        e.materialize(&channels.route(&e.alert));
+    }
     let mut sent = 0;
-    for chunk in plan(due) {
+    for chunk in plan(due, now) {
         // Only what this worker claimed: with several workers on one state, each alert is
         // sent by exactly one of them.
         let recipients = chunk.first().map(recipients_of).unwrap_or_default();
-        let claimed = state
-            .claim_alerts(chunk.clone(), now_ms() + CLAIM_MS)
-            .await?;
-        if claimed.is_empty() {
-            continue;
-        }
-        let chunk = claimed.as_slice();
-        let alerts: Vec<Alert> = chunk.iter().map(|e| e.alert.clone()).collect();
-        let ids: Vec<String> = alerts.iter().map(|a| a.id.clone()).collect();
-        let to = if recipients.is_empty() && mailer.mail_dir().is_some() {
-            vec![policy.from.clone()]
-        } else {
-            recipients.clone()
-        };
-        let result = if to.is_empty() {
-            Err(SendError::Permanent(
-                    "no recipients: set [alerts] recipients (or EMAIL_RECIPIENTS), or recipients on the source".into(),
-                ))
-        } else {
-            mailer.send(&alerts, &to).await
-        };
-        let now = now_ms();
-        match result {
-            Ok(done) => {
-                let message_id = done.message_id.clone();
-                state
-                    .update_alerts(
-                        ids.clone(),
-                        move |e| {
-                            e.status = OutboxStatus::Sent;
-                            e.attempts += 1;
-                            e.sent_at = Some(now);
-                            e.first_attempt_at.get_or_insert(now);
-                            e.message_id = Some(message_id.clone());
-                            e.last_error = None;
-                        },
-                        Some((counters::ALERTS_SENT.to_string(), ids.len() as i64)),
-                    )
-                    .await?;
-                state
-                    .update_alerts(vec![], |_| {}, Some((counters::EMAILS_SENT.to_string(), 1)))
-                    .await?;
-                tracing::info!(message_id = %done.message_id, alerts = ids.len(), "alert email sent");
-                sent += 1;
+        let names = chunk
+            .first()
+            .map(|e| e.due_channels(now))
+            .unwrap_or_default();
+        let mut chunk = chunk;
+        for name in &names {
+            let mut claimed = state
+                .claim_alerts(chunk.clone(), now_ms() + CLAIM_MS)
+                .await?;
+            if claimed.is_empty() {
+                break;
             }
-            Err(SendError::Transient(err)) => {
-                let give_up = policy.give_up_after_ms;
-                let max = policy.max_backoff;
-                let first = chunk
-                    .iter()
-                    .filter_map(|e| e.first_attempt_at)
-                    .min()
-                    .unwrap_or(now);
-                let expired = now - first >= give_up;
-                let attempts = chunk.iter().map(|e| e.attempts).max().unwrap_or(0) + 1;
-                let next = now + crate::retry::delay_for_attempt(attempts, max).as_millis() as i64;
-                let msg = err.clone();
-                state
-                    .update_alerts(
-                        ids.clone(),
-                        move |e| {
-                            e.attempts += 1;
-                            e.first_attempt_at.get_or_insert(now);
-                            e.last_error = Some(msg.clone());
-                            if expired {
-                                e.status = OutboxStatus::Failed;
-                            } else {
-                                e.next_attempt_at = next;
-                            }
-                        },
-                        expired.then(|| (counters::ALERTS_FAILED.to_string(), ids.len() as i64)),
-                    )
-                    .await?;
-                if expired {
-                    tracing::error!(alerts = ids.len(), error = %err, "alert email failed for good: gave up after the retry period; see `stockhook-worker failed list`");
-                } else {
-                    tracing::warn!(alerts = ids.len(), attempt = attempts, retry_in_ms = next - now, error = %err, "alert email not sent; will retry");
+            for e in &mut claimed {
+                e.materialize(&channels.route(&e.alert));
+            }
+            chunk = claimed;
+            // Delivered meanwhile, or tried and rescheduled, by another worker after our
+            // previous channel's update: not ours to send now.
+            let at = now_ms();
+            if !chunk.iter().any(|e| {
+                e.channels
+                    .get(name)
+                    .is_some_and(|d| d.status == OutboxStatus::Pending && d.next_attempt_at <= at)
+            }) {
+                continue;
+            }
+            let alerts: Vec<Alert> = chunk.iter().map(|e| e.alert.clone()).collect();
+            let result = channels.deliver(name, &alerts, &recipients).await;
+            let now = now_ms();
+            let step = Step::of(name, &result, &chunk, policy, now);
+            let routes: HashMap<String, Vec<String>> = chunk
+                .iter()
+                .map(|e| (e.alert.id.clone(), e.channels.keys().cloned().collect()))
+                .collect();
+            // What the update does to each entry, applied here too, to count transitions.
+            let apply = {
+                let step = step.clone();
+                move |e: &mut OutboxEntry| {
+                    if let Some(route) = routes.get(&e.alert.id) {
+                        e.materialize(route);
+                    }
+                    step.apply(e);
                 }
+            };
+            let before: Vec<OutboxStatus> = chunk.iter().map(|e| e.status).collect();
+            for e in &mut chunk {
+                apply(e);
             }
-            Err(SendError::Permanent(err)) => {
-                let msg = err.clone();
-                state
-                    .update_alerts(
-                        ids.clone(),
-                        move |e| {
-                            e.attempts += 1;
-                            e.first_attempt_at.get_or_insert(now);
-                            e.status = OutboxStatus::Failed;
-                            e.last_error = Some(msg.clone());
-                        },
-                        Some((counters::ALERTS_FAILED.to_string(), ids.len() as i64)),
-                    )
-                    .await?;
-                tracing::error!(alerts = ids.len(), error = %err, "alert email refused permanently; see `stockhook-worker failed list`, fix, then `failed replay`");
+            let finished: Vec<OutboxStatus> = chunk
+                .iter()
+                .zip(before)
+                .filter(|(e, b)| e.status != *b)
+                .map(|(e, _)| e.status)
+                .collect();
+            let counter = match finished.first() {
+                Some(OutboxStatus::Sent) => {
+                    Some((counters::ALERTS_SENT.to_string(), finished.len() as i64))
+                }
+                Some(OutboxStatus::Failed) => {
+                    Some((counters::ALERTS_FAILED.to_string(), finished.len() as i64))
+                }
+                _ => None,
+            };
+            let ids: Vec<String> = chunk.iter().map(|e| e.alert.id.clone()).collect();
+            state.update_alerts(ids.clone(), apply, counter).await?;
+            step.log(name, ids.len());
+            if matches!(step, Step::Sent { .. }) {
+                if name == EMAIL {
+                    state
+                        .update_alerts(vec![], |_| {}, Some((counters::EMAILS_SENT.to_string(), 1)))
+                        .await?;
+                }
+                sent += 1;
             }
         }
     }
     Ok(sent)
+}
+
+/// What one delivery attempt does to one channel of each entry of the set.
+#[derive(Debug, Clone)]
+enum Step {
+    Sent {
+        channel: String,
+        id: String,
+        now: i64,
+    },
+    Retry {
+        channel: String,
+        error: String,
+        now: i64,
+        next: i64,
+        attempt: u32,
+    },
+    Failed {
+        channel: String,
+        error: String,
+        now: i64,
+        gave_up: bool,
+    },
+}
+
+impl Step {
+    /// Classifies `result`: transient failures get the next attempt time (the backoff, or the
+    /// server's `Retry-After` when longer), or fail for good past `give_up_after`.
+    fn of(
+        channel: &str,
+        result: &Result<String, Failure>,
+        chunk: &[OutboxEntry],
+        policy: &SendPolicy,
+        now: i64,
+    ) -> Step {
+        let channel = channel.to_string();
+        let ch = |e: &OutboxEntry| e.channels.get(&channel).cloned();
+        match result {
+            Ok(id) => Step::Sent {
+                channel,
+                id: id.clone(),
+                now,
+            },
+            Err(Failure {
+                error: SendError::Permanent(m),
+                ..
+            }) => Step::Failed {
+                channel,
+                error: m.clone(),
+                now,
+                gave_up: false,
+            },
+            Err(Failure {
+                error: SendError::Transient(m),
+                retry_after,
+            }) => {
+                let first = chunk
+                    .iter()
+                    .filter_map(|e| ch(e).and_then(|d| d.first_attempt_at))
+                    .min()
+                    .unwrap_or(now);
+                if now - first >= policy.give_up_after_ms {
+                    return Step::Failed {
+                        channel,
+                        error: m.clone(),
+                        now,
+                        gave_up: true,
+                    };
+                }
+                let attempt = chunk
+                    .iter()
+                    .filter_map(|e| ch(e).map(|d| d.attempts))
+                    .max()
+                    .unwrap_or(0)
+                    + 1;
+                let backoff = crate::retry::delay_for_attempt(attempt, policy.max_backoff);
+                let wait = retry_after.map_or(backoff, |r| r.max(backoff));
+                Step::Retry {
+                    channel,
+                    error: m.clone(),
+                    now,
+                    next: now + wait.as_millis() as i64,
+                    attempt,
+                }
+            }
+        }
+    }
+
+    fn apply(&self, e: &mut OutboxEntry) {
+        let (channel, now) = match self {
+            Step::Sent { channel, now, .. }
+            | Step::Retry { channel, now, .. }
+            | Step::Failed { channel, now, .. } => (channel, *now),
+        };
+        let d = e
+            .channels
+            .entry(channel.clone())
+            .or_insert_with(|| ChannelDelivery::pending(now));
+        d.attempts += 1;
+        d.first_attempt_at.get_or_insert(now);
+        match self {
+            Step::Sent { id, .. } => {
+                d.status = OutboxStatus::Sent;
+                d.sent_at = Some(now);
+                d.delivery_id = Some(id.clone());
+                d.last_error = None;
+            }
+            Step::Retry { error, next, .. } => {
+                d.last_error = Some(error.clone());
+                d.next_attempt_at = *next;
+            }
+            Step::Failed { error, .. } => {
+                d.status = OutboxStatus::Failed;
+                d.last_error = Some(error.clone());
+            }
+        }
+        e.recompute();
+    }
+
+    fn log(&self, channel: &str, alerts: usize) {
+        match self {
+            Step::Sent { id, .. } => {
+                if channel == EMAIL {
+                    tracing::info!(message_id = %id, alerts, "alert email sent");
+                }
+            }
+            Step::Retry {
+                error,
+                now,
+                next,
+                attempt,
+                ..
+            } => {
+                tracing::warn!(channel, alerts, attempt, retry_in_ms = next - now, error = %error, "alerts not delivered; will retry")
+            }
+            Step::Failed {
+                error,
+                gave_up: true,
+                ..
+            } => {
+                tracing::error!(channel, alerts, error = %error, "alerts failed for good: gave up after the retry period; see `stockhook-worker failed list`")
+            }
+            Step::Failed { error, .. } => {
+                tracing::error!(channel, alerts, error = %error, "alerts refused permanently; see `stockhook-worker failed list`, fix, then `failed replay`")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alert::{test_alert, Rule};
+
+    fn policy() -> SendPolicy {
+        SendPolicy {
+            max_backoff: Duration::from_secs(2),
+            give_up_after_ms: 3_600_000,
+            from: "s@example.com".into(),
+        }
+    }
+
+    fn chunk(first_attempt_at: Option<i64>) -> Vec<OutboxEntry> {
+        let mut e = OutboxEntry::new(test_alert(Rule::OutOfStock, "shop", "1"), 0);
+        e.materialize(&["email".to_string(), "slack".to_string()]);
+        e.channels.get_mut("slack").unwrap().first_attempt_at = first_attempt_at;
+        vec![e]
+    }
+
+    fn transient(retry_after: Option<Duration>) -> Result<String, Failure> {
+        Err(Failure {
+            error: SendError::Transient("HTTP 429".into()),
+            retry_after,
+        })
+    }
+
+    #[test]
+    fn retry_after_longer_than_the_backoff_is_honoured() {
+        let now = 1_000_000;
+        let step = Step::of(
+            "slack",
+            &transient(Some(Duration::from_secs(120))),
+            &chunk(None),
+            &policy(),
+            now,
+        );
+        assert!(
+            matches!(step, Step::Retry { next, attempt: 1, .. } if next == now + 120_000),
+            "{step:?}"
+        );
+        // Shorter than the backoff: the backoff (about 1 s at the first retry).
+        let step = Step::of(
+            "slack",
+            &transient(Some(Duration::ZERO)),
+            &chunk(None),
+            &policy(),
+            now,
+        );
+        assert!(
+            matches!(step, Step::Retry { next, .. } if (now + 800..=now + 1_200).contains(&next)),
+            "{step:?}"
+        );
+    }
+
+    #[test]
+    fn a_step_changes_only_its_channel() {
+        let mut c = chunk(None);
+        let step = Step::of("slack", &transient(None), &c, &policy(), 5_000);
+        step.apply(&mut c[0]);
+        assert_eq!(c[0].channels["slack"].attempts, 1);
+        assert_eq!(c[0].channels["slack"].first_attempt_at, Some(5_000));
+        assert_eq!(c[0].channels["email"].attempts, 0);
+        assert_eq!(c[0].status, OutboxStatus::Pending);
+        assert_eq!(c[0].next_attempt_at, 0, "email is still due");
+        Step::of("email", &Ok("<m@stockhook>".into()), &c, &policy(), 6_000).apply(&mut c[0]);
+        assert_eq!(c[0].message_id.as_deref(), Some("<m@stockhook>"));
+        assert_eq!(c[0].status, OutboxStatus::Pending, "slack still to go");
+    }
+
+    #[test]
+    fn transient_failures_past_give_up_after_fail_for_good() {
+        let now = 10_000_000;
+        let step = Step::of(
+            "slack",
+            &transient(None),
+            &chunk(Some(now - 3_600_000)),
+            &policy(),
+            now,
+        );
+        assert!(
+            matches!(step, Step::Failed { gave_up: true, .. }),
+            "{step:?}"
+        );
+        let permanent = Err(Failure::from(SendError::Permanent("HTTP 404".into())));
+        let step = Step::of("slack", &permanent, &chunk(None), &policy(), now);
+        assert!(
+            matches!(step, Step::Failed { gave_up: false, .. }),
+            "{step:?}"
+        );
+    }
 }

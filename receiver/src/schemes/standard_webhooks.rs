@@ -20,18 +20,13 @@
 //! Must never: read the system clock, accept a request on a non-`v1` entry, or compare the
 //! signature as text.
 
-use super::{
-    b64_encode, ct_any, header, hmac_sha256, require_secrets, src, Incoming, Verifier, VerifyError,
-    B64,
-};
+use super::{ct_any, header, require_secrets, src, Incoming, Verifier, VerifyError, B64};
 use base64::Engine;
 use stockhook_shared::config::SourceConfig;
 
-pub const ID_HEADER: &str = "webhook-id";
-pub const TIMESTAMP_HEADER: &str = "webhook-timestamp";
-pub const SIGNATURE_HEADER: &str = "webhook-signature";
-/// The prefix Standard Webhooks secrets carry; optional here, as in the reference libraries.
-pub const SECRET_PREFIX: &str = "whsec_";
+pub use stockhook_shared::standard_webhooks::{
+    ID_HEADER, SECRET_PREFIX, SIGNATURE_HEADER, TIMESTAMP_HEADER,
+};
 
 pub struct StandardWebhooks {
     /// Decoded HMAC keys, the first one used by `sign()`.
@@ -47,16 +42,16 @@ impl StandardWebhooks {
         for (i, secret) in secrets.iter().enumerate() {
             let secret = secret.as_ref().trim();
             let b64 = secret.strip_prefix(SECRET_PREFIX).unwrap_or(secret);
-            let key = B64.decode(b64).map_err(|_| {
+            if b64.is_empty() {
+                return Err(format!("secret #{} is empty", i + 1));
+            }
+            let key = stockhook_shared::standard_webhooks::decode_key(secret).ok_or_else(|| {
                 format!(
                     "secret #{} is not base64 after the optional {SECRET_PREFIX} prefix \
                      (copy it exactly as the sender shows it, e.g. whsec_MfKQ9r8GKYqrTwjU...)",
                     i + 1
                 )
             })?;
-            if key.is_empty() {
-                return Err(format!("secret #{} is empty", i + 1));
-            }
             keys.push(key);
         }
         Ok(StandardWebhooks {
@@ -71,10 +66,7 @@ impl StandardWebhooks {
     }
 
     fn signature(key: &[u8], id: &str, timestamp: &str, body: &[u8]) -> [u8; 32] {
-        hmac_sha256(
-            key,
-            &[id.as_bytes(), b".", timestamp.as_bytes(), b".", body],
-        )
+        stockhook_shared::standard_webhooks::signature(key, id, timestamp, body)
     }
 }
 
@@ -130,16 +122,7 @@ impl Verifier for StandardWebhooks {
         let Some(key) = self.keys.first() else {
             return Vec::new();
         };
-        let ts = now_unix.to_string();
-        let sig = Self::signature(key, delivery_id, &ts, body);
-        vec![
-            (ID_HEADER.to_string(), delivery_id.to_string()),
-            (TIMESTAMP_HEADER.to_string(), ts),
-            (
-                SIGNATURE_HEADER.to_string(),
-                format!("v1,{}", b64_encode(&sig)),
-            ),
-        ]
+        stockhook_shared::standard_webhooks::sign_headers(key, delivery_id, now_unix, body)
     }
 }
 
