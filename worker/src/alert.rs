@@ -72,6 +72,10 @@ pub struct Alert {
     /// Where the level was reported (Shopify location id, `fba:<marketplace>`, `all`, ...).
     pub location: Option<String>,
     pub available: Option<i64>,
+    /// The item's available total before the level that raised the alert (`None`: first
+    /// report, or not a level alert). Defaulted so outbox entries written before it load.
+    #[serde(default)]
+    pub previous: Option<i64>,
     pub threshold: Option<i64>,
     /// No-sales alerts: the last sale (or first seen) and the configured quiet days.
     pub quiet_since: Option<i64>,
@@ -283,6 +287,7 @@ pub(crate) fn test_alert(rule: Rule, source: &str, item: &str) -> Alert {
         title: None,
         location: None,
         available: Some(0),
+        previous: Some(6),
         threshold: Some(5),
         quiet_since: None,
         quiet_days: None,

@@ -9,6 +9,7 @@ pub mod email;
 pub mod facts;
 pub mod ops;
 pub mod pipeline;
+pub mod repeats;
 pub mod retry;
 pub mod rules;
 pub mod sender;
