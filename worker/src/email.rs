@@ -630,24 +630,14 @@ mod tests {
     const AT: i64 = 1_714_564_800_000;
 
     fn alert(rule: Rule, source: &str, item: &str) -> Alert {
-        Alert {
-            id: Alert::make_id(rule, source, item, 1),
-            rule,
-            source: source.into(),
-            platform: "shopify".into(),
-            item: item.into(),
-            sku: Some(format!("SKU-{item}")),
-            title: Some(format!("Widget {item}")),
-            location: Some("gid://shopify/Location/77".into()),
-            available: Some(3),
-            previous: Some(6),
-            threshold: Some(5),
-            quiet_since: None,
-            quiet_days: None,
-            at: AT,
-            created_at: AT + 1_000,
-            recipients: vec![],
-        }
+        let mut a = crate::alert::test_alert(rule, source, item);
+        a.sku = Some(format!("SKU-{item}"));
+        a.title = Some(format!("Widget {item}"));
+        a.location = Some("gid://shopify/Location/77".into());
+        a.available = Some(3);
+        a.at = AT;
+        a.created_at = AT + 1_000;
+        a
     }
 
     fn to() -> Vec<String> {

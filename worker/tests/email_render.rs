@@ -1,6 +1,6 @@
 //! The alert email's HTML part as a phone shows it: rendered in headless Chromium (Debian's
 //! `chromium`) at 390 px wide, the screenshot read back and checked to be a real picture.
-//! Set STOCKHOOK_EMAIL_SCREENSHOT_DIR to keep the screenshots.
+//! Set SHTEST_EMAIL_SCREENSHOT_DIR to keep the screenshots.
 
 use std::path::Path;
 use stockhook_tests::chromium::{self, PHONE_WIDTH};
@@ -10,7 +10,7 @@ fn render_and_check(html: &str, name: &str) -> chromium::Picture {
     let dir = tempfile::tempdir().unwrap();
     let page = dir.path().join(format!("{name}.html"));
     std::fs::write(&page, html).unwrap();
-    let png = match std::env::var_os("STOCKHOOK_EMAIL_SCREENSHOT_DIR") {
+    let png = match std::env::var_os("SHTEST_EMAIL_SCREENSHOT_DIR") {
         Some(keep) => Path::new(&keep).join(format!("{name}.png")),
         None => dir.path().join(format!("{name}.png")),
     };

@@ -436,10 +436,7 @@ mod tests {
         let mut first = a.clone();
         first.previous = None;
         let (text, _, _) = bodies(&[first]);
-        assert!(
-            text.contains("Before:        not reported before"),
-            "{text}"
-        );
+        assert!(text.contains("Before:     not reported before"), "{text}");
     }
 
     #[test]
