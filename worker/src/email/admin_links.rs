@@ -225,7 +225,6 @@ pub fn next_step(a: &Alert, stores: &Stores) -> NextStep {
                     .into(),
             ),
         },
-        // Issue 15 (days of cover, reorder quantity) adds its figures beside this step.
         _ => words("Restock it, or check the level in each channel's admin".into()),
     }
 }

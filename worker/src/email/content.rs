@@ -136,16 +136,20 @@ pub fn facts(a: &Alert) -> Vec<(&'static str, String)> {
     if let Some(n) = a.available {
         f.push(("Available", n.to_string()));
     }
-    if a.rule != Rule::NoSales {
-        let before = match a.previous {
-            Some(p) => p.to_string(),
-            None => "not reported before".into(),
-        };
-        f.push(("Before", before));
+    match (a.rule, a.previous) {
+        (_, Some(p)) => f.push(("Before", p.to_string())),
+        // The item's first level report (or an outbox entry written before levels were kept).
+        (Rule::LowStock | Rule::OutOfStock, None) => {
+            f.push(("Before", "not reported before".into()))
+        }
+        _ => {}
     }
     if let Some(t) = a.threshold {
         f.push(("Threshold", t.to_string()));
     }
+    // Issue 15 (days of cover) adds its lines here once the Alert carries them: velocity per
+    // day, days of cover with the projected stock-out date, and the suggested reorder quantity
+    // (new `Alert` fields with `serde(default)`, so older outbox entries still load).
     if a.rule == Rule::NoSales {
         let since = match a.quiet_since {
             Some(since) => format!("no sale since {}", date_only(since)),
@@ -490,6 +494,20 @@ mod tests {
         a.quiet_since = None;
         let (text, _, _) = bodies(&[a]);
         assert!(text.contains("no sale (60 days)"), "{text}");
+    }
+
+    #[test]
+    fn a_sum_across_channels_has_no_before_it_does_not_know() {
+        let mut a = tshirt();
+        a.rule = Rule::CombinedLowStock;
+        a.platform = "all".into();
+        a.previous = None;
+        let (text, _, subject) = bodies(&[a]);
+        assert!(!text.contains("Before:"), "{text}");
+        assert!(
+            subject.starts_with("Low stock across channels: "),
+            "{subject}"
+        );
     }
 
     #[test]
