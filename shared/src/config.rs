@@ -279,6 +279,10 @@ pub struct SourceConfig {
     /// need none.
     #[serde(default)]
     pub store_url: Option<String>,
+    /// Names for this source's location ids, shown in the alert email instead of the id
+    /// (`{ "655441491" = "Main warehouse" }`).
+    #[serde(default)]
+    pub location_names: BTreeMap<String, String>,
     /// Set by [`load`]: why this source is switched off (its secret is unset), or `None`.
     #[serde(skip_deserializing)]
     pub disabled: Option<String>,

@@ -217,7 +217,9 @@ fn product_then_inventory_level_gives_exactly_one_low_stock_email() {
             .recipients(&[TO])
             .email("max_backoff", "\"2s\"")
             .source(
-                SourceSpec::shopify(SHOP, SECRET).with("store_url", "\"acme-shop.myshopify.com\""),
+                SourceSpec::shopify(SHOP, SECRET)
+                    .with("store_url", "\"acme-shop.myshopify.com\"")
+                    .with("location_names", r#"{ "655441491" = "Main warehouse" }"#),
             )
     });
     accepted(&post_shop(
@@ -260,7 +262,7 @@ fn product_then_inventory_level_gives_exactly_one_low_stock_email() {
         &[
             ("SKU", "TSHIRT-BLUE-L"),
             ("Item id", "46208873541699 (shopify)"),
-            ("Location", "Shopify location 655441491"),
+            ("Location", "Main warehouse"),
             ("Available", "3"),
             // The product's total before the per-location report.
             ("Before", "40"),

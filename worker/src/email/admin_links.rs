@@ -11,31 +11,55 @@ use crate::alert::Alert;
 use std::collections::BTreeMap;
 use stockhook_shared::config::Config;
 
-/// Each source's store address (`[[sources]] store_url`), by source name.
+/// Each source's store address (`[[sources]] store_url`) and location names
+/// (`[[sources]] location_names`), by source name.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Stores(BTreeMap<String, String>);
+pub struct Stores {
+    urls: BTreeMap<String, String>,
+    /// (source, location id) -> the name the seller gave it.
+    locations: BTreeMap<(String, String), String>,
+}
 
 impl Stores {
     pub fn from_config(c: &Config) -> Stores {
-        Stores(
-            c.sources
-                .iter()
-                .filter_map(|s| {
-                    let url = s.store_url.as_deref()?.trim();
-                    (!url.is_empty()).then(|| (s.name.clone(), url.to_string()))
-                })
-                .collect(),
-        )
+        let mut stores = Stores::default();
+        for s in &c.sources {
+            if let Some(url) = s
+                .store_url
+                .as_deref()
+                .map(str::trim)
+                .filter(|u| !u.is_empty())
+            {
+                stores = stores.with(&s.name, url);
+            }
+            for (id, name) in &s.location_names {
+                stores = stores.with_location(&s.name, id, name);
+            }
+        }
+        stores
     }
 
     /// One source's store address (tests and the example renderer).
     pub fn with(mut self, source: &str, url: &str) -> Stores {
-        self.0.insert(source.to_string(), url.to_string());
+        self.urls.insert(source.to_string(), url.to_string());
+        self
+    }
+
+    /// The name of one of a source's locations.
+    pub fn with_location(mut self, source: &str, location: &str, name: &str) -> Stores {
+        self.locations
+            .insert((source.to_string(), location.to_string()), name.to_string());
         self
     }
 
     fn get(&self, source: &str) -> Option<&str> {
-        self.0.get(source).map(String::as_str)
+        self.urls.get(source).map(String::as_str)
+    }
+
+    fn location(&self, source: &str, location: &str) -> Option<&str> {
+        self.locations
+            .get(&(source.to_string(), location.to_string()))
+            .map(String::as_str)
     }
 }
 
@@ -119,10 +143,13 @@ fn marketplace(id: &str) -> Option<(&'static str, &'static str)> {
     })
 }
 
-/// The location in words: "all locations", "Amazon FBA, amazon.co.uk (UK)", "Shopify location
-/// 24826418", never a bare id.
-pub fn location_words(a: &Alert) -> Option<String> {
+/// The location: its name when the source names it, else in words ("all locations", "Amazon
+/// FBA, amazon.co.uk (UK)", "Shopify location 24826418"), never a bare id.
+pub fn location_words(a: &Alert, stores: &Stores) -> Option<String> {
     let loc = a.location.as_deref()?;
+    if let Some(name) = stores.location(&a.source, loc) {
+        return Some(name.to_string());
+    }
     Some(match loc {
         "all" => "all locations".into(),
         "ebay" => "eBay listing quantity".into(),
@@ -349,8 +376,14 @@ mod tests {
 
     #[test]
     fn locations_and_untitled_items_read_as_words() {
-        let words =
-            |platform: &str, loc: &str| location_words(&alert(platform, "1", None, loc)).unwrap();
+        let words = |platform: &str, loc: &str| {
+            location_words(&alert(platform, "1", None, loc), &Stores::default()).unwrap()
+        };
+        let named = Stores::default().with_location("acme-shop", "24826418", "Main warehouse");
+        assert_eq!(
+            location_words(&alert("shopify", "1", None, "24826418"), &named).as_deref(),
+            Some("Main warehouse")
+        );
         assert_eq!(words("shopify", "all"), "all locations");
         assert_eq!(words("shopify", "24826418"), "Shopify location 24826418");
         assert_eq!(

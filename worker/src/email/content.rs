@@ -124,13 +124,13 @@ fn date_only(ms: i64) -> String {
 }
 
 /// The label/value lines shown for one item, in order, shared by both bodies.
-pub fn facts(a: &Alert) -> Vec<(&'static str, String)> {
+pub fn facts(a: &Alert, stores: &Stores) -> Vec<(&'static str, String)> {
     let mut f = Vec::new();
     if let Some(sku) = &a.sku {
         f.push(("SKU", sku.clone()));
     }
     f.push(("Store", admin_links::store_words(a)));
-    if let Some(loc) = admin_links::location_words(a) {
+    if let Some(loc) = admin_links::location_words(a, stores) {
         f.push(("Location", loc));
     }
     if let Some(n) = a.available {
@@ -173,7 +173,7 @@ pub fn text(alerts: &[&Alert], subject: &str, stores: &Stores) -> String {
     let mut out = format!("{subject}\n\n");
     for (i, a) in alerts.iter().enumerate() {
         out.push_str(&format!("{}. {}\n", i + 1, headline(a)));
-        for (label, value) in facts(a) {
+        for (label, value) in facts(a, stores) {
             out.push_str(&format!(
                 "   {:<LABEL_WIDTH$} {value}\n",
                 format!("{label}:")
@@ -268,7 +268,7 @@ pub fn html(alerts: &[&Alert], subject: &str, stores: &Stores) -> String {
             e(a.rule.title()),
             e(&name(a))
         ));
-        for (label, value) in facts(a) {
+        for (label, value) in facts(a, stores) {
             // The level is what the seller came for: it stands out.
             let weight = if label == "Available" {
                 "font-weight: bold; "
