@@ -54,7 +54,9 @@ pub fn digest() -> Vec<Alert> {
     vec![mug, untitled, tee]
 }
 
-/// The store addresses the sample's links use.
+/// The store address the sample's links use, and its warehouse's name.
 pub fn stores() -> Stores {
-    Stores::default().with("acme-shop", "acme-shop.myshopify.com")
+    Stores::default()
+        .with("acme-shop", "acme-shop.myshopify.com")
+        .with_location("acme-shop", "24826418", "Main warehouse")
 }
