@@ -390,6 +390,17 @@ mod tests {
     }
 
     #[test]
+    fn alerts_written_before_the_previous_level_was_kept_read_back() {
+        let a = test_alert(Rule::LowStock, "shop", "1");
+        let mut v = serde_json::to_value(&a).unwrap();
+        assert_eq!(v["previous"], 6);
+        v.as_object_mut().unwrap().remove("previous");
+        let back: Alert = serde_json::from_value(v).unwrap();
+        assert_eq!(back.previous, None);
+        assert_eq!(back.id, a.id);
+    }
+
+    #[test]
     fn set_ids_ignore_order_and_duplicates() {
         assert_eq!(set_id(&["b", "a"]), set_id(&["a", "b", "a"]));
         assert_ne!(set_id(&["a"]), set_id(&["a", "b"]));
