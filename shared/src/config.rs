@@ -277,6 +277,15 @@ pub struct SourceConfig {
     /// Per rule, this source's channels (wins over `channels`).
     #[serde(default)]
     pub routes: BTreeMap<String, Vec<String>>,
+    /// The store's address, for the alert email's links into the platform's admin: Shopify's
+    /// `acme-shop.myshopify.com`, WooCommerce's `https://shop.example.com`. Amazon and eBay
+    /// need none.
+    #[serde(default)]
+    pub store_url: Option<String>,
+    /// Names for this source's location ids, shown in the alert email instead of the id
+    /// (`{ "655441491" = "Main warehouse" }`).
+    #[serde(default)]
+    pub location_names: BTreeMap<String, String>,
     /// Set by [`load`]: why this source is switched off (its secret is unset), or `None`.
     #[serde(skip_deserializing)]
     pub disabled: Option<String>,

@@ -14,6 +14,7 @@
 //! was doing; everything a test asserts is an exact value.
 
 pub mod bins;
+pub mod chromium;
 pub mod config;
 pub mod fixtures;
 pub mod hooks;

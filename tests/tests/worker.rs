@@ -212,7 +212,16 @@ const TSHIRT_L: u64 = 46_208_873_541_699;
 
 #[test]
 fn product_then_inventory_level_gives_exactly_one_low_stock_email() {
-    let p = start("w-lowstock", base);
+    let p = start("w-lowstock", |d| {
+        d.config()
+            .recipients(&[TO])
+            .email("max_backoff", "\"2s\"")
+            .source(
+                SourceSpec::shopify(SHOP, SECRET)
+                    .with("store_url", "\"acme-shop.myshopify.com\"")
+                    .with("location_names", r#"{ "655441491" = "Main warehouse" }"#),
+            )
+    });
     accepted(&post_shop(
         p.addr(),
         &tshirt_product(),
@@ -234,7 +243,10 @@ fn product_then_inventory_level_gives_exactly_one_low_stock_email() {
         &level_wid,
     ));
     let e = only_email(&p);
-    assert_eq!(e.subject(), "Low stock: 1 item at shop");
+    assert_eq!(
+        e.subject(),
+        "Low stock: Organic Cotton T-Shirt - Blue / L, 3 left (shop)"
+    );
     assert_eq!(e.header("To"), Some(TO));
     assert_message_id(&e);
     let alert = one_alert_id(&e);
@@ -250,11 +262,21 @@ fn product_then_inventory_level_gives_exactly_one_low_stock_email() {
         &[
             ("SKU", "TSHIRT-BLUE-L"),
             ("Item id", "46208873541699 (shopify)"),
-            ("Location", "655441491"),
+            ("Location", "Main warehouse"),
             ("Available", "3"),
+            // The product's total before the per-location report.
+            ("Before", "40"),
             ("Threshold", "5"),
-            ("Source", "shop"),
+            ("Store", "shop (Shopify)"),
+            ("When", "Tue 14 May 2024, 21:00 UTC"),
+            ("Next step", "Open it in Shopify admin"),
         ],
+    );
+    assert!(
+        text.contains(
+            "https://acme-shop.myshopify.com/admin/products/inventory?query=TSHIRT-BLUE-L"
+        ),
+        "{text}"
     );
 
     // The platform retries the same delivery: a duplicate, nothing stored.
@@ -283,6 +305,25 @@ fn product_then_inventory_level_gives_exactly_one_low_stock_email() {
     let all = eml_emails(&p.data());
     assert_eq!(all.len(), 1, "a second email: {all:#?}");
     assert_eq!(all[0].alert_ids(), vec![alert]);
+    // The repeat says, at info, that the alert already fired and when; no customer data.
+    let log = expect_within(SETTLE, "the repeat's log line", || {
+        let log = format!("{}{}", p.worker.stdout(), p.worker.stderr());
+        log.contains("already fired").then_some(log)
+    });
+    let line = log
+        .lines()
+        .find(|l| l.contains("already fired"))
+        .expect("the line");
+    assert!(line.contains("INFO") || line.contains("\"INFO\""), "{line}");
+    assert!(
+        line.contains("low_stock alert already fired for it (event of 2024-05-14T21:00:00Z)"),
+        "{line}"
+    );
+    assert!(line.contains("46208873541699"), "{line}");
+    assert!(
+        !line.contains("Organic") && !line.contains("TSHIRT-BLUE-L"),
+        "{line}"
+    );
 }
 
 // 2 -------------------------------------------------------------------------------------------
@@ -312,7 +353,10 @@ fn recovery_rearms_the_low_stock_alert() {
         .unwrap_or_else(|| panic!("no email with a new alert id: {all:#?}"));
     let second_id = one_alert_id(second);
     assert_ne!(second_id, first_id, "a new crossing is a new alert");
-    assert_eq!(second.subject(), "Low stock: 1 item at shop");
+    assert_eq!(
+        second.subject(),
+        "Low stock: untitled item (Shopify inventory item 900001), 1 left (shop)"
+    );
     assert_fields(second, "900001", &[("Available", "1"), ("Threshold", "5")]);
 
     let s = p.wait("three events, outbox empty", |s| {
@@ -378,7 +422,10 @@ fn over_smtp_one_email_arrives_in_the_maildir() {
         (!m.is_empty()).then_some(m)
     });
     let e = &msgs[0];
-    assert_eq!(e.subject(), "Low stock: 1 item at shop");
+    assert_eq!(
+        e.subject(),
+        "Low stock: untitled item (Shopify inventory item 900003), 4 left (shop)"
+    );
     assert_message_id(e);
     let alert = one_alert_id(e);
     assert_eq!(e.items(), vec!["900003".to_string()]);
@@ -428,7 +475,10 @@ fn smtp_down_at_first_then_delivered_once_when_it_comes_up() {
         let m = maildir_emails(&sink);
         (!m.is_empty()).then_some(m)
     });
-    assert_eq!(msgs[0].subject(), "Low stock: 1 item at shop");
+    assert_eq!(
+        msgs[0].subject(),
+        "Low stock: untitled item (Shopify inventory item 900004), 1 left (shop)"
+    );
     assert_eq!(msgs[0].items(), vec!["900004".to_string()]);
     let s = p.wait("the alert is marked sent", |s| {
         stat(s, "alerts.sent") == 1 && stat(s, "alerts.pending") == 0
@@ -610,7 +660,7 @@ fn the_old_notes_simple_forms_give_low_and_out_of_stock_emails() {
         br#"{"id":1,"title":"Mug","variants":[{"inventory_quantity":2}]}"#,
     ));
     let low = only_email(&p);
-    assert_eq!(low.subject(), "Low stock: 1 item at notes");
+    assert_eq!(low.subject(), "Low stock: Mug, 2 left (notes)");
     assert!(low.text().contains("Low stock: Mug"), "{}", low.text());
     assert_eq!(low.items(), vec!["1:0".to_string()]);
     assert_fields(
@@ -620,7 +670,7 @@ fn the_old_notes_simple_forms_give_low_and_out_of_stock_emails() {
             ("Item id", "1:0 (simple)"),
             ("Available", "2"),
             ("Threshold", "5"),
-            ("Source", "notes"),
+            ("Store", "notes"),
         ],
     );
 
@@ -636,7 +686,7 @@ fn the_old_notes_simple_forms_give_low_and_out_of_stock_emails() {
         .iter()
         .find(|e| e.subject().starts_with("Out of stock"))
         .unwrap_or_else(|| panic!("no out-of-stock email: {all:#?}"));
-    assert_eq!(out.subject(), "Out of stock: 1 item at notes");
+    assert_eq!(out.subject(), "Out of stock: Cable (notes)");
     assert!(out.text().contains("Out of stock: Cable"), "{}", out.text());
     assert_fields(
         out,
@@ -710,7 +760,10 @@ fn amazon_eventbridge_quantity_change_alerts_once_per_notification() {
         |eb: &str, time: &str| eventbridge(eb, time, 3, "notif-0002", "2021-02-04T09:00:00.000Z");
     post(crossing("eb-0002", "2021-02-04T09:00:01Z"));
     let e = only_email(&p);
-    assert_eq!(e.subject(), "Low stock: 1 item at amz");
+    assert_eq!(
+        e.subject(),
+        "Low stock: untitled item (Amazon SKU NLS-SHOES-03), 3 left (amz)"
+    );
     assert_eq!(e.items(), vec!["NLS-SHOES-03".to_string()]);
     assert_fields(
         &e,
@@ -718,7 +771,7 @@ fn amazon_eventbridge_quantity_change_alerts_once_per_notification() {
         &[
             ("SKU", "NLS-SHOES-03"),
             ("Item id", "NLS-SHOES-03 (amazon)"),
-            ("Location", "mfn"),
+            ("Location", "your own stock (merchant-fulfilled)"),
             ("Available", "3"),
             ("Threshold", "5"),
         ],

@@ -72,6 +72,10 @@ pub struct Alert {
     /// Where the level was reported (Shopify location id, `fba:<marketplace>`, `all`, ...).
     pub location: Option<String>,
     pub available: Option<i64>,
+    /// The item's available total before the level that raised the alert (`None`: first
+    /// report, or not a level alert). Defaulted so outbox entries written before it load.
+    #[serde(default)]
+    pub previous: Option<i64>,
     pub threshold: Option<i64>,
     /// No-sales alerts: the last sale (or first seen) and the configured quiet days.
     pub quiet_since: Option<i64>,
@@ -285,6 +289,7 @@ pub(crate) fn test_alert(rule: Rule, source: &str, item: &str) -> Alert {
         title: None,
         location: None,
         available: Some(0),
+        previous: Some(6),
         threshold: Some(5),
         quiet_since: None,
         quiet_days: None,
@@ -384,6 +389,17 @@ mod tests {
         e.materialize(&route(&["email"]));
         let again: OutboxEntry = serde_json::from_str(&serde_json::to_string(&e).unwrap()).unwrap();
         assert_eq!(again, e);
+    }
+
+    #[test]
+    fn alerts_written_before_the_previous_level_was_kept_read_back() {
+        let a = test_alert(Rule::LowStock, "shop", "1");
+        let mut v = serde_json::to_value(&a).unwrap();
+        assert_eq!(v["previous"], 6);
+        v.as_object_mut().unwrap().remove("previous");
+        let back: Alert = serde_json::from_value(v).unwrap();
+        assert_eq!(back.previous, None);
+        assert_eq!(back.id, a.id);
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod facts;
 pub mod ops;
 pub mod pipeline;
 pub mod plausible;
+pub mod repeats;
 pub mod retry;
 pub mod rules;
 pub mod sender;

@@ -49,7 +49,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 /// [`run`] on a given state backend.
 pub async fn run_with<S: StateBackend>(config: Config, state: Arc<S>) -> anyhow::Result<()> {
     let mailer = crate::email::Mailer::from_config(&config.email, &config.data_dir)
-        .map_err(|e| anyhow::anyhow!("email config: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("email config: {e}"))?
+        .with_stores(crate::email::Stores::from_config(&config));
     let channels = crate::channels::Channels::from_config(&config, mailer)
         .map_err(|e| anyhow::anyhow!("alert channels: {e}"))?;
     let rules = Arc::new(RuleConfig::from_config(&config));

@@ -56,6 +56,7 @@ fn alerts() -> Vec<Alert> {
         title: Some("Widget".into()),
         location: None,
         available: Some(2),
+        previous: Some(6),
         threshold: Some(5),
         quiet_since: None,
         quiet_days: None,

@@ -144,6 +144,7 @@ impl ItemState {
             title: self.title.clone(),
             location: self.last_location.clone(),
             available: self.total(),
+            previous: None,
             threshold: None,
             quiet_since: Some(since),
             quiet_days: Some(rules.no_sales_days),
@@ -209,12 +210,22 @@ impl ItemState {
         rules: &RuleConfig,
         now: i64,
     ) -> Option<Alert> {
+        let previous = self.total();
         self.levels
             .insert(location.to_string(), LevelRec { available, at });
         self.last_location = Some(location.to_string());
         let threshold = rules.threshold(&self.source, self.sku.as_deref());
         let total = self.total();
-        let rule = rules::evaluate_level(total, threshold, &mut self.arming)?;
+        let Some(rule) = rules::evaluate_level(total, threshold, &mut self.arming) else {
+            crate::repeats::log_if_already_fired(
+                &self.source,
+                &self.item,
+                total,
+                threshold,
+                self.last_alert,
+            );
+            return None;
+        };
         self.last_alert = Some((rule, at));
         Some(Alert {
             id: Alert::make_id(rule, &self.source, &self.item, self.arming.episode),
@@ -226,6 +237,7 @@ impl ItemState {
             title: self.title.clone(),
             location: Some(location.to_string()),
             available: total,
+            previous,
             threshold: Some(threshold),
             quiet_since: None,
             quiet_days: None,
@@ -391,6 +403,7 @@ pub(crate) fn combined_alert(
         title: None,
         location: Some(location.to_string()),
         available: total,
+        previous: None,
         threshold: Some(threshold),
         quiet_since: None,
         quiet_days: None,

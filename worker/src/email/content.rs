@@ -1,0 +1,528 @@
+//! What an alert email says: its subject, the facts shown for each item, and both bodies.
+//!
+//! Why it exists: the email is read by a seller on a phone, who must see at once what ran low,
+//! where, how far it fell, and where to tap to act. The plain-text part is the reference: the
+//! HTML part shows the same facts from the same [`facts`] list, laid out as tables with inline
+//! styles and no external images, so common mail clients render it alike.
+//!
+//! Items are shown most urgent first: out of stock, then low stock (fewest left first), then
+//! low stock across channels, then no sales. Rendering is pure: the same alerts give the same
+//! text.
+
+use super::admin_links::{self, NextStep, Stores};
+use crate::alert::{Alert, Rule};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// The subject, plain-text part and HTML part for `alerts` (in any order, duplicates dropped).
+pub fn bodies(alerts: &[Alert], stores: &Stores) -> (String, String, String) {
+    let v = order(alerts);
+    let s = subject(&v);
+    let text = text(&v, &s, stores);
+    let html = html(&v, &s, stores);
+    (s, text, html)
+}
+
+/// Lower is more urgent.
+fn urgency(rule: Rule) -> u8 {
+    match rule {
+        Rule::OutOfStock => 0,
+        Rule::LowStock => 1,
+        Rule::CombinedLowStock => 2,
+        Rule::NoSales => 3,
+    }
+}
+
+/// Unique by id, most urgent first (rule, then fewest available, then source, name, item, id).
+pub fn order(alerts: &[Alert]) -> Vec<&Alert> {
+    let mut by_id: BTreeMap<&str, &Alert> = BTreeMap::new();
+    for a in alerts {
+        by_id.entry(a.id.as_str()).or_insert(a);
+    }
+    let mut v: Vec<(String, &Alert)> = by_id.into_values().map(|a| (name(a), a)).collect();
+    v.sort_by(|(na, a), (nb, b)| {
+        let key = |a: &Alert| (urgency(a.rule), a.available.unwrap_or(i64::MAX));
+        (key(a), &a.source, na, &a.item, &a.id).cmp(&(key(b), &b.source, nb, &b.item, &b.id))
+    });
+    v.into_iter().map(|(_, a)| a).collect()
+}
+
+/// The item as a seller knows it: its title, else described in words (never a bare id).
+pub fn name(a: &Alert) -> String {
+    match a.title.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
+        Some(t) => t.to_string(),
+        None => admin_links::untitled(a),
+    }
+}
+
+fn days_quiet(a: &Alert) -> Option<i64> {
+    match a.quiet_since {
+        Some(since) if a.at >= since => Some((a.at - since) / 86_400_000),
+        _ => a.quiet_days.map(i64::from),
+    }
+}
+
+fn plural(n: i64, one: &str, many: &str) -> String {
+    if n == 1 {
+        format!("1 {one}")
+    } else {
+        format!("{n} {many}")
+    }
+}
+
+/// One item's headline: "Low stock: Organic Cotton T-Shirt - Blue / L, 2 left".
+pub fn headline(a: &Alert) -> String {
+    let n = name(a);
+    match a.rule {
+        Rule::OutOfStock => format!("Out of stock: {n}"),
+        Rule::LowStock | Rule::CombinedLowStock => match a.available {
+            Some(left) => format!("{}: {n}, {left} left", a.rule.title()),
+            None => format!("{}: {n}", a.rule.title()),
+        },
+        Rule::NoSales => match days_quiet(a) {
+            Some(d) => format!("No sales in {}: {n}", plural(d, "day", "days")),
+            None => format!("No sales: {n}"),
+        },
+    }
+}
+
+/// One item: its headline and store. Several: how many, and the most urgent one.
+pub fn subject(alerts: &[&Alert]) -> String {
+    let sources: BTreeSet<&str> = alerts.iter().map(|a| a.source.as_str()).collect();
+    let place = match sources.iter().next() {
+        Some(only) if sources.len() == 1 => only.to_string(),
+        _ => format!("{} stores", sources.len()),
+    };
+    match alerts {
+        [] => format!("Stock alerts ({place})"),
+        [one] => format!("{} ({place})", headline(one)),
+        [first, rest @ ..] => format!(
+            "{} stock alerts ({place}): {} and {} more",
+            alerts.len(),
+            headline(first),
+            rest.len()
+        ),
+    }
+}
+
+/// A readable time with its timezone: "Wed 1 May 2024, 12:00 UTC".
+pub fn readable_time(ms: i64) -> String {
+    let format = time::macros::format_description!(
+        "[weekday repr:short] [day padding:none] [month repr:short] [year], [hour]:[minute] UTC"
+    );
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&format).ok())
+        .unwrap_or_else(|| super::rfc3339(ms))
+}
+
+fn date_only(ms: i64) -> String {
+    let format = time::macros::format_description!("[day padding:none] [month repr:short] [year]");
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&format).ok())
+        .unwrap_or_else(|| super::rfc3339(ms))
+}
+
+/// The label/value lines shown for one item, in order, shared by both bodies.
+pub fn facts(a: &Alert, stores: &Stores) -> Vec<(&'static str, String)> {
+    let mut f = Vec::new();
+    if let Some(sku) = &a.sku {
+        f.push(("SKU", sku.clone()));
+    }
+    f.push(("Store", admin_links::store_words(a)));
+    if let Some(loc) = admin_links::location_words(a, stores) {
+        f.push(("Location", loc));
+    }
+    if let Some(n) = a.available {
+        f.push(("Available", n.to_string()));
+    }
+    match (a.rule, a.previous) {
+        (_, Some(p)) => f.push(("Before", p.to_string())),
+        // The item's first level report (or an outbox entry written before levels were kept).
+        (Rule::LowStock | Rule::OutOfStock, None) => {
+            f.push(("Before", "not reported before".into()))
+        }
+        _ => {}
+    }
+    if let Some(t) = a.threshold {
+        f.push(("Threshold", t.to_string()));
+    }
+    // Issue 15 (days of cover) adds its lines here once the Alert carries them: velocity per
+    // day, days of cover with the projected stock-out date, and the suggested reorder quantity
+    // (new `Alert` fields with `serde(default)`, so older outbox entries still load).
+    if a.rule == Rule::NoSales {
+        let since = match a.quiet_since {
+            Some(since) => format!("no sale since {}", date_only(since)),
+            None => "no sale".into(),
+        };
+        let days = days_quiet(a)
+            .map(|d| format!(" ({})", plural(d, "day", "days")))
+            .unwrap_or_default();
+        f.push(("Sales", format!("{since}{days}")));
+    }
+    f.push(("When", readable_time(a.at)));
+    // The platform's own id, for support and the operator's CLI (never the item's name).
+    f.push(("Item id", format!("{} ({})", a.item, a.platform)));
+    f
+}
+
+const LABEL_WIDTH: usize = 11;
+
+/// The plain-text part: the reference every other rendering follows.
+pub fn text(alerts: &[&Alert], subject: &str, stores: &Stores) -> String {
+    let mut out = format!("{subject}\n\n");
+    for (i, a) in alerts.iter().enumerate() {
+        out.push_str(&format!("{}. {}\n", i + 1, headline(a)));
+        for (label, value) in facts(a, stores) {
+            out.push_str(&format!(
+                "   {:<LABEL_WIDTH$} {value}\n",
+                format!("{label}:")
+            ));
+        }
+        let NextStep { text, link } = admin_links::next_step(a, stores);
+        out.push_str(&format!("   {:<LABEL_WIDTH$} {text}\n", "Next step:"));
+        if let Some(link) = link {
+            out.push_str(&format!("   {:<LABEL_WIDTH$} {link}\n", ""));
+        }
+        out.push('\n');
+    }
+    out.push_str("-- \nSent by stockhook.\nAlert ids: ");
+    out.push_str(
+        &alerts
+            .iter()
+            .map(|a| a.id.as_str())
+            .collect::<Vec<_>>()
+            .join(" "),
+    );
+    out.push('\n');
+    out
+}
+
+pub fn escape_html(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The HTML part's heading: the one item's headline, or how many items need attention.
+fn heading(alerts: &[&Alert]) -> String {
+    match alerts {
+        [one] => headline(one),
+        _ => format!("{} items need attention", alerts.len()),
+    }
+}
+
+/// The badge colour (background, text) for a rule.
+fn colours(rule: Rule) -> (&'static str, &'static str) {
+    match rule {
+        Rule::OutOfStock => ("#b42318", "#ffffff"),
+        Rule::LowStock | Rule::CombinedLowStock => ("#b54708", "#ffffff"),
+        Rule::NoSales => ("#475467", "#ffffff"),
+    }
+}
+
+const FONT: &str = "font-family: -apple-system, 'Segoe UI', Roboto, Helvetica, Arial, sans-serif";
+
+/// The HTML part: one card per item, tables and inline styles only, fits a 320 px screen.
+pub fn html(alerts: &[&Alert], subject: &str, stores: &Stores) -> String {
+    let e = escape_html;
+    let mut out = format!(
+        "<!DOCTYPE html>\n<html>\n<head>\n<meta charset=\"utf-8\">\n\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
+         <title>{}</title>\n</head>\n\
+         <body style=\"margin: 0; padding: 0; background: #f2f4f7; {FONT}\">\n\
+         <table role=\"presentation\" width=\"100%\" cellpadding=\"0\" cellspacing=\"0\" \
+         style=\"background: #f2f4f7\">\n<tr><td align=\"center\" style=\"padding: 12px 8px\">\n\
+         <table role=\"presentation\" width=\"100%\" cellpadding=\"0\" cellspacing=\"0\" \
+         style=\"max-width: 600px\">\n",
+        e(subject)
+    );
+    out.push_str(&format!(
+        "<tr><td style=\"padding: 4px 4px 12px; font-size: 18px; line-height: 24px; \
+         font-weight: bold; color: #101828\">{}</td></tr>\n",
+        e(&heading(alerts))
+    ));
+    for a in alerts {
+        let (bg, fg) = colours(a.rule);
+        out.push_str(
+            "<tr><td style=\"padding: 0 0 12px\">\n\
+             <table role=\"presentation\" width=\"100%\" cellpadding=\"0\" cellspacing=\"0\" \
+             style=\"background: #ffffff; border: 1px solid #d0d5dd; border-radius: 8px\">\n",
+        );
+        out.push_str(&format!(
+            "<tr><td colspan=\"2\" style=\"padding: 12px 12px 4px\">\
+             <span style=\"display: inline-block; background: {bg}; color: {fg}; \
+             font-size: 12px; font-weight: bold; padding: 2px 8px; border-radius: 10px\">{}</span>\
+             </td></tr>\n\
+             <tr><td colspan=\"2\" style=\"padding: 4px 12px 8px; font-size: 17px; \
+             line-height: 22px; font-weight: bold; color: #101828\">{}</td></tr>\n",
+            e(a.rule.title()),
+            e(&name(a))
+        ));
+        for (label, value) in facts(a, stores) {
+            // The level is what the seller came for: it stands out.
+            let weight = if label == "Available" {
+                "font-weight: bold; "
+            } else {
+                ""
+            };
+            out.push_str(&format!(
+                "<tr><td style=\"padding: 3px 8px 3px 12px; font-size: 14px; color: #667085; \
+                 white-space: nowrap; vertical-align: top; width: 1%\">{}</td>\
+                 <td style=\"padding: 3px 12px 3px 0; font-size: 14px; color: #101828; \
+                 {weight}word-break: break-word\">{}</td></tr>\n",
+                e(label),
+                e(&value)
+            ));
+        }
+        let NextStep { text, link } = admin_links::next_step(a, stores);
+        match link {
+            Some(url) => out.push_str(&format!(
+                "<tr><td colspan=\"2\" style=\"padding: 10px 12px 14px\">\
+                 <table role=\"presentation\" cellpadding=\"0\" cellspacing=\"0\"><tr>\
+                 <td style=\"background: #1570ef; border-radius: 6px\">\
+                 <a href=\"{}\" style=\"display: inline-block; padding: 10px 16px; \
+                 font-size: 15px; font-weight: bold; color: #ffffff; text-decoration: none\">{} \
+                 &rarr;</a></td></tr></table></td></tr>\n",
+                e(&url),
+                e(&text)
+            )),
+            None => out.push_str(&format!(
+                "<tr><td colspan=\"2\" style=\"padding: 8px 12px 14px; font-size: 14px; \
+                 color: #101828\"><b>Next step:</b> {}</td></tr>\n",
+                e(&text)
+            )),
+        }
+        out.push_str("</table>\n</td></tr>\n");
+    }
+    let ids: Vec<String> = alerts.iter().map(|a| e(&a.id)).collect();
+    out.push_str(&format!(
+        "<tr><td style=\"padding: 4px; font-size: 12px; color: #667085\">Sent by stockhook. \
+         Alert ids: {}</td></tr>\n",
+        ids.join(" ")
+    ));
+    out.push_str("</table>\n</td></tr>\n</table>\n</body>\n</html>\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Wed 1 May 2024, 12:00 UTC.
+    const AT: i64 = 1_714_564_800_000;
+
+    fn tshirt() -> Alert {
+        let mut a = crate::alert::test_alert(Rule::LowStock, "acme-shop", "46208873541699");
+        a.title = Some("Organic Cotton T-Shirt – Blue / L".into());
+        a.sku = Some("TS-BLU-L".into());
+        a.location = Some("24826418".into());
+        a.available = Some(2);
+        a.previous = Some(7);
+        a.at = AT;
+        a
+    }
+
+    fn stores() -> Stores {
+        Stores::default().with("acme-shop", "acme-shop.myshopify.com")
+    }
+
+    fn bodies(alerts: &[Alert]) -> (String, String, String) {
+        let v = order(alerts);
+        let s = subject(&v);
+        (text(&v, &s, &stores()), html(&v, &s, &stores()), s)
+    }
+
+    #[test]
+    fn one_item_subject_names_the_product() {
+        let a = tshirt();
+        assert_eq!(
+            subject(&[&a]),
+            "Low stock: Organic Cotton T-Shirt – Blue / L, 2 left (acme-shop)"
+        );
+        let mut out = a.clone();
+        out.rule = Rule::OutOfStock;
+        out.available = Some(0);
+        assert_eq!(
+            subject(&[&out]),
+            "Out of stock: Organic Cotton T-Shirt – Blue / L (acme-shop)"
+        );
+        let mut quiet = a.clone();
+        quiet.rule = Rule::NoSales;
+        quiet.quiet_since = Some(AT - 61 * 86_400_000);
+        assert_eq!(
+            subject(&[&quiet]),
+            "No sales in 61 days: Organic Cotton T-Shirt – Blue / L (acme-shop)"
+        );
+    }
+
+    #[test]
+    fn several_items_subject_counts_and_leads_with_the_most_urgent() {
+        let mut quiet = tshirt();
+        quiet.id = "q".into();
+        quiet.rule = Rule::NoSales;
+        quiet.title = Some("Mug".into());
+        let mut low = tshirt();
+        low.id = "l".into();
+        let mut out = tshirt();
+        out.id = "o".into();
+        out.rule = Rule::OutOfStock;
+        out.title = Some("Canvas Tote".into());
+        out.available = Some(0);
+        // Whatever the input order: out of stock before low stock before no sales.
+        let all = [quiet.clone(), low.clone(), out.clone()];
+        let v = order(&all);
+        assert_eq!(
+            v.iter().map(|a| a.id.as_str()).collect::<Vec<_>>(),
+            ["o", "l", "q"]
+        );
+        assert_eq!(
+            subject(&v),
+            "3 stock alerts (acme-shop): Out of stock: Canvas Tote and 2 more"
+        );
+        let two = [quiet.clone(), low.clone()];
+        let v = order(&two);
+        assert_eq!(
+            subject(&v),
+            "2 stock alerts (acme-shop): Low stock: Organic Cotton T-Shirt – Blue / L, 2 left and 1 more"
+        );
+        quiet.source = "acme-amazon".into();
+        let two = [quiet, low];
+        assert!(subject(&order(&two)).starts_with("2 stock alerts (2 stores): Low stock"));
+    }
+
+    #[test]
+    fn each_item_shows_every_fact_in_both_bodies() {
+        let a = tshirt();
+        let (text, html, _) = bodies(std::slice::from_ref(&a));
+        for needle in [
+            "Organic Cotton T-Shirt – Blue / L",
+            "TS-BLU-L",
+            "acme-shop (Shopify)",
+            "Shopify location 24826418",
+            "Available",
+            "Before",
+            "Threshold",
+            "Wed 1 May 2024, 12:00 UTC",
+            "Open it in Shopify admin",
+            "https://acme-shop.myshopify.com/admin/products/inventory?query=TS-BLU-L",
+            &a.id,
+        ] {
+            assert!(
+                text.contains(needle),
+                "plain text lacks {needle:?}:\n{text}"
+            );
+            assert!(html.contains(needle), "HTML lacks {needle:?}:\n{html}");
+        }
+        assert!(text.contains("   Available:  2\n"), "{text}");
+        assert!(text.contains("   Before:     7\n"), "{text}");
+        assert!(text.contains("   Threshold:  5\n"), "{text}");
+        assert!(
+            text.contains("   Item id:    46208873541699 (shopify)\n"),
+            "{text}"
+        );
+        assert!(
+            html.contains(
+                "href=\"https://acme-shop.myshopify.com/admin/products/inventory?query=TS-BLU-L\""
+            ),
+            "{html}"
+        );
+        // A level with no earlier report says so, rather than a number it does not know.
+        let mut first = a.clone();
+        first.previous = None;
+        let (text, _, _) = bodies(&[first]);
+        assert!(text.contains("Before:     not reported before"), "{text}");
+    }
+
+    #[test]
+    fn html_is_phone_ready_with_no_external_resources() {
+        let (_, html, _) = bodies(&[tshirt()]);
+        assert!(html.contains("name=\"viewport\""), "{html}");
+        assert!(html.contains("max-width: 600px"), "{html}");
+        assert!(!html.contains("<img"), "{html}");
+        assert!(!html.contains("<style"), "inline styles only: {html}");
+        assert!(!html.contains("<link"), "{html}");
+        assert!(!html.contains("src="), "{html}");
+        assert_eq!(
+            html.matches("<table").count(),
+            html.matches("</table>").count()
+        );
+    }
+
+    #[test]
+    fn an_untitled_item_is_described_in_words() {
+        let mut a = tshirt();
+        a.title = None;
+        a.sku = None;
+        let (text, html, subject) = bodies(&[a]);
+        let words = "untitled item (Shopify inventory item 46208873541699)";
+        assert_eq!(subject, format!("Low stock: {words}, 2 left (acme-shop)"));
+        assert!(
+            text.contains(&format!("1. Low stock: {words}, 2 left")),
+            "{text}"
+        );
+        assert!(html.contains(words), "{html}");
+    }
+
+    #[test]
+    fn no_sales_shows_since_and_days() {
+        let mut a = tshirt();
+        a.rule = Rule::NoSales;
+        a.available = Some(12);
+        a.previous = None;
+        a.threshold = None;
+        a.quiet_since = Some(AT - 61 * 86_400_000); // 1 Mar 2024
+        a.quiet_days = Some(60);
+        let (text, html, _) = bodies(&[a.clone()]);
+        for body in [&text, &html] {
+            assert!(
+                body.contains("no sale since 1 Mar 2024 (61 days)"),
+                "{body}"
+            );
+            assert!(!body.contains("Threshold"), "{body}");
+            assert!(!body.contains("Before"), "{body}");
+        }
+        a.quiet_since = None;
+        let (text, _, _) = bodies(&[a]);
+        assert!(text.contains("no sale (60 days)"), "{text}");
+    }
+
+    #[test]
+    fn a_sum_across_channels_has_no_before_it_does_not_know() {
+        let mut a = tshirt();
+        a.rule = Rule::CombinedLowStock;
+        a.platform = "all".into();
+        a.previous = None;
+        let (text, _, subject) = bodies(&[a]);
+        assert!(!text.contains("Before:"), "{text}");
+        assert!(
+            subject.starts_with("Low stock across channels: "),
+            "{subject}"
+        );
+    }
+
+    #[test]
+    fn html_escapes_every_value() {
+        let mut a = tshirt();
+        a.title = Some("<script>alert('x')</script> & \"co\"".into());
+        a.sku = Some("<b>sku</b>".into());
+        let (_, html, _) = bodies(&[a]);
+        assert!(!html.contains("<script>"), "{html}");
+        assert!(!html.contains("<b>sku"), "{html}");
+        assert!(
+            html.contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; &quot;co&quot;"),
+            "{html}"
+        );
+        // The SKU in the link is percent-encoded, then escaped.
+        assert!(html.contains("query=%3Cb%3Esku%3C%2Fb%3E"), "{html}");
+    }
+}

@@ -1,0 +1,62 @@
+//! The three-item digest the README's screenshot shows (docs/email-digest.png), also rendered in
+//! headless Chromium by the tests: one item per rule a seller meets most, across two platforms,
+//! with one untitled item.
+
+use super::Stores;
+use crate::alert::{Alert, Rule};
+
+/// Wed 1 May 2024, 12:00 UTC.
+const AT: i64 = 1_714_564_800_000;
+
+fn alert(rule: Rule, source: &str, platform: &str, item: &str) -> Alert {
+    Alert {
+        id: Alert::make_id(rule, source, item, 1),
+        rule,
+        source: source.into(),
+        platform: platform.into(),
+        item: item.into(),
+        sku: None,
+        title: None,
+        location: Some("all".into()),
+        available: None,
+        previous: None,
+        threshold: Some(5),
+        quiet_since: None,
+        quiet_days: None,
+        at: AT,
+        created_at: AT + 60_000,
+        recipients: vec!["seller@example.com".into()],
+    }
+}
+
+/// Out of stock (Shopify), low stock (Amazon FBA, UK) and an untitled low-stock item (Shopify).
+pub fn digest() -> Vec<Alert> {
+    let mut tee = alert(Rule::OutOfStock, "acme-shop", "shopify", "46208873541698");
+    tee.title = Some("Organic Cotton T-Shirt - Blue / L".into());
+    tee.sku = Some("TS-BLU-L".into());
+    tee.location = Some("24826418".into());
+    tee.available = Some(0);
+    tee.previous = Some(3);
+
+    let mut mug = alert(Rule::LowStock, "acme-amazon", "amazon", "MUG-11OZ-WHT");
+    mug.title = Some("Enamel Camp Mug 11oz - White".into());
+    mug.sku = Some("MUG-11OZ-WHT".into());
+    mug.location = Some("fba:A1F83G8C2ARO7P".into());
+    mug.available = Some(2);
+    mug.previous = Some(9);
+    mug.at = AT - 3 * 3_600_000;
+
+    let mut untitled = alert(Rule::LowStock, "acme-shop", "shopify", "46208873541699");
+    untitled.available = Some(4);
+    untitled.previous = Some(6);
+    untitled.at = AT - 25 * 60_000;
+
+    vec![mug, untitled, tee]
+}
+
+/// The store address the sample's links use, and its warehouse's name.
+pub fn stores() -> Stores {
+    Stores::default()
+        .with("acme-shop", "acme-shop.myshopify.com")
+        .with_location("acme-shop", "24826418", "Main warehouse")
+}
