@@ -5,6 +5,7 @@
 //!
 //! [`EventSink`]: stockhook_shared::queue::EventSink
 
+use crate::reload::SourceTable;
 use crate::routes::{self, AppState, Source};
 use crate::server::{self, ConnLimits};
 use anyhow::Context as _;
@@ -25,6 +26,7 @@ pub async fn serve(
     sources: HashMap<String, Source>,
     disabled: HashMap<String, String>,
     tls: Option<TlsAcceptor>,
+    hangup: crate::app::Hangup,
 ) -> anyhow::Result<()> {
     let opts = NatsOptions::from_config(&config, "stockhook-receiver");
     let urls = opts.urls.join(",");
@@ -44,8 +46,7 @@ pub async fn serve(
     let local = listener.local_addr().context("reading the bound address")?;
     let client = sink.client().clone();
     let state = Arc::new(AppState {
-        sources,
-        disabled,
+        sources: SourceTable::new((sources, disabled)),
         sink,
         data_dir: config.data_dir.clone(),
         metrics: Default::default(),
@@ -65,6 +66,12 @@ pub async fn serve(
     tracing::info!(addr = %local, tls = tls.is_some(), queue = "nats", nats = %urls, "receiver ready");
     let _ = sdnotify::ready();
     let watchdog = tokio::spawn(lifecycle::watchdog_pings(stop_rx.clone()));
+    let reload = tokio::spawn(crate::reload::on_sighup(
+        hangup.0,
+        state.clone(),
+        hangup.1,
+        stop_rx.clone(),
+    ));
     server::run_with_tls(
         listener,
         state.clone(),
@@ -75,6 +82,7 @@ pub async fn serve(
     .await;
     let _ = sdnotify::stopping();
     let _ = stop_tx.send(true);
+    let _ = reload.await;
     watchdog.abort();
     drop(state);
     // Every request that got its answer had its publish acked; flush what else is buffered.

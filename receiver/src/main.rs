@@ -102,7 +102,9 @@ fn main() -> ExitCode {
                     .enable_all()
                     .build()
                     .context("starting the async runtime")
-                    .and_then(|rt| rt.block_on(app::serve(loaded.config.clone()))),
+                    .and_then(|rt| {
+                        rt.block_on(app::serve(loaded.config.clone(), loaded.path.clone()))
+                    }),
             }
         }
     };

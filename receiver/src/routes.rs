@@ -13,6 +13,7 @@
 use crate::ebay_keys::{FetchError, KeyCache};
 use crate::metrics::Metrics;
 use crate::ratelimit::TokenBucket;
+use crate::reload::SourceTable;
 use crate::schemes::{self, Incoming, Verifier};
 use bytes::Bytes;
 use http::{header, HeaderMap, Method, Request, Response, StatusCode};
@@ -43,9 +44,9 @@ pub struct Source {
 
 /// Everything a request needs; shared by all connections.
 pub struct AppState<S: EventSink> {
-    pub sources: HashMap<String, Source>,
-    /// Sources switched off at start, with the reason (answered 503 so the platform retries).
-    pub disabled: HashMap<String, String>,
+    /// Enabled sources, and those switched off with the reason (answered 503 so the platform
+    /// retries); replaced whole on SIGHUP.
+    pub sources: SourceTable,
     pub sink: S,
     pub data_dir: PathBuf,
     pub metrics: Metrics,
@@ -219,7 +220,12 @@ where
             None,
         ),
     };
-    if let Some(o) = outcome {
+    if let Some(mut o) = outcome {
+        // Only configured names become labels and log fields (a 405 or a disabled source's 503
+        // carries the name from the URL until here).
+        if state.sources.current().label(&o.source) == "<unknown>" {
+            o.source = "<unknown>".to_string();
+        }
         let elapsed = started.elapsed();
         state.metrics.request_seconds.observe(elapsed.as_secs_f64());
         state.metrics.requests.inc(&[&o.source, o.status.as_str()]);
@@ -264,8 +270,9 @@ where
     B: hyper::body::Body<Data = Bytes> + Send + 'static,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
-    let Some(source) = state.sources.get(name) else {
-        if let Some(why) = state.disabled.get(name) {
+    let table = state.sources.current();
+    let Some(source) = table.enabled.get(name) else {
+        if let Some(why) = table.disabled.get(name) {
             let r = with_retry_after(
                 error(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -565,7 +572,8 @@ fn challenge<S: EventSink>(
             .find(|(k, _)| *k == "challenge_code")
             .map(|(_, v)| v.to_string())
     });
-    let Some(source) = state.sources.get(name) else {
+    let table = state.sources.current();
+    let Some(source) = table.enabled.get(name) else {
         return (
             error(StatusCode::NOT_FOUND, "unknown_source", "no such source"),
             outcome(

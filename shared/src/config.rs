@@ -90,6 +90,10 @@ pub struct ReceiverConfig {
     pub tls_cert: Option<PathBuf>,
     #[serde(default)]
     pub tls_key: Option<PathBuf>,
+    /// A second address serving only `/metrics`, `/healthz` and `/readyz` (e.g.
+    /// `127.0.0.1:9464`), so a public listener need not expose them. Unset: they stay on `listen`.
+    #[serde(default)]
+    pub metrics_listen: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -135,6 +139,9 @@ pub struct WorkerConfig {
     /// Events leased per batch.
     #[serde(default = "defaults::batch_size")]
     pub batch_size: usize,
+    /// Where the worker serves its Prometheus `/metrics` (e.g. `127.0.0.1:9465`). Unset: none.
+    #[serde(default)]
+    pub metrics_listen: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -1,5 +1,5 @@
 //! What both long-running processes do the same way around their main loop: wait for SIGTERM or
-//! SIGINT, and ping systemd's watchdog while they live.
+//! SIGINT, listen for SIGHUP (reload), and ping systemd's watchdog while they live.
 
 use crate::sdnotify;
 use tokio::sync::watch;
@@ -19,6 +19,12 @@ pub async fn shutdown_signal() {
         _ = term.recv() => tracing::info!("SIGTERM received"),
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
     }
+}
+
+/// The SIGHUP stream that asks for a config reload. Install it before announcing readiness:
+/// until it exists, a SIGHUP's default action ends the process.
+pub fn reload_signals() -> std::io::Result<tokio::signal::unix::Signal> {
+    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
 }
 
 /// Sends WATCHDOG=1 every half `WatchdogSec` until `stop` turns true; nothing when systemd asked

@@ -339,7 +339,7 @@ mod erased {
 pub fn start<S: StateBackend>(
     data_dir: &Path,
     store: Arc<S>,
-    rules: Arc<RuleConfig>,
+    rules: Arc<crate::reload::RulesSlot>,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let path = data_dir.join("worker.sock");
@@ -360,7 +360,7 @@ pub fn start<S: StateBackend>(
                             let resp = if req.v != VERSION {
                                 Response { ok: false, result: serde_json::Value::Null, error: Some(format!("protocol version {} not served; this worker speaks {VERSION}", req.v)) }
                             } else {
-                                dispatch(&store, &rules, req.op).await
+                                dispatch(&store, &rules.current(), req.op).await
                             };
                             if write_frame(&mut s, &resp).await.is_err() {
                                 break;

@@ -8,6 +8,7 @@ pub mod email;
 pub mod facts;
 pub mod ops;
 pub mod pipeline;
+pub mod reload;
 pub mod retry;
 pub mod rules;
 pub mod sender;

@@ -152,7 +152,7 @@ fn main() -> ExitCode {
                 for n in &loaded.notices {
                     tracing::info!("{n}");
                 }
-                stockhook_worker::pipeline::run(cfg)
+                stockhook_worker::pipeline::run(cfg, loaded.path.clone())
                     .await
                     .map(|_| String::new())
                     .map_err(OpsError::Failed)

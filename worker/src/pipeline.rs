@@ -11,12 +11,14 @@
 //! [`sender`]: crate::sender
 
 use crate::adapters;
+use crate::reload::RulesSlot;
 use crate::retry::Backoff;
 use crate::state::{counters, Applied, Prepared, RuleConfig};
 use crate::state_backend::{SledState, StateBackend};
 use crate::state_nats::NatsState;
 use crate::worker_queue::WorkerQueue;
 use anyhow::Context as _;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use stockhook_shared::config::{Config, Platform};
@@ -30,7 +32,8 @@ const LEASE_WAIT_MS: u64 = 1000;
 
 /// Runs the worker until a signal. Errors are fatal start-up problems. The one place that
 /// picks where the state lives (`[queue] backend`): everything below is generic over it.
-pub async fn run(config: Config) -> anyhow::Result<()> {
+/// `config_path` is the file `config` came from, read again on SIGHUP.
+pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
     if config.queue.backend == "nats" {
         // Still used for the mail files and the control socket.
         std::fs::create_dir_all(&config.data_dir)
@@ -38,17 +41,23 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         let state = NatsState::connect(&config)
             .await
             .context("queue.backend = \"nats\": opening the worker state in JetStream KV")?;
-        return run_with(config, Arc::new(state)).await;
+        return run_with(config, config_path, Arc::new(state)).await;
     }
     let state = SledState::open(&config.data_dir.join("state"))?;
-    run_with(config, Arc::new(state)).await
+    run_with(config, config_path, Arc::new(state)).await
 }
 
 /// [`run`] on a given state backend.
-pub async fn run_with<S: StateBackend>(config: Config, state: Arc<S>) -> anyhow::Result<()> {
+pub async fn run_with<S: StateBackend>(
+    config: Config,
+    config_path: Option<PathBuf>,
+    state: Arc<S>,
+) -> anyhow::Result<()> {
     let mailer = crate::email::Mailer::from_config(&config.email, &config.data_dir)
         .map_err(|e| anyhow::anyhow!("email config: {e}"))?;
-    let rules = Arc::new(RuleConfig::from_config(&config));
+    let rules = Arc::new(RulesSlot::new(RuleConfig::from_config(&config)));
+    // Before READY=1: from then on a SIGHUP reloads instead of ending the process.
+    let hup = lifecycle::reload_signals().context("listening for SIGHUP (config reload)")?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let wake = Arc::new(Notify::new());
 
@@ -74,6 +83,13 @@ pub async fn run_with<S: StateBackend>(config: Config, state: Arc<S>) -> anyhow:
         stop_rx.clone(),
     ));
     let watchdog = tokio::spawn(lifecycle::watchdog_pings(stop_rx.clone()));
+    let reload = tokio::spawn(crate::reload::on_sighup(
+        hup,
+        rules.clone(),
+        config_path,
+        config.clone(),
+        stop_rx.clone(),
+    ));
     let _ = sdnotify::ready();
     println!("ready state={}", state.describe());
     tracing::info!(state = %state.describe(), "worker ready");
@@ -88,6 +104,7 @@ pub async fn run_with<S: StateBackend>(config: Config, state: Arc<S>) -> anyhow:
     let _ = sender.await;
     let _ = schedule.await;
     let _ = control.await;
+    let _ = reload.await;
     watchdog.abort();
     signal.abort();
     state.sync().await?;
@@ -99,7 +116,7 @@ pub async fn run_with<S: StateBackend>(config: Config, state: Arc<S>) -> anyhow:
 async fn drain<S: StateBackend>(
     config: &Config,
     state: &Arc<S>,
-    rules: &Arc<RuleConfig>,
+    rules: &RulesSlot,
     wake: &Notify,
     stop: watch::Receiver<bool>,
 ) {
@@ -145,7 +162,7 @@ async fn drain<S: StateBackend>(
         if leased.is_empty() {
             continue;
         }
-        if let Err(e) = process_batch(c, state, rules, leased).await {
+        if let Err(e) = process_batch(c, state, &rules.current(), leased).await {
             tracing::warn!(error = %e, "queue call failed mid-batch; unacked events will be redelivered");
             client = None;
         }
@@ -276,7 +293,7 @@ async fn purge_ebay_user<S: StateBackend>(
 /// what is older than 30 days.
 async fn no_sales_schedule<S: StateBackend>(
     state: Arc<S>,
-    rules: Arc<RuleConfig>,
+    rules: Arc<RulesSlot>,
     wake: Arc<Notify>,
     every: Duration,
     mut stop: watch::Receiver<bool>,
@@ -298,7 +315,7 @@ async fn no_sales_schedule<S: StateBackend>(
             Err(e) => tracing::warn!(error = %e, "housekeeping failed; next run will retry"),
             _ => {}
         }
-        match state.run_no_sales(rules.clone(), now_ms()).await {
+        match state.run_no_sales(rules.current(), now_ms()).await {
             Ok(alerts) if !alerts.is_empty() => {
                 tracing::info!(alerts = alerts.len(), "no-sales alerts raised");
                 wake.notify_one();
