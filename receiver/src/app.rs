@@ -147,6 +147,44 @@ fn expand_credentials_dir(path: &Path, key: &str) -> anyhow::Result<PathBuf> {
     ))
 }
 
+/// Binds `receiver.metrics_listen` when set (a start-up error if it cannot be bound) and serves
+/// `/metrics`, `/healthz` and `/readyz` there until `stop`; the webhook listener then answers
+/// those paths 404 (`AppState::serve_ops`).
+pub async fn metrics_listener<S: stockhook_shared::queue::EventSink>(
+    config: &Config,
+    state: &Arc<AppState<S>>,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
+    use http_body_util::BodyExt as _;
+    use stockhook_shared::metrics_http;
+    let Some(addr) = &config.receiver.metrics_listen else {
+        return Ok(None);
+    };
+    let listener = metrics_http::bind(addr, "receiver.metrics_listen").await?;
+    tracing::info!(addr = %listener.local_addr().context("reading the metrics address")?, "metrics, healthz and readyz on their own listener");
+    let state = state.clone();
+    let handler = move |path: String| {
+        let state = state.clone();
+        async move {
+            let r = routes::ops(&state, &path).await;
+            let status = r.status().as_u16();
+            let ctype = if path == "/metrics" {
+                metrics_http::PROMETHEUS_TEXT
+            } else {
+                "application/json"
+            };
+            let body = match r.into_body().collect().await {
+                Ok(b) => String::from_utf8_lossy(&b.to_bytes()).into_owned(),
+                Err(never) => match never {},
+            };
+            (status, ctype, body)
+        }
+    };
+    Ok(Some(tokio::spawn(metrics_http::serve(
+        listener, handler, stop,
+    ))))
+}
+
 /// What SIGHUP needs while serving: the signal stream (installed before readiness, so a SIGHUP
 /// never ends the process) and the [`Reloader`].
 pub type Hangup = (tokio::signal::unix::Signal, Reloader);
@@ -209,6 +247,7 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
         sink: committer,
         data_dir: config.data_dir.clone(),
         metrics: Default::default(),
+        serve_ops: config.receiver.metrics_listen.is_none(),
         max_body_bytes: config.receiver.max_body_bytes,
         body_timeout: config.receiver.body_timeout.get(),
         clock: routes::system_clock,
@@ -218,6 +257,7 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
         header_timeout: config.receiver.header_timeout.get(),
         shutdown_grace: config.receiver.shutdown_grace.get(),
     };
+    let metrics_task = metrics_listener(&config, &state, stop_rx.clone()).await?;
     // The one line scripts and tests wait for.
     println!("ready addr={local}");
     let _ = std::io::stdout().flush();
@@ -263,6 +303,9 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
     let _ = qtask.await;
     let _ = maint.await;
     let _ = reload.await;
+    if let Some(t) = metrics_task {
+        let _ = t.await;
+    }
     watchdog.abort();
     // The last sender goes with the state: the commit thread answers what it has, then exits.
     drop(state);

@@ -50,6 +50,7 @@ pub async fn serve(
         sink,
         data_dir: config.data_dir.clone(),
         metrics: Default::default(),
+        serve_ops: config.receiver.metrics_listen.is_none(),
         max_body_bytes: config.receiver.max_body_bytes,
         body_timeout: config.receiver.body_timeout.get(),
         clock: routes::system_clock,
@@ -60,6 +61,7 @@ pub async fn serve(
         shutdown_grace: config.receiver.shutdown_grace.get(),
     };
     let (stop_tx, stop_rx) = watch::channel(false);
+    let metrics_task = crate::app::metrics_listener(&config, &state, stop_rx.clone()).await?;
     // The one line scripts and tests wait for.
     println!("ready addr={local}");
     let _ = std::io::stdout().flush();
@@ -83,6 +85,9 @@ pub async fn serve(
     let _ = sdnotify::stopping();
     let _ = stop_tx.send(true);
     let _ = reload.await;
+    if let Some(t) = metrics_task {
+        let _ = t.await;
+    }
     watchdog.abort();
     drop(state);
     // Every request that got its answer had its publish acked; flush what else is buffered.

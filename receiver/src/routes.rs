@@ -50,6 +50,9 @@ pub struct AppState<S: EventSink> {
     pub sink: S,
     pub data_dir: PathBuf,
     pub metrics: Metrics,
+    /// Whether the webhook listener also answers `/metrics`, `/healthz` and `/readyz`; false
+    /// when `receiver.metrics_listen` serves them on their own address.
+    pub serve_ops: bool,
     pub max_body_bytes: usize,
     pub body_timeout: Duration,
     /// Seconds since the epoch; injected so tests can pin time.
@@ -173,16 +176,8 @@ where
     let path = req.uri().path().to_string();
     let method = req.method().clone();
     let (resp, outcome) = match (method.clone(), path.as_str()) {
-        (Method::GET, "/healthz") => (healthz(&state).await, None),
-        (Method::GET, "/readyz") => (readyz(&state), None),
-        (Method::GET, "/metrics") => {
-            let q = state.sink.stats().await.unwrap_or_default();
-            let mut r = Response::new(Full::new(Bytes::from(state.metrics.render(&q))));
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                header::HeaderValue::from_static("text/plain; version=0.0.4"),
-            );
-            (r, None)
+        (Method::GET, "/healthz" | "/readyz" | "/metrics") if state.serve_ops => {
+            (ops(&state, &path).await, None)
         }
         (m, p) if p.starts_with("/webhooks/") => {
             let name = &p["/webhooks/".len()..];
@@ -426,10 +421,16 @@ where
         .append_seconds
         .observe(t.elapsed().as_secs_f64());
     match result {
-        Ok(AppendOutcome::Accepted(id)) => (
-            stored_response("accepted", id),
-            outcome(name, StatusCode::OK, bytes, Some(id.to_string()), None),
-        ),
+        Ok(AppendOutcome::Accepted(id)) => {
+            state
+                .metrics
+                .last_event
+                .set(&[&source.name], now_ms() as f64 / 1000.0);
+            (
+                stored_response("accepted", id),
+                outcome(name, StatusCode::OK, bytes, Some(id.to_string()), None),
+            )
+        }
         Ok(AppendOutcome::Duplicate(id)) => (
             stored_response("duplicate", id),
             outcome(
@@ -604,6 +605,29 @@ fn challenge<S: EventSink>(
                 format!("source {name} answers no endpoint challenge: set scheme = \"ebay\", verification_token and endpoint_url"),
             ),
             outcome(name, StatusCode::NOT_FOUND, 0, None, Some("no_challenge")),
+        ),
+    }
+}
+
+/// `/healthz`, `/readyz` and `/metrics` (404 for any other path): on the webhook listener, or
+/// alone on `receiver.metrics_listen`.
+pub async fn ops<S: EventSink>(state: &AppState<S>, path: &str) -> Resp {
+    match path {
+        "/healthz" => healthz(state).await,
+        "/readyz" => readyz(state),
+        "/metrics" => {
+            let q = state.sink.stats().await.unwrap_or_default();
+            let mut r = Response::new(Full::new(Bytes::from(state.metrics.render(&q))));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
+            r
+        }
+        _ => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "this address serves GET /metrics, /healthz and /readyz only",
         ),
     }
 }

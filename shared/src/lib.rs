@@ -8,6 +8,8 @@ pub mod envelope;
 pub mod lifecycle;
 pub mod loader;
 pub mod metrics;
+pub mod metrics_http;
+pub mod process_metrics;
 pub mod queue;
 pub mod redact;
 pub mod sdnotify;

@@ -170,3 +170,258 @@ fn sighup_reloads_the_workers_thresholds_and_recipients() {
         Some(0)
     );
 }
+
+/// The value of the metric line that starts with `series ` (name and labels exactly).
+fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// `metrics_listen` serves /metrics, /healthz and /readyz on their own address and the webhook
+/// listener no longer does; 300 requests to random source names add no series (they are all
+/// `<unknown>`); build info, process metrics and the last event time per source are there; the
+/// worker serves its own metrics on its own `metrics_listen`.
+#[test]
+fn metrics_listeners_bounded_labels_and_the_workers_metrics() {
+    use stockhook_tests::stack::{free_port, start_worker, stat, wait_stats};
+    let dir = TestDir::new("metrics");
+    let rx_metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let wk_metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let cfg = dir
+        .config()
+        .receiver("metrics_listen", &format!("\"{rx_metrics}\""))
+        .worker("metrics_listen", &format!("\"{wk_metrics}\""))
+        .recipients(&["ops@example.com"])
+        .source(SourceSpec::shopify("shop", SECRET_OLD));
+    let path = dir.write_config("stockhook.toml", &cfg);
+    let rx = dir.receiver(&path);
+    let addr = rx.addr();
+
+    assert_eq!(
+        http::get(addr, "/metrics").status,
+        404,
+        "not on the public listener"
+    );
+    assert_eq!(http::get(addr, "/healthz").status, 404);
+    assert_eq!(http::get(rx_metrics, "/healthz").status, 200);
+    assert_eq!(http::get(rx_metrics, "/readyz").status, 200);
+    let scrape = || {
+        let r = http::get(rx_metrics, "/metrics");
+        assert_eq!(r.status, 200, "{r:?}");
+        r.text()
+    };
+    let series = |text: &str| {
+        text.lines()
+            .filter(|l| l.starts_with("stockhook_requests_total{"))
+            .count()
+    };
+
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert_eq!(post_level(addr, SECRET_OLD, 81, 2, "m-1").status, 200);
+    let first = scrape();
+    let series_before = series(&first);
+    let last = metric(
+        &first,
+        "stockhook_last_event_timestamp_seconds{source=\"shop\"}",
+    )
+    .unwrap_or_else(|| panic!("no last event time for shop: {first}"));
+    assert!(
+        last >= before - 1.0 && last <= before + 60.0,
+        "{last} vs {before}"
+    );
+
+    let mut conn = Conn::connect(addr);
+    for i in 0..300u32 {
+        let name = format!("random-{i}-{:08x}", i.wrapping_mul(2654435761));
+        let r = conn
+            .send::<&str, &str>("PUT", &format!("/webhooks/{name}"), &[], b"")
+            .unwrap();
+        assert_eq!(r.status, 405);
+    }
+    let text = scrape();
+    assert_eq!(
+        metric(
+            &text,
+            "stockhook_requests_total{source=\"<unknown>\",status=\"405\"}"
+        ),
+        Some(300.0),
+        "{text}"
+    );
+    assert!(
+        series(&text) <= series_before + 1,
+        "300 random names made new series:\n{text}"
+    );
+    assert!(!text.contains("random-"), "a URL name became a label");
+    assert!(text.contains("stockhook_build_info{version=\""), "{text}");
+    for name in [
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "process_start_time_seconds",
+    ] {
+        assert!(metric(&text, name).is_some(), "no {name}: {text}");
+    }
+
+    // The worker's own metrics.
+    let _worker = start_worker(&dir, &path);
+    wait_stats(
+        &dir,
+        &path,
+        Duration::from_secs(30),
+        "the event is applied",
+        |s| stat(s, "events.processed") == 1 && stat(s, "alerts.sent") == 1,
+    );
+    let wk = poll_until(deadline_in(Duration::from_secs(30)), || {
+        let t = http::get(wk_metrics, "/metrics").text();
+        metric(
+            &t,
+            "stockhook_worker_alerts_total{rule=\"low_stock\",status=\"sent\"}",
+        )
+        .is_some()
+        .then_some(t)
+    })
+    .expect("the worker's metrics count the sent alert");
+    assert_eq!(
+        metric(
+            &wk,
+            "stockhook_worker_events_total{source=\"shop\",outcome=\"applied\"}"
+        ),
+        Some(1.0),
+        "{wk}"
+    );
+    assert_eq!(
+        metric(
+            &wk,
+            "stockhook_worker_alerts_total{rule=\"low_stock\",status=\"created\"}"
+        ),
+        Some(1.0),
+        "{wk}"
+    );
+    assert_eq!(
+        metric(&wk, "stockhook_worker_email_send_seconds_count"),
+        Some(1.0)
+    );
+    assert!(metric(&wk, "stockhook_worker_queue_lag_seconds").is_some());
+    assert!(metric(&wk, "process_open_fds").is_some());
+    assert_eq!(http::get(wk_metrics, "/other").status, 404);
+
+    // Every metric the Grafana dashboard queries is one the processes export.
+    let dash = std::fs::read_to_string(
+        stockhook_tests::bins::repo_root().join("deploy/grafana-dashboard.json"),
+    )
+    .expect("deploy/grafana-dashboard.json");
+    let exported = format!("{text}\n{wk}");
+    let mut queried = 0;
+    for word in dash.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+        if word.starts_with("stockhook_") || word.starts_with("process_") {
+            queried += 1;
+            assert!(
+                exported.contains(&format!("\n{word}"))
+                    || exported.contains(&format!("# TYPE {word} ")),
+                "the dashboard queries {word}, which neither process exports"
+            );
+        }
+    }
+    assert!(queried > 10, "the dashboard queries {queried} metrics");
+}
+
+/// Under systemd (`$JOURNAL_STREAM` names the process's stderr) every log line starts with its
+/// syslog priority, which journald turns into `PRIORITY=`: `<6>` info, `<4>` a refused webhook,
+/// and the JSON fields follow the prefix. With the variable naming another file: no prefixes.
+#[test]
+fn journal_stream_gets_a_priority_on_every_line() {
+    use std::os::unix::fs::MetadataExt;
+    use std::process::{Command, Stdio};
+    let dir = TestDir::new("journald");
+    let cfg = dir.config().source(SourceSpec::shopify("shop", SECRET_OLD));
+    let path = dir.write_config("stockhook.toml", &cfg);
+
+    let run = |name: &str, journal: bool| -> String {
+        let err_path = dir.path().join(format!("{name}.stderr"));
+        let out_path = dir.path().join(format!("{name}.stdout"));
+        let err = std::fs::File::create(&err_path).unwrap();
+        let meta = err.metadata().unwrap();
+        let stream = if journal {
+            format!("{}:{}", meta.dev(), meta.ino())
+        } else {
+            format!("{}:{}", meta.dev(), meta.ino() + 1)
+        };
+        let mut child = Command::new(stockhook_tests::bins::receiver())
+            .arg("--config")
+            .arg(&path)
+            .arg("serve")
+            .env_remove("RUST_LOG")
+            .env("JOURNAL_STREAM", stream)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&out_path).unwrap())
+            .stderr(err)
+            .spawn()
+            .unwrap();
+        let addr: SocketAddr = poll_until(deadline_in(Duration::from_secs(30)), || {
+            let out = std::fs::read_to_string(&out_path).ok()?;
+            out.lines()
+                .find_map(|l| l.strip_prefix("ready addr="))
+                .map(|a| a.trim().parse().unwrap())
+        })
+        .expect("the receiver printed its ready line");
+        let bad = http::post(
+            addr,
+            "/webhooks/shop",
+            &[
+                ("X-Shopify-Hmac-Sha256", "bm90IGl0"),
+                ("X-Shopify-Topic", "x"),
+            ],
+            b"{}",
+        );
+        assert_eq!(bad.status, 401);
+        // SAFETY: kill(2) on the child we spawned and have not reaped.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let st = poll_until(deadline_in(Duration::from_secs(30)), || {
+            child.try_wait().unwrap()
+        })
+        .expect("the receiver exits on SIGTERM");
+        assert_eq!(st.code(), Some(0));
+        std::fs::read_to_string(&err_path).unwrap()
+    };
+
+    let journal = run("journal", true);
+    let lines: Vec<&str> = journal.lines().filter(|l| !l.is_empty()).collect();
+    assert!(lines.len() >= 3, "{journal}");
+    for l in &lines {
+        let (prio, json) = l.split_at(3);
+        assert!(
+            ["<3>", "<4>", "<6>", "<7>"].contains(&prio),
+            "no priority prefix: {l}"
+        );
+        let v: serde_json::Value = serde_json::from_str(json)
+            .unwrap_or_else(|e| panic!("not JSON after {prio} ({e}): {l}"));
+        let want = match v["level"].as_str() {
+            Some("ERROR") => "<3>",
+            Some("WARN") => "<4>",
+            Some("INFO") => "<6>",
+            _ => "<7>",
+        };
+        assert_eq!(prio, want, "{l}");
+    }
+    let refused = lines
+        .iter()
+        .find(|l| l.contains("webhook refused"))
+        .unwrap_or_else(|| panic!("no refusal line: {journal}"));
+    assert!(refused.starts_with("<4>{"), "{refused}");
+    assert!(
+        refused.contains(r#""source":"shop""#),
+        "fields follow: {refused}"
+    );
+    assert!(lines
+        .iter()
+        .any(|l| l.starts_with("<6>") && l.contains("receiver ready")));
+
+    let plain = run("plain", false);
+    assert!(
+        plain.lines().all(|l| l.is_empty() || l.starts_with('{')),
+        "prefixes without the journal: {plain}"
+    );
+}

@@ -6,6 +6,7 @@ pub mod alert;
 pub mod control;
 pub mod email;
 pub mod facts;
+pub mod metrics;
 pub mod ops;
 pub mod pipeline;
 pub mod reload;

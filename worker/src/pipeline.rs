@@ -11,6 +11,7 @@
 //! [`sender`]: crate::sender
 
 use crate::adapters;
+use crate::metrics;
 use crate::reload::RulesSlot;
 use crate::retry::Backoff;
 use crate::state::{counters, Applied, Prepared, RuleConfig};
@@ -82,6 +83,10 @@ pub async fn run_with<S: StateBackend>(
         config.alerts.no_sales_check.get(),
         stop_rx.clone(),
     ));
+    let metrics_task = match &config.worker.metrics_listen {
+        Some(addr) => Some(metrics::serve(addr, stop_rx.clone()).await?),
+        None => None,
+    };
     let watchdog = tokio::spawn(lifecycle::watchdog_pings(stop_rx.clone()));
     let reload = tokio::spawn(crate::reload::on_sighup(
         hup,
@@ -105,6 +110,9 @@ pub async fn run_with<S: StateBackend>(
     let _ = schedule.await;
     let _ = control.await;
     let _ = reload.await;
+    if let Some(t) = metrics_task {
+        let _ = t.await;
+    }
     watchdog.abort();
     signal.abort();
     state.sync().await?;
@@ -178,6 +186,9 @@ pub async fn process_batch<S: StateBackend>(
     rules: &Arc<RuleConfig>,
     leased: Vec<Leased>,
 ) -> Result<(), QueueError> {
+    if let Some(oldest) = leased.iter().map(|l| l.envelope.received_at_ms).min() {
+        metrics::record_lag(oldest, now_ms());
+    }
     let mut prepared = Vec::with_capacity(leased.len());
     let mut permanent: Vec<(EventId, String)> = Vec::new();
     let mut deletions: Vec<(String, String)> = Vec::new();
@@ -199,6 +210,7 @@ pub async fn process_batch<S: StateBackend>(
                 })
             }
             Err(e) => {
+                metrics::EVENTS.inc(&[&env.source, "dead_lettered"]);
                 tracing::warn!(event_id = %env.id, source = %env.source, topic = env.topic().unwrap_or(""), error = %e, "event dead-lettered: cannot be read");
                 permanent.push((env.id, e.to_string()));
             }
@@ -211,11 +223,25 @@ pub async fn process_batch<S: StateBackend>(
         return Ok(());
     }
     let ids: Vec<EventId> = prepared.iter().map(|p| p.id).collect();
+    let sources: Vec<String> = prepared.iter().map(|p| p.source.clone()).collect();
     let applied = state
         .apply_batch(prepared, rules.clone(), now_ms(), false)
         .await;
     match applied {
         Ok(results) => {
+            for (source, a) in sources.iter().zip(&results) {
+                match a {
+                    Applied::Done { alerts } => {
+                        metrics::EVENTS.inc(&[source, "applied"]);
+                        for alert in alerts {
+                            metrics::ALERTS.inc(&[alert.rule.as_str(), "created"]);
+                        }
+                    }
+                    Applied::AlreadyProcessed => {
+                        metrics::EVENTS.inc(&[source, "already_processed"])
+                    }
+                }
+            }
             let alerts: usize = results
                 .iter()
                 .map(|a| match a {
@@ -242,6 +268,9 @@ pub async fn process_batch<S: StateBackend>(
         Err(e) => {
             tracing::error!(error = %e, events = ids.len(), "state store failed; events will be retried");
             let retry_at = now_ms() + 5_000;
+            for source in &sources {
+                metrics::EVENTS.inc(&[source, "retried"]);
+            }
             for id in ids {
                 q.fail(
                     id,

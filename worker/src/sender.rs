@@ -144,7 +144,15 @@ pub async fn send_due<S: StateBackend>(
                     "no recipients: set [alerts] recipients (or EMAIL_RECIPIENTS), or recipients on the source".into(),
                 ))
         } else {
-            mailer.send(&alerts, &to).await
+            let t = std::time::Instant::now();
+            let r = mailer.send(&alerts, &to).await;
+            crate::metrics::EMAIL_SEND_SECONDS.observe(t.elapsed().as_secs_f64());
+            r
+        };
+        let count_as = |status: &str| {
+            for a in &alerts {
+                crate::metrics::ALERTS.inc(&[a.rule.as_str(), status]);
+            }
         };
         let now = now_ms();
         match result {
@@ -167,6 +175,7 @@ pub async fn send_due<S: StateBackend>(
                 state
                     .update_alerts(vec![], |_| {}, Some((counters::EMAILS_SENT.to_string(), 1)))
                     .await?;
+                count_as("sent");
                 tracing::info!(message_id = %done.message_id, alerts = ids.len(), "alert email sent");
                 sent += 1;
             }
@@ -198,6 +207,7 @@ pub async fn send_due<S: StateBackend>(
                         expired.then(|| (counters::ALERTS_FAILED.to_string(), ids.len() as i64)),
                     )
                     .await?;
+                count_as(if expired { "failed" } else { "retry" });
                 if expired {
                     tracing::error!(alerts = ids.len(), error = %err, "alert email failed for good: gave up after the retry period; see `stockhook-worker failed list`");
                 } else {
@@ -218,6 +228,7 @@ pub async fn send_due<S: StateBackend>(
                         Some((counters::ALERTS_FAILED.to_string(), ids.len() as i64)),
                     )
                     .await?;
+                count_as("failed");
                 tracing::error!(alerts = ids.len(), error = %err, "alert email refused permanently; see `stockhook-worker failed list`, fix, then `failed replay`");
             }
         }
