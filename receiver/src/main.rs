@@ -3,7 +3,7 @@
 //! usage or config (before anything is bound or opened).
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use stockhook_receiver::{app, compact, sign};
@@ -11,9 +11,10 @@ use stockhook_shared::config;
 
 /// Verifies e-commerce webhooks and appends them durably to stockhook's queue.
 #[derive(Parser)]
-#[command(name = "stockhook-receiver", version, about)]
+#[command(name = "stockhook-receiver", version = stockhook_shared::process_metrics::LONG_VERSION, about)]
 struct Cli {
-    /// Config file (else $STOCKHOOK_CONFIG, else ./stockhook.toml, else built-in defaults).
+    /// Config file (else $STOCKHOOK_CONFIG, else ./stockhook.toml, else
+    /// /etc/stockhook/stockhook.toml, else built-in defaults).
     #[arg(long, global = true, value_name = "PATH")]
     config: Option<PathBuf>,
     #[command(subcommand)]
@@ -40,11 +41,44 @@ enum Command {
     },
     /// Rewrite the queue database into a fresh one to give disk space back (receiver stopped).
     Compact,
+    /// Print the shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell to complete for.
+        shell: stockhook_shared::cli::Shell,
+    },
+    /// Print the man page (roff), or write one per subcommand into --dir.
+    Man {
+        /// Write stockhook-receiver.1 and a page per subcommand into this directory.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let loaded = match config::load(cli.config.as_deref()) {
+    // Generated from the definition above; no config needed.
+    match &cli.command {
+        Some(Command::Completions { shell }) => {
+            stockhook_shared::cli::print_completions(Cli::command(), *shell);
+            return ExitCode::SUCCESS;
+        }
+        Some(Command::Man { dir }) => {
+            return match stockhook_shared::cli::write_man_pages(Cli::command(), dir.as_deref()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("stockhook-receiver: {e:#}");
+                    ExitCode::from(1)
+                }
+            };
+        }
+        _ => {}
+    }
+    // compact touches no source: it resolves no secret.
+    let load = match cli.command {
+        Some(Command::Compact) => config::load_for_ops,
+        _ => config::load,
+    };
+    let loaded = match load(cli.config.as_deref()) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("stockhook-receiver: config error: {e}");
@@ -85,6 +119,7 @@ fn main() -> ExitCode {
             Err(sign::SignError::Io(e)) => Err(e),
         },
         Command::Compact => compact::run(cfg),
+        Command::Completions { .. } | Command::Man { .. } => unreachable!("handled above"),
         Command::Serve => {
             for n in &loaded.notices {
                 tracing::warn!("{n}");
@@ -115,5 +150,17 @@ fn main() -> ExitCode {
             eprintln!("stockhook-receiver: {e:#}");
             ExitCode::from(1)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cli_is_consistent_and_every_argument_has_help() {
+        Cli::command().debug_assert();
+        let missing = stockhook_shared::cli::args_without_help(&Cli::command());
+        assert!(missing.is_empty(), "arguments without help: {missing:#?}");
     }
 }

@@ -2,6 +2,7 @@
 //! (its trait, its sled implementation, and the Unix-socket API the receiver serves and the worker
 //! and ops CLI call), and telemetry setup.
 
+pub mod cli;
 pub mod config;
 pub mod duration;
 pub mod envelope;

@@ -425,3 +425,84 @@ fn journal_stream_gets_a_priority_on_every_line() {
         "prefixes without the journal: {plain}"
     );
 }
+
+/// The operator's commands on a packaged install: the config names secrets only systemd can
+/// provide (`${CREDENTIALS_DIRECTORY}`, an unset `smtp_url_env`), and `failed list`, `stats` and
+/// `export` (CSV without being asked) still work, since they resolve no secret. `--version` names
+/// the commit; completions and the man page come from the same definition.
+#[test]
+fn ops_cli_needs_no_secrets_and_names_its_commit() {
+    use stockhook_tests::stack::{worker_cli, worker_cli_ok};
+    let dir = TestDir::new("ops-cli");
+    let serving = dir.config().source(SourceSpec::shopify("shop", SECRET_OLD));
+    let serving = dir.write_config("serving.toml", &serving);
+    let rx = dir.receiver(&serving);
+    assert_eq!(
+        post_level(rx.addr(), SECRET_OLD, 91, 3, "cli-1").status,
+        200
+    );
+
+    let packaged = dir
+        .config()
+        .email("smtp_url_env", "\"STOCKHOOK_TEST_UNSET_SMTP_URL\"")
+        .source(
+            SourceSpec::shopify("shop", "unused")
+                .with("secrets_file", "\"${CREDENTIALS_DIRECTORY}/shop-secret\""),
+        );
+    let mut text = packaged.render();
+    text = text.replace("secrets = [\"unused\"]\n", "");
+    let packaged = dir.write("packaged.toml", text);
+
+    let stats = worker_cli_ok(&dir, &packaged, &["stats", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&stats).unwrap();
+    assert_eq!(v["sources"]["shop"]["pending"], 1, "{stats}");
+    worker_cli_ok(&dir, &packaged, &["failed", "list"]);
+    let csv = worker_cli_ok(&dir, &packaged, &["export"]);
+    assert!(csv.lines().next().is_some_and(|h| h.contains(',')), "{csv}");
+    // `run` does need the SMTP URL: refused with the variable named (exit 2).
+    let run = worker_cli(&dir, &packaged, &["run"]);
+    assert_eq!(
+        run.status().and_then(|s| s.code()),
+        Some(2),
+        "{}",
+        run.stderr()
+    );
+    assert!(run.stderr().contains("STOCKHOOK_TEST_UNSET_SMTP_URL"));
+
+    for bin in [
+        stockhook_tests::bins::worker(),
+        stockhook_tests::bins::receiver(),
+    ] {
+        let name = bin.file_name().unwrap().to_str().unwrap();
+        let v = dir.run(bin, &["--version"], Duration::from_secs(30));
+        let out = v.stdout();
+        let commit = out
+            .trim()
+            .strip_prefix(&format!("{name} {} (commit ", env!("CARGO_PKG_VERSION")))
+            .and_then(|r| r.strip_suffix(')'))
+            .unwrap_or_else(|| panic!("--version: {out:?}"));
+        let head = std::process::Command::new("git")
+            .args(["rev-parse", "--short=12", "HEAD"])
+            .current_dir(stockhook_tests::bins::repo_root())
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+        match head {
+            Some(head) => assert_eq!(commit, head, "{name} --version"),
+            None => assert_eq!(commit, "unknown"),
+        }
+        let bash = dir.run(bin, &["completions", "bash"], Duration::from_secs(30));
+        assert_eq!(bash.status().and_then(|s| s.code()), Some(0));
+        assert!(bash
+            .stdout()
+            .contains(&format!("_{}", name.replace('-', "__"))));
+        let man = dir.run(bin, &["man"], Duration::from_secs(30));
+        assert!(
+            man.stdout().starts_with(".ie") || man.stdout().contains(".TH"),
+            "{}",
+            man.stdout()
+        );
+        assert!(man.stdout().contains(name));
+    }
+}
