@@ -29,7 +29,7 @@ pub async fn serve(
     hangup: crate::app::Hangup,
 ) -> anyhow::Result<()> {
     let opts = NatsOptions::from_config(&config, "stockhook-receiver");
-    let urls = opts.urls.join(",");
+    let urls = opts.display_urls();
     let sink = NatsSink::connect(opts)
         .await
         .with_context(|| format!("queue.backend = \"nats\": cannot use JetStream at {urls}"))?;
