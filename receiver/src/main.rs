@@ -7,6 +7,7 @@ use clap::{CommandFactory as _, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use stockhook_receiver::{app, compact, sign};
+use stockhook_shared::cli::{self, Generate};
 use stockhook_shared::config;
 
 /// Verifies e-commerce webhooks and appends them durably to stockhook's queue.
@@ -42,35 +43,19 @@ enum Command {
     /// Rewrite the queue database into a fresh one to give disk space back (receiver stopped).
     Compact,
     /// Print the shell completion script (bash, zsh, fish, elvish, powershell).
-    Completions {
-        /// The shell to complete for.
-        shell: stockhook_shared::cli::Shell,
-    },
+    Completions(cli::CompletionsArgs),
     /// Print the man page (roff), or write one per subcommand into --dir.
-    Man {
-        /// Write stockhook-receiver.1 and a page per subcommand into this directory.
-        #[arg(long, value_name = "DIR")]
-        dir: Option<PathBuf>,
-    },
+    Man(cli::ManArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // Generated from the definition above; no config needed.
     match &cli.command {
-        Some(Command::Completions { shell }) => {
-            stockhook_shared::cli::print_completions(Cli::command(), *shell);
-            return ExitCode::SUCCESS;
+        Some(Command::Completions(a)) => {
+            return cli::generate(Cli::command(), Generate::Completions(a))
         }
-        Some(Command::Man { dir }) => {
-            return match stockhook_shared::cli::write_man_pages(Cli::command(), dir.as_deref()) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("stockhook-receiver: {e:#}");
-                    ExitCode::from(1)
-                }
-            };
-        }
+        Some(Command::Man(a)) => return cli::generate(Cli::command(), Generate::Man(a)),
         _ => {}
     }
     // compact touches no source: it resolves no secret.
@@ -119,7 +104,7 @@ fn main() -> ExitCode {
             Err(sign::SignError::Io(e)) => Err(e),
         },
         Command::Compact => compact::run(cfg),
-        Command::Completions { .. } | Command::Man { .. } => unreachable!("handled above"),
+        Command::Completions(_) | Command::Man(_) => unreachable!("handled above"),
         Command::Serve => {
             for n in &loaded.notices {
                 tracing::warn!("{n}");
@@ -159,8 +144,6 @@ mod tests {
 
     #[test]
     fn the_cli_is_consistent_and_every_argument_has_help() {
-        Cli::command().debug_assert();
-        let missing = stockhook_shared::cli::args_without_help(&Cli::command());
-        assert!(missing.is_empty(), "arguments without help: {missing:#?}");
+        cli::assert_consistent_with_help_everywhere(Cli::command());
     }
 }

@@ -17,11 +17,11 @@ use crate::routes::{self, Source, Sources};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use stockhook_shared::config::{self, Config};
+use stockhook_shared::lifecycle;
 use stockhook_shared::queue::EventSink;
-use stockhook_shared::sdnotify;
 use tokio::sync::watch;
 
 /// The configured sources: enabled ones by name, and disabled ones with the reason.
@@ -175,39 +175,24 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     changed
 }
 
-/// Reloads on every SIGHUP until `stop`. Tells systemd (`RELOADING=1`, then `READY=1`) so
-/// `systemctl reload` returns once the new config is in force or refused.
+/// Reloads on every SIGHUP until `stop` ([`lifecycle::reload_on_sighup`]).
 pub async fn on_sighup<S: EventSink>(
-    mut hup: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
     state: Arc<routes::AppState<S>>,
     mut reloader: Reloader,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
-    loop {
-        tokio::select! {
-            s = hup.recv() => if s.is_none() { return },
-            _ = stop.changed() => return,
-        }
-        let _ = sdnotify::reloading();
-        let path = display_path(reloader.config_path.as_deref());
-        match reloader.reload(&state.sources) {
-            Ok(r) => {
-                tracing::info!(config = %path, sources = r.sources, tls_reloaded = r.tls, "SIGHUP: config reloaded");
-                if !r.need_restart.is_empty() {
-                    tracing::warn!(keys = ?r.need_restart, "SIGHUP: these keys changed but keep their running value until a restart");
-                }
-            }
-            Err(e) => {
-                tracing::error!(config = %path, error = %format!("{e:#}"), "SIGHUP: new config refused; the old one stays in force")
-            }
-        }
-        let _ = sdnotify::ready();
-    }
-}
-
-fn display_path(p: Option<&Path>) -> String {
-    p.map_or_else(
-        || "<default search path>".into(),
-        |p| p.display().to_string(),
-    )
+    let path = reloader.config_path.clone();
+    lifecycle::reload_on_sighup(hup, path, stop, "config", move || {
+        let r = reloader
+            .reload(&state.sources)
+            .map_err(|e| format!("{e:#}"))?;
+        let tls = if r.tls {
+            ", TLS certificate reloaded"
+        } else {
+            ""
+        };
+        Ok((format!("{} sources{tls}", r.sources), r.need_restart))
+    })
+    .await
 }

@@ -27,6 +27,44 @@ pub fn reload_signals() -> std::io::Result<tokio::signal::unix::Signal> {
     tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
 }
 
+/// Runs `reload` on every SIGHUP until `stop`, the same way in both processes: tells systemd
+/// (`RELOADING=1`, then `READY=1`, so `systemctl reload` returns once it is done), and logs one
+/// line: `SIGHUP: <what> reloaded` with `reload`'s summary (and a warning naming the keys that
+/// need a restart), or `SIGHUP: new config refused` with the error (the old config stays).
+pub async fn reload_on_sighup<F>(
+    mut hup: tokio::signal::unix::Signal,
+    config_path: Option<std::path::PathBuf>,
+    mut stop: watch::Receiver<bool>,
+    what: &'static str,
+    mut reload: F,
+) where
+    F: FnMut() -> Result<(String, Vec<&'static str>), String>,
+{
+    let shown = config_path.as_ref().map_or_else(
+        || "<default search path>".to_string(),
+        |p| p.display().to_string(),
+    );
+    loop {
+        tokio::select! {
+            s = hup.recv() => if s.is_none() { return },
+            _ = stop.changed() => return,
+        }
+        let _ = sdnotify::reloading();
+        match reload() {
+            Ok((summary, need_restart)) => {
+                tracing::info!(config = %shown, %summary, "SIGHUP: {what} reloaded");
+                if !need_restart.is_empty() {
+                    tracing::warn!(keys = ?need_restart, "SIGHUP: these keys changed but keep their running value until a restart");
+                }
+            }
+            Err(error) => {
+                tracing::error!(config = %shown, %error, "SIGHUP: new config refused; the old one stays in force")
+            }
+        }
+        let _ = sdnotify::ready();
+    }
+}
+
 /// Sends WATCHDOG=1 every half `WatchdogSec` until `stop` turns true; nothing when systemd asked
 /// for no watchdog.
 pub async fn watchdog_pings(mut stop: watch::Receiver<bool>) {

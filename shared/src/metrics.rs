@@ -58,7 +58,7 @@ impl Histogram {
 /// the number of series bounded by passing only configured names and fixed codes as labels.
 #[derive(Default)]
 pub struct CounterVec {
-    map: RwLock<HashMap<String, (Vec<String>, AtomicU64)>>,
+    map: RwLock<Series>,
     /// Serializes first insertion of a label set.
     insert: Mutex<()>,
 }
@@ -109,18 +109,10 @@ impl CounterVec {
     }
 
     pub fn render(&self, out: &mut String, name: &str, help: &str, label_names: &[&str]) {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
         let map = self.map.read().unwrap_or_else(|p| p.into_inner());
-        let mut rows: Vec<_> = map.values().collect();
-        rows.sort_by(|a, b| a.0.cmp(&b.0));
-        for (k, v) in rows {
-            let _ = writeln!(
-                out,
-                "{name}{{{}}} {}",
-                labels(label_names, k),
-                v.load(Ordering::Relaxed)
-            );
-        }
+        render_family(out, name, help, "counter", label_names, &map, |v| {
+            v.to_string()
+        });
     }
 }
 
@@ -128,7 +120,7 @@ impl CounterVec {
 /// event per source).
 #[derive(Default)]
 pub struct GaugeVec {
-    map: RwLock<HashMap<String, (Vec<String>, AtomicU64)>>,
+    map: RwLock<Series>,
 }
 
 impl GaugeVec {
@@ -155,18 +147,36 @@ impl GaugeVec {
     }
 
     pub fn render(&self, out: &mut String, name: &str, help: &str, label_names: &[&str]) {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
         let map = self.map.read().unwrap_or_else(|p| p.into_inner());
-        let mut rows: Vec<_> = map.values().collect();
-        rows.sort_by(|a, b| a.0.cmp(&b.0));
-        for (k, v) in rows {
-            let _ = writeln!(
-                out,
-                "{name}{{{}}} {}",
-                labels(label_names, k),
-                f64::from_bits(v.load(Ordering::Relaxed))
-            );
-        }
+        render_family(out, name, help, "gauge", label_names, &map, |v| {
+            f64::from_bits(v).to_string()
+        });
+    }
+}
+
+/// A family's series keyed by [`key_of`]: the label values and the value's bits.
+type Series = HashMap<String, (Vec<String>, AtomicU64)>;
+
+/// Appends one family (HELP, TYPE, a line per series sorted by label values).
+fn render_family(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    kind: &str,
+    label_names: &[&str],
+    series: &Series,
+    value: impl Fn(u64) -> String,
+) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    let mut rows: Vec<_> = series.values().collect();
+    rows.sort_by(|a, b| a.0.cmp(&b.0));
+    for (k, v) in rows {
+        let _ = writeln!(
+            out,
+            "{name}{{{}}} {}",
+            labels(label_names, k),
+            value(v.load(Ordering::Relaxed))
+        );
     }
 }
 

@@ -4,6 +4,7 @@
 use clap::{Args, CommandFactory as _, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use stockhook_shared::cli::{self, Generate};
 use stockhook_shared::config;
 use stockhook_worker::ops::{self, Kind, OpsError, Selection};
 
@@ -42,16 +43,9 @@ enum Command {
         since: Option<String>,
     },
     /// Print the shell completion script (bash, zsh, fish, elvish, powershell).
-    Completions {
-        /// The shell to complete for.
-        shell: stockhook_shared::cli::Shell,
-    },
+    Completions(cli::CompletionsArgs),
     /// Print the man page (roff), or write one per subcommand into --dir.
-    Man {
-        /// Write stockhook-worker.1 and a page per subcommand into this directory.
-        #[arg(long, value_name = "DIR")]
-        dir: Option<PathBuf>,
-    },
+    Man(cli::ManArgs),
 }
 
 #[derive(Subcommand)]
@@ -148,19 +142,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // Generated from the definition above; no config needed.
     match &cli.command {
-        Command::Completions { shell } => {
-            stockhook_shared::cli::print_completions(Cli::command(), *shell);
-            return ExitCode::SUCCESS;
-        }
-        Command::Man { dir } => {
-            return match stockhook_shared::cli::write_man_pages(Cli::command(), dir.as_deref()) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("stockhook-worker: {e:#}");
-                    ExitCode::from(1)
-                }
-            };
-        }
+        Command::Completions(a) => return cli::generate(Cli::command(), Generate::Completions(a)),
+        Command::Man(a) => return cli::generate(Cli::command(), Generate::Man(a)),
         _ => {}
     }
     // `run` sends email (smtp_url_env is resolved); the operator's commands resolve no secret,
@@ -202,7 +185,7 @@ fn main() -> ExitCode {
             other => {
                 ops::require_data_dir(&cfg)?;
                 match other {
-                    Command::Run | Command::Completions { .. } | Command::Man { .. } => {
+                    Command::Run | Command::Completions(_) | Command::Man(_) => {
                         unreachable!("handled above")
                     }
                     Command::Failed(Failed::List { filter, json }) => {
@@ -264,8 +247,6 @@ mod tests {
 
     #[test]
     fn the_cli_is_consistent_and_every_argument_has_help() {
-        Cli::command().debug_assert();
-        let missing = stockhook_shared::cli::args_without_help(&Cli::command());
-        assert!(missing.is_empty(), "arguments without help: {missing:#?}");
+        cli::assert_consistent_with_help_everywhere(Cli::command());
     }
 }

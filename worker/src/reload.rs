@@ -14,7 +14,7 @@ use crate::state::RuleConfig;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use stockhook_shared::config::{self, Config};
-use stockhook_shared::sdnotify;
+use stockhook_shared::lifecycle;
 use tokio::sync::watch;
 
 /// The rules in force, swapped whole by a reload.
@@ -75,35 +75,19 @@ pub fn reload(
     Ok(need_restart)
 }
 
-/// Reloads on every SIGHUP until `stop`, telling systemd `RELOADING=1` then `READY=1`.
+/// Reloads on every SIGHUP until `stop` ([`lifecycle::reload_on_sighup`]).
 pub async fn on_sighup(
-    mut hup: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
     slot: Arc<RulesSlot>,
     path: Option<PathBuf>,
     mut running: Config,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
-    loop {
-        tokio::select! {
-            s = hup.recv() => if s.is_none() { return },
-            _ = stop.changed() => return,
-        }
-        let _ = sdnotify::reloading();
-        let shown = path.as_ref().map_or_else(
-            || "<default search path>".into(),
-            |p| p.display().to_string(),
-        );
-        match reload(path.as_deref(), &mut running, &slot) {
-            Ok(need_restart) => {
-                tracing::info!(config = %shown, "SIGHUP: alert rules reloaded");
-                if !need_restart.is_empty() {
-                    tracing::warn!(keys = ?need_restart, "SIGHUP: these keys changed but keep their running value until a restart");
-                }
-            }
-            Err(e) => {
-                tracing::error!(config = %shown, error = %e, "SIGHUP: new config refused; the old one stays in force")
-            }
-        }
-        let _ = sdnotify::ready();
-    }
+    let shown = path.clone();
+    lifecycle::reload_on_sighup(hup, shown, stop, "alert rules", move || {
+        let need_restart =
+            reload(path.as_deref(), &mut running, &slot).map_err(|e| e.to_string())?;
+        Ok(("thresholds and recipients".to_string(), need_restart))
+    })
+    .await
 }
