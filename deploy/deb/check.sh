@@ -74,6 +74,7 @@ grep '^ready state=' "$root/worker.out" || { cat "$root/worker.err"; fail "the w
 "$root/usr/bin/stockhook-worker" --config "$cfg" stats | head -3
 kill -TERM "$wk"; wait "$wk" || fail "worker exit status $?"
 kill -TERM "$rx"; wait "$rx" || fail "receiver exit status $?"
+rm -f "$cfg"
 echo "== removed and purged"
 dpkg --root="$root" --force-script-chrootless --log=/dev/null --purge stockhook
 [[ ! -e $root/usr/bin/stockhook-receiver && ! -e $root/etc/stockhook/credentials ]] || fail "purge left files"
