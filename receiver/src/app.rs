@@ -1,11 +1,12 @@
 //! The `serve` lifecycle: open the queue, serve its socket, bind HTTP, announce readiness, run
-//! until SIGTERM/SIGINT, then shut down in order (stop accepting, finish in-flight requests,
+//! until SIGTERM/SIGINT (SIGHUP reloads the config: [`crate::reload`]), then shut down in order (stop accepting, finish in-flight requests,
 //! drain the committer, flush) and return so the process exits 0.
 //!
 //! With `[receiver] tls_cert` and `tls_key` the receiver serves HTTPS itself (rustls, ring,
 //! ALPN http/1.1): both files are loaded and checked before anything is opened or bound, and a
 //! problem is a start-up error naming the key, the file and what is wrong.
 
+use crate::reload::{Reloader, SourceTable, SwappableCert};
 use crate::routes::{self, AppState};
 use crate::server::{self, ConnLimits};
 use anyhow::{anyhow, bail, Context as _};
@@ -53,6 +54,12 @@ pub fn ensure_data_dir(config: &Config) -> anyhow::Result<()> {
 /// HTTP). `${CREDENTIALS_DIRECTORY}` in either path is expanded, as in `secrets_file`. Errors
 /// name the key and the file and say what is wrong.
 pub fn tls_acceptor(config: &Config) -> anyhow::Result<Option<TlsAcceptor>> {
+    Ok(tls_acceptor_config(config)?.map(|c| TlsAcceptor::from(Arc::new(c))))
+}
+
+/// The rustls config behind [`tls_acceptor`], `None` for plain HTTP; also what a SIGHUP reload
+/// builds to check a renewed certificate pair before it takes it.
+pub fn tls_acceptor_config(config: &Config) -> anyhow::Result<Option<rustls::ServerConfig>> {
     let r = &config.receiver;
     let (cert, key) = match (&r.tls_cert, &r.tls_key) {
         (None, None) => return Ok(None),
@@ -69,8 +76,7 @@ pub fn tls_acceptor(config: &Config) -> anyhow::Result<Option<TlsAcceptor>> {
             expand_credentials_dir(k, "receiver.tls_key")?,
         ),
     };
-    let config = tls_server_config(&cert, &key)?;
-    Ok(Some(TlsAcceptor::from(Arc::new(config))))
+    tls_server_config(&cert, &key).map(Some)
 }
 
 /// rustls with the ring provider, the safe default protocol versions (TLS 1.2 and 1.3), ALPN
@@ -141,17 +147,74 @@ fn expand_credentials_dir(path: &Path, key: &str) -> anyhow::Result<PathBuf> {
     ))
 }
 
-/// Runs the receiver until a signal. Errors are fatal start-up problems (exit 1).
-pub async fn serve(config: Config) -> anyhow::Result<()> {
+/// Binds `receiver.metrics_listen` when set (a start-up error if it cannot be bound) and serves
+/// `/metrics`, `/healthz` and `/readyz` there until `stop`; the webhook listener then answers
+/// those paths 404 (`AppState::serve_ops`).
+pub async fn metrics_listener<S: stockhook_shared::queue::EventSink>(
+    config: &Config,
+    state: &Arc<AppState<S>>,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
+    use http_body_util::BodyExt as _;
+    use stockhook_shared::metrics_http;
+    let Some(addr) = &config.receiver.metrics_listen else {
+        return Ok(None);
+    };
+    let listener = metrics_http::bind(addr, "receiver.metrics_listen").await?;
+    tracing::info!(addr = %listener.local_addr().context("reading the metrics address")?, "metrics, healthz and readyz on their own listener");
+    let state = state.clone();
+    let handler = move |path: String| {
+        let state = state.clone();
+        async move {
+            let r = routes::ops(&state, &path).await;
+            let status = r.status().as_u16();
+            let ctype = if path == "/metrics" {
+                metrics_http::PROMETHEUS_TEXT
+            } else {
+                "application/json"
+            };
+            let body = match r.into_body().collect().await {
+                Ok(b) => String::from_utf8_lossy(&b.to_bytes()).into_owned(),
+                Err(never) => match never {},
+            };
+            (status, ctype, body)
+        }
+    };
+    Ok(Some(tokio::spawn(metrics_http::serve(
+        listener, handler, stop,
+    ))))
+}
+
+/// What SIGHUP needs while serving: the signal stream (installed before readiness, so a SIGHUP
+/// never ends the process) and the [`Reloader`].
+pub type Hangup = (tokio::signal::unix::Signal, Reloader);
+
+/// Runs the receiver until a signal. Errors are fatal start-up problems (exit 1). `config_path`
+/// is the file `config` came from, read again on SIGHUP.
+pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
     let (sources, disabled) = routes::build_sources(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
     // Before anything is opened or bound: a bad certificate leaves no trace.
-    let tls = tls_acceptor(&config)?;
+    let (tls, cert) = match tls_acceptor_config(&config)? {
+        Some(mut c) => {
+            let slot = SwappableCert::install(&mut c);
+            (Some(TlsAcceptor::from(Arc::new(c))), Some(slot))
+        }
+        None => (None, None),
+    };
     if sources.is_empty() {
         tracing::warn!("no source is enabled: every webhook will be refused; configure [[sources]] (see deploy/stockhook.toml.example)");
     }
     ensure_data_dir(&config)?;
+    let hangup: Hangup = (
+        lifecycle::reload_signals().context("listening for SIGHUP (config reload)")?,
+        Reloader {
+            config_path,
+            running: config.clone(),
+            cert,
+        },
+    );
     if config.backend() == stockhook_shared::config::Backend::Nats {
-        return crate::app_nats::serve(config, sources, disabled, tls).await;
+        return crate::app_nats::serve(config, sources, disabled, tls, hangup).await;
     }
     let queue_path = config.data_dir.join("queue");
     let store = Arc::new(SledStore::open(&queue_path, store_options(&config))?);
@@ -180,11 +243,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let local = listener.local_addr().context("reading the bound address")?;
 
     let state = Arc::new(AppState {
-        sources,
-        disabled,
+        sources: SourceTable::new((sources, disabled)),
         sink: committer,
         data_dir: config.data_dir.clone(),
         metrics: Default::default(),
+        serve_ops: config.receiver.metrics_listen.is_none(),
         max_body_bytes: config.receiver.max_body_bytes,
         body_timeout: config.receiver.body_timeout.get(),
         clock: routes::system_clock,
@@ -194,12 +257,19 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         header_timeout: config.receiver.header_timeout.get(),
         shutdown_grace: config.receiver.shutdown_grace.get(),
     };
+    let metrics_task = metrics_listener(&config, &state, stop_rx.clone()).await?;
     // The one line scripts and tests wait for.
     println!("ready addr={local}");
     let _ = std::io::stdout().flush();
     tracing::info!(addr = %local, tls = tls.is_some(), queue = %queue_path.display(), socket = %sock_path.display(), "receiver ready");
     let _ = sdnotify::ready();
     let watchdog = tokio::spawn(lifecycle::watchdog_pings(stop_rx.clone()));
+    let reload = tokio::spawn(crate::reload::on_sighup(
+        hangup.0,
+        state.clone(),
+        hangup.1,
+        stop_rx.clone(),
+    ));
 
     // Stop on a signal, or when the queue's storage failed (see `maintenance`).
     let storage_failure = std::sync::Arc::new(std::sync::Mutex::new(None::<String>));
@@ -232,6 +302,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let _ = stop_tx.send(true);
     let _ = qtask.await;
     let _ = maint.await;
+    let _ = reload.await;
+    if let Some(t) = metrics_task {
+        let _ = t.await;
+    }
     watchdog.abort();
     // The last sender goes with the state: the commit thread answers what it has, then exits.
     drop(state);

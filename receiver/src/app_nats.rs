@@ -5,6 +5,7 @@
 //!
 //! [`EventSink`]: stockhook_shared::queue::EventSink
 
+use crate::reload::SourceTable;
 use crate::routes::{self, AppState, Source};
 use crate::server::{self, ConnLimits};
 use anyhow::Context as _;
@@ -25,9 +26,10 @@ pub async fn serve(
     sources: HashMap<String, Source>,
     disabled: HashMap<String, String>,
     tls: Option<TlsAcceptor>,
+    hangup: crate::app::Hangup,
 ) -> anyhow::Result<()> {
     let opts = NatsOptions::from_config(&config, "stockhook-receiver");
-    let urls = opts.urls.join(",");
+    let urls = opts.display_urls();
     let sink = NatsSink::connect(opts)
         .await
         .with_context(|| format!("queue.backend = \"nats\": cannot use JetStream at {urls}"))?;
@@ -44,11 +46,11 @@ pub async fn serve(
     let local = listener.local_addr().context("reading the bound address")?;
     let client = sink.client().clone();
     let state = Arc::new(AppState {
-        sources,
-        disabled,
+        sources: SourceTable::new((sources, disabled)),
         sink,
         data_dir: config.data_dir.clone(),
         metrics: Default::default(),
+        serve_ops: config.receiver.metrics_listen.is_none(),
         max_body_bytes: config.receiver.max_body_bytes,
         body_timeout: config.receiver.body_timeout.get(),
         clock: routes::system_clock,
@@ -59,12 +61,19 @@ pub async fn serve(
         shutdown_grace: config.receiver.shutdown_grace.get(),
     };
     let (stop_tx, stop_rx) = watch::channel(false);
+    let metrics_task = crate::app::metrics_listener(&config, &state, stop_rx.clone()).await?;
     // The one line scripts and tests wait for.
     println!("ready addr={local}");
     let _ = std::io::stdout().flush();
     tracing::info!(addr = %local, tls = tls.is_some(), queue = "nats", nats = %urls, "receiver ready");
     let _ = sdnotify::ready();
     let watchdog = tokio::spawn(lifecycle::watchdog_pings(stop_rx.clone()));
+    let reload = tokio::spawn(crate::reload::on_sighup(
+        hangup.0,
+        state.clone(),
+        hangup.1,
+        stop_rx.clone(),
+    ));
     server::run_with_tls(
         listener,
         state.clone(),
@@ -75,6 +84,10 @@ pub async fn serve(
     .await;
     let _ = sdnotify::stopping();
     let _ = stop_tx.send(true);
+    let _ = reload.await;
+    if let Some(t) = metrics_task {
+        let _ = t.await;
+    }
     watchdog.abort();
     drop(state);
     // Every request that got its answer had its publish acked; flush what else is buffered.

@@ -1065,11 +1065,11 @@ mod tests {
         assert!(sources["ebay-store"].ebay_keys.is_some());
         let dir = tempfile::tempdir().unwrap();
         let state = Arc::new(AppState {
-            sources,
-            disabled,
+            sources: crate::reload::SourceTable::new((sources, disabled)),
             sink: MemSink(Mutex::new(Vec::new())),
             data_dir: dir.path().to_path_buf(),
             metrics: Default::default(),
+            serve_ops: true,
             max_body_bytes: 1 << 20,
             body_timeout: Duration::from_secs(5),
             clock: routes::system_clock,
@@ -1097,11 +1097,11 @@ mod tests {
         fake.fail_keys.store(false, Ordering::SeqCst);
         let (sources, _) = routes::build_sources(&config).unwrap();
         let state = Arc::new(AppState {
-            sources,
-            disabled: Default::default(),
+            sources: crate::reload::SourceTable::new((sources, Default::default())),
             sink: MemSink(Mutex::new(Vec::new())),
             data_dir: dir.path().to_path_buf(),
             metrics: Default::default(),
+            serve_ops: true,
             max_body_bytes: 1 << 20,
             body_timeout: Duration::from_secs(5),
             clock: routes::system_clock,

@@ -3,17 +3,19 @@
 //! usage or config (before anything is bound or opened).
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use stockhook_receiver::{app, compact, sign};
+use stockhook_shared::cli::{self, Generate};
 use stockhook_shared::config;
 
 /// Verifies e-commerce webhooks and appends them durably to stockhook's queue.
 #[derive(Parser)]
-#[command(name = "stockhook-receiver", version, about)]
+#[command(name = "stockhook-receiver", version = stockhook_shared::process_metrics::LONG_VERSION, about)]
 struct Cli {
-    /// Config file (else $STOCKHOOK_CONFIG, else ./stockhook.toml, else built-in defaults).
+    /// Config file (else $STOCKHOOK_CONFIG, else ./stockhook.toml, else
+    /// /etc/stockhook/stockhook.toml, else built-in defaults).
     #[arg(long, global = true, value_name = "PATH")]
     config: Option<PathBuf>,
     #[command(subcommand)]
@@ -40,11 +42,28 @@ enum Command {
     },
     /// Rewrite the queue database into a fresh one to give disk space back (receiver stopped).
     Compact,
+    /// Print the shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(cli::CompletionsArgs),
+    /// Print the man page (roff), or write one per subcommand into --dir.
+    Man(cli::ManArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let loaded = match config::load(cli.config.as_deref()) {
+    // Generated from the definition above; no config needed.
+    match &cli.command {
+        Some(Command::Completions(a)) => {
+            return cli::generate(Cli::command(), Generate::Completions(a))
+        }
+        Some(Command::Man(a)) => return cli::generate(Cli::command(), Generate::Man(a)),
+        _ => {}
+    }
+    // compact touches no source: it resolves no secret.
+    let load = match cli.command {
+        Some(Command::Compact) => config::load_for_ops,
+        _ => config::load,
+    };
+    let loaded = match load(cli.config.as_deref()) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("stockhook-receiver: config error: {e}");
@@ -85,6 +104,7 @@ fn main() -> ExitCode {
             Err(sign::SignError::Io(e)) => Err(e),
         },
         Command::Compact => compact::run(cfg),
+        Command::Completions(_) | Command::Man(_) => unreachable!("handled above"),
         Command::Serve => {
             for n in &loaded.notices {
                 tracing::warn!("{n}");
@@ -102,7 +122,9 @@ fn main() -> ExitCode {
                     .enable_all()
                     .build()
                     .context("starting the async runtime")
-                    .and_then(|rt| rt.block_on(app::serve(loaded.config.clone()))),
+                    .and_then(|rt| {
+                        rt.block_on(app::serve(loaded.config.clone(), loaded.path.clone()))
+                    }),
             }
         }
     };
@@ -113,5 +135,15 @@ fn main() -> ExitCode {
             eprintln!("stockhook-receiver: {e:#}");
             ExitCode::from(1)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cli_is_consistent_and_every_argument_has_help() {
+        cli::assert_consistent_with_help_everywhere(Cli::command());
     }
 }

@@ -1,7 +1,9 @@
 //! The receiver's metrics, one place: each outcome of a request is one named counter here, so
-//! `/metrics` and the logs never disagree. Rendered as Prometheus text by [`render`].
+//! `/metrics` and the logs never disagree. Rendered as Prometheus text by [`Metrics::render`].
+//! Labels are configured source names (anything else is `<unknown>`, see
+//! [`crate::reload::SourceSet::label`]) and fixed codes, so the series stay few.
 
-use stockhook_shared::metrics::{gauge, CounterVec, Histogram};
+use stockhook_shared::metrics::{gauge, CounterVec, GaugeVec, Histogram};
 use stockhook_shared::queue::QueueStats;
 
 pub struct Metrics {
@@ -13,6 +15,8 @@ pub struct Metrics {
     pub append_seconds: Histogram,
     /// Seconds per request, whole handler.
     pub request_seconds: Histogram,
+    /// Unix time of the last event accepted, by source.
+    pub last_event: GaugeVec,
 }
 
 impl Default for Metrics {
@@ -25,6 +29,7 @@ impl Default for Metrics {
             verify_failures: CounterVec::default(),
             append_seconds: Histogram::new(&secs),
             request_seconds: Histogram::new(&secs),
+            last_event: GaugeVec::default(),
         }
     }
 }
@@ -53,6 +58,12 @@ impl Metrics {
             &mut out,
             "stockhook_request_seconds",
             "Webhook request latency.",
+        );
+        self.last_event.render(
+            &mut out,
+            "stockhook_last_event_timestamp_seconds",
+            "Unix time of the last event accepted (stored), by source.",
+            &["source"],
         );
         stockhook_shared::telemetry::COMMIT_BATCH.render(
             &mut out,
@@ -83,6 +94,7 @@ impl Metrics {
             "Bytes the queue database occupies.",
             q.disk_bytes as f64,
         );
+        stockhook_shared::process_metrics::render(&mut out);
         out
     }
 }

@@ -13,6 +13,7 @@
 use crate::ebay_keys::{FetchError, KeyCache};
 use crate::metrics::Metrics;
 use crate::ratelimit::TokenBucket;
+use crate::reload::SourceTable;
 use crate::schemes::{self, Incoming, Verifier};
 use bytes::Bytes;
 use http::{header, HeaderMap, Method, Request, Response, StatusCode};
@@ -43,12 +44,15 @@ pub struct Source {
 
 /// Everything a request needs; shared by all connections.
 pub struct AppState<S: EventSink> {
-    pub sources: HashMap<String, Source>,
-    /// Sources switched off at start, with the reason (answered 503 so the platform retries).
-    pub disabled: HashMap<String, String>,
+    /// Enabled sources, and those switched off with the reason (answered 503 so the platform
+    /// retries); replaced whole on SIGHUP.
+    pub sources: SourceTable,
     pub sink: S,
     pub data_dir: PathBuf,
     pub metrics: Metrics,
+    /// Whether the webhook listener also answers `/metrics`, `/healthz` and `/readyz`; false
+    /// when `receiver.metrics_listen` serves them on their own address.
+    pub serve_ops: bool,
     pub max_body_bytes: usize,
     pub body_timeout: Duration,
     /// Seconds since the epoch; injected so tests can pin time.
@@ -172,16 +176,8 @@ where
     let path = req.uri().path().to_string();
     let method = req.method().clone();
     let (resp, outcome) = match (method.clone(), path.as_str()) {
-        (Method::GET, "/healthz") => (healthz(&state).await, None),
-        (Method::GET, "/readyz") => (readyz(&state), None),
-        (Method::GET, "/metrics") => {
-            let q = state.sink.stats().await.unwrap_or_default();
-            let mut r = Response::new(Full::new(Bytes::from(state.metrics.render(&q))));
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                header::HeaderValue::from_static("text/plain; version=0.0.4"),
-            );
-            (r, None)
+        (Method::GET, "/healthz" | "/readyz" | "/metrics") if state.serve_ops => {
+            (ops(&state, &path).await, None)
         }
         (m, p) if p.starts_with("/webhooks/") => {
             let name = &p["/webhooks/".len()..];
@@ -219,7 +215,12 @@ where
             None,
         ),
     };
-    if let Some(o) = outcome {
+    if let Some(mut o) = outcome {
+        // Only configured names become labels and log fields (a 405 or a disabled source's 503
+        // carries the name from the URL until here).
+        if state.sources.current().label(&o.source) == "<unknown>" {
+            o.source = "<unknown>".to_string();
+        }
         let elapsed = started.elapsed();
         state.metrics.request_seconds.observe(elapsed.as_secs_f64());
         state.metrics.requests.inc(&[&o.source, o.status.as_str()]);
@@ -264,8 +265,9 @@ where
     B: hyper::body::Body<Data = Bytes> + Send + 'static,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
-    let Some(source) = state.sources.get(name) else {
-        if let Some(why) = state.disabled.get(name) {
+    let table = state.sources.current();
+    let Some(source) = table.enabled.get(name) else {
+        if let Some(why) = table.disabled.get(name) {
             let r = with_retry_after(
                 error(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -419,10 +421,16 @@ where
         .append_seconds
         .observe(t.elapsed().as_secs_f64());
     match result {
-        Ok(AppendOutcome::Accepted(id)) => (
-            stored_response("accepted", id),
-            outcome(name, StatusCode::OK, bytes, Some(id.to_string()), None),
-        ),
+        Ok(AppendOutcome::Accepted(id)) => {
+            state
+                .metrics
+                .last_event
+                .set(&[&source.name], now_ms() as f64 / 1000.0);
+            (
+                stored_response("accepted", id),
+                outcome(name, StatusCode::OK, bytes, Some(id.to_string()), None),
+            )
+        }
         Ok(AppendOutcome::Duplicate(id)) => (
             stored_response("duplicate", id),
             outcome(
@@ -565,7 +573,8 @@ fn challenge<S: EventSink>(
             .find(|(k, _)| *k == "challenge_code")
             .map(|(_, v)| v.to_string())
     });
-    let Some(source) = state.sources.get(name) else {
+    let table = state.sources.current();
+    let Some(source) = table.enabled.get(name) else {
         return (
             error(StatusCode::NOT_FOUND, "unknown_source", "no such source"),
             outcome(
@@ -596,6 +605,29 @@ fn challenge<S: EventSink>(
                 format!("source {name} answers no endpoint challenge: set scheme = \"ebay\", verification_token and endpoint_url"),
             ),
             outcome(name, StatusCode::NOT_FOUND, 0, None, Some("no_challenge")),
+        ),
+    }
+}
+
+/// `/healthz`, `/readyz` and `/metrics` (404 for any other path): on the webhook listener, or
+/// alone on `receiver.metrics_listen`.
+pub async fn ops<S: EventSink>(state: &AppState<S>, path: &str) -> Resp {
+    match path {
+        "/healthz" => healthz(state).await,
+        "/readyz" => readyz(state),
+        "/metrics" => {
+            let q = state.sink.stats().await.unwrap_or_default();
+            let mut r = Response::new(Full::new(Bytes::from(state.metrics.render(&q))));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
+            r
+        }
+        _ => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "this address serves GET /metrics, /healthz and /readyz only",
         ),
     }
 }

@@ -1,8 +1,8 @@
 //! The one configuration file both processes read, and the rules for finding and overriding it.
 //!
-//! Where it comes from: `--config PATH`, else `$STOCKHOOK_CONFIG`, else `./stockhook.toml`; with no
-//! file at all, built-in defaults (three sources whose secrets come from the environment). Then
-//! the original Flask notes' variables (`LOW_STOCK_THRESHOLD`, `EMAIL_SENDER`, ...) and finally
+//! Where it comes from: `--config PATH`, else `$STOCKHOOK_CONFIG`, else `./stockhook.toml`, else
+//! `/etc/stockhook/stockhook.toml`; with no file at all, built-in defaults (three sources whose
+//! secrets come from the environment). Then the original Flask notes' variables (`LOW_STOCK_THRESHOLD`, `EMAIL_SENDER`, ...) and finally
 //! `STOCKHOOK_<SECTION>_<KEY>` variables override single keys.
 //!
 //! Invariant: a `Config` that [`load`] returns is valid: every source has a scheme it can verify
@@ -11,7 +11,7 @@
 
 use crate::duration::ConfigDuration;
 pub use crate::loader::{
-    load, load_for_worker, load_from, load_with, ConfigError, EnvSource, Loaded, Role,
+    load, load_for_ops, load_for_worker, load_from, load_with, ConfigError, EnvSource, Loaded, Role,
 };
 use crate::secret::Secret;
 use serde::{Deserialize, Serialize};
@@ -96,6 +96,10 @@ pub struct ReceiverConfig {
     pub tls_cert: Option<PathBuf>,
     #[serde(default)]
     pub tls_key: Option<PathBuf>,
+    /// A second address serving only `/metrics`, `/healthz` and `/readyz` (e.g.
+    /// `127.0.0.1:9464`), so a public listener need not expose them. Unset: they stay on `listen`.
+    #[serde(default)]
+    pub metrics_listen: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -141,6 +145,9 @@ pub struct WorkerConfig {
     /// Events leased per batch.
     #[serde(default = "defaults::batch_size")]
     pub batch_size: usize,
+    /// Where the worker serves its Prometheus `/metrics` (e.g. `127.0.0.1:9465`). Unset: none.
+    #[serde(default)]
+    pub metrics_listen: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

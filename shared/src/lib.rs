@@ -3,12 +3,15 @@
 //! and ops CLI call), and telemetry setup.
 
 pub mod channels;
+pub mod cli;
 pub mod config;
 pub mod duration;
 pub mod envelope;
 pub mod lifecycle;
 pub mod loader;
 pub mod metrics;
+pub mod metrics_http;
+pub mod process_metrics;
 pub mod queue;
 pub mod redact;
 pub mod sdnotify;

@@ -1,5 +1,5 @@
 //! What both long-running processes do the same way around their main loop: wait for SIGTERM or
-//! SIGINT, and ping systemd's watchdog while they live.
+//! SIGINT, listen for SIGHUP (reload), and ping systemd's watchdog while they live.
 
 use crate::sdnotify;
 use tokio::sync::watch;
@@ -18,6 +18,50 @@ pub async fn shutdown_signal() {
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM received"),
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    }
+}
+
+/// The SIGHUP stream that asks for a config reload. Install it before announcing readiness:
+/// until it exists, a SIGHUP's default action ends the process.
+pub fn reload_signals() -> std::io::Result<tokio::signal::unix::Signal> {
+    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+}
+
+/// Runs `reload` on every SIGHUP until `stop`, the same way in both processes: tells systemd
+/// (`RELOADING=1`, then `READY=1`, so `systemctl reload` returns once it is done), and logs one
+/// line: `SIGHUP: <what> reloaded` with `reload`'s summary (and a warning naming the keys that
+/// need a restart), or `SIGHUP: new config refused` with the error (the old config stays).
+pub async fn reload_on_sighup<F>(
+    mut hup: tokio::signal::unix::Signal,
+    config_path: Option<std::path::PathBuf>,
+    mut stop: watch::Receiver<bool>,
+    what: &'static str,
+    mut reload: F,
+) where
+    F: FnMut() -> Result<(String, Vec<&'static str>), String>,
+{
+    let shown = config_path.as_ref().map_or_else(
+        || "<default search path>".to_string(),
+        |p| p.display().to_string(),
+    );
+    loop {
+        tokio::select! {
+            s = hup.recv() => if s.is_none() { return },
+            _ = stop.changed() => return,
+        }
+        let _ = sdnotify::reloading();
+        match reload() {
+            Ok((summary, need_restart)) => {
+                tracing::info!(config = %shown, %summary, "SIGHUP: {what} reloaded");
+                if !need_restart.is_empty() {
+                    tracing::warn!(keys = ?need_restart, "SIGHUP: these keys changed but keep their running value until a restart");
+                }
+            }
+            Err(error) => {
+                tracing::error!(config = %shown, %error, "SIGHUP: new config refused; the old one stays in force")
+            }
+        }
+        let _ = sdnotify::ready();
     }
 }
 

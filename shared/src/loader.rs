@@ -85,11 +85,20 @@ pub fn load(explicit: Option<&Path>) -> Result<Loaded, ConfigError> {
 pub enum Role {
     Receiver,
     Worker,
+    /// The ops CLI (`failed`, `stats`, `export`, ...): resolves no secret at all (no
+    /// `*_env`, `*_file`, `${CREDENTIALS_DIRECTORY}`, `smtp_url_env`), so it runs as the
+    /// `stockhook` user outside systemd's credentials and without `secrets.env`.
+    Ops,
 }
 
 /// [`load`] for the worker and the ops CLI: see [`Role`].
 pub fn load_for_worker(explicit: Option<&Path>) -> Result<Loaded, ConfigError> {
     load_with(explicit, &ProcessEnv, Role::Worker)
+}
+
+/// [`load`] for the ops CLI: see [`Role::Ops`].
+pub fn load_for_ops(explicit: Option<&Path>) -> Result<Loaded, ConfigError> {
+    load_with(explicit, &ProcessEnv, Role::Ops)
 }
 
 /// [`load`] with an injected environment (tests).
@@ -107,10 +116,12 @@ pub fn load_with(
         Some(p) => Some(p.to_path_buf()),
         None => match env.var("STOCKHOOK_CONFIG").filter(|v| !v.is_empty()) {
             Some(p) => Some(PathBuf::from(p)),
-            None => {
-                let local = PathBuf::from("stockhook.toml");
-                local.exists().then_some(local)
-            }
+            None => [
+                PathBuf::from("stockhook.toml"),
+                PathBuf::from(SYSTEM_CONFIG),
+            ]
+            .into_iter()
+            .find(|p| p.exists()),
         },
     };
     let mut notices = Vec::new();
@@ -159,17 +170,21 @@ pub fn load_with(
                 message: e.message().trim().to_string(),
             })?;
 
-    let lenient = path.is_none() || role == Role::Worker;
+    let lenient = path.is_none() || role != Role::Receiver;
     for source in &mut config.sources {
         source.line = find_source_line(&text, &source.name);
     }
-    validate(&mut config, &origin, lenient, env, &mut notices)?;
+    validate(&mut config, &origin, lenient, role, env, &mut notices)?;
     Ok(Loaded {
         config,
         path,
         notices,
     })
 }
+
+/// Where a packaged install keeps the config: read when there is no `--config`,
+/// `$STOCKHOOK_CONFIG` or `./stockhook.toml`.
+pub const SYSTEM_CONFIG: &str = "/etc/stockhook/stockhook.toml";
 
 /// The config used when there is no file: one source per platform, each enabled once its secret
 /// variable is set.
@@ -320,6 +335,7 @@ const OVERRIDABLE: &[(&str, &str, Kind)] = &[
     ("receiver", "shutdown_grace", Kind::Text),
     ("receiver", "tls_cert", Kind::Text),
     ("receiver", "tls_key", Kind::Text),
+    ("receiver", "metrics_listen", Kind::Text),
     ("queue", "backend", Kind::Text),
     ("queue", "lease_timeout", Kind::Text),
     ("queue", "max_attempts", Kind::Number),
@@ -331,6 +347,7 @@ const OVERRIDABLE: &[(&str, &str, Kind)] = &[
     ("queue", "nats_tls_key", Kind::Text),
     ("queue", "nats_replicas", Kind::Number),
     ("worker", "batch_size", Kind::Number),
+    ("worker", "metrics_listen", Kind::Text),
     ("alerts", "low_stock_threshold", Kind::Number),
     ("alerts", "no_sales_days", Kind::Number),
     ("alerts", "no_sales_check", Kind::Text),
@@ -573,6 +590,7 @@ fn validate(
     config: &mut Config,
     origin: &str,
     lenient: bool,
+    role: Role,
     env: &dyn EnvSource,
     notices: &mut Vec<String>,
 ) -> Result<(), ConfigError> {
@@ -605,7 +623,13 @@ fn validate(
             message: "must be at least 1 (default 10)".into(),
         });
     }
-    if let Some(var) = config.email.smtp_url_env.clone() {
+    let resolve_secrets = role != Role::Ops;
+    if let Some(var) = config
+        .email
+        .smtp_url_env
+        .clone()
+        .filter(|_| resolve_secrets)
+    {
         match env.var(&var).filter(|v| !v.is_empty()) {
             Some(v) => config.email.smtp_url = Some(Secret::new(v)),
             None => {
@@ -654,7 +678,10 @@ fn validate(
                 "two sources have this name; each needs its own URL".into(),
             ));
         }
-        // Resolve secrets once, here.
+        // Resolve secrets once, here (never for the ops CLI, which verifies nothing).
+        if !resolve_secrets {
+            continue;
+        }
         if let Some(names) = &s.secrets_env {
             for var in names.names() {
                 if let Some(v) = env.var(var).filter(|v| !v.is_empty()) {

@@ -1,7 +1,7 @@
 //! Minimal Prometheus text-format metrics: counters with labels and fixed-bucket histograms,
 //! lock-free on the hot path. Small enough that pulling in a metrics framework was not worth it.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
@@ -53,12 +53,19 @@ impl Histogram {
     }
 }
 
-/// A counter family keyed by label values (e.g. source and status).
+/// A counter family keyed by label values (e.g. source and status). An increment is one hash
+/// lookup (the label values joined into one key), whatever the number of series; callers keep
+/// the number of series bounded by passing only configured names and fixed codes as labels.
 #[derive(Default)]
 pub struct CounterVec {
-    map: RwLock<BTreeMap<Vec<String>, AtomicU64>>,
+    map: RwLock<Series>,
     /// Serializes first insertion of a label set.
     insert: Mutex<()>,
+}
+
+/// The map key of a label set: the values joined by a byte no label value contains.
+fn key_of(labels: &[&str]) -> String {
+    labels.join("\u{1f}")
 }
 
 impl CounterVec {
@@ -67,49 +74,119 @@ impl CounterVec {
     }
 
     pub fn add(&self, labels: &[&str], n: u64) {
+        let key = key_of(labels);
         {
             let map = self.map.read().unwrap_or_else(|p| p.into_inner());
-            if let Some(c) = map
-                .iter()
-                .find(|(k, _)| k.iter().map(String::as_str).eq(labels.iter().copied()))
-                .map(|(_, c)| c)
-            {
+            if let Some((_, c)) = map.get(&key) {
                 c.fetch_add(n, Ordering::Relaxed);
                 return;
             }
         }
         let _g = self.insert.lock().unwrap_or_else(|p| p.into_inner());
         let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
-        map.entry(labels.iter().map(|s| s.to_string()).collect())
-            .or_insert_with(|| AtomicU64::new(0))
+        map.entry(key)
+            .or_insert_with(|| {
+                (
+                    labels.iter().map(|s| s.to_string()).collect(),
+                    AtomicU64::new(0),
+                )
+            })
+            .1
             .fetch_add(n, Ordering::Relaxed);
     }
 
     pub fn get(&self, labels: &[&str]) -> u64 {
-        let key: Vec<String> = labels.iter().map(|s| s.to_string()).collect();
         self.map
             .read()
             .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
-            .map_or(0, |c| c.load(Ordering::Relaxed))
+            .get(&key_of(labels))
+            .map_or(0, |(_, c)| c.load(Ordering::Relaxed))
+    }
+
+    /// How many label sets exist.
+    pub fn series(&self) -> usize {
+        self.map.read().unwrap_or_else(|p| p.into_inner()).len()
     }
 
     pub fn render(&self, out: &mut String, name: &str, help: &str, label_names: &[&str]) {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-        for (k, v) in self.map.read().unwrap_or_else(|p| p.into_inner()).iter() {
-            let labels: Vec<String> = label_names
-                .iter()
-                .zip(k)
-                .map(|(n, v)| format!("{n}=\"{}\"", escape(v)))
-                .collect();
-            let _ = writeln!(
-                out,
-                "{name}{{{}}} {}",
-                labels.join(","),
-                v.load(Ordering::Relaxed)
-            );
-        }
+        let map = self.map.read().unwrap_or_else(|p| p.into_inner());
+        render_family(out, name, help, "counter", label_names, &map, |v| {
+            v.to_string()
+        });
     }
+}
+
+/// A gauge family keyed by label values, holding the last value set (e.g. the time of the last
+/// event per source).
+#[derive(Default)]
+pub struct GaugeVec {
+    map: RwLock<Series>,
+}
+
+impl GaugeVec {
+    /// Sets the gauge of `labels` to `v`.
+    pub fn set(&self, labels: &[&str], v: f64) {
+        let key = key_of(labels);
+        {
+            let map = self.map.read().unwrap_or_else(|p| p.into_inner());
+            if let Some((_, g)) = map.get(&key) {
+                g.store(v.to_bits(), Ordering::Relaxed);
+                return;
+            }
+        }
+        let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
+        map.entry(key)
+            .or_insert_with(|| {
+                (
+                    labels.iter().map(|s| s.to_string()).collect(),
+                    AtomicU64::new(0),
+                )
+            })
+            .1
+            .store(v.to_bits(), Ordering::Relaxed);
+    }
+
+    pub fn render(&self, out: &mut String, name: &str, help: &str, label_names: &[&str]) {
+        let map = self.map.read().unwrap_or_else(|p| p.into_inner());
+        render_family(out, name, help, "gauge", label_names, &map, |v| {
+            f64::from_bits(v).to_string()
+        });
+    }
+}
+
+/// A family's series keyed by [`key_of`]: the label values and the value's bits.
+type Series = HashMap<String, (Vec<String>, AtomicU64)>;
+
+/// Appends one family (HELP, TYPE, a line per series sorted by label values).
+fn render_family(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    kind: &str,
+    label_names: &[&str],
+    series: &Series,
+    value: impl Fn(u64) -> String,
+) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    let mut rows: Vec<_> = series.values().collect();
+    rows.sort_by(|a, b| a.0.cmp(&b.0));
+    for (k, v) in rows {
+        let _ = writeln!(
+            out,
+            "{name}{{{}}} {}",
+            labels(label_names, k),
+            value(v.load(Ordering::Relaxed))
+        );
+    }
+}
+
+fn labels(names: &[&str], values: &[String]) -> String {
+    names
+        .iter()
+        .zip(values)
+        .map(|(n, v)| format!("{n}=\"{}\"", escape(v)))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Writes one gauge line.
@@ -155,5 +232,16 @@ mod tests {
         c.render(&mut s, "req", "help", &["source", "status"]);
         assert!(s.contains("req{source=\"a\",status=\"200\"} 2"), "{s}");
         assert!(s.contains("req{source=\"b\\\"\",status=\"401\"} 1"), "{s}");
+        assert_eq!(c.series(), 2);
+    }
+
+    #[test]
+    fn gauges_keep_the_last_value() {
+        let g = GaugeVec::default();
+        g.set(&["shop"], 1.5);
+        g.set(&["shop"], 1700000000.0);
+        let mut s = String::new();
+        g.render(&mut s, "last", "help", &["source"]);
+        assert!(s.contains("last{source=\"shop\"} 1700000000\n"), "{s}");
     }
 }

@@ -39,6 +39,24 @@ pub fn stopping() -> io::Result<bool> {
     notify("STOPPING=1")
 }
 
+/// `RELOADING=1` with `MONOTONIC_USEC=` (what `Type=notify-reload` expects; older systemd shows
+/// the unit as reloading): a SIGHUP reload has begun. Send [`ready`] when it is done, whether the
+/// new config was taken or refused.
+pub fn reloading() -> io::Result<bool> {
+    notify(&format!("RELOADING=1\nMONOTONIC_USEC={}", monotonic_usec()))
+}
+
+/// `CLOCK_MONOTONIC` in microseconds, the clock systemd compares `MONOTONIC_USEC` with.
+fn monotonic_usec() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own; CLOCK_MONOTONIC always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1000
+}
+
 /// `WATCHDOG=1`: keep-alive ping; without one every `WatchdogSec=`, systemd kills and restarts us.
 pub fn watchdog() -> io::Result<bool> {
     notify("WATCHDOG=1")

@@ -3,11 +3,17 @@
 //! Logs go to stderr: human-readable on a terminal, JSON lines otherwise (systemd's journal) or
 //! when `log_format = "json"`. The level comes from `RUST_LOG` if set, else `log_level`. Nothing
 //! in stockhook logs a payload body or customer data: ids, sources, topics, sizes and errors only.
+//!
+//! Under systemd (`$JOURNAL_STREAM` names our stderr) every line starts with its syslog priority
+//! (`<3>` error, `<4>` warn, `<6>` info, `<7>` debug and trace), which journald strips and
+//! records as `PRIORITY=`, so `journalctl -p warning` shows warnings and errors; the JSON line
+//! after the prefix carries the event's fields.
 
 use crate::config::LogFormat;
 use crate::metrics::Histogram;
 use std::io::IsTerminal;
 use std::sync::LazyLock;
+use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::EnvFilter;
 
 /// Events per group commit (one flush + fdatasync each).
@@ -33,7 +39,9 @@ pub fn init(level: &str, format: LogFormat) {
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(Stderr {
+            journal: stderr_is_journal(),
+        })
         .with_target(false);
     // A second init (tests starting two servers in one process) keeps the first subscriber.
     let _ = if json {
@@ -45,4 +53,123 @@ pub fn init(level: &str, format: LogFormat) {
     } else {
         builder.try_init()
     };
+}
+
+/// Whether stderr is the journal stream systemd set up (`$JOURNAL_STREAM` = `<dev>:<inode>` of
+/// our stderr; a redirected stderr, e.g. in a pipe to a file, does not match).
+fn stderr_is_journal() -> bool {
+    std::env::var("JOURNAL_STREAM")
+        .ok()
+        .is_some_and(|v| journal_stream_matches(&v, 2))
+}
+
+fn journal_stream_matches(value: &str, fd: i32) -> bool {
+    let Some((dev, ino)) = value.split_once(':') else {
+        return false;
+    };
+    let (Ok(dev), Ok(ino)) = (dev.parse::<u64>(), ino.parse::<u64>()) else {
+        return false;
+    };
+    // SAFETY: fstat fills the struct we own; an invalid fd is reported as an error.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(fd, &mut st) } != 0 {
+        return false;
+    }
+    st.st_dev as u64 == dev && st.st_ino as u64 == ino
+}
+
+/// The syslog priority prefix journald understands, for a tracing level.
+fn priority(level: &tracing::Level) -> &'static [u8] {
+    match *level {
+        tracing::Level::ERROR => b"<3>",
+        tracing::Level::WARN => b"<4>",
+        tracing::Level::INFO => b"<6>",
+        _ => b"<7>",
+    }
+}
+
+/// stderr, with each line prefixed by its priority when it is the journal.
+#[derive(Clone, Copy)]
+struct Stderr {
+    journal: bool,
+}
+
+/// One event's output: buffered, then written to stderr in one call, each line with `prefix`.
+struct EventWriter {
+    prefix: Option<&'static [u8]>,
+    buf: Vec<u8>,
+}
+
+impl std::io::Write for EventWriter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for EventWriter {
+    fn drop(&mut self) {
+        use std::io::Write as _;
+        let out = match self.prefix {
+            None => std::mem::take(&mut self.buf),
+            Some(p) => {
+                let mut out = Vec::with_capacity(self.buf.len() + 8);
+                for line in self.buf.split_inclusive(|b| *b == b'\n') {
+                    out.extend_from_slice(p);
+                    out.extend_from_slice(line);
+                }
+                out
+            }
+        };
+        let _ = std::io::stderr().lock().write_all(&out);
+    }
+}
+
+impl<'a> MakeWriter<'a> for Stderr {
+    type Writer = EventWriter;
+    fn make_writer(&'a self) -> EventWriter {
+        EventWriter {
+            prefix: self.journal.then_some(b"<6>".as_slice()),
+            buf: Vec::new(),
+        }
+    }
+    fn make_writer_for(&'a self, meta: &tracing::Metadata<'_>) -> EventWriter {
+        EventWriter {
+            prefix: self.journal.then(|| priority(meta.level())),
+            buf: Vec::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn journal_stream_is_matched_by_device_and_inode() {
+        let f = tempfile::tempfile().unwrap();
+        let m = f.metadata().unwrap();
+        use std::os::unix::io::AsRawFd;
+        let fd = f.as_raw_fd();
+        assert!(journal_stream_matches(
+            &format!("{}:{}", m.dev(), m.ino()),
+            fd
+        ));
+        assert!(!journal_stream_matches(
+            &format!("{}:{}", m.dev(), m.ino() + 1),
+            fd
+        ));
+        assert!(!journal_stream_matches("garbage", fd));
+    }
+
+    #[test]
+    fn every_line_gets_the_priority() {
+        assert_eq!(priority(&tracing::Level::ERROR), b"<3>");
+        assert_eq!(priority(&tracing::Level::WARN), b"<4>");
+        assert_eq!(priority(&tracing::Level::DEBUG), b"<7>");
+    }
 }

@@ -55,6 +55,12 @@ fn write_stubs(root: &Path) {
         std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755))
             .expect("chmod 755 stub");
     }
+    // ExecReload=/bin/kill -HUP $MAINPID: verify checks that the command exists in the root.
+    std::fs::create_dir_all(root.join("bin")).expect("mkdir bin");
+    let kill = root.join("bin/kill");
+    std::fs::write(&kill, "#!/bin/sh\n").expect("writing kill stub");
+    std::fs::set_permissions(&kill, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod 755 kill stub");
 }
 
 fn install(root: &Path) {

@@ -324,7 +324,7 @@ mod erased {
 pub fn start<S: StateBackend>(
     data_dir: &Path,
     store: Arc<S>,
-    rules: Arc<RuleConfig>,
+    rules: Arc<crate::reload::RulesSlot>,
     wake: Arc<tokio::sync::Notify>,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
@@ -348,7 +348,7 @@ pub fn start<S: StateBackend>(
                                 Response { ok: false, result: serde_json::Value::Null, error: Some(format!("protocol version {} not served; this worker speaks {VERSION}", req.v)) }
                             } else {
                                 let replay = matches!(req.op, Op::AlertReplay { dry_run: false, .. });
-                                let resp = dispatch(&store, &rules, req.op).await;
+                                let resp = dispatch(&store, &rules.current(), req.op).await;
                                 if replay {
                                     wake.notify_one();
                                 }

@@ -1,17 +1,19 @@
 //! `stockhook-worker`: `run` drains the queue into alerts; the other subcommands are the
 //! operator's CLI. Exit codes: 0 ok, 1 the operation failed, 2 bad usage or config.
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory as _, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use stockhook_shared::cli::{self, Generate};
 use stockhook_shared::config;
 use stockhook_worker::ops::{self, Kind, OpsError, Selection};
 
 /// Drains stockhook's queue into inventory alerts sent by email; also the operator's CLI.
 #[derive(Parser)]
-#[command(name = "stockhook-worker", version, about)]
+#[command(name = "stockhook-worker", version = stockhook_shared::process_metrics::LONG_VERSION, about)]
 struct Cli {
-    /// Config file (else $STOCKHOOK_CONFIG, else ./stockhook.toml, else built-in defaults).
+    /// Config file (else $STOCKHOOK_CONFIG, else ./stockhook.toml, else
+    /// /etc/stockhook/stockhook.toml, else built-in defaults).
     #[arg(long, global = true, value_name = "PATH")]
     config: Option<PathBuf>,
     #[command(subcommand)]
@@ -31,10 +33,10 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Current inventory state per item, with last sale and alert state.
+    /// Current inventory state per item, with last sale and alert state, as CSV on stdout.
     Export {
-        /// CSV on stdout (the only format for now).
-        #[arg(long, required = true)]
+        /// CSV (the default and only format; accepted so scripts that pass it keep working).
+        #[arg(long)]
         csv: bool,
         /// Only items with activity since (RFC 3339, a date, or a duration back: 7d).
         #[arg(long)]
@@ -43,6 +45,10 @@ enum Command {
         #[arg(long)]
         all: bool,
     },
+    /// Print the shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(cli::CompletionsArgs),
+    /// Print the man page (roff), or write one per subcommand into --dir.
+    Man(cli::ManArgs),
 }
 
 #[derive(Subcommand)]
@@ -51,15 +57,18 @@ enum Failed {
     List {
         #[command(flatten)]
         filter: Filter,
+        /// Machine-readable output.
         #[arg(long)]
         json: bool,
     },
     /// One failure in full (the payload only with --payload).
     Show {
+        /// The event id (evt_...) or alert id.
         id: String,
         /// Also print the event's body (may contain customer data).
         #[arg(long)]
         payload: bool,
+        /// Machine-readable output.
         #[arg(long)]
         json: bool,
     },
@@ -67,6 +76,7 @@ enum Failed {
     Replay {
         /// Event ids (evt_...) and/or alert ids.
         ids: Vec<String>,
+        /// Every failure the filter selects (with --yes, or --dry-run first).
         #[arg(long)]
         all: bool,
         #[command(flatten)]
@@ -84,11 +94,14 @@ enum Failed {
     },
     /// Delete failures for good.
     Purge {
+        /// Event ids (evt_...) and/or alert ids.
         ids: Vec<String>,
+        /// Every failure the filter selects (with --yes, or --dry-run first).
         #[arg(long)]
         all: bool,
         #[command(flatten)]
         filter: Filter,
+        /// Show what would be purged; change nothing.
         #[arg(long)]
         dry_run: bool,
         /// Confirm a bulk purge.
@@ -134,7 +147,19 @@ fn selection(ids: Vec<String>, all: bool, f: Filter) -> Result<Selection, OpsErr
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let loaded = match config::load_for_worker(cli.config.as_deref()) {
+    // Generated from the definition above; no config needed.
+    match &cli.command {
+        Command::Completions(a) => return cli::generate(Cli::command(), Generate::Completions(a)),
+        Command::Man(a) => return cli::generate(Cli::command(), Generate::Man(a)),
+        _ => {}
+    }
+    // `run` sends email (smtp_url_env is resolved); the operator's commands resolve no secret,
+    // so they work as the stockhook user outside systemd's credentials.
+    let load = match cli.command {
+        Command::Run => config::load_for_worker,
+        _ => config::load_for_ops,
+    };
+    let loaded = match load(cli.config.as_deref()) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("stockhook-worker: config error: {e}");
@@ -159,7 +184,7 @@ fn main() -> ExitCode {
                 for n in &loaded.notices {
                     tracing::info!("{n}");
                 }
-                stockhook_worker::pipeline::run(cfg)
+                stockhook_worker::pipeline::run(cfg, loaded.path.clone())
                     .await
                     .map(|_| String::new())
                     .map_err(OpsError::Failed)
@@ -167,7 +192,9 @@ fn main() -> ExitCode {
             other => {
                 ops::require_data_dir(&cfg)?;
                 match other {
-                    Command::Run => unreachable!("handled above"),
+                    Command::Run | Command::Completions(_) | Command::Man(_) => {
+                        unreachable!("handled above")
+                    }
                     Command::Failed(Failed::List { filter, json }) => {
                         ops::failed_list(&cfg, &selection(vec![], true, filter)?, json).await
                     }
@@ -234,5 +261,15 @@ fn main() -> ExitCode {
             eprintln!("stockhook-worker: {e:#}");
             ExitCode::from(1)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cli_is_consistent_and_every_argument_has_help() {
+        cli::assert_consistent_with_help_everywhere(Cli::command());
     }
 }

@@ -12,13 +12,16 @@
 
 use crate::adapters;
 use crate::backend::Queue;
+use crate::metrics;
 use crate::plausible;
+use crate::reload::RulesSlot;
 use crate::retry::Backoff;
 use crate::state::NatsState;
 use crate::state::{counters, Applied, Prepared, RuleConfig};
 use crate::state::{SledState, StateBackend};
 use anyhow::Context as _;
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use stockhook_shared::config::{Backend, Config, Platform};
@@ -32,7 +35,8 @@ const LEASE_WAIT_MS: u64 = 1000;
 
 /// Runs the worker until a signal. Errors are fatal start-up problems. The one place that
 /// picks where the state lives (`[queue] backend`): everything below is generic over it.
-pub async fn run(config: Config) -> anyhow::Result<()> {
+/// `config_path` is the file `config` came from, read again on SIGHUP.
+pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
     if config.backend() == Backend::Nats {
         // Still used for the mail files and the control socket.
         std::fs::create_dir_all(&config.data_dir)
@@ -40,20 +44,26 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         let state = NatsState::connect(&config)
             .await
             .context("queue.backend = \"nats\": opening the worker state in JetStream KV")?;
-        return run_with(config, Arc::new(state)).await;
+        return run_with(config, config_path, Arc::new(state)).await;
     }
     let state = SledState::open(&config.data_dir.join("state"))?;
-    run_with(config, Arc::new(state)).await
+    run_with(config, config_path, Arc::new(state)).await
 }
 
 /// [`run`] on a given state backend.
-pub async fn run_with<S: StateBackend>(config: Config, state: Arc<S>) -> anyhow::Result<()> {
+pub async fn run_with<S: StateBackend>(
+    config: Config,
+    config_path: Option<PathBuf>,
+    state: Arc<S>,
+) -> anyhow::Result<()> {
     let mailer = crate::email::Mailer::from_config(&config.email, &config.data_dir)
         .map_err(|e| anyhow::anyhow!("email config: {e}"))?
         .with_stores(crate::email::Stores::from_config(&config));
     let channels = crate::channels::Channels::from_config(&config, mailer)
         .map_err(|e| anyhow::anyhow!("alert channels: {e}"))?;
-    let rules = Arc::new(RuleConfig::from_config(&config));
+    let rules = Arc::new(RulesSlot::new(RuleConfig::from_config(&config)));
+    // Before READY=1: from then on a SIGHUP reloads instead of ending the process.
+    let hup = lifecycle::reload_signals().context("listening for SIGHUP (config reload)")?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let wake = Arc::new(Notify::new());
 
@@ -79,7 +89,18 @@ pub async fn run_with<S: StateBackend>(config: Config, state: Arc<S>) -> anyhow:
         config.alerts.no_sales_check.get(),
         stop_rx.clone(),
     ));
+    let metrics_task = match &config.worker.metrics_listen {
+        Some(addr) => Some(metrics::serve(addr, stop_rx.clone()).await?),
+        None => None,
+    };
     let watchdog = tokio::spawn(lifecycle::watchdog_pings(stop_rx.clone()));
+    let reload = tokio::spawn(crate::reload::on_sighup(
+        hup,
+        rules.clone(),
+        config_path,
+        config.clone(),
+        stop_rx.clone(),
+    ));
     let _ = sdnotify::ready();
     println!("ready state={}", state.describe());
     tracing::info!(state = %state.describe(), "worker ready");
@@ -94,6 +115,10 @@ pub async fn run_with<S: StateBackend>(config: Config, state: Arc<S>) -> anyhow:
     let _ = sender.await;
     let _ = schedule.await;
     let _ = control.await;
+    let _ = reload.await;
+    if let Some(t) = metrics_task {
+        let _ = t.await;
+    }
     watchdog.abort();
     signal.abort();
     state.sync().await?;
@@ -105,7 +130,7 @@ pub async fn run_with<S: StateBackend>(config: Config, state: Arc<S>) -> anyhow:
 async fn drain<S: StateBackend>(
     config: &Config,
     state: &Arc<S>,
-    rules: &Arc<RuleConfig>,
+    rules: &RulesSlot,
     wake: &Notify,
     stop: watch::Receiver<bool>,
 ) {
@@ -155,7 +180,7 @@ async fn drain<S: StateBackend>(
         for l in &mut leased {
             read_as_configured(config, &mut l.envelope);
         }
-        if let Err(e) = process_batch(c, state, rules, leased).await {
+        if let Err(e) = process_batch(c, state, &rules.current(), leased).await {
             tracing::warn!(error = %e, "queue call failed mid-batch; unacked events will be redelivered");
             client = None;
         }
@@ -181,6 +206,9 @@ pub async fn process_batch<S: StateBackend>(
     rules: &Arc<RuleConfig>,
     leased: Vec<Leased>,
 ) -> Result<(), QueueError> {
+    if let Some(oldest) = leased.iter().map(|l| l.envelope.received_at_ms).min() {
+        metrics::record_lag(oldest, now_ms());
+    }
     let mut prepared = Vec::with_capacity(leased.len());
     let mut permanent: Vec<(EventId, String)> = Vec::new();
     // eBay account deletions: (index in `prepared`, source, user id, notification id).
@@ -202,6 +230,7 @@ pub async fn process_batch<S: StateBackend>(
                 prepared.push(Prepared::new(env, normalized))
             }
             Err(e) => {
+                metrics::EVENTS.inc(&[&env.source, "dead_lettered"]);
                 tracing::warn!(event_id = %env.id, source = %env.source, topic = env.topic().unwrap_or(""), error = %e, "event dead-lettered: cannot be read");
                 permanent.push((env.id, e.to_string()));
             }
@@ -215,11 +244,25 @@ pub async fn process_batch<S: StateBackend>(
     }
     let ids: Vec<EventId> = prepared.iter().map(|p| p.id).collect();
     let refusals = refusals(&prepared, rules);
+    let sources: Vec<String> = prepared.iter().map(|p| p.source.clone()).collect();
     let applied = state
         .apply_batch(prepared, rules.clone(), now_ms(), false)
         .await;
     match applied {
         Ok(results) => {
+            for (source, a) in sources.iter().zip(&results) {
+                match a {
+                    Applied::Done { alerts } => {
+                        metrics::EVENTS.inc(&[source, "applied"]);
+                        for alert in alerts {
+                            metrics::ALERTS.inc(&[alert.rule.as_str(), "created"]);
+                        }
+                    }
+                    Applied::AlreadyProcessed => {
+                        metrics::EVENTS.inc(&[source, "already_processed"])
+                    }
+                }
+            }
             let alerts: usize = results
                 .iter()
                 .map(|a| match a {
@@ -258,6 +301,9 @@ pub async fn process_batch<S: StateBackend>(
         Err(e) => {
             tracing::error!(error = %e, events = ids.len(), "state store failed; events will be retried");
             let retry_at = now_ms() + 5_000;
+            for source in &sources {
+                metrics::EVENTS.inc(&[source, "retried"]);
+            }
             for id in ids {
                 q.fail(
                     id,
@@ -355,7 +401,7 @@ async fn purge_ebay_user<S: StateBackend>(
 /// what is older than 30 days.
 async fn no_sales_schedule<S: StateBackend>(
     state: Arc<S>,
-    rules: Arc<RuleConfig>,
+    rules: Arc<RulesSlot>,
     wake: Arc<Notify>,
     every: Duration,
     mut stop: watch::Receiver<bool>,
@@ -377,7 +423,7 @@ async fn no_sales_schedule<S: StateBackend>(
             Err(e) => tracing::warn!(error = %e, "housekeeping failed; next run will retry"),
             _ => {}
         }
-        match state.run_no_sales(rules.clone(), now_ms()).await {
+        match state.run_no_sales(rules.current(), now_ms()).await {
             Ok(alerts) if !alerts.is_empty() => {
                 tracing::info!(alerts = alerts.len(), "no-sales alerts raised");
                 wake.notify_one();

@@ -182,7 +182,11 @@ pub async fn send_due<S: StateBackend>(
                 .filter(|e| owed.contains(&e.alert.id))
                 .map(|e| e.alert.clone())
                 .collect();
+            let started = std::time::Instant::now();
             let result = channels.deliver(name, &alerts, &recipients).await;
+            if name == EMAIL {
+                crate::metrics::EMAIL_SEND_SECONDS.observe(started.elapsed().as_secs_f64());
+            }
             let now = now_ms();
             let delivered: Vec<OutboxEntry> = chunk
                 .iter()
@@ -235,6 +239,14 @@ pub async fn send_due<S: StateBackend>(
                     .await?;
             }
             step.log(name, alerts.len());
+            let status = match &step {
+                Step::Sent { .. } => "sent",
+                Step::Retry { .. } => "retry",
+                Step::Failed { .. } => "failed",
+            };
+            for a in &alerts {
+                crate::metrics::ALERTS.inc(&[a.rule.as_str(), status]);
+            }
             if matches!(step, Step::Sent { .. }) {
                 if name == EMAIL {
                     state

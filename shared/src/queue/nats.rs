@@ -105,7 +105,16 @@ impl NatsOptions {
     }
 
     fn urls_text(&self) -> String {
-        self.urls.join(",")
+        self.display_urls()
+    }
+
+    /// The URLs for logs and errors: a password in one (`nats://user:pass@host`) shows as `***`.
+    pub fn display_urls(&self) -> String {
+        self.urls
+            .iter()
+            .map(|u| redact_password(u))
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     fn err(&self, context: &str, e: impl std::fmt::Display) -> QueueError {
@@ -133,6 +142,13 @@ pub async fn connect(o: &NatsOptions) -> Result<async_nats::Client, QueueError> 
         .name(&o.name)
         .connection_timeout(Duration::from_secs(5))
         .request_timeout(Some(Duration::from_secs(10)));
+    // async-nats ignores a user and password in the URL: hand them over explicitly.
+    if let Some((user, pass)) = addrs
+        .iter()
+        .find_map(|a| a.username().map(|u| (u.to_string(), a.password())))
+    {
+        opts = opts.user_and_password(user, pass.unwrap_or_default().to_string());
+    }
     if let Some(creds) = &o.credentials {
         opts = opts.credentials_file(creds).await.map_err(|e| {
             o.err(
@@ -153,6 +169,26 @@ pub async fn connect(o: &NatsOptions) -> Result<async_nats::Client, QueueError> 
             format!("{e}: is nats-server running with JetStream (-js)?"),
         )
     })
+}
+
+/// `scheme://user:pass@host` as `scheme://user:***@host`; anything else as it is.
+fn redact_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or_default();
+            let shown = if userinfo.contains(':') {
+                format!("{user}:***")
+            } else {
+                "***".to_string()
+            };
+            format!("{scheme}://{shown}@{host}{}", &rest[authority_end..])
+        }
+        None => url.to_string(),
+    }
 }
 
 /// The JetStream context stockhook uses: publishes wait for room instead of failing when many
@@ -849,5 +885,18 @@ impl QueueOps for NatsQueue {
             }
         }
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod redact_tests {
+    #[test]
+    fn passwords_in_urls_are_not_shown() {
+        assert_eq!(
+            super::redact_password("tls://u:secret@h:4222"),
+            "tls://u:***@h:4222"
+        );
+        assert_eq!(super::redact_password("nats://tok@h"), "nats://***@h");
+        assert_eq!(super::redact_password("nats://h:4222"), "nats://h:4222");
     }
 }

@@ -264,7 +264,7 @@ impl NatsState {
             marks: ensure_bucket(&js, &o, MARKS, MARKS_MAX_AGE).await?,
             counters: ensure_bucket(&js, &o, COUNTERS, zero).await?,
             owner: format!("{}-{:016x}", std::process::id(), rand::random::<u64>()),
-            urls: o.urls.join(","),
+            urls: o.display_urls(),
             pending: tokio::sync::OnceCell::new(),
         })
     }

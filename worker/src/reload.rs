@@ -1,0 +1,93 @@
+//! SIGHUP: the worker takes a changed config's alert rules (thresholds, per-SKU and per-source
+//! overrides, recipients, no-sales days, digest window) without a restart.
+//!
+//! Why: `systemctl reload` after editing a threshold or a recipient must not stop the drain
+//! loop, lose a leased batch or interrupt an email being sent. The rules live in a [`RulesSlot`];
+//! each batch (and each no-sales run, each replay) takes the rules current when it starts, so a
+//! batch is evaluated under one config from start to end.
+//!
+//! Invariant: a reload is all or nothing. An invalid file is logged and changes nothing. Keys the
+//! running worker cannot take (data_dir, the queue backend, the email transport, batch size,
+//! metrics_listen) are named in a warning and keep their value until a restart.
+
+use crate::state::RuleConfig;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use stockhook_shared::config::{self, Config};
+use stockhook_shared::lifecycle;
+use tokio::sync::watch;
+
+/// The rules in force, swapped whole by a reload.
+pub struct RulesSlot(RwLock<Arc<RuleConfig>>);
+
+impl RulesSlot {
+    pub fn new(rules: RuleConfig) -> RulesSlot {
+        RulesSlot(RwLock::new(Arc::new(rules)))
+    }
+
+    /// The rules in force now.
+    pub fn current(&self) -> Arc<RuleConfig> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn replace(&self, rules: RuleConfig) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(rules);
+    }
+}
+
+/// Loads `path` again and puts its rules in force; returns the keys that changed but need a
+/// restart. On error nothing changes.
+pub fn reload(
+    path: Option<&std::path::Path>,
+    running: &mut Config,
+    slot: &RulesSlot,
+) -> Result<Vec<&'static str>, config::ConfigError> {
+    let new = config::load_for_worker(path)?.config;
+    let mut need_restart = Vec::new();
+    let mut check = |key: &'static str, differs: bool| {
+        if differs {
+            need_restart.push(key);
+        }
+    };
+    check("data_dir", running.data_dir != new.data_dir);
+    check("queue", running.queue.backend != new.queue.backend);
+    check(
+        "email (transport)",
+        running.email.from != new.email.from
+            || running.email.smtp_url_env != new.email.smtp_url_env
+            || running
+                .email
+                .smtp_url
+                .as_ref()
+                .map(|s| s.expose().to_string())
+                != new.email.smtp_url.as_ref().map(|s| s.expose().to_string()),
+    );
+    check(
+        "worker.batch_size",
+        running.worker.batch_size != new.worker.batch_size,
+    );
+    check(
+        "worker.metrics_listen",
+        running.worker.metrics_listen != new.worker.metrics_listen,
+    );
+    slot.replace(RuleConfig::from_config(&new));
+    *running = new;
+    Ok(need_restart)
+}
+
+/// Reloads on every SIGHUP until `stop` ([`lifecycle::reload_on_sighup`]).
+pub async fn on_sighup(
+    hup: tokio::signal::unix::Signal,
+    slot: Arc<RulesSlot>,
+    path: Option<PathBuf>,
+    mut running: Config,
+    stop: watch::Receiver<bool>,
+) {
+    let shown = path.clone();
+    lifecycle::reload_on_sighup(hup, shown, stop, "alert rules", move || {
+        let need_restart =
+            reload(path.as_deref(), &mut running, &slot).map_err(|e| e.to_string())?;
+        Ok(("thresholds and recipients".to_string(), need_restart))
+    })
+    .await
+}
