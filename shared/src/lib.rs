@@ -5,6 +5,7 @@
 pub mod channels;
 pub mod cli;
 pub mod config;
+pub mod durable;
 pub mod duration;
 pub mod envelope;
 pub mod lifecycle;

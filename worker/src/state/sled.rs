@@ -26,6 +26,7 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::pin;
 use std::task::{Context, Poll, Waker};
+use stockhook_shared::durable::SledFiles;
 
 fn storage(ctx: &str) -> impl Fn(sled::Error) -> StateError + '_ {
     move |e| StateError::Storage {
@@ -39,6 +40,8 @@ pub struct StateStore {
     db: sled::Db,
     tree: sled::Tree,
     data_file: File,
+    /// Blob files, `conf` and directory entries sled never syncs itself.
+    files: SledFiles,
 }
 
 type Tx = ConflictableTransactionError<String>;
@@ -114,7 +117,7 @@ fn tx_err(e: TransactionError<String>) -> StateError {
 
 impl StateStore {
     pub fn open(path: &Path) -> Result<StateStore, StateError> {
-        std::fs::create_dir_all(path).map_err(|e| StateError::Storage {
+        stockhook_shared::durable::create_dir_all(path).map_err(|e| StateError::Storage {
             context: format!("creating {}", path.display()),
             message: e.to_string(),
         })?;
@@ -140,6 +143,10 @@ impl StateStore {
                     }
                 }
             })?;
+        let files = SledFiles::after_open(path).map_err(|e| StateError::Storage {
+            context: "syncing the state database's files".into(),
+            message: e.to_string(),
+        })?;
         let tree = db
             .open_tree("state")
             .map_err(storage("opening state tree"))?;
@@ -152,6 +159,7 @@ impl StateStore {
             db,
             tree,
             data_file,
+            files,
         })
     }
 
@@ -162,6 +170,10 @@ impl StateStore {
     /// Flush and fdatasync: after this, what was applied survives a crash or power loss.
     pub fn sync(&self) -> Result<(), StateError> {
         self.db.flush().map_err(storage("flushing state"))?;
+        self.files.sync_new().map_err(|e| StateError::Storage {
+            context: "syncing state files".into(),
+            message: e.to_string(),
+        })?;
         self.data_file.sync_data().map_err(|e| StateError::Storage {
             context: format!("fdatasync {}", self.path.join("db").display()),
             message: e.to_string(),
