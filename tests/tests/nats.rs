@@ -494,7 +494,12 @@ fn ops_cli_failed_and_stats_on_nats() {
     let rcfg = config(&dir, "r1", &[&node.url], 1);
     let wcfg = config(&dir, "w1", &[&node.url], 1);
     let r = dir.receiver(&rcfg);
-    let _w = dir.worker(&wcfg);
+    let w = dir.worker(&wcfg);
+    // The CLI reads the worker's data_dir, which the worker creates as it starts.
+    poll_until(deadline_in(Duration::from_secs(60)), || {
+        w.stderr().contains("worker ready").then_some(())
+    })
+    .unwrap_or_else(|| panic!("the worker never said it was ready:\n{}", w.stderr()));
     let cli = |args: &[&str]| -> (bool, String, String) {
         let mut full = vec!["--config", wcfg.to_str().unwrap()];
         full.extend_from_slice(args);

@@ -813,13 +813,13 @@ fn order_free(o: &Outcome, tag: &str) -> Vec<Newest> {
 
 /// The property: the same facts, delivered in any order and with duplicates, give the same
 /// items, alerts and outbox on sled and on NATS; and every order gives the same newest levels
-/// and sales. Cases: `STOCKHOOK_STATE_CASES` (default 200), seed `STOCKHOOK_STATE_SEED`.
+/// and sales. Cases: `SHTEST_STATE_CASES` (default 200), seed `SHTEST_STATE_SEED`.
 async fn property<S: StateBackend>(s: &S) {
-    let cases: u64 = std::env::var("STOCKHOOK_STATE_CASES")
+    let cases: u64 = std::env::var("SHTEST_STATE_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(200);
-    let seed: u64 = std::env::var("STOCKHOOK_STATE_SEED")
+    let seed: u64 = std::env::var("SHTEST_STATE_SEED")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(0x5eed_0011);
