@@ -15,7 +15,6 @@
 
 pub mod bins;
 pub mod config;
-pub mod fixtures;
 pub mod http;
 pub mod poll;
 pub mod proc;
@@ -27,3 +26,5 @@ pub mod stack;
 pub use config::{ConfigBuilder, SourceSpec};
 pub use poll::{deadline_in, poll_until};
 pub use proc::{Proc, TestDir};
+/// Test data: the suite's own (`tests/data/`) and the published vectors beside the repository.
+pub use stockhook_test_kit::fixtures;

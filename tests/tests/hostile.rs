@@ -1058,7 +1058,7 @@ fn shopify_replayed_delivery_is_stored_once_even_after_processing_and_restart() 
     let dir = TestDir::new("hostile-replay-shopify");
     let cfg = shop_config(&dir);
     let (mut rx, config) = start(&dir, &cfg);
-    let body = fixtures::bytes("payloads/shopify/orders_create.json");
+    let body = fixtures::data().bytes("payloads/shopify/orders_create.json");
     let wid = delivery_id("order");
     let captured = |addr: SocketAddr| {
         http::request_bytes(
@@ -1359,17 +1359,22 @@ fn logs_of_both_processes_hold_no_payloads_or_customer_data() {
     const API_KEY: &str = "sk_live_hostile_5f1e0c9a";
     const KID: &str = "9936261a-7d7b-4621-a0f1-96ccb428af49";
     let dir = TestDir::new("hostile-logs");
-    let ebay_vector = fixtures::vector("ebay_signature.json", "ebay-valid");
-    let pem = fixtures::json("payloads/ebay/getPublicKey_response.json")["key"]
-        .as_str()
-        .expect("key")
-        .to_string();
+    // The suite's own payloads always; the published ones (and eBay's signed account deletion,
+    // whose signature only eBay's key makes) when ../shared/fixtures is beside the repository.
+    let published = fixtures::shared(
+        "logs_of_both_processes_hold_no_payloads_or_customer_data (the published payloads part)",
+    );
     let toml = stockhook_tests::config::toml_str;
-    let cfg = shop_config(&dir)
+    let mut cfg = shop_config(&dir)
         .top("log_level", "\"debug\"")
         .receiver("max_body_bytes", "65536")
-        .source(SourceSpec::api_key("amazon", "x-api-key", API_KEY))
-        .source(
+        .source(SourceSpec::api_key("amazon", "x-api-key", API_KEY));
+    if let Some(fx) = &published {
+        let pem = fx.json("payloads/ebay/getPublicKey_response.json")["key"]
+            .as_str()
+            .expect("key")
+            .to_string();
+        cfg = cfg.source(
             SourceSpec::new("ebay", "ebay", "ebay", &[])
                 .with(
                     "verification_token",
@@ -1384,6 +1389,7 @@ fn logs_of_both_processes_hold_no_payloads_or_customer_data() {
                     &format!("{{ {} = {} }}", toml(KID), toml(&pem)),
                 ),
         );
+    }
     let (rx, config) = start(&dir, &cfg);
     let addr = rx.addr();
     let data = dir.data_dir();
@@ -1391,54 +1397,60 @@ fn logs_of_both_processes_hold_no_payloads_or_customer_data() {
 
     let mut sent_payloads = Vec::new();
     let mut stored = 0u64;
-    for (stem, body) in fixtures::payloads("payloads/shopify") {
-        let (resource, action) = stem.rsplit_once('_').expect("<resource>_<action>");
-        accepted(&post_shop(
-            addr,
-            &body,
-            &format!("{resource}/{action}"),
-            &delivery_id("log"),
-        ));
-        sent_payloads.push(body);
-        stored += 1;
-    }
-    for (_, body) in fixtures::payloads("payloads/amazon") {
-        accepted(&http::post(
-            addr,
-            "/webhooks/amazon",
-            &sign::api_key("x-api-key", API_KEY),
-            &body,
-        ));
-        sent_payloads.push(body);
-        stored += 1;
+    let corpora: Vec<fixtures::Fixtures> = std::iter::once(fixtures::data())
+        .chain(published.clone())
+        .collect();
+    for fx in &corpora {
+        for (stem, body) in fx.payloads("payloads/shopify") {
+            let (resource, action) = stem.rsplit_once('_').expect("<resource>_<action>");
+            accepted(&post_shop(
+                addr,
+                &body,
+                &format!("{resource}/{action}"),
+                &delivery_id("log"),
+            ));
+            sent_payloads.push(body);
+            stored += 1;
+        }
+        for (_, body) in fx.payloads("payloads/amazon") {
+            accepted(&http::post(
+                addr,
+                "/webhooks/amazon",
+                &sign::api_key("x-api-key", API_KEY),
+                &body,
+            ));
+            sent_payloads.push(body);
+            stored += 1;
+        }
     }
     // The eBay account deletion: the signed compact bytes and eBay's own signature header.
-    let ebay_body = ebay_vector["signed_bytes_utf8"]
-        .as_str()
-        .expect("bytes")
-        .as_bytes()
-        .to_vec();
-    let ebay_sig = ebay_vector["headers"]["X-EBAY-SIGNATURE"]
-        .as_str()
-        .expect("signature");
-    accepted(&http::post(
-        addr,
-        "/webhooks/ebay",
-        &[
-            ("X-EBAY-SIGNATURE", ebay_sig),
-            ("Content-Type", "application/json"),
-        ],
-        &ebay_body,
-    ));
-    sent_payloads.push(ebay_body);
-    sent_payloads.push(fixtures::bytes(
-        "payloads/ebay/marketplace_account_deletion.json",
-    ));
-    stored += 1;
+    if let Some(fx) = &published {
+        let ebay_vector = fx.vector("ebay_signature.json", "ebay-valid");
+        let ebay_body = ebay_vector["signed_bytes_utf8"]
+            .as_str()
+            .expect("bytes")
+            .as_bytes()
+            .to_vec();
+        let ebay_sig = ebay_vector["headers"]["X-EBAY-SIGNATURE"]
+            .as_str()
+            .expect("signature");
+        accepted(&http::post(
+            addr,
+            "/webhooks/ebay",
+            &[
+                ("X-EBAY-SIGNATURE", ebay_sig),
+                ("Content-Type", "application/json"),
+            ],
+            &ebay_body,
+        ));
+        sent_payloads.push(ebay_body);
+        sent_payloads.push(fx.bytes("payloads/ebay/marketplace_account_deletion.json"));
+        stored += 1;
+    }
 
     // A failing payload: a real order with the marker as the customer, one field of the wrong
     // type. And a body that is not JSON at all, carrying the marker.
-    let mut order = fixtures::json("payloads/shopify/orders_create.json");
+    let mut order = fixtures::data().json("payloads/shopify/orders_create.json");
     order["email"] = MARKER.into();
     order["customer"]["first_name"] = MARKER_NAME.into();
     order["line_items"][0]["quantity"] = "lots".into();
@@ -1525,7 +1537,9 @@ fn logs_of_both_processes_hold_no_payloads_or_customer_data() {
 
     let mut needles = customer_data(&sent_payloads);
     assert!(
-        needles.iter().any(|n| n.contains('@')) && needles.contains("test_user"),
+        needles.iter().any(|n| n.contains('@'))
+            && needles.contains("Kitsonworth")
+            && (published.is_none() || needles.contains("test_user")),
         "the fixtures' customer data was not found: {needles:?}"
     );
     needles.insert(MARKER.to_string());

@@ -301,15 +301,18 @@ fn compact_keeps_every_event_and_id_and_refuses_while_running() {
 
 #[test]
 fn ebay_account_deletion_is_applied_counted_and_purges_retained_events() {
-    let v = stockhook_tests::fixtures::vector("ebay_signature.json", "ebay-valid");
+    let Some(fx) = stockhook_tests::fixtures::shared(
+        "ebay_account_deletion_is_applied_counted_and_purges_retained_events",
+    ) else {
+        return;
+    };
+    let v = fx.vector("ebay_signature.json", "ebay-valid");
     let kid = v["kid"].as_str().expect("kid");
     let pem = v["public_key_response"]["key"].as_str().expect("key");
     let signature = v["headers"]["X-EBAY-SIGNATURE"]
         .as_str()
         .expect("signature");
-    let body = stockhook_tests::fixtures::bytes(
-        "payloads/ebay/marketplace_account_deletion.signed_compact.json",
-    );
+    let body = fx.bytes("payloads/ebay/marketplace_account_deletion.signed_compact.json");
     let dir = TestDir::new("p-ebay-deletion");
     let cfg = dir.config().recipients(&[TO]).source(
         SourceSpec::new("ebay", "ebay", "ebay", &[])

@@ -593,7 +593,8 @@ fn eventbridge(
     notification_id: &str,
     at: &str,
 ) -> Vec<u8> {
-    let mut detail = fixtures::json("payloads/amazon/listings_item_mfn_quantity_change.json");
+    let mut detail =
+        fixtures::data().json("payloads/amazon/listings_item_mfn_quantity_change.json");
     detail["Payload"]["Quantity"] = json!(quantity);
     detail["EventTime"] = json!(at);
     detail["NotificationMetadata"]["NotificationId"] = json!(notification_id);
@@ -639,13 +640,13 @@ fn amazon_eventbridge_quantity_change_alerts_once_per_notification() {
     post(crossing("eb-0002", "2021-02-04T09:00:01Z"));
     let e = only_email(&p);
     assert_eq!(e.subject(), "Low stock: 1 item at amz");
-    assert_eq!(e.items(), vec!["NLS-SHOES-03".to_string()]);
+    assert_eq!(e.items(), vec!["KIT-MUG-BLUE".to_string()]);
     assert_fields(
         &e,
-        "NLS-SHOES-03",
+        "KIT-MUG-BLUE",
         &[
-            ("SKU", "NLS-SHOES-03"),
-            ("Item id", "NLS-SHOES-03 (amazon)"),
+            ("SKU", "KIT-MUG-BLUE"),
+            ("Item id", "KIT-MUG-BLUE (amazon)"),
             ("Location", "mfn"),
             ("Available", "3"),
             ("Threshold", "5"),

@@ -1173,14 +1173,6 @@ mod tests {
         }
     }
 
-    fn free_port() -> u16 {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    }
-
     #[tokio::test]
     async fn smtp_delivers_to_a_real_server() {
         let Some(server) = test_smtp::SmtpServer::mailbox() else {
@@ -1225,7 +1217,7 @@ mod tests {
 
     #[tokio::test]
     async fn smtp_connection_refused_is_transient_and_hides_the_password() {
-        let port = free_port(); // released: nobody listens there now
+        let port = stockhook_test_kit::free_port(); // released: nobody listens there now
         let url = format!("smtp://alerts:hunter22@127.0.0.1:{port}");
         let mailer = Mailer::from_config(&smtp_config(&url), Path::new("/nonexistent")).unwrap();
         let e = mailer
@@ -1321,7 +1313,7 @@ mod tests {
     /// A real SMTP server for the tests: Debian's python3-aiosmtpd, run as a child process.
     mod test_smtp {
         use std::io::Write as _;
-        use std::net::{TcpListener, TcpStream};
+        use std::net::TcpStream;
         use std::path::{Path, PathBuf};
         use std::process::{Child, Command, Stdio};
         use std::time::{Duration, Instant};
@@ -1378,11 +1370,7 @@ mod tests {
                      `apt-get install -y python3-aiosmtpd` (or set {SKIP_ENV}=1 to skip them)"
                 );
                 let dir = tempfile::tempdir().unwrap();
-                let port = TcpListener::bind("127.0.0.1:0")
-                    .unwrap()
-                    .local_addr()
-                    .unwrap()
-                    .port();
+                let port = stockhook_test_kit::free_port();
                 let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
                 let mut args = handler(dir.path());
                 let class = args.remove(0);

@@ -38,9 +38,11 @@ mod mutator;
 use mutator::{hex_head, iterations, mutate, no_panic, save_input, seed, Rng};
 use serde_json::Value;
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::sync::OnceLock;
 use stockhook_shared::config::Platform;
 use stockhook_shared::envelope::{Envelope, EventId};
+use stockhook_test_kit::fixtures::{self, Fixtures};
 use stockhook_worker::adapters;
 use stockhook_worker::facts::{Fact, NormalizeError, Normalized};
 
@@ -64,30 +66,18 @@ const PII_KEYS: &[&str] = &[
 
 // --- corpora ---------------------------------------------------------------------------------
 
-fn fixtures_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/payloads")
-}
-
+/// The seed payloads of `platform`, as `(file stem, bytes)`: the suite's own
+/// (`tests/data/payloads/`) and, when beside the repository, the published samples
+/// (`../shared/fixtures/payloads/`; else a loud SKIPPED line says they are left out).
 fn payloads(platform: &str) -> Vec<(String, Vec<u8>)> {
-    let dir = fixtures_dir().join(platform);
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("listing {}: {e}", dir.display()))
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "json"))
-        .collect();
-    files.sort();
-    files
-        .iter()
-        .map(|p| {
-            (
-                p.file_stem()
-                    .and_then(|s| s.to_str())
-                    .expect("UTF-8 name")
-                    .to_string(),
-                std::fs::read(p).unwrap_or_else(|e| panic!("reading {}: {e}", p.display())),
-            )
-        })
+    static PUBLISHED: OnceLock<Option<Fixtures>> = OnceLock::new();
+    let published = PUBLISHED
+        .get_or_init(|| fixtures::shared("fuzz_adapters (the published payloads among the seeds)"));
+    let rel = format!("payloads/{platform}");
+    std::iter::once(fixtures::data())
+        .chain(published.clone())
+        .filter(|fx| fx.path(&rel).is_dir())
+        .flat_map(|fx| fx.payloads(&rel))
         .collect()
 }
 

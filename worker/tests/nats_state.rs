@@ -5,106 +5,18 @@
 //! events raise each alert once, and each due alert is claimed by exactly one of them.
 //!
 //! Without `nats-server` the tests print a loud SKIPPED line and pass, unless
-//! `STOCKHOOK_REQUIRE_NATS=1` (CI), where they fail.
+//! `STOCKHOOK_REQUIRE_NATS=1` (CI), where they fail (`stockhook_test_kit::nats`).
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 use stockhook_shared::config::{Config, OneOrMany};
 use stockhook_shared::envelope::EventId;
+use stockhook_test_kit::nats::{self, NatsServer};
 use stockhook_worker::alert::Rule;
 use stockhook_worker::facts::{Fact, Normalized};
 use stockhook_worker::state::{counters, Applied, Prepared, RuleConfig};
 use stockhook_worker::state_backend::StateBackend;
 use stockhook_worker::state_nats::NatsState;
-
-fn nats_server_bin() -> Option<PathBuf> {
-    // NATS_SERVER_BIN=<path> picks the binary; set but empty, it means "not installed".
-    if let Some(p) = std::env::var_os("NATS_SERVER_BIN") {
-        return (!p.is_empty()).then(|| PathBuf::from(p));
-    }
-    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect())
-        .unwrap_or_default();
-    dirs.extend(["/usr/sbin", "/usr/bin", "/usr/local/bin"].map(PathBuf::from));
-    dirs.into_iter()
-        .map(|d| d.join("nats-server"))
-        .find(|p| p.is_file())
-}
-
-fn require_nats(test: &str) -> Option<PathBuf> {
-    match nats_server_bin() {
-        Some(p) => Some(p),
-        None if std::env::var("STOCKHOOK_REQUIRE_NATS").is_ok_and(|v| v == "1") => {
-            panic!("{test}: nats-server not found and STOCKHOOK_REQUIRE_NATS=1: install Debian's nats-server")
-        }
-        None => {
-            // Straight to the process's stderr: the test harness captures eprintln! of passing
-            // tests, and a skip must be seen.
-            let _ = std::io::Write::write_fmt(
-                &mut std::io::stderr(),
-                format_args!("\n!!!!!!!! SKIPPED {test}: nats-server is not installed (apt-get install nats-server); set STOCKHOOK_REQUIRE_NATS=1 to make this a failure !!!!!!!!\n"),
-            );
-            let _ = std::io::Write::write_all(&mut std::io::stderr(), b"\n");
-            None
-        }
-    }
-}
-
-struct Server {
-    child: Child,
-    url: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn start(bin: &PathBuf) -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .unwrap()
-        .port();
-    let child = Command::new(bin)
-        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-        .arg(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawning nats-server");
-    let server = Server {
-        child,
-        url: format!("nats://127.0.0.1:{port}"),
-        _dir: dir,
-    };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(c) = async_nats::connect(&server.url).await {
-            let js = async_nats::jetstream::new(c);
-            match js.get_stream("STOCKHOOK_READY_PROBE").await {
-                Ok(_) => return server,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        async_nats::jetstream::context::GetStreamErrorKind::JetStream(_)
-                    ) =>
-                {
-                    return server
-                }
-                Err(_) => {}
-            }
-        }
-        assert!(Instant::now() < deadline, "nats-server not ready in 20 s");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 fn config(url: &str) -> Config {
     let mut c = Config::default();
@@ -167,10 +79,10 @@ fn alerts(a: &[Applied]) -> Vec<(Rule, String, Option<i64>)> {
 
 #[tokio::test]
 async fn fires_once_rearms_ignores_late_levels_and_redelivery_changes_nothing() {
-    let Some(bin) = require_nats("fires_once_rearms_ignores_late_levels") else {
+    let Some(bin) = nats::require("fires_once_rearms_ignores_late_levels") else {
         return;
     };
-    let server = start(&bin).await;
+    let server = NatsServer::start(&bin);
     let s = state(&server.url).await;
     let catalog = Fact::CatalogEntry {
         item: "100".into(),
@@ -230,10 +142,10 @@ async fn fires_once_rearms_ignores_late_levels_and_redelivery_changes_nothing() 
 
 #[tokio::test]
 async fn sales_through_aliases_count_once_and_payload_keys_dedup() {
-    let Some(bin) = require_nats("sales_through_aliases_count_once") else {
+    let Some(bin) = nats::require("sales_through_aliases_count_once") else {
         return;
     };
-    let server = start(&bin).await;
+    let server = NatsServer::start(&bin);
     let s = state(&server.url).await;
     let sale = Fact::Sale {
         item: "variant:7".into(),
@@ -297,10 +209,10 @@ async fn sales_through_aliases_count_once_and_payload_keys_dedup() {
 
 #[tokio::test]
 async fn redelivery_after_a_crash_midway_changes_nothing() {
-    let Some(bin) = require_nats("redelivery_after_a_crash_midway_changes_nothing") else {
+    let Some(bin) = nats::require("redelivery_after_a_crash_midway_changes_nothing") else {
         return;
     };
-    let server = start(&bin).await;
+    let server = NatsServer::start(&bin);
     let s = state(&server.url).await;
     let sale = Fact::Sale {
         item: "100".into(),
@@ -337,10 +249,10 @@ async fn redelivery_after_a_crash_midway_changes_nothing() {
 
 #[tokio::test]
 async fn two_workers_same_events_one_alert_and_one_claimer() {
-    let Some(bin) = require_nats("two_workers_same_events_one_alert_and_one_claimer") else {
+    let Some(bin) = nats::require("two_workers_same_events_one_alert_and_one_claimer") else {
         return;
     };
-    let server = start(&bin).await;
+    let server = NatsServer::start(&bin);
     let a = state(&server.url).await;
     let b = state(&server.url).await;
     // Both workers apply the same 50 events at once (a redelivery racing the first delivery).
@@ -393,10 +305,10 @@ async fn two_workers_same_events_one_alert_and_one_claimer() {
 
 #[tokio::test]
 async fn no_sales_fires_once_per_quiet_period_across_workers() {
-    let Some(bin) = require_nats("no_sales_fires_once_per_quiet_period_across_workers") else {
+    let Some(bin) = nats::require("no_sales_fires_once_per_quiet_period_across_workers") else {
         return;
     };
-    let server = start(&bin).await;
+    let server = NatsServer::start(&bin);
     let a = state(&server.url).await;
     let b = state(&server.url).await;
     let day = 86_400_000;

@@ -299,7 +299,7 @@ fn order_change(env: &Envelope, topic: &str, n: &Notice<'_>) -> Result<Vec<Fact>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::adapters::test_support::{env, fixture, RECEIVED};
+    use crate::adapters::test_support::{env, published, Published, RECEIVED};
     use serde_json::json;
     use stockhook_shared::config::Platform;
 
@@ -307,8 +307,8 @@ mod tests {
         normalize(&env(Platform::Amazon, &[], body))
     }
 
-    fn fixture_json(name: &str) -> Value {
-        serde_json::from_slice(&fixture(&format!("amazon/{name}"))).unwrap()
+    fn fixture_json(fx: &Published, name: &str) -> Value {
+        serde_json::from_slice(&fx.payload(&format!("amazon/{name}"))).unwrap()
     }
 
     /// Recursively rewrites every object key with `f` (PascalCase to camelCase and so on).
@@ -410,8 +410,12 @@ mod tests {
 
     #[test]
     fn fixture_fba_inventory_availability_changes() {
+        let Some(fx) = published("adapters::amazon::fixture_fba_inventory_availability_changes")
+        else {
+            return;
+        };
         expect(
-            fixture("amazon/fba_inventory_availability_changes.json"),
+            fx.payload("amazon/fba_inventory_availability_changes.json"),
             "FBA_INVENTORY_AVAILABILITY_CHANGES",
             fba_expected(),
         );
@@ -419,8 +423,12 @@ mod tests {
 
     #[test]
     fn fixture_listings_item_mfn_quantity_change() {
+        let Some(fx) = published("adapters::amazon::fixture_listings_item_mfn_quantity_change")
+        else {
+            return;
+        };
         expect(
-            fixture("amazon/listings_item_mfn_quantity_change.json"),
+            fx.payload("amazon/listings_item_mfn_quantity_change.json"),
             "LISTINGS_ITEM_MFN_QUANTITY_CHANGE",
             mfn_expected(),
         );
@@ -428,8 +436,11 @@ mod tests {
 
     #[test]
     fn fixture_order_change() {
+        let Some(fx) = published("adapters::amazon::fixture_order_change") else {
+            return;
+        };
         expect(
-            fixture("amazon/order_change.json"),
+            fx.payload("amazon/order_change.json"),
             "ORDER_CHANGE",
             order_expected(),
         );
@@ -437,10 +448,13 @@ mod tests {
 
     #[test]
     fn fixture_any_offer_changed_is_ignored() {
+        let Some(fx) = published("adapters::amazon::fixture_any_offer_changed_is_ignored") else {
+            return;
+        };
         let e = env(
             Platform::Amazon,
             &[],
-            fixture("amazon/any_offer_changed.json"),
+            fx.payload("amazon/any_offer_changed.json"),
         );
         assert_eq!(
             normalize(&e).unwrap(),
@@ -458,6 +472,9 @@ mod tests {
 
     #[test]
     fn fixture_dedup_keys() {
+        let Some(fx) = published("adapters::amazon::fixture_dedup_keys") else {
+            return;
+        };
         for (name, id) in [
             (
                 "fba_inventory_availability_changes.json",
@@ -469,7 +486,7 @@ mod tests {
             ),
             ("order_change.json", "d0e9e693-c3ad-4373-979f-ed4ec98dd746"),
         ] {
-            let e = env(Platform::Amazon, &[], fixture(&format!("amazon/{name}")));
+            let e = env(Platform::Amazon, &[], fx.payload(&format!("amazon/{name}")));
             assert_eq!(
                 super::super::payload_dedup_key(&e).as_deref(),
                 Some(id),
@@ -480,6 +497,11 @@ mod tests {
 
     #[test]
     fn camel_case_and_lower_case_keys_give_the_same_facts() {
+        let Some(fx) =
+            published("adapters::amazon::camel_case_and_lower_case_keys_give_the_same_facts")
+        else {
+            return;
+        };
         for (name, topic, facts) in [
             (
                 "fba_inventory_availability_changes.json",
@@ -496,7 +518,7 @@ mod tests {
             for f in [camel as fn(&str) -> String, |k: &str| {
                 k.to_ascii_lowercase()
             }] {
-                let v = rekey(&fixture_json(name), &f);
+                let v = rekey(&fixture_json(&fx, name), &f);
                 assert!(v.get("NotificationType").is_none(), "rekeyed");
                 let body = serde_json::to_vec(&v).unwrap();
                 expect(body.clone(), topic, facts.clone());
@@ -510,6 +532,10 @@ mod tests {
 
     #[test]
     fn event_bridge_wrapper_gives_the_same_facts() {
+        let Some(fx) = published("adapters::amazon::event_bridge_wrapper_gives_the_same_facts")
+        else {
+            return;
+        };
         for (name, topic, facts) in [
             (
                 "fba_inventory_availability_changes.json",
@@ -523,11 +549,11 @@ mod tests {
             ),
             ("order_change.json", "ORDER_CHANGE", order_expected()),
         ] {
-            let wrapped = event_bridge(fixture_json(name));
+            let wrapped = event_bridge(fixture_json(&fx, name));
             expect(serde_json::to_vec(&wrapped).unwrap(), topic, facts.clone());
             // camelCase inside the wrapper too.
-            let inner = rekey(&fixture_json(name), &camel);
-            let mut wrapped = event_bridge(fixture_json(name));
+            let inner = rekey(&fixture_json(&fx, name), &camel);
+            let mut wrapped = event_bridge(fixture_json(&fx, name));
             wrapped["detail"] = inner;
             expect(serde_json::to_vec(&wrapped).unwrap(), topic, facts);
         }
@@ -535,14 +561,19 @@ mod tests {
 
     #[test]
     fn event_bridge_dedup_key_prefers_notification_id_then_event_id() {
-        let wrapped = event_bridge(fixture_json("listings_item_mfn_quantity_change.json"));
+        let Some(fx) = published(
+            "adapters::amazon::event_bridge_dedup_key_prefers_notification_id_then_event_id",
+        ) else {
+            return;
+        };
+        let wrapped = event_bridge(fixture_json(&fx, "listings_item_mfn_quantity_change.json"));
         let e = env(Platform::Amazon, &[], serde_json::to_vec(&wrapped).unwrap());
         assert_eq!(
             dedup_key(&e).as_deref(),
             Some("8e009934-da2c-4f9c-9bc7-93f23b7e1f60")
         );
 
-        let mut detail = fixture_json("listings_item_mfn_quantity_change.json");
+        let mut detail = fixture_json(&fx, "listings_item_mfn_quantity_change.json");
         detail
             .as_object_mut()
             .unwrap()
@@ -594,12 +625,15 @@ mod tests {
 
     #[test]
     fn canceled_orders_give_no_sale() {
-        let mut v = fixture_json("order_change.json");
+        let Some(fx) = published("adapters::amazon::canceled_orders_give_no_sale") else {
+            return;
+        };
+        let mut v = fixture_json(&fx, "order_change.json");
         v["Payload"]["OrderChangeNotification"]["Summary"]["OrderStatus"] = json!("Canceled");
         let n = run(serde_json::to_vec(&v).unwrap()).unwrap();
         assert_eq!((n.facts, n.ignored), (vec![], false));
 
-        let mut v = fixture_json("order_change.json");
+        let mut v = fixture_json(&fx, "order_change.json");
         v["Payload"]["OrderChangeNotification"]["Summary"]["OrderItems"][0]["OrderItemStatus"] =
             json!("Canceled");
         assert_eq!(run(serde_json::to_vec(&v).unwrap()).unwrap().facts, vec![]);
@@ -607,7 +641,11 @@ mod tests {
 
     #[test]
     fn null_trigger_time_falls_back_to_event_time() {
-        let mut v = fixture_json("order_change.json");
+        let Some(fx) = published("adapters::amazon::null_trigger_time_falls_back_to_event_time")
+        else {
+            return;
+        };
+        let mut v = fixture_json(&fx, "order_change.json");
         v["Payload"]["OrderChangeNotification"]["OrderChangeTrigger"]["TimeOfOrderChange"] =
             Value::Null;
         let n = run(serde_json::to_vec(&v).unwrap()).unwrap();
@@ -646,8 +684,11 @@ mod tests {
 
     #[test]
     fn each_required_field_missing_is_named() {
+        let Some(fx) = published("adapters::amazon::each_required_field_missing_is_named") else {
+            return;
+        };
         let remove = |name: &str, path: &[&str], key: &str| -> Vec<u8> {
-            let mut v = fixture_json(name);
+            let mut v = fixture_json(&fx, name);
             let mut cur = &mut v;
             for p in path {
                 cur = if let Ok(i) = p.parse::<usize>() {
@@ -754,7 +795,7 @@ mod tests {
             assert_eq!(run(body), Err(missing(topic, field)), "{field}");
         }
         // Inside EventBridge the path says so.
-        let mut d = fixture_json(mfn);
+        let mut d = fixture_json(&fx, mfn);
         d["Payload"].as_object_mut().unwrap().remove("Sku");
         assert_eq!(
             run(serde_json::to_vec(&event_bridge(d)).unwrap()),
@@ -767,7 +808,10 @@ mod tests {
 
     #[test]
     fn float_quantity_is_a_bad_field() {
-        let mut v = fixture_json("listings_item_mfn_quantity_change.json");
+        let Some(fx) = published("adapters::amazon::float_quantity_is_a_bad_field") else {
+            return;
+        };
+        let mut v = fixture_json(&fx, "listings_item_mfn_quantity_change.json");
         v["Payload"]["Quantity"] = json!(1.5);
         assert!(matches!(
             run(serde_json::to_vec(&v).unwrap()),
