@@ -358,7 +358,9 @@ fn redactions(url: &str) -> Vec<String> {
         .map(|(_, pw)| pw);
     if let Some(pw) = password.filter(|p| !p.is_empty()) {
         out.push(pw.to_string());
-        let decoded = percent_decode(pw);
+        let decoded = percent_encoding::percent_decode_str(pw)
+            .decode_utf8_lossy()
+            .into_owned();
         if decoded != pw && !decoded.is_empty() {
             out.push(decoded);
         }
@@ -366,25 +368,6 @@ fn redactions(url: &str) -> Vec<String> {
     // Longest first, so the URL goes before the password inside it.
     out.sort_by_key(|s| std::cmp::Reverse(s.len()));
     out
-}
-
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = |c: u8| (c as char).to_digit(16);
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn scrub(text: &str, redact: &[String]) -> String {
