@@ -437,6 +437,18 @@ pub fn save_input(dir: &std::path::Path, target: &str, seed: u64, i: u64, bytes:
     }
 }
 
+/// Fails the run: saves `input` under `dir`, and panics with the target, what went wrong, the
+/// seed and iteration (with the variables that replay them) and the input's first bytes in hex.
+pub fn fail(dir: &std::path::Path, target: &str, seed: u64, i: u64, what: &str, input: &[u8]) -> ! {
+    let saved = save_input(dir, target, seed, i, input);
+    panic!(
+        "fuzz target {target}: {what}\n  seed={seed} iteration={i} \
+         (replay: STOCKHOOK_FUZZ_SEED={seed} STOCKHOOK_FUZZ_ITERS={})\n  input saved to {saved}\n  input hex: {}",
+        i + 1,
+        hex_head(input)
+    )
+}
+
 /// The iteration count: `STOCKHOOK_FUZZ_ITERS` (per target), else `default`.
 pub fn iterations(default: u64) -> u64 {
     match std::env::var("STOCKHOOK_FUZZ_ITERS") {

@@ -43,7 +43,7 @@ use base64::engine::DecodePaddingMode;
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use http::{HeaderMap, HeaderName, HeaderValue};
-use mutator::{hex_head, iterations, mutate, no_panic, save_input, seed, Rng};
+use mutator::{iterations, mutate, no_panic, seed, Rng};
 use serde_json::Value;
 use sha2::Sha256;
 use std::path::{Path, PathBuf};
@@ -213,13 +213,7 @@ struct Target {
 
 fn fail(target: &str, seed: u64, i: u64, what: &str, input: &[u8]) -> ! {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fuzz-failures");
-    let saved = save_input(&dir, target, seed, i, input);
-    panic!(
-        "fuzz target {target}: {what}\n  seed={seed} iteration={i} \
-         (replay: STOCKHOOK_FUZZ_SEED={seed} STOCKHOOK_FUZZ_ITERS={})\n  input saved to {saved}\n  input hex: {}",
-        i + 1,
-        hex_head(input)
-    )
+    mutator::fail(&dir, target, seed, i, what, input)
 }
 
 fn mutate_headers(rng: &mut Rng, req: &mut Req, names: &[&str], donors: &[&[u8]]) {

@@ -13,6 +13,7 @@
 //! as a slowloris client dribbling bytes); every I/O failure in the harness panics with what it
 //! was doing; everything a test asserts is an exact value.
 
+pub mod answers;
 pub mod bins;
 pub mod config;
 pub mod http;

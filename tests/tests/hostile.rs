@@ -19,11 +19,11 @@ use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use stockhook_shared::envelope::EventId;
 use stockhook_shared::queue::DeadFilter;
+use stockhook_tests::answers::{accepted, delivery_id, exclusive, refused, timing};
 use stockhook_tests::http::{self, Conn, Outcome, Resp};
 use stockhook_tests::queue::{lease_all, queue_stats, Queue};
 use stockhook_tests::{
@@ -33,25 +33,6 @@ use stockhook_tests::{
 const SHOP: &str = "shop";
 const SHOP_SECRET: &str = "shpss_hostile_0123456789abcdef";
 const TO: &str = "ops-alerts@stockhook.test";
-
-static LOAD: RwLock<()> = RwLock::new(());
-
-fn timing() -> RwLockReadGuard<'static, ()> {
-    LOAD.read().unwrap_or_else(|p| p.into_inner())
-}
-
-fn exclusive() -> RwLockWriteGuard<'static, ()> {
-    LOAD.write().unwrap_or_else(|p| p.into_inner())
-}
-
-fn delivery_id(prefix: &str) -> String {
-    static N: AtomicU64 = AtomicU64::new(0);
-    format!(
-        "{prefix}-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
 
 fn shop_config(dir: &TestDir) -> ConfigBuilder {
     dir.config()
@@ -67,19 +48,6 @@ fn start(dir: &TestDir, cfg: &ConfigBuilder) -> (Proc, PathBuf) {
 fn post_shop(addr: SocketAddr, body: &[u8], topic: &str, webhook_id: &str) -> Resp {
     let h = sign::shopify(SHOP_SECRET, body, topic, webhook_id);
     http::post(addr, "/webhooks/shop", &h, body)
-}
-
-fn accepted(r: &Resp) -> EventId {
-    assert_eq!(r.status, 200, "{r:?}");
-    let j = r.json();
-    assert_eq!(j["status"], "accepted", "{r:?}");
-    let id = j["id"].as_str().unwrap_or_else(|| panic!("no id: {r:?}"));
-    EventId::parse(id).unwrap_or_else(|| panic!("unparsable id {id:?}"))
-}
-
-fn refused(r: &Resp, status: u16, code: &str) {
-    assert_eq!(r.status, status, "{r:?}");
-    assert_eq!(r.json()["error"], code, "{r:?}");
 }
 
 /// The receiver is up and serving a fresh connection, and its queue holds exactly `pending`.

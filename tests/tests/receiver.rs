@@ -13,12 +13,13 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::process::ExitStatusExt;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 use stockhook_shared::config::Platform;
 use stockhook_shared::envelope::EventId;
 use stockhook_shared::queue::{now_ms, DeadFilter, Failure};
+use stockhook_tests::answers::{accepted, delivery_id, exclusive, metric, refused, timing};
 use stockhook_tests::http::{self, Conn, Outcome, Resp};
 use stockhook_tests::queue::{lease_all, queue_stats, Queue};
 use stockhook_tests::{
@@ -28,28 +29,6 @@ use stockhook_tests::{
 const SHOP: &str = "shop";
 const SHOP_SECRET: &str = "shpss_e2e_0123456789abcdef";
 const WHSEC: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-
-static LOAD: RwLock<()> = RwLock::new(());
-
-/// Held by tests that assert how long something took.
-fn timing() -> RwLockReadGuard<'static, ()> {
-    LOAD.read().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Held by the test that loads the machine.
-fn burst() -> RwLockWriteGuard<'static, ()> {
-    LOAD.write().unwrap_or_else(|p| p.into_inner())
-}
-
-/// A delivery id no other request in this test run uses.
-fn delivery_id(prefix: &str) -> String {
-    static N: AtomicU64 = AtomicU64::new(0);
-    format!(
-        "{prefix}-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
 
 /// A config with the one Shopify source `shop`.
 fn shop_config(dir: &TestDir) -> ConfigBuilder {
@@ -65,32 +44,6 @@ fn start(dir: &TestDir, cfg: &ConfigBuilder) -> stockhook_tests::Proc {
 fn post_shop(addr: SocketAddr, body: &[u8], topic: &str, webhook_id: &str) -> Resp {
     let h = sign::shopify(SHOP_SECRET, body, topic, webhook_id);
     http::post(addr, "/webhooks/shop", &h, body)
-}
-
-/// Asserts a `200 {"status":"accepted","id":"evt_..."}` and returns the id.
-fn accepted(r: &Resp) -> EventId {
-    assert_eq!(r.status, 200, "{r:?}");
-    let j = r.json();
-    assert_eq!(j["status"], "accepted", "{r:?}");
-    let id = j["id"].as_str().unwrap_or_else(|| panic!("no id: {r:?}"));
-    assert!(id.starts_with("evt_") && id.len() == 20, "id {id:?}");
-    EventId::parse(id).unwrap_or_else(|| panic!("unparsable id {id:?}"))
-}
-
-/// Asserts a JSON error answer with `status` and `error` code.
-fn refused(r: &Resp, status: u16, code: &str) {
-    assert_eq!(r.status, status, "{r:?}");
-    let j = r.json();
-    assert_eq!(j["status"], "error", "{r:?}");
-    assert_eq!(j["error"], code, "{r:?}");
-}
-
-/// The value of one series in a Prometheus text exposition, e.g.
-/// `stockhook_requests_total{source="shop",status="200"}`.
-fn metric(text: &str, series: &str) -> Option<u64> {
-    text.lines()
-        .filter_map(|l| l.strip_prefix(series))
-        .find_map(|rest| rest.trim().parse().ok())
 }
 
 fn pending(dir: &TestDir) -> u64 {
@@ -788,8 +741,8 @@ fn healthz_reports_the_last_event() {
 // 8 -------------------------------------------------------------------------------------------
 
 #[test]
-fn every_200_survives_kill_9_in_the_middle_of_a_burst() {
-    let _exclusive = burst();
+fn every_200_survives_kill_9_in_the_middle_of_a_exclusive() {
+    let _exclusive = exclusive();
     const TOTAL: usize = 2000;
     const THREADS: usize = 32;
     const KILL_AFTER: usize = 1000;

@@ -35,7 +35,7 @@
 #[path = "../../fuzz/mutator.rs"]
 mod mutator;
 
-use mutator::{hex_head, iterations, mutate, no_panic, save_input, seed, Rng};
+use mutator::{iterations, mutate, no_panic, seed, Rng};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -435,13 +435,7 @@ fn dump(e: &Envelope) -> Vec<u8> {
 
 fn fail(target: &str, seed: u64, i: u64, what: &str, input: &[u8]) -> ! {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fuzz-failures");
-    let saved = save_input(&dir, target, seed, i, input);
-    panic!(
-        "fuzz target {target}: {what}\n  seed={seed} iteration={i} \
-         (replay: STOCKHOOK_FUZZ_SEED={seed} STOCKHOOK_FUZZ_ITERS={})\n  input saved to {saved}\n  input hex: {}",
-        i + 1,
-        hex_head(input)
-    )
+    mutator::fail(&dir, target, seed, i, what, input)
 }
 
 /// The times an adapter may stamp a fact with: a parseable time anywhere in the body (payload
