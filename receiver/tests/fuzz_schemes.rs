@@ -437,12 +437,7 @@ fn shopify_target(fx: &Fixtures) -> Target {
     let v = fx.vector("shopify_hmac.json", "shopify-api-js-validate-valid");
     let secret = v["secret"].as_str().expect("secret").to_string();
     let mut seeds = vec![Req::new(
-        &v["headers"]
-            .as_object()
-            .expect("headers")
-            .iter()
-            .map(|(k, v)| (k.clone(), v.as_str().expect("string").to_string()))
-            .collect::<Vec<_>>(),
+        &fixtures::vector_headers(&v),
         v["body_utf8"].as_str().expect("body").as_bytes(),
         0,
     )];
@@ -511,12 +506,7 @@ fn standard_webhooks_target(fx: &Fixtures) -> Target {
             continue;
         }
         secrets.push(v["secret"].as_str().expect("secret").to_string());
-        let headers: Vec<(String, String)> = v["headers"]
-            .as_object()
-            .expect("headers")
-            .iter()
-            .map(|(k, v)| (k.clone(), v.as_str().expect("string").to_string()))
-            .collect();
+        let headers = fixtures::vector_headers(v);
         let ts: i64 = v["headers"]["webhook-timestamp"]
             .as_str()
             .and_then(|t| t.parse().ok())

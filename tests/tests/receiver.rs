@@ -120,14 +120,7 @@ fn shopify_published_vectors_and_tampering() {
     assert_eq!(secret, "test_secret_key");
     let cfg = dir.config().source(SourceSpec::shopify("vec", secret));
     let rx = start(&dir, &cfg);
-    let headers = |v: &serde_json::Value| -> Vec<(String, String)> {
-        v["headers"]
-            .as_object()
-            .expect("headers")
-            .iter()
-            .map(|(k, v)| (k.clone(), v.as_str().expect("string header").to_string()))
-            .collect()
-    };
+    let headers = fixtures::vector_headers;
     let body = valid["body_utf8"]
         .as_str()
         .expect("body")
@@ -284,12 +277,7 @@ fn standard_webhooks_timestamps_and_signature_lists() {
         let f = fx.json("standard_webhooks.json");
         let v = &f["vectors"][0];
         assert_eq!(v["secret"], WHSEC);
-        let vh: Vec<(String, String)> = v["headers"]
-            .as_object()
-            .expect("headers")
-            .iter()
-            .map(|(k, v)| (k.clone(), v.as_str().expect("string").to_string()))
-            .collect();
+        let vh = fixtures::vector_headers(v);
         let vbody = v["body_utf8"].as_str().expect("body").as_bytes();
         refused(
             &http::post(rx.addr(), "/webhooks/feed", &vh, vbody),

@@ -269,12 +269,7 @@ pub(crate) mod test_support {
 
     /// The vector's `headers` object as a HeaderMap.
     pub fn vector_headers(v: &serde_json::Value) -> HeaderMap {
-        let pairs: Vec<(String, String)> = v["headers"]
-            .as_object()
-            .expect("vector has headers")
-            .iter()
-            .map(|(k, v)| (k.clone(), v.as_str().expect("string header").to_string()))
-            .collect();
+        let pairs = stockhook_test_kit::fixtures::vector_headers(v);
         let refs: Vec<(&str, &str)> = pairs
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))

@@ -51,6 +51,21 @@ pub fn shared(test: &str) -> Option<Fixtures> {
     None
 }
 
+/// A vector's `headers` object (`{"Name": "value", ...}`) as `(name, value)` pairs, in order.
+pub fn vector_headers(v: &serde_json::Value) -> Vec<(String, String)> {
+    v["headers"]
+        .as_object()
+        .unwrap_or_else(|| panic!("vector {} has no `headers` object", v["id"]))
+        .iter()
+        .map(|(k, h)| {
+            let h = h
+                .as_str()
+                .unwrap_or_else(|| panic!("header {k} is not a string"));
+            (k.clone(), h.to_string())
+        })
+        .collect()
+}
+
 /// A directory of test files, read with panics that name the path.
 #[derive(Clone, Debug)]
 pub struct Fixtures {

@@ -11,6 +11,12 @@ impl XorShift {
         XorShift(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
     }
 
+    /// A generator in exactly this state (made odd: zero is xorshift's fixed point), for callers
+    /// that mix their seed their own way.
+    pub fn from_state(state: u64) -> XorShift {
+        XorShift(state | 1)
+    }
+
     /// Seeded from `var` (see [`seed_from_env`]), the seed printed with `test`'s name.
     pub fn from_env(test: &str, var: &str) -> XorShift {
         XorShift::new(seed_from_env(test, var, None))
