@@ -285,6 +285,7 @@ pub enum Platform {
     Amazon,
     Ebay,
     Simple,
+    Woocommerce,
 }
 
 impl Platform {
@@ -294,6 +295,7 @@ impl Platform {
             Platform::Amazon => "amazon",
             Platform::Ebay => "ebay",
             Platform::Simple => "simple",
+            Platform::Woocommerce => "woocommerce",
         }
     }
     pub fn parse(s: &str) -> Option<Platform> {
@@ -302,6 +304,7 @@ impl Platform {
             "amazon" => Some(Platform::Amazon),
             "ebay" => Some(Platform::Ebay),
             "simple" => Some(Platform::Simple),
+            "woocommerce" => Some(Platform::Woocommerce),
             _ => None,
         }
     }

@@ -537,9 +537,9 @@ impl Accounting {
 
 pub use stockhook_test_kit::rng::XorShift;
 
-/// Cycles for kill/restart loops: `ci` normally, `soak` with `STOCKHOOK_SOAK=1`.
+/// Cycles for kill/restart loops: `ci` normally, `soak` with `SHTEST_SOAK=1`.
 pub fn cycles(ci: usize, soak: usize) -> usize {
-    if std::env::var("STOCKHOOK_SOAK").is_ok_and(|v| !v.is_empty() && v != "0") {
+    if std::env::var("SHTEST_SOAK").is_ok_and(|v| !v.is_empty() && v != "0") {
         soak
     } else {
         ci

@@ -2,7 +2,7 @@
 //! loaded with signed Shopify `inventory_levels/update` webhooks, each for a distinct item that
 //! crosses the low-stock threshold, so every event must end as exactly one alert in exactly one
 //! email. Processes are killed with SIGKILL at random moments (a seeded xorshift picks them; the
-//! seed is printed, `STOCKHOOK_SEED=<n>` repeats a run), restarted, and at the end the emails are
+//! seed is printed, `SHTEST_SEED=<n>` repeats a run), restarted, and at the end the emails are
 //! counted: every item answered 200 appears in exactly one email, no alert id appears twice.
 //! Each such test prints `answered=N delivered=N lost=0 duplicated_effects=0`.
 //!
@@ -26,8 +26,8 @@
 //!
 //! Run: `cargo test -p stockhook-tests --test crash` (3 kill cycles per test; 2 for C, one in
 //! each restart order).
-//! Soak: `STOCKHOOK_SOAK=1 cargo test -p stockhook-tests --test crash -- --test-threads=1`
-//! (10 kill cycles per test; add `STOCKHOOK_SEED=<n>` to repeat a run's kill moments).
+//! Soak: `SHTEST_SOAK=1 cargo test -p stockhook-tests --test crash -- --test-threads=1`
+//! (10 kill cycles per test; add `SHTEST_SEED=<n>` to repeat a run's kill moments).
 //!
 //! The disk-full test mounts a tmpfs (root needed): where `mount` fails it prints SKIPPED, unless
 //! the `CI` environment variable is set, where it fails.
@@ -373,7 +373,7 @@ fn items(first: u64, n: usize) -> Vec<u64> {
 #[test]
 fn receiver_kill_9_under_load_loses_and_duplicates_nothing() {
     const THREADS: usize = 16;
-    let mut rng = XorShift::from_env("receiver_kill_9", "STOCKHOOK_SEED");
+    let mut rng = XorShift::from_env("receiver_kill_9", "SHTEST_SEED");
     let mut s = Stack::start("c-rx-kill", config);
     let n = cycles(3, 10);
     let stream = Stream::start(&s.ep, 1_000_000, 300 * n as u64 + 300, THREADS);
@@ -407,7 +407,7 @@ fn receiver_kill_9_under_load_loses_and_duplicates_nothing() {
 fn worker_kill_9_cycles(name: &str, emails_are: Emails) {
     const THREADS: usize = 4;
     const PER_CYCLE: usize = 120;
-    let mut rng = XorShift::from_env(name, "STOCKHOOK_SEED");
+    let mut rng = XorShift::from_env(name, "SHTEST_SEED");
     let mut s = Stack::start(name, config);
     let n = cycles(3, 10);
     let mut all = Vec::new();
@@ -464,9 +464,9 @@ fn worker_kill_9_mid_batch_sends_no_alert_twice() {
 
 fn both_killed_cycles(name: &str, emails_are: Emails) {
     const THREADS: usize = 8;
-    let mut rng = XorShift::from_env(name, "STOCKHOOK_SEED");
+    let mut rng = XorShift::from_env(name, "SHTEST_SEED");
     let mut s = Stack::start(name, config);
-    // Both orders at least once; more with STOCKHOOK_SOAK.
+    // Both orders at least once; more with SHTEST_SOAK.
     let n = cycles(2, 10);
     let stream = Stream::start(&s.ep, 3_000_000, 300 * n as u64 + 300, THREADS);
     for cycle in 0..n {

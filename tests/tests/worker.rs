@@ -15,7 +15,8 @@
 //! | 3 | `a_late_older_level_...` | an older level after a newer one changes nothing (`export --csv`) |
 //! | 4 | `over_smtp_...` | one email in a real SMTP server's Maildir, Message-ID as the outbox recorded it |
 //! | 5 | `smtp_down_at_first_...` | refused: pending, retried, not failed; server up: delivered once |
-//! | 6 | `malformed_payload_...` | `not json` dead-lettered; `failed list`, `replay --all --dry-run`, `replay ID`, stats |
+//! | 6 | `malformed_payload_...` | `not json` dead-lettered; `failed list`, `replay --all --dry-run`, `replay ID` (waits: failed again, exit 1), stats |
+//! | 6b | `replay_after_a_platform_fix_...` | wrong `platform` dead-letters; replay unchanged: exit 1; `platform` fixed: replay reads it as now configured, reports it processed, its email arrives |
 //! | 7 | `unknown_topic_...` | acknowledged and counted as ignored, not failed |
 //! | 8 | `the_old_notes_simple_forms_...` | the Flask notes' two unsigned forms: low stock and out of stock emails |
 //! | 9 | `amazon_eventbridge_...` | EventBridge-wrapped MFN quantity change: one email; the same notification again: a duplicate |
@@ -36,7 +37,7 @@ use stockhook_tests::proc::mail_files;
 use stockhook_tests::smtp::SmtpSink;
 use stockhook_tests::stack::{
     eml_emails, expect_within, free_port, maildir_emails, smtp_sink_on, start_worker, stat, stats,
-    wait_eml, wait_stats, worker_cli_ok, Accounting, Email,
+    wait_eml, wait_stats, worker_cli, worker_cli_ok, Accounting, Email,
 };
 use stockhook_tests::{fixtures, sign, ConfigBuilder, Proc, SourceSpec, TestDir};
 
@@ -83,6 +84,10 @@ impl Pipeline {
     }
     fn cli_ok(&self, args: &[&str]) -> String {
         worker_cli_ok(&self.dir, &self.config, args)
+    }
+    /// The CLI run to completion, whatever its exit status.
+    fn cli(&self, args: &[&str]) -> Proc {
+        worker_cli(&self.dir, &self.config, args)
     }
 }
 
@@ -476,8 +481,16 @@ fn malformed_payload_is_dead_lettered_listed_and_replayable() {
     // A dry run changes nothing.
     assert_eq!(list().as_array().map(Vec::len), Some(1));
 
-    let out = p.cli_ok(&["failed", "replay", &bad]);
-    assert!(out.contains(&format!("replayed event {bad}")), "{out}");
+    // The replay waits for the outcome: read again, dead-lettered again, so it exits 1 and
+    // says so (issue 13, item 8: it printed "replayed" and exited 0).
+    let r = p.cli(&["failed", "replay", &bad]);
+    assert_eq!(r.status().and_then(|s| s.code()), Some(1), "{}", r.dump());
+    let err = r.stderr();
+    assert!(err.contains(&format!("replayed event {bad}")), "{err}");
+    assert!(
+        err.contains(&format!("event {bad}: failed again:")) && err.contains("JSON"),
+        "{err}"
+    );
     // Replayed, read again by the worker, dead-lettered again: twice in its log.
     expect_within(SETTLE, "the replayed event dead-lettered again", || {
         let log = p.worker.stderr();
@@ -498,6 +511,65 @@ fn malformed_payload_is_dead_lettered_listed_and_replayable() {
     let rows = list();
     assert_eq!(rows.as_array().map(Vec::len), Some(1), "{rows:#}");
     assert_eq!(rows[0]["id"], bad.as_str());
+}
+
+// 6b ------------------------------------------------------------------------------------------
+
+/// Issue 13, item 8: a source configured with the wrong `platform` dead-letters a good Shopify
+/// event; a replay with the config unchanged fails again (exit 1, saying so); once the operator
+/// fixes `platform` and restarts the worker, the replay reads it with the current platform,
+/// waits for it, reports it processed (exit 0), and the level it carried raises its email.
+#[test]
+fn replay_after_a_platform_fix_reads_the_event_with_the_current_config() {
+    let wrong = |d: &TestDir| {
+        d.config()
+            .recipients(&[TO])
+            .email("max_backoff", "\"2s\"")
+            .source(SourceSpec::new(SHOP, "amazon", "shopify-hmac", &[SECRET]))
+    };
+    let mut p = start("w-replay-fix", wrong);
+    let id = accepted(&post_shop(
+        p.addr(),
+        &level(900_021, LOCATION, 2, "2024-06-21T10:00:00Z"),
+        "inventory_levels/update",
+        &wid("fix"),
+    ));
+    p.wait("read as Amazon and dead-lettered", |s| {
+        stat(s, "queue.dead") == 1
+    });
+
+    let r = p.cli(&["failed", "replay", &id]);
+    assert_eq!(r.status().and_then(|s| s.code()), Some(1), "{}", r.dump());
+    assert!(
+        r.stderr().contains(&format!("event {id}: failed again:")),
+        "{}",
+        r.dump()
+    );
+    p.wait("dead again", |s| stat(s, "queue.dead") == 1);
+
+    // The fix: platform = "shopify", the worker restarted on it.
+    p.worker.sigterm();
+    p.worker.wait_exit(stockhook_tests::deadline_in(SETTLE));
+    let fixed = p.dir.write_config("stockhook.toml", &base(&p.dir));
+    assert_eq!(fixed, p.config);
+    p.worker = start_worker(&p.dir, &p.config);
+
+    let out = p.cli_ok(&["failed", "replay", &id]);
+    assert!(out.contains(&format!("replayed event {id}")), "{out}");
+    assert!(out.contains(&format!("event {id}: processed")), "{out}");
+    let e = only_email(&p);
+    assert_eq!(
+        e.field_for("900021", "Available").as_deref(),
+        Some("2"),
+        "{}",
+        e.text()
+    );
+    let s = p.wait("nothing dead", |s| stat(s, "queue.dead") == 0);
+    assert_eq!(stat(&s, "events.processed"), 1, "{s:#}");
+
+    // --no-wait returns at once with the old one-line answer (nothing left to replay here).
+    let out = p.cli_ok(&["failed", "replay", "--all", "--yes", "--no-wait"]);
+    assert_eq!(out, "nothing to replay\n");
 }
 
 // 7 -------------------------------------------------------------------------------------------

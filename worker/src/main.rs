@@ -74,6 +74,10 @@ enum Failed {
         /// Confirm a bulk replay.
         #[arg(long)]
         yes: bool,
+        /// Return at once instead of waiting (up to 30 s) for the worker to read each replayed
+        /// event again and reporting whether it was processed or failed again.
+        #[arg(long)]
+        no_wait: bool,
     },
     /// Delete failures for good.
     Purge {
@@ -173,9 +177,18 @@ fn main() -> ExitCode {
                         filter,
                         dry_run,
                         yes,
+                        no_wait,
                     }) => {
-                        ops::failed_change(&cfg, &selection(ids, all, filter)?, true, dry_run, yes)
-                            .await
+                        let wait = (!no_wait).then_some(ops::REPLAY_WAIT);
+                        ops::failed_change(
+                            &cfg,
+                            &selection(ids, all, filter)?,
+                            true,
+                            dry_run,
+                            yes,
+                            wait,
+                        )
+                        .await
                     }
                     Command::Failed(Failed::Purge {
                         ids,
@@ -184,8 +197,15 @@ fn main() -> ExitCode {
                         dry_run,
                         yes,
                     }) => {
-                        ops::failed_change(&cfg, &selection(ids, all, filter)?, false, dry_run, yes)
-                            .await
+                        ops::failed_change(
+                            &cfg,
+                            &selection(ids, all, filter)?,
+                            false,
+                            dry_run,
+                            yes,
+                            None,
+                        )
+                        .await
                     }
                     Command::Stats { json } => ops::stats(&cfg, json).await,
                     Command::Export { csv: _, since } => {

@@ -13,8 +13,9 @@ use serde_json::json;
 use std::fmt::Write as _;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 use stockhook_shared::config::Config;
-use stockhook_shared::envelope::EventId;
+use stockhook_shared::envelope::{Envelope, EventId};
 use stockhook_shared::queue::client::QueueClient;
 use stockhook_shared::queue::local::LocalQueue;
 use stockhook_shared::queue::nats::{NatsOptions, NatsQueue};
@@ -358,17 +359,21 @@ fn render(v: &serde_json::Value, as_json: bool) -> String {
     out
 }
 
-/// `failed replay` / `failed purge`.
+/// `failed replay` / `failed purge`. A replay of events waits up to `wait` (`None`: not at all)
+/// for the worker to read each one again, and reports each outcome; an event that fails again
+/// makes the command fail (exit 1), as does one still unread when the wait ends.
 pub async fn failed_change(
     config: &Config,
     sel: &Selection,
     replay: bool,
     dry_run: bool,
     yes: bool,
+    wait: Option<Duration>,
 ) -> Result<String, OpsError> {
     let verb = if replay { "replay" } else { "purge" };
     sel.check(verb, dry_run, yes)?;
     let mut out = String::new();
+    let mut not_done = 0usize;
     if sel.wants(Kind::Event) {
         let q = Queue::open(config).await?;
         let f = sel.dead_filter()?;
@@ -379,10 +384,7 @@ pub async fn failed_change(
         };
         if dry_run && replay && !ids.is_empty() {
             // Which alerts would these events raise? Ask the worker's state, writing nothing.
-            let mut envs = Vec::new();
-            for id in &ids {
-                envs.push(q.dead_show(*id).await?.1);
-            }
+            let envs = dead_envelopes(config, &q, &ids).await?;
             let c = control(config).await?;
             for s in c.simulate(&envs).await? {
                 let what = match (&s.error, s.already_processed, s.alerts.len()) {
@@ -401,6 +403,12 @@ pub async fn failed_change(
                 let _ = writeln!(out, "event {}: {what}", s.id);
             }
         } else if !dry_run {
+            // Kept before the replay: what the outcome check simulates (read as now configured).
+            let envs = match (replay, wait, &q) {
+                (_, _, Queue::Nats(_)) => Vec::new(),
+                (true, Some(_), _) => dead_envelopes(config, &q, &ids).await?,
+                _ => Vec::new(),
+            };
             let done = if replay {
                 q.dead_replay(f, false).await?
             } else {
@@ -412,6 +420,21 @@ pub async fn failed_change(
                     "{} event {id}",
                     if replay { "replayed" } else { "purged" }
                 );
+            }
+            if let (true, Some(limit)) = (replay, wait) {
+                if matches!(q, Queue::Nats(_)) {
+                    // JetStream gives a replayed event a new sequence, hence a new id: there is
+                    // nothing to follow it by (yet).
+                    let _ = writeln!(
+                        out,
+                        "(on the NATS backend a replayed event gets a new id: see its outcome in \
+                         `failed list` and `stats`)"
+                    );
+                } else {
+                    let envs: Vec<Envelope> =
+                        envs.into_iter().filter(|e| done.contains(&e.id)).collect();
+                    not_done = await_outcomes(config, &q, envs, limit, &mut out).await?;
+                }
             }
         } else {
             for id in &ids {
@@ -440,10 +463,104 @@ pub async fn failed_change(
             );
         }
     }
+    if not_done > 0 {
+        return Err(OpsError::Failed(anyhow::anyhow!(
+            "{out}{not_done} replayed event(s) not processed"
+        )));
+    }
     if out.is_empty() {
         out = format!("nothing to {verb}\n");
     }
     Ok(out)
+}
+
+/// The dead letters' envelopes, each with its source's current platform.
+async fn dead_envelopes(
+    config: &Config,
+    q: &Queue,
+    ids: &[EventId],
+) -> Result<Vec<Envelope>, OpsError> {
+    let mut envs = Vec::with_capacity(ids.len());
+    for id in ids {
+        let mut env = q.dead_show(*id).await?.1;
+        crate::pipeline::read_as_configured(config, &mut env);
+        envs.push(env);
+    }
+    Ok(envs)
+}
+
+/// How long `failed replay` waits for the outcome unless `--no-wait`.
+pub const REPLAY_WAIT: Duration = Duration::from_secs(30);
+
+/// How often the outcome of a replay is checked while waiting.
+const OUTCOME_POLL: Duration = Duration::from_millis(200);
+
+/// Waits until the worker has read each replayed event again, up to `limit`: processed (its
+/// state marks it), or dead-lettered again (back in the dead letters, with the error). Writes
+/// one line per event; returns how many were not processed.
+async fn await_outcomes(
+    config: &Config,
+    q: &Queue,
+    mut waiting: Vec<Envelope>,
+    limit: Duration,
+    out: &mut String,
+) -> Result<usize, OpsError> {
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut not_done = 0;
+    while !waiting.is_empty() {
+        let mut still = Vec::new();
+        for env in waiting {
+            // Naming an id that is not a dead letter is "no such event": not dead (yet).
+            let again = match q
+                .dead_list(DeadFilter {
+                    ids: vec![env.id],
+                    ..DeadFilter::default()
+                })
+                .await
+            {
+                Ok(d) => d,
+                Err(QueueError::NotFound(_)) => Vec::new(),
+                Err(e) => return Err(e.into()),
+            };
+            if let Some(d) = again.first() {
+                let _ = writeln!(out, "event {}: failed again: {}", env.id, d.error);
+                not_done += 1;
+                continue;
+            }
+            still.push(env);
+        }
+        if !still.is_empty() {
+            let c = control(config).await?;
+            let sims = c.simulate(&still).await?;
+            let mut left = Vec::new();
+            for (env, sim) in still.into_iter().zip(sims) {
+                if sim.already_processed {
+                    let _ = writeln!(out, "event {}: processed", env.id);
+                } else {
+                    left.push(env);
+                }
+            }
+            still = left;
+        }
+        waiting = still;
+        if waiting.is_empty() {
+            break;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            for env in &waiting {
+                let _ = writeln!(
+                    out,
+                    "event {}: not read again within {}s (is stockhook-worker running?)",
+                    env.id,
+                    limit.as_secs()
+                );
+            }
+            not_done += waiting.len();
+            break;
+        }
+        tokio::time::sleep(OUTCOME_POLL).await;
+    }
+    Ok(not_done)
 }
 
 /// `stats`.

@@ -145,11 +145,25 @@ async fn drain<S: StateBackend>(
         if leased.is_empty() {
             continue;
         }
+        let mut leased = leased;
+        for l in &mut leased {
+            read_as_configured(config, &mut l.envelope);
+        }
         if let Err(e) = process_batch(c, state, rules, leased).await {
             tracing::warn!(error = %e, "queue call failed mid-batch; unacked events will be redelivered");
             client = None;
         }
         wake.notify_one();
+    }
+}
+
+/// Sets the event's platform to its source's platform in the current config. The receiver records
+/// the platform with each event when it accepts it; an operator who then fixes a source's
+/// `platform` (and replays what the wrong one dead-lettered) means the current one. An event of a
+/// source no longer configured keeps the platform it was accepted with.
+pub fn read_as_configured(config: &Config, env: &mut stockhook_shared::envelope::Envelope) {
+    if let Some(s) = config.sources.iter().find(|s| s.name == env.source) {
+        env.platform = s.platform;
     }
 }
 
@@ -163,14 +177,20 @@ pub async fn process_batch<S: StateBackend>(
 ) -> Result<(), QueueError> {
     let mut prepared = Vec::with_capacity(leased.len());
     let mut permanent: Vec<(EventId, String)> = Vec::new();
-    let mut deletions: Vec<(String, String)> = Vec::new();
+    // eBay account deletions: (index in `prepared`, source, user id, notification id).
+    let mut deletions: Vec<(usize, String, String, Option<String>)> = Vec::new();
     for l in &leased {
         let env = &l.envelope;
         match adapters::normalize(env) {
             Ok(normalized) => {
                 if env.platform == Platform::Ebay {
                     if let Some(user) = adapters::ebay_deleted_user(env) {
-                        deletions.push((env.source.clone(), user));
+                        deletions.push((
+                            prepared.len(),
+                            env.source.clone(),
+                            user,
+                            adapters::payload_dedup_key(env),
+                        ));
                     }
                 }
                 prepared.push(Prepared {
@@ -217,8 +237,12 @@ pub async fn process_batch<S: StateBackend>(
                 "batch applied"
             );
             q.ack(ids).await?;
-            for (source, user) in deletions {
-                purge_ebay_user(q, state, &source, &user).await?;
+            for (i, source, user, notification) in deletions {
+                // eBay re-sends a notification until it is acknowledged: a copy whose
+                // notificationId was already applied is not applied or counted again, but its
+                // retained copy (it names the user) is still purged.
+                let first = matches!(results.get(i), Some(Applied::Done { .. }));
+                purge_ebay_user(q, state, &source, &user, notification.as_deref(), first).await?;
             }
             Ok(())
         }
@@ -243,16 +267,29 @@ pub async fn process_batch<S: StateBackend>(
 /// eBay's MARKETPLACE_ACCOUNT_DELETION: every retained event of this source that names the user
 /// (the deletion notice included, now acked) is deleted from the queue. The worker's state holds
 /// item ids, SKUs and titles only, never eBay user data, so there is nothing to delete there.
-/// Logged by user id only.
+/// Counted and logged once per notificationId (`first`); the log line names the notification,
+/// never the user: an eBay user id is personal data.
 async fn purge_ebay_user<S: StateBackend>(
     q: &impl QueueOps,
     state: &Arc<S>,
     source: &str,
     user: &str,
+    notification: Option<&str>,
+    first: bool,
 ) -> Result<(), QueueError> {
     let n = q
         .purge_matching(source.to_string(), user.to_string())
         .await?;
+    let notification_id = notification.unwrap_or("");
+    if !first {
+        tracing::debug!(
+            source,
+            notification_id,
+            events_removed = n,
+            "eBay account deletion re-sent: already applied"
+        );
+        return Ok(());
+    }
     if let Err(e) = state
         .update_alerts(
             vec![],
@@ -265,7 +302,7 @@ async fn purge_ebay_user<S: StateBackend>(
     }
     tracing::info!(
         source,
-        user_id = user,
+        notification_id,
         events_removed = n,
         "eBay account deletion applied"
     );

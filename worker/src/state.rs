@@ -115,6 +115,12 @@ impl ItemState {
         }
     }
 
+    /// Adds units sold (negative: a restock refund). Net sales never go below zero: a refund for
+    /// a sale stockhook never saw changes nothing (issue 13, item 2).
+    pub fn add_sold(&mut self, quantity: i64) {
+        self.units_sold = self.units_sold.saturating_add(quantity).max(0);
+    }
+
     /// When its current quiet period began: the last sale, else first seen.
     pub fn quiet_since(&self) -> i64 {
         self.last_sale_at.unwrap_or(self.first_seen_at)
@@ -898,7 +904,7 @@ fn apply_fact(
             tx.insert(seen, &at.to_be_bytes()[..])?;
             let item = resolve(tx, &ev.source, item)?;
             let mut st = load_item(tx, ev, &item, *at)?;
-            st.units_sold += quantity;
+            st.add_sold(*quantity);
             if *quantity > 0 {
                 st.last_sale_at = Some(st.last_sale_at.map_or(*at, |t| t.max(*at)));
             }

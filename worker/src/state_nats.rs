@@ -797,7 +797,7 @@ impl NatsState {
                         }
                         None => new_item(&item, *at),
                     };
-                    rec.state.units_sold += quantity;
+                    rec.state.add_sold(*quantity);
                     if *quantity > 0 {
                         rec.state.last_sale_at =
                             Some(rec.state.last_sale_at.map_or(*at, |t| t.max(*at)));

@@ -3,9 +3,9 @@
 //! * [`data`]: the suite's own payloads, in the repository (`tests/data/`): always there, a
 //!   missing file fails the test.
 //! * [`shared`]: the published vectors (Shopify, Standard Webhooks, GitHub, WooCommerce, eBay,
-//!   Amazon samples) in `../shared/fixtures/` beside the repository. Their licences are not
-//!   recorded, so they are not copied in: a cross-check against them runs when the directory
-//!   exists and otherwise skips with one loud line, unless `SHARED_FIXTURES_REQUIRED=1` (CI),
+//!   Amazon samples) in `../shared/fixtures/` beside the repository, where no copy with its
+//!   source recorded is in the repository (`worker/tests/data/` holds those): a cross-check
+//!   against them runs when the directory exists and otherwise skips with one loud line, unless `SHARED_FIXTURES_REQUIRED=1` (CI),
 //!   where a missing directory fails the test.
 
 use std::path::{Path, PathBuf};

@@ -1,14 +1,25 @@
 //! Amazon Selling Partner API notifications, as they reach an HTTPS endpoint: the bare
-//! notification (`NotificationType`, `EventTime`, `Payload`, `NotificationMetadata`), or the
+//! notification (`NotificationType`, `EventTime`, `Payload`, `NotificationMetadata`), the
 //! EventBridge event that wraps it in `detail` (an API destination without an input transformer
-//! posts the whole event). Amazon documents some types in PascalCase and others in camelCase, so
+//! posts the whole event), or the SQS record an EventBridge Pipe from the SP-API queue posts when
+//! it has no input transformer (`eventSource: "aws:sqs"`, the notification as JSON text in
+//! `body`; alone or as a batch of one). A body that is none of these is dead-lettered with an
+//! error naming the three forms tried. Amazon documents some types in PascalCase and others in camelCase, so
 //! every key is matched ignoring ASCII case ([`get_ci`]).
 //!
 //! Contract, per notification type (the topic: `NotificationType`, or EventBridge `detail-type`,
 //! or `detail.NotificationType`):
 //! * `FBA_INVENTORY_AVAILABILITY_CHANGES`: per marketplace, a `CatalogEntry` (item = SKU, aliases
 //!   `asin:<ASIN>`, `fnsku:<FNSKU>`, title = ItemName; an entry identical to one already emitted
-//!   is not repeated) and an `InventoryLevel` at `fba:<MarketplaceId>` of the `Fulfillable` units.
+//!   is not repeated); and one `InventoryLevel` of `Fulfillable` units per FBA inventory *pool*,
+//!   not per marketplace. The North American marketplaces (US, CA, MX: Remote Fulfillment
+//!   serves them from one stock) are one pool, the European Fulfillment Network's (DE, FR, IT,
+//!   ES, NL, SE, PL, BE, IE) another; any other marketplace (UK, JP, AU, ...) is a pool of its
+//!   own. Marketplaces of one pool report the same units, so the pool counts once, with the
+//!   largest figure among them, at `fba:<the MarketplaceId reporting it>`; its other
+//!   marketplaces get a level of `None` at `fba:<MarketplaceId>` (not counted), which also
+//!   clears what an earlier per-marketplace reading stored there. (A sum counted the same units
+//!   two or three times and hid a low level.)
 //! * `LISTINGS_ITEM_MFN_QUANTITY_CHANGE`: a `CatalogEntry` (item = sku = `Sku`) and an
 //!   `InventoryLevel` at `mfn` (`mfn:<FulfillmentChannelCode>` for a channel other than
 //!   `DEFAULT`, so two channels never overwrite each other) of `Quantity`.
@@ -20,8 +31,8 @@
 //!   is already reserved. Time: `OrderChangeTrigger.TimeOfOrderChange`, else `EventTime`.
 //! * any other type (`ANY_OFFER_CHANGED`, ...): ignored.
 //!
-//! [`dedup_key`]: `NotificationMetadata.NotificationId` (bare or inside `detail`), else the
-//! EventBridge event `id`.
+//! [`dedup_key`]: `NotificationMetadata.NotificationId` (bare, inside `detail`, or inside the SQS
+//! record's body), else the EventBridge event `id`, else the SQS `messageId`.
 //!
 //! Must never: depend on key casing; treat a cancelled order as a sale; read SKUs or quantities
 //! as floats.
@@ -110,38 +121,92 @@ impl<'a> Notice<'a> {
     }
 }
 
-/// Normalizes an SP-API notification, bare or in an EventBridge event.
-pub fn normalize(env: &Envelope) -> Result<Normalized, NormalizeError> {
+/// The forms an Amazon body is tried as, named in the error when it is none of them.
+const FORMS_TRIED: &str = "matches no Amazon notification form; tried: an SP-API notification \
+     (NotificationType), an EventBridge event (detail-type, detail), and an SQS record from an \
+     EventBridge Pipe (eventSource aws:sqs, the notification as a JSON string in body)";
+
+/// An SQS record as an EventBridge Pipe without an input transformer delivers it (alone, or as
+/// a batch of one): the SP-API notification is the JSON text of its `body`. Returns that
+/// notification; `Ok(None)` when the body is not an SQS record.
+fn unwrap_sqs(body: &Value) -> Result<Option<Value>, NormalizeError> {
+    let record = match body {
+        Value::Array(records) => match records.as_slice() {
+            [one] => one,
+            [] => return Ok(None),
+            more => {
+                return Err(NormalizeError::NoTopic(format!(
+                    "an EventBridge Pipe batch of {} SQS records; set the pipe's batch size to 1",
+                    more.len()
+                )))
+            }
+        },
+        other => other,
+    };
+    let is_sqs = get_ci(record, "eventSource")
+        .and_then(Value::as_str)
+        .is_some_and(|s| s.eq_ignore_ascii_case("aws:sqs"))
+        || (get_ci(record, "receiptHandle").is_some() && get_ci(record, "messageId").is_some());
+    if !is_sqs {
+        return Ok(None);
+    }
+    match get_ci(record, "body") {
+        Some(Value::String(text)) => serde_json::from_str(text).map(Some).map_err(|e| {
+            NormalizeError::NotJson(format!(
+                "the SQS record's body (an EventBridge Pipe delivery) is not JSON: {e}"
+            ))
+        }),
+        // A pipe that already parsed the body.
+        Some(v @ Value::Object(_)) => Ok(Some(v.clone())),
+        Some(other) => Err(super::bad(
+            "SQS record",
+            "body",
+            format!(
+                "must be the notification as JSON text, found {}",
+                super::kind(other)
+            ),
+        )),
+        None => Err(missing("SQS record", "body")),
+    }
+}
+
+/// The body's notification, unwrapped from an SQS record when it is one.
+fn read_body(env: &Envelope) -> Result<Value, NormalizeError> {
     let body = parse_json(env)?;
+    Ok(unwrap_sqs(&body)?.unwrap_or(body))
+}
+
+/// Normalizes an SP-API notification: bare, in an EventBridge event, or in an SQS record.
+pub fn normalize(env: &Envelope) -> Result<Normalized, NormalizeError> {
+    let body = read_body(env)?;
     let notice = Notice::read(&body);
-    let topic = notice.topic().ok_or_else(|| {
-        NormalizeError::NoTopic(
-            "no NotificationType (nor EventBridge detail-type) in the body".into(),
-        )
-    })?;
+    let topic = notice
+        .topic()
+        .ok_or_else(|| NormalizeError::NoTopic(FORMS_TRIED.into()))?;
     let facts = match topic.to_ascii_uppercase().as_str() {
         "FBA_INVENTORY_AVAILABILITY_CHANGES" => fba_inventory(env, topic, &notice)?,
         "LISTINGS_ITEM_MFN_QUANTITY_CHANGE" => mfn_quantity(env, topic, &notice)?,
         "ORDER_CHANGE" => order_change(env, topic, &notice)?,
-        _ => {
-            return Ok(Normalized {
-                topic: topic.to_string(),
-                facts: Vec::new(),
-                ignored: true,
-            })
-        }
+        _ => return Ok(super::ignored(topic)),
     };
-    Ok(Normalized {
-        topic: topic.to_string(),
-        facts,
-        ignored: false,
-    })
+    Ok(super::read(topic, facts))
 }
 
 /// `NotificationMetadata.NotificationId` (any casing, bare or inside `detail`), else the
 /// EventBridge event `id`. `None` for a body that is not JSON or has neither.
 pub fn dedup_key(env: &Envelope) -> Option<String> {
-    let body: Value = serde_json::from_slice(&env.body).ok()?;
+    let raw: Value = serde_json::from_slice(&env.body).ok()?;
+    let sqs_message_id = match &raw {
+        Value::Array(a) if a.len() == 1 => get_ci(&a[0], "messageId"),
+        other => get_ci(other, "messageId"),
+    }
+    .and_then(Value::as_str)
+    .map(|s| format!("sqs:{}", s.trim()));
+    let body = match unwrap_sqs(&raw) {
+        Ok(Some(inner)) => inner,
+        Ok(None) => raw.clone(),
+        Err(_) => return None,
+    };
     let notice = Notice::read(&body);
     let id_of = |v: Option<&Value>| -> Option<String> {
         match v? {
@@ -162,6 +227,7 @@ pub fn dedup_key(env: &Envelope) -> Option<String> {
                 None
             }
         })
+        .or(sqs_message_id)
 }
 
 fn fba_inventory(env: &Envelope, topic: &str, n: &Notice<'_>) -> Result<Vec<Fact>, NormalizeError> {
@@ -177,7 +243,16 @@ fn fba_inventory(env: &Envelope, topic: &str, n: &Notice<'_>) -> Result<Vec<Fact
     let list = "FulfillmentInventoryByMarketplace";
     let markets = req_array(get_ci(p, list), topic, &format!("{pp}.{list}"))?;
     let at = first_time(env, &n.times());
-    let mut facts = Vec::with_capacity(markets.len() * 2);
+    let mut facts = Vec::with_capacity(markets.len() + 1);
+    // Per pool: the marketplace reporting the largest Fulfillable (they report the same units),
+    // that figure, and the pool's other marketplaces; in the order the pools first appear.
+    struct Pool {
+        name: String,
+        counted: String,
+        units: i64,
+        others: Vec<String>,
+    }
+    let mut pools: Vec<Pool> = Vec::new();
     for (i, m) in markets.iter().enumerate() {
         let mp = format!("{pp}.{list}[{i}]");
         let marketplace = req_text(
@@ -201,14 +276,68 @@ fn fba_inventory(env: &Envelope, topic: &str, n: &Notice<'_>) -> Result<Vec<Fact
         if !facts.contains(&entry) {
             facts.push(entry);
         }
-        facts.push(Fact::InventoryLevel {
-            item: sku.clone(),
-            location: format!("fba:{marketplace}"),
-            available: Some(fulfillable),
-            at,
-        });
+        let name = fba_pool(&marketplace);
+        match pools.iter_mut().find(|p| p.name == name) {
+            Some(p) if fulfillable > p.units => {
+                let was = std::mem::replace(&mut p.counted, marketplace);
+                p.others.push(was);
+                p.units = fulfillable;
+            }
+            Some(p) => p.others.push(marketplace),
+            None => pools.push(Pool {
+                name,
+                counted: marketplace,
+                units: fulfillable,
+                others: Vec::new(),
+            }),
+        }
+    }
+    // Every pool's figure first, then the others marked not counted: the total only ever falls
+    // to its right value, never through a lower one (a false alert) on the way.
+    let level = |marketplace: &str, available: Option<i64>| Fact::InventoryLevel {
+        item: sku.clone(),
+        location: format!("fba:{marketplace}"),
+        available,
+        at,
+    };
+    for p in &pools {
+        facts.push(level(&p.counted, Some(p.units)));
+    }
+    for p in &pools {
+        for m in &p.others {
+            facts.push(level(m, None));
+        }
     }
     Ok(facts)
+}
+
+/// The FBA inventory pool a marketplace sells from: `na` or `eu` for the marketplaces
+/// of one fulfillment network, whose Fulfillable figures are views of the same units (North
+/// America's Remote Fulfillment serves Canada and Mexico from US stock; the European
+/// Fulfillment Network and Pan-European FBA serve the EU marketplaces from one stock); else
+/// the MarketplaceId, a pool of its own (UK since 2021, Japan, Australia, ...). (No marketplace
+/// id is two lowercase letters, so the names never collide.)
+fn fba_pool(marketplace: &str) -> String {
+    const NA: &[&str] = &["ATVPDKIKX0DER", "A2EUQ1WTGCTBG2", "A1AM78C64UM0Y8"];
+    const EU: &[&str] = &[
+        "A1PA6795UKMFR9", // Germany
+        "A13V1IB3VIYZZH", // France
+        "APJ6JRA9NG5V4",  // Italy
+        "A1RKKUPIHCS9HS", // Spain
+        "A1805IZSGTT6HS", // Netherlands
+        "A2NODRKZP88ZB9", // Sweden
+        "A1C3SOZRARQ6R3", // Poland
+        "AMEN7PMS3EDWL",  // Belgium
+        "A28R8C7NBKEWEA", // Ireland
+    ];
+    let id = marketplace.trim();
+    if NA.iter().any(|m| m.eq_ignore_ascii_case(id)) {
+        "na".into()
+    } else if EU.iter().any(|m| m.eq_ignore_ascii_case(id)) {
+        "eu".into()
+    } else {
+        id.to_string()
+    }
 }
 
 fn mfn_quantity(env: &Envelope, topic: &str, n: &Notice<'_>) -> Result<Vec<Fact>, NormalizeError> {
@@ -299,7 +428,7 @@ fn order_change(env: &Envelope, topic: &str, n: &Notice<'_>) -> Result<Vec<Fact>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::adapters::test_support::{env, published, Published, RECEIVED};
+    use crate::adapters::test_support::{data, env, RECEIVED};
     use serde_json::json;
     use stockhook_shared::config::Platform;
 
@@ -307,8 +436,8 @@ mod tests {
         normalize(&env(Platform::Amazon, &[], body))
     }
 
-    fn fixture_json(fx: &Published, name: &str) -> Value {
-        serde_json::from_slice(&fx.payload(&format!("amazon/{name}"))).unwrap()
+    fn fixture_json(name: &str) -> Value {
+        serde_json::from_slice(&data(&format!("amazon/{name}"))).unwrap()
     }
 
     /// Recursively rewrites every object key with `f` (PascalCase to camelCase and so on).
@@ -352,6 +481,7 @@ mod tests {
                 title: Some("Product Title".into()),
                 at,
             },
+            // US 50 and CA 40 are one North American pool: 50, not 90 (issue 13, item 6).
             Fact::InventoryLevel {
                 item: "SELLERSKU-1".into(),
                 location: "fba:ATVPDKIKX0DER".into(),
@@ -361,7 +491,7 @@ mod tests {
             Fact::InventoryLevel {
                 item: "SELLERSKU-1".into(),
                 location: "fba:A2EUQ1WTGCTBG2".into(),
-                available: Some(40),
+                available: None,
                 at,
             },
         ]
@@ -396,6 +526,23 @@ mod tests {
         }]
     }
 
+    /// Each published notification that gives facts: file, topic, the facts it gives.
+    fn published_cases() -> [(&'static str, &'static str, Vec<Fact>); 3] {
+        [
+            (
+                "fba_inventory_availability_changes.json",
+                "FBA_INVENTORY_AVAILABILITY_CHANGES",
+                fba_expected(),
+            ),
+            (
+                "listings_item_mfn_quantity_change.json",
+                "LISTINGS_ITEM_MFN_QUANTITY_CHANGE",
+                mfn_expected(),
+            ),
+            ("order_change.json", "ORDER_CHANGE", order_expected()),
+        ]
+    }
+
     fn expect(body: Vec<u8>, topic: &str, facts: Vec<Fact>) {
         let n = run(body).unwrap();
         assert_eq!(
@@ -410,25 +557,131 @@ mod tests {
 
     #[test]
     fn fixture_fba_inventory_availability_changes() {
-        let Some(fx) = published("adapters::amazon::fixture_fba_inventory_availability_changes")
-        else {
-            return;
-        };
         expect(
-            fx.payload("amazon/fba_inventory_availability_changes.json"),
+            data("amazon/fba_inventory_availability_changes.json"),
             "FBA_INVENTORY_AVAILABILITY_CHANGES",
             fba_expected(),
         );
     }
 
+    /// Amazon's published FBA example with the marketplaces replaced: `(id, Fulfillable)`.
+    fn fba_in(markets: &[(&str, i64)]) -> Vec<u8> {
+        let mut v = fixture_json("fba_inventory_availability_changes.json");
+        let template = v["Payload"]["FulfillmentInventoryByMarketplace"][0].clone();
+        v["Payload"]["FulfillmentInventoryByMarketplace"] = markets
+            .iter()
+            .map(|(id, n)| {
+                let mut m = template.clone();
+                m["MarketplaceId"] = json!(id);
+                m["FulfillmentInventory"]["Fulfillable"] = json!(n);
+                m
+            })
+            .collect();
+        serde_json::to_vec(&v).unwrap()
+    }
+
+    fn levels(body: Vec<u8>) -> Vec<(String, Option<i64>)> {
+        run(body)
+            .unwrap()
+            .facts
+            .into_iter()
+            .filter_map(|f| match f {
+                Fact::InventoryLevel {
+                    location,
+                    available,
+                    ..
+                } => Some((location, available)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn fba_units_are_counted_once_per_pool() {
+        // Pan-European FBA: DE, FR and IT sell the same 12 units; the UK has its own stock;
+        // Japan is another region.
+        assert_eq!(
+            levels(fba_in(&[
+                ("A1PA6795UKMFR9", 12),
+                ("A13V1IB3VIYZZH", 12),
+                ("A1F83G8C2ARO7P", 4),
+                ("APJ6JRA9NG5V4", 11),
+            ])),
+            vec![
+                ("fba:A1PA6795UKMFR9".to_string(), Some(12)),
+                ("fba:A1F83G8C2ARO7P".to_string(), Some(4)),
+                ("fba:A13V1IB3VIYZZH".to_string(), None),
+                ("fba:APJ6JRA9NG5V4".to_string(), None),
+            ]
+        );
+        // The largest figure wins, wherever it comes in the list.
+        assert_eq!(
+            levels(fba_in(&[("A2EUQ1WTGCTBG2", 7), ("ATVPDKIKX0DER", 9)])),
+            vec![
+                ("fba:ATVPDKIKX0DER".to_string(), Some(9)),
+                ("fba:A2EUQ1WTGCTBG2".to_string(), None),
+            ]
+        );
+        assert_eq!(
+            levels(fba_in(&[("A1VC38T7YXB528", 3)])),
+            vec![("fba:A1VC38T7YXB528".to_string(), Some(3))]
+        );
+    }
+
+    /// An SQS record as the AWS docs show one (EventBridge Pipes, "Amazon SQS as a source";
+    /// worker/tests/data/amazon/README), carrying Amazon's published notification as JSON text.
+    fn sqs_record(notification: &[u8]) -> Value {
+        let mut record: Value =
+            serde_json::from_slice(&data("amazon/sqs_record_pipe_aws_docs.json")).unwrap();
+        record["body"] = json!(std::str::from_utf8(notification).unwrap());
+        record
+    }
+
+    #[test]
+    fn sqs_record_from_an_event_bridge_pipe_is_unwrapped() {
+        // Issue 13, item 5: without an input transformer the pipe posts the SQS record.
+        for (name, topic, facts) in published_cases() {
+            let record = sqs_record(&data(&format!("amazon/{name}")));
+            for body in [record.clone(), json!([record.clone()])] {
+                let bytes = serde_json::to_vec(&body).unwrap();
+                expect(bytes.clone(), topic, facts.clone());
+                // The notification's own id is the dedup key, not the SQS message id.
+                let key = dedup_key(&env(Platform::Amazon, &[], bytes)).unwrap();
+                assert!(!key.starts_with("sqs:"), "{name}: {key}");
+            }
+        }
+        // A batch of two cannot be one event: the error says what to configure.
+        let record = sqs_record(&data("amazon/order_change.json"));
+        let err = run(serde_json::to_vec(&json!([record.clone(), record])).unwrap()).unwrap_err();
+        assert!(err.to_string().contains("batch size to 1"), "{err}");
+    }
+
+    #[test]
+    fn a_body_of_no_known_form_names_the_forms_tried() {
+        for body in [
+            r#"{"Records": [{"body": "x"}]}"#,
+            r#"{"hello": "world"}"#,
+            r#"[]"#,
+        ] {
+            let err = run(body).unwrap_err();
+            let msg = err.to_string();
+            assert!(matches!(err, NormalizeError::NoTopic(_)), "{body}: {msg}");
+            for form in ["SP-API notification", "EventBridge event", "SQS record"] {
+                assert!(msg.contains(form), "{body}: {msg}");
+            }
+        }
+        let mut record = sqs_record(b"{}");
+        record["body"] = json!("not json");
+        assert!(matches!(
+            run(serde_json::to_vec(&record).unwrap()),
+            Err(NormalizeError::NotJson(_))
+        ));
+    }
+
     #[test]
     fn fixture_listings_item_mfn_quantity_change() {
-        let Some(fx) = published("adapters::amazon::fixture_listings_item_mfn_quantity_change")
-        else {
-            return;
-        };
         expect(
-            fx.payload("amazon/listings_item_mfn_quantity_change.json"),
+            data("amazon/listings_item_mfn_quantity_change.json"),
             "LISTINGS_ITEM_MFN_QUANTITY_CHANGE",
             mfn_expected(),
         );
@@ -436,11 +689,8 @@ mod tests {
 
     #[test]
     fn fixture_order_change() {
-        let Some(fx) = published("adapters::amazon::fixture_order_change") else {
-            return;
-        };
         expect(
-            fx.payload("amazon/order_change.json"),
+            data("amazon/order_change.json"),
             "ORDER_CHANGE",
             order_expected(),
         );
@@ -448,14 +698,7 @@ mod tests {
 
     #[test]
     fn fixture_any_offer_changed_is_ignored() {
-        let Some(fx) = published("adapters::amazon::fixture_any_offer_changed_is_ignored") else {
-            return;
-        };
-        let e = env(
-            Platform::Amazon,
-            &[],
-            fx.payload("amazon/any_offer_changed.json"),
-        );
+        let e = env(Platform::Amazon, &[], data("amazon/any_offer_changed.json"));
         assert_eq!(
             normalize(&e).unwrap(),
             Normalized {
@@ -472,9 +715,6 @@ mod tests {
 
     #[test]
     fn fixture_dedup_keys() {
-        let Some(fx) = published("adapters::amazon::fixture_dedup_keys") else {
-            return;
-        };
         for (name, id) in [
             (
                 "fba_inventory_availability_changes.json",
@@ -486,7 +726,7 @@ mod tests {
             ),
             ("order_change.json", "d0e9e693-c3ad-4373-979f-ed4ec98dd746"),
         ] {
-            let e = env(Platform::Amazon, &[], fx.payload(&format!("amazon/{name}")));
+            let e = env(Platform::Amazon, &[], data(&format!("amazon/{name}")));
             assert_eq!(
                 super::super::payload_dedup_key(&e).as_deref(),
                 Some(id),
@@ -497,28 +737,11 @@ mod tests {
 
     #[test]
     fn camel_case_and_lower_case_keys_give_the_same_facts() {
-        let Some(fx) =
-            published("adapters::amazon::camel_case_and_lower_case_keys_give_the_same_facts")
-        else {
-            return;
-        };
-        for (name, topic, facts) in [
-            (
-                "fba_inventory_availability_changes.json",
-                "FBA_INVENTORY_AVAILABILITY_CHANGES",
-                fba_expected(),
-            ),
-            (
-                "listings_item_mfn_quantity_change.json",
-                "LISTINGS_ITEM_MFN_QUANTITY_CHANGE",
-                mfn_expected(),
-            ),
-            ("order_change.json", "ORDER_CHANGE", order_expected()),
-        ] {
+        for (name, topic, facts) in published_cases() {
             for f in [camel as fn(&str) -> String, |k: &str| {
                 k.to_ascii_lowercase()
             }] {
-                let v = rekey(&fixture_json(&fx, name), &f);
+                let v = rekey(&fixture_json(name), &f);
                 assert!(v.get("NotificationType").is_none(), "rekeyed");
                 let body = serde_json::to_vec(&v).unwrap();
                 expect(body.clone(), topic, facts.clone());
@@ -532,28 +755,12 @@ mod tests {
 
     #[test]
     fn event_bridge_wrapper_gives_the_same_facts() {
-        let Some(fx) = published("adapters::amazon::event_bridge_wrapper_gives_the_same_facts")
-        else {
-            return;
-        };
-        for (name, topic, facts) in [
-            (
-                "fba_inventory_availability_changes.json",
-                "FBA_INVENTORY_AVAILABILITY_CHANGES",
-                fba_expected(),
-            ),
-            (
-                "listings_item_mfn_quantity_change.json",
-                "LISTINGS_ITEM_MFN_QUANTITY_CHANGE",
-                mfn_expected(),
-            ),
-            ("order_change.json", "ORDER_CHANGE", order_expected()),
-        ] {
-            let wrapped = event_bridge(fixture_json(&fx, name));
+        for (name, topic, facts) in published_cases() {
+            let wrapped = event_bridge(fixture_json(name));
             expect(serde_json::to_vec(&wrapped).unwrap(), topic, facts.clone());
             // camelCase inside the wrapper too.
-            let inner = rekey(&fixture_json(&fx, name), &camel);
-            let mut wrapped = event_bridge(fixture_json(&fx, name));
+            let inner = rekey(&fixture_json(name), &camel);
+            let mut wrapped = event_bridge(fixture_json(name));
             wrapped["detail"] = inner;
             expect(serde_json::to_vec(&wrapped).unwrap(), topic, facts);
         }
@@ -561,19 +768,14 @@ mod tests {
 
     #[test]
     fn event_bridge_dedup_key_prefers_notification_id_then_event_id() {
-        let Some(fx) = published(
-            "adapters::amazon::event_bridge_dedup_key_prefers_notification_id_then_event_id",
-        ) else {
-            return;
-        };
-        let wrapped = event_bridge(fixture_json(&fx, "listings_item_mfn_quantity_change.json"));
+        let wrapped = event_bridge(fixture_json("listings_item_mfn_quantity_change.json"));
         let e = env(Platform::Amazon, &[], serde_json::to_vec(&wrapped).unwrap());
         assert_eq!(
             dedup_key(&e).as_deref(),
             Some("8e009934-da2c-4f9c-9bc7-93f23b7e1f60")
         );
 
-        let mut detail = fixture_json(&fx, "listings_item_mfn_quantity_change.json");
+        let mut detail = fixture_json("listings_item_mfn_quantity_change.json");
         detail
             .as_object_mut()
             .unwrap()
@@ -625,15 +827,12 @@ mod tests {
 
     #[test]
     fn canceled_orders_give_no_sale() {
-        let Some(fx) = published("adapters::amazon::canceled_orders_give_no_sale") else {
-            return;
-        };
-        let mut v = fixture_json(&fx, "order_change.json");
+        let mut v = fixture_json("order_change.json");
         v["Payload"]["OrderChangeNotification"]["Summary"]["OrderStatus"] = json!("Canceled");
         let n = run(serde_json::to_vec(&v).unwrap()).unwrap();
         assert_eq!((n.facts, n.ignored), (vec![], false));
 
-        let mut v = fixture_json(&fx, "order_change.json");
+        let mut v = fixture_json("order_change.json");
         v["Payload"]["OrderChangeNotification"]["Summary"]["OrderItems"][0]["OrderItemStatus"] =
             json!("Canceled");
         assert_eq!(run(serde_json::to_vec(&v).unwrap()).unwrap().facts, vec![]);
@@ -641,11 +840,7 @@ mod tests {
 
     #[test]
     fn null_trigger_time_falls_back_to_event_time() {
-        let Some(fx) = published("adapters::amazon::null_trigger_time_falls_back_to_event_time")
-        else {
-            return;
-        };
-        let mut v = fixture_json(&fx, "order_change.json");
+        let mut v = fixture_json("order_change.json");
         v["Payload"]["OrderChangeNotification"]["OrderChangeTrigger"]["TimeOfOrderChange"] =
             Value::Null;
         let n = run(serde_json::to_vec(&v).unwrap()).unwrap();
@@ -684,11 +879,8 @@ mod tests {
 
     #[test]
     fn each_required_field_missing_is_named() {
-        let Some(fx) = published("adapters::amazon::each_required_field_missing_is_named") else {
-            return;
-        };
         let remove = |name: &str, path: &[&str], key: &str| -> Vec<u8> {
-            let mut v = fixture_json(&fx, name);
+            let mut v = fixture_json(name);
             let mut cur = &mut v;
             for p in path {
                 cur = if let Ok(i) = p.parse::<usize>() {
@@ -795,7 +987,7 @@ mod tests {
             assert_eq!(run(body), Err(missing(topic, field)), "{field}");
         }
         // Inside EventBridge the path says so.
-        let mut d = fixture_json(&fx, mfn);
+        let mut d = fixture_json(mfn);
         d["Payload"].as_object_mut().unwrap().remove("Sku");
         assert_eq!(
             run(serde_json::to_vec(&event_bridge(d)).unwrap()),
@@ -808,10 +1000,7 @@ mod tests {
 
     #[test]
     fn float_quantity_is_a_bad_field() {
-        let Some(fx) = published("adapters::amazon::float_quantity_is_a_bad_field") else {
-            return;
-        };
-        let mut v = fixture_json(&fx, "listings_item_mfn_quantity_change.json");
+        let mut v = fixture_json("listings_item_mfn_quantity_change.json");
         v["Payload"]["Quantity"] = json!(1.5);
         assert!(matches!(
             run(serde_json::to_vec(&v).unwrap()),
