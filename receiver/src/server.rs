@@ -1,12 +1,12 @@
 //! The HTTP accept loop and the receiver's lifecycle.
 //!
-//! [`run`] takes a bound listener and a shutdown future (mini-redis style), so tests and the
+//! [`run_with_tls`] takes a bound listener and a shutdown future (mini-redis style), so tests and the
 //! binary drive it the same way. One task per connection, at most `max_connections` at once (a
 //! semaphore permit moves into each task). Slow headers get 408 and the connection closed; on
 //! shutdown the loop stops accepting, every connection finishes its in-flight request (up to
 //! `shutdown_grace`), the committer drains, and the database is flushed.
 //!
-//! TLS ([`run_with_tls`]): with an acceptor, each accepted socket does the TLS handshake first
+//! TLS: with an acceptor, each accepted socket does the TLS handshake first
 //! (bounded by `header_timeout`; a failed or slow handshake is logged at debug and the
 //! connection dropped), then is served by hyper exactly as a plain one. Only the 408 for slow
 //! headers differs: it is written raw to a clone of the socket, which cannot be done inside a
@@ -39,18 +39,9 @@ pub struct ConnLimits {
     pub shutdown_grace: Duration,
 }
 
-/// Serves HTTP on `listener` until `shutdown` resolves, then drains in-flight requests.
-pub async fn run<S: EventSink>(
-    listener: TcpListener,
-    state: Arc<AppState<S>>,
-    limits: ConnLimits,
-    shutdown: impl Future<Output = ()>,
-) {
-    run_with_tls(listener, state, limits, None, shutdown).await
-}
-
-/// As [`run`]; with `tls`, HTTPS: every connection is a TLS handshake first (ALPN http/1.1, as
-/// the acceptor's config says), then HTTP/1.1 inside it.
+/// Serves HTTP on `listener` until `shutdown` resolves, then drains in-flight requests. With
+/// `tls`, HTTPS: every connection is a TLS handshake first (ALPN http/1.1, as the acceptor's
+/// config says), then HTTP/1.1 inside it.
 pub async fn run_with_tls<S: EventSink>(
     listener: TcpListener,
     state: Arc<AppState<S>>,

@@ -43,12 +43,13 @@ use base64::engine::DecodePaddingMode;
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use http::{HeaderMap, HeaderName, HeaderValue};
-use mutator::{hex_head, iterations, mutate, no_panic, save_input, seed, Rng};
+use mutator::{iterations, mutate, no_panic, seed, Rng};
 use serde_json::Value;
 use sha2::Sha256;
 use std::path::{Path, PathBuf};
 use stockhook_receiver::schemes::{self, ebay, ebay_legacy, Incoming, Verifier, VerifyError};
 use stockhook_shared::config::SourceConfig;
+use stockhook_test_kit::fixtures::{self, Fixtures};
 
 const DEFAULT_ITERS: u64 = 1500;
 
@@ -60,54 +61,40 @@ const B64: GeneralPurpose = GeneralPurpose::new(
 
 // --- corpora ---------------------------------------------------------------------------------
 
-fn fixtures_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures")
+/// The published vectors beside the repository; `None` (after a loud SKIPPED line) when absent.
+fn published(test: &str) -> Option<Fixtures> {
+    fixtures::shared(test)
 }
 
-fn fixture(rel: &str) -> Vec<u8> {
-    let p = fixtures_dir().join(rel);
-    std::fs::read(&p).unwrap_or_else(|e| panic!("reading fixture {}: {e}", p.display()))
-}
-
-fn fixture_json(rel: &str) -> Value {
-    serde_json::from_slice(&fixture(rel)).unwrap_or_else(|e| panic!("fixture {rel}: {e}"))
-}
-
-fn vector(rel: &str, id: &str) -> Value {
-    fixture_json(rel)["vectors"]
-        .as_array()
-        .unwrap_or_else(|| panic!("{rel} has no vectors"))
-        .iter()
-        .find(|v| v["id"] == id)
-        .unwrap_or_else(|| panic!("{rel} has no vector {id:?}"))
-        .clone()
-}
-
-/// Every payload under `shared/fixtures/payloads/<platform>/`, sorted by path.
+/// Every seed payload: the suite's own (`tests/data/payloads/`) and, when beside the repository,
+/// the published ones (`../shared/fixtures/payloads/`), sorted by path within each.
 fn payloads() -> Vec<Vec<u8>> {
-    let mut files = Vec::new();
-    let root = fixtures_dir().join("payloads");
-    for platform in std::fs::read_dir(&root)
-        .unwrap_or_else(|e| panic!("listing {}: {e}", root.display()))
-        .filter_map(Result::ok)
-        .filter(|e| e.path().is_dir())
-    {
-        for f in std::fs::read_dir(platform.path())
-            .unwrap_or_else(|e| panic!("listing {}: {e}", platform.path().display()))
+    let mut corpora = vec![fixtures::data()];
+    corpora.extend(published(
+        "fuzz_schemes (the published payloads among the seeds)",
+    ));
+    let mut out = Vec::new();
+    for fx in corpora {
+        let root = fx.path("payloads");
+        let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
+            .unwrap_or_else(|e| panic!("listing {}: {e}", root.display()))
             .filter_map(Result::ok)
-        {
-            files.push(f.path());
+            .map(|e| e.path())
+            .filter(|p| p.is_dir())
+            .collect();
+        dirs.sort();
+        for d in dirs {
+            let rel = d.strip_prefix(fx.root()).expect("under the root");
+            let rel = rel.to_str().expect("UTF-8 path");
+            out.extend(fx.payloads(rel).into_iter().map(|(_, body)| body));
         }
     }
-    files.sort();
     assert!(
-        files.len() >= 10,
-        "expected the shared payloads, found {files:?}"
+        out.len() >= 4,
+        "expected the seed payloads, found {}",
+        out.len()
     );
-    files
-        .iter()
-        .map(|p| std::fs::read(p).unwrap_or_else(|e| panic!("reading {}: {e}", p.display())))
-        .collect()
+    out
 }
 
 fn source(fields: Value) -> SourceConfig {
@@ -226,13 +213,7 @@ struct Target {
 
 fn fail(target: &str, seed: u64, i: u64, what: &str, input: &[u8]) -> ! {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fuzz-failures");
-    let saved = save_input(&dir, target, seed, i, input);
-    panic!(
-        "fuzz target {target}: {what}\n  seed={seed} iteration={i} \
-         (replay: SHTEST_FUZZ_SEED={seed} SHTEST_FUZZ_ITERS={})\n  input saved to {saved}\n  input hex: {}",
-        i + 1,
-        hex_head(input)
-    )
+    mutator::fail(&dir, target, seed, i, what, input)
 }
 
 fn mutate_headers(rng: &mut Rng, req: &mut Req, names: &[&str], donors: &[&[u8]]) {
@@ -452,16 +433,11 @@ fn check_error(t: &Target, seed: u64, i: u64, e: &VerifyError, req: &Req) {
 
 // --- Shopify ---------------------------------------------------------------------------------
 
-fn shopify_target() -> Target {
-    let v = vector("shopify_hmac.json", "shopify-api-js-validate-valid");
+fn shopify_target(fx: &Fixtures) -> Target {
+    let v = fx.vector("shopify_hmac.json", "shopify-api-js-validate-valid");
     let secret = v["secret"].as_str().expect("secret").to_string();
     let mut seeds = vec![Req::new(
-        &v["headers"]
-            .as_object()
-            .expect("headers")
-            .iter()
-            .map(|(k, v)| (k.clone(), v.as_str().expect("string").to_string()))
-            .collect::<Vec<_>>(),
+        &fixtures::vector_headers(&v),
         v["body_utf8"].as_str().expect("body").as_bytes(),
         0,
     )];
@@ -512,13 +488,16 @@ fn shopify_target() -> Target {
 
 #[test]
 fn fuzz_shopify_hmac() {
-    run(&shopify_target());
+    let Some(fx) = published("fuzz_shopify_hmac") else {
+        return;
+    };
+    run(&shopify_target(&fx));
 }
 
 // --- Standard Webhooks -----------------------------------------------------------------------
 
-fn standard_webhooks_target() -> Target {
-    let f = fixture_json("standard_webhooks.json");
+fn standard_webhooks_target(fx: &Fixtures) -> Target {
+    let f = fx.json("standard_webhooks.json");
     let mut seeds = Vec::new();
     // The two signed vectors use different secrets: the source has both, as in a rotation.
     let mut secrets: Vec<String> = Vec::new();
@@ -527,12 +506,7 @@ fn standard_webhooks_target() -> Target {
             continue;
         }
         secrets.push(v["secret"].as_str().expect("secret").to_string());
-        let headers: Vec<(String, String)> = v["headers"]
-            .as_object()
-            .expect("headers")
-            .iter()
-            .map(|(k, v)| (k.clone(), v.as_str().expect("string").to_string()))
-            .collect();
+        let headers = fixtures::vector_headers(v);
         let ts: i64 = v["headers"]["webhook-timestamp"]
             .as_str()
             .and_then(|t| t.parse().ok())
@@ -618,7 +592,10 @@ fn standard_webhooks_target() -> Target {
 
 #[test]
 fn fuzz_standard_webhooks() {
-    run(&standard_webhooks_target());
+    let Some(fx) = published("fuzz_standard_webhooks") else {
+        return;
+    };
+    run(&standard_webhooks_target(&fx));
 }
 
 // --- hmac-sha256: WooCommerce (base64) and GitHub-style (hex, prefix) ------------------------
@@ -697,7 +674,10 @@ fn hmac_target(
 
 #[test]
 fn fuzz_hmac_sha256_woocommerce_base64() {
-    let v = vector("woocommerce_hmac.json", "wc-test_generate_signature");
+    let Some(fx) = published("fuzz_hmac_sha256_woocommerce_base64") else {
+        return;
+    };
+    let v = fx.vector("woocommerce_hmac.json", "wc-test_generate_signature");
     // WooCommerce's default secret is the empty string: the vector uses it.
     let secret = v["secret"].as_str().expect("secret").to_string();
     run(&hmac_target(
@@ -712,7 +692,10 @@ fn fuzz_hmac_sha256_woocommerce_base64() {
 
 #[test]
 fn fuzz_hmac_sha256_github_hex() {
-    let v = vector("github_sha256.json", "github-docs");
+    let Some(fx) = published("fuzz_hmac_sha256_github_hex") else {
+        return;
+    };
+    let v = fx.vector("github_sha256.json", "github-docs");
     run(&hmac_target(
         "hmac-sha256-github",
         "X-Hub-Signature-256",
@@ -793,8 +776,8 @@ fn fuzz_basic_auth() {
 
 const EBAY_KID: &str = "9936261a-7d7b-4621-a0f1-96ccb428af49";
 
-fn ebay_pem() -> String {
-    fixture_json("payloads/ebay/getPublicKey_response.json")["key"]
+fn ebay_pem(fx: &Fixtures) -> String {
+    fx.json("payloads/ebay/getPublicKey_response.json")["key"]
         .as_str()
         .expect("key")
         .to_string()
@@ -845,7 +828,10 @@ fn ebay_valid(key: &p256::ecdsa::VerifyingKey, h: &HeaderMap, body: &[u8]) -> bo
 #[test]
 fn fuzz_ebay_ecdsa() {
     use p256::pkcs8::DecodePublicKey;
-    let f = fixture_json("ebay_signature.json");
+    let Some(fx) = published("fuzz_ebay_ecdsa") else {
+        return;
+    };
+    let f = fx.json("ebay_signature.json");
     let v = &f["vectors"][0];
     assert_eq!(v["id"], "ebay-valid");
     let header = v["headers"]["X-EBAY-SIGNATURE"]
@@ -855,12 +841,12 @@ fn fuzz_ebay_ecdsa() {
     let signed = v["signed_bytes_utf8"].as_str().expect("bytes").as_bytes();
     // The signed compact bytes, the pretty-printed payload of the same message (verifies through
     // the compact re-serialization), both under the one real signature.
-    let pretty = fixture("payloads/ebay/marketplace_account_deletion.json");
+    let pretty = fx.bytes("payloads/ebay/marketplace_account_deletion.json");
     let seeds = vec![
         Req::new(&[("X-EBAY-SIGNATURE".into(), header.clone())], signed, 0),
         Req::new(&[("X-EBAY-SIGNATURE".into(), header.clone())], &pretty, 0),
     ];
-    let pem = ebay_pem();
+    let pem = ebay_pem(&fx);
     let der: String = pem
         .replace("-----BEGIN PUBLIC KEY-----", "")
         .replace("-----END PUBLIC KEY-----", "")
@@ -891,7 +877,10 @@ fn fuzz_ebay_ecdsa() {
 /// inside it (re-encoded), so mutations reach the JSON and the field checks.
 #[test]
 fn fuzz_ebay_signature_header_parse() {
-    let f = fixture_json("ebay_signature.json");
+    let Some(fx) = published("fuzz_ebay_signature_header_parse") else {
+        return;
+    };
+    let f = fx.json("ebay_signature.json");
     let headers: Vec<String> = f["vectors"]
         .as_array()
         .expect("vectors")
@@ -976,7 +965,10 @@ fn fuzz_ebay_signature_header_parse() {
 /// The public key parser reads configuration, not requests, but it must not panic either.
 #[test]
 fn fuzz_ebay_parse_public_key() {
-    let pem = ebay_pem();
+    let Some(fx) = published("fuzz_ebay_parse_public_key") else {
+        return;
+    };
+    let pem = ebay_pem(&fx);
     let donors: Vec<&[u8]> = vec![pem.as_bytes()];
     let seed = seed();
     let n = iterations(DEFAULT_ITERS) / 2;
@@ -1133,10 +1125,8 @@ fn fuzz_ebay_legacy_read_soap() {
 /// break the `sign` CLI command and every test built on it.
 #[test]
 fn fuzz_sign_then_verify_round_trip() {
-    let whsec = fixture_json("standard_webhooks.json")["vectors"][0]["secret"]
-        .as_str()
-        .expect("secret")
-        .to_string();
+    // Any Standard Webhooks secret: `whsec_` + base64 of 24 random bytes (made for this test).
+    let whsec = "whsec_c3RvY2tob29rLWZ1enotcm91bmQtdHJpcA==".to_string();
     let verifiers: Vec<(&str, Box<dyn Verifier>)> = vec![
         (
             "shopify-hmac",

@@ -9,9 +9,10 @@ use sha2::Sha256;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use stockhook_test_kit::proc::KillOnDrop;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::rustls;
@@ -92,15 +93,8 @@ fn receiver(config: &Path) -> Command {
 
 /// The running binary; killed (by its own pid, through the handle) when dropped.
 struct Running {
-    child: Child,
+    child: KillOnDrop,
     addr: SocketAddr,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn start(config: &Path) -> Running {
@@ -126,7 +120,10 @@ fn start(config: &Path) -> Running {
             panic!("receiver never printed its ready line: {:?}", out.status);
         }
     };
-    Running { child, addr }
+    Running {
+        child: KillOnDrop(child),
+        addr,
+    }
 }
 
 /// Runs the binary to its exit (at most 60 s): (exit code, stderr).
@@ -369,7 +366,7 @@ fn bad_tls_files_and_half_configs_are_startup_errors() {
 
 /// Sends SIGHUP to the running receiver.
 fn sighup(running: &Running) {
-    let pid = running.child.id() as libc::pid_t;
+    let pid = running.child.0.id() as libc::pid_t;
     // SAFETY: kill(2) on the child we spawned and have not reaped.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
 }

@@ -537,16 +537,15 @@ fn apply_legacy_env(
     Ok(())
 }
 
+/// Percent-encodes all but RFC 3986's unreserved characters, as a URL's userinfo needs.
 fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+    const USERINFO: &AsciiSet = &NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+    utf8_percent_encode(s, USERINFO).to_string()
 }
 
 fn expand_credentials_dir(path: &Path, env: &dyn EnvSource) -> Result<PathBuf, String> {

@@ -62,12 +62,6 @@ pub fn watchdog() -> io::Result<bool> {
     notify("WATCHDOG=1")
 }
 
-/// `STATUS=...`: a one-line status shown by `systemctl status`. Newlines are replaced by spaces,
-/// since a newline would start a new assignment.
-pub fn status(text: &str) -> io::Result<bool> {
-    notify(&format!("STATUS={}", text.replace('\n', " ")))
-}
-
 /// How often to call [`watchdog`]: half of `$WATCHDOG_USEC` (systemd's advice, so one late ping is
 /// not fatal), or `None` when the watchdog is off, the value is malformed, or `$WATCHDOG_PID` names
 /// another process (the variable was inherited from a parent that systemd watches).

@@ -4,11 +4,8 @@
 //!
 //! Each test starts its own server on a free loopback port with a temporary store directory.
 //! Without `nats-server` the tests print a loud SKIPPED line and pass, unless
-//! `STOCKHOOK_REQUIRE_NATS=1` (CI), where they fail.
+//! `STOCKHOOK_REQUIRE_NATS=1` (CI), where they fail (`stockhook_test_kit::nats`).
 
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use stockhook_shared::config::Platform;
 use stockhook_shared::envelope::EventId;
@@ -16,103 +13,7 @@ use stockhook_shared::queue::nats::{NatsOptions, NatsQueue, NatsSink};
 use stockhook_shared::queue::{
     now_ms, AppendOutcome, DeadFilter, EventSink, Failure, NewEvent, QueueOps,
 };
-
-fn nats_server_bin() -> Option<PathBuf> {
-    // NATS_SERVER_BIN=<path> picks the binary; set but empty, it means "not installed".
-    if let Some(p) = std::env::var_os("NATS_SERVER_BIN") {
-        return (!p.is_empty()).then(|| PathBuf::from(p));
-    }
-    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect())
-        .unwrap_or_default();
-    dirs.extend(["/usr/sbin", "/usr/bin", "/usr/local/bin"].map(PathBuf::from));
-    dirs.into_iter()
-        .map(|d| d.join("nats-server"))
-        .find(|p| p.is_file())
-}
-
-/// The server binary, or `None` after printing why the test is skipped (panics in CI).
-fn require_nats(test: &str) -> Option<PathBuf> {
-    match nats_server_bin() {
-        Some(p) => Some(p),
-        None if std::env::var("STOCKHOOK_REQUIRE_NATS").is_ok_and(|v| v == "1") => {
-            panic!("{test}: nats-server not found and STOCKHOOK_REQUIRE_NATS=1: install Debian's nats-server")
-        }
-        None => {
-            // Straight to the process's stderr: the test harness captures eprintln! of passing
-            // tests, and a skip must be seen.
-            let _ = std::io::Write::write_fmt(
-                &mut std::io::stderr(),
-                format_args!("\n!!!!!!!! SKIPPED {test}: nats-server is not installed (apt-get install nats-server); set STOCKHOOK_REQUIRE_NATS=1 to make this a failure !!!!!!!!\n"),
-            );
-            let _ = std::io::Write::write_all(&mut std::io::stderr(), b"\n");
-            None
-        }
-    }
-}
-
-struct Server {
-    child: Child,
-    url: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("binding a free loopback port")
-        .port()
-}
-
-async fn start(bin: &PathBuf) -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let child = Command::new(bin)
-        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-        .arg(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawning nats-server");
-    let url = format!("nats://127.0.0.1:{port}");
-    let server = Server {
-        child,
-        url,
-        _dir: dir,
-    };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(c) = async_nats::connect(&server.url).await {
-            // A JetStream API answer (here: "no such stream") means JetStream is up.
-            let js = async_nats::jetstream::new(c);
-            match js.get_stream("STOCKHOOK_READY_PROBE").await {
-                Ok(_) => return server,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        async_nats::jetstream::context::GetStreamErrorKind::JetStream(_)
-                    ) =>
-                {
-                    return server
-                }
-                Err(e) => eprintln!("waiting for JetStream: {e}"),
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "nats-server on {} not ready in 20 s",
-            server.url
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+use stockhook_test_kit::nats::{self, NatsServer};
 
 fn opts(url: &str) -> NatsOptions {
     let mut o = NatsOptions::new(url, "test");
@@ -141,10 +42,10 @@ fn accepted(o: AppendOutcome) -> EventId {
 
 #[tokio::test]
 async fn append_dedup_lease_ack_and_stats() {
-    let Some(bin) = require_nats("append_dedup_lease_ack_and_stats") else {
+    let Some(bin) = nats::require("append_dedup_lease_ack_and_stats") else {
         return;
     };
-    let server = start(&bin).await;
+    let server = NatsServer::start(&bin);
     let sink = NatsSink::connect(opts(&server.url)).await.unwrap();
     sink.ready().unwrap();
     let a = accepted(
@@ -208,10 +109,10 @@ async fn append_dedup_lease_ack_and_stats() {
 
 #[tokio::test]
 async fn lease_waits_for_an_append() {
-    let Some(bin) = require_nats("lease_waits_for_an_append") else {
+    let Some(bin) = nats::require("lease_waits_for_an_append") else {
         return;
     };
-    let server = start(&bin).await;
+    let server = NatsServer::start(&bin);
     let sink = NatsSink::connect(opts(&server.url)).await.unwrap();
     let q = NatsQueue::connect(opts(&server.url)).await.unwrap();
     let started = Instant::now();
@@ -230,11 +131,11 @@ async fn lease_waits_for_an_append() {
 
 #[tokio::test]
 async fn unacked_is_redelivered_transient_retries_then_dead_letters() {
-    let Some(bin) = require_nats("unacked_is_redelivered_transient_retries_then_dead_letters")
+    let Some(bin) = nats::require("unacked_is_redelivered_transient_retries_then_dead_letters")
     else {
         return;
     };
-    let server = start(&bin).await;
+    let server = NatsServer::start(&bin);
     let sink = NatsSink::connect(opts(&server.url)).await.unwrap();
     let q = NatsQueue::connect(opts(&server.url)).await.unwrap();
     let id = accepted(sink.append(event("shop", Some("x"), "{}")).await.unwrap());
@@ -283,10 +184,10 @@ async fn unacked_is_redelivered_transient_retries_then_dead_letters() {
 
 #[tokio::test]
 async fn permanent_failure_dead_letters_show_replay_purge() {
-    let Some(bin) = require_nats("permanent_failure_dead_letters_show_replay_purge") else {
+    let Some(bin) = nats::require("permanent_failure_dead_letters_show_replay_purge") else {
         return;
     };
-    let server = start(&bin).await;
+    let server = NatsServer::start(&bin);
     let sink = NatsSink::connect(opts(&server.url)).await.unwrap();
     let q = NatsQueue::connect(opts(&server.url)).await.unwrap();
     let a = accepted(
@@ -365,10 +266,10 @@ async fn permanent_failure_dead_letters_show_replay_purge() {
 
 #[tokio::test]
 async fn two_consumers_share_the_work_without_overlap() {
-    let Some(bin) = require_nats("two_consumers_share_the_work_without_overlap") else {
+    let Some(bin) = nats::require("two_consumers_share_the_work_without_overlap") else {
         return;
     };
-    let server = start(&bin).await;
+    let server = NatsServer::start(&bin);
     let sink = NatsSink::connect(opts(&server.url)).await.unwrap();
     let mut want = Vec::new();
     for i in 0..200 {

@@ -13,10 +13,10 @@
 //! as a slowloris client dribbling bytes); every I/O failure in the harness panics with what it
 //! was doing; everything a test asserts is an exact value.
 
+pub mod answers;
 pub mod bins;
 pub mod chromium;
 pub mod config;
-pub mod fixtures;
 pub mod hooks;
 pub mod http;
 pub mod poll;
@@ -30,3 +30,5 @@ pub mod stack;
 pub use config::{ConfigBuilder, SourceSpec};
 pub use poll::{deadline_in, poll_until};
 pub use proc::{Proc, TestDir};
+/// Test data: the suite's own (`tests/data/`) and the published vectors beside the repository.
+pub use stockhook_test_kit::fixtures;

@@ -8,7 +8,7 @@
 use crate::poll::{deadline_in, poll_until};
 use crate::proc::{Proc, TestDir};
 use std::io::Read as _;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -28,11 +28,11 @@ impl SmtpSink {
     pub fn start(dir: &TestDir) -> SmtpSink {
         // Ask the kernel for a free port, then hand it over (the window in between is tiny and
         // a collision fails loudly in `on`, it does not hang).
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("finding a free loopback port for the SMTP sink")
-            .port();
-        SmtpSink::on(dir, port, &dir.path().join("smtp-mail"))
+        SmtpSink::on(
+            dir,
+            stockhook_test_kit::free_port(),
+            &dir.path().join("smtp-mail"),
+        )
     }
 
     /// Starts the server on `port`, storing mail in `maildir` (kept across restarts), and waits

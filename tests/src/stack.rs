@@ -13,7 +13,7 @@ use crate::smtp::SmtpSink;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Condvar, Mutex};
@@ -535,46 +535,7 @@ impl Accounting {
 // ---------------------------------------------------------------------------------------------
 // Randomness: a seeded xorshift, so a failing run can be replayed
 
-/// xorshift64* (Vigna): tiny, good enough to pick kill moments.
-#[derive(Debug, Clone)]
-pub struct XorShift(u64);
-
-impl XorShift {
-    pub fn new(seed: u64) -> XorShift {
-        // Never zero (a zero state stays zero); mix the seed a little.
-        XorShift(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-
-    /// `SHTEST_SEED` when set, else the clock; printed either way so a run can be repeated.
-    pub fn from_env(test: &str) -> XorShift {
-        let seed = std::env::var("SHTEST_SEED")
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or_else(|| {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_nanos() as u64)
-                    .unwrap_or(1)
-            });
-        println!("{test}: seed={seed} (repeat with SHTEST_SEED={seed})");
-        XorShift::new(seed)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    /// Uniform-ish in `lo..=hi`.
-    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        assert!(lo <= hi, "empty range {lo}..={hi}");
-        lo + self.next_u64() % (hi - lo + 1)
-    }
-}
+pub use stockhook_test_kit::rng::XorShift;
 
 /// Cycles for kill/restart loops: `ci` normally, `soak` with `SHTEST_SOAK=1`.
 pub fn cycles(ci: usize, soak: usize) -> usize {
@@ -668,13 +629,7 @@ pub fn unique_id(prefix: &str) -> String {
 // ---------------------------------------------------------------------------------------------
 // SMTP sink on a chosen port
 
-/// A loopback port nobody listens on right now.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("finding a free loopback port")
-        .port()
-}
+pub use stockhook_test_kit::free_port;
 
 /// Starts the aiosmtpd sink (as [`SmtpSink::start`] does) on `port`, storing mail in `maildir`
 /// (kept across restarts), and waits for its `220` greeting.
@@ -764,9 +719,5 @@ mod tests {
         assert_eq!(acc.delivered, 1);
         assert_eq!(acc.lost, vec!["3".to_string()]);
         assert_eq!(acc.duplicated_effects(), 2);
-        let mut rng = XorShift::new(7);
-        let a = rng.range(10, 20);
-        assert!((10..=20).contains(&a));
-        assert_ne!(rng.next_u64(), rng.next_u64());
     }
 }

@@ -373,7 +373,7 @@ fn items(first: u64, n: usize) -> Vec<u64> {
 #[test]
 fn receiver_kill_9_under_load_loses_and_duplicates_nothing() {
     const THREADS: usize = 16;
-    let mut rng = XorShift::from_env("receiver_kill_9");
+    let mut rng = XorShift::from_env("receiver_kill_9", "SHTEST_SEED");
     let mut s = Stack::start("c-rx-kill", config);
     let n = cycles(3, 10);
     let stream = Stream::start(&s.ep, 1_000_000, 300 * n as u64 + 300, THREADS);
@@ -407,7 +407,7 @@ fn receiver_kill_9_under_load_loses_and_duplicates_nothing() {
 fn worker_kill_9_cycles(name: &str, emails_are: Emails) {
     const THREADS: usize = 4;
     const PER_CYCLE: usize = 120;
-    let mut rng = XorShift::from_env(name);
+    let mut rng = XorShift::from_env(name, "SHTEST_SEED");
     let mut s = Stack::start(name, config);
     let n = cycles(3, 10);
     let mut all = Vec::new();
@@ -464,7 +464,7 @@ fn worker_kill_9_mid_batch_sends_no_alert_twice() {
 
 fn both_killed_cycles(name: &str, emails_are: Emails) {
     const THREADS: usize = 8;
-    let mut rng = XorShift::from_env(name);
+    let mut rng = XorShift::from_env(name, "SHTEST_SEED");
     let mut s = Stack::start(name, config);
     // Both orders at least once; more with SHTEST_SOAK.
     let n = cycles(2, 10);

@@ -19,11 +19,11 @@ use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use stockhook_shared::envelope::EventId;
 use stockhook_shared::queue::DeadFilter;
+use stockhook_tests::answers::{accepted, delivery_id, exclusive, refused, timing};
 use stockhook_tests::http::{self, Conn, Outcome, Resp};
 use stockhook_tests::queue::{lease_all, queue_stats, Queue};
 use stockhook_tests::{
@@ -33,25 +33,6 @@ use stockhook_tests::{
 const SHOP: &str = "shop";
 const SHOP_SECRET: &str = "shpss_hostile_0123456789abcdef";
 const TO: &str = "ops-alerts@stockhook.test";
-
-static LOAD: RwLock<()> = RwLock::new(());
-
-fn timing() -> RwLockReadGuard<'static, ()> {
-    LOAD.read().unwrap_or_else(|p| p.into_inner())
-}
-
-fn exclusive() -> RwLockWriteGuard<'static, ()> {
-    LOAD.write().unwrap_or_else(|p| p.into_inner())
-}
-
-fn delivery_id(prefix: &str) -> String {
-    static N: AtomicU64 = AtomicU64::new(0);
-    format!(
-        "{prefix}-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
 
 fn shop_config(dir: &TestDir) -> ConfigBuilder {
     dir.config()
@@ -67,19 +48,6 @@ fn start(dir: &TestDir, cfg: &ConfigBuilder) -> (Proc, PathBuf) {
 fn post_shop(addr: SocketAddr, body: &[u8], topic: &str, webhook_id: &str) -> Resp {
     let h = sign::shopify(SHOP_SECRET, body, topic, webhook_id);
     http::post(addr, "/webhooks/shop", &h, body)
-}
-
-fn accepted(r: &Resp) -> EventId {
-    assert_eq!(r.status, 200, "{r:?}");
-    let j = r.json();
-    assert_eq!(j["status"], "accepted", "{r:?}");
-    let id = j["id"].as_str().unwrap_or_else(|| panic!("no id: {r:?}"));
-    EventId::parse(id).unwrap_or_else(|| panic!("unparsable id {id:?}"))
-}
-
-fn refused(r: &Resp, status: u16, code: &str) {
-    assert_eq!(r.status, status, "{r:?}");
-    assert_eq!(r.json()["error"], code, "{r:?}");
 }
 
 /// The receiver is up and serving a fresh connection, and its queue holds exactly `pending`.
@@ -1058,7 +1026,7 @@ fn shopify_replayed_delivery_is_stored_once_even_after_processing_and_restart() 
     let dir = TestDir::new("hostile-replay-shopify");
     let cfg = shop_config(&dir);
     let (mut rx, config) = start(&dir, &cfg);
-    let body = fixtures::bytes("payloads/shopify/orders_create.json");
+    let body = fixtures::data().bytes("payloads/shopify/orders_create.json");
     let wid = delivery_id("order");
     let captured = |addr: SocketAddr| {
         http::request_bytes(
@@ -1359,17 +1327,22 @@ fn logs_of_both_processes_hold_no_payloads_or_customer_data() {
     const API_KEY: &str = "sk_live_hostile_5f1e0c9a";
     const KID: &str = "9936261a-7d7b-4621-a0f1-96ccb428af49";
     let dir = TestDir::new("hostile-logs");
-    let ebay_vector = fixtures::vector("ebay_signature.json", "ebay-valid");
-    let pem = fixtures::json("payloads/ebay/getPublicKey_response.json")["key"]
-        .as_str()
-        .expect("key")
-        .to_string();
+    // The suite's own payloads always; the published ones (and eBay's signed account deletion,
+    // whose signature only eBay's key makes) when ../shared/fixtures is beside the repository.
+    let published = fixtures::shared(
+        "logs_of_both_processes_hold_no_payloads_or_customer_data (the published payloads part)",
+    );
     let toml = stockhook_tests::config::toml_str;
-    let cfg = shop_config(&dir)
+    let mut cfg = shop_config(&dir)
         .top("log_level", "\"debug\"")
         .receiver("max_body_bytes", "65536")
-        .source(SourceSpec::api_key("amazon", "x-api-key", API_KEY))
-        .source(
+        .source(SourceSpec::api_key("amazon", "x-api-key", API_KEY));
+    if let Some(fx) = &published {
+        let pem = fx.json("payloads/ebay/getPublicKey_response.json")["key"]
+            .as_str()
+            .expect("key")
+            .to_string();
+        cfg = cfg.source(
             SourceSpec::new("ebay", "ebay", "ebay", &[])
                 .with(
                     "verification_token",
@@ -1384,6 +1357,7 @@ fn logs_of_both_processes_hold_no_payloads_or_customer_data() {
                     &format!("{{ {} = {} }}", toml(KID), toml(&pem)),
                 ),
         );
+    }
     let (rx, config) = start(&dir, &cfg);
     let addr = rx.addr();
     let data = dir.data_dir();
@@ -1391,54 +1365,60 @@ fn logs_of_both_processes_hold_no_payloads_or_customer_data() {
 
     let mut sent_payloads = Vec::new();
     let mut stored = 0u64;
-    for (stem, body) in fixtures::payloads("payloads/shopify") {
-        let (resource, action) = stem.rsplit_once('_').expect("<resource>_<action>");
-        accepted(&post_shop(
-            addr,
-            &body,
-            &format!("{resource}/{action}"),
-            &delivery_id("log"),
-        ));
-        sent_payloads.push(body);
-        stored += 1;
-    }
-    for (_, body) in fixtures::payloads("payloads/amazon") {
-        accepted(&http::post(
-            addr,
-            "/webhooks/amazon",
-            &sign::api_key("x-api-key", API_KEY),
-            &body,
-        ));
-        sent_payloads.push(body);
-        stored += 1;
+    let corpora: Vec<fixtures::Fixtures> = std::iter::once(fixtures::data())
+        .chain(published.clone())
+        .collect();
+    for fx in &corpora {
+        for (stem, body) in fx.payloads("payloads/shopify") {
+            let (resource, action) = stem.rsplit_once('_').expect("<resource>_<action>");
+            accepted(&post_shop(
+                addr,
+                &body,
+                &format!("{resource}/{action}"),
+                &delivery_id("log"),
+            ));
+            sent_payloads.push(body);
+            stored += 1;
+        }
+        for (_, body) in fx.payloads("payloads/amazon") {
+            accepted(&http::post(
+                addr,
+                "/webhooks/amazon",
+                &sign::api_key("x-api-key", API_KEY),
+                &body,
+            ));
+            sent_payloads.push(body);
+            stored += 1;
+        }
     }
     // The eBay account deletion: the signed compact bytes and eBay's own signature header.
-    let ebay_body = ebay_vector["signed_bytes_utf8"]
-        .as_str()
-        .expect("bytes")
-        .as_bytes()
-        .to_vec();
-    let ebay_sig = ebay_vector["headers"]["X-EBAY-SIGNATURE"]
-        .as_str()
-        .expect("signature");
-    accepted(&http::post(
-        addr,
-        "/webhooks/ebay",
-        &[
-            ("X-EBAY-SIGNATURE", ebay_sig),
-            ("Content-Type", "application/json"),
-        ],
-        &ebay_body,
-    ));
-    sent_payloads.push(ebay_body);
-    sent_payloads.push(fixtures::bytes(
-        "payloads/ebay/marketplace_account_deletion.json",
-    ));
-    stored += 1;
+    if let Some(fx) = &published {
+        let ebay_vector = fx.vector("ebay_signature.json", "ebay-valid");
+        let ebay_body = ebay_vector["signed_bytes_utf8"]
+            .as_str()
+            .expect("bytes")
+            .as_bytes()
+            .to_vec();
+        let ebay_sig = ebay_vector["headers"]["X-EBAY-SIGNATURE"]
+            .as_str()
+            .expect("signature");
+        accepted(&http::post(
+            addr,
+            "/webhooks/ebay",
+            &[
+                ("X-EBAY-SIGNATURE", ebay_sig),
+                ("Content-Type", "application/json"),
+            ],
+            &ebay_body,
+        ));
+        sent_payloads.push(ebay_body);
+        sent_payloads.push(fx.bytes("payloads/ebay/marketplace_account_deletion.json"));
+        stored += 1;
+    }
 
     // A failing payload: a real order with the marker as the customer, one field of the wrong
     // type. And a body that is not JSON at all, carrying the marker.
-    let mut order = fixtures::json("payloads/shopify/orders_create.json");
+    let mut order = fixtures::data().json("payloads/shopify/orders_create.json");
     order["email"] = MARKER.into();
     order["customer"]["first_name"] = MARKER_NAME.into();
     order["line_items"][0]["quantity"] = "lots".into();
@@ -1525,7 +1505,9 @@ fn logs_of_both_processes_hold_no_payloads_or_customer_data() {
 
     let mut needles = customer_data(&sent_payloads);
     assert!(
-        needles.iter().any(|n| n.contains('@')) && needles.contains("test_user"),
+        needles.iter().any(|n| n.contains('@'))
+            && needles.contains("Kitsonworth")
+            && (published.is_none() || needles.contains("test_user")),
         "the fixtures' customer data was not found: {needles:?}"
     );
     needles.insert(MARKER.to_string());

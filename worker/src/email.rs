@@ -372,7 +372,9 @@ fn redactions(url: &str) -> Vec<String> {
         .map(|(_, pw)| pw);
     if let Some(pw) = password.filter(|p| !p.is_empty()) {
         out.push(pw.to_string());
-        let decoded = percent_decode(pw);
+        let decoded = percent_encoding::percent_decode_str(pw)
+            .decode_utf8_lossy()
+            .into_owned();
         if decoded != pw && !decoded.is_empty() {
             out.push(decoded);
         }
@@ -380,25 +382,6 @@ fn redactions(url: &str) -> Vec<String> {
     // Longest first, so the URL goes before the password inside it.
     out.sort_by_key(|s| std::cmp::Reverse(s.len()));
     out
-}
-
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = |c: u8| (c as char).to_digit(16);
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn scrub(text: &str, redact: &[String]) -> String {
@@ -909,14 +892,6 @@ mod tests {
         }
     }
 
-    fn free_port() -> u16 {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    }
-
     #[tokio::test]
     async fn smtp_delivers_to_a_real_server() {
         let Some(server) = test_smtp::SmtpServer::mailbox() else {
@@ -963,7 +938,7 @@ mod tests {
 
     #[tokio::test]
     async fn smtp_connection_refused_is_transient_and_hides_the_password() {
-        let port = free_port(); // released: nobody listens there now
+        let port = stockhook_test_kit::free_port(); // released: nobody listens there now
         let url = format!("smtp://alerts:hunter22@127.0.0.1:{port}");
         let mailer = Mailer::from_config(&smtp_config(&url), Path::new("/nonexistent")).unwrap();
         let e = mailer
@@ -1059,7 +1034,7 @@ mod tests {
     /// A real SMTP server for the tests: Debian's python3-aiosmtpd, run as a child process.
     mod test_smtp {
         use std::io::Write as _;
-        use std::net::{TcpListener, TcpStream};
+        use std::net::TcpStream;
         use std::path::{Path, PathBuf};
         use std::process::{Child, Command, Stdio};
         use std::time::{Duration, Instant};
@@ -1116,11 +1091,7 @@ mod tests {
                      `apt-get install -y python3-aiosmtpd` (or set {SKIP_ENV}=1 to skip them)"
                 );
                 let dir = tempfile::tempdir().unwrap();
-                let port = TcpListener::bind("127.0.0.1:0")
-                    .unwrap()
-                    .local_addr()
-                    .unwrap()
-                    .port();
+                let port = stockhook_test_kit::free_port();
                 let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
                 let mut args = handler(dir.path());
                 let class = args.remove(0);

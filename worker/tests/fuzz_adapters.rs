@@ -35,12 +35,14 @@
 #[path = "../../fuzz/mutator.rs"]
 mod mutator;
 
-use mutator::{hex_head, iterations, mutate, no_panic, save_input, seed, Rng};
+use mutator::{iterations, mutate, no_panic, seed, Rng};
 use serde_json::Value;
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::sync::OnceLock;
 use stockhook_shared::config::Platform;
 use stockhook_shared::envelope::{Envelope, EventId};
+use stockhook_test_kit::fixtures::{self, Fixtures};
 use stockhook_worker::adapters;
 use stockhook_worker::facts::{Fact, NormalizeError, Normalized};
 
@@ -64,30 +66,18 @@ const PII_KEYS: &[&str] = &[
 
 // --- corpora ---------------------------------------------------------------------------------
 
-fn fixtures_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/payloads")
-}
-
+/// The seed payloads of `platform`, as `(file stem, bytes)`: the suite's own
+/// (`tests/data/payloads/`) and, when beside the repository, the published samples
+/// (`../shared/fixtures/payloads/`; else a loud SKIPPED line says they are left out).
 fn payloads(platform: &str) -> Vec<(String, Vec<u8>)> {
-    let dir = fixtures_dir().join(platform);
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("listing {}: {e}", dir.display()))
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "json"))
-        .collect();
-    files.sort();
-    files
-        .iter()
-        .map(|p| {
-            (
-                p.file_stem()
-                    .and_then(|s| s.to_str())
-                    .expect("UTF-8 name")
-                    .to_string(),
-                std::fs::read(p).unwrap_or_else(|e| panic!("reading {}: {e}", p.display())),
-            )
-        })
+    static PUBLISHED: OnceLock<Option<Fixtures>> = OnceLock::new();
+    let published = PUBLISHED
+        .get_or_init(|| fixtures::shared("fuzz_adapters (the published payloads among the seeds)"));
+    let rel = format!("payloads/{platform}");
+    std::iter::once(fixtures::data())
+        .chain(published.clone())
+        .filter(|fx| fx.path(&rel).is_dir())
+        .flat_map(|fx| fx.payloads(&rel))
         .collect()
 }
 
@@ -472,13 +462,7 @@ fn dump(e: &Envelope) -> Vec<u8> {
 
 fn fail(target: &str, seed: u64, i: u64, what: &str, input: &[u8]) -> ! {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fuzz-failures");
-    let saved = save_input(&dir, target, seed, i, input);
-    panic!(
-        "fuzz target {target}: {what}\n  seed={seed} iteration={i} \
-         (replay: SHTEST_FUZZ_SEED={seed} SHTEST_FUZZ_ITERS={})\n  input saved to {saved}\n  input hex: {}",
-        i + 1,
-        hex_head(input)
-    )
+    mutator::fail(&dir, target, seed, i, what, input)
 }
 
 /// The times an adapter may stamp a fact with: a parseable time anywhere in the body (payload

@@ -82,7 +82,7 @@ mod tests {
     // No published vector exists for a bare credential; the body is a real Amazon sample so the
     // test also shows the body plays no part.
     fn body() -> Vec<u8> {
-        fixture_text("payloads/amazon/listings_item_mfn_quantity_change.json").into_bytes()
+        own_payload("amazon/listings_item_mfn_quantity_change.json")
     }
 
     const KEY: &str = "sk_live_7f3a9c2e41b8d6f0";

@@ -110,7 +110,7 @@ mod tests {
     const CRED_B64: &str = "c3RvY2tob29rOnMzY3IzdC1wYXNzdzByZA==";
 
     fn body() -> Vec<u8> {
-        fixture_text("payloads/amazon/order_change.json").into_bytes()
+        own_payload("amazon/listings_item_mfn_quantity_change.json")
     }
 
     fn auth(value: &str) -> http::HeaderMap {

@@ -221,18 +221,28 @@ pub(crate) mod test_support {
     use super::*;
     use http::{HeaderMap, HeaderName, HeaderValue};
 
-    /// `<repo>/../shared/fixtures/<name>`, parsed. Panics (failing the test) when absent.
-    pub fn fixture(name: &str) -> serde_json::Value {
-        let text = fixture_text(name);
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("fixture {name}: {e}"))
+    /// Whether the published vectors (`<repo>/../shared/fixtures/`) are there; when they are not,
+    /// prints a loud SKIPPED line naming `test` (or fails, with `SHARED_FIXTURES_REQUIRED=1`).
+    /// A test that reads [`fixture`] or [`vector`] starts with `if !published(..) { return; }`.
+    pub fn published(test: &str) -> bool {
+        stockhook_test_kit::fixtures::shared(test).is_some()
     }
 
+    /// `<repo>/../shared/fixtures/<name>`, parsed. Panics (failing the test) when absent.
+    pub fn fixture(name: &str) -> serde_json::Value {
+        stockhook_test_kit::fixtures::Fixtures::new(stockhook_test_kit::fixtures::shared_dir())
+            .json(name)
+    }
+
+    /// `<repo>/../shared/fixtures/<name>` as text.
     pub fn fixture_text(name: &str) -> String {
-        let path = format!(
-            "{}/../../shared/fixtures/{name}",
-            env!("CARGO_MANIFEST_DIR")
-        );
-        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {path}: {e}"))
+        stockhook_test_kit::fixtures::Fixtures::new(stockhook_test_kit::fixtures::shared_dir())
+            .text(name)
+    }
+
+    /// The suite's own sample payload `<repo>/tests/data/payloads/<rel>`.
+    pub fn own_payload(rel: &str) -> Vec<u8> {
+        stockhook_test_kit::fixtures::data().bytes(&format!("payloads/{rel}"))
     }
 
     /// The vector with `id` in fixture `name`.
@@ -259,12 +269,7 @@ pub(crate) mod test_support {
 
     /// The vector's `headers` object as a HeaderMap.
     pub fn vector_headers(v: &serde_json::Value) -> HeaderMap {
-        let pairs: Vec<(String, String)> = v["headers"]
-            .as_object()
-            .expect("vector has headers")
-            .iter()
-            .map(|(k, v)| (k.clone(), v.as_str().expect("string header").to_string()))
-            .collect();
+        let pairs = stockhook_test_kit::fixtures::vector_headers(v);
         let refs: Vec<(&str, &str)> = pairs
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))

@@ -65,15 +65,12 @@ mod tests {
             serde_json::json!({"scheme": "none", "insecure": true}),
         ))
         .unwrap();
-        let body = fixture_text("payloads/shopify/orders_create.json");
-        assert_eq!(
-            verify(v.as_ref(), &headers(&[]), body.as_bytes(), 0),
-            Ok(())
-        );
+        let body = own_payload("shopify/orders_create.json");
+        assert_eq!(verify(v.as_ref(), &headers(&[]), &body, 0), Ok(()));
         assert_eq!(
             verify(v.as_ref(), &headers(&[("x-junk", "1")]), b"", i64::MIN),
             Ok(())
         );
-        assert!(v.sign(body.as_bytes(), 0, "id").is_empty());
+        assert!(v.sign(&body, 0, "id").is_empty());
     }
 }

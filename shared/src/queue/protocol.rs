@@ -21,7 +21,7 @@
 //!
 //! Errors: `{"ok": false, "error": "...", "not_found": "evt_..."?}`.
 
-use super::{DeadFilter, DeadLetter, Failure, Leased, QueueError, QueueStats};
+use super::{DeadFilter, DeadLetter, Failure, Leased, QueueError};
 use crate::config::Platform;
 use crate::envelope::{Envelope, EventId};
 use base64::Engine as _;
@@ -172,9 +172,6 @@ pub struct WireDeadShow {
     pub dead: DeadLetter,
     pub event: WireEnvelope,
 }
-
-/// Stats as sent (kept as its own name so the table above stays true if fields grow).
-pub type WireStats = QueueStats;
 
 /// Writes one frame.
 pub async fn write_frame<W: AsyncWrite + Unpin>(

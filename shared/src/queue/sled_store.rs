@@ -567,12 +567,6 @@ impl SledStore {
         }
     }
 
-    pub fn has_ready(&self, now: i64) -> bool {
-        let mut idx = self.lock();
-        promote_due(&mut idx, now);
-        !idx.ready.is_empty()
-    }
-
     pub fn ack(&self, ids: &[EventId], now: i64) -> Result<(), QueueError> {
         for id in ids {
             let k = id.to_be_bytes();

@@ -568,7 +568,7 @@ fn sales(response: &Node, topic: &str, at: i64) -> Result<Vec<Fact>, NormalizeEr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::adapters::test_support::{data, env, fixture, RECEIVED};
+    use crate::adapters::test_support::{data, env, published, RECEIVED};
     use stockhook_shared::config::Platform;
 
     const TS: &str = "2024-05-01T10:00:00.250Z";
@@ -642,11 +642,15 @@ mod tests {
 
     #[test]
     fn fixture_account_deletion_pretty_and_compact() {
+        let Some(fx) = published("adapters::ebay::fixture_account_deletion_pretty_and_compact")
+        else {
+            return;
+        };
         for name in [
             "ebay/marketplace_account_deletion.json",
             "ebay/marketplace_account_deletion.signed_compact.json",
         ] {
-            let e = env(Platform::Ebay, &[], fixture(name));
+            let e = env(Platform::Ebay, &[], fx.payload(name));
             assert_eq!(
                 normalize(&e).unwrap(),
                 Normalized {
@@ -671,10 +675,15 @@ mod tests {
 
     #[test]
     fn fixture_public_key_response_is_not_a_notification() {
+        let Some(fx) =
+            published("adapters::ebay::fixture_public_key_response_is_not_a_notification")
+        else {
+            return;
+        };
         let e = env(
             Platform::Ebay,
             &[],
-            fixture("ebay/getPublicKey_response.json"),
+            fx.payload("ebay/getPublicKey_response.json"),
         );
         assert!(matches!(normalize(&e), Err(NormalizeError::NoTopic(_))));
         assert_eq!(ebay_deleted_user(&e), None);

@@ -420,13 +420,20 @@ pub(crate) mod test_support {
         }
     }
 
-    /// A sample payload from `shared/fixtures/payloads/<rel>`, read at test time.
-    pub fn fixture(rel: &str) -> Vec<u8> {
-        let path = format!(
-            "{}/../../shared/fixtures/payloads/{rel}",
-            env!("CARGO_MANIFEST_DIR")
-        );
-        std::fs::read(&path).unwrap_or_else(|e| panic!("read fixture {path}: {e}"))
+    /// The published sample payloads (`../shared/fixtures/payloads/`), for the cross-checks.
+    pub struct Published(stockhook_test_kit::fixtures::Fixtures);
+
+    impl Published {
+        /// The bytes of `payloads/<rel>`.
+        pub fn payload(&self, rel: &str) -> Vec<u8> {
+            self.0.bytes(&format!("payloads/{rel}"))
+        }
+    }
+
+    /// The published payloads, or `None` after a loud SKIPPED line naming `test` (a failure
+    /// with `SHARED_FIXTURES_REQUIRED=1`).
+    pub fn published(test: &str) -> Option<Published> {
+        stockhook_test_kit::fixtures::shared(test).map(Published)
     }
 
     /// A published payload kept in this repository, `worker/tests/data/<rel>` (each directory's

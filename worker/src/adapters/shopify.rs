@@ -354,7 +354,7 @@ fn refund(env: &Envelope, topic: &str, body: &Value) -> Result<Vec<Fact>, Normal
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::adapters::test_support::{data, env, fixture, RECEIVED};
+    use crate::adapters::test_support::{data, env, published, RECEIVED};
     use stockhook_shared::config::Platform;
 
     /// 2021-12-31T19:00:00-05:00, the time in every Shopify sample.
@@ -373,10 +373,13 @@ mod tests {
 
     #[test]
     fn fixture_inventory_levels_update() {
+        let Some(fx) = published("adapters::shopify::fixture_inventory_levels_update") else {
+            return;
+        };
         assert_eq!(
             facts(
                 "inventory_levels/update",
-                fixture("shopify/inventory_levels_update.json")
+                fx.payload("shopify/inventory_levels_update.json")
             ),
             vec![Fact::InventoryLevel {
                 item: "271878346596884015".into(),
@@ -389,10 +392,13 @@ mod tests {
 
     #[test]
     fn fixture_inventory_items_update() {
+        let Some(fx) = published("adapters::shopify::fixture_inventory_items_update") else {
+            return;
+        };
         assert_eq!(
             facts(
                 "inventory_items/update",
-                fixture("shopify/inventory_items_update.json")
+                fx.payload("shopify/inventory_items_update.json")
             ),
             vec![Fact::CatalogEntry {
                 item: "271878346596884015".into(),
@@ -406,10 +412,17 @@ mod tests {
 
     #[test]
     fn fixture_products_update_gives_every_variant() {
+        let Some(fx) = published("adapters::shopify::fixture_products_update_gives_every_variant")
+        else {
+            return;
+        };
         let v1 = "variant:642667041472713922".to_string();
         let v2 = "variant:757650484644203962".to_string();
         assert_eq!(
-            facts("products/update", fixture("shopify/products_update.json")),
+            facts(
+                "products/update",
+                fx.payload("shopify/products_update.json")
+            ),
             vec![
                 Fact::CatalogEntry {
                     item: v1.clone(),
@@ -515,8 +528,13 @@ mod tests {
 
     #[test]
     fn fixture_orders_paid_is_ignored_so_a_sale_counts_once() {
+        let Some(fx) =
+            published("adapters::shopify::fixture_orders_paid_is_ignored_so_a_sale_counts_once")
+        else {
+            return;
+        };
         // The orders/paid sample is byte-identical to orders/create.
-        let n = run("orders/paid", fixture("shopify/orders_create.json")).unwrap();
+        let n = run("orders/paid", fx.payload("shopify/orders_create.json")).unwrap();
         assert_eq!(
             n,
             Normalized {
@@ -529,9 +547,14 @@ mod tests {
 
     #[test]
     fn fixture_refunds_create_without_restock_gives_nothing() {
+        let Some(fx) =
+            published("adapters::shopify::fixture_refunds_create_without_restock_gives_nothing")
+        else {
+            return;
+        };
         // Every line of the sample is `no_restock` and `restock` is false.
         assert_eq!(
-            facts("refunds/create", fixture("shopify/refunds_create.json")),
+            facts("refunds/create", fx.payload("shopify/refunds_create.json")),
             vec![]
         );
     }
