@@ -1,7 +1,7 @@
 # stockhook: both binaries in one small image; the compose file (compose.yaml) runs one container
 # per process on a shared data volume.
 #
-#   docker build --build-arg STOCKHOOK_GIT_COMMIT=$(git rev-parse --short=12 HEAD) -t stockhook .
+#   docker build --build-arg BUILD_GIT_COMMIT=$(git rev-parse --short=12 HEAD) -t stockhook .
 #
 # Build: the Rust toolchain on Debian 12, `--profile dist` (no debug info, thin LTO), cached
 # registry and target dirs. Run: distroless cc-debian12 (glibc, CA certificates, no shell, no
@@ -10,8 +10,8 @@
 FROM rust:1-slim-bookworm AS build
 WORKDIR /src
 # .git is not in the build context (.dockerignore): the commit comes in as a build argument.
-ARG STOCKHOOK_GIT_COMMIT=unknown
-ENV STOCKHOOK_GIT_COMMIT=${STOCKHOOK_GIT_COMMIT}
+ARG BUILD_GIT_COMMIT=unknown
+ENV BUILD_GIT_COMMIT=${BUILD_GIT_COMMIT}
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \

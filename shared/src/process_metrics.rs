@@ -11,12 +11,12 @@ use std::fmt::Write as _;
 /// The package version (`0.1.0`).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// The git commit the binary was built from (short hash), or `unknown`.
-pub const GIT_COMMIT: &str = env!("STOCKHOOK_GIT_COMMIT");
+pub const GIT_COMMIT: &str = env!("BUILD_GIT_COMMIT");
 /// What `--version` prints after the binary's name: `0.1.0 (commit 0123abcd4567)`.
 pub const LONG_VERSION: &str = concat!(
     env!("CARGO_PKG_VERSION"),
     " (commit ",
-    env!("STOCKHOOK_GIT_COMMIT"),
+    env!("BUILD_GIT_COMMIT"),
     ")"
 );
 
