@@ -41,7 +41,7 @@ pub fn store_options(config: &Config) -> StoreOptions {
 pub fn ensure_data_dir(config: &Config) -> anyhow::Result<()> {
     let dir = &config.data_dir;
     if !dir.exists() {
-        std::fs::create_dir_all(dir)
+        stockhook_shared::durable::create_dir_all(dir)
             .with_context(|| format!("creating data_dir {}", dir.display()))?;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
             .with_context(|| format!("chmod 0700 {}", dir.display()))?;

@@ -38,6 +38,7 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
     std::fs::rename(&path, &old).with_context(|| format!("moving {} aside", path.display()))?;
     std::fs::rename(&fresh, &path)
         .with_context(|| format!("moving the compacted copy to {}", path.display()))?;
+    stockhook_shared::durable::sync_dir(&config.data_dir)?;
     std::fs::remove_dir_all(&old)
         .with_context(|| format!("removing the old database {}", old.display()))?;
     let after = dir_size(&path);

@@ -3,6 +3,7 @@
 //! and ops CLI call), and telemetry setup.
 
 pub mod config;
+pub mod durable;
 pub mod duration;
 pub mod envelope;
 pub mod lifecycle;

@@ -181,6 +181,8 @@ impl Mailer {
                     .mode(0o700)
                     .create(&dir)
                     .map_err(|e| format!("creating the mail directory {}: {e}", dir.display()))?;
+                // Its entry must survive a power cut before a file in it counts as sent.
+                stockhook_shared::durable::sync_parent(&dir).map_err(|e| e.to_string())?;
                 sweep_stale_temp_files(&dir);
                 Transport::Files { dir }
             }

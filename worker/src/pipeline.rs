@@ -33,7 +33,7 @@ const LEASE_WAIT_MS: u64 = 1000;
 pub async fn run(config: Config) -> anyhow::Result<()> {
     if config.queue.backend == "nats" {
         // Still used for the mail files and the control socket.
-        std::fs::create_dir_all(&config.data_dir)
+        stockhook_shared::durable::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating data_dir {}", config.data_dir.display()))?;
         let state = NatsState::connect(&config)
             .await

@@ -23,6 +23,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use stockhook_shared::config::Config;
+use stockhook_shared::durable::SledFiles;
 use stockhook_shared::envelope::EventId;
 
 /// Errors of the state store.
@@ -287,6 +288,8 @@ pub struct StateStore {
     db: sled::Db,
     tree: sled::Tree,
     data_file: File,
+    /// Blob files, `conf` and directory entries sled never syncs itself.
+    files: SledFiles,
 }
 
 type Tx = ConflictableTransactionError<String>;
@@ -362,7 +365,7 @@ fn tx_err(e: TransactionError<String>) -> StateError {
 
 impl StateStore {
     pub fn open(path: &Path) -> Result<StateStore, StateError> {
-        std::fs::create_dir_all(path).map_err(|e| StateError::Storage {
+        stockhook_shared::durable::create_dir_all(path).map_err(|e| StateError::Storage {
             context: format!("creating {}", path.display()),
             message: e.to_string(),
         })?;
@@ -388,6 +391,10 @@ impl StateStore {
                     }
                 }
             })?;
+        let files = SledFiles::after_open(path).map_err(|e| StateError::Storage {
+            context: "syncing the state database's files".into(),
+            message: e.to_string(),
+        })?;
         let tree = db
             .open_tree("state")
             .map_err(storage("opening state tree"))?;
@@ -400,6 +407,7 @@ impl StateStore {
             db,
             tree,
             data_file,
+            files,
         })
     }
 
@@ -410,6 +418,10 @@ impl StateStore {
     /// Flush and fdatasync: after this, what was applied survives a crash or power loss.
     pub fn sync(&self) -> Result<(), StateError> {
         self.db.flush().map_err(storage("flushing state"))?;
+        self.files.sync_new().map_err(|e| StateError::Storage {
+            context: "syncing state files".into(),
+            message: e.to_string(),
+        })?;
         self.data_file.sync_data().map_err(|e| StateError::Storage {
             context: format!("fdatasync {}", self.path.join("db").display()),
             message: e.to_string(),

@@ -14,6 +14,7 @@
 use super::{
     AppendOutcome, DeadFilter, DeadLetter, Failure, Leased, NewEvent, QueueError, QueueStats,
 };
+use crate::durable::SledFiles;
 use crate::envelope::{encode_parts_into, Envelope, EventId};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::File;
@@ -133,6 +134,8 @@ pub struct SledStore {
     dedup: sled::Tree,
     /// The database's data file, kept open for the fdatasync after each group flush.
     data_file: File,
+    /// The blob files, `conf` and directory entries sled never syncs itself.
+    files: SledFiles,
     index: Mutex<Index>,
     /// Woken by every append and every lease that returns events to `ready`.
     pub(crate) arrivals: Notify,
@@ -154,7 +157,7 @@ impl SledStore {
     /// Opens (or creates) the queue database at `path`. Fails at once with
     /// [`QueueError::Locked`] when another process holds it.
     pub fn open(path: &Path, opts: StoreOptions) -> Result<SledStore, QueueError> {
-        std::fs::create_dir_all(path)
+        crate::durable::create_dir_all(path)
             .map_err(|e| QueueError::storage(format!("creating {}", path.display()), e))?;
         let db = sled::Config::new()
             .path(path)
@@ -177,6 +180,8 @@ impl SledStore {
         let data_file = File::open(&data_path).map_err(|e| {
             QueueError::storage(format!("opening {} for fdatasync", data_path.display()), e)
         })?;
+        let files = SledFiles::after_open(path)
+            .map_err(|e| QueueError::storage("syncing the new queue's files", e))?;
         let events = db
             .open_tree("events")
             .map_err(storage("opening events tree"))?;
@@ -193,6 +198,7 @@ impl SledStore {
             state,
             dedup,
             data_file,
+            files,
             index: Mutex::new(Index::default()),
             arrivals: Notify::new(),
             opts,
@@ -444,9 +450,13 @@ impl SledStore {
             .collect()
     }
 
-    /// sled's flush, then fdatasync of the data file: what makes "200 means on disk" true.
+    /// sled's flush, then fsync of any blob file or entry it created, then fdatasync of the data
+    /// file: what makes "200 means on disk" true.
     fn sync(&self) -> Result<(), QueueError> {
         self.db.flush().map_err(storage("flushing queue"))?;
+        self.files
+            .sync_new()
+            .map_err(|e| QueueError::storage("syncing queue files", e))?;
         self.data_file.sync_data().map_err(|e| {
             QueueError::storage(format!("fdatasync {}", self.path.join("db").display()), e)
         })
@@ -885,6 +895,8 @@ impl SledStore {
             < floor
         {}
         fresh.flush().map_err(storage("flushing the copy"))?;
+        SledFiles::after_open(to)
+            .map_err(|e| QueueError::storage("syncing the copy's files", e))?;
         File::open(to.join("db"))
             .and_then(|f| f.sync_all())
             .map_err(|e| QueueError::storage(format!("fsync {}", to.display()), e))?;
