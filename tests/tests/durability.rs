@@ -399,16 +399,20 @@ fn parse(trace: &str) -> Vec<Call> {
         let Some(paren) = text.find('(') else {
             continue;
         };
-        let Some(eq) = text.rfind(") = ") else {
+        // `name(args) = ret`, where strace pads short calls with spaces before the `=`.
+        let Some(eq) = text.rfind(" = ") else {
             continue;
         };
-        if eq < paren {
+        let Some(call) = text[..eq].trim_end().strip_suffix(')') else {
+            continue;
+        };
+        if call.len() <= paren {
             continue;
         }
         calls.push(Call {
             name: text[..paren].to_string(),
-            args: text[paren + 1..eq].to_string(),
-            ret: text[eq + 4..].to_string(),
+            args: call[paren + 1..].to_string(),
+            ret: text[eq + 3..].to_string(),
             start,
             end: n,
         });
@@ -576,8 +580,9 @@ fn the_audit_catches_an_unsynced_write_and_an_unsynced_entry() {
 1 pwrite64(3</d/db>, "abc", 3, 0 <unfinished ...>
 2 fsync(4</>) = 0
 1 <... pwrite64 resumed>) = 3
-1 fdatasync(3</d/db>) = 0
-1 fsync(5</d>) = 0
+1 fdatasync(3</d/db> <unfinished ...>
+1 <... fdatasync resumed>)              = 0
+1 fsync(5</d>)                           = 0
 3 writev(7<TCP:[1.2.3.4:80->5.6.7.8:9]>, [{iov_base="HTTP/1.1 200 OK\r\n", iov_len=17}], 1) = 17
 "#;
     let a = audit(good, data, &HashSet::new(), ck);
