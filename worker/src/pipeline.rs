@@ -117,7 +117,6 @@ async fn drain<S: StateBackend>(
                         tracing::info!(queue = %c.describe(), "queue reachable again");
                     }
                     warned = false;
-                    backoff.reset();
                     client.insert(c)
                 }
                 Err(e) => {
@@ -135,10 +134,21 @@ async fn drain<S: StateBackend>(
             },
         };
         let leased = match c.lease(batch, LEASE_WAIT_MS, lease_ms).await {
-            Ok(l) => l,
+            Ok(l) => {
+                backoff.reset();
+                l
+            }
             Err(e) => {
-                tracing::warn!(error = %e, "lease failed; reconnecting");
+                // Connecting may well succeed again at once while leasing keeps failing: wait
+                // before the next try rather than spin.
+                let delay = backoff.next_delay();
+                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "lease failed; reconnecting after a pause");
                 client = None;
+                let mut stop = stop.clone();
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = stop.changed() => {}
+                }
                 continue;
             }
         };

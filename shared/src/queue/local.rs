@@ -4,6 +4,7 @@
 //! Blocking sled calls run on tokio's blocking pool so a long poll or a flush never stalls the
 //! runtime's worker threads.
 
+use super::protocol::MAX_LEASE_BYTES;
 use super::sled_store::SledStore;
 use super::{now_ms, DeadFilter, DeadLetter, Failure, Leased, QueueError, QueueOps, QueueStats};
 use crate::envelope::{Envelope, EventId};
@@ -52,7 +53,7 @@ impl QueueOps for LocalQueue {
             let now = now_ms();
             self.store.expire_leases(now);
             let got = self
-                .blocking(move |s| s.lease_now(max, lease_ms, now))
+                .blocking(move |s| s.lease_bytes(max, MAX_LEASE_BYTES, lease_ms, now))
                 .await?;
             if !got.is_empty() || now >= deadline {
                 return Ok(got);
@@ -120,5 +121,60 @@ impl QueueOps for LocalQueue {
             Ok(n)
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Platform;
+    use crate::queue::sled_store::StoreOptions;
+    use crate::queue::NewEvent;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lease_is_capped_by_bytes_and_carries_at_least_one_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(
+            &dir.path().join("queue"),
+            StoreOptions {
+                min_free_bytes: 0,
+                ..StoreOptions::default()
+            },
+        )
+        .unwrap();
+        let mib = |i: i64, n: usize| NewEvent {
+            source: "s".into(),
+            platform: Platform::Shopify,
+            received_at_ms: i,
+            headers: Vec::new(),
+            body: vec![b'x'; n].into(),
+            dedup_key: None,
+        };
+        // 40 MiB of bodies: more than one lease may carry, and one body larger than that cap.
+        let mut batch: Vec<NewEvent> = (0..40).map(|i| mib(i, 1 << 20)).collect();
+        batch.push(mib(40, MAX_LEASE_BYTES + 1));
+        assert!(store.append_batch(&batch).iter().all(|o| o.is_ok()));
+        let q = LocalQueue::new(Arc::new(store));
+        let mut sizes = Vec::new();
+        loop {
+            let got = q.lease(256, 0, 60_000).await.unwrap();
+            if got.is_empty() {
+                break;
+            }
+            let bytes: usize = got.iter().map(|l| l.envelope.body.len()).sum();
+            assert!(
+                got.len() == 1 || bytes <= MAX_LEASE_BYTES,
+                "{} events, {bytes} bytes in one lease",
+                got.len()
+            );
+            sizes.push(got.len());
+        }
+        assert_eq!(sizes.iter().sum::<usize>(), 41, "{sizes:?}");
+        assert!(sizes.len() >= 3, "{sizes:?}");
+        assert_eq!(
+            sizes.last(),
+            Some(&1),
+            "the oversized body alone: {sizes:?}"
+        );
     }
 }

@@ -15,6 +15,7 @@
 
 pub mod client;
 pub mod committer;
+pub mod group_log;
 pub mod local;
 pub mod nats;
 pub mod protocol;

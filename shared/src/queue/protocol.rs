@@ -29,8 +29,12 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 pub const VERSION: u32 = 1;
-/// Largest frame either side accepts (a lease of many 2 MiB bodies stays far below this).
+/// Largest frame either side accepts.
 pub const MAX_FRAME: usize = 512 << 20;
+
+/// Bodies one lease answer carries at most (one event more only when the first alone is larger):
+/// base64 and JSON make the frame ~1.4x this, far below [`MAX_FRAME`], whatever `max` asks.
+pub const MAX_LEASE_BYTES: usize = 32 << 20;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Request {

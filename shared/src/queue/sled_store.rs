@@ -1,16 +1,26 @@
 //! The queue on sled: the on-disk layout, the in-memory index rebuilt from it at open, and every
 //! queue operation as a plain (blocking) method.
 //!
-//! Layout, one sled database at `<data_dir>/queue`:
-//! * `events`: event id (u64 big-endian) -> encoded [`Envelope`];
-//! * `state`:  event id -> [`Record`] (status, attempts, retry time, status time, error);
-//! * `dedup`:  `source \0 delivery id` -> event id + accepted-at, swept after the dedup window.
+//! Layout (format 2), one sled database at `<data_dir>/queue`:
+//! * `groups`: the events of each group commit, packed into one stream and cut into chunks
+//!   ([`super::group_log`]): one group commit is a few inserts, and no record ever reaches
+//!   sled's blob threshold, whatever the body size;
+//! * `state`: event id -> [`Record`] (status, attempts, retry time, status time, error), written
+//!   when an event is leased, acked, failed, replayed or purged; no record means pending;
+//! * `meta`: `format` -> `2`.
 //!
-//! Invariant: [`SledStore::append_batch`] returns only after `flush()` **and** an `fdatasync` of
-//! the database file (sled's own flush issues `sync_file_range`, which a drive's write cache can
-//! still lose). Leases live only in memory: after a crash a leased event is pending again, with
-//! the attempt already counted. This module never logs bodies.
+//! The dedup index lives in memory (a hash of each delivery id -> event id and time), rebuilt at
+//! open from the events received inside the dedup window; a hit is confirmed against the stored
+//! key. A database of format 1 (trees `events`, `state`, `dedup`: one record per event) is
+//! migrated at open, in place, before anything is served.
+//!
+//! Invariant: [`SledStore::append_batch`] returns only after `flush()`, the fsync of anything
+//! sled created ([`crate::durable::SledFiles`]) **and** an `fdatasync` of the database file
+//! (sled's own flush issues `sync_file_range`, which a drive's write cache can still lose).
+//! Leases live only in memory: after a crash a leased event is pending again, with the attempt
+//! already counted. This module never logs bodies.
 
+use super::group_log::{self, CHUNK, MAX_GROUP_BYTES};
 use super::{
     AppendOutcome, DeadFilter, DeadLetter, Failure, Leased, NewEvent, QueueError, QueueStats,
 };
@@ -18,6 +28,7 @@ use crate::durable::SledFiles;
 use crate::envelope::{encode_parts_into, Envelope, EventId};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::File;
+use std::hash::BuildHasher;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -29,6 +40,8 @@ enum Status {
     Pending = 1,
     Acked = 2,
     Dead = 3,
+    /// Deleted while other events of its group remain on disk.
+    Purged = 4,
 }
 
 /// One event's queue state, persisted.
@@ -53,6 +66,12 @@ impl Record {
             error: String::new(),
         }
     }
+    fn purged() -> Record {
+        Record {
+            status: Status::Purged,
+            ..Record::pending()
+        }
+    }
     fn encode(&self) -> Vec<u8> {
         let mut v = Vec::with_capacity(21 + self.error.len());
         v.push(self.status as u8);
@@ -70,6 +89,7 @@ impl Record {
             1 => Status::Pending,
             2 => Status::Acked,
             3 => Status::Dead,
+            4 => Status::Purged,
             _ => return None,
         };
         Some(Record {
@@ -82,7 +102,27 @@ impl Record {
     }
 }
 
-/// What is deliverable, in memory. Rebuilt from `state` at open.
+/// Where one event's frame is in its group's stream.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    id: u64,
+    off: u32,
+    len: u32,
+    gone: bool,
+}
+
+/// One group commit's events on disk.
+#[derive(Debug, Default)]
+struct Group {
+    /// In id order.
+    slots: Vec<Slot>,
+    /// Slots not yet deleted; at 0 the group's chunks are removed.
+    live: u32,
+    /// The stream's length.
+    bytes: u32,
+}
+
+/// What is deliverable, in memory. Rebuilt from `groups` and `state` at open.
 #[derive(Default)]
 struct Index {
     /// Deliverable now, in arrival order, with the source (for per-source counts).
@@ -95,12 +135,29 @@ struct Index {
     dead: BTreeMap<u64, Arc<str>>,
     /// Acked and retained: (acked_at, id).
     acked: BTreeSet<(i64, u64)>,
+    /// Every stored event's place: first event id of the group -> group.
+    groups: BTreeMap<u64, Group>,
+    /// Hash of `source \0 delivery id` -> (event id, received at), inside the dedup window.
+    dedup: HashMap<u64, (u64, i64)>,
+}
+
+impl Index {
+    /// The group holding event `id` and its slot there.
+    fn locate(&self, id: u64) -> Option<(u64, Slot)> {
+        let (g, group) = self.groups.range(..=id).next_back()?;
+        let i = group.slots.binary_search_by_key(&id, |s| s.id).ok()?;
+        let slot = group.slots[i];
+        (!slot.gone).then_some((*g, slot))
+    }
 }
 
 /// sled's page cache for the queue (its default is 1 GiB). The receiver writes events once and
 /// the worker reads each back soon after, so a small cache of recent pages serves both; bounding
 /// it is what keeps the receiver's RSS flat under load (it grew by ~2.3 KiB per appended event).
 const CACHE_BYTES: u64 = 16 << 20;
+
+/// The on-disk format this build writes (`meta` tree, key `format`).
+const FORMAT: &[u8] = b"2";
 
 /// Settings the store needs from config.
 #[derive(Debug, Clone)]
@@ -129,14 +186,16 @@ impl Default for StoreOptions {
 pub struct SledStore {
     path: PathBuf,
     db: sled::Db,
-    events: sled::Tree,
+    groups: sled::Tree,
     state: sled::Tree,
-    dedup: sled::Tree,
     /// The database's data file, kept open for the fdatasync after each group flush.
     data_file: File,
     /// The blob files, `conf` and directory entries sled never syncs itself.
     files: SledFiles,
     index: Mutex<Index>,
+    /// Hashes delivery ids for the in-memory dedup index (keyed per process: the index is
+    /// rebuilt at every open).
+    hasher: std::collections::hash_map::RandomState,
     /// Woken by every append and every lease that returns events to `ready`.
     pub(crate) arrivals: Notify,
     opts: StoreOptions,
@@ -153,9 +212,18 @@ fn storage(ctx: &str) -> impl Fn(sled::Error) -> QueueError + '_ {
     move |e| QueueError::storage(ctx, e)
 }
 
+/// Source and receive time from an encoded envelope, without copying its body.
+fn peek_envelope(b: &[u8]) -> Option<(&str, i64)> {
+    // version u8, id u64, received_at i64, platform u8, source (u32 length + bytes), ...
+    let received = i64::from_be_bytes(b.get(9..17)?.try_into().ok()?);
+    let n = u32::from_be_bytes(b.get(18..22)?.try_into().ok()?) as usize;
+    let source = std::str::from_utf8(b.get(22..22 + n)?).ok()?;
+    Some((source, received))
+}
+
 impl SledStore {
-    /// Opens (or creates) the queue database at `path`. Fails at once with
-    /// [`QueueError::Locked`] when another process holds it.
+    /// Opens (or creates) the queue database at `path`, migrating a format-1 database in place.
+    /// Fails at once with [`QueueError::Locked`] when another process holds it.
     pub fn open(path: &Path, opts: StoreOptions) -> Result<SledStore, QueueError> {
         crate::durable::create_dir_all(path)
             .map_err(|e| QueueError::storage(format!("creating {}", path.display()), e))?;
@@ -182,24 +250,21 @@ impl SledStore {
         })?;
         let files = SledFiles::after_open(path)
             .map_err(|e| QueueError::storage("syncing the new queue's files", e))?;
-        let events = db
-            .open_tree("events")
-            .map_err(storage("opening events tree"))?;
+        let groups = db
+            .open_tree("groups")
+            .map_err(storage("opening groups tree"))?;
         let state = db
             .open_tree("state")
             .map_err(storage("opening state tree"))?;
-        let dedup = db
-            .open_tree("dedup")
-            .map_err(storage("opening dedup tree"))?;
         let store = SledStore {
             path: path.to_path_buf(),
             db,
-            events,
+            groups,
             state,
-            dedup,
             data_file,
             files,
             index: Mutex::new(Index::default()),
+            hasher: Default::default(),
             arrivals: Notify::new(),
             opts,
             last_event_at_ms: AtomicI64::new(0),
@@ -207,6 +272,7 @@ impl SledStore {
             free_bytes: AtomicU64::new(u64::MAX),
             failed: Mutex::new(None),
         };
+        store.migrate_format_1()?;
         store.rebuild_index()?;
         store.refresh_disk_usage();
         Ok(store)
@@ -222,45 +288,178 @@ impl SledStore {
         self.index.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn rebuild_index(&self) -> Result<(), QueueError> {
-        let mut idx = Index::default();
-        let mut sources: HashMap<String, Arc<str>> = HashMap::new();
-        let mut last = 0i64;
-        for item in self.state.iter() {
-            let (k, v) = item.map_err(storage("scanning state"))?;
+    fn dedup_hash(&self, key: &str) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    /// Format 1 kept one `events` record per event and an on-disk `dedup` tree. Rewrites those
+    /// events into `groups` (same ids, same envelopes, dedup keys carried in the frames; `state`
+    /// is compatible as is), syncs, then drops the old trees. Safe to interrupt: the old trees
+    /// go last, and a rerun starts `groups` afresh.
+    fn migrate_format_1(&self) -> Result<(), QueueError> {
+        let names = self.db.tree_names();
+        if !names.iter().any(|n| n.as_ref() == b"events") {
+            return self.mark_format();
+        }
+        let events = self
+            .db
+            .open_tree("events")
+            .map_err(storage("opening the format-1 events tree"))?;
+        let dedup = self
+            .db
+            .open_tree("dedup")
+            .map_err(storage("opening the format-1 dedup tree"))?;
+        self.groups
+            .clear()
+            .map_err(storage("clearing a partial migration"))?;
+        let mut keys: HashMap<u64, String> = HashMap::new();
+        for item in dedup.iter() {
+            let (k, v) = item.map_err(storage("reading format-1 dedup keys"))?;
+            if let (Some((id, _)), Ok(key)) = (decode_dedup(&v), std::str::from_utf8(&k)) {
+                keys.insert(id, key.to_string());
+            }
+        }
+        let mut stream = Vec::new();
+        let mut first = None;
+        let mut n = 0u64;
+        for item in events.iter() {
+            let (k, v) = item.map_err(storage("reading format-1 events"))?;
             let Some(id) = EventId::from_be_slice(&k) else {
                 continue;
             };
-            let Some(rec) = Record::decode(&v) else {
-                continue;
+            first.get_or_insert(id.0);
+            group_log::push_frame(&mut stream, id.0, keys.get(&id.0).map(String::as_str), &v);
+            n += 1;
+            if stream.len() >= MAX_GROUP_BYTES {
+                if let Some(g) = first.take() {
+                    group_log::write_group(&self.groups, g, &stream)?;
+                }
+                stream.clear();
+            }
+        }
+        if let Some(g) = first {
+            group_log::write_group(&self.groups, g, &stream)?;
+        }
+        self.sync()?;
+        self.db
+            .drop_tree("events")
+            .map_err(storage("dropping the format-1 events tree"))?;
+        self.db
+            .drop_tree("dedup")
+            .map_err(storage("dropping the format-1 dedup tree"))?;
+        self.mark_format()?;
+        tracing::info!(
+            events = n,
+            path = %self.path.display(),
+            "queue database migrated from format 1 (one record per event) to format 2 (group records)"
+        );
+        Ok(())
+    }
+
+    fn mark_format(&self) -> Result<(), QueueError> {
+        let meta = self.db.open_tree("meta").map_err(storage("opening meta"))?;
+        match meta.get("format").map_err(storage("reading format"))? {
+            Some(v) if v.as_ref() == FORMAT => Ok(()),
+            Some(v) => Err(QueueError::Storage {
+                context: format!("queue database {}", self.path.display()),
+                message: format!(
+                    "it is in format {} and this build reads format 2: run the stockhook version that wrote it, or move the directory aside to start an empty queue",
+                    String::from_utf8_lossy(&v)
+                ),
+            }),
+            None => {
+                meta.insert("format", FORMAT)
+                    .map_err(storage("writing format"))?;
+                self.sync()
+            }
+        }
+    }
+
+    fn rebuild_index(&self) -> Result<(), QueueError> {
+        let mut records: HashMap<u64, Record> = HashMap::new();
+        for item in self.state.iter() {
+            let (k, v) = item.map_err(storage("scanning state"))?;
+            if let (Some(id), Some(rec)) = (EventId::from_be_slice(&k), Record::decode(&v)) {
+                records.insert(id.0, rec);
+            }
+        }
+        let mut idx = Index::default();
+        let mut sources: HashMap<String, Arc<str>> = HashMap::new();
+        let mut last = 0i64;
+        // (hash of the delivery id, event id, received at) of every event with one; those inside
+        // the window (counted back from the newest event) make the dedup index.
+        let mut keyed: Vec<(u64, u64, i64)> = Vec::new();
+        group_log::for_each_group(&self.groups, |g, stream| {
+            let mut group = Group {
+                bytes: stream.len() as u32,
+                ..Group::default()
             };
-            let (src, received) = match self.events.get(k).map_err(storage("reading event"))? {
-                Some(bytes) => match Envelope::decode(&bytes) {
-                    Ok(env) => (env.source, env.received_at_ms),
-                    Err(_) => ("<corrupt>".to_string(), 0),
-                },
-                None => continue,
-            };
-            last = last.max(received);
-            let src = sources
-                .entry(src.clone())
-                .or_insert_with(|| Arc::from(src.as_str()))
-                .clone();
-            match rec.status {
-                Status::Pending if rec.not_before_ms > 0 => {
-                    idx.delayed.insert((rec.not_before_ms, id.0));
-                    idx.delayed_src.insert(id.0, src);
+            let mut pos = 0;
+            while let Some((frame, n)) = group_log::parse_frame(&stream[pos..]) {
+                let id = frame.id;
+                let rec = records.remove(&id).unwrap_or_else(Record::pending);
+                let gone = rec.status == Status::Purged;
+                group.slots.push(Slot {
+                    id,
+                    off: pos as u32,
+                    len: n as u32,
+                    gone,
+                });
+                pos += n;
+                if gone {
+                    continue;
                 }
-                Status::Pending => {
-                    idx.ready.insert(id.0, src);
+                group.live += 1;
+                let (src, received) = peek_envelope(frame.envelope).unwrap_or(("<corrupt>", 0));
+                last = last.max(received);
+                let src = match sources.get(src) {
+                    Some(s) => s.clone(),
+                    None => sources
+                        .entry(src.to_string())
+                        .or_insert_with(|| Arc::from(src))
+                        .clone(),
+                };
+                if !frame.dedup_key.is_empty() {
+                    keyed.push((self.dedup_hash(frame.dedup_key), id, received));
                 }
-                Status::Acked => {
-                    idx.acked.insert((rec.at_ms, id.0));
-                }
-                Status::Dead => {
-                    idx.dead.insert(id.0, src);
+                match rec.status {
+                    Status::Pending if rec.not_before_ms > 0 => {
+                        idx.delayed.insert((rec.not_before_ms, id));
+                        idx.delayed_src.insert(id, src);
+                    }
+                    Status::Pending => {
+                        idx.ready.insert(id, src);
+                    }
+                    Status::Acked => {
+                        idx.acked.insert((rec.at_ms, id));
+                    }
+                    Status::Dead => {
+                        idx.dead.insert(id, src);
+                    }
+                    Status::Purged => {}
                 }
             }
+            idx.groups.insert(g, group);
+            Ok(())
+        })?;
+        // Counted back from the newest event (the clock of the events, not of this open): an
+        // idle queue keeps the keys its last window had.
+        let window_start = last.saturating_sub(self.opts.dedup_window_ms);
+        for (h, id, received) in keyed {
+            if received >= window_start {
+                idx.dedup.insert(h, (id, received));
+            }
+        }
+        // Groups whose every event was deleted before a crash: finish removing them.
+        let empty: Vec<(u64, u32, Vec<u64>)> = idx
+            .groups
+            .iter()
+            .filter(|(_, g)| g.live == 0)
+            .map(|(k, g)| (*k, g.bytes, g.slots.iter().map(|s| s.id).collect()))
+            .collect();
+        for (g, bytes, ids) in empty {
+            idx.groups.remove(&g);
+            self.remove_group_files(g, bytes, &ids)?;
         }
         self.last_event_at_ms.store(last, Ordering::Relaxed);
         *self.lock() = idx;
@@ -324,9 +523,30 @@ impl SledStore {
         Ok(())
     }
 
-    /// Stores a batch durably: one flush and one fdatasync for all of them. The outcomes are in
-    /// the batch's order. On a storage error every event of the batch gets the error and none
-    /// becomes deliverable.
+    /// The frame of a stored event, read back from its group.
+    fn read_frame_bytes(
+        &self,
+        g: u64,
+        slot: Slot,
+        cache: &mut Option<(u64, u32, sled::IVec)>,
+    ) -> Result<Option<Vec<u8>>, QueueError> {
+        group_log::read_range(&self.groups, g, slot.off, slot.len, cache)
+    }
+
+    /// Whether `key` is what event `id` was stored with (a dedup hash hit is confirmed).
+    fn stored_key_is(&self, id: u64, key: &str) -> Result<bool, QueueError> {
+        let Some((g, slot)) = self.lock().locate(id) else {
+            return Ok(false);
+        };
+        let Some(bytes) = self.read_frame_bytes(g, slot, &mut None)? else {
+            return Ok(false);
+        };
+        Ok(group_log::parse_frame(&bytes).is_some_and(|(f, _)| f.dedup_key == key))
+    }
+
+    /// Stores a batch durably: a few inserts, one flush and one fdatasync for all of them. The
+    /// outcomes are in the batch's order. On a storage error every event of the batch gets the
+    /// error and none becomes deliverable.
     pub fn append_batch(&self, batch: &[NewEvent]) -> Vec<Result<AppendOutcome, QueueError>> {
         // A fresh look at free space per batch (one statvfs per group commit): sled must never
         // meet a full disk, after which it cannot be trusted. Room for twice the batch is kept.
@@ -352,25 +572,39 @@ impl SledStore {
                 })
                 .collect();
         }
+        // Duplicates: earlier in this batch, or in the index (a hash hit, confirmed on disk).
+        let hashes: Vec<Option<u64>> = batch
+            .iter()
+            .map(|e| e.dedup_key.as_deref().map(|k| self.dedup_hash(k)))
+            .collect();
+        let candidates: Vec<Option<u64>> = {
+            let idx = self.lock();
+            batch
+                .iter()
+                .zip(&hashes)
+                .map(|(ev, h)| {
+                    let (id, at) = idx.dedup.get(&(*h)?)?;
+                    (ev.received_at_ms - at < self.opts.dedup_window_ms).then_some(*id)
+                })
+                .collect()
+        };
         let mut outcomes: Vec<Option<AppendOutcome>> = Vec::with_capacity(batch.len());
-        // (event id, index in the batch) of what this batch wrote, to undo it on failure.
-        let mut written: Vec<(u64, usize)> = Vec::with_capacity(batch.len());
-        // Every record of the batch is encoded into this one buffer: sled copies it into its own
-        // allocation, so the body is not allocated twice per event.
-        let mut record = Vec::new();
+        let mut in_batch: HashMap<&str, u64> = HashMap::new();
+        // (group first id, stream, slots) of what this batch writes.
+        let mut groups: Vec<(u64, Vec<u8>, Vec<Slot>)> = Vec::new();
+        let mut envelope = Vec::new();
         let result = (|| -> Result<(), QueueError> {
             for (i, ev) in batch.iter().enumerate() {
-                if let Some(key) = &ev.dedup_key {
-                    if let Some(prev) = self
-                        .dedup
-                        .get(key.as_bytes())
-                        .map_err(storage("reading dedup"))?
-                    {
-                        if let Some((id, at)) = decode_dedup(&prev) {
-                            if ev.received_at_ms - at < self.opts.dedup_window_ms {
-                                outcomes.push(Some(AppendOutcome::Duplicate(EventId(id))));
-                                continue;
-                            }
+                let key = ev.dedup_key.as_deref();
+                if let Some(k) = key {
+                    if let Some(first) = in_batch.get(k) {
+                        outcomes.push(Some(AppendOutcome::Duplicate(EventId(*first))));
+                        continue;
+                    }
+                    if let Some(id) = candidates[i] {
+                        if self.stored_key_is(id, k)? {
+                            outcomes.push(Some(AppendOutcome::Duplicate(EventId(id))));
+                            continue;
                         }
                     }
                 }
@@ -379,7 +613,7 @@ impl SledStore {
                     .generate_id()
                     .map_err(storage("generating event id"))?;
                 encode_parts_into(
-                    &mut record,
+                    &mut envelope,
                     EventId(id),
                     &ev.source,
                     ev.platform,
@@ -387,38 +621,42 @@ impl SledStore {
                     &ev.headers,
                     &ev.body,
                 );
-                let k = id.to_be_bytes();
-                written.push((id, i));
-                self.events
-                    .insert(k, &record[..])
-                    .map_err(storage("writing event"))?;
-                self.state
-                    .insert(k, Record::pending().encode())
-                    .map_err(storage("writing event state"))?;
-                if let Some(key) = &ev.dedup_key {
-                    self.dedup
-                        .insert(key.as_bytes(), &encode_dedup(id, ev.received_at_ms)[..])
-                        .map_err(storage("writing dedup key"))?;
+                if groups
+                    .last()
+                    .is_none_or(|(_, s, _)| s.len() >= MAX_GROUP_BYTES)
+                {
+                    groups.push((id, Vec::with_capacity(CHUNK * 4), Vec::new()));
+                }
+                if let Some((_, stream, slots)) = groups.last_mut() {
+                    let (off, len) = group_log::push_frame(stream, id, key, &envelope);
+                    slots.push(Slot {
+                        id,
+                        off,
+                        len,
+                        gone: false,
+                    });
+                }
+                if let Some(k) = key {
+                    in_batch.insert(k, id);
                 }
                 outcomes.push(Some(AppendOutcome::Accepted(EventId(id))));
             }
-            if written.is_empty() {
+            if groups.is_empty() {
                 // Only duplicates: nothing new to make durable (the first copy already is).
                 return Ok(());
+            }
+            for (g, stream, _) in &groups {
+                group_log::write_group(&self.groups, *g, stream)?;
             }
             self.sync()
         })();
         if let Err(e) = result {
             self.mark_failed(&e.to_string());
             // Undo what this batch wrote, so a retry is not answered "duplicate" for an event
-            // that was never made durable. Best effort: the disk may be failing.
-            for &(id, i) in &written {
-                let k = id.to_be_bytes();
-                let _ = self.events.remove(k);
-                let _ = self.state.remove(k);
-                if let Some(key) = &batch[i].dedup_key {
-                    let _ = self.dedup.remove(key.as_bytes());
-                }
+            // that was never made durable (the index was not touched). Best effort: the disk
+            // may be failing.
+            for (g, stream, _) in &groups {
+                let _ = group_log::remove_group(&self.groups, *g, stream.len() as u32);
             }
             let msg = e.to_string();
             return batch
@@ -431,15 +669,28 @@ impl SledStore {
             let mut last = 0;
             // One shared name per source, not one allocation per pending event.
             let mut src: Option<Arc<str>> = None;
-            for (ev, out) in batch.iter().zip(&outcomes) {
+            for ((ev, out), h) in batch.iter().zip(&outcomes).zip(&hashes) {
                 if let Some(AppendOutcome::Accepted(id)) = out {
                     let name = match &src {
                         Some(s) if **s == *ev.source => s.clone(),
                         _ => src.insert(Arc::from(ev.source.as_str())).clone(),
                     };
                     idx.ready.insert(id.0, name);
+                    if let Some(h) = h {
+                        idx.dedup.insert(*h, (id.0, ev.received_at_ms));
+                    }
                     last = last.max(ev.received_at_ms);
                 }
+            }
+            for (g, stream, slots) in groups {
+                idx.groups.insert(
+                    g,
+                    Group {
+                        live: slots.len() as u32,
+                        bytes: stream.len() as u32,
+                        slots,
+                    },
+                );
             }
             self.last_event_at_ms.fetch_max(last, Ordering::Relaxed);
         }
@@ -467,31 +718,70 @@ impl SledStore {
         self.sync()
     }
 
-    /// Takes up to `max` deliverable events and leases them until `now + lease_ms`.
+    /// The persisted state of a stored event: its record, or pending when it has none yet.
+    /// `None` when no such event is stored.
+    fn record(&self, id: u64) -> Result<Option<Record>, QueueError> {
+        if let Some(rec) = self
+            .state
+            .get(id.to_be_bytes())
+            .map_err(storage("reading event state"))?
+            .and_then(|b| Record::decode(&b))
+        {
+            return Ok((rec.status != Status::Purged).then_some(rec));
+        }
+        Ok(self.lock().locate(id).map(|_| Record::pending()))
+    }
+
+    /// Takes up to `max` deliverable events, at most `max_bytes` of bodies (but always one when
+    /// any is ready), and leases them until `now + lease_ms`.
     pub fn lease_now(
         &self,
         max: usize,
         lease_ms: u64,
         now: i64,
     ) -> Result<Vec<Leased>, QueueError> {
-        let picked: Vec<(u64, Arc<str>)> = {
+        self.lease_bytes(max, usize::MAX, lease_ms, now)
+    }
+
+    /// [`SledStore::lease_now`] with a cap on the bodies' total size.
+    pub fn lease_bytes(
+        &self,
+        max: usize,
+        max_bytes: usize,
+        lease_ms: u64,
+        now: i64,
+    ) -> Result<Vec<Leased>, QueueError> {
+        let picked: Vec<(u64, Option<(u64, Slot)>)> = {
             let mut idx = self.lock();
             promote_due(&mut idx, now);
-            let ids: Vec<u64> = idx.ready.keys().take(max).copied().collect();
+            let mut bytes = 0usize;
+            let mut ids = Vec::new();
+            for id in idx.ready.keys().take(max) {
+                let size = idx.locate(*id).map_or(0, |(_, s)| s.len as usize);
+                if !ids.is_empty() && bytes.saturating_add(size) > max_bytes {
+                    break;
+                }
+                bytes = bytes.saturating_add(size);
+                ids.push(*id);
+            }
             let deadline = now + lease_ms as i64;
             ids.into_iter()
                 .filter_map(|id| {
                     let src = idx.ready.remove(&id)?;
-                    idx.leased.insert(id, (deadline, src.clone()));
-                    Some((id, src))
+                    idx.leased.insert(id, (deadline, src));
+                    Some((id, idx.locate(id)))
                 })
                 .collect()
         };
         let mut out = Vec::with_capacity(picked.len());
-        for (id, _) in picked {
+        let mut cache = None;
+        for (id, place) in picked {
             let k = id.to_be_bytes();
             let loaded = (|| -> Result<Option<Leased>, QueueError> {
-                let Some(bytes) = self.events.get(k).map_err(storage("reading event"))? else {
+                let Some((g, slot)) = place else {
+                    return Ok(None);
+                };
+                let Some(bytes) = self.read_frame_bytes(g, slot, &mut cache)? else {
                     return Ok(None);
                 };
                 let mut rec = self
@@ -504,14 +794,18 @@ impl SledStore {
                 self.state
                     .insert(k, rec.encode())
                     .map_err(storage("counting attempt"))?;
-                match Envelope::decode(&bytes) {
+                let decoded = match group_log::parse_frame(&bytes) {
+                    Some((frame, _)) => Envelope::decode(frame.envelope).map_err(|e| e.to_string()),
+                    None => Err("unreadable event frame".to_string()),
+                };
+                match decoded {
                     Ok(envelope) => Ok(Some(Leased {
                         envelope,
                         attempts: rec.attempts,
                     })),
                     Err(e) => {
                         // Unreadable bytes can never be processed: dead-letter with the reason.
-                        self.mark_dead(id, rec.attempts, &e.to_string(), now)?;
+                        self.mark_dead(id, rec.attempts, &e, now)?;
                         Ok(None)
                     }
                 }
@@ -575,27 +869,23 @@ impl SledStore {
 
     pub fn ack(&self, ids: &[EventId], now: i64) -> Result<(), QueueError> {
         for id in ids {
-            let k = id.to_be_bytes();
-            let Some(mut rec) = self
-                .state
-                .get(k)
-                .map_err(storage("reading event state"))?
-                .and_then(|b| Record::decode(&b))
-            else {
+            let Some(mut rec) = self.record(id.0)? else {
                 continue;
             };
             rec.status = Status::Acked;
             rec.at_ms = now;
             rec.error.clear();
             self.state
-                .insert(k, rec.encode())
+                .insert(id.to_be_bytes(), rec.encode())
                 .map_err(storage("acking"))?;
             let mut idx = self.lock();
             idx.leased.remove(&id.0);
             idx.ready.remove(&id.0);
             if let Some((t, _)) = idx.delayed.iter().find(|(_, i)| *i == id.0).copied() {
                 idx.delayed.remove(&(t, id.0));
+                idx.delayed_src.remove(&id.0);
             }
+            idx.dead.remove(&id.0);
             idx.acked.insert((now, id.0));
         }
         Ok(())
@@ -603,12 +893,7 @@ impl SledStore {
 
     pub fn fail(&self, id: EventId, failure: &Failure, now: i64) -> Result<(), QueueError> {
         let k = id.to_be_bytes();
-        let rec = self
-            .state
-            .get(k)
-            .map_err(storage("reading event state"))?
-            .and_then(|b| Record::decode(&b))
-            .ok_or(QueueError::NotFound(id))?;
+        let rec = self.record(id.0)?.ok_or(QueueError::NotFound(id))?;
         match failure {
             Failure::Permanent { error } => self.mark_dead(id.0, rec.attempts, error, now),
             Failure::Transient { error, .. } if rec.attempts >= self.opts.max_attempts => self
@@ -665,24 +950,32 @@ impl SledStore {
         Ok(())
     }
 
+    /// A stored event, decoded; `None` when it is not stored (or deleted).
+    fn read_event(&self, id: u64) -> Result<Option<Envelope>, QueueError> {
+        let Some((g, slot)) = self.lock().locate(id) else {
+            return Ok(None);
+        };
+        let Some(bytes) = self.read_frame_bytes(g, slot, &mut None)? else {
+            return Ok(None);
+        };
+        let (frame, _) = group_log::parse_frame(&bytes).ok_or_else(|| {
+            QueueError::storage(format!("decoding {}", EventId(id)), "unreadable frame")
+        })?;
+        Envelope::decode(frame.envelope)
+            .map(Some)
+            .map_err(|e| QueueError::storage(format!("decoding {}", EventId(id)), e))
+    }
+
     fn dead_letter(&self, id: u64) -> Result<Option<(DeadLetter, Envelope)>, QueueError> {
-        let k = id.to_be_bytes();
-        let Some(rec) = self
-            .state
-            .get(k)
-            .map_err(storage("reading event state"))?
-            .and_then(|b| Record::decode(&b))
-        else {
+        let Some(rec) = self.record(id)? else {
             return Ok(None);
         };
         if rec.status != Status::Dead {
             return Ok(None);
         }
-        let Some(bytes) = self.events.get(k).map_err(storage("reading event"))? else {
+        let Some(env) = self.read_event(id)? else {
             return Ok(None);
         };
-        let env = Envelope::decode(&bytes)
-            .map_err(|e| QueueError::storage(format!("decoding {}", EventId(id)), e))?;
         let dl = DeadLetter {
             id: EventId(id),
             source: env.source.clone(),
@@ -764,24 +1057,59 @@ impl SledStore {
 
     /// Any retained event by id (pending, acked or dead).
     pub fn get(&self, id: EventId) -> Result<Envelope, QueueError> {
-        let bytes = self
-            .events
-            .get(id.to_be_bytes())
-            .map_err(storage("reading event"))?
-            .ok_or(QueueError::NotFound(id))?;
-        Envelope::decode(&bytes).map_err(|e| QueueError::storage(format!("decoding {id}"), e))
+        self.read_event(id.0)?.ok_or(QueueError::NotFound(id))
     }
 
+    /// Deletes one event: a tombstone while others of its group remain, the group's chunks and
+    /// records once it was the last.
     fn remove_event(&self, id: u64) -> Result<(), QueueError> {
-        let k = id.to_be_bytes();
-        self.events.remove(k).map_err(storage("purging event"))?;
-        self.state
-            .remove(k)
-            .map_err(storage("purging event state"))?;
+        let emptied = {
+            let mut idx = self.lock();
+            let Some((g, _)) = idx.locate(id) else {
+                return Ok(());
+            };
+            let Some(group) = idx.groups.get_mut(&g) else {
+                return Ok(());
+            };
+            if let Ok(i) = group.slots.binary_search_by_key(&id, |s| s.id) {
+                group.slots[i].gone = true;
+                group.live = group.live.saturating_sub(1);
+            }
+            if group.live == 0 {
+                idx.groups.remove(&g).map(|grp| {
+                    (
+                        g,
+                        grp.bytes,
+                        grp.slots.iter().map(|s| s.id).collect::<Vec<u64>>(),
+                    )
+                })
+            } else {
+                None
+            }
+        };
+        match emptied {
+            Some((g, bytes, ids)) => self.remove_group_files(g, bytes, &ids),
+            None => self
+                .state
+                .insert(id.to_be_bytes(), Record::purged().encode())
+                .map(|_| ())
+                .map_err(storage("purging event")),
+        }
+    }
+
+    /// Removes a group's chunks and the state records of its events.
+    fn remove_group_files(&self, g: u64, bytes: u32, ids: &[u64]) -> Result<(), QueueError> {
+        group_log::remove_group(&self.groups, g, bytes)?;
+        for id in ids {
+            self.state
+                .remove(id.to_be_bytes())
+                .map_err(storage("purging event state"))?;
+        }
         Ok(())
     }
 
-    /// Purges acked events past retention and dedup keys past the window. Returns how many events.
+    /// Purges acked events past retention and dedup entries past the window. Returns how many
+    /// events.
     pub fn sweep(&self, now: i64) -> Result<usize, QueueError> {
         let cutoff = now - self.opts.retention_ms;
         let old: Vec<(i64, u64)> = {
@@ -797,41 +1125,46 @@ impl SledStore {
             self.lock().acked.remove(&(*t, *id));
         }
         let window_start = now - self.opts.dedup_window_ms;
-        let mut stale = Vec::new();
-        for item in self.dedup.iter() {
-            let (k, v) = item.map_err(storage("scanning dedup keys"))?;
-            if decode_dedup(&v).is_none_or(|(_, at)| at < window_start) {
-                stale.push(k);
-            }
-        }
-        for k in stale {
-            self.dedup.remove(k).map_err(storage("purging dedup key"))?;
-        }
+        self.lock().dedup.retain(|_, (_, at)| *at >= window_start);
         Ok(old.len())
     }
 
     /// Drops every event that names `needle` in its body (an eBay account deletion request):
-    /// retained events and dead letters alike. Returns how many.
+    /// retained events and dead letters alike, their bytes blanked on disk. Returns how many.
     pub fn purge_matching(&self, source: &str, needle: &[u8]) -> Result<usize, QueueError> {
         if needle.is_empty() {
             return Ok(0);
         }
-        let mut hits = Vec::new();
-        for item in self.events.iter() {
-            let (k, v) = item.map_err(storage("scanning events"))?;
-            if let (Some(id), Ok(env)) = (EventId::from_be_slice(&k), Envelope::decode(&v)) {
-                if env.source == source && env.body.windows(needle.len()).any(|w| w == needle) {
-                    hits.push(id.0);
+        // (group, where the envelope starts in the stream, its length, id)
+        let mut hits: Vec<(u64, u32, u32, u64)> = Vec::new();
+        group_log::for_each_group(&self.groups, |g, stream| {
+            let mut pos = 0;
+            while let Some((frame, n)) = group_log::parse_frame(&stream[pos..]) {
+                if let Ok(env) = Envelope::decode(frame.envelope) {
+                    if env.source == source && env.body.windows(needle.len()).any(|w| w == needle) {
+                        hits.push((
+                            g,
+                            (pos + frame.envelope_at) as u32,
+                            frame.envelope.len() as u32,
+                            frame.id,
+                        ));
+                    }
                 }
+                pos += n;
             }
-        }
+            Ok(())
+        })?;
         let mut removed = 0;
-        for id in hits {
+        for (g, at, len, id) in hits {
             let deletable = {
                 let idx = self.lock();
-                !idx.ready.contains_key(&id) && !idx.leased.contains_key(&id)
+                idx.locate(id).is_some()
+                    && !idx.ready.contains_key(&id)
+                    && !idx.leased.contains_key(&id)
+                    && !idx.delayed_src.contains_key(&id)
             };
             if deletable {
+                group_log::blank_range(&self.groups, g, at, len)?;
                 self.remove_event(id)?;
                 let mut idx = self.lock();
                 idx.dead.remove(&id);
@@ -873,7 +1206,7 @@ impl SledStore {
             .open()
             .map_err(|e| QueueError::storage(format!("creating {}", to.display()), e))?;
         let mut n = 0;
-        for name in ["events", "state", "dedup"] {
+        for name in ["groups", "state", "meta"] {
             let src = self.db.open_tree(name).map_err(storage("opening tree"))?;
             let dst = fresh
                 .open_tree(name)
@@ -919,6 +1252,8 @@ fn promote_due(idx: &mut Index, now: i64) {
     }
 }
 
+/// A format-1 `dedup` value (the migration's tests write format-1 databases).
+#[cfg(test)]
 fn encode_dedup(id: u64, at: i64) -> [u8; 16] {
     let mut b = [0u8; 16];
     b[..8].copy_from_slice(&id.to_be_bytes());
@@ -1202,6 +1537,138 @@ mod tests {
         let out = q.append_batch(&[ev("a", None, 1)]);
         assert!(matches!(out[0], Err(QueueError::OverBudget { .. })));
         assert_eq!(q.stats().pending, 0);
+    }
+
+    #[test]
+    fn a_format_1_database_is_migrated_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("queue");
+        {
+            // What format 1 wrote: one `events` record per event, `state`, on-disk `dedup`.
+            let db = sled::Config::new().path(&path).open().unwrap();
+            let (events, state, dedup) = (
+                db.open_tree("events").unwrap(),
+                db.open_tree("state").unwrap(),
+                db.open_tree("dedup").unwrap(),
+            );
+            for (at, key) in [(1000, Some("a\0d1")), (1001, None), (1002, Some("a\0d3"))] {
+                let id = db.generate_id().unwrap();
+                let e = ev("a", None, at);
+                let env = crate::envelope::encode_parts(
+                    EventId(id),
+                    &e.source,
+                    e.platform,
+                    at,
+                    &e.headers,
+                    &e.body,
+                );
+                events.insert(id.to_be_bytes(), env).unwrap();
+                let mut rec = Record::pending();
+                if at == 1000 {
+                    rec.status = Status::Acked;
+                    rec.at_ms = 1500;
+                }
+                state.insert(id.to_be_bytes(), rec.encode()).unwrap();
+                if let Some(k) = key {
+                    dedup
+                        .insert(k.as_bytes(), &encode_dedup(id, at)[..])
+                        .unwrap();
+                }
+            }
+            db.flush().unwrap();
+        }
+        let q = SledStore::open(&path, opts()).unwrap();
+        let s = q.stats();
+        assert_eq!((s.pending, s.acked_retained), (2, 1));
+        assert!(!q.db.tree_names().iter().any(|n| n.as_ref() == b"events"));
+        let leased = q.lease_now(10, 60_000, 2000).unwrap();
+        assert_eq!(leased.len(), 2);
+        assert_eq!(leased[0].envelope.body, b"{\"at\":1001}");
+        assert_eq!(leased[1].envelope.received_at_ms, 1002);
+        // The dedup keys came along.
+        let out = q.append_batch(&[ev("a", Some("d1"), 3000), ev("a", Some("d3"), 3000)]);
+        assert!(
+            matches!(out[0], Ok(AppendOutcome::Duplicate(EventId(0)))),
+            "{out:?}"
+        );
+        assert!(
+            matches!(out[1], Ok(AppendOutcome::Duplicate(EventId(2)))),
+            "{out:?}"
+        );
+        drop(q);
+        // And it opens again as format 2.
+        let q = SledStore::open(&path, opts()).unwrap();
+        assert_eq!(q.stats().pending, 2);
+    }
+
+    #[test]
+    fn no_body_size_makes_sled_write_a_blob_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("queue");
+        let q = SledStore::open(&path, opts()).unwrap();
+        let body = |n: usize| -> bytes::Bytes { vec![b'x'; n].into() };
+        let mut batch: Vec<NewEvent> = (0..60)
+            .map(|i| NewEvent {
+                body: body(30 << 10),
+                ..ev("a", None, i)
+            })
+            .collect();
+        batch.push(NewEvent {
+            body: body(2 << 20),
+            ..ev("a", None, 99)
+        });
+        for e in &batch {
+            assert!(q.append_batch(std::slice::from_ref(e))[0].is_ok());
+        }
+        let out = q.append_batch(&batch);
+        assert!(out.iter().all(|o| o.is_ok()));
+        let blobs: Vec<_> = std::fs::read_dir(path.join("blobs"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert!(blobs.is_empty(), "sled wrote blob files: {blobs:?}");
+        let all = q.lease_now(1000, 60_000, 100).unwrap();
+        assert_eq!(all.len(), 122);
+        assert_eq!(all[60].envelope.body.len(), 2 << 20);
+    }
+
+    #[test]
+    fn a_purged_event_stays_gone_while_its_group_remains() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("queue");
+        let (a, b);
+        {
+            let q = SledStore::open(&path, opts()).unwrap();
+            let out = q.append_batch(&[
+                NewEvent {
+                    body: b"user-42 deleted".to_vec().into(),
+                    ..ev("e", None, 1)
+                },
+                ev("e", None, 2),
+            ]);
+            a = accepted(&out[0]);
+            b = accepted(&out[1]);
+            q.lease_now(2, 60_000, 10).unwrap();
+            q.ack(&[a, b], 20).unwrap();
+            assert_eq!(q.purge_matching("e", b"user-42").unwrap(), 1);
+            assert!(matches!(q.get(a), Err(QueueError::NotFound(_))));
+            q.sync().unwrap();
+        }
+        let q = SledStore::open(&path, opts()).unwrap();
+        assert!(matches!(q.get(a), Err(QueueError::NotFound(_))));
+        assert_eq!(q.get(b).unwrap().body, b"{\"at\":2}");
+        assert_eq!(q.stats().acked_retained, 1);
+        let mut raw = Vec::new();
+        group_log::for_each_group(&q.groups, |_, s| {
+            raw.extend_from_slice(s);
+            Ok(())
+        })
+        .unwrap();
+        assert!(
+            !raw.windows(7).any(|w| w == b"user-42"),
+            "the body is blanked on disk"
+        );
     }
 
     #[test]
