@@ -155,7 +155,8 @@ struct Outcome {
     source: String,
     status: StatusCode,
     bytes: usize,
-    event_id: Option<String>,
+    /// Formatted only by the log line (no `String` per request).
+    event_id: Option<EventId>,
     reason: Option<&'static str>,
 }
 
@@ -169,9 +170,11 @@ where
     B::Error: std::error::Error + Send + Sync + 'static,
 {
     let started = Instant::now();
-    let path = req.uri().path().to_string();
+    // A clone of the URI shares its bytes (no allocation), unlike `path().to_string()`.
+    let uri = req.uri().clone();
+    let path = uri.path();
     let method = req.method().clone();
-    let (resp, outcome) = match (method.clone(), path.as_str()) {
+    let (resp, outcome) = match (method.clone(), path) {
         (Method::GET, "/healthz") => (healthz(&state).await, None),
         (Method::GET, "/readyz") => (readyz(&state), None),
         (Method::GET, "/metrics") => {
@@ -225,7 +228,14 @@ where
         state.metrics.requests.inc(&[&o.source, o.status.as_str()]);
         let latency_ms = elapsed.as_secs_f64() * 1000.0;
         if o.status.is_success() {
-            tracing::info!(source = %o.source, status = o.status.as_u16(), bytes = o.bytes, latency_ms, event_id = o.event_id.as_deref().unwrap_or(""), "webhook");
+            match o.event_id {
+                Some(id) => {
+                    tracing::info!(source = %o.source, status = o.status.as_u16(), bytes = o.bytes, latency_ms, event_id = %id, "webhook")
+                }
+                None => {
+                    tracing::info!(source = %o.source, status = o.status.as_u16(), bytes = o.bytes, latency_ms, event_id = "", "webhook")
+                }
+            }
         } else {
             tracing::warn!(source = %o.source, status = o.status.as_u16(), bytes = o.bytes, latency_ms, reason = o.reason.unwrap_or(""), "webhook refused");
         }
@@ -237,15 +247,19 @@ fn outcome(
     source: &str,
     status: StatusCode,
     bytes: usize,
-    event_id: Option<String>,
+    event_id: Option<EventId>,
     reason: Option<&'static str>,
 ) -> Outcome {
     // An unknown source name comes from the request: bound it before it reaches a log or a label.
-    let source: String = source
-        .chars()
-        .take(64)
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect();
+    let source: String = if source.len() <= 64 && !source.chars().any(char::is_control) {
+        source.to_owned()
+    } else {
+        source
+            .chars()
+            .take(64)
+            .map(|c| if c.is_control() { '?' } else { c })
+            .collect()
+    };
     Outcome {
         source,
         status,
@@ -421,17 +435,11 @@ where
     match result {
         Ok(AppendOutcome::Accepted(id)) => (
             stored_response("accepted", id),
-            outcome(name, StatusCode::OK, bytes, Some(id.to_string()), None),
+            outcome(name, StatusCode::OK, bytes, Some(id), None),
         ),
         Ok(AppendOutcome::Duplicate(id)) => (
             stored_response("duplicate", id),
-            outcome(
-                name,
-                StatusCode::OK,
-                bytes,
-                Some(id.to_string()),
-                Some("duplicate"),
-            ),
+            outcome(name, StatusCode::OK, bytes, Some(id), Some("duplicate")),
         ),
         Err(e) => unavailable(name, &e, bytes),
     }
