@@ -60,9 +60,10 @@ struct Traced {
 }
 
 impl Traced {
-    fn spawn(dir: &TestDir, name: &str, bin: &Path, args: &[&OsStr]) -> Traced {
+    /// `strace ... <bin> --config <config> <command>`.
+    fn spawn(dir: &TestDir, name: &str, bin: &Path, config: &Path, command: &str) -> Traced {
         let trace = dir.path().join(format!("{name}.strace"));
-        let mut all: Vec<&OsStr> = vec![
+        let all: Vec<&OsStr> = vec![
             OsStr::new("-f"),
             OsStr::new("-y"),
             OsStr::new("-yy"),
@@ -76,8 +77,10 @@ impl Traced {
             OsStr::new("-o"),
             trace.as_os_str(),
             bin.as_os_str(),
+            OsStr::new("--config"),
+            config.as_os_str(),
+            OsStr::new(command),
         ];
-        all.extend_from_slice(args);
         let proc = dir.spawn(Path::new("strace"), &all);
         Traced {
             proc,
@@ -185,11 +188,8 @@ fn every_200_and_every_sent_email_is_on_stable_storage() {
         &dir,
         "receiver",
         stockhook_tests::bins::receiver(),
-        &[
-            OsStr::new("--config"),
-            config.as_os_str(),
-            OsStr::new("serve"),
-        ],
+        &config,
+        "serve",
     );
     let addr = rx.proc.wait_ready(deadline_in(Duration::from_secs(60)));
     rx.tracee();
@@ -208,11 +208,8 @@ fn every_200_and_every_sent_email_is_on_stable_storage() {
         &dir,
         "worker",
         stockhook_tests::bins::worker(),
-        &[
-            OsStr::new("--config"),
-            config.as_os_str(),
-            OsStr::new("run"),
-        ],
+        &config,
+        "run",
     );
     wait_worker_ready(&mut worker.proc);
     worker.tracee();
