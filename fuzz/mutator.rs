@@ -437,29 +437,29 @@ pub fn save_input(dir: &std::path::Path, target: &str, seed: u64, i: u64, bytes:
     }
 }
 
-/// The iteration count: `STOCKHOOK_FUZZ_ITERS` (per target), else `default`.
+/// The iteration count: `SHTEST_FUZZ_ITERS` (per target), else `default`.
 pub fn iterations(default: u64) -> u64 {
-    match std::env::var("STOCKHOOK_FUZZ_ITERS") {
+    match std::env::var("SHTEST_FUZZ_ITERS") {
         Ok(v) => v
             .trim()
             .replace('_', "")
             .parse()
-            .unwrap_or_else(|_| panic!("STOCKHOOK_FUZZ_ITERS={v:?} is not a whole number")),
+            .unwrap_or_else(|_| panic!("SHTEST_FUZZ_ITERS={v:?} is not a whole number")),
         Err(_) => default,
     }
 }
 
-/// The seed: `STOCKHOOK_FUZZ_SEED` (decimal or 0x-hex), else a fixed one, so CI runs are
-/// reproducible and a long run can explore with `STOCKHOOK_FUZZ_SEED=$RANDOM`.
+/// The seed: `SHTEST_FUZZ_SEED` (decimal or 0x-hex), else a fixed one, so CI runs are
+/// reproducible and a long run can explore with `SHTEST_FUZZ_SEED=$RANDOM`.
 pub fn seed() -> u64 {
-    match std::env::var("STOCKHOOK_FUZZ_SEED") {
+    match std::env::var("SHTEST_FUZZ_SEED") {
         Ok(v) => {
             let t = v.trim();
             let parsed = match t.strip_prefix("0x") {
                 Some(h) => u64::from_str_radix(h, 16),
                 None => t.parse(),
             };
-            parsed.unwrap_or_else(|_| panic!("STOCKHOOK_FUZZ_SEED={v:?} is not a number"))
+            parsed.unwrap_or_else(|_| panic!("SHTEST_FUZZ_SEED={v:?} is not a number"))
         }
         Err(_) => 0x005E_ED0F_5700_C400,
     }

@@ -150,7 +150,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         tracing::warn!("no source is enabled: every webhook will be refused; configure [[sources]] (see deploy/stockhook.toml.example)");
     }
     ensure_data_dir(&config)?;
-    if config.queue.backend == "nats" {
+    if config.backend() == stockhook_shared::config::Backend::Nats {
         return crate::app_nats::serve(config, sources, disabled, tls).await;
     }
     let queue_path = config.data_dir.join("queue");

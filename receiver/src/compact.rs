@@ -7,7 +7,7 @@ use stockhook_shared::config::Config;
 use stockhook_shared::queue::sled_store::{dir_size, SledStore};
 
 pub fn run(config: &Config) -> anyhow::Result<()> {
-    if config.queue.backend != "sled" {
+    if config.backend() != stockhook_shared::config::Backend::Sled {
         anyhow::bail!(
             "compact rewrites the embedded sled queue; with backend = {:?} the queue lives in NATS JetStream, which manages its own storage",
             config.queue.backend

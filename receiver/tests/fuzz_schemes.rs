@@ -21,17 +21,17 @@
 //!   signed bytes, the one re-reading the scheme allows by design);
 //! * a refusal's message is bounded (it is logged) and never contains a configured secret.
 //!
-//! Iterations per target: `STOCKHOOK_FUZZ_ITERS` (default 1500; the eBay ECDSA target runs a
+//! Iterations per target: `SHTEST_FUZZ_ITERS` (default 1500; the eBay ECDSA target runs a
 //! fifth of that, its verification being far dearer than an HMAC), seed
-//! `STOCKHOOK_FUZZ_SEED`. CI runs the default, a few seconds. A longer run:
+//! `SHTEST_FUZZ_SEED`. CI runs the default, a few seconds. A longer run:
 //!
 //! ```sh
-//! STOCKHOOK_FUZZ_ITERS=5000000 cargo test --release -p stockhook-receiver --test fuzz_schemes
-//! STOCKHOOK_FUZZ_SEED=$RANDOM STOCKHOOK_FUZZ_ITERS=1000000 cargo test --release -p stockhook-receiver --test fuzz_schemes
+//! SHTEST_FUZZ_ITERS=5000000 cargo test --release -p stockhook-receiver --test fuzz_schemes
+//! SHTEST_FUZZ_SEED=$RANDOM SHTEST_FUZZ_ITERS=1000000 cargo test --release -p stockhook-receiver --test fuzz_schemes
 //! ```
 //!
-//! A failure prints `seed=<s> iteration=<i>`: rerun with `STOCKHOOK_FUZZ_SEED=<s>` and
-//! `STOCKHOOK_FUZZ_ITERS=<i + 1>` to replay it (each iteration's choices depend only on the seed,
+//! A failure prints `seed=<s> iteration=<i>`: rerun with `SHTEST_FUZZ_SEED=<s>` and
+//! `SHTEST_FUZZ_ITERS=<i + 1>` to replay it (each iteration's choices depend only on the seed,
 //! the target and the iteration number).
 
 #[path = "../../fuzz/mutator.rs"]
@@ -229,7 +229,7 @@ fn fail(target: &str, seed: u64, i: u64, what: &str, input: &[u8]) -> ! {
     let saved = save_input(&dir, target, seed, i, input);
     panic!(
         "fuzz target {target}: {what}\n  seed={seed} iteration={i} \
-         (replay: STOCKHOOK_FUZZ_SEED={seed} STOCKHOOK_FUZZ_ITERS={})\n  input saved to {saved}\n  input hex: {}",
+         (replay: SHTEST_FUZZ_SEED={seed} SHTEST_FUZZ_ITERS={})\n  input saved to {saved}\n  input hex: {}",
         i + 1,
         hex_head(input)
     )

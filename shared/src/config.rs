@@ -44,6 +44,9 @@ pub struct Config {
     pub email: EmailConfig,
     #[serde(default)]
     pub sources: Vec<SourceConfig>,
+    /// What the worker accepts as plausible in an event (times, quantities).
+    #[serde(default)]
+    pub events: EventsConfig,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -285,6 +288,7 @@ pub enum Platform {
     Amazon,
     Ebay,
     Simple,
+    Woocommerce,
 }
 
 impl Platform {
@@ -294,6 +298,7 @@ impl Platform {
             Platform::Amazon => "amazon",
             Platform::Ebay => "ebay",
             Platform::Simple => "simple",
+            Platform::Woocommerce => "woocommerce",
         }
     }
     pub fn parse(s: &str) -> Option<Platform> {
@@ -302,6 +307,7 @@ impl Platform {
             "amazon" => Some(Platform::Amazon),
             "ebay" => Some(Platform::Ebay),
             "simple" => Some(Platform::Simple),
+            "woocommerce" => Some(Platform::Woocommerce),
             _ => None,
         }
     }
@@ -435,6 +441,15 @@ pub mod defaults {
     pub fn tolerance_secs() -> u64 {
         300
     }
+    pub fn future_tolerance() -> ConfigDuration {
+        ConfigDuration::secs(300)
+    }
+    pub fn max_quantity() -> i64 {
+        1_000_000_000
+    }
+    pub fn min_quantity() -> i64 {
+        -1_000_000_000
+    }
 }
 
 macro_rules! default_from_serde {
@@ -451,11 +466,39 @@ default_from_serde!(
     QueueConfig,
     WorkerConfig,
     AlertsConfig,
-    EmailConfig
+    EmailConfig,
+    EventsConfig
 );
 
 impl Default for Config {
     fn default() -> Self {
         toml::from_str("").expect("every top-level key has a default")
     }
+}
+
+/// Where the queue and the worker's state live, chosen once from `[queue] backend` by the loader
+/// ([`Config::backend`]); code below matches on this type, never on the string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// Embedded sled databases under `data_dir`: one receiver and one worker.
+    Sled,
+    /// NATS JetStream (`queue.nats_*`): any number of receivers and workers.
+    Nats,
+}
+
+/// `[events]`: what the worker accepts as plausible in an event, so that one wrong timestamp or
+/// quantity cannot silence an item.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsConfig {
+    /// An event time later than the moment the receiver accepted the event by more than this is
+    /// a wrong clock: the accepted time is used for ordering (and counted).
+    #[serde(default = "defaults::future_tolerance")]
+    pub future_tolerance: ConfigDuration,
+    /// A quantity above this is refused (that fact only; the event is dead-lettered naming it).
+    #[serde(default = "defaults::max_quantity")]
+    pub max_quantity: i64,
+    /// A quantity below this is refused likewise (oversold stock goes a little below zero).
+    #[serde(default = "defaults::min_quantity")]
+    pub min_quantity: i64,
 }

@@ -247,6 +247,7 @@ fn platform_code(p: Platform) -> u8 {
         Platform::Amazon => 2,
         Platform::Ebay => 3,
         Platform::Simple => 4,
+        Platform::Woocommerce => 5,
     }
 }
 
@@ -256,6 +257,7 @@ fn platform_from_code(c: u8) -> Result<Platform, DecodeError> {
         2 => Platform::Amazon,
         3 => Platform::Ebay,
         4 => Platform::Simple,
+        5 => Platform::Woocommerce,
         other => return Err(DecodeError(format!("unknown platform code {other}"))),
     })
 }

@@ -6,7 +6,7 @@
 //! the environment. Every error names the key, where it came from (file and line, or variable),
 //! and what would be valid; the binaries print it and exit 2 before binding anything.
 
-use crate::config::{Config, SchemeKind, SourceConfig};
+use crate::config::{Backend, Config, SchemeKind, SourceConfig};
 use crate::secret::Secret;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -131,13 +131,18 @@ pub fn load_with(
     // First pass over the file alone, so type errors carry the file's line and column.
     let parse_err = |e: toml::de::Error| {
         let (line, column) = e.span().map(|s| line_col(&text, s.start)).unwrap_or((1, 1));
+        let message = readable_type_error(e.message().trim());
+        let message = match e.span().and_then(|s| key_at(&text, s.start)) {
+            Some(key) => format!("`{key}`: {message}"),
+            None => message,
+        };
         ConfigError::Parse {
             path: path
                 .clone()
                 .unwrap_or_else(|| PathBuf::from("<built-in defaults>")),
             line,
             column,
-            message: e.message().trim().to_string(),
+            message,
         }
     };
     toml::from_str::<Config>(&text).map_err(parse_err)?;
@@ -188,6 +193,89 @@ platform = "ebay"
 scheme = "ebay"
 verification_token_env = "EBAY_VERIFICATION_TOKEN"
 "#;
+
+/// The dotted key whose value starts at byte `offset` of the file (`alerts.low_stock_threshold`,
+/// `sources[1].rate_limit.burst`), from the table headers above it and the `key =` before it on
+/// its line; `None` when the offset is not in a value (a syntax error).
+fn key_at(text: &str, offset: usize) -> Option<String> {
+    let before = text.get(..offset)?;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let mut table = String::new();
+    let mut counts: Vec<(String, usize)> = Vec::new();
+    for l in text.get(..line_start)?.lines() {
+        let l = l.trim();
+        if let Some(name) = l
+            .strip_prefix("[[")
+            .and_then(|r| r.split_once("]]"))
+            .map(|x| x.0)
+        {
+            let name = name.trim().to_string();
+            let n = match counts.iter_mut().find(|(k, _)| *k == name) {
+                Some((_, n)) => {
+                    *n += 1;
+                    *n
+                }
+                None => {
+                    counts.push((name.clone(), 0));
+                    0
+                }
+            };
+            table = format!("{name}[{n}]");
+        } else if let Some(name) = l
+            .strip_prefix('[')
+            .and_then(|r| r.split_once(']'))
+            .map(|x| x.0)
+        {
+            let name = name.trim();
+            // A sub-table of the last array element (`[sources.rate_limit]`) stays under it.
+            table = match counts
+                .iter()
+                .find(|(k, _)| name.starts_with(&format!("{k}.")))
+            {
+                Some((k, n)) => format!("{k}[{n}]{}", &name[k.len()..]),
+                None => name.to_string(),
+            };
+        }
+    }
+    // On the value's own line: the key before the last `=` (inside an inline table, the inner
+    // key, under the line's own key).
+    let head = &before[line_start..];
+    let unquote = |k: &str| k.trim().trim_matches('"').to_string();
+    let first = head.split_once('=').map(|(k, _)| unquote(k))?;
+    let inner = head
+        .rsplit(['{', ','])
+        .next()
+        .and_then(|seg| seg.rsplit_once('='))
+        .map(|(k, _)| unquote(k))
+        .filter(|k| !k.is_empty() && *k != first);
+    let mut key = if table.is_empty() {
+        first
+    } else {
+        format!("{table}.{first}")
+    };
+    if let Some(inner) = inner {
+        key = format!("{key}.{inner}");
+    }
+    (!key.is_empty()).then_some(key)
+}
+
+/// serde's "invalid type: string \"five\", expected i64", with what would be valid in words.
+fn readable_type_error(message: &str) -> String {
+    let Some((got, want)) = message.split_once(", expected ") else {
+        return message.to_string();
+    };
+    let words = match want.trim() {
+        "i64" | "u64" | "usize" | "u32" | "i32" | "u16" | "u8" => {
+            "a whole number, without quotes (for example 5)"
+        }
+        "f64" | "f32" => "a number, without quotes (for example 1.5)",
+        "a boolean" | "bool" => "true or false, without quotes",
+        "a string" => "text in double quotes",
+        "a sequence" => "a list in brackets (for example [\"a\", \"b\"])",
+        other => return format!("{got}, expected {other}"),
+    };
+    format!("{got}; expected {words}")
+}
 
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
@@ -254,6 +342,9 @@ const OVERRIDABLE: &[(&str, &str, Kind)] = &[
     ("email", "smtp_url_env", Kind::Text),
     ("email", "max_backoff", Kind::Text),
     ("email", "give_up_after", Kind::Text),
+    ("events", "future_tolerance", Kind::Text),
+    ("events", "max_quantity", Kind::Number),
+    ("events", "min_quantity", Kind::Number),
 ];
 
 fn env_name(section: &str, key: &str) -> String {
@@ -629,9 +720,9 @@ fn validate_queue_backend(config: &Config, origin: &str) -> Result<(), ConfigErr
         key: format!("queue.{key}"),
         message,
     };
-    match q.backend.as_str() {
-        "sled" => Ok(()),
-        "nats" => {
+    match parse_backend(&q.backend) {
+        Some(Backend::Sled) => Ok(()),
+        Some(Backend::Nats) => {
             let urls = q.nats_url.as_ref().map(|u| u.names()).unwrap_or_default();
             if urls.iter().all(|u| u.trim().is_empty()) {
                 return Err(invalid(
@@ -686,10 +777,22 @@ fn validate_queue_backend(config: &Config, origin: &str) -> Result<(), ConfigErr
             }
             Ok(())
         }
-        other => Err(invalid(
+        None => Err(invalid(
             "backend",
-            format!("`{other}` is not a backend this build has; valid: \"sled\", \"nats\""),
+            format!(
+                "`{}` is not a backend this build has; valid: \"sled\", \"nats\"",
+                q.backend
+            ),
         )),
+    }
+}
+
+/// The one place the backend's name is read.
+fn parse_backend(name: &str) -> Option<Backend> {
+    match name {
+        "sled" => Some(Backend::Sled),
+        "nats" => Some(Backend::Nats),
+        _ => None,
     }
 }
 
@@ -727,6 +830,12 @@ fn missing_credential(s: &SourceConfig) -> Option<String> {
 }
 
 impl Config {
+    /// The backend `[queue] backend` names. A loaded config was validated; a config built in
+    /// code with a name this build does not have falls back to sled.
+    pub fn backend(&self) -> Backend {
+        parse_backend(&self.queue.backend).unwrap_or(Backend::Sled)
+    }
+
     /// The effective config as TOML, every secret masked: what `check-config` prints.
     pub fn render_masked(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
@@ -938,7 +1047,8 @@ mod tests {
                         || k.ends_with("retention")
                         || k.ends_with("backoff")
                         || k.ends_with("after")
-                        || k.ends_with("check") =>
+                        || k.ends_with("check")
+                        || k.ends_with("tolerance") =>
                     {
                         "5s"
                     }
@@ -998,7 +1108,7 @@ mod tests {
         )
         .unwrap()
         .config;
-        assert_eq!(c.queue.backend, "nats");
+        assert_eq!(c.backend(), Backend::Nats);
         assert_eq!(
             c.queue.nats_url.as_ref().unwrap().names(),
             vec!["nats://a:1", "nats://b:2"]
@@ -1008,6 +1118,62 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("queue.nats_credentials"), "{err}");
+    }
+
+    #[test]
+    fn type_errors_name_the_key_the_file_and_the_line() {
+        // Issue 13, item 10: `expected i64` alone, with no key.
+        let cases = [
+            (
+                "data_dir = \"/tmp\"\n[alerts]\nlow_stock_threshold = \"five\"\n",
+                ":3:",
+                "`alerts.low_stock_threshold`",
+                "a whole number",
+            ),
+            (
+                "[receiver]\nmax_body_bytes = \"2MB\"\n",
+                ":2:",
+                "`receiver.max_body_bytes`",
+                "a whole number",
+            ),
+            (
+                "[[sources]]\nname = \"a\"\nplatform = \"simple\"\nscheme = \"none\"\ninsecure = true\n\
+                 [[sources]]\nname = \"b\"\nplatform = \"shopify\"\nscheme = \"shopify-hmac\"\n\
+                 secrets = [\"s\"]\nlow_stock_threshold = 2.5\n",
+                ":11:",
+                "`sources[1].low_stock_threshold`",
+                "a whole number",
+            ),
+            (
+                "[[sources]]\nname = \"b\"\nplatform = \"shopify\"\nscheme = \"shopify-hmac\"\n\
+                 secrets = [\"s\"]\nrate_limit = { per_second = 5.0, burst = \"lots\" }\n",
+                ":6:",
+                "`sources[0].rate_limit.burst`",
+                "a whole number",
+            ),
+            (
+                "[alerts]\ncombine_channels = \"yes\"\n",
+                ":2:",
+                "`alerts.combine_channels`",
+                "true or false",
+            ),
+        ];
+        for (text, line, key, valid) in cases {
+            let f = write(text);
+            let err = load_from(Some(f.path()), &env(&[]))
+                .unwrap_err()
+                .to_string();
+            let file = f.path().display().to_string();
+            assert!(err.starts_with(&format!("{file}{line}")), "{err}");
+            assert!(err.contains(key), "{err}");
+            assert!(err.contains(valid), "{err}");
+        }
+        // A syntax error has no key to name, and still names the place.
+        let f = write("[alerts\n");
+        let err = load_from(Some(f.path()), &env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(":1:"), "{err}");
     }
 
     #[test]

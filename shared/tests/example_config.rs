@@ -40,7 +40,7 @@ fn example_parses_with_the_schema() {
                 Platform::Simple,
                 SchemeKind::StandardWebhooks
             ),
-            ("woo-store", Platform::Simple, SchemeKind::HmacSha256),
+            ("woo-store", Platform::Woocommerce, SchemeKind::HmacSha256),
             ("warehouse", Platform::Simple, SchemeKind::HmacSha256),
             ("amazon-eu", Platform::Amazon, SchemeKind::ApiKey),
             ("amazon-us", Platform::Amazon, SchemeKind::BasicAuth),
@@ -216,4 +216,67 @@ fn example_mentions_every_schema_key() {
         missing.is_empty(),
         "keys of config.rs not in deploy/stockhook.toml.example: {missing:?}"
     );
+}
+
+/// Every environment variable the documentation tells someone to set, and every one the tests
+/// and fuzz harnesses read, is accepted by the config loader (issue 13, item 9: the README's
+/// `STOCKHOOK_SEED`, `STOCKHOOK_SOAK`, `STOCKHOOK_FUZZ_ITERS` made every binary exit 2, since
+/// `STOCKHOOK_*` is the config overrides' namespace).
+#[test]
+fn documented_and_test_variables_do_not_break_the_loader() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut texts: Vec<(PathBuf, String)> = Vec::new();
+    let mut dirs = vec![root.clone()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let p = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if p.is_dir() {
+                if !name.starts_with('.') && name != "target" || name == ".ci" {
+                    dirs.push(p);
+                }
+            } else if name.ends_with(".md") || name.ends_with(".rs") || name == "run" {
+                texts.push((p.clone(), std::fs::read_to_string(&p).unwrap_or_default()));
+            }
+        }
+    }
+    let mut names: Vec<(String, PathBuf)> = Vec::new();
+    for (path, text) in &texts {
+        let is_rs = path.extension().is_some_and(|e| e == "rs");
+        for (i, _) in text.match_indices("STOCKHOOK_") {
+            let name: String = text[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                .collect();
+            let after = &text[i + name.len()..];
+            let before = &text[..i];
+            // Documentation: `NAME=value`; code: `env::var("NAME")`.
+            let used = if is_rs {
+                before.ends_with("env::var(\"") && after.starts_with('"')
+            } else {
+                after.starts_with('=')
+            };
+            if used && name != "STOCKHOOK_CONFIG" && !names.iter().any(|(n, _)| *n == name) {
+                names.push((name, path.clone()));
+            }
+        }
+    }
+    assert!(
+        names.iter().any(|(n, _)| n == "STOCKHOOK_DATA_DIR"),
+        "the scan found the README's override examples: {names:?}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("stockhook.toml");
+    std::fs::write(&file, "").unwrap();
+    for (name, path) in names {
+        let env: Vec<(String, String)> = vec![(name.clone(), "1".into())];
+        if let Err(e) = loader::load_from(Some(&file), &env) {
+            let msg = e.to_string();
+            assert!(
+                !msg.contains("no such setting"),
+                "{name} (named in {}) is refused by the config loader: {msg}",
+                path.display()
+            );
+        }
+    }
 }

@@ -545,9 +545,9 @@ impl XorShift {
         XorShift(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
     }
 
-    /// `STOCKHOOK_SEED` when set, else the clock; printed either way so a run can be repeated.
+    /// `SHTEST_SEED` when set, else the clock; printed either way so a run can be repeated.
     pub fn from_env(test: &str) -> XorShift {
-        let seed = std::env::var("STOCKHOOK_SEED")
+        let seed = std::env::var("SHTEST_SEED")
             .ok()
             .and_then(|s| s.trim().parse().ok())
             .unwrap_or_else(|| {
@@ -556,7 +556,7 @@ impl XorShift {
                     .map(|d| d.as_nanos() as u64)
                     .unwrap_or(1)
             });
-        println!("{test}: seed={seed} (repeat with STOCKHOOK_SEED={seed})");
+        println!("{test}: seed={seed} (repeat with SHTEST_SEED={seed})");
         XorShift::new(seed)
     }
 
@@ -576,9 +576,9 @@ impl XorShift {
     }
 }
 
-/// Cycles for kill/restart loops: `ci` normally, `soak` with `STOCKHOOK_SOAK=1`.
+/// Cycles for kill/restart loops: `ci` normally, `soak` with `SHTEST_SOAK=1`.
 pub fn cycles(ci: usize, soak: usize) -> usize {
-    if std::env::var("STOCKHOOK_SOAK").is_ok_and(|v| !v.is_empty() && v != "0") {
+    if std::env::var("SHTEST_SOAK").is_ok_and(|v| !v.is_empty() && v != "0") {
         soak
     } else {
         ci

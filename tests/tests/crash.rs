@@ -2,7 +2,7 @@
 //! loaded with signed Shopify `inventory_levels/update` webhooks, each for a distinct item that
 //! crosses the low-stock threshold, so every event must end as exactly one alert in exactly one
 //! email. Processes are killed with SIGKILL at random moments (a seeded xorshift picks them; the
-//! seed is printed, `STOCKHOOK_SEED=<n>` repeats a run), restarted, and at the end the emails are
+//! seed is printed, `SHTEST_SEED=<n>` repeats a run), restarted, and at the end the emails are
 //! counted: every item answered 200 appears in exactly one email, no alert id appears twice.
 //! Each such test prints `answered=N delivered=N lost=0 duplicated_effects=0`.
 //!
@@ -26,8 +26,8 @@
 //!
 //! Run: `cargo test -p stockhook-tests --test crash` (3 kill cycles per test; 2 for C, one in
 //! each restart order).
-//! Soak: `STOCKHOOK_SOAK=1 cargo test -p stockhook-tests --test crash -- --test-threads=1`
-//! (10 kill cycles per test; add `STOCKHOOK_SEED=<n>` to repeat a run's kill moments).
+//! Soak: `SHTEST_SOAK=1 cargo test -p stockhook-tests --test crash -- --test-threads=1`
+//! (10 kill cycles per test; add `SHTEST_SEED=<n>` to repeat a run's kill moments).
 //!
 //! The disk-full test mounts a tmpfs (root needed): where `mount` fails it prints SKIPPED, unless
 //! the `CI` environment variable is set, where it fails.
@@ -466,7 +466,7 @@ fn both_killed_cycles(name: &str, emails_are: Emails) {
     const THREADS: usize = 8;
     let mut rng = XorShift::from_env(name);
     let mut s = Stack::start(name, config);
-    // Both orders at least once; more with STOCKHOOK_SOAK.
+    // Both orders at least once; more with SHTEST_SOAK.
     let n = cycles(2, 10);
     let stream = Stream::start(&s.ep, 3_000_000, 300 * n as u64 + 300, THREADS);
     for cycle in 0..n {

@@ -4,7 +4,7 @@
 //! is idempotent (two runs into the same root give the same tree), and the example config parses.
 //!
 //! systemd-analyze comes with Debian's systemd package. Without it these tests fail with what to
-//! install, unless `STOCKHOOK_SKIP_SYSTEMD_TESTS=1` says to skip them (loudly).
+//! install, unless `SHTEST_SKIP_SYSTEMD=1` says to skip them (loudly).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -23,11 +23,11 @@ fn have_systemd_analyze() -> bool {
     if ok {
         return true;
     }
-    if std::env::var("STOCKHOOK_SKIP_SYSTEMD_TESTS").as_deref() == Ok("1") {
-        eprintln!("SKIPPED: systemd-analyze is not installed (STOCKHOOK_SKIP_SYSTEMD_TESTS=1)");
+    if std::env::var("SHTEST_SKIP_SYSTEMD").as_deref() == Ok("1") {
+        eprintln!("SKIPPED: systemd-analyze is not installed (SHTEST_SKIP_SYSTEMD=1)");
         return false;
     }
-    panic!("systemd-analyze is not installed: `apt-get install -y systemd` (or set STOCKHOOK_SKIP_SYSTEMD_TESTS=1 to skip)");
+    panic!("systemd-analyze is not installed: `apt-get install -y systemd` (or set SHTEST_SKIP_SYSTEMD=1 to skip)");
 }
 
 /// A scratch root with the host's unit library, stub binaries, and stockhook installed into it.

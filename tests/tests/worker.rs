@@ -15,7 +15,8 @@
 //! | 3 | `a_late_older_level_...` | an older level after a newer one changes nothing (`export --csv`) |
 //! | 4 | `over_smtp_...` | one email in a real SMTP server's Maildir, Message-ID as the outbox recorded it |
 //! | 5 | `smtp_down_at_first_...` | refused: pending, retried, not failed; server up: delivered once |
-//! | 6 | `malformed_payload_...` | `not json` dead-lettered; `failed list`, `replay --all --dry-run`, `replay ID`, stats |
+//! | 6 | `malformed_payload_...` | `not json` dead-lettered; `failed list`, `replay --all --dry-run`, `replay ID` (waits: failed again, exit 1), stats |
+//! | 6b | `replay_after_a_platform_fix_...` | wrong `platform` dead-letters; replay unchanged: exit 1; `platform` fixed: replay reads it as now configured, reports it processed, its email arrives |
 //! | 7 | `unknown_topic_...` | acknowledged and counted as ignored, not failed |
 //! | 8 | `the_old_notes_simple_forms_...` | the Flask notes' two unsigned forms: low stock and out of stock emails |
 //! | 9 | `amazon_eventbridge_...` | EventBridge-wrapped MFN quantity change: one email; the same notification again: a duplicate |
@@ -36,7 +37,7 @@ use stockhook_tests::proc::mail_files;
 use stockhook_tests::smtp::SmtpSink;
 use stockhook_tests::stack::{
     eml_emails, expect_within, free_port, maildir_emails, smtp_sink_on, start_worker, stat, stats,
-    wait_eml, wait_stats, worker_cli_ok, Accounting, Email,
+    wait_eml, wait_stats, worker_cli, worker_cli_ok, Accounting, Email,
 };
 use stockhook_tests::{fixtures, sign, ConfigBuilder, Proc, SourceSpec, TestDir};
 
@@ -83,6 +84,10 @@ impl Pipeline {
     }
     fn cli_ok(&self, args: &[&str]) -> String {
         worker_cli_ok(&self.dir, &self.config, args)
+    }
+    /// The CLI run to completion, whatever its exit status.
+    fn cli(&self, args: &[&str]) -> Proc {
+        worker_cli(&self.dir, &self.config, args)
     }
 }
 
@@ -476,8 +481,16 @@ fn malformed_payload_is_dead_lettered_listed_and_replayable() {
     // A dry run changes nothing.
     assert_eq!(list().as_array().map(Vec::len), Some(1));
 
-    let out = p.cli_ok(&["failed", "replay", &bad]);
-    assert!(out.contains(&format!("replayed event {bad}")), "{out}");
+    // The replay waits for the outcome: read again, dead-lettered again, so it exits 1 and
+    // says so (issue 13, item 8: it printed "replayed" and exited 0).
+    let r = p.cli(&["failed", "replay", &bad]);
+    assert_eq!(r.status().and_then(|s| s.code()), Some(1), "{}", r.dump());
+    let err = r.stderr();
+    assert!(err.contains(&format!("replayed event {bad}")), "{err}");
+    assert!(
+        err.contains(&format!("event {bad}: failed again:")) && err.contains("JSON"),
+        "{err}"
+    );
     // Replayed, read again by the worker, dead-lettered again: twice in its log.
     expect_within(SETTLE, "the replayed event dead-lettered again", || {
         let log = p.worker.stderr();
@@ -498,6 +511,65 @@ fn malformed_payload_is_dead_lettered_listed_and_replayable() {
     let rows = list();
     assert_eq!(rows.as_array().map(Vec::len), Some(1), "{rows:#}");
     assert_eq!(rows[0]["id"], bad.as_str());
+}
+
+// 6b ------------------------------------------------------------------------------------------
+
+/// Issue 13, item 8: a source configured with the wrong `platform` dead-letters a good Shopify
+/// event; a replay with the config unchanged fails again (exit 1, saying so); once the operator
+/// fixes `platform` and restarts the worker, the replay reads it with the current platform,
+/// waits for it, reports it processed (exit 0), and the level it carried raises its email.
+#[test]
+fn replay_after_a_platform_fix_reads_the_event_with_the_current_config() {
+    let wrong = |d: &TestDir| {
+        d.config()
+            .recipients(&[TO])
+            .email("max_backoff", "\"2s\"")
+            .source(SourceSpec::new(SHOP, "amazon", "shopify-hmac", &[SECRET]))
+    };
+    let mut p = start("w-replay-fix", wrong);
+    let id = accepted(&post_shop(
+        p.addr(),
+        &level(900_021, LOCATION, 2, "2024-06-21T10:00:00Z"),
+        "inventory_levels/update",
+        &wid("fix"),
+    ));
+    p.wait("read as Amazon and dead-lettered", |s| {
+        stat(s, "queue.dead") == 1
+    });
+
+    let r = p.cli(&["failed", "replay", &id]);
+    assert_eq!(r.status().and_then(|s| s.code()), Some(1), "{}", r.dump());
+    assert!(
+        r.stderr().contains(&format!("event {id}: failed again:")),
+        "{}",
+        r.dump()
+    );
+    p.wait("dead again", |s| stat(s, "queue.dead") == 1);
+
+    // The fix: platform = "shopify", the worker restarted on it.
+    p.worker.sigterm();
+    p.worker.wait_exit(stockhook_tests::deadline_in(SETTLE));
+    let fixed = p.dir.write_config("stockhook.toml", &base(&p.dir));
+    assert_eq!(fixed, p.config);
+    p.worker = start_worker(&p.dir, &p.config);
+
+    let out = p.cli_ok(&["failed", "replay", &id]);
+    assert!(out.contains(&format!("replayed event {id}")), "{out}");
+    assert!(out.contains(&format!("event {id}: processed")), "{out}");
+    let e = only_email(&p);
+    assert_eq!(
+        e.field_for("900021", "Available").as_deref(),
+        Some("2"),
+        "{}",
+        e.text()
+    );
+    let s = p.wait("nothing dead", |s| stat(s, "queue.dead") == 0);
+    assert_eq!(stat(&s, "events.processed"), 1, "{s:#}");
+
+    // --no-wait returns at once with the old one-line answer (nothing left to replay here).
+    let out = p.cli_ok(&["failed", "replay", "--all", "--yes", "--no-wait"]);
+    assert_eq!(out, "nothing to replay\n");
 }
 
 // 7 -------------------------------------------------------------------------------------------
@@ -732,4 +804,223 @@ fn sigterm_mid_stream_exits_0_and_a_restart_finishes_the_job() {
     let items: Vec<String> = (0..TOTAL).map(|i| (FIRST + i).to_string()).collect();
     let emails = eml_emails(&p.data());
     Accounting::of(&emails, &items).assert_exactly_once(&emails);
+}
+
+// 11-14: a wrong timestamp or quantity never silences an item (issue 20) ----------------------
+
+/// An RFC 3339 time `offset_s` seconds from now.
+fn rfc3339_from_now(offset_s: i64) -> String {
+    (time::OffsetDateTime::now_utc() + time::Duration::seconds(offset_s))
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("formatting a time")
+}
+
+/// The `export --csv` row of `item`, by column name.
+fn export_row(p: &Pipeline, item: u64) -> std::collections::HashMap<String, String> {
+    let csv = p.cli_ok(&["export", "--csv"]);
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().expect("a CSV header").split(',').collect();
+    let row = lines
+        .map(|l| l.split(',').collect::<Vec<_>>())
+        .find(|r| header.iter().position(|h| *h == "item").map(|i| r[i]) == Some(&item.to_string()))
+        .unwrap_or_else(|| panic!("no row for item {item} in\n{csv}"));
+    header
+        .iter()
+        .zip(row)
+        .map(|(h, v)| (h.to_string(), v.to_string()))
+        .collect()
+}
+
+#[test]
+fn a_far_future_level_then_a_current_one_the_current_one_wins() {
+    let p = start("w-future", base);
+    const ITEM: u64 = 900_020;
+    // A sender with a wrong clock: 2099.
+    post_level(&p, ITEM, 50, "2099-01-01T00:00:00Z");
+    let s = p.wait("the far-future level processed", |s| {
+        stat(s, "events.processed") == 1
+    });
+    assert_eq!(stat(&s, "events.future_timestamps"), 1, "{s:#}");
+    assert_eq!(stat(&s, "sources.shop.future_timestamps"), 1, "{s:#}");
+    // Now a current report of 1: it is newer than the clamped one, so it applies and alerts.
+    post_level(&p, ITEM, 1, &rfc3339_from_now(0));
+    let e = only_email(&p);
+    assert_eq!(e.items(), vec![ITEM.to_string()]);
+    assert_fields(&e, &ITEM.to_string(), &[("Available", "1")]);
+    let s = p.wait("both levels processed", |s| {
+        stat(s, "events.processed") == 2
+    });
+    assert_eq!(stat(&s, "events.stale_levels"), 0, "{s:#}");
+    assert_eq!(stat(&s, "events.future_timestamps"), 1, "{s:#}");
+    let row = export_row(&p, ITEM);
+    assert_eq!(row["available"], "1", "{row:?}");
+    assert!(
+        !row["first_seen"].starts_with("2099"),
+        "first seen is the accepted time, not 2099: {row:?}"
+    );
+    let log = p.worker.stderr();
+    assert_eq!(
+        log.matches("event time ahead of the time the receiver accepted it")
+            .count(),
+        1,
+        "logged once: {log}"
+    );
+}
+
+#[test]
+fn a_small_clock_skew_inside_the_tolerance_is_treated_as_ordinary() {
+    let p = start("w-skew", base);
+    const ITEM: u64 = 900_021;
+    // Two minutes ahead (the tolerance is five): taken as it is, so the report one minute ahead,
+    // older than it, is an ordinary late level.
+    post_level(&p, ITEM, 10, &rfc3339_from_now(120));
+    post_level(&p, ITEM, 1, &rfc3339_from_now(60));
+    let s = p.wait("both levels processed", |s| {
+        stat(s, "events.processed") == 2
+    });
+    assert_eq!(stat(&s, "events.future_timestamps"), 0, "{s:#}");
+    assert_eq!(stat(&s, "events.stale_levels"), 1, "{s:#}");
+    assert_eq!(stat(&s, "alerts.created"), 0, "{s:#}");
+    assert_eq!(export_row(&p, ITEM)["available"], "10");
+}
+
+#[test]
+fn a_replayed_old_payload_is_applied_in_order_and_counted() {
+    let p = start("w-old", base);
+    const ITEM: u64 = 900_022;
+    post_level(&p, ITEM, 10, &rfc3339_from_now(0));
+    // Three days before the item was first seen (Shopify retries for 4 hours), at another
+    // location: history replayed. Applied (it is that location's only report) and counted.
+    let old = level(ITEM, LOCATION + 1, 3, &rfc3339_from_now(-3 * 86_400));
+    accepted(&post_shop(
+        p.addr(),
+        &old,
+        "inventory_levels/update",
+        &wid("old"),
+    ));
+    let s = p.wait("both levels processed", |s| {
+        stat(s, "events.processed") == 2
+    });
+    assert_eq!(stat(&s, "events.old_timestamps"), 1, "{s:#}");
+    assert_eq!(stat(&s, "events.future_timestamps"), 0, "{s:#}");
+    let row = export_row(&p, ITEM);
+    assert_eq!(row["available"], "13", "{row:?}");
+}
+
+#[test]
+fn an_absurd_quantity_is_dead_lettered_naming_the_field_while_the_other_variants_apply() {
+    let p = start("w-absurd", base);
+    let mut product: serde_json::Value = serde_json::from_slice(&tshirt_product()).expect("JSON");
+    product["variants"][0]["inventory_quantity"] = json!(5_000_000_000i64);
+    product["variants"][1]["inventory_quantity"] = json!(2);
+    let id = accepted(&post_shop(
+        p.addr(),
+        product.to_string().as_bytes(),
+        "products/update",
+        &wid("absurd"),
+    ));
+    // The sane variant applies: its low-stock email goes out.
+    let e = only_email(&p);
+    let m_item = product["variants"][1]["inventory_item_id"].to_string();
+    assert_eq!(e.items(), vec![m_item.clone()]);
+    assert_fields(&e, &m_item, &[("Available", "2"), ("SKU", "TSHIRT-BLUE-M")]);
+    // The event is dead-lettered with the refused field named.
+    let rows = expect_within(SETTLE, "the event in `failed list`", || {
+        let l: serde_json::Value =
+            serde_json::from_str(&p.cli_ok(&["failed", "list", "--json"])).expect("JSON");
+        (l.as_array().is_some_and(|a| !a.is_empty())).then_some(l)
+    });
+    let rows = rows.as_array().expect("an array");
+    assert_eq!(rows.len(), 1, "{rows:#?}");
+    assert_eq!(rows[0]["id"], id.as_str(), "{rows:#?}");
+    let err = rows[0]["error"].as_str().unwrap_or_default();
+    assert!(
+        err.contains("`available` = 5000000000") && err.contains("max_quantity"),
+        "{err}"
+    );
+    let s = p.stats();
+    assert_eq!(stat(&s, "facts.refused"), 1, "{s:#}");
+    // Never saturated into state: the refused variant has no level.
+    let l_item: u64 = product["variants"][0]["inventory_item_id"]
+        .as_u64()
+        .expect("an id");
+    let row = export_row(&p, l_item);
+    assert_ne!(row["available"], "5000000000", "{row:?}");
+    assert_eq!(row["available"], "", "{row:?}");
+}
+
+// 15: items that leave the catalog stop alerting (issue 21) ---------------------------------------
+
+#[test]
+fn variants_dropped_from_a_product_then_the_product_deleted_stop_alerting() {
+    let p = start("w-removed", base);
+    let product: serde_json::Value = serde_json::from_slice(&tshirt_product()).expect("JSON");
+    let m_item = product["variants"][1]["inventory_item_id"]
+        .as_u64()
+        .expect("an id");
+    accepted(&post_shop(
+        p.addr(),
+        &tshirt_product(),
+        "products/update",
+        &wid("product"),
+    ));
+    // The seller deletes the M variant: the next update lists only L.
+    let mut only_l = product.clone();
+    only_l["variants"] = json!([product["variants"][0].clone()]);
+    only_l["updated_at"] = json!("2024-05-15T10:00:00-04:00");
+    accepted(&post_shop(
+        p.addr(),
+        only_l.to_string().as_bytes(),
+        "products/update",
+        &wid("product"),
+    ));
+    let s = p.wait("both updates processed", |s| {
+        stat(s, "events.processed") == 2
+    });
+    assert_eq!(stat(&s, "catalog.removed"), 1, "{s:#}");
+    // A late level for M, older than its removal: no alert.
+    post_level(&p, m_item, 1, "2024-05-14T20:00:00-04:00");
+    // Then the product is deleted (`{"id": ...}` only; its time is X-Shopify-Triggered-At).
+    let delete = json!({ "id": product["id"].clone() }).to_string();
+    let mut h = sign::shopify(SECRET, delete.as_bytes(), "products/delete", &wid("delete"));
+    for (k, v) in h.iter_mut() {
+        if k == "X-Shopify-Triggered-At" {
+            *v = rfc3339_from_now(0);
+        }
+    }
+    accepted(&http::post(
+        p.addr(),
+        "/webhooks/shop",
+        &h,
+        delete.as_bytes(),
+    ));
+    let s = p.wait("the level and the deletion processed", |s| {
+        stat(s, "events.processed") == 4
+    });
+    assert_eq!(stat(&s, "catalog.removed"), 2, "{s:#}");
+    assert_eq!(
+        stat(&s, "events.ignored"),
+        0,
+        "products/delete is acted on: {s:#}"
+    );
+    assert_eq!(stat(&s, "alerts.created"), 0, "{s:#}");
+    assert!(mail_files(&p.data()).is_empty());
+    // Gone from the export; `--all` shows both with when and why.
+    let csv = p.cli_ok(&["export", "--csv"]);
+    assert_eq!(csv.lines().count(), 1, "only the header: {csv}");
+    let all = p.cli_ok(&["export", "--csv", "--all"]);
+    let rows: Vec<&str> = all.lines().skip(1).collect();
+    assert_eq!(rows.len(), 2, "{all}");
+    let m_row = rows
+        .iter()
+        .find(|r| r.contains(&m_item.to_string()))
+        .unwrap_or_else(|| panic!("{all}"));
+    assert!(
+        m_row.contains("2024-05-15T14:00:00Z") && m_row.contains("no longer a variant of product"),
+        "{all}"
+    );
+    assert!(
+        rows.iter().any(|r| r.contains("deleted")),
+        "the other variant's reason: {all}"
+    );
 }

@@ -195,13 +195,7 @@ fn apply_batch(c: &mut Criterion) {
                     &[("x-shopify-topic", "inventory_levels/update")],
                     body.into_bytes(),
                 );
-                Prepared {
-                    id: env.id,
-                    source: env.source.clone(),
-                    platform: "shopify".into(),
-                    payload_key: adapters::payload_dedup_key(&env),
-                    normalized: adapters::normalize(&env).expect("normalizes"),
-                }
+                Prepared::new(&env, adapters::normalize(&env).expect("normalizes"))
             })
             .collect()
     };

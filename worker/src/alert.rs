@@ -96,6 +96,8 @@ pub enum OutboxStatus {
     Pending,
     Sent,
     Failed,
+    /// Not sent: its item left the catalog before the email went out.
+    Cancelled,
 }
 
 /// An alert in the outbox with its delivery state (persisted, so a restart resumes the schedule).

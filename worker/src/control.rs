@@ -8,9 +8,9 @@
 
 use crate::adapters;
 use crate::alert::{Alert, OutboxEntry, OutboxStatus};
+use crate::state::NatsState;
 use crate::state::{Applied, ItemState, Prepared, RuleConfig, StateError};
-use crate::state_backend::{SledState, StateBackend};
-use crate::state_nats::NatsState;
+use crate::state::{SledState, StateBackend};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
@@ -96,7 +96,7 @@ impl Control {
         config: &stockhook_shared::config::Config,
         rules: RuleConfig,
     ) -> Result<Control, StateError> {
-        if config.queue.backend == "nats" {
+        if config.backend() == stockhook_shared::config::Backend::Nats {
             let st = NatsState::connect(config).await?;
             return Ok(Control::Nats(Arc::new(st), Arc::new(rules)));
         }
@@ -257,13 +257,7 @@ async fn dispatch<S: StateBackend>(store: &Arc<S>, rules: &Arc<RuleConfig>, op: 
                         }
                     };
                     match adapters::normalize(&env) {
-                        Ok(normalized) => prepared.push(Prepared {
-                            id: env.id,
-                            source: env.source.clone(),
-                            platform: env.platform.as_str().to_string(),
-                            payload_key: adapters::payload_dedup_key(&env),
-                            normalized,
-                        }),
+                        Ok(normalized) => prepared.push(Prepared::new(&env, normalized)),
                         Err(e) => out.push(Simulated {
                             id: id.to_string(),
                             error: Some(e.to_string()),

@@ -26,6 +26,21 @@ pub enum Fact {
         title: Option<String>,
         at: i64,
     },
+    /// `item` left the catalog at `at` (deleted, listing closed, tracking turned off; `reason`
+    /// says which): it raises no alert until the platform reports it again with a newer event
+    /// time. Its history stays.
+    Removed {
+        item: String,
+        reason: String,
+        at: i64,
+    },
+    /// The items (variants) of `product` as of `at`: those it had before and no longer lists
+    /// were removed from the catalog. An empty list: the product was deleted.
+    ProductVariants {
+        product: String,
+        items: Vec<String>,
+        at: i64,
+    },
     /// `quantity` units of `item` sold in `order` (line `line`) at `at`. A negative quantity is a
     /// return.
     Sale {
@@ -42,7 +57,9 @@ impl Fact {
         match self {
             Fact::InventoryLevel { at, .. }
             | Fact::CatalogEntry { at, .. }
-            | Fact::Sale { at, .. } => *at,
+            | Fact::Sale { at, .. }
+            | Fact::Removed { at, .. }
+            | Fact::ProductVariants { at, .. } => *at,
         }
     }
 }

@@ -3,15 +3,14 @@
 
 pub mod adapters;
 pub mod alert;
+pub mod backend;
 pub mod control;
 pub mod email;
 pub mod facts;
 pub mod ops;
 pub mod pipeline;
+pub mod plausible;
 pub mod retry;
 pub mod rules;
 pub mod sender;
 pub mod state;
-pub mod state_backend;
-pub mod state_nats;
-pub mod worker_queue;

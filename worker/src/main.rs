@@ -39,6 +39,9 @@ enum Command {
         /// Only items with activity since (RFC 3339, a date, or a duration back: 7d).
         #[arg(long)]
         since: Option<String>,
+        /// Also items removed from their catalog, with the removal time and reason.
+        #[arg(long)]
+        all: bool,
     },
 }
 
@@ -74,6 +77,10 @@ enum Failed {
         /// Confirm a bulk replay.
         #[arg(long)]
         yes: bool,
+        /// Return at once instead of waiting (up to 30 s) for the worker to read each replayed
+        /// event again and reporting whether it was processed or failed again.
+        #[arg(long)]
+        no_wait: bool,
     },
     /// Delete failures for good.
     Purge {
@@ -173,9 +180,18 @@ fn main() -> ExitCode {
                         filter,
                         dry_run,
                         yes,
+                        no_wait,
                     }) => {
-                        ops::failed_change(&cfg, &selection(ids, all, filter)?, true, dry_run, yes)
-                            .await
+                        let wait = (!no_wait).then_some(ops::REPLAY_WAIT);
+                        ops::failed_change(
+                            &cfg,
+                            &selection(ids, all, filter)?,
+                            true,
+                            dry_run,
+                            yes,
+                            wait,
+                        )
+                        .await
                     }
                     Command::Failed(Failed::Purge {
                         ids,
@@ -184,15 +200,22 @@ fn main() -> ExitCode {
                         dry_run,
                         yes,
                     }) => {
-                        ops::failed_change(&cfg, &selection(ids, all, filter)?, false, dry_run, yes)
-                            .await
+                        ops::failed_change(
+                            &cfg,
+                            &selection(ids, all, filter)?,
+                            false,
+                            dry_run,
+                            yes,
+                            None,
+                        )
+                        .await
                     }
                     Command::Stats { json } => ops::stats(&cfg, json).await,
-                    Command::Export { csv: _, since } => {
+                    Command::Export { csv: _, since, all } => {
                         let since = since
                             .map(|s| ops::parse_when(&s).map_err(OpsError::Usage))
                             .transpose()?;
-                        ops::export_csv(&cfg, since).await
+                        ops::export_csv(&cfg, since, all).await
                     }
                 }
             }

@@ -7,21 +7,16 @@
 //! shown only with `show --payload`.
 
 use crate::alert::OutboxStatus;
+use crate::backend::Queue;
 use crate::control::{AlertFilter, Control};
 use crate::state::{counters, RuleConfig, StateError};
 use serde_json::json;
 use std::fmt::Write as _;
 use std::path::Path;
-use std::sync::Arc;
+use std::time::Duration;
 use stockhook_shared::config::Config;
-use stockhook_shared::envelope::EventId;
-use stockhook_shared::queue::client::QueueClient;
-use stockhook_shared::queue::local::LocalQueue;
-use stockhook_shared::queue::nats::{NatsOptions, NatsQueue};
-use stockhook_shared::queue::sled_store::{SledStore, StoreOptions};
-use stockhook_shared::queue::{
-    now_ms, DeadFilter, DeadLetter, Leased, QueueError, QueueOps, QueueStats,
-};
+use stockhook_shared::envelope::{Envelope, EventId};
+use stockhook_shared::queue::{now_ms, DeadFilter, QueueError, QueueOps};
 
 /// Why a command failed: bad usage (exit 2) or the operation itself (exit 1).
 #[derive(Debug, thiserror::Error)]
@@ -41,82 +36,6 @@ impl From<QueueError> for OpsError {
 impl From<StateError> for OpsError {
     fn from(e: StateError) -> Self {
         OpsError::Failed(e.into())
-    }
-}
-
-/// The queue, by socket or directly, or on JetStream (`[queue] backend = "nats"`).
-pub enum Queue {
-    Socket(QueueClient),
-    Direct(LocalQueue),
-    Nats(Box<NatsQueue>),
-}
-
-macro_rules! both {
-    ($self:ident, $q:ident => $e:expr) => {
-        match $self {
-            Queue::Socket($q) => $e,
-            Queue::Direct($q) => $e,
-            Queue::Nats($q) => $e,
-        }
-    };
-}
-
-impl Queue {
-    /// Connects to the receiver's socket, else opens the queue database (receiver stopped).
-    pub async fn open(config: &Config) -> Result<Queue, QueueError> {
-        if config.queue.backend == "nats" {
-            let opts = NatsOptions::from_config(config, "stockhook-worker-cli");
-            return Ok(Queue::Nats(Box::new(NatsQueue::connect(opts).await?)));
-        }
-        let sock = config.data_dir.join("queue.sock");
-        match QueueClient::connect(&sock).await {
-            Ok(c) => Ok(Queue::Socket(c)),
-            Err(sock_err) => {
-                let path = config.data_dir.join("queue");
-                if !path.exists() {
-                    return Err(QueueError::Socket {
-                        path: sock.display().to_string(),
-                        message: format!(
-                            "{sock_err}; and there is no queue database at {} (is data_dir right?)",
-                            path.display()
-                        ),
-                    });
-                }
-                let opts = StoreOptions {
-                    max_attempts: config.queue.max_attempts,
-                    ..StoreOptions::default()
-                };
-                Ok(Queue::Direct(LocalQueue::new(Arc::new(SledStore::open(
-                    &path, opts,
-                )?))))
-            }
-        }
-    }
-    pub async fn dead_list(&self, f: DeadFilter) -> Result<Vec<DeadLetter>, QueueError> {
-        both!(self, q => q.dead_list(f).await)
-    }
-    pub async fn dead_show(
-        &self,
-        id: EventId,
-    ) -> Result<(DeadLetter, stockhook_shared::envelope::Envelope), QueueError> {
-        both!(self, q => q.dead_show(id).await)
-    }
-    pub async fn dead_replay(&self, f: DeadFilter, dry: bool) -> Result<Vec<EventId>, QueueError> {
-        both!(self, q => q.dead_replay(f, dry).await)
-    }
-    pub async fn dead_purge(&self, f: DeadFilter, dry: bool) -> Result<Vec<EventId>, QueueError> {
-        both!(self, q => q.dead_purge(f, dry).await)
-    }
-    pub async fn stats(&self) -> Result<QueueStats, QueueError> {
-        both!(self, q => q.stats().await)
-    }
-    pub async fn lease(
-        &self,
-        max: usize,
-        wait_ms: u64,
-        lease_ms: u64,
-    ) -> Result<Vec<Leased>, QueueError> {
-        both!(self, q => q.lease(max, wait_ms, lease_ms).await)
     }
 }
 
@@ -358,17 +277,21 @@ fn render(v: &serde_json::Value, as_json: bool) -> String {
     out
 }
 
-/// `failed replay` / `failed purge`.
+/// `failed replay` / `failed purge`. A replay of events waits up to `wait` (`None`: not at all)
+/// for the worker to read each one again, and reports each outcome; an event that fails again
+/// makes the command fail (exit 1), as does one still unread when the wait ends.
 pub async fn failed_change(
     config: &Config,
     sel: &Selection,
     replay: bool,
     dry_run: bool,
     yes: bool,
+    wait: Option<Duration>,
 ) -> Result<String, OpsError> {
     let verb = if replay { "replay" } else { "purge" };
     sel.check(verb, dry_run, yes)?;
     let mut out = String::new();
+    let mut not_done = 0usize;
     if sel.wants(Kind::Event) {
         let q = Queue::open(config).await?;
         let f = sel.dead_filter()?;
@@ -379,10 +302,7 @@ pub async fn failed_change(
         };
         if dry_run && replay && !ids.is_empty() {
             // Which alerts would these events raise? Ask the worker's state, writing nothing.
-            let mut envs = Vec::new();
-            for id in &ids {
-                envs.push(q.dead_show(*id).await?.1);
-            }
+            let envs = dead_envelopes(config, &q, &ids).await?;
             let c = control(config).await?;
             for s in c.simulate(&envs).await? {
                 let what = match (&s.error, s.already_processed, s.alerts.len()) {
@@ -401,6 +321,12 @@ pub async fn failed_change(
                 let _ = writeln!(out, "event {}: {what}", s.id);
             }
         } else if !dry_run {
+            // Kept before the replay: what the outcome check simulates (read as now configured).
+            let envs = match (replay, wait, &q) {
+                (_, _, Queue::Nats(_)) => Vec::new(),
+                (true, Some(_), _) => dead_envelopes(config, &q, &ids).await?,
+                _ => Vec::new(),
+            };
             let done = if replay {
                 q.dead_replay(f, false).await?
             } else {
@@ -412,6 +338,21 @@ pub async fn failed_change(
                     "{} event {id}",
                     if replay { "replayed" } else { "purged" }
                 );
+            }
+            if let (true, Some(limit)) = (replay, wait) {
+                if matches!(q, Queue::Nats(_)) {
+                    // JetStream gives a replayed event a new sequence, hence a new id: there is
+                    // nothing to follow it by (yet).
+                    let _ = writeln!(
+                        out,
+                        "(on the NATS backend a replayed event gets a new id: see its outcome in \
+                         `failed list` and `stats`)"
+                    );
+                } else {
+                    let envs: Vec<Envelope> =
+                        envs.into_iter().filter(|e| done.contains(&e.id)).collect();
+                    not_done = await_outcomes(config, &q, envs, limit, &mut out).await?;
+                }
             }
         } else {
             for id in &ids {
@@ -440,10 +381,104 @@ pub async fn failed_change(
             );
         }
     }
+    if not_done > 0 {
+        return Err(OpsError::Failed(anyhow::anyhow!(
+            "{out}{not_done} replayed event(s) not processed"
+        )));
+    }
     if out.is_empty() {
         out = format!("nothing to {verb}\n");
     }
     Ok(out)
+}
+
+/// The dead letters' envelopes, each with its source's current platform.
+async fn dead_envelopes(
+    config: &Config,
+    q: &Queue,
+    ids: &[EventId],
+) -> Result<Vec<Envelope>, OpsError> {
+    let mut envs = Vec::with_capacity(ids.len());
+    for id in ids {
+        let mut env = q.dead_show(*id).await?.1;
+        crate::pipeline::read_as_configured(config, &mut env);
+        envs.push(env);
+    }
+    Ok(envs)
+}
+
+/// How long `failed replay` waits for the outcome unless `--no-wait`.
+pub const REPLAY_WAIT: Duration = Duration::from_secs(30);
+
+/// How often the outcome of a replay is checked while waiting.
+const OUTCOME_POLL: Duration = Duration::from_millis(200);
+
+/// Waits until the worker has read each replayed event again, up to `limit`: processed (its
+/// state marks it), or dead-lettered again (back in the dead letters, with the error). Writes
+/// one line per event; returns how many were not processed.
+async fn await_outcomes(
+    config: &Config,
+    q: &Queue,
+    mut waiting: Vec<Envelope>,
+    limit: Duration,
+    out: &mut String,
+) -> Result<usize, OpsError> {
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut not_done = 0;
+    while !waiting.is_empty() {
+        let mut still = Vec::new();
+        for env in waiting {
+            // Naming an id that is not a dead letter is "no such event": not dead (yet).
+            let again = match q
+                .dead_list(DeadFilter {
+                    ids: vec![env.id],
+                    ..DeadFilter::default()
+                })
+                .await
+            {
+                Ok(d) => d,
+                Err(QueueError::NotFound(_)) => Vec::new(),
+                Err(e) => return Err(e.into()),
+            };
+            if let Some(d) = again.first() {
+                let _ = writeln!(out, "event {}: failed again: {}", env.id, d.error);
+                not_done += 1;
+                continue;
+            }
+            still.push(env);
+        }
+        if !still.is_empty() {
+            let c = control(config).await?;
+            let sims = c.simulate(&still).await?;
+            let mut left = Vec::new();
+            for (env, sim) in still.into_iter().zip(sims) {
+                if sim.already_processed {
+                    let _ = writeln!(out, "event {}: processed", env.id);
+                } else {
+                    left.push(env);
+                }
+            }
+            still = left;
+        }
+        waiting = still;
+        if waiting.is_empty() {
+            break;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            for env in &waiting {
+                let _ = writeln!(
+                    out,
+                    "event {}: not read again within {}s (is stockhook-worker running?)",
+                    env.id,
+                    limit.as_secs()
+                );
+            }
+            not_done += waiting.len();
+            break;
+        }
+        tokio::time::sleep(OUTCOME_POLL).await;
+    }
+    Ok(not_done)
 }
 
 /// `stats`.
@@ -496,7 +531,7 @@ pub async fn stats(config: &Config, as_json: bool) -> Result<String, OpsError> {
         };
         sources.insert(
             s.name.clone(),
-            json!({"processed": get(&counters::source_processed(&s.name)), "pending": p, "dead": d}),
+            json!({"processed": get(&counters::source_processed(&s.name)), "pending": p, "dead": d, "future_timestamps": get(&counters::source_future(&s.name))}),
         );
     }
     let v = json!({
@@ -504,8 +539,10 @@ pub async fn stats(config: &Config, as_json: bool) -> Result<String, OpsError> {
             Ok(q) => json!({"pending": q.pending, "leased": q.leased, "dead": q.dead, "acked_retained": q.acked_retained, "disk_bytes": q.disk_bytes}),
             Err(e) => json!({"error": e}),
         },
-        "events": {"processed": get(counters::EVENTS_PROCESSED), "ignored": get(counters::EVENTS_IGNORED), "duplicate": get(counters::EVENTS_DUPLICATE), "stale_levels": get(counters::LEVELS_STALE)},
-        "alerts": {"created": get(counters::ALERTS_CREATED), "sent": sent, "pending": pending, "failed": failed},
+        "events": {"processed": get(counters::EVENTS_PROCESSED), "ignored": get(counters::EVENTS_IGNORED), "duplicate": get(counters::EVENTS_DUPLICATE), "stale_levels": get(counters::LEVELS_STALE), "future_timestamps": get(counters::FUTURE_TIMESTAMPS), "old_timestamps": get(counters::OLD_TIMESTAMPS)},
+        "facts": {"refused": get(counters::FACTS_REFUSED)},
+        "catalog": {"removed": get(counters::CATALOG_REMOVED)},
+        "alerts": {"created": get(counters::ALERTS_CREATED), "sent": sent, "pending": pending, "failed": failed, "cancelled": get(counters::ALERTS_CANCELLED)},
         "emails": {"sent": get(counters::EMAILS_SENT)},
         "ebay": {"account_deletions": get(counters::EBAY_ACCOUNT_DELETIONS)},
         "sources": sources,
@@ -543,11 +580,19 @@ fn flatten(v: &serde_json::Value, prefix: &str, out: &mut String) {
     }
 }
 
-/// `export --csv`: current inventory state per item with last sale and alert state.
-pub async fn export_csv(config: &Config, since_ms: Option<i64>) -> Result<String, OpsError> {
+/// `export --csv`: current inventory state per item with last sale and alert state. Items
+/// removed from their catalog are left out unless `all` (then with removal time and reason).
+pub async fn export_csv(
+    config: &Config,
+    since_ms: Option<i64>,
+    all: bool,
+) -> Result<String, OpsError> {
     let c = control(config).await?;
-    let mut out = String::from("source,platform,item,sku,title,available,locations,first_seen,last_sale_at,units_sold,low_stock_armed,out_of_stock_armed,last_alert,last_alert_at\n");
+    let mut out = String::from("source,platform,item,sku,title,available,locations,first_seen,last_sale_at,units_sold,low_stock_armed,out_of_stock_armed,last_alert,last_alert_at,removed_at,removed_reason\n");
     for it in c.items().await? {
+        if it.removed.is_some() && !all {
+            continue;
+        }
         let latest = it
             .levels
             .values()
@@ -579,13 +624,21 @@ pub async fn export_csv(config: &Config, since_ms: Option<i64>) -> Result<String
             locations.join(";"),
             fmt_time(it.first_seen_at),
             it.last_sale_at.map(fmt_time).unwrap_or_default(),
-            it.units_sold.to_string(),
+            it.sold().to_string(),
             it.arming.low_armed.to_string(),
             it.arming.out_armed.to_string(),
             it.last_alert
                 .map(|(r, _)| r.as_str().to_string())
                 .unwrap_or_default(),
             it.last_alert.map(|(_, t)| fmt_time(t)).unwrap_or_default(),
+            it.removed
+                .as_ref()
+                .map(|r| fmt_time(r.at))
+                .unwrap_or_default(),
+            it.removed
+                .as_ref()
+                .map(|r| r.reason.clone())
+                .unwrap_or_default(),
         ];
         let row: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
         out.push_str(&row.join(","));

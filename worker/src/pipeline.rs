@@ -11,15 +11,17 @@
 //! [`sender`]: crate::sender
 
 use crate::adapters;
+use crate::backend::Queue;
+use crate::plausible;
 use crate::retry::Backoff;
+use crate::state::NatsState;
 use crate::state::{counters, Applied, Prepared, RuleConfig};
-use crate::state_backend::{SledState, StateBackend};
-use crate::state_nats::NatsState;
-use crate::worker_queue::WorkerQueue;
+use crate::state::{SledState, StateBackend};
 use anyhow::Context as _;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-use stockhook_shared::config::{Config, Platform};
+use stockhook_shared::config::{Backend, Config, Platform};
 use stockhook_shared::envelope::EventId;
 use stockhook_shared::queue::{now_ms, Failure, Leased, QueueError, QueueOps};
 use stockhook_shared::{lifecycle, sdnotify};
@@ -31,7 +33,7 @@ const LEASE_WAIT_MS: u64 = 1000;
 /// Runs the worker until a signal. Errors are fatal start-up problems. The one place that
 /// picks where the state lives (`[queue] backend`): everything below is generic over it.
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    if config.queue.backend == "nats" {
+    if config.backend() == Backend::Nats {
         // Still used for the mail files and the control socket.
         stockhook_shared::durable::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating data_dir {}", config.data_dir.display()))?;
@@ -106,12 +108,12 @@ async fn drain<S: StateBackend>(
     let lease_ms = config.queue.lease_timeout.get().as_millis() as u64;
     let batch = config.worker.batch_size.max(1);
     let mut backoff = Backoff::reconnect();
-    let mut client: Option<WorkerQueue> = None;
+    let mut client: Option<Queue> = None;
     let mut warned = false;
     while !*stop.borrow() {
         let c = match &client {
             Some(c) => c,
-            None => match WorkerQueue::connect(config).await {
+            None => match Queue::connect(config).await {
                 Ok(c) => {
                     if warned {
                         tracing::info!(queue = %c.describe(), "queue reachable again");
@@ -155,11 +157,25 @@ async fn drain<S: StateBackend>(
         if leased.is_empty() {
             continue;
         }
+        let mut leased = leased;
+        for l in &mut leased {
+            read_as_configured(config, &mut l.envelope);
+        }
         if let Err(e) = process_batch(c, state, rules, leased).await {
             tracing::warn!(error = %e, "queue call failed mid-batch; unacked events will be redelivered");
             client = None;
         }
         wake.notify_one();
+    }
+}
+
+/// Sets the event's platform to its source's platform in the current config. The receiver records
+/// the platform with each event when it accepts it; an operator who then fixes a source's
+/// `platform` (and replays what the wrong one dead-lettered) means the current one. An event of a
+/// source no longer configured keeps the platform it was accepted with.
+pub fn read_as_configured(config: &Config, env: &mut stockhook_shared::envelope::Envelope) {
+    if let Some(s) = config.sources.iter().find(|s| s.name == env.source) {
+        env.platform = s.platform;
     }
 }
 
@@ -173,23 +189,23 @@ pub async fn process_batch<S: StateBackend>(
 ) -> Result<(), QueueError> {
     let mut prepared = Vec::with_capacity(leased.len());
     let mut permanent: Vec<(EventId, String)> = Vec::new();
-    let mut deletions: Vec<(String, String)> = Vec::new();
+    // eBay account deletions: (index in `prepared`, source, user id, notification id).
+    let mut deletions: Vec<(usize, String, String, Option<String>)> = Vec::new();
     for l in &leased {
         let env = &l.envelope;
         match adapters::normalize(env) {
             Ok(normalized) => {
                 if env.platform == Platform::Ebay {
                     if let Some(user) = adapters::ebay_deleted_user(env) {
-                        deletions.push((env.source.clone(), user));
+                        deletions.push((
+                            prepared.len(),
+                            env.source.clone(),
+                            user,
+                            adapters::payload_dedup_key(env),
+                        ));
                     }
                 }
-                prepared.push(Prepared {
-                    id: env.id,
-                    source: env.source.clone(),
-                    platform: env.platform.as_str().to_string(),
-                    payload_key: adapters::payload_dedup_key(env),
-                    normalized,
-                })
+                prepared.push(Prepared::new(env, normalized))
             }
             Err(e) => {
                 tracing::warn!(event_id = %env.id, source = %env.source, topic = env.topic().unwrap_or(""), error = %e, "event dead-lettered: cannot be read");
@@ -204,6 +220,7 @@ pub async fn process_batch<S: StateBackend>(
         return Ok(());
     }
     let ids: Vec<EventId> = prepared.iter().map(|p| p.id).collect();
+    let refusals = refusals(&prepared, rules);
     let applied = state
         .apply_batch(prepared, rules.clone(), now_ms(), false)
         .await;
@@ -226,9 +243,21 @@ pub async fn process_batch<S: StateBackend>(
                 already_processed = again,
                 "batch applied"
             );
-            q.ack(ids).await?;
-            for (source, user) in deletions {
-                purge_ebay_user(q, state, &source, &user).await?;
+            let (done, refused): (Vec<EventId>, Vec<EventId>) =
+                ids.into_iter().partition(|id| !refusals.contains_key(id));
+            q.ack(done).await?;
+            for id in refused {
+                if let Some(why) = refusals.get(&id) {
+                    q.fail(id, Failure::Permanent { error: why.clone() })
+                        .await?;
+                }
+            }
+            for (i, source, user, notification) in deletions {
+                // eBay re-sends a notification until it is acknowledged: a copy whose
+                // notificationId was already applied is not applied or counted again, but its
+                // retained copy (it names the user) is still purged.
+                let first = matches!(results.get(i), Some(Applied::Done { .. }));
+                purge_ebay_user(q, state, &source, &user, notification.as_deref(), first).await?;
             }
             Ok(())
         }
@@ -250,19 +279,65 @@ pub async fn process_batch<S: StateBackend>(
     }
 }
 
+/// The events with facts refused as implausible, each with its dead-letter error (the rest of
+/// the event is applied; `failed list` shows the error, `failed show --payload` the original;
+/// `failed replay` after the sender or the limit is fixed applies the refused facts only).
+/// Logs the events whose time was clamped (once per source per hour).
+fn refusals(prepared: &[Prepared], rules: &RuleConfig) -> HashMap<EventId, String> {
+    let now = now_ms();
+    let mut out = HashMap::new();
+    for p in prepared {
+        let checked = plausible::check(&p.normalized.facts, p.accepted_at, &rules.events);
+        if let Some(ahead) = checked.future_by_ms {
+            plausible::log_future(&p.source, ahead, now);
+        }
+        if !checked.refused.is_empty() {
+            tracing::warn!(event_id = %p.id, source = %p.source, refused = checked.refused.len(), "facts refused as implausible; the rest applied; event dead-lettered");
+            out.insert(
+                p.id,
+                format!(
+                    "{} of {} facts refused, the others applied: {}",
+                    checked.refused.len(),
+                    p.normalized.facts.len(),
+                    checked
+                        .refused
+                        .iter()
+                        .map(|(_, why)| why.as_str())
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                ),
+            );
+        }
+    }
+    out
+}
+
 /// eBay's MARKETPLACE_ACCOUNT_DELETION: every retained event of this source that names the user
 /// (the deletion notice included, now acked) is deleted from the queue. The worker's state holds
 /// item ids, SKUs and titles only, never eBay user data, so there is nothing to delete there.
-/// Logged by user id only.
+/// Counted and logged once per notificationId (`first`); the log line names the notification,
+/// never the user: an eBay user id is personal data.
 async fn purge_ebay_user<S: StateBackend>(
     q: &impl QueueOps,
     state: &Arc<S>,
     source: &str,
     user: &str,
+    notification: Option<&str>,
+    first: bool,
 ) -> Result<(), QueueError> {
     let n = q
         .purge_matching(source.to_string(), user.to_string())
         .await?;
+    let notification_id = notification.unwrap_or("");
+    if !first {
+        tracing::debug!(
+            source,
+            notification_id,
+            events_removed = n,
+            "eBay account deletion re-sent: already applied"
+        );
+        return Ok(());
+    }
     if let Err(e) = state
         .update_alerts(
             vec![],
@@ -275,7 +350,7 @@ async fn purge_ebay_user<S: StateBackend>(
     }
     tracing::info!(
         source,
-        user_id = user,
+        notification_id,
         events_removed = n,
         "eBay account deletion applied"
     );

@@ -12,7 +12,7 @@
 use crate::alert::{Alert, OutboxEntry, OutboxStatus};
 use crate::email::{Mailer, SendError};
 use crate::state::counters;
-use crate::state_backend::StateBackend;
+use crate::state::StateBackend;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,7 +24,7 @@ use tokio::sync::{watch, Notify};
 const MAX_ALERTS_PER_EMAIL: usize = 200;
 
 /// How long a claim to send holds before another worker may take the alerts over.
-const CLAIM_MS: i64 = crate::state_nats::CLAIM_MS;
+const CLAIM_MS: i64 = crate::state::nats::CLAIM_MS;
 
 /// How long and how hard to keep trying.
 #[derive(Debug, Clone)]

@@ -22,15 +22,15 @@
 //!   [`PII_KEYS`]) unless that text was moved into the topic the message names, and stays short;
 //! * every fact's time is the payload's, a header's or the receipt time (no invented times).
 //!
-//! Iterations per target: `STOCKHOOK_FUZZ_ITERS` (default 2500), seed `STOCKHOOK_FUZZ_SEED`.
+//! Iterations per target: `SHTEST_FUZZ_ITERS` (default 2500), seed `SHTEST_FUZZ_SEED`.
 //! A longer run:
 //!
 //! ```sh
-//! STOCKHOOK_FUZZ_ITERS=5000000 cargo test --release -p stockhook-worker --test fuzz_adapters
+//! SHTEST_FUZZ_ITERS=5000000 cargo test --release -p stockhook-worker --test fuzz_adapters
 //! ```
 //!
-//! A failure prints `seed=<s> iteration=<i>`: rerun with `STOCKHOOK_FUZZ_SEED=<s>` and
-//! `STOCKHOOK_FUZZ_ITERS=<i + 1>` to replay it.
+//! A failure prints `seed=<s> iteration=<i>`: rerun with `SHTEST_FUZZ_SEED=<s>` and
+//! `SHTEST_FUZZ_ITERS=<i + 1>` to replay it.
 
 #[path = "../../fuzz/mutator.rs"]
 mod mutator;
@@ -250,6 +250,29 @@ fn corpus() -> Vec<Envelope> {
         &[],
         br#"{"asin": "B000TEST02", "quantity": "5"}"#.to_vec(),
     ));
+    // WooCommerce: the REST docs' payloads kept in this repository, and the ping.
+    for (file, topic) in [
+        ("product_794_simple_docs.json", "product.updated"),
+        ("product_799_variable_docs.json", "product.created"),
+        ("variation_733_docs.json", "product.updated"),
+        ("order_727_docs.json", "order.created"),
+    ] {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data/woocommerce")
+            .join(file);
+        let body =
+            std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+        out.push(envelope(
+            Platform::Woocommerce,
+            &[("x-wc-webhook-topic", topic)],
+            body,
+        ));
+    }
+    out.push(envelope(
+        Platform::Woocommerce,
+        &[],
+        b"webhook_id=17".to_vec(),
+    ));
     out
 }
 
@@ -425,6 +448,10 @@ const TOPICS: &[&str] = &[
     "\"http://developer.ebay.com/notification/ItemSold\"",
     "/",
     "\"\"",
+    "product.created",
+    "product.updated",
+    "order.created",
+    "order.updated",
 ];
 
 // --- the driver ------------------------------------------------------------------------------
@@ -448,7 +475,7 @@ fn fail(target: &str, seed: u64, i: u64, what: &str, input: &[u8]) -> ! {
     let saved = save_input(&dir, target, seed, i, input);
     panic!(
         "fuzz target {target}: {what}\n  seed={seed} iteration={i} \
-         (replay: STOCKHOOK_FUZZ_SEED={seed} STOCKHOOK_FUZZ_ITERS={})\n  input saved to {saved}\n  input hex: {}",
+         (replay: SHTEST_FUZZ_SEED={seed} SHTEST_FUZZ_ITERS={})\n  input saved to {saved}\n  input hex: {}",
         i + 1,
         hex_head(input)
     )
@@ -662,6 +689,7 @@ fn run_adapters(target: &'static str, platforms: &[Platform]) {
                     "shopify-topic",
                     "soapaction",
                     "x-shopify-triggered-at",
+                    "x-wc-webhook-topic",
                 ]);
                 e.headers.retain(|(k, _)| k != name || rng.chance(1, 3));
                 let mut v = rng.pick(TOPICS).as_bytes().to_vec();
@@ -679,6 +707,7 @@ fn run_adapters(target: &'static str, platforms: &[Platform]) {
                     Platform::Amazon,
                     Platform::Ebay,
                     Platform::Simple,
+                    Platform::Woocommerce,
                 ]);
                 if rng.chance(1, 2) {
                     mutate(&mut rng, &mut e.body, &donors, 2);
@@ -724,6 +753,11 @@ fn fuzz_ebay_adapter() {
 #[test]
 fn fuzz_simple_adapter() {
     run_adapters("simple", &[Platform::Simple]);
+}
+
+#[test]
+fn fuzz_woocommerce_adapter() {
+    run_adapters("woocommerce", &[Platform::Woocommerce]);
 }
 
 /// `parse_time` on mutated time strings: never panics, and agrees with the `time` crate on

@@ -1,14 +1,25 @@
 //! Amazon Selling Partner API notifications, as they reach an HTTPS endpoint: the bare
-//! notification (`NotificationType`, `EventTime`, `Payload`, `NotificationMetadata`), or the
+//! notification (`NotificationType`, `EventTime`, `Payload`, `NotificationMetadata`), the
 //! EventBridge event that wraps it in `detail` (an API destination without an input transformer
-//! posts the whole event). Amazon documents some types in PascalCase and others in camelCase, so
+//! posts the whole event), or the SQS record an EventBridge Pipe from the SP-API queue posts when
+//! it has no input transformer (`eventSource: "aws:sqs"`, the notification as JSON text in
+//! `body`; alone or as a batch of one). A body that is none of these is dead-lettered with an
+//! error naming the three forms tried. Amazon documents some types in PascalCase and others in camelCase, so
 //! every key is matched ignoring ASCII case ([`get_ci`]).
 //!
 //! Contract, per notification type (the topic: `NotificationType`, or EventBridge `detail-type`,
 //! or `detail.NotificationType`):
 //! * `FBA_INVENTORY_AVAILABILITY_CHANGES`: per marketplace, a `CatalogEntry` (item = SKU, aliases
 //!   `asin:<ASIN>`, `fnsku:<FNSKU>`, title = ItemName; an entry identical to one already emitted
-//!   is not repeated) and an `InventoryLevel` at `fba:<MarketplaceId>` of the `Fulfillable` units.
+//!   is not repeated); and one `InventoryLevel` of `Fulfillable` units per FBA inventory *pool*,
+//!   not per marketplace. The North American marketplaces (US, CA, MX: Remote Fulfillment
+//!   serves them from one stock) are one pool, the European Fulfillment Network's (DE, FR, IT,
+//!   ES, NL, SE, PL, BE, IE) another; any other marketplace (UK, JP, AU, ...) is a pool of its
+//!   own. Marketplaces of one pool report the same units, so the pool counts once, with the
+//!   largest figure among them, at `fba:<the MarketplaceId reporting it>`; its other
+//!   marketplaces get a level of `None` at `fba:<MarketplaceId>` (not counted), which also
+//!   clears what an earlier per-marketplace reading stored there. (A sum counted the same units
+//!   two or three times and hid a low level.)
 //! * `LISTINGS_ITEM_MFN_QUANTITY_CHANGE`: a `CatalogEntry` (item = sku = `Sku`) and an
 //!   `InventoryLevel` at `mfn` (`mfn:<FulfillmentChannelCode>` for a channel other than
 //!   `DEFAULT`, so two channels never overwrite each other) of `Quantity`.
@@ -18,10 +29,12 @@
 //!   `OrderStatus` is `Canceled` (or an item whose `OrderItemStatus` is) gives no sale; a sale
 //!   already counted from an earlier status is not taken back. Pending orders count: their stock
 //!   is already reserved. Time: `OrderChangeTrigger.TimeOfOrderChange`, else `EventTime`.
+//! * `LISTINGS_ITEM_STATUS_CHANGE` (issue 21): `Status` without `BUYABLE` gives a `Removed`
+//!   (item = `Sku`); with it, a `CatalogEntry`, which brings the item back when newer.
 //! * any other type (`ANY_OFFER_CHANGED`, ...): ignored.
 //!
-//! [`dedup_key`]: `NotificationMetadata.NotificationId` (bare or inside `detail`), else the
-//! EventBridge event `id`.
+//! [`dedup_key`]: `NotificationMetadata.NotificationId` (bare, inside `detail`, or inside the SQS
+//! record's body), else the EventBridge event `id`, else the SQS `messageId`.
 //!
 //! Must never: depend on key casing; treat a cancelled order as a sale; read SKUs or quantities
 //! as floats.
@@ -110,38 +123,93 @@ impl<'a> Notice<'a> {
     }
 }
 
-/// Normalizes an SP-API notification, bare or in an EventBridge event.
-pub fn normalize(env: &Envelope) -> Result<Normalized, NormalizeError> {
+/// The forms an Amazon body is tried as, named in the error when it is none of them.
+const FORMS_TRIED: &str = "matches no Amazon notification form; tried: an SP-API notification \
+     (NotificationType), an EventBridge event (detail-type, detail), and an SQS record from an \
+     EventBridge Pipe (eventSource aws:sqs, the notification as a JSON string in body)";
+
+/// An SQS record as an EventBridge Pipe without an input transformer delivers it (alone, or as
+/// a batch of one): the SP-API notification is the JSON text of its `body`. Returns that
+/// notification; `Ok(None)` when the body is not an SQS record.
+fn unwrap_sqs(body: &Value) -> Result<Option<Value>, NormalizeError> {
+    let record = match body {
+        Value::Array(records) => match records.as_slice() {
+            [one] => one,
+            [] => return Ok(None),
+            more => {
+                return Err(NormalizeError::NoTopic(format!(
+                    "an EventBridge Pipe batch of {} SQS records; set the pipe's batch size to 1",
+                    more.len()
+                )))
+            }
+        },
+        other => other,
+    };
+    let is_sqs = get_ci(record, "eventSource")
+        .and_then(Value::as_str)
+        .is_some_and(|s| s.eq_ignore_ascii_case("aws:sqs"))
+        || (get_ci(record, "receiptHandle").is_some() && get_ci(record, "messageId").is_some());
+    if !is_sqs {
+        return Ok(None);
+    }
+    match get_ci(record, "body") {
+        Some(Value::String(text)) => serde_json::from_str(text).map(Some).map_err(|e| {
+            NormalizeError::NotJson(format!(
+                "the SQS record's body (an EventBridge Pipe delivery) is not JSON: {e}"
+            ))
+        }),
+        // A pipe that already parsed the body.
+        Some(v @ Value::Object(_)) => Ok(Some(v.clone())),
+        Some(other) => Err(super::bad(
+            "SQS record",
+            "body",
+            format!(
+                "must be the notification as JSON text, found {}",
+                super::kind(other)
+            ),
+        )),
+        None => Err(missing("SQS record", "body")),
+    }
+}
+
+/// The body's notification, unwrapped from an SQS record when it is one.
+fn read_body(env: &Envelope) -> Result<Value, NormalizeError> {
     let body = parse_json(env)?;
+    Ok(unwrap_sqs(&body)?.unwrap_or(body))
+}
+
+/// Normalizes an SP-API notification: bare, in an EventBridge event, or in an SQS record.
+pub fn normalize(env: &Envelope) -> Result<Normalized, NormalizeError> {
+    let body = read_body(env)?;
     let notice = Notice::read(&body);
-    let topic = notice.topic().ok_or_else(|| {
-        NormalizeError::NoTopic(
-            "no NotificationType (nor EventBridge detail-type) in the body".into(),
-        )
-    })?;
+    let topic = notice
+        .topic()
+        .ok_or_else(|| NormalizeError::NoTopic(FORMS_TRIED.into()))?;
     let facts = match topic.to_ascii_uppercase().as_str() {
         "FBA_INVENTORY_AVAILABILITY_CHANGES" => fba_inventory(env, topic, &notice)?,
         "LISTINGS_ITEM_MFN_QUANTITY_CHANGE" => mfn_quantity(env, topic, &notice)?,
         "ORDER_CHANGE" => order_change(env, topic, &notice)?,
-        _ => {
-            return Ok(Normalized {
-                topic: topic.to_string(),
-                facts: Vec::new(),
-                ignored: true,
-            })
-        }
+        "LISTINGS_ITEM_STATUS_CHANGE" => listing_status(env, topic, &notice)?,
+        _ => return Ok(super::ignored(topic)),
     };
-    Ok(Normalized {
-        topic: topic.to_string(),
-        facts,
-        ignored: false,
-    })
+    Ok(super::read(topic, facts))
 }
 
 /// `NotificationMetadata.NotificationId` (any casing, bare or inside `detail`), else the
 /// EventBridge event `id`. `None` for a body that is not JSON or has neither.
 pub fn dedup_key(env: &Envelope) -> Option<String> {
-    let body: Value = serde_json::from_slice(&env.body).ok()?;
+    let raw: Value = serde_json::from_slice(&env.body).ok()?;
+    let sqs_message_id = match &raw {
+        Value::Array(a) if a.len() == 1 => get_ci(&a[0], "messageId"),
+        other => get_ci(other, "messageId"),
+    }
+    .and_then(Value::as_str)
+    .map(|s| format!("sqs:{}", s.trim()));
+    let body = match unwrap_sqs(&raw) {
+        Ok(Some(inner)) => inner,
+        Ok(None) => raw.clone(),
+        Err(_) => return None,
+    };
     let notice = Notice::read(&body);
     let id_of = |v: Option<&Value>| -> Option<String> {
         match v? {
@@ -162,6 +230,7 @@ pub fn dedup_key(env: &Envelope) -> Option<String> {
                 None
             }
         })
+        .or(sqs_message_id)
 }
 
 fn fba_inventory(env: &Envelope, topic: &str, n: &Notice<'_>) -> Result<Vec<Fact>, NormalizeError> {
@@ -177,7 +246,16 @@ fn fba_inventory(env: &Envelope, topic: &str, n: &Notice<'_>) -> Result<Vec<Fact
     let list = "FulfillmentInventoryByMarketplace";
     let markets = req_array(get_ci(p, list), topic, &format!("{pp}.{list}"))?;
     let at = first_time(env, &n.times());
-    let mut facts = Vec::with_capacity(markets.len() * 2);
+    let mut facts = Vec::with_capacity(markets.len() + 1);
+    // Per pool: the marketplace reporting the largest Fulfillable (they report the same units),
+    // that figure, and the pool's other marketplaces; in the order the pools first appear.
+    struct Pool {
+        name: String,
+        counted: String,
+        units: i64,
+        others: Vec<String>,
+    }
+    let mut pools: Vec<Pool> = Vec::new();
     for (i, m) in markets.iter().enumerate() {
         let mp = format!("{pp}.{list}[{i}]");
         let marketplace = req_text(
@@ -201,14 +279,68 @@ fn fba_inventory(env: &Envelope, topic: &str, n: &Notice<'_>) -> Result<Vec<Fact
         if !facts.contains(&entry) {
             facts.push(entry);
         }
-        facts.push(Fact::InventoryLevel {
-            item: sku.clone(),
-            location: format!("fba:{marketplace}"),
-            available: Some(fulfillable),
-            at,
-        });
+        let name = fba_pool(&marketplace);
+        match pools.iter_mut().find(|p| p.name == name) {
+            Some(p) if fulfillable > p.units => {
+                let was = std::mem::replace(&mut p.counted, marketplace);
+                p.others.push(was);
+                p.units = fulfillable;
+            }
+            Some(p) => p.others.push(marketplace),
+            None => pools.push(Pool {
+                name,
+                counted: marketplace,
+                units: fulfillable,
+                others: Vec::new(),
+            }),
+        }
+    }
+    // Every pool's figure first, then the others marked not counted: the total only ever falls
+    // to its right value, never through a lower one (a false alert) on the way.
+    let level = |marketplace: &str, available: Option<i64>| Fact::InventoryLevel {
+        item: sku.clone(),
+        location: format!("fba:{marketplace}"),
+        available,
+        at,
+    };
+    for p in &pools {
+        facts.push(level(&p.counted, Some(p.units)));
+    }
+    for p in &pools {
+        for m in &p.others {
+            facts.push(level(m, None));
+        }
     }
     Ok(facts)
+}
+
+/// The FBA inventory pool a marketplace sells from: `na` or `eu` for the marketplaces
+/// of one fulfillment network, whose Fulfillable figures are views of the same units (North
+/// America's Remote Fulfillment serves Canada and Mexico from US stock; the European
+/// Fulfillment Network and Pan-European FBA serve the EU marketplaces from one stock); else
+/// the MarketplaceId, a pool of its own (UK since 2021, Japan, Australia, ...). (No marketplace
+/// id is two lowercase letters, so the names never collide.)
+fn fba_pool(marketplace: &str) -> String {
+    const NA: &[&str] = &["ATVPDKIKX0DER", "A2EUQ1WTGCTBG2", "A1AM78C64UM0Y8"];
+    const EU: &[&str] = &[
+        "A1PA6795UKMFR9", // Germany
+        "A13V1IB3VIYZZH", // France
+        "APJ6JRA9NG5V4",  // Italy
+        "A1RKKUPIHCS9HS", // Spain
+        "A1805IZSGTT6HS", // Netherlands
+        "A2NODRKZP88ZB9", // Sweden
+        "A1C3SOZRARQ6R3", // Poland
+        "AMEN7PMS3EDWL",  // Belgium
+        "A28R8C7NBKEWEA", // Ireland
+    ];
+    let id = marketplace.trim();
+    if NA.iter().any(|m| m.eq_ignore_ascii_case(id)) {
+        "na".into()
+    } else if EU.iter().any(|m| m.eq_ignore_ascii_case(id)) {
+        "eu".into()
+    } else {
+        id.to_string()
+    }
 }
 
 fn mfn_quantity(env: &Envelope, topic: &str, n: &Notice<'_>) -> Result<Vec<Fact>, NormalizeError> {
@@ -240,6 +372,39 @@ fn mfn_quantity(env: &Envelope, topic: &str, n: &Notice<'_>) -> Result<Vec<Fact>
             at,
         },
     ])
+}
+
+/// Removal path (issue 21). `LISTINGS_ITEM_STATUS_CHANGE` (`Payload.Sku`, `Payload.Status`, a
+/// list such as `["BUYABLE", "DISCOVERABLE"]`): a listing that is not `BUYABLE` (closed,
+/// deleted, suppressed) leaves the catalog; a buyable one is reported again (a `CatalogEntry`,
+/// which brings it back when newer than its removal).
+fn listing_status(
+    env: &Envelope,
+    topic: &str,
+    n: &Notice<'_>,
+) -> Result<Vec<Fact>, NormalizeError> {
+    let (p, pp) = n.payload(topic)?;
+    let sku = req_text(get_ci(p, "Sku"), topic, &format!("{pp}.Sku"))?;
+    let status = req_array(get_ci(p, "Status"), topic, &format!("{pp}.Status"))?;
+    let buyable = status.iter().any(|s| {
+        s.as_str()
+            .is_some_and(|s| s.eq_ignore_ascii_case("BUYABLE"))
+    });
+    let at = first_time(env, &n.times());
+    if buyable {
+        return Ok(vec![Fact::CatalogEntry {
+            item: sku.clone(),
+            aliases: Vec::new(),
+            sku: Some(sku),
+            title: None,
+            at,
+        }]);
+    }
+    Ok(vec![Fact::Removed {
+        item: sku,
+        reason: "listing not buyable".into(),
+        at,
+    }])
 }
 
 fn is_canceled(status: Option<&str>) -> bool {
@@ -299,7 +464,7 @@ fn order_change(env: &Envelope, topic: &str, n: &Notice<'_>) -> Result<Vec<Fact>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::adapters::test_support::{env, fixture, RECEIVED};
+    use crate::adapters::test_support::{data, env, RECEIVED};
     use serde_json::json;
     use stockhook_shared::config::Platform;
 
@@ -308,7 +473,7 @@ mod tests {
     }
 
     fn fixture_json(name: &str) -> Value {
-        serde_json::from_slice(&fixture(&format!("amazon/{name}"))).unwrap()
+        serde_json::from_slice(&data(&format!("amazon/{name}"))).unwrap()
     }
 
     /// Recursively rewrites every object key with `f` (PascalCase to camelCase and so on).
@@ -352,6 +517,7 @@ mod tests {
                 title: Some("Product Title".into()),
                 at,
             },
+            // US 50 and CA 40 are one North American pool: 50, not 90 (issue 13, item 6).
             Fact::InventoryLevel {
                 item: "SELLERSKU-1".into(),
                 location: "fba:ATVPDKIKX0DER".into(),
@@ -361,7 +527,7 @@ mod tests {
             Fact::InventoryLevel {
                 item: "SELLERSKU-1".into(),
                 location: "fba:A2EUQ1WTGCTBG2".into(),
-                available: Some(40),
+                available: None,
                 at,
             },
         ]
@@ -396,6 +562,23 @@ mod tests {
         }]
     }
 
+    /// Each published notification that gives facts: file, topic, the facts it gives.
+    fn published_cases() -> [(&'static str, &'static str, Vec<Fact>); 3] {
+        [
+            (
+                "fba_inventory_availability_changes.json",
+                "FBA_INVENTORY_AVAILABILITY_CHANGES",
+                fba_expected(),
+            ),
+            (
+                "listings_item_mfn_quantity_change.json",
+                "LISTINGS_ITEM_MFN_QUANTITY_CHANGE",
+                mfn_expected(),
+            ),
+            ("order_change.json", "ORDER_CHANGE", order_expected()),
+        ]
+    }
+
     fn expect(body: Vec<u8>, topic: &str, facts: Vec<Fact>) {
         let n = run(body).unwrap();
         assert_eq!(
@@ -411,16 +594,130 @@ mod tests {
     #[test]
     fn fixture_fba_inventory_availability_changes() {
         expect(
-            fixture("amazon/fba_inventory_availability_changes.json"),
+            data("amazon/fba_inventory_availability_changes.json"),
             "FBA_INVENTORY_AVAILABILITY_CHANGES",
             fba_expected(),
         );
     }
 
+    /// Amazon's published FBA example with the marketplaces replaced: `(id, Fulfillable)`.
+    fn fba_in(markets: &[(&str, i64)]) -> Vec<u8> {
+        let mut v = fixture_json("fba_inventory_availability_changes.json");
+        let template = v["Payload"]["FulfillmentInventoryByMarketplace"][0].clone();
+        v["Payload"]["FulfillmentInventoryByMarketplace"] = markets
+            .iter()
+            .map(|(id, n)| {
+                let mut m = template.clone();
+                m["MarketplaceId"] = json!(id);
+                m["FulfillmentInventory"]["Fulfillable"] = json!(n);
+                m
+            })
+            .collect();
+        serde_json::to_vec(&v).unwrap()
+    }
+
+    fn levels(body: Vec<u8>) -> Vec<(String, Option<i64>)> {
+        run(body)
+            .unwrap()
+            .facts
+            .into_iter()
+            .filter_map(|f| match f {
+                Fact::InventoryLevel {
+                    location,
+                    available,
+                    ..
+                } => Some((location, available)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn fba_units_are_counted_once_per_pool() {
+        // Pan-European FBA: DE, FR and IT sell the same 12 units; the UK has its own stock;
+        // Japan is another region.
+        assert_eq!(
+            levels(fba_in(&[
+                ("A1PA6795UKMFR9", 12),
+                ("A13V1IB3VIYZZH", 12),
+                ("A1F83G8C2ARO7P", 4),
+                ("APJ6JRA9NG5V4", 11),
+            ])),
+            vec![
+                ("fba:A1PA6795UKMFR9".to_string(), Some(12)),
+                ("fba:A1F83G8C2ARO7P".to_string(), Some(4)),
+                ("fba:A13V1IB3VIYZZH".to_string(), None),
+                ("fba:APJ6JRA9NG5V4".to_string(), None),
+            ]
+        );
+        // The largest figure wins, wherever it comes in the list.
+        assert_eq!(
+            levels(fba_in(&[("A2EUQ1WTGCTBG2", 7), ("ATVPDKIKX0DER", 9)])),
+            vec![
+                ("fba:ATVPDKIKX0DER".to_string(), Some(9)),
+                ("fba:A2EUQ1WTGCTBG2".to_string(), None),
+            ]
+        );
+        assert_eq!(
+            levels(fba_in(&[("A1VC38T7YXB528", 3)])),
+            vec![("fba:A1VC38T7YXB528".to_string(), Some(3))]
+        );
+    }
+
+    /// An SQS record as the AWS docs show one (EventBridge Pipes, "Amazon SQS as a source";
+    /// worker/tests/data/amazon/README), carrying Amazon's published notification as JSON text.
+    fn sqs_record(notification: &[u8]) -> Value {
+        let mut record: Value =
+            serde_json::from_slice(&data("amazon/sqs_record_pipe_aws_docs.json")).unwrap();
+        record["body"] = json!(std::str::from_utf8(notification).unwrap());
+        record
+    }
+
+    #[test]
+    fn sqs_record_from_an_event_bridge_pipe_is_unwrapped() {
+        // Issue 13, item 5: without an input transformer the pipe posts the SQS record.
+        for (name, topic, facts) in published_cases() {
+            let record = sqs_record(&data(&format!("amazon/{name}")));
+            for body in [record.clone(), json!([record.clone()])] {
+                let bytes = serde_json::to_vec(&body).unwrap();
+                expect(bytes.clone(), topic, facts.clone());
+                // The notification's own id is the dedup key, not the SQS message id.
+                let key = dedup_key(&env(Platform::Amazon, &[], bytes)).unwrap();
+                assert!(!key.starts_with("sqs:"), "{name}: {key}");
+            }
+        }
+        // A batch of two cannot be one event: the error says what to configure.
+        let record = sqs_record(&data("amazon/order_change.json"));
+        let err = run(serde_json::to_vec(&json!([record.clone(), record])).unwrap()).unwrap_err();
+        assert!(err.to_string().contains("batch size to 1"), "{err}");
+    }
+
+    #[test]
+    fn a_body_of_no_known_form_names_the_forms_tried() {
+        for body in [
+            r#"{"Records": [{"body": "x"}]}"#,
+            r#"{"hello": "world"}"#,
+            r#"[]"#,
+        ] {
+            let err = run(body).unwrap_err();
+            let msg = err.to_string();
+            assert!(matches!(err, NormalizeError::NoTopic(_)), "{body}: {msg}");
+            for form in ["SP-API notification", "EventBridge event", "SQS record"] {
+                assert!(msg.contains(form), "{body}: {msg}");
+            }
+        }
+        let mut record = sqs_record(b"{}");
+        record["body"] = json!("not json");
+        assert!(matches!(
+            run(serde_json::to_vec(&record).unwrap()),
+            Err(NormalizeError::NotJson(_))
+        ));
+    }
+
     #[test]
     fn fixture_listings_item_mfn_quantity_change() {
         expect(
-            fixture("amazon/listings_item_mfn_quantity_change.json"),
+            data("amazon/listings_item_mfn_quantity_change.json"),
             "LISTINGS_ITEM_MFN_QUANTITY_CHANGE",
             mfn_expected(),
         );
@@ -429,19 +726,63 @@ mod tests {
     #[test]
     fn fixture_order_change() {
         expect(
-            fixture("amazon/order_change.json"),
+            data("amazon/order_change.json"),
             "ORDER_CHANGE",
             order_expected(),
         );
     }
 
+    /// Issue 21: `LISTINGS_ITEM_STATUS_CHANGE` in the shape of Amazon's published schema
+    /// (selling-partner-api-models, ListingsItemStatusChangeNotification.json).
+    #[test]
+    fn listing_status_change_removes_unbuyable_listings() {
+        let note = |status: Value| {
+            json!({
+                "NotificationVersion": "1.0",
+                "NotificationType": "LISTINGS_ITEM_STATUS_CHANGE",
+                "PayloadVersion": "1.0",
+                "EventTime": "2021-02-03T18:59:30.194Z",
+                "Payload": {
+                    "SellerId": "A3AYAZLIQ7AX77",
+                    "MarketplaceId": "ATVPDKIKX0DER",
+                    "Asin": "BT6RZ7JM4H",
+                    "Sku": "NLS-SHOES-03",
+                    "CreatedDate": "2021-02-03T18:50:26.196Z",
+                    "Status": status
+                },
+                "NotificationMetadata": {
+                    "ApplicationId": "amzn1.sellerapps.app.f108f511-eeac-46a6-b125-bcb752069ed0",
+                    "SubscriptionId": "93b098e1-c42-2f45-93a1-78910a6a8369",
+                    "PublishTime": "2021-02-03T18:59:30.194Z",
+                    "NotificationId": "8e009934-da2c-4f9c-9bc7-93f23b7e1f60"
+                }
+            })
+            .to_string()
+        };
+        let at = 1_612_378_770_194;
+        assert_eq!(
+            run(note(json!(["DISCOVERABLE"]))).unwrap().facts,
+            vec![Fact::Removed {
+                item: "NLS-SHOES-03".into(),
+                reason: "listing not buyable".into(),
+                at,
+            }]
+        );
+        assert_eq!(
+            run(note(json!(["BUYABLE", "DISCOVERABLE"]))).unwrap().facts,
+            vec![Fact::CatalogEntry {
+                item: "NLS-SHOES-03".into(),
+                aliases: vec![],
+                sku: Some("NLS-SHOES-03".into()),
+                title: None,
+                at,
+            }]
+        );
+    }
+
     #[test]
     fn fixture_any_offer_changed_is_ignored() {
-        let e = env(
-            Platform::Amazon,
-            &[],
-            fixture("amazon/any_offer_changed.json"),
-        );
+        let e = env(Platform::Amazon, &[], data("amazon/any_offer_changed.json"));
         assert_eq!(
             normalize(&e).unwrap(),
             Normalized {
@@ -469,7 +810,7 @@ mod tests {
             ),
             ("order_change.json", "d0e9e693-c3ad-4373-979f-ed4ec98dd746"),
         ] {
-            let e = env(Platform::Amazon, &[], fixture(&format!("amazon/{name}")));
+            let e = env(Platform::Amazon, &[], data(&format!("amazon/{name}")));
             assert_eq!(
                 super::super::payload_dedup_key(&e).as_deref(),
                 Some(id),
@@ -480,19 +821,7 @@ mod tests {
 
     #[test]
     fn camel_case_and_lower_case_keys_give_the_same_facts() {
-        for (name, topic, facts) in [
-            (
-                "fba_inventory_availability_changes.json",
-                "FBA_INVENTORY_AVAILABILITY_CHANGES",
-                fba_expected(),
-            ),
-            (
-                "listings_item_mfn_quantity_change.json",
-                "LISTINGS_ITEM_MFN_QUANTITY_CHANGE",
-                mfn_expected(),
-            ),
-            ("order_change.json", "ORDER_CHANGE", order_expected()),
-        ] {
+        for (name, topic, facts) in published_cases() {
             for f in [camel as fn(&str) -> String, |k: &str| {
                 k.to_ascii_lowercase()
             }] {
@@ -510,19 +839,7 @@ mod tests {
 
     #[test]
     fn event_bridge_wrapper_gives_the_same_facts() {
-        for (name, topic, facts) in [
-            (
-                "fba_inventory_availability_changes.json",
-                "FBA_INVENTORY_AVAILABILITY_CHANGES",
-                fba_expected(),
-            ),
-            (
-                "listings_item_mfn_quantity_change.json",
-                "LISTINGS_ITEM_MFN_QUANTITY_CHANGE",
-                mfn_expected(),
-            ),
-            ("order_change.json", "ORDER_CHANGE", order_expected()),
-        ] {
+        for (name, topic, facts) in published_cases() {
             let wrapped = event_bridge(fixture_json(name));
             expect(serde_json::to_vec(&wrapped).unwrap(), topic, facts.clone());
             // camelCase inside the wrapper too.

@@ -16,6 +16,8 @@
 //!     `ItemSold` (a GetItemResponse) usually has no transaction: it gives one `Sale` of
 //!     QuantityPurchased, else 1, keyed order = ItemID, line = `ItemSold`. Subscribe to either
 //!     `ItemSold` or the transaction events, not both, or a sale counts twice.
+//!   - `ItemClosed`, `ItemUnsold`, and `ItemSold` of a single-quantity listing (issue 21): the
+//!     listing ended, a `Removed` for ItemID after the other facts.
 //!   - `ItemListed`, `ItemRevised`, `ItemClosed`: an `InventoryLevel` at location `ebay` of
 //!     `Item.Quantity - Item.SellingStatus.QuantitySold` (absent QuantitySold is 0).
 //!   - Every SOAP event that carries `Item.Quantity` (sales included: without that, sales would
@@ -23,7 +25,12 @@
 //!     Item.SKU, title = Item.Title) when the item has a SKU or a title.
 //!   - other events: ignored.
 //!
-//!   Multi-variation listings are read at the listing level (Item.Quantity is their total).
+//!   - A multi-variation listing (`Item.Variations.Variation` blocks) is tracked per variation:
+//!     each is its own item `<ItemID>:<SKU>` (else `<ItemID>:<Name>=<Value>;...` from its
+//!     `VariationSpecifics` when the listing does not use SKUs), with a `CatalogEntry` (sku =
+//!     Variation.SKU, title = "Item.Title - Black / L") and a level of `Variation.Quantity -
+//!     Variation.SellingStatus.QuantitySold`. The listing's own Quantity (their total) gives no
+//!     level then. A transaction naming a `Variation` is a sale of that variation.
 //!
 //! Must never: expand DTD entities or fetch anything an XML body names (quick-xml does neither);
 //! put element text into an error (buyer names and addresses live in these bodies).
@@ -287,9 +294,15 @@ fn soap(env: &Envelope) -> Result<Normalized, NormalizeError> {
                 .map(str::to_string)
         })
         .ok_or_else(|| {
-            NormalizeError::NoTopic(
-                "no SOAPAction header and no NotificationEventName in the eBay notification".into(),
-            )
+            let header = if env.header("soapaction").is_some() {
+                "a SOAPAction header that names no event"
+            } else {
+                "no SOAPAction header"
+            };
+            NormalizeError::NoTopic(format!(
+                "{header} and no NotificationEventName in the SOAP body: cannot tell which eBay \
+                 event this is"
+            ))
         })?;
     let at = response
         .text_at(&["Timestamp"])
@@ -299,9 +312,15 @@ fn soap(env: &Envelope) -> Result<Normalized, NormalizeError> {
         "FixedPriceTransaction" | "AuctionCheckoutComplete" | "ItemSold" => {
             let mut facts = item_facts(response, &topic, at, false)?;
             facts.extend(sales(response, &topic, at)?);
+            facts.extend(single_quantity_sold(response, &topic, at)?);
             facts
         }
-        "ItemListed" | "ItemRevised" | "ItemClosed" => item_facts(response, &topic, at, true)?,
+        "ItemListed" | "ItemRevised" => item_facts(response, &topic, at, true)?,
+        "ItemClosed" | "ItemUnsold" => {
+            let mut facts = item_facts(response, &topic, at, topic == "ItemClosed")?;
+            facts.extend(listing_ended(response, &topic, at)?);
+            facts
+        }
         _ => {
             return Ok(Normalized {
                 topic,
@@ -315,6 +334,37 @@ fn soap(env: &Envelope) -> Result<Normalized, NormalizeError> {
         facts,
         ignored: false,
     })
+}
+
+/// Removal path (issue 21). `ItemClosed`, `ItemUnsold`: the listing ended, the item leaves the
+/// catalog (after its last level, which stays as history).
+fn listing_ended(response: &Node, topic: &str, at: i64) -> Result<Vec<Fact>, NormalizeError> {
+    Ok(vec![Fact::Removed {
+        item: item_id(response, topic)?,
+        reason: format!("eBay listing ended ({topic})"),
+        at,
+    }])
+}
+
+/// Removal path (issue 21). `ItemSold` of a single-quantity listing (`Item.Quantity` 1): the
+/// listing is over once sold.
+fn single_quantity_sold(
+    response: &Node,
+    topic: &str,
+    at: i64,
+) -> Result<Vec<Fact>, NormalizeError> {
+    let quantity = match response.child("Item") {
+        Some(item) => xml_int(item, &["Quantity"], topic, "Item.Quantity")?,
+        None => None,
+    };
+    if topic != "ItemSold" || quantity != Some(1) {
+        return Ok(Vec::new());
+    }
+    Ok(vec![Fact::Removed {
+        item: item_id(response, topic)?,
+        reason: "eBay single-quantity listing sold".into(),
+        at,
+    }])
 }
 
 /// The response's `Item.ItemID`, required.
@@ -340,6 +390,50 @@ fn item_facts(
     let mut facts = Vec::with_capacity(2);
     let sku = item.text_at(&["SKU"]).map(str::to_string);
     let title = item.text_at(&["Title"]).map(str::to_string);
+    let variations: Vec<&Node> = item
+        .child("Variations")
+        .map(|v| v.children_named("Variation").collect())
+        .unwrap_or_default();
+    if !variations.is_empty() {
+        // A multi-variation listing: each variation is its own stock item; the listing's
+        // Quantity is only their total, so it gives no level of its own.
+        for (i, v) in variations.iter().enumerate() {
+            let f = |name: &str| format!("Item.Variations.Variation[{i}].{name}");
+            let key = variation_key(&id, v).ok_or_else(|| missing(topic, &f("SKU")))?;
+            facts.push(Fact::CatalogEntry {
+                item: key.clone(),
+                aliases: Vec::new(),
+                sku: v.text_at(&["SKU"]).map(str::to_string),
+                title: crate::adapters::shopify::variant_title(
+                    title.as_deref(),
+                    variation_name(v).as_deref(),
+                ),
+                at,
+            });
+            let quantity = match xml_int(v, &["Quantity"], topic, &f("Quantity"))? {
+                Some(q) => q,
+                None if level_required => return Err(missing(topic, &f("Quantity"))),
+                None => continue,
+            };
+            let sold = xml_int(
+                v,
+                &["SellingStatus", "QuantitySold"],
+                topic,
+                &f("SellingStatus.QuantitySold"),
+            )?
+            .unwrap_or(0);
+            let available = quantity
+                .checked_sub(sold)
+                .ok_or_else(|| super::bad(topic, &f("Quantity"), "minus QuantitySold overflows"))?;
+            facts.push(Fact::InventoryLevel {
+                item: key,
+                location: "ebay".into(),
+                available: Some(available),
+                at,
+            });
+        }
+        return Ok(facts);
+    }
     if sku.is_some() || title.is_some() {
         facts.push(Fact::CatalogEntry {
             item: id.clone(),
@@ -374,6 +468,44 @@ fn item_facts(
     Ok(facts)
 }
 
+/// The variation's values (`VariationSpecifics.NameValueList.Value`), "Black / L".
+fn variation_name(v: &Node) -> Option<String> {
+    let values: Vec<&str> = v
+        .child("VariationSpecifics")
+        .map(|s| {
+            s.children_named("NameValueList")
+                .flat_map(|nv| nv.children_named("Value"))
+                .map(|n| n.text.trim())
+                .filter(|t| !t.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    (!values.is_empty()).then(|| values.join(" / "))
+}
+
+/// A variation's item key: `<ItemID>:<SKU>`, else (a listing that does not track variations by
+/// SKU) `<ItemID>:<Name>=<Value>;...` from its specifics; `None` when it has neither. The same
+/// key for the `Variation` block of a listing and of a transaction.
+fn variation_key(item_id: &str, v: &Node) -> Option<String> {
+    if let Some(sku) = v.text_at(&["SKU"]) {
+        return Some(format!("{item_id}:{sku}"));
+    }
+    let specifics: Vec<String> = v
+        .child("VariationSpecifics")?
+        .children_named("NameValueList")
+        .filter_map(|nv| {
+            let name = nv.text_at(&["Name"])?;
+            let values: Vec<&str> = nv
+                .children_named("Value")
+                .map(|n| n.text.trim())
+                .filter(|t| !t.is_empty())
+                .collect();
+            Some(format!("{name}={}", values.join(",")))
+        })
+        .collect();
+    (!specifics.is_empty()).then(|| format!("{item_id}:{}", specifics.join(";")))
+}
+
 fn sales(response: &Node, topic: &str, at: i64) -> Result<Vec<Fact>, NormalizeError> {
     let transactions: Vec<&Node> = response
         .child("TransactionArray")
@@ -397,10 +529,15 @@ fn sales(response: &Node, topic: &str, at: i64) -> Result<Vec<Fact>, NormalizeEr
     let mut facts = Vec::with_capacity(transactions.len());
     for (i, t) in transactions.iter().enumerate() {
         let f = |name: &str| format!("TransactionArray.Transaction[{i}].{name}");
-        let item = match t.text_at(&["Item", "ItemID"]) {
+        let listing = match t.text_at(&["Item", "ItemID"]) {
             Some(id) => id.to_string(),
             None => item_id(response, topic)?,
         };
+        // A sale of one variation of a multi-variation listing counts against that variation.
+        let item = t
+            .child("Variation")
+            .and_then(|v| variation_key(&listing, v))
+            .unwrap_or_else(|| listing.clone());
         let line = t
             .text_at(&["TransactionID"])
             .map(str::to_string)
@@ -413,7 +550,7 @@ fn sales(response: &Node, topic: &str, at: i64) -> Result<Vec<Fact>, NormalizeEr
         let order = t
             .text_at(&["OrderLineItemID"])
             .map(str::to_string)
-            .unwrap_or_else(|| format!("{item}-{line}"));
+            .unwrap_or_else(|| format!("{listing}-{line}"));
         if quantity == 0 {
             continue;
         }
@@ -431,7 +568,7 @@ fn sales(response: &Node, topic: &str, at: i64) -> Result<Vec<Fact>, NormalizeEr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::adapters::test_support::{env, fixture, RECEIVED};
+    use crate::adapters::test_support::{data, env, fixture, RECEIVED};
     use stockhook_shared::config::Platform;
 
     const TS: &str = "2024-05-01T10:00:00.250Z";
@@ -605,6 +742,140 @@ mod tests {
         ));
     }
 
+    /// SkuVault's recorded sandbox GetItemResponse of a three-variation listing
+    /// (worker/tests/data/ebay/README.md): Item.Quantity 900 is the total of three variations of
+    /// 300, with 1, 2 and 1 sold.
+    fn variations_fixture() -> Vec<u8> {
+        data("ebay/GetItemResponse_variations.xml")
+    }
+
+    fn variation_facts() -> Vec<Fact> {
+        let at = 1_399_054_503_095; // 2014-05-02T18:15:03.095Z
+        let mut out = Vec::new();
+        for (sku, color, available) in [
+            ("testSku501_B", "Black", 299),
+            ("testSku501_W", "White", 298),
+            ("testSku501_Y", "Yellow", 299),
+        ] {
+            let item = format!("110142400319:{sku}");
+            out.push(Fact::CatalogEntry {
+                item: item.clone(),
+                aliases: vec![],
+                sku: Some(sku.into()),
+                title: Some(format!("levis 501 teenager Trousers - {color}")),
+                at,
+            });
+            out.push(Fact::InventoryLevel {
+                item,
+                location: "ebay".into(),
+                available: Some(available),
+                at,
+            });
+        }
+        out
+    }
+
+    #[test]
+    fn published_variation_listing_is_tracked_per_variation_sku() {
+        // Issue 13, item 3: the listing was read at its total (900 - 4), so one variation
+        // running low never alerted.
+        let e = soap_env(
+            Some("ItemRevised"),
+            String::from_utf8(variations_fixture()).unwrap(),
+        );
+        let n = normalize(&e).unwrap();
+        assert_eq!(n.topic, "ItemRevised");
+        assert_eq!(n.facts, variation_facts());
+        // The same response inside the SOAP envelope eBay posts, event named in the body only.
+        let text = String::from_utf8(variations_fixture()).unwrap();
+        let start = text.find("<GetItemResponse").unwrap();
+        let inner = &text[start..];
+        let wrapped = format!(
+            "<soapenv:Envelope xmlns:soapenv=\"http://schemas.xmlsoap.org/soap/envelope/\"><soapenv:Body>{}</soapenv:Body></soapenv:Envelope>",
+            inner.replacen("<Ack>", "<NotificationEventName>ItemRevised</NotificationEventName><Ack>", 1)
+        );
+        assert_eq!(
+            normalize(&soap_env(None, wrapped)).unwrap().facts,
+            variation_facts()
+        );
+    }
+
+    #[test]
+    fn a_variation_sale_counts_against_that_variation() {
+        let inner = r#"<Item><ItemID>110142400319</ItemID><Title>levis 501 teenager Trousers</Title></Item>
+            <TransactionArray><Transaction>
+              <QuantityPurchased>2</QuantityPurchased><TransactionID>28</TransactionID>
+              <Variation><SKU>testSku501_W</SKU><VariationSpecifics><NameValueList>
+                <Name>Color</Name><Value>White</Value></NameValueList></VariationSpecifics></Variation>
+            </Transaction><Transaction>
+              <QuantityPurchased>1</QuantityPurchased><TransactionID>29</TransactionID>
+              <Variation><VariationSpecifics><NameValueList>
+                <Name>Color</Name><Value>Yellow</Value></NameValueList></VariationSpecifics></Variation>
+            </Transaction></TransactionArray>"#;
+        let e = soap_env(
+            Some("FixedPriceTransaction"),
+            soap_body("GetItemTransactionsResponse", None, inner),
+        );
+        let sales: Vec<(String, i64, String)> = normalize(&e)
+            .unwrap()
+            .facts
+            .into_iter()
+            .filter_map(|f| match f {
+                Fact::Sale {
+                    item,
+                    quantity,
+                    order,
+                    ..
+                } => Some((item, quantity, order)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            sales,
+            vec![
+                (
+                    "110142400319:testSku501_W".into(),
+                    2,
+                    "110142400319-28".into()
+                ),
+                (
+                    "110142400319:Color=Yellow".into(),
+                    1,
+                    "110142400319-29".into()
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn published_response_without_any_event_name_is_dead_lettered_saying_what_is_missing() {
+        // Issue 13, item 4: the recorded GetItemResponse has no NotificationEventName, and no
+        // SOAPAction header came with it.
+        let err = normalize(&soap_env(
+            None,
+            String::from_utf8(variations_fixture()).unwrap(),
+        ))
+        .unwrap_err();
+        assert!(matches!(err, NormalizeError::NoTopic(_)), "{err:?}");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("SOAPAction") && msg.contains("NotificationEventName"),
+            "{msg}"
+        );
+        // A SOAPAction that names no event (eBay's bare namespace) is no event name either.
+        let e = env(
+            Platform::Ebay,
+            &[("soapaction", "\"http://developer.ebay.com/notification/\"")],
+            variations_fixture(),
+        );
+        let msg = normalize(&e).unwrap_err().to_string();
+        assert!(
+            msg.contains("SOAPAction header that names no event")
+                && msg.contains("NotificationEventName"),
+            "{msg}"
+        );
+    }
+
     #[test]
     fn soap_fixed_price_transaction_gives_level_and_sales() {
         let inner = format!(
@@ -694,6 +965,40 @@ mod tests {
             at: AT,
         });
         assert_eq!(normalize(&e).unwrap().facts, expected);
+    }
+
+    #[test]
+    fn soap_listing_ended_or_single_item_sold_leaves_the_catalog() {
+        for event in ["ItemClosed", "ItemUnsold"] {
+            let e = soap_env(Some(event), soap_body("GetItemResponse", None, ITEM));
+            let mut expected = catalog_and_level(7);
+            expected.push(Fact::Removed {
+                item: "110554019341".into(),
+                reason: format!("eBay listing ended ({event})"),
+                at: AT,
+            });
+            assert_eq!(normalize(&e).unwrap().facts, expected, "{event}");
+        }
+        let single = ITEM
+            .replace("<Quantity>10</Quantity>", "<Quantity>1</Quantity>")
+            .replace(
+                "<QuantitySold>3</QuantitySold>",
+                "<QuantitySold>1</QuantitySold>",
+            );
+        let e = soap_env(
+            Some("ItemSold"),
+            soap_body("GetItemResponse", Some("ItemSold"), &single),
+        );
+        let facts = normalize(&e).unwrap().facts;
+        assert_eq!(
+            facts.last(),
+            Some(&Fact::Removed {
+                item: "110554019341".into(),
+                reason: "eBay single-quantity listing sold".into(),
+                at: AT,
+            }),
+            "{facts:?}"
+        );
     }
 
     #[test]

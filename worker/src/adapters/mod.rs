@@ -1,4 +1,4 @@
-//! Platform adapters: the only code that knows what a Shopify, Amazon, eBay or "simple" payload
+//! Platform adapters: the only code that knows what a Shopify, Amazon, eBay, WooCommerce or "simple" payload
 //! looks like. Each turns one verified [`Envelope`] into [`Normalized`] facts, so the state store
 //! and the rules never see a platform's shape and adding a platform never touches them.
 //!
@@ -24,6 +24,7 @@ pub mod amazon;
 pub mod ebay;
 pub mod shopify;
 pub mod simple;
+pub mod woocommerce;
 
 use crate::facts::{NormalizeError, Normalized};
 use serde_json::Value;
@@ -39,17 +40,36 @@ pub fn normalize(env: &Envelope) -> Result<Normalized, NormalizeError> {
         Platform::Amazon => amazon::normalize(env),
         Platform::Ebay => ebay::normalize(env),
         Platform::Simple => simple::normalize(env),
+        Platform::Woocommerce => woocommerce::normalize(env),
+    }
+}
+
+/// What an adapter returns for a topic stockhook does not act on: acknowledged and counted.
+pub(crate) fn ignored(topic: &str) -> Normalized {
+    Normalized {
+        topic: topic.to_string(),
+        facts: Vec::new(),
+        ignored: true,
+    }
+}
+
+/// What an adapter returns for a topic it read.
+pub(crate) fn read(topic: &str, facts: Vec<crate::facts::Fact>) -> Normalized {
+    Normalized {
+        topic: topic.to_string(),
+        facts,
+        ignored: false,
     }
 }
 
 /// Extra dedup key found in the payload (Amazon `NotificationMetadata.NotificationId`, or the
-/// EventBridge event `id`; eBay `notification.notificationId`), if any. Shopify and "simple"
-/// payloads carry none: their delivery id is a header ([`Envelope::delivery_id`]).
+/// EventBridge event `id`; eBay `notification.notificationId`), if any. Shopify, WooCommerce and
+/// "simple" payloads carry none: their delivery id is a header ([`Envelope::delivery_id`]).
 pub fn payload_dedup_key(env: &Envelope) -> Option<String> {
     match env.platform {
         Platform::Amazon => amazon::dedup_key(env),
         Platform::Ebay => ebay::dedup_key(env),
-        Platform::Shopify | Platform::Simple => None,
+        Platform::Shopify | Platform::Simple | Platform::Woocommerce => None,
     }
 }
 
@@ -407,6 +427,13 @@ pub(crate) mod test_support {
             env!("CARGO_MANIFEST_DIR")
         );
         std::fs::read(&path).unwrap_or_else(|e| panic!("read fixture {path}: {e}"))
+    }
+
+    /// A published payload kept in this repository, `worker/tests/data/<rel>` (each directory's
+    /// README names where every file comes from).
+    pub fn data(rel: &str) -> Vec<u8> {
+        let path = format!("{}/tests/data/{rel}", env!("CARGO_MANIFEST_DIR"));
+        std::fs::read(&path).unwrap_or_else(|e| panic!("read test data {path}: {e}"))
     }
 }
 

@@ -12,18 +12,27 @@
 //! * `inventory_items/create|update`: a `CatalogEntry` (item = `id`, sku).
 //! * `inventory_levels/update|connect`: an `InventoryLevel` (item = `inventory_item_id`, location =
 //!   `location_id`, `available: null` stays `None`, i.e. untracked, not zero).
-//! * `orders/create`: a `Sale` per line item (item `variant:<variant_id>`, else
-//!   `product:<product_id>`; a custom line item with neither has no stock and is skipped, as is a
-//!   line of quantity 0). Only `orders/create` counts: `orders/paid`, `orders/updated`,
-//!   `orders/fulfilled` describe the same sale again and are ignored, else a sale would count
-//!   twice. Test orders (`test: true`) count: they decrement Shopify's stock too, and they are how
-//!   a merchant checks that stockhook works. `orders/cancelled` is ignored: a cancellation does
-//!   not undo the sale's "last sold" time, and the restock arrives as `inventory_levels/update`.
-//! * `refunds/create`: for each refund line restocked (`restock_type` `return`, `cancel` or
-//!   `legacy_restock`, or no `restock_type` in a refund with `restock: true`, the pre-2019 form), a
-//!   `Sale` with the negative quantity so net sales stay right (item as for orders, order =
-//!   `order_id`, line = `refund:<refund id>:<line_item_id>`). No level: Shopify sends an
-//!   `inventory_levels/update` for the restock itself.
+//! * `orders/create`: a `Sale` per line item. The item is `variant:<variant_id>`; a line with
+//!   `variant_id: null` (a custom item, or a variant deleted since) is kept apart by its SKU
+//!   (`sku:<SKU>`), else by its title (`title:<name>`), with a `CatalogEntry` carrying that SKU
+//!   and title: never merged by product, since one product's lines carry different SKUs. A line
+//!   with no variant, SKU or title, and a line of quantity 0, are skipped. Only `orders/create`
+//!   counts: `orders/paid`, `orders/updated`, `orders/fulfilled` describe the same sale again and
+//!   are ignored, else a sale would count twice. Test orders (`test: true`) count: they decrement
+//!   Shopify's stock too, and they are how a merchant checks that stockhook works.
+//!   `orders/cancelled` is ignored: a cancellation does not undo the sale's "last sold" time, and
+//!   the restock arrives as `inventory_levels/update`.
+//! * `refunds/create`: a restock refund line (`restock_type` `return`, `cancel` or
+//!   `legacy_restock`, or no `restock_type` in a refund with `restock: true`, the pre-2019 form)
+//!   adjusts net sales down by its quantity: a `Sale` with the negative quantity, keyed as for
+//!   orders, order = `order_id`, line = `refund:<refund id>:<line_item_id>`. It never updates
+//!   "last sold", and the state keeps net sales at zero or above, so a refund for a sale stockhook
+//!   never saw changes nothing. No level: Shopify reports the restock itself as an
+//!   `inventory_levels/update`. A `no_restock` line changes nothing (the units stay sold).
+//! * removals (issue 21): `products/create|update` also give the product's variant items
+//!   (`ProductVariants`, so a variant a later update no longer lists leaves the catalog);
+//!   `products/delete` gives the product with no variants; `inventory_items/delete` a `Removed`;
+//!   `inventory_items/update` with `"tracked": false` a `Removed` after its `CatalogEntry`.
 //! * any other topic: ignored.
 //!
 //! Event time: `updated_at` (products, items, levels), `created_at` then `processed_at` (orders),
@@ -46,26 +55,26 @@ pub fn normalize(env: &Envelope) -> Result<Normalized, NormalizeError> {
         .ok_or_else(|| NormalizeError::NoTopic("no X-Shopify-Topic header".into()))?;
     let body = parse_json(env)?;
     let facts = match topic.to_ascii_lowercase().as_str() {
-        "products/create" | "products/update" => products(env, topic, &body)?,
-        "inventory_items/create" | "inventory_items/update" => inventory_item(env, topic, &body)?,
+        "products/create" | "products/update" => {
+            let mut facts = products(env, topic, &body)?;
+            facts.extend(product_variants(env, topic, &body)?);
+            facts
+        }
+        "products/delete" => product_deleted(env, topic, &body)?,
+        "inventory_items/create" | "inventory_items/update" => {
+            let mut facts = inventory_item(env, topic, &body)?;
+            facts.extend(untracked_item(env, topic, &body)?);
+            facts
+        }
+        "inventory_items/delete" => inventory_item_deleted(env, topic, &body)?,
         "inventory_levels/update" | "inventory_levels/connect" => {
             inventory_level(env, topic, &body)?
         }
         "orders/create" => order(env, topic, &body)?,
         "refunds/create" => refund(env, topic, &body)?,
-        _ => {
-            return Ok(Normalized {
-                topic: topic.to_string(),
-                facts: Vec::new(),
-                ignored: true,
-            })
-        }
+        _ => return Ok(super::ignored(topic)),
     };
-    Ok(Normalized {
-        topic: topic.to_string(),
-        facts,
-        ignored: false,
-    })
+    Ok(super::read(topic, facts))
 }
 
 /// "Product - Variant", or the product title alone for Shopify's placeholder variant title
@@ -137,6 +146,73 @@ fn inventory_item(env: &Envelope, topic: &str, body: &Value) -> Result<Vec<Fact>
     }])
 }
 
+/// Removal paths (issue 21). `products/create|update`: the product's variant items, so the
+/// state removes those a later update no longer lists.
+fn product_variants(
+    env: &Envelope,
+    topic: &str,
+    body: &Value,
+) -> Result<Vec<Fact>, NormalizeError> {
+    let product = req_id(body.get("id"), topic, "id")?;
+    let variants = req_array(body.get("variants"), topic, "variants")?;
+    let mut items = Vec::with_capacity(variants.len());
+    for (i, v) in variants.iter().enumerate() {
+        let field = |name: &str| format!("variants[{i}].{name}");
+        let variant_id = req_id(v.get("id"), topic, &field("id"))?;
+        items.push(
+            id_text(
+                v.get("inventory_item_id"),
+                topic,
+                &field("inventory_item_id"),
+            )?
+            .unwrap_or_else(|| format!("variant:{variant_id}")),
+        );
+    }
+    let at = first_time(env, &[body.get("updated_at"), body.get("created_at")]);
+    Ok(vec![Fact::ProductVariants { product, items, at }])
+}
+
+/// `products/delete` (`{"id": ...}` only): every variant of the product leaves the catalog.
+fn product_deleted(env: &Envelope, topic: &str, body: &Value) -> Result<Vec<Fact>, NormalizeError> {
+    let product = req_id(body.get("id"), topic, "id")?;
+    let at = first_time(env, &[body.get("updated_at")]);
+    Ok(vec![Fact::ProductVariants {
+        product,
+        items: Vec::new(),
+        at,
+    }])
+}
+
+/// `inventory_items/delete` (`{"id": ...}` only): the item leaves the catalog.
+fn inventory_item_deleted(
+    env: &Envelope,
+    topic: &str,
+    body: &Value,
+) -> Result<Vec<Fact>, NormalizeError> {
+    let item = req_id(body.get("id"), topic, "id")?;
+    let at = first_time(env, &[body.get("updated_at")]);
+    Ok(vec![Fact::Removed {
+        item,
+        reason: "inventory item deleted".into(),
+        at,
+    }])
+}
+
+/// `inventory_items/update` with `"tracked": false`: Shopify no longer counts its stock, so
+/// stockhook stops alerting on it (tracking turned back on, with a newer time, brings it back).
+fn untracked_item(env: &Envelope, topic: &str, body: &Value) -> Result<Vec<Fact>, NormalizeError> {
+    if body.get("tracked") != Some(&Value::Bool(false)) {
+        return Ok(Vec::new());
+    }
+    let item = req_id(body.get("id"), topic, "id")?;
+    let at = first_time(env, &[body.get("updated_at"), body.get("created_at")]);
+    Ok(vec![Fact::Removed {
+        item,
+        reason: "inventory tracking turned off".into(),
+        at,
+    }])
+}
+
 fn inventory_level(env: &Envelope, topic: &str, body: &Value) -> Result<Vec<Fact>, NormalizeError> {
     let item = req_id(body.get("inventory_item_id"), topic, "inventory_item_id")?;
     let location = req_id(body.get("location_id"), topic, "location_id")?;
@@ -150,15 +226,40 @@ fn inventory_level(env: &Envelope, topic: &str, body: &Value) -> Result<Vec<Fact
     }])
 }
 
-/// The item a line item sold: its variant, else its product; `None` for a custom line item.
-fn line_item_key(li: &Value, topic: &str, prefix: &str) -> Result<Option<String>, NormalizeError> {
-    if let Some(v) = id_text(li.get("variant_id"), topic, &format!("{prefix}.variant_id"))? {
-        return Ok(Some(format!("variant:{v}")));
-    }
-    Ok(
-        id_text(li.get("product_id"), topic, &format!("{prefix}.product_id"))?
-            .map(|p| format!("product:{p}")),
-    )
+/// The item a line item sold, and what the line says about it (its SKU and title, for the
+/// catalog). Its variant when it has one; else (a custom item, or a variant deleted since) its
+/// SKU (`sku:<SKU>`), else its title (`title:<title>`); `None` when the line has none of them.
+/// Such lines are never merged by product: one product's lines carry different SKUs, and two SKUs
+/// are never one item.
+struct LineItem {
+    key: String,
+    sku: Option<String>,
+    title: Option<String>,
+}
+
+fn line_item_key(
+    li: &Value,
+    topic: &str,
+    prefix: &str,
+) -> Result<Option<LineItem>, NormalizeError> {
+    let sku = text(li.get("sku"), topic, &format!("{prefix}.sku"))?
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty());
+    let title = match text(li.get("name"), topic, &format!("{prefix}.name"))? {
+        Some(n) => Some(n),
+        None => text(li.get("title"), topic, &format!("{prefix}.title"))?,
+    };
+    let key =
+        if let Some(v) = id_text(li.get("variant_id"), topic, &format!("{prefix}.variant_id"))? {
+            format!("variant:{v}")
+        } else if let Some(s) = &sku {
+            format!("sku:{s}")
+        } else if let Some(t) = &title {
+            format!("title:{}", t.trim())
+        } else {
+            return Ok(None);
+        };
+    Ok(Some(LineItem { key, sku, title }))
 }
 
 fn order(env: &Envelope, topic: &str, body: &Value) -> Result<Vec<Fact>, NormalizeError> {
@@ -170,14 +271,24 @@ fn order(env: &Envelope, topic: &str, body: &Value) -> Result<Vec<Fact>, Normali
         let prefix = format!("line_items[{i}]");
         let line = req_id(li.get("id"), topic, &format!("{prefix}.id"))?;
         let quantity = req_int(li.get("quantity"), topic, &format!("{prefix}.quantity"))?;
-        let Some(item) = line_item_key(li, topic, &prefix)? else {
+        let Some(LineItem { key, sku, title }) = line_item_key(li, topic, &prefix)? else {
             continue;
         };
         if quantity == 0 {
             continue;
         }
+        if !key.starts_with("variant:") {
+            // No catalog entry will ever name this item: the line is all there is to know.
+            facts.push(Fact::CatalogEntry {
+                item: key.clone(),
+                aliases: Vec::new(),
+                sku,
+                title,
+                at,
+            });
+        }
         facts.push(Fact::Sale {
-            item,
+            item: key,
             quantity,
             order: order.clone(),
             line,
@@ -219,7 +330,9 @@ fn refund(env: &Envelope, topic: &str, body: &Value) -> Result<Vec<Fact>, Normal
         let li = rli
             .get("line_item")
             .ok_or_else(|| missing(topic, &format!("{prefix}.line_item")))?;
-        let Some(item) = line_item_key(li, topic, &format!("{prefix}.line_item"))? else {
+        let Some(LineItem { key: item, .. }) =
+            line_item_key(li, topic, &format!("{prefix}.line_item"))?
+        else {
             continue;
         };
         if quantity == 0 {
@@ -241,7 +354,7 @@ fn refund(env: &Envelope, topic: &str, body: &Value) -> Result<Vec<Fact>, Normal
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::adapters::test_support::{env, fixture, RECEIVED};
+    use crate::adapters::test_support::{data, env, fixture, RECEIVED};
     use stockhook_shared::config::Platform;
 
     /// 2021-12-31T19:00:00-05:00, the time in every Shopify sample.
@@ -319,31 +432,83 @@ mod tests {
                     at: SAMPLE_AT,
                 },
                 Fact::InventoryLevel {
-                    item: v2,
+                    item: v2.clone(),
                     location: "all".into(),
                     available: Some(50),
+                    at: SAMPLE_AT,
+                },
+                Fact::ProductVariants {
+                    product: "788032119674292922".into(),
+                    items: vec![v1_id(), v2],
                     at: SAMPLE_AT,
                 },
             ]
         );
     }
 
+    fn v1_id() -> String {
+        "variant:642667041472713922".into()
+    }
+
     #[test]
-    fn fixture_orders_create_counts_each_stock_line() {
-        let sale = |item: &str, line: &str| Fact::Sale {
-            item: item.into(),
-            quantity: 1,
-            order: "820982911946154508".into(),
-            line: line.into(),
-            at: SAMPLE_AT,
-        };
-        // Lines 2 and 3 are custom items (no variant, no product): no stock to count.
+    fn published_order_lines_without_variant_stay_apart_by_sku() {
+        // Issue 13, item 1: every line of Shopify's published orders/create sample has
+        // `variant_id: null`; three share one product id and carry three SKUs. They were merged
+        // into one item keyed by the product, and their SKUs were lost.
+        let got = facts("orders/create", data("shopify/orders_create.json"));
+        let mut expected = Vec::new();
+        for (line, sku, title) in [
+            ("487817672276298554", "SKU2006-001", "Aviator sunglasses"),
+            (
+                "789012345678901234",
+                "LENS-PROTECT-2YR",
+                "Lens Protection Plan (2 Year)",
+            ),
+            (
+                "890123456789012345",
+                "CASE-LEATHER-PREM",
+                "Premium Leather Case",
+            ),
+            ("976318377106520349", "SKU2006-020", "Mid-century lounger"),
+            ("315789986012684393", "SKU2006-035", "Coffee table"),
+        ] {
+            let item = format!("sku:{sku}");
+            expected.push(Fact::CatalogEntry {
+                item: item.clone(),
+                aliases: vec![],
+                sku: Some(sku.into()),
+                title: Some(title.into()),
+                at: SAMPLE_AT,
+            });
+            expected.push(Fact::Sale {
+                item,
+                quantity: 1,
+                order: "820982911946154508".into(),
+                line: line.into(),
+                at: SAMPLE_AT,
+            });
+        }
+        assert_eq!(got, expected);
+    }
+
+    #[test]
+    fn line_without_variant_or_sku_is_kept_apart_by_title() {
+        let body = r#"{"id": 1, "line_items": [
+            {"id": 2, "variant_id": null, "product_id": 7, "sku": "", "name": "Gift wrap", "quantity": 1},
+            {"id": 3, "variant_id": null, "product_id": 7, "sku": null, "title": "Engraving", "quantity": 2},
+            {"id": 4, "variant_id": null, "product_id": null, "sku": null, "quantity": 1}]}"#;
+        let keys: Vec<(String, i64)> = facts("orders/create", body)
+            .into_iter()
+            .filter_map(|f| match f {
+                Fact::Sale { item, quantity, .. } => Some((item, quantity)),
+                _ => None,
+            })
+            .collect();
         assert_eq!(
-            facts("orders/create", fixture("shopify/orders_create.json")),
+            keys,
             vec![
-                sale("product:788032119674292900", "487817672276298554"),
-                sale("product:788032119674292900", "976318377106520349"),
-                sale("product:788032119674292900", "315789986012684393"),
+                ("title:Gift wrap".to_string(), 1),
+                ("title:Engraving".to_string(), 2)
             ]
         );
     }
@@ -381,7 +546,7 @@ mod tests {
               {"line_item_id": 12, "quantity": 1, "restock_type": "no_restock",
                "line_item": {"variant_id": 22}},
               {"line_item_id": 13, "quantity": 1, "restock_type": "cancel",
-               "line_item": {"variant_id": null, "product_id": 33}},
+               "line_item": {"variant_id": null, "product_id": 33, "sku": "S-33"}},
               {"line_item_id": 14, "quantity": 1, "restock_type": "legacy_restock",
                "line_item": {"variant_id": null, "product_id": null}}
             ]}"#;
@@ -396,7 +561,7 @@ mod tests {
             facts("refunds/create", body),
             vec![
                 sale("variant:21", -2, "refund:9007199254740993:11"),
-                sale("product:33", -1, "refund:9007199254740993:13"),
+                sale("sku:S-33", -1, "refund:9007199254740993:13"),
             ]
         );
     }
@@ -457,8 +622,53 @@ mod tests {
                     title: Some("Cap - Green".into()),
                     at,
                 },
+                Fact::ProductVariants {
+                    product: "1".into(),
+                    items: vec!["18446744073709551615".into(), "5".into(), "6".into()],
+                    at,
+                },
             ]
         );
+    }
+
+    /// Issue 21: the removal paths, on the payloads Shopify publishes (`products/delete` and
+    /// `inventory_items/delete` carry only the id; time: `X-Shopify-Triggered-At`, else receipt).
+    #[test]
+    fn removal_paths_product_deleted_item_deleted_tracking_turned_off() {
+        assert_eq!(
+            facts("products/delete", r#"{"id": 788032119674292922}"#),
+            vec![Fact::ProductVariants {
+                product: "788032119674292922".into(),
+                items: vec![],
+                at: RECEIVED,
+            }]
+        );
+        assert_eq!(
+            facts("inventory_items/delete", r#"{"id": 271878346596884015}"#),
+            vec![Fact::Removed {
+                item: "271878346596884015".into(),
+                reason: "inventory item deleted".into(),
+                at: RECEIVED,
+            }]
+        );
+        let off =
+            r#"{"id": 5, "sku": "S", "tracked": false, "updated_at": "2022-01-01T00:00:00Z"}"#;
+        let f = facts("inventory_items/update", off);
+        assert_eq!(f.len(), 2, "{f:?}");
+        assert_eq!(
+            f[1],
+            Fact::Removed {
+                item: "5".into(),
+                reason: "inventory tracking turned off".into(),
+                at: 1_640_995_200_000,
+            }
+        );
+        let on = r#"{"id": 5, "sku": "S", "tracked": true, "updated_at": "2022-01-01T00:00:00Z"}"#;
+        assert_eq!(facts("inventory_items/update", on).len(), 1);
+        assert!(matches!(
+            run("products/delete", "{}"),
+            Err(NormalizeError::MissingField { field, .. }) if field == "id"
+        ));
     }
 
     #[test]
@@ -540,12 +750,7 @@ mod tests {
 
     #[test]
     fn unknown_and_cancelled_topics_are_ignored() {
-        for topic in [
-            "orders/cancelled",
-            "products/delete",
-            "app/uninstalled",
-            "customers/create",
-        ] {
+        for topic in ["orders/cancelled", "app/uninstalled", "customers/create"] {
             let n = run(topic, "{}").unwrap();
             assert_eq!(
                 n,

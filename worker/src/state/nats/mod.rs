@@ -6,6 +6,7 @@
 //!   `c.<sku>` cross-channel arming;
 //! * `stockhook_outbox`: `<alert id>` an outbox entry plus the claim of the worker sending it;
 //! * `stockhook_marks`: `p.<event id>` processed, `q.<source,payload key>` payload dedup,
+//!   `r.<event id>` facts refused,
 //!   `s.<source,order,line>` sale counted (kept 90 days);
 //! * `stockhook_counters`: `<name>` a counter.
 //!
@@ -31,84 +32,35 @@
 //! Counters are added once per batch by CAS; a crash between the processed marks and the
 //! counter update can under-count them (they are statistics; nothing depends on them).
 
-use crate::alert::{Alert, OutboxEntry, OutboxStatus, Rule};
+mod view;
+
+use super::engine;
+use crate::alert::{Alert, OutboxEntry, OutboxStatus};
 use crate::facts::Fact;
-use crate::rules::{self, Arming};
-use crate::state::{counters, Applied, ItemState, Prepared, RuleConfig, StateError};
-use crate::state_backend::StateBackend;
+use crate::state::{counters, Applied, ItemState, Prepared, RuleConfig, StateBackend, StateError};
 use async_nats::jetstream::{self, kv, stream};
 use base64::Engine as _;
 use bytes::Bytes;
 use futures_util::stream::{self as futures_stream, StreamExt};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use stockhook_shared::config::Config;
 use stockhook_shared::queue::nats::{self as qnats, NatsOptions};
 use stockhook_shared::queue::now_ms;
+use view::{independent_groups, ItemRec, View, APPLY_CONCURRENCY};
 
 pub const ITEMS: &str = "stockhook_items";
 pub const OUTBOX: &str = "stockhook_outbox";
 pub const MARKS: &str = "stockhook_marks";
 pub const COUNTERS: &str = "stockhook_counters";
 
-/// Tokens remembered per record: a fact redelivered after more than this many later facts
-/// touched the same record would apply twice (redeliveries come within minutes).
-const GUARD_KEEP: usize = 512;
 const MARKS_MAX_AGE: Duration = Duration::from_secs(90 * 86_400);
 /// How long a claim to send an outbox entry holds.
 pub const CLAIM_MS: i64 = 5 * 60_000;
 const CAS_RETRIES: usize = 200;
-
-/// (event id, fact index): one fact of one event.
-type Token = (u64, u32);
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct Guard {
-    applied: VecDeque<Token>,
-    #[serde(default)]
-    pending: Vec<(Token, Vec<Alert>)>,
-}
-
-impl Guard {
-    fn has(&self, t: Token) -> bool {
-        self.applied.contains(&t)
-    }
-    fn alerts_of(&self, t: Token) -> Vec<Alert> {
-        self.pending
-            .iter()
-            .filter(|(k, _)| *k == t)
-            .flat_map(|(_, a)| a.clone())
-            .collect()
-    }
-    fn record(&mut self, t: Token, alerts: &[Alert]) {
-        self.applied.push_back(t);
-        while self.applied.len() > GUARD_KEEP {
-            self.applied.pop_front();
-        }
-        if !alerts.is_empty() {
-            self.pending.push((t, alerts.to_vec()));
-        }
-        let applied = &self.applied;
-        self.pending.retain(|(k, _)| applied.contains(k));
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct ItemRec {
-    state: ItemState,
-    #[serde(default)]
-    guard: Guard,
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct CombinedRec {
-    arming: Arming,
-    #[serde(default)]
-    guard: Guard,
-}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Claim {
@@ -253,115 +205,6 @@ async fn watch_outbox(kv: kv::Store, cache: Arc<PendingCache>) {
             Err(e) => tracing::warn!(error = %e, "cannot watch the outbox; retrying"),
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-}
-
-/// A dry run's writes, by bucket and key (`None` = deleted).
-type Overlay = Mutex<HashMap<(B, String), Option<Bytes>>>;
-
-/// Reads and writes of one `apply_batch`: straight to the buckets, or (dry run) into an overlay
-/// that is thrown away.
-struct View<'a> {
-    st: &'a NatsState,
-    dry: Option<Overlay>,
-}
-
-impl View<'_> {
-    fn overlay(&self, b: B, key: &str) -> Option<Option<Bytes>> {
-        self.dry.as_ref().and_then(|m| {
-            m.lock()
-                .expect("overlay")
-                .get(&(b, key.to_string()))
-                .cloned()
-        })
-    }
-
-    fn stage(&self, b: B, key: &str, v: Option<Bytes>) -> bool {
-        match &self.dry {
-            Some(m) => {
-                m.lock().expect("overlay").insert((b, key.to_string()), v);
-                true
-            }
-            None => false,
-        }
-    }
-
-    async fn get(&self, b: B, key: &str) -> Result<(Option<Bytes>, u64), StateError> {
-        if let Some(v) = self.overlay(b, key) {
-            return Ok((v, 0));
-        }
-        self.st.get(b, key).await
-    }
-
-    async fn get_json<T: DeserializeOwned>(
-        &self,
-        b: B,
-        key: &str,
-    ) -> Result<(Option<T>, u64), StateError> {
-        let (v, rev) = self.get(b, key).await?;
-        Ok((v.map(|v| from_json(key, &v)).transpose()?, rev))
-    }
-
-    /// Compare-and-set: false when someone else wrote first (re-read and try again).
-    async fn cas<T: Serialize>(
-        &self,
-        b: B,
-        key: &str,
-        v: &T,
-        rev: u64,
-    ) -> Result<bool, StateError> {
-        let bytes = to_json(v)?;
-        if self.stage(b, key, Some(bytes.clone())) {
-            return Ok(true);
-        }
-        self.st.cas(b, key, bytes, rev).await
-    }
-
-    /// Create-only: false when the key exists.
-    async fn create(&self, b: B, key: &str, v: Bytes) -> Result<bool, StateError> {
-        if self.dry.is_some() {
-            if self.get(b, key).await?.0.is_some() {
-                return Ok(false);
-            }
-            return Ok(self.stage(b, key, Some(v)));
-        }
-        self.st.create(b, key, v).await
-    }
-
-    async fn put(&self, b: B, key: &str, v: Bytes) -> Result<(), StateError> {
-        if self.stage(b, key, Some(v.clone())) {
-            return Ok(());
-        }
-        self.st
-            .bucket(b)
-            .put(key, v)
-            .await
-            .map(|_| ())
-            .map_err(|e| err(&format!("put {key}"), e))
-    }
-
-    async fn delete(&self, b: B, key: &str) -> Result<(), StateError> {
-        if self.stage(b, key, None) {
-            return Ok(());
-        }
-        self.st
-            .bucket(b)
-            .delete(key)
-            .await
-            .map_err(|e| err(&format!("delete {key}"), e))
-    }
-
-    /// Claims a mark for `id` (create-only); returns the event that holds it.
-    async fn claim_mark(&self, key: &str, id: u64) -> Result<u64, StateError> {
-        if self
-            .create(B::Marks, key, Bytes::from(id.to_string()))
-            .await?
-        {
-            return Ok(id);
-        }
-        let (v, _) = self.get(B::Marks, key).await?;
-        Ok(v.and_then(|v| std::str::from_utf8(&v).ok()?.parse().ok())
-            .unwrap_or(u64::MAX))
     }
 }
 
@@ -544,422 +387,6 @@ impl NatsState {
         });
         Ok(v)
     }
-
-    async fn apply_one(
-        &self,
-        view: &View<'_>,
-        ev: &Prepared,
-        rules: &RuleConfig,
-        now: i64,
-        deltas: &mut BTreeMap<String, i64>,
-    ) -> Result<Applied, StateError> {
-        let pkey = format!("p.{}", ev.id.0);
-        if view.get(B::Marks, &pkey).await?.0.is_some() {
-            return Ok(Applied::AlreadyProcessed);
-        }
-        let now_bytes = Bytes::from(now.to_string());
-        if let Some(k) = &ev.payload_key {
-            let qkey = format!("q.{}", enc(&[&ev.source, k]));
-            if view.claim_mark(&qkey, ev.id.0).await? != ev.id.0 {
-                if view.create(B::Marks, &pkey, now_bytes).await? {
-                    *deltas
-                        .entry(counters::EVENTS_DUPLICATE.to_string())
-                        .or_default() += 1;
-                }
-                return Ok(Applied::AlreadyProcessed);
-            }
-        }
-        let mut alerts = Vec::new();
-        for (i, fact) in ev.normalized.facts.iter().enumerate() {
-            self.apply_fact(
-                view,
-                ev,
-                (ev.id.0, i as u32),
-                fact,
-                rules,
-                now,
-                &mut alerts,
-                deltas,
-            )
-            .await?;
-        }
-        for a in &alerts {
-            let entry = OutboxRec {
-                entry: OutboxEntry::new(a.clone(), a.created_at + rules.digest_window_ms),
-                claim: None,
-            };
-            if view.create(B::Outbox, &a.id, to_json(&entry)?).await? {
-                *deltas
-                    .entry(counters::ALERTS_CREATED.to_string())
-                    .or_default() += 1;
-            }
-        }
-        if view.create(B::Marks, &pkey, now_bytes).await? {
-            let name = if ev.normalized.ignored {
-                counters::EVENTS_IGNORED
-            } else {
-                counters::EVENTS_PROCESSED
-            };
-            *deltas.entry(name.to_string()).or_default() += 1;
-            *deltas
-                .entry(counters::source_processed(&ev.source))
-                .or_default() += 1;
-        }
-        Ok(Applied::Done { alerts })
-    }
-
-    async fn resolve(
-        &self,
-        view: &View<'_>,
-        source: &str,
-        item: &str,
-    ) -> Result<String, StateError> {
-        Ok(
-            match view
-                .get(B::Items, &format!("a.{}", enc(&[source, item])))
-                .await?
-                .0
-            {
-                Some(v) => String::from_utf8_lossy(&v).into_owned(),
-                None => item.to_string(),
-            },
-        )
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn apply_fact(
-        &self,
-        view: &View<'_>,
-        ev: &Prepared,
-        tok: Token,
-        fact: &Fact,
-        rules: &RuleConfig,
-        now: i64,
-        alerts: &mut Vec<Alert>,
-        deltas: &mut BTreeMap<String, i64>,
-    ) -> Result<(), StateError> {
-        let new_item = |item: &str, at: i64| ItemRec {
-            state: ItemState::new(&ev.source, &ev.platform, item, at),
-            guard: Guard::default(),
-        };
-        match fact {
-            Fact::CatalogEntry {
-                item,
-                aliases,
-                sku,
-                title,
-                at,
-            } => {
-                let aliases: Vec<&String> = aliases.iter().filter(|a| *a != item).collect();
-                for alias in &aliases {
-                    view.put(
-                        B::Items,
-                        &format!("a.{}", enc(&[&ev.source, alias])),
-                        Bytes::from(item.clone()),
-                    )
-                    .await?;
-                }
-                let key = item_key(&ev.source, item);
-                let mut old_sku = None;
-                for attempt in 0.. {
-                    let (cur, rev) = view.get_json::<ItemRec>(B::Items, &key).await?;
-                    if cur.as_ref().is_some_and(|r| r.guard.has(tok)) {
-                        break;
-                    }
-                    let mut rec = match cur {
-                        Some(mut r) => {
-                            r.state.first_seen_at = r.state.first_seen_at.min(*at);
-                            r
-                        }
-                        None => new_item(item, *at),
-                    };
-                    old_sku = rec.state.sku.clone();
-                    if let Some(new) = sku {
-                        rec.state.sku = Some(new.clone());
-                    }
-                    if title.is_some() {
-                        rec.state.title = title.clone();
-                    }
-                    // Sales recorded under an alias before the catalog knew it belong here.
-                    for alias in &aliases {
-                        let ak = item_key(&ev.source, alias);
-                        if let (Some(orphan), _) = view.get_json::<ItemRec>(B::Items, &ak).await? {
-                            let o = orphan.state;
-                            rec.state.last_sale_at = rec.state.last_sale_at.max(o.last_sale_at);
-                            rec.state.units_sold += o.units_sold;
-                            rec.state.first_seen_at = rec.state.first_seen_at.min(o.first_seen_at);
-                        }
-                    }
-                    rec.guard.record(tok, &[]);
-                    if view.cas(B::Items, &key, &rec, rev).await? {
-                        break;
-                    }
-                    conflict_pause(attempt, &key).await?;
-                }
-                // Idempotent follow-ups, also redone when the record was already applied.
-                for alias in &aliases {
-                    let ak = item_key(&ev.source, alias);
-                    if view.get(B::Items, &ak).await?.0.is_some() {
-                        view.delete(B::Items, &ak).await?;
-                    }
-                }
-                if let Some(new) = sku {
-                    let member = (ev.source.clone(), item.clone());
-                    if let Some(old) = old_sku.filter(|o| o != new) {
-                        self.update_members(view, &old, |m| m.retain(|x| *x != member))
-                            .await?;
-                    }
-                    self.update_members(view, new, |m| {
-                        if !m.contains(&member) {
-                            m.push(member.clone())
-                        }
-                    })
-                    .await?;
-                }
-            }
-            Fact::InventoryLevel {
-                item,
-                location,
-                available,
-                at,
-            } => {
-                let item = self.resolve(view, &ev.source, item).await?;
-                let key = item_key(&ev.source, &item);
-                let mut sku = None;
-                for attempt in 0.. {
-                    let (cur, rev) = view.get_json::<ItemRec>(B::Items, &key).await?;
-                    if let Some(r) = cur.as_ref().filter(|r| r.guard.has(tok)) {
-                        alerts.extend(r.guard.alerts_of(tok));
-                        sku = r.state.sku.clone();
-                        break;
-                    }
-                    let mut rec = match cur {
-                        Some(mut r) => {
-                            r.state.first_seen_at = r.state.first_seen_at.min(*at);
-                            r
-                        }
-                        None => new_item(&item, *at),
-                    };
-                    let st = &mut rec.state;
-                    if st.is_stale(location, *at) {
-                        rec.guard.record(tok, &[]);
-                        if view.cas(B::Items, &key, &rec, rev).await? {
-                            *deltas
-                                .entry(counters::LEVELS_STALE.to_string())
-                                .or_default() += 1;
-                            return Ok(());
-                        }
-                        conflict_pause(attempt, &key).await?;
-                        continue;
-                    }
-                    let raised: Vec<Alert> = st
-                        .record_level(location, *available, *at, rules, now)
-                        .into_iter()
-                        .collect();
-                    let this_sku = st.sku.clone();
-                    rec.guard.record(tok, &raised);
-                    if view.cas(B::Items, &key, &rec, rev).await? {
-                        alerts.extend(raised);
-                        sku = this_sku;
-                        break;
-                    }
-                    conflict_pause(attempt, &key).await?;
-                }
-                if rules.combine_channels {
-                    if let Some(sku) = sku {
-                        self.combined_level(view, tok, &sku, location, *at, rules, now, alerts)
-                            .await?;
-                    }
-                }
-            }
-            Fact::Sale {
-                item,
-                quantity,
-                order,
-                line,
-                at,
-            } => {
-                let skey = format!("s.{}", enc(&[&ev.source, order, line]));
-                if view.claim_mark(&skey, ev.id.0).await? != ev.id.0 {
-                    return Ok(());
-                }
-                let item = self.resolve(view, &ev.source, item).await?;
-                let key = item_key(&ev.source, &item);
-                for attempt in 0.. {
-                    let (cur, rev) = view.get_json::<ItemRec>(B::Items, &key).await?;
-                    if cur.as_ref().is_some_and(|r| r.guard.has(tok)) {
-                        break;
-                    }
-                    let mut rec = match cur {
-                        Some(mut r) => {
-                            r.state.first_seen_at = r.state.first_seen_at.min(*at);
-                            r
-                        }
-                        None => new_item(&item, *at),
-                    };
-                    rec.state.units_sold += quantity;
-                    if *quantity > 0 {
-                        rec.state.last_sale_at =
-                            Some(rec.state.last_sale_at.map_or(*at, |t| t.max(*at)));
-                    }
-                    rec.guard.record(tok, &[]);
-                    if view.cas(B::Items, &key, &rec, rev).await? {
-                        break;
-                    }
-                    conflict_pause(attempt, &key).await?;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    async fn update_members(
-        &self,
-        view: &View<'_>,
-        sku: &str,
-        f: impl Fn(&mut Vec<(String, String)>),
-    ) -> Result<(), StateError> {
-        let key = format!("k.{}", enc(&[sku]));
-        for attempt in 0.. {
-            let (cur, rev) = view
-                .get_json::<Vec<(String, String)>>(B::Items, &key)
-                .await?;
-            let mut members = cur.clone().unwrap_or_default();
-            f(&mut members);
-            if Some(&members) == cur.as_ref() || (cur.is_none() && members.is_empty()) {
-                return Ok(());
-            }
-            if view.cas(B::Items, &key, &members, rev).await? {
-                return Ok(());
-            }
-            conflict_pause(attempt, &key).await?;
-        }
-        Ok(())
-    }
-
-    /// The cross-channel rule on the sum over every source's item carrying `sku`.
-    #[allow(clippy::too_many_arguments)]
-    async fn combined_level(
-        &self,
-        view: &View<'_>,
-        tok: Token,
-        sku: &str,
-        location: &str,
-        at: i64,
-        rules: &RuleConfig,
-        now: i64,
-        alerts: &mut Vec<Alert>,
-    ) -> Result<(), StateError> {
-        let key = format!("c.{}", enc(&[sku]));
-        for attempt in 0.. {
-            let (cur, rev) = view.get_json::<CombinedRec>(B::Items, &key).await?;
-            if let Some(r) = cur.as_ref().filter(|r| r.guard.has(tok)) {
-                alerts.extend(r.guard.alerts_of(tok));
-                return Ok(());
-            }
-            let (members, _) = view
-                .get_json::<Vec<(String, String)>>(B::Items, &format!("k.{}", enc(&[sku])))
-                .await?;
-            let mut total: Option<i64> = None;
-            let mut sources: Vec<String> = Vec::new();
-            for (source, item) in members.unwrap_or_default() {
-                let (rec, _) = view
-                    .get_json::<ItemRec>(B::Items, &item_key(&source, &item))
-                    .await?;
-                // A member left behind by a SKU change that crashed midway is not counted.
-                if let Some(rec) = rec.filter(|r| r.state.sku.as_deref() == Some(sku)) {
-                    if let Some(t) = rec.state.total() {
-                        total = Some(total.unwrap_or(0) + t);
-                    }
-                    if !sources.contains(&source) {
-                        sources.push(source);
-                    }
-                }
-            }
-            if sources.len() < 2 {
-                return Ok(());
-            }
-            let mut rec = cur.unwrap_or_default();
-            let threshold = rules.combined_threshold(sku);
-            let fired = rules::evaluate_level(total, threshold, &mut rec.arming);
-            let raised: Vec<Alert> = fired
-                .map(|_| {
-                    crate::state::combined_alert(
-                        sku,
-                        &sources,
-                        location,
-                        total,
-                        threshold,
-                        rec.arming.episode,
-                        at,
-                        now,
-                        rules,
-                    )
-                })
-                .into_iter()
-                .collect();
-            rec.guard.record(tok, &raised);
-            if view.cas(B::Items, &key, &rec, rev).await? {
-                alerts.extend(raised);
-                return Ok(());
-            }
-            conflict_pause(attempt, &key).await?;
-        }
-        Ok(())
-    }
-}
-
-/// How many independent groups of a batch are applied at once.
-const APPLY_CONCURRENCY: usize = 32;
-
-/// Splits a batch into groups of events that touch common records (same item id, alias or
-/// payload dedup key of the same source), each group in arrival order.
-fn independent_groups(events: &[Prepared]) -> Vec<Vec<usize>> {
-    fn find(parent: &mut [usize], mut i: usize) -> usize {
-        while parent[i] != i {
-            parent[i] = parent[parent[i]];
-            i = parent[i];
-        }
-        i
-    }
-    let mut parent: Vec<usize> = (0..events.len()).collect();
-    let mut owner: HashMap<String, usize> = HashMap::new();
-    for (i, ev) in events.iter().enumerate() {
-        let mut keys: Vec<String> = Vec::new();
-        if let Some(k) = &ev.payload_key {
-            keys.push(format!("q\0{}\0{k}", ev.source));
-        }
-        for f in &ev.normalized.facts {
-            match f {
-                Fact::CatalogEntry { item, aliases, .. } => {
-                    keys.push(format!("i\0{}\0{item}", ev.source));
-                    keys.extend(aliases.iter().map(|a| format!("i\0{}\0{a}", ev.source)));
-                }
-                Fact::InventoryLevel { item, .. } | Fact::Sale { item, .. } => {
-                    keys.push(format!("i\0{}\0{item}", ev.source))
-                }
-            }
-        }
-        for k in keys {
-            match owner.get(&k) {
-                Some(&j) => {
-                    let (a, b) = (find(&mut parent, i), find(&mut parent, j));
-                    if a != b {
-                        parent[a.max(b)] = a.min(b);
-                    }
-                }
-                None => {
-                    owner.insert(k, i);
-                }
-            }
-        }
-    }
-    let mut groups: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
-    for i in 0..events.len() {
-        let root = find(&mut parent, i);
-        groups.entry(root).or_default().push(i);
-    }
-    groups.into_values().collect()
 }
 
 /// After a lost compare-and-set: a short pause that grows, then an error.
@@ -995,11 +422,19 @@ impl StateBackend for NatsState {
         let view = View {
             st: self,
             dry: dry_run.then(|| Mutex::new(HashMap::new())),
+            deltas: Mutex::new(BTreeMap::new()),
         };
         // Events that share no item (nor alias, nor payload key) are independent: their
         // groups run concurrently, each group in arrival order. The cross-channel rule reads
         // other items, so with it on the batch runs in order.
-        let groups = if rules.combine_channels {
+        // So does a product's variant list, which removes the variants it no longer names.
+        let products = events.iter().any(|e| {
+            e.normalized
+                .facts
+                .iter()
+                .any(|f| matches!(f, Fact::ProductVariants { .. }))
+        });
+        let groups = if rules.combine_channels || products {
             vec![(0..events.len()).collect()]
         } else {
             independent_groups(&events)
@@ -1009,29 +444,20 @@ impl StateBackend for NatsState {
         let events = &events;
         let mut results = futures_stream::iter(groups)
             .map(|group: Vec<usize>| async move {
-                let mut deltas = BTreeMap::new();
                 let mut out = Vec::with_capacity(group.len());
                 for i in group {
-                    out.push((
-                        i,
-                        self.apply_one(view, &events[i], rules, now, &mut deltas)
-                            .await?,
-                    ));
+                    out.push((i, engine::apply_event(view, &events[i], rules, now).await?));
                 }
-                Ok::<_, StateError>((out, deltas))
+                Ok::<_, StateError>(out)
             })
             .buffer_unordered(APPLY_CONCURRENCY);
         let mut applied: Vec<Option<Applied>> = vec![None; events.len()];
-        let mut deltas: BTreeMap<String, i64> = BTreeMap::new();
         let mut first_err = None;
         while let Some(r) = results.next().await {
             match r {
-                Ok((out, d)) => {
+                Ok(out) => {
                     for (i, a) in out {
                         applied[i] = Some(a);
-                    }
-                    for (k, v) in d {
-                        *deltas.entry(k).or_default() += v;
                     }
                 }
                 // Let the other groups finish: what they applied is counted, and the failed
@@ -1043,15 +469,14 @@ impl StateBackend for NatsState {
         }
         drop(results);
         if !dry_run {
+            let deltas = std::mem::take(&mut *view.deltas.lock().expect("counter deltas"));
             self.add_counters(&deltas).await?;
         }
         if let Some(e) = first_err {
             return Err(e);
         }
-        Ok(applied
-            .into_iter()
-            .map(|a| a.expect("every event of the batch was applied"))
-            .collect())
+        let applied: Option<Vec<Applied>> = applied.into_iter().collect();
+        applied.ok_or_else(|| err("applying", "an event of the batch was not applied"))
     }
 
     async fn run_no_sales(
@@ -1067,18 +492,9 @@ impl StateBackend for NatsState {
             };
             let mut rev = rev;
             for attempt in 0.. {
-                let st = &rec.state;
-                let since = st.quiet_since();
-                if !rules::no_sales_due(
-                    st.total(),
-                    since,
-                    now,
-                    rules.no_sales_days,
-                    st.no_sales_fired_for,
-                ) {
+                let Some(alert) = rec.state.take_no_sales(&rules, now) else {
                     break;
-                }
-                let alert = st.no_sales_alert(since, &rules, now);
+                };
                 // Enqueue first (the id is the same for every worker and every retry), then
                 // mark the quiet period done: a crash in between repeats only the enqueue.
                 let entry = OutboxRec {
@@ -1086,8 +502,6 @@ impl StateBackend for NatsState {
                     claim: None,
                 };
                 let new = self.create(B::Outbox, &alert.id, to_json(&entry)?).await?;
-                rec.state.no_sales_fired_for = Some(since);
-                rec.state.last_alert = Some((Rule::NoSales, now));
                 if self.cas(B::Items, &key, to_json(&rec)?, rev).await? {
                     if new {
                         created += 1;

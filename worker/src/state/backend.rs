@@ -1,14 +1,14 @@
 //! The seam between the worker's pipeline, sender, control API and ops CLI on one side and where
 //! its state lives on the other: the sled [`StateStore`] (one worker per data dir) or JetStream
-//! KV buckets ([`crate::state_nats`], any number of workers). Code above this trait never asks
+//! KV buckets ([`super::nats`], any number of workers). Code above this trait never asks
 //! which one it has.
 //!
 //! The methods are async (the NATS implementation talks to a server); the sled one runs each
 //! call on tokio's blocking pool, exactly as the callers did before the trait existed, so its
 //! behaviour is unchanged.
 
+use super::{Applied, ItemState, Prepared, RuleConfig, StateError, StateStore};
 use crate::alert::{Alert, OutboxEntry, OutboxStatus};
-use crate::state::{Applied, ItemState, Prepared, RuleConfig, StateError, StateStore};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;

@@ -1,0 +1,401 @@
+//! The worker's state: what it knows about every item (catalog, levels, sales, alert arming),
+//! the email outbox, processed event ids and counters.
+//!
+//! The rules (what a fact does to the records, when an alert fires) are written once, in
+//! [`engine`], against the small per-record [`engine::Store`] trait. The two backends only store:
+//! [`sled`] (one worker per data dir; a whole batch in one transaction) and [`nats`] (JetStream KV,
+//! any number of workers; compare-and-set with per-record guards). Everything above this module
+//! sees only [`StateBackend`], opened for the configured backend by [`open`].
+
+pub mod backend;
+pub mod engine;
+pub mod nats;
+pub mod sled;
+
+pub use backend::{SledState, StateBackend};
+pub use nats::NatsState;
+pub use sled::StateStore;
+
+use crate::alert::{Alert, Rule};
+use crate::facts::Normalized;
+use crate::plausible::EventLimits;
+use crate::rules::{self, Arming};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use stockhook_shared::config::Config;
+use stockhook_shared::envelope::{Envelope, EventId};
+
+/// Errors of the state store.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("cannot open worker state at {path}: it is locked by another process (is stockhook-worker running? use its socket, or stop it)")]
+    Locked { path: String },
+    #[error("worker state storage error ({context}): {message}")]
+    Storage { context: String, message: String },
+    #[error("no such alert: {0}")]
+    NotFound(String),
+}
+
+/// One level report, kept per location.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LevelRec {
+    pub available: Option<i64>,
+    pub at: i64,
+}
+
+/// Everything known about one item of one source.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ItemState {
+    pub source: String,
+    pub platform: String,
+    pub item: String,
+    pub sku: Option<String>,
+    pub title: Option<String>,
+    pub levels: BTreeMap<String, LevelRec>,
+    pub first_seen_at: i64,
+    pub last_sale_at: Option<i64>,
+    /// Net units sold as recorded: sales add, restock refunds subtract. Kept unclamped so the
+    /// sum is the same in any delivery order; read it through [`ItemState::sold`].
+    pub units_sold: i64,
+    pub arming: Arming,
+    /// The quiet period (its start) the no-sales alert last fired for.
+    pub no_sales_fired_for: Option<i64>,
+    /// The last alert raised for this item: rule and when.
+    pub last_alert: Option<(Rule, i64)>,
+    /// The location of the newest level report.
+    pub last_location: Option<String>,
+    /// Out of the catalog since when and why (`None`: live).
+    #[serde(default)]
+    pub removed: Option<Removal>,
+}
+
+/// An item's removal from its platform's catalog.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Removal {
+    pub at: i64,
+    pub reason: String,
+}
+
+impl ItemState {
+    pub(crate) fn new(source: &str, platform: &str, item: &str, at: i64) -> ItemState {
+        ItemState {
+            source: source.into(),
+            platform: platform.into(),
+            item: item.into(),
+            sku: None,
+            title: None,
+            levels: BTreeMap::new(),
+            first_seen_at: at,
+            last_sale_at: None,
+            units_sold: 0,
+            arming: Arming::default(),
+            no_sales_fired_for: None,
+            last_alert: None,
+            last_location: None,
+            removed: None,
+        }
+    }
+
+    /// Net units sold, never below zero: a refund for a sale stockhook never saw (made before
+    /// install, or on a delivery that was lost) changes nothing (issue 13, item 2).
+    pub fn sold(&self) -> i64 {
+        self.units_sold.max(0)
+    }
+
+    /// The item's available total. Product-level reports (`all`) and per-location reports are
+    /// never added together: whichever is newer wins. Untracked (`None`) everywhere -> `None`.
+    pub fn total(&self) -> Option<i64> {
+        let all = self.levels.get("all");
+        let per: Vec<&LevelRec> = self
+            .levels
+            .iter()
+            .filter(|(k, _)| *k != "all")
+            .map(|(_, v)| v)
+            .collect();
+        let per_newest = per.iter().map(|l| l.at).max();
+        match (all, per_newest) {
+            (Some(a), Some(p)) if a.at >= p => a.available,
+            (Some(a), None) => a.available,
+            (_, Some(_)) => {
+                let tracked: Vec<i64> = per.iter().filter_map(|l| l.available).collect();
+                // Saturating: a hostile or broken payload's huge quantity must not overflow.
+                (!tracked.is_empty())
+                    .then(|| tracked.iter().fold(0i64, |a, b| a.saturating_add(*b)))
+            }
+            (None, None) => None,
+        }
+    }
+
+    /// When its current quiet period began: the last sale, else first seen.
+    pub fn quiet_since(&self) -> i64 {
+        self.last_sale_at.unwrap_or(self.first_seen_at)
+    }
+
+    /// The no-sales alert for the quiet period that began at `since` (its id is the same for
+    /// every run and every worker that raises it).
+    pub fn no_sales_alert(&self, since: i64, rules: &RuleConfig, now: i64) -> Alert {
+        Alert {
+            id: Alert::make_id(Rule::NoSales, &self.source, &self.item, since as u64),
+            rule: Rule::NoSales,
+            source: self.source.clone(),
+            platform: self.platform.clone(),
+            item: self.item.clone(),
+            sku: self.sku.clone(),
+            title: self.title.clone(),
+            location: self.last_location.clone(),
+            available: self.total(),
+            threshold: None,
+            quiet_since: Some(since),
+            quiet_days: Some(rules.no_sales_days),
+            at: now,
+            created_at: now,
+            recipients: rules.recipients(&self.source),
+        }
+    }
+
+    /// The no-sales rule for this item at `now`: when a quiet period is due, marks it fired and
+    /// returns its alert (the caller enqueues it).
+    pub fn take_no_sales(&mut self, rules: &RuleConfig, now: i64) -> Option<Alert> {
+        if self.removed.is_some() {
+            return None;
+        }
+        let since = self.quiet_since();
+        if !rules::no_sales_due(
+            self.total(),
+            since,
+            now,
+            rules.no_sales_days,
+            self.no_sales_fired_for,
+        ) {
+            return None;
+        }
+        let alert = self.no_sales_alert(since, rules, now);
+        self.no_sales_fired_for = Some(since);
+        self.last_alert = Some((Rule::NoSales, now));
+        Some(alert)
+    }
+
+    /// The ids of the alerts this item may have in the outbox now: the stock rules' of its
+    /// current arming episode and the no-sales one of its last quiet period.
+    pub fn alert_ids(&self) -> Vec<String> {
+        let episode = self.arming.episode;
+        let mut ids: Vec<String> = [Rule::LowStock, Rule::OutOfStock]
+            .into_iter()
+            .map(|r| Alert::make_id(r, &self.source, &self.item, episode))
+            .collect();
+        if let Some(since) = self.no_sales_fired_for {
+            ids.push(Alert::make_id(
+                Rule::NoSales,
+                &self.source,
+                &self.item,
+                since as u64,
+            ));
+        }
+        ids
+    }
+
+    /// True when a level for `location` at `at` is older than the one held: it is ignored.
+    pub fn is_stale(&self, location: &str, at: i64) -> bool {
+        self.levels.get(location).is_some_and(|prev| prev.at > at)
+    }
+
+    /// Records a (not stale) level report and evaluates the stock rules: the alert it raises, if
+    /// any. Shared by every state backend, so the rules' effect on an item is written once.
+    pub fn record_level(
+        &mut self,
+        location: &str,
+        available: Option<i64>,
+        at: i64,
+        rules: &RuleConfig,
+        now: i64,
+    ) -> Option<Alert> {
+        self.levels
+            .insert(location.to_string(), LevelRec { available, at });
+        self.last_location = Some(location.to_string());
+        let threshold = rules.threshold(&self.source, self.sku.as_deref());
+        let total = self.total();
+        let rule = rules::evaluate_level(total, threshold, &mut self.arming)?;
+        self.last_alert = Some((rule, at));
+        Some(Alert {
+            id: Alert::make_id(rule, &self.source, &self.item, self.arming.episode),
+            rule,
+            source: self.source.clone(),
+            platform: self.platform.clone(),
+            item: self.item.clone(),
+            sku: self.sku.clone(),
+            title: self.title.clone(),
+            location: Some(location.to_string()),
+            available: total,
+            threshold: Some(threshold),
+            quiet_since: None,
+            quiet_days: None,
+            at,
+            created_at: now,
+            recipients: rules.recipients(&self.source),
+        })
+    }
+}
+
+/// What the rules need to know per source.
+#[derive(Debug, Clone)]
+pub struct RuleConfig {
+    pub default_threshold: i64,
+    pub source_threshold: BTreeMap<String, i64>,
+    pub sku_thresholds: BTreeMap<String, i64>,
+    pub default_recipients: Vec<String>,
+    pub source_recipients: BTreeMap<String, Vec<String>>,
+    pub no_sales_days: u32,
+    pub digest_window_ms: i64,
+    /// Also alert on the sum of `available` across sources sharing a SKU.
+    pub combine_channels: bool,
+    /// What an event may plausibly claim (`[events]`).
+    pub events: EventLimits,
+}
+
+impl RuleConfig {
+    pub fn from_config(c: &Config) -> RuleConfig {
+        RuleConfig {
+            default_threshold: c.alerts.low_stock_threshold,
+            source_threshold: c
+                .sources
+                .iter()
+                .filter_map(|s| s.low_stock_threshold.map(|t| (s.name.clone(), t)))
+                .collect(),
+            sku_thresholds: c.alerts.sku_thresholds.clone(),
+            default_recipients: c.alerts.recipients.clone(),
+            source_recipients: c
+                .sources
+                .iter()
+                .filter(|s| !s.recipients.is_empty())
+                .map(|s| (s.name.clone(), s.recipients.clone()))
+                .collect(),
+            no_sales_days: c.alerts.no_sales_days,
+            digest_window_ms: c.alerts.digest_window.get().as_millis() as i64,
+            combine_channels: c.alerts.combine_channels,
+            events: EventLimits::from_config(&c.events),
+        }
+    }
+
+    pub fn threshold(&self, source: &str, sku: Option<&str>) -> i64 {
+        sku.and_then(|s| self.sku_thresholds.get(s))
+            .or_else(|| self.source_threshold.get(source))
+            .copied()
+            .unwrap_or(self.default_threshold)
+    }
+
+    /// The cross-channel threshold for a SKU: its own, else the global one.
+    pub fn combined_threshold(&self, sku: &str) -> i64 {
+        self.sku_thresholds
+            .get(sku)
+            .copied()
+            .unwrap_or(self.default_threshold)
+    }
+
+    pub fn recipients(&self, source: &str) -> Vec<String> {
+        self.source_recipients
+            .get(source)
+            .cloned()
+            .unwrap_or_else(|| self.default_recipients.clone())
+    }
+}
+
+/// One event ready to apply: its id, source, platform, and what the adapter read.
+pub struct Prepared {
+    pub id: EventId,
+    /// When the receiver accepted the event (Unix ms): later event times are clamped to it.
+    pub accepted_at: i64,
+    pub source: String,
+    pub platform: String,
+    pub payload_key: Option<String>,
+    pub normalized: Normalized,
+}
+
+impl Prepared {
+    /// An envelope the adapter read.
+    pub fn new(env: &Envelope, normalized: Normalized) -> Prepared {
+        Prepared {
+            id: env.id,
+            accepted_at: env.received_at_ms,
+            source: env.source.clone(),
+            platform: env.platform.as_str().to_string(),
+            payload_key: crate::adapters::payload_dedup_key(env),
+            normalized,
+        }
+    }
+}
+
+/// What applying one event did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    /// State changed (or not), these alerts were created.
+    Done { alerts: Vec<Alert> },
+    /// Seen before (same event id, or the platform's notification id): nothing changed.
+    AlreadyProcessed,
+}
+
+/// Counter names kept under `m/`.
+pub mod counters {
+    pub const EVENTS_PROCESSED: &str = "events.processed";
+    pub const EVENTS_IGNORED: &str = "events.ignored";
+    pub const EVENTS_DUPLICATE: &str = "events.duplicate";
+    pub const LEVELS_STALE: &str = "levels.stale";
+    pub const ALERTS_CREATED: &str = "alerts.created";
+    pub const ALERTS_SENT: &str = "alerts.sent";
+    /// Sent alerts forgotten by housekeeping (`stats` adds them to those still in the outbox).
+    pub const ALERTS_SWEPT: &str = "alerts.swept";
+    pub const ALERTS_FAILED: &str = "alerts.failed";
+    pub const EMAILS_SENT: &str = "emails.sent";
+    /// eBay MARKETPLACE_ACCOUNT_DELETION notices applied.
+    pub const EBAY_ACCOUNT_DELETIONS: &str = "ebay.account_deletions";
+    /// Events whose time was ahead of the accepted time beyond the tolerance (clamped).
+    pub const FUTURE_TIMESTAMPS: &str = "events.future_timestamps";
+    /// Facts applied whose time was before the item's first sighting minus the platform's
+    /// retry window (history replayed; applied in order).
+    pub const OLD_TIMESTAMPS: &str = "events.old_timestamps";
+    /// Facts refused for an implausible quantity (their events are dead-lettered).
+    pub const FACTS_REFUSED: &str = "facts.refused";
+    /// Items out of the catalog now (removals minus items reported again).
+    pub const CATALOG_REMOVED: &str = "catalog.removed";
+    /// Pending alerts cancelled because their item left the catalog.
+    pub const ALERTS_CANCELLED: &str = "alerts.cancelled";
+    /// Per source: `source.<name>.future_timestamps`.
+    pub fn source_future(source: &str) -> String {
+        format!("source.{source}.future_timestamps")
+    }
+    /// Per source: `source.<name>.processed`.
+    pub fn source_processed(source: &str) -> String {
+        format!("source.{source}.processed")
+    }
+}
+
+/// The cross-channel alert for `sku` (shared by every state backend).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn combined_alert(
+    sku: &str,
+    sources: &[String],
+    location: &str,
+    total: Option<i64>,
+    threshold: i64,
+    episode: u64,
+    at: i64,
+    now: i64,
+    rules: &RuleConfig,
+) -> Alert {
+    Alert {
+        id: Alert::make_id(Rule::CombinedLowStock, "*", sku, episode),
+        rule: Rule::CombinedLowStock,
+        source: sources.join("+"),
+        platform: "all".into(),
+        item: sku.to_string(),
+        sku: Some(sku.to_string()),
+        title: None,
+        location: Some(location.to_string()),
+        available: total,
+        threshold: Some(threshold),
+        quiet_since: None,
+        quiet_days: None,
+        at,
+        created_at: now,
+        recipients: rules.default_recipients.clone(),
+    }
+}

@@ -1,0 +1,743 @@
+//! The worker's own sled database (`<data_dir>/state`): catalog, inventory levels, alert arming,
+//! last sales, processed event ids and the email outbox, all in one tree under key prefixes so a
+//! single sled transaction covers everything one event changes.
+//!
+//! Invariant (exactly-once effects): [`StateStore::apply_batch`] records each event id as
+//! processed in the same transaction that writes its state changes and outbox entries, then
+//! flushes and fdatasyncs, and only then may the caller ack the events. A redelivered event finds
+//! its id and changes nothing. Levels are ordered by the platform's event time: an older level
+//! never overwrites a newer one.
+//!
+//! Key layout: `i/<source>\0<item>` item, `a/<source>\0<alias>` alias -> item,
+//! `s/<source>\0<order>\0<line>` sale seen, `r/<event id>` facts refused, `K/<sku>` items
+//! carrying a SKU, `c/<sku>` cross-channel arming, `p/<event id>` processed, `q/<source>\0<payload key>`
+//! payload dedup, `o/<alert id>` outbox entry to send (or failed), `d/<alert id>` sent entry,
+//! `m/<name>` counter.
+
+use super::engine::{self, Mark, Member, Once, Step, Store, Token};
+use super::{counters, Applied, ItemState, Prepared, RuleConfig, StateError};
+use crate::alert::{Alert, OutboxEntry, OutboxStatus};
+use crate::rules::Arming;
+use serde::{Deserialize, Serialize};
+use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+use stockhook_shared::durable::SledFiles;
+
+fn storage(ctx: &str) -> impl Fn(sled::Error) -> StateError + '_ {
+    move |e| StateError::Storage {
+        context: ctx.to_string(),
+        message: e.to_string(),
+    }
+}
+
+pub struct StateStore {
+    path: PathBuf,
+    db: sled::Db,
+    tree: sled::Tree,
+    data_file: File,
+    /// Blob files, `conf` and directory entries sled never syncs itself.
+    files: SledFiles,
+}
+
+type Tx = ConflictableTransactionError<String>;
+
+fn abort(e: impl std::fmt::Display) -> Tx {
+    ConflictableTransactionError::Abort(e.to_string())
+}
+
+fn tx_get<T: for<'de> Deserialize<'de>>(
+    tx: &TransactionalTree,
+    key: &[u8],
+) -> Result<Option<T>, Tx> {
+    match tx.get(key)? {
+        Some(v) => serde_json::from_slice(&v)
+            .map(Some)
+            .map_err(|e| abort(format!("corrupt record: {e}"))),
+        None => Ok(None),
+    }
+}
+
+fn tx_put<T: Serialize>(tx: &TransactionalTree, key: &[u8], v: &T) -> Result<(), Tx> {
+    let bytes = serde_json::to_vec(v).map_err(abort)?;
+    tx.insert(key, bytes)?;
+    Ok(())
+}
+
+fn tx_add(tx: &TransactionalTree, name: &str, n: i64) -> Result<(), Tx> {
+    let key = [b"m/", name.as_bytes()].concat();
+    let cur = tx
+        .get(&key)?
+        .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+        .map(i64::from_be_bytes)
+        .unwrap_or(0);
+    tx.insert(key, &(cur + n).to_be_bytes()[..])?;
+    Ok(())
+}
+
+fn key2(prefix: &str, a: &str, b: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(prefix.len() + a.len() + b.len() + 1);
+    k.extend_from_slice(prefix.as_bytes());
+    k.extend_from_slice(a.as_bytes());
+    k.push(0);
+    k.extend_from_slice(b.as_bytes());
+    k
+}
+
+fn item_key(source: &str, item: &str) -> Vec<u8> {
+    key2("i/", source, item)
+}
+
+/// Active outbox entries (pending or failed): what the sender scans.
+fn outbox_key(id: &str) -> Vec<u8> {
+    [b"o/", id.as_bytes()].concat()
+}
+
+/// Sent entries move here, so the sender's scan stays the size of what is still to do.
+fn sent_key(id: &str) -> Vec<u8> {
+    [b"d/", id.as_bytes()].concat()
+}
+
+fn tx_err(e: TransactionError<String>) -> StateError {
+    match e {
+        TransactionError::Abort(m) => StateError::Storage {
+            context: "applying events".into(),
+            message: m,
+        },
+        TransactionError::Storage(e) => StateError::Storage {
+            context: "applying events".into(),
+            message: e.to_string(),
+        },
+    }
+}
+
+impl StateStore {
+    pub fn open(path: &Path) -> Result<StateStore, StateError> {
+        stockhook_shared::durable::create_dir_all(path).map_err(|e| StateError::Storage {
+            context: format!("creating {}", path.display()),
+            message: e.to_string(),
+        })?;
+        let db = sled::Config::new()
+            .path(path)
+            .flush_every_ms(Some(200))
+            // sled's default page cache is 1 GiB; the worker's working set is far smaller.
+            .cache_capacity(32 * 1024 * 1024)
+            .open()
+            .map_err(|e| {
+                let text = e.to_string();
+                if text.contains("lock")
+                    || text.contains("WouldBlock")
+                    || text.contains("Resource temporarily unavailable")
+                {
+                    StateError::Locked {
+                        path: path.display().to_string(),
+                    }
+                } else {
+                    StateError::Storage {
+                        context: format!("opening {}", path.display()),
+                        message: text,
+                    }
+                }
+            })?;
+        let files = SledFiles::after_open(path).map_err(|e| StateError::Storage {
+            context: "syncing the state database's files".into(),
+            message: e.to_string(),
+        })?;
+        let tree = db
+            .open_tree("state")
+            .map_err(storage("opening state tree"))?;
+        let data_file = File::open(path.join("db")).map_err(|e| StateError::Storage {
+            context: format!("opening {} for fdatasync", path.join("db").display()),
+            message: e.to_string(),
+        })?;
+        Ok(StateStore {
+            path: path.to_path_buf(),
+            db,
+            tree,
+            data_file,
+            files,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Flush and fdatasync: after this, what was applied survives a crash or power loss.
+    pub fn sync(&self) -> Result<(), StateError> {
+        self.db.flush().map_err(storage("flushing state"))?;
+        self.files.sync_new().map_err(|e| StateError::Storage {
+            context: "syncing state files".into(),
+            message: e.to_string(),
+        })?;
+        self.data_file.sync_data().map_err(|e| StateError::Storage {
+            context: format!("fdatasync {}", self.path.join("db").display()),
+            message: e.to_string(),
+        })
+    }
+
+    /// Applies a batch of events in one transaction, then syncs. `dry_run` computes the same
+    /// result and writes nothing (for `failed replay --dry-run`).
+    pub fn apply_batch(
+        &self,
+        events: &[Prepared],
+        rules: &RuleConfig,
+        now: i64,
+        dry_run: bool,
+    ) -> Result<Vec<Applied>, StateError> {
+        let result = self.tree.transaction(|tx| {
+            let mut out = Vec::with_capacity(events.len());
+            let store = SledTx { tx };
+            for ev in events {
+                out.push(run_ready(engine::apply_event(&store, ev, rules, now))?);
+            }
+            if dry_run {
+                // Abort to discard every write, carrying the result out.
+                return Err(ConflictableTransactionError::Abort(
+                    serde_json::to_string(&DryRun(summarize(&out))).unwrap_or_default(),
+                ));
+            }
+            Ok(out)
+        });
+        match result {
+            Ok(out) => {
+                self.sync()?;
+                Ok(out)
+            }
+            Err(TransactionError::Abort(m)) if dry_run => {
+                let DryRun(alerts) = serde_json::from_str(&m).map_err(|e| StateError::Storage {
+                    context: "dry run".into(),
+                    message: e.to_string(),
+                })?;
+                Ok(alerts
+                    .into_iter()
+                    .map(|a| match a {
+                        Some(alerts) => Applied::Done { alerts },
+                        None => Applied::AlreadyProcessed,
+                    })
+                    .collect())
+            }
+            Err(e) => Err(tx_err(e)),
+        }
+    }
+
+    /// Evaluates the no-sales rule for every item; new alerts go to the outbox.
+    pub fn run_no_sales(&self, rules: &RuleConfig, now: i64) -> Result<Vec<Alert>, StateError> {
+        let mut due = Vec::new();
+        for item in self.tree.scan_prefix(b"i/") {
+            let (k, v) = item.map_err(storage("scanning items"))?;
+            if let Ok(mut st) = serde_json::from_slice::<ItemState>(&v) {
+                if st.take_no_sales(rules, now).is_some() {
+                    due.push(k);
+                }
+            }
+        }
+        if due.is_empty() {
+            return Ok(Vec::new());
+        }
+        let alerts = self
+            .tree
+            .transaction(|tx| {
+                let store = SledTx { tx };
+                let mut alerts = Vec::new();
+                for k in &due {
+                    let Some(mut st): Option<ItemState> = tx_get(tx, k)? else {
+                        continue;
+                    };
+                    let Some(alert) = st.take_no_sales(rules, now) else {
+                        continue;
+                    };
+                    tx_put(tx, k, &st)?;
+                    let entry = OutboxEntry::new(alert.clone(), now + rules.digest_window_ms);
+                    if run_ready(store.enqueue(entry))? {
+                        tx_add(tx, counters::ALERTS_CREATED, 1)?;
+                        alerts.push(alert);
+                    }
+                }
+                Ok(alerts)
+            })
+            .map_err(tx_err)?;
+        self.sync()?;
+        Ok(alerts)
+    }
+
+    /// Pending outbox entries due at `now`, oldest first.
+    pub fn due_alerts(&self, now: i64) -> Result<Vec<OutboxEntry>, StateError> {
+        self.scan_outbox(&[b"o/"], |e| {
+            e.status == OutboxStatus::Pending && e.next_attempt_at <= now
+        })
+    }
+
+    /// The earliest `next_attempt_at` of a pending entry.
+    pub fn next_due(&self) -> Result<Option<i64>, StateError> {
+        Ok(self
+            .scan_outbox(&[b"o/"], |e| e.status == OutboxStatus::Pending)?
+            .iter()
+            .map(|e| e.next_attempt_at)
+            .min())
+    }
+
+    /// Every outbox entry matching `keep` (sent ones included), ordered by creation.
+    pub fn outbox(
+        &self,
+        keep: impl Fn(&OutboxEntry) -> bool,
+    ) -> Result<Vec<OutboxEntry>, StateError> {
+        self.scan_outbox(&[b"o/", b"d/"], keep)
+    }
+
+    fn scan_outbox(
+        &self,
+        prefixes: &[&[u8]],
+        keep: impl Fn(&OutboxEntry) -> bool,
+    ) -> Result<Vec<OutboxEntry>, StateError> {
+        let mut out = Vec::new();
+        for prefix in prefixes {
+            for item in self.tree.scan_prefix(prefix) {
+                let (_, v) = item.map_err(storage("scanning outbox"))?;
+                if let Ok(e) = serde_json::from_slice::<OutboxEntry>(&v) {
+                    if keep(&e) {
+                        out.push(e);
+                    }
+                }
+            }
+        }
+        out.sort_by(|a, b| {
+            (a.alert.created_at, &a.alert.id).cmp(&(b.alert.created_at, &b.alert.id))
+        });
+        Ok(out)
+    }
+
+    /// Forgets sent alerts older than `cutoff` (their ids can no longer recur: the events that
+    /// raised them are past the queue's retention too).
+    pub fn sweep_sent(&self, cutoff: i64) -> Result<usize, StateError> {
+        let mut stale = Vec::new();
+        for item in self.tree.scan_prefix(b"d/") {
+            let (k, v) = item.map_err(storage("scanning sent alerts"))?;
+            if serde_json::from_slice::<OutboxEntry>(&v)
+                .is_ok_and(|e| e.sent_at.unwrap_or(0) < cutoff)
+            {
+                stale.push(k);
+            }
+        }
+        for k in &stale {
+            self.tree
+                .remove(k)
+                .map_err(storage("sweeping sent alerts"))?;
+        }
+        Ok(stale.len())
+    }
+
+    pub fn alert(&self, id: &str) -> Result<OutboxEntry, StateError> {
+        let v = match self
+            .tree
+            .get(outbox_key(id))
+            .map_err(storage("reading alert"))?
+        {
+            Some(v) => Some(v),
+            None => self
+                .tree
+                .get(sent_key(id))
+                .map_err(storage("reading alert"))?,
+        };
+        let v = v.ok_or_else(|| StateError::NotFound(id.to_string()))?;
+        serde_json::from_slice(&v).map_err(|e| StateError::Storage {
+            context: format!("decoding alert {id}"),
+            message: e.to_string(),
+        })
+    }
+
+    /// Updates outbox entries (and counters) in one transaction, then syncs.
+    pub fn update_alerts(
+        &self,
+        ids: &[String],
+        f: impl Fn(&mut OutboxEntry) + Clone,
+        counter: Option<(&str, i64)>,
+    ) -> Result<(), StateError> {
+        self.tree
+            .transaction(|tx| {
+                for id in ids {
+                    let (active, sent) = (outbox_key(id), sent_key(id));
+                    let found = match tx_get::<OutboxEntry>(tx, &active)? {
+                        Some(e) => Some(e),
+                        None => tx_get::<OutboxEntry>(tx, &sent)?,
+                    };
+                    if let Some(mut e) = found {
+                        (f.clone())(&mut e);
+                        // Sent entries live under d/, the rest under o/.
+                        if e.status == OutboxStatus::Sent {
+                            tx.remove(active)?;
+                            tx_put(tx, &sent, &e)?;
+                        } else {
+                            tx.remove(sent)?;
+                            tx_put(tx, &active, &e)?;
+                        }
+                    }
+                }
+                if let Some((name, n)) = counter {
+                    tx_add(tx, name, n)?;
+                }
+                Ok(())
+            })
+            .map_err(tx_err)?;
+        self.sync()
+    }
+
+    /// Removes outbox entries.
+    pub fn purge_alerts(&self, ids: &[String]) -> Result<(), StateError> {
+        for id in ids {
+            for k in [outbox_key(id), sent_key(id)] {
+                self.tree.remove(k).map_err(storage("purging alert"))?;
+            }
+        }
+        self.sync()
+    }
+
+    pub fn counter(&self, name: &str) -> Result<i64, StateError> {
+        Ok(self
+            .tree
+            .get([b"m/", name.as_bytes()].concat())
+            .map_err(storage("reading counter"))?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+            .map(i64::from_be_bytes)
+            .unwrap_or(0))
+    }
+
+    /// Every counter, by name.
+    pub fn counters(&self) -> Result<BTreeMap<String, i64>, StateError> {
+        let mut out = BTreeMap::new();
+        for item in self.tree.scan_prefix(b"m/") {
+            let (k, v) = item.map_err(storage("reading counters"))?;
+            if let Ok(a) = <[u8; 8]>::try_from(v.as_ref()) {
+                out.insert(
+                    String::from_utf8_lossy(&k[2..]).into_owned(),
+                    i64::from_be_bytes(a),
+                );
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every item, ordered by source and item id.
+    pub fn items(&self) -> Result<Vec<ItemState>, StateError> {
+        let mut out = Vec::new();
+        for item in self.tree.scan_prefix(b"i/") {
+            let (_, v) = item.map_err(storage("scanning items"))?;
+            if let Ok(st) = serde_json::from_slice::<ItemState>(&v) {
+                out.push(st);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Forgets processed-event marks older than `cutoff` (they can no longer be redelivered).
+    pub fn sweep_processed(&self, cutoff: i64) -> Result<usize, StateError> {
+        let mut stale = Vec::new();
+        for prefix in [&b"p/"[..], &b"q/"[..]] {
+            for item in self.tree.scan_prefix(prefix) {
+                let (k, v) = item.map_err(storage("scanning processed ids"))?;
+                let at = <[u8; 8]>::try_from(v.as_ref())
+                    .map(i64::from_be_bytes)
+                    .unwrap_or(0);
+                if at < cutoff {
+                    stale.push(k);
+                }
+            }
+        }
+        for k in &stale {
+            self.tree
+                .remove(k)
+                .map_err(storage("sweeping processed ids"))?;
+        }
+        Ok(stale.len())
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct DryRun(Vec<Option<Vec<Alert>>>);
+
+fn summarize(out: &[Applied]) -> Vec<Option<Vec<Alert>>> {
+    out.iter()
+        .map(|a| match a {
+            Applied::Done { alerts } => Some(alerts.clone()),
+            Applied::AlreadyProcessed => None,
+        })
+        .collect()
+}
+
+/// Runs a [`Store`] future of the sled backend to completion. sled transactions are synchronous
+/// closures; the engine is async for the NATS backend, and every [`SledTx`] operation finishes
+/// without waiting, so the first poll completes. A future that does wait is a bug: an error.
+fn run_ready<T>(f: impl Future<Output = Result<T, Tx>>) -> Result<T, Tx> {
+    let mut f = pin!(f);
+    match f.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(r) => r,
+        Poll::Pending => Err(abort("bug: a sled state operation waited")),
+    }
+}
+
+/// The engine's records inside one sled transaction.
+struct SledTx<'a> {
+    tx: &'a TransactionalTree,
+}
+
+/// `K/<sku>`: every (source, item) that carries this SKU, for the cross-channel rule (sled
+/// transactions cannot scan, so the members are one record).
+fn members_key(sku: &str) -> Vec<u8> {
+    [b"K/", sku.as_bytes()].concat()
+}
+
+/// `r/<event id>`: the facts of a processed event refused as implausible.
+fn refused_key(id: u64) -> Vec<u8> {
+    [b"r/".as_slice(), &id.to_be_bytes()].concat()
+}
+
+fn processed_key(id: u64) -> Vec<u8> {
+    [b"p/".as_slice(), &id.to_be_bytes()].concat()
+}
+
+impl Store for SledTx<'_> {
+    type Error = Tx;
+
+    async fn processed(&self, id: u64) -> Result<bool, Tx> {
+        Ok(self.tx.get(processed_key(id))?.is_some())
+    }
+
+    async fn mark_processed(&self, id: u64, now: i64) -> Result<bool, Tx> {
+        let old = self.tx.insert(processed_key(id), &now.to_be_bytes()[..])?;
+        Ok(old.is_none())
+    }
+
+    async fn refused(&self, id: u64) -> Result<Vec<u32>, Tx> {
+        Ok(tx_get(self.tx, &refused_key(id))?.unwrap_or_default())
+    }
+
+    async fn set_refused(&self, id: u64, facts: &[u32]) -> Result<(), Tx> {
+        if facts.is_empty() {
+            self.tx.remove(refused_key(id))?;
+            return Ok(());
+        }
+        tx_put(self.tx, &refused_key(id), &facts)
+    }
+
+    async fn claim(&self, mark: Mark<'_>, _tok: Token, now: i64) -> Result<bool, Tx> {
+        // The whole event is one transaction: a mark found is never this event's own.
+        let key = match mark {
+            // Swept with the processed marks: the value is the time.
+            Mark::Payload { source, key } => key2("q/", source, key),
+            Mark::Sale {
+                source,
+                order,
+                line,
+            } => [key2("s/", source, order).as_slice(), b"\0", line.as_bytes()].concat(),
+        };
+        if self.tx.get(&key)?.is_some() {
+            return Ok(false);
+        }
+        self.tx.insert(key, &now.to_be_bytes()[..])?;
+        Ok(true)
+    }
+
+    async fn alias(&self, source: &str, alias: &str) -> Result<Option<String>, Tx> {
+        Ok(self
+            .tx
+            .get(key2("a/", source, alias))?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    async fn set_alias(&self, source: &str, alias: &str, item: &str) -> Result<(), Tx> {
+        self.tx.insert(key2("a/", source, alias), item.as_bytes())?;
+        Ok(())
+    }
+
+    async fn item(&self, source: &str, item: &str) -> Result<Option<ItemState>, Tx> {
+        tx_get(self.tx, &item_key(source, item))
+    }
+
+    async fn remove_item(&self, source: &str, item: &str) -> Result<(), Tx> {
+        self.tx.remove(item_key(source, item))?;
+        Ok(())
+    }
+
+    async fn update_item(
+        &self,
+        source: &str,
+        item: &str,
+        _tok: Token,
+        f: &mut (dyn FnMut(Option<ItemState>) -> Step<ItemState> + Send),
+    ) -> Result<Once<ItemState>, Tx> {
+        let key = item_key(source, item);
+        let cur = tx_get(self.tx, &key)?;
+        let step = f(cur.clone());
+        if let Some(next) = &step.next {
+            tx_put(self.tx, &key, next)?;
+        }
+        Ok(Once {
+            current: step.next.or(cur),
+            alerts: step.alerts,
+            fresh: true,
+        })
+    }
+
+    async fn members(&self, sku: &str) -> Result<Vec<Member>, Tx> {
+        Ok(tx_get(self.tx, &members_key(sku))?.unwrap_or_default())
+    }
+
+    async fn update_members(
+        &self,
+        sku: &str,
+        f: &mut (dyn FnMut(&mut Vec<Member>) + Send),
+    ) -> Result<(), Tx> {
+        let k = members_key(sku);
+        let mut members: Vec<Member> = tx_get(self.tx, &k)?.unwrap_or_default();
+        f(&mut members);
+        if members.is_empty() {
+            self.tx.remove(k)?;
+        } else {
+            tx_put(self.tx, &k, &members)?;
+        }
+        Ok(())
+    }
+
+    async fn update_combined(
+        &self,
+        sku: &str,
+        _tok: Token,
+        f: &mut (dyn FnMut(Arming) -> Step<Arming> + Send),
+    ) -> Result<Once<Arming>, Tx> {
+        let key = [b"c/", sku.as_bytes()].concat();
+        let cur: Option<Arming> = tx_get(self.tx, &key)?;
+        let step = f(cur.unwrap_or_default());
+        if let Some(next) = &step.next {
+            tx_put(self.tx, &key, next)?;
+        }
+        Ok(Once {
+            current: step.next.or(cur),
+            alerts: step.alerts,
+            fresh: true,
+        })
+    }
+
+    async fn cancel(&self, alert_id: &str) -> Result<bool, Tx> {
+        let k = outbox_key(alert_id);
+        let Some(mut e): Option<OutboxEntry> = tx_get(self.tx, &k)? else {
+            return Ok(false);
+        };
+        if e.status != OutboxStatus::Pending || !e.planned.is_empty() {
+            return Ok(false);
+        }
+        e.status = OutboxStatus::Cancelled;
+        e.last_error = Some("cancelled: the item left the catalog".into());
+        tx_put(self.tx, &k, &e)?;
+        Ok(true)
+    }
+
+    async fn enqueue(&self, entry: OutboxEntry) -> Result<bool, Tx> {
+        let k = outbox_key(&entry.alert.id);
+        if self.tx.get(&k)?.is_some() || self.tx.get(sent_key(&entry.alert.id))?.is_some() {
+            return Ok(false);
+        }
+        tx_put(self.tx, &k, &entry)?;
+        Ok(true)
+    }
+
+    async fn count(&self, name: &str, n: i64) -> Result<(), Tx> {
+        tx_add(self.tx, name, n)
+    }
+}
+
+/// The rules themselves are tested once for both backends in `worker/tests/state.rs`; these are
+/// what only the sled layout has.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alert::Rule;
+    use crate::facts::{Fact, Normalized};
+    use stockhook_shared::envelope::EventId;
+
+    fn rules() -> RuleConfig {
+        RuleConfig {
+            default_threshold: 5,
+            source_threshold: BTreeMap::new(),
+            sku_thresholds: BTreeMap::new(),
+            default_recipients: vec!["seller@example.com".into()],
+            source_recipients: BTreeMap::new(),
+            no_sales_days: 60,
+            digest_window_ms: 0,
+            combine_channels: false,
+            events: Default::default(),
+        }
+    }
+
+    fn low(id: u64, item: &str) -> Prepared {
+        Prepared {
+            id: EventId(id),
+            accepted_at: i64::MAX / 2,
+            source: "shop".into(),
+            platform: "shopify".into(),
+            payload_key: None,
+            normalized: Normalized {
+                topic: "t".into(),
+                facts: vec![Fact::InventoryLevel {
+                    item: item.into(),
+                    location: "l".into(),
+                    available: Some(1),
+                    at: 1,
+                }],
+                ignored: false,
+            },
+        }
+    }
+
+    #[test]
+    fn dry_run_aborts_the_transaction_and_hands_back_the_alerts() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = StateStore::open(&dir.path().join("state")).unwrap();
+        let a = s.apply_batch(&[low(1, "x")], &rules(), 0, true).unwrap();
+        let Applied::Done { alerts } = &a[0] else {
+            panic!("{a:?}")
+        };
+        assert_eq!(alerts[0].rule, Rule::LowStock);
+        assert!(s.items().unwrap().is_empty());
+        assert!(s.due_alerts(10).unwrap().is_empty());
+        assert!(s.counters().unwrap().is_empty());
+    }
+
+    #[test]
+    fn sent_alerts_leave_the_active_outbox_and_never_come_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = StateStore::open(&dir.path().join("state")).unwrap();
+        s.apply_batch(&[low(1, "x")], &rules(), 100, false).unwrap();
+        let id = s.due_alerts(100).unwrap()[0].alert.id.clone();
+        s.update_alerts(
+            std::slice::from_ref(&id),
+            |e| {
+                e.status = OutboxStatus::Sent;
+                e.sent_at = Some(200);
+            },
+            Some((counters::ALERTS_SENT, 1)),
+        )
+        .unwrap();
+        assert!(s.due_alerts(1_000).unwrap().is_empty());
+        assert_eq!(s.next_due().unwrap(), None);
+        assert_eq!(s.alert(&id).unwrap().status, OutboxStatus::Sent);
+        assert_eq!(
+            s.outbox(|_| true).unwrap().len(),
+            1,
+            "the full view still lists it"
+        );
+        // The same alert id cannot be enqueued again once sent.
+        let entry = s.alert(&id).unwrap();
+        let again: Result<bool, TransactionError<String>> = s
+            .tree
+            .transaction(|tx| run_ready(SledTx { tx }.enqueue(entry.clone())));
+        assert!(!again.unwrap(), "already sent: not enqueued");
+        assert!(s.due_alerts(1_000).unwrap().is_empty());
+        assert_eq!(s.sweep_sent(150).unwrap(), 0);
+        assert_eq!(s.sweep_sent(201).unwrap(), 1);
+        assert!(matches!(s.alert(&id), Err(StateError::NotFound(_))));
+    }
+}

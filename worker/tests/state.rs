@@ -1,0 +1,987 @@
+//! The state rules, tested once against both backends: every scenario runs on sled and on
+//! JetStream KV ([`NatsState`], a real `nats-server -js`), including a property test (the same
+//! facts delivered in any order and with duplicates give the same items, alerts and outbox on
+//! both). Then what only several NATS workers need: a redelivery after a crash midway changes
+//! nothing, two workers applying the same events raise each alert once, and each due alert is
+//! claimed by exactly one of them.
+//!
+//! Without `nats-server` the NATS halves print a loud SKIPPED line and pass, unless
+//! `STOCKHOOK_REQUIRE_NATS=1` (CI), where they fail.
+
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use stockhook_shared::config::{Config, OneOrMany};
+use stockhook_shared::envelope::EventId;
+use stockhook_worker::alert::{OutboxStatus, Rule};
+use stockhook_worker::facts::{Fact, Normalized};
+use stockhook_worker::state::{
+    counters, Applied, ItemState, NatsState, Prepared, RuleConfig, SledState, StateBackend,
+};
+
+fn nats_server_bin() -> Option<PathBuf> {
+    // NATS_SERVER_BIN=<path> picks the binary; set but empty, it means "not installed".
+    if let Some(p) = std::env::var_os("NATS_SERVER_BIN") {
+        return (!p.is_empty()).then(|| PathBuf::from(p));
+    }
+    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    dirs.extend(["/usr/sbin", "/usr/bin", "/usr/local/bin"].map(PathBuf::from));
+    dirs.into_iter()
+        .map(|d| d.join("nats-server"))
+        .find(|p| p.is_file())
+}
+
+fn require_nats(test: &str) -> Option<PathBuf> {
+    match nats_server_bin() {
+        Some(p) => Some(p),
+        None if std::env::var("STOCKHOOK_REQUIRE_NATS").is_ok_and(|v| v == "1") => {
+            panic!("{test}: nats-server not found and STOCKHOOK_REQUIRE_NATS=1: install Debian's nats-server")
+        }
+        None => {
+            // Straight to the process's stderr: the test harness captures eprintln! of passing
+            // tests, and a skip must be seen.
+            let _ = std::io::Write::write_fmt(
+                &mut std::io::stderr(),
+                format_args!("\n!!!!!!!! SKIPPED {test}: nats-server is not installed (apt-get install nats-server); set STOCKHOOK_REQUIRE_NATS=1 to make this a failure !!!!!!!!\n"),
+            );
+            let _ = std::io::Write::write_all(&mut std::io::stderr(), b"\n");
+            None
+        }
+    }
+}
+
+struct Server {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn start(bin: &PathBuf) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let child = Command::new(bin)
+        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawning nats-server");
+    let server = Server {
+        child,
+        url: format!("nats://127.0.0.1:{port}"),
+        _dir: dir,
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(c) = async_nats::connect(&server.url).await {
+            let js = async_nats::jetstream::new(c);
+            match js.get_stream("STOCKHOOK_READY_PROBE").await {
+                Ok(_) => return server,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        async_nats::jetstream::context::GetStreamErrorKind::JetStream(_)
+                    ) =>
+                {
+                    return server
+                }
+                Err(_) => {}
+            }
+        }
+        assert!(Instant::now() < deadline, "nats-server not ready in 20 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn config(url: &str) -> Config {
+    let mut c = Config::default();
+    c.queue.backend = "nats".into();
+    c.queue.nats_url = Some(OneOrMany::One(url.into()));
+    c
+}
+
+async fn state(url: &str) -> NatsState {
+    NatsState::connect(&config(url)).await.unwrap()
+}
+
+fn rules() -> Arc<RuleConfig> {
+    Arc::new(RuleConfig {
+        default_threshold: 5,
+        source_threshold: BTreeMap::new(),
+        sku_thresholds: [("SKU-BIG".to_string(), 50)].into_iter().collect(),
+        default_recipients: vec!["seller@example.com".into()],
+        source_recipients: BTreeMap::new(),
+        no_sales_days: 60,
+        digest_window_ms: 0,
+        combine_channels: false,
+        events: Default::default(),
+    })
+}
+
+fn ev(id: u64, facts: Vec<Fact>) -> Prepared {
+    Prepared {
+        id: EventId(id),
+        accepted_at: i64::MAX / 2,
+        source: "shop".into(),
+        platform: "shopify".into(),
+        payload_key: None,
+        normalized: Normalized {
+            topic: "t".into(),
+            facts,
+            ignored: false,
+        },
+    }
+}
+
+fn level(item: &str, loc: &str, n: i64, at: i64) -> Fact {
+    Fact::InventoryLevel {
+        item: item.into(),
+        location: loc.into(),
+        available: Some(n),
+        at,
+    }
+}
+
+fn alerts(a: &[Applied]) -> Vec<(Rule, String, Option<i64>)> {
+    a.iter()
+        .flat_map(|x| match x {
+            Applied::Done { alerts } => alerts
+                .iter()
+                .map(|a| (a.rule, a.item.clone(), a.available))
+                .collect(),
+            Applied::AlreadyProcessed => vec![],
+        })
+        .collect()
+}
+
+/// A fresh state on each backend in turn: sled in a temp dir, then (when nats-server is
+/// installed) JetStream KV on a fresh server. `$scenario` is an `async fn(&S)` for any
+/// [`StateBackend`]: the rules are tested once and run on both.
+macro_rules! on_both_backends {
+    ($($name:ident => $scenario:ident;)+) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            let dir = tempfile::tempdir().unwrap();
+            let sled = SledState::open(&dir.path().join("state")).unwrap();
+            $scenario(&sled).await;
+            if let Some(bin) = require_nats(stringify!($name)) {
+                let server = start(&bin).await;
+                $scenario(&state(&server.url).await).await;
+            }
+        }
+    )+};
+}
+
+on_both_backends! {
+    low_stock_fires_once_and_redelivery_changes_nothing => fires_once;
+    recovery_rearms_and_late_levels_are_ignored => rearms;
+    per_location_levels_sum_and_product_totals_do_not_double_count => per_location;
+    sku_threshold_untracked_and_sales_via_alias_counted_once => alias_sales;
+    payload_keys_dedup_and_dry_runs_write_nothing => dedup_and_dry_run;
+    no_sales_fires_once_per_quiet_period => no_sales;
+    combined_channels_alert_on_the_saturating_sum => combined;
+    a_member_whose_sku_changed_leaves_the_old_sum => sku_change;
+    same_deliveries_give_the_same_state_on_both_backends_and_in_any_order => property;
+    future_times_are_clamped_old_ones_counted_absurd_quantities_left_out => implausible;
+    removed_items_stop_alerting_and_come_back_when_reported_again => removals;
+}
+
+async fn apply<S: StateBackend>(s: &S, r: &Arc<RuleConfig>, events: Vec<Prepared>) -> Vec<Applied> {
+    s.apply_batch(events, r.clone(), 10, false).await.unwrap()
+}
+
+async fn fires_once<S: StateBackend>(s: &S) {
+    let r = rules();
+    let catalog = Fact::CatalogEntry {
+        item: "100".into(),
+        aliases: vec!["variant:7".into()],
+        sku: Some("SKU-1".into()),
+        title: Some("Blue mug".into()),
+        at: 1,
+    };
+    let a = apply(
+        s,
+        &r,
+        vec![ev(1, vec![catalog, level("100", "loc1", 3, 2)])],
+    )
+    .await;
+    assert_eq!(alerts(&a), vec![(Rule::LowStock, "100".into(), Some(3))]);
+    let due = s.due_alerts(10).await.unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].alert.title.as_deref(), Some("Blue mug"));
+    assert_eq!(due[0].alert.sku.as_deref(), Some("SKU-1"));
+    // The same event again: nothing.
+    let a = apply(s, &r, vec![ev(1, vec![level("100", "loc1", 1, 3)])]).await;
+    assert_eq!(a, vec![Applied::AlreadyProcessed]);
+    // A new event still below: armed off, nothing.
+    let a = apply(s, &r, vec![ev(2, vec![level("100", "loc1", 2, 4)])]).await;
+    assert!(alerts(&a).is_empty());
+    assert_eq!(s.due_alerts(100).await.unwrap().len(), 1);
+    let c = s.counters().await.unwrap();
+    assert_eq!(c[counters::EVENTS_PROCESSED], 2);
+    assert_eq!(c[&counters::source_processed("shop")], 2);
+    assert_eq!(c[counters::ALERTS_CREATED], 1);
+}
+
+async fn rearms<S: StateBackend>(s: &S) {
+    let r = rules();
+    let mut got = Vec::new();
+    for (i, (n, at)) in [(3, 10), (9, 20), (1, 15), (2, 30)].iter().enumerate() {
+        got.extend(alerts(
+            &apply(s, &r, vec![ev(i as u64, vec![level("x", "l", *n, *at)])]).await,
+        ));
+    }
+    // 3 fires; 9 re-arms; 1 at t=15 is older than 9 at t=20: ignored; 2 fires again.
+    assert_eq!(
+        got,
+        vec![
+            (Rule::LowStock, "x".into(), Some(3)),
+            (Rule::LowStock, "x".into(), Some(2))
+        ]
+    );
+    assert_eq!(s.counters().await.unwrap()[counters::LEVELS_STALE], 1);
+    let ids: Vec<String> = s
+        .due_alerts(10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.alert.id)
+        .collect();
+    assert_eq!(ids.len(), 2);
+    assert_ne!(ids[0], ids[1], "each crossing is its own alert");
+}
+
+async fn per_location<S: StateBackend>(s: &S) {
+    let r = rules();
+    apply(s, &r, vec![ev(1, vec![level("x", "all", 10, 1)])]).await;
+    // Newer per-location reports replace the product total; they add up.
+    let a = apply(s, &r, vec![ev(2, vec![level("x", "b", 6, 2)])]).await;
+    assert!(alerts(&a).is_empty(), "6 at b alone is not low");
+    let a = apply(s, &r, vec![ev(3, vec![level("x", "a", -2, 2)])]).await;
+    assert_eq!(alerts(&a), vec![(Rule::LowStock, "x".into(), Some(4))]);
+    assert_eq!(s.items().await.unwrap()[0].total(), Some(4));
+    // A newer product-level total wins over the older per-location reports.
+    apply(s, &r, vec![ev(4, vec![level("x", "all", 30, 3)])]).await;
+    assert_eq!(s.items().await.unwrap()[0].total(), Some(30));
+}
+
+async fn alias_sales<S: StateBackend>(s: &S) {
+    let r = rules();
+    let sale = Fact::Sale {
+        item: "variant:7".into(),
+        quantity: 2,
+        order: "o1".into(),
+        line: "l1".into(),
+        at: 50,
+    };
+    // Sale before the catalog knows the variant.
+    apply(s, &r, vec![ev(1, vec![sale.clone()])]).await;
+    let catalog = Fact::CatalogEntry {
+        item: "100".into(),
+        aliases: vec!["variant:7".into()],
+        sku: Some("SKU-BIG".into()),
+        title: None,
+        at: 40,
+    };
+    let a = apply(
+        s,
+        &r,
+        vec![ev(2, vec![catalog, level("100", "all", 20, 60)])],
+    )
+    .await;
+    assert_eq!(
+        alerts(&a),
+        vec![(Rule::LowStock, "100".into(), Some(20))],
+        "SKU-BIG threshold is 50"
+    );
+    // The same sale in a later event (an order status change) counts once; so does the same
+    // line twice in one event.
+    apply(s, &r, vec![ev(3, vec![sale.clone(), sale])]).await;
+    let items = s.items().await.unwrap();
+    assert_eq!(
+        items.len(),
+        1,
+        "the orphan alias item was merged: {items:?}"
+    );
+    assert_eq!(items[0].units_sold, 2);
+    assert_eq!(items[0].last_sale_at, Some(50));
+    assert_eq!(items[0].first_seen_at, 40);
+    let untracked = Fact::InventoryLevel {
+        item: "200".into(),
+        location: "l".into(),
+        available: None,
+        at: 1,
+    };
+    assert!(alerts(&apply(s, &r, vec![ev(4, vec![untracked])]).await).is_empty());
+}
+
+async fn dedup_and_dry_run<S: StateBackend>(s: &S) {
+    let r = rules();
+    let mut e1 = ev(2, vec![level("x", "l", 1, 1)]);
+    e1.payload_key = Some("notif-1".into());
+    let mut e2 = ev(3, vec![level("x", "l", 1, 1)]);
+    e2.payload_key = Some("notif-1".into());
+    let out = apply(s, &r, vec![e1, e2]).await;
+    assert!(matches!(out[0], Applied::Done { .. }));
+    assert!(matches!(out[1], Applied::AlreadyProcessed));
+    assert_eq!(s.counters().await.unwrap()[counters::EVENTS_DUPLICATE], 1);
+    // A dry run computes the alert and writes nothing.
+    let before = (s.items().await.unwrap(), s.counters().await.unwrap());
+    let a = s
+        .apply_batch(vec![ev(9, vec![level("y", "l", 1, 1)])], r, 0, true)
+        .await
+        .unwrap();
+    assert_eq!(alerts(&a), vec![(Rule::LowStock, "y".into(), Some(1))]);
+    assert_eq!(
+        before,
+        (s.items().await.unwrap(), s.counters().await.unwrap())
+    );
+    assert_eq!(s.due_alerts(100).await.unwrap().len(), 1);
+}
+
+async fn no_sales<S: StateBackend>(s: &S) {
+    let r = rules();
+    let day = 86_400_000;
+    apply(s, &r, vec![ev(1, vec![level("x", "l", 10, 0)])]).await;
+    assert!(s
+        .run_no_sales(r.clone(), 59 * day)
+        .await
+        .unwrap()
+        .is_empty());
+    let fired = s.run_no_sales(r.clone(), 61 * day).await.unwrap();
+    assert_eq!(fired.len(), 1);
+    assert_eq!(fired[0].rule, Rule::NoSales);
+    assert!(s
+        .run_no_sales(r.clone(), 70 * day)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        s.outbox(|e| e.alert.rule == Rule::NoSales)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(s.counters().await.unwrap()[counters::ALERTS_CREATED], 1);
+}
+
+async fn implausible<S: StateBackend>(s: &S) {
+    let r = rules();
+    let day = 86_400_000;
+    let accepted = 1_000 * day;
+    // 2099 from a wrong clock: applied at the accepted time, counted for the source.
+    let mut e = ev(1, vec![level("x", "l", 50, 47_000 * day)]);
+    e.accepted_at = accepted;
+    apply(s, &r, vec![e]).await;
+    let x = s.items().await.unwrap().remove(0);
+    assert_eq!((x.first_seen_at, x.levels["l"].at), (accepted, accepted));
+    // The next current report is newer: it applies and alerts.
+    let mut e = ev(2, vec![level("x", "l", 1, accepted + 1)]);
+    e.accepted_at = accepted + 2;
+    let a = apply(s, &r, vec![e]).await;
+    assert_eq!(alerts(&a), vec![(Rule::LowStock, "x".into(), Some(1))]);
+    // Five days before first seen (Shopify retries for 4 hours): applied, counted as old.
+    let mut e = ev(3, vec![level("x", "m", 3, accepted - 5 * day)]);
+    e.accepted_at = accepted + 3;
+    apply(s, &r, vec![e]).await;
+    // An absurd quantity is left out; the event's other fact applies.
+    let mut e = ev(
+        4,
+        vec![level("y", "l", 5_000_000_000, 1), level("z", "l", 7, 1)],
+    );
+    e.accepted_at = accepted;
+    apply(s, &r, vec![e]).await;
+    let items = s.items().await.unwrap();
+    let names: Vec<&str> = items.iter().map(|i| i.item.as_str()).collect();
+    assert_eq!(names, vec!["x", "z"]);
+    assert_eq!(items[0].total(), Some(4));
+    let c = s.counters().await.unwrap();
+    assert_eq!(c[counters::FUTURE_TIMESTAMPS], 1);
+    assert_eq!(c[&counters::source_future("shop")], 1);
+    assert_eq!(c[counters::OLD_TIMESTAMPS], 1);
+    assert_eq!(c[counters::FACTS_REFUSED], 1);
+    assert_eq!(c[counters::EVENTS_PROCESSED], 4);
+    let refused_event = || {
+        let mut e = ev(
+            4,
+            vec![level("y", "l", 5_000_000_000, 1), level("z", "l", 7, 1)],
+        );
+        e.accepted_at = accepted;
+        e
+    };
+    // Replayed with the limit unchanged: still refused, nothing else happens.
+    let a = apply(s, &r, vec![refused_event()]).await;
+    assert_eq!(a, vec![Applied::Done { alerts: vec![] }]);
+    assert_eq!(s.items().await.unwrap().len(), 2);
+    // Replayed after the operator raised the ceiling: the refused fact applies, once; the
+    // others are not applied again.
+    let mut wide = (*r).clone();
+    wide.events.max_quantity = i64::MAX;
+    let wide = Arc::new(wide);
+    apply(s, &wide, vec![refused_event()]).await;
+    let items = s.items().await.unwrap();
+    assert_eq!(items[1].item, "y");
+    assert_eq!(items[1].total(), Some(5_000_000_000));
+    let a = apply(s, &wide, vec![refused_event()]).await;
+    assert_eq!(a, vec![Applied::AlreadyProcessed]);
+    assert_eq!(s.counters().await.unwrap()[counters::EVENTS_PROCESSED], 4);
+}
+
+fn cat(item: &str, at: i64) -> Fact {
+    Fact::CatalogEntry {
+        item: item.into(),
+        aliases: vec![],
+        sku: None,
+        title: None,
+        at,
+    }
+}
+
+fn variants(items: &[&str], at: i64) -> Fact {
+    Fact::ProductVariants {
+        product: "P".into(),
+        items: items.iter().map(|s| s.to_string()).collect(),
+        at,
+    }
+}
+
+async fn removals<S: StateBackend>(s: &S) {
+    let r = rules();
+    let day = 86_400_000;
+    let removed = |items: &[ItemState], id: &str| {
+        items
+            .iter()
+            .find(|i| i.item == id)
+            .and_then(|i| i.removed.clone())
+            .map(|x| (x.at, x.reason))
+    };
+    // A product with two variants, both stocked.
+    let first = vec![cat("a", 10), level("a", "all", 40, 10), cat("b", 10)];
+    let first = [
+        first,
+        vec![level("b", "all", 40, 10), variants(&["a", "b"], 10)],
+    ]
+    .concat();
+    apply(s, &r, vec![ev(1, first)]).await;
+    // A later update lists only a: b leaves the catalog.
+    apply(s, &r, vec![ev(2, vec![cat("a", 20), variants(&["a"], 20)])]).await;
+    let items = s.items().await.unwrap();
+    let why = "no longer a variant of product P".to_string();
+    assert_eq!(removed(&items, "b"), Some((20, why.clone())));
+    assert_eq!(removed(&items, "a"), None);
+    assert_eq!(s.counters().await.unwrap()[counters::CATALOG_REMOVED], 1);
+    // A late older update naming both, with a low level for b: b stays removed, no alert.
+    let late = vec![cat("a", 15), cat("b", 15), level("b", "all", 1, 15)];
+    let a = apply(
+        s,
+        &r,
+        vec![ev(3, [late, vec![variants(&["a", "b"], 15)]].concat())],
+    )
+    .await;
+    assert!(alerts(&a).is_empty(), "{a:?}");
+    let items = s.items().await.unwrap();
+    assert_eq!(removed(&items, "b"), Some((20, why)));
+    // No no-sales alert for a removed item.
+    let fired = s.run_no_sales(r.clone(), 200 * day).await.unwrap();
+    let fired: Vec<&str> = fired.iter().map(|a| a.item.as_str()).collect();
+    assert_eq!(fired, vec!["a"]);
+    // The product is deleted: a leaves too.
+    apply(s, &r, vec![ev(4, vec![variants(&[], 30)])]).await;
+    let items = s.items().await.unwrap();
+    assert_eq!(
+        removed(&items, "a"),
+        Some((30, "product P deleted".to_string()))
+    );
+    assert_eq!(s.counters().await.unwrap()[counters::CATALOG_REMOVED], 2);
+    // b is reported again with a newer time: live, and it alerts.
+    let a = apply(s, &r, vec![ev(5, vec![level("b", "all", 2, 40)])]).await;
+    assert_eq!(alerts(&a), vec![(Rule::LowStock, "b".into(), Some(2))]);
+    assert_eq!(s.counters().await.unwrap()[counters::CATALOG_REMOVED], 1);
+    // A removal older than the item's newest report changes nothing; a newer one applies.
+    let gone = |at| Fact::Removed {
+        item: "b".into(),
+        reason: "listing not buyable".into(),
+        at,
+    };
+    apply(s, &r, vec![ev(6, vec![gone(35)])]).await;
+    assert_eq!(removed(&s.items().await.unwrap(), "b"), None);
+    apply(s, &r, vec![ev(7, vec![gone(50)])]).await;
+    let items = s.items().await.unwrap();
+    assert_eq!(
+        removed(&items, "b"),
+        Some((50, "listing not buyable".to_string()))
+    );
+    assert_eq!(items.len(), 2, "history kept: {items:?}");
+    let c = s.counters().await.unwrap();
+    assert_eq!(c[counters::CATALOG_REMOVED], 2);
+    // Their unsent alerts were cancelled: a's no-sales one, b's low-stock one.
+    assert_eq!(c[counters::ALERTS_CANCELLED], 2);
+    let cancelled: Vec<(Rule, String)> = s
+        .outbox(|e| e.status == OutboxStatus::Cancelled)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.alert.rule, e.alert.item))
+        .collect();
+    assert_eq!(
+        cancelled,
+        vec![(Rule::LowStock, "b".into()), (Rule::NoSales, "a".into())]
+    );
+    assert!(s.due_alerts(i64::MAX).await.unwrap().is_empty());
+}
+
+fn combined_rules() -> Arc<RuleConfig> {
+    Arc::new(RuleConfig {
+        combine_channels: true,
+        ..(*rules()).clone()
+    })
+}
+
+fn on(source: &str, id: u64, item: &str, sku: &str, n: i64, at: i64) -> Prepared {
+    Prepared {
+        source: source.into(),
+        ..ev(
+            id,
+            vec![
+                Fact::CatalogEntry {
+                    item: item.into(),
+                    aliases: vec![],
+                    sku: Some(sku.into()),
+                    title: None,
+                    at,
+                },
+                level(item, "l", n, at),
+            ],
+        )
+    }
+}
+
+async fn combined<S: StateBackend>(s: &S) {
+    let r = combined_rules();
+    // Amazon low on its own (per-channel alert), Shopify full: the sum is fine.
+    let a = apply(s, &r, vec![on("amazon", 1, "MUG", "MUG", 2, 1)]).await;
+    assert_eq!(alerts(&a), vec![(Rule::LowStock, "MUG".into(), Some(2))]);
+    let a = apply(s, &r, vec![on("shopify", 2, "991", "MUG", 40, 2)]).await;
+    assert!(alerts(&a).is_empty(), "2 + 40 is not low");
+    // Shopify drops: the per-channel rule and the combined one both speak.
+    let a = apply(s, &r, vec![on("shopify", 3, "991", "MUG", 1, 3)]).await;
+    assert_eq!(
+        alerts(&a),
+        vec![
+            (Rule::LowStock, "991".into(), Some(1)),
+            (Rule::CombinedLowStock, "MUG".into(), Some(3))
+        ]
+    );
+    let a = apply(s, &r, vec![on("shopify", 4, "991", "MUG", 0, 4)]).await;
+    assert_eq!(
+        alerts(&a),
+        vec![(Rule::OutOfStock, "991".into(), Some(0))],
+        "the combined rule already fired"
+    );
+    // Hostile quantities (with the plausibility ceiling lifted) saturate instead of
+    // overflowing or wrapping into "low".
+    let mut wide = (*r).clone();
+    wide.events.max_quantity = i64::MAX;
+    let r = Arc::new(wide);
+    apply(s, &r, vec![on("amazon", 5, "MUG", "MUG", i64::MAX, 5)]).await;
+    let a = apply(s, &r, vec![on("shopify", 6, "991", "MUG", i64::MAX, 6)]).await;
+    assert!(alerts(&a).is_empty(), "{a:?}");
+    let a = apply(s, &r, vec![on("amazon", 7, "MUG", "MUG", 0, 7)]).await;
+    assert_eq!(alerts(&a), vec![(Rule::OutOfStock, "MUG".into(), Some(0))]);
+}
+
+async fn sku_change<S: StateBackend>(s: &S) {
+    let r = combined_rules();
+    apply(s, &r, vec![on("amazon", 1, "A1", "MUG", 40, 1)]).await;
+    apply(s, &r, vec![on("shopify", 2, "991", "MUG", 40, 2)]).await;
+    apply(s, &r, vec![on("ebay", 3, "E1", "CUP", 40, 3)]).await;
+    // Shopify's item now carries CUP: it leaves MUG's sum, which is Amazon's alone (no
+    // cross-channel rule for one channel), and joins CUP's.
+    apply(s, &r, vec![on("shopify", 4, "991", "CUP", 40, 4)]).await;
+    let a = apply(s, &r, vec![on("amazon", 5, "A1", "MUG", 1, 5)]).await;
+    assert_eq!(alerts(&a), vec![(Rule::LowStock, "A1".into(), Some(1))]);
+    let a = apply(s, &r, vec![on("ebay", 6, "E1", "CUP", 1, 6)]).await;
+    assert_eq!(
+        alerts(&a),
+        vec![(Rule::LowStock, "E1".into(), Some(1))],
+        "1 + 40"
+    );
+    let a = apply(s, &r, vec![on("shopify", 7, "991", "CUP", 2, 7)]).await;
+    assert_eq!(
+        alerts(&a),
+        vec![
+            (Rule::LowStock, "991".into(), Some(2)),
+            (Rule::CombinedLowStock, "CUP".into(), Some(3))
+        ]
+    );
+}
+
+/// What a run left: items, the alerts each delivery raised, the outbox, all of one source set.
+#[derive(Debug, PartialEq)]
+struct Outcome {
+    items: Vec<ItemState>,
+    raised: Vec<Vec<String>>,
+    outbox: Vec<(String, String, Option<i64>, OutboxStatus)>,
+}
+
+/// The facts of one property case: two sources sharing SKUs, catalog entries with aliases,
+/// levels (per location and product-wide, some untracked, some late) and sales (some returns).
+fn case_facts(rng: &mut StdRng, tag: &str) -> Vec<(String, Fact)> {
+    let sources = [format!("{tag}a"), format!("{tag}b")];
+    let mut facts = Vec::new();
+    for src in &sources {
+        for item in 0..3 {
+            let sku = format!("{tag}sku{}", rng.gen_range(0..2));
+            facts.push((
+                src.clone(),
+                Fact::CatalogEntry {
+                    item: format!("i{item}"),
+                    aliases: vec![format!("v{item}")],
+                    sku: Some(sku),
+                    title: Some(format!("t{}", rng.gen_range(0..2))),
+                    at: rng.gen_range(0..100),
+                },
+            ));
+        }
+    }
+    // Distinct event times, and distinct order lines: what arrives is the same in every order.
+    let n = rng.gen_range(6..14);
+    let mut times: Vec<i64> = (0..n as i64).map(|t| 100 + 3 * t).collect();
+    times.shuffle(rng);
+    for (k, at) in times.into_iter().enumerate() {
+        let src = sources[rng.gen_range(0..2)].clone();
+        let id = rng.gen_range(0..3);
+        let fact = if rng.gen_bool(0.7) {
+            Fact::InventoryLevel {
+                item: format!("i{id}"),
+                location: ["all", "l1", "l2"][rng.gen_range(0..3)].into(),
+                available: (!rng.gen_bool(0.1)).then(|| rng.gen_range(-2..12)),
+                at,
+            }
+        } else {
+            // Sales may name the alias (merged when the catalog entry comes).
+            let alias = rng.gen_bool(0.5);
+            Fact::Sale {
+                item: format!("{}{id}", if alias { "v" } else { "i" }),
+                quantity: rng.gen_range(-1..4),
+                order: format!("o{k}"),
+                line: "1".into(),
+                at,
+            }
+        };
+        facts.push((src, fact));
+    }
+    facts
+}
+
+/// One delivery sequence of a case: events of one to three facts in a random order, some
+/// events delivered twice (same id), some notifications twice (same payload key, new id), in
+/// batches of random size.
+fn deliveries(rng: &mut StdRng, facts: &[(String, Fact)], base: u64) -> Vec<Vec<Prepared>> {
+    let mut order: Vec<usize> = (0..facts.len()).collect();
+    order.shuffle(rng);
+    let mut events = Vec::new();
+    let mut next_id = base;
+    let mut i = 0;
+    while i < order.len() {
+        let src = &facts[order[i]].0;
+        let mut group = vec![facts[order[i]].1.clone()];
+        i += 1;
+        while i < order.len() && facts[order[i]].0 == *src && group.len() < 3 && rng.gen_bool(0.4) {
+            group.push(facts[order[i]].1.clone());
+            i += 1;
+        }
+        let mut e = ev(next_id, group);
+        e.source = src.clone();
+        e.payload_key = rng.gen_bool(0.3).then(|| format!("n{next_id}"));
+        next_id += 1;
+        let dup_id = rng.gen_bool(0.2).then(|| copy(&e, e.id.0));
+        let dup_key = (e.payload_key.is_some() && rng.gen_bool(0.5)).then(|| {
+            next_id += 1;
+            copy(&e, next_id - 1)
+        });
+        events.push(e);
+        events.extend(dup_id);
+        events.extend(dup_key);
+    }
+    // A redelivery may come much later: move some duplicates further on.
+    for k in 0..events.len() {
+        if rng.gen_bool(0.1) {
+            let j = rng.gen_range(k..events.len());
+            events.swap(k, j);
+        }
+    }
+    let mut batches = Vec::new();
+    let mut it = events.into_iter().peekable();
+    while it.peek().is_some() {
+        let n = rng.gen_range(1..5);
+        batches.push(it.by_ref().take(n).collect());
+    }
+    batches
+}
+
+fn copy(e: &Prepared, id: u64) -> Prepared {
+    Prepared {
+        id: EventId(id),
+        accepted_at: i64::MAX / 2,
+        source: e.source.clone(),
+        platform: e.platform.clone(),
+        payload_key: e.payload_key.clone(),
+        normalized: e.normalized.clone(),
+    }
+}
+
+async fn run_case<S: StateBackend>(
+    s: &S,
+    r: &Arc<RuleConfig>,
+    batches: Vec<Vec<Prepared>>,
+    tag: &str,
+) -> Outcome {
+    let mut raised = Vec::new();
+    for b in batches {
+        for a in s.apply_batch(b, r.clone(), 10, false).await.unwrap() {
+            let mut ids: Vec<String> = match a {
+                Applied::Done { alerts } => alerts.into_iter().map(|a| a.id).collect(),
+                Applied::AlreadyProcessed => vec!["already".into()],
+            };
+            ids.sort();
+            raised.push(ids);
+        }
+    }
+    let tag = tag.to_string();
+    let items = s
+        .items()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|i| i.source.starts_with(&tag))
+        .collect();
+    let t = tag.clone();
+    let mut outbox: Vec<_> = s
+        .outbox(move |e| e.alert.source.starts_with(&t) || e.alert.item.starts_with(&t))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.alert.id, e.alert.item, e.alert.available, e.status))
+        .collect();
+    outbox.sort_by(|a, b| a.0.cmp(&b.0));
+    Outcome {
+        items,
+        raised,
+        outbox,
+    }
+}
+
+/// What delivery order must not change: the newest level per location, and sales counted once.
+type Newest = (String, String, Vec<(String, Option<i64>)>, i64, Option<i64>);
+
+fn order_free(o: &Outcome, tag: &str) -> Vec<Newest> {
+    o.items
+        .iter()
+        .map(|i| {
+            (
+                i.source.trim_start_matches(tag).to_string(),
+                i.item.clone(),
+                i.levels
+                    .iter()
+                    .map(|(l, v)| (l.clone(), v.available))
+                    .collect(),
+                i.units_sold,
+                i.last_sale_at,
+            )
+        })
+        .collect()
+}
+
+/// The property: the same facts, delivered in any order and with duplicates, give the same
+/// items, alerts and outbox on sled and on NATS; and every order gives the same newest levels
+/// and sales. Cases: `STOCKHOOK_STATE_CASES` (default 200), seed `STOCKHOOK_STATE_SEED`.
+async fn property<S: StateBackend>(s: &S) {
+    let cases: u64 = std::env::var("STOCKHOOK_STATE_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let seed: u64 = std::env::var("STOCKHOOK_STATE_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0x5eed_0011);
+    let sled_dir = tempfile::tempdir().unwrap();
+    let reference = SledState::open(&sled_dir.path().join("state")).unwrap();
+    for case in 0..cases {
+        let mut rng = StdRng::seed_from_u64(seed ^ case);
+        // Every case in its own sources and SKUs, so one store serves all of them.
+        let tag = format!("c{case}-");
+        let facts = case_facts(&mut StdRng::seed_from_u64(seed ^ case), &tag);
+        let r = if rng.gen_bool(0.5) {
+            combined_rules()
+        } else {
+            rules()
+        };
+        let first = deliveries(&mut rng, &facts, case * 10_000);
+        let replay: Vec<Vec<Prepared>> = first
+            .iter()
+            .map(|v| v.iter().map(|e| copy(e, e.id.0)).collect())
+            .collect();
+        // `s` and the sled reference get the same deliveries.
+        let got = run_case(s, &r, replay, &tag).await;
+        let want = run_case(&reference, &r, first, &tag).await;
+        assert_eq!(
+            got,
+            want,
+            "case {case} (seed {seed}): {} and sled disagree",
+            s.describe()
+        );
+        // The same facts (under other source names) in another order.
+        let tag2 = format!("d{case}-");
+        let facts2 = case_facts(&mut StdRng::seed_from_u64(seed ^ case), &tag2);
+        let second = deliveries(&mut rng, &facts2, case * 10_000 + 5_000);
+        let again = run_case(&reference, &r, second, &tag2).await;
+        assert_eq!(
+            order_free(&got, &tag),
+            order_free(&again, &tag2),
+            "case {case} (seed {seed}): delivery order changed the newest levels or sales"
+        );
+    }
+}
+#[tokio::test]
+async fn redelivery_after_a_crash_midway_changes_nothing() {
+    let Some(bin) = require_nats("redelivery_after_a_crash_midway_changes_nothing") else {
+        return;
+    };
+    let server = start(&bin).await;
+    let s = state(&server.url).await;
+    let sale = Fact::Sale {
+        item: "100".into(),
+        quantity: 3,
+        order: "o9".into(),
+        line: "1".into(),
+        at: 5,
+    };
+    let batch = || vec![ev(7, vec![level("100", "l", 2, 1), sale.clone()])];
+    let first = s.apply_batch(batch(), rules(), 0, false).await.unwrap();
+    assert_eq!(
+        alerts(&first),
+        vec![(Rule::LowStock, "100".into(), Some(2))]
+    );
+    // The crash: every effect is stored but the processed mark is not (it is written last).
+    let js = async_nats::jetstream::new(async_nats::connect(&server.url).await.unwrap());
+    let marks = js.get_key_value("stockhook_marks").await.unwrap();
+    marks.delete("p.7").await.unwrap();
+    let again = s.apply_batch(batch(), rules(), 0, false).await.unwrap();
+    assert_eq!(
+        alerts(&again),
+        alerts(&first),
+        "the same alert is handed back (and not enqueued twice)"
+    );
+    let items = s.items().await.unwrap();
+    assert_eq!(items[0].units_sold, 3, "the sale is counted once");
+    assert_eq!(s.due_alerts(10).await.unwrap().len(), 1);
+    assert_eq!(s.counters().await.unwrap()[counters::ALERTS_CREATED], 1);
+    assert_eq!(
+        s.apply_batch(batch(), rules(), 0, false).await.unwrap(),
+        vec![Applied::AlreadyProcessed]
+    );
+}
+
+#[tokio::test]
+async fn two_workers_same_events_one_alert_and_one_claimer() {
+    let Some(bin) = require_nats("two_workers_same_events_one_alert_and_one_claimer") else {
+        return;
+    };
+    let server = start(&bin).await;
+    let a = state(&server.url).await;
+    let b = state(&server.url).await;
+    // Both workers apply the same 50 events at once (a redelivery racing the first delivery).
+    let batch = || -> Vec<Prepared> {
+        (0..50u64)
+            .map(|i| ev(100 + i, vec![level(&format!("item{i}"), "l", 1, 1)]))
+            .collect()
+    };
+    let (ra, rb) = tokio::join!(
+        a.apply_batch(batch(), rules(), 0, false),
+        b.apply_batch(batch(), rules(), 0, false)
+    );
+    ra.unwrap();
+    rb.unwrap();
+    let due = a.due_alerts(10).await.unwrap();
+    assert_eq!(due.len(), 50, "one alert per item, not two");
+    assert_eq!(a.counters().await.unwrap()[counters::ALERTS_CREATED], 50);
+    // Both try to claim every due alert: each one goes to exactly one of them.
+    let (ca, cb) = tokio::join!(
+        a.claim_alerts(due.clone(), i64::MAX),
+        b.claim_alerts(due.clone(), i64::MAX)
+    );
+    let (ca, cb) = (ca.unwrap(), cb.unwrap());
+    assert_eq!(ca.len() + cb.len(), 50, "{} + {}", ca.len(), cb.len());
+    let mut ids: Vec<String> = ca.iter().chain(&cb).map(|e| e.alert.id.clone()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 50);
+    // Claimed by the other: not due for this one any more.
+    assert!(b
+        .claim_alerts(ca.clone(), i64::MAX)
+        .await
+        .unwrap()
+        .is_empty());
+    // Marking sent releases the claim and takes them out of the due list.
+    let sent: Vec<String> = ca.iter().map(|e| e.alert.id.clone()).collect();
+    a.update_alerts(
+        sent,
+        |e| e.status = stockhook_worker::alert::OutboxStatus::Sent,
+        Some((counters::ALERTS_SENT.to_string(), ca.len() as i64)),
+    )
+    .await
+    .unwrap();
+    let left = a
+        .outbox(|e| e.status == stockhook_worker::alert::OutboxStatus::Pending)
+        .await
+        .unwrap();
+    assert_eq!(left.len(), cb.len());
+}
+
+#[tokio::test]
+async fn no_sales_fires_once_per_quiet_period_across_workers() {
+    let Some(bin) = require_nats("no_sales_fires_once_per_quiet_period_across_workers") else {
+        return;
+    };
+    let server = start(&bin).await;
+    let a = state(&server.url).await;
+    let b = state(&server.url).await;
+    let day = 86_400_000;
+    a.apply_batch(vec![ev(1, vec![level("x", "l", 10, 0)])], rules(), 0, false)
+        .await
+        .unwrap();
+    assert!(a.run_no_sales(rules(), 59 * day).await.unwrap().is_empty());
+    let (fa, fb) = tokio::join!(
+        a.run_no_sales(rules(), 61 * day),
+        b.run_no_sales(rules(), 61 * day)
+    );
+    let fired = fa.unwrap().len() + fb.unwrap().len();
+    assert_eq!(fired, 1, "one no-sales alert between the two workers");
+    assert!(a.run_no_sales(rules(), 70 * day).await.unwrap().is_empty());
+    assert_eq!(
+        a.outbox(|e| e.alert.rule == Rule::NoSales)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
