@@ -12,10 +12,9 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+
 use stockhook_shared::config::{Config, OneOrMany};
 use stockhook_shared::envelope::EventId;
 use stockhook_worker::alert::{OutboxStatus, Rule};
@@ -24,90 +23,12 @@ use stockhook_worker::state::{
     counters, Applied, ItemState, NatsState, Prepared, RuleConfig, SledState, StateBackend,
 };
 
-fn nats_server_bin() -> Option<PathBuf> {
-    // NATS_SERVER_BIN=<path> picks the binary; set but empty, it means "not installed".
-    if let Some(p) = std::env::var_os("NATS_SERVER_BIN") {
-        return (!p.is_empty()).then(|| PathBuf::from(p));
-    }
-    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect())
-        .unwrap_or_default();
-    dirs.extend(["/usr/sbin", "/usr/bin", "/usr/local/bin"].map(PathBuf::from));
-    dirs.into_iter()
-        .map(|d| d.join("nats-server"))
-        .find(|p| p.is_file())
-}
+/// The shared nats-server harness (tests/kit): skips loudly without nats-server unless
+/// STOCKHOOK_REQUIRE_NATS=1.
+use stockhook_test_kit::nats::{require as require_nats, NatsServer};
 
-fn require_nats(test: &str) -> Option<PathBuf> {
-    match nats_server_bin() {
-        Some(p) => Some(p),
-        None if std::env::var("STOCKHOOK_REQUIRE_NATS").is_ok_and(|v| v == "1") => {
-            panic!("{test}: nats-server not found and STOCKHOOK_REQUIRE_NATS=1: install Debian's nats-server")
-        }
-        None => {
-            // Straight to the process's stderr: the test harness captures eprintln! of passing
-            // tests, and a skip must be seen.
-            let _ = std::io::Write::write_fmt(
-                &mut std::io::stderr(),
-                format_args!("\n!!!!!!!! SKIPPED {test}: nats-server is not installed (apt-get install nats-server); set STOCKHOOK_REQUIRE_NATS=1 to make this a failure !!!!!!!!\n"),
-            );
-            let _ = std::io::Write::write_all(&mut std::io::stderr(), b"\n");
-            None
-        }
-    }
-}
-
-struct Server {
-    child: Child,
-    url: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn start(bin: &PathBuf) -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .unwrap()
-        .port();
-    let child = Command::new(bin)
-        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-        .arg(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawning nats-server");
-    let server = Server {
-        child,
-        url: format!("nats://127.0.0.1:{port}"),
-        _dir: dir,
-    };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(c) = async_nats::connect(&server.url).await {
-            let js = async_nats::jetstream::new(c);
-            match js.get_stream("STOCKHOOK_READY_PROBE").await {
-                Ok(_) => return server,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        async_nats::jetstream::context::GetStreamErrorKind::JetStream(_)
-                    ) =>
-                {
-                    return server
-                }
-                Err(_) => {}
-            }
-        }
-        assert!(Instant::now() < deadline, "nats-server not ready in 20 s");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+async fn start(bin: &Path) -> NatsServer {
+    NatsServer::start(bin)
 }
 
 fn config(url: &str) -> Config {
