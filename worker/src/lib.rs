@@ -4,6 +4,7 @@
 pub mod adapters;
 pub mod alert;
 pub mod backend;
+pub mod catalog;
 pub mod channels;
 pub mod control;
 pub mod email;
@@ -18,3 +19,4 @@ pub mod retry;
 pub mod rules;
 pub mod sender;
 pub mod state;
+pub mod sync;
