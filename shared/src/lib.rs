@@ -15,6 +15,7 @@ pub mod metrics_http;
 pub mod process_metrics;
 pub mod queue;
 pub mod redact;
+pub mod rpc;
 pub mod sdnotify;
 pub mod secret;
 pub mod standard_webhooks;

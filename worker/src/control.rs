@@ -3,8 +3,8 @@
 //! `stockhook-worker run` holds the state database, and answered from the database directly when
 //! the worker is stopped (sled allows one process per database).
 //!
-//! Same framing as the queue socket (length-prefixed JSON, `"v": 1`). Ops: `alerts`,
-//! `alert_replay`, `alert_purge`, `counters`, `items`, `simulate`.
+//! Transport, versioning and the 0600 bind are [`stockhook_shared::rpc`], as for the queue
+//! socket. Ops: `alerts`, `alert_replay`, `alert_purge`, `counters`, `items`, `simulate`.
 
 use crate::adapters;
 use crate::alert::{Alert, OutboxEntry, OutboxStatus};
@@ -13,16 +13,13 @@ use crate::state::{Applied, ItemState, Prepared, RuleConfig, StateError};
 use crate::state::{SledState, StateBackend};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use stockhook_shared::envelope::Envelope;
 use stockhook_shared::queue::now_ms;
-use stockhook_shared::queue::protocol::{read_frame, write_frame, WireEnvelope};
-use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{watch, Mutex};
-
-const VERSION: u32 = 1;
+use stockhook_shared::queue::protocol::WireEnvelope;
+use stockhook_shared::rpc::{self, Response, RpcClient, RpcError};
+use tokio::sync::watch;
 
 /// Which alerts.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -56,27 +53,11 @@ enum Op {
     Simulate { events: Vec<WireEnvelope> },
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Request {
-    v: u32,
-    #[serde(flatten)]
-    op: Op,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Response {
-    ok: bool,
-    #[serde(default)]
-    result: serde_json::Value,
-    #[serde(default)]
-    error: Option<String>,
-}
-
 /// The operations, on the local database, over the socket, or on JetStream KV (where every
 /// worker's state is, so no socket is needed).
 pub enum Control {
     Local(Arc<SledState>, Arc<RuleConfig>),
-    Remote(Mutex<UnixStream>, PathBuf),
+    Remote(RpcClient),
     Nats(Arc<NatsState>, Arc<RuleConfig>),
 }
 
@@ -84,8 +65,8 @@ impl Control {
     /// Connects to a running worker, else opens the state database directly.
     pub async fn open(data_dir: &Path, rules: RuleConfig) -> Result<Control, StateError> {
         let sock = data_dir.join("worker.sock");
-        if let Ok(s) = UnixStream::connect(&sock).await {
-            return Ok(Control::Remote(Mutex::new(s), sock));
+        if let Ok(c) = RpcClient::connect(&sock).await {
+            return Ok(Control::Remote(c));
         }
         let store = SledState::open(&data_dir.join("state"))?;
         Ok(Control::Local(Arc::new(store), Arc::new(rules)))
@@ -105,36 +86,30 @@ impl Control {
 
     async fn call<T: for<'de> Deserialize<'de>>(&self, op: Op) -> Result<T, StateError> {
         let r = match self {
-            Control::Local(store, rules) => dispatch(store, rules, op).await,
-            Control::Nats(store, rules) => dispatch(store, rules, op).await,
-            Control::Remote(stream, path) => {
-                let mut s = stream.lock().await;
-                let err = |m: String| StateError::Storage {
-                    context: format!("worker socket {}", path.display()),
-                    message: m,
-                };
-                write_frame(&mut *s, &Request { v: VERSION, op })
-                    .await
-                    .map_err(|e| err(e.to_string()))?;
-                read_frame::<_, Response>(&mut *s)
-                    .await
-                    .map_err(|e| err(e.to_string()))?
-                    .ok_or_else(|| err("the worker closed the connection".into()))?
-            }
+            Control::Local(store, rules) => dispatch(store, rules, op).await.into_result(),
+            Control::Nats(store, rules) => dispatch(store, rules, op).await.into_result(),
+            Control::Remote(client) => client.call(op).await,
         };
-        if !r.ok {
-            let msg = r.error.unwrap_or_default();
-            if let Some(id) = msg.strip_prefix("no such alert: ") {
-                return Err(StateError::NotFound(id.to_string()));
-            }
-            return Err(StateError::Storage {
+        r.map_err(|e| match e {
+            RpcError::Refused {
+                not_found: Some(id),
+                ..
+            } => StateError::NotFound(id),
+            RpcError::Refused { message, .. } => StateError::Storage {
                 context: "worker".into(),
-                message: msg,
-            });
-        }
-        serde_json::from_value(r.result).map_err(|e| StateError::Storage {
-            context: "worker answer".into(),
-            message: e.to_string(),
+                message,
+            },
+            RpcError::BadAnswer(message) => StateError::Storage {
+                context: "worker answer".into(),
+                message,
+            },
+            e => StateError::Storage {
+                context: format!("worker socket {}", sock_path(self)),
+                message: match e {
+                    RpcError::Closed => "the worker closed the connection".into(),
+                    e => e.to_string(),
+                },
+            },
         })
     }
 
@@ -282,16 +257,19 @@ async fn dispatch<S: StateBackend>(store: &Arc<S>, rules: &Arc<RuleConfig>, op: 
     };
     let r: Result<serde_json::Value, StateError> = r.await;
     match r {
-        Ok(result) => Response {
-            ok: true,
-            result,
-            error: None,
-        },
-        Err(e) => Response {
-            ok: false,
-            result: serde_json::Value::Null,
-            error: Some(e.to_string()),
-        },
+        Ok(result) => Response::ok(result),
+        Err(StateError::NotFound(id)) => {
+            Response::err(StateError::NotFound(id.clone()).to_string(), Some(id))
+        }
+        Err(e) => Response::err(e.to_string(), None),
+    }
+}
+
+/// The socket a remote [`Control`] talks to, for error messages.
+fn sock_path(c: &Control) -> String {
+    match c {
+        Control::Remote(client) => client.path().display().to_string(),
+        _ => "(none: local)".into(),
     }
 }
 
@@ -319,50 +297,41 @@ mod erased {
     }
 }
 
-/// Binds `<data_dir>/worker.sock` (0600, same way as the queue socket) and serves until `stop`.
+/// Binds `<data_dir>/worker.sock` (0600, [`rpc::bind_private`]) and serves until `stop`.
 /// A replay of alerts wakes the sender (`wake`), so they go out now, not at its next nap's end.
 pub fn start<S: StateBackend>(
     data_dir: &Path,
     store: Arc<S>,
     rules: Arc<crate::reload::RulesSlot>,
     wake: Arc<tokio::sync::Notify>,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let path = data_dir.join("worker.sock");
-    let tmp = path.with_extension(format!("sock.{}", std::process::id()));
-    let _ = std::fs::remove_file(&tmp);
-    let listener =
-        UnixListener::bind(&tmp).map_err(|e| anyhow::anyhow!("binding {}: {e}", tmp.display()))?;
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
-    std::fs::rename(&tmp, &path)?;
+    let listener = rpc::bind_private(&path)?;
+    let service = Arc::new(WorkerService { store, rules, wake });
     Ok(tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                a = listener.accept() => if let Ok((mut s, _)) = a {
-                    let store = store.clone();
-                    let rules = rules.clone();
-                    let wake = wake.clone();
-                    tokio::spawn(async move {
-                        while let Ok(Some(req)) = read_frame::<_, Request>(&mut s).await {
-                            let resp = if req.v != VERSION {
-                                Response { ok: false, result: serde_json::Value::Null, error: Some(format!("protocol version {} not served; this worker speaks {VERSION}", req.v)) }
-                            } else {
-                                let replay = matches!(req.op, Op::AlertReplay { dry_run: false, .. });
-                                let resp = dispatch(&store, &rules.current(), req.op).await;
-                                if replay {
-                                    wake.notify_one();
-                                }
-                                resp
-                            };
-                            if write_frame(&mut s, &resp).await.is_err() {
-                                break;
-                            }
-                        }
-                    });
-                },
-                _ = stop.changed() => break,
-            }
-        }
+        rpc::serve(listener, service, stop).await;
         let _ = std::fs::remove_file(&path);
     }))
+}
+
+/// The worker socket's operations on the running worker's state.
+struct WorkerService<S> {
+    store: Arc<S>,
+    rules: Arc<crate::reload::RulesSlot>,
+    wake: Arc<tokio::sync::Notify>,
+}
+
+impl<S: StateBackend> rpc::Service for WorkerService<S> {
+    type Op = Op;
+    const NAME: &'static str = "worker";
+
+    async fn call(&self, op: Op) -> Response {
+        let replay = matches!(op, Op::AlertReplay { dry_run: false, .. });
+        let resp = dispatch(&self.store, &self.rules.current(), op).await;
+        if replay {
+            self.wake.notify_one();
+        }
+        resp
+    }
 }

@@ -2,82 +2,57 @@
 //! `<data_dir>/queue.sock`. One request at a time per client; on any I/O error the connection is
 //! dropped and the next call reconnects, so a receiver restart costs the caller one error.
 
-use super::protocol::{
-    read_frame, write_frame, Op, Request, Response, WireDeadShow, WireEnvelope, WireLeased, VERSION,
-};
+use super::protocol::{Op, WireDeadShow, WireEnvelope, WireLeased};
 use super::{DeadFilter, DeadLetter, Failure, Leased, QueueError, QueueOps, QueueStats};
 use crate::envelope::{Envelope, EventId};
+use crate::rpc::{RpcClient, RpcError};
 use serde::de::DeserializeOwned;
-use std::path::{Path, PathBuf};
-use tokio::net::UnixStream;
-use tokio::sync::Mutex;
+use std::path::Path;
 
-pub struct QueueClient {
-    path: PathBuf,
-    conn: Mutex<Option<UnixStream>>,
-}
+pub struct QueueClient(RpcClient);
 
 impl QueueClient {
     /// Connects and checks that the receiver speaks our protocol version.
     pub async fn connect(path: &Path) -> Result<QueueClient, QueueError> {
-        let c = QueueClient {
-            path: path.to_path_buf(),
-            conn: Mutex::new(None),
-        };
+        let c = RpcClient::connect(path)
+            .await
+            .map(QueueClient)
+            .map_err(|e| socket_error(path, e))?;
         let _: serde_json::Value = c.call(Op::Hello).await?;
         Ok(c)
     }
 
     pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    fn sock_err(&self, message: impl Into<String>) -> QueueError {
-        QueueError::Socket {
-            path: self.path.display().to_string(),
-            message: message.into(),
-        }
+        self.0.path()
     }
 
     async fn call<T: DeserializeOwned>(&self, op: Op) -> Result<T, QueueError> {
-        let mut guard = self.conn.lock().await;
-        if guard.is_none() {
-            let s = UnixStream::connect(&self.path).await.map_err(|e| {
-                self.sock_err(format!(
-                    "cannot connect ({e}): is stockhook-receiver running with the same data_dir?"
-                ))
-            })?;
-            *guard = Some(s);
+        self.0
+            .call(op)
+            .await
+            .map_err(|e| socket_error(self.path(), e))
+    }
+}
+
+/// An RPC failure as the queue's error, saying what to check.
+fn socket_error(path: &Path, e: RpcError) -> QueueError {
+    let message = match e {
+        RpcError::Refused {
+            not_found: Some(id),
+            message,
+        } => match EventId::parse(&id) {
+            Some(id) => return QueueError::NotFound(id),
+            None => message,
+        },
+        RpcError::Connect(e) => {
+            format!("cannot connect ({e}): is stockhook-receiver running with the same data_dir?")
         }
-        let stream = guard.as_mut().expect("connected just above");
-        let req = Request { v: VERSION, op };
-        let result: std::io::Result<Option<Response>> = async {
-            write_frame(stream, &req).await?;
-            read_frame(stream).await
-        }
-        .await;
-        let resp = match result {
-            Ok(Some(r)) => r,
-            Ok(None) => {
-                *guard = None;
-                return Err(self.sock_err("the receiver closed the connection (restarting?)"));
-            }
-            Err(e) => {
-                *guard = None;
-                return Err(self.sock_err(e.to_string()));
-            }
-        };
-        if !resp.ok {
-            if let Some(id) = resp.not_found {
-                return Err(QueueError::NotFound(id));
-            }
-            return Err(self.sock_err(
-                resp.error
-                    .unwrap_or_else(|| "error without a message".into()),
-            ));
-        }
-        serde_json::from_value(resp.result.unwrap_or(serde_json::Value::Null))
-            .map_err(|e| self.sock_err(format!("unexpected answer: {e}")))
+        RpcError::Closed => "the receiver closed the connection (restarting?)".into(),
+        e => e.to_string(),
+    };
+    QueueError::Socket {
+        path: path.display().to_string(),
+        message,
     }
 }
 
@@ -105,7 +80,7 @@ impl QueueOps for QueueClient {
         wire.into_iter()
             .map(|w| {
                 Ok(Leased {
-                    envelope: envelope(w.event, &self.path)?,
+                    envelope: envelope(w.event, self.path())?,
                     attempts: w.attempts,
                 })
             })
@@ -126,7 +101,7 @@ impl QueueOps for QueueClient {
 
     async fn dead_show(&self, id: EventId) -> Result<(DeadLetter, Envelope), QueueError> {
         let w: WireDeadShow = self.call(Op::DeadShow { id }).await?;
-        Ok((w.dead, envelope(w.event, &self.path)?))
+        Ok((w.dead, envelope(w.event, self.path())?))
     }
 
     async fn dead_replay(
@@ -147,7 +122,7 @@ impl QueueOps for QueueClient {
 
     async fn get(&self, id: EventId) -> Result<Envelope, QueueError> {
         let w: WireEnvelope = self.call(Op::Get { id }).await?;
-        envelope(w, &self.path)
+        envelope(w, self.path())
     }
 
     async fn stats(&self) -> Result<QueueStats, QueueError> {

@@ -1,10 +1,6 @@
-//! The queue socket's wire protocol, version 1.
-//!
-//! Transport: a Unix stream socket at `<data_dir>/queue.sock` (mode 0600: only the service user
-//! may talk to it). Each message is a frame: a 4-byte big-endian length, then that many bytes of
-//! JSON. The client sends one [`Request`] and reads one [`Response`], in turn; one connection
-//! carries any number of them. Every request carries `"v": 1`; a server that does not speak the
-//! version answers an error naming the versions it does. Event bodies travel base64-encoded.
+//! The queue socket's operations, version 1, over the framing and versioning of
+//! [`crate::rpc`], at `<data_dir>/queue.sock` (mode 0600: only the service user may talk to it).
+//! Event bodies travel base64-encoded.
 //!
 //! | op | request fields | result |
 //! |---|---|---|
@@ -24,20 +20,9 @@
 use super::{DeadFilter, DeadLetter, Failure, Leased, QueueError};
 use crate::config::Platform;
 use crate::envelope::{Envelope, EventId};
+use crate::rpc::Response;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-
-pub const VERSION: u32 = 1;
-/// Largest frame either side accepts (a lease of many 2 MiB bodies stays far below this).
-pub const MAX_FRAME: usize = 512 << 20;
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Request {
-    pub v: u32,
-    #[serde(flatten)]
-    pub op: Op,
-}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
@@ -79,37 +64,13 @@ pub enum Op {
     },
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Response {
-    pub ok: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub result: Option<serde_json::Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub not_found: Option<EventId>,
-}
-
-impl Response {
-    pub fn ok(result: impl Serialize) -> Response {
-        Response {
-            ok: true,
-            result: Some(serde_json::to_value(result).unwrap_or(serde_json::Value::Null)),
-            error: None,
-            not_found: None,
-        }
-    }
-    pub fn err(e: &QueueError) -> Response {
-        Response {
-            ok: false,
-            result: None,
-            error: Some(e.to_string()),
-            not_found: match e {
-                QueueError::NotFound(id) => Some(*id),
-                _ => None,
-            },
-        }
-    }
+/// The answer for a queue error: its message, and the id when it names a missing event.
+pub fn refusal(e: &QueueError) -> Response {
+    let not_found = match e {
+        QueueError::NotFound(id) => Some(id.to_string()),
+        _ => None,
+    };
+    Response::err(e.to_string(), not_found)
 }
 
 /// An envelope on the wire.
@@ -171,39 +132,4 @@ impl From<&Leased> for WireLeased {
 pub struct WireDeadShow {
     pub dead: DeadLetter,
     pub event: WireEnvelope,
-}
-
-/// Writes one frame.
-pub async fn write_frame<W: AsyncWrite + Unpin>(
-    w: &mut W,
-    value: &impl Serialize,
-) -> std::io::Result<()> {
-    let bytes = serde_json::to_vec(value).map_err(std::io::Error::other)?;
-    w.write_all(&(bytes.len() as u32).to_be_bytes()).await?;
-    w.write_all(&bytes).await?;
-    w.flush().await
-}
-
-/// Reads one frame; `Ok(None)` on a clean end of stream before a frame starts.
-pub async fn read_frame<R: AsyncRead + Unpin, T: for<'de> Deserialize<'de>>(
-    r: &mut R,
-) -> std::io::Result<Option<T>> {
-    let mut len = [0u8; 4];
-    match r.read_exact(&mut len).await {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(e),
-    }
-    let n = u32::from_be_bytes(len) as usize;
-    if n > MAX_FRAME {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("frame of {n} bytes exceeds the {MAX_FRAME}-byte limit"),
-        ));
-    }
-    let mut buf = vec![0u8; n];
-    r.read_exact(&mut buf).await?;
-    serde_json::from_slice(&buf).map(Some).map_err(|e| {
-        std::io::Error::new(std::io::ErrorKind::InvalidData, format!("bad frame: {e}"))
-    })
 }
