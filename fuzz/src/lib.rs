@@ -63,7 +63,7 @@ pub fn source(fields: serde_json::Value) -> SourceConfig {
 }
 
 pub fn build(fields: serde_json::Value) -> Box<dyn Verifier> {
-    schemes::build(&source(fields)).expect("the fuzz source builds")
+    schemes::build(&source(fields), None).expect("the fuzz source builds")
 }
 
 /// The eBay public key of the fixtures (`payloads/ebay/getPublicKey_response.json`).

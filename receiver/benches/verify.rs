@@ -47,7 +47,7 @@ struct Case {
 
 /// A case whose headers come from the scheme's own `sign()`, as `stockhook-receiver sign` makes them.
 fn signed(name: &'static str, fields: serde_json::Value, body: &[u8], now: i64) -> Case {
-    let verifier = schemes::build(&source(fields)).expect("bench source builds");
+    let verifier = schemes::build(&source(fields), None).expect("bench source builds");
     let headers = header_map(&verifier.sign(body, now, "b1c2d3e4-0000-4000-8000-000000000001"));
     Case {
         name,
@@ -157,10 +157,13 @@ fn cases() -> Vec<Case> {
         .collect();
     out.push(Case {
         name: "ebay (ECDSA P-256)",
-        verifier: schemes::build(&source(serde_json::json!({
-            "scheme": "ebay", "platform": "ebay",
-            "public_keys": {v["kid"].as_str().expect("kid"): v["public_key_response"]["key"]}
-        })))
+        verifier: schemes::build(
+            &source(serde_json::json!({
+                "scheme": "ebay", "platform": "ebay",
+                "public_keys": {v["kid"].as_str().expect("kid"): v["public_key_response"]["key"]}
+            })),
+            None,
+        )
         .expect("ebay source builds"),
         headers: header_map(&headers),
         body: v["signed_bytes_utf8"]
@@ -172,10 +175,13 @@ fn cases() -> Vec<Case> {
     });
 
     // eBay Trading API (SOAP): the signature sits in the body, computed by the scheme's sign().
-    let legacy = schemes::build(&source(serde_json::json!({
-        "scheme": "ebay-legacy", "platform": "ebay",
-        "dev_id": "dev-123", "app_id": "app-456", "cert_id": "cert-789"
-    })))
+    let legacy = schemes::build(
+        &source(serde_json::json!({
+            "scheme": "ebay-legacy", "platform": "ebay",
+            "dev_id": "dev-123", "app_id": "app-456", "cert_id": "cert-789"
+        })),
+        None,
+    )
     .expect("ebay-legacy source builds");
     let signature = legacy
         .sign(soap("placeholder").as_bytes(), 0, "")

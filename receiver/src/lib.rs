@@ -7,6 +7,7 @@ pub mod compact;
 pub mod ebay_keys;
 pub mod metrics;
 pub mod ratelimit;
+pub mod refusal;
 pub mod reload;
 pub mod routes;
 pub mod schemes;

@@ -10,9 +10,10 @@
 //! cannot be stored; 503 `key_unavailable` + Retry-After when an eBay public key cannot be
 //! fetched (eBay delivers again later).
 
-use crate::ebay_keys::{FetchError, KeyCache};
+use crate::ebay_keys::KeyCache;
 use crate::metrics::Metrics;
 use crate::ratelimit::TokenBucket;
+use crate::refusal::{error, json_response, with_retry_after, Outcome, Refusal, Resp};
 use crate::reload::SourceTable;
 use crate::schemes::{self, Incoming, Verifier};
 use bytes::Bytes;
@@ -25,7 +26,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use stockhook_shared::config::{Config, Platform, SchemeKind, SourceConfig};
 use stockhook_shared::envelope::{delivery_id_of, EventId, KEPT_HEADERS};
-use stockhook_shared::queue::{now_ms, AppendOutcome, EventSink, NewEvent, QueueError};
+use stockhook_shared::queue::{now_ms, AppendOutcome, EventSink, NewEvent};
 use stockhook_shared::secret::Secret;
 
 /// One configured source, ready to serve.
@@ -81,16 +82,14 @@ pub fn build_sources(config: &Config) -> Result<Sources, String> {
 }
 
 fn build_source(s: &SourceConfig) -> Result<Source, String> {
-    let mut verifier = schemes::build(s)?;
     let ebay_keys = match s.scheme {
         SchemeKind::Ebay => KeyCache::from_source(s)?.map(Arc::new),
         _ => None,
     };
-    if let Some(cache) = &ebay_keys {
-        verifier = Box::new(schemes::ebay::Ebay::new(cache.clone()));
-    } else if s.scheme == SchemeKind::Ebay && s.client_id.is_some() {
+    if ebay_keys.is_none() && s.scheme == SchemeKind::Ebay && s.client_id.is_some() {
         tracing::warn!(source = %s.name, "client_id is set but its client secret is not: eBay keys are not fetched, only [sources.public_keys] verify");
     }
+    let verifier = schemes::build(s, ebay_keys.clone())?;
     let challenge = match (&s.verification_token, &s.endpoint_url) {
         (Some(t), Some(u)) if s.scheme == SchemeKind::Ebay => Some((t.clone(), u.clone())),
         _ => None,
@@ -108,18 +107,6 @@ fn build_source(s: &SourceConfig) -> Result<Source, String> {
     })
 }
 
-type Resp = Response<Full<Bytes>>;
-
-fn json_response(status: StatusCode, body: serde_json::Value) -> Resp {
-    let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("application/json"),
-    );
-    r
-}
-
 /// `200 {"status":"accepted"|"duplicate","id":"evt_..."}`, the answer to nearly every request:
 /// written directly, the same bytes `json_response` would produce without building a `Value`.
 fn stored_response(status: &'static str, id: EventId) -> Resp {
@@ -131,36 +118,6 @@ fn stored_response(status: &'static str, id: EventId) -> Resp {
         header::HeaderValue::from_static("application/json"),
     );
     r
-}
-
-fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Resp {
-    json_response(
-        status,
-        json!({"status": "error", "error": code, "message": message.into()}),
-    )
-}
-
-fn with_retry_after(mut r: Resp, secs: u64) -> Resp {
-    r.headers_mut()
-        .insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
-    r
-}
-
-fn closing(mut r: Resp) -> Resp {
-    r.headers_mut().insert(
-        header::CONNECTION,
-        header::HeaderValue::from_static("close"),
-    );
-    r
-}
-
-/// What the log line and the metrics record about one request.
-struct Outcome {
-    source: String,
-    status: StatusCode,
-    bytes: usize,
-    event_id: Option<String>,
-    reason: Option<&'static str>,
 }
 
 /// The service function: every request comes through here.
@@ -186,23 +143,7 @@ where
             } else if m == Method::GET {
                 challenge(&state, name, req.uri().query())
             } else {
-                let mut r = error(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    "method_not_allowed",
-                    "webhooks are POSTed",
-                );
-                r.headers_mut()
-                    .insert(header::ALLOW, header::HeaderValue::from_static("POST, GET"));
-                (
-                    r,
-                    outcome(
-                        name,
-                        StatusCode::METHOD_NOT_ALLOWED,
-                        0,
-                        None,
-                        Some("method_not_allowed"),
-                    ),
-                )
+                Refusal::MethodNotAllowed.answer(name, 0)
             };
             (r, Some(o))
         }
@@ -234,28 +175,6 @@ where
     Ok(resp)
 }
 
-fn outcome(
-    source: &str,
-    status: StatusCode,
-    bytes: usize,
-    event_id: Option<String>,
-    reason: Option<&'static str>,
-) -> Outcome {
-    // An unknown source name comes from the request: bound it before it reaches a log or a label.
-    let source: String = source
-        .chars()
-        .take(64)
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect();
-    Outcome {
-        source,
-        status,
-        bytes,
-        event_id,
-        reason,
-    }
-}
-
 async fn webhook<S: EventSink, B>(
     state: &AppState<S>,
     name: &str,
@@ -267,67 +186,27 @@ where
 {
     let table = state.sources.current();
     let Some(source) = table.enabled.get(name) else {
-        if let Some(why) = table.disabled.get(name) {
-            let r = with_retry_after(
-                error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "source_disabled",
-                    format!("source {name} is disabled: {why}"),
-                ),
-                60,
-            );
-            return (
-                r,
-                outcome(
-                    name,
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    0,
-                    None,
-                    Some("source_disabled"),
-                ),
-            );
-        }
-        return (
-            error(
-                StatusCode::NOT_FOUND,
-                "unknown_source",
-                format!("no source named {:?} is configured", schemes_for_log(name)),
-            ),
-            outcome(
-                "<unknown>",
-                StatusCode::NOT_FOUND,
-                0,
-                None,
-                Some("unknown_source"),
-            ),
-        );
+        let r = match table.disabled.get(name) {
+            Some(why) => Refusal::Disabled { why: why.clone() },
+            None => Refusal::UnknownSource,
+        };
+        return r.answer(name, 0);
     };
     if let Some(limiter) = &source.limiter {
-        if let Err(secs) = limiter.take(Instant::now()) {
-            let r = with_retry_after(
-                error(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "rate_limited",
-                    format!("over the rate limit of source {name}"),
-                ),
-                secs,
-            );
-            return (
-                r,
-                outcome(
-                    name,
-                    StatusCode::TOO_MANY_REQUESTS,
-                    0,
-                    None,
-                    Some("rate_limited"),
-                ),
-            );
+        if let Err(retry_after) = limiter.take(Instant::now()) {
+            return Refusal::RateLimited { retry_after }.answer(name, 0);
         }
     }
     // Refuse what cannot be stored before reading the body.
     if let Err(e) = state.sink.ready() {
-        return unavailable(name, &e, 0);
+        return Refusal::NotStored(e).answer(name, 0);
     }
+    let too_large = |len| {
+        Refusal::TooLarge {
+            limit: state.max_body_bytes,
+        }
+        .answer(name, len)
+    };
     let (parts, body) = req.into_parts();
     if let Some(len) = parts
         .headers
@@ -336,7 +215,7 @@ where
         .and_then(|v| v.parse::<u64>().ok())
     {
         if len > state.max_body_bytes as u64 {
-            return too_large(state, name, len as usize);
+            return too_large(len as usize);
         }
     }
     let body = match tokio::time::timeout(
@@ -345,48 +224,26 @@ where
     )
     .await
     {
-        Err(_) => {
-            let r = closing(error(
-                StatusCode::REQUEST_TIMEOUT,
-                "body_timeout",
-                format!("the body did not arrive within {:?}", state.body_timeout),
-            ));
-            return (
-                r,
-                outcome(
-                    name,
-                    StatusCode::REQUEST_TIMEOUT,
-                    0,
-                    None,
-                    Some("body_timeout"),
-                ),
-            );
-        }
+        Err(_) => return Refusal::BodyTimeout(state.body_timeout).answer(name, 0),
         Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
-            return too_large(state, name, state.max_body_bytes + 1)
+            return too_large(state.max_body_bytes + 1)
         }
-        Ok(Err(_)) => {
-            let r = closing(error(
-                StatusCode::BAD_REQUEST,
-                "bad_body",
-                "the body could not be read",
-            ));
-            return (
-                r,
-                outcome(name, StatusCode::BAD_REQUEST, 0, None, Some("bad_body")),
-            );
-        }
+        Ok(Err(_)) => return Refusal::BadBody.answer(name, 0),
         Ok(Ok(c)) => c.to_bytes(),
     };
     let bytes = body.len();
     if is_woocommerce_ping(source, &parts.headers, &body) {
         let r = json_response(StatusCode::OK, json!({"status": "ping"}));
-        return (r, outcome(name, StatusCode::OK, bytes, None, Some("ping")));
+        return (
+            r,
+            Outcome::new(name, StatusCode::OK, bytes, None, Some("ping")),
+        );
     }
     if let Some(cache) = source.ebay_keys.as_ref().filter(|_| !body.is_empty()) {
         if let Some(kid) = schemes::ebay::signature_kid(&parts.headers) {
-            if let Err(e) = cache.ensure(&kid).await {
-                return key_unavailable(name, &kid, &e, bytes);
+            if let Err(error) = cache.ensure(&kid).await {
+                let kid = schemes::for_log(&kid);
+                return Refusal::KeyUnavailable { kid, error }.answer(name, bytes);
             }
         }
     }
@@ -397,11 +254,7 @@ where
         now_unix,
     }) {
         state.metrics.verify_failures.inc(&[name, e.code()]);
-        let r = error(StatusCode::UNAUTHORIZED, e.code(), e.to_string());
-        return (
-            r,
-            outcome(name, StatusCode::UNAUTHORIZED, bytes, None, Some(e.code())),
-        );
+        return Refusal::Unverified(e).answer(name, bytes);
     }
     let headers = kept_headers(&parts.headers);
     let dedup_key = delivery_id_of(|n| parts.headers.get(n).and_then(|v| v.to_str().ok()))
@@ -428,12 +281,12 @@ where
                 .set(&[&source.name], now_ms() as f64 / 1000.0);
             (
                 stored_response("accepted", id),
-                outcome(name, StatusCode::OK, bytes, Some(id.to_string()), None),
+                Outcome::new(name, StatusCode::OK, bytes, Some(id.to_string()), None),
             )
         }
         Ok(AppendOutcome::Duplicate(id)) => (
             stored_response("duplicate", id),
-            outcome(
+            Outcome::new(
                 name,
                 StatusCode::OK,
                 bytes,
@@ -441,91 +294,8 @@ where
                 Some("duplicate"),
             ),
         ),
-        Err(e) => unavailable(name, &e, bytes),
+        Err(e) => Refusal::NotStored(e).answer(name, bytes),
     }
-}
-
-fn schemes_for_log(name: &str) -> String {
-    name.chars().take(64).collect()
-}
-
-fn too_large<S: EventSink>(state: &AppState<S>, name: &str, len: usize) -> (Resp, Outcome) {
-    let r = closing(error(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "body_too_large",
-        format!(
-            "body exceeds receiver.max_body_bytes = {}",
-            state.max_body_bytes
-        ),
-    ));
-    (
-        r,
-        outcome(
-            name,
-            StatusCode::PAYLOAD_TOO_LARGE,
-            len,
-            None,
-            Some("body_too_large"),
-        ),
-    )
-}
-
-fn unavailable(name: &str, e: &QueueError, bytes: usize) -> (Resp, Outcome) {
-    tracing::error!(source = %name, error = %e, "event not stored: answering 503 so the sender retries");
-    let code = match e {
-        QueueError::OverBudget { .. } => "queue_full",
-        QueueError::ShuttingDown => "shutting_down",
-        _ => "storage_error",
-    };
-    let r = with_retry_after(
-        error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            code,
-            "the event could not be stored; retry later",
-        ),
-        30,
-    );
-    (
-        r,
-        outcome(
-            name,
-            StatusCode::SERVICE_UNAVAILABLE,
-            bytes,
-            None,
-            Some("not_stored"),
-        ),
-    )
-}
-
-/// eBay's key for the request's kid could not be fetched: 503 so eBay delivers it again.
-fn key_unavailable(name: &str, kid: &str, e: &FetchError, bytes: usize) -> (Resp, Outcome) {
-    let kid = schemes::for_log(kid);
-    match e {
-        FetchError::Credentials { .. } => {
-            tracing::error!(source = %name, kid = %kid, error = %e, "eBay public key unavailable: answering 503 so eBay retries")
-        }
-        _ => {
-            tracing::warn!(source = %name, kid = %kid, error = %e, "eBay public key unavailable: answering 503 so eBay retries")
-        }
-    }
-    let r = with_retry_after(
-        error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "key_unavailable",
-            format!("eBay's public key {kid} could not be fetched; retry later"),
-        ),
-        60,
-    );
-    (
-        r,
-        outcome(
-            name,
-            StatusCode::SERVICE_UNAVAILABLE,
-            bytes,
-            None,
-            Some("key_unavailable"),
-        ),
-    )
 }
 
 /// The headers of [`KEPT_HEADERS`] the request carries, in that order, each with its first value
@@ -575,37 +345,18 @@ fn challenge<S: EventSink>(
     });
     let table = state.sources.current();
     let Some(source) = table.enabled.get(name) else {
-        return (
-            error(StatusCode::NOT_FOUND, "unknown_source", "no such source"),
-            outcome(
-                "<unknown>",
-                StatusCode::NOT_FOUND,
-                0,
-                None,
-                Some("unknown_source"),
-            ),
-        );
+        return Refusal::UnknownSource.answer(name, 0);
     };
     match (code, &source.challenge) {
         (Some(code), Some((token, endpoint))) => {
             let answer = schemes::ebay::challenge_response(&code, token.expose(), endpoint);
             (
                 json_response(StatusCode::OK, json!({"challengeResponse": answer})),
-                outcome(name, StatusCode::OK, 0, None, Some("challenge")),
+                Outcome::new(name, StatusCode::OK, 0, None, Some("challenge")),
             )
         }
-        (None, _) => (
-            error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "webhooks are POSTed; GET is only for eBay's ?challenge_code= validation"),
-            outcome(name, StatusCode::METHOD_NOT_ALLOWED, 0, None, Some("method_not_allowed")),
-        ),
-        (Some(_), None) => (
-            error(
-                StatusCode::NOT_FOUND,
-                "no_challenge",
-                format!("source {name} answers no endpoint challenge: set scheme = \"ebay\", verification_token and endpoint_url"),
-            ),
-            outcome(name, StatusCode::NOT_FOUND, 0, None, Some("no_challenge")),
-        ),
+        (None, _) => Refusal::MethodNotAllowed.answer(name, 0),
+        (Some(_), None) => Refusal::NoChallenge.answer(name, 0),
     }
 }
 

@@ -34,7 +34,7 @@ pub fn run(
     }
     let body = std::fs::read(file)
         .map_err(|e| SignError::Io(anyhow::anyhow!("cannot read {}: {e}", file.display())))?;
-    let verifier = crate::schemes::build(src).map_err(SignError::Usage)?;
+    let verifier = crate::schemes::build(src, None).map_err(SignError::Usage)?;
     let now = crate::routes::system_clock();
     let delivery = format!("sign-{}-{}", now, std::process::id());
     let mut headers = verifier.sign(&body, now, &delivery);

@@ -464,7 +464,7 @@ fn shopify_target(fx: &Fixtures) -> Target {
         name: "shopify-hmac",
         verifier: schemes::build(&source(
             serde_json::json!({"scheme": "shopify-hmac", "platform": "shopify", "secrets": [secret]}),
-        ))
+        ), None)
         .expect("builds"),
         seeds,
         headers: &[
@@ -555,9 +555,10 @@ fn standard_webhooks_target(fx: &Fixtures) -> Target {
     never_logged.extend(secrets.iter().map(|s| s["whsec_".len()..].to_string()));
     Target {
         name: "standard-webhooks",
-        verifier: schemes::build(&source(
-            serde_json::json!({"scheme": "standard-webhooks", "secrets": secrets}),
-        ))
+        verifier: schemes::build(
+            &source(serde_json::json!({"scheme": "standard-webhooks", "secrets": secrets})),
+            None,
+        )
         .expect("builds"),
         seeds,
         headers: &["webhook-id", "webhook-timestamp", "webhook-signature"],
@@ -641,7 +642,7 @@ fn hmac_target(
     let lc = header.to_ascii_lowercase();
     Target {
         name,
-        verifier: schemes::build(&source(cfg)).expect("builds"),
+        verifier: schemes::build(&source(cfg), None).expect("builds"),
         seeds,
         headers: if hex {
             &["x-hub-signature-256", "x-github-delivery"]
@@ -721,7 +722,7 @@ fn fuzz_api_key() {
         name: "api-key",
         verifier: schemes::build(&source(
             serde_json::json!({"scheme": "api-key", "platform": "amazon", "secrets": [KEY, OLD]}),
-        ))
+        ), None)
         .expect("builds"),
         seeds,
         headers: &["x-api-key", "authorization"],
@@ -752,7 +753,7 @@ fn fuzz_basic_auth() {
         name: "basic-auth",
         verifier: schemes::build(&source(
             serde_json::json!({"scheme": "basic-auth", "platform": "amazon", "secrets": [CRED]}),
-        ))
+        ), None)
         .expect("builds"),
         seeds,
         headers: &["authorization", "x-api-key"],
@@ -858,9 +859,12 @@ fn fuzz_ebay_ecdsa() {
     let signed_compact = compact(signed).expect("the signed bytes are JSON");
     run(&Target {
         name: "ebay",
-        verifier: schemes::build(&source(serde_json::json!({
-            "scheme": "ebay", "platform": "ebay", "public_keys": {EBAY_KID: pem}
-        })))
+        verifier: schemes::build(
+            &source(serde_json::json!({
+                "scheme": "ebay", "platform": "ebay", "public_keys": {EBAY_KID: pem}
+            })),
+            None,
+        )
         .expect("builds"),
         seeds,
         headers: &["x-ebay-signature"],
@@ -1057,10 +1061,13 @@ fn fuzz_ebay_legacy_soap() {
         .collect();
     run(&Target {
         name: "ebay-legacy",
-        verifier: schemes::build(&source(serde_json::json!({
-            "scheme": "ebay-legacy", "platform": "ebay", "dev_id": LEGACY_DEV,
-            "app_id": LEGACY_APP, "cert_id": LEGACY_CERT, "tolerance_secs": 300
-        })))
+        verifier: schemes::build(
+            &source(serde_json::json!({
+                "scheme": "ebay-legacy", "platform": "ebay", "dev_id": LEGACY_DEV,
+                "app_id": LEGACY_APP, "cert_id": LEGACY_CERT, "tolerance_secs": 300
+            })),
+            None,
+        )
         .expect("builds"),
         seeds,
         headers: &["soapaction", "content-type"],
@@ -1159,7 +1166,7 @@ fn fuzz_sign_then_verify_round_trip() {
         ),
     ]
     .into_iter()
-    .map(|(n, cfg)| (n, schemes::build(&source(cfg)).expect("builds")))
+    .map(|(n, cfg)| (n, schemes::build(&source(cfg), None).expect("builds")))
     .collect();
     let corpus = payloads();
     let donors: Vec<&[u8]> = corpus.iter().map(|c| c.as_slice()).collect();

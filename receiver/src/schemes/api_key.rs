@@ -92,7 +92,7 @@ mod tests {
         let s = source(
             serde_json::json!({"scheme": "api-key", "platform": "amazon", "secrets": [KEY]}),
         );
-        let v = super::super::build(&s).unwrap();
+        let v = super::super::build(&s, None).unwrap();
         let h = headers(&[("X-Api-Key", KEY)]);
         assert_eq!(verify(v.as_ref(), &h, &body(), 0), Ok(()));
         assert_eq!(

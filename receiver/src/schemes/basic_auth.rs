@@ -122,7 +122,7 @@ mod tests {
         let s = source(
             serde_json::json!({"scheme": "basic-auth", "platform": "amazon", "secrets": [CRED]}),
         );
-        let v = super::super::build(&s).unwrap();
+        let v = super::super::build(&s, None).unwrap();
         assert_eq!(
             verify(v.as_ref(), &auth(&format!("Basic {CRED_B64}")), &body(), 0),
             Ok(())

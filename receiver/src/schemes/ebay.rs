@@ -189,7 +189,7 @@ impl Ebay {
     }
 
     /// The verifier with the source's pinned keys. A source that fetches keys
-    /// (`client_id` + client secret) may pin none: the receiver's route then builds it on a
+    /// (`client_id` + client secret) may pin none: [`super::build`] is then given its
     /// [`KeyCache`](crate::ebay_keys::KeyCache) instead (pinned keys first, then fetched ones).
     pub(crate) fn from_source(source: &SourceConfig) -> Result<Ebay, String> {
         let fetches = source.client_id.is_some() && source.client_secret.is_some();
@@ -307,7 +307,7 @@ mod tests {
             "scheme": "ebay", "platform": "ebay",
             "public_keys": {KID: v["public_key_response"]["key"]}
         }));
-        let built = super::super::build(&s).unwrap();
+        let built = super::super::build(&s, None).unwrap();
         let (h, body) = case("ebay-valid");
         assert_eq!(verify(built.as_ref(), &h, &body, 0), Ok(()));
         assert!(built.sign(&body, 0, "id").is_empty());
@@ -496,7 +496,7 @@ mod tests {
             "scheme": "ebay",
             "public_keys": {"00000000-old-kid": other_pem, KID: pem()}
         }));
-        let built = super::super::build(&s).unwrap();
+        let built = super::super::build(&s, None).unwrap();
         let (h, body) = case("ebay-valid");
         assert_eq!(verify(built.as_ref(), &h, &body, 0), Ok(()));
     }

@@ -333,7 +333,7 @@ mod tests {
             "scheme": "ebay-legacy", "platform": "ebay",
             "dev_id": DEV, "app_id": APP, "cert_id": CERT, "tolerance_secs": 600
         }));
-        let v = super::super::build(&s).unwrap();
+        let v = super::super::build(&s, None).unwrap();
         let body = soap(SIG, TS);
         assert_eq!(
             verify(v.as_ref(), &headers(&[]), body.as_bytes(), TS_UNIX + 600),

@@ -217,7 +217,7 @@ mod tests {
         let s = source(serde_json::json!({
             "scheme": "hmac-sha256", "secrets": [c.secret], "signature_header": WC_HEADER
         }));
-        let v = super::super::build(&s).unwrap();
+        let v = super::super::build(&s, None).unwrap();
         let h = headers(&[("x-wc-webhook-signature", &c.signature)]);
         assert_eq!(verify(v.as_ref(), &h, &c.body, 0), Ok(()));
     }
@@ -247,7 +247,7 @@ mod tests {
             "scheme": "hmac-sha256", "secrets": [c.secret], "signature_header": GH_HEADER,
             "signature_encoding": "hex", "signature_prefix": "sha256="
         }));
-        let v = super::super::build(&s).unwrap();
+        let v = super::super::build(&s, None).unwrap();
         let h = headers(&[(GH_HEADER, &c.signature)]);
         assert_eq!(verify(v.as_ref(), &h, &c.body, 0), Ok(()));
     }

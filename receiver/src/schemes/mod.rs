@@ -106,8 +106,13 @@ pub trait Verifier: Send + Sync {
 
 /// Builds the verifier for a source whose secrets are already resolved (`source.secrets` holds
 /// every secret from value/env/file; `source.verification_token` and `source.cert_id` are
-/// resolved too). `Err` is a configuration problem, naming the source and the key to set.
-pub fn build(source: &SourceConfig) -> Result<Box<dyn Verifier>, String> {
+/// resolved too). An `ebay` source verifies against `ebay_keys` when it fetches keys (the
+/// route's [`KeyCache`](crate::ebay_keys::KeyCache), pinned keys first), else against its pinned
+/// keys alone. `Err` is a configuration problem, naming the source and the key to set.
+pub fn build(
+    source: &SourceConfig,
+    ebay_keys: Option<std::sync::Arc<crate::ebay_keys::KeyCache>>,
+) -> Result<Box<dyn Verifier>, String> {
     match source.scheme {
         SchemeKind::ShopifyHmac => Ok(Box::new(shopify_hmac::ShopifyHmac::from_source(source)?)),
         SchemeKind::StandardWebhooks => Ok(Box::new(
@@ -116,7 +121,10 @@ pub fn build(source: &SourceConfig) -> Result<Box<dyn Verifier>, String> {
         SchemeKind::HmacSha256 => Ok(Box::new(hmac_sha256::HmacSha256::from_source(source)?)),
         SchemeKind::ApiKey => Ok(Box::new(api_key::ApiKey::from_source(source)?)),
         SchemeKind::BasicAuth => Ok(Box::new(basic_auth::BasicAuth::from_source(source)?)),
-        SchemeKind::Ebay => Ok(Box::new(ebay::Ebay::from_source(source)?)),
+        SchemeKind::Ebay => match ebay_keys {
+            Some(cache) => Ok(Box::new(ebay::Ebay::new(cache))),
+            None => Ok(Box::new(ebay::Ebay::from_source(source)?)),
+        },
         SchemeKind::EbayLegacy => Ok(Box::new(ebay_legacy::EbayLegacy::from_source(source)?)),
         SchemeKind::None => Ok(Box::new(none::Unsigned::from_source(source)?)),
     }
@@ -396,13 +404,13 @@ mod tests {
         ];
         for fields in cases {
             let s = source(fields.clone());
-            assert!(build(&s).is_ok(), "{fields}");
+            assert!(build(&s, None).is_ok(), "{fields}");
         }
     }
 
     #[test]
     fn build_errors_name_the_source_and_the_key() {
-        let e = build(&source(serde_json::json!({"scheme": "shopify-hmac"})))
+        let e = build(&source(serde_json::json!({"scheme": "shopify-hmac"})), None)
             .err()
             .expect("no secret is an error");
         assert!(e.contains("\"test\""), "{e}");

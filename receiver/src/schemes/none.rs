@@ -45,7 +45,7 @@ mod tests {
 
     #[test]
     fn refused_without_insecure() {
-        let e = super::super::build(&source(serde_json::json!({"scheme": "none"})))
+        let e = super::super::build(&source(serde_json::json!({"scheme": "none"})), None)
             .err()
             .expect("must refuse");
         assert_eq!(
@@ -53,17 +53,19 @@ mod tests {
             "scheme none accepts unsigned requests: set insecure = true on source \"test\" if \
              this is a local test, or choose a signing scheme"
         );
-        let e = super::super::build(&source(
-            serde_json::json!({"scheme": "none", "insecure": false}),
-        ));
+        let e = super::super::build(
+            &source(serde_json::json!({"scheme": "none", "insecure": false})),
+            None,
+        );
         assert!(e.is_err());
     }
 
     #[test]
     fn accepts_anything_when_insecure() {
-        let v = super::super::build(&source(
-            serde_json::json!({"scheme": "none", "insecure": true}),
-        ))
+        let v = super::super::build(
+            &source(serde_json::json!({"scheme": "none", "insecure": true})),
+            None,
+        )
         .unwrap();
         let body = own_payload("shopify/orders_create.json");
         assert_eq!(verify(v.as_ref(), &headers(&[]), &body, 0), Ok(()));

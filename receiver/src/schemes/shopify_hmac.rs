@@ -127,7 +127,7 @@ mod tests {
         let src = source(serde_json::json!({
             "scheme": "shopify-hmac", "platform": "shopify", "secrets": [v["secret"]]
         }));
-        let built = super::super::build(&src).unwrap();
+        let built = super::super::build(&src, None).unwrap();
         let (_, h, body) = valid();
         assert_eq!(verify(built.as_ref(), &h, &body, 0), Ok(()));
     }

@@ -201,7 +201,7 @@ mod tests {
         let c = case(SIGN_VECTOR);
         let s = source(serde_json::json!({"scheme": "standard-webhooks", "secrets": [c.secret]}));
         assert_eq!(s.tolerance_secs, 300);
-        let built = super::super::build(&s).unwrap();
+        let built = super::super::build(&s, None).unwrap();
         assert_eq!(
             verify(built.as_ref(), &c.headers, &c.body, c.now + 300),
             Ok(())
