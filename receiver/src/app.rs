@@ -1,13 +1,16 @@
 //! The `serve` lifecycle: open the queue, serve its socket, bind HTTP, announce readiness, run
-//! until SIGTERM/SIGINT (SIGHUP reloads the config: [`crate::reload`]), then shut down in order (stop accepting, finish in-flight requests,
-//! drain the committer, flush) and return so the process exits 0.
+//! until SIGTERM/SIGINT (SIGHUP reloads the config: [`crate::reload`]), then shut down in order
+//! (stop accepting, finish in-flight requests, drain the committer, flush) and return so the
+//! process exits 0. The HTTP part is written once over any [`EventSink`] ([`serve_on`]); the
+//! sled queue here and NATS in [`crate::app_nats`] only open and close their sink. Nothing here
+//! exits the process: errors go back to main.
 //!
 //! With `[receiver] tls_cert` and `tls_key` the receiver serves HTTPS itself (rustls, ring,
 //! ALPN http/1.1): both files are loaded and checked before anything is opened or bound, and a
 //! problem is a start-up error naming the key, the file and what is wrong.
 
 use crate::reload::{Reloader, SourceTable, SwappableCert};
-use crate::routes::{self, AppState};
+use crate::routes::{self, AppState, Sources};
 use crate::server::{self, ConnLimits};
 use anyhow::{anyhow, bail, Context as _};
 use rustls_pki_types::pem::{self, PemObject};
@@ -18,11 +21,11 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use stockhook_shared::config::Config;
+use stockhook_shared::config::{Backend, Config};
 use stockhook_shared::queue::committer::GroupCommitter;
 use stockhook_shared::queue::local::LocalQueue;
 use stockhook_shared::queue::sled_store::{SledStore, StoreOptions};
-use stockhook_shared::queue::{now_ms, server as qserver};
+use stockhook_shared::queue::{now_ms, server as qserver, EventSink};
 use stockhook_shared::{lifecycle, sdnotify};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
@@ -150,7 +153,7 @@ fn expand_credentials_dir(path: &Path, key: &str) -> anyhow::Result<PathBuf> {
 /// Binds `receiver.metrics_listen` when set (a start-up error if it cannot be bound) and serves
 /// `/metrics`, `/healthz` and `/readyz` there until `stop`; the webhook listener then answers
 /// those paths 404 (`AppState::serve_ops`).
-pub async fn metrics_listener<S: stockhook_shared::queue::EventSink>(
+pub async fn metrics_listener<S: EventSink>(
     config: &Config,
     state: &Arc<AppState<S>>,
     stop: watch::Receiver<bool>,
@@ -189,10 +192,26 @@ pub async fn metrics_listener<S: stockhook_shared::queue::EventSink>(
 /// never ends the process) and the [`Reloader`].
 pub type Hangup = (tokio::signal::unix::Signal, Reloader);
 
-/// Runs the receiver until a signal. Errors are fatal start-up problems (exit 1). `config_path`
-/// is the file `config` came from, read again on SIGHUP.
+/// What every backend's receiver needs, built and checked before any queue is opened or any
+/// port bound: a bad source or certificate leaves no trace.
+pub struct Prepared {
+    sources: Sources,
+    tls: Option<TlsAcceptor>,
+    hangup: Hangup,
+}
+
+/// The queue storage failed while serving: sled cannot be trusted after an I/O error, so the
+/// receiver stops without waiting for it (main exits 1 and systemd's Restart=on-failure
+/// restarts it, which reopens and recovers the database). Everything answered 200 was synced
+/// before its answer.
+#[derive(Debug, thiserror::Error)]
+#[error("queue storage failed ({0}): exiting with status 1 so the receiver restarts and recovers the database; free disk space if it is full")]
+pub struct StorageFailed(pub String);
+
+/// Runs the receiver until a signal. Errors are fatal start-up problems, or [`StorageFailed`];
+/// main exits 1 on either. `config_path` is the file `config` came from, read again on SIGHUP.
 pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
-    let (sources, disabled) = routes::build_sources(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let sources = routes::build_sources(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
     // Before anything is opened or bound: a bad certificate leaves no trace.
     let (tls, cert) = match tls_acceptor_config(&config)? {
         Some(mut c) => {
@@ -201,7 +220,7 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
         }
         None => (None, None),
     };
-    if sources.is_empty() {
+    if sources.0.is_empty() {
         tracing::warn!("no source is enabled: every webhook will be refused; configure [[sources]] (see deploy/stockhook.toml.example)");
     }
     ensure_data_dir(&config)?;
@@ -213,9 +232,22 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
             cert,
         },
     );
-    if config.backend() == stockhook_shared::config::Backend::Nats {
-        return crate::app_nats::serve(config, sources, disabled, tls, hangup).await;
+    let prepared = Prepared {
+        sources,
+        tls,
+        hangup,
+    };
+    match config.backend() {
+        Backend::Nats => crate::app_nats::serve(config, prepared).await?,
+        Backend::Sled => serve_sled(config, prepared).await?,
     }
+    tracing::info!("receiver stopped cleanly");
+    Ok(())
+}
+
+/// The sled queue: the database, its group committer, `queue.sock` and the maintenance task
+/// around [`serve_on`].
+async fn serve_sled(config: Config, prepared: Prepared) -> anyhow::Result<()> {
     let queue_path = config.data_dir.join("queue");
     let store = Arc::new(SledStore::open(&queue_path, store_options(&config))?);
     let (committer, commit_thread) = GroupCommitter::start(store.clone(), 1024, 8192);
@@ -230,21 +262,92 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
     ));
     let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<String>();
     let maint = tokio::spawn(maintenance(store.clone(), stop_rx.clone(), failed_tx));
+    let failed = async move { failed_rx.await.ok() };
+    let queue = format!("{} (socket {})", queue_path.display(), sock_path.display());
+    let stopped = serve_on(&config, prepared, committer, &queue, failed, stop_tx).await;
+    if let Err(Stopped::StorageFailed(why)) = stopped {
+        // Do not wait for sled, nor let its destructor flush: it may never answer again.
+        std::mem::forget(store);
+        let _ = std::fs::remove_file(&sock_path);
+        tracing::error!(error = %why, "queue storage failed: exiting so the receiver restarts and recovers the database; free disk space if it is full");
+        return Err(StorageFailed(why).into());
+    }
+    let serve_result = stopped.map_err(Stopped::into_error);
+    let _ = qtask.await;
+    let _ = maint.await;
+    // The last sender went with the server's state: the commit thread answers what it has, then
+    // exits.
+    tokio::task::spawn_blocking(move || commit_thread.join())
+        .await
+        .ok();
+    let flushed = store.flush_all().context("final flush of the queue");
+    let _ = std::fs::remove_file(&sock_path);
+    serve_result?;
+    flushed?;
+    Ok(())
+}
 
-    let addr: SocketAddr = config.receiver.listen.parse().with_context(|| {
-        format!(
-            "receiver.listen = {:?} is not an ip:port (e.g. \"127.0.0.1:8080\")",
-            config.receiver.listen
-        )
-    })?;
-    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
-        format!("cannot listen on {addr}: is another process using it? change receiver.listen")
-    })?;
-    let local = listener.local_addr().context("reading the bound address")?;
+/// How [`serve_on`] ended other than by a signal.
+pub enum Stopped {
+    /// Before readiness: the listener could not be bound, and so on.
+    Start(anyhow::Error),
+    /// The sink's storage failed while serving.
+    StorageFailed(String),
+}
 
+impl Stopped {
+    /// As the error `serve` returns.
+    pub fn into_error(self) -> anyhow::Error {
+        match self {
+            Stopped::Start(e) => e,
+            Stopped::StorageFailed(why) => StorageFailed(why).into(),
+        }
+    }
+}
+
+/// The receiver's HTTP life on any sink, written once: bind `receiver.listen`, announce
+/// readiness, serve until SIGTERM/SIGINT or until `failed` names a storage failure, then stop
+/// the tasks of `stop` and return once in-flight requests are answered and the server's state
+/// (with `sink`) is dropped. `queue` describes the queue on the ready log line.
+pub async fn serve_on<S: EventSink>(
+    config: &Config,
+    prepared: Prepared,
+    sink: S,
+    queue: &str,
+    failed: impl std::future::Future<Output = Option<String>> + Send + 'static,
+    stop_tx: watch::Sender<bool>,
+) -> Result<(), Stopped> {
+    let Prepared {
+        sources,
+        tls,
+        hangup,
+    } = prepared;
+    let start = |e: anyhow::Error| Stopped::Start(e);
+    let addr: SocketAddr = config
+        .receiver
+        .listen
+        .parse()
+        .with_context(|| {
+            format!(
+                "receiver.listen = {:?} is not an ip:port (e.g. \"127.0.0.1:8080\")",
+                config.receiver.listen
+            )
+        })
+        .map_err(start)?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| {
+            format!("cannot listen on {addr}: is another process using it? change receiver.listen")
+        })
+        .map_err(start)?;
+    let local = listener
+        .local_addr()
+        .context("reading the bound address")
+        .map_err(start)?;
+    let stop_rx = stop_tx.subscribe();
     let state = Arc::new(AppState {
-        sources: SourceTable::new((sources, disabled)),
-        sink: committer,
+        sources: SourceTable::new(sources),
+        sink,
         data_dir: config.data_dir.clone(),
         metrics: Default::default(),
         serve_ops: config.receiver.metrics_listen.is_none(),
@@ -257,11 +360,13 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
         header_timeout: config.receiver.header_timeout.get(),
         shutdown_grace: config.receiver.shutdown_grace.get(),
     };
-    let metrics_task = metrics_listener(&config, &state, stop_rx.clone()).await?;
+    let metrics_task = metrics_listener(config, &state, stop_rx.clone())
+        .await
+        .map_err(start)?;
     // The one line scripts and tests wait for.
     println!("ready addr={local}");
     let _ = std::io::stdout().flush();
-    tracing::info!(addr = %local, tls = tls.is_some(), queue = %queue_path.display(), socket = %sock_path.display(), "receiver ready");
+    tracing::info!(addr = %local, tls = tls.is_some(), queue = %queue, "receiver ready");
     let _ = sdnotify::ready();
     let watchdog = tokio::spawn(lifecycle::watchdog_pings(stop_rx.clone()));
     let reload = tokio::spawn(crate::reload::on_sighup(
@@ -271,50 +376,32 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
         stop_rx.clone(),
     ));
 
-    // Stop on a signal, or when the queue's storage failed (see `maintenance`).
-    let storage_failure = std::sync::Arc::new(std::sync::Mutex::new(None::<String>));
-    let failure_slot = storage_failure.clone();
+    // Stop on a signal, or when the queue's storage failed.
+    let failure = Arc::new(std::sync::Mutex::new(None::<String>));
+    let failure_slot = failure.clone();
     let stop_when = async move {
         tokio::select! {
             _ = lifecycle::shutdown_signal() => {}
-            Ok(why) = failed_rx => {
+            Some(why) = failed => {
                 *failure_slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
             }
         }
     };
     server::run_with_tls(listener, state.clone(), limits, tls, stop_when).await;
-    if let Some(why) = storage_failure
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .take()
-    {
-        // sled cannot be trusted after an I/O error and may never answer again: do not wait
-        // for it. Everything answered 200 was synced before its answer; a restart (systemd's
-        // Restart=on-failure) reopens and recovers the database.
-        let _ = sdnotify::stopping();
-        let _ = std::fs::remove_file(&sock_path);
-        tracing::error!(error = %why, "queue storage failed: exiting so the receiver restarts and recovers the database; free disk space if it is full");
-        eprintln!("stockhook-receiver: queue storage failed ({why}): exiting with status 1 to be restarted");
-        std::process::exit(1);
-    }
     let _ = sdnotify::stopping();
+    if let Some(why) = failure.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        // The storage cannot be trusted to answer: no orderly drain.
+        std::mem::forget(state);
+        return Err(Stopped::StorageFailed(why));
+    }
     tracing::info!("shutting down: in-flight requests done, draining the queue");
     let _ = stop_tx.send(true);
-    let _ = qtask.await;
-    let _ = maint.await;
     let _ = reload.await;
     if let Some(t) = metrics_task {
         let _ = t.await;
     }
     watchdog.abort();
-    // The last sender goes with the state: the commit thread answers what it has, then exits.
     drop(state);
-    tokio::task::spawn_blocking(move || commit_thread.join())
-        .await
-        .ok();
-    store.flush_all().context("final flush of the queue")?;
-    let _ = std::fs::remove_file(&sock_path);
-    tracing::info!("receiver stopped cleanly");
     Ok(())
 }
 

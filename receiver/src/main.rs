@@ -123,7 +123,11 @@ fn main() -> ExitCode {
                     .build()
                     .context("starting the async runtime")
                     .and_then(|rt| {
-                        rt.block_on(app::serve(loaded.config.clone(), loaded.path.clone()))
+                        let r = rt.block_on(app::serve(loaded.config.clone(), loaded.path.clone()));
+                        // After a storage failure tasks may still wait on sled: do not wait
+                        // for them (after a clean stop none is left).
+                        rt.shutdown_background();
+                        r
                     }),
             }
         }
