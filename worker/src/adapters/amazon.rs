@@ -31,6 +31,11 @@
 //!   is already reserved. Time: `OrderChangeTrigger.TimeOfOrderChange`, else `EventTime`.
 //! * `LISTINGS_ITEM_STATUS_CHANGE` (issue 21): `Status` without `BUYABLE` gives a `Removed`
 //!   (item = `Sku`); with it, a `CatalogEntry`, which brings the item back when newer.
+//! * `LISTINGS_ITEM_ISSUES_CHANGE` (issue 21): an `EnforcementActions` entry that makes the
+//!   listing unbuyable (`LISTING_SUPPRESSED`, `CATALOG_ITEM_REMOVED`) gives a `Removed` (item =
+//!   `Sku`). Other issues (search or attribute suppression, warnings) and resolved ones
+//!   (`Severities: ["NONE"]`) give nothing: a resolved issue alone does not say the listing is
+//!   buyable again; its next `LISTINGS_ITEM_STATUS_CHANGE` or quantity change does.
 //! * any other type (`ANY_OFFER_CHANGED`, ...): ignored.
 //!
 //! [`dedup_key`]: `NotificationMetadata.NotificationId` (bare, inside `detail`, or inside the SQS
@@ -190,6 +195,7 @@ pub fn normalize(env: &Envelope) -> Result<Normalized, NormalizeError> {
         "LISTINGS_ITEM_MFN_QUANTITY_CHANGE" => mfn_quantity(env, topic, &notice)?,
         "ORDER_CHANGE" => order_change(env, topic, &notice)?,
         "LISTINGS_ITEM_STATUS_CHANGE" => listing_status(env, topic, &notice)?,
+        "LISTINGS_ITEM_ISSUES_CHANGE" => listing_issues(env, topic, &notice)?,
         _ => return Ok(super::ignored(topic)),
     };
     Ok(super::read(topic, facts))
@@ -404,6 +410,40 @@ fn listing_status(
         item: sku,
         reason: "listing not buyable".into(),
         at,
+    }])
+}
+
+/// The enforcement actions that take a listing's buyability away (Amazon's schema:
+/// `LISTING_SUPPRESSED` "takes down the current listing item's buyability";
+/// `CATALOG_ITEM_REMOVED`: "all offers against it ... are non-buyable").
+const UNBUYABLE_ACTIONS: [&str; 2] = ["LISTING_SUPPRESSED", "CATALOG_ITEM_REMOVED"];
+
+/// Removal path (issue 21). `LISTINGS_ITEM_ISSUES_CHANGE` (`Payload.Sku`,
+/// `Payload.EnforcementActions`, optional): a `Removed` when an action makes the listing
+/// unbuyable, else nothing.
+fn listing_issues(
+    env: &Envelope,
+    topic: &str,
+    n: &Notice<'_>,
+) -> Result<Vec<Fact>, NormalizeError> {
+    let (p, pp) = n.payload(topic)?;
+    let sku = req_text(get_ci(p, "Sku"), topic, &format!("{pp}.Sku"))?;
+    let actions = match get_ci(p, "EnforcementActions") {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        a => req_array(a, topic, &format!("{pp}.EnforcementActions"))?,
+    };
+    let unbuyable: Vec<&str> = actions
+        .iter()
+        .filter_map(Value::as_str)
+        .filter(|a| UNBUYABLE_ACTIONS.iter().any(|u| a.eq_ignore_ascii_case(u)))
+        .collect();
+    if unbuyable.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(vec![Fact::Removed {
+        item: sku,
+        reason: format!("listing not buyable ({})", unbuyable.join(", ")),
+        at: first_time(env, &n.times()),
     }])
 }
 
@@ -777,6 +817,49 @@ mod tests {
                 title: None,
                 at,
             }]
+        );
+    }
+
+    /// Issue 21: `LISTINGS_ITEM_ISSUES_CHANGE`, Amazon's published example (2023-12-13 payload)
+    /// with `LISTING_SUPPRESSED` and `CATALOG_ITEM_REMOVED`, removes the listing; the same
+    /// notification with only search suppression, or with its issues resolved, gives nothing.
+    #[test]
+    fn fixture_listings_item_issues_change_removes_an_unbuyable_listing() {
+        let published = fixture_json("listings_item_issues_change.json");
+        let at = 1_707_159_570_194; // EventTime 2024-02-05T18:59:30.194Z
+        assert_eq!(
+            run(published.to_string()).unwrap().facts,
+            vec![Fact::Removed {
+                item: "NLS-SHOES-03".into(),
+                reason: "listing not buyable (LISTING_SUPPRESSED, CATALOG_ITEM_REMOVED)".into(),
+                at,
+            }]
+        );
+        let with = |severities: Value, actions: Option<Value>| {
+            let mut v = published.clone();
+            v["Payload"]["Severities"] = severities;
+            match actions {
+                Some(a) => v["Payload"]["EnforcementActions"] = a,
+                None => {
+                    v["Payload"]
+                        .as_object_mut()
+                        .expect("payload object")
+                        .remove("EnforcementActions");
+                }
+            }
+            run(v.to_string()).unwrap()
+        };
+        let hidden = with(json!(["ERROR"]), Some(json!(["SEARCH_SUPPRESSED"])));
+        assert_eq!(hidden.facts, vec![]);
+        assert!(!hidden.ignored, "a read notification, not an unknown one");
+        assert_eq!(with(json!(["NONE"]), None).facts, vec![]);
+        // Through EventBridge, the same facts.
+        assert_eq!(
+            run(event_bridge(published.clone()).to_string())
+                .unwrap()
+                .facts
+                .len(),
+            1
         );
     }
 

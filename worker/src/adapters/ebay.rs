@@ -18,6 +18,9 @@
 //!     `ItemSold` or the transaction events, not both, or a sale counts twice.
 //!   - `ItemClosed`, `ItemUnsold`, and `ItemSold` of a single-quantity listing (issue 21): the
 //!     listing ended, a `Removed` for ItemID after the other facts.
+//!   - `ItemSuspended` (issue 21): eBay took the listing down, a `Removed` for its ItemID. eBay
+//!     publishes it in the older `Notification/Event/ItemSuspended/ItemId` form (no call
+//!     response): the event is then the element under `Event`, its time `Event/EventTime/EBayTime`.
 //!   - `ItemListed`, `ItemRevised`, `ItemClosed`: an `InventoryLevel` at location `ebay` of
 //!     `Item.Quantity - Item.SellingStatus.QuantitySold` (absent QuantitySold is 0).
 //!   - Every SOAP event that carries `Item.Quantity` (sales included: without that, sales would
@@ -293,6 +296,7 @@ fn soap(env: &Envelope) -> Result<Normalized, NormalizeError> {
                 .and_then(|n| Some(n.text.trim()).filter(|t| !t.is_empty()))
                 .map(str::to_string)
         })
+        .or_else(|| event_element(response).map(|e| e.name.clone()))
         .ok_or_else(|| {
             let header = if env.header("soapaction").is_some() {
                 "a SOAPAction header that names no event"
@@ -306,6 +310,7 @@ fn soap(env: &Envelope) -> Result<Normalized, NormalizeError> {
         })?;
     let at = response
         .text_at(&["Timestamp"])
+        .or_else(|| response.text_at(&["Event", "EventTime", "EBayTime"]))
         .and_then(parse_time)
         .unwrap_or_else(|| fallback_time(env));
     let facts = match topic.as_str() {
@@ -321,6 +326,7 @@ fn soap(env: &Envelope) -> Result<Normalized, NormalizeError> {
             facts.extend(listing_ended(response, &topic, at)?);
             facts
         }
+        "ItemSuspended" => item_suspended(response, &topic, at)?,
         _ => {
             return Ok(Normalized {
                 topic,
@@ -342,6 +348,33 @@ fn listing_ended(response: &Node, topic: &str, at: i64) -> Result<Vec<Fact>, Nor
     Ok(vec![Fact::Removed {
         item: item_id(response, topic)?,
         reason: format!("eBay listing ended ({topic})"),
+        at,
+    }])
+}
+
+/// The event element of the older notification form `Notification/Event/<EventName>`, which
+/// carries no `NotificationEventName`.
+fn event_element(response: &Node) -> Option<&Node> {
+    response
+        .child("Event")?
+        .children
+        .iter()
+        .find(|c| c.name != "EventTime")
+}
+
+/// Removal path (issue 21). `ItemSuspended`: eBay took the listing down. Its ItemID is
+/// `Item.ItemID` in a GetItemResponse, `Event.ItemSuspended.ItemId` in the older form.
+fn item_suspended(response: &Node, topic: &str, at: i64) -> Result<Vec<Fact>, NormalizeError> {
+    let item = match event_element(response) {
+        Some(e) => e
+            .text_at(&["ItemId"])
+            .map(str::to_string)
+            .ok_or_else(|| missing(topic, "Event.ItemSuspended.ItemId"))?,
+        None => item_id(response, topic)?,
+    };
+    Ok(vec![Fact::Removed {
+        item,
+        reason: "eBay listing suspended (ItemSuspended)".into(),
         at,
     }])
 }
@@ -638,6 +671,28 @@ mod tests {
                 at: AT,
             },
         ]
+    }
+
+    /// Issue 21: eBay's published ItemSuspended sample (KB article 1337, older
+    /// `Notification/Event` form) removes the listing, at its EBayTime.
+    #[test]
+    fn fixture_item_suspended_removes_the_listing() {
+        let n = normalize(&env(
+            Platform::Ebay,
+            &[],
+            data("ebay/ItemSuspended_kb1337.xml"),
+        ))
+        .unwrap();
+        assert_eq!(n.topic, "ItemSuspended");
+        assert!(!n.ignored);
+        assert_eq!(
+            n.facts,
+            vec![Fact::Removed {
+                item: "150310666655".into(),
+                reason: "eBay listing suspended (ItemSuspended)".into(),
+                at: 1_659_959_562_571,
+            }]
+        );
     }
 
     #[test]

@@ -32,7 +32,9 @@
 //! * removals (issue 21): `products/create|update` also give the product's variant items
 //!   (`ProductVariants`, so a variant a later update no longer lists leaves the catalog);
 //!   `products/delete` gives the product with no variants; `inventory_items/delete` a `Removed`;
-//!   `inventory_items/update` with `"tracked": false` a `Removed` after its `CatalogEntry`.
+//!   `inventory_items/update` with `"tracked": false` a `Removed` after its `CatalogEntry`;
+//!   a `products/create|update` variant with `inventory_management: null` (untracked, in API
+//!   versions that send the key) the same `Removed` after its `CatalogEntry`.
 //! * any other topic: ignored.
 //!
 //! Event time: `updated_at` (products, items, levels), `created_at` then `processed_at` (orders),
@@ -121,7 +123,13 @@ fn products(env: &Envelope, topic: &str, body: &Value) -> Result<Vec<Fact>, Norm
             &field("inventory_quantity"),
         )?;
         let untracked = matches!(v.get("inventory_management"), Some(Value::Null));
-        if let (Some(available), false) = (quantity, untracked) {
+        if untracked {
+            facts.push(Fact::Removed {
+                item,
+                reason: UNTRACKED.into(),
+                at,
+            });
+        } else if let Some(available) = quantity {
             facts.push(Fact::InventoryLevel {
                 item,
                 location: "all".into(),
@@ -198,6 +206,9 @@ fn inventory_item_deleted(
     }])
 }
 
+/// Why an untracked item left the catalog.
+const UNTRACKED: &str = "inventory tracking turned off";
+
 /// `inventory_items/update` with `"tracked": false`: Shopify no longer counts its stock, so
 /// stockhook stops alerting on it (tracking turned back on, with a newer time, brings it back).
 fn untracked_item(env: &Envelope, topic: &str, body: &Value) -> Result<Vec<Fact>, NormalizeError> {
@@ -208,7 +219,7 @@ fn untracked_item(env: &Envelope, topic: &str, body: &Value) -> Result<Vec<Fact>
     let at = first_time(env, &[body.get("updated_at"), body.get("created_at")]);
     Ok(vec![Fact::Removed {
         item,
-        reason: "inventory tracking turned off".into(),
+        reason: UNTRACKED.into(),
         at,
     }])
 }
@@ -638,6 +649,11 @@ mod tests {
                     title: Some("Cap - Blue".into()),
                     at,
                 },
+                Fact::Removed {
+                    item: "5".into(),
+                    reason: UNTRACKED.into(),
+                    at,
+                },
                 Fact::CatalogEntry {
                     item: "6".into(),
                     aliases: vec!["variant:3".into()],
@@ -651,6 +667,41 @@ mod tests {
                     at,
                 },
             ]
+        );
+    }
+
+    /// Issue 21: Shopify's published `products/create` sample (API 2023-07; `products/update`
+    /// carries the same Product), with tracking turned off on its second variant
+    /// (`inventory_management: null`, set on a copy): that variant leaves the catalog like an
+    /// `inventory_items/update` with `tracked: false`, the first keeps its level.
+    #[test]
+    fn published_product_with_an_untracked_variant_removes_that_variant() {
+        let mut product: Value =
+            serde_json::from_slice(&data("shopify/products_create_2023-07.json")).unwrap();
+        let tracked = facts("products/update", product.to_string());
+        assert!(
+            !tracked.iter().any(|f| matches!(f, Fact::Removed { .. })),
+            "{tracked:?}"
+        );
+        product["variants"][1]["inventory_management"] = Value::Null;
+        let f = facts("products/update", product.to_string());
+        let at = 1_640_995_200_000; // updated_at 2021-12-31T19:00:00-05:00
+        let medium = "variant:757650484644203900";
+        assert!(f.contains(&Fact::InventoryLevel {
+            item: "variant:642667041472714000".into(),
+            location: "all".into(),
+            available: Some(75),
+            at,
+        }));
+        assert!(f.contains(&Fact::Removed {
+            item: medium.into(),
+            reason: UNTRACKED.into(),
+            at,
+        }));
+        assert!(
+            !f.iter()
+                .any(|x| matches!(x, Fact::InventoryLevel { item, .. } if item == medium)),
+            "an untracked variant has no level: {f:?}"
         );
     }
 
@@ -682,7 +733,7 @@ mod tests {
             f[1],
             Fact::Removed {
                 item: "5".into(),
-                reason: "inventory tracking turned off".into(),
+                reason: UNTRACKED.into(),
                 at: 1_640_995_200_000,
             }
         );
