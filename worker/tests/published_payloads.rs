@@ -5,7 +5,6 @@
 //! Issue 13: a refund for a sale stockhook never saw left units sold negative (item 2); FBA units
 //! shared by the marketplaces of one pool were counted once per marketplace (item 6).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use stockhook_shared::config::Platform;
 use stockhook_shared::envelope::{Envelope, EventId};
@@ -19,17 +18,7 @@ fn data(rel: &str) -> Vec<u8> {
 }
 
 fn rules() -> Arc<RuleConfig> {
-    Arc::new(RuleConfig {
-        default_threshold: 5,
-        source_threshold: BTreeMap::new(),
-        sku_thresholds: BTreeMap::new(),
-        default_recipients: vec!["seller@example.com".into()],
-        source_recipients: BTreeMap::new(),
-        no_sales_days: 60,
-        digest_window_ms: 0,
-        combine_channels: false,
-        events: Default::default(),
-    })
+    Arc::new(RuleConfig::example())
 }
 
 /// One event as the receiver stores it, normalized by the real adapter.

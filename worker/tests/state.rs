@@ -11,7 +11,6 @@
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -44,15 +43,8 @@ async fn state(url: &str) -> NatsState {
 
 fn rules() -> Arc<RuleConfig> {
     Arc::new(RuleConfig {
-        default_threshold: 5,
-        source_threshold: BTreeMap::new(),
         sku_thresholds: [("SKU-BIG".to_string(), 50)].into_iter().collect(),
-        default_recipients: vec!["seller@example.com".into()],
-        source_recipients: BTreeMap::new(),
-        no_sales_days: 60,
-        digest_window_ms: 0,
-        combine_channels: false,
-        events: Default::default(),
+        ..RuleConfig::example()
     })
 }
 

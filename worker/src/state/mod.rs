@@ -265,6 +265,23 @@ pub struct RuleConfig {
 }
 
 impl RuleConfig {
+    /// The rules the tests run with: threshold 5, no-sales after 60 days, one recipient, no
+    /// digest, channels apart, default event limits. Tests change a field on the result rather
+    /// than writing the whole struct again.
+    pub fn example() -> RuleConfig {
+        RuleConfig {
+            default_threshold: 5,
+            source_threshold: BTreeMap::new(),
+            sku_thresholds: BTreeMap::new(),
+            default_recipients: vec!["seller@example.com".into()],
+            source_recipients: BTreeMap::new(),
+            no_sales_days: 60,
+            digest_window_ms: 0,
+            combine_channels: false,
+            events: Default::default(),
+        }
+    }
+
     pub fn from_config(c: &Config) -> RuleConfig {
         RuleConfig {
             default_threshold: c.alerts.low_stock_threshold,

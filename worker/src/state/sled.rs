@@ -659,17 +659,7 @@ mod tests {
     use stockhook_shared::envelope::EventId;
 
     fn rules() -> RuleConfig {
-        RuleConfig {
-            default_threshold: 5,
-            source_threshold: BTreeMap::new(),
-            sku_thresholds: BTreeMap::new(),
-            default_recipients: vec!["seller@example.com".into()],
-            source_recipients: BTreeMap::new(),
-            no_sales_days: 60,
-            digest_window_ms: 0,
-            combine_channels: false,
-            events: Default::default(),
-        }
+        RuleConfig::example()
     }
 
     fn low(id: u64, item: &str) -> Prepared {
