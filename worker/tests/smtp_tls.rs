@@ -2,6 +2,7 @@
 //! `tests/src/smtp_tls.rs`) with certificates made here: every TLS mode and AUTH mechanism the
 //! issue names, and what each failure tells the operator. The password is never in an error.
 
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use std::path::Path;
 use std::time::Duration;
 use stockhook_shared::config::EmailConfig;
@@ -15,15 +16,14 @@ const USER: &str = "alerts@shop.example";
 /// Characters that must be percent-encoded in the URL, to check both spellings are scrubbed.
 const PASSWORD: &str = "hunter2 p@ss:w/rd";
 
+/// Percent-encoded as URL userinfo: everything but RFC 3986's unreserved characters.
 fn enc(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+    utf8_percent_encode(s, UNRESERVED).to_string()
 }
 
 fn url(scheme: &str, server: &TlsSmtp, password: &str, query: &str) -> String {
@@ -99,48 +99,95 @@ async fn delivers(server: &TlsSmtp, m: &Mailer) {
     m.shutdown().await;
 }
 
-/// A plain-text server (no STARTTLS), with AUTH required for `login` (never offered: aiosmtpd
-/// offers AUTH only over TLS), or no AUTH at all.
-fn plain_server(dir: &TestDir, login: Option<(&str, &str)>) -> TlsSmtp {
-    TlsSmtp::start(
-        dir,
-        "a",
-        &TlsSmtpOptions {
-            tls: ServerTls::None,
-            certs: None,
-            login,
-            mechanisms: "PLAIN,LOGIN",
-        },
-    )
+/// One scenario: a server (with TLS and a certificate for `names`, or in plain text) in its own
+/// directory, and mailers against it.
+struct Case {
+    _dir: TestDir,
+    certs: Option<TestCerts>,
+    server: TlsSmtp,
 }
 
-fn server(
-    dir: &TestDir,
-    tag: &str,
-    tls: ServerTls,
-    certs: &TestCerts,
-    mechanisms: &str,
-) -> TlsSmtp {
-    TlsSmtp::start(
-        dir,
-        tag,
-        &TlsSmtpOptions {
-            tls,
+impl Case {
+    /// A server with `tls` and a certificate for `names` from a private CA, requiring AUTH
+    /// (USER, PASSWORD) with `mechanisms`.
+    fn tls(name: &str, tls: ServerTls, names: &[&str], mechanisms: &str) -> Case {
+        let dir = TestDir::new(name);
+        let certs = TestCerts::make(dir.path(), "a", names);
+        let server = TlsSmtp::start(
+            &dir,
+            "a",
+            &TlsSmtpOptions {
+                tls,
+                certs: Some(&certs),
+                login: Some((USER, PASSWORD)),
+                mechanisms,
+            },
+        );
+        Case {
+            _dir: dir,
             certs: Some(certs),
-            login: Some((USER, PASSWORD)),
-            mechanisms,
-        },
-    )
+            server,
+        }
+    }
+
+    /// A plain-text server (no STARTTLS), with AUTH required for `login` (never offered:
+    /// aiosmtpd offers AUTH only over TLS), or no AUTH at all.
+    fn plain(name: &str, login: Option<(&str, &str)>) -> Case {
+        let dir = TestDir::new(name);
+        let server = TlsSmtp::start(
+            &dir,
+            "a",
+            &TlsSmtpOptions {
+                tls: ServerTls::None,
+                certs: None,
+                login,
+                mechanisms: "PLAIN,LOGIN",
+            },
+        );
+        Case {
+            _dir: dir,
+            certs: None,
+            server,
+        }
+    }
+
+    /// A mailer for `scheme://USER:password@localhost:<port><query>`, trusting the private CA
+    /// when `trust`.
+    fn mailer(&self, scheme: &str, password: &str, query: &str, trust: bool) -> Mailer {
+        let ca = self
+            .certs
+            .as_ref()
+            .filter(|_| trust)
+            .map(|c| c.ca.as_path());
+        mailer(&url(scheme, &self.server, password, query), ca)
+    }
+
+    /// The permanent failure of sending one set through `m` (`what` says why it must be
+    /// permanent), checked free of the password and of any stored message.
+    async fn refused(&self, m: Mailer, what: &str) -> String {
+        let e = m.send(&alerts(), &to()).await.unwrap_err();
+        no_password(&e);
+        let SendError::Permanent(msg) = e else {
+            panic!("{what} is permanent: {e}")
+        };
+        assert!(
+            self.server.messages().is_empty(),
+            "{what}: a message arrived"
+        );
+        msg
+    }
+
+    /// `localhost:<port>`, as errors name the server.
+    fn at(&self) -> String {
+        format!("localhost:{}", self.server.addr.port())
+    }
 }
 
 /// A server with `tls` offering only `mechanism`, and a mailer for `scheme`+`query` that trusts
 /// its CA: the email arrives, logged in as USER.
 async fn round_trip(name: &str, tls: ServerTls, mechanism: &str, scheme: &str, query: &str) {
-    let dir = TestDir::new(name);
-    let certs = TestCerts::make(dir.path(), "a", &["localhost"]);
-    let s = server(&dir, "a", tls, &certs, mechanism);
-    let m = mailer(&url(scheme, &s, PASSWORD, query), Some(&certs.ca));
-    delivers(&s, &m).await;
+    let c = Case::tls(name, tls, &["localhost"], mechanism);
+    delivers(&c.server, &c.mailer(scheme, PASSWORD, query, true)).await;
 }
 
 #[tokio::test]
@@ -192,14 +239,10 @@ async fn opportunistic_starttls_upgrades_when_offered() {
 
 #[tokio::test]
 async fn opportunistic_starttls_sends_in_plain_text_when_not_offered() {
-    let dir = TestDir::new("starttls-opportunistic-plain");
-    let s = plain_server(&dir, None);
-    let m = mailer(
-        &format!("smtp://localhost:{}?tls=opportunistic", s.addr.port()),
-        None,
-    );
+    let c = Case::plain("starttls-opportunistic-plain", None);
+    let m = mailer(&format!("smtp://{}?tls=opportunistic", c.at()), None);
     m.send(&alerts(), &to()).await.expect("sent without TLS");
-    let got = s.wait_messages(1, Duration::from_secs(20)).remove(0);
+    let got = c.server.wait_messages(1, Duration::from_secs(20)).remove(0);
     assert!(
         got.contains("X-Authenticated-As: \n") || got.contains("X-Authenticated-As: \r\n"),
         "{got}"
@@ -208,49 +251,44 @@ async fn opportunistic_starttls_sends_in_plain_text_when_not_offered() {
 
 #[tokio::test]
 async fn wrong_password_is_permanent_and_names_the_account() {
-    let dir = TestDir::new("smtps-535");
-    let certs = TestCerts::make(dir.path(), "a", &["localhost"]);
-    let s = server(&dir, "a", ServerTls::Implicit, &certs, "PLAIN,LOGIN");
+    let c = Case::tls(
+        "smtps-535",
+        ServerTls::Implicit,
+        &["localhost"],
+        "PLAIN,LOGIN",
+    );
     let wrong = "hunter2 wrong:p@ss";
-    let m = mailer(&url("smtps", &s, wrong, ""), Some(&certs.ca));
-    let e = m.send(&alerts(), &to()).await.unwrap_err();
-    let SendError::Permanent(msg) = &e else {
-        panic!("a wrong password is permanent: {e}")
-    };
+    let msg = c
+        .refused(c.mailer("smtps", wrong, "", true), "a wrong password")
+        .await;
     assert!(msg.contains(USER) && msg.contains("535"), "{msg}");
     assert!(
         msg.contains("check the password") && msg.contains("app password"),
         "{msg}"
     );
-    assert!(
-        msg.contains(&format!("localhost:{}", s.addr.port())),
-        "{msg}"
-    );
+    assert!(msg.contains(&c.at()), "{msg}");
     assert!(
         !msg.contains(wrong) && !msg.contains(&enc(wrong)) && !msg.contains("hunter2"),
         "{msg}"
     );
-    assert!(s.messages().is_empty());
 }
 
 #[tokio::test]
 async fn untrusted_certificate_names_the_host_and_the_fix() {
-    let dir = TestDir::new("smtps-untrusted");
-    let certs = TestCerts::make(dir.path(), "a", &["localhost"]);
-    let s = server(&dir, "a", ServerTls::Implicit, &certs, "PLAIN,LOGIN");
-    // No smtp_ca_file: the private CA is unknown to the webpki roots.
-    let e = mailer(&url("smtps", &s, PASSWORD, ""), None)
-        .send(&alerts(), &to())
-        .await
-        .unwrap_err();
-    no_password(&e);
-    let SendError::Permanent(msg) = &e else {
-        panic!("an untrusted certificate is permanent: {e}")
-    };
-    assert!(
-        msg.contains(&format!("localhost:{}", s.addr.port())),
-        "{msg}"
+    let c = Case::tls(
+        "smtps-untrusted",
+        ServerTls::Implicit,
+        &["localhost"],
+        "PLAIN,LOGIN",
     );
+    // No smtp_ca_file: the private CA is unknown to the webpki roots.
+    let msg = c
+        .refused(
+            c.mailer("smtps", PASSWORD, "", false),
+            "an untrusted certificate",
+        )
+        .await;
+    assert!(msg.contains(&c.at()), "{msg}");
     assert!(
         msg.contains("not trust") && msg.contains("smtp_ca_file"),
         "{msg}"
@@ -264,42 +302,32 @@ async fn untrusted_certificate_names_the_host_and_the_fix() {
 
 #[tokio::test]
 async fn untrusted_certificate_over_starttls_says_what_was_presented() {
-    let dir = TestDir::new("starttls-untrusted");
-    let certs = TestCerts::make(dir.path(), "a", &["localhost", "relay.internal.example"]);
-    let s = server(&dir, "a", ServerTls::StartTls, &certs, "PLAIN,LOGIN");
-    let e = mailer(&url("smtp", &s, PASSWORD, "?tls=required"), None)
-        .send(&alerts(), &to())
-        .await
-        .unwrap_err();
-    no_password(&e);
-    let SendError::Permanent(msg) = &e else {
-        panic!("an untrusted certificate is permanent: {e}")
-    };
+    let c = Case::tls(
+        "starttls-untrusted",
+        ServerTls::StartTls,
+        &["localhost", "relay.internal.example"],
+        "PLAIN,LOGIN",
+    );
+    let m = c.mailer("smtp", PASSWORD, "?tls=required", false);
+    let msg = c.refused(m, "an untrusted certificate").await;
     assert!(msg.contains("smtp_ca_file"), "{msg}");
     assert!(
         msg.contains("presented a certificate for localhost, relay.internal.example (SHA-256 "),
         "{msg}"
     );
-    assert!(s.messages().is_empty());
 }
 
 #[tokio::test]
 async fn certificate_for_another_name_says_what_was_presented() {
-    let dir = TestDir::new("smtps-name");
-    let certs = TestCerts::make(dir.path(), "a", &["mail.other.example"]);
-    let s = server(&dir, "a", ServerTls::Implicit, &certs, "PLAIN,LOGIN");
-    let e = mailer(&url("smtps", &s, PASSWORD, ""), Some(&certs.ca))
-        .send(&alerts(), &to())
-        .await
-        .unwrap_err();
-    no_password(&e);
-    let SendError::Permanent(msg) = &e else {
-        panic!("a certificate for another name is permanent: {e}")
-    };
-    assert!(
-        msg.contains(&format!("localhost:{}", s.addr.port())),
-        "{msg}"
+    let c = Case::tls(
+        "smtps-name",
+        ServerTls::Implicit,
+        &["mail.other.example"],
+        "PLAIN,LOGIN",
     );
+    let m = c.mailer("smtps", PASSWORD, "", true);
+    let msg = c.refused(m, "a certificate for another name").await;
+    assert!(msg.contains(&c.at()), "{msg}");
     assert!(
         msg.contains("mail.other.example") && msg.contains("\"localhost\""),
         "{msg}"
@@ -308,39 +336,23 @@ async fn certificate_for_another_name_says_what_was_presented() {
 
 #[tokio::test]
 async fn starttls_required_but_not_offered_says_so() {
-    let dir = TestDir::new("starttls-missing");
-    let s = plain_server(&dir, None);
-    let e = mailer(&url("smtp", &s, PASSWORD, "?tls=required"), None)
-        .send(&alerts(), &to())
-        .await
-        .unwrap_err();
-    no_password(&e);
-    let SendError::Permanent(msg) = &e else {
-        panic!("no STARTTLS when required is permanent: {e}")
-    };
+    let c = Case::plain("starttls-missing", None);
+    let m = c.mailer("smtp", PASSWORD, "?tls=required", false);
+    let msg = c.refused(m, "no STARTTLS when required").await;
     assert!(
         msg.contains("does not offer STARTTLS") && msg.contains("tls=required"),
         "{msg}"
     );
-    assert!(s.messages().is_empty());
 }
 
 #[tokio::test]
 async fn no_auth_offered_says_so() {
-    let dir = TestDir::new("auth-missing");
     // AUTH required by the server, but offered only over TLS, and this one speaks plain text.
-    let s = plain_server(&dir, Some((USER, PASSWORD)));
-    let e = mailer(&url("smtp", &s, PASSWORD, ""), None)
-        .send(&alerts(), &to())
-        .await
-        .unwrap_err();
-    no_password(&e);
-    let SendError::Permanent(msg) = &e else {
-        panic!("no AUTH offered is permanent: {e}")
-    };
+    let c = Case::plain("auth-missing", Some((USER, PASSWORD)));
+    let m = c.mailer("smtp", PASSWORD, "", false);
+    let msg = c.refused(m, "no AUTH offered").await;
     assert!(
         msg.contains("offers no AUTH mechanism") && msg.contains(USER),
         "{msg}"
     );
-    assert!(s.messages().is_empty());
 }

@@ -137,11 +137,11 @@ fn endpoint(url: &str) -> Result<Endpoint, String> {
     })
 }
 
+/// A URL's user name as written (`%40` for `@`); `+` stays `+`.
 fn percent_decode(s: &str) -> String {
-    url::form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes())
-        .next()
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_else(|| s.to_string())
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 /// How long the look at an untrusted certificate may take.
