@@ -160,25 +160,9 @@ async fn dispatch<S: StateBackend>(store: &Arc<S>, rules: &Arc<RuleConfig>, op: 
     let r = async move {
         let to_json = |v: &dyn erased::Ser| v.to_value();
         match op {
-            Op::Alerts { filter } => {
-                let f = filter.clone();
-                let mut v = store.outbox(move |e| f.keep(e)).await?;
-                if let Some(l) = filter.limit {
-                    v.truncate(l);
-                }
-                check_ids(&filter, v.iter().map(|e| e.alert.id.as_str()))?;
-                Ok(to_json(&v))
-            }
+            Op::Alerts { filter } => Ok(to_json(&matching(store, &filter, false).await?)),
             Op::AlertReplay { filter, dry_run } => {
-                let f = filter.clone();
-                let mut v = store
-                    .outbox(move |e| e.status == OutboxStatus::Failed && f.keep(e))
-                    .await?;
-                if let Some(l) = filter.limit {
-                    v.truncate(l);
-                }
-                check_ids(&filter, v.iter().map(|e| e.alert.id.as_str()))?;
-                let ids: Vec<String> = v.into_iter().map(|e| e.alert.id).collect();
+                let ids = failed_ids(store, &filter).await?;
                 if !dry_run {
                     let now = now_ms();
                     store
@@ -188,15 +172,7 @@ async fn dispatch<S: StateBackend>(store: &Arc<S>, rules: &Arc<RuleConfig>, op: 
                 Ok(to_json(&ids))
             }
             Op::AlertPurge { filter, dry_run } => {
-                let f = filter.clone();
-                let mut v = store
-                    .outbox(move |e| e.status == OutboxStatus::Failed && f.keep(e))
-                    .await?;
-                if let Some(l) = filter.limit {
-                    v.truncate(l);
-                }
-                check_ids(&filter, v.iter().map(|e| e.alert.id.as_str()))?;
-                let ids: Vec<String> = v.into_iter().map(|e| e.alert.id).collect();
+                let ids = failed_ids(store, &filter).await?;
                 if !dry_run {
                     store.purge_alerts(ids.clone()).await?;
                 }
@@ -271,6 +247,36 @@ fn sock_path(c: &Control) -> String {
         Control::Remote(client) => client.path().display().to_string(),
         _ => "(none: local)".into(),
     }
+}
+
+/// The outbox entries `filter` selects (only failed ones when `failed_only`), at most its
+/// `limit`; an id it names that is not among them is `NotFound`.
+async fn matching<S: StateBackend>(
+    store: &Arc<S>,
+    filter: &AlertFilter,
+    failed_only: bool,
+) -> Result<Vec<OutboxEntry>, StateError> {
+    let f = filter.clone();
+    let mut v = store
+        .outbox(move |e| (!failed_only || e.status == OutboxStatus::Failed) && f.keep(e))
+        .await?;
+    if let Some(l) = filter.limit {
+        v.truncate(l);
+    }
+    check_ids(filter, v.iter().map(|e| e.alert.id.as_str()))?;
+    Ok(v)
+}
+
+/// The ids of the failed alerts `filter` selects (what replay and purge act on).
+async fn failed_ids<S: StateBackend>(
+    store: &Arc<S>,
+    filter: &AlertFilter,
+) -> Result<Vec<String>, StateError> {
+    Ok(matching(store, filter, true)
+        .await?
+        .into_iter()
+        .map(|e| e.alert.id)
+        .collect())
 }
 
 fn check_ids<'a>(
