@@ -1,0 +1,247 @@
+//! Tests of [`super`], kept apart so the module reads as production code.
+use super::*;
+use crate::config::Platform;
+
+fn ev(source: &str, dedup: Option<&str>, at: i64) -> NewEvent {
+    NewEvent {
+        source: source.into(),
+        platform: Platform::Shopify,
+        received_at_ms: at,
+        headers: vec![("x-shopify-topic".into(), "products/update".into())],
+        body: format!("{{\"at\":{at}}}").into_bytes().into(),
+        dedup_key: dedup.map(|d| format!("{source}\0{d}")),
+    }
+}
+
+fn opts() -> StoreOptions {
+    StoreOptions {
+        min_free_bytes: 0,
+        max_attempts: 3,
+        ..StoreOptions::default()
+    }
+}
+
+fn accepted(o: &Result<AppendOutcome, QueueError>) -> EventId {
+    match o {
+        Ok(AppendOutcome::Accepted(id)) => *id,
+        other => panic!("expected accepted, got {other:?}"),
+    }
+}
+
+#[test]
+fn append_lease_ack_in_order_and_dedup() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = SledStore::open(&dir.path().join("queue"), opts()).unwrap();
+    let out = q.append_batch(&[
+        ev("a", Some("d1"), 1000),
+        ev("a", Some("d2"), 1001),
+        ev("a", Some("d1"), 1002),
+    ]);
+    let first = accepted(&out[0]);
+    let second = accepted(&out[1]);
+    assert!(first < second);
+    assert!(matches!(out[2], Ok(AppendOutcome::Duplicate(id)) if id == first));
+    let leased = q.lease_now(10, 60_000, 2000).unwrap();
+    assert_eq!(
+        leased.iter().map(|l| l.envelope.id).collect::<Vec<_>>(),
+        vec![first, second]
+    );
+    assert_eq!(leased[0].attempts, 1);
+    assert_eq!(leased[0].envelope.body, b"{\"at\":1000}");
+    assert!(
+        q.lease_now(10, 60_000, 2000).unwrap().is_empty(),
+        "leased events are not delivered twice"
+    );
+    q.ack(&[first, second], 3000).unwrap();
+    let s = q.stats();
+    assert_eq!((s.pending, s.leased, s.acked_retained), (0, 0, 2));
+}
+
+#[test]
+fn expired_lease_is_delivered_again_with_attempts_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = SledStore::open(&dir.path().join("queue"), opts()).unwrap();
+    let id = accepted(&q.append_batch(&[ev("a", None, 1)])[0]);
+    assert_eq!(q.lease_now(1, 100, 1000).unwrap().len(), 1);
+    assert_eq!(q.expire_leases(1099), 0);
+    assert_eq!(q.expire_leases(1100), 1);
+    let again = q.lease_now(1, 100, 1200).unwrap();
+    assert_eq!(again[0].envelope.id, id);
+    assert_eq!(again[0].attempts, 2);
+}
+
+#[test]
+fn state_survives_reopen_and_leases_become_pending() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("queue");
+    let (a, b, c);
+    {
+        let q = SledStore::open(&path, opts()).unwrap();
+        let out = q.append_batch(&[ev("a", Some("x"), 1), ev("b", None, 2), ev("a", None, 3)]);
+        a = accepted(&out[0]);
+        b = accepted(&out[1]);
+        c = accepted(&out[2]);
+        q.lease_now(3, 60_000, 10).unwrap();
+        q.ack(&[a], 20).unwrap();
+        q.fail(
+            b,
+            &Failure::Permanent {
+                error: "topic x: missing field `id`".into(),
+            },
+            30,
+        )
+        .unwrap();
+        q.sync().unwrap();
+    }
+    let q = SledStore::open(&path, opts()).unwrap();
+    let s = q.stats();
+    assert_eq!((s.pending, s.dead, s.acked_retained), (1, 1, 1));
+    let again = q.lease_now(10, 60_000, 40).unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].envelope.id, c);
+    assert_eq!(
+        again[0].attempts, 2,
+        "the attempt before the restart counts"
+    );
+    // The dedup key survived too.
+    let out = q.append_batch(&[ev("a", Some("x"), 50)]);
+    assert!(matches!(out[0], Ok(AppendOutcome::Duplicate(id)) if id == a));
+    // New ids keep increasing after reopen.
+    let d = accepted(&q.append_batch(&[ev("a", None, 60)])[0]);
+    assert!(d > c);
+}
+
+#[test]
+fn transient_failures_retry_later_then_dead_letter() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = SledStore::open(&dir.path().join("queue"), opts()).unwrap();
+    let id = accepted(&q.append_batch(&[ev("a", None, 1)])[0]);
+    for attempt in 1..=3 {
+        let l = q.lease_now(1, 60_000, attempt * 1000).unwrap();
+        assert_eq!(l.len(), 1, "attempt {attempt}");
+        q.fail(
+            id,
+            &Failure::Transient {
+                error: "smtp down".into(),
+                retry_at_ms: attempt * 1000 + 500,
+            },
+            attempt * 1000,
+        )
+        .unwrap();
+        assert!(
+            q.lease_now(1, 60_000, attempt * 1000 + 499)
+                .unwrap()
+                .is_empty(),
+            "not before its retry time"
+        );
+    }
+    let dead = q.dead_list(&DeadFilter::default()).unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].attempts, 3);
+    assert!(
+        dead[0]
+            .error
+            .contains("gave up after 3 attempts: smtp down"),
+        "{}",
+        dead[0].error
+    );
+    assert_eq!(dead[0].topic.as_deref(), Some("products/update"));
+    // Replay makes it deliverable again with attempts reset.
+    assert_eq!(
+        q.dead_replay(&DeadFilter::default(), true).unwrap(),
+        vec![id]
+    );
+    assert_eq!(q.stats().dead, 1, "dry run changes nothing");
+    assert_eq!(
+        q.dead_replay(&DeadFilter::default(), false).unwrap(),
+        vec![id]
+    );
+    let l = q.lease_now(1, 60_000, 10_000).unwrap();
+    assert_eq!(l[0].attempts, 1);
+}
+
+#[test]
+fn purge_and_retention_sweep() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = SledStore::open(
+        &dir.path().join("queue"),
+        StoreOptions {
+            retention_ms: 1000,
+            dedup_window_ms: 500,
+            ..opts()
+        },
+    )
+    .unwrap();
+    let out = q.append_batch(&[ev("a", Some("k"), 1), ev("b", None, 2)]);
+    let (a, b) = (accepted(&out[0]), accepted(&out[1]));
+    q.lease_now(2, 60_000, 10).unwrap();
+    q.ack(&[a], 100).unwrap();
+    q.fail(
+        b,
+        &Failure::Permanent {
+            error: "bad".into(),
+        },
+        100,
+    )
+    .unwrap();
+    assert!(matches!(
+        q.dead_purge(
+            &DeadFilter {
+                source: Some("zzz".into()),
+                ..Default::default()
+            },
+            false
+        )
+        .unwrap()
+        .as_slice(),
+        []
+    ));
+    assert_eq!(
+        q.dead_purge(
+            &DeadFilter {
+                source: Some("b".into()),
+                ..Default::default()
+            },
+            false
+        )
+        .unwrap(),
+        vec![b]
+    );
+    assert!(matches!(q.get(b), Err(QueueError::NotFound(_))));
+    assert_eq!(q.sweep(1099).unwrap(), 0);
+    assert_eq!(q.sweep(1101).unwrap(), 1);
+    assert!(matches!(q.get(a), Err(QueueError::NotFound(_))));
+    // Dedup key expired with the window: the same delivery id is new again.
+    assert!(matches!(
+        q.append_batch(&[ev("a", Some("k"), 2000)])[0],
+        Ok(AppendOutcome::Accepted(_))
+    ));
+}
+
+#[test]
+fn over_budget_refuses_and_stores_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = SledStore::open(
+        &dir.path().join("queue"),
+        StoreOptions {
+            max_queue_bytes: 1,
+            ..opts()
+        },
+    )
+    .unwrap();
+    q.refresh_disk_usage();
+    let out = q.append_batch(&[ev("a", None, 1)]);
+    assert!(matches!(out[0], Err(QueueError::OverBudget { .. })));
+    assert_eq!(q.stats().pending, 0);
+}
+
+#[test]
+fn second_open_fails_at_once_as_locked() {
+    let dir = tempfile::tempdir().unwrap();
+    let _q = SledStore::open(&dir.path().join("queue"), opts()).unwrap();
+    match SledStore::open(&dir.path().join("queue"), opts()) {
+        Err(QueueError::Locked { .. }) => {}
+        Err(other) => panic!("expected Locked, got {other}"),
+        Ok(_) => panic!("expected Locked, opened twice"),
+    }
+}
