@@ -490,13 +490,7 @@ fn order_change(env: &Envelope, topic: &str, n: &Notice<'_>) -> Result<Vec<Fact>
         if quantity == 0 || is_canceled(item_status.as_deref()) {
             continue;
         }
-        facts.push(Fact::Sale {
-            item: sku,
-            quantity,
-            order: order.clone(),
-            line,
-            at,
-        });
+        facts.push(super::sale(sku, quantity, &order, line, at));
     }
     Ok(facts)
 }

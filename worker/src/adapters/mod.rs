@@ -26,7 +26,7 @@ pub mod shopify;
 pub mod simple;
 pub mod woocommerce;
 
-use crate::facts::{NormalizeError, Normalized};
+use crate::facts::{Fact, NormalizeError, Normalized};
 use serde_json::Value;
 use stockhook_shared::config::Platform;
 use stockhook_shared::envelope::Envelope;
@@ -50,6 +50,29 @@ pub(crate) fn ignored(topic: &str) -> Normalized {
         topic: topic.to_string(),
         facts: Vec::new(),
         ignored: true,
+    }
+}
+
+/// A sale of `quantity` units of `item` on one order line: the shape every platform's order
+/// lines give (Shopify, WooCommerce and Amazon read theirs into it).
+pub(crate) fn sale(item: String, quantity: i64, order: &str, line: String, at: i64) -> Fact {
+    Fact::Sale {
+        item,
+        quantity,
+        order: order.to_string(),
+        line,
+        at,
+    }
+}
+
+/// A level that is the total over all locations (location `"all"`), as a product payload
+/// gives it (Shopify `products/*`, WooCommerce `product.*`).
+pub(crate) fn total_level(item: String, available: i64, at: i64) -> Fact {
+    Fact::InventoryLevel {
+        item,
+        location: "all".into(),
+        available: Some(available),
+        at,
     }
 }
 

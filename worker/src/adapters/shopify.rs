@@ -130,12 +130,7 @@ fn products(env: &Envelope, topic: &str, body: &Value) -> Result<Vec<Fact>, Norm
                 at,
             });
         } else if let Some(available) = quantity {
-            facts.push(Fact::InventoryLevel {
-                item,
-                location: "all".into(),
-                available: Some(available),
-                at,
-            });
+            facts.push(super::total_level(item, available, at));
         }
     }
     Ok(facts)
@@ -298,13 +293,7 @@ fn order(env: &Envelope, topic: &str, body: &Value) -> Result<Vec<Fact>, Normali
                 at,
             });
         }
-        facts.push(Fact::Sale {
-            item: key,
-            quantity,
-            order: order.clone(),
-            line,
-            at,
-        });
+        facts.push(super::sale(key, quantity, &order, line, at));
     }
     Ok(facts)
 }

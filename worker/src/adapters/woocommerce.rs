@@ -131,12 +131,7 @@ fn product(env: &Envelope, topic: &str, body: &Value) -> Result<Vec<Fact>, Norma
     }];
     if managed(body.get("manage_stock"), topic)? == Managed::Yes {
         if let Some(available) = int(body.get("stock_quantity"), topic, "stock_quantity")? {
-            facts.push(Fact::InventoryLevel {
-                item,
-                location: "all".into(),
-                available: Some(available),
-                at,
-            });
+            facts.push(super::total_level(item, available, at));
         }
     }
     Ok(facts)
@@ -193,13 +188,7 @@ fn order(env: &Envelope, topic: &str, body: &Value) -> Result<Vec<Fact>, Normali
                 key
             }
         };
-        facts.push(Fact::Sale {
-            item,
-            quantity,
-            order: order.clone(),
-            line,
-            at,
-        });
+        facts.push(super::sale(item, quantity, &order, line, at));
     }
     Ok(facts)
 }
