@@ -194,8 +194,9 @@ pub fn normalize(env: &Envelope) -> Result<Normalized, NormalizeError> {
         "FBA_INVENTORY_AVAILABILITY_CHANGES" => fba_inventory(env, topic, &notice)?,
         "LISTINGS_ITEM_MFN_QUANTITY_CHANGE" => mfn_quantity(env, topic, &notice)?,
         "ORDER_CHANGE" => order_change(env, topic, &notice)?,
-        "LISTINGS_ITEM_STATUS_CHANGE" => listing_status(env, topic, &notice)?,
-        "LISTINGS_ITEM_ISSUES_CHANGE" => listing_issues(env, topic, &notice)?,
+        "LISTINGS_ITEM_STATUS_CHANGE" | "LISTINGS_ITEM_ISSUES_CHANGE" => {
+            listing(env, topic, &notice)?
+        }
         _ => return Ok(super::ignored(topic)),
     };
     Ok(super::read(topic, facts))
@@ -380,70 +381,58 @@ fn mfn_quantity(env: &Envelope, topic: &str, n: &Notice<'_>) -> Result<Vec<Fact>
     ])
 }
 
-/// Removal path (issue 21). `LISTINGS_ITEM_STATUS_CHANGE` (`Payload.Sku`, `Payload.Status`, a
-/// list such as `["BUYABLE", "DISCOVERABLE"]`): a listing that is not `BUYABLE` (closed,
-/// deleted, suppressed) leaves the catalog; a buyable one is reported again (a `CatalogEntry`,
-/// which brings it back when newer than its removal).
-fn listing_status(
-    env: &Envelope,
-    topic: &str,
-    n: &Notice<'_>,
-) -> Result<Vec<Fact>, NormalizeError> {
-    let (p, pp) = n.payload(topic)?;
-    let sku = req_text(get_ci(p, "Sku"), topic, &format!("{pp}.Sku"))?;
-    let status = req_array(get_ci(p, "Status"), topic, &format!("{pp}.Status"))?;
-    let buyable = status.iter().any(|s| {
-        s.as_str()
-            .is_some_and(|s| s.eq_ignore_ascii_case("BUYABLE"))
-    });
-    let at = first_time(env, &n.times());
-    if buyable {
-        return Ok(vec![Fact::CatalogEntry {
-            item: sku.clone(),
-            aliases: Vec::new(),
-            sku: Some(sku),
-            title: None,
-            at,
-        }]);
-    }
-    Ok(vec![Fact::Removed {
-        item: sku,
-        reason: "listing not buyable".into(),
-        at,
-    }])
-}
-
 /// The enforcement actions that take a listing's buyability away (Amazon's schema:
 /// `LISTING_SUPPRESSED` "takes down the current listing item's buyability";
 /// `CATALOG_ITEM_REMOVED`: "all offers against it ... are non-buyable").
 const UNBUYABLE_ACTIONS: [&str; 2] = ["LISTING_SUPPRESSED", "CATALOG_ITEM_REMOVED"];
 
-/// Removal path (issue 21). `LISTINGS_ITEM_ISSUES_CHANGE` (`Payload.Sku`,
-/// `Payload.EnforcementActions`, optional): a `Removed` when an action makes the listing
-/// unbuyable, else nothing.
-fn listing_issues(
-    env: &Envelope,
-    topic: &str,
-    n: &Notice<'_>,
-) -> Result<Vec<Fact>, NormalizeError> {
+/// Removal paths (issue 21), the two listings notifications (item = `Payload.Sku`):
+/// * `LISTINGS_ITEM_STATUS_CHANGE` (`Payload.Status`, a list such as `["BUYABLE",
+///   "DISCOVERABLE"]`): a listing that is not `BUYABLE` (closed, deleted, suppressed) leaves the
+///   catalog; a buyable one is reported again (a `CatalogEntry`, which brings it back when newer
+///   than its removal);
+/// * `LISTINGS_ITEM_ISSUES_CHANGE` (`Payload.EnforcementActions`, optional): a `Removed` when
+///   an action makes the listing unbuyable, else nothing.
+fn listing(env: &Envelope, topic: &str, n: &Notice<'_>) -> Result<Vec<Fact>, NormalizeError> {
     let (p, pp) = n.payload(topic)?;
     let sku = req_text(get_ci(p, "Sku"), topic, &format!("{pp}.Sku"))?;
-    let actions = match get_ci(p, "EnforcementActions") {
-        None | Some(Value::Null) => return Ok(Vec::new()),
-        a => req_array(a, topic, &format!("{pp}.EnforcementActions"))?,
+    let at = first_time(env, &n.times());
+    let removed = |reason: String| {
+        Ok(vec![Fact::Removed {
+            item: sku.clone(),
+            reason,
+            at,
+        }])
     };
-    let unbuyable: Vec<&str> = actions
-        .iter()
-        .filter_map(Value::as_str)
-        .filter(|a| UNBUYABLE_ACTIONS.iter().any(|u| a.eq_ignore_ascii_case(u)))
-        .collect();
-    if unbuyable.is_empty() {
-        return Ok(Vec::new());
+    if topic.eq_ignore_ascii_case("LISTINGS_ITEM_ISSUES_CHANGE") {
+        let actions = match get_ci(p, "EnforcementActions") {
+            None | Some(Value::Null) => return Ok(Vec::new()),
+            a => req_array(a, topic, &format!("{pp}.EnforcementActions"))?,
+        };
+        let unbuyable: Vec<&str> = actions
+            .iter()
+            .filter_map(Value::as_str)
+            .filter(|a| UNBUYABLE_ACTIONS.iter().any(|u| a.eq_ignore_ascii_case(u)))
+            .collect();
+        if unbuyable.is_empty() {
+            return Ok(Vec::new());
+        }
+        return removed(format!("listing not buyable ({})", unbuyable.join(", ")));
     }
-    Ok(vec![Fact::Removed {
-        item: sku,
-        reason: format!("listing not buyable ({})", unbuyable.join(", ")),
-        at: first_time(env, &n.times()),
+    let status = req_array(get_ci(p, "Status"), topic, &format!("{pp}.Status"))?;
+    let buyable = status.iter().any(|s| {
+        s.as_str()
+            .is_some_and(|s| s.eq_ignore_ascii_case("BUYABLE"))
+    });
+    if !buyable {
+        return removed("listing not buyable".into());
+    }
+    Ok(vec![Fact::CatalogEntry {
+        item: sku.clone(),
+        aliases: Vec::new(),
+        sku: Some(sku),
+        title: None,
+        at,
     }])
 }
 
