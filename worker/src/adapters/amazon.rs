@@ -320,7 +320,7 @@ fn fba_inventory(env: &Envelope, topic: &str, n: &Notice<'_>) -> Result<Vec<Fact
 /// Fulfillment Network and Pan-European FBA serve the EU marketplaces from one stock); else
 /// the MarketplaceId, a pool of its own (UK since 2021, Japan, Australia, ...). (No marketplace
 /// id is two lowercase letters, so the names never collide.)
-fn fba_pool(marketplace: &str) -> String {
+pub(crate) fn fba_pool(marketplace: &str) -> String {
     const NA: &[&str] = &["ATVPDKIKX0DER", "A2EUQ1WTGCTBG2", "A1AM78C64UM0Y8"];
     const EU: &[&str] = &[
         "A1PA6795UKMFR9", // Germany
