@@ -67,7 +67,9 @@ impl AmazonConfig {
     pub fn from_source(source: &SourceConfig) -> Result<AmazonConfig, SyncError> {
         let name = &source.name;
         let c = source.amazon_sync.as_ref().ok_or_else(|| {
-            SyncError::Config(format!("source {name} has no [sources.amazon_sync] section"))
+            SyncError::Config(format!(
+                "source {name} has no [sources.amazon_sync] section"
+            ))
         })?;
         if let Some(p) = &c.problem {
             return Err(SyncError::Config(format!("source {name}: {p}")));
@@ -152,12 +154,10 @@ fn region_endpoint(marketplaces: &[String]) -> Result<&'static str, String> {
             format!("marketplace {m} is not one stockhook knows the region of: set amazon_sync.api_base")
         })?;
         match found {
-            Some(f) if f != r => {
-                return Err(
-                    "amazon_sync.marketplace_ids span SP-API regions: configure one source per region"
-                        .into(),
-                )
-            }
+            Some(f) if f != r => return Err(
+                "amazon_sync.marketplace_ids span SP-API regions: configure one source per region"
+                    .into(),
+            ),
             _ => found = Some(r),
         }
     }
@@ -414,7 +414,8 @@ struct OrderItem {
 }
 
 fn next(p: Option<Pagination>) -> Option<String> {
-    p.and_then(|p| p.next_token).filter(|t| !t.trim().is_empty())
+    p.and_then(|p| p.next_token)
+        .filter(|t| !t.trim().is_empty())
 }
 
 // --- Assembling the batch ---------------------------------------------------------------------
@@ -528,14 +529,21 @@ pub async fn fetch(
             let page: SummariesPage = s
                 .get(Op::Inventory, &path, "Amazon FBA inventory page")
                 .await?;
-            for sum in page.payload.map(|p| p.inventory_summaries).unwrap_or_default() {
+            for sum in page
+                .payload
+                .map(|p| p.inventory_summaries)
+                .unwrap_or_default()
+            {
                 let Some(sku) = sum.seller_sku.filter(|k| !k.is_empty()) else {
                     continue;
                 };
                 let e = skus.entry(sku).or_default();
                 e.asin = e.asin.take().or(sum.asin.filter(|a| !a.is_empty()));
                 e.fnsku = e.fnsku.take().or(sum.fn_sku.filter(|a| !a.is_empty()));
-                e.title = e.title.take().or(sum.product_name.filter(|t| !t.is_empty()));
+                e.title = e
+                    .title
+                    .take()
+                    .or(sum.product_name.filter(|t| !t.is_empty()));
                 if let Some(units) = sum.inventory_details.and_then(|d| d.fulfillable_quantity) {
                     e.fba.push((m.clone(), units));
                 }
@@ -560,9 +568,7 @@ pub async fn fetch(
                     Some(t) => format!("{base}&pageToken={}", q(t)),
                     None => base.clone(),
                 };
-                let page: ListingsPage = s
-                    .get(Op::Listings, &path, "Amazon listings page")
-                    .await?;
+                let page: ListingsPage = s.get(Op::Listings, &path, "Amazon listings page").await?;
                 for l in page.items {
                     if l.sku.is_empty() {
                         continue;
@@ -656,9 +662,8 @@ async fn orders(s: &mut Session<'_>, now_ms: i64) -> Result<Vec<SaleLine>, SyncE
                     Some(t) => format!("{items_base}?NextToken={}", q(t)),
                     None => items_base.clone(),
                 };
-                let items: OrderItemsPage = s
-                    .get(Op::OrderItems, &path, "Amazon order items")
-                    .await?;
+                let items: OrderItemsPage =
+                    s.get(Op::OrderItems, &path, "Amazon order items").await?;
                 for it in items.payload.order_items {
                     let Some(sku) = it.seller_sku.filter(|k| !k.is_empty()) else {
                         continue;

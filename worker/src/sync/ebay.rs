@@ -305,7 +305,10 @@ struct Aspect {
 /// when it names one, else the listing.
 fn line_item_key(l: &LineItem) -> String {
     let id = l.legacy_item_id.trim();
-    if l.legacy_variation_id.as_deref().is_some_and(|v| !v.is_empty()) {
+    if l.legacy_variation_id
+        .as_deref()
+        .is_some_and(|v| !v.is_empty())
+    {
         if let Some(sku) = l.sku.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
             return format!("{id}:{sku}");
         }
@@ -340,7 +343,10 @@ fn add_facts(items: &mut Vec<CatalogItem>, index: &mut BTreeMap<String, usize>, 
         let it = &mut items[i];
         match f {
             Fact::CatalogEntry {
-                aliases, sku, title, ..
+                aliases,
+                sku,
+                title,
+                ..
             } => {
                 it.aliases = aliases;
                 it.sku = sku;
@@ -631,7 +637,10 @@ mod tests {
             line_item_key(&l(Some("testSku501_B"), Some("4"))),
             "110142400319:testSku501_B"
         );
-        assert_eq!(line_item_key(&l(None, Some("4"))), "110142400319:Color=Black");
+        assert_eq!(
+            line_item_key(&l(None, Some("4"))),
+            "110142400319:Color=Black"
+        );
         assert_eq!(line_item_key(&l(Some("MUG"), None)), "110142400319");
     }
 }

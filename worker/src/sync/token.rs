@@ -68,7 +68,10 @@ impl Token {
             form.append_pair(k, v.expose());
         }
         let mut req = http::Request::post(&self.source.url)
-            .header(http::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(
+                http::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
             .header(http::header::ACCEPT, "application/json")
             .header(http::header::USER_AGENT, super::USER_AGENT);
         if let Some((id, secret)) = &self.source.basic {
@@ -116,7 +119,11 @@ impl Token {
         let until = Instant::now() + life.saturating_sub(EXPIRY_MARGIN);
         self.current = Some((Secret::new(t.access_token), until));
         self.refreshes += 1;
-        tracing::debug!(what, expires_in_s = life.as_secs(), "access token refreshed");
+        tracing::debug!(
+            what,
+            expires_in_s = life.as_secs(),
+            "access token refreshed"
+        );
         Ok(())
     }
 
