@@ -813,3 +813,110 @@ async fn ebay_refused_token_is_unauthorized_and_secrets_stay_out_of_errors() {
     assert_eq!(fake.count(|s| s.path != "/identity/v1/oauth2/token"), 1);
     assert_no_secret(&err, &[EBAY_SECRET, EBAY_REFRESH, "test-access"]);
 }
+
+// --- Configuration -------------------------------------------------------------------------
+
+/// `[sources.amazon_sync]` / `[sources.ebay_sync]` as the worker loads them: secrets by value,
+/// `_env` and `_file`, eBay's keyset defaulting to the source's, the region's endpoint, and a
+/// secret that cannot be read reported by the sync, not by the webhook source.
+#[test]
+fn sync_sections_load_into_client_configs() {
+    use stockhook_shared::loader::{load_with, Role};
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("amazon-refresh");
+    std::fs::write(&token_file, format!("\n{LWA_REFRESH}\n")).unwrap();
+    let config = dir.path().join("stockhook.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[[sources]]
+name = "amazon-eu"
+platform = "amazon"
+scheme = "api-key"
+signature_header = "x-api-key"
+secrets = ["webhook-key-0123456789"]
+[sources.amazon_sync]
+lwa_client_id = "amzn1.application-oa2-client.test"
+lwa_client_secret_env = "TEST_LWA_SECRET"
+refresh_token_file = "{}"
+marketplace_ids = ["A1PA6795UKMFR9", "A13V1IB3VIYZZH"]
+
+[[sources]]
+name = "ebay-store"
+platform = "ebay"
+scheme = "ebay"
+verification_token = "verification-token-0123456789-0123456789"
+endpoint_url = "https://hooks.example.com/webhooks/ebay-store"
+client_id = "TestApp-stockhoo-PRD-0123456789-abcdef01"
+client_secret_env = "TEST_EBAY_SECRET"
+[sources.ebay_sync]
+refresh_token = "{EBAY_REFRESH}"
+api_base = "https://api.sandbox.ebay.com/"
+
+[[sources]]
+name = "amazon-na"
+platform = "amazon"
+scheme = "api-key"
+signature_header = "x-api-key"
+secrets = ["webhook-key-0123456789"]
+[sources.amazon_sync]
+lwa_client_id = "x"
+lwa_client_secret_file = "/nonexistent/stockhook-test/secret"
+refresh_token = "y"
+marketplace_ids = ["ATVPDKIKX0DER"]
+"#,
+            token_file.display()
+        ),
+    )
+    .unwrap();
+    let env: Vec<(String, String)> = vec![
+        ("TEST_LWA_SECRET".into(), LWA_SECRET.into()),
+        ("TEST_EBAY_SECRET".into(), EBAY_SECRET.into()),
+    ];
+    let loaded = load_with(Some(&config), &env, Role::Worker).expect("config loads");
+    let src = |name: &str| {
+        loaded
+            .config
+            .sources
+            .iter()
+            .find(|s| s.name == name)
+            .unwrap()
+            .clone()
+    };
+
+    let a = AmazonConfig::from_source(&src("amazon-eu")).unwrap();
+    assert_eq!(a.lwa_client_secret.expose(), LWA_SECRET);
+    assert_eq!(a.refresh_token.expose(), LWA_REFRESH);
+    assert_eq!(a.api_base, "https://sellingpartnerapi-eu.amazon.com");
+    assert_eq!(a.token_url, amazon::DEFAULT_TOKEN_URL);
+    assert_eq!(a.sales_history_days, 90);
+    assert_eq!(a.seller_id, None);
+
+    let e = EbayConfig::from_source(&src("ebay-store")).unwrap();
+    assert_eq!(e.client_id, "TestApp-stockhoo-PRD-0123456789-abcdef01");
+    assert_eq!(e.client_secret.expose(), EBAY_SECRET);
+    assert_eq!(e.refresh_token.expose(), EBAY_REFRESH);
+    assert_eq!(e.api_base, "https://api.sandbox.ebay.com");
+    assert_eq!(
+        e.token_url,
+        "https://api.sandbox.ebay.com/identity/v1/oauth2/token"
+    );
+    assert_eq!(e.trading_url, "https://api.sandbox.ebay.com/ws/api.dll");
+
+    // The unreadable secret file: the webhook source still works, the sync says why it cannot.
+    let na = src("amazon-na");
+    assert!(na.disabled.is_none());
+    let err = AmazonConfig::from_source(&na).unwrap_err();
+    assert!(
+        matches!(&err, SyncError::Config(m) if m.contains("/nonexistent/stockhook-test/secret")),
+        "{err}"
+    );
+    assert!(EbayConfig::from_source(&src("amazon-eu")).is_err());
+
+    // check-config's rendering masks every sync secret.
+    let shown = loaded.config.render_masked();
+    for s in [LWA_SECRET, LWA_REFRESH, EBAY_SECRET, EBAY_REFRESH] {
+        assert!(!shown.contains(s), "{shown}");
+    }
+}
