@@ -256,6 +256,7 @@ fn amazon_handler() -> Handler {
                     s["sellerSku"] = json!("Silicon Power 64GB");
                     s["asin"] = json!("B00T9QONN7");
                     s["fnSku"] = json!("X00T9QONN7");
+                    s["productName"] = json!("Silicon Power 64GB MicroSDXC");
                     s["inventoryDetails"]["fulfillableQuantity"] = json!(4);
                     page["payload"]["inventorySummaries"] = json!([s]);
                     page.as_object_mut().unwrap().remove("pagination");
@@ -918,5 +919,164 @@ marketplace_ids = ["ATVPDKIKX0DER"]
     let shown = loaded.config.render_masked();
     for s in [LWA_SECRET, LWA_REFRESH, EBAY_SECRET, EBAY_REFRESH] {
         assert!(!shown.contains(s), "{shown}");
+    }
+}
+
+// --- End to end through the rules ----------------------------------------------------------
+
+fn sync_rules() -> Arc<stockhook_worker::state::RuleConfig> {
+    Arc::new(stockhook_worker::state::RuleConfig {
+        default_threshold: 5,
+        source_threshold: Default::default(),
+        sku_thresholds: Default::default(),
+        default_recipients: vec!["seller@example.com".into()],
+        source_recipients: Default::default(),
+        no_sales_days: 60,
+        digest_window_ms: 0,
+        combine_channels: false,
+        events: Default::default(),
+    })
+}
+
+/// The Amazon and eBay batches go through `catalog::apply` into state: the empty FBA SKUs raise
+/// low-stock alerts naming their titles; pooled stock is 66, not 126; applying the same batch
+/// again changes nothing; and a later `ItemRevised` webhook for the multi-variation listing
+/// lands on the synced records instead of creating new ones.
+async fn synced_batches_meet_their_webhooks<S: stockhook_worker::state::StateBackend>(state: &S) {
+    use stockhook_worker::catalog::{apply, Origin};
+    use stockhook_worker::state::Applied;
+    let rules = sync_rules();
+    let api = ApiClient::new().unwrap();
+
+    let fake = Fake::start(amazon_handler()).await;
+    let batch = amazon::fetch(&amazon_config(&fake.base), &api, NOW)
+        .await
+        .unwrap();
+    let origin = Origin::Sync {
+        run_started_at: NOW,
+    };
+    let applied = apply(state, rules.clone(), &batch, &origin, NOW, false)
+        .await
+        .unwrap();
+    let mut low: Vec<(String, Option<String>, Option<i64>)> = applied
+        .iter()
+        .flat_map(|a| match a {
+            Applied::Done { alerts } => alerts
+                .iter()
+                .map(|al| (al.item.clone(), al.title.clone(), al.available))
+                .collect(),
+            Applied::AlreadyProcessed => Vec::new(),
+        })
+        .collect();
+    low.sort();
+    assert_eq!(
+        low,
+        [
+            (
+                "EMTEC 1 GB".to_string(),
+                Some("EMTEC 1 GB 60x SD Flash Memory Card with USB 2.0 Card Reader".to_string()),
+                Some(0)
+            ),
+            (
+                "EMTEC-SdCard-reader".to_string(),
+                Some("EMTEC 1 GB 60x SD Flash Memory Card with USB 2.0 Card Reader".to_string()),
+                Some(0)
+            ),
+            (
+                "Silicon Power 64GB".to_string(),
+                Some("Silicon Power 64GB MicroSDXC".to_string()),
+                Some(4)
+            ),
+        ]
+    );
+    let again = apply(state, rules.clone(), &batch, &origin, NOW, false)
+        .await
+        .unwrap();
+    assert!(again.iter().all(|a| matches!(a, Applied::AlreadyProcessed)));
+    let items = state.items().await.unwrap();
+    let sp = items
+        .iter()
+        .find(|i| i.item == "Silicon Power 32GB")
+        .unwrap();
+    assert_eq!(sp.total(), Some(66));
+    assert_eq!(sp.sold(), 0);
+    let sold = items.iter().find(|i| i.item == "CBA_OTF_5").unwrap();
+    assert_eq!(sold.sold(), 6, "three orders of 2");
+
+    let fake = Fake::start(ebay_handler()).await;
+    let batch = ebay::fetch(&ebay_config(&fake.base), &api, NOW)
+        .await
+        .unwrap();
+    apply(state, rules.clone(), &batch, &origin, NOW, false)
+        .await
+        .unwrap();
+    let before = state.items().await.unwrap().len();
+    let env = stockhook_shared::envelope::Envelope {
+        id: stockhook_shared::envelope::EventId(42),
+        source: "ebay-store".into(),
+        platform: stockhook_shared::config::Platform::Ebay,
+        received_at_ms: NOW + 60_000,
+        headers: vec![(
+            "soapaction".into(),
+            "\"http://developer.ebay.com/notification/ItemRevised\"".into(),
+        )],
+        body: data("ebay/GetItemResponse_variations.xml")
+            .replace("2014-05-02T18:15:03.095Z", "2025-12-01T00:01:00.000Z")
+            .replace(
+                "<QuantitySold>1</QuantitySold>",
+                "<QuantitySold>297</QuantitySold>",
+            )
+            .into_bytes(),
+    };
+    let normalized = stockhook_worker::adapters::ebay::normalize(&env).unwrap();
+    let applied = state
+        .apply_batch(
+            vec![stockhook_worker::state::Prepared::new(&env, normalized)],
+            rules.clone(),
+            NOW + 60_000,
+            false,
+        )
+        .await
+        .unwrap();
+    let items = state.items().await.unwrap();
+    assert_eq!(items.len(), before, "the webhook named synced items");
+    let black = items
+        .iter()
+        .find(|i| i.source == "ebay-store" && i.item == "110142400319:testSku501_B")
+        .unwrap();
+    assert_eq!(black.total(), Some(3));
+    assert_eq!(
+        black.title.as_deref(),
+        Some("levis 501 teenager Trousers - Black")
+    );
+    let alerted: Vec<String> = applied
+        .iter()
+        .flat_map(|a| match a {
+            Applied::Done { alerts } => alerts.iter().map(|al| al.item.clone()).collect(),
+            Applied::AlreadyProcessed => Vec::new(),
+        })
+        .collect();
+    assert!(
+        alerted.contains(&"110142400319:testSku501_B".to_string()),
+        "{alerted:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn synced_batches_apply_through_the_rules_on_both_backends() {
+    let dir = tempfile::tempdir().unwrap();
+    let sled = stockhook_worker::state::SledState::open(&dir.path().join("state")).unwrap();
+    synced_batches_meet_their_webhooks(&sled).await;
+    if let Some(bin) =
+        stockhook_test_kit::nats::require("synced_batches_apply_through_the_rules_on_both_backends")
+    {
+        let server = stockhook_test_kit::nats::NatsServer::start(&bin);
+        let mut c = stockhook_shared::config::Config::default();
+        c.queue.backend = "nats".into();
+        c.queue.nats_url = Some(stockhook_shared::config::OneOrMany::One(server.url.clone()));
+        let nats = stockhook_worker::state::NatsState::connect(&c)
+            .await
+            .unwrap();
+        synced_batches_meet_their_webhooks(&nats).await;
     }
 }
