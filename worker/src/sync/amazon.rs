@@ -36,9 +36,10 @@ use bytes::Bytes;
 use http_body_util::Full;
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use stockhook_shared::config::SourceConfig;
 use stockhook_shared::secret::Secret;
+use tokio::time::Instant;
 
 /// Login with Amazon's token endpoint.
 pub const DEFAULT_TOKEN_URL: &str = "https://api.amazon.com/auth/o2/token";
@@ -731,6 +732,37 @@ mod tests {
         );
         assert!(region_endpoint(&v(&["ATVPDKIKX0DER", "A1PA6795UKMFR9"])).is_err());
         assert!(region_endpoint(&v(&["NOPE"])).is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pacer_keeps_to_the_rate_the_answers_announce() {
+        let start = Instant::now();
+        let mut p = Pacer::new(0.5, 2.0);
+        p.take().await;
+        p.take().await;
+        assert!(
+            start.elapsed() < Duration::from_millis(10),
+            "the burst is free"
+        );
+        p.take().await;
+        let waited = start.elapsed();
+        assert!(
+            (Duration::from_millis(1990)..Duration::from_millis(2100)).contains(&waited),
+            "{waited:?}"
+        );
+        let mut h = http::HeaderMap::new();
+        h.insert("x-amzn-RateLimit-Limit", "10.0".parse().unwrap());
+        p.observe(&h);
+        let before = Instant::now();
+        p.take().await;
+        let waited = before.elapsed();
+        assert!(
+            (Duration::from_millis(90)..Duration::from_millis(110)).contains(&waited),
+            "{waited:?}"
+        );
+        h.insert("x-amzn-RateLimit-Limit", "nonsense".parse().unwrap());
+        p.observe(&h);
+        assert_eq!(p.rate, 10.0);
     }
 
     #[test]

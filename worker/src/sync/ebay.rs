@@ -444,10 +444,9 @@ pub async fn fetch(
                 "eBay GetSellerList page",
             )
             .await?;
-        let total_pages: u32 = doc
+        let total_pages: Option<u32> = doc
             .text_at(&["PaginationResult", "TotalNumberOfPages"])
-            .and_then(|t| t.parse().ok())
-            .unwrap_or(1);
+            .and_then(|t| t.parse().ok());
         let more = doc
             .text_at(&["HasMoreItems"])
             .is_some_and(|t| t.eq_ignore_ascii_case("true"));
@@ -479,10 +478,12 @@ pub async fn fetch(
             })?;
             add_facts(&mut items, &mut index, facts);
         }
-        if page >= total_pages.min(MAX_PAGES) && !more {
-            break;
-        }
-        if page >= MAX_PAGES {
+        // The page count when the answer gives one, else HasMoreItems.
+        let last = match total_pages {
+            Some(total) => page >= total,
+            None => !more,
+        };
+        if last || page >= MAX_PAGES {
             break;
         }
         page += 1;
