@@ -47,6 +47,11 @@ impl Seen {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
     }
+    fn form(&self) -> Vec<(String, String)> {
+        url::form_urlencoded::parse(self.body.as_bytes())
+            .into_owned()
+            .collect()
+    }
     fn param(&self, name: &str) -> Option<String> {
         url::form_urlencoded::parse(self.query.as_bytes())
             .find(|(k, _)| k == name)
@@ -186,8 +191,10 @@ fn lwa_answer(n: u32) -> String {
 const SP_EXPIRED: &str = r#"{"errors":[{"code":"Unauthorized","message":"Access to requested resource is denied.","details":"The access token you provided has expired."}]}"#;
 const CANCELED_ORDER: &str = "902-0000000-0000001";
 
+/// What a fake API has done so far: tokens issued, calls made with the first one, and whether
+/// it has answered its one 429 and its one 500.
 #[derive(Default)]
-struct AmazonFakeState {
+struct FakeState {
     tokens: u32,
     calls_with_first_token: u32,
     throttled: bool,
@@ -197,13 +204,11 @@ struct AmazonFakeState {
 /// The fake SP-API: published pages, a 429 on the first inventory call, a 500 on the first
 /// listings call, and the first access token expiring after three calls.
 fn amazon_handler() -> Handler {
-    let st = Arc::new(Mutex::new(AmazonFakeState::default()));
+    let st = Arc::new(Mutex::new(FakeState::default()));
     Arc::new(move |r: &Seen| {
         let mut st = st.lock().unwrap();
         if r.path == "/auth/o2/token" {
-            let form: Vec<(String, String)> = url::form_urlencoded::parse(r.body.as_bytes())
-                .into_owned()
-                .collect();
+            let form = r.form();
             let has = |k: &str, v: &str| form.iter().any(|(a, b)| a == k && b == v);
             if !(has("grant_type", "refresh_token")
                 && has("refresh_token", LWA_REFRESH)
@@ -530,15 +535,8 @@ fn get_item_from_list(id: &str) -> Option<String> {
     None
 }
 
-#[derive(Default)]
-struct EbayFakeState {
-    tokens: u32,
-    throttled: bool,
-    failed: bool,
-}
-
 fn ebay_handler() -> Handler {
-    let st = Arc::new(Mutex::new(EbayFakeState::default()));
+    let st = Arc::new(Mutex::new(FakeState::default()));
     Arc::new(move |r: &Seen| {
         let mut st = st.lock().unwrap();
         if r.path == "/identity/v1/oauth2/token" {
@@ -549,9 +547,7 @@ fn ebay_handler() -> Handler {
                     "TestApp-stockhoo-PRD-0123456789-abcdef01:{EBAY_SECRET}"
                 ))
             );
-            let form: Vec<(String, String)> = url::form_urlencoded::parse(r.body.as_bytes())
-                .into_owned()
-                .collect();
+            let form = r.form();
             let ok = r.header("authorization") == basic
                 && form.contains(&("grant_type".into(), "refresh_token".into()))
                 && form.contains(&("refresh_token".into(), EBAY_REFRESH.into()));

@@ -29,7 +29,7 @@
 
 use super::http::{ApiClient, SyncError};
 use super::token::{Token, TokenSource};
-use crate::adapters::amazon::fba_pool;
+use crate::adapters::amazon::fba_levels;
 use crate::adapters::parse_time;
 use crate::catalog::{CatalogBatch, CatalogItem, SaleLine};
 use bytes::Bytes;
@@ -459,43 +459,6 @@ impl Sku {
     }
 }
 
-/// FBA levels, one counted figure per pool (the largest; ties to the first), the pool's other
-/// marketplaces `None` (not counted).
-pub(crate) fn fba_levels(readings: &[(String, i64)]) -> Vec<(String, Option<i64>)> {
-    struct Pool {
-        name: String,
-        counted: String,
-        units: i64,
-        others: Vec<String>,
-    }
-    let mut pools: Vec<Pool> = Vec::new();
-    for (m, units) in readings {
-        let name = fba_pool(m);
-        match pools.iter_mut().find(|p| p.name == name) {
-            Some(p) if *units > p.units => {
-                let was = std::mem::replace(&mut p.counted, m.clone());
-                p.others.push(was);
-                p.units = *units;
-            }
-            Some(p) => p.others.push(m.clone()),
-            None => pools.push(Pool {
-                name,
-                counted: m.clone(),
-                units: *units,
-                others: Vec::new(),
-            }),
-        }
-    }
-    let mut levels: Vec<(String, Option<i64>)> = pools
-        .iter()
-        .map(|p| (format!("fba:{}", p.counted), Some(p.units)))
-        .collect();
-    for p in &pools {
-        levels.extend(p.others.iter().map(|m| (format!("fba:{m}"), None)));
-    }
-    levels
-}
-
 fn mfn_location(channel: &str) -> Option<String> {
     let c = channel.trim();
     if c.eq_ignore_ascii_case("DEFAULT") {
@@ -603,22 +566,14 @@ pub async fn fetch(
     }
 
     let sales = orders(&mut s, now_ms).await?;
-    tracing::info!(
-        source = cfg.source,
-        skus = skus.len(),
-        sales = sales.len(),
-        token_refreshes = s.token.refreshes,
-        "amazon catalog read"
-    );
-    Ok(CatalogBatch {
-        source: cfg.source.clone(),
-        platform: "amazon".into(),
-        taken_at: now_ms,
-        items: skus.into_iter().map(|(k, v)| v.into_item(k)).collect(),
-        locations: Vec::new(),
+    Ok(super::whole_catalog(
+        &cfg.source,
+        "amazon",
+        now_ms,
+        skus.into_iter().map(|(k, v)| v.into_item(k)).collect(),
         sales,
-        complete: true,
-    })
+        s.token.refreshes,
+    ))
 }
 
 /// The order lines of the last `sales_history_days`.

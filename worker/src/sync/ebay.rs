@@ -510,22 +510,14 @@ pub async fn fetch(
     }
 
     let sales = orders(&mut s, now_ms).await?;
-    tracing::info!(
-        source = cfg.source,
-        items = items.len(),
-        sales = sales.len(),
-        token_refreshes = s.token.refreshes,
-        "ebay catalog read"
-    );
-    Ok(CatalogBatch {
-        source: cfg.source.clone(),
-        platform: "ebay".into(),
-        taken_at: now_ms,
+    Ok(super::whole_catalog(
+        &cfg.source,
+        "ebay",
+        now_ms,
         items,
-        locations: Vec::new(),
         sales,
-        complete: true,
-    })
+        s.token.refreshes,
+    ))
 }
 
 async fn orders(s: &mut Session<'_>, now_ms: i64) -> Result<Vec<SaleLine>, SyncError> {

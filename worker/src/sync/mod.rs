@@ -33,3 +33,32 @@ pub fn iso_time(ms: i64) -> String {
         t.millisecond()
     )
 }
+
+/// The batch of a sync run that read a source's whole catalog, logged with its counts (never
+/// its contents).
+pub(crate) fn whole_catalog(
+    source: &str,
+    platform: &str,
+    taken_at: i64,
+    items: Vec<crate::catalog::CatalogItem>,
+    sales: Vec<crate::catalog::SaleLine>,
+    token_refreshes: u32,
+) -> crate::catalog::CatalogBatch {
+    tracing::info!(
+        source,
+        platform,
+        items = items.len(),
+        sales = sales.len(),
+        token_refreshes,
+        "catalog read from the platform API"
+    );
+    crate::catalog::CatalogBatch {
+        source: source.into(),
+        platform: platform.into(),
+        taken_at,
+        items,
+        locations: Vec::new(),
+        sales,
+        complete: true,
+    }
+}
