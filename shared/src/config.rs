@@ -293,6 +293,12 @@ pub struct SourceConfig {
     /// (`{ "655441491" = "Main warehouse" }`).
     #[serde(default)]
     pub location_names: BTreeMap<String, String>,
+    /// Amazon SP-API catalog sync for this source (`[sources.amazon_sync]`, issue 14).
+    #[serde(default)]
+    pub amazon_sync: Option<AmazonSyncConfig>,
+    /// eBay catalog sync for this source (`[sources.ebay_sync]`, issue 14).
+    #[serde(default)]
+    pub ebay_sync: Option<EbaySyncConfig>,
     /// Set by [`load`]: why this source is switched off (its secret is unset), or `None`.
     #[serde(skip_deserializing)]
     pub disabled: Option<String>,
@@ -477,6 +483,10 @@ pub mod defaults {
     pub fn tolerance_secs() -> u64 {
         300
     }
+    /// Catalog sync (Amazon, eBay): days of orders read for sales history.
+    pub fn sync_sales_history_days() -> u32 {
+        90
+    }
     pub fn future_tolerance() -> ConfigDuration {
         ConfigDuration::secs(300)
     }
@@ -537,4 +547,87 @@ pub struct EventsConfig {
     /// A quantity below this is refused likewise (oversold stock goes a little below zero).
     #[serde(default = "defaults::min_quantity")]
     pub min_quantity: i64,
+}
+
+/// `[sources.amazon_sync]`: how `sync` reaches Amazon's Selling Partner API for this source.
+/// Secrets by value, `*_env` or `*_file` (one value, the file's first non-empty line); the
+/// loader resolves them into the value fields and never prints them.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AmazonSyncConfig {
+    /// The LWA client identifier of the app (`amzn1.application-oa2-client.…`).
+    pub lwa_client_id: String,
+    #[serde(default)]
+    pub lwa_client_secret: Option<Secret>,
+    #[serde(default)]
+    pub lwa_client_secret_env: Option<String>,
+    #[serde(default)]
+    pub lwa_client_secret_file: Option<PathBuf>,
+    /// The seller's LWA refresh token (`Atzr|…`), from the app's authorization.
+    #[serde(default)]
+    pub refresh_token: Option<Secret>,
+    #[serde(default)]
+    pub refresh_token_env: Option<String>,
+    #[serde(default)]
+    pub refresh_token_file: Option<PathBuf>,
+    /// The marketplaces to read, all in one SP-API region (one source per region).
+    pub marketplace_ids: Vec<String>,
+    /// The seller (merchant token) whose listings are read for merchant-fulfilled quantities;
+    /// without it, only FBA stock and orders are read.
+    #[serde(default)]
+    pub seller_id: Option<String>,
+    /// The LWA token endpoint (default `https://api.amazon.com/auth/o2/token`).
+    #[serde(default)]
+    pub token_url: Option<String>,
+    /// The SP-API endpoint (default: the region of `marketplace_ids`, e.g.
+    /// `https://sellingpartnerapi-eu.amazon.com`).
+    #[serde(default)]
+    pub api_base: Option<String>,
+    /// Orders of this many days are read for last-sale dates and sales velocity.
+    #[serde(default = "defaults::sync_sales_history_days")]
+    pub sales_history_days: u32,
+    /// Set by the loader: why a secret could not be read (the sync reports it; the webhook
+    /// source is not affected).
+    #[serde(skip)]
+    pub problem: Option<String>,
+}
+
+/// `[sources.ebay_sync]`: how `sync` reaches eBay's Sell APIs and Trading API for this source,
+/// with an OAuth user token refreshed from the seller's refresh token.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EbaySyncConfig {
+    /// The app's App ID (default: the source's `client_id`).
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// The app's Cert ID (default: the source's `client_secret_env`).
+    #[serde(default)]
+    pub client_secret: Option<Secret>,
+    #[serde(default)]
+    pub client_secret_env: Option<String>,
+    #[serde(default)]
+    pub client_secret_file: Option<PathBuf>,
+    /// The seller's OAuth refresh token (`v^1.1#…`), from the user consent flow.
+    #[serde(default)]
+    pub refresh_token: Option<Secret>,
+    #[serde(default)]
+    pub refresh_token_env: Option<String>,
+    #[serde(default)]
+    pub refresh_token_file: Option<PathBuf>,
+    /// eBay's API host (default `https://api.ebay.com`; `https://api.sandbox.ebay.com` for a
+    /// sandbox keyset). The token endpoint and the Trading API are found under it.
+    #[serde(default)]
+    pub api_base: Option<String>,
+    /// The OAuth token endpoint (default `<api_base>/identity/v1/oauth2/token`).
+    #[serde(default)]
+    pub token_url: Option<String>,
+    /// The Trading API site the listings are read through (default 0, eBay US).
+    #[serde(default)]
+    pub site_id: u32,
+    /// Orders of this many days are read for last-sale dates and sales velocity.
+    #[serde(default = "defaults::sync_sales_history_days")]
+    pub sales_history_days: u32,
+    /// Set by the loader: why a secret could not be read.
+    #[serde(skip)]
+    pub problem: Option<String>,
 }

@@ -653,6 +653,9 @@ fn validate(
     }
     let mut seen = std::collections::HashSet::new();
     for (i, s) in config.sources.iter_mut().enumerate() {
+        if resolve_secrets {
+            resolve_sync_secrets(s, env);
+        }
         let key = |k: &str| format!("sources[{i}].{k} (source \"{}\")", s.name);
         let where_ = at(s.line);
         let invalid = |k: String, message: String| ConfigError::Invalid {
@@ -875,6 +878,84 @@ impl Config {
     /// The effective config as TOML, every secret masked: what `check-config` prints.
     pub fn render_masked(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+}
+
+/// One sync secret: by value, else `*_env`, else the first non-empty line of `*_file`. `Err`
+/// names what could not be read (never the value).
+fn sync_secret(
+    value: &Option<Secret>,
+    var: &Option<String>,
+    file: &Option<PathBuf>,
+    env: &dyn EnvSource,
+) -> Result<Option<Secret>, String> {
+    if value.is_some() {
+        return Ok(value.clone());
+    }
+    if let Some(var) = var {
+        return Ok(env.var(var).filter(|v| !v.is_empty()).map(Secret::new));
+    }
+    if let Some(p) = file {
+        let p = expand_credentials_dir(p, env)?;
+        return Ok(read_secret_file(&p)?.into_iter().next());
+    }
+    Ok(None)
+}
+
+/// Resolves `[sources.amazon_sync]` and `[sources.ebay_sync]` secrets (issue 14). A secret
+/// that cannot be read is recorded in the section's `problem`, which the sync reports: the
+/// webhook source itself works without them.
+fn resolve_sync_secrets(s: &mut SourceConfig, env: &dyn EnvSource) {
+    if let Some(a) = &mut s.amazon_sync {
+        let secret = sync_secret(
+            &a.lwa_client_secret,
+            &a.lwa_client_secret_env,
+            &a.lwa_client_secret_file,
+            env,
+        );
+        let token = sync_secret(
+            &a.refresh_token,
+            &a.refresh_token_env,
+            &a.refresh_token_file,
+            env,
+        );
+        match (secret, token) {
+            (Ok(secret), Ok(token)) => {
+                a.lwa_client_secret = secret;
+                a.refresh_token = token;
+            }
+            (Err(m), _) | (_, Err(m)) => a.problem = Some(m),
+        }
+    }
+    if let Some(e) = &mut s.ebay_sync {
+        let secret = sync_secret(
+            &e.client_secret,
+            &e.client_secret_env,
+            &e.client_secret_file,
+            env,
+        );
+        let token = sync_secret(
+            &e.refresh_token,
+            &e.refresh_token_env,
+            &e.refresh_token_file,
+            env,
+        );
+        match (secret, token) {
+            (Ok(secret), Ok(token)) => {
+                let source_secret = || {
+                    let var = s.client_secret_env.as_ref()?;
+                    env.var(var).filter(|v| !v.is_empty()).map(Secret::new)
+                };
+                e.client_secret = secret
+                    .or_else(|| s.client_secret.clone())
+                    .or_else(source_secret);
+                e.refresh_token = token;
+            }
+            (Err(m), _) | (_, Err(m)) => e.problem = Some(m),
+        }
+        if e.client_id.is_none() {
+            e.client_id = s.client_id.clone();
+        }
     }
 }
 

@@ -254,15 +254,8 @@ fn fba_inventory(env: &Envelope, topic: &str, n: &Notice<'_>) -> Result<Vec<Fact
     let markets = req_array(get_ci(p, list), topic, &format!("{pp}.{list}"))?;
     let at = first_time(env, &n.times());
     let mut facts = Vec::with_capacity(markets.len() + 1);
-    // Per pool: the marketplace reporting the largest Fulfillable (they report the same units),
-    // that figure, and the pool's other marketplaces; in the order the pools first appear.
-    struct Pool {
-        name: String,
-        counted: String,
-        units: i64,
-        others: Vec<String>,
-    }
-    let mut pools: Vec<Pool> = Vec::new();
+    // (marketplace, Fulfillable) readings, counted once per pool by [`fba_levels`].
+    let mut readings: Vec<(String, i64)> = Vec::with_capacity(markets.len());
     for (i, m) in markets.iter().enumerate() {
         let mp = format!("{pp}.{list}[{i}]");
         let marketplace = req_text(
@@ -286,39 +279,58 @@ fn fba_inventory(env: &Envelope, topic: &str, n: &Notice<'_>) -> Result<Vec<Fact
         if !facts.contains(&entry) {
             facts.push(entry);
         }
-        let name = fba_pool(&marketplace);
+        readings.push((marketplace, fulfillable));
+    }
+    for (location, available) in fba_levels(&readings) {
+        facts.push(Fact::InventoryLevel {
+            item: sku.clone(),
+            location,
+            available,
+            at,
+        });
+    }
+    Ok(facts)
+}
+
+/// The FBA levels of one SKU from its (marketplace, fulfillable units) readings: per pool
+/// ([`fba_pool`]), in the order the pools first appear, the marketplace reporting the largest
+/// figure (ties: the first) at `fba:<MarketplaceId>` with that figure, as the pool's marketplaces
+/// report the same units; then the pools' other marketplaces at `None`, not counted. Every
+/// pool's figure comes first, so a total only ever falls to its right value, never through a
+/// lower one (a false alert) on the way. Catalog sync counts FBA stock with this too.
+pub(crate) fn fba_levels(readings: &[(String, i64)]) -> Vec<(String, Option<i64>)> {
+    struct Pool {
+        name: String,
+        counted: String,
+        units: i64,
+        others: Vec<String>,
+    }
+    let mut pools: Vec<Pool> = Vec::new();
+    for (m, units) in readings {
+        let name = fba_pool(m);
         match pools.iter_mut().find(|p| p.name == name) {
-            Some(p) if fulfillable > p.units => {
-                let was = std::mem::replace(&mut p.counted, marketplace);
+            Some(p) if *units > p.units => {
+                let was = std::mem::replace(&mut p.counted, m.clone());
                 p.others.push(was);
-                p.units = fulfillable;
+                p.units = *units;
             }
-            Some(p) => p.others.push(marketplace),
+            Some(p) => p.others.push(m.clone()),
             None => pools.push(Pool {
                 name,
-                counted: marketplace,
-                units: fulfillable,
+                counted: m.clone(),
+                units: *units,
                 others: Vec::new(),
             }),
         }
     }
-    // Every pool's figure first, then the others marked not counted: the total only ever falls
-    // to its right value, never through a lower one (a false alert) on the way.
-    let level = |marketplace: &str, available: Option<i64>| Fact::InventoryLevel {
-        item: sku.clone(),
-        location: format!("fba:{marketplace}"),
-        available,
-        at,
-    };
+    let mut levels: Vec<(String, Option<i64>)> = pools
+        .iter()
+        .map(|p| (format!("fba:{}", p.counted), Some(p.units)))
+        .collect();
     for p in &pools {
-        facts.push(level(&p.counted, Some(p.units)));
+        levels.extend(p.others.iter().map(|m| (format!("fba:{m}"), None)));
     }
-    for p in &pools {
-        for m in &p.others {
-            facts.push(level(m, None));
-        }
-    }
-    Ok(facts)
+    levels
 }
 
 /// The FBA inventory pool a marketplace sells from: `na` or `eu` for the marketplaces

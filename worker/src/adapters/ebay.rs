@@ -139,10 +139,10 @@ fn json(env: &Envelope) -> Result<Normalized, NormalizeError> {
 
 /// An XML element: local name, its text (concatenated, entities resolved), its child elements.
 #[derive(Debug, Default)]
-struct Node {
-    name: String,
-    text: String,
-    children: Vec<Node>,
+pub(crate) struct Node {
+    pub(crate) name: String,
+    pub(crate) text: String,
+    pub(crate) children: Vec<Node>,
 }
 
 impl Node {
@@ -153,16 +153,19 @@ impl Node {
         }
     }
 
-    fn child(&self, name: &str) -> Option<&Node> {
+    pub(crate) fn child(&self, name: &str) -> Option<&Node> {
         self.children.iter().find(|c| c.name == name)
     }
 
-    fn children_named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Node> + 'a {
+    pub(crate) fn children_named<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> impl Iterator<Item = &'a Node> + 'a {
         self.children.iter().filter(move |c| c.name == name)
     }
 
     /// The first element named `name` at or below this one, depth first.
-    fn find(&self, name: &str) -> Option<&Node> {
+    pub(crate) fn find(&self, name: &str) -> Option<&Node> {
         let mut stack = vec![self];
         while let Some(n) = stack.pop() {
             if n.name == name {
@@ -174,7 +177,7 @@ impl Node {
     }
 
     /// The trimmed, non-empty text of the element at `path` below this one.
-    fn text_at(&self, path: &[&str]) -> Option<&str> {
+    pub(crate) fn text_at(&self, path: &[&str]) -> Option<&str> {
         let mut n = self;
         for p in path {
             n = n.child(p)?;
@@ -187,7 +190,7 @@ impl Node {
 const MAX_DEPTH: usize = 128;
 
 /// Parses the body into its document element.
-fn parse_xml(body: &[u8]) -> Result<Node, NormalizeError> {
+pub(crate) fn parse_xml(body: &[u8]) -> Result<Node, NormalizeError> {
     let not_xml = |m: String| NormalizeError::NotXml(m);
     let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
     let text = std::str::from_utf8(body).map_err(|e| not_xml(format!("not UTF-8: {e}")))?;
@@ -410,7 +413,7 @@ fn item_id(response: &Node, topic: &str) -> Result<String, NormalizeError> {
 
 /// The item's catalog entry and stock level. `Item.Quantity` is required when `level_required`,
 /// else the level is given only when the body has it.
-fn item_facts(
+pub(crate) fn item_facts(
     response: &Node,
     topic: &str,
     at: i64,
