@@ -53,6 +53,7 @@ fn rules() -> Arc<RuleConfig> {
         digest_window_ms: 0,
         combine_channels: false,
         events: Default::default(),
+        cover: Default::default(),
     })
 }
 

@@ -26,6 +26,7 @@ fn alert(rule: Rule, source: &str, platform: &str, item: &str) -> Alert {
         at: AT,
         created_at: AT + 60_000,
         recipients: vec!["seller@example.com".into()],
+        cover: None,
     }
 }
 
