@@ -4,6 +4,7 @@
 pub mod adapters;
 pub mod alert;
 pub mod backend;
+pub mod backtest;
 pub mod catalog;
 pub mod channels;
 pub mod control;
