@@ -13,8 +13,9 @@
 //!   lowest, and the newest). Only the newest [`WINDOW_DAYS`] + 1 days (relative to the newest
 //!   day any fact carried) are kept, so the record is bounded. Every field is a sum, a minimum or
 //!   a newest-wins maximum, so the same facts in any order give the same record.
-//! * **Velocity** ([`velocity`]): over the last [`WINDOW_DAYS`] days up to `now` (not before the
-//!   item was first seen), the mean units per in-stock day. A day is out of stock, and left out,
+//! * **Velocity** ([`velocity`]): over the last [`WINDOW_DAYS`] whole days before `now` (not
+//!   before the item was first seen; today is partial and counts from tomorrow), the mean units
+//!   per in-stock day. A day is out of stock, and left out,
 //!   when it began with the item at zero or below, or a level of zero or below was reported
 //!   that day and nothing sold. (With several locations a single location's zero says nothing
 //!   about the item: out-of-stock days are only recognised for items with one level record.)
@@ -48,7 +49,7 @@ pub const SERVICE_Z: f64 = 2.33;
 /// The cover rule re-arms when available is back at this multiple of the reorder point.
 pub const REARM_FACTOR: f64 = 1.25;
 /// The recent rate looks back over this many in-stock days.
-pub const RECENT_DAYS: f64 = 7.0;
+pub const RECENT_DAYS: usize = 7;
 /// In-stock days needed for a weekly profile.
 pub const WEEKLY_MIN_DAYS: usize = 21;
 /// Projections stop after this many days (a slow seller's cover is "more than ten years").
@@ -157,9 +158,9 @@ pub fn velocity(
         .range(..start)
         .rev()
         .find_map(|(_, r)| r.last.map(|l| l.1));
-    // (day, units, weight): today counts for the part of it that has passed.
-    let mut samples: Vec<(i64, f64, f64)> = Vec::with_capacity(WINDOW_DAYS as usize);
-    for day in start..=today {
+    // (day, units) of the whole days before today (today is partial: it counts tomorrow).
+    let mut samples: Vec<(i64, f64)> = Vec::with_capacity(WINDOW_DAYS as usize);
+    for day in start..today {
         let rec = demand.days.get(&day).copied().unwrap_or_default();
         let out = out_days
             && (carried.is_some_and(|c| c <= 0)
@@ -170,14 +171,9 @@ pub fn velocity(
         if out {
             continue;
         }
-        let weight = if day == today {
-            (now - day * DAY_MS) as f64 / DAY_MS as f64
-        } else {
-            1.0
-        };
-        samples.push((day, rec.sold.max(0) as f64, weight));
+        samples.push((day, rec.sold.max(0) as f64));
     }
-    let days: f64 = samples.iter().map(|s| s.2).sum();
+    let days = samples.len() as f64;
     if days < MIN_DAYS {
         return None;
     }
@@ -185,29 +181,22 @@ pub fn velocity(
     let capped = |u: f64| u.min(cap);
     let total: f64 = samples.iter().map(|s| capped(s.1)).sum();
     let per_day = total / days;
-    let mut recent_units = 0.0;
-    let mut recent_days = 0.0;
-    for s in samples.iter().rev() {
-        if recent_days >= RECENT_DAYS {
-            break;
-        }
-        recent_units += capped(s.1);
-        recent_days += s.2;
-    }
-    let recent = recent_units / recent_days.max(1.0);
-    let full: Vec<&(i64, f64, f64)> = samples.iter().filter(|s| s.2 >= 1.0).collect();
-    let var = if full.len() > 1 {
-        full.iter()
-            .map(|s| (capped(s.1) - per_day).powi(2))
-            .sum::<f64>()
-            / (full.len() - 1) as f64
-    } else {
-        0.0
-    };
-    let weekly = (weekly && full.len() >= WEEKLY_MIN_DAYS && per_day > 0.0).then(|| {
+    let last: Vec<f64> = samples
+        .iter()
+        .rev()
+        .take(RECENT_DAYS)
+        .map(|s| capped(s.1))
+        .collect();
+    let recent = last.iter().sum::<f64>() / last.len() as f64;
+    let var = samples
+        .iter()
+        .map(|s| (capped(s.1) - per_day).powi(2))
+        .sum::<f64>()
+        / (days - 1.0);
+    let weekly = (weekly && samples.len() >= WEEKLY_MIN_DAYS && per_day > 0.0).then(|| {
         let mut sum = [0.0f64; 7];
         let mut n = [0.0f64; 7];
-        for s in &full {
+        for s in &samples {
             let k = s.0.rem_euclid(7) as usize;
             sum[k] += capped(s.1);
             n[k] += 1.0;
@@ -230,7 +219,7 @@ pub fn velocity(
 }
 
 /// The median of the days that sold something (0 when none did).
-fn median_selling(samples: &[(i64, f64, f64)]) -> f64 {
+fn median_selling(samples: &[(i64, f64)]) -> f64 {
     let mut v: Vec<f64> = samples.iter().map(|s| s.1).filter(|u| *u > 0.0).collect();
     if v.is_empty() {
         return 0.0;
