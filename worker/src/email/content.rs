@@ -529,6 +529,33 @@ mod tests {
     }
 
     #[test]
+    fn cover_shows_rate_stockout_date_and_what_to_order() {
+        let a = super::super::sample::cover();
+        let (text, html, subject) = bodies(&[a]);
+        assert_eq!(
+            subject,
+            "Reorder soon: Beeswax Food Wraps - 3 Pack, about 9 days left (acme-shop)"
+        );
+        for line in [
+            "Available:  38",
+            "Selling:    4.2 a day",
+            "Runs out:   10 May 2024 (about 9 days)",
+            "Lead time:  14 days",
+            "Reorder:    51 units",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
+        assert!(!text.contains("Threshold"), "{text}");
+        assert!(
+            html.contains("51 units") && html.contains("10 May 2024"),
+            "{html}"
+        );
+        assert_eq!(days_words(0.4), "less than a day");
+        assert_eq!(rate_words(0.5), "0.5 a day");
+        assert_eq!(rate_words(3.0), "3 a day");
+    }
+
+    #[test]
     fn a_sum_across_channels_has_no_before_it_does_not_know() {
         let mut a = tshirt();
         a.rule = Rule::CombinedLowStock;

@@ -84,7 +84,7 @@ pub struct Removal {
 }
 
 impl ItemState {
-    pub(crate) fn new(source: &str, platform: &str, item: &str, at: i64) -> ItemState {
+    pub fn new(source: &str, platform: &str, item: &str, at: i64) -> ItemState {
         ItemState {
             source: source.into(),
             platform: platform.into(),
