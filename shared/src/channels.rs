@@ -24,6 +24,7 @@ pub const RULES: &[&str] = &[
     "out_of_stock",
     "no_sales",
     "combined_low_stock",
+    "cover",
 ];
 
 /// One `[[channels]]` block.

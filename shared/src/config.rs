@@ -174,6 +174,16 @@ pub struct AlertsConfig {
     /// Also alert on the sum of `available` across sources that share a SKU.
     #[serde(default)]
     pub combine_channels: bool,
+    /// Days of cover (issue 15): the supplier's lead time in days. The `cover` rule fires when
+    /// stock falls below the demand expected over it (plus safety stock); 0 turns it off.
+    #[serde(default = "defaults::cover_days")]
+    pub cover_days: u32,
+    /// Days of stock beyond the lead time in the suggested reorder quantity.
+    #[serde(default = "defaults::safety_days")]
+    pub safety_days: u32,
+    /// Per-SKU lead times, overriding the global and per-source ones.
+    #[serde(default)]
+    pub sku_cover_days: BTreeMap<String, u32>,
     /// Where alerts go unless a source or a rule route says otherwise: `"email"` and/or
     /// `[[channels]]` names. Unset: email only.
     #[serde(default)]
@@ -246,6 +256,9 @@ pub struct SourceConfig {
     /// Low-stock threshold for this source, instead of the global one.
     #[serde(default)]
     pub low_stock_threshold: Option<i64>,
+    /// Lead time in days (`cover` rule) for this source, instead of the global one.
+    #[serde(default)]
+    pub cover_days: Option<u32>,
     /// eBay: the verification token given to eBay, and the exact endpoint URL registered there.
     #[serde(default)]
     pub verification_token: Option<Secret>,
@@ -467,6 +480,12 @@ pub mod defaults {
     }
     pub fn no_sales_days() -> u32 {
         60
+    }
+    pub fn cover_days() -> u32 {
+        14
+    }
+    pub fn safety_days() -> u32 {
+        7
     }
     pub fn no_sales_check() -> ConfigDuration {
         ConfigDuration::secs(86_400)

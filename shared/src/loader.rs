@@ -354,6 +354,8 @@ const OVERRIDABLE: &[(&str, &str, Kind)] = &[
     ("alerts", "recipients", Kind::List),
     ("alerts", "digest_window", Kind::Text),
     ("alerts", "combine_channels", Kind::Bool),
+    ("alerts", "cover_days", Kind::Number),
+    ("alerts", "safety_days", Kind::Number),
     ("email", "from", Kind::Text),
     ("email", "smtp_url", Kind::Text),
     ("email", "smtp_url_env", Kind::Text),

@@ -35,6 +35,8 @@ pub enum Rule {
     NoSales,
     /// The sum across channels sharing a SKU is below the threshold (`combine_channels`).
     CombinedLowStock,
+    /// Stock below the demand expected over the lead time (`cover_days`, issue 15).
+    Cover,
 }
 
 impl Rule {
@@ -44,6 +46,7 @@ impl Rule {
             Rule::OutOfStock => "out_of_stock",
             Rule::NoSales => "no_sales",
             Rule::CombinedLowStock => "combined_low_stock",
+            Rule::Cover => "cover",
         }
     }
     /// How a subject line names it: "Low stock", "Out of stock", ...
@@ -53,6 +56,7 @@ impl Rule {
             Rule::OutOfStock => "Out of stock",
             Rule::NoSales => "No sales",
             Rule::CombinedLowStock => "Low stock across channels",
+            Rule::Cover => "Reorder soon",
         }
     }
 }
@@ -85,6 +89,9 @@ pub struct Alert {
     /// Unix ms when the worker created it.
     pub created_at: i64,
     pub recipients: Vec<String>,
+    /// Cover alerts: velocity, days of cover, stock-out date and reorder quantity when it fired.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cover: Option<crate::cover::CoverView>,
 }
 
 impl Alert {
@@ -296,6 +303,7 @@ pub(crate) fn test_alert(rule: Rule, source: &str, item: &str) -> Alert {
         at: 0,
         created_at: 0,
         recipients: vec![],
+        cover: None,
     }
 }
 

@@ -4,9 +4,11 @@
 pub mod adapters;
 pub mod alert;
 pub mod backend;
+pub mod backtest;
 pub mod catalog;
 pub mod channels;
 pub mod control;
+pub mod cover;
 pub mod email;
 pub mod facts;
 pub mod metrics;

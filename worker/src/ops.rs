@@ -585,7 +585,8 @@ fn flatten(v: &serde_json::Value, prefix: &str, out: &mut String) {
     }
 }
 
-/// `export --csv`: current inventory state per item with last sale and alert state. Items
+/// `export --csv`: current inventory state per item with last sale, alert state and days of
+/// cover (velocity, days, stock-out date, reorder quantity; empty without a velocity). Items
 /// removed from their catalog are left out unless `all` (then with removal time and reason).
 pub async fn export_csv(
     config: &Config,
@@ -593,7 +594,9 @@ pub async fn export_csv(
     all: bool,
 ) -> Result<String, OpsError> {
     let c = control(config).await?;
-    let mut out = String::from("source,platform,item,sku,title,available,locations,first_seen,last_sale_at,units_sold,low_stock_armed,out_of_stock_armed,last_alert,last_alert_at,removed_at,removed_reason\n");
+    let mut out = String::from("source,platform,item,sku,title,available,locations,first_seen,last_sale_at,units_sold,low_stock_armed,out_of_stock_armed,last_alert,last_alert_at,removed_at,removed_reason,velocity_per_day,days_of_cover,stockout_date,reorder_qty\n");
+    let rules = RuleConfig::from_config(config);
+    let now = now_ms();
     for it in c.items().await? {
         if it.removed.is_some() && !all {
             continue;
@@ -619,6 +622,7 @@ pub async fn export_csv(
                 )
             })
             .collect();
+        let cover = crate::cover::cover(&it, &rules, now);
         let fields = [
             it.source.clone(),
             it.platform.clone(),
@@ -643,6 +647,22 @@ pub async fn export_csv(
             it.removed
                 .as_ref()
                 .map(|r| r.reason.clone())
+                .unwrap_or_default(),
+            cover
+                .as_ref()
+                .map(|c| c.velocity_per_day.to_string())
+                .unwrap_or_default(),
+            cover
+                .as_ref()
+                .map(|c| c.days_of_cover.to_string())
+                .unwrap_or_default(),
+            cover
+                .as_ref()
+                .map(|c| fmt_time(c.stockout_date))
+                .unwrap_or_default(),
+            cover
+                .as_ref()
+                .map(|c| c.reorder_qty.to_string())
                 .unwrap_or_default(),
         ];
         let row: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();

@@ -35,3 +35,23 @@ fn three_item_digest_renders_on_a_phone() {
     );
     assert!(blank.colours <= 2 && blank.ink < 0.001, "{blank:?}");
 }
+
+#[test]
+fn cover_alert_in_a_digest_renders_on_a_phone() {
+    let mut alerts = sample::digest();
+    alerts.push(sample::cover());
+    let (subject, _, html) = content::bodies(&alerts, &sample::stores());
+    assert!(subject.starts_with("4 stock alerts"), "{subject}");
+    assert!(
+        html.contains("Reorder soon") && html.contains("51 units"),
+        "{html}"
+    );
+    let pic = render_and_check(&html, "cover-digest");
+    assert!(pic.colours > 100, "{pic:?}");
+    assert!(pic.ink > 0.2, "{pic:?}");
+    // Alone, the whole card is on the first screen.
+    let (_, _, html) = content::bodies(&[sample::cover()], &sample::stores());
+    let pic = render_and_check(&html, "cover");
+    assert!(pic.colours > 100, "{pic:?}");
+    assert!(pic.ink > 0.1, "{pic:?}");
+}

@@ -63,6 +63,7 @@ fn alerts() -> Vec<Alert> {
         at: 1_700_000_000_000,
         created_at: 1_700_000_000_000,
         recipients: vec![],
+        cover: None,
     }]
 }
 

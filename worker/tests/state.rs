@@ -114,7 +114,10 @@ on_both_backends! {
     same_deliveries_give_the_same_state_on_both_backends_and_in_any_order => property;
     future_times_are_clamped_old_ones_counted_absurd_quantities_left_out => implausible;
     removed_items_stop_alerting_and_come_back_when_reported_again => removals;
+    cover_fires_once_on_a_level_rearms_on_restock_and_runs_on_the_schedule => cover;
 }
+
+const DAY: i64 = 86_400_000;
 
 async fn apply<S: StateBackend>(s: &S, r: &Arc<RuleConfig>, events: Vec<Prepared>) -> Vec<Applied> {
     s.apply_batch(events, r.clone(), 10, false).await.unwrap()
@@ -577,7 +580,8 @@ fn case_facts(rng: &mut StdRng, tag: &str) -> Vec<(String, Fact)> {
     }
     // Distinct event times, and distinct order lines: what arrives is the same in every order.
     let n = rng.gen_range(6..14);
-    let mut times: Vec<i64> = (0..n as i64).map(|t| 100 + 3 * t).collect();
+    // Days apart (up to 39 days): the velocity's daily record is pruned to its window.
+    let mut times: Vec<i64> = (0..n as i64).map(|t| 100 + 3 * t * DAY).collect();
     times.shuffle(rng);
     for (k, at) in times.into_iter().enumerate() {
         let src = sources[rng.gen_range(0..2)].clone();
@@ -703,8 +707,16 @@ async fn run_case<S: StateBackend>(
     }
 }
 
-/// What delivery order must not change: the newest level per location, and sales counted once.
-type Newest = (String, String, Vec<(String, Option<i64>)>, i64, Option<i64>);
+/// What delivery order must not change: the newest level per location, sales counted once,
+/// and the velocity's daily record.
+type Newest = (
+    String,
+    String,
+    Vec<(String, Option<i64>)>,
+    i64,
+    Option<i64>,
+    stockhook_worker::cover::Demand,
+);
 
 fn order_free(o: &Outcome, tag: &str) -> Vec<Newest> {
     o.items
@@ -719,6 +731,7 @@ fn order_free(o: &Outcome, tag: &str) -> Vec<Newest> {
                     .collect(),
                 i.units_sold,
                 i.last_sale_at,
+                i.demand.clone(),
             )
         })
         .collect()
@@ -897,4 +910,159 @@ async fn no_sales_fires_once_per_quiet_period_across_workers() {
             .len(),
         1
     );
+}
+
+fn sale(item: &str, n: i64, order: &str, at: i64) -> Fact {
+    Fact::Sale {
+        item: item.into(),
+        quantity: n,
+        order: order.into(),
+        line: "1".into(),
+        at,
+    }
+}
+
+/// 20 days of an item selling 3 a day from 100, each day's sale and level as one event applied
+/// at its own time: the cover rule (14 days, reorder point 42) fires once, on the level of day
+/// 19 (40 left).
+async fn cover<S: StateBackend>(s: &S) {
+    let r = rules();
+    let t0 = 20_000 * DAY;
+    let mut fired = Vec::new();
+    for i in 0..20 {
+        let at = t0 + i * DAY + 3_600_000;
+        let e = ev(
+            100 + i as u64,
+            vec![
+                sale("c1", 3, &format!("o{i}"), at),
+                level("c1", "all", 100 - 3 * (i + 1), at + 1),
+            ],
+        );
+        let a = s
+            .apply_batch(vec![e], r.clone(), at + 2, false)
+            .await
+            .unwrap();
+        for x in alerts(&a) {
+            fired.push((i, x));
+        }
+    }
+    assert_eq!(
+        fired,
+        vec![(19, (Rule::Cover, "c1".to_string(), Some(40)))],
+        "fires once, below the reorder point"
+    );
+    let now = t0 + 19 * DAY + 3_600_002;
+    let out = s.outbox(|e| e.alert.rule == Rule::Cover).await.unwrap();
+    assert_eq!(out.len(), 1);
+    let c = out[0]
+        .alert
+        .cover
+        .clone()
+        .expect("the alert carries its cover");
+    // 57 units over the 19 whole days before today: 3 a day, 40 last 13.3 days, and 14 + 7
+    // days of sales less the 40 on hand is 23 to order.
+    assert_eq!(c.velocity_per_day, 3.0);
+    assert_eq!(c.days_of_cover, 13.3);
+    assert_eq!(c.reorder_qty, 23);
+    assert_eq!(c.reorder_point, 42);
+    assert_eq!(c.stockout_date, now + (40.0 / 3.0 * DAY as f64) as i64);
+    // The item's cover as the dashboard and preview read it.
+    let items = s.items().await.unwrap();
+    let item = items.iter().find(|i| i.item == "c1").unwrap();
+    assert_eq!(stockhook_worker::cover::cover(item, &r, now), Some(c));
+    // Lower still: already told, nothing.
+    let again = ev(119, vec![level("c1", "all", 39, now + 5)]);
+    let a = s
+        .apply_batch(vec![again], r.clone(), now + 6, false)
+        .await
+        .unwrap();
+    assert!(alerts(&a).is_empty(), "still below, already told: {a:?}");
+    // The scheduled pass has nothing new either.
+    assert!(s
+        .run_no_sales(r.clone(), now + DAY / 2)
+        .await
+        .unwrap()
+        .is_empty());
+    // A restock above 1.25 x the reorder point re-arms; the schedule with a longer lead time
+    // (30 days: reorder point about 90) then finds it short, once.
+    let restock = ev(120, vec![level("c1", "all", 80, now + 10)]);
+    let a = s
+        .apply_batch(vec![restock], r.clone(), now + 11, false)
+        .await
+        .unwrap();
+    assert!(alerts(&a).is_empty());
+    let long = Arc::new(RuleConfig {
+        cover: stockhook_worker::cover::CoverRules {
+            cover_days: 30,
+            ..Default::default()
+        },
+        ..(*r).clone()
+    });
+    let at = now + DAY / 2;
+    let due = s.run_no_sales(long.clone(), at).await.unwrap();
+    assert_eq!(due.len(), 1, "{due:?}");
+    assert_eq!(due[0].rule, Rule::Cover);
+    assert_eq!(due[0].available, Some(80));
+    assert_eq!(due[0].cover.as_ref().map(|c| c.cover_days), Some(30));
+    assert!(s.run_no_sales(long, at + 1).await.unwrap().is_empty());
+    assert_eq!(
+        s.outbox(|e| e.alert.rule == Rule::Cover)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+}
+
+/// The velocity's record is part of the item: a restarted worker (sled reopened, a new NATS
+/// connection) has the same cover.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn velocity_survives_a_restart_on_both_backends() {
+    let r = rules();
+    let t0 = 20_000 * DAY;
+    let events = || {
+        (0..10)
+            .map(|i| {
+                let at = t0 + i * DAY;
+                ev(
+                    200 + i as u64,
+                    vec![
+                        sale("v1", 2, &format!("r{i}"), at),
+                        level("v1", "all", 500 - 2 * i, at),
+                    ],
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let now = t0 + 10 * DAY;
+    let cover_of = |items: Vec<ItemState>| {
+        let it = items.into_iter().find(|i| i.item == "v1").unwrap();
+        (stockhook_worker::cover::cover(&it, &r, now), it.demand)
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let before = {
+        let sled = SledState::open(&dir.path().join("state")).unwrap();
+        sled.apply_batch(events(), r.clone(), now, false)
+            .await
+            .unwrap();
+        sled.sync().await.unwrap();
+        cover_of(sled.items().await.unwrap())
+    };
+    assert!(
+        before.0.as_ref().is_some_and(|c| c.velocity_per_day == 2.0),
+        "{before:?}"
+    );
+    let sled = SledState::open(&dir.path().join("state")).unwrap();
+    assert_eq!(cover_of(sled.items().await.unwrap()), before);
+    if let Some(bin) = require_nats("velocity_survives_a_restart_on_both_backends") {
+        let server = start(&bin).await;
+        {
+            let s = state(&server.url).await;
+            s.apply_batch(events(), r.clone(), now, false)
+                .await
+                .unwrap();
+        }
+        let s = state(&server.url).await;
+        assert_eq!(cover_of(s.items().await.unwrap()), before);
+    }
 }

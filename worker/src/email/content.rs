@@ -27,8 +27,9 @@ fn urgency(rule: Rule) -> u8 {
     match rule {
         Rule::OutOfStock => 0,
         Rule::LowStock => 1,
-        Rule::CombinedLowStock => 2,
-        Rule::NoSales => 3,
+        Rule::Cover => 2,
+        Rule::CombinedLowStock => 3,
+        Rule::NoSales => 4,
     }
 }
 
@@ -82,7 +83,26 @@ pub fn headline(a: &Alert) -> String {
             Some(d) => format!("No sales in {}: {n}", plural(d, "day", "days")),
             None => format!("No sales: {n}"),
         },
+        Rule::Cover => match &a.cover {
+            Some(c) => format!("Reorder soon: {n}, {} left", days_words(c.days_of_cover)),
+            None => format!("Reorder soon: {n}"),
+        },
     }
+}
+
+/// "about 9 days", "less than a day".
+fn days_words(days: f64) -> String {
+    if days < 1.0 {
+        return "less than a day".into();
+    }
+    format!("about {}", plural(days.floor() as i64, "day", "days"))
+}
+
+/// "2.5 a day", "1 a day", "0.14 a day".
+fn rate_words(per_day: f64) -> String {
+    let s = format!("{per_day:.2}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    format!("{s} a day")
 }
 
 /// One item: its headline and store. Several: how many, and the most urgent one.
@@ -147,9 +167,20 @@ pub fn facts(a: &Alert, stores: &Stores) -> Vec<(&'static str, String)> {
     if let Some(t) = a.threshold {
         f.push(("Threshold", t.to_string()));
     }
-    // Issue 15 (days of cover) adds its lines here once the Alert carries them: velocity per
-    // day, days of cover with the projected stock-out date, and the suggested reorder quantity
-    // (new `Alert` fields with `serde(default)`, so older outbox entries still load).
+    // Days of cover (issue 15): what sells, when it runs out, what to order.
+    if let Some(c) = &a.cover {
+        f.push(("Selling", rate_words(c.velocity_per_day)));
+        f.push((
+            "Runs out",
+            format!(
+                "{} ({})",
+                date_only(c.stockout_date),
+                days_words(c.days_of_cover)
+            ),
+        ));
+        f.push(("Lead time", plural(i64::from(c.cover_days), "day", "days")));
+        f.push(("Reorder", format!("{} units", c.reorder_qty)));
+    }
     if a.rule == Rule::NoSales {
         let since = match a.quiet_since {
             Some(since) => format!("no sale since {}", date_only(since)),
@@ -227,6 +258,7 @@ fn colours(rule: Rule) -> (&'static str, &'static str) {
         Rule::OutOfStock => ("#b42318", "#ffffff"),
         Rule::LowStock | Rule::CombinedLowStock => ("#b54708", "#ffffff"),
         Rule::NoSales => ("#475467", "#ffffff"),
+        Rule::Cover => ("#175cd3", "#ffffff"),
     }
 }
 
@@ -494,6 +526,33 @@ mod tests {
         a.quiet_since = None;
         let (text, _, _) = bodies(&[a]);
         assert!(text.contains("no sale (60 days)"), "{text}");
+    }
+
+    #[test]
+    fn cover_shows_rate_stockout_date_and_what_to_order() {
+        let a = super::super::sample::cover();
+        let (text, html, subject) = bodies(&[a]);
+        assert_eq!(
+            subject,
+            "Reorder soon: Beeswax Food Wraps - 3 Pack, about 9 days left (acme-shop)"
+        );
+        for line in [
+            "Available:  38",
+            "Selling:    4.2 a day",
+            "Runs out:   10 May 2024 (about 9 days)",
+            "Lead time:  14 days",
+            "Reorder:    51 units",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
+        assert!(!text.contains("Threshold"), "{text}");
+        assert!(
+            html.contains("51 units") && html.contains("10 May 2024"),
+            "{html}"
+        );
+        assert_eq!(days_words(0.4), "less than a day");
+        assert_eq!(rate_words(0.5), "0.5 a day");
+        assert_eq!(rate_words(3.0), "3 a day");
     }
 
     #[test]

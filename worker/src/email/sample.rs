@@ -26,6 +26,7 @@ fn alert(rule: Rule, source: &str, platform: &str, item: &str) -> Alert {
         at: AT,
         created_at: AT + 60_000,
         recipients: vec!["seller@example.com".into()],
+        cover: None,
     }
 }
 
@@ -52,6 +53,24 @@ pub fn digest() -> Vec<Alert> {
     untitled.at = AT - 25 * 60_000;
 
     vec![mug, untitled, tee]
+}
+
+/// A cover alert (issue 15): 38 wraps left selling 4.2 a day, lead time 14 days.
+pub fn cover() -> Alert {
+    let mut wraps = alert(Rule::Cover, "acme-shop", "shopify", "46208873541700");
+    wraps.title = Some("Beeswax Food Wraps - 3 Pack".into());
+    wraps.sku = Some("WRAP-3PK".into());
+    wraps.available = Some(38);
+    wraps.threshold = None;
+    wraps.cover = Some(crate::cover::CoverView {
+        velocity_per_day: 4.2,
+        days_of_cover: 9.0,
+        stockout_date: AT + 9 * 86_400_000 + 3_600_000,
+        reorder_qty: 51,
+        cover_days: 14,
+        reorder_point: 66,
+    });
+    wraps
 }
 
 /// The store address the sample's links use, and its warehouse's name.

@@ -28,7 +28,8 @@ pub trait StateBackend: Send + Sync + 'static {
         dry_run: bool,
     ) -> impl Future<Output = Result<Vec<Applied>, StateError>> + Send;
 
-    /// Evaluates the no-sales rule for every item; new alerts go to the outbox.
+    /// The scheduled pass: evaluates the no-sales and cover rules for every item
+    /// ([`super::ItemState::take_scheduled`]); new alerts go to the outbox.
     fn run_no_sales(
         &self,
         rules: Arc<RuleConfig>,

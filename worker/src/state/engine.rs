@@ -252,18 +252,18 @@ async fn apply_fact<S: Store>(
             let once = s
                 .update_item(&ev.source, &item, tok, &mut |cur| {
                     let mut st = seen(cur, ev, &item, *at, &mut noted);
-                    st.units_sold = st.units_sold.saturating_add(*quantity);
-                    if *quantity > 0 {
-                        st.last_sale_at = Some(st.last_sale_at.map_or(*at, |t| t.max(*at)));
-                    }
+                    let alerts = st
+                        .record_sale(*quantity, *at, rules, now)
+                        .into_iter()
+                        .collect();
                     Step {
                         next: Some(st),
-                        alerts: Vec::new(),
+                        alerts,
                     }
                 })
                 .await?;
             count_seen(s, &once, &noted).await?;
-            Ok(Vec::new())
+            Ok(once.alerts)
         }
     }
 }
@@ -445,6 +445,7 @@ async fn catalog_entry<S: Store>(
                 st.last_sale_at = st.last_sale_at.max(o.last_sale_at);
                 st.units_sold = st.units_sold.saturating_add(o.units_sold);
                 st.first_seen_at = st.first_seen_at.min(o.first_seen_at);
+                st.demand.absorb(&o.demand);
             }
             Step {
                 next: Some(st),
@@ -490,15 +491,24 @@ async fn level<S: Store>(
     let mut noted = Seen::default();
     let once = s
         .update_item(&ev.source, &item, tok, &mut |cur| {
-            let mut st = seen(cur, ev, &item, at, &mut noted);
-            stale = st.is_stale(location, at);
+            stale = cur.as_ref().is_some_and(|st| st.is_stale(location, at));
             if stale {
+                // A stale level changes nothing but the velocity's record of the day (every
+                // level counts there, so it is the same in any delivery order).
+                seen(cur.clone(), ev, &item, at, &mut noted);
                 noted.revived = false;
+                let next = cur.and_then(|mut st| {
+                    let before = st.demand.clone();
+                    st.demand.level(at, available);
+                    (st.demand != before).then_some(st)
+                });
                 return Step {
-                    next: None,
+                    next,
                     alerts: Vec::new(),
                 };
             }
+            let mut st = seen(cur, ev, &item, at, &mut noted);
+            st.demand.level(at, available);
             if st.removed.is_some() {
                 // Out of the catalog: the level is kept as history and raises nothing.
                 st.levels
@@ -508,10 +518,7 @@ async fn level<S: Store>(
                     alerts: Vec::new(),
                 };
             }
-            let alerts = st
-                .record_level(location, available, at, rules, now)
-                .into_iter()
-                .collect();
+            let alerts = st.record_level(location, available, at, rules, now);
             Step {
                 next: Some(st),
                 alerts,

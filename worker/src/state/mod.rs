@@ -17,6 +17,7 @@ pub use nats::NatsState;
 pub use sled::StateStore;
 
 use crate::alert::{Alert, Rule};
+use crate::cover::{CoverArming, CoverRules, Demand};
 use crate::facts::Normalized;
 use crate::plausible::EventLimits;
 use crate::rules::{self, Arming};
@@ -67,6 +68,12 @@ pub struct ItemState {
     /// Out of the catalog since when and why (`None`: live).
     #[serde(default)]
     pub removed: Option<Removal>,
+    /// Recent daily sales and levels: the sales velocity (issue 15, [`crate::cover`]).
+    #[serde(default)]
+    pub demand: Demand,
+    /// The cover rule's arming.
+    #[serde(default)]
+    pub cover_arming: CoverArming,
 }
 
 /// An item's removal from its platform's catalog.
@@ -77,7 +84,7 @@ pub struct Removal {
 }
 
 impl ItemState {
-    pub(crate) fn new(source: &str, platform: &str, item: &str, at: i64) -> ItemState {
+    pub fn new(source: &str, platform: &str, item: &str, at: i64) -> ItemState {
         ItemState {
             source: source.into(),
             platform: platform.into(),
@@ -93,6 +100,8 @@ impl ItemState {
             last_alert: None,
             last_location: None,
             removed: None,
+            demand: Demand::default(),
+            cover_arming: CoverArming::default(),
         }
     }
 
@@ -151,6 +160,7 @@ impl ItemState {
             at: now,
             created_at: now,
             recipients: rules.recipients(&self.source),
+            cover: None,
         }
     }
 
@@ -176,6 +186,69 @@ impl ItemState {
         Some(alert)
     }
 
+    /// The scheduled pass for this item at `now`: the no-sales rule, then the cover rule (days
+    /// pass without any event, so cover shrinks on the schedule too). The caller enqueues the
+    /// alerts returned.
+    pub fn take_scheduled(&mut self, rules: &RuleConfig, now: i64) -> Vec<Alert> {
+        let mut alerts: Vec<Alert> = self.take_no_sales(rules, now).into_iter().collect();
+        alerts.extend(self.take_cover(rules, now, now));
+        alerts
+    }
+
+    /// The cover rule for this item at `now` (on a level, a sale, or the schedule): its alert
+    /// when it fires (`at`: the time of the event that caused it).
+    pub fn take_cover(&mut self, rules: &RuleConfig, at: i64, now: i64) -> Option<Alert> {
+        if self.removed.is_some() {
+            return None;
+        }
+        let view = crate::cover::cover(self, rules, now);
+        if !crate::cover::evaluate(view.as_ref(), self.total(), &mut self.cover_arming) {
+            return None;
+        }
+        self.last_alert = Some((Rule::Cover, at));
+        Some(Alert {
+            id: Alert::make_id(
+                Rule::Cover,
+                &self.source,
+                &self.item,
+                self.cover_arming.episode,
+            ),
+            rule: Rule::Cover,
+            source: self.source.clone(),
+            platform: self.platform.clone(),
+            item: self.item.clone(),
+            sku: self.sku.clone(),
+            title: self.title.clone(),
+            location: self.last_location.clone(),
+            available: self.total(),
+            previous: None,
+            threshold: None,
+            quiet_since: None,
+            quiet_days: None,
+            at,
+            created_at: now,
+            recipients: rules.recipients(&self.source),
+            cover: view,
+        })
+    }
+
+    /// Records a sale fact (claimed once; `quantity` < 0: a restock refund) and evaluates the
+    /// cover rule: the alert it raises, if any.
+    pub fn record_sale(
+        &mut self,
+        quantity: i64,
+        at: i64,
+        rules: &RuleConfig,
+        now: i64,
+    ) -> Option<Alert> {
+        self.units_sold = self.units_sold.saturating_add(quantity);
+        if quantity > 0 {
+            self.last_sale_at = Some(self.last_sale_at.map_or(at, |t| t.max(at)));
+        }
+        self.demand.sale(at, quantity);
+        self.take_cover(rules, at, now)
+    }
+
     /// The ids of the alerts this item may have in the outbox now: the stock rules' of its
     /// current arming episode and the no-sales one of its last quiet period.
     pub fn alert_ids(&self) -> Vec<String> {
@@ -184,6 +257,12 @@ impl ItemState {
             .into_iter()
             .map(|r| Alert::make_id(r, &self.source, &self.item, episode))
             .collect();
+        ids.push(Alert::make_id(
+            Rule::Cover,
+            &self.source,
+            &self.item,
+            self.cover_arming.episode,
+        ));
         if let Some(since) = self.no_sales_fired_for {
             ids.push(Alert::make_id(
                 Rule::NoSales,
@@ -200,9 +279,26 @@ impl ItemState {
         self.levels.get(location).is_some_and(|prev| prev.at > at)
     }
 
-    /// Records a (not stale) level report and evaluates the stock rules: the alert it raises, if
-    /// any. Shared by every state backend, so the rules' effect on an item is written once.
+    /// Records a (not stale) level report and evaluates the stock rules and the cover rule: the
+    /// alerts it raises. Shared by every state backend, so the rules' effect on an item is
+    /// written once. (The day's level for the velocity is recorded by the caller, stale or not.)
     pub fn record_level(
+        &mut self,
+        location: &str,
+        available: Option<i64>,
+        at: i64,
+        rules: &RuleConfig,
+        now: i64,
+    ) -> Vec<Alert> {
+        let mut alerts: Vec<Alert> = self
+            .record_stock_level(location, available, at, rules, now)
+            .into_iter()
+            .collect();
+        alerts.extend(self.take_cover(rules, at, now));
+        alerts
+    }
+
+    fn record_stock_level(
         &mut self,
         location: &str,
         available: Option<i64>,
@@ -244,6 +340,7 @@ impl ItemState {
             at,
             created_at: now,
             recipients: rules.recipients(&self.source),
+            cover: None,
         })
     }
 }
@@ -262,6 +359,8 @@ pub struct RuleConfig {
     pub combine_channels: bool,
     /// What an event may plausibly claim (`[events]`).
     pub events: EventLimits,
+    /// The cover rule (issue 15).
+    pub cover: CoverRules,
 }
 
 impl RuleConfig {
@@ -279,6 +378,7 @@ impl RuleConfig {
             digest_window_ms: 0,
             combine_channels: false,
             events: Default::default(),
+            cover: Default::default(),
         }
     }
 
@@ -302,6 +402,17 @@ impl RuleConfig {
             digest_window_ms: c.alerts.digest_window.get().as_millis() as i64,
             combine_channels: c.alerts.combine_channels,
             events: EventLimits::from_config(&c.events),
+            cover: CoverRules {
+                cover_days: c.alerts.cover_days,
+                source_cover_days: c
+                    .sources
+                    .iter()
+                    .filter_map(|s| s.cover_days.map(|d| (s.name.clone(), d)))
+                    .collect(),
+                sku_cover_days: c.alerts.sku_cover_days.clone(),
+                safety_days: c.alerts.safety_days,
+                weekly: false,
+            },
         }
     }
 
@@ -427,5 +538,6 @@ pub(crate) fn combined_alert(
         at,
         created_at: now,
         recipients: rules.default_recipients.clone(),
+        cover: None,
     }
 }

@@ -225,13 +225,14 @@ impl StateStore {
         }
     }
 
-    /// Evaluates the no-sales rule for every item; new alerts go to the outbox.
+    /// The scheduled pass: evaluates the no-sales and cover rules for every item
+    /// ([`ItemState::take_scheduled`]); new alerts go to the outbox.
     pub fn run_no_sales(&self, rules: &RuleConfig, now: i64) -> Result<Vec<Alert>, StateError> {
         let mut due = Vec::new();
         for item in self.tree.scan_prefix(b"i/") {
             let (k, v) = item.map_err(storage("scanning items"))?;
             if let Ok(mut st) = serde_json::from_slice::<ItemState>(&v) {
-                if st.take_no_sales(rules, now).is_some() {
+                if !st.take_scheduled(rules, now).is_empty() {
                     due.push(k);
                 }
             }
@@ -248,14 +249,17 @@ impl StateStore {
                     let Some(mut st): Option<ItemState> = tx_get(tx, k)? else {
                         continue;
                     };
-                    let Some(alert) = st.take_no_sales(rules, now) else {
+                    let raised = st.take_scheduled(rules, now);
+                    if raised.is_empty() {
                         continue;
-                    };
+                    }
                     tx_put(tx, k, &st)?;
-                    let entry = OutboxEntry::new(alert.clone(), now + rules.digest_window_ms);
-                    if run_ready(store.enqueue(entry))? {
-                        tx_add(tx, counters::ALERTS_CREATED, 1)?;
-                        alerts.push(alert);
+                    for alert in raised {
+                        let entry = OutboxEntry::new(alert.clone(), now + rules.digest_window_ms);
+                        if run_ready(store.enqueue(entry))? {
+                            tx_add(tx, counters::ALERTS_CREATED, 1)?;
+                            alerts.push(alert);
+                        }
                     }
                 }
                 Ok(alerts)

@@ -492,21 +492,25 @@ impl StateBackend for NatsState {
             };
             let mut rev = rev;
             for attempt in 0.. {
-                let Some(alert) = rec.state.take_no_sales(&rules, now) else {
+                let due = rec.state.take_scheduled(&rules, now);
+                if due.is_empty() {
                     break;
-                };
-                // Enqueue first (the id is the same for every worker and every retry), then
-                // mark the quiet period done: a crash in between repeats only the enqueue.
-                let entry = OutboxRec {
-                    entry: OutboxEntry::new(alert.clone(), now + rules.digest_window_ms),
-                    claim: None,
-                };
-                let new = self.create(B::Outbox, &alert.id, to_json(&entry)?).await?;
-                if self.cas(B::Items, &key, to_json(&rec)?, rev).await? {
-                    if new {
-                        created += 1;
-                        raised.push(alert);
+                }
+                // Enqueue first (the ids are the same for every worker and every retry), then
+                // mark the item's rules done: a crash in between repeats only the enqueue.
+                let mut new = Vec::new();
+                for alert in due {
+                    let entry = OutboxRec {
+                        entry: OutboxEntry::new(alert.clone(), now + rules.digest_window_ms),
+                        claim: None,
+                    };
+                    if self.create(B::Outbox, &alert.id, to_json(&entry)?).await? {
+                        new.push(alert);
                     }
+                }
+                if self.cas(B::Items, &key, to_json(&rec)?, rev).await? {
+                    created += new.len() as i64;
+                    raised.extend(new);
                     break;
                 }
                 conflict_pause(attempt, &key).await?;
