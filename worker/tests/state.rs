@@ -282,15 +282,15 @@ async fn no_sales<S: StateBackend>(s: &S) {
     let day = 86_400_000;
     apply(s, &r, vec![ev(1, vec![level("x", "l", 10, 0)])]).await;
     assert!(s
-        .run_no_sales(r.clone(), 59 * day)
+        .run_no_sales(r.clone(), 59 * day, false)
         .await
         .unwrap()
         .is_empty());
-    let fired = s.run_no_sales(r.clone(), 61 * day).await.unwrap();
+    let fired = s.run_no_sales(r.clone(), 61 * day, false).await.unwrap();
     assert_eq!(fired.len(), 1);
     assert_eq!(fired[0].rule, Rule::NoSales);
     assert!(s
-        .run_no_sales(r.clone(), 70 * day)
+        .run_no_sales(r.clone(), 70 * day, false)
         .await
         .unwrap()
         .is_empty());
@@ -421,7 +421,7 @@ async fn removals<S: StateBackend>(s: &S) {
     let items = s.items().await.unwrap();
     assert_eq!(removed(&items, "b"), Some((20, why)));
     // No no-sales alert for a removed item.
-    let fired = s.run_no_sales(r.clone(), 200 * day).await.unwrap();
+    let fired = s.run_no_sales(r.clone(), 200 * day, false).await.unwrap();
     let fired: Vec<&str> = fired.iter().map(|a| a.item.as_str()).collect();
     assert_eq!(fired, vec!["a"]);
     // The product is deleted: a leaves too.
@@ -890,14 +890,22 @@ async fn no_sales_fires_once_per_quiet_period_across_workers() {
     a.apply_batch(vec![ev(1, vec![level("x", "l", 10, 0)])], rules(), 0, false)
         .await
         .unwrap();
-    assert!(a.run_no_sales(rules(), 59 * day).await.unwrap().is_empty());
+    assert!(a
+        .run_no_sales(rules(), 59 * day, false)
+        .await
+        .unwrap()
+        .is_empty());
     let (fa, fb) = tokio::join!(
-        a.run_no_sales(rules(), 61 * day),
-        b.run_no_sales(rules(), 61 * day)
+        a.run_no_sales(rules(), 61 * day, false),
+        b.run_no_sales(rules(), 61 * day, false)
     );
     let fired = fa.unwrap().len() + fb.unwrap().len();
     assert_eq!(fired, 1, "one no-sales alert between the two workers");
-    assert!(a.run_no_sales(rules(), 70 * day).await.unwrap().is_empty());
+    assert!(a
+        .run_no_sales(rules(), 70 * day, false)
+        .await
+        .unwrap()
+        .is_empty());
     assert_eq!(
         a.outbox(|e| e.alert.rule == Rule::NoSales)
             .await

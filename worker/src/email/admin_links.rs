@@ -143,11 +143,15 @@ fn marketplace(id: &str) -> Option<(&'static str, &'static str)> {
     })
 }
 
-/// The location: its name when the source names it, else in words ("all locations", "Amazon
+/// The location: its name when the source's config names it, else the catalog's name for it
+/// (import, sync), else in words ("all locations", "Amazon
 /// FBA, amazon.co.uk (UK)", "Shopify location 24826418"), never a bare id.
 pub fn location_words(a: &Alert, stores: &Stores) -> Option<String> {
     let loc = a.location.as_deref()?;
     if let Some(name) = stores.location(&a.source, loc) {
+        return Some(name.to_string());
+    }
+    if let Some(name) = a.location_name.as_deref().filter(|n| !n.trim().is_empty()) {
         return Some(name.to_string());
     }
     Some(match loc {

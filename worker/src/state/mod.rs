@@ -67,6 +67,9 @@ pub struct ItemState {
     /// Out of the catalog since when and why (`None`: live).
     #[serde(default)]
     pub removed: Option<Removal>,
+    /// Location id -> the name the catalog gives it (import, sync), so alerts name the place.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub location_names: BTreeMap<String, String>,
 }
 
 /// An item's removal from its platform's catalog.
@@ -93,6 +96,7 @@ impl ItemState {
             last_alert: None,
             last_location: None,
             removed: None,
+            location_names: BTreeMap::new(),
         }
     }
 
@@ -143,6 +147,10 @@ impl ItemState {
             sku: self.sku.clone(),
             title: self.title.clone(),
             location: self.last_location.clone(),
+            location_name: self
+                .last_location
+                .as_ref()
+                .and_then(|l| self.location_names.get(l).cloned()),
             available: self.total(),
             previous: None,
             threshold: None,
@@ -236,6 +244,7 @@ impl ItemState {
             sku: self.sku.clone(),
             title: self.title.clone(),
             location: Some(location.to_string()),
+            location_name: self.location_names.get(location).cloned(),
             available: total,
             previous,
             threshold: Some(threshold),
@@ -366,6 +375,8 @@ pub mod counters {
     pub const OLD_TIMESTAMPS: &str = "events.old_timestamps";
     /// Facts refused for an implausible quantity (their events are dead-lettered).
     pub const FACTS_REFUSED: &str = "facts.refused";
+    /// Snapshot levels (import, sync) that corrected a different, older level held.
+    pub const SYNC_CORRECTIONS: &str = "sync.corrections";
     /// Items out of the catalog now (removals minus items reported again).
     pub const CATALOG_REMOVED: &str = "catalog.removed";
     /// Pending alerts cancelled because their item left the catalog.
@@ -373,6 +384,10 @@ pub mod counters {
     /// Per source: `source.<name>.future_timestamps`.
     pub fn source_future(source: &str) -> String {
         format!("source.{source}.future_timestamps")
+    }
+    /// Per source: `source.<name>.corrections` (see [`SYNC_CORRECTIONS`]).
+    pub fn source_corrections(source: &str) -> String {
+        format!("source.{source}.corrections")
     }
     /// Per source: `source.<name>.processed`.
     pub fn source_processed(source: &str) -> String {
@@ -402,6 +417,7 @@ pub(crate) fn combined_alert(
         sku: Some(sku.to_string()),
         title: None,
         location: Some(location.to_string()),
+        location_name: None,
         available: total,
         previous: None,
         threshold: Some(threshold),

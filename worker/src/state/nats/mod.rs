@@ -483,6 +483,7 @@ impl StateBackend for NatsState {
         &self,
         rules: Arc<RuleConfig>,
         now: i64,
+        dry_run: bool,
     ) -> Result<Vec<Alert>, StateError> {
         let mut raised = Vec::new();
         let mut created = 0;
@@ -495,6 +496,13 @@ impl StateBackend for NatsState {
                 let Some(alert) = rec.state.take_no_sales(&rules, now) else {
                     break;
                 };
+                if dry_run {
+                    // Would it be new? An alert already in the outbox is not raised again.
+                    if self.get(B::Outbox, &alert.id).await?.0.is_none() {
+                        raised.push(alert);
+                    }
+                    break;
+                }
                 // Enqueue first (the id is the same for every worker and every retry), then
                 // mark the quiet period done: a crash in between repeats only the enqueue.
                 let entry = OutboxRec {
