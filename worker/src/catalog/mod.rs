@@ -8,8 +8,12 @@
 //! nothing twice. Levels carry the batch's `taken_at`, so the event-time order keeps a newer
 //! webhook winning over an older snapshot.
 
+pub mod files;
+pub mod import;
+
 use crate::facts::{Fact, Normalized};
 use crate::state::{Applied, ItemState, Prepared, RuleConfig, StateBackend, StateError};
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -20,7 +24,7 @@ use stockhook_shared::envelope::EventId;
 pub const CHUNK: usize = 500;
 
 /// One source's catalog as read at `taken_at` (Unix ms, as event times are).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct CatalogBatch {
     pub source: String,
     /// The platform name as adapters give it (`shopify`, `amazon`, `ebay`, ...).
@@ -38,7 +42,7 @@ pub struct CatalogBatch {
 }
 
 /// One item (variant, listing, SKU) as the catalog knows it.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct CatalogItem {
     /// The id webhooks name the item by (Shopify: the inventory item id; Amazon: the seller
     /// SKU; eBay: the ItemID, or `ItemID:SKU` for a variation).
@@ -55,14 +59,14 @@ pub struct CatalogItem {
 }
 
 /// A location id and its name.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Location {
     pub id: String,
     pub name: String,
 }
 
 /// One order line.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct SaleLine {
     pub item: String,
     pub quantity: i64,
@@ -72,7 +76,7 @@ pub struct SaleLine {
 }
 
 /// Where a batch came from; it names the batch's synthetic events.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Origin {
     /// A file, named by the SHA-256 of its bytes: the same file imported twice is one import.
     Import { sha256: [u8; 32] },
