@@ -374,7 +374,8 @@ impl Builder {
         }
     }
 
-    /// Adds an item, or the levels of a row to the item already read under `key`.
+    /// Adds an item, or the levels of a row to the item already read under `key` (its item id:
+    /// rows of one SKU are one item, as a SKU names one item within a source).
     fn add(&mut self, key: String, item: CatalogItem, by_sku: bool) {
         match self.by_key.get(&key) {
             Some(&i) => {
@@ -544,7 +545,7 @@ impl Builder {
             levels: vec![("all".to_string(), if tracked { qty } else { None })],
             ..CatalogItem::default()
         };
-        self.add(Self::shopify_key(r), it, sku.is_some());
+        self.add(it.item.clone(), it, sku.is_some());
         Ok(())
     }
 
@@ -566,7 +567,7 @@ impl Builder {
             levels: vec![(loc, n)],
             ..CatalogItem::default()
         };
-        self.add(Self::shopify_key(r), it, sku.is_some());
+        self.add(it.item.clone(), it, sku.is_some());
         Ok(())
     }
 
@@ -590,7 +591,7 @@ impl Builder {
             levels,
             ..CatalogItem::default()
         };
-        self.add(Self::shopify_key(r), it, sku.is_some());
+        self.add(it.item.clone(), it, sku.is_some());
         Ok(())
     }
 }

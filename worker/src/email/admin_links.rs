@@ -379,6 +379,21 @@ mod tests {
     }
 
     #[test]
+    fn the_catalogs_location_name_is_shown_unless_the_config_names_it() {
+        let mut a = alert("shopify", "1", None, "24826418");
+        a.location_name = Some("Back room".into());
+        assert_eq!(
+            location_words(&a, &Stores::default()).as_deref(),
+            Some("Back room")
+        );
+        let named = Stores::default().with_location("acme-shop", "24826418", "Main warehouse");
+        assert_eq!(
+            location_words(&a, &named).as_deref(),
+            Some("Main warehouse")
+        );
+    }
+
+    #[test]
     fn locations_and_untitled_items_read_as_words() {
         let words = |platform: &str, loc: &str| {
             location_words(&alert(platform, "1", None, loc), &Stores::default()).unwrap()
