@@ -558,17 +558,22 @@ impl Builder {
             .ok_or_else(|| bad("Location", "is empty"))?;
         let n = quantity(available, r.get(available))?;
         let loc = self.location(&name);
+        self.add_inventory_row(r, vec![(loc, n)]);
+        Ok(())
+    }
+
+    /// An inventory export row (SKU in `SKU`) with its levels.
+    fn add_inventory_row(&mut self, r: &Row, levels: Vec<(String, Option<i64>)>) {
         let sku = r.opt("SKU");
         let it = CatalogItem {
             item: Self::shopify_item(r, &sku),
             sku: sku.clone(),
             title: self.shopify_title(r),
             product: r.opt("Handle"),
-            levels: vec![(loc, n)],
+            levels,
             ..CatalogItem::default()
         };
         self.add(it.item.clone(), it, sku.is_some());
-        Ok(())
     }
 
     fn shopify_per_location(&mut self, r: &Row) -> Result<(), Bad> {
@@ -582,16 +587,7 @@ impl Builder {
             let n = quantity(&name, r.rec.get(i).unwrap_or(""))?;
             levels.push((self.location(&name), n));
         }
-        let sku = r.opt("SKU");
-        let it = CatalogItem {
-            item: Self::shopify_item(r, &sku),
-            sku: sku.clone(),
-            title: self.shopify_title(r),
-            product: r.opt("Handle"),
-            levels,
-            ..CatalogItem::default()
-        };
-        self.add(it.item.clone(), it, sku.is_some());
+        self.add_inventory_row(r, levels);
         Ok(())
     }
 }
