@@ -75,6 +75,9 @@ pub struct Alert {
     pub title: Option<String>,
     /// Where the level was reported (Shopify location id, `fba:<marketplace>`, `all`, ...).
     pub location: Option<String>,
+    /// The location's name as the catalog gives it (import, sync), where known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location_name: Option<String>,
     pub available: Option<i64>,
     /// The item's available total before the level that raised the alert (`None`: first
     /// report, or not a level alert). Defaulted so outbox entries written before it load.
@@ -295,6 +298,7 @@ pub(crate) fn test_alert(rule: Rule, source: &str, item: &str) -> Alert {
         sku: None,
         title: None,
         location: None,
+        location_name: None,
         available: Some(0),
         previous: Some(6),
         threshold: Some(5),

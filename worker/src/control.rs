@@ -4,10 +4,13 @@
 //! the worker is stopped (sled allows one process per database).
 //!
 //! Transport, versioning and the 0600 bind are [`stockhook_shared::rpc`], as for the queue
-//! socket. Ops: `alerts`, `alert_replay`, `alert_purge`, `counters`, `items`, `simulate`.
+//! socket. Ops: `alerts`, `alert_replay`, `alert_purge`, `counters`, `items`, `simulate`,
+//! `import` (a catalog batch through the rules), `preview` (the scheduled pass in dry run at a
+//! given time).
 
 use crate::adapters;
 use crate::alert::{Alert, OutboxEntry, OutboxStatus};
+use crate::catalog::{CatalogBatch, Origin};
 use crate::state::NatsState;
 use crate::state::{Applied, ItemState, Prepared, RuleConfig, StateError};
 use crate::state::{SledState, StateBackend};
@@ -45,13 +48,47 @@ impl AlertFilter {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 enum Op {
-    Alerts { filter: AlertFilter },
-    AlertReplay { filter: AlertFilter, dry_run: bool },
-    AlertPurge { filter: AlertFilter, dry_run: bool },
+    Alerts {
+        filter: AlertFilter,
+    },
+    AlertReplay {
+        filter: AlertFilter,
+        dry_run: bool,
+    },
+    AlertPurge {
+        filter: AlertFilter,
+        dry_run: bool,
+    },
     Counters,
     Items,
-    Simulate { events: Vec<WireEnvelope> },
+    Simulate {
+        events: Vec<WireEnvelope>,
+    },
+    Import {
+        batch: Box<CatalogBatch>,
+        origin: Origin,
+        dry_run: bool,
+    },
+    Preview {
+        at: i64,
+    },
 }
+
+/// What applying an imported batch did.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ImportOutcome {
+    /// Synthetic events of the batch.
+    pub events: usize,
+    /// Of them, applied before (the same file imported again): nothing changed for them.
+    pub already: usize,
+    /// The alerts it raised (or would raise, in a dry run).
+    pub alerts: Vec<Alert>,
+}
+
+/// How long an import's alerts wait beyond the digest window, so the sender, woken by
+/// another event midway, does not send the first chunks' alerts apart from the rest: the
+/// low-stock items of one import go out as one email.
+pub const IMPORT_HOLD_MS: i64 = 3_000;
 
 /// The operations, on the local database, over the socket, or on JetStream KV (where every
 /// worker's state is, so no socket is needed).
@@ -137,6 +174,24 @@ impl Control {
     pub async fn items(&self) -> Result<Vec<ItemState>, StateError> {
         self.call(Op::Items).await
     }
+    /// Applies a catalog batch (an import) through the rules; `dry_run` writes nothing.
+    pub async fn import(
+        &self,
+        batch: CatalogBatch,
+        origin: Origin,
+        dry_run: bool,
+    ) -> Result<ImportOutcome, StateError> {
+        self.call(Op::Import {
+            batch: Box::new(batch),
+            origin,
+            dry_run,
+        })
+        .await
+    }
+    /// The time-based alerts the scheduled pass would raise at `at` (nothing is written).
+    pub async fn preview(&self, at: i64) -> Result<Vec<Alert>, StateError> {
+        self.call(Op::Preview { at }).await
+    }
     /// The alerts these events would raise if processed now (nothing is written), with the
     /// error for any that cannot be read.
     pub async fn simulate(&self, events: &[Envelope]) -> Result<Vec<Simulated>, StateError> {
@@ -178,6 +233,35 @@ async fn dispatch<S: StateBackend>(store: &Arc<S>, rules: &Arc<RuleConfig>, op: 
                 }
                 Ok(to_json(&ids))
             }
+            Op::Import {
+                batch,
+                origin,
+                dry_run,
+            } => {
+                let mut held = (**rules).clone();
+                held.digest_window_ms += IMPORT_HOLD_MS;
+                let applied = crate::catalog::apply(
+                    &**store,
+                    Arc::new(held),
+                    &batch,
+                    &origin,
+                    now_ms(),
+                    dry_run,
+                )
+                .await?;
+                let mut out = ImportOutcome {
+                    events: applied.len(),
+                    ..ImportOutcome::default()
+                };
+                for a in applied {
+                    match a {
+                        Applied::Done { alerts } => out.alerts.extend(alerts),
+                        Applied::AlreadyProcessed => out.already += 1,
+                    }
+                }
+                Ok(to_json(&out))
+            }
+            Op::Preview { at } => Ok(to_json(&store.run_no_sales(rules.clone(), at, true).await?)),
             Op::Counters => Ok(to_json(&store.counters().await?)),
             Op::Items => Ok(to_json(&store.items().await?)),
             Op::Simulate { events } => {
@@ -333,7 +417,10 @@ impl<S: StateBackend> rpc::Service for WorkerService<S> {
     const NAME: &'static str = "worker";
 
     async fn call(&self, op: Op) -> Response {
-        let replay = matches!(op, Op::AlertReplay { dry_run: false, .. });
+        let replay = matches!(
+            op,
+            Op::AlertReplay { dry_run: false, .. } | Op::Import { dry_run: false, .. }
+        );
         let resp = dispatch(&self.store, &self.rules.current(), op).await;
         if replay {
             self.wake.notify_one();

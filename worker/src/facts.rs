@@ -41,6 +41,14 @@ pub enum Fact {
         items: Vec<String>,
         at: i64,
     },
+    /// The name the seller gave `location` where `item` is stocked (catalog import and sync),
+    /// so its alerts name the place, not an id.
+    LocationName {
+        item: String,
+        location: String,
+        name: String,
+        at: i64,
+    },
     /// `quantity` units of `item` sold in `order` (line `line`) at `at`. A negative quantity is a
     /// return.
     Sale {
@@ -59,7 +67,8 @@ impl Fact {
             | Fact::CatalogEntry { at, .. }
             | Fact::Sale { at, .. }
             | Fact::Removed { at, .. }
-            | Fact::ProductVariants { at, .. } => *at,
+            | Fact::ProductVariants { at, .. }
+            | Fact::LocationName { at, .. } => *at,
         }
     }
 }

@@ -45,6 +45,35 @@ enum Command {
         #[arg(long)]
         all: bool,
     },
+    /// Import a catalog file (Shopify product CSV or inventory export, Amazon All Listings
+    /// Report, stockhook's own export --csv) into a source: items, titles, SKUs, locations and
+    /// levels, through the alert rules. The same file twice changes nothing.
+    Import {
+        /// The configured source the file belongs to.
+        #[arg(long)]
+        source: String,
+        /// The file (format told from its header row).
+        file: PathBuf,
+        /// Read the file and show what it would change and alert; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+        /// Import the good rows and list the bad ones (default: a bad row imports nothing).
+        #[arg(long)]
+        skip_bad_rows: bool,
+    },
+    /// The time-based alerts (no sales) that would fire at a given time; sends and writes
+    /// nothing.
+    Preview {
+        /// When (RFC 3339, e.g. 2027-02-01T00:00:00Z, or a date).
+        #[arg(long)]
+        at: String,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the shell completion script (bash, zsh, fish, elvish, powershell).
     Completions(cli::CompletionsArgs),
     /// Print the man page (roff), or write one per subcommand into --dir.
@@ -238,6 +267,26 @@ fn main() -> ExitCode {
                         .await
                     }
                     Command::Stats { json } => ops::stats(&cfg, json).await,
+                    Command::Import {
+                        source,
+                        file,
+                        dry_run,
+                        json,
+                        skip_bad_rows,
+                    } => {
+                        let args = stockhook_worker::catalog::import::ImportArgs {
+                            source: &source,
+                            file: &file,
+                            dry_run,
+                            json,
+                            skip_bad_rows,
+                        };
+                        stockhook_worker::catalog::import::run(&cfg, args).await
+                    }
+                    Command::Preview { at, json } => {
+                        let at = ops::parse_when(&at).map_err(OpsError::Usage)?;
+                        ops::preview(&cfg, at, json).await
+                    }
                     Command::Export { csv: _, since, all } => {
                         let since = since
                             .map(|s| ops::parse_when(&s).map_err(OpsError::Usage))

@@ -1,4 +1,5 @@
-//! The operator's commands: `failed list|show|replay|purge`, `stats`, `export`. They reach the
+//! The operator's commands: `failed list|show|replay|purge`, `stats`, `export`, `preview`
+//! (`import` is in [`crate::catalog::import`]). They reach the
 //! queue through the receiver's socket (or its database when the receiver is stopped) and the
 //! worker's state through the worker's socket (or its database when the worker is stopped).
 //!
@@ -128,7 +129,7 @@ impl Selection {
     }
 }
 
-fn fmt_time(ms: i64) -> String {
+pub(crate) fn fmt_time(ms: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
         .ok()
         .and_then(|t| {
@@ -148,7 +149,7 @@ pub fn parse_when(s: &str) -> Result<i64, String> {
         .map_err(|_| format!("`{s}` is not a time: use RFC 3339 (2026-11-28T10:00:00Z), a date (2026-11-28) or a duration back from now (24h, 7d)"))
 }
 
-async fn control(config: &Config) -> Result<Control, OpsError> {
+pub(crate) async fn control(config: &Config) -> Result<Control, OpsError> {
     Control::open_for(config, RuleConfig::from_config(config)).await.map_err(|e| match e {
         StateError::Locked { .. } => OpsError::Failed(anyhow::anyhow!(
             "{e}; its socket {} did not answer: is the worker stuck? check `journalctl -u stockhook-worker`",
@@ -518,6 +519,13 @@ pub async fn stats(config: &Config, as_json: bool) -> Result<String, OpsError> {
         .await?
         .len() as i64;
     let get = |k: &str| counters.get(k).copied().unwrap_or(0);
+    // Items in the catalog now (live: removed ones are counted in catalog.removed).
+    let catalog_items = c
+        .items()
+        .await?
+        .iter()
+        .filter(|it| it.removed.is_none())
+        .count();
     let sent = sent_now + get(counters::ALERTS_SWEPT);
     let mut sources = serde_json::Map::new();
     for s in &config.sources {
@@ -536,7 +544,7 @@ pub async fn stats(config: &Config, as_json: bool) -> Result<String, OpsError> {
         };
         sources.insert(
             s.name.clone(),
-            json!({"processed": get(&counters::source_processed(&s.name)), "pending": p, "dead": d, "future_timestamps": get(&counters::source_future(&s.name))}),
+            json!({"processed": get(&counters::source_processed(&s.name)), "pending": p, "dead": d, "future_timestamps": get(&counters::source_future(&s.name)), "corrections": get(&counters::source_corrections(&s.name))}),
         );
     }
     let v = json!({
@@ -546,7 +554,8 @@ pub async fn stats(config: &Config, as_json: bool) -> Result<String, OpsError> {
         },
         "events": {"processed": get(counters::EVENTS_PROCESSED), "ignored": get(counters::EVENTS_IGNORED), "duplicate": get(counters::EVENTS_DUPLICATE), "stale_levels": get(counters::LEVELS_STALE), "future_timestamps": get(counters::FUTURE_TIMESTAMPS), "old_timestamps": get(counters::OLD_TIMESTAMPS)},
         "facts": {"refused": get(counters::FACTS_REFUSED)},
-        "catalog": {"removed": get(counters::CATALOG_REMOVED)},
+        "catalog": {"removed": get(counters::CATALOG_REMOVED), "items": catalog_items},
+        "sync": {"corrections": get(counters::SYNC_CORRECTIONS)},
         "alerts": {"created": get(counters::ALERTS_CREATED), "sent": sent, "pending": pending, "failed": failed, "cancelled": get(counters::ALERTS_CANCELLED)},
         "emails": {"sent": get(counters::EMAILS_SENT)},
         "ebay": {"account_deletions": get(counters::EBAY_ACCOUNT_DELETIONS)},
@@ -557,6 +566,32 @@ pub async fn stats(config: &Config, as_json: bool) -> Result<String, OpsError> {
     }
     let mut out = String::new();
     flatten(&v, "", &mut out);
+    Ok(out)
+}
+
+/// `preview --at`: the scheduled pass in dry run at `at`: the time-based alerts it would raise.
+pub async fn preview(config: &Config, at: i64, as_json: bool) -> Result<String, OpsError> {
+    let alerts = control(config).await?.preview(at).await?;
+    if as_json {
+        return Ok(serde_json::to_string_pretty(&alerts).map_err(anyhow::Error::from)? + "\n");
+    }
+    let mut out = format!(
+        "{} time-based alert(s) would fire at {} (nothing sent, nothing written)\n",
+        alerts.len(),
+        fmt_time(at)
+    );
+    for a in &alerts {
+        let _ = writeln!(
+            out,
+            "{}\t{}\t{}\tsku={}\tavailable={}\tquiet since {}",
+            a.rule.as_str(),
+            a.source,
+            a.item,
+            a.sku.as_deref().unwrap_or("-"),
+            a.available.map_or("-".to_string(), |n| n.to_string()),
+            a.quiet_since.map(fmt_time).unwrap_or_default()
+        );
+    }
     Ok(out)
 }
 

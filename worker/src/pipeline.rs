@@ -423,7 +423,7 @@ async fn no_sales_schedule<S: StateBackend>(
             Err(e) => tracing::warn!(error = %e, "housekeeping failed; next run will retry"),
             _ => {}
         }
-        match state.run_no_sales(rules.current(), now_ms()).await {
+        match state.run_no_sales(rules.current(), now_ms(), false).await {
             Ok(alerts) if !alerts.is_empty() => {
                 tracing::info!(alerts = alerts.len(), "no-sales alerts raised");
                 wake.notify_one();

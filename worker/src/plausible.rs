@@ -103,6 +103,9 @@ fn describe(fact: &Fact) -> String {
         Fact::Sale { item, order, .. } => format!("sale of item {item} in order {order}"),
         Fact::Removed { item, .. } => format!("removal of item {item}"),
         Fact::ProductVariants { product, .. } => format!("variants of product {product}"),
+        Fact::LocationName { item, location, .. } => {
+            format!("name of location {location} of item {item}")
+        }
     }
 }
 
@@ -112,7 +115,8 @@ fn at_mut(fact: &mut Fact) -> &mut i64 {
         | Fact::CatalogEntry { at, .. }
         | Fact::Sale { at, .. }
         | Fact::Removed { at, .. }
-        | Fact::ProductVariants { at, .. } => at,
+        | Fact::ProductVariants { at, .. }
+        | Fact::LocationName { at, .. } => at,
     }
 }
 

@@ -522,6 +522,7 @@ mod tests {
             &self,
             _: Arc<crate::state::RuleConfig>,
             _: i64,
+            _: bool,
         ) -> Result<Vec<Alert>, crate::state::StateError> {
             Ok(vec![])
         }

@@ -55,6 +55,7 @@ fn alerts() -> Vec<Alert> {
         sku: Some("W-1".into()),
         title: Some("Widget".into()),
         location: None,
+        location_name: None,
         available: Some(2),
         previous: Some(6),
         threshold: Some(5),

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use stockhook_shared::config::{Config, OneOrMany};
 use stockhook_shared::envelope::EventId;
 use stockhook_worker::alert::{OutboxStatus, Rule};
+use stockhook_worker::catalog::{self, CatalogBatch, CatalogItem, Location, Origin};
 use stockhook_worker::facts::{Fact, Normalized};
 use stockhook_worker::state::{
     counters, Applied, ItemState, NatsState, Prepared, RuleConfig, SledState, StateBackend,
@@ -115,6 +116,8 @@ on_both_backends! {
     future_times_are_clamped_old_ones_counted_absurd_quantities_left_out => implausible;
     removed_items_stop_alerting_and_come_back_when_reported_again => removals;
     cover_fires_once_on_a_level_rearms_on_restock_and_runs_on_the_schedule => cover;
+    catalog_batches_name_locations_correct_levels_and_remove_what_they_miss => catalog_batches;
+    the_scheduled_pass_in_dry_run_writes_nothing_and_skips_removed_items => preview_dry_run;
 }
 
 const DAY: i64 = 86_400_000;
@@ -277,15 +280,15 @@ async fn no_sales<S: StateBackend>(s: &S) {
     let day = 86_400_000;
     apply(s, &r, vec![ev(1, vec![level("x", "l", 10, 0)])]).await;
     assert!(s
-        .run_no_sales(r.clone(), 59 * day)
+        .run_no_sales(r.clone(), 59 * day, false)
         .await
         .unwrap()
         .is_empty());
-    let fired = s.run_no_sales(r.clone(), 61 * day).await.unwrap();
+    let fired = s.run_no_sales(r.clone(), 61 * day, false).await.unwrap();
     assert_eq!(fired.len(), 1);
     assert_eq!(fired[0].rule, Rule::NoSales);
     assert!(s
-        .run_no_sales(r.clone(), 70 * day)
+        .run_no_sales(r.clone(), 70 * day, false)
         .await
         .unwrap()
         .is_empty());
@@ -416,7 +419,7 @@ async fn removals<S: StateBackend>(s: &S) {
     let items = s.items().await.unwrap();
     assert_eq!(removed(&items, "b"), Some((20, why)));
     // No no-sales alert for a removed item.
-    let fired = s.run_no_sales(r.clone(), 200 * day).await.unwrap();
+    let fired = s.run_no_sales(r.clone(), 200 * day, false).await.unwrap();
     let fired: Vec<&str> = fired.iter().map(|a| a.item.as_str()).collect();
     assert_eq!(fired, vec!["a"]);
     // The product is deleted: a leaves too.
@@ -895,14 +898,22 @@ async fn no_sales_fires_once_per_quiet_period_across_workers() {
     a.apply_batch(vec![ev(1, vec![level("x", "l", 10, 0)])], rules(), 0, false)
         .await
         .unwrap();
-    assert!(a.run_no_sales(rules(), 59 * day).await.unwrap().is_empty());
+    assert!(a
+        .run_no_sales(rules(), 59 * day, false)
+        .await
+        .unwrap()
+        .is_empty());
     let (fa, fb) = tokio::join!(
-        a.run_no_sales(rules(), 61 * day),
-        b.run_no_sales(rules(), 61 * day)
+        a.run_no_sales(rules(), 61 * day, false),
+        b.run_no_sales(rules(), 61 * day, false)
     );
     let fired = fa.unwrap().len() + fb.unwrap().len();
     assert_eq!(fired, 1, "one no-sales alert between the two workers");
-    assert!(a.run_no_sales(rules(), 70 * day).await.unwrap().is_empty());
+    assert!(a
+        .run_no_sales(rules(), 70 * day, false)
+        .await
+        .unwrap()
+        .is_empty());
     assert_eq!(
         a.outbox(|e| e.alert.rule == Rule::NoSales)
             .await
@@ -979,7 +990,7 @@ async fn cover<S: StateBackend>(s: &S) {
     assert!(alerts(&a).is_empty(), "still below, already told: {a:?}");
     // The scheduled pass has nothing new either.
     assert!(s
-        .run_no_sales(r.clone(), now + DAY / 2)
+        .run_no_sales(r.clone(), now + DAY / 2, false)
         .await
         .unwrap()
         .is_empty());
@@ -999,12 +1010,16 @@ async fn cover<S: StateBackend>(s: &S) {
         ..(*r).clone()
     });
     let at = now + DAY / 2;
-    let due = s.run_no_sales(long.clone(), at).await.unwrap();
+    let due = s.run_no_sales(long.clone(), at, false).await.unwrap();
     assert_eq!(due.len(), 1, "{due:?}");
     assert_eq!(due[0].rule, Rule::Cover);
     assert_eq!(due[0].available, Some(80));
     assert_eq!(due[0].cover.as_ref().map(|c| c.cover_days), Some(30));
-    assert!(s.run_no_sales(long, at + 1).await.unwrap().is_empty());
+    assert!(s
+        .run_no_sales(long, at + 1, false)
+        .await
+        .unwrap()
+        .is_empty());
     assert_eq!(
         s.outbox(|e| e.alert.rule == Rule::Cover)
             .await
@@ -1065,4 +1080,205 @@ async fn velocity_survives_a_restart_on_both_backends() {
         let s = state(&server.url).await;
         assert_eq!(cover_of(s.items().await.unwrap()), before);
     }
+}
+
+fn citem(item: &str, sku: &str, levels: Vec<(&str, Option<i64>)>) -> CatalogItem {
+    CatalogItem {
+        item: item.into(),
+        sku: Some(sku.into()),
+        title: Some(format!("Title of {sku}")),
+        levels: levels
+            .into_iter()
+            .map(|(l, n)| (l.to_string(), n))
+            .collect(),
+        ..CatalogItem::default()
+    }
+}
+
+fn cbatch(taken_at: i64, items: Vec<CatalogItem>) -> CatalogBatch {
+    CatalogBatch {
+        source: "shop".into(),
+        platform: "shopify".into(),
+        taken_at,
+        items,
+        locations: vec![Location {
+            id: "77".into(),
+            name: "Main warehouse".into(),
+        }],
+        complete: true,
+        ..CatalogBatch::default()
+    }
+}
+
+fn fired(a: &[Applied]) -> Vec<stockhook_worker::alert::Alert> {
+    a.iter()
+        .flat_map(|x| match x {
+            Applied::Done { alerts } => alerts.clone(),
+            Applied::AlreadyProcessed => vec![],
+        })
+        .collect()
+}
+
+/// A catalog batch (sync or import) through the engine: location names reach the alerts (the
+/// batch's and a later bare webhook's), the same batch again changes nothing, a newer snapshot
+/// level that differs is a counted correction (an older one is not), and a complete batch
+/// marks the live items it does not list as removed, never deleted.
+async fn catalog_batches<S: StateBackend>(s: &S) {
+    let r = rules();
+    let first = cbatch(
+        1_000,
+        vec![
+            citem("100", "A", vec![("77", Some(10))]),
+            citem("200", "B", vec![("77", Some(2))]),
+            citem("300", "C", vec![("77", None)]),
+        ],
+    );
+    let o1 = Origin::Sync {
+        run_started_at: 1_000,
+    };
+    let a = catalog::apply(s, r.clone(), &first, &o1, 1_000, false)
+        .await
+        .unwrap();
+    let got = fired(&a);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].item, "200");
+    assert_eq!(got[0].location_name.as_deref(), Some("Main warehouse"));
+    assert_eq!(got[0].sku.as_deref(), Some("B"));
+    // Untracked: catalog only, never a 0 (no out-of-stock alert, no level).
+    let items = s.items().await.unwrap();
+    let c = items.iter().find(|i| i.item == "300").unwrap();
+    assert_eq!(c.total(), None);
+    let again = catalog::apply(s, r.clone(), &first, &o1, 1_500, false)
+        .await
+        .unwrap();
+    assert!(
+        again.iter().all(|x| *x == Applied::AlreadyProcessed),
+        "{again:?}"
+    );
+
+    // A bare webhook level for an item the catalog knows: the alert names it and its place.
+    let a = apply(s, &r, vec![ev(1, vec![level("100", "77", 3, 2_000)])]).await;
+    let got = fired(&a);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].title.as_deref(), Some("Title of A"));
+    assert_eq!(got[0].sku.as_deref(), Some("A"));
+    assert_eq!(got[0].location_name.as_deref(), Some("Main warehouse"));
+
+    // The next complete snapshot: A differs from the webhook's older level (a correction);
+    // B and C are gone from the platform.
+    let second = cbatch(3_000, vec![citem("100", "A", vec![("77", Some(4))])]);
+    let o2 = Origin::Sync {
+        run_started_at: 3_000,
+    };
+    catalog::apply(s, r.clone(), &second, &o2, 3_000, false)
+        .await
+        .unwrap();
+    let counters = s.counters().await.unwrap();
+    assert_eq!(counters.get(counters::SYNC_CORRECTIONS), Some(&1));
+    assert_eq!(counters.get("source.shop.corrections"), Some(&1));
+    assert_eq!(counters.get(counters::CATALOG_REMOVED), Some(&2));
+    let items = s.items().await.unwrap();
+    assert_eq!(items.len(), 3, "removed items are kept");
+    for gone in ["200", "300"] {
+        let st = items.iter().find(|i| i.item == gone).unwrap();
+        assert_eq!(
+            st.removed.as_ref().map(|r| r.reason.as_str()),
+            Some(catalog::GONE_REASON)
+        );
+    }
+    let a_item = items.iter().find(|i| i.item == "100").unwrap();
+    assert!(a_item.removed.is_none());
+    assert_eq!(a_item.total(), Some(4));
+
+    // A webhook newer than a snapshot wins: the older snapshot is stale, not a correction.
+    apply(s, &r, vec![ev(2, vec![level("100", "77", 8, 5_000)])]).await;
+    let third = cbatch(4_000, vec![citem("100", "A", vec![("77", Some(1))])]);
+    let o3 = Origin::Sync {
+        run_started_at: 4_000,
+    };
+    let a = catalog::apply(s, r.clone(), &third, &o3, 4_000, false)
+        .await
+        .unwrap();
+    assert!(fired(&a).is_empty());
+    let counters = s.counters().await.unwrap();
+    assert_eq!(counters.get(counters::SYNC_CORRECTIONS), Some(&1));
+    let items = s.items().await.unwrap();
+    assert_eq!(
+        items.iter().find(|i| i.item == "100").unwrap().total(),
+        Some(8)
+    );
+}
+
+/// `preview --at` is the scheduled pass in dry run: the alerts it would raise, nothing written,
+/// and never one for a removed item.
+async fn preview_dry_run<S: StateBackend>(s: &S) {
+    let r = rules();
+    let day = 86_400_000;
+    let mut b = cbatch(
+        0,
+        vec![
+            citem("x", "X", vec![("77", Some(10))]),
+            citem("y", "Y", vec![("77", Some(10))]),
+        ],
+    );
+    b.complete = false;
+    catalog::apply(
+        s,
+        r.clone(),
+        &b,
+        &Origin::Import { sha256: [1; 32] },
+        0,
+        false,
+    )
+    .await
+    .unwrap();
+    apply(
+        s,
+        &r,
+        vec![ev(
+            1,
+            vec![Fact::Removed {
+                item: "y".into(),
+                reason: "deleted".into(),
+                at: 10,
+            }],
+        )],
+    )
+    .await;
+    let before = (
+        s.items().await.unwrap(),
+        s.counters().await.unwrap(),
+        s.outbox(|_| true).await.unwrap(),
+    );
+    assert!(s
+        .run_no_sales(r.clone(), 59 * day, true)
+        .await
+        .unwrap()
+        .is_empty());
+    let preview = s.run_no_sales(r.clone(), 61 * day, true).await.unwrap();
+    assert_eq!(
+        preview
+            .iter()
+            .map(|a| (a.rule, a.item.as_str()))
+            .collect::<Vec<_>>(),
+        vec![(Rule::NoSales, "x")]
+    );
+    assert_eq!(preview[0].location_name.as_deref(), Some("Main warehouse"));
+    let after = (
+        s.items().await.unwrap(),
+        s.counters().await.unwrap(),
+        s.outbox(|_| true).await.unwrap(),
+    );
+    assert_eq!(before, after, "a dry run writes nothing");
+    // The real pass raises what the preview showed.
+    let real = s.run_no_sales(r.clone(), 61 * day, false).await.unwrap();
+    assert_eq!(
+        real.iter().map(|a| a.id.clone()).collect::<Vec<_>>(),
+        preview.iter().map(|a| a.id.clone()).collect::<Vec<_>>()
+    );
+    assert!(s
+        .run_no_sales(r.clone(), 61 * day, true)
+        .await
+        .unwrap()
+        .is_empty());
 }

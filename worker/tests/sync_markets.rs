@@ -921,17 +921,7 @@ marketplace_ids = ["ATVPDKIKX0DER"]
 // --- End to end through the rules ----------------------------------------------------------
 
 fn sync_rules() -> Arc<stockhook_worker::state::RuleConfig> {
-    Arc::new(stockhook_worker::state::RuleConfig {
-        default_threshold: 5,
-        source_threshold: Default::default(),
-        sku_thresholds: Default::default(),
-        default_recipients: vec!["seller@example.com".into()],
-        source_recipients: Default::default(),
-        no_sales_days: 60,
-        digest_window_ms: 0,
-        combine_channels: false,
-        events: Default::default(),
-    })
+    Arc::new(stockhook_worker::state::RuleConfig::example())
 }
 
 /// The Amazon and eBay batches go through `catalog::apply` into state: the empty FBA SKUs raise

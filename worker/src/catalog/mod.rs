@@ -8,9 +8,14 @@
 //! nothing twice. Levels carry the batch's `taken_at`, so the event-time order keeps a newer
 //! webhook winning over an older snapshot.
 
+pub mod files;
+pub mod import;
+
 use crate::facts::{Fact, Normalized};
-use crate::state::{Applied, Prepared, RuleConfig, StateBackend, StateError};
+use crate::state::{Applied, ItemState, Prepared, RuleConfig, StateBackend, StateError};
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use stockhook_shared::envelope::EventId;
 
@@ -19,7 +24,7 @@ use stockhook_shared::envelope::EventId;
 pub const CHUNK: usize = 500;
 
 /// One source's catalog as read at `taken_at` (Unix ms, as event times are).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct CatalogBatch {
     pub source: String,
     /// The platform name as adapters give it (`shopify`, `amazon`, `ebay`, ...).
@@ -37,7 +42,7 @@ pub struct CatalogBatch {
 }
 
 /// One item (variant, listing, SKU) as the catalog knows it.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct CatalogItem {
     /// The id webhooks name the item by (Shopify: the inventory item id; Amazon: the seller
     /// SKU; eBay: the ItemID, or `ItemID:SKU` for a variation).
@@ -54,14 +59,14 @@ pub struct CatalogItem {
 }
 
 /// A location id and its name.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Location {
     pub id: String,
     pub name: String,
 }
 
 /// One order line.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct SaleLine {
     pub item: String,
     pub quantity: i64,
@@ -71,7 +76,7 @@ pub struct SaleLine {
 }
 
 /// Where a batch came from; it names the batch's synthetic events.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Origin {
     /// A file, named by the SHA-256 of its bytes: the same file imported twice is one import.
     Import { sha256: [u8; 32] },
@@ -105,14 +110,26 @@ impl Origin {
 
     fn topic(&self) -> &'static str {
         match self {
-            Origin::Import { .. } => "stockhook/import",
-            Origin::Sync { .. } => "stockhook/sync",
+            Origin::Import { .. } => IMPORT_TOPIC,
+            Origin::Sync { .. } => SYNC_TOPIC,
         }
     }
 }
 
-/// The facts of one catalog item, stamped with the batch time.
-fn item_facts(it: &CatalogItem, at: i64) -> Vec<Fact> {
+/// The topic of an import's synthetic events.
+pub const IMPORT_TOPIC: &str = "stockhook/import";
+/// The topic of a sync's synthetic events.
+pub const SYNC_TOPIC: &str = "stockhook/sync";
+
+/// True for the synthetic events of a catalog snapshot (import or sync): a level they carry
+/// that differs from an older one held is a correction of what the webhooks left.
+pub fn is_snapshot_topic(topic: &str) -> bool {
+    topic == IMPORT_TOPIC || topic == SYNC_TOPIC
+}
+
+/// The facts of one catalog item, stamped with the batch time: its entry, the names of the
+/// locations it is listed at (where the batch names them), its tracked levels.
+fn item_facts(it: &CatalogItem, locations: &HashMap<&str, &str>, at: i64) -> Vec<Fact> {
     let mut facts = vec![Fact::CatalogEntry {
         item: it.item.clone(),
         aliases: it.aliases.clone(),
@@ -120,6 +137,16 @@ fn item_facts(it: &CatalogItem, at: i64) -> Vec<Fact> {
         title: it.title.clone(),
         at,
     }];
+    for (location, _) in &it.levels {
+        if let Some(name) = locations.get(location.as_str()) {
+            facts.push(Fact::LocationName {
+                item: it.item.clone(),
+                location: location.clone(),
+                name: name.to_string(),
+                at,
+            });
+        }
+    }
     for (location, available) in &it.levels {
         if available.is_some() {
             facts.push(Fact::InventoryLevel {
@@ -135,12 +162,18 @@ fn item_facts(it: &CatalogItem, at: i64) -> Vec<Fact> {
 
 /// The batch as events, in order: items in chunks, then sales in chunks.
 pub fn to_events(batch: &CatalogBatch, origin: &Origin) -> Vec<Prepared> {
+    let locations: HashMap<&str, &str> = batch
+        .locations
+        .iter()
+        .filter(|l| !l.name.trim().is_empty())
+        .map(|l| (l.id.as_str(), l.name.as_str()))
+        .collect();
     let mut groups: Vec<Vec<Fact>> = batch
         .items
         .chunks(CHUNK)
         .map(|c| {
             c.iter()
-                .flat_map(|it| item_facts(it, batch.taken_at))
+                .flat_map(|it| item_facts(it, &locations, batch.taken_at))
                 .collect()
         })
         .collect();
@@ -158,18 +191,62 @@ pub fn to_events(batch: &CatalogBatch, origin: &Origin) -> Vec<Prepared> {
     groups
         .into_iter()
         .enumerate()
-        .map(|(n, facts)| Prepared {
-            id: origin.event_id(&batch.source, n),
-            accepted_at: batch.taken_at,
-            source: batch.source.clone(),
-            platform: batch.platform.clone(),
-            payload_key: None,
-            normalized: Normalized {
-                topic: origin.topic().into(),
-                facts,
-                ignored: false,
-            },
+        .map(|(n, facts)| event(batch, origin, n, facts))
+        .collect()
+}
+
+/// Synthetic event `n` of a batch.
+fn event(batch: &CatalogBatch, origin: &Origin, n: usize, facts: Vec<Fact>) -> Prepared {
+    Prepared {
+        id: origin.event_id(&batch.source, n),
+        accepted_at: batch.taken_at,
+        source: batch.source.clone(),
+        platform: batch.platform.clone(),
+        payload_key: None,
+        normalized: Normalized {
+            topic: origin.topic().into(),
+            facts,
+            ignored: false,
+        },
+    }
+}
+
+/// Why a complete batch's missing items are marked removed.
+pub const GONE_REASON: &str = "sync: gone from the platform";
+
+/// The removals a complete batch implies: every live item of the source held in `items` that
+/// the batch does not list (by item id or alias), as events numbered after the batch's own
+/// (`first`), so they are deduplicated like them. The engine's removal rule keeps an item a
+/// webhook reported after the snapshot.
+pub fn gone_events(
+    batch: &CatalogBatch,
+    origin: &Origin,
+    items: &[ItemState],
+    first: usize,
+) -> Vec<Prepared> {
+    if !batch.complete {
+        return Vec::new();
+    }
+    let listed: HashSet<&str> = batch
+        .items
+        .iter()
+        .flat_map(|it| {
+            std::iter::once(it.item.as_str()).chain(it.aliases.iter().map(|a| a.as_str()))
         })
+        .collect();
+    let gone: Vec<Fact> = items
+        .iter()
+        .filter(|st| st.source == batch.source && st.removed.is_none())
+        .filter(|st| !listed.contains(st.item.as_str()))
+        .map(|st| Fact::Removed {
+            item: st.item.clone(),
+            reason: GONE_REASON.into(),
+            at: batch.taken_at,
+        })
+        .collect();
+    gone.chunks(CHUNK)
+        .enumerate()
+        .map(|(n, c)| event(batch, origin, first + n, c.to_vec()))
         .collect()
 }
 
@@ -184,7 +261,16 @@ pub async fn apply<B: StateBackend>(
     dry_run: bool,
 ) -> Result<Vec<Applied>, StateError> {
     let mut out = Vec::new();
-    for ev in to_events(batch, origin) {
+    let events = to_events(batch, origin);
+    let first = events.len();
+    // What the state holds before the batch: a complete batch removes the items it misses.
+    let held = if batch.complete {
+        state.items().await?
+    } else {
+        Vec::new()
+    };
+    let gone = gone_events(batch, origin, &held, first);
+    for ev in events.into_iter().chain(gone) {
         out.extend(
             state
                 .apply_batch(vec![ev], rules.clone(), now, dry_run)

@@ -143,11 +143,15 @@ fn marketplace(id: &str) -> Option<(&'static str, &'static str)> {
     })
 }
 
-/// The location: its name when the source names it, else in words ("all locations", "Amazon
+/// The location: its name when the source's config names it, else the catalog's name for it
+/// (import, sync), else in words ("all locations", "Amazon
 /// FBA, amazon.co.uk (UK)", "Shopify location 24826418"), never a bare id.
 pub fn location_words(a: &Alert, stores: &Stores) -> Option<String> {
     let loc = a.location.as_deref()?;
     if let Some(name) = stores.location(&a.source, loc) {
+        return Some(name.to_string());
+    }
+    if let Some(name) = a.location_name.as_deref().filter(|n| !n.trim().is_empty()) {
         return Some(name.to_string());
     }
     Some(match loc {
@@ -372,6 +376,21 @@ mod tests {
             Some("https://shop.example.com/wp-admin/edit.php?post_type=product&s=woo-hoodie-blue")
         );
         assert_eq!(url(&w, &Stores::default()), None);
+    }
+
+    #[test]
+    fn the_catalogs_location_name_is_shown_unless_the_config_names_it() {
+        let mut a = alert("shopify", "1", None, "24826418");
+        a.location_name = Some("Back room".into());
+        assert_eq!(
+            location_words(&a, &Stores::default()).as_deref(),
+            Some("Back room")
+        );
+        let named = Stores::default().with_location("acme-shop", "24826418", "Main warehouse");
+        assert_eq!(
+            location_words(&a, &named).as_deref(),
+            Some("Main warehouse")
+        );
     }
 
     #[test]

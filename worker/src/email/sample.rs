@@ -18,6 +18,7 @@ fn alert(rule: Rule, source: &str, platform: &str, item: &str) -> Alert {
         sku: None,
         title: None,
         location: Some("all".into()),
+        location_name: None,
         available: None,
         previous: None,
         threshold: Some(5),

@@ -28,12 +28,14 @@ pub trait StateBackend: Send + Sync + 'static {
         dry_run: bool,
     ) -> impl Future<Output = Result<Vec<Applied>, StateError>> + Send;
 
-    /// The scheduled pass: evaluates the no-sales and cover rules for every item
-    /// ([`super::ItemState::take_scheduled`]); new alerts go to the outbox.
+    /// The scheduled pass: evaluates the time-based rules (no sales, cover;
+    /// [`super::ItemState::take_scheduled`]) for every item at `now`; new alerts go to the
+    /// outbox. `dry_run` returns the alerts it would raise and writes nothing (`preview --at`).
     fn run_no_sales(
         &self,
         rules: Arc<RuleConfig>,
         now: i64,
+        dry_run: bool,
     ) -> impl Future<Output = Result<Vec<Alert>, StateError>> + Send;
 
     /// Pending outbox entries due at `now`, oldest first.
@@ -138,8 +140,10 @@ impl StateBackend for SledState {
         &self,
         rules: Arc<RuleConfig>,
         now: i64,
+        dry_run: bool,
     ) -> Result<Vec<Alert>, StateError> {
-        self.blocking(move |s| s.run_no_sales(&rules, now)).await
+        self.blocking(move |s| s.run_no_sales(&rules, now, dry_run))
+            .await
     }
 
     async fn due_alerts(&self, now: i64) -> Result<Vec<OutboxEntry>, StateError> {

@@ -232,6 +232,15 @@ async fn apply_fact<S: Store>(
             product_variants(s, ev, tok, product, items, *at).await?;
             Ok(Vec::new())
         }
+        Fact::LocationName {
+            item,
+            location,
+            name,
+            at,
+        } => {
+            location_name(s, ev, tok, item, location, name, *at).await?;
+            Ok(Vec::new())
+        }
         Fact::Sale {
             item,
             quantity,
@@ -474,6 +483,46 @@ async fn catalog_entry<S: Store>(
     Ok(())
 }
 
+/// Names one of an item's locations (the newest name wins; an item not known yet is created,
+/// as a catalog entry would).
+#[allow(clippy::too_many_arguments)]
+async fn location_name<S: Store>(
+    s: &S,
+    ev: &Prepared,
+    tok: Token,
+    item: &str,
+    location: &str,
+    name: &str,
+    at: i64,
+) -> Result<(), S::Error> {
+    let item = resolve(s, &ev.source, item).await?;
+    let mut noted = Seen::default();
+    let once = s
+        .update_item(&ev.source, &item, tok, &mut |cur| {
+            let mut st = seen(cur, ev, &item, at, &mut noted);
+            if st.location_names.get(location).map(String::as_str) == Some(name) {
+                noted.revived = false;
+                return Step {
+                    next: None,
+                    alerts: Vec::new(),
+                };
+            }
+            st.location_names
+                .insert(location.to_string(), name.to_string());
+            Step {
+                next: Some(st),
+                alerts: Vec::new(),
+            }
+        })
+        .await?;
+    count_seen(s, &once, &noted).await
+}
+
+/// A level read from a snapshot of the platform (import, sync) rather than from a webhook.
+fn is_snapshot(ev: &Prepared) -> bool {
+    crate::catalog::is_snapshot_topic(&ev.normalized.topic)
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn level<S: Store>(
     s: &S,
@@ -489,9 +538,13 @@ async fn level<S: Store>(
     let item = resolve(s, &ev.source, item).await?;
     let mut stale = false;
     let mut noted = Seen::default();
+    // (held, new): a snapshot level that differs from the older one held (a correction).
+    let mut corrected: Option<(Option<i64>, Option<i64>)> = None;
+    let snapshot = is_snapshot(ev);
     let once = s
         .update_item(&ev.source, &item, tok, &mut |cur| {
             stale = cur.as_ref().is_some_and(|st| st.is_stale(location, at));
+            corrected = None;
             if stale {
                 // A stale level changes nothing but the velocity's record of the day (every
                 // level counts there, so it is the same in any delivery order).
@@ -508,6 +561,13 @@ async fn level<S: Store>(
                 };
             }
             let mut st = seen(cur, ev, &item, at, &mut noted);
+            corrected = st
+                .levels
+                .get(location)
+                .filter(|held| {
+                    snapshot && st.removed.is_none() && held.at < at && held.available != available
+                })
+                .map(|held| (held.available, available));
             st.demand.level(at, available);
             if st.removed.is_some() {
                 // Out of the catalog: the level is kept as history and raises nothing.
@@ -527,6 +587,20 @@ async fn level<S: Store>(
         .await?;
     if once.fresh && stale {
         s.count(counters::LEVELS_STALE, 1).await?;
+    }
+    if let (true, false, Some((held, new))) = (once.fresh, stale, corrected) {
+        // Ids and quantities only: no customer data.
+        tracing::info!(
+            source = %ev.source,
+            item = %item,
+            location = %location,
+            held = ?held,
+            snapshot = ?new,
+            "catalog snapshot corrected a level the webhooks left"
+        );
+        s.count(counters::SYNC_CORRECTIONS, 1).await?;
+        s.count(&counters::source_corrections(&ev.source), 1)
+            .await?;
     }
     count_seen(s, &once, &noted).await?;
     let mut alerts = once.alerts;

@@ -74,6 +74,9 @@ pub struct ItemState {
     /// The cover rule's arming.
     #[serde(default)]
     pub cover_arming: CoverArming,
+    /// Location id -> the name the catalog gives it (import, sync), so alerts name the place.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub location_names: BTreeMap<String, String>,
 }
 
 /// An item's removal from its platform's catalog.
@@ -102,6 +105,7 @@ impl ItemState {
             removed: None,
             demand: Demand::default(),
             cover_arming: CoverArming::default(),
+            location_names: BTreeMap::new(),
         }
     }
 
@@ -152,6 +156,10 @@ impl ItemState {
             sku: self.sku.clone(),
             title: self.title.clone(),
             location: self.last_location.clone(),
+            location_name: self
+                .last_location
+                .as_ref()
+                .and_then(|l| self.location_names.get(l).cloned()),
             available: self.total(),
             previous: None,
             threshold: None,
@@ -220,6 +228,10 @@ impl ItemState {
             sku: self.sku.clone(),
             title: self.title.clone(),
             location: self.last_location.clone(),
+            location_name: self
+                .last_location
+                .as_ref()
+                .and_then(|l| self.location_names.get(l).cloned()),
             available: self.total(),
             previous: None,
             threshold: None,
@@ -332,6 +344,7 @@ impl ItemState {
             sku: self.sku.clone(),
             title: self.title.clone(),
             location: Some(location.to_string()),
+            location_name: self.location_names.get(location).cloned(),
             available: total,
             previous,
             threshold: Some(threshold),
@@ -494,6 +507,8 @@ pub mod counters {
     pub const OLD_TIMESTAMPS: &str = "events.old_timestamps";
     /// Facts refused for an implausible quantity (their events are dead-lettered).
     pub const FACTS_REFUSED: &str = "facts.refused";
+    /// Snapshot levels (import, sync) that corrected a different, older level held.
+    pub const SYNC_CORRECTIONS: &str = "sync.corrections";
     /// Items out of the catalog now (removals minus items reported again).
     pub const CATALOG_REMOVED: &str = "catalog.removed";
     /// Pending alerts cancelled because their item left the catalog.
@@ -501,6 +516,10 @@ pub mod counters {
     /// Per source: `source.<name>.future_timestamps`.
     pub fn source_future(source: &str) -> String {
         format!("source.{source}.future_timestamps")
+    }
+    /// Per source: `source.<name>.corrections` (see [`SYNC_CORRECTIONS`]).
+    pub fn source_corrections(source: &str) -> String {
+        format!("source.{source}.corrections")
     }
     /// Per source: `source.<name>.processed`.
     pub fn source_processed(source: &str) -> String {
@@ -530,6 +549,7 @@ pub(crate) fn combined_alert(
         sku: Some(sku.to_string()),
         title: None,
         location: Some(location.to_string()),
+        location_name: None,
         available: total,
         previous: None,
         threshold: Some(threshold),

@@ -226,8 +226,14 @@ impl StateStore {
     }
 
     /// The scheduled pass: evaluates the no-sales and cover rules for every item
-    /// ([`ItemState::take_scheduled`]); new alerts go to the outbox.
-    pub fn run_no_sales(&self, rules: &RuleConfig, now: i64) -> Result<Vec<Alert>, StateError> {
+    /// ([`ItemState::take_scheduled`]); new alerts go to the outbox. `dry_run` runs the same
+    /// transaction and aborts it, handing back the alerts.
+    pub fn run_no_sales(
+        &self,
+        rules: &RuleConfig,
+        now: i64,
+        dry_run: bool,
+    ) -> Result<Vec<Alert>, StateError> {
         let mut due = Vec::new();
         for item in self.tree.scan_prefix(b"i/") {
             let (k, v) = item.map_err(storage("scanning items"))?;
@@ -240,31 +246,44 @@ impl StateStore {
         if due.is_empty() {
             return Ok(Vec::new());
         }
-        let alerts = self
-            .tree
-            .transaction(|tx| {
-                let store = SledTx { tx };
-                let mut alerts = Vec::new();
-                for k in &due {
-                    let Some(mut st): Option<ItemState> = tx_get(tx, k)? else {
-                        continue;
-                    };
-                    let raised = st.take_scheduled(rules, now);
-                    if raised.is_empty() {
-                        continue;
-                    }
-                    tx_put(tx, k, &st)?;
-                    for alert in raised {
-                        let entry = OutboxEntry::new(alert.clone(), now + rules.digest_window_ms);
-                        if run_ready(store.enqueue(entry))? {
-                            tx_add(tx, counters::ALERTS_CREATED, 1)?;
-                            alerts.push(alert);
-                        }
+        let alerts = self.tree.transaction(|tx| {
+            let store = SledTx { tx };
+            let mut alerts = Vec::new();
+            for k in &due {
+                let Some(mut st): Option<ItemState> = tx_get(tx, k)? else {
+                    continue;
+                };
+                let raised = st.take_scheduled(rules, now);
+                if raised.is_empty() {
+                    continue;
+                }
+                tx_put(tx, k, &st)?;
+                for alert in raised {
+                    let entry = OutboxEntry::new(alert.clone(), now + rules.digest_window_ms);
+                    if run_ready(store.enqueue(entry))? {
+                        tx_add(tx, counters::ALERTS_CREATED, 1)?;
+                        alerts.push(alert);
                     }
                 }
-                Ok(alerts)
-            })
-            .map_err(tx_err)?;
+            }
+            if dry_run {
+                // Abort to discard every write, carrying the alerts out.
+                return Err(ConflictableTransactionError::Abort(
+                    serde_json::to_string(&alerts).unwrap_or_default(),
+                ));
+            }
+            Ok(alerts)
+        });
+        let alerts = match alerts {
+            Ok(a) => a,
+            Err(TransactionError::Abort(m)) if dry_run => {
+                return serde_json::from_str(&m).map_err(|e| StateError::Storage {
+                    context: "dry run of the scheduled pass".into(),
+                    message: e.to_string(),
+                });
+            }
+            Err(e) => return Err(tx_err(e)),
+        };
         self.sync()?;
         Ok(alerts)
     }

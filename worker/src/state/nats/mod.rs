@@ -483,6 +483,7 @@ impl StateBackend for NatsState {
         &self,
         rules: Arc<RuleConfig>,
         now: i64,
+        dry_run: bool,
     ) -> Result<Vec<Alert>, StateError> {
         let mut raised = Vec::new();
         let mut created = 0;
@@ -494,6 +495,15 @@ impl StateBackend for NatsState {
             for attempt in 0.. {
                 let due = rec.state.take_scheduled(&rules, now);
                 if due.is_empty() {
+                    break;
+                }
+                if dry_run {
+                    // Would they be new? An alert already in the outbox is not raised again.
+                    for alert in due {
+                        if self.get(B::Outbox, &alert.id).await?.0.is_none() {
+                            raised.push(alert);
+                        }
+                    }
                     break;
                 }
                 // Enqueue first (the ids are the same for every worker and every retry), then

@@ -1,0 +1,343 @@
+//! End to end: `stockhook-worker import` and `preview` (issue 14's import and preview, issue 21's
+//! preview of removed items), with the real binaries on loopback and a real SMTP server.
+//!
+//! Imports use the published sample files in `worker/tests/data/catalog/` (README there names
+//! their sources). Nothing sleeps to wait: conditions are polled with a deadline.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use stockhook_tests::config::toml_str;
+use stockhook_tests::http;
+use stockhook_tests::smtp::SmtpSink;
+use stockhook_tests::stack::{
+    expect_within, maildir_emails, start_worker, stat, stats, wait_stats, worker_cli, worker_cli_ok,
+};
+use stockhook_tests::{sign, SourceSpec, TestDir};
+
+const SECRET: &str = "shpss_catalog_0123456789";
+const TO: &str = "seller@example.com";
+const SETTLE: Duration = Duration::from_secs(60);
+
+fn sample(name: &str) -> PathBuf {
+    stockhook_tests::bins::repo_root()
+        .join("worker/tests/data/catalog")
+        .join(name)
+}
+
+fn config(dir: &TestDir, smtp: Option<&SmtpSink>) -> PathBuf {
+    std::fs::create_dir_all(dir.data_dir()).unwrap();
+    let mut c = dir
+        .config()
+        .recipients(&[TO])
+        .source(SourceSpec::shopify("shop", SECRET));
+    if let Some(s) = smtp {
+        c = c.email("smtp_url", &toml_str(&s.url()));
+    }
+    dir.write_config("stockhook.toml", &c)
+}
+
+fn import(dir: &TestDir, cfg: &Path, file: &Path, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec!["import", "--source", "shop", "--json"];
+    args.extend(extra);
+    let f = file.to_str().unwrap();
+    args.push(f);
+    let out = worker_cli_ok(dir, cfg, &args);
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("import --json is not JSON ({e}): {out}"))
+}
+
+/// Every published sample is read with the format its header names, rows and `not stocked`
+/// cells counted as the file has them, and a dry run writes nothing.
+#[test]
+fn each_published_format_is_detected_and_a_dry_run_writes_nothing() {
+    let dir = TestDir::new("import-formats");
+    let cfg = config(&dir, None);
+    let cases = [
+        (
+            "shopify_product_template__2024-format.csv",
+            "shopify_products",
+        ),
+        (
+            "shopify_product_template__2021-format.csv",
+            "shopify_products",
+        ),
+        (
+            "shopify_inventory_export__2024-format__nsls.csv",
+            "shopify_inventory_2024",
+        ),
+        (
+            "shopify_inventory_export__2023-format__olt.csv",
+            "shopify_inventory_2023",
+        ),
+        (
+            "shopify_inventory_export__legacy-per-location-column__poptoys__first25lines.csv",
+            "shopify_inventory_per_location",
+        ),
+        (
+            "amazon_all_listings_report__zynk_docs_sample.txt",
+            "amazon_all_listings",
+        ),
+    ];
+    for (file, format) in cases {
+        let path = sample(file);
+        let bytes = std::fs::read(&path).unwrap();
+        let v = import(&dir, &cfg, &path, &["--dry-run"]);
+        assert_eq!(v["format"], format, "{file}: {v:#}");
+        assert_eq!(v["dry_run"], true);
+        // Data rows as the csv crate counts records (quoted newlines in Body (HTML) included):
+        // never more than the file's lines less the header.
+        let lines = bytes
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .count() as i64;
+        let rows = v["rows"].as_i64().unwrap();
+        assert!(
+            rows > 0 && rows < lines,
+            "{file}: {rows} rows of {lines} lines"
+        );
+        if file.contains("nsls") {
+            let not_stocked = String::from_utf8_lossy(&bytes)
+                .lines()
+                .filter(|l| l.contains(",not stocked,"))
+                .count() as i64;
+            assert_eq!(v["catalog_only"].as_i64().unwrap(), not_stocked, "{v:#}");
+        }
+    }
+    let s = stats(&dir, &cfg);
+    assert_eq!(
+        stat(&s, "catalog.items"),
+        0,
+        "dry runs wrote nothing: {s:#}"
+    );
+}
+
+/// While the worker runs (through its socket): a catalog file with titles, SKUs and location
+/// names, then a bare signed `inventory_levels/update` for one of its items: the email names
+/// the product, the SKU and the location. The same file again changes nothing.
+#[test]
+fn import_while_running_then_a_bare_level_webhook_names_product_sku_and_location() {
+    let holder = TestDir::new("import-smtp-sink");
+    let sink = SmtpSink::start(&holder);
+    let dir = TestDir::new("import-running");
+    let cfg = config(&dir, Some(&sink));
+    let rx = dir.receiver(&cfg);
+    let worker = start_worker(&dir, &cfg);
+    // stockhook's own export format (the one format that carries Shopify ids), with the
+    // location names column the importer also reads.
+    let file = dir.write(
+        "catalog.csv",
+        "source,platform,item,sku,title,available,locations,location_names\n\
+         shop,shopify,808950810,MUG-BLUE-1,Blue enamel mug,40,655441491=40,655441491=Main warehouse\n\
+         shop,shopify,808950811,MUG-RED-1,Red enamel mug,30,655441491=30,655441491=Main warehouse\n",
+    );
+    let v = import(&dir, &cfg, &file, &[]);
+    assert_eq!(v["format"], "stockhook", "{v:#}");
+    assert_eq!(v["items"], 2);
+    assert_eq!(
+        v["alerts"].as_array().unwrap().len(),
+        0,
+        "40 and 30 are not low"
+    );
+    let again = import(&dir, &cfg, &file, &[]);
+    assert_eq!(again["already_imported"], true, "{again:#}");
+
+    let body = serde_json::json!({
+        "inventory_item_id": 808_950_810u64,
+        "location_id": 655_441_491u64,
+        "available": 2,
+        "updated_at": "2030-01-01T10:00:00Z",
+    })
+    .to_string();
+    let h = sign::shopify(SECRET, body.as_bytes(), "inventory_levels/update", "lvl-1");
+    let r = http::post(rx.addr(), "/webhooks/shop", &h, body.as_bytes());
+    assert_eq!(r.status, 200, "{r:?}");
+    let mails = expect_within(SETTLE, "the low-stock email in the SMTP sink", || {
+        let m = maildir_emails(&sink);
+        (!m.is_empty()).then_some(m)
+    });
+    assert_eq!(mails.len(), 1, "{mails:#?}");
+    let m = &mails[0];
+    assert!(
+        m.subject().contains("Blue enamel mug"),
+        "subject names the product: {}",
+        m.subject()
+    );
+    assert_eq!(
+        m.field_for("808950810", "SKU").as_deref(),
+        Some("MUG-BLUE-1"),
+        "{}",
+        m.text()
+    );
+    assert_eq!(
+        m.field_for("808950810", "Location").as_deref(),
+        Some("Main warehouse"),
+        "{}",
+        m.text()
+    );
+    let s = stats(&dir, &cfg);
+    assert_eq!(stat(&s, "catalog.items"), 2, "{s:#}");
+    drop(worker);
+    drop(rx);
+}
+
+/// While the worker is stopped (straight to the state): a published inventory export with
+/// several items below the threshold; imported twice, it raises its alerts once, and they go
+/// out as one digest email when the worker starts.
+#[test]
+fn import_while_stopped_the_same_file_twice_gives_one_digest_email() {
+    let holder = TestDir::new("import-digest-sink");
+    let sink = SmtpSink::start(&holder);
+    let dir = TestDir::new("import-stopped");
+    let cfg = config(&dir, Some(&sink));
+    let path =
+        sample("shopify_inventory_export__legacy-per-location-column__poptoys__first25lines.csv");
+    // The items below the default threshold (5), from the file itself: the last column.
+    let text = std::fs::read_to_string(&path).unwrap();
+    let low: Vec<String> = text
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            l.rsplit(',')
+                .next()
+                .and_then(|n| n.trim().parse::<i64>().ok())
+                .is_some_and(|n| n < 5)
+        })
+        .map(|l| l.split(',').nth(8).unwrap().to_string())
+        .collect();
+    assert!(low.len() >= 2, "the sample has several low items: {low:?}");
+
+    let first = import(&dir, &cfg, &path, &[]);
+    assert_eq!(first["already_imported"], false);
+    let mut skus: Vec<String> = first["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["sku"].as_str().unwrap().to_string())
+        .collect();
+    skus.sort();
+    let mut want = low.clone();
+    want.sort();
+    assert_eq!(skus, want);
+    let second = import(&dir, &cfg, &path, &[]);
+    assert_eq!(second["already_imported"], true, "{second:#}");
+    assert_eq!(second["alerts"].as_array().unwrap().len(), 0);
+
+    let worker = start_worker(&dir, &cfg);
+    let s = wait_stats(&dir, &cfg, SETTLE, "the import's alerts are sent", |s| {
+        stat(s, "alerts.sent") == low.len() as i64
+    });
+    assert_eq!(stat(&s, "alerts.created"), low.len() as i64, "{s:#}");
+    let mails = maildir_emails(&sink);
+    assert_eq!(mails.len(), 1, "one digest email: {mails:#?}");
+    assert_eq!(mails[0].alert_ids().len(), low.len());
+    drop(worker);
+}
+
+/// A catalog item with stock and no sale shows up in `preview --at <now + no_sales_days + 1
+/// day>`, not before; the preview sends and writes nothing.
+#[test]
+fn preview_shows_an_imported_item_with_stock_and_no_sale() {
+    let dir = TestDir::new("preview");
+    let cfg = config(&dir, None);
+    let path = sample("amazon_all_listings_report__zynk_docs_sample.txt");
+    import(&dir, &cfg, &path, &[]);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let day = 86_400;
+    let at = |secs: i64| {
+        time::OffsetDateTime::from_unix_timestamp(secs)
+            .unwrap()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap()
+    };
+    let before = stats(&dir, &cfg);
+    let early = worker_cli_ok(
+        &dir,
+        &cfg,
+        &["preview", "--at", &at(now + 59 * day), "--json"],
+    );
+    let early: serde_json::Value = serde_json::from_str(&early).unwrap();
+    assert_eq!(early.as_array().unwrap().len(), 0, "{early:#}");
+    let out = worker_cli_ok(
+        &dir,
+        &cfg,
+        &["preview", "--at", &at(now + 61 * day), "--json"],
+    );
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let items: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            assert_eq!(a["rule"], "no_sales");
+            a["item"].as_str().unwrap()
+        })
+        .collect();
+    // Every row of the sample has quantity 1 (merchant-fulfilled): all three are quiet stock.
+    assert_eq!(items, vec!["1234567", "35-GFRR-W3VC", "ATV2"], "{v:#}");
+    let after = stats(&dir, &cfg);
+    assert_eq!(
+        stat(&before, "alerts.created"),
+        stat(&after, "alerts.created")
+    );
+    assert_eq!(
+        stat(&before, "alerts.pending"),
+        stat(&after, "alerts.pending"),
+        "the preview wrote nothing (the pending ones are the import's low-stock alerts)"
+    );
+}
+
+/// A malformed row imports nothing and the error names the file, the line and the column;
+/// `--skip-bad-rows` imports the rest and lists it. An unknown file lists the known formats and
+/// the header it read.
+#[test]
+fn a_malformed_row_imports_nothing_and_an_unknown_format_lists_the_known_ones() {
+    let dir = TestDir::new("import-bad");
+    let cfg = config(&dir, None);
+    let text =
+        std::fs::read_to_string(sample("shopify_inventory_export__2023-format__olt.csv")).unwrap();
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    // Line 10 (1-based): its Available cell (column 16) made unreadable.
+    let mut cells: Vec<String> = lines[9].split(',').map(str::to_string).collect();
+    cells[15] = "lots".into();
+    lines[9] = cells.join(",");
+    let bad = dir.write("bad.csv", lines.join("\n") + "\n");
+    let p = worker_cli(
+        &dir,
+        &cfg,
+        &["import", "--source", "shop", bad.to_str().unwrap()],
+    );
+    assert_eq!(p.status().and_then(|s| s.code()), Some(1), "{}", p.stderr());
+    let err = p.stderr();
+    assert!(
+        err.contains("bad.csv") && err.contains("line 10") && err.contains("column `Available`"),
+        "{err}"
+    );
+    assert_eq!(
+        stat(&stats(&dir, &cfg), "catalog.items"),
+        0,
+        "nothing imported"
+    );
+
+    let v = import(&dir, &cfg, &bad, &["--skip-bad-rows"]);
+    let skipped = v["skipped"].as_array().unwrap();
+    assert_eq!(skipped.len(), 1, "{v:#}");
+    assert_eq!(skipped[0]["line"], 10);
+    assert_eq!(
+        stat(&stats(&dir, &cfg), "catalog.items"),
+        v["items"].as_i64().unwrap()
+    );
+
+    let odd = dir.write("odd.csv", "name,qty\nmug,3\n");
+    let p = worker_cli(
+        &dir,
+        &cfg,
+        &["import", "--source", "shop", odd.to_str().unwrap()],
+    );
+    assert_eq!(p.status().and_then(|s| s.code()), Some(1));
+    let err = p.stderr();
+    assert!(err.contains("name,qty"), "the header read: {err}");
+    assert!(err.contains("Shopify inventory export (2024)"), "{err}");
+    assert!(err.contains("Amazon All Listings Report"), "{err}");
+}
