@@ -786,7 +786,11 @@ fn validate_api(
         ));
     }
     let v = api.api_version.as_bytes();
-    let dated = v.len() == 7 && v[4] == b'-' && v.iter().enumerate().all(|(i, b)| i == 4 || b.is_ascii_digit());
+    let dated = v.len() == 7
+        && v[4] == b'-'
+        && v.iter()
+            .enumerate()
+            .all(|(i, b)| i == 4 || b.is_ascii_digit());
     if !dated && api.api_version != "unstable" {
         return Err((
             "shopify.api_version".into(),
@@ -826,7 +830,9 @@ fn validate_api(
             }
         }
     }
-    if api.access_token.is_none() && (api.access_token_env.is_some() || api.access_token_file.is_none()) {
+    if api.access_token.is_none()
+        && (api.access_token_env.is_some() || api.access_token_file.is_none())
+    {
         notices.push(format!(
             "source {}: no Shopify access token (access_token, access_token_env{}, access_token_file); its catalog sync is off",
             s.name,

@@ -4,7 +4,8 @@
 //! the worker is stopped (sled allows one process per database).
 //!
 //! Same framing as the queue socket (length-prefixed JSON, `"v": 1`). Ops: `alerts`,
-//! `alert_replay`, `alert_purge`, `counters`, `items`, `simulate`.
+//! `alert_replay`, `alert_purge`, `counters`, `items`, `simulate`, `sync` (a catalog sync run
+//! by the worker, which holds the API credentials and the state).
 
 use crate::adapters;
 use crate::alert::{Alert, OutboxEntry, OutboxStatus};
@@ -48,13 +49,39 @@ impl AlertFilter {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 enum Op {
-    Alerts { filter: AlertFilter },
-    AlertReplay { filter: AlertFilter, dry_run: bool },
-    AlertPurge { filter: AlertFilter, dry_run: bool },
+    Alerts {
+        filter: AlertFilter,
+    },
+    AlertReplay {
+        filter: AlertFilter,
+        dry_run: bool,
+    },
+    AlertPurge {
+        filter: AlertFilter,
+        dry_run: bool,
+    },
     Counters,
     Items,
-    Simulate { events: Vec<WireEnvelope> },
+    Simulate {
+        events: Vec<WireEnvelope>,
+    },
+    Sync {
+        source: Option<String>,
+        dry_run: bool,
+    },
 }
+
+/// What the running worker does for the `sync` op: syncs the named source (or all) and answers
+/// with the reports, or an error text.
+pub type SyncHook = Arc<
+    dyn Fn(
+            Option<String>,
+            bool,
+        ) -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<serde_json::Value, String>> + Send>,
+        > + Send
+        + Sync,
+>;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Request {
@@ -162,6 +189,15 @@ impl Control {
     pub async fn items(&self) -> Result<Vec<ItemState>, StateError> {
         self.call(Op::Items).await
     }
+    /// Asks the running worker to sync (only over its socket; otherwise the caller syncs on
+    /// the state it opened itself, see [`Control::state`]).
+    pub async fn sync(
+        &self,
+        source: Option<String>,
+        dry_run: bool,
+    ) -> Result<Vec<crate::sync::runner::SyncReport>, StateError> {
+        self.call(Op::Sync { source, dry_run }).await
+    }
     /// The alerts these events would raise if processed now (nothing is written), with the
     /// error for any that cannot be read.
     pub async fn simulate(&self, events: &[Envelope]) -> Result<Vec<Simulated>, StateError> {
@@ -227,6 +263,10 @@ async fn dispatch<S: StateBackend>(store: &Arc<S>, rules: &Arc<RuleConfig>, op: 
                 }
                 Ok(to_json(&ids))
             }
+            Op::Sync { .. } => Err(StateError::Storage {
+                context: "sync".into(),
+                message: "no running worker to sync through".into(),
+            }),
             Op::Counters => Ok(to_json(&store.counters().await?)),
             Op::Items => Ok(to_json(&store.items().await?)),
             Op::Simulate { events } => {
@@ -326,6 +366,7 @@ pub fn start<S: StateBackend>(
     store: Arc<S>,
     rules: Arc<crate::reload::RulesSlot>,
     wake: Arc<tokio::sync::Notify>,
+    sync: Option<SyncHook>,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let path = data_dir.join("worker.sock");
@@ -342,10 +383,18 @@ pub fn start<S: StateBackend>(
                     let store = store.clone();
                     let rules = rules.clone();
                     let wake = wake.clone();
+                    let sync = sync.clone();
                     tokio::spawn(async move {
                         while let Ok(Some(req)) = read_frame::<_, Request>(&mut s).await {
                             let resp = if req.v != VERSION {
                                 Response { ok: false, result: serde_json::Value::Null, error: Some(format!("protocol version {} not served; this worker speaks {VERSION}", req.v)) }
+                            } else if let (Op::Sync { source, dry_run }, Some(hook)) = (&req.op, &sync) {
+                                let r = hook(source.clone(), *dry_run).await;
+                                wake.notify_one();
+                                match r {
+                                    Ok(result) => Response { ok: true, result, error: None },
+                                    Err(e) => Response { ok: false, result: serde_json::Value::Null, error: Some(e) },
+                                }
                             } else {
                                 let replay = matches!(req.op, Op::AlertReplay { dry_run: false, .. });
                                 let resp = dispatch(&store, &rules.current(), req.op).await;

@@ -45,6 +45,19 @@ enum Command {
         #[arg(long)]
         all: bool,
     },
+    /// Pull the catalog, levels and recent orders from the platform APIs now (sources with
+    /// [sources.shopify] and the like), through the rules like any webhook.
+    Sync {
+        /// Only this source.
+        #[arg(long)]
+        source: Option<String>,
+        /// Fetch and compute the alerts; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the shell completion script (bash, zsh, fish, elvish, powershell).
     Completions(cli::CompletionsArgs),
     /// Print the man page (roff), or write one per subcommand into --dir.
@@ -155,8 +168,9 @@ fn main() -> ExitCode {
     }
     // `run` sends email (smtp_url_env is resolved); the operator's commands resolve no secret,
     // so they work as the stockhook user outside systemd's credentials.
+    // `sync` reads the sources' API tokens.
     let load = match cli.command {
-        Command::Run => config::load_for_worker,
+        Command::Run | Command::Sync { .. } => config::load_for_worker,
         _ => config::load_for_ops,
     };
     let loaded = match load(cli.config.as_deref()) {
@@ -238,6 +252,11 @@ fn main() -> ExitCode {
                         .await
                     }
                     Command::Stats { json } => ops::stats(&cfg, json).await,
+                    Command::Sync {
+                        source,
+                        dry_run,
+                        json,
+                    } => ops::sync(&cfg, source, dry_run, json).await,
                     Command::Export { csv: _, since, all } => {
                         let since = since
                             .map(|s| ops::parse_when(&s).map_err(OpsError::Usage))

@@ -551,6 +551,7 @@ pub async fn stats(config: &Config, as_json: bool) -> Result<String, OpsError> {
         "emails": {"sent": get(counters::EMAILS_SENT)},
         "ebay": {"account_deletions": get(counters::EBAY_ACCOUNT_DELETIONS)},
         "sources": sources,
+        "sync": crate::sync::runner::stats_json(config, &counters),
     });
     if as_json {
         return Ok(serde_json::to_string_pretty(&v).map_err(anyhow::Error::from)? + "\n");
@@ -583,6 +584,53 @@ fn flatten(v: &serde_json::Value, prefix: &str, out: &mut String) {
             );
         }
     }
+}
+
+/// `sync`: a catalog sync of one source (or all with an API) now. Through the running worker
+/// when there is one (it holds the state and the credentials), else on the state directly.
+/// Fails (exit 1) when any source's sync failed, after printing every report.
+pub async fn sync(
+    config: &Config,
+    source: Option<String>,
+    dry_run: bool,
+    as_json: bool,
+) -> Result<String, OpsError> {
+    use crate::sync::runner::sync_all;
+    let c = control(config).await?;
+    let reports = match &c {
+        Control::Remote(..) => c.sync(source, dry_run).await.map_err(|e| match e {
+            StateError::Storage { message, .. } => OpsError::Failed(anyhow::anyhow!(message)),
+            other => OpsError::Failed(other.into()),
+        })?,
+        Control::Local(store, rules) => {
+            sync_all(config, &**store, rules.clone(), source.as_deref(), dry_run)
+                .await
+                .map_err(|m| OpsError::Failed(anyhow::anyhow!(m)))?
+        }
+        Control::Nats(store, rules) => {
+            sync_all(config, &**store, rules.clone(), source.as_deref(), dry_run)
+                .await
+                .map_err(|m| OpsError::Failed(anyhow::anyhow!(m)))?
+        }
+    };
+    let text = if as_json {
+        serde_json::to_string_pretty(&reports).map_err(anyhow::Error::from)? + "\n"
+    } else {
+        reports.iter().map(|r| r.line()).collect()
+    };
+    if let Some(failed) = reports.iter().find(|r| !r.ok) {
+        print!("{text}");
+        return Err(OpsError::Failed(anyhow::anyhow!(
+            "the sync of {} failed{}",
+            failed.source,
+            if failed.unauthorized {
+                ": credentials refused, nothing in state was changed or deleted"
+            } else {
+                ""
+            }
+        )));
+    }
+    Ok(text)
 }
 
 /// `export --csv`: current inventory state per item with last sale and alert state. Items

@@ -8,3 +8,5 @@
 pub mod http;
 
 pub use http::{ApiClient, ApiResponse, SyncError};
+pub mod runner;
+pub mod shopify;
