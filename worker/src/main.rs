@@ -204,7 +204,10 @@ fn main() -> ExitCode {
                     .map_err(OpsError::Failed)
             }
             other => {
-                ops::require_data_dir(&cfg)?;
+                // `sync` writes state like `run`, so it may be the first to create it.
+                if !matches!(other, Command::Sync { .. }) {
+                    ops::require_data_dir(&cfg)?;
+                }
                 match other {
                     Command::Run | Command::Completions(_) | Command::Man(_) => {
                         unreachable!("handled above")

@@ -596,6 +596,12 @@ pub async fn sync(
     as_json: bool,
 ) -> Result<String, OpsError> {
     use crate::sync::runner::sync_all;
+    stockhook_shared::durable::create_dir_all(&config.data_dir).map_err(|e| {
+        OpsError::Failed(anyhow::anyhow!(
+            "creating data_dir {}: {e}",
+            config.data_dir.display()
+        ))
+    })?;
     let c = control(config).await?;
     let reports = match &c {
         Control::Remote(..) => c.sync(source, dry_run).await.map_err(|e| match e {
