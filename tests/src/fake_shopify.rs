@@ -61,6 +61,9 @@ pub struct Shop {
     pub requests: BTreeMap<String, u64>,
     /// Registered webhook subscriptions: (id, topic, uri).
     pub webhooks: Vec<(u64, String, String)>,
+    /// The input key each `webhookSubscriptionCreate` named the address with (`uri` or
+    /// `callbackUrl`).
+    pub create_keys: Vec<String>,
 }
 
 impl Shop {
@@ -288,6 +291,12 @@ fn answer(
             .or(sub["callbackUrl"].as_str())
             .unwrap_or("")
             .to_string();
+        let key = if sub.get("uri").is_some() {
+            "uri"
+        } else {
+            "callbackUrl"
+        };
+        s.create_keys.push(key.into());
         let id = 1_000_000 + s.webhooks.len() as u64;
         s.webhooks.push((id, topic.clone(), uri.clone()));
         (

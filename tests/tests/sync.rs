@@ -243,3 +243,103 @@ fn run_syncs_at_start_and_the_next_sync_corrects_a_missed_level_with_an_email() 
     );
     let _ = worker;
 }
+
+/// `stockhook-worker connect ...` with the token in the environment.
+fn connect_cli(dir: &TestDir, cfg: &Path, args: &[&str]) -> stockhook_tests::Proc {
+    let mut all: Vec<&str> = vec![
+        "--config",
+        cfg.to_str().unwrap(),
+        "connect",
+        "--source",
+        SHOP,
+    ];
+    all.extend(args);
+    let mut p = dir.spawn_env(
+        stockhook_tests::bins::worker(),
+        &all,
+        &[("SHOP_TOKEN", TOKEN)],
+    );
+    p.wait_exit(stockhook_tests::deadline_in(Duration::from_secs(60)));
+    p
+}
+
+#[test]
+fn connect_registers_each_topic_once_and_reports_a_wrong_url() {
+    let dir = TestDir::new("sync-connect");
+    let fake = FakeShopify::start(Shop::generated(TOKEN, 1, 0, 1));
+    // Another install's subscription, at a stale URL.
+    fake.with(|s| {
+        s.webhooks.push((
+            1,
+            "ORDERS_CREATE".into(),
+            "https://old.example.com/webhooks/shop".into(),
+        ))
+    });
+    let cfg = config(&dir, &fake, None, "0s");
+    let url = "https://hooks.example.com/webhooks/shop";
+    let code = |p: &stockhook_tests::Proc| p.status().and_then(|s| s.code());
+
+    let p = connect_cli(&dir, &cfg, &["--check", "--url", url]);
+    assert_eq!(code(&p), Some(1), "nothing registered yet: {}", p.stdout());
+    assert_eq!(p.stdout().matches(" missing").count(), 9, "{}", p.stdout());
+
+    let p = connect_cli(&dir, &cfg, &["--url", url, "--dry-run"]);
+    assert_eq!(code(&p), Some(0), "{}\n{}", p.stdout(), p.stderr());
+    assert_eq!(
+        p.stdout().matches("would create").count(),
+        9,
+        "{}",
+        p.stdout()
+    );
+    assert_eq!(
+        fake.with(|s| s.webhooks.len()),
+        1,
+        "a dry run creates nothing"
+    );
+
+    let p = connect_cli(&dir, &cfg, &["--url", url]);
+    assert_eq!(code(&p), Some(0), "{}\n{}", p.stdout(), p.stderr());
+    assert_eq!(p.stdout().matches(" created").count(), 9, "{}", p.stdout());
+    assert!(
+        p.stdout().contains("https://old.example.com/webhooks/shop"),
+        "the wrong URL is reported: {}",
+        p.stdout()
+    );
+    assert_eq!(
+        fake.with(|s| s.webhooks.len()),
+        10,
+        "the stale one is left alone"
+    );
+    // The pinned default version (2026-10) takes `uri`.
+    assert!(fake.with(|s| s.create_keys.iter().all(|k| k == "uri")));
+
+    // Idempotent: nothing more is created.
+    let p = connect_cli(&dir, &cfg, &["--url", url, "--json"]);
+    assert_eq!(code(&p), Some(0), "{}\n{}", p.stdout(), p.stderr());
+    let states: Vec<Value> = serde_json::from_str(&p.stdout()).unwrap();
+    assert!(states.iter().all(|s| s["status"] == "ok"), "{states:?}");
+    assert_eq!(fake.with(|s| s.webhooks.len()), 10);
+    let p = connect_cli(&dir, &cfg, &["--check", "--url", url]);
+    assert_eq!(code(&p), Some(0), "{}\n{}", p.stdout(), p.stderr());
+
+    // A version before 2026-07 names the address `callbackUrl`.
+    let old = dir.write(
+        "old.toml",
+        std::fs::read_to_string(&cfg)
+            .unwrap()
+            .replace("api_base", "api_version = \"2025-10\", api_base"),
+    );
+    let other = "https://other.example.com/webhooks/shop";
+    let p = connect_cli(&dir, &old, &["--url", other]);
+    assert_eq!(code(&p), Some(0), "{}\n{}", p.stdout(), p.stderr());
+    assert!(fake.with(|s| s.create_keys.iter().skip(9).all(|k| k == "callbackUrl")));
+    assert_eq!(fake.with(|s| s.create_keys.len()), 18);
+
+    // A URL that is not this source's is refused before anything is asked of Shopify.
+    let p = connect_cli(
+        &dir,
+        &cfg,
+        &["--url", "http://hooks.example.com/webhooks/other"],
+    );
+    assert_eq!(code(&p), Some(2), "{}", p.stderr());
+}

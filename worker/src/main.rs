@@ -58,6 +58,25 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Register the Shopify webhook subscriptions stockhook reads, at the source's public URL
+    /// (idempotent; subscriptions at another URL are reported, never deleted).
+    Connect {
+        /// The Shopify source (with [sources.shopify]).
+        #[arg(long)]
+        source: String,
+        /// The public address of the source: https://HOST/webhooks/NAME.
+        #[arg(long)]
+        url: Option<String>,
+        /// Compare the needed subscriptions with those registered; create nothing.
+        #[arg(long)]
+        check: bool,
+        /// Show what would be created; create nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the shell completion script (bash, zsh, fish, elvish, powershell).
     Completions(cli::CompletionsArgs),
     /// Print the man page (roff), or write one per subcommand into --dir.
@@ -170,7 +189,7 @@ fn main() -> ExitCode {
     // so they work as the stockhook user outside systemd's credentials.
     // `sync` reads the sources' API tokens.
     let load = match cli.command {
-        Command::Run | Command::Sync { .. } => config::load_for_worker,
+        Command::Run | Command::Sync { .. } | Command::Connect { .. } => config::load_for_worker,
         _ => config::load_for_ops,
     };
     let loaded = match load(cli.config.as_deref()) {
@@ -205,7 +224,7 @@ fn main() -> ExitCode {
             }
             other => {
                 // `sync` writes state like `run`, so it may be the first to create it.
-                if !matches!(other, Command::Sync { .. }) {
+                if !matches!(other, Command::Sync { .. } | Command::Connect { .. }) {
                     ops::require_data_dir(&cfg)?;
                 }
                 match other {
@@ -260,6 +279,13 @@ fn main() -> ExitCode {
                         dry_run,
                         json,
                     } => ops::sync(&cfg, source, dry_run, json).await,
+                    Command::Connect {
+                        source,
+                        url,
+                        check,
+                        dry_run,
+                        json,
+                    } => ops::connect(&cfg, &source, url.as_deref(), check, dry_run, json).await,
                     Command::Export { csv: _, since, all } => {
                         let since = since
                             .map(|s| ops::parse_when(&s).map_err(OpsError::Usage))

@@ -639,6 +639,62 @@ pub async fn sync(
     Ok(text)
 }
 
+/// `connect`: the Shopify webhook subscriptions of `source` at `url` (created unless `check`
+/// or `dry_run`). `check` fails (exit 1) when a topic is missing.
+pub async fn connect(
+    config: &Config,
+    source: &str,
+    url: Option<&str>,
+    check: bool,
+    dry_run: bool,
+    as_json: bool,
+) -> Result<String, OpsError> {
+    use crate::sync::connect;
+    use stockhook_shared::config::SourceApi;
+    let s = config
+        .sources
+        .iter()
+        .find(|s| s.name == source)
+        .ok_or_else(|| OpsError::Usage(format!("no source named {source} in the config")))?;
+    let Some(SourceApi::Shopify(api_cfg)) = s.api() else {
+        return Err(OpsError::Usage(format!(
+            "source {source} has no [sources.shopify] table (shop_domain and an access token): connect registers Shopify webhooks only"
+        )));
+    };
+    if url.is_none() && !check {
+        return Err(OpsError::Usage(format!(
+            "--url https://<your host>/webhooks/{source} is needed (or --check to list what is registered)"
+        )));
+    }
+    if let Some(u) = url {
+        let path = format!("/webhooks/{source}");
+        if !u.starts_with("https://") || !u.ends_with(&path) {
+            return Err(OpsError::Usage(format!(
+                "--url must be the public HTTPS address of this source, ending in {path} (Shopify delivers to HTTPS only), e.g. https://hooks.example.com{path}"
+            )));
+        }
+    }
+    let api = crate::sync::ApiClient::new().map_err(|e| OpsError::Failed(e.into()))?;
+    let states = connect::connect(api_cfg, &api, url, check, dry_run)
+        .await
+        .map_err(|e| OpsError::Failed(e.into()))?;
+    let text = if as_json {
+        serde_json::to_string_pretty(&states).map_err(anyhow::Error::from)? + "\n"
+    } else {
+        connect::render(&states)
+    };
+    let missing = states.iter().filter(|s| s.status == "missing").count();
+    if check && missing > 0 {
+        print!("{text}");
+        return Err(OpsError::Failed(anyhow::anyhow!(
+            "{missing} of {} topics are not registered{}: run `stockhook-worker connect --source {source} --url URL`",
+            states.len(),
+            url.map(|u| format!(" at {u}")).unwrap_or_default()
+        )));
+    }
+    Ok(text)
+}
+
 /// `export --csv`: current inventory state per item with last sale and alert state. Items
 /// removed from their catalog are left out unless `all` (then with removal time and reason).
 pub async fn export_csv(

@@ -5,6 +5,7 @@
 //! One module per platform client (each turns the platform's pages into one batch), and
 //! [`http`], the one transport and the one reading of an API's answer that they all share.
 
+pub mod connect;
 pub mod http;
 
 pub use http::{ApiClient, ApiResponse, SyncError};
