@@ -343,3 +343,64 @@ fn connect_registers_each_topic_once_and_reports_a_wrong_url() {
     );
     assert_eq!(code(&p), Some(2), "{}", p.stderr());
 }
+
+#[test]
+fn an_item_the_catalog_does_not_know_is_looked_up_before_its_email() {
+    let dir = TestDir::new("sync-lookup");
+    let fake = FakeShopify::start(Shop::generated(TOKEN, 3, 0, 12));
+    let cfg = config(&dir, &fake, None, "0s");
+    let rx = dir.receiver(&cfg);
+    let mut worker = dir.spawn_env(
+        stockhook_tests::bins::worker(),
+        &["--config", cfg.to_str().unwrap(), "run"],
+        &[("SHOP_TOKEN", TOKEN)],
+    );
+    stockhook_tests::stack::wait_worker_ready(&mut worker);
+    wait_stats(
+        &dir,
+        &cfg,
+        Duration::from_secs(60),
+        "the start-up sync",
+        |s| s["sync"]["sources"][SHOP]["last_at"].as_i64().is_some(),
+    );
+
+    // A product created after the sync, whose products/create webhook never came.
+    let (item, location) = fake.with(|s| {
+        let mut v = s.variants[0].clone();
+        v.id = 40_000_000_000_001;
+        v.inventory_item = 42_000_000_000_001;
+        v.sku = "NEW-SKU 1".into();
+        v.product_title = "Brand new thing".into();
+        v.title = "Default Title".into();
+        let loc = s.locations[0].0;
+        s.levels.insert((v.inventory_item, loc), 1);
+        s.variants.push(v.clone());
+        (v.inventory_item, loc)
+    });
+    let now = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let body = serde_json::json!({
+        "inventory_item_id": item, "location_id": location, "available": 1, "updated_at": now,
+    })
+    .to_string();
+    let h = stockhook_tests::sign::shopify(
+        "whsec-shop",
+        body.as_bytes(),
+        "inventory_levels/update",
+        "lookup-1",
+    );
+    let r = stockhook_tests::http::post(rx.addr(), "/webhooks/shop", &h, body.as_bytes());
+    assert_eq!(r.status, 200, "{r:?}");
+
+    let mails = stockhook_tests::stack::wait_eml(&dir.data_dir(), 1, Duration::from_secs(60));
+    assert_eq!(mails.len(), 1);
+    let text = mails[0].text();
+    let subject = mails[0].subject().to_string();
+    assert!(
+        subject.contains("Brand new thing") || text.contains("Brand new thing"),
+        "the looked-up title is in the email: {subject}\n{text}"
+    );
+    assert!(text.contains("NEW-SKU 1"), "the looked-up SKU: {text}");
+    assert_eq!(fake.requests("inventoryItem"), 1);
+}

@@ -7,6 +7,7 @@
 
 pub mod connect;
 pub mod http;
+pub mod lookup;
 
 pub use http::{ApiClient, ApiResponse, SyncError};
 pub mod runner;
