@@ -404,3 +404,73 @@ fn an_item_the_catalog_does_not_know_is_looked_up_before_its_email() {
     assert!(text.contains("NEW-SKU 1"), "the looked-up SKU: {text}");
     assert_eq!(fake.requests("inventoryItem"), 1);
 }
+
+#[test]
+fn sync_on_the_nats_backend_applies_and_corrects_through_jetstream_kv() {
+    let Some(bin) = stockhook_test_kit::nats::require(
+        "sync_on_the_nats_backend_applies_and_corrects_through_jetstream_kv",
+    ) else {
+        return;
+    };
+    let nats = stockhook_test_kit::nats::NatsServer::start(&bin);
+    let dir = TestDir::new("sync-nats");
+    let fake = FakeShopify::start(Shop::generated(TOKEN, 300, 0, 9));
+    let api = format!(
+        "{{ shop_domain = \"acme.myshopify.com\", access_token_env = \"SHOP_TOKEN\", api_base = {} }}",
+        toml_str(&fake.base())
+    );
+    let cfg = dir.write_config(
+        "stockhook.toml",
+        &dir.config()
+            .queue("backend", "\"nats\"")
+            .queue("nats_url", &toml_str(&nats.url))
+            .recipients(&["ops@example.com"])
+            .source(SourceSpec::shopify(SHOP, "whsec-shop").with("shopify", &api)),
+    );
+    let p = sync_cli(&dir, &cfg, &["--json"]);
+    assert_eq!(
+        p.status().and_then(|s| s.code()),
+        Some(0),
+        "{}\n{}",
+        p.stdout(),
+        p.stderr()
+    );
+    assert_eq!(reports(&p)[0]["items"], 300);
+    assert_eq!(reports(&p)[0]["alerts"], 0);
+    assert_eq!(export_rows(&dir, &cfg).len(), 300);
+
+    let target = fake.with(|s| {
+        let v = s.variants[5].clone();
+        let loc = s.locations[0].0;
+        s.levels.insert((v.inventory_item, loc), 0);
+        v
+    });
+    let p = sync_cli(&dir, &cfg, &["--json"]);
+    assert_eq!(
+        p.status().and_then(|s| s.code()),
+        Some(0),
+        "{}\n{}",
+        p.stdout(),
+        p.stderr()
+    );
+    assert_eq!(
+        reports(&p)[0]["alerts"],
+        1,
+        "the corrected level raises out of stock: {}",
+        p.stdout()
+    );
+    let header = worker_cli_ok(&dir, &cfg, &["export", "--csv"]);
+    let cols: Vec<&str> = header.lines().next().unwrap().split(',').collect();
+    let col = |n: &str| cols.iter().position(|c| *c == n).unwrap();
+    let rows = export_rows(&dir, &cfg);
+    let row = rows
+        .iter()
+        .find(|r| r[col("item")] == target.inventory_item.to_string())
+        .unwrap();
+    assert_eq!(row[col("available")], "0", "{row:?}");
+    let s = stats(&dir, &cfg);
+    assert!(
+        s["sync"]["sources"][SHOP]["last_at"].as_i64().is_some(),
+        "{s:#}"
+    );
+}
