@@ -242,6 +242,14 @@ fn page(all: Vec<Value>, vars: &Value) -> Value {
     })
 }
 
+/// The number of a GID variable (`gid://shopify/Location/655441491` -> 655441491), 0 if none.
+fn gid_var(v: &Value) -> u64 {
+    v.as_str()
+        .and_then(|g| g.rsplit('/').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
 fn answer(
     shop: &Mutex<Shop>,
     path: &str,
@@ -316,14 +324,7 @@ fn answer(
             12,
         )
     } else if q.contains("inventoryItem(") {
-        let id = vars["id"]
-            .as_str()
-            .unwrap_or("")
-            .rsplit('/')
-            .next()
-            .unwrap_or("")
-            .parse::<u64>()
-            .unwrap_or(0);
+        let id = gid_var(&vars["id"]);
         let node = s.variants.iter().find(|v| v.inventory_item == id).map(|v| {
             let levels: Vec<Value> = s
                 .locations
@@ -351,14 +352,7 @@ fn answer(
             502,
         )
     } else if q.contains("inventoryLevels(") {
-        let loc = vars["location"]
-            .as_str()
-            .unwrap_or("")
-            .rsplit('/')
-            .next()
-            .unwrap_or("")
-            .parse::<u64>()
-            .unwrap_or(0);
+        let loc = gid_var(&vars["location"]);
         let all = s
             .levels
             .iter()

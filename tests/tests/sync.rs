@@ -35,9 +35,9 @@ fn config(dir: &TestDir, fake: &FakeShopify, smtp: Option<&str>, interval: &str)
     dir.write_config("stockhook.toml", &c)
 }
 
-/// `stockhook-worker sync ...` with the token in the environment.
-fn sync_cli(dir: &TestDir, cfg: &Path, args: &[&str]) -> stockhook_tests::Proc {
-    let mut all: Vec<&str> = vec!["--config", cfg.to_str().unwrap(), "sync"];
+/// `stockhook-worker --config <cfg> <args>` with the token in the environment, to completion.
+fn worker_with_token(dir: &TestDir, cfg: &Path, args: &[&str]) -> stockhook_tests::Proc {
+    let mut all: Vec<&str> = vec!["--config", cfg.to_str().unwrap()];
     all.extend(args);
     let mut p = dir.spawn_env(
         stockhook_tests::bins::worker(),
@@ -46,6 +46,23 @@ fn sync_cli(dir: &TestDir, cfg: &Path, args: &[&str]) -> stockhook_tests::Proc {
     );
     p.wait_exit(stockhook_tests::deadline_in(Duration::from_secs(120)));
     p
+}
+
+/// `stockhook-worker sync ...`.
+fn sync_cli(dir: &TestDir, cfg: &Path, args: &[&str]) -> stockhook_tests::Proc {
+    worker_with_token(dir, cfg, &[&["sync"], args].concat())
+}
+
+/// Asserts the exit code, showing the output otherwise.
+fn assert_exit(p: &stockhook_tests::Proc, code: i32) {
+    assert_eq!(
+        p.status().and_then(|s| s.code()),
+        Some(code),
+        "`{}`:\n{}\n{}",
+        p.cmdline(),
+        p.stdout(),
+        p.stderr()
+    );
 }
 
 fn reports(p: &stockhook_tests::Proc) -> Vec<Value> {
@@ -88,13 +105,7 @@ fn sync_pages_through_throttles_and_retries_then_401_stops_it_and_keeps_state() 
     let cfg = config(&dir, &fake, None, "0s");
 
     let p = sync_cli(&dir, &cfg, &["--json"]);
-    assert_eq!(
-        p.status().and_then(|s| s.code()),
-        Some(0),
-        "{}\n{}",
-        p.stdout(),
-        p.stderr()
-    );
+    assert_exit(&p, 0);
     let r = reports(&p);
     assert_eq!(r.len(), 1, "{r:?}");
     assert_eq!(r[0]["source"], SHOP);
@@ -144,13 +155,7 @@ fn sync_pages_through_throttles_and_retries_then_401_stops_it_and_keeps_state() 
     // The token is revoked: the sync fails with a clear error, state stays as it was.
     fake.with(|s| s.token = "shpat_other".into());
     let p = sync_cli(&dir, &cfg, &[]);
-    assert_eq!(
-        p.status().and_then(|s| s.code()),
-        Some(1),
-        "{}\n{}",
-        p.stdout(),
-        p.stderr()
-    );
+    assert_exit(&p, 1);
     assert!(
         p.stdout().contains("refused the credentials"),
         "{}",
@@ -207,13 +212,7 @@ fn run_syncs_at_start_and_the_next_sync_corrects_a_missed_level_with_an_email() 
     });
     // The next sync (on demand, through the running worker's socket) corrects it.
     let p = worker_cli(&dir, &cfg, &["sync", "--source", SHOP]);
-    assert_eq!(
-        p.status().and_then(|s| s.code()),
-        Some(0),
-        "{}\n{}",
-        p.stdout(),
-        p.stderr()
-    );
+    assert_exit(&p, 0);
     assert!(p.stdout().contains("applied 30 items"), "{}", p.stdout());
     assert!(p.stdout().contains("1 alerts"), "{}", p.stdout());
 
@@ -244,23 +243,9 @@ fn run_syncs_at_start_and_the_next_sync_corrects_a_missed_level_with_an_email() 
     let _ = worker;
 }
 
-/// `stockhook-worker connect ...` with the token in the environment.
+/// `stockhook-worker connect --source shop ...`.
 fn connect_cli(dir: &TestDir, cfg: &Path, args: &[&str]) -> stockhook_tests::Proc {
-    let mut all: Vec<&str> = vec![
-        "--config",
-        cfg.to_str().unwrap(),
-        "connect",
-        "--source",
-        SHOP,
-    ];
-    all.extend(args);
-    let mut p = dir.spawn_env(
-        stockhook_tests::bins::worker(),
-        &all,
-        &[("SHOP_TOKEN", TOKEN)],
-    );
-    p.wait_exit(stockhook_tests::deadline_in(Duration::from_secs(60)));
-    p
+    worker_with_token(dir, cfg, &[&["connect", "--source", SHOP], args].concat())
 }
 
 #[test]
@@ -277,14 +262,13 @@ fn connect_registers_each_topic_once_and_reports_a_wrong_url() {
     });
     let cfg = config(&dir, &fake, None, "0s");
     let url = "https://hooks.example.com/webhooks/shop";
-    let code = |p: &stockhook_tests::Proc| p.status().and_then(|s| s.code());
 
     let p = connect_cli(&dir, &cfg, &["--check", "--url", url]);
-    assert_eq!(code(&p), Some(1), "nothing registered yet: {}", p.stdout());
+    assert_exit(&p, 1);
     assert_eq!(p.stdout().matches(" missing").count(), 9, "{}", p.stdout());
 
     let p = connect_cli(&dir, &cfg, &["--url", url, "--dry-run"]);
-    assert_eq!(code(&p), Some(0), "{}\n{}", p.stdout(), p.stderr());
+    assert_exit(&p, 0);
     assert_eq!(
         p.stdout().matches("would create").count(),
         9,
@@ -298,7 +282,7 @@ fn connect_registers_each_topic_once_and_reports_a_wrong_url() {
     );
 
     let p = connect_cli(&dir, &cfg, &["--url", url]);
-    assert_eq!(code(&p), Some(0), "{}\n{}", p.stdout(), p.stderr());
+    assert_exit(&p, 0);
     assert_eq!(p.stdout().matches(" created").count(), 9, "{}", p.stdout());
     assert!(
         p.stdout().contains("https://old.example.com/webhooks/shop"),
@@ -315,12 +299,12 @@ fn connect_registers_each_topic_once_and_reports_a_wrong_url() {
 
     // Idempotent: nothing more is created.
     let p = connect_cli(&dir, &cfg, &["--url", url, "--json"]);
-    assert_eq!(code(&p), Some(0), "{}\n{}", p.stdout(), p.stderr());
+    assert_exit(&p, 0);
     let states: Vec<Value> = serde_json::from_str(&p.stdout()).unwrap();
     assert!(states.iter().all(|s| s["status"] == "ok"), "{states:?}");
     assert_eq!(fake.with(|s| s.webhooks.len()), 10);
     let p = connect_cli(&dir, &cfg, &["--check", "--url", url]);
-    assert_eq!(code(&p), Some(0), "{}\n{}", p.stdout(), p.stderr());
+    assert_exit(&p, 0);
 
     // A version before 2026-07 names the address `callbackUrl`.
     let old = dir.write(
@@ -331,7 +315,7 @@ fn connect_registers_each_topic_once_and_reports_a_wrong_url() {
     );
     let other = "https://other.example.com/webhooks/shop";
     let p = connect_cli(&dir, &old, &["--url", other]);
-    assert_eq!(code(&p), Some(0), "{}\n{}", p.stdout(), p.stderr());
+    assert_exit(&p, 0);
     assert!(fake.with(|s| s.create_keys.iter().skip(9).all(|k| k == "callbackUrl")));
     assert_eq!(fake.with(|s| s.create_keys.len()), 18);
 
@@ -341,7 +325,7 @@ fn connect_registers_each_topic_once_and_reports_a_wrong_url() {
         &cfg,
         &["--url", "http://hooks.example.com/webhooks/other"],
     );
-    assert_eq!(code(&p), Some(2), "{}", p.stderr());
+    assert_exit(&p, 2);
 }
 
 #[test]
@@ -428,13 +412,7 @@ fn sync_on_the_nats_backend_applies_and_corrects_through_jetstream_kv() {
             .source(SourceSpec::shopify(SHOP, "whsec-shop").with("shopify", &api)),
     );
     let p = sync_cli(&dir, &cfg, &["--json"]);
-    assert_eq!(
-        p.status().and_then(|s| s.code()),
-        Some(0),
-        "{}\n{}",
-        p.stdout(),
-        p.stderr()
-    );
+    assert_exit(&p, 0);
     assert_eq!(reports(&p)[0]["items"], 300);
     assert_eq!(reports(&p)[0]["alerts"], 0);
     assert_eq!(export_rows(&dir, &cfg).len(), 300);
@@ -446,13 +424,7 @@ fn sync_on_the_nats_backend_applies_and_corrects_through_jetstream_kv() {
         v
     });
     let p = sync_cli(&dir, &cfg, &["--json"]);
-    assert_eq!(
-        p.status().and_then(|s| s.code()),
-        Some(0),
-        "{}\n{}",
-        p.stdout(),
-        p.stderr()
-    );
+    assert_exit(&p, 0);
     assert_eq!(
         reports(&p)[0]["alerts"],
         1,
