@@ -230,14 +230,20 @@ fn offset_of(after: &Value) -> usize {
         .map_or(0, |n| n as usize)
 }
 
-/// A page of `all` as a connection.
-fn page(all: Vec<Value>, vars: &Value) -> Value {
+/// A page of the `total` nodes `all` yields, as a connection; only the page's nodes are made
+/// (`node`), so a 50,000-variant shop costs the fake little per page.
+fn page<T>(
+    total: usize,
+    all: impl Iterator<Item = T>,
+    vars: &Value,
+    node: impl FnMut(T) -> Value,
+) -> Value {
     let first = vars["first"].as_u64().unwrap_or(50).min(250) as usize;
     let from = offset_of(&vars["after"]);
-    let end = (from + first).min(all.len());
-    let nodes: Vec<Value> = all.get(from..end).unwrap_or(&[]).to_vec();
+    let end = (from + first).min(total);
+    let nodes: Vec<Value> = all.skip(from).take(first).map(node).collect();
     json!({
-        "pageInfo": {"hasNextPage": end < all.len(), "endCursor": if nodes.is_empty() { Value::Null } else { json!(cursor(end)) }},
+        "pageInfo": {"hasNextPage": end < total, "endCursor": if nodes.is_empty() { Value::Null } else { json!(cursor(end)) }},
         "nodes": nodes,
     })
 }
@@ -313,14 +319,15 @@ fn answer(
             10,
         )
     } else if q.contains("webhookSubscriptions(") {
-        let all = s
-            .webhooks
-            .iter()
-            .map(|(id, topic, uri)| json!({"id": format!("gid://shopify/WebhookSubscription/{id}"), "topic": topic, "uri": uri, "endpoint": {"__typename": "WebhookHttpEndpoint", "callbackUrl": uri}}))
-            .collect();
+        let all = page(
+            s.webhooks.len(),
+            s.webhooks.iter(),
+            vars,
+            |(id, topic, uri)| json!({"id": format!("gid://shopify/WebhookSubscription/{id}"), "topic": topic, "uri": uri, "endpoint": {"__typename": "WebhookHttpEndpoint", "callbackUrl": uri}}),
+        );
         (
             "webhookSubscriptions",
-            json!({"webhookSubscriptions": page(all, vars)}),
+            json!({"webhookSubscriptions": all}),
             12,
         )
     } else if q.contains("inventoryItem(") {
@@ -335,59 +342,54 @@ fn answer(
         });
         ("inventoryItem", json!({"inventoryItem": node}), 5)
     } else if q.contains("productVariants(") {
-        let all = s
-            .variants
-            .iter()
-            .map(|v| json!({
+        let all = page(s.variants.len(), s.variants.iter(), vars, |v| {
+            json!({
                 "id": format!("gid://shopify/ProductVariant/{}", v.id),
                 "title": v.title,
                 "sku": v.sku,
                 "product": {"id": format!("gid://shopify/Product/{}", v.product), "title": v.product_title},
                 "inventoryItem": {"id": format!("gid://shopify/InventoryItem/{}", v.inventory_item), "tracked": v.tracked},
-            }))
-            .collect();
-        (
-            "productVariants",
-            json!({"productVariants": page(all, vars)}),
-            502,
-        )
+            })
+        });
+        ("productVariants", json!({"productVariants": all}), 502)
     } else if q.contains("inventoryLevels(") {
         let loc = gid_var(&vars["location"]);
-        let all = s
-            .levels
-            .iter()
-            .filter(|((_, l), _)| *l == loc)
-            .enumerate()
-            .map(|(n, ((item, _), q))| json!({
-                // The level's own number is not the location id (as in Shopify's fixtures).
-                "id": format!("gid://shopify/InventoryLevel/{}?inventory_item_id={item}", 548_380_009 + n as u64),
-                "item": {"id": format!("gid://shopify/InventoryItem/{item}")},
-                "quantities": [{"name": "available", "quantity": q}],
-            }))
-            .collect();
+        let here = || s.levels.iter().filter(|((_, l), _)| *l == loc);
+        let all = page(
+            here().count(),
+            here().enumerate(),
+            vars,
+            |(n, ((item, _), q))| {
+                json!({
+                    // The level's own number is not the location id (as in Shopify's fixtures).
+                    "id": format!("gid://shopify/InventoryLevel/{}?inventory_item_id={item}", 548_380_009 + n as u64),
+                    "item": {"id": format!("gid://shopify/InventoryItem/{item}")},
+                    "quantities": [{"name": "available", "quantity": q}],
+                })
+            },
+        );
         (
             "inventoryLevels",
-            json!({"location": {"inventoryLevels": page(all, vars)}}),
+            json!({"location": {"inventoryLevels": all}}),
             502,
         )
     } else if q.contains("locations(") {
-        let all = s
-            .locations
-            .iter()
-            .map(|(id, name)| json!({"id": format!("gid://shopify/Location/{id}"), "name": name}))
-            .collect();
-        ("locations", json!({"locations": page(all, vars)}), 252)
+        let all = page(
+            s.locations.len(),
+            s.locations.iter(),
+            vars,
+            |(id, name)| json!({"id": format!("gid://shopify/Location/{id}"), "name": name}),
+        );
+        ("locations", json!({"locations": all}), 252)
     } else if q.contains("orders(") {
-        let all = s
-            .orders
-            .iter()
-            .map(|(id, at, lines)| json!({
+        let all = page(s.orders.len(), s.orders.iter(), vars, |(id, at, lines)| {
+            json!({
                 "id": format!("gid://shopify/Order/{id}"),
                 "createdAt": at,
                 "lineItems": {"nodes": lines.iter().map(|(l, v, q)| json!({"id": format!("gid://shopify/LineItem/{l}"), "quantity": q, "sku": Value::Null, "variant": {"id": format!("gid://shopify/ProductVariant/{v}")}})).collect::<Vec<_>>()},
-            }))
-            .collect();
-        ("orders", json!({"orders": page(all, vars)}), 777)
+            })
+        });
+        ("orders", json!({"orders": all}), 777)
     } else {
         return (
             200,
