@@ -50,6 +50,9 @@ pub struct Config {
     /// Alert channels beyond email: Slack incoming webhooks and signed webhooks.
     #[serde(default)]
     pub channels: Vec<crate::channels::ChannelConfig>,
+    /// Catalog sync from the platforms' APIs: how often.
+    #[serde(default)]
+    pub sync: SyncConfig,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -312,6 +315,9 @@ pub struct SourceConfig {
     /// eBay catalog sync for this source (`[sources.ebay_sync]`, issue 14).
     #[serde(default)]
     pub ebay_sync: Option<EbaySyncConfig>,
+    /// Shopify: the Admin API credentials catalog sync and `connect` use (`[sources.shopify]`).
+    #[serde(default)]
+    pub shopify: Option<ShopifyApiConfig>,
     /// Set by [`load`]: why this source is switched off (its secret is unset), or `None`.
     #[serde(skip_deserializing)]
     pub disabled: Option<String>,
@@ -515,6 +521,15 @@ pub mod defaults {
     pub fn min_quantity() -> i64 {
         -1_000_000_000
     }
+    pub fn sync_interval() -> ConfigDuration {
+        ConfigDuration::secs(6 * 3600)
+    }
+    pub fn shopify_api_version() -> String {
+        super::SHOPIFY_API_VERSION.into()
+    }
+    pub fn sales_history_days() -> u32 {
+        90
+    }
 }
 
 macro_rules! default_from_serde {
@@ -527,6 +542,7 @@ macro_rules! default_from_serde {
     )*};
 }
 default_from_serde!(
+    SyncConfig,
     ReceiverConfig,
     QueueConfig,
     WorkerConfig,
@@ -649,4 +665,73 @@ pub struct EbaySyncConfig {
     /// Set by the loader: why a secret could not be read.
     #[serde(skip)]
     pub problem: Option<String>,
+}
+
+/// `[sync]`: when `stockhook-worker run` pulls each source's catalog from its platform's API.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncConfig {
+    /// Time between two syncs of a source (`"0s"`: never on a schedule; a source that never
+    /// synced is still synced at start, and `stockhook-worker sync` runs one on demand).
+    #[serde(default = "defaults::sync_interval")]
+    pub interval: ConfigDuration,
+}
+
+/// The Shopify API version stockhook's queries are written against (a stable version; the
+/// webhook mutation's shape follows it: `callbackUrl` before 2026-07, `uri` from 2026-07).
+pub const SHOPIFY_API_VERSION: &str = "2026-10";
+
+/// `[sources.shopify]`: a Shopify source's GraphQL Admin API access, for catalog sync and
+/// `connect`. Each platform with an API gets its own table of this kind on the source
+/// (`[sources.amazon]`, `[sources.ebay]`), and [`SourceConfig::api`] names the one that applies.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShopifyApiConfig {
+    /// The shop's permanent domain, `acme.myshopify.com`.
+    pub shop_domain: String,
+    /// The Admin API access token (`shpat_...`), by value ...
+    #[serde(default)]
+    pub access_token: Option<Secret>,
+    /// ... or the environment variable holding it ...
+    #[serde(default)]
+    pub access_token_env: Option<String>,
+    /// ... or a file holding it (`${CREDENTIALS_DIRECTORY}` is expanded).
+    #[serde(default)]
+    pub access_token_file: Option<PathBuf>,
+    /// The Admin API version requested (`YYYY-MM`, a stable version).
+    #[serde(default = "defaults::shopify_api_version")]
+    pub api_version: String,
+    /// Instead of `https://<shop_domain>`: where the API is (a local fake server in tests).
+    #[serde(default)]
+    pub api_base: Option<String>,
+    /// Orders of this many days back are read for last-sale dates and sales velocity.
+    #[serde(default = "defaults::sales_history_days")]
+    pub sales_history_days: u32,
+}
+
+impl ShopifyApiConfig {
+    /// The GraphQL endpoint: `<base>/admin/api/<version>/graphql.json`.
+    pub fn graphql_url(&self) -> String {
+        let base = match &self.api_base {
+            Some(b) => b.trim_end_matches('/').to_string(),
+            None => format!("https://{}", self.shop_domain.trim_end_matches('/')),
+        };
+        format!("{base}/admin/api/{}/graphql.json", self.api_version)
+    }
+}
+
+/// Which platform API a source's catalog comes from: the one `match` on it is the sync runner's.
+#[derive(Debug, Clone, Copy)]
+pub enum SourceApi<'a> {
+    Shopify(&'a ShopifyApiConfig),
+}
+
+impl SourceConfig {
+    /// The source's API access, if it has any configured.
+    pub fn api(&self) -> Option<SourceApi<'_>> {
+        match (self.platform, &self.shopify) {
+            (Platform::Shopify, Some(s)) => Some(SourceApi::Shopify(s)),
+            _ => None,
+        }
+    }
 }

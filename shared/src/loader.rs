@@ -365,6 +365,7 @@ const OVERRIDABLE: &[(&str, &str, Kind)] = &[
     ("events", "max_quantity", Kind::Number),
     ("events", "min_quantity", Kind::Number),
     ("email", "smtp_ca_file", Kind::Text),
+    ("sync", "interval", Kind::Text),
 ];
 
 fn env_name(section: &str, key: &str) -> String {
@@ -658,6 +659,13 @@ fn validate(
         if resolve_secrets {
             resolve_sync_secrets(s, env);
         }
+        if let Err((k, m)) = validate_api(s, resolve_secrets, env, notices) {
+            return Err(ConfigError::Invalid {
+                origin: at(s.line),
+                key: format!("sources[{i}].{k} (source \"{}\")", s.name),
+                message: m,
+            });
+        }
         let key = |k: &str| format!("sources[{i}].{k} (source \"{}\")", s.name);
         let where_ = at(s.line);
         let invalid = |k: String, message: String| ConfigError::Invalid {
@@ -749,6 +757,92 @@ fn validate(
                 ));
             }
         }
+    }
+    Ok(())
+}
+
+/// A source's platform API table (`[sources.shopify]`): on the right platform, with a sane
+/// version, and (except for the ops CLI) its access token resolved from `access_token_env` or
+/// `access_token_file`. A token that is not there is a notice, not an error: webhooks still
+/// work, and the sync of that source says what is missing.
+fn validate_api(
+    s: &mut SourceConfig,
+    resolve: bool,
+    env: &dyn EnvSource,
+    notices: &mut Vec<String>,
+) -> Result<(), (String, String)> {
+    let Some(api) = s.shopify.as_mut() else {
+        return Ok(());
+    };
+    if s.platform != crate::config::Platform::Shopify {
+        return Err((
+            "shopify".into(),
+            format!(
+                "a [sources.shopify] table belongs to a source with platform = \"shopify\", not \"{}\"",
+                s.platform
+            ),
+        ));
+    }
+    let d = api.shop_domain.trim();
+    if d.is_empty() || d.contains('/') || d.contains(':') {
+        return Err((
+            "shopify.shop_domain".into(),
+            "the shop's domain without scheme or path, e.g. \"acme.myshopify.com\"".into(),
+        ));
+    }
+    let v = api.api_version.as_bytes();
+    let dated = v.len() == 7
+        && v[4] == b'-'
+        && v.iter()
+            .enumerate()
+            .all(|(i, b)| i == 4 || b.is_ascii_digit());
+    if !dated && api.api_version != "unstable" {
+        return Err((
+            "shopify.api_version".into(),
+            format!(
+                "a Shopify API version is YYYY-MM, e.g. \"{}\"",
+                crate::config::SHOPIFY_API_VERSION
+            ),
+        ));
+    }
+    if let Some(b) = &api.api_base {
+        if !(b.starts_with("http://") || b.starts_with("https://")) {
+            return Err((
+                "shopify.api_base".into(),
+                "a base URL, e.g. \"http://127.0.0.1:9000\"".into(),
+            ));
+        }
+    }
+    if !resolve || api.access_token.is_some() {
+        return Ok(());
+    }
+    if let Some(var) = &api.access_token_env {
+        if let Some(v) = env.var(var).filter(|v| !v.trim().is_empty()) {
+            api.access_token = Some(Secret::new(v.trim()));
+        }
+    }
+    if api.access_token.is_none() {
+        if let Some(p) = &api.access_token_file {
+            let read = expand_credentials_dir(p, env).and_then(|p| read_secret_file(&p));
+            match read {
+                Ok(mut v) if !v.is_empty() => api.access_token = Some(v.remove(0)),
+                Ok(_) => notices.push(format!(
+                    "source {}: access_token_file {} is empty; its catalog sync is off",
+                    s.name,
+                    p.display()
+                )),
+                Err(m) => notices.push(format!("source {}: {m}; its catalog sync is off", s.name)),
+            }
+        }
+    }
+    if api.access_token.is_none()
+        && (api.access_token_env.is_some() || api.access_token_file.is_none())
+    {
+        notices.push(format!(
+            "source {}: no Shopify access token (access_token, access_token_env{}, access_token_file); its catalog sync is off",
+            s.name,
+            api.access_token_env.as_deref().map(|v| format!(" {v} is not set")).unwrap_or_default()
+        ));
     }
     Ok(())
 }

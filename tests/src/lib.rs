@@ -17,6 +17,7 @@ pub mod answers;
 pub mod bins;
 pub mod chromium;
 pub mod config;
+pub mod fake_shopify;
 pub mod hooks;
 pub mod http;
 pub mod poll;

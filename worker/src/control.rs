@@ -6,7 +6,7 @@
 //! Transport, versioning and the 0600 bind are [`stockhook_shared::rpc`], as for the queue
 //! socket. Ops: `alerts`, `alert_replay`, `alert_purge`, `counters`, `items`, `simulate`,
 //! `import` (a catalog batch through the rules), `preview` (the scheduled pass in dry run at a
-//! given time).
+//! given time), `sync` (a catalog sync run by the worker, which holds the API credentials).
 
 use crate::adapters;
 use crate::alert::{Alert, OutboxEntry, OutboxStatus};
@@ -72,7 +72,23 @@ enum Op {
     Preview {
         at: i64,
     },
+    Sync {
+        source: Option<String>,
+        dry_run: bool,
+    },
 }
+
+/// What the running worker does for the `sync` op: syncs the named source (or all) and answers
+/// with the reports, or an error text.
+pub type SyncHook = Arc<
+    dyn Fn(
+            Option<String>,
+            bool,
+        ) -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<serde_json::Value, String>> + Send>,
+        > + Send
+        + Sync,
+>;
 
 /// What applying an imported batch did.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -192,6 +208,15 @@ impl Control {
     pub async fn preview(&self, at: i64) -> Result<Vec<Alert>, StateError> {
         self.call(Op::Preview { at }).await
     }
+    /// Asks the running worker to sync (only over its socket; otherwise the caller syncs on
+    /// the state it opened itself, see [`Control::state`]).
+    pub async fn sync(
+        &self,
+        source: Option<String>,
+        dry_run: bool,
+    ) -> Result<Vec<crate::sync::runner::SyncReport>, StateError> {
+        self.call(Op::Sync { source, dry_run }).await
+    }
     /// The alerts these events would raise if processed now (nothing is written), with the
     /// error for any that cannot be read.
     pub async fn simulate(&self, events: &[Envelope]) -> Result<Vec<Simulated>, StateError> {
@@ -262,6 +287,10 @@ async fn dispatch<S: StateBackend>(store: &Arc<S>, rules: &Arc<RuleConfig>, op: 
                 Ok(to_json(&out))
             }
             Op::Preview { at } => Ok(to_json(&store.run_no_sales(rules.clone(), at, true).await?)),
+            Op::Sync { .. } => Err(StateError::Storage {
+                context: "sync".into(),
+                message: "no running worker to sync through".into(),
+            }),
             Op::Counters => Ok(to_json(&store.counters().await?)),
             Op::Items => Ok(to_json(&store.items().await?)),
             Op::Simulate { events } => {
@@ -394,11 +423,17 @@ pub fn start<S: StateBackend>(
     store: Arc<S>,
     rules: Arc<crate::reload::RulesSlot>,
     wake: Arc<tokio::sync::Notify>,
+    sync: Option<SyncHook>,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let path = data_dir.join("worker.sock");
     let listener = rpc::bind_private(&path)?;
-    let service = Arc::new(WorkerService { store, rules, wake });
+    let service = Arc::new(WorkerService {
+        store,
+        rules,
+        wake,
+        sync,
+    });
     Ok(tokio::spawn(async move {
         rpc::serve(listener, service, stop).await;
         let _ = std::fs::remove_file(&path);
@@ -410,6 +445,8 @@ struct WorkerService<S> {
     store: Arc<S>,
     rules: Arc<crate::reload::RulesSlot>,
     wake: Arc<tokio::sync::Notify>,
+    /// Runs a catalog sync in the worker (which holds the API credentials).
+    sync: Option<SyncHook>,
 }
 
 impl<S: StateBackend> rpc::Service for WorkerService<S> {
@@ -417,6 +454,14 @@ impl<S: StateBackend> rpc::Service for WorkerService<S> {
     const NAME: &'static str = "worker";
 
     async fn call(&self, op: Op) -> Response {
+        if let (Op::Sync { source, dry_run }, Some(hook)) = (&op, &self.sync) {
+            let r = hook(source.clone(), *dry_run).await;
+            self.wake.notify_one();
+            return match r {
+                Ok(result) => Response::ok(result),
+                Err(e) => Response::err(e, None),
+            };
+        }
         let replay = matches!(
             op,
             Op::AlertReplay { dry_run: false, .. } | Op::Import { dry_run: false, .. }

@@ -64,12 +64,44 @@ enum Command {
         #[arg(long)]
         skip_bad_rows: bool,
     },
-    /// The time-based alerts (no sales) that would fire at a given time; sends and writes
-    /// nothing.
+    /// The time-based alerts (no sales, days of cover) that would fire at a given time; sends
+    /// and writes nothing.
     Preview {
         /// When (RFC 3339, e.g. 2027-02-01T00:00:00Z, or a date).
         #[arg(long)]
         at: String,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Pull the catalog, levels and recent orders from the platform APIs now (sources with
+    /// [sources.shopify] and the like), through the rules like any webhook.
+    Sync {
+        /// Only this source.
+        #[arg(long)]
+        source: Option<String>,
+        /// Fetch and compute the alerts; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Register the Shopify webhook subscriptions stockhook reads, at the source's public URL
+    /// (idempotent; subscriptions at another URL are reported, never deleted).
+    Connect {
+        /// The Shopify source (with [sources.shopify]).
+        #[arg(long)]
+        source: String,
+        /// The public address of the source: https://HOST/webhooks/NAME.
+        #[arg(long)]
+        url: Option<String>,
+        /// Compare the needed subscriptions with those registered; create nothing.
+        #[arg(long)]
+        check: bool,
+        /// Show what would be created; create nothing.
+        #[arg(long)]
+        dry_run: bool,
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
@@ -184,8 +216,9 @@ fn main() -> ExitCode {
     }
     // `run` sends email (smtp_url_env is resolved); the operator's commands resolve no secret,
     // so they work as the stockhook user outside systemd's credentials.
+    // `sync` reads the sources' API tokens.
     let load = match cli.command {
-        Command::Run => config::load_for_worker,
+        Command::Run | Command::Sync { .. } | Command::Connect { .. } => config::load_for_worker,
         _ => config::load_for_ops,
     };
     let loaded = match load(cli.config.as_deref()) {
@@ -219,7 +252,10 @@ fn main() -> ExitCode {
                     .map_err(OpsError::Failed)
             }
             other => {
-                ops::require_data_dir(&cfg)?;
+                // `sync` writes state like `run`, so it may be the first to create it.
+                if !matches!(other, Command::Sync { .. } | Command::Connect { .. }) {
+                    ops::require_data_dir(&cfg)?;
+                }
                 match other {
                     Command::Run | Command::Completions(_) | Command::Man(_) => {
                         unreachable!("handled above")
@@ -287,6 +323,18 @@ fn main() -> ExitCode {
                         let at = ops::parse_when(&at).map_err(OpsError::Usage)?;
                         ops::preview(&cfg, at, json).await
                     }
+                    Command::Sync {
+                        source,
+                        dry_run,
+                        json,
+                    } => ops::sync(&cfg, source, dry_run, json).await,
+                    Command::Connect {
+                        source,
+                        url,
+                        check,
+                        dry_run,
+                        json,
+                    } => ops::connect(&cfg, &source, url.as_deref(), check, dry_run, json).await,
                     Command::Export { csv: _, since, all } => {
                         let since = since
                             .map(|s| ops::parse_when(&s).map_err(OpsError::Usage))

@@ -15,6 +15,8 @@ pub static EVENTS: LazyLock<CounterVec> = LazyLock::new(CounterVec::default);
 /// Alerts by rule and status: `created` when the rules raise one, then `sent`, `retry` or
 /// `failed` as the sender deals with it.
 pub static ALERTS: LazyLock<CounterVec> = LazyLock::new(CounterVec::default);
+/// Catalog syncs by source and outcome (`ok`, `failed`, `unauthorized`).
+pub static SYNCS: LazyLock<CounterVec> = LazyLock::new(CounterVec::default);
 /// Seconds one email send (SMTP exchange or `.eml` write) took, whatever its result.
 pub static EMAIL_SEND_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
     Histogram::new(&[0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
@@ -43,6 +45,12 @@ pub fn render() -> String {
         "stockhook_worker_alerts_total",
         "Alerts by rule and status (created, sent, retry, failed).",
         &["rule", "status"],
+    );
+    SYNCS.render(
+        &mut out,
+        "stockhook_worker_syncs_total",
+        "Catalog syncs from the platform APIs, by source and outcome (ok, failed, unauthorized).",
+        &["source", "outcome"],
     );
     EMAIL_SEND_SECONDS.render(
         &mut out,

@@ -72,6 +72,7 @@ pub async fn run_with<S: StateBackend>(
         state.clone(),
         rules.clone(),
         wake.clone(),
+        Some(sync_hook(&config, &state, &rules)),
         stop_rx.clone(),
     )
     .context("starting the worker control socket")?;
@@ -87,6 +88,13 @@ pub async fn run_with<S: StateBackend>(
         rules.clone(),
         wake.clone(),
         config.alerts.no_sales_check.get(),
+        stop_rx.clone(),
+    ));
+    let sync = tokio::spawn(crate::sync::runner::schedule(
+        config.clone(),
+        state.clone(),
+        rules.clone(),
+        wake.clone(),
         stop_rx.clone(),
     ));
     let metrics_task = match &config.worker.metrics_listen {
@@ -114,6 +122,7 @@ pub async fn run_with<S: StateBackend>(
     tracing::info!("shutting down: last batch acked, finishing the email in progress");
     let _ = sender.await;
     let _ = schedule.await;
+    let _ = sync.await;
     let _ = control.await;
     let _ = reload.await;
     if let Some(t) = metrics_task {
@@ -124,6 +133,31 @@ pub async fn run_with<S: StateBackend>(
     state.sync().await?;
     tracing::info!("worker stopped cleanly");
     Ok(())
+}
+
+/// `stockhook-worker sync` while this worker runs: the sync runs here, on this state.
+fn sync_hook<S: StateBackend>(
+    config: &Config,
+    state: &Arc<S>,
+    rules: &Arc<RulesSlot>,
+) -> crate::control::SyncHook {
+    let config = Arc::new(config.clone());
+    let state = state.clone();
+    let rules = rules.clone();
+    Arc::new(move |source: Option<String>, dry_run: bool| {
+        let (config, state, rules) = (config.clone(), state.clone(), rules.clone());
+        Box::pin(async move {
+            let reports = crate::sync::runner::sync_all(
+                &config,
+                &*state,
+                rules.current(),
+                source.as_deref(),
+                dry_run,
+            )
+            .await?;
+            serde_json::to_value(reports).map_err(|e| e.to_string())
+        })
+    })
 }
 
 /// The drain loop: connect (with backoff), lease, process, ack, until stopped.

@@ -39,11 +39,15 @@ pub struct SendPolicy {
     pub give_up_after_ms: i64,
     /// Where to send when no recipients are configured and emails are files.
     pub from: String,
+    /// Items the catalog does not know are looked up on their platform before the alert goes
+    /// out (sources with API credentials; bounded wait).
+    pub lookup: Option<Arc<crate::sync::lookup::Lookup>>,
 }
 
 impl SendPolicy {
     pub fn from_config(c: &Config) -> SendPolicy {
         SendPolicy {
+            lookup: crate::sync::lookup::Lookup::from_config(c),
             max_backoff: c.email.max_backoff.get(),
             give_up_after_ms: c.email.give_up_after.get().as_millis() as i64,
             from: c.email.from.clone(),
@@ -177,11 +181,14 @@ pub async fn send_due<S: StateBackend>(
                 state.update_alerts(ids, |_| {}, None).await?;
                 continue;
             }
-            let alerts: Vec<Alert> = chunk
+            let mut alerts: Vec<Alert> = chunk
                 .iter()
                 .filter(|e| owed.contains(&e.alert.id))
                 .map(|e| e.alert.clone())
                 .collect();
+            if let Some(l) = &policy.lookup {
+                l.enrich(&mut alerts).await;
+            }
             let started = std::time::Instant::now();
             let result = channels.deliver(name, &alerts, &recipients).await;
             if name == EMAIL {
@@ -414,6 +421,7 @@ mod tests {
 
     fn policy() -> SendPolicy {
         SendPolicy {
+            lookup: None,
             max_backoff: Duration::from_secs(2),
             give_up_after_ms: 3_600_000,
             from: "s@example.com".into(),

@@ -5,7 +5,9 @@
 //! One module per platform client (each turns the platform's pages into one batch), and
 //! [`http`], the one transport and the one reading of an API's answer that they all share.
 
+pub mod connect;
 pub mod http;
+pub mod lookup;
 
 pub use http::{ApiClient, ApiResponse, SyncError};
 
@@ -62,3 +64,5 @@ pub(crate) fn whole_catalog(
         complete: true,
     }
 }
+pub mod runner;
+pub mod shopify;
