@@ -175,6 +175,13 @@ fn import_while_running_then_a_bare_level_webhook_names_product_sku_and_location
     );
     let s = stats(&dir, &cfg);
     assert_eq!(stat(&s, "catalog.items"), 2, "{s:#}");
+    // The export carries the names back, so an export can be imported into another install.
+    let export = worker_cli_ok(&dir, &cfg, &["export", "--csv"]);
+    assert!(
+        export.lines().next().unwrap().ends_with(",location_names")
+            && export.contains("655441491=Main warehouse"),
+        "{export}"
+    );
     drop(worker);
     drop(rx);
 }

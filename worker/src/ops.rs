@@ -739,7 +739,7 @@ pub async fn export_csv(
     all: bool,
 ) -> Result<String, OpsError> {
     let c = control(config).await?;
-    let mut out = String::from("source,platform,item,sku,title,available,locations,first_seen,last_sale_at,units_sold,low_stock_armed,out_of_stock_armed,last_alert,last_alert_at,removed_at,removed_reason,velocity_per_day,days_of_cover,stockout_date,reorder_qty\n");
+    let mut out = String::from("source,platform,item,sku,title,available,locations,first_seen,last_sale_at,units_sold,low_stock_armed,out_of_stock_armed,last_alert,last_alert_at,removed_at,removed_reason,velocity_per_day,days_of_cover,stockout_date,reorder_qty,location_names\n");
     let rules = RuleConfig::from_config(config);
     let now = now_ms();
     for it in c.items().await? {
@@ -809,6 +809,12 @@ pub async fn export_csv(
                 .as_ref()
                 .map(|c| c.reorder_qty.to_string())
                 .unwrap_or_default(),
+            // What `import` reads back: the catalog's names of the item's locations.
+            it.location_names
+                .iter()
+                .map(|(id, name)| format!("{id}={name}"))
+                .collect::<Vec<_>>()
+                .join(";"),
         ];
         let row: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
         out.push_str(&row.join(","));
