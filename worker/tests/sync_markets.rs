@@ -1066,3 +1066,63 @@ async fn synced_batches_apply_through_the_rules_on_both_backends() {
         synced_batches_meet_their_webhooks(&nats).await;
     }
 }
+
+// --- Size ----------------------------------------------------------------------------------
+
+/// By hand, for the figures in the report (not a timed test): an Amazon account of 20,000 FBA
+/// SKUs in two North American marketplaces, 50 summaries a page (the API's page size), read
+/// from the fake SP-API. `cargo test --release -p stockhook-worker --test sync_markets
+/// amazon_sync_size -- --ignored --nocapture`
+#[tokio::test]
+#[ignore]
+async fn amazon_sync_size() {
+    const SKUS: usize = 20_000;
+    const PAGE: usize = 50;
+    let template = data_json("amazon/sync/getInventorySummaries.json")["payload"]
+        ["inventorySummaries"][2]
+        .clone();
+    let fake = Fake::start(Arc::new(move |r: &Seen| {
+        if r.path == "/auth/o2/token" {
+            return reply(200, lwa_answer(1));
+        }
+        let ok = |body: String| Reply {
+            status: 200,
+            headers: vec![("x-amzn-ratelimit-limit", "1000.0".into())],
+            body,
+        };
+        if r.path == "/fba/inventory/v1/summaries" {
+            let start: usize = r.param("nextToken").map_or(0, |t| t.parse().unwrap());
+            let end = (start + PAGE).min(SKUS);
+            let summaries: Vec<Value> = (start..end)
+                .map(|i| {
+                    let mut s = template.clone();
+                    s["sellerSku"] = json!(format!("SKU-{i:06}"));
+                    s["inventoryDetails"]["fulfillableQuantity"] = json!(i % 97);
+                    s
+                })
+                .collect();
+            let mut page = json!({"payload": {"granularity": {"granularityType": "Marketplace", "granularityId": r.param("granularityId")}, "inventorySummaries": summaries}});
+            if end < SKUS {
+                page["pagination"] = json!({"nextToken": end.to_string()});
+            }
+            return ok(page.to_string());
+        }
+        if r.path.starts_with("/listings/") {
+            return ok(json!({"numberOfResults": 0, "items": []}).to_string());
+        }
+        ok(json!({"payload": {"Orders": []}}).to_string())
+    }))
+    .await;
+    let api = ApiClient::new().unwrap();
+    let started = std::time::Instant::now();
+    let batch = amazon::fetch(&amazon_config(&fake.base), &api, NOW)
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    assert_eq!(batch.items.len(), SKUS);
+    assert!(batch.items.iter().all(|i| i.levels.len() == 2));
+    println!(
+        "amazon sync: {SKUS} SKUs x 2 marketplaces, {} pages, in {took:?}",
+        fake.count(|s| s.path == "/fba/inventory/v1/summaries")
+    );
+}
