@@ -29,8 +29,10 @@ use tokio::sync::{watch, Notify};
 /// Most items listed in one email; more go in the next one.
 const MAX_ALERTS_PER_EMAIL: usize = 200;
 
-/// How long a claim to send holds before another worker may take the alerts over.
+/// How long a claim to send holds before another worker may take the alerts over, and how
+/// often it is renewed while a delivery is in progress.
 const CLAIM_MS: i64 = crate::state::nats::CLAIM_MS;
+const CLAIM_RENEW_MS: i64 = crate::state::nats::CLAIM_RENEW_MS;
 
 /// How long and how hard to keep trying.
 #[derive(Debug, Clone)]
@@ -148,8 +150,9 @@ pub async fn send_due<S: StateBackend>(
         let names: BTreeSet<String> = chunk.iter().flat_map(|e| e.due_channels(now)).collect();
         let mut chunk = chunk;
         for name in &names {
+            let claimed_at = now_ms();
             let mut claimed = state
-                .claim_alerts(chunk.clone(), now_ms() + CLAIM_MS)
+                .claim_alerts(chunk.clone(), claimed_at + CLAIM_MS)
                 .await?;
             if claimed.is_empty() {
                 break;
@@ -182,8 +185,19 @@ pub async fn send_due<S: StateBackend>(
                 .filter(|e| owed.contains(&e.alert.id))
                 .map(|e| e.alert.clone())
                 .collect();
+            // Stalled (or paused) since the claim for half its life: it may have lapsed and
+            // been taken over. Leave the set to the next pass, which claims again.
+            if now_ms() - claimed_at > CLAIM_MS / 2 {
+                tracing::warn!(channel = %name, alerts = alerts.len(), "claim too old to send on; claiming again");
+                break;
+            }
             let started = std::time::Instant::now();
-            let result = channels.deliver(name, &alerts, &recipients).await;
+            let Some(result) =
+                deliver_renewing(state, channels, name, &alerts, &recipients, &ids).await
+            else {
+                tracing::warn!(channel = %name, alerts = alerts.len(), "claim lost to another worker mid-delivery; it sends them");
+                break;
+            };
             if name == EMAIL {
                 crate::metrics::EMAIL_SEND_SECONDS.observe(started.elapsed().as_secs_f64());
             }
@@ -258,6 +272,40 @@ pub async fn send_due<S: StateBackend>(
         }
     }
     Ok(sent)
+}
+
+/// Delivers `alerts` on channel `name`, renewing the claims on `ids` every [`CLAIM_RENEW_MS`]
+/// meanwhile. `None` when a renewal finds a claim taken over (this process was paused or cut
+/// off past the claim's life): the delivery is dropped unfinished, since the other worker
+/// sends the set. The renewal is polled first, so a process resumed after a pause renews (or
+/// learns it lost) before its delivery makes progress.
+async fn deliver_renewing<S: StateBackend>(
+    state: &Arc<S>,
+    channels: &Channels,
+    name: &str,
+    alerts: &[Alert],
+    recipients: &[String],
+    ids: &[String],
+) -> Option<Result<String, Failure>> {
+    let every = Duration::from_millis(CLAIM_RENEW_MS as u64);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let deliver = channels.deliver(name, alerts, recipients);
+    tokio::pin!(deliver);
+    loop {
+        tokio::select! {
+            biased;
+            _ = tick.tick() => {
+                match state.renew_claims(ids.to_vec(), now_ms() + CLAIM_MS).await {
+                    Ok(true) => {}
+                    Ok(false) => return None,
+                    // The claim may lapse; nothing better to do than go on and try again.
+                    Err(e) => tracing::warn!(error = %e, "cannot renew send claims"),
+                }
+            }
+            r = &mut deliver => return Some(r),
+        }
+    }
 }
 
 /// What one delivery attempt does to one channel of each entry of the set.
@@ -548,7 +596,7 @@ mod tests {
             for e in entries {
                 if let Some(cur) = s.get_mut(&e.alert.id) {
                     if cur.status == OutboxStatus::Pending {
-                        if !e.planned.is_empty() {
+                        if cur.planned.is_empty() && !e.planned.is_empty() {
                             cur.planned = e.planned.clone();
                         }
                         mine.push(cur.clone());
