@@ -19,6 +19,7 @@ pub mod chromium;
 pub mod config;
 pub mod hooks;
 pub mod http;
+pub mod nats_node;
 pub mod poll;
 pub mod proc;
 pub mod queue;
