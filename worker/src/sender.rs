@@ -192,12 +192,13 @@ pub async fn send_due<S: StateBackend>(
                 break;
             }
             let started = std::time::Instant::now();
-            let Some(result) =
-                deliver_renewing(state, channels, name, &alerts, &recipients, &ids).await
-            else {
+            let (result, lost) =
+                deliver_renewing(state, channels, name, &alerts, &recipients, &ids).await;
+            if lost && result.is_err() {
+                // Another worker owns the set now, and its schedule: nothing to write down.
                 tracing::warn!(channel = %name, alerts = alerts.len(), "claim lost to another worker mid-delivery; it sends them");
                 break;
-            };
+            }
             if name == EMAIL {
                 crate::metrics::EMAIL_SEND_SECONDS.observe(started.elapsed().as_secs_f64());
             }
@@ -242,7 +243,7 @@ pub async fn send_due<S: StateBackend>(
             let (now_sent, now_failed) =
                 (changed(OutboxStatus::Sent), changed(OutboxStatus::Failed));
             let counter = (now_sent > 0).then(|| (counters::ALERTS_SENT.to_string(), now_sent));
-            state.update_alerts(ids, apply, counter).await?;
+            write_down(state, ids, apply, counter).await?;
             if now_failed > 0 {
                 state
                     .update_alerts(
@@ -274,11 +275,45 @@ pub async fn send_due<S: StateBackend>(
     Ok(sent)
 }
 
+/// How long [`write_down`] keeps trying.
+const WRITE_DOWN_PATIENCE: Duration = Duration::from_secs(120);
+
+/// Writes a delivery's outcome down (and releases the claims), retrying while the state is
+/// unreachable (a NATS server restarting): the delivery happened, and an outcome not written
+/// down would be delivered again, with the same id, by the next pass. Gives up (returns the
+/// error) after [`WRITE_DOWN_PATIENCE`]. A partial write retried re-applies the same outcome.
+async fn write_down<S: StateBackend, F>(
+    state: &Arc<S>,
+    ids: Vec<String>,
+    apply: F,
+    counter: Option<(String, i64)>,
+) -> Result<(), crate::state::StateError>
+where
+    F: Fn(&mut OutboxEntry) + Clone + Send + Sync + 'static,
+{
+    let give_up = tokio::time::Instant::now() + WRITE_DOWN_PATIENCE;
+    let mut pause = Duration::from_millis(100);
+    loop {
+        match state
+            .update_alerts(ids.clone(), apply.clone(), counter.clone())
+            .await
+        {
+            Ok(()) => return Ok(()),
+            Err(e) if tokio::time::Instant::now() < give_up => {
+                tracing::warn!(error = %e, alerts = ids.len(), "cannot write down a delivery's outcome yet; retrying");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Delivers `alerts` on channel `name`, renewing the claims on `ids` every [`CLAIM_RENEW_MS`]
-/// meanwhile. `None` when a renewal finds a claim taken over (this process was paused or cut
-/// off past the claim's life): the delivery is dropped unfinished, since the other worker
-/// sends the set. The renewal is polled first, so a process resumed after a pause renews (or
-/// learns it lost) before its delivery makes progress.
+/// meanwhile. Also returns whether a renewal found a claim taken over (this process was paused
+/// or cut off past the claim's life). The delivery is not abandoned then: an SMTP send runs on
+/// the blocking pool and finishes regardless, and what it did is worth writing down (an alert
+/// marked sent is not sent again by the next claimer that has not started yet).
 async fn deliver_renewing<S: StateBackend>(
     state: &Arc<S>,
     channels: &Channels,
@@ -286,24 +321,24 @@ async fn deliver_renewing<S: StateBackend>(
     alerts: &[Alert],
     recipients: &[String],
     ids: &[String],
-) -> Option<Result<String, Failure>> {
+) -> (Result<String, Failure>, bool) {
     let every = Duration::from_millis(CLAIM_RENEW_MS as u64);
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let deliver = channels.deliver(name, alerts, recipients);
     tokio::pin!(deliver);
+    let mut lost = false;
     loop {
         tokio::select! {
-            biased;
-            _ = tick.tick() => {
+            r = &mut deliver => return (r, lost),
+            _ = tick.tick(), if !lost => {
                 match state.renew_claims(ids.to_vec(), now_ms() + CLAIM_MS).await {
                     Ok(true) => {}
-                    Ok(false) => return None,
+                    Ok(false) => lost = true,
                     // The claim may lapse; nothing better to do than go on and try again.
                     Err(e) => tracing::warn!(error = %e, "cannot renew send claims"),
                 }
             }
-            r = &mut deliver => return Some(r),
         }
     }
 }
