@@ -12,6 +12,11 @@
 //! each endpoint: a delivery accepted just before a crash, not yet written down, is made again
 //! after the restart with that same id; the file transport never writes the same set twice.
 //!
+//! With several workers on one state (NATS), a set is sent under a short claim, renewed while
+//! the delivery is in progress, so a dead worker's sets move to another worker in seconds and a
+//! slow one keeps its own; a delivery's outcome is written down with retries through a state
+//! outage rather than delivered again.
+//!
 //! [`retry`]: crate::retry
 
 use crate::alert::{Alert, ChannelDelivery, OutboxEntry, OutboxStatus, EMAIL};
@@ -151,6 +156,10 @@ pub async fn send_due<S: StateBackend>(
         let mut chunk = chunk;
         for name in &names {
             let claimed_at = now_ms();
+            // No delivery begins after half the claim's life: past that it may have lapsed
+            // (this process stopped in between) and another worker may be sending the set.
+            // A monotonic instant: it runs on while the process is stopped.
+            let not_after = std::time::Instant::now() + Duration::from_millis(CLAIM_MS as u64 / 2);
             let mut claimed = state
                 .claim_alerts(chunk.clone(), claimed_at + CLAIM_MS)
                 .await?;
@@ -187,14 +196,21 @@ pub async fn send_due<S: StateBackend>(
                 .collect();
             // Stalled (or paused) since the claim for half its life: it may have lapsed and
             // been taken over. Leave the set to the next pass, which claims again.
-            if now_ms() - claimed_at > CLAIM_MS / 2 {
+            if std::time::Instant::now() > not_after {
                 tracing::warn!(channel = %name, alerts = alerts.len(), "claim too old to send on; claiming again");
                 break;
             }
             let started = std::time::Instant::now();
-            let (result, lost) =
-                deliver_renewing(state, channels, name, &alerts, &recipients, &ids).await;
-            if lost && result.is_err() {
+            let (result, lost) = deliver_renewing(
+                state,
+                channels,
+                (name, &alerts, &recipients),
+                &ids,
+                not_after,
+            )
+            .await;
+            let late = std::time::Instant::now() > not_after;
+            if (lost || late) && result.is_err() {
                 // Another worker owns the set now, and its schedule: nothing to write down.
                 tracing::warn!(channel = %name, alerts = alerts.len(), "claim lost to another worker mid-delivery; it sends them");
                 break;
@@ -317,15 +333,14 @@ where
 async fn deliver_renewing<S: StateBackend>(
     state: &Arc<S>,
     channels: &Channels,
-    name: &str,
-    alerts: &[Alert],
-    recipients: &[String],
+    (name, alerts, recipients): (&str, &[Alert], &[String]),
     ids: &[String],
+    not_after: std::time::Instant,
 ) -> (Result<String, Failure>, bool) {
     let every = Duration::from_millis(CLAIM_RENEW_MS as u64);
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let deliver = channels.deliver(name, alerts, recipients);
+    let deliver = channels.deliver_before(name, alerts, recipients, Some(not_after));
     tokio::pin!(deliver);
     let mut lost = false;
     loop {
