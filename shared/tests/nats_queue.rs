@@ -137,11 +137,14 @@ async fn unacked_is_redelivered_transient_retries_then_dead_letters() {
     };
     let server = NatsServer::start(&bin);
     let sink = NatsSink::connect(opts(&server.url)).await.unwrap();
-    let q = NatsQueue::connect(opts(&server.url)).await.unwrap();
+    let crashed = NatsQueue::connect(opts(&server.url)).await.unwrap();
     let id = accepted(sink.append(event("shop", Some("x"), "{}")).await.unwrap());
-    // Delivery 1: not acked; after the ack wait (2 s) it comes back.
-    let l = q.lease(1, 500, 0).await.unwrap();
+    // Delivery 1: its worker dies (its heartbeat stops) without acking; after the ack wait
+    // (2 s) it comes back, to another worker.
+    let l = crashed.lease(1, 500, 0).await.unwrap();
     assert_eq!((l[0].envelope.id, l[0].attempts), (id, 1));
+    drop(crashed);
+    let q = NatsQueue::connect(opts(&server.url)).await.unwrap();
     let l = q.lease(1, 4000, 0).await.unwrap();
     assert_eq!((l[0].envelope.id, l[0].attempts), (id, 2));
     // Delivery 2: transient failure, retry now.
@@ -299,4 +302,47 @@ async fn two_consumers_share_the_work_without_overlap() {
     }
     seen.sort();
     assert_eq!(seen, want, "every event exactly once across both workers");
+}
+
+/// A live worker keeps its lease however long it works: its in-progress acks renew the ack wait
+/// (2 s here), so another worker gets nothing while it holds the event, and gets it within the
+/// ack wait once the holder is gone.
+#[tokio::test]
+async fn a_held_lease_is_kept_alive_past_the_ack_wait_and_lapses_when_its_holder_goes() {
+    let Some(bin) = nats::require(
+        "a_held_lease_is_kept_alive_past_the_ack_wait_and_lapses_when_its_holder_goes",
+    ) else {
+        return;
+    };
+    let server = NatsServer::start(&bin);
+    let sink = NatsSink::connect(opts(&server.url)).await.unwrap();
+    let slow = NatsQueue::connect(opts(&server.url)).await.unwrap();
+    let other = NatsQueue::connect(opts(&server.url)).await.unwrap();
+    let id = accepted(
+        sink.append(event("shop", Some("slow"), "{}"))
+            .await
+            .unwrap(),
+    );
+    let l = slow.lease(1, 1000, 0).await.unwrap();
+    assert_eq!(l[0].envelope.id, id);
+    // Three ack waits of polling: nothing for the other worker.
+    let held_until = Instant::now() + Duration::from_secs(6);
+    while Instant::now() < held_until {
+        let got = other.lease(1, 500, 0).await.unwrap();
+        assert!(
+            got.is_empty(),
+            "redelivered while its holder works: {got:?}"
+        );
+    }
+    // The holder goes away (a crash): the event comes back within about one ack wait.
+    drop(slow);
+    let gone = Instant::now();
+    let l = other.lease(1, 5000, 0).await.unwrap();
+    assert_eq!((l[0].envelope.id, l[0].attempts), (id, 2));
+    assert!(
+        gone.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        gone.elapsed()
+    );
+    other.ack(vec![id]).await.unwrap();
 }

@@ -20,6 +20,7 @@ pub mod config;
 pub mod fake_shopify;
 pub mod hooks;
 pub mod http;
+pub mod nats_node;
 pub mod poll;
 pub mod proc;
 pub mod queue;

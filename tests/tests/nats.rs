@@ -18,75 +18,11 @@ use stockhook_shared::envelope::Envelope;
 use stockhook_test_kit::{free_port, nats};
 use stockhook_tests::config::toml_str;
 use stockhook_tests::http::Conn;
+use stockhook_tests::nats_node::{wait_healthy, Node};
 use stockhook_tests::proc::mail_files;
-use stockhook_tests::{bins, deadline_in, poll_until, sign, Proc, SourceSpec, TestDir};
+use stockhook_tests::{bins, deadline_in, poll_until, sign, SourceSpec, TestDir};
 
 const SECRET: &str = "nats-test-shopify-secret";
-
-// ---------------------------------------------------------------------------------------------
-// nats-server processes
-
-/// One `nats-server -js` process (killed when dropped, its log dumped if the test fails).
-struct Node {
-    proc: Proc,
-    url: String,
-    monitor: SocketAddr,
-}
-
-impl Node {
-    fn start(dir: &TestDir, bin: &Path, name: &str, cluster: Option<(u16, &[u16])>) -> Node {
-        let port = free_port();
-        let mport = free_port();
-        let store = dir.path().join(format!("nats-{name}"));
-        std::fs::create_dir_all(&store).expect("creating the JetStream store dir");
-        let mut args: Vec<String> = vec![
-            "-js".into(),
-            "-a".into(),
-            "127.0.0.1".into(),
-            "-p".into(),
-            port.to_string(),
-            "-m".into(),
-            mport.to_string(),
-            "-sd".into(),
-            store.display().to_string(),
-            "-n".into(),
-            name.into(),
-        ];
-        if let Some((cport, routes)) = cluster {
-            let routes: Vec<String> = routes
-                .iter()
-                .map(|p| format!("nats://127.0.0.1:{p}"))
-                .collect();
-            args.extend([
-                "--cluster_name".into(),
-                "stockhook-test".into(),
-                "--cluster".into(),
-                format!("nats://127.0.0.1:{cport}"),
-                "--routes".into(),
-                routes.join(","),
-            ]);
-        }
-        let proc = dir.spawn(bin, &args);
-        Node {
-            proc,
-            url: format!("nats://127.0.0.1:{port}"),
-            monitor: SocketAddr::from(([127, 0, 0, 1], mport)),
-        }
-    }
-
-    /// JetStream answers `/healthz` with 200 once it is usable (in a cluster: a metadata
-    /// leader is elected and this node is current).
-    fn healthy(&self) -> bool {
-        nats::healthy(self.monitor)
-    }
-}
-
-fn wait_healthy(nodes: &[&Node]) {
-    let ok = poll_until(deadline_in(Duration::from_secs(60)), || {
-        nodes.iter().all(|n| n.healthy()).then_some(())
-    });
-    assert!(ok.is_some(), "nats-server not healthy within 60 s");
-}
 
 // ---------------------------------------------------------------------------------------------
 // stockhook processes and traffic

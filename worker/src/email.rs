@@ -212,6 +212,18 @@ impl Mailer {
     /// Renders `alerts` as one email to every one of `recipients` and delivers it. See the
     /// module doc for what `Ok` promises and how errors are classified.
     pub async fn send(&self, alerts: &[Alert], recipients: &[String]) -> Result<Sent, SendError> {
+        self.send_before(alerts, recipients, None).await
+    }
+
+    /// [`Mailer::send`], but an SMTP exchange that would begin after `not_after` does not begin
+    /// (a transient error): the sender's claim on these alerts may have lapsed meanwhile (the
+    /// process was stopped), and another worker may be sending them.
+    pub async fn send_before(
+        &self,
+        alerts: &[Alert],
+        recipients: &[String],
+        not_after: Option<std::time::Instant>,
+    ) -> Result<Sent, SendError> {
         let message = render(alerts, &self.from, recipients, &self.stores)?;
         let message_id = message_id_of(&message);
         let summary = Summary::of(alerts);
@@ -223,9 +235,19 @@ impl Mailer {
                 endpoint,
             } => {
                 let t = transport.clone();
-                let task = tokio::task::spawn_blocking(move || t.send(&message));
+                let task = tokio::task::spawn_blocking(move || {
+                    // Checked on the thread that then speaks SMTP: as late as it can be.
+                    let late = not_after.is_some_and(|t| std::time::Instant::now() > t);
+                    (!late).then(|| t.send(&message))
+                });
                 let outcome = match tokio::time::timeout(*deadline, task).await {
-                    Ok(Ok(outcome)) => outcome,
+                    Ok(Ok(Some(outcome))) => outcome,
+                    Ok(Ok(None)) => {
+                        return Err(SendError::Transient(
+                            "not sent: the claim to send it may have lapsed before the SMTP exchange began"
+                                .into(),
+                        ))
+                    }
                     Ok(Err(e)) => {
                         return Err(SendError::Transient(format!("the SMTP task failed: {e}")))
                     }

@@ -12,6 +12,11 @@
 //! each endpoint: a delivery accepted just before a crash, not yet written down, is made again
 //! after the restart with that same id; the file transport never writes the same set twice.
 //!
+//! With several workers on one state (NATS), a set is sent under a short claim, renewed while
+//! the delivery is in progress, so a dead worker's sets move to another worker in seconds and a
+//! slow one keeps its own; a delivery's outcome is written down with retries through a state
+//! outage rather than delivered again.
+//!
 //! [`retry`]: crate::retry
 
 use crate::alert::{Alert, ChannelDelivery, OutboxEntry, OutboxStatus, EMAIL};
@@ -29,8 +34,10 @@ use tokio::sync::{watch, Notify};
 /// Most items listed in one email; more go in the next one.
 const MAX_ALERTS_PER_EMAIL: usize = 200;
 
-/// How long a claim to send holds before another worker may take the alerts over.
+/// How long a claim to send holds before another worker may take the alerts over, and how
+/// often it is renewed while a delivery is in progress.
 const CLAIM_MS: i64 = crate::state::nats::CLAIM_MS;
+const CLAIM_RENEW_MS: i64 = crate::state::nats::CLAIM_RENEW_MS;
 
 /// How long and how hard to keep trying.
 #[derive(Debug, Clone)]
@@ -152,8 +159,13 @@ pub async fn send_due<S: StateBackend>(
         let names: BTreeSet<String> = chunk.iter().flat_map(|e| e.due_channels(now)).collect();
         let mut chunk = chunk;
         for name in &names {
+            let claimed_at = now_ms();
+            // No delivery begins after half the claim's life: past that it may have lapsed
+            // (this process stopped in between) and another worker may be sending the set.
+            // A monotonic instant: it runs on while the process is stopped.
+            let not_after = std::time::Instant::now() + Duration::from_millis(CLAIM_MS as u64 / 2);
             let mut claimed = state
-                .claim_alerts(chunk.clone(), now_ms() + CLAIM_MS)
+                .claim_alerts(chunk.clone(), claimed_at + CLAIM_MS)
                 .await?;
             if claimed.is_empty() {
                 break;
@@ -189,8 +201,27 @@ pub async fn send_due<S: StateBackend>(
             if let Some(l) = &policy.lookup {
                 l.enrich(&mut alerts).await;
             }
+            // Stalled (or paused) since the claim for half its life: it may have lapsed and
+            // been taken over. Leave the set to the next pass, which claims again.
+            if std::time::Instant::now() > not_after {
+                tracing::warn!(channel = %name, alerts = alerts.len(), "claim too old to send on; claiming again");
+                break;
+            }
             let started = std::time::Instant::now();
-            let result = channels.deliver(name, &alerts, &recipients).await;
+            let (result, lost) = deliver_renewing(
+                state,
+                channels,
+                (name, &alerts, &recipients),
+                &ids,
+                not_after,
+            )
+            .await;
+            let late = std::time::Instant::now() > not_after;
+            if (lost || late) && result.is_err() {
+                // Another worker owns the set now, and its schedule: nothing to write down.
+                tracing::warn!(channel = %name, alerts = alerts.len(), "claim lost to another worker mid-delivery; it sends them");
+                break;
+            }
             if name == EMAIL {
                 crate::metrics::EMAIL_SEND_SECONDS.observe(started.elapsed().as_secs_f64());
             }
@@ -235,7 +266,7 @@ pub async fn send_due<S: StateBackend>(
             let (now_sent, now_failed) =
                 (changed(OutboxStatus::Sent), changed(OutboxStatus::Failed));
             let counter = (now_sent > 0).then(|| (counters::ALERTS_SENT.to_string(), now_sent));
-            state.update_alerts(ids, apply, counter).await?;
+            write_down(state, ids, apply, counter).await?;
             if now_failed > 0 {
                 state
                     .update_alerts(
@@ -265,6 +296,73 @@ pub async fn send_due<S: StateBackend>(
         }
     }
     Ok(sent)
+}
+
+/// How long [`write_down`] keeps trying.
+const WRITE_DOWN_PATIENCE: Duration = Duration::from_secs(120);
+
+/// Writes a delivery's outcome down (and releases the claims), retrying while the state is
+/// unreachable (a NATS server restarting): the delivery happened, and an outcome not written
+/// down would be delivered again, with the same id, by the next pass. Gives up (returns the
+/// error) after [`WRITE_DOWN_PATIENCE`]. A partial write retried re-applies the same outcome.
+async fn write_down<S: StateBackend, F>(
+    state: &Arc<S>,
+    ids: Vec<String>,
+    apply: F,
+    counter: Option<(String, i64)>,
+) -> Result<(), crate::state::StateError>
+where
+    F: Fn(&mut OutboxEntry) + Clone + Send + Sync + 'static,
+{
+    let give_up = tokio::time::Instant::now() + WRITE_DOWN_PATIENCE;
+    let mut pause = Duration::from_millis(100);
+    loop {
+        match state
+            .update_alerts(ids.clone(), apply.clone(), counter.clone())
+            .await
+        {
+            Ok(()) => return Ok(()),
+            Err(e) if tokio::time::Instant::now() < give_up => {
+                tracing::warn!(error = %e, alerts = ids.len(), "cannot write down a delivery's outcome yet; retrying");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Delivers `alerts` on channel `name`, renewing the claims on `ids` every [`CLAIM_RENEW_MS`]
+/// meanwhile. Also returns whether a renewal found a claim taken over (this process was paused
+/// or cut off past the claim's life). The delivery is not abandoned then: an SMTP send runs on
+/// the blocking pool and finishes regardless, and what it did is worth writing down (an alert
+/// marked sent is not sent again by the next claimer that has not started yet).
+async fn deliver_renewing<S: StateBackend>(
+    state: &Arc<S>,
+    channels: &Channels,
+    (name, alerts, recipients): (&str, &[Alert], &[String]),
+    ids: &[String],
+    not_after: std::time::Instant,
+) -> (Result<String, Failure>, bool) {
+    let every = Duration::from_millis(CLAIM_RENEW_MS as u64);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let deliver = channels.deliver_before(name, alerts, recipients, Some(not_after));
+    tokio::pin!(deliver);
+    let mut lost = false;
+    loop {
+        tokio::select! {
+            r = &mut deliver => return (r, lost),
+            _ = tick.tick(), if !lost => {
+                match state.renew_claims(ids.to_vec(), now_ms() + CLAIM_MS).await {
+                    Ok(true) => {}
+                    Ok(false) => lost = true,
+                    // The claim may lapse; nothing better to do than go on and try again.
+                    Err(e) => tracing::warn!(error = %e, "cannot renew send claims"),
+                }
+            }
+        }
+    }
 }
 
 /// What one delivery attempt does to one channel of each entry of the set.
@@ -557,7 +655,7 @@ mod tests {
             for e in entries {
                 if let Some(cur) = s.get_mut(&e.alert.id) {
                     if cur.status == OutboxStatus::Pending {
-                        if !e.planned.is_empty() {
+                        if cur.planned.is_empty() && !e.planned.is_empty() {
                             cur.planned = e.planned.clone();
                         }
                         mine.push(cur.clone());

@@ -1282,3 +1282,80 @@ async fn preview_dry_run<S: StateBackend>(s: &S) {
         .unwrap()
         .is_empty());
 }
+
+/// Send claims between two workers: a renewed claim stays with its owner; a lapsed one is taken
+/// over, and then its old owner can neither renew it nor release the new owner's claim; a
+/// claim keeps the planned set already written (a later plan, from another worker's older
+/// snapshot or for a later channel, does not replace it).
+#[tokio::test]
+async fn claims_renew_lapse_to_another_worker_and_keep_the_planned_set() {
+    let Some(bin) = require_nats("claims_renew_lapse_to_another_worker_and_keep_the_planned_set")
+    else {
+        return;
+    };
+    let server = start(&bin).await;
+    let a = state(&server.url).await;
+    let b = state(&server.url).await;
+    let batch: Vec<Prepared> = (0..3u64)
+        .map(|i| ev(500 + i, vec![level(&format!("c{i}"), "l", 1, 1)]))
+        .collect();
+    a.apply_batch(batch, rules(), 0, false).await.unwrap();
+    let mut due = a.due_alerts(10).await.unwrap();
+    assert_eq!(due.len(), 3);
+    let ids: Vec<String> = due.iter().map(|e| e.alert.id.clone()).collect();
+    let set_a = vec!["set-a".to_string()];
+    for e in &mut due {
+        e.planned = set_a.clone();
+    }
+    let now = stockhook_shared::queue::now_ms();
+    // A claims, with a 1 s life, renewed to 3 s: past the first deadline it is still A's.
+    let mine = a.claim_alerts(due.clone(), now + 1_000).await.unwrap();
+    assert_eq!(mine.len(), 3);
+    assert!(a.renew_claims(ids.clone(), now + 3_000).await.unwrap());
+    for e in a.outbox(|_| true).await.unwrap() {
+        assert_eq!(e.planned, set_a, "the claim wrote A's set");
+    }
+    let mut later = due.clone();
+    for e in &mut later {
+        e.planned = vec!["set-b".to_string()];
+    }
+    // The polling interval below is not a synchronization: each loop checks its condition.
+    let poll = std::time::Duration::from_millis(50);
+    while stockhook_shared::queue::now_ms() < now + 1_500 {
+        tokio::time::sleep(poll).await;
+    }
+    assert!(
+        b.claim_alerts(later.clone(), now + 60_000)
+            .await
+            .unwrap()
+            .is_empty(),
+        "a renewed claim is not taken over"
+    );
+    // Not renewed again, A's claim lapses: B takes the entries over, with the planned set A
+    // wrote, not B's.
+    let taken = loop {
+        let t = b.claim_alerts(later.clone(), now + 60_000).await.unwrap();
+        if !t.is_empty() {
+            break t;
+        }
+        assert!(
+            stockhook_shared::queue::now_ms() < now + 15_000,
+            "A's 3 s claim never lapsed"
+        );
+        tokio::time::sleep(poll).await;
+    };
+    assert!(stockhook_shared::queue::now_ms() >= now + 3_000);
+    assert_eq!(taken.len(), 3);
+    assert!(taken.iter().all(|e| e.planned == set_a), "{taken:?}");
+    // A, back from its pause: its claims are gone, and its write-down keeps B's claim.
+    assert!(!a.renew_claims(ids.clone(), now + 60_000).await.unwrap());
+    a.update_alerts(ids.clone(), |_| {}, None).await.unwrap();
+    assert!(
+        a.claim_alerts(due.clone(), now + 60_000)
+            .await
+            .unwrap()
+            .is_empty(),
+        "B's claim survived A's update"
+    );
+    assert!(b.renew_claims(ids.clone(), now + 60_000).await.unwrap());
+}

@@ -13,9 +13,15 @@
 //!   the envelope bytes with `Stockhook-Event-Id`, `Stockhook-Error`, `Stockhook-Attempts`,
 //!   `Stockhook-Dead-At` headers; they stay until replayed or purged.
 //! * durable pull consumer `stockhook-worker` on the events stream, explicit acks, `ack_wait` =
-//!   `queue.lease_timeout`, `max_deliver` = `queue.max_attempts` + 1 (the extra delivery is the
+//!   `queue.lease_timeout` capped at [`MAX_ACK_WAIT`] (10 s), `max_deliver` = `queue.max_attempts` + 1 (the extra delivery is the
 //!   one on which the worker dead-letters an event that was never acked, e.g. because it crashed
 //!   the worker every time); transient failures are NAKed with the worker's retry delay.
+//!
+//! Leases are kept alive, not long: while a worker holds delivered events (processing a batch,
+//! however long it takes) it sends JetStream in-progress acks (`+WPI`) for each of them every
+//! third of `ack_wait`, so a live worker never loses its lease, and the events of a worker that
+//! died (or is paused, SIGSTOP) are delivered to another worker within `ack_wait` of its last
+//! heartbeat, not after a minute.
 //!
 //! Differences from sled, by design of JetStream work queues: an acked event is deleted at
 //! once, so [`QueueOps::get`] finds only events still waiting (or dead letters) and
@@ -35,7 +41,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 pub const EVENTS_STREAM: &str = "STOCKHOOK_EVENTS";
@@ -50,6 +56,15 @@ pub const H_ERROR: &str = "Stockhook-Error";
 pub const H_ATTEMPTS: &str = "Stockhook-Attempts";
 pub const H_DEAD_AT: &str = "Stockhook-Dead-At";
 pub const H_MSG_ID: &str = "Nats-Msg-Id";
+
+/// The longest `ack_wait` of the worker consumer: how long the events a dead worker had leased
+/// wait before another worker gets them. A live worker renews its leases (in-progress acks), so
+/// this bounds recovery, not how long a batch may take.
+pub const MAX_ACK_WAIT: Duration = Duration::from_secs(10);
+
+/// How long a delivery is kept (and heartbeated) without being acked or failed before this
+/// process forgets it: a batch longer than this is redelivered.
+const HOLD_LIMIT: Duration = Duration::from_secs(15 * 60);
 
 /// Everything needed to reach the JetStream server(s), from `[queue]`.
 #[derive(Debug, Clone)]
@@ -82,7 +97,7 @@ impl NatsOptions {
             tls_key: q.nats_tls_key.clone(),
             replicas: q.nats_replicas.max(1),
             dedup_window: c.receiver.dedup_window.get(),
-            ack_wait: q.lease_timeout.get(),
+            ack_wait: q.lease_timeout.get().min(MAX_ACK_WAIT),
             max_attempts: q.max_attempts.max(1),
             name: name.to_string(),
         }
@@ -98,7 +113,7 @@ impl NatsOptions {
             tls_key: None,
             replicas: 1,
             dedup_window: Duration::from_secs(48 * 3600),
-            ack_wait: Duration::from_secs(60),
+            ack_wait: MAX_ACK_WAIT,
             max_attempts: 10,
             name: name.to_string(),
         }
@@ -428,8 +443,9 @@ pub struct NatsQueue {
     dead: stream::Stream,
     consumer: consumer::PullConsumer,
     opts: NatsOptions,
-    /// Delivered and not yet acked or failed, by event id (stream sequence).
-    held: Mutex<HashMap<u64, Held>>,
+    /// Delivered and not yet acked or failed, by event id (stream sequence); the heartbeat
+    /// ([`heartbeat`]) keeps their leases alive.
+    held: Arc<Mutex<HashMap<u64, Held>>>,
 }
 
 /// One dead letter as stored: where it sits in the dead stream, and what it says.
@@ -464,6 +480,12 @@ impl NatsQueue {
             .create_consumer(cfg)
             .await
             .map_err(|e| opts.err("creating the worker consumer", e))?;
+        let held = Arc::new(Mutex::new(HashMap::new()));
+        tokio::spawn(heartbeat(
+            Arc::downgrade(&held),
+            client.clone(),
+            opts.ack_wait / 3,
+        ));
         Ok(NatsQueue {
             client,
             js,
@@ -471,7 +493,7 @@ impl NatsQueue {
             dead,
             consumer,
             opts,
-            held: Mutex::new(HashMap::new()),
+            held,
         })
     }
 
@@ -598,13 +620,47 @@ impl NatsQueue {
             .map_err(|e| self.err("deleting a dead letter", e))
     }
 
-    /// Forgets deliveries held longer than twice the ack wait (the server has redelivered them).
+    /// Forgets deliveries held longer than [`HOLD_LIMIT`] (the heartbeat stops renewing them,
+    /// and the server redelivers them).
     fn forget_stale(&self) {
-        let limit = self.opts.ack_wait * 2;
+        let limit = HOLD_LIMIT.max(self.opts.ack_wait * 2);
         self.held
             .lock()
             .expect("held lock")
             .retain(|_, h| h.at.elapsed() < limit);
+    }
+}
+
+/// Every `every`, an in-progress ack for each delivery still held, so the server does not
+/// redeliver it while this worker works on it. Ends when the queue is dropped.
+async fn heartbeat(
+    held: Weak<Mutex<HashMap<u64, Held>>>,
+    client: async_nats::Client,
+    every: Duration,
+) {
+    let every = every.max(Duration::from_millis(100));
+    loop {
+        tokio::time::sleep(every).await;
+        let Some(held) = held.upgrade() else { return };
+        let msgs: Vec<jetstream::Message> = held
+            .lock()
+            .expect("held lock")
+            .values()
+            .map(|h| h.msg.clone())
+            .collect();
+        drop(held);
+        if msgs.is_empty() {
+            continue;
+        }
+        for m in &msgs {
+            // A lost heartbeat costs at most a redelivery, which the processed marks absorb.
+            if let Err(e) = m.ack_with(AckKind::Progress).await {
+                tracing::debug!(error = %e, "in-progress ack not sent");
+            }
+        }
+        if let Err(e) = client.flush().await {
+            tracing::debug!(error = %e, "in-progress acks not flushed");
+        }
     }
 }
 

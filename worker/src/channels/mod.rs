@@ -135,6 +135,25 @@ impl Channels {
         alerts: &[Alert],
         recipients: &[String],
     ) -> Result<String, Failure> {
+        self.deliver_before(channel, alerts, recipients, None).await
+    }
+
+    /// [`Channels::deliver`], but a delivery that would begin after `not_after` does not (a
+    /// transient failure); for email the check is made right before the SMTP exchange
+    /// ([`crate::email::Mailer::send_before`]).
+    pub async fn deliver_before(
+        &self,
+        channel: &str,
+        alerts: &[Alert],
+        recipients: &[String],
+        not_after: Option<std::time::Instant>,
+    ) -> Result<String, Failure> {
+        if not_after.is_some_and(|t| std::time::Instant::now() > t) {
+            return Err(SendError::Transient(
+                "not sent: the claim to send it may have lapsed before the delivery began".into(),
+            )
+            .into());
+        }
         if channel == EMAIL {
             let to = if recipients.is_empty() && self.mailer.mail_dir().is_some() {
                 vec![self.from.clone()]
@@ -149,7 +168,7 @@ impl Channels {
             }
             return self
                 .mailer
-                .send(alerts, &to)
+                .send_before(alerts, &to, not_after)
                 .await
                 .map(|sent| sent.message_id)
                 .map_err(Failure::from);

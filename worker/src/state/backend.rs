@@ -65,6 +65,18 @@ pub trait StateBackend: Send + Sync + 'static {
         until_ms: i64,
     ) -> impl Future<Output = Result<Vec<OutboxEntry>, StateError>> + Send;
 
+    /// Extends this process's claims on `ids` to `until_ms` while it is still sending them.
+    /// `false` when one is no longer its own (another worker took it over after it lapsed).
+    /// With one worker per state (sled) claims never lapse: the default.
+    fn renew_claims(
+        &self,
+        ids: Vec<String>,
+        until_ms: i64,
+    ) -> impl Future<Output = Result<bool, StateError>> + Send {
+        let _ = (ids, until_ms);
+        async { Ok(true) }
+    }
+
     /// Updates outbox entries (and a counter) durably; releases any claim on them.
     fn update_alerts<F>(
         &self,

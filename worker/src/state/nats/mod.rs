@@ -24,10 +24,14 @@
 //!    event, so a redelivery of that same event goes on while any other event stops;
 //! 4. the processed mark is created last, and only then is the event acked.
 //!
-//! Sending: a worker claims each due entry by CAS (its owner id and a deadline) before sending;
-//! only the claimer sends; marking it sent releases the claim. A claim whose deadline passed
-//! (the worker died mid-send) may be taken by another worker: at least once towards the mail
-//! server, exactly as a crash between send and mark-sent is on sled.
+//! Sending: a worker claims each due entry by CAS (its owner id and a deadline [`CLAIM_MS`]
+//! ahead) before sending; only the claimer sends; marking it sent releases the claim. While a
+//! send is in progress (a slow SMTP server) the sender renews its claims every
+//! [`CLAIM_RENEW_MS`] by CAS on the entry's revision, so a live worker keeps them and a dead
+//! one's lapse within [`CLAIM_MS`] of its last renewal: then another worker takes them over. At
+//! least once towards the mail server, exactly as a crash between send and mark-sent is on
+//! sled. A claim keeps the `planned` set already written: a later channel, or another worker
+//! planning from an older snapshot, never changes the email a crash would resend.
 //!
 //! Counters are added once per batch by CAS; a crash between the processed marks and the
 //! counter update can under-count them (they are statistics; nothing depends on them).
@@ -58,8 +62,12 @@ pub const MARKS: &str = "stockhook_marks";
 pub const COUNTERS: &str = "stockhook_counters";
 
 const MARKS_MAX_AGE: Duration = Duration::from_secs(90 * 86_400);
-/// How long a claim to send an outbox entry holds.
-pub const CLAIM_MS: i64 = 5 * 60_000;
+/// How long a claim to send an outbox entry holds without being renewed: how long the alerts
+/// of a worker that died mid-send wait before another worker sends them.
+pub const CLAIM_MS: i64 = 15_000;
+/// How often a sender renews its claims while a delivery is in progress (a third of
+/// [`CLAIM_MS`]: two renewals may be late before the claim lapses).
+pub const CLAIM_RENEW_MS: i64 = CLAIM_MS / 3;
 const CAS_RETRIES: usize = 200;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -603,8 +611,9 @@ impl StateBackend for NatsState {
                 until_ms,
             });
             // The email this entry is planned into is written down with the claim, before the
-            // send: a crash mid-send resends exactly that set.
-            if !e.planned.is_empty() {
+            // send: a crash mid-send resends exactly that set. A set already written stays: the
+            // caller may plan from an older snapshot, or for a later channel.
+            if rec.entry.planned.is_empty() && !e.planned.is_empty() {
                 rec.entry.planned = e.planned.clone();
             }
             // One compare-and-set: if another worker got there first, it sends, not us.
@@ -613,6 +622,33 @@ impl StateBackend for NatsState {
             }
         }
         Ok(mine)
+    }
+
+    async fn renew_claims(&self, ids: Vec<String>, until_ms: i64) -> Result<bool, StateError> {
+        let mut all = true;
+        for id in &ids {
+            for attempt in 0.. {
+                let (cur, rev) = self.get(B::Outbox, id).await?;
+                let Some(cur) = cur else {
+                    all = false;
+                    break;
+                };
+                let mut rec: OutboxRec = from_json(id, &cur)?;
+                match &mut rec.claim {
+                    Some(c) if c.owner == self.owner => c.until_ms = c.until_ms.max(until_ms),
+                    // Released (delivered and written down) or taken over: not ours any more.
+                    _ => {
+                        all = false;
+                        break;
+                    }
+                }
+                if self.cas(B::Outbox, id, to_json(&rec)?, rev).await? {
+                    break;
+                }
+                conflict_pause(attempt, id).await?;
+            }
+        }
+        Ok(all)
     }
 
     async fn update_alerts<F>(
@@ -630,7 +666,11 @@ impl StateBackend for NatsState {
                 let Some(cur) = cur else { break };
                 let mut rec: OutboxRec = from_json(id, &cur)?;
                 f(&mut rec.entry);
-                rec.claim = None;
+                // Our claim (or a lapsed one) is released; another worker's live claim stays
+                // (this one was paused past its claim and the other took over).
+                if !rec.claimed_by_other(&self.owner, now_ms()) {
+                    rec.claim = None;
+                }
                 if self.cas(B::Outbox, id, to_json(&rec)?, rev).await? {
                     break;
                 }
