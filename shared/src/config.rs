@@ -296,9 +296,9 @@ pub struct SourceConfig {
     /// (`{ "655441491" = "Main warehouse" }`).
     #[serde(default)]
     pub location_names: BTreeMap<String, String>,
-    /// Shopify: the Admin API credentials catalog sync and `connect` use (`[sources.shopify]`).
+    /// Shopify: the Admin API credentials catalog sync and `connect` use (`[sources.shopify_sync]`).
     #[serde(default)]
-    pub shopify: Option<ShopifyApiConfig>,
+    pub shopify_sync: Option<ShopifyApiConfig>,
     /// Set by [`load`]: why this source is switched off (its secret is unset), or `None`.
     #[serde(skip_deserializing)]
     pub disabled: Option<String>,
@@ -569,7 +569,7 @@ pub struct SyncConfig {
 /// webhook mutation's shape follows it: `callbackUrl` before 2026-07, `uri` from 2026-07).
 pub const SHOPIFY_API_VERSION: &str = "2026-10";
 
-/// `[sources.shopify]`: a Shopify source's GraphQL Admin API access, for catalog sync and
+/// `[sources.shopify_sync]`: a Shopify source's GraphQL Admin API access, for catalog sync and
 /// `connect`. Each platform with an API gets its own table of this kind on the source
 /// (`[sources.amazon]`, `[sources.ebay]`), and [`SourceConfig::api`] names the one that applies.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -617,7 +617,7 @@ pub enum SourceApi<'a> {
 impl SourceConfig {
     /// The source's API access, if it has any configured.
     pub fn api(&self) -> Option<SourceApi<'_>> {
-        match (self.platform, &self.shopify) {
+        match (self.platform, &self.shopify_sync) {
             (Platform::Shopify, Some(s)) => Some(SourceApi::Shopify(s)),
             _ => None,
         }

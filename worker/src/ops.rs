@@ -658,7 +658,7 @@ pub async fn connect(
         .ok_or_else(|| OpsError::Usage(format!("no source named {source} in the config")))?;
     let Some(SourceApi::Shopify(api_cfg)) = s.api() else {
         return Err(OpsError::Usage(format!(
-            "source {source} has no [sources.shopify] table (shop_domain and an access token): connect registers Shopify webhooks only"
+            "source {source} has no [sources.shopify_sync] table (shop_domain and an access token): connect registers Shopify webhooks only"
         )));
     };
     if url.is_none() && !check {

@@ -209,7 +209,7 @@ pub async fn sync_source<S: StateBackend>(
     let failure = match fetched {
         Ok(None) => {
             report.error = Some(format!(
-                "source {} has no platform API configured (add [sources.{}] with its credentials)",
+                "source {} has no platform API configured (add [sources.{}_sync] with its credentials)",
                 source.name, source.platform
             ));
             return report;
@@ -300,8 +300,8 @@ pub async fn sync_all<S: StateBackend>(
     let with_api: Vec<&SourceConfig> = chosen.into_iter().filter(|s| s.api().is_some()).collect();
     if with_api.is_empty() {
         return Err(match only {
-            Some(n) => format!("source {n} has no platform API configured (e.g. [sources.shopify] with shop_domain and an access token)"),
-            None => "no source has a platform API configured (e.g. [sources.shopify] with shop_domain and an access token)".into(),
+            Some(n) => format!("source {n} has no platform API configured (e.g. [sources.shopify_sync] with shop_domain and an access token)"),
+            None => "no source has a platform API configured (e.g. [sources.shopify_sync] with shop_domain and an access token)".into(),
         });
     }
     let api = ApiClient::new().map_err(|e| e.to_string())?;
