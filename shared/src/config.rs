@@ -315,9 +315,9 @@ pub struct SourceConfig {
     /// eBay catalog sync for this source (`[sources.ebay_sync]`, issue 14).
     #[serde(default)]
     pub ebay_sync: Option<EbaySyncConfig>,
-    /// Shopify: the Admin API credentials catalog sync and `connect` use (`[sources.shopify]`).
+    /// Shopify: the Admin API credentials catalog sync and `connect` use (`[sources.shopify_sync]`).
     #[serde(default)]
-    pub shopify: Option<ShopifyApiConfig>,
+    pub shopify_sync: Option<ShopifyApiConfig>,
     /// Set by [`load`]: why this source is switched off (its secret is unset), or `None`.
     #[serde(skip_deserializing)]
     pub disabled: Option<String>,
@@ -681,7 +681,7 @@ pub struct SyncConfig {
 /// webhook mutation's shape follows it: `callbackUrl` before 2026-07, `uri` from 2026-07).
 pub const SHOPIFY_API_VERSION: &str = "2026-10";
 
-/// `[sources.shopify]`: a Shopify source's GraphQL Admin API access, for catalog sync and
+/// `[sources.shopify_sync]`: a Shopify source's GraphQL Admin API access, for catalog sync and
 /// `connect`. Each platform with an API gets its own table of this kind on the source
 /// (`[sources.amazon]`, `[sources.ebay]`), and [`SourceConfig::api`] names the one that applies.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -724,14 +724,18 @@ impl ShopifyApiConfig {
 #[derive(Debug, Clone, Copy)]
 pub enum SourceApi<'a> {
     Shopify(&'a ShopifyApiConfig),
+    Amazon(&'a AmazonSyncConfig),
+    Ebay(&'a EbaySyncConfig),
 }
 
 impl SourceConfig {
     /// The source's API access, if it has any configured.
     pub fn api(&self) -> Option<SourceApi<'_>> {
-        match (self.platform, &self.shopify) {
-            (Platform::Shopify, Some(s)) => Some(SourceApi::Shopify(s)),
-            _ => None,
+        match self.platform {
+            Platform::Shopify => self.shopify_sync.as_ref().map(SourceApi::Shopify),
+            Platform::Amazon => self.amazon_sync.as_ref().map(SourceApi::Amazon),
+            Platform::Ebay => self.ebay_sync.as_ref().map(SourceApi::Ebay),
+            Platform::Simple | Platform::Woocommerce => None,
         }
     }
 }

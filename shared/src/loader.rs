@@ -761,7 +761,7 @@ fn validate(
     Ok(())
 }
 
-/// A source's platform API table (`[sources.shopify]`): on the right platform, with a sane
+/// A source's platform API table (`[sources.shopify_sync]`): on the right platform, with a sane
 /// version, and (except for the ops CLI) its access token resolved from `access_token_env` or
 /// `access_token_file`. A token that is not there is a notice, not an error: webhooks still
 /// work, and the sync of that source says what is missing.
@@ -771,14 +771,14 @@ fn validate_api(
     env: &dyn EnvSource,
     notices: &mut Vec<String>,
 ) -> Result<(), (String, String)> {
-    let Some(api) = s.shopify.as_mut() else {
+    let Some(api) = s.shopify_sync.as_mut() else {
         return Ok(());
     };
     if s.platform != crate::config::Platform::Shopify {
         return Err((
-            "shopify".into(),
+            "shopify_sync".into(),
             format!(
-                "a [sources.shopify] table belongs to a source with platform = \"shopify\", not \"{}\"",
+                "a [sources.shopify_sync] table belongs to a source with platform = \"shopify\", not \"{}\"",
                 s.platform
             ),
         ));
@@ -786,7 +786,7 @@ fn validate_api(
     let d = api.shop_domain.trim();
     if d.is_empty() || d.contains('/') || d.contains(':') {
         return Err((
-            "shopify.shop_domain".into(),
+            "shopify_sync.shop_domain".into(),
             "the shop's domain without scheme or path, e.g. \"acme.myshopify.com\"".into(),
         ));
     }
@@ -798,7 +798,7 @@ fn validate_api(
             .all(|(i, b)| i == 4 || b.is_ascii_digit());
     if !dated && api.api_version != "unstable" {
         return Err((
-            "shopify.api_version".into(),
+            "shopify_sync.api_version".into(),
             format!(
                 "a Shopify API version is YYYY-MM, e.g. \"{}\"",
                 crate::config::SHOPIFY_API_VERSION
@@ -808,7 +808,7 @@ fn validate_api(
     if let Some(b) = &api.api_base {
         if !(b.starts_with("http://") || b.starts_with("https://")) {
             return Err((
-                "shopify.api_base".into(),
+                "shopify_sync.api_base".into(),
                 "a base URL, e.g. \"http://127.0.0.1:9000\"".into(),
             ));
         }
@@ -1261,7 +1261,8 @@ mod tests {
                         || k.ends_with("backoff")
                         || k.ends_with("after")
                         || k.ends_with("check")
-                        || k.ends_with("tolerance") =>
+                        || k.ends_with("tolerance")
+                        || k.ends_with("interval") =>
                     {
                         "5s"
                     }
@@ -1387,6 +1388,62 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains(":1:"), "{err}");
+    }
+
+    #[test]
+    fn shopify_api_token_is_resolved_and_a_missing_one_is_a_notice() {
+        let text = "[[sources]]\nname = \"acme\"\nplatform = \"shopify\"\nscheme = \"shopify-hmac\"\nsecrets = [\"s\"]\n[sources.shopify_sync]\nshop_domain = \"acme.myshopify.com\"\naccess_token_env = \"ACME_TOKEN\"\n";
+        let f = write(text);
+        let ok = load_from(Some(f.path()), &env(&[("ACME_TOKEN", "shpat_x")])).unwrap();
+        let api = ok.config.sources[0].shopify_sync.as_ref().unwrap();
+        assert_eq!(
+            api.access_token.as_ref().map(|t| t.expose()),
+            Some("shpat_x")
+        );
+        assert_eq!(api.api_version, crate::config::SHOPIFY_API_VERSION);
+        assert_eq!(api.sales_history_days, 90);
+        assert_eq!(
+            api.graphql_url(),
+            format!(
+                "https://acme.myshopify.com/admin/api/{}/graphql.json",
+                crate::config::SHOPIFY_API_VERSION
+            )
+        );
+        let unset = load_from(Some(f.path()), &env(&[])).unwrap();
+        assert!(unset.config.sources[0]
+            .shopify_sync
+            .as_ref()
+            .unwrap()
+            .access_token
+            .is_none());
+        assert!(
+            unset
+                .notices
+                .iter()
+                .any(|n| n.contains("ACME_TOKEN is not set")),
+            "{:?}",
+            unset.notices
+        );
+        let wrong = write(
+            &text
+                .replace("\"shopify\"\nscheme", "\"amazon\"\nscheme")
+                .replace("\"shopify-hmac\"", "\"api-key\"\nsignature_header = \"x\""),
+        );
+        let e = load_from(Some(wrong.path()), &env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("shopify_sync") && e.contains("platform = \"shopify\""),
+            "{e}"
+        );
+        let bad = write(&text.replace(
+            "access_token_env",
+            "api_version = \"26-10\"\naccess_token_env",
+        ));
+        let e = load_from(Some(bad.path()), &env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("YYYY-MM"), "{e}");
     }
 
     #[test]

@@ -28,7 +28,7 @@ fn config(dir: &TestDir, fake: &FakeShopify, smtp: Option<&str>, interval: &str)
         .config()
         .top("sync", &format!("{{ interval = {} }}", toml_str(interval)))
         .recipients(&["ops@example.com"])
-        .source(SourceSpec::shopify(SHOP, "whsec-shop").with("shopify", &api));
+        .source(SourceSpec::shopify(SHOP, "whsec-shop").with("shopify_sync", &api));
     if let Some(url) = smtp {
         c = c.email("smtp_url", &toml_str(url));
     }
@@ -409,7 +409,7 @@ fn sync_on_the_nats_backend_applies_and_corrects_through_jetstream_kv() {
             .queue("backend", "\"nats\"")
             .queue("nats_url", &toml_str(&nats.url))
             .recipients(&["ops@example.com"])
-            .source(SourceSpec::shopify(SHOP, "whsec-shop").with("shopify", &api)),
+            .source(SourceSpec::shopify(SHOP, "whsec-shop").with("shopify_sync", &api)),
     );
     let p = sync_cli(&dir, &cfg, &["--json"]);
     assert_exit(&p, 0);

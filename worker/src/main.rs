@@ -75,7 +75,7 @@ enum Command {
         json: bool,
     },
     /// Pull the catalog, levels and recent orders from the platform APIs now (sources with
-    /// [sources.shopify] and the like), through the rules like any webhook.
+    /// [sources.shopify_sync] and the like), through the rules like any webhook.
     Sync {
         /// Only this source.
         #[arg(long)]
@@ -90,7 +90,7 @@ enum Command {
     /// Register the Shopify webhook subscriptions stockhook reads, at the source's public URL
     /// (idempotent; subscriptions at another URL are reported, never deleted).
     Connect {
-        /// The Shopify source (with [sources.shopify]).
+        /// The Shopify source (with [sources.shopify_sync]).
         #[arg(long)]
         source: String,
         /// The public address of the source: https://HOST/webhooks/NAME.

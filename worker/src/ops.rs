@@ -555,7 +555,6 @@ pub async fn stats(config: &Config, as_json: bool) -> Result<String, OpsError> {
         "events": {"processed": get(counters::EVENTS_PROCESSED), "ignored": get(counters::EVENTS_IGNORED), "duplicate": get(counters::EVENTS_DUPLICATE), "stale_levels": get(counters::LEVELS_STALE), "future_timestamps": get(counters::FUTURE_TIMESTAMPS), "old_timestamps": get(counters::OLD_TIMESTAMPS)},
         "facts": {"refused": get(counters::FACTS_REFUSED)},
         "catalog": {"removed": get(counters::CATALOG_REMOVED), "items": catalog_items},
-        "sync": {"corrections": get(counters::SYNC_CORRECTIONS)},
         "alerts": {"created": get(counters::ALERTS_CREATED), "sent": sent, "pending": pending, "failed": failed, "cancelled": get(counters::ALERTS_CANCELLED)},
         "emails": {"sent": get(counters::EMAILS_SENT)},
         "ebay": {"account_deletions": get(counters::EBAY_ACCOUNT_DELETIONS)},
@@ -693,7 +692,7 @@ pub async fn connect(
         .ok_or_else(|| OpsError::Usage(format!("no source named {source} in the config")))?;
     let Some(SourceApi::Shopify(api_cfg)) = s.api() else {
         return Err(OpsError::Usage(format!(
-            "source {source} has no [sources.shopify] table (shop_domain and an access token): connect registers Shopify webhooks only"
+            "source {source} has no [sources.shopify_sync] table (shop_domain and an access token): connect registers Shopify webhooks only"
         )));
     };
     if url.is_none() && !check {

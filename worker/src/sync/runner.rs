@@ -144,6 +144,14 @@ pub async fn fetch(
     let mut batch = match source.api() {
         None => return Ok(None),
         Some(SourceApi::Shopify(cfg)) => super::shopify::fetch(cfg, api, started).await?,
+        Some(SourceApi::Amazon(_)) => {
+            let cfg = super::amazon::AmazonConfig::from_source(source)?;
+            super::amazon::fetch(&cfg, api, started).await?
+        }
+        Some(SourceApi::Ebay(_)) => {
+            let cfg = super::ebay::EbayConfig::from_source(source)?;
+            super::ebay::fetch(&cfg, api, started).await?
+        }
     };
     batch.source = source.name.clone();
     Ok(Some(batch))
@@ -209,7 +217,7 @@ pub async fn sync_source<S: StateBackend>(
     let failure = match fetched {
         Ok(None) => {
             report.error = Some(format!(
-                "source {} has no platform API configured (add [sources.{}] with its credentials)",
+                "source {} has no platform API configured (add [sources.{}_sync] with its credentials)",
                 source.name, source.platform
             ));
             return report;
@@ -300,8 +308,8 @@ pub async fn sync_all<S: StateBackend>(
     let with_api: Vec<&SourceConfig> = chosen.into_iter().filter(|s| s.api().is_some()).collect();
     if with_api.is_empty() {
         return Err(match only {
-            Some(n) => format!("source {n} has no platform API configured (e.g. [sources.shopify] with shop_domain and an access token)"),
-            None => "no source has a platform API configured (e.g. [sources.shopify] with shop_domain and an access token)".into(),
+            Some(n) => format!("source {n} has no platform API configured (e.g. [sources.shopify_sync] with shop_domain and an access token)"),
+            None => "no source has a platform API configured (e.g. [sources.shopify_sync] with shop_domain and an access token)".into(),
         });
     }
     let api = ApiClient::new().map_err(|e| e.to_string())?;
@@ -415,10 +423,15 @@ pub fn stats_json(config: &Config, counters: &BTreeMap<String, i64>) -> Value {
             .map(|k| json!({"kind": format!("{k:?}").to_lowercase(), "at": get(keys::last_error_at(&s.name)), "message": k.describe()}));
         sources.insert(
             s.name.clone(),
-            json!({"last_at": at, "errors": e, "last_error": last_error}),
+            json!({"last_at": at, "errors": e, "last_error": last_error, "corrections": get(crate::state::counters::source_corrections(&s.name)).unwrap_or(0)}),
         );
     }
-    json!({"last_at": last_at, "errors": errors, "sources": sources})
+    // Corrections come from imports as well as syncs: the total counts both.
+    let corrections = counters
+        .get(crate::state::counters::SYNC_CORRECTIONS)
+        .copied()
+        .unwrap_or(0);
+    json!({"last_at": last_at, "errors": errors, "corrections": corrections, "sources": sources})
 }
 
 #[cfg(test)]

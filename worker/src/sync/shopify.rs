@@ -106,7 +106,7 @@ impl<'a> Graphql<'a> {
             .map(|t| t.expose().to_string())
             .ok_or_else(|| {
                 SyncError::Config(format!(
-                    "no Shopify access token for {}: set access_token_env, access_token_file or access_token under [sources.shopify]",
+                    "no Shopify access token for {}: set access_token_env, access_token_file or access_token under [sources.shopify_sync]",
                     cfg.shop_domain
                 ))
             })?;
