@@ -161,23 +161,24 @@ fn item_facts(it: &CatalogItem, locations: &HashMap<&str, &str>, at: i64) -> Vec
 }
 
 /// The batch as events, in order: items in chunks, then sales in chunks.
-pub fn to_events(batch: &CatalogBatch, origin: &Origin) -> Vec<Prepared> {
+pub fn to_events<'a>(
+    batch: &'a CatalogBatch,
+    origin: &'a Origin,
+) -> impl Iterator<Item = Prepared> + 'a {
+    // Built one chunk at a time as the caller applies them: a 50,000-item catalog never has
+    // all its events in memory at once.
     let locations: HashMap<&str, &str> = batch
         .locations
         .iter()
         .filter(|l| !l.name.trim().is_empty())
         .map(|l| (l.id.as_str(), l.name.as_str()))
         .collect();
-    let mut groups: Vec<Vec<Fact>> = batch
-        .items
-        .chunks(CHUNK)
-        .map(|c| {
-            c.iter()
-                .flat_map(|it| item_facts(it, &locations, batch.taken_at))
-                .collect()
-        })
-        .collect();
-    groups.extend(batch.sales.chunks(CHUNK).map(|c| {
+    let items = batch.items.chunks(CHUNK).map(move |c| {
+        c.iter()
+            .flat_map(|it| item_facts(it, &locations, batch.taken_at))
+            .collect::<Vec<Fact>>()
+    });
+    let sales = batch.sales.chunks(CHUNK).map(|c| {
         c.iter()
             .map(|s| Fact::Sale {
                 item: s.item.clone(),
@@ -186,13 +187,12 @@ pub fn to_events(batch: &CatalogBatch, origin: &Origin) -> Vec<Prepared> {
                 line: s.line.clone(),
                 at: s.at,
             })
-            .collect()
-    }));
-    groups
-        .into_iter()
+            .collect::<Vec<Fact>>()
+    });
+    items
+        .chain(sales)
         .enumerate()
-        .map(|(n, facts)| event(batch, origin, n, facts))
-        .collect()
+        .map(move |(n, facts)| event(batch, origin, n, facts))
 }
 
 /// Synthetic event `n` of a batch.
@@ -261,16 +261,14 @@ pub async fn apply<B: StateBackend>(
     dry_run: bool,
 ) -> Result<Vec<Applied>, StateError> {
     let mut out = Vec::new();
-    let events = to_events(batch, origin);
-    let first = events.len();
+    let first = batch.items.len().div_ceil(CHUNK) + batch.sales.len().div_ceil(CHUNK);
     // What the state holds before the batch: a complete batch removes the items it misses.
-    let held = if batch.complete {
-        state.items().await?
+    let gone = if batch.complete {
+        gone_events(batch, origin, &state.items().await?, first)
     } else {
         Vec::new()
     };
-    let gone = gone_events(batch, origin, &held, first);
-    for ev in events.into_iter().chain(gone) {
+    for ev in to_events(batch, origin).chain(gone) {
         out.extend(
             state
                 .apply_batch(vec![ev], rules.clone(), now, dry_run)
@@ -304,8 +302,8 @@ mod tests {
     #[test]
     fn same_origin_same_ids_and_never_a_queue_id() {
         let o = Origin::Import { sha256: [7; 32] };
-        let a = to_events(&batch(CHUNK + 1), &o);
-        let b = to_events(&batch(CHUNK + 1), &o);
+        let a: Vec<_> = to_events(&batch(CHUNK + 1), &o).collect();
+        let b: Vec<_> = to_events(&batch(CHUNK + 1), &o).collect();
         assert_eq!(a.len(), 2);
         assert_eq!(
             a.iter().map(|e| e.id).collect::<Vec<_>>(),
@@ -313,13 +311,13 @@ mod tests {
         );
         assert_ne!(a[0].id, a[1].id);
         assert!(a.iter().all(|e| e.id.0 >> 63 == 1));
-        let other = to_events(&batch(1), &Origin::Sync { run_started_at: 1 });
+        let other: Vec<_> = to_events(&batch(1), &Origin::Sync { run_started_at: 1 }).collect();
         assert_ne!(other[0].id, a[0].id);
     }
 
     #[test]
     fn untracked_cells_are_catalog_only() {
-        let ev = to_events(&batch(1), &Origin::Sync { run_started_at: 1 });
+        let ev: Vec<_> = to_events(&batch(1), &Origin::Sync { run_started_at: 1 }).collect();
         let levels: Vec<_> = ev[0]
             .normalized
             .facts
