@@ -17,7 +17,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::io;
+use std::io::{self, Read as _};
 use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
@@ -161,21 +161,31 @@ impl Segments {
                 .write(true)
                 .open(&path)
                 .map_err(ctx(format!("opening {}", path.display())))?;
-            let data = std::fs::read(&path).map_err(ctx(format!("reading {}", path.display())))?;
+            let size = file
+                .metadata()
+                .map_err(ctx(format!("reading {}", path.display())))?
+                .len() as usize;
+            // Streamed, one record at a time: a 64 MiB segment never sits in memory whole.
+            let mut reader = io::BufReader::with_capacity(256 << 10, &file);
+            let mut payload = Vec::new();
             let mut off = 0usize;
             let mut records = Vec::new();
             let mut newest = i64::MIN;
-            while off + HEADER <= data.len() {
-                let len =
-                    u32::from_le_bytes(data[off..off + 4].try_into().unwrap_or_default()) as usize;
-                let crc = u32::from_le_bytes(data[off + 4..off + 8].try_into().unwrap_or_default());
-                let Some(payload) = data.get(off + HEADER..off + HEADER + len) else {
-                    break;
-                };
-                if crc32fast::hash(payload) != crc {
+            while off + HEADER <= size {
+                let mut head = [0u8; HEADER];
+                if reader.read_exact(&mut head).is_err() {
                     break;
                 }
-                let Some((id, at, flags, key, env)) = parse_payload(payload) else {
+                let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
+                let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+                if off + HEADER + len > size {
+                    break;
+                }
+                payload.resize(len, 0);
+                if reader.read_exact(&mut payload).is_err() || crc32fast::hash(&payload) != crc {
+                    break;
+                }
+                let Some((id, at, flags, key, env)) = parse_payload(&payload) else {
                     break;
                 };
                 newest = newest.max(at);
@@ -190,13 +200,14 @@ impl Segments {
                 }
                 off += HEADER + len;
             }
-            if off < data.len() {
+            drop(reader);
+            if off < size {
                 // A torn or corrupt tail: what a crash mid-write leaves. Nothing after it was
                 // ever answered for (each group is synced before its 200s), so cut it off.
                 tracing::warn!(
                     segment = %path.display(),
                     kept = off,
-                    dropped = data.len() - off,
+                    dropped = size - off,
                     "queue segment: cutting off a torn tail"
                 );
                 file.set_len(off as u64)
