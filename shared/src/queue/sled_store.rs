@@ -216,11 +216,13 @@ impl SledStore {
             .open_tree("dedup")
             .map_err(storage("opening dedup tree"))?;
         let seg_dir = path.join("segments");
+        let mut max_seg_id = 0u64;
         let mut dedup_mem = DedupIndex::default();
         let segments = if opts.segment_log || seg_dir.exists() {
             let mut newest = i64::MIN;
             let segs = Segments::open(&seg_dir, |r| {
                 newest = newest.max(r.received_at_ms);
+                max_seg_id = max_seg_id.max(r.id);
                 if let Some(k) = r.dedup_key {
                     dedup_mem.insert(k, r.id, r.received_at_ms);
                 }
@@ -263,6 +265,9 @@ impl SledStore {
             dedup_mem: Mutex::new(dedup_mem),
             group: Mutex::new(Group::default()),
         };
+        if store.segments.is_some() {
+            store.guard_id_generator(max_seg_id)?;
+        }
         store.rebuild_index()?;
         store.refresh_disk_usage();
         Ok(store)
