@@ -12,7 +12,7 @@
 #   B2  optional: release binaries of branch `queue` (format 2, commit fa8beaf and after), built
 #       from `git archive queue`; its rows are left out when B2 is not given.
 #
-# Env: N (events for callgrind, default 2000), NB (events for bytes/RSS, default 20000),
+# Env: SKIP_BARE=1 leaves out the bare-hyper row; ONLY_F3=1 measures format 3 only. N (events for callgrind, default 2000), NB (events for bytes/RSS, default 20000),
 #      ND (backlog events, default 20000), SECS (load duration, default 10).
 # Server on core 0, load generator on core 1 (taskset), as in docs/PERFORMANCE.md.
 set -euo pipefail
@@ -56,7 +56,7 @@ url() { echo "http://127.0.0.1:$PORT/webhooks/bench"; }
 rx_callgrind() { # bin-dir
   rm -rf "$OUT/data"
   taskset -c 0 valgrind --tool=callgrind --callgrind-out-file="$OUT/cg.rx.out" \
-    "$1/stockhook-receiver" --config "$OUT/stockhook.toml" serve 2>"$OUT/cg.rx.log" & local p=$!
+    "$1/stockhook-receiver" --config "$OUT/stockhook.toml" serve >/dev/null 2>"$OUT/cg.rx.log" & local p=$!
   wait_up $PORT
   taskset -c 1 "$B/stockhook-bench" --url "$(url)" -c 8 --requests "$N" --json >/dev/null
   stop $p
@@ -74,7 +74,7 @@ bare_callgrind() {
 # write_bytes per event and VmHWM after NB events at c=128 (1.5 KiB bodies).
 rx_bytes() { # bin-dir -> "per_event body_bytes hwm_mib rps p99"
   rm -rf "$OUT/data"
-  taskset -c 0 "$1/stockhook-receiver" --config "$OUT/stockhook.toml" serve 2>"$OUT/rx.log" & local p=$!
+  taskset -c 0 "$1/stockhook-receiver" --config "$OUT/stockhook.toml" serve >/dev/null 2>"$OUT/rx.log" & local p=$!
   wait_up $PORT
   local w0; w0=$(awk '/^write_bytes/{print $2}' /proc/$p/io)
   taskset -c 1 "$B/stockhook-bench" --url "$(url)" -c 128 --requests "$NB" --pid $p --json > "$OUT/bytes.json"
@@ -88,7 +88,7 @@ rx_bytes() { # bin-dir -> "per_event body_bytes hwm_mib rps p99"
 }
 rx_load() { # bin-dir c -> "rps p99"
   rm -rf "$OUT/data"
-  taskset -c 0 "$1/stockhook-receiver" --config "$OUT/stockhook.toml" serve 2>"$OUT/rx.log" & local p=$!
+  taskset -c 0 "$1/stockhook-receiver" --config "$OUT/stockhook.toml" serve >/dev/null 2>"$OUT/rx.log" & local p=$!
   wait_up $PORT
   taskset -c 1 "$B/stockhook-bench" --url "$(url)" -c "$2" -d "${SECS}s" --pid $p --json > "$OUT/load.json"
   stop $p
@@ -107,7 +107,7 @@ bare_load() { # c -> "rps p99"
 # Also the worker under callgrind over a backlog of N: instructions per drained event.
 backlog() { # bin-dir -> "events_per_s worker_hwm_mib"
   rm -rf "$OUT/data"
-  taskset -c 0 "$1/stockhook-receiver" --config "$OUT/stockhook.toml" serve 2>"$OUT/rx.log" & local p=$!
+  taskset -c 0 "$1/stockhook-receiver" --config "$OUT/stockhook.toml" serve >/dev/null 2>"$OUT/rx.log" & local p=$!
   wait_up $PORT
   taskset -c 1 "$B/stockhook-bench" --mode backlog --url "$(url)" --events "$ND" -c 64 \
     --topic products/update --worker-bin "$1/stockhook-worker" --config "$OUT/stockhook.toml" \
@@ -123,7 +123,7 @@ worker_callgrind() { # bin-dir -> instructions per drained event
 exec valgrind --tool=callgrind --callgrind-out-file=$OUT/cg.worker.out "$1/stockhook-worker" "\$@" 2>>$OUT/cg.worker.log
 EOT
   chmod +x "$OUT/worker-cg.sh"
-  taskset -c 0 "$1/stockhook-receiver" --config "$OUT/stockhook.toml" serve 2>"$OUT/rx.log" & local p=$!
+  taskset -c 0 "$1/stockhook-receiver" --config "$OUT/stockhook.toml" serve >/dev/null 2>"$OUT/rx.log" & local p=$!
   wait_up $PORT
   "$B/stockhook-bench" --mode backlog --url "$(url)" --events "$N" -c 16 --topic products/update \
     --worker-bin "$OUT/worker-cg.sh" --config "$OUT/stockhook.toml" --backlog-timeout 900s --json > /dev/null
@@ -148,14 +148,16 @@ row() { # name bin-dir sled_segments
 }
 
 echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
-bcg=$(bare_callgrind)
-read -r br128 bp128 <<<"$(bare_load 128)"
-read -r br1 bp1 <<<"$(bare_load 1)"
+if [ -z "${SKIP_BARE:-}" ]; then
+  bcg=$(bare_callgrind)
+  read -r br128 bp128 <<<"$(bare_load 128)"
+  read -r br1 bp1 <<<"$(bare_load 1)"
+fi
 echo
 echo "| variant | receiver Ir/request | write_bytes/event ($NB events, c=128) | receiver VmHWM MiB after $NB | c=128 req/s / p99 ms (under load) | c=1 req/s / p99 ms (under load) | drain events/s ($ND, under load) | worker VmHWM MiB | worker Ir/drained event |"
 echo "|---|---|---|---|---|---|---|---|---|"
-printf '| bare hyper | %s | - | - | %s / %s | %s / %s | - | - | - |\n' "$bcg" "$br128" "$bp128" "$br1" "$bp1"
-row "format 1 (sled, main)" "$B" false
-[ -n "$B2" ] && row "format 2 (sled chunks, branch queue)" "$B2" ""
+[ -z "${SKIP_BARE:-}" ] && printf '| bare hyper | %s | - | - | %s / %s | %s / %s | - | - | - |\n' "$bcg" "$br128" "$bp128" "$br1" "$bp1"
+[ -z "${ONLY_F3:-}" ] && row "format 1 (sled, main)" "$B" false
+[ -n "$B2" ] && [ -z "${ONLY_F3:-}" ] && row "format 2 (sled chunks, branch queue)" "$B2" ""
 row "format 3 (segments + sled)" "$B" true
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
