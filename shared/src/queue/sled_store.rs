@@ -347,6 +347,24 @@ impl SledStore {
         Ok(())
     }
 
+    /// A new event id, and `ev`'s envelope with it encoded into `out` (cleared first).
+    fn encode_new(&self, ev: &NewEvent, out: &mut Vec<u8>) -> Result<u64, QueueError> {
+        let id = self
+            .db
+            .generate_id()
+            .map_err(storage("generating event id"))?;
+        encode_parts_into(
+            out,
+            EventId(id),
+            &ev.source,
+            ev.platform,
+            ev.received_at_ms,
+            &ev.headers,
+            &ev.body,
+        );
+        Ok(id)
+    }
+
     /// An event's encoded envelope, from its segment or from the `events` tree.
     fn event_bytes(&self, id: u64) -> Result<Option<Vec<u8>>, QueueError> {
         if let Some(segs) = &self.segments {
@@ -474,19 +492,7 @@ impl SledStore {
                         }
                     }
                 }
-                let id = self
-                    .db
-                    .generate_id()
-                    .map_err(storage("generating event id"))?;
-                encode_parts_into(
-                    &mut record,
-                    EventId(id),
-                    &ev.source,
-                    ev.platform,
-                    ev.received_at_ms,
-                    &ev.headers,
-                    &ev.body,
-                );
+                let id = self.encode_new(ev, &mut record)?;
                 let k = id.to_be_bytes();
                 written.push((id, i));
                 self.events
@@ -551,19 +557,7 @@ impl SledStore {
                         continue;
                     }
                 }
-                let id = self
-                    .db
-                    .generate_id()
-                    .map_err(storage("generating event id"))?;
-                encode_parts_into(
-                    group.scratch(),
-                    EventId(id),
-                    &ev.source,
-                    ev.platform,
-                    ev.received_at_ms,
-                    &ev.headers,
-                    &ev.body,
-                );
+                let id = self.encode_new(ev, group.scratch())?;
                 group.push(id, ev.received_at_ms, ev.dedup_key.as_deref());
                 if let Some(key) = &ev.dedup_key {
                     dedup.insert(key, id, ev.received_at_ms);
