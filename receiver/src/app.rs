@@ -38,6 +38,7 @@ pub fn store_options(config: &Config) -> StoreOptions {
         dedup_window_ms: config.receiver.dedup_window.get().as_millis() as i64,
         max_queue_bytes: config.receiver.max_queue_bytes,
         min_free_bytes: config.receiver.min_free_bytes,
+        segment_log: config.queue.sled_segments,
     }
 }
 

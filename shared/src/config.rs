@@ -140,6 +140,10 @@ pub struct QueueConfig {
     /// server, 3 on a cluster (survives the loss of one node).
     #[serde(default = "defaults::nats_replicas")]
     pub nats_replicas: usize,
+    /// `backend = "sled"`: event bodies in an append-only segment log beside sled (queue format
+    /// 3) rather than in sled (format 1). Only for a new queue: one with `segments/` keeps them.
+    #[serde(default = "defaults::sled_segments")]
+    pub sled_segments: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -477,6 +481,9 @@ pub mod defaults {
     }
     pub fn nats_replicas() -> usize {
         1
+    }
+    pub fn sled_segments() -> bool {
+        true
     }
     pub fn batch_size() -> usize {
         256

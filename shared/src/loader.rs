@@ -346,6 +346,7 @@ const OVERRIDABLE: &[(&str, &str, Kind)] = &[
     ("queue", "nats_tls_cert", Kind::Text),
     ("queue", "nats_tls_key", Kind::Text),
     ("queue", "nats_replicas", Kind::Number),
+    ("queue", "sled_segments", Kind::Bool),
     ("worker", "batch_size", Kind::Number),
     ("worker", "metrics_listen", Kind::Text),
     ("alerts", "low_stock_threshold", Kind::Number),

@@ -228,6 +228,17 @@ fn every_200_and_every_sent_email_is_on_stable_storage() {
     let worker_trace = worker.stop();
     let rx_trace = rx.stop();
 
+    // Queue format 3: the bodies went to the segment log (so the audit above covers its
+    // writes and its new file's entry), and none reached sled's unsynced blob files.
+    assert!(
+        rx_trace.contains("/queue/segments/00000001.seg>"),
+        "the receiver wrote no segment file (traces under {})",
+        dir.path().display()
+    );
+    let blobs = std::fs::read_dir(data.join("queue/blobs"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(blobs, 0, "sled wrote {blobs} blob files for the queue");
     let rx_audit = audit(&rx_trace, &data, &HashSet::new(), |c| {
         c.is_write() && c.fd_path().starts_with("TCP:") && c.args.contains("HTTP/1.1 200")
     });

@@ -72,6 +72,7 @@ impl Queue {
         }
         let opts = StoreOptions {
             max_attempts: config.queue.max_attempts,
+            segment_log: config.queue.sled_segments,
             ..StoreOptions::default()
         };
         Ok(Queue::Direct(LocalQueue::new(Arc::new(SledStore::open(

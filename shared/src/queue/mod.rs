@@ -15,9 +15,11 @@
 
 pub mod client;
 pub mod committer;
+pub mod dedup_index;
 pub mod local;
 pub mod nats;
 pub mod protocol;
+pub mod segments;
 pub mod server;
 pub mod sled_store;
 

@@ -6,11 +6,21 @@
 //! * `state`:  event id -> [`Record`] (status, attempts, retry time, status time, error);
 //! * `dedup`:  `source \0 delivery id` -> event id + accepted-at, swept after the dedup window.
 //!
+//! Format 3 (the default for a new queue, see [`StoreOptions::segment_log`]): event bodies go to
+//! the append-only [`super::segments`] log under `<queue>/segments/` instead of `events`, nothing
+//! is written to `state` on append (no record = pending), and the dedup index is in memory
+//! ([`super::dedup_index`]). A dead letter's body is copied into `events`, and an event removed
+//! from a segment leaves a one-byte tombstone in `state` until its segment is deleted. A
+//! format-1 queue opened this way keeps its events where they are and appends new ones to
+//! segments.
+//!
 //! Invariant: [`SledStore::append_batch`] returns only after `flush()` **and** an `fdatasync` of
 //! the database file (sled's own flush issues `sync_file_range`, which a drive's write cache can
 //! still lose). Leases live only in memory: after a crash a leased event is pending again, with
 //! the attempt already counted. This module never logs bodies.
 
+use super::dedup_index::DedupIndex;
+use super::segments::{Group, Segments};
 use super::{
     AppendOutcome, DeadFilter, DeadLetter, Failure, Leased, NewEvent, QueueError, QueueStats,
 };
@@ -22,6 +32,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::Notify;
+
+#[path = "sled_segments.rs"]
+mod sled_segments;
 
 /// Status of an event in the `state` tree.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,6 +124,9 @@ pub struct StoreOptions {
     pub max_queue_bytes: u64,
     /// Refuse appends when the filesystem has less than this free.
     pub min_free_bytes: u64,
+    /// Bodies in the segment log (format 3) rather than sled's `events` tree (format 1). A
+    /// queue that already has `segments/` always uses it, whatever this says.
+    pub segment_log: bool,
 }
 
 impl Default for StoreOptions {
@@ -121,6 +137,7 @@ impl Default for StoreOptions {
             dedup_window_ms: 48 * 3_600_000,
             max_queue_bytes: 4 << 30,
             min_free_bytes: 64 << 20,
+            segment_log: true,
         }
     }
 }
@@ -147,7 +164,14 @@ pub struct SledStore {
     /// Set when a write or sync failed: sled 0.34 cannot be trusted after an I/O error (it may
     /// hang or keep failing), so every later append is refused and the receiver restarts.
     failed: Mutex<Option<String>>,
+    /// Format 3: the bodies' log, the in-memory dedup index and the group buffer.
+    segments: Option<Segments>,
+    dedup_mem: Mutex<DedupIndex>,
+    group: Mutex<Group>,
 }
+
+/// The `state` value that marks an event removed from a segment (it cannot be deleted there).
+const TOMBSTONE: [u8; 1] = [4];
 
 fn storage(ctx: &str) -> impl Fn(sled::Error) -> QueueError + '_ {
     move |e| QueueError::storage(ctx, e)
@@ -191,6 +215,37 @@ impl SledStore {
         let dedup = db
             .open_tree("dedup")
             .map_err(storage("opening dedup tree"))?;
+        let seg_dir = path.join("segments");
+        let mut max_seg_id = 0u64;
+        let mut dedup_mem = DedupIndex::default();
+        let segments = if opts.segment_log || seg_dir.exists() {
+            let mut newest = i64::MIN;
+            let segs = Segments::open(&seg_dir, |r| {
+                newest = newest.max(r.received_at_ms);
+                max_seg_id = max_seg_id.max(r.id);
+                if let Some(k) = r.dedup_key {
+                    dedup_mem.insert(k, r.id, r.received_at_ms);
+                }
+            })
+            .map_err(|e| QueueError::storage("opening the queue's segment log", e))?;
+            // Keep the keys inside the window (measured from now, or from the newest event if
+            // the clock is behind it).
+            dedup_mem.sweep(
+                super::now_ms()
+                    .min(newest)
+                    .saturating_sub(opts.dedup_window_ms),
+            );
+            // A format-1 queue's dedup keys move into memory; the tree is swept as before.
+            for item in dedup.iter() {
+                let (k, v) = item.map_err(storage("reading dedup keys"))?;
+                if let (Ok(k), Some((id, at))) = (std::str::from_utf8(&k), decode_dedup(&v)) {
+                    dedup_mem.insert(k, id, at);
+                }
+            }
+            Some(segs)
+        } else {
+            None
+        };
         let store = SledStore {
             path: path.to_path_buf(),
             db,
@@ -206,7 +261,13 @@ impl SledStore {
             disk_bytes: AtomicU64::new(0),
             free_bytes: AtomicU64::new(u64::MAX),
             failed: Mutex::new(None),
+            segments,
+            dedup_mem: Mutex::new(dedup_mem),
+            group: Mutex::new(Group::default()),
         };
+        if store.segments.is_some() {
+            store.guard_id_generator(max_seg_id)?;
+        }
         store.rebuild_index()?;
         store.refresh_disk_usage();
         Ok(store)
@@ -226,15 +287,23 @@ impl SledStore {
         let mut idx = Index::default();
         let mut sources: HashMap<String, Arc<str>> = HashMap::new();
         let mut last = 0i64;
+        let mut with_state = std::collections::HashSet::new();
         for item in self.state.iter() {
             let (k, v) = item.map_err(storage("scanning state"))?;
             let Some(id) = EventId::from_be_slice(&k) else {
                 continue;
             };
+            with_state.insert(id.0);
+            if *v == TOMBSTONE {
+                if let Some(segs) = &self.segments {
+                    segs.forget(id.0);
+                }
+                continue;
+            }
             let Some(rec) = Record::decode(&v) else {
                 continue;
             };
-            let (src, received) = match self.events.get(k).map_err(storage("reading event"))? {
+            let (src, received) = match self.event_bytes(id.0)? {
                 Some(bytes) => match Envelope::decode(&bytes) {
                     Ok(env) => (env.source, env.received_at_ms),
                     Err(_) => ("<corrupt>".to_string(), 0),
@@ -262,9 +331,55 @@ impl SledStore {
                 }
             }
         }
+        if self.segments.is_some() {
+            // Format 3: a segment record without a state record is pending.
+            for (id, src, received) in self.pending_in_segments(&with_state)? {
+                last = last.max(received);
+                let src = sources
+                    .entry(src.clone())
+                    .or_insert_with(|| Arc::from(src.as_str()))
+                    .clone();
+                idx.ready.insert(id, src);
+            }
+        }
         self.last_event_at_ms.store(last, Ordering::Relaxed);
         *self.lock() = idx;
         Ok(())
+    }
+
+    /// A new event id, and `ev`'s envelope with it encoded into `out` (cleared first).
+    fn encode_new(&self, ev: &NewEvent, out: &mut Vec<u8>) -> Result<u64, QueueError> {
+        let id = self
+            .db
+            .generate_id()
+            .map_err(storage("generating event id"))?;
+        encode_parts_into(
+            out,
+            EventId(id),
+            &ev.source,
+            ev.platform,
+            ev.received_at_ms,
+            &ev.headers,
+            &ev.body,
+        );
+        Ok(id)
+    }
+
+    /// An event's encoded envelope, from its segment or from the `events` tree.
+    fn event_bytes(&self, id: u64) -> Result<Option<Vec<u8>>, QueueError> {
+        if let Some(segs) = &self.segments {
+            if let Some(b) = segs
+                .read(id)
+                .map_err(|e| QueueError::storage("reading event", e))?
+            {
+                return Ok(Some(b));
+            }
+        }
+        Ok(self
+            .events
+            .get(id.to_be_bytes())
+            .map_err(storage("reading event"))?
+            .map(|v| v.to_vec()))
     }
 
     /// Re-reads the database's size on disk and the filesystem's free space (for the budget
@@ -358,6 +473,9 @@ impl SledStore {
         // Every record of the batch is encoded into this one buffer: sled copies it into its own
         // allocation, so the body is not allocated twice per event.
         let mut record = Vec::new();
+        if let Some(segs) = &self.segments {
+            return self.append_segments(segs, batch);
+        }
         let result = (|| -> Result<(), QueueError> {
             for (i, ev) in batch.iter().enumerate() {
                 if let Some(key) = &ev.dedup_key {
@@ -374,19 +492,7 @@ impl SledStore {
                         }
                     }
                 }
-                let id = self
-                    .db
-                    .generate_id()
-                    .map_err(storage("generating event id"))?;
-                encode_parts_into(
-                    &mut record,
-                    EventId(id),
-                    &ev.source,
-                    ev.platform,
-                    ev.received_at_ms,
-                    &ev.headers,
-                    &ev.body,
-                );
+                let id = self.encode_new(ev, &mut record)?;
                 let k = id.to_be_bytes();
                 written.push((id, i));
                 self.events
@@ -426,12 +532,70 @@ impl SledStore {
                 .map(|_| Err(QueueError::storage("append", &msg)))
                 .collect();
         }
+        self.publish(batch, &outcomes)
+    }
+
+    /// Format 3's append: dedup in memory, every record of the batch in one segment write and
+    /// one fdatasync, nothing in sled.
+    fn append_segments(
+        &self,
+        segs: &Segments,
+        batch: &[NewEvent],
+    ) -> Vec<Result<AppendOutcome, QueueError>> {
+        let mut outcomes: Vec<Option<AppendOutcome>> = Vec::with_capacity(batch.len());
+        let mut group = self.group.lock().unwrap_or_else(|p| p.into_inner());
+        group.clear();
+        let mut dedup = self.dedup_mem.lock().unwrap_or_else(|p| p.into_inner());
+        let mut keyed = Vec::new();
+        let result = (|| -> Result<(), QueueError> {
+            for ev in batch {
+                if let Some(key) = &ev.dedup_key {
+                    if let Some(first) =
+                        dedup.get(key, ev.received_at_ms, self.opts.dedup_window_ms)
+                    {
+                        outcomes.push(Some(AppendOutcome::Duplicate(EventId(first))));
+                        continue;
+                    }
+                }
+                let id = self.encode_new(ev, group.scratch())?;
+                group.push(id, ev.received_at_ms, ev.dedup_key.as_deref());
+                if let Some(key) = &ev.dedup_key {
+                    dedup.insert(key, id, ev.received_at_ms);
+                    keyed.push(key.as_str());
+                }
+                outcomes.push(Some(AppendOutcome::Accepted(EventId(id))));
+            }
+            segs.append(&group)
+                .map_err(|e| QueueError::storage("appending to the segment log", e))
+        })();
+        if let Err(e) = result {
+            self.mark_failed(&e.to_string());
+            for key in keyed {
+                dedup.remove(key);
+            }
+            let msg = e.to_string();
+            return batch
+                .iter()
+                .map(|_| Err(QueueError::storage("append", &msg)))
+                .collect();
+        }
+        drop(dedup);
+        drop(group);
+        self.publish(batch, &outcomes)
+    }
+
+    /// Makes a stored batch deliverable and returns its outcomes.
+    fn publish(
+        &self,
+        batch: &[NewEvent],
+        outcomes: &[Option<AppendOutcome>],
+    ) -> Vec<Result<AppendOutcome, QueueError>> {
         {
             let mut idx = self.lock();
             let mut last = 0;
             // One shared name per source, not one allocation per pending event.
             let mut src: Option<Arc<str>> = None;
-            for (ev, out) in batch.iter().zip(&outcomes) {
+            for (ev, out) in batch.iter().zip(outcomes) {
                 if let Some(AppendOutcome::Accepted(id)) = out {
                     let name = match &src {
                         Some(s) if **s == *ev.source => s.clone(),
@@ -445,8 +609,8 @@ impl SledStore {
         }
         self.arrivals.notify_waiters();
         outcomes
-            .into_iter()
-            .map(|o| o.ok_or_else(|| QueueError::storage("append", "no outcome")))
+            .iter()
+            .map(|o| (*o).ok_or_else(|| QueueError::storage("append", "no outcome")))
             .collect()
     }
 
@@ -491,7 +655,7 @@ impl SledStore {
         for (id, _) in picked {
             let k = id.to_be_bytes();
             let loaded = (|| -> Result<Option<Leased>, QueueError> {
-                let Some(bytes) = self.events.get(k).map_err(storage("reading event"))? else {
+                let Some(bytes) = self.event_bytes(id)? else {
                     return Ok(None);
                 };
                 let mut rec = self

@@ -20,6 +20,7 @@ impl SledStore {
             at_ms: now,
             error: error.to_string(),
         };
+        self.copy_out_of_segment(id)?;
         self.state
             .insert(id.to_be_bytes(), r.encode())
             .map_err(storage("dead-lettering"))?;
@@ -47,7 +48,7 @@ impl SledStore {
         if rec.status != Status::Dead {
             return Ok(None);
         }
-        let Some(bytes) = self.events.get(k).map_err(storage("reading event"))? else {
+        let Some(bytes) = self.event_bytes(id)? else {
             return Ok(None);
         };
         let env = Envelope::decode(&bytes)
@@ -133,17 +134,23 @@ impl SledStore {
 
     /// Any retained event by id (pending, acked or dead).
     pub fn get(&self, id: EventId) -> Result<Envelope, QueueError> {
-        let bytes = self
-            .events
-            .get(id.to_be_bytes())
-            .map_err(storage("reading event"))?
-            .ok_or(QueueError::NotFound(id))?;
+        let bytes = self.event_bytes(id.0)?.ok_or(QueueError::NotFound(id))?;
         Envelope::decode(&bytes).map_err(|e| QueueError::storage(format!("decoding {id}"), e))
     }
 
     fn remove_event(&self, id: u64) -> Result<(), QueueError> {
         let k = id.to_be_bytes();
         self.events.remove(k).map_err(storage("purging event"))?;
+        if self.segments.as_ref().is_some_and(|s| s.contains(id)) {
+            // The record stays in its segment until the segment goes: remember it is gone.
+            self.state
+                .insert(k, &TOMBSTONE)
+                .map_err(storage("purging event state"))?;
+            if let Some(segs) = &self.segments {
+                segs.forget(id);
+            }
+            return Ok(());
+        }
         self.state
             .remove(k)
             .map_err(storage("purging event state"))?;
@@ -176,6 +183,7 @@ impl SledStore {
         for k in stale {
             self.dedup.remove(k).map_err(storage("purging dedup key"))?;
         }
+        self.sweep_segments(window_start)?;
         Ok(old.len())
     }
 
@@ -194,6 +202,7 @@ impl SledStore {
                 }
             }
         }
+        hits.extend(self.segment_hits(source, needle, &hits)?);
         let mut removed = 0;
         for id in hits {
             let deletable = {
@@ -201,6 +210,10 @@ impl SledStore {
                 !idx.ready.contains_key(&id) && !idx.leased.contains_key(&id)
             };
             if deletable {
+                if let Some(segs) = &self.segments {
+                    segs.blank(id)
+                        .map_err(|e| QueueError::storage("erasing a purged body", e))?;
+                }
                 self.remove_event(id)?;
                 let mut idx = self.lock();
                 idx.dead.remove(&id);
@@ -252,6 +265,10 @@ impl SledStore {
                 dst.insert(k, v).map_err(storage("writing the copy"))?;
                 n += 1;
             }
+        }
+        if let Some(segs) = &self.segments {
+            segs.copy_to(&to.join("segments"))
+                .map_err(|e| QueueError::storage("copying the segment log", e))?;
         }
         // Carry the id generator forward so ids keep increasing after the swap.
         let floor = self

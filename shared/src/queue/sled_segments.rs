@@ -1,0 +1,297 @@
+//! The parts of [`super::SledStore`] that exist only for format 3 (bodies in the segment log):
+//! rebuilding pending events from segments, copying a dead letter's body into sled, finding
+//! bodies to erase, and deleting segments nothing needs any more.
+//!
+//! A child module of `sled_store` so the store's fields stay private, and kept apart so the
+//! store's own file changes little.
+
+use super::{Envelope, EventId, QueueError, SledStore};
+use std::collections::HashSet;
+
+impl SledStore {
+    /// Format 3 writes nothing to sled on append, so sled may never flush before a crash: a
+    /// database that was never flushed is "not recovered" at the next open and its id generator
+    /// starts again at 0, reusing the ids of events in the segments (found by the crash test:
+    /// both processes killed 57 ms after start lost 16 events). So: flush once at open (from
+    /// then on sled recovers the generator and skips 2 × its persist interval), and refuse to
+    /// run if the generator is still behind the newest id in the segments.
+    pub(super) fn guard_id_generator(&self, max_seg_id: u64) -> Result<(), QueueError> {
+        self.sync()?;
+        let next = self
+            .db
+            .generate_id()
+            .map_err(|e| QueueError::storage("generating event id", e))?;
+        if max_seg_id > 0 && next <= max_seg_id {
+            return Err(QueueError::storage(
+                "opening the queue",
+                format!(
+                    "sled's id generator ({next}) is behind the newest event in the segment log ({max_seg_id}); refusing to reuse ids"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Calls `f` with every segment event not in `skip` and its envelope (None when its bytes
+    /// do not decode).
+    fn each_segment_event(
+        &self,
+        skip: impl Fn(u64) -> bool,
+        mut f: impl FnMut(u64, Option<Envelope>),
+    ) -> Result<(), QueueError> {
+        let Some(segs) = &self.segments else {
+            return Ok(());
+        };
+        for id in segs.ids() {
+            if skip(id) {
+                continue;
+            }
+            if let Some(bytes) = segs
+                .read(id)
+                .map_err(|e| QueueError::storage("reading event", e))?
+            {
+                f(id, Envelope::decode(&bytes).ok());
+            }
+        }
+        Ok(())
+    }
+
+    /// (id, source, received_at) of every segment event without a state record: pending.
+    pub(super) fn pending_in_segments(
+        &self,
+        with_state: &HashSet<u64>,
+    ) -> Result<Vec<(u64, String, i64)>, QueueError> {
+        let mut out = Vec::new();
+        self.each_segment_event(
+            |id| with_state.contains(&id),
+            |id, env| match env {
+                Some(env) => out.push((id, env.source, env.received_at_ms)),
+                // Delivered as is; the lease dead-letters what cannot be decoded.
+                None => out.push((id, "<corrupt>".to_string(), 0)),
+            },
+        )?;
+        Ok(out)
+    }
+
+    /// A dead letter stays until replayed or purged, longer than its segment may live: its
+    /// body is copied into `events` (a no-op for a format-1 event, already there).
+    pub(super) fn copy_out_of_segment(&self, id: u64) -> Result<(), QueueError> {
+        let Some(segs) = &self.segments else {
+            return Ok(());
+        };
+        let k = id.to_be_bytes();
+        if self
+            .events
+            .contains_key(k)
+            .map_err(|e| QueueError::storage("reading event", e))?
+        {
+            return Ok(());
+        }
+        if let Some(bytes) = segs
+            .read(id)
+            .map_err(|e| QueueError::storage("reading event", e))?
+        {
+            self.events
+                .insert(k, bytes)
+                .map_err(|e| QueueError::storage("copying a dead letter's body", e))?;
+        }
+        Ok(())
+    }
+
+    /// Segment events of `source` (retained or waiting for a retry; not in `skip`) whose body
+    /// contains `needle`.
+    pub(super) fn segment_hits(
+        &self,
+        source: &str,
+        needle: &[u8],
+        skip: &[u64],
+    ) -> Result<Vec<u64>, QueueError> {
+        let mut hits = Vec::new();
+        self.each_segment_event(
+            |id| skip.contains(&id),
+            |id, env| {
+                if env.is_some_and(|env| {
+                    env.source == source && env.body.windows(needle.len()).any(|w| w == needle)
+                }) {
+                    hits.push(id);
+                }
+            },
+        )?;
+        Ok(hits)
+    }
+
+    /// Deletes the segments whose events are all gone from the queue (acked and past retention,
+    /// purged, or dead with their body copied) and older than the dedup window; then their
+    /// tombstones and state. Also forgets in-memory dedup keys older than the window.
+    pub(super) fn sweep_segments(&self, window_start_ms: i64) -> Result<(), QueueError> {
+        let Some(segs) = &self.segments else {
+            return Ok(());
+        };
+        self.dedup_mem
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .sweep(window_start_ms);
+        let removed = {
+            let idx = self.lock();
+            let acked: HashSet<u64> = idx.acked.iter().map(|(_, id)| *id).collect();
+            segs.delete_done(window_start_ms, |id| {
+                !idx.ready.contains_key(&id)
+                    && !idx.delayed_src.contains_key(&id)
+                    && !idx.leased.contains_key(&id)
+                    && !acked.contains(&id)
+            })
+            .map_err(|e| QueueError::storage("deleting done segments", e))?
+        };
+        for id in removed {
+            let k = EventId(id).to_be_bytes();
+            // A dead letter keeps its state (its body is in `events`); the rest had tombstones.
+            let dead = self.lock().dead.contains_key(&id);
+            if !dead {
+                self.state
+                    .remove(k)
+                    .map_err(|e| QueueError::storage("purging event state", e))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{AppendOutcome, DeadFilter, Failure, NewEvent, StoreOptions};
+    use super::*;
+    use crate::config::Platform;
+
+    fn ev(dedup: &str, at: i64) -> NewEvent {
+        NewEvent {
+            source: "shop".into(),
+            platform: Platform::Shopify,
+            received_at_ms: at,
+            headers: vec![("x-shopify-topic".into(), "products/update".into())],
+            body: format!("{{\"at\":{at}}}").into_bytes().into(),
+            dedup_key: Some(format!("shop\0{dedup}")),
+        }
+    }
+
+    fn opts(segment_log: bool) -> StoreOptions {
+        StoreOptions {
+            min_free_bytes: 0,
+            segment_log,
+            ..StoreOptions::default()
+        }
+    }
+
+    fn id(o: &Result<AppendOutcome, QueueError>) -> EventId {
+        match o {
+            Ok(AppendOutcome::Accepted(id)) => *id,
+            other => panic!("expected accepted, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_format_1_queue_keeps_its_pending_events_dead_letters_and_dedup_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("queue");
+        let (acked, dead, pending);
+        {
+            let q = SledStore::open(&path, opts(false)).unwrap();
+            let out = q.append_batch(&[ev("a", 1), ev("b", 2), ev("c", 3)]);
+            (acked, dead, pending) = (id(&out[0]), id(&out[1]), id(&out[2]));
+            q.lease_now(2, 60_000, 10).unwrap();
+            q.ack(&[acked], 20).unwrap();
+            q.fail(
+                dead,
+                &Failure::Permanent {
+                    error: "bad".into(),
+                },
+                30,
+            )
+            .unwrap();
+            q.flush_all().unwrap();
+        }
+        assert!(!path.join("segments").exists(), "format 1 wrote no segment");
+        let q = SledStore::open(&path, opts(true)).unwrap();
+        let s = q.stats();
+        assert_eq!((s.pending, s.dead, s.acked_retained), (1, 1, 1));
+        assert!(matches!(
+            q.append_batch(&[ev("a", 40)])[0],
+            Ok(AppendOutcome::Duplicate(first)) if first == acked
+        ));
+        let new = id(&q.append_batch(&[ev("d", 50)])[0]);
+        assert!(path.join("segments").exists());
+        let leased = q.lease_now(10, 60_000, 60).unwrap();
+        assert_eq!(
+            leased.iter().map(|l| l.envelope.id).collect::<Vec<_>>(),
+            vec![pending, new],
+            "old then new, in arrival order"
+        );
+        assert_eq!(leased[1].envelope.body, b"{\"at\":50}");
+        let (dl, env) = q.dead_show(dead).unwrap();
+        assert_eq!(
+            (dl.error.as_str(), &env.body[..]),
+            ("bad", &b"{\"at\":2}"[..])
+        );
+        // Once segments exist, they are used even if the option says otherwise.
+        q.ack(&[pending], 70).unwrap();
+        q.flush_all().unwrap();
+        drop(q);
+        let q = SledStore::open(&path, opts(false)).unwrap();
+        assert_eq!(q.get(new).unwrap().body, b"{\"at\":50}");
+        assert_eq!(q.stats().leased, 0);
+        assert_eq!(
+            q.stats().pending,
+            1,
+            "the leased new event is pending again"
+        );
+    }
+
+    #[test]
+    fn segment_events_dead_letter_replay_purge_and_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("queue");
+        let (a, b, c);
+        {
+            let q = SledStore::open(&path, opts(true)).unwrap();
+            let out = q.append_batch(&[ev("a", 1), ev("b", 2), ev("c", 3)]);
+            (a, b, c) = (id(&out[0]), id(&out[1]), id(&out[2]));
+            q.lease_now(3, 60_000, 10).unwrap();
+            q.ack(&[a], 20).unwrap();
+            q.fail(
+                b,
+                &Failure::Permanent {
+                    error: "bad".into(),
+                },
+                30,
+            )
+            .unwrap();
+            // c: leased, never acked.
+            q.flush_all().unwrap();
+        }
+        let q = SledStore::open(&path, opts(true)).unwrap();
+        let s = q.stats();
+        assert_eq!((s.pending, s.dead, s.acked_retained), (1, 1, 1));
+        assert_eq!(q.lease_now(10, 60_000, 40).unwrap()[0].envelope.id, c);
+        assert!(matches!(
+            q.append_batch(&[ev("b", 50)])[0],
+            Ok(AppendOutcome::Duplicate(first)) if first == b
+        ));
+        // The dead letter's body is in sled, so it outlives its segment.
+        assert!(q.events.contains_key(b.to_be_bytes()).unwrap());
+        // Purging the acked event's body by content erases it from the segment file.
+        assert_eq!(q.purge_matching("shop", b"\"at\":1}").unwrap(), 1);
+        assert!(matches!(q.get(a), Err(QueueError::NotFound(_))));
+        let seg = std::fs::read(path.join("segments").join("00000001.seg")).unwrap();
+        assert!(!seg.windows(7).any(|w| w == b"\"at\":1}"));
+        assert_eq!(
+            q.dead_purge(&DeadFilter::default(), false).unwrap(),
+            vec![b]
+        );
+        q.flush_all().unwrap();
+        drop(q);
+        let q = SledStore::open(&path, opts(true)).unwrap();
+        let s = q.stats();
+        assert_eq!((s.pending, s.dead, s.acked_retained), (1, 0, 0));
+        assert!(matches!(q.get(a), Err(QueueError::NotFound(_))));
+        assert!(matches!(q.get(b), Err(QueueError::NotFound(_))));
+    }
+}
