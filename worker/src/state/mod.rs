@@ -144,8 +144,18 @@ impl ItemState {
     /// every run and every worker that raises it).
     pub fn no_sales_alert(&self, since: i64, rules: &RuleConfig, now: i64) -> Alert {
         Alert {
-            id: Alert::make_id(Rule::NoSales, &self.source, &self.item, since as u64),
-            rule: Rule::NoSales,
+            quiet_since: Some(since),
+            quiet_days: Some(rules.no_sales_days),
+            ..self.alert(Rule::NoSales, since as u64, rules, now, now)
+        }
+    }
+
+    /// An alert of `rule` about this item as it is now; `key` tells its occurrences apart (the
+    /// arming episode, the quiet period). The rule-specific fields are left empty.
+    fn alert(&self, rule: Rule, key: u64, rules: &RuleConfig, at: i64, now: i64) -> Alert {
+        Alert {
+            id: Alert::make_id(rule, &self.source, &self.item, key),
+            rule,
             source: self.source.clone(),
             platform: self.platform.clone(),
             item: self.item.clone(),
@@ -155,9 +165,9 @@ impl ItemState {
             available: self.total(),
             previous: None,
             threshold: None,
-            quiet_since: Some(since),
-            quiet_days: Some(rules.no_sales_days),
-            at: now,
+            quiet_since: None,
+            quiet_days: None,
+            at,
             created_at: now,
             recipients: rules.recipients(&self.source),
             cover: None,
@@ -207,28 +217,8 @@ impl ItemState {
         }
         self.last_alert = Some((Rule::Cover, at));
         Some(Alert {
-            id: Alert::make_id(
-                Rule::Cover,
-                &self.source,
-                &self.item,
-                self.cover_arming.episode,
-            ),
-            rule: Rule::Cover,
-            source: self.source.clone(),
-            platform: self.platform.clone(),
-            item: self.item.clone(),
-            sku: self.sku.clone(),
-            title: self.title.clone(),
-            location: self.last_location.clone(),
-            available: self.total(),
-            previous: None,
-            threshold: None,
-            quiet_since: None,
-            quiet_days: None,
-            at,
-            created_at: now,
-            recipients: rules.recipients(&self.source),
             cover: view,
+            ..self.alert(Rule::Cover, self.cover_arming.episode, rules, at, now)
         })
     }
 
@@ -323,24 +313,11 @@ impl ItemState {
             return None;
         };
         self.last_alert = Some((rule, at));
+        // `last_location` is the reported location (set above), `total()` is `total`.
         Some(Alert {
-            id: Alert::make_id(rule, &self.source, &self.item, self.arming.episode),
-            rule,
-            source: self.source.clone(),
-            platform: self.platform.clone(),
-            item: self.item.clone(),
-            sku: self.sku.clone(),
-            title: self.title.clone(),
-            location: Some(location.to_string()),
-            available: total,
             previous,
             threshold: Some(threshold),
-            quiet_since: None,
-            quiet_days: None,
-            at,
-            created_at: now,
-            recipients: rules.recipients(&self.source),
-            cover: None,
+            ..self.alert(rule, self.arming.episode, rules, at, now)
         })
     }
 }
