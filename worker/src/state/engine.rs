@@ -508,11 +508,11 @@ async fn level<S: Store>(
                 };
             }
             let mut st = seen(cur, ev, &item, at, &mut noted);
-            st.demand.level(at, available);
             if st.removed.is_some() {
                 // Out of the catalog: the level is kept as history and raises nothing.
                 st.levels
                     .insert(location.to_string(), LevelRec { available, at });
+                st.demand.level(at, available);
                 return Step {
                     next: Some(st),
                     alerts: Vec::new(),

@@ -269,9 +269,10 @@ impl ItemState {
         self.levels.get(location).is_some_and(|prev| prev.at > at)
     }
 
-    /// Records a (not stale) level report and evaluates the stock rules and the cover rule: the
-    /// alerts it raises. Shared by every state backend, so the rules' effect on an item is
-    /// written once. (The day's level for the velocity is recorded by the caller, stale or not.)
+    /// Records a (not stale) level report, in the levels and in the velocity's day, and
+    /// evaluates the stock rules and the cover rule: the alerts it raises. Shared by every state
+    /// backend, so the rules' effect on an item is written once. (A stale level goes to the
+    /// velocity's day only: [`crate::cover::Demand::level`].)
     pub fn record_level(
         &mut self,
         location: &str,
@@ -280,6 +281,7 @@ impl ItemState {
         rules: &RuleConfig,
         now: i64,
     ) -> Vec<Alert> {
+        self.demand.level(at, available);
         let mut alerts: Vec<Alert> = self
             .record_stock_level(location, available, at, rules, now)
             .into_iter()
