@@ -39,23 +39,17 @@ fn bench(c: &mut Criterion) {
             d.sale(black_box(now + k % 1000), black_box(2));
         })
     });
-    c.bench_function("record_sale", |b| {
-        let mut st = base.clone();
-        let mut k = 0i64;
-        b.iter(|| {
-            k += 1;
-            black_box(st.record_sale(black_box(2), now + k % 1000, &rules, now + k % 1000))
-        })
-    });
     let weekly = backtest::rules(true);
-    c.bench_function("record_sale_weekly", |b| {
-        let mut st = base.clone();
-        let mut k = 0i64;
-        b.iter(|| {
-            k += 1;
-            black_box(st.record_sale(black_box(2), now + k % 1000, &weekly, now + k % 1000))
-        })
-    });
+    for (name, rules) in [("record_sale", &rules), ("record_sale_weekly", &weekly)] {
+        c.bench_function(name, |b| {
+            let mut st = base.clone();
+            let mut k = 0i64;
+            b.iter(|| {
+                k += 1;
+                black_box(st.record_sale(black_box(2), now + k % 1000, rules, now + k % 1000))
+            })
+        });
+    }
 }
 
 criterion_group!(benches, bench);

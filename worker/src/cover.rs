@@ -263,9 +263,9 @@ impl Velocity {
         };
         let mut left = available;
         let mut t = 0.0;
-        let mut day = now.div_euclid(DAY_MS);
-        let mut part = 1.0 - (now - day * DAY_MS) as f64 / DAY_MS as f64;
-        for _ in 0..HORIZON_DAYS {
+        let today = now.div_euclid(DAY_MS);
+        let mut part = 1.0 - (now - today * DAY_MS) as f64 / DAY_MS as f64;
+        for day in today..today + HORIZON_DAYS {
             let rate = self.per_day * f[day.rem_euclid(7) as usize];
             let need = rate * part;
             if need >= left && rate > 0.0 {
@@ -274,7 +274,6 @@ impl Velocity {
             left -= need;
             t += part;
             part = 1.0;
-            day += 1;
         }
         Some(t)
     }

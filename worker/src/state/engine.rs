@@ -568,11 +568,11 @@ async fn level<S: Store>(
                     snapshot && st.removed.is_none() && held.at < at && held.available != available
                 })
                 .map(|held| (held.available, available));
-            st.demand.level(at, available);
             if st.removed.is_some() {
                 // Out of the catalog: the level is kept as history and raises nothing.
                 st.levels
                     .insert(location.to_string(), LevelRec { available, at });
+                st.demand.level(at, available);
                 return Step {
                     next: Some(st),
                     alerts: Vec::new(),

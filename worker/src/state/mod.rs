@@ -148,8 +148,18 @@ impl ItemState {
     /// every run and every worker that raises it).
     pub fn no_sales_alert(&self, since: i64, rules: &RuleConfig, now: i64) -> Alert {
         Alert {
-            id: Alert::make_id(Rule::NoSales, &self.source, &self.item, since as u64),
-            rule: Rule::NoSales,
+            quiet_since: Some(since),
+            quiet_days: Some(rules.no_sales_days),
+            ..self.alert(Rule::NoSales, since as u64, rules, now, now)
+        }
+    }
+
+    /// An alert of `rule` about this item as it is now; `key` tells its occurrences apart (the
+    /// arming episode, the quiet period). The rule-specific fields are left empty.
+    fn alert(&self, rule: Rule, key: u64, rules: &RuleConfig, at: i64, now: i64) -> Alert {
+        Alert {
+            id: Alert::make_id(rule, &self.source, &self.item, key),
+            rule,
             source: self.source.clone(),
             platform: self.platform.clone(),
             item: self.item.clone(),
@@ -163,9 +173,9 @@ impl ItemState {
             available: self.total(),
             previous: None,
             threshold: None,
-            quiet_since: Some(since),
-            quiet_days: Some(rules.no_sales_days),
-            at: now,
+            quiet_since: None,
+            quiet_days: None,
+            at,
             created_at: now,
             recipients: rules.recipients(&self.source),
             cover: None,
@@ -215,32 +225,8 @@ impl ItemState {
         }
         self.last_alert = Some((Rule::Cover, at));
         Some(Alert {
-            id: Alert::make_id(
-                Rule::Cover,
-                &self.source,
-                &self.item,
-                self.cover_arming.episode,
-            ),
-            rule: Rule::Cover,
-            source: self.source.clone(),
-            platform: self.platform.clone(),
-            item: self.item.clone(),
-            sku: self.sku.clone(),
-            title: self.title.clone(),
-            location: self.last_location.clone(),
-            location_name: self
-                .last_location
-                .as_ref()
-                .and_then(|l| self.location_names.get(l).cloned()),
-            available: self.total(),
-            previous: None,
-            threshold: None,
-            quiet_since: None,
-            quiet_days: None,
-            at,
-            created_at: now,
-            recipients: rules.recipients(&self.source),
             cover: view,
+            ..self.alert(Rule::Cover, self.cover_arming.episode, rules, at, now)
         })
     }
 
@@ -291,9 +277,10 @@ impl ItemState {
         self.levels.get(location).is_some_and(|prev| prev.at > at)
     }
 
-    /// Records a (not stale) level report and evaluates the stock rules and the cover rule: the
-    /// alerts it raises. Shared by every state backend, so the rules' effect on an item is
-    /// written once. (The day's level for the velocity is recorded by the caller, stale or not.)
+    /// Records a (not stale) level report, in the levels and in the velocity's day, and
+    /// evaluates the stock rules and the cover rule: the alerts it raises. Shared by every state
+    /// backend, so the rules' effect on an item is written once. (A stale level goes to the
+    /// velocity's day only: [`crate::cover::Demand::level`].)
     pub fn record_level(
         &mut self,
         location: &str,
@@ -302,6 +289,7 @@ impl ItemState {
         rules: &RuleConfig,
         now: i64,
     ) -> Vec<Alert> {
+        self.demand.level(at, available);
         let mut alerts: Vec<Alert> = self
             .record_stock_level(location, available, at, rules, now)
             .into_iter()
@@ -335,25 +323,11 @@ impl ItemState {
             return None;
         };
         self.last_alert = Some((rule, at));
+        // `last_location` is the reported location (set above), `total()` is `total`.
         Some(Alert {
-            id: Alert::make_id(rule, &self.source, &self.item, self.arming.episode),
-            rule,
-            source: self.source.clone(),
-            platform: self.platform.clone(),
-            item: self.item.clone(),
-            sku: self.sku.clone(),
-            title: self.title.clone(),
-            location: Some(location.to_string()),
-            location_name: self.location_names.get(location).cloned(),
-            available: total,
             previous,
             threshold: Some(threshold),
-            quiet_since: None,
-            quiet_days: None,
-            at,
-            created_at: now,
-            recipients: rules.recipients(&self.source),
-            cover: None,
+            ..self.alert(rule, self.arming.episode, rules, at, now)
         })
     }
 }
