@@ -7,6 +7,7 @@ pub mod backend;
 pub mod catalog;
 pub mod channels;
 pub mod control;
+pub mod dashboard;
 pub mod email;
 pub mod facts;
 pub mod metrics;

@@ -253,6 +253,7 @@ async fn apply_fact<S: Store>(
                 .update_item(&ev.source, &item, tok, &mut |cur| {
                     let mut st = seen(cur, ev, &item, *at, &mut noted);
                     st.units_sold = st.units_sold.saturating_add(*quantity);
+                    st.history.record_sale(*at, *quantity);
                     if *quantity > 0 {
                         st.last_sale_at = Some(st.last_sale_at.map_or(*at, |t| t.max(*at)));
                     }
@@ -445,6 +446,7 @@ async fn catalog_entry<S: Store>(
                 st.last_sale_at = st.last_sale_at.max(o.last_sale_at);
                 st.units_sold = st.units_sold.saturating_add(o.units_sold);
                 st.first_seen_at = st.first_seen_at.min(o.first_seen_at);
+                st.history.merge(&o.history);
             }
             Step {
                 next: Some(st),
@@ -490,19 +492,27 @@ async fn level<S: Store>(
     let mut noted = Seen::default();
     let once = s
         .update_item(&ev.source, &item, tok, &mut |cur| {
+            stale = false;
+            let cur = match cur {
+                Some(mut held) if held.is_stale(location, at) => {
+                    // Ignored by the rules; the chart's history still gets it, so the history
+                    // is the same whatever order the reports came in.
+                    stale = true;
+                    noted = Seen::default();
+                    held.history.record_level(at, location, available);
+                    return Step {
+                        next: Some(held),
+                        alerts: Vec::new(),
+                    };
+                }
+                other => other,
+            };
             let mut st = seen(cur, ev, &item, at, &mut noted);
-            stale = st.is_stale(location, at);
-            if stale {
-                noted.revived = false;
-                return Step {
-                    next: None,
-                    alerts: Vec::new(),
-                };
-            }
             if st.removed.is_some() {
                 // Out of the catalog: the level is kept as history and raises nothing.
                 st.levels
                     .insert(location.to_string(), LevelRec { available, at });
+                st.history.record_level(at, location, available);
                 return Step {
                     next: Some(st),
                     alerts: Vec::new(),

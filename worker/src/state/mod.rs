@@ -9,6 +9,7 @@
 
 pub mod backend;
 pub mod engine;
+pub mod history;
 pub mod nats;
 pub mod sled;
 
@@ -67,6 +68,9 @@ pub struct ItemState {
     /// Out of the catalog since when and why (`None`: live).
     #[serde(default)]
     pub removed: Option<Removal>,
+    /// Recent level reports and sales, bounded (the dashboard's chart).
+    #[serde(default, skip_serializing_if = "history::History::is_empty")]
+    pub history: history::History,
 }
 
 /// An item's removal from its platform's catalog.
@@ -93,6 +97,7 @@ impl ItemState {
             last_alert: None,
             last_location: None,
             removed: None,
+            history: history::History::default(),
         }
     }
 
@@ -105,25 +110,7 @@ impl ItemState {
     /// The item's available total. Product-level reports (`all`) and per-location reports are
     /// never added together: whichever is newer wins. Untracked (`None`) everywhere -> `None`.
     pub fn total(&self) -> Option<i64> {
-        let all = self.levels.get("all");
-        let per: Vec<&LevelRec> = self
-            .levels
-            .iter()
-            .filter(|(k, _)| *k != "all")
-            .map(|(_, v)| v)
-            .collect();
-        let per_newest = per.iter().map(|l| l.at).max();
-        match (all, per_newest) {
-            (Some(a), Some(p)) if a.at >= p => a.available,
-            (Some(a), None) => a.available,
-            (_, Some(_)) => {
-                let tracked: Vec<i64> = per.iter().filter_map(|l| l.available).collect();
-                // Saturating: a hostile or broken payload's huge quantity must not overflow.
-                (!tracked.is_empty())
-                    .then(|| tracked.iter().fold(0i64, |a, b| a.saturating_add(*b)))
-            }
-            (None, None) => None,
-        }
+        total_of(&self.levels)
     }
 
     /// When its current quiet period began: the last sale, else first seen.
@@ -213,6 +200,7 @@ impl ItemState {
         let previous = self.total();
         self.levels
             .insert(location.to_string(), LevelRec { available, at });
+        self.history.record_level(at, location, available);
         self.last_location = Some(location.to_string());
         let threshold = rules.threshold(&self.source, self.sku.as_deref());
         let total = self.total();
@@ -245,6 +233,28 @@ impl ItemState {
             created_at: now,
             recipients: rules.recipients(&self.source),
         })
+    }
+}
+
+/// The available total of these level reports: product-level reports (`all`) and per-location
+/// reports are never added together, whichever is newer wins; untracked everywhere -> `None`.
+pub(crate) fn total_of(levels: &BTreeMap<String, LevelRec>) -> Option<i64> {
+    let all = levels.get("all");
+    let per: Vec<&LevelRec> = levels
+        .iter()
+        .filter(|(k, _)| *k != "all")
+        .map(|(_, v)| v)
+        .collect();
+    let per_newest = per.iter().map(|l| l.at).max();
+    match (all, per_newest) {
+        (Some(a), Some(p)) if a.at >= p => a.available,
+        (Some(a), None) => a.available,
+        (_, Some(_)) => {
+            let tracked: Vec<i64> = per.iter().filter_map(|l| l.available).collect();
+            // Saturating: a hostile or broken payload's huge quantity must not overflow.
+            (!tracked.is_empty()).then(|| tracked.iter().fold(0i64, |a, b| a.saturating_add(*b)))
+        }
+        (None, None) => None,
     }
 }
 
