@@ -105,7 +105,7 @@ pub async fn handle<S: StateBackend>(dash: &Dashboard<S>, req: Req) -> (Resp, Op
     let r = match (&method, segs) {
         (&Method::GET, ["items"]) => match dash.snapshot().await {
             Ok(snap) => {
-                let f = Filter::from_query(query.as_deref().unwrap_or(""));
+                let f = Filter::for_scope(query.as_deref().unwrap_or(""), &user.scope);
                 let rows = view::rows(&snap, &user.scope, &f);
                 let limit = query_param(query.as_deref(), "limit")
                     .and_then(|l| l.parse().ok())

@@ -377,7 +377,7 @@ async fn get_page<S: StateBackend>(
             )
         }
         "/inventory" => {
-            let filter = Filter::from_query(query.unwrap_or(""));
+            let filter = Filter::for_scope(query.unwrap_or(""), &user.scope);
             let rows = view::rows(&snap, &user.scope, &filter);
             html(
                 StatusCode::OK,
@@ -385,7 +385,7 @@ async fn get_page<S: StateBackend>(
             )
         }
         "/inventory.csv" => {
-            let filter = Filter::from_query(query.unwrap_or(""));
+            let filter = Filter::for_scope(query.unwrap_or(""), &user.scope);
             let rows = view::rows(&snap, &user.scope, &filter);
             let mut r = respond(StatusCode::OK, "text/csv; charset=utf-8", api::csv(&rows));
             r.headers_mut().insert(

@@ -163,6 +163,8 @@ pub struct Filter {
     pub desc: bool,
     /// 0-based page of [`PAGE_SIZE`] rows (the HTML table only).
     pub page: usize,
+    /// Matches nothing (a source the user does not see was asked for).
+    pub none: bool,
 }
 
 /// Rows per page of the HTML table.
@@ -172,6 +174,17 @@ pub const PAGE_SIZE: usize = 100;
 pub const COVER_DAYS: f64 = 14.0;
 
 impl Filter {
+    /// The filter of `query` for a user of `scope`: a source the user does not see matches
+    /// nothing and is not echoed back in the page's links.
+    pub fn for_scope(query: &str, scope: &Scope) -> Filter {
+        let mut f = Filter::from_query(query);
+        if f.source.as_ref().is_some_and(|s| !scope.allows(s)) {
+            f.source = None;
+            f.none = true;
+        }
+        f
+    }
+
     pub fn from_query(query: &str) -> Filter {
         let mut f = Filter::default();
         for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
@@ -213,6 +226,9 @@ impl Filter {
 
     fn keep(&self, row: &Row, needle: &str) -> bool {
         let st = row.item;
+        if self.none {
+            return false;
+        }
         if self.source.as_ref().is_some_and(|s| *s != st.source) {
             return false;
         }
