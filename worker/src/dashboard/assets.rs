@@ -26,8 +26,8 @@ label{display:block;font-weight:600;margin-bottom:4px}
 .card{border:1px solid var(--line);border-radius:8px;padding:12px 16px;margin-bottom:12px}
 form.card{max-width:420px;display:flex;flex-direction:column;gap:12px}
 .cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(280px,1fr));gap:12px}
-dl.figs{display:grid;grid-template-columns:max-content 1fr;gap:4px 16px;margin:0}
-dl.figs dt{color:var(--muted)}dl.figs dd{margin:0}
+dl.figs{display:grid;grid-template-columns:max-content minmax(0,1fr);gap:4px 16px;margin:0}
+dl.figs dt{color:var(--muted)}dl.figs dd{margin:0;min-width:0;overflow-wrap:anywhere}
 .muted{color:var(--muted)}.bad{color:var(--bad);font-weight:600}.error{color:var(--bad);font-weight:600}
 .note{background:#eef6f2;border-left:4px solid var(--accent);padding:8px 12px}
 .table-wrap{overflow-x:auto}
@@ -49,7 +49,7 @@ svg.chart .sale{fill:#d97706}svg.chart .tick{font-size:11px;fill:var(--muted)}
 svg.spark{width:100%;max-width:240px;height:32px}svg.spark rect{fill:var(--accent)}
 .spark-label{margin:8px 0 0;color:var(--muted);font-size:.9rem}
 .sr{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0)}
-@media (max-width:600px){main{padding:8px}th,td{padding:6px 4px}form.logout{margin-left:0}}
+@media (max-width:600px){main{padding:8px}th,td{padding:6px 4px}form.logout{margin-left:0}.wide{display:none}}
 "#;
 
 /// The per-user stylesheet: the brand's accent colour (validated `#rrggbb`).

@@ -125,14 +125,14 @@ pub fn overview(
                             dt { "Alerts failed" } dd.bad[f.alerts_failed > 0] { (f.alerts_failed) }
                             dt { "Failed events" } dd { (queue.map_or(0, |q| q.dead_of(&f.source))) }
                             dt { "Queued" } dd { (queue.map_or(0, |q| q.pending_of(&f.source))) }
-                            dt { "Verification failures" } dd.muted { "in the receiver's /metrics: stockhook_verification_failures_total" }
-                        }
+                            }
                         p.spark-label { "Reports per hour, last 24 h" }
                         (chart::sparkline(&f.per_hour, &f.source))
                     }
                 }
             }
-            @if !sync.is_empty() {
+            p.muted { "Verification failures are counted by the receiver: stockhook_verification_failures_total on its /metrics." }
+        @if !sync.is_empty() {
                 section {
                     h2 { "Catalog sync" }
                     table { thead { tr { th scope="col" { "Counter" } th scope="col" { "Value" } } }
@@ -217,22 +217,22 @@ pub fn inventory(ctx: &Ctx, rows: &[Row], filter: &Filter, sources: &[String]) -
                 table #inventory {
                     thead { tr {
                         th scope="col" aria-sort=[aria_sort(Sort::Name)] { a href=(sort_link(Sort::Name)) { "Item" } }
-                        th scope="col" { "Source" }
+                        th.wide scope="col" { "Source" }
                         th scope="col" { "SKU" }
                         th.n scope="col" aria-sort=[aria_sort(Sort::Available)] { a href=(sort_link(Sort::Available)) { "Available" } }
                         th scope="col" { "Status" }
-                        th.n scope="col" aria-sort=[aria_sort(Sort::Cover)] { a href=(sort_link(Sort::Cover)) { "Days of cover" } }
+                        th.n.wide scope="col" aria-sort=[aria_sort(Sort::Cover)] { a href=(sort_link(Sort::Cover)) { "Days of cover" } }
                         th scope="col" aria-sort=[aria_sort(Sort::LastSale)] { a href=(sort_link(Sort::LastSale)) { "Last sale" } }
                     } }
                     tbody {
                         @for r in shown {
                             tr data-source=(r.item.source) {
                                 th scope="row" { a href={"/items/" (enc(&r.id()))} { (view::name(r.item)) } }
-                                td { (r.item.source) }
+                                td.wide { (r.item.source) }
                                 td { (r.item.sku.as_deref().unwrap_or("—")) }
                                 td.n { (num(r.available)) }
                                 td { (status_badge(r.status)) }
-                                td.n { @match r.cover_days { Some(d) => (format!("{d:.1}")), None => "—" } }
+                                td.n.wide { @match r.cover_days { Some(d) => (format!("{d:.1}")), None => "—" } }
                                 td { (opt_date(r.item.last_sale_at)) }
                             }
                         }
