@@ -29,8 +29,29 @@ use stockhook_shared::queue::now_ms;
 use tokio::sync::{watch, Mutex, Notify};
 use view::Snapshot;
 
-/// A snapshot younger than this is reused.
+/// A snapshot younger than this is reused as it is.
 pub const SNAPSHOT_MAX_AGE: Duration = Duration::from_secs(1);
+
+/// A snapshot older than this is not shown while a new one is taken: the page waits for it.
+pub const SNAPSHOT_STALE_LIMIT: Duration = Duration::from_secs(30);
+
+/// Reads everything the pages show from the state, once.
+async fn take_snapshot<S: StateBackend>(
+    state: &S,
+    rules: &RulesSlot,
+) -> anyhow::Result<Arc<Snapshot>> {
+    let mut items = state.items().await.context("reading items")?;
+    items.sort_by(|a, b| (&a.source, &a.item).cmp(&(&b.source, &b.item)));
+    let outbox = state.outbox(|_| true).await.context("reading alerts")?;
+    let counters = state.counters().await.context("reading counters")?;
+    Ok(Arc::new(Snapshot {
+        taken_at: now_ms(),
+        items,
+        outbox,
+        counters,
+        rules: rules.current(),
+    }))
+}
 
 /// What every request handler shares.
 pub struct Dashboard<S> {
@@ -45,7 +66,9 @@ pub struct Dashboard<S> {
     pub sources: Vec<String>,
     /// Serving HTTPS: session cookies are `Secure`.
     pub secure: bool,
-    snapshot: Mutex<Option<(Instant, Arc<Snapshot>)>>,
+    snapshot: Arc<Mutex<Option<(Instant, Arc<Snapshot>)>>>,
+    /// Held while a snapshot is being taken.
+    refreshing: Arc<Mutex<()>>,
     queue: Mutex<Option<Arc<Queue>>>,
 }
 
@@ -66,37 +89,53 @@ impl<S: StateBackend> Dashboard<S> {
             stores: Stores::from_config(config),
             sources: config.sources.iter().map(|s| s.name.clone()).collect(),
             secure,
-            snapshot: Mutex::new(None),
+            snapshot: Arc::new(Mutex::new(None)),
+            refreshing: Arc::new(Mutex::new(())),
             queue: Mutex::new(None),
         })
     }
 
-    /// The current snapshot: the cached one if young enough, else a new one (one reader at a
-    /// time; the others wait for it and share it).
+    /// The current snapshot. Younger than [`SNAPSHOT_MAX_AGE`]: as it is. Older, but younger
+    /// than [`SNAPSHOT_STALE_LIMIT`]: as it is, while a new one is taken in the background (a
+    /// page never waits for the state read then). Older still, or none: a new one, waited for
+    /// (one reader at a time; the others share it).
     pub async fn snapshot(&self) -> anyhow::Result<Arc<Snapshot>> {
-        let mut slot = self.snapshot.lock().await;
-        if let Some((at, s)) = slot.as_ref() {
-            if at.elapsed() < SNAPSHOT_MAX_AGE {
-                return Ok(s.clone());
+        let held = self.snapshot.lock().await.clone();
+        if let Some((at, snap)) = held {
+            let age = at.elapsed();
+            if age < SNAPSHOT_MAX_AGE {
+                return Ok(snap);
+            }
+            if age < SNAPSHOT_STALE_LIMIT {
+                self.refresh_in_background();
+                return Ok(snap);
             }
         }
-        let mut items = self.state.items().await.context("reading items")?;
-        items.sort_by(|a, b| (&a.source, &a.item).cmp(&(&b.source, &b.item)));
-        let outbox = self
-            .state
-            .outbox(|_| true)
-            .await
-            .context("reading alerts")?;
-        let counters = self.state.counters().await.context("reading counters")?;
-        let snap = Arc::new(Snapshot {
-            taken_at: now_ms(),
-            items,
-            outbox,
-            counters,
-            rules: self.rules.current(),
-        });
-        *slot = Some((Instant::now(), snap.clone()));
+        let _one = self.refreshing.lock().await;
+        if let Some((at, snap)) = self.snapshot.lock().await.clone() {
+            if at.elapsed() < SNAPSHOT_MAX_AGE {
+                return Ok(snap);
+            }
+        }
+        let snap = take_snapshot(self.state.as_ref(), &self.rules).await?;
+        *self.snapshot.lock().await = Some((Instant::now(), snap.clone()));
         Ok(snap)
+    }
+
+    fn refresh_in_background(&self) {
+        let Ok(guard) = self.refreshing.clone().try_lock_owned() else {
+            return; // one is being taken
+        };
+        let state = self.state.clone();
+        let rules = self.rules.clone();
+        let slot = self.snapshot.clone();
+        tokio::spawn(async move {
+            let _guard = guard;
+            match take_snapshot(state.as_ref(), &rules).await {
+                Ok(snap) => *slot.lock().await = Some((Instant::now(), snap)),
+                Err(e) => tracing::warn!(error = %e, "dashboard snapshot failed"),
+            }
+        });
     }
 
     /// Forgets the snapshot (after a change the next page must show).

@@ -30,6 +30,9 @@ use tokio_rustls::TlsAcceptor;
 pub type Resp = Response<Full<Bytes>>;
 pub type Req = http::Request<Incoming>;
 
+/// The alerts page shows the newest this many (the API has them all).
+pub const ALERTS_SHOWN: usize = 500;
+
 /// Largest form or API body read.
 const MAX_BODY: usize = 16 * 1024;
 
@@ -342,7 +345,7 @@ fn not_found(ctx: &Ctx) -> Resp {
     )
 }
 
-async fn get_page<S: StateBackend>(
+pub async fn get_page<S: StateBackend>(
     dash: &Dashboard<S>,
     ctx: &Ctx<'_>,
     path: &str,
@@ -404,6 +407,7 @@ async fn get_page<S: StateBackend>(
                         .as_deref()
                         .is_none_or(|s| pages::status_word(e.status) == s)
                 })
+                .take(ALERTS_SHOWN)
                 .collect();
             let note = query_param(query, "note");
             html(
