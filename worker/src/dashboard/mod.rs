@@ -53,6 +53,9 @@ async fn take_snapshot<S: StateBackend>(
     }))
 }
 
+/// The snapshot held and when it was taken.
+type Held = Option<(Instant, Arc<Snapshot>)>;
+
 /// What every request handler shares.
 pub struct Dashboard<S> {
     pub state: Arc<S>,
@@ -66,7 +69,7 @@ pub struct Dashboard<S> {
     pub sources: Vec<String>,
     /// Serving HTTPS: session cookies are `Secure`.
     pub secure: bool,
-    snapshot: Arc<Mutex<Option<(Instant, Arc<Snapshot>)>>>,
+    snapshot: Arc<Mutex<Held>>,
     /// Held while a snapshot is being taken.
     refreshing: Arc<Mutex<()>>,
     queue: Mutex<Option<Arc<Queue>>>,
