@@ -421,7 +421,7 @@ fn api_checks(s: &Stack) {
         .as_str()
         .unwrap_or("")
         .to_string();
-    assert!(summary.starts_with("Would fail again"), "{dry:?}");
+    assert!(summary.starts_with("Dry run: would fail again"), "{dry:?}");
     assert_eq!(
         api(s, ADMIN, "GET", "/api/v1/failed").json()["failed"]
             .as_array()
@@ -636,7 +636,7 @@ fn browser_checks(s: &Stack, backend: &str) {
     );
     b.click_to("#preview", &format!("/failed/{}", s.dead.0));
     let t = b.text();
-    assert!(t.contains("Would fail again"), "{t}");
+    assert!(t.contains("Dry run: would fail again"), "{t}");
     b.screenshot(&shots.join("failed-detail.png"));
     b.click_to("#replay", "/failed");
     assert!(b.text().contains("replayed"), "{}", b.text());

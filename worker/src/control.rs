@@ -264,6 +264,25 @@ async fn dispatch<S: StateBackend>(store: &Arc<S>, rules: &Arc<RuleConfig>, op: 
     }
 }
 
+impl Simulated {
+    /// The outcome in words (`failed replay --dry-run`, the dashboard's preview).
+    pub fn summary(&self) -> String {
+        match (&self.error, self.already_processed, self.alerts.len()) {
+            (Some(e), _, _) => format!("would fail again: {e}"),
+            (None, true, _) => "already processed: would change nothing".into(),
+            (None, false, 0) => "would be processed, no alert".into(),
+            (None, false, _) => format!(
+                "would raise: {}",
+                self.alerts
+                    .iter()
+                    .map(|a| format!("{} for {}", a.rule.title(), a.display_name()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }
+    }
+}
+
 /// The alerts these events would raise if processed now, writing nothing (the replay dry run
 /// of `failed replay --dry-run` and the dashboard's preview).
 pub async fn simulate<S: StateBackend>(

@@ -435,21 +435,9 @@ pub fn failed_detail(
     )
 }
 
-/// A dry-run outcome in words.
+/// A dry-run outcome in words, as `failed replay --dry-run` says it.
 pub fn preview_words(s: &Simulated) -> String {
-    match (&s.error, s.already_processed, s.alerts.len()) {
-        (Some(e), _, _) => format!("Would fail again: {e}"),
-        (None, true, _) => "Already processed: replaying would change nothing.".into(),
-        (None, false, 0) => "Would be processed and raise no alert.".into(),
-        (None, false, _) => format!(
-            "Would raise: {}.",
-            s.alerts
-                .iter()
-                .map(|a| format!("{} for {}", a.rule.title(), a.display_name()))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-    }
+    format!("Dry run: {}.", s.summary())
 }
 
 pub fn message(ctx: Option<&Ctx>, title: &str, text: &str) -> Markup {
