@@ -12,9 +12,7 @@
 use crate::reload::{Reloader, SourceTable, SwappableCert};
 use crate::routes::{self, AppState, Sources};
 use crate::server::{self, ConnLimits};
-use anyhow::{anyhow, bail, Context as _};
-use rustls_pki_types::pem::{self, PemObject};
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use anyhow::{bail, Context as _};
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
@@ -83,72 +81,13 @@ pub fn tls_acceptor_config(config: &Config) -> anyhow::Result<Option<rustls::Ser
     tls_server_config(&cert, &key).map(Some)
 }
 
-/// rustls with the ring provider, the safe default protocol versions (TLS 1.2 and 1.3), ALPN
-/// http/1.1 only, one certificate chain and its key.
+/// rustls for `[receiver] tls_cert` + `tls_key` (see [`stockhook_shared::tls::server_config`]).
 pub fn tls_server_config(cert: &Path, key: &Path) -> anyhow::Result<rustls::ServerConfig> {
-    let c = cert.display();
-    let k = key.display();
-    let cert_pem =
-        std::fs::read(cert).map_err(|e| anyhow!("receiver.tls_cert = {c}: cannot read it: {e}"))?;
-    let chain = CertificateDer::pem_slice_iter(&cert_pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| anyhow!("receiver.tls_cert = {c}: not a valid PEM file: {e}"))?;
-    if chain.is_empty() {
-        bail!(
-            "receiver.tls_cert = {c}: holds no certificate (expected -----BEGIN CERTIFICATE----- \
-             blocks: the server's certificate first, then its intermediates, e.g. fullchain.pem)"
-        );
-    }
-    let key_pem =
-        std::fs::read(key).map_err(|e| anyhow!("receiver.tls_key = {k}: cannot read it: {e}"))?;
-    let private_key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| match e {
-        pem::Error::NoItemsFound => anyhow!(
-            "receiver.tls_key = {k}: holds no private key (expected -----BEGIN PRIVATE KEY-----, \
-             -----BEGIN EC PRIVATE KEY----- or -----BEGIN RSA PRIVATE KEY-----, e.g. privkey.pem)"
-        ),
-        e => anyhow!("receiver.tls_key = {k}: not a valid PEM file: {e}"),
-    })?;
-    if let Ok(meta) = std::fs::metadata(key) {
-        if meta.permissions().mode() & 0o004 != 0 {
-            tracing::warn!(file = %k, "receiver.tls_key is readable by every user: chmod o-r it");
-        }
-    }
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .context("setting up TLS")?
-    .with_no_client_auth()
-    .with_single_cert(chain, private_key)
-    .map_err(|e| {
-        anyhow!(
-            "receiver.tls_cert = {c} and receiver.tls_key = {k} do not make a usable pair: {e} \
-             (is the key the one the certificate was issued for?)"
-        )
-    })?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(config)
+    stockhook_shared::tls::server_config(cert, key, "receiver")
 }
 
-/// `${CREDENTIALS_DIRECTORY}` (systemd's LoadCredential=) in a path, expanded.
 fn expand_credentials_dir(path: &Path, key: &str) -> anyhow::Result<PathBuf> {
-    let text = path.to_string_lossy();
-    if !text.contains("${CREDENTIALS_DIRECTORY}") && !text.contains("$CREDENTIALS_DIRECTORY") {
-        return Ok(path.to_path_buf());
-    }
-    let dir = std::env::var("CREDENTIALS_DIRECTORY")
-        .ok()
-        .filter(|d| !d.is_empty())
-        .ok_or_else(|| {
-            anyhow!(
-                "{key} = {text} uses $CREDENTIALS_DIRECTORY, which is unset: run under systemd \
-                 with LoadCredential=, or write the full path"
-            )
-        })?;
-    Ok(PathBuf::from(
-        text.replace("${CREDENTIALS_DIRECTORY}", &dir)
-            .replace("$CREDENTIALS_DIRECTORY", &dir),
-    ))
+    stockhook_shared::tls::expand_credentials_dir(path, key)
 }
 
 /// Binds `receiver.metrics_listen` when set (a start-up error if it cannot be bound) and serves

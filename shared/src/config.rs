@@ -53,6 +53,71 @@ pub struct Config {
     /// Catalog sync from the platforms' APIs: how often.
     #[serde(default)]
     pub sync: SyncConfig,
+    /// The worker's web dashboard and read API (issue 16): off unless `listen` is set.
+    #[serde(default)]
+    pub dashboard: DashboardConfig,
+}
+
+/// `[dashboard]`: where the worker serves its pages and `/api/v1/`, who may log in, the brand.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DashboardConfig {
+    /// Address to serve on (`127.0.0.1:8081`); empty: no dashboard.
+    #[serde(default)]
+    pub listen: String,
+    /// PEM certificate chain; with `tls_key`, the dashboard serves HTTPS (as the receiver does).
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
+    /// How long a browser session lasts after logging in.
+    #[serde(default = "defaults::session_ttl")]
+    pub session_ttl: ConfigDuration,
+    /// The default look (a scoped user's own `brand` wins).
+    #[serde(default)]
+    pub brand: Option<BrandConfig>,
+    #[serde(default)]
+    pub users: Vec<DashboardUser>,
+}
+
+/// One `[[dashboard.users]]`: a bearer token (or login token) with a role and optional sources.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DashboardUser {
+    pub name: String,
+    pub role: DashboardRole,
+    #[serde(default)]
+    pub token: Option<Secret>,
+    #[serde(default)]
+    pub token_env: Option<String>,
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// Only these sources (an agency's client); unset: every source.
+    #[serde(default)]
+    pub sources: Option<Vec<String>>,
+    /// What this user's pages carry instead of stockhook's name.
+    #[serde(default)]
+    pub brand: Option<BrandConfig>,
+}
+
+/// `admin` may replay, purge and resend; `viewer` only reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DashboardRole {
+    Admin,
+    Viewer,
+}
+
+/// A white-label look: a name, an accent colour (`#rrggbb`), a logo file (PNG or SVG).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrandConfig {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub accent: Option<String>,
+    #[serde(default)]
+    pub logo: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -434,6 +499,9 @@ pub struct RateLimit {
 
 pub mod defaults {
     use super::*;
+    pub fn session_ttl() -> ConfigDuration {
+        ConfigDuration::secs(12 * 3600)
+    }
     pub fn data_dir() -> PathBuf {
         PathBuf::from("./data")
     }

@@ -20,3 +20,4 @@ pub mod sdnotify;
 pub mod secret;
 pub mod standard_webhooks;
 pub mod telemetry;
+pub mod tls;

@@ -612,6 +612,7 @@ fn validate(
             })
         }
     }
+    validate_dashboard(config, origin, role != Role::Ops, env)?;
     if config.receiver.max_body_bytes == 0 {
         return Err(ConfigError::Invalid {
             origin: origin.to_string(),
@@ -849,6 +850,107 @@ fn validate_api(
 }
 
 /// `[queue] backend` and, for `nats`, the keys it needs.
+/// `[dashboard]`: TLS in pairs, an accent colour the CSS can take, users with one token each
+/// (resolved here from `token_env`/`token_file`, once) and sources that exist.
+fn validate_dashboard(
+    config: &mut Config,
+    origin: &str,
+    resolve: bool,
+    env: &dyn EnvSource,
+) -> Result<(), ConfigError> {
+    let invalid = |key: String, message: String| ConfigError::Invalid {
+        origin: origin.to_string(),
+        key,
+        message,
+    };
+    let sources: std::collections::HashSet<String> =
+        config.sources.iter().map(|s| s.name.clone()).collect();
+    let d = &mut config.dashboard;
+    if d.tls_cert.is_some() != d.tls_key.is_some() {
+        return Err(invalid(
+            "dashboard.tls_cert".into(),
+            "tls_cert and tls_key go together (both, or neither for plain HTTP)".into(),
+        ));
+    }
+    let accent_ok = |a: &str| {
+        a.len() == 7 && a.starts_with('#') && a[1..].bytes().all(|b| b.is_ascii_hexdigit())
+    };
+    if let Some(a) = d.brand.as_ref().and_then(|b| b.accent.as_deref()) {
+        if !accent_ok(a) {
+            return Err(invalid(
+                "dashboard.brand.accent".into(),
+                format!("{a:?} is not a colour: write it as \"#rrggbb\" (e.g. \"#0b6e4f\")"),
+            ));
+        }
+    }
+    let mut names = std::collections::HashSet::new();
+    for (i, u) in d.users.iter_mut().enumerate() {
+        let key = |k: &str| format!("dashboard.users[{i}].{k} (user \"{}\")", u.name);
+        if u.name.is_empty() || !names.insert(u.name.clone()) {
+            return Err(invalid(
+                key("name"),
+                "each user needs its own, non-empty name".into(),
+            ));
+        }
+        let ways = [
+            u.token.is_some(),
+            u.token_env.is_some(),
+            u.token_file.is_some(),
+        ];
+        if ways.iter().filter(|w| **w).count() != 1 {
+            return Err(invalid(
+                key("token"),
+                "give exactly one of token, token_env or token_file".into(),
+            ));
+        }
+        if let Some(a) = u.brand.as_ref().and_then(|b| b.accent.as_deref()) {
+            if !accent_ok(a) {
+                return Err(invalid(
+                    key("brand.accent"),
+                    format!("{a:?} is not \"#rrggbb\""),
+                ));
+            }
+        }
+        for s in u.sources.iter().flatten() {
+            if !sources.contains(s) {
+                return Err(invalid(
+                    key("sources"),
+                    format!("no source named {s:?} in [[sources]]"),
+                ));
+            }
+        }
+        if !resolve {
+            continue;
+        }
+        if let Some(var) = &u.token_env {
+            match env.var(var).filter(|v| !v.is_empty()) {
+                Some(v) => u.token = Some(Secret::new(v)),
+                None => {
+                    return Err(invalid(
+                        key("token_env"),
+                        format!("environment variable {var} is not set"),
+                    ))
+                }
+            }
+        }
+        if let Some(p) = &u.token_file {
+            let read = expand_credentials_dir(p, env).and_then(|p| read_secret_file(&p));
+            match read.map(|v| v.into_iter().next()) {
+                Ok(Some(t)) => u.token = Some(t),
+                Ok(None) => return Err(invalid(key("token_file"), "the file is empty".into())),
+                Err(m) => return Err(invalid(key("token_file"), m)),
+            }
+        }
+        if u.token.as_ref().is_some_and(|t| t.expose().len() < 16) {
+            return Err(invalid(
+                key("token"),
+                "at least 16 characters (e.g. `openssl rand -hex 24`)".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn validate_queue_backend(config: &Config, origin: &str) -> Result<(), ConfigError> {
     let q = &config.queue;
     let invalid = |key: &str, message: String| ConfigError::Invalid {

@@ -81,6 +81,8 @@ pub struct ConfigBuilder {
     sources: Vec<SourceSpec>,
     /// `[[channels]]` blocks: each a list of `key = value` (TOML text values).
     channels: Vec<Vec<(String, String)>>,
+    /// TOML appended as it is (e.g. `[dashboard]` with its `[[dashboard.users]]`).
+    raw: String,
 }
 
 impl ConfigBuilder {
@@ -99,6 +101,7 @@ impl ConfigBuilder {
             email: Vec::new(),
             sources: Vec::new(),
             channels: Vec::new(),
+            raw: String::new(),
         }
     }
 
@@ -162,6 +165,14 @@ impl ConfigBuilder {
         self
     }
 
+    /// TOML text appended at the end of the file, as it is (tables the builder has no
+    /// helper for, such as `[dashboard]`).
+    pub fn raw(mut self, toml: &str) -> Self {
+        self.raw.push('\n');
+        self.raw.push_str(toml);
+        self
+    }
+
     /// The TOML text.
     pub fn render(&self) -> String {
         let mut out = String::new();
@@ -207,6 +218,7 @@ impl ConfigBuilder {
                 let _ = writeln!(out, "{k} = {v}");
             }
         }
+        out.push_str(&self.raw);
         out
     }
 

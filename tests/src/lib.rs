@@ -15,6 +15,7 @@
 
 pub mod answers;
 pub mod bins;
+pub mod cdp;
 pub mod chromium;
 pub mod config;
 pub mod fake_shopify;

@@ -295,51 +295,20 @@ async fn dispatch<S: StateBackend>(store: &Arc<S>, rules: &Arc<RuleConfig>, op: 
             Op::Items => Ok(to_json(&store.items().await?)),
             Op::Simulate { events } => {
                 let mut out = Vec::new();
-                let mut prepared = Vec::new();
+                let mut envs = Vec::new();
                 for w in events {
                     let id = w.id;
-                    let env = match w.into_envelope() {
-                        Ok(e) => e,
-                        Err(e) => {
-                            out.push(Simulated {
-                                id: id.to_string(),
-                                error: Some(e),
-                                already_processed: false,
-                                alerts: vec![],
-                            });
-                            continue;
-                        }
-                    };
-                    match adapters::normalize(&env) {
-                        Ok(normalized) => prepared.push(Prepared::new(&env, normalized)),
+                    match w.into_envelope() {
+                        Ok(e) => envs.push(e),
                         Err(e) => out.push(Simulated {
                             id: id.to_string(),
-                            error: Some(e.to_string()),
+                            error: Some(e),
                             already_processed: false,
                             alerts: vec![],
                         }),
                     }
                 }
-                let ids: Vec<String> = prepared.iter().map(|p| p.id.to_string()).collect();
-                let applied = store
-                    .apply_batch(prepared, rules.clone(), now_ms(), true)
-                    .await?;
-                for (id, a) in ids.into_iter().zip(applied) {
-                    out.push(match a {
-                        Applied::Done { alerts } => Simulated {
-                            id: id.clone(),
-                            error: None,
-                            already_processed: false,
-                            alerts,
-                        },
-                        Applied::AlreadyProcessed => Simulated {
-                            id,
-                            error: None,
-                            already_processed: true,
-                            alerts: vec![],
-                        },
-                    });
-                }
+                out.extend(simulate(store.as_ref(), rules, &envs).await?);
                 Ok(to_json(&out))
             }
         }
@@ -390,6 +359,68 @@ async fn failed_ids<S: StateBackend>(
         .into_iter()
         .map(|e| e.alert.id)
         .collect())
+}
+
+impl Simulated {
+    /// The outcome in words (`failed replay --dry-run`, the dashboard's preview).
+    pub fn summary(&self) -> String {
+        match (&self.error, self.already_processed, self.alerts.len()) {
+            (Some(e), _, _) => format!("would fail again: {e}"),
+            (None, true, _) => "already processed: would change nothing".into(),
+            (None, false, 0) => "would be processed, no alert".into(),
+            (None, false, _) => format!(
+                "would raise: {}",
+                self.alerts
+                    .iter()
+                    .map(|a| format!("{} for {}", a.rule.title(), a.display_name()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }
+    }
+}
+
+/// The alerts these events would raise if processed now, writing nothing (the replay dry run
+/// of `failed replay --dry-run` and the dashboard's preview).
+pub async fn simulate<S: StateBackend>(
+    store: &S,
+    rules: &Arc<RuleConfig>,
+    envs: &[Envelope],
+) -> Result<Vec<Simulated>, StateError> {
+    let mut out = Vec::new();
+    let mut prepared = Vec::new();
+    for env in envs {
+        match adapters::normalize(env) {
+            Ok(normalized) => prepared.push(Prepared::new(env, normalized)),
+            Err(e) => out.push(Simulated {
+                id: env.id.to_string(),
+                error: Some(e.to_string()),
+                already_processed: false,
+                alerts: vec![],
+            }),
+        }
+    }
+    let ids: Vec<String> = prepared.iter().map(|p| p.id.to_string()).collect();
+    let applied = store
+        .apply_batch(prepared, rules.clone(), now_ms(), true)
+        .await?;
+    for (id, a) in ids.into_iter().zip(applied) {
+        out.push(match a {
+            Applied::Done { alerts } => Simulated {
+                id,
+                error: None,
+                already_processed: false,
+                alerts,
+            },
+            Applied::AlreadyProcessed => Simulated {
+                id,
+                error: None,
+                already_processed: true,
+                alerts: vec![],
+            },
+        });
+    }
+    Ok(out)
 }
 
 fn check_ids<'a>(

@@ -9,6 +9,7 @@ pub mod catalog;
 pub mod channels;
 pub mod control;
 pub mod cover;
+pub mod dashboard;
 pub mod email;
 pub mod facts;
 pub mod metrics;

@@ -311,19 +311,7 @@ pub async fn failed_change(
             let envs = dead_envelopes(config, &q, &ids).await?;
             let c = control(config).await?;
             for s in c.simulate(&envs).await? {
-                let what = match (&s.error, s.already_processed, s.alerts.len()) {
-                    (Some(e), _, _) => format!("would fail again: {e}"),
-                    (None, true, _) => "already processed: would change nothing".into(),
-                    (None, false, 0) => "would be processed, no alert".into(),
-                    (None, false, _) => format!(
-                        "would raise: {}",
-                        s.alerts
-                            .iter()
-                            .map(|a| format!("{} for {}", a.rule.title(), a.display_name()))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
-                };
+                let what = s.summary();
                 let _ = writeln!(out, "event {}: {what}", s.id);
             }
         } else if !dry_run {

@@ -101,6 +101,15 @@ pub async fn run_with<S: StateBackend>(
         Some(addr) => Some(metrics::serve(addr, stop_rx.clone()).await?),
         None => None,
     };
+    let dashboard = crate::dashboard::start(
+        &config,
+        state.clone(),
+        rules.clone(),
+        wake.clone(),
+        stop_rx.clone(),
+    )
+    .await
+    .context("starting the dashboard ([dashboard] listen)")?;
     let watchdog = tokio::spawn(lifecycle::watchdog_pings(stop_rx.clone()));
     let reload = tokio::spawn(crate::reload::on_sighup(
         hup,
@@ -126,6 +135,9 @@ pub async fn run_with<S: StateBackend>(
     let _ = control.await;
     let _ = reload.await;
     if let Some(t) = metrics_task {
+        let _ = t.await;
+    }
+    if let Some(t) = dashboard {
         let _ = t.await;
     }
     watchdog.abort();

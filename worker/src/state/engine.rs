@@ -261,6 +261,7 @@ async fn apply_fact<S: Store>(
             let once = s
                 .update_item(&ev.source, &item, tok, &mut |cur| {
                     let mut st = seen(cur, ev, &item, *at, &mut noted);
+                    st.history.record_sale(*at, *quantity);
                     let alerts = st
                         .record_sale(*quantity, *at, rules, now)
                         .into_iter()
@@ -455,6 +456,7 @@ async fn catalog_entry<S: Store>(
                 st.units_sold = st.units_sold.saturating_add(o.units_sold);
                 st.first_seen_at = st.first_seen_at.min(o.first_seen_at);
                 st.demand.absorb(&o.demand);
+                st.history.merge(&o.history);
             }
             Step {
                 next: Some(st),
@@ -547,13 +549,15 @@ async fn level<S: Store>(
             corrected = None;
             if stale {
                 // A stale level changes nothing but the velocity's record of the day (every
-                // level counts there, so it is the same in any delivery order).
+                // level counts there, so it is the same in any delivery order) and the history.
                 seen(cur.clone(), ev, &item, at, &mut noted);
                 noted.revived = false;
-                let next = cur.and_then(|mut st| {
-                    let before = st.demand.clone();
+                // The chart's history gets it too, so it is the same whatever order the
+                // reports came in.
+                let next = cur.map(|mut st| {
                     st.demand.level(at, available);
-                    (st.demand != before).then_some(st)
+                    st.history.record_level(at, location, available);
+                    st
                 });
                 return Step {
                     next,
@@ -573,6 +577,7 @@ async fn level<S: Store>(
                 st.levels
                     .insert(location.to_string(), LevelRec { available, at });
                 st.demand.level(at, available);
+                st.history.record_level(at, location, available);
                 return Step {
                     next: Some(st),
                     alerts: Vec::new(),

@@ -9,6 +9,7 @@
 
 pub mod backend;
 pub mod engine;
+pub mod history;
 pub mod nats;
 pub mod sled;
 
@@ -77,6 +78,9 @@ pub struct ItemState {
     /// Location id -> the name the catalog gives it (import, sync), so alerts name the place.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub location_names: BTreeMap<String, String>,
+    /// Recent level reports and sales, bounded (the dashboard's chart).
+    #[serde(default, skip_serializing_if = "history::History::is_empty")]
+    pub history: history::History,
 }
 
 /// An item's removal from its platform's catalog.
@@ -106,6 +110,7 @@ impl ItemState {
             demand: Demand::default(),
             cover_arming: CoverArming::default(),
             location_names: BTreeMap::new(),
+            history: history::History::default(),
         }
     }
 
@@ -118,25 +123,7 @@ impl ItemState {
     /// The item's available total. Product-level reports (`all`) and per-location reports are
     /// never added together: whichever is newer wins. Untracked (`None`) everywhere -> `None`.
     pub fn total(&self) -> Option<i64> {
-        let all = self.levels.get("all");
-        let per: Vec<&LevelRec> = self
-            .levels
-            .iter()
-            .filter(|(k, _)| *k != "all")
-            .map(|(_, v)| v)
-            .collect();
-        let per_newest = per.iter().map(|l| l.at).max();
-        match (all, per_newest) {
-            (Some(a), Some(p)) if a.at >= p => a.available,
-            (Some(a), None) => a.available,
-            (_, Some(_)) => {
-                let tracked: Vec<i64> = per.iter().filter_map(|l| l.available).collect();
-                // Saturating: a hostile or broken payload's huge quantity must not overflow.
-                (!tracked.is_empty())
-                    .then(|| tracked.iter().fold(0i64, |a, b| a.saturating_add(*b)))
-            }
-            (None, None) => None,
-        }
+        total_of(&self.levels)
     }
 
     /// When its current quiet period began: the last sale, else first seen.
@@ -309,6 +296,7 @@ impl ItemState {
         let previous = self.total();
         self.levels
             .insert(location.to_string(), LevelRec { available, at });
+        self.history.record_level(at, location, available);
         self.last_location = Some(location.to_string());
         let threshold = rules.threshold(&self.source, self.sku.as_deref());
         let total = self.total();
@@ -329,6 +317,28 @@ impl ItemState {
             threshold: Some(threshold),
             ..self.alert(rule, self.arming.episode, rules, at, now)
         })
+    }
+}
+
+/// The available total of these level reports: product-level reports (`all`) and per-location
+/// reports are never added together, whichever is newer wins; untracked everywhere -> `None`.
+pub(crate) fn total_of(levels: &BTreeMap<String, LevelRec>) -> Option<i64> {
+    let all = levels.get("all");
+    let per: Vec<&LevelRec> = levels
+        .iter()
+        .filter(|(k, _)| *k != "all")
+        .map(|(_, v)| v)
+        .collect();
+    let per_newest = per.iter().map(|l| l.at).max();
+    match (all, per_newest) {
+        (Some(a), Some(p)) if a.at >= p => a.available,
+        (Some(a), None) => a.available,
+        (_, Some(_)) => {
+            let tracked: Vec<i64> = per.iter().filter_map(|l| l.available).collect();
+            // Saturating: a hostile or broken payload's huge quantity must not overflow.
+            (!tracked.is_empty()).then(|| tracked.iter().fold(0i64, |a, b| a.saturating_add(*b)))
+        }
+        (None, None) => None,
     }
 }
 

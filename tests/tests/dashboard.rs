@@ -1,0 +1,732 @@
+//! The worker's dashboard and read API (issue 16) end to end, on both backends: the real
+//! receiver and worker binaries on loopback, Shopify deliveries signed as Shopify signs them, and
+//! Debian's headless Chromium driven over the DevTools protocol (`stockhook_tests::cdp`).
+//!
+//! | test | what it shows |
+//! |---|---|
+//! | `api_*` | 401 without or with a wrong token; items with filters and sort; an item with its history; a scoped user sees only its sources (404 for another's item, its failed events only); a viewer gets 403 on replay and purge; an admin's dry run says what a replay would do and changes nothing; the OpenAPI document; CSP and no-store on every answer |
+//! | `browser_*` | log in; the overview; the inventory read and filtered (by status, and by the search form); an item page with its SVG chart; a failed event's payload shown only after a click, the dry-run preview, the replay; a viewer refused (403) on the replay form; a scoped, branded user who never sees the other source in any page; each page at a desktop's and a phone's width (screenshots under `target/tmp/dashboard-screens/`) |
+//!
+//! Nothing sleeps to wait: every condition is polled with a deadline.
+
+use serde_json::Value;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use stockhook_test_kit::nats::{self, NatsServer};
+use stockhook_tests::cdp::Browser;
+use stockhook_tests::http::{self, Resp};
+use stockhook_tests::proc::{Proc, TestDir};
+use stockhook_tests::{deadline_in, poll_until, sign, ConfigBuilder, SourceSpec};
+
+const SECRET_A: &str = "shpss_dash_a_0123456789abcdef";
+const SECRET_B: &str = "shpss_dash_b_0123456789abcdef";
+const ADMIN: &str = "admin-token-0123456789abcdef";
+const VIEWER: &str = "viewer-token-0123456789abcdef";
+const CLIENT: &str = "client-token-0123456789abcdef";
+const SETTLE: Duration = Duration::from_secs(60);
+
+/// A running stack: receiver, worker (with its dashboard), maybe nats-server.
+struct Stack {
+    _nats: Option<NatsServer>,
+    dir: TestDir,
+    _rx: Proc,
+    worker: Proc,
+    dash: SocketAddr,
+    /// The dead letters: (shop-a's, shop-b's).
+    dead: (String, String),
+}
+
+fn dashboard_toml() -> String {
+    format!(
+        r##"[dashboard]
+listen = "127.0.0.1:0"
+session_ttl = "1h"
+
+[[dashboard.users]]
+name = "ops"
+role = "admin"
+token = "{ADMIN}"
+
+[[dashboard.users]]
+name = "watcher"
+role = "viewer"
+token = "{VIEWER}"
+
+[[dashboard.users]]
+name = "acme-client"
+role = "viewer"
+token = "{CLIENT}"
+sources = ["shop-a"]
+
+[dashboard.users.brand]
+name = "Acme Agency"
+accent = "#1d4ed8"
+"##
+    )
+}
+
+fn rfc3339(ms: i64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp(ms / 1000).expect("a time");
+    t.format(&time::format_description::well_known::Rfc3339)
+        .expect("RFC 3339")
+}
+
+fn now_ms() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+fn post(
+    addr: SocketAddr,
+    source: &str,
+    secret: &str,
+    topic: &str,
+    body: &[u8],
+    delivery: &str,
+) -> Resp {
+    let h = sign::shopify(secret, body, topic, delivery);
+    let r = http::post(addr, &format!("/webhooks/{source}"), &h, body);
+    assert_eq!(r.status, 200, "{topic} to {source}: {r:?}");
+    r
+}
+
+/// (source, secret, inventory item, variant, sku, title, levels over time)
+type ItemSpec = (
+    &'static str,
+    &'static str,
+    u64,
+    u64,
+    &'static str,
+    &'static str,
+    [i64; 3],
+);
+
+/// Catalog, levels over a few hours and sales for five items; one bad delivery per source.
+fn feed(rx: SocketAddr) -> (String, String) {
+    let now = now_ms();
+    let hour = 3_600_000;
+    let items: [ItemSpec; 5] = [
+        (
+            "shop-a",
+            SECRET_A,
+            101,
+            1101,
+            "MUG-BLUE",
+            "Blue mug",
+            [40, 30, 24],
+        ),
+        (
+            "shop-a",
+            SECRET_A,
+            102,
+            1102,
+            "MUG-RED",
+            "Red mug",
+            [12, 6, 2],
+        ),
+        (
+            "shop-a",
+            SECRET_A,
+            103,
+            1103,
+            "TEE-M",
+            "T-shirt M",
+            [5, 1, 0],
+        ),
+        (
+            "shop-b",
+            SECRET_B,
+            201,
+            1201,
+            "BOLT-9",
+            "Secret bolt B",
+            [90, 80, 70],
+        ),
+        (
+            "shop-b",
+            SECRET_B,
+            202,
+            1202,
+            "NUT-4",
+            "Hidden nut B",
+            [9, 5, 3],
+        ),
+    ];
+    let mut n = 0;
+    let mut next = || {
+        n += 1;
+        format!("dash-{n}")
+    };
+    for (src, secret, inv, var, sku, title, levels) in items {
+        let body = serde_json::json!({
+            "id": var * 10, "title": title, "updated_at": rfc3339(now - 4 * hour),
+            "variants": [{"id": var, "inventory_item_id": inv, "sku": sku, "title": "Default Title", "inventory_quantity": levels[0] + 5}],
+        });
+        post(
+            rx,
+            src,
+            secret,
+            "products/update",
+            body.to_string().as_bytes(),
+            &next(),
+        );
+        for (k, available) in levels.iter().enumerate() {
+            let body = serde_json::json!({
+                "inventory_item_id": inv, "location_id": 1, "available": available,
+                "updated_at": rfc3339(now - (3 - k as i64) * hour),
+            });
+            post(
+                rx,
+                src,
+                secret,
+                "inventory_levels/update",
+                body.to_string().as_bytes(),
+                &next(),
+            );
+            let order = serde_json::json!({
+                "id": inv * 100 + k as u64, "created_at": rfc3339(now - (3 - k as i64) * hour + 60_000),
+                "line_items": [{"id": inv * 1000 + k as u64, "variant_id": var, "quantity": 2, "sku": sku}],
+            });
+            post(
+                rx,
+                src,
+                secret,
+                "orders/create",
+                order.to_string().as_bytes(),
+                &next(),
+            );
+        }
+    }
+    let bad_a = post(
+        rx,
+        "shop-a",
+        SECRET_A,
+        "products/update",
+        b"not json: customer jane@example.com",
+        &next(),
+    );
+    let bad_b = post(
+        rx,
+        "shop-b",
+        SECRET_B,
+        "products/update",
+        b"not json either",
+        &next(),
+    );
+    let id = |r: &Resp| r.json()["id"].as_str().expect("an event id").to_string();
+    (id(&bad_a), id(&bad_b))
+}
+
+fn start(name: &str, nats: bool) -> Option<Stack> {
+    let server = if nats {
+        let bin = nats::require(name)?;
+        Some(NatsServer::start(&bin))
+    } else {
+        None
+    };
+    let dir = TestDir::new(name);
+    let mut cfg: ConfigBuilder = dir
+        .config()
+        .recipients(&["seller@example.com"])
+        .alerts("low_stock_threshold", "5")
+        .source(
+            SourceSpec::shopify("shop-a", SECRET_A)
+                .with("store_url", "\"https://acme.myshopify.com\""),
+        )
+        .source(SourceSpec::shopify("shop-b", SECRET_B))
+        .raw(&dashboard_toml());
+    if let Some(s) = &server {
+        cfg = cfg
+            .queue("backend", "\"nats\"")
+            .queue("nats_url", &format!("\"{}\"", s.url))
+            .queue("lease_timeout", "\"5s\"");
+    }
+    let path = dir.write_config("stockhook.toml", &cfg);
+    let rx = dir.receiver(&path);
+    let worker = dir.worker(&path);
+    let dash: SocketAddr = poll_until(deadline_in(SETTLE), || {
+        worker.stdout().lines().find_map(|l| {
+            l.strip_prefix("dashboard=")
+                .and_then(|a| a.trim().parse().ok())
+        })
+    })
+    .unwrap_or_else(|| panic!("the worker printed no dashboard= line:\n{}", worker.dump()));
+    let dead = feed(rx.addr());
+    let stack = Stack {
+        _nats: server,
+        dir,
+        _rx: rx,
+        worker,
+        dash,
+        dead,
+    };
+    // Everything processed: 15 levels (+5 from the catalog), both bad events dead.
+    poll_until(deadline_in(SETTLE), || {
+        let items = api(&stack, ADMIN, "GET", "/api/v1/items");
+        let failed = api(&stack, ADMIN, "GET", "/api/v1/failed");
+        let sold: i64 = items.json()["items"]
+            .as_array()?
+            .iter()
+            .map(|i| i["units_sold"].as_i64().unwrap_or(0))
+            .sum();
+        let dead = failed.json()["failed"].as_array().map_or(0, |a| a.len());
+        (items.json()["total"] == 5 && sold == 30 && dead == 2).then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "not everything processed within {SETTLE:?}: {:?}\n{:?}",
+            api(&stack, ADMIN, "GET", "/api/v1/items"),
+            api(&stack, ADMIN, "GET", "/api/v1/failed")
+        )
+    });
+    Some(stack)
+}
+
+fn api(s: &Stack, token: &str, method: &str, path: &str) -> Resp {
+    let auth = format!("Bearer {token}");
+    http::request(
+        s.dash,
+        method,
+        path,
+        &[("Authorization", auth.as_str())],
+        b"",
+    )
+}
+
+fn ids(v: &Value) -> Vec<String> {
+    v["items"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|i| i["id"].as_str().unwrap_or("").to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn api_checks(s: &Stack) {
+    // No token, a wrong one: 401, and nothing else said.
+    let r = http::get(s.dash, "/api/v1/items");
+    assert_eq!(r.status, 401, "{r:?}");
+    assert_eq!(r.header("WWW-Authenticate"), Some("Bearer"));
+    assert_eq!(
+        api(s, "not-a-token-at-all-000", "GET", "/api/v1/items").status,
+        401
+    );
+    assert!(!r.text().contains("shop-a"));
+
+    // Filters and sort, as the page has them.
+    let low = api(s, ADMIN, "GET", "/api/v1/items?status=low&sort=available").json();
+    assert_eq!(ids(&low), vec!["shop-a:102", "shop-b:202"], "{low:#}");
+    let first = &low["items"][0];
+    for k in ["id", "source", "sku", "title", "available", "status"] {
+        assert!(first.get(k).is_some(), "item has {k}: {first:#}");
+    }
+    assert_eq!(first["available"], 2);
+    assert_eq!(first["status"], "low");
+    let out = api(s, ADMIN, "GET", "/api/v1/items?status=out").json();
+    assert_eq!(ids(&out), vec!["shop-a:103"]);
+    let q = api(
+        s,
+        ADMIN,
+        "GET",
+        "/api/v1/items?q=mug&sort=available&dir=desc",
+    )
+    .json();
+    assert_eq!(ids(&q), vec!["shop-a:101", "shop-a:102"]);
+    // `cover` has no days of cover yet (issue 15): nothing matches, nothing breaks.
+    assert_eq!(
+        api(s, ADMIN, "GET", "/api/v1/items?status=cover").json()["total"],
+        0
+    );
+
+    // One item with its history: 3 level reports (+1 from the catalog) and 3 sales.
+    let item = api(s, ADMIN, "GET", "/api/v1/items/shop-a:102").json();
+    assert_eq!(item["title"], "Red mug", "{item:#}");
+    assert_eq!(
+        item["history"]["stock"].as_array().map(Vec::len),
+        Some(4),
+        "{item:#}"
+    );
+    assert_eq!(
+        item["history"]["sales"].as_array().map(Vec::len),
+        Some(3),
+        "{item:#}"
+    );
+    assert_eq!(item["units_sold"], 6);
+
+    // The scoped client: its source only, everywhere.
+    let mine = api(s, CLIENT, "GET", "/api/v1/items").json();
+    assert_eq!(
+        ids(&mine),
+        vec!["shop-a:103", "shop-a:102", "shop-a:101"],
+        "{mine:#}"
+    );
+    assert_eq!(
+        api(s, CLIENT, "GET", "/api/v1/items/shop-b:201").status,
+        404
+    );
+    assert_eq!(
+        api(s, CLIENT, "GET", "/api/v1/items?source=shop-b").json()["total"],
+        0
+    );
+    let failed = api(s, CLIENT, "GET", "/api/v1/failed").json();
+    let fids: Vec<&str> = failed["failed"]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .filter_map(|d| d["id"].as_str())
+        .collect();
+    assert_eq!(fids, vec![s.dead.0.as_str()], "{failed:#}");
+    assert_eq!(
+        api(s, CLIENT, "GET", &format!("/api/v1/failed/{}", s.dead.1)).status,
+        404
+    );
+    let stats = api(s, CLIENT, "GET", "/api/v1/stats");
+    assert!(!stats.text().contains("shop-b"), "{stats:?}");
+    for path in [
+        "/api/v1/alerts",
+        "/api/v1/stats",
+        "/api/v1/items",
+        "/api/v1/failed",
+    ] {
+        let t = api(s, CLIENT, "GET", path).text();
+        assert!(
+            !t.contains("shop-b") && !t.contains("Secret bolt"),
+            "{path}: {t}"
+        );
+    }
+
+    // Viewers change nothing: 403 on replay, purge, resend; the event is still there.
+    for token in [VIEWER, CLIENT] {
+        for verb in ["replay", "purge"] {
+            let r = api(
+                s,
+                token,
+                "POST",
+                &format!("/api/v1/failed/{}/{verb}", s.dead.0),
+            );
+            assert_eq!(r.status, 403, "{verb} as viewer: {r:?}");
+        }
+    }
+    // An admin's dry run: what would happen, nothing done.
+    let dry = api(
+        s,
+        ADMIN,
+        "POST",
+        &format!("/api/v1/failed/{}/replay?dry_run=true", s.dead.0),
+    );
+    assert_eq!(dry.status, 200, "{dry:?}");
+    let summary = dry.json()["outcome"][0]["summary"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert!(summary.starts_with("Dry run: would fail again"), "{dry:?}");
+    assert_eq!(
+        api(s, ADMIN, "GET", "/api/v1/failed").json()["failed"]
+            .as_array()
+            .map(Vec::len),
+        Some(2)
+    );
+    // The payload only when asked for.
+    let d = api(s, ADMIN, "GET", &format!("/api/v1/failed/{}", s.dead.0));
+    assert!(
+        d.json().get("payload").is_none() && !d.text().contains("jane@"),
+        "{d:?}"
+    );
+    let d = api(
+        s,
+        ADMIN,
+        "GET",
+        &format!("/api/v1/failed/{}?payload=true", s.dead.0),
+    );
+    assert!(d.text().contains("jane@example.com"), "{d:?}");
+
+    // Alerts: the low and out ones, with recipients.
+    let alerts = api(s, ADMIN, "GET", "/api/v1/alerts").json();
+    let list = alerts["alerts"].as_array().expect("alerts");
+    assert!(!list.is_empty(), "{alerts:#}");
+    assert!(
+        list.iter()
+            .all(|a| a["recipients"][0] == "seller@example.com"),
+        "{alerts:#}"
+    );
+
+    // OpenAPI, headers.
+    let doc = http::get(s.dash, "/api/v1/openapi.json").json();
+    for p in [
+        "/api/v1/items",
+        "/api/v1/items/{id}",
+        "/api/v1/alerts",
+        "/api/v1/failed",
+        "/api/v1/failed/{id}/replay",
+        "/api/v1/stats",
+    ] {
+        assert!(doc["paths"].get(p).is_some(), "openapi has {p}");
+    }
+    let r = api(s, ADMIN, "GET", "/api/v1/items");
+    let csp = r.header("Content-Security-Policy").unwrap_or_default();
+    assert!(
+        csp.contains("default-src 'none'") && !csp.contains("unsafe"),
+        "{csp}"
+    );
+    assert_eq!(r.header("Cache-Control"), Some("no-store"));
+
+    // The worker's log names routes and users, never a token or a payload.
+    let log = s.worker.stderr();
+    assert!(log.contains("dashboard request"), "requests are logged");
+    for secret in [ADMIN, VIEWER, CLIENT, "jane@example.com", "not json"] {
+        assert!(!log.contains(secret), "the log holds {secret:?}");
+    }
+
+    // The replay itself: the event leaves the dead letters, is read again, fails again (still
+    // not JSON) and is a dead letter again, with one more attempt on record.
+    let r = api(
+        s,
+        ADMIN,
+        "POST",
+        &format!("/api/v1/failed/{}/replay", s.dead.1),
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.json()["replayed"][0], s.dead.1.as_str());
+    poll_until(deadline_in(SETTLE), || {
+        let f = api(s, ADMIN, "GET", "/api/v1/failed").json();
+        let shop_b: Vec<&Value> = f["failed"]
+            .as_array()?
+            .iter()
+            .filter(|d| d["source"] == "shop-b")
+            .collect();
+        (shop_b.len() == 1
+            && shop_b[0]["attempts"].as_i64() >= Some(1)
+            && s.worker
+                .stderr()
+                .matches("event dead-lettered: cannot be read")
+                .count()
+                == 3)
+            .then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the replayed event did not fail again: {}",
+            s.worker.stderr()
+        )
+    });
+}
+
+#[test]
+fn api_scopes_roles_filters_and_dry_run_on_sled() {
+    let Some(s) = start("dash-api-sled", false) else {
+        return;
+    };
+    api_checks(&s);
+}
+
+#[test]
+fn api_scopes_roles_filters_and_dry_run_on_nats() {
+    let Some(s) = start("dash-api-nats", true) else {
+        return;
+    };
+    api_checks(&s);
+}
+
+fn screens(backend: &str) -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("dashboard-screens")
+        .join(backend)
+}
+
+fn login(b: &mut Browser, s: &Stack, token: &str) {
+    b.goto(&format!("http://{}/", s.dash));
+    b.wait_loaded("/login");
+    b.fill("#token", token);
+    b.click_to("form.card button", "/");
+}
+
+fn logout(b: &mut Browser) {
+    b.click_to("form.logout button", "/login");
+}
+
+/// Table rows' `data-source` of the inventory page.
+fn row_sources(b: &mut Browser) -> Vec<String> {
+    let v = b
+        .eval("[...document.querySelectorAll('#inventory tbody tr')].map(r => r.dataset.source)")
+        .unwrap_or_default();
+    serde_json::from_value(v).unwrap_or_default()
+}
+
+fn browser_checks(s: &Stack, backend: &str) {
+    let Some(mut b) = Browser::launch(1280, 900) else {
+        return;
+    };
+    let shots = screens(backend);
+    let base = format!("http://{}", s.dash);
+
+    // Not logged in: the login page; a wrong token is refused.
+    b.goto(&format!("{base}/inventory"));
+    b.wait_loaded("/login");
+    b.screenshot(&shots.join("login.png"));
+    b.fill("#token", "wrong-token-000000000000");
+    b.click_to("form.card button", "/login");
+    assert!(b.text().contains("not valid"), "{}", b.text());
+
+    // The admin.
+    login(&mut b, s, ADMIN);
+    let t = b.text();
+    assert!(
+        t.contains("shop-a") && t.contains("shop-b") && t.contains("Overview"),
+        "{t}"
+    );
+    b.screenshot(&shots.join("overview.png"));
+
+    b.goto(&format!("{base}/inventory"));
+    assert_eq!(row_sources(&mut b).len(), 5);
+    b.screenshot(&shots.join("inventory.png"));
+    // Filter by status with the form's select, then search.
+    b.eval("document.querySelector('#status').value = 'low', true")
+        .expect("select");
+    b.click_to("form.filters button", "/inventory");
+    let t = b.text();
+    assert!(
+        t.contains("Red mug") && t.contains("Hidden nut B") && !t.contains("Blue mug"),
+        "{t}"
+    );
+    assert_eq!(row_sources(&mut b).len(), 2);
+    b.screenshot(&shots.join("inventory-low.png"));
+    b.eval("document.querySelector('#status').value = '', true")
+        .expect("select");
+    b.fill("#q", "tee");
+    b.click_to("form.filters button", "/inventory");
+    assert_eq!(row_sources(&mut b), vec!["shop-a"]);
+    assert!(b.text().contains("T-shirt M"));
+
+    // An item with its chart and its admin link.
+    b.click_to("#inventory tbody a", "/items/shop-a%3A103");
+    let svg = b
+        .eval("(() => { const s = document.querySelector('svg.chart'); return s ? s.querySelector('path.stock').getAttribute('d').length + ':' + s.querySelectorAll('rect.sale').length : '' })()")
+        .expect("chart");
+    let svg = svg.as_str().unwrap_or("").to_string();
+    let (path_len, bars) = svg
+        .split_once(':')
+        .unwrap_or_else(|| panic!("no chart: {}", b.html()));
+    assert!(path_len.parse::<usize>().unwrap_or(0) > 10, "{svg}");
+    assert_eq!(bars, "3", "three sales as bars");
+    let html = b.html();
+    assert!(
+        html.contains("https://acme.myshopify.com/admin/products/inventory?query=TEE-M"),
+        "admin link"
+    );
+    b.screenshot(&shots.join("item.png"));
+
+    b.goto(&format!("{base}/alerts"));
+    assert!(b.text().contains("seller@example.com"));
+    b.screenshot(&shots.join("alerts.png"));
+
+    // A failed event: payload hidden until asked, preview, replay.
+    b.goto(&format!("{base}/failed"));
+    b.screenshot(&shots.join("failed.png"));
+    b.goto(&format!("{base}/failed/{}", s.dead.0));
+    assert!(
+        !b.html().contains("jane@example.com"),
+        "payload shown before the click"
+    );
+    b.click_to("#show-payload", &format!("/failed/{}", s.dead.0));
+    assert!(
+        b.text().contains("jane@example.com"),
+        "payload after the click"
+    );
+    b.click_to("#preview", &format!("/failed/{}", s.dead.0));
+    let t = b.text();
+    assert!(t.contains("Dry run: would fail again"), "{t}");
+    b.screenshot(&shots.join("failed-detail.png"));
+    b.click_to("#replay", "/failed");
+    assert!(b.text().contains("replayed"), "{}", b.text());
+    logout(&mut b);
+
+    // A viewer: no replay button, and the form posted anyway is refused.
+    login(&mut b, s, VIEWER);
+    b.goto(&format!("{base}/failed/{}", s.dead.1));
+    assert!(
+        !b.html().contains("id=\"replay\""),
+        "viewer sees no replay button"
+    );
+    let js = format!(
+        "(() => {{ const f = document.createElement('form'); f.method = 'post'; f.action = '/failed/{}/replay'; \
+         const i = document.createElement('input'); i.name = 'csrf'; i.value = document.querySelector('form.logout input[name=csrf]').value; \
+         f.appendChild(i); document.body.appendChild(f); f.submit(); return true }})()",
+        s.dead.1
+    );
+    b.eval_navigating(&js);
+    b.wait_loaded(&format!("/failed/{}/replay", s.dead.1));
+    let status = b
+        .eval("performance.getEntriesByType('navigation')[0].responseStatus")
+        .expect("status");
+    assert_eq!(status, 403, "{}", b.text());
+    assert!(b.text().contains("Only an admin"));
+    // A form without the CSRF token is refused too (before the role is even looked at).
+    b.goto(&format!("{base}/"));
+    b.eval_navigating("(() => { const f = document.createElement('form'); f.method = 'post'; f.action = '/logout'; document.body.appendChild(f); f.submit(); return true })()");
+    b.wait_loaded("/logout");
+    assert!(b.text().contains("CSRF"), "{}", b.text());
+    b.goto(&format!("{base}/"));
+    logout(&mut b);
+
+    // The scoped, branded client: never shop-b, in any page.
+    login(&mut b, s, CLIENT);
+    assert!(b.text().contains("Acme Agency"), "brand name shown");
+    for path in [
+        "/",
+        "/inventory",
+        "/alerts",
+        "/failed",
+        "/inventory?source=shop-b",
+    ] {
+        b.goto(&format!("{base}{path}"));
+        let html = b.html();
+        assert!(
+            !html.contains("shop-b")
+                && !html.contains("Secret bolt")
+                && !html.contains("Hidden nut"),
+            "{path}: {html}"
+        );
+    }
+    b.goto(&format!("{base}/items/shop-b%3A201"));
+    assert!(b.text().contains("Not found"));
+    b.goto(&format!("{base}/failed/{}", s.dead.1));
+    assert!(b.text().contains("Not found"));
+    // On a phone.
+    b.viewport(390, 844, true);
+    for (path, name) in [
+        ("/", "phone-overview.png"),
+        ("/inventory", "phone-inventory.png"),
+        ("/items/shop-a%3A102", "phone-item.png"),
+    ] {
+        b.goto(&format!("{base}{path}"));
+        b.screenshot(&shots.join(name));
+    }
+    // Nothing wider than the phone's screen but the table's own scroller.
+    let wide = b
+        .eval("document.documentElement.scrollWidth")
+        .expect("width");
+    assert!(
+        wide.as_i64().unwrap_or(9999) <= 390,
+        "page is {wide} px wide on a 390 px phone"
+    );
+    eprintln!("screenshots in {}", shots.display());
+    let _ = &s.dir;
+}
+
+#[test]
+fn browser_login_inventory_item_replay_and_scopes_on_sled() {
+    let Some(s) = start("dash-browser-sled", false) else {
+        return;
+    };
+    browser_checks(&s, "sled");
+}
+
+#[test]
+fn browser_login_inventory_item_replay_and_scopes_on_nats() {
+    let Some(s) = start("dash-browser-nats", true) else {
+        return;
+    };
+    browser_checks(&s, "nats");
+}

@@ -1,0 +1,195 @@
+//! The worker's web dashboard and JSON read API (issue 16): stock, alerts and failed events in
+//! a browser, one view per client. The worker serves it because it owns the state; the
+//! receiver stays minimal.
+//!
+//! Pages and the API read a [`view::Snapshot`] of the state taken at most once per
+//! [`SNAPSHOT_MAX_AGE`] and shared by every request meanwhile, so browsing never holds the
+//! state store for a page's rendering and a burst of page loads costs one read of the state.
+//! Modules: [`server`] (HTTP, routing, headers), [`auth`] (users, sessions, CSRF), [`pages`]
+//! (maud templates), [`api`] (`/api/v1/`), [`chart`] (SVG), [`assets`] (embedded CSS),
+//! [`view`] (rows, filters, scoping).
+
+pub mod api;
+pub mod assets;
+pub mod auth;
+pub mod chart;
+pub mod pages;
+pub mod server;
+pub mod view;
+
+use crate::backend::Queue;
+use crate::email::admin_links::Stores;
+use crate::reload::RulesSlot;
+use crate::state::StateBackend;
+use anyhow::Context as _;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use stockhook_shared::config::Config;
+use stockhook_shared::queue::now_ms;
+use tokio::sync::{watch, Mutex, Notify};
+use view::Snapshot;
+
+/// A snapshot younger than this is reused as it is.
+pub const SNAPSHOT_MAX_AGE: Duration = Duration::from_secs(1);
+
+/// A snapshot older than this is not shown while a new one is taken: the page waits for it.
+pub const SNAPSHOT_STALE_LIMIT: Duration = Duration::from_secs(30);
+
+/// Reads everything the pages show from the state, once.
+async fn take_snapshot<S: StateBackend>(
+    state: &S,
+    rules: &RulesSlot,
+) -> anyhow::Result<Arc<Snapshot>> {
+    let mut items = state.items().await.context("reading items")?;
+    items.sort_by(|a, b| (&a.source, &a.item).cmp(&(&b.source, &b.item)));
+    let outbox = state.outbox(|_| true).await.context("reading alerts")?;
+    let counters = state.counters().await.context("reading counters")?;
+    Ok(Arc::new(Snapshot {
+        taken_at: now_ms(),
+        items,
+        outbox,
+        counters,
+        rules: rules.current(),
+    }))
+}
+
+/// The snapshot held and when it was taken.
+type Held = Option<(Instant, Arc<Snapshot>)>;
+
+/// What every request handler shares.
+pub struct Dashboard<S> {
+    pub state: Arc<S>,
+    pub rules: Arc<RulesSlot>,
+    pub config: Config,
+    pub auth: auth::Auth,
+    /// Wakes the sender after a resend.
+    pub wake: Arc<Notify>,
+    pub stores: Stores,
+    /// The configured source names, in order.
+    pub sources: Vec<String>,
+    /// Serving HTTPS: session cookies are `Secure`.
+    pub secure: bool,
+    snapshot: Arc<Mutex<Held>>,
+    /// Held while a snapshot is being taken.
+    refreshing: Arc<Mutex<()>>,
+    queue: Mutex<Option<Arc<Queue>>>,
+}
+
+impl<S: StateBackend> Dashboard<S> {
+    pub fn new(
+        config: &Config,
+        state: Arc<S>,
+        rules: Arc<RulesSlot>,
+        wake: Arc<Notify>,
+        secure: bool,
+    ) -> anyhow::Result<Dashboard<S>> {
+        Ok(Dashboard {
+            state,
+            rules,
+            config: config.clone(),
+            auth: auth::Auth::from_config(&config.dashboard)?,
+            wake,
+            stores: Stores::from_config(config),
+            sources: config.sources.iter().map(|s| s.name.clone()).collect(),
+            secure,
+            snapshot: Arc::new(Mutex::new(None)),
+            refreshing: Arc::new(Mutex::new(())),
+            queue: Mutex::new(None),
+        })
+    }
+
+    /// The current snapshot. Younger than [`SNAPSHOT_MAX_AGE`]: as it is. Older, but younger
+    /// than [`SNAPSHOT_STALE_LIMIT`]: as it is, while a new one is taken in the background (a
+    /// page never waits for the state read then). Older still, or none: a new one, waited for
+    /// (one reader at a time; the others share it).
+    pub async fn snapshot(&self) -> anyhow::Result<Arc<Snapshot>> {
+        let held = self.snapshot.lock().await.clone();
+        if let Some((at, snap)) = held {
+            let age = at.elapsed();
+            if age < SNAPSHOT_MAX_AGE {
+                return Ok(snap);
+            }
+            if age < SNAPSHOT_STALE_LIMIT {
+                self.refresh_in_background();
+                return Ok(snap);
+            }
+        }
+        let _one = self.refreshing.lock().await;
+        if let Some((at, snap)) = self.snapshot.lock().await.clone() {
+            if at.elapsed() < SNAPSHOT_MAX_AGE {
+                return Ok(snap);
+            }
+        }
+        let snap = take_snapshot(self.state.as_ref(), &self.rules).await?;
+        *self.snapshot.lock().await = Some((Instant::now(), snap.clone()));
+        Ok(snap)
+    }
+
+    fn refresh_in_background(&self) {
+        let Ok(guard) = self.refreshing.clone().try_lock_owned() else {
+            return; // one is being taken
+        };
+        let state = self.state.clone();
+        let rules = self.rules.clone();
+        let slot = self.snapshot.clone();
+        tokio::spawn(async move {
+            let _guard = guard;
+            match take_snapshot(state.as_ref(), &rules).await {
+                Ok(snap) => *slot.lock().await = Some((Instant::now(), snap)),
+                Err(e) => tracing::warn!(error = %e, "dashboard snapshot failed"),
+            }
+        });
+    }
+
+    /// Forgets the snapshot (after a change the next page must show).
+    pub async fn invalidate(&self) {
+        *self.snapshot.lock().await = None;
+    }
+
+    /// The queue (the receiver's socket, or JetStream), connected on first use and again after
+    /// an error.
+    pub async fn queue(&self) -> anyhow::Result<Arc<Queue>> {
+        let mut slot = self.queue.lock().await;
+        if let Some(q) = slot.as_ref() {
+            return Ok(q.clone());
+        }
+        let q = Arc::new(
+            Queue::connect(&self.config)
+                .await
+                .context("connecting to the queue")?,
+        );
+        *slot = Some(q.clone());
+        Ok(q)
+    }
+
+    /// Drops the queue connection after an error, so the next request connects again.
+    pub async fn queue_failed(&self) {
+        *self.queue.lock().await = None;
+    }
+}
+
+/// Starts the dashboard when `[dashboard] listen` is set: binds, prints `dashboard=<addr>` on
+/// stdout (tests read the port), and serves until `stop`.
+pub async fn start<S: StateBackend>(
+    config: &Config,
+    state: Arc<S>,
+    rules: Arc<RulesSlot>,
+    wake: Arc<Notify>,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
+    let listen = config.dashboard.listen.trim();
+    if listen.is_empty() {
+        return Ok(None);
+    }
+    let tls = server::tls_acceptor(config)?;
+    let dash = Arc::new(Dashboard::new(config, state, rules, wake, tls.is_some())?);
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("dashboard.listen = {listen}: cannot bind"))?;
+    let addr = listener
+        .local_addr()
+        .context("dashboard listener address")?;
+    println!("dashboard={addr}");
+    tracing::info!(%addr, tls = tls.is_some(), "dashboard listening");
+    Ok(Some(tokio::spawn(server::serve(listener, dash, tls, stop))))
+}
