@@ -233,6 +233,9 @@ pub fn gone_events(
         .flat_map(|it| {
             std::iter::once(it.item.as_str()).chain(it.aliases.iter().map(|a| a.as_str()))
         })
+        // An item the batch's own orders name is not gone: its sales made it an item of the
+        // source (applying the same batch twice must change nothing the second time).
+        .chain(batch.sales.iter().map(|s| s.item.as_str()))
         .collect();
     let gone: Vec<Fact> = items
         .iter()
