@@ -6,7 +6,7 @@
 //! provide: sled inside one transaction (its futures never wait, see [`super::sled`]), JetStream
 //! KV with compare-and-set and per-record guards (see [`super::nats`]). A backend decides how a
 //! record is stored and how an update is made exactly once; it never decides what the update is.
-//! A new rule is added here and tested once for both (`worker/tests/state_rules.rs`).
+//! A new rule is added here and tested once for both (`worker/tests/state.rs`).
 //!
 //! Order of effects for one event (the NATS backend relies on it: every step is idempotent and
 //! a crash anywhere is repaired by the redelivery): dedup marks, then each fact's records, then
