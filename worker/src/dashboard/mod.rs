@@ -44,13 +44,13 @@ async fn take_snapshot<S: StateBackend>(
     items.sort_by(|a, b| (&a.source, &a.item).cmp(&(&b.source, &b.item)));
     let outbox = state.outbox(|_| true).await.context("reading alerts")?;
     let counters = state.counters().await.context("reading counters")?;
-    Ok(Arc::new(Snapshot {
-        taken_at: now_ms(),
+    Ok(Arc::new(Snapshot::new(
+        now_ms(),
         items,
         outbox,
         counters,
-        rules: rules.current(),
-    }))
+        rules.current(),
+    )))
 }
 
 /// The snapshot held and when it was taken.

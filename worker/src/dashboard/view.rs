@@ -18,6 +18,56 @@ pub struct Snapshot {
     pub outbox: Vec<OutboxEntry>,
     pub counters: BTreeMap<String, i64>,
     pub rules: Arc<RuleConfig>,
+    /// Per item (same index as `items`): what every inventory page filters and sorts on,
+    /// computed once per snapshot rather than per request (the cover rule's velocity and the
+    /// lowercased text are most of a 50,000-item page's cost).
+    derived: Vec<Derived>,
+}
+
+/// What the inventory table needs of one item beyond the item itself.
+struct Derived {
+    status: Status,
+    cover: Option<CoverView>,
+    /// Id, SKU and title, lowercased, for the search.
+    hay: String,
+    /// [`name`], lowercased, for the sort by name.
+    name_key: String,
+}
+
+impl Snapshot {
+    /// A snapshot of these records at `taken_at`, with each item's status, cover and search
+    /// text worked out once.
+    pub fn new(
+        taken_at: i64,
+        items: Vec<ItemState>,
+        outbox: Vec<OutboxEntry>,
+        counters: BTreeMap<String, i64>,
+        rules: Arc<RuleConfig>,
+    ) -> Snapshot {
+        let derived = items
+            .iter()
+            .map(|st| Derived {
+                status: status(st, &rules, taken_at),
+                cover: cover(st, &rules, taken_at),
+                hay: [
+                    st.item.as_str(),
+                    st.sku.as_deref().unwrap_or(""),
+                    st.title.as_deref().unwrap_or(""),
+                ]
+                .join("\n")
+                .to_lowercase(),
+                name_key: name(st).to_lowercase(),
+            })
+            .collect();
+        Snapshot {
+            taken_at,
+            items,
+            outbox,
+            counters,
+            rules,
+            derived,
+        }
+    }
 }
 
 /// An item's status, as the inventory filter names it.
@@ -223,7 +273,7 @@ impl Filter {
         q.finish()
     }
 
-    fn keep(&self, row: &Row, needle: &str) -> bool {
+    fn keep(&self, row: &Row, needle: &str, hay: &str) -> bool {
         let st = row.item;
         if self.none {
             return false;
@@ -245,42 +295,45 @@ impl Filter {
         if needle.is_empty() {
             return true;
         }
-        let has = |s: &str| s.to_lowercase().contains(needle);
-        has(&st.item) || st.sku.as_deref().is_some_and(has) || st.title.as_deref().is_some_and(has)
+        hay.contains(needle)
     }
 }
 
 /// The rows `scope` may see that pass `filter`, sorted.
 pub fn rows<'a>(snap: &'a Snapshot, scope: &Scope, filter: &Filter) -> Vec<Row<'a>> {
-    let now = snap.taken_at;
     let needle = filter.q.to_lowercase();
-    let mut rows: Vec<Row> = snap
+    let mut rows: Vec<(&str, Row)> = snap
         .items
         .iter()
-        .filter(|st| scope.allows(&st.source))
-        .map(|st| Row {
-            item: st,
-            available: st.total(),
-            status: status(st, &snap.rules, now),
-            cover: cover(st, &snap.rules, now),
+        .zip(&snap.derived)
+        .filter(|(st, _)| scope.allows(&st.source))
+        .map(|(st, d)| {
+            let row = Row {
+                item: st,
+                available: st.total(),
+                status: d.status,
+                cover: d.cover.clone(),
+            };
+            (d, row)
         })
-        .filter(|r| filter.keep(r, &needle))
+        .filter(|(d, r)| filter.keep(r, &needle, &d.hay))
+        .map(|(d, r)| (d.name_key.as_str(), r))
         .collect();
     // Unknowns last in either direction.
     let key_i = |v: Option<i64>| v.map_or((1, 0), |x| (0, x));
     match filter.sort {
-        Sort::Available => rows.sort_by_key(|r| key_i(r.available)),
-        Sort::LastSale => rows.sort_by_key(|r| key_i(r.item.last_sale_at)),
-        Sort::Cover => rows.sort_by(|a, b| {
+        Sort::Available => rows.sort_by_key(|(_, r)| key_i(r.available)),
+        Sort::LastSale => rows.sort_by_key(|(_, r)| key_i(r.item.last_sale_at)),
+        Sort::Cover => rows.sort_by(|(_, a), (_, b)| {
             let k = |r: &Row| r.cover.as_ref().map_or((1, 0.0), |c| (0, c.days_of_cover));
             k(a).partial_cmp(&k(b)).unwrap_or(std::cmp::Ordering::Equal)
         }),
-        Sort::Name => rows.sort_by_cached_key(|r| name(r.item).to_lowercase()),
+        Sort::Name => rows.sort_by_key(|(k, _)| *k),
     }
     if filter.desc {
         rows.reverse();
     }
-    rows
+    rows.into_iter().map(|(_, r)| r).collect()
 }
 
 /// What an item is called on the pages: its title, else its SKU, else its id.
