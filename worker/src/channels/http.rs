@@ -57,20 +57,8 @@ impl Poster {
     }
 
     pub fn with_timeout(timeout: Duration) -> Result<Poster, String> {
-        let mut http = HttpConnector::new();
-        http.set_connect_timeout(Some(CONNECT_TIMEOUT));
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_webpki_roots(Arc::new(rustls::crypto::ring::default_provider()))
-            .map_err(|e| format!("setting up TLS for the alert channels: {e}"))?
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(2)
-            .build(https);
+        let client =
+            https_client(2).map_err(|e| format!("setting up TLS for the alert channels: {e}"))?;
         Ok(Poster { client, timeout })
     }
 
@@ -103,17 +91,11 @@ impl Poster {
             }
         };
         let exchange = async {
-            let resp = self.client.request(req).await.map_err(|e| {
-                // hyper-util's error names the connect failure; its chain never holds the URL.
-                let mut msg = e.to_string();
-                let mut src = std::error::Error::source(&e);
-                while let Some(s) = src {
-                    msg.push_str(": ");
-                    msg.push_str(&s.to_string());
-                    src = s.source();
-                }
-                msg
-            })?;
+            let resp = self
+                .client
+                .request(req)
+                .await
+                .map_err(|e| error_chain(&e))?;
             let status = resp.status();
             let retry_after = resp
                 .headers()
@@ -140,6 +122,39 @@ impl Poster {
             Ok(Ok((status, retry_after, body))) => classify(status.as_u16(), retry_after, &body),
         }
     }
+}
+
+/// The pooled HTTP(S) client the worker's outgoing calls share (alert channels, catalog sync):
+/// rustls with the webpki roots for https, plain http for loopback and private endpoints.
+pub(crate) fn https_client(
+    max_idle_per_host: usize,
+) -> Result<Client<HttpsConnector<HttpConnector>, Full<Bytes>>, rustls::Error> {
+    let mut http = HttpConnector::new();
+    http.set_connect_timeout(Some(CONNECT_TIMEOUT));
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_provider_and_webpki_roots(Arc::new(rustls::crypto::ring::default_provider()))?
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(max_idle_per_host)
+        .build(https))
+}
+
+/// An error and its causes on one line. hyper-util's error names the connect failure; its
+/// chain never holds the URL.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        src = s.source();
+    }
+    msg
 }
 
 /// The one place a status is sorted into delivered / retry / refused.

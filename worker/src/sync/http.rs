@@ -9,19 +9,15 @@
 //! Never: logs or returns a URL's query, a header value or a request body (they carry tokens).
 //! Errors name the endpoint by the `what` the caller gives ("Shopify products page").
 
-use crate::channels::http::parse_retry_after;
+use crate::channels::http::{error_chain, https_client, parse_retry_after};
 use crate::retry::Backoff;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-/// Connecting may take this long.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// One exchange (connect, TLS, request, whole answer) may take this long.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// The largest answer read (a page of 250 products with their variants is well under this).
@@ -86,20 +82,8 @@ pub struct ApiClient {
 
 impl ApiClient {
     pub fn new() -> Result<ApiClient, SyncError> {
-        let mut http = HttpConnector::new();
-        http.set_connect_timeout(Some(CONNECT_TIMEOUT));
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_webpki_roots(Arc::new(rustls::crypto::ring::default_provider()))
-            .map_err(|e| SyncError::Config(format!("setting up TLS for catalog sync: {e}")))?
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(4)
-            .build(https);
+        let client = https_client(4)
+            .map_err(|e| SyncError::Config(format!("setting up TLS for catalog sync: {e}")))?;
         Ok(ApiClient {
             client,
             timeout: REQUEST_TIMEOUT,
@@ -113,16 +97,11 @@ impl ApiClient {
         what: &str,
     ) -> Result<ApiResponse, SyncError> {
         let exchange = async {
-            let resp = self.client.request(req).await.map_err(|e| {
-                let mut msg = e.to_string();
-                let mut src = std::error::Error::source(&e);
-                while let Some(s) = src {
-                    msg.push_str(": ");
-                    msg.push_str(&s.to_string());
-                    src = s.source();
-                }
-                msg
-            })?;
+            let resp = self
+                .client
+                .request(req)
+                .await
+                .map_err(|e| error_chain(&e))?;
             let status = resp.status().as_u16();
             let headers = resp.headers().clone();
             let body = Limited::new(resp.into_body(), MAX_ANSWER_BYTES)
