@@ -569,15 +569,25 @@ pub async fn preview(config: &Config, at: i64, as_json: bool) -> Result<String, 
         fmt_time(at)
     );
     for a in &alerts {
+        // What the rule is about: the quiet period, or the days of cover and what to order.
+        let why = match (&a.cover, a.quiet_since) {
+            (Some(c), _) => format!(
+                "{:.1} days of cover, runs out {}, reorder {}",
+                c.days_of_cover,
+                fmt_time(c.stockout_date),
+                c.reorder_qty
+            ),
+            (None, Some(since)) => format!("quiet since {}", fmt_time(since)),
+            (None, None) => String::new(),
+        };
         let _ = writeln!(
             out,
-            "{}\t{}\t{}\tsku={}\tavailable={}\tquiet since {}",
+            "{}\t{}\t{}\tsku={}\tavailable={}\t{why}",
             a.rule.as_str(),
             a.source,
             a.item,
             a.sku.as_deref().unwrap_or("-"),
             a.available.map_or("-".to_string(), |n| n.to_string()),
-            a.quiet_since.map(fmt_time).unwrap_or_default()
         );
     }
     Ok(out)
