@@ -192,6 +192,11 @@ pub struct QueueConfig {
     /// `backend = "nats"`: a `.creds` file (user JWT and NKey seed) to authenticate with.
     #[serde(default)]
     pub nats_credentials: Option<PathBuf>,
+    /// `backend = "nats"`: a file holding an NKey user seed (`SU...`) for servers that list the
+    /// user's public key (`authorization { users = [ { nkey: "U..." } ] }`). Not with
+    /// `nats_credentials`.
+    #[serde(default)]
+    pub nats_nkey_seed_file: Option<PathBuf>,
     /// `backend = "nats"`: a PEM CA bundle that signs the servers' certificates; setting it
     /// requires TLS.
     #[serde(default)]

@@ -342,6 +342,7 @@ const OVERRIDABLE: &[(&str, &str, Kind)] = &[
     ("queue", "retention", Kind::Text),
     ("queue", "nats_url", Kind::List),
     ("queue", "nats_credentials", Kind::Text),
+    ("queue", "nats_nkey_seed_file", Kind::Text),
     ("queue", "nats_tls_ca", Kind::Text),
     ("queue", "nats_tls_cert", Kind::Text),
     ("queue", "nats_tls_key", Kind::Text),
@@ -998,8 +999,15 @@ fn validate_queue_backend(config: &Config, origin: &str) -> Result<(), ConfigErr
                     "a client certificate needs both nats_tls_cert and nats_tls_key".into(),
                 ));
             }
+            if q.nats_credentials.is_some() && q.nats_nkey_seed_file.is_some() {
+                return Err(invalid(
+                    "nats_nkey_seed_file",
+                    "set nats_credentials (a .creds file: user JWT and seed) or nats_nkey_seed_file (a bare NKey seed), not both".into(),
+                ));
+            }
             for (key, path) in [
                 ("nats_credentials", &q.nats_credentials),
+                ("nats_nkey_seed_file", &q.nats_nkey_seed_file),
                 ("nats_tls_ca", &q.nats_tls_ca),
                 ("nats_tls_cert", &q.nats_tls_cert),
                 ("nats_tls_key", &q.nats_tls_key),
@@ -1435,6 +1443,22 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("queue.nats_credentials"), "{err}");
+        let f = write("[queue]\nbackend = \"nats\"\nnats_url = \"nats://a:1\"\nnats_nkey_seed_file = \"/nonexistent.nk\"\n");
+        let err = load_from(Some(f.path()), &env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("queue.nats_nkey_seed_file"), "{err}");
+        let seed = write("SUAEXAMPLE\n");
+        let creds = write("jwt and seed\n");
+        let f = write(&format!(
+            "[queue]\nbackend = \"nats\"\nnats_url = \"nats://a:1\"\nnats_credentials = {:?}\nnats_nkey_seed_file = {:?}\n",
+            creds.path(),
+            seed.path()
+        ));
+        let err = load_from(Some(f.path()), &env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not both"), "{err}");
     }
 
     #[test]

@@ -40,7 +40,7 @@ use async_nats::{HeaderMap, ServerAddr};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -71,6 +71,8 @@ const HOLD_LIMIT: Duration = Duration::from_secs(15 * 60);
 pub struct NatsOptions {
     pub urls: Vec<String>,
     pub credentials: Option<PathBuf>,
+    /// A file holding an NKey user seed: the client signs the server's nonce with it.
+    pub nkey_seed_file: Option<PathBuf>,
     pub tls_ca: Option<PathBuf>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
@@ -92,6 +94,7 @@ impl NatsOptions {
                 .map(|u| u.names().iter().map(|s| s.trim().to_string()).collect())
                 .unwrap_or_default(),
             credentials: q.nats_credentials.clone(),
+            nkey_seed_file: q.nats_nkey_seed_file.clone(),
             tls_ca: q.nats_tls_ca.clone(),
             tls_cert: q.nats_tls_cert.clone(),
             tls_key: q.nats_tls_key.clone(),
@@ -108,6 +111,7 @@ impl NatsOptions {
         NatsOptions {
             urls: vec![url.to_string()],
             credentials: None,
+            nkey_seed_file: None,
             tls_ca: None,
             tls_cert: None,
             tls_key: None,
@@ -172,6 +176,12 @@ pub async fn connect(o: &NatsOptions) -> Result<async_nats::Client, QueueError> 
             )
         })?;
     }
+    if let Some(path) = &o.nkey_seed_file {
+        opts = opts.nkey(
+            read_nkey_seed(path)
+                .map_err(|e| o.err(&format!("reading nkey seed {}", path.display()), e))?,
+        );
+    }
     if let Some(ca) = &o.tls_ca {
         opts = opts.add_root_certificates(ca.clone()).require_tls(true);
     }
@@ -179,11 +189,35 @@ pub async fn connect(o: &NatsOptions) -> Result<async_nats::Client, QueueError> 
         opts = opts.add_client_certificate(cert.clone(), key.clone());
     }
     opts.connect(addrs).await.map_err(|e| {
-        o.err(
-            "connecting",
-            format!("{e}: is nats-server running with JetStream (-js)?"),
-        )
+        let hint = match e.kind() {
+            async_nats::ConnectErrorKind::AuthorizationViolation => {
+                "check the user, nats_credentials or nats_nkey_seed_file against the server's authorization"
+            }
+            _ => "is nats-server running with JetStream (-js)?",
+        };
+        o.err("connecting", format!("{e}: {hint}"))
     })
+}
+
+/// The NKey user seed in `path` (its first non-empty line), checked to be one. Errors never
+/// carry the file's text: it is a private key.
+fn read_nkey_seed(path: &Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    let seed = text
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or_default();
+    match nkeys::KeyPair::from_seed(seed) {
+        Ok(kp) if kp.public_key().starts_with('U') => Ok(seed.to_string()),
+        Ok(_) => Err(
+            "the seed is not a user's (SU...); the server lists a user's public key (U...)".into(),
+        ),
+        Err(_) => Err(
+            "not an NKey seed (expected one line starting with SU, as `nk -gen user` writes)"
+                .into(),
+        ),
+    }
 }
 
 /// `scheme://user:pass@host` as `scheme://user:***@host`; anything else as it is.
