@@ -328,6 +328,128 @@ fn metrics_listeners_bounded_labels_and_the_workers_metrics() {
     assert!(queried > 10, "the dashboard queries {queried} metrics");
 }
 
+/// The worker's sync metrics against the fake Shopify: the start-up sync counts a run, its items
+/// and no correction, and sets the last success time; a level changed on the platform is one
+/// correction at the next sync; a revoked token counts an `unauthorized` run and leaves the last
+/// success as it was; a restarted worker shows the last success from its state before it syncs.
+#[test]
+fn worker_sync_metrics_count_runs_items_corrections_and_the_last_success() {
+    use stockhook_tests::config::toml_str;
+    use stockhook_tests::fake_shopify::{FakeShopify, Shop};
+    use stockhook_tests::stack::{free_port, wait_worker_ready, worker_cli};
+    const TOKEN: &str = "shpat_metrics_token_0123456789";
+    let dir = TestDir::new("sync-metrics");
+    let shop = Shop::generated(TOKEN, 30, 0, 12);
+    let target = shop.variants[7].clone();
+    let fake = FakeShopify::start(shop);
+    let wk_metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let api = format!(
+        "{{ shop_domain = \"acme.myshopify.com\", access_token_env = \"SHOP_TOKEN\", api_base = {} }}",
+        toml_str(&fake.base())
+    );
+    let cfg = dir
+        .config()
+        .top("sync", "{ interval = \"1h\" }")
+        .worker("metrics_listen", &format!("\"{wk_metrics}\""))
+        .recipients(&["ops@example.com"])
+        .source(SourceSpec::shopify("shop", SECRET_OLD).with("shopify_sync", &api));
+    let path = dir.write_config("stockhook.toml", &cfg);
+    let start = || {
+        let mut w = dir.spawn_env(
+            stockhook_tests::bins::worker(),
+            &["--config", path.to_str().unwrap(), "run"],
+            &[("SHOP_TOKEN", TOKEN)],
+        );
+        wait_worker_ready(&mut w);
+        w
+    };
+    let scrape = || {
+        let r = http::get(wk_metrics, "/metrics");
+        assert_eq!(r.status, 200, "{r:?}");
+        r.text()
+    };
+    let runs = |t: &str, result: &str| {
+        metric(
+            t,
+            &format!("stockhook_sync_runs_total{{source=\"shop\",result=\"{result}\"}}"),
+        )
+    };
+    let items = |t: &str| metric(t, "stockhook_sync_items_total{source=\"shop\"}");
+    let corrections = |t: &str| metric(t, "stockhook_sync_corrections_total{source=\"shop\"}");
+    let last_success = |t: &str| {
+        metric(
+            t,
+            "stockhook_sync_last_success_timestamp_seconds{source=\"shop\"}",
+        )
+    };
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64()
+    };
+
+    let before = now();
+    let mut worker = start();
+    // A source that never synced is synced at start.
+    let t = poll_until(deadline_in(Duration::from_secs(60)), || {
+        let t = scrape();
+        runs(&t, "ok").is_some().then_some(t)
+    })
+    .expect("the start-up sync is counted");
+    assert_eq!(runs(&t, "ok"), Some(1.0), "{t}");
+    assert_eq!(items(&t), Some(30.0), "{t}");
+    assert_eq!(corrections(&t), Some(0.0), "nothing was held before: {t}");
+    let first = last_success(&t).unwrap_or_else(|| panic!("no last success: {t}"));
+    assert!(
+        first >= before.floor() - 1.0 && first <= now() + 1.0,
+        "{first} vs {before}"
+    );
+
+    // A sale on the platform whose webhook never came: 12 -> 2; the next sync corrects it.
+    fake.with(|s| {
+        let loc = s.locations[0].0;
+        s.levels.insert((target.inventory_item, loc), 2);
+    });
+    let p = worker_cli(&dir, &path, &["sync", "--source", "shop"]);
+    assert_eq!(p.status().and_then(|s| s.code()), Some(0), "{}", p.stdout());
+    let t = scrape();
+    assert_eq!(runs(&t, "ok"), Some(2.0), "{t}");
+    assert_eq!(items(&t), Some(60.0), "{t}");
+    assert_eq!(corrections(&t), Some(1.0), "{t}");
+    let second = last_success(&t).unwrap_or_else(|| panic!("no last success: {t}"));
+    assert!(second >= first, "{second} < {first}");
+
+    // The token is revoked: an unauthorized run; the last success stays.
+    fake.with(|s| s.token = "shpat_other".into());
+    let p = worker_cli(&dir, &path, &["sync", "--source", "shop"]);
+    assert_eq!(p.status().and_then(|s| s.code()), Some(1), "{}", p.stdout());
+    let t = scrape();
+    assert_eq!(runs(&t, "unauthorized"), Some(1.0), "{t}");
+    assert_eq!(runs(&t, "failed"), None, "{t}");
+    assert_eq!(runs(&t, "ok"), Some(2.0), "{t}");
+    assert_eq!(last_success(&t), Some(second), "{t}");
+    assert_eq!(corrections(&t), Some(1.0), "{t}");
+    assert!(
+        !t.contains(TOKEN) && !t.contains("shpat_other"),
+        "a token in the metrics"
+    );
+
+    // Restarted (the interval is not over: no sync at start), the worker shows the last success
+    // from its state at once.
+    worker.sigterm();
+    let st = worker.wait_exit(deadline_in(Duration::from_secs(30)));
+    assert!(st.success(), "{st:?}");
+    let _worker = start();
+    let t = poll_until(deadline_in(Duration::from_secs(30)), || {
+        let t = scrape();
+        last_success(&t).is_some().then_some(t)
+    })
+    .expect("the last success after a restart");
+    assert_eq!(last_success(&t), Some(second), "{t}");
+    assert_eq!(runs(&t, "ok"), None, "no sync since the restart: {t}");
+}
+
 /// Under systemd (`$JOURNAL_STREAM` names the process's stderr) every log line starts with its
 /// syslog priority, which journald turns into `PRIORITY=`: `<6>` info, `<4>` a refused webhook,
 /// and the JSON fields follow the prefix. With the variable naming another file: no prefixes.

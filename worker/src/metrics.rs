@@ -1,11 +1,11 @@
 //! The worker's Prometheus metrics, one place: events applied, alerts by rule and status, email
-//! send latency, queue lag. Served on `[worker] metrics_listen` when it is set (the worker has no
+//! send latency, queue lag, catalog syncs (recorded by `sync::observed`). Served on `[worker] metrics_listen` when it is set (the worker has no
 //! other HTTP endpoint). Labels are source names the receiver accepted (configured names), the
 //! fixed rule names and fixed outcome/status codes, so the series stay few.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
-use stockhook_shared::metrics::{gauge, CounterVec, Histogram};
+use stockhook_shared::metrics::{gauge, CounterVec, GaugeVec, Histogram};
 use stockhook_shared::metrics_http::{self, Answer, PROMETHEUS_TEXT};
 use tokio::sync::watch;
 
@@ -15,8 +15,14 @@ pub static EVENTS: LazyLock<CounterVec> = LazyLock::new(CounterVec::default);
 /// Alerts by rule and status: `created` when the rules raise one, then `sent`, `retry` or
 /// `failed` as the sender deals with it.
 pub static ALERTS: LazyLock<CounterVec> = LazyLock::new(CounterVec::default);
-/// Catalog syncs by source and outcome (`ok`, `failed`, `unauthorized`).
+/// Catalog syncs by source and result (`ok`, `failed`, `unauthorized`).
 pub static SYNCS: LazyLock<CounterVec> = LazyLock::new(CounterVec::default);
+/// Items (variants, listings) read by syncs that applied, by source.
+pub static SYNC_ITEMS: LazyLock<CounterVec> = LazyLock::new(CounterVec::default);
+/// Levels held that a sync's snapshot corrected (a webhook missed), by source.
+pub static SYNC_CORRECTIONS: LazyLock<CounterVec> = LazyLock::new(CounterVec::default);
+/// Start of the last successful sync per source (Unix seconds).
+pub static SYNC_LAST_SUCCESS: LazyLock<GaugeVec> = LazyLock::new(GaugeVec::default);
 /// Seconds one email send (SMTP exchange or `.eml` write) took, whatever its result.
 pub static EMAIL_SEND_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
     Histogram::new(&[0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
@@ -48,9 +54,27 @@ pub fn render() -> String {
     );
     SYNCS.render(
         &mut out,
-        "stockhook_worker_syncs_total",
-        "Catalog syncs from the platform APIs, by source and outcome (ok, failed, unauthorized).",
-        &["source", "outcome"],
+        "stockhook_sync_runs_total",
+        "Catalog syncs from the platform APIs, by source and result (ok, failed, unauthorized).",
+        &["source", "result"],
+    );
+    SYNC_ITEMS.render(
+        &mut out,
+        "stockhook_sync_items_total",
+        "Items (variants, listings) read by catalog syncs that applied, by source.",
+        &["source"],
+    );
+    SYNC_CORRECTIONS.render(
+        &mut out,
+        "stockhook_sync_corrections_total",
+        "Levels a catalog sync corrected (a webhook was missed), by source.",
+        &["source"],
+    );
+    SYNC_LAST_SUCCESS.render(
+        &mut out,
+        "stockhook_sync_last_success_timestamp_seconds",
+        "Start of the last successful catalog sync, by source (Unix time).",
+        &["source"],
     );
     EMAIL_SEND_SECONDS.render(
         &mut out,

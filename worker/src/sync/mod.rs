@@ -8,6 +8,7 @@
 pub mod connect;
 pub mod http;
 pub mod lookup;
+pub mod observed;
 
 pub use http::{ApiClient, ApiResponse, SyncError};
 

@@ -17,7 +17,6 @@
 
 use super::http::{ApiClient, SyncError};
 use crate::catalog::{self, CatalogBatch, Origin};
-use crate::metrics;
 use crate::reload::RulesSlot;
 use crate::state::{Applied, RuleConfig, StateBackend, StateError};
 use serde::{Deserialize, Serialize};
@@ -205,6 +204,7 @@ pub async fn sync_source<S: StateBackend>(
     dry_run: bool,
 ) -> SyncReport {
     let started = now_ms();
+    let observed = super::observed::start(state, &source.name).await;
     let t0 = Instant::now();
     let mut report = SyncReport {
         source: source.name.clone(),
@@ -261,7 +261,6 @@ pub async fn sync_source<S: StateBackend>(
         Some(ErrorKind::Unauthorized) => "unauthorized",
         Some(_) => "failed",
     };
-    metrics::SYNCS.inc(&[&source.name, outcome]);
     match &report.error {
         None => tracing::info!(
             source = %source.name,
@@ -284,6 +283,7 @@ pub async fn sync_source<S: StateBackend>(
             tracing::warn!(source = %source.name, error = %e, "could not record the sync's outcome");
         }
     }
+    observed.finish(state, &report, outcome, started).await;
     report
 }
 
@@ -369,6 +369,7 @@ async fn source_loop<S: StateBackend>(
             None
         }
     };
+    super::observed::last_success(&source.name, last);
     // Never synced: now. Else when the interval since the last one is over.
     let mut wait = match last {
         None => Duration::ZERO,
