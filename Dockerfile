@@ -5,7 +5,8 @@
 #
 # Build: the Rust toolchain on Debian 12, `--profile dist` (no debug info, thin LTO), cached
 # registry and target dirs. Run: distroless cc-debian12 (glibc, CA certificates, no shell, no
-# package manager), as the unprivileged `nonroot` user (uid 65532).
+# package manager), as the unprivileged `nonroot` user, by number (uid and gid 65532), so a
+# runtime that insists on a non-root user (Kubernetes runAsNonRoot) can check it.
 
 FROM rust:1-slim-bookworm AS build
 WORKDIR /src
@@ -25,7 +26,7 @@ COPY --from=build /out/bin/ /usr/local/bin/
 COPY --from=build --chown=65532:65532 /out/data /var/lib/stockhook
 COPY deploy/stockhook.toml.example /etc/stockhook/stockhook.toml.example
 COPY LICENSE /usr/share/doc/stockhook/LICENSE
-USER nonroot:nonroot
+USER 65532:65532
 ENV STOCKHOOK_DATA_DIR=/var/lib/stockhook \
     STOCKHOOK_RECEIVER_LISTEN=0.0.0.0:8080
 VOLUME ["/var/lib/stockhook"]
