@@ -134,10 +134,7 @@ async fn tls_with_client_certificates_and_a_password() {
     let Some(bin) = nats_server() else { return };
     let dir = tempfile::tempdir().unwrap();
     let pki = make_pki(dir.path());
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .unwrap()
-        .port();
+    let port = free_port();
     let _server = start(&bin, dir.path(), &pki, port);
     let good = format!("tls://stockhook:s3cret-pass@127.0.0.1:{port}");
 
@@ -153,28 +150,7 @@ async fn tls_with_client_certificates_and_a_password() {
             Err(e) => panic!("cannot connect with TLS, client certificate and password: {e}"),
         }
     };
-    let out = sink
-        .append(NewEvent {
-            source: "shop".into(),
-            platform: Platform::Simple,
-            received_at_ms: now_ms(),
-            headers: vec![],
-            body: bytes::Bytes::from_static(b"{\"tls\":true}"),
-            dedup_key: None,
-        })
-        .await
-        .unwrap();
-    let id = match out {
-        AppendOutcome::Accepted(id) => id,
-        other => panic!("{other:?}"),
-    };
-    let q = NatsQueue::connect(options(&good, &pki, true, true))
-        .await
-        .unwrap();
-    let leased = q.lease(10, 2000, 0).await.unwrap();
-    assert_eq!(leased.len(), 1);
-    assert_eq!(leased[0].envelope.id, id);
-    assert_eq!(leased[0].envelope.body, b"{\"tls\":true}");
+    round_trip(&sink, &options(&good, &pki, true, true), b"{\"tls\":true}").await;
 
     // Each missing or wrong credential is refused with an error, not a hang.
     let wrong_password = format!("tls://stockhook:wrong@127.0.0.1:{port}");

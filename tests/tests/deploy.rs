@@ -252,6 +252,20 @@ fn dockerfile() -> Vec<(usize, String, String)> {
     out
 }
 
+/// Runs `cmd` to completion; its stdout, or a panic naming `what` with its stderr.
+fn stdout_of(cmd: &mut Command, what: &str) -> Vec<u8> {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {what}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
 /// A JSON-array (exec form) argument as its strings.
 fn exec_form(args: &str) -> Vec<String> {
     serde_json::from_str(args).unwrap_or_else(|e| panic!("not an exec-form array ({e}): {args}"))
@@ -263,23 +277,19 @@ fn cargo_bin(package: &str) -> String {
     static META: std::sync::OnceLock<serde_json::Value> = std::sync::OnceLock::new();
     let meta = META.get_or_init(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let out = Command::new(cargo)
-            .args([
-                "metadata",
-                "--no-deps",
-                "--offline",
-                "--format-version",
-                "1",
-            ])
-            .current_dir(repo())
-            .output()
-            .expect("running cargo metadata");
-        assert!(
-            out.status.success(),
-            "cargo metadata: {}",
-            String::from_utf8_lossy(&out.stderr)
+        let out = stdout_of(
+            Command::new(cargo)
+                .args([
+                    "metadata",
+                    "--no-deps",
+                    "--offline",
+                    "--format-version",
+                    "1",
+                ])
+                .current_dir(repo()),
+            "cargo metadata",
         );
-        serde_json::from_slice(&out.stdout).expect("cargo metadata's JSON")
+        serde_json::from_slice(&out).expect("cargo metadata's JSON")
     });
     let pkg = meta["packages"]
         .as_array()
@@ -316,16 +326,9 @@ fn built(name: &str) -> &'static Path {
 
 /// `<bin> <args...> --help` exits 0: the binary takes that command line.
 fn takes(bin: &str, args: &[String]) {
-    let out = Command::new(built(bin))
-        .args(args)
-        .arg("--help")
-        .output()
-        .expect("running the binary");
-    assert!(
-        out.status.success(),
-        "`{bin} {} --help` fails: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
+    stdout_of(
+        Command::new(built(bin)).args(args).arg("--help"),
+        &format!("`{bin} {} --help`", args.join(" ")),
     );
 }
 
@@ -335,20 +338,16 @@ fn check_config_with(env: &[(String, String)]) -> String {
     let dir = tempfile::tempdir().expect("temp dir");
     let cfg = dir.path().join("stockhook.toml");
     std::fs::write(&cfg, "").expect("writing the config");
-    let out = Command::new(stockhook_tests::bins::receiver())
-        .arg("--config")
-        .arg(&cfg)
-        .arg("check-config")
-        .env_clear()
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .output()
-        .expect("running check-config");
-    assert!(
-        out.status.success(),
-        "check-config refuses {env:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = stdout_of(
+        Command::new(stockhook_tests::bins::receiver())
+            .arg("--config")
+            .arg(&cfg)
+            .arg("check-config")
+            .env_clear()
+            .envs(env.iter().map(|(k, v)| (k, v))),
+        &format!("check-config with {env:?}"),
     );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The port of `host:port`.
@@ -591,21 +590,17 @@ fn compose_services_run_the_right_commands_on_loopback_ports() {
         return;
     };
     // As Compose resolves it, with the optional NATS profile and the defaults of its variables.
-    let out = Command::new(&compose[0])
-        .args(&compose[1..])
-        .arg("-f")
-        .arg(repo().join("compose.yaml"))
-        .args(["--profile", "nats", "config", "--format", "json"])
-        .env_remove("STOCKHOOK_QUEUE_BACKEND")
-        .env_remove("BUILD_GIT_COMMIT")
-        .output()
-        .expect("running docker compose config");
-    assert!(
-        out.status.success(),
-        "compose config: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = stdout_of(
+        Command::new(&compose[0])
+            .args(&compose[1..])
+            .arg("-f")
+            .arg(repo().join("compose.yaml"))
+            .args(["--profile", "nats", "config", "--format", "json"])
+            .env_remove("STOCKHOOK_QUEUE_BACKEND")
+            .env_remove("BUILD_GIT_COMMIT"),
+        "docker compose config",
     );
-    let c: serde_json::Value = serde_json::from_slice(&out.stdout).expect("compose config's JSON");
+    let c: serde_json::Value = serde_json::from_slice(&out).expect("compose config's JSON");
     let services = &c["services"];
 
     // The ports the example config documents: listen, then [receiver] and [worker] metrics_listen.
