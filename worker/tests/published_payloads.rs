@@ -275,7 +275,10 @@ fn amazon_published_listing_notifications_read_right() {
         title: None,
         at,
     };
-    assert_eq!(amazon_facts(published.clone()), [entry.clone()]);
+    assert_eq!(
+        amazon_facts(published.clone()),
+        std::slice::from_ref(&entry)
+    );
     let text = String::from_utf8(published).unwrap();
     let changed = text.replace(
         "\"LISTINGS_ITEM_STATUS_CHANGE\"",
