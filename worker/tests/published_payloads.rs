@@ -316,3 +316,62 @@ fn amazon_published_listing_notifications_read_right() {
         Some(("mfn:AMAZON_NA".to_string(), None))
     );
 }
+
+/// A published product of four variants (shopify_python_api's fixture, as a `products/update`
+/// body): every variant is its own item with its own level (not only the first), titled
+/// "product - variant", and a later update that no longer lists one variant takes it out of
+/// the catalog while the others stay.
+#[tokio::test]
+async fn a_product_update_with_many_variants_tracks_each_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = SledState::open(&dir.path().join("state")).unwrap();
+    let topic = [("x-shopify-topic", "products/update")];
+    let published = data("shopify/product_ipod_nano_4_variants_python_api.json");
+    apply(
+        &state,
+        vec![prepared(1, Platform::Shopify, &topic, published.clone())],
+    )
+    .await;
+    for (id, colour, sku, units) in [
+        ("808950810", "Pink", "IPOD2008PINK", 10),
+        ("49148385", "Red", "IPOD2008RED", 20),
+        ("39072856", "Green", "IPOD2008GREEN", 30),
+        ("457924702", "Black", "IPOD2008BLACK", 40),
+    ] {
+        let st = item(&state, &format!("variant:{id}"))
+            .await
+            .unwrap_or_else(|| panic!("variant {id} is tracked"));
+        assert_eq!(st.total(), Some(units), "{colour}");
+        assert_eq!(st.sku.as_deref(), Some(sku));
+        assert_eq!(
+            st.title.as_deref(),
+            Some(format!("IPod Nano - 8GB - {colour}").as_str())
+        );
+        assert!(st.removed.is_none(), "{colour}");
+    }
+
+    // The same product a day later without its Black variant.
+    let mut later: serde_json::Value = serde_json::from_slice(&published).unwrap();
+    later["updated_at"] = serde_json::json!("2011-10-21T14:05:13-04:00");
+    later["variants"].as_array_mut().unwrap().pop();
+    apply(
+        &state,
+        vec![prepared(
+            2,
+            Platform::Shopify,
+            &topic,
+            serde_json::to_vec(&later).unwrap(),
+        )],
+    )
+    .await;
+    assert!(item(&state, "variant:457924702")
+        .await
+        .unwrap()
+        .removed
+        .is_some());
+    assert!(item(&state, "variant:808950810")
+        .await
+        .unwrap()
+        .removed
+        .is_none());
+}
