@@ -292,7 +292,15 @@ fn amazon_handler() -> Handler {
                 (Some(US), Some(t)) if Some(t.as_str()) == page["pagination"]["nextToken"].as_str() => {
                     ok(json!({"numberOfResults": 1, "pagination": {"previousToken": page["pagination"]["previousToken"]}, "items": []}).to_string())
                 }
-                (Some(CA), None) => ok(json!({"numberOfResults": 0, "items": []}).to_string()),
+                (Some(CA), None) => {
+                    // An FBA listing: the published item on Amazon's North American network
+                    // (`AMAZON_NA`), its quantity the pool's 60 units FBA inventory counts.
+                    let mut item = page["items"][0].clone();
+                    item["sku"] = json!("Silicon Power 32GB");
+                    item["fulfillmentAvailability"] =
+                        json!([{"fulfillmentChannelCode": "AMAZON_NA", "quantity": 60}]);
+                    ok(json!({"numberOfResults": 1, "items": [item]}).to_string())
+                }
                 other => panic!("unexpected listings request {other:?}"),
             };
         }
@@ -377,6 +385,7 @@ async fn amazon_sync_reads_pages_throttles_refreshes_and_counts_pooled_fba_once(
             ("fba:A2EUQ1WTGCTBG2".to_string(), None)
         ]
     );
+    // Its CA listing on AMAZON_NA (FBA) added no MFN level: the pool is counted once.
     // Page 2 of the US inventory.
     assert_eq!(
         item(&batch.items, "Silicon Power 64GB").levels[0],

@@ -295,7 +295,8 @@ const LABEL_WIDTH: usize = 11;
 pub fn text(alerts: &[Item], subject: &str, stores: &Stores) -> String {
     let mut out = format!("{subject}\n\n");
     for (i, item) in alerts.iter().enumerate() {
-        let a = item.lead();
+        let merged = item.merged();
+        let a = &merged;
         out.push_str(&format!("{}. {}\n", i + 1, item_headline(item)));
         for (label, value) in facts(item, stores) {
             out.push_str(&format!(
@@ -379,7 +380,8 @@ pub fn html(alerts: &[Item], subject: &str, stores: &Stores) -> String {
         e(&heading(alerts))
     ));
     for item in alerts {
-        let a = item.lead();
+        let merged = item.merged();
+        let a = &merged;
         out.push_str(
             "<tr><td style=\"padding: 0 0 12px\">\n\
              <table role=\"presentation\" width=\"100%\" cellpadding=\"0\" cellspacing=\"0\" \
