@@ -463,9 +463,10 @@ pub fn render(
     })?;
     let ids: Vec<&str> = alerts.iter().map(|a| a.id.as_str()).collect();
     let digest = ids_digest(&ids);
-    let subject = content::subject(&alerts);
-    let text = content::text(&alerts, &subject, stores);
-    let html = content::html(&alerts, &subject, stores);
+    let items = content::items(&alerts);
+    let subject = content::subject(&items);
+    let text = content::text(&items, &subject, stores);
+    let html = content::html(&items, &subject, stores);
     let earliest = alerts.iter().map(|a| a.created_at).min().unwrap_or(0);
 
     let mut builder = Message::builder()

@@ -49,6 +49,15 @@ pub enum Fact {
         name: String,
         at: i64,
     },
+    /// A complete snapshot (catalog sync) lists every location holding `item`'s stock as of `at`:
+    /// a level held at any other location and older than `at` is no longer counted (kept as
+    /// `None`, history intact). It clears a level left under a key the platform no longer
+    /// reports (an FBA pool now counted at another marketplace, a channel since recoded).
+    StockedAt {
+        item: String,
+        locations: Vec<String>,
+        at: i64,
+    },
     /// `quantity` units of `item` sold in `order` (line `line`) at `at`. A negative quantity is a
     /// return.
     Sale {
@@ -68,6 +77,7 @@ impl Fact {
             | Fact::Sale { at, .. }
             | Fact::Removed { at, .. }
             | Fact::ProductVariants { at, .. }
+            | Fact::StockedAt { at, .. }
             | Fact::LocationName { at, .. } => *at,
         }
     }

@@ -103,6 +103,7 @@ fn describe(fact: &Fact) -> String {
         Fact::Sale { item, order, .. } => format!("sale of item {item} in order {order}"),
         Fact::Removed { item, .. } => format!("removal of item {item}"),
         Fact::ProductVariants { product, .. } => format!("variants of product {product}"),
+        Fact::StockedAt { item, .. } => format!("locations of item {item}"),
         Fact::LocationName { item, location, .. } => {
             format!("name of location {location} of item {item}")
         }
@@ -116,6 +117,7 @@ fn at_mut(fact: &mut Fact) -> &mut i64 {
         | Fact::Sale { at, .. }
         | Fact::Removed { at, .. }
         | Fact::ProductVariants { at, .. }
+        | Fact::StockedAt { at, .. }
         | Fact::LocationName { at, .. } => at,
     }
 }

@@ -22,7 +22,18 @@ fn render_and_check(html: &str, name: &str) -> chromium::Picture {
 
 #[test]
 fn three_item_digest_renders_on_a_phone() {
-    let (_, _, html) = content::bodies(&sample::digest(), &sample::stores());
+    let (subject, text, html) = content::bodies(&sample::digest(), &sample::stores());
+    // Four alerts, three items: the mug's low stock and reorder soon share one line and card.
+    assert!(subject.starts_with("3 stock alerts"), "{subject}");
+    assert!(
+        text.contains("2. Low stock: Enamel Camp Mug 11oz - White, 2 left, about 1 day of cover, reorder 30\n"),
+        "{text}"
+    );
+    assert_eq!(
+        html.matches(">Enamel Camp Mug 11oz - White<").count(),
+        1,
+        "{html}"
+    );
     let pic = render_and_check(&html, "digest");
     // Text, badges and buttons: many colours and a good share of the screen drawn on.
     assert!(pic.colours > 100, "{pic:?}");

@@ -292,7 +292,15 @@ fn amazon_handler() -> Handler {
                 (Some(US), Some(t)) if Some(t.as_str()) == page["pagination"]["nextToken"].as_str() => {
                     ok(json!({"numberOfResults": 1, "pagination": {"previousToken": page["pagination"]["previousToken"]}, "items": []}).to_string())
                 }
-                (Some(CA), None) => ok(json!({"numberOfResults": 0, "items": []}).to_string()),
+                (Some(CA), None) => {
+                    // An FBA listing: the published item on Amazon's North American network
+                    // (`AMAZON_NA`), its quantity the pool's 60 units FBA inventory counts.
+                    let mut item = page["items"][0].clone();
+                    item["sku"] = json!("Silicon Power 32GB");
+                    item["fulfillmentAvailability"] =
+                        json!([{"fulfillmentChannelCode": "AMAZON_NA", "quantity": 60}]);
+                    ok(json!({"numberOfResults": 1, "items": [item]}).to_string())
+                }
                 other => panic!("unexpected listings request {other:?}"),
             };
         }
@@ -377,6 +385,7 @@ async fn amazon_sync_reads_pages_throttles_refreshes_and_counts_pooled_fba_once(
             ("fba:A2EUQ1WTGCTBG2".to_string(), None)
         ]
     );
+    // Its CA listing on AMAZON_NA (FBA) added no MFN level: the pool is counted once.
     // Page 2 of the US inventory.
     assert_eq!(
         item(&batch.items, "Silicon Power 64GB").levels[0],
@@ -789,6 +798,106 @@ async fn ebay_sync_keys_match_the_webhook_adapter() {
     }
 }
 
+/// eBay sale key equality (issue 14): the published getOrders line (legacyItemId
+/// 110141553531, lineItemId 28000000001, 2 units) and the `FixedPriceTransaction` Platform
+/// Notification of the same sale (a GetItemTransactionsResponse naming that ItemID and
+/// TransactionID; eBay: "both legacyItemId and legacyTransactionId are needed to identify an
+/// order line item") give one key, so applied both ways it counts 2 units, not 4.
+#[tokio::test]
+async fn ebay_sale_seen_by_webhook_and_sync_counts_once() {
+    use stockhook_worker::catalog::{apply, Origin};
+    use stockhook_worker::facts::Fact;
+    let fake = Fake::start(ebay_handler()).await;
+    let api = ApiClient::new().unwrap();
+    let batch = ebay::fetch(&ebay_config(&fake.base), &api, NOW)
+        .await
+        .unwrap();
+    let synced = batch
+        .sales
+        .iter()
+        .find(|l| l.line == "28000000001")
+        .expect("the published getOrders line");
+    assert_eq!(synced.quantity, 2);
+
+    let soap = format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/">
+  <soapenv:Header><ebl:RequesterCredentials xmlns:ebl="urn:ebay:apis:eBLBaseComponents">
+    <ebl:NotificationSignature>nXGFQyWyk1bzgM3N5zT9Ag==</ebl:NotificationSignature>
+  </ebl:RequesterCredentials></soapenv:Header>
+  <soapenv:Body><GetItemTransactionsResponse xmlns="urn:ebay:apis:eBLBaseComponents">
+    <Timestamp>2025-12-01T00:05:00.000Z</Timestamp><Ack>Success</Ack>
+    <NotificationEventName>FixedPriceTransaction</NotificationEventName>
+    <Item><ItemID>110141553531</ItemID><Quantity>10</Quantity>
+      <SellingStatus><QuantitySold>2</QuantitySold></SellingStatus><SKU>testSku11014</SKU></Item>
+    <TransactionArray><Transaction>
+      <QuantityPurchased>2</QuantityPurchased><TransactionID>28000000001</TransactionID>
+      <OrderLineItemID>{}</OrderLineItemID>
+    </Transaction></TransactionArray>
+  </GetItemTransactionsResponse></soapenv:Body>
+</soapenv:Envelope>"#,
+        "04-10001-20001"
+    );
+    let env = stockhook_shared::envelope::Envelope {
+        id: stockhook_shared::envelope::EventId(7),
+        source: "ebay-store".into(),
+        platform: stockhook_shared::config::Platform::Ebay,
+        received_at_ms: NOW + 300_000,
+        headers: vec![],
+        body: soap.into_bytes(),
+    };
+    let normalized = stockhook_worker::adapters::ebay::normalize(&env).unwrap();
+    let sales: Vec<(String, String, String, i64)> = normalized
+        .facts
+        .iter()
+        .filter_map(|f| match f {
+            Fact::Sale {
+                item,
+                quantity,
+                order,
+                line,
+                ..
+            } => Some((item.clone(), order.clone(), line.clone(), *quantity)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        sales,
+        [(
+            synced.item.clone(),
+            synced.order.clone(),
+            synced.line.clone(),
+            synced.quantity
+        )]
+    );
+
+    // Through the state: the sync, then the webhook, count the 2 units once.
+    let dir = tempfile::tempdir().unwrap();
+    let state = stockhook_worker::state::SledState::open(&dir.path().join("state")).unwrap();
+    let origin = Origin::Sync {
+        run_started_at: NOW,
+    };
+    apply(&state, sync_rules(), &batch, &origin, NOW, false)
+        .await
+        .unwrap();
+    use stockhook_worker::state::StateBackend;
+    state
+        .apply_batch(
+            vec![stockhook_worker::state::Prepared::new(&env, normalized)],
+            sync_rules(),
+            NOW + 300_000,
+            false,
+        )
+        .await
+        .unwrap();
+    let items = state.items().await.unwrap();
+    let sold = items
+        .iter()
+        .find(|i| i.source == "ebay-store" && i.item == synced.item)
+        .unwrap();
+    assert_eq!(sold.sold(), 2, "one sale of 2, seen twice");
+}
+
 #[tokio::test]
 async fn ebay_refused_token_is_unauthorized_and_secrets_stay_out_of_errors() {
     let fake = Fake::start(Arc::new(|r: &Seen| {
@@ -1048,11 +1157,149 @@ async fn synced_batches_meet_their_webhooks<S: stockhook_worker::state::StateBac
     );
 }
 
+/// Applies `facts` as one webhook event of `source` received at `at`.
+async fn apply_webhook<S: stockhook_worker::state::StateBackend>(
+    state: &S,
+    source: &str,
+    id: u64,
+    at: i64,
+    normalized: stockhook_worker::facts::Normalized,
+) {
+    let env = stockhook_shared::envelope::Envelope {
+        id: stockhook_shared::envelope::EventId(id),
+        source: source.into(),
+        platform: stockhook_shared::config::Platform::Amazon,
+        received_at_ms: at,
+        headers: vec![],
+        body: Vec::new(),
+    };
+    state
+        .apply_batch(
+            vec![stockhook_worker::state::Prepared::new(&env, normalized)],
+            sync_rules(),
+            at,
+            false,
+        )
+        .await
+        .unwrap();
+}
+
+/// (location, units) of an item's held levels.
+async fn held_levels<S: stockhook_worker::state::StateBackend>(
+    state: &S,
+    source: &str,
+    item: &str,
+) -> (Option<i64>, Vec<(String, Option<i64>)>) {
+    let items = state.items().await.unwrap();
+    let st = items
+        .iter()
+        .find(|i| i.source == source && i.item == item)
+        .unwrap_or_else(|| panic!("{source}/{item} not held"));
+    let levels = st
+        .levels
+        .iter()
+        .map(|(l, r)| (l.clone(), r.available))
+        .collect();
+    (st.total(), levels)
+}
+
+/// Amazon counted once (issue 14): levels an older version or an older report left under keys
+/// the platform no longer reports (the North American pool's CA view counted on its own; an
+/// `AMAZON_NA` listing quantity stored as MFN stock) are cleared by a complete sync, which
+/// replaces the item's Amazon levels; a level newer than the sync stays; and an `AMAZON_NA`
+/// quantity change after it (the published notification shape) does not count FBA twice.
+async fn a_complete_amazon_sync_replaces_stale_levels<S: stockhook_worker::state::StateBackend>(
+    state: &S,
+) {
+    use stockhook_worker::facts::{Fact, Normalized};
+    let source = "amazon-upgraded";
+    let sku = "Silicon Power 32GB";
+    let level = |location: &str, n: i64, at: i64| Fact::InventoryLevel {
+        item: sku.into(),
+        location: location.into(),
+        available: Some(n),
+        at,
+    };
+    let old = |facts: Vec<Fact>| Normalized {
+        topic: "FBA_INVENTORY_AVAILABILITY_CHANGES".into(),
+        facts,
+        ignored: false,
+    };
+    // Before the sync: what an older stockhook stored. After its snapshot time: a DEFAULT
+    // (merchant) quantity change, which the sync must not undo.
+    apply_webhook(
+        state,
+        source,
+        1,
+        NOW - 3_600_000,
+        old(vec![
+            level(&format!("fba:{CA}"), 60, NOW - 3_600_000),
+            level("mfn:AMAZON_NA", 66, NOW - 3_600_000),
+        ]),
+    )
+    .await;
+    apply_webhook(
+        state,
+        source,
+        2,
+        NOW + 30_000,
+        old(vec![level("mfn", 7, NOW + 30_000)]),
+    )
+    .await;
+    assert_eq!(
+        held_levels(state, source, sku).await.0,
+        Some(133),
+        "60 + 66 + 7"
+    );
+
+    let fake = Fake::start(amazon_handler()).await;
+    let mut batch = amazon::fetch(&amazon_config(&fake.base), &ApiClient::new().unwrap(), NOW)
+        .await
+        .unwrap();
+    batch.source = source.into();
+    let origin = stockhook_worker::catalog::Origin::Sync {
+        run_started_at: NOW,
+    };
+    stockhook_worker::catalog::apply(state, sync_rules(), &batch, &origin, NOW, false)
+        .await
+        .unwrap();
+    let (total, levels) = held_levels(state, source, sku).await;
+    assert_eq!(total, Some(66 + 7), "{levels:?}");
+    assert_eq!(
+        levels,
+        [
+            (format!("fba:{CA}"), None),
+            (format!("fba:{US}"), Some(66)),
+            ("mfn".to_string(), Some(7)),
+            ("mfn:AMAZON_NA".to_string(), None),
+        ]
+    );
+
+    // LISTINGS_ITEM_MFN_QUANTITY_CHANGE on Amazon's own channel: FBA units, counted already.
+    let mut note = data_json("amazon/listings_item_mfn_quantity_change.json");
+    note["Payload"]["Sku"] = json!(sku);
+    note["Payload"]["FulfillmentChannelCode"] = json!("AMAZON_NA");
+    note["Payload"]["Quantity"] = json!(66);
+    note["EventTime"] = json!("2025-12-01T00:02:00Z");
+    let env = stockhook_shared::envelope::Envelope {
+        id: stockhook_shared::envelope::EventId(3),
+        source: source.into(),
+        platform: stockhook_shared::config::Platform::Amazon,
+        received_at_ms: NOW + 120_000,
+        headers: vec![],
+        body: note.to_string().into_bytes(),
+    };
+    let normalized = stockhook_worker::adapters::amazon::normalize(&env).unwrap();
+    apply_webhook(state, source, 3, NOW + 120_000, normalized).await;
+    assert_eq!(held_levels(state, source, sku).await.0, Some(66 + 7));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn synced_batches_apply_through_the_rules_on_both_backends() {
     let dir = tempfile::tempdir().unwrap();
     let sled = stockhook_worker::state::SledState::open(&dir.path().join("state")).unwrap();
     synced_batches_meet_their_webhooks(&sled).await;
+    a_complete_amazon_sync_replaces_stale_levels(&sled).await;
     if let Some(bin) =
         stockhook_test_kit::nats::require("synced_batches_apply_through_the_rules_on_both_backends")
     {
@@ -1064,6 +1311,7 @@ async fn synced_batches_apply_through_the_rules_on_both_backends() {
             .await
             .unwrap();
         synced_batches_meet_their_webhooks(&nats).await;
+        a_complete_amazon_sync_replaces_stale_levels(&nats).await;
     }
 }
 

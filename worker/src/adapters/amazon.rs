@@ -21,16 +21,21 @@
 //!   clears what an earlier per-marketplace reading stored there. (A sum counted the same units
 //!   two or three times and hid a low level.)
 //! * `LISTINGS_ITEM_MFN_QUANTITY_CHANGE`: a `CatalogEntry` (item = sku = `Sku`) and an
-//!   `InventoryLevel` at `mfn` (`mfn:<FulfillmentChannelCode>` for a channel other than
-//!   `DEFAULT`, so two channels never overwrite each other) of `Quantity`.
+//!   `InventoryLevel` at `mfn` (`mfn:<FulfillmentChannelCode>` for a seller channel other than
+//!   `DEFAULT`, so two channels never overwrite each other) of `Quantity`. An `AMAZON_*` code
+//!   (`AMAZON_NA`, `AMAZON_EU`, `AMAZON_JP`, ...) is Amazon's own network (FBA, see
+//!   [`mfn_location`]): its units are the FBA pool's, counted from
+//!   `FBA_INVENTORY_AVAILABILITY_CHANGES`, so it gives a level of `None` at
+//!   `mfn:<code>` (not counted; it clears what an older version stored there).
 //! * `ORDER_CHANGE`: a `Sale` per `Summary.OrderItems[]` (item = SellerSKU, order =
 //!   AmazonOrderId, line = OrderItemId). Amazon sends one notification per status change; the
 //!   state store dedups sales on (order, line), so an order counts once. An order whose
 //!   `OrderStatus` is `Canceled` (or an item whose `OrderItemStatus` is) gives no sale; a sale
 //!   already counted from an earlier status is not taken back. Pending orders count: their stock
 //!   is already reserved. Time: `OrderChangeTrigger.TimeOfOrderChange`, else `EventTime`.
-//! * `LISTINGS_ITEM_STATUS_CHANGE` (issue 21): `Status` without `BUYABLE` gives a `Removed`
-//!   (item = `Sku`); with it, a `CatalogEntry`, which brings the item back when newer.
+//! * `LISTINGS_ITEM_STATUS_CHANGE` (issue 21; the schema's enum spells it `..._CHANGED`, also
+//!   read): `Status` without `BUYABLE`, or with `DELETED`, gives a `Removed` (item = `Sku`);
+//!   else a `CatalogEntry`, which brings the item back when newer.
 //! * `LISTINGS_ITEM_ISSUES_CHANGE` (issue 21): an `EnforcementActions` entry that makes the
 //!   listing unbuyable (`LISTING_SUPPRESSED`, `CATALOG_ITEM_REMOVED`) gives a `Removed` (item =
 //!   `Sku`). Other issues (search or attribute suppression, warnings) and resolved ones
@@ -194,9 +199,10 @@ pub fn normalize(env: &Envelope) -> Result<Normalized, NormalizeError> {
         "FBA_INVENTORY_AVAILABILITY_CHANGES" => fba_inventory(env, topic, &notice)?,
         "LISTINGS_ITEM_MFN_QUANTITY_CHANGE" => mfn_quantity(env, topic, &notice)?,
         "ORDER_CHANGE" => order_change(env, topic, &notice)?,
-        "LISTINGS_ITEM_STATUS_CHANGE" | "LISTINGS_ITEM_ISSUES_CHANGE" => {
-            listing(env, topic, &notice)?
-        }
+        // The schema's enum spells it `..._CHANGED`; its example and the type list `..._CHANGE`.
+        "LISTINGS_ITEM_STATUS_CHANGE"
+        | "LISTINGS_ITEM_STATUS_CHANGED"
+        | "LISTINGS_ITEM_ISSUES_CHANGE" => listing(env, topic, &notice)?,
         _ => return Ok(super::ignored(topic)),
     };
     Ok(super::read(topic, facts))
@@ -371,9 +377,10 @@ fn mfn_quantity(env: &Envelope, topic: &str, n: &Notice<'_>) -> Result<Vec<Fact>
         topic,
         &format!("{pp}.FulfillmentChannelCode"),
     )?;
-    let location = match channel {
-        Some(c) if !c.eq_ignore_ascii_case("DEFAULT") => format!("mfn:{c}"),
-        _ => "mfn".to_string(),
+    let (location, available) = match mfn_location(channel.as_deref().unwrap_or("DEFAULT")) {
+        Some(location) => (location, Some(quantity)),
+        // Fulfilled by Amazon: the FBA pool's units, already counted.
+        None => (format!("mfn:{}", channel.unwrap_or_default().trim()), None),
     };
     let at = first_time(env, &n.times());
     Ok(vec![
@@ -387,10 +394,30 @@ fn mfn_quantity(env: &Envelope, topic: &str, n: &Notice<'_>) -> Result<Vec<Fact>
         Fact::InventoryLevel {
             item: sku,
             location,
-            available: Some(quantity),
+            available,
             at,
         },
     ])
+}
+
+/// Where merchant-fulfilled units of a Listings `fulfillmentChannelCode` are counted: `DEFAULT`
+/// (the seller's own network) at `mfn`, another seller channel at `mfn:<code>`; `None` for an
+/// `AMAZON_*` code (`AMAZON_NA`, `AMAZON_EU`, `AMAZON_JP`, ...), Amazon's fulfillment network,
+/// whose quantity is the FBA stock `getInventorySummaries` and `FBA_INVENTORY_AVAILABILITY_CHANGES`
+/// already count (published Listings Items shapes: an FBA listing's `fulfillmentAvailability`
+/// is `[{"fulfillmentChannelCode": "AMAZON_NA", "quantity": 12}]`, a merchant one's
+/// `[{"fulfillmentChannelCode": "DEFAULT", "quantity": 5}]`), and for an empty code. Webhook
+/// and catalog sync both place MFN stock with this.
+pub(crate) fn mfn_location(channel: &str) -> Option<String> {
+    let c = channel.trim();
+    let upper = c.to_ascii_uppercase();
+    if upper == "DEFAULT" {
+        Some("mfn".into())
+    } else if upper.starts_with("AMAZON") || c.is_empty() {
+        None
+    } else {
+        Some(format!("mfn:{c}"))
+    }
 }
 
 /// The enforcement actions that take a listing's buyability away (Amazon's schema:
@@ -432,11 +459,15 @@ fn listing(env: &Envelope, topic: &str, n: &Notice<'_>) -> Result<Vec<Fact>, Nor
         return removed(format!("listing not buyable ({})", unbuyable.join(", ")));
     }
     let status = req_array(get_ci(p, "Status"), topic, &format!("{pp}.Status"))?;
-    let buyable = status.iter().any(|s| {
-        s.as_str()
-            .is_some_and(|s| s.eq_ignore_ascii_case("BUYABLE"))
-    });
-    if !buyable {
+    let has = |state: &str| {
+        status
+            .iter()
+            .any(|s| s.as_str().is_some_and(|s| s.eq_ignore_ascii_case(state)))
+    };
+    if has("DELETED") {
+        return removed("listing deleted".into());
+    }
+    if !has("BUYABLE") {
         return removed("listing not buyable".into());
     }
     Ok(vec![Fact::CatalogEntry {
@@ -977,10 +1008,11 @@ mod tests {
                     title: None,
                     at: 1_714_557_600_000
                 },
+                // AMAZON_NA is Amazon's network: FBA units, not counted again as MFN.
                 Fact::InventoryLevel {
                     item: "S-1".into(),
                     location: "mfn:AMAZON_NA".into(),
-                    available: Some(0),
+                    available: None,
                     at: 1_714_557_600_000
                 },
             ]

@@ -11,8 +11,13 @@
 //!   namespace prefixes do not matter. The response's `Timestamp` is the event time.
 //!   - `FixedPriceTransaction`, `AuctionCheckoutComplete`, `ItemSold`: a `Sale` per
 //!     `TransactionArray.Transaction` (item = ItemID, quantity = QuantityPurchased, order =
-//!     OrderLineItemID, else `<ItemID>-<TransactionID>`, line = TransactionID; auction
-//!     transactions may all have TransactionID 0, so the order key must carry the ItemID).
+//!     `<ItemID>-<TransactionID>`, line = TransactionID; auction transactions may all have
+//!     TransactionID 0, so the order key must carry the ItemID). That is the key catalog sync
+//!     gives the same sale read from Fulfillment `getOrders` (`<legacyItemId>-<lineItemId>`,
+//!     `lineItemId`; eBay: "both legacyItemId and legacyTransactionId are needed to identify an
+//!     order line item"), so a sale seen by both counts once. `OrderLineItemID` is not used:
+//!     it is absent from some responses, and eBay's 2019 order id change names it among the ids
+//!     not to parse.
 //!     `ItemSold` (a GetItemResponse) usually has no transaction: it gives one `Sale` of
 //!     QuantityPurchased, else 1, keyed order = ItemID, line = `ItemSold`. Subscribe to either
 //!     `ItemSold` or the transaction events, not both, or a sale counts twice.
@@ -583,10 +588,7 @@ fn sales(response: &Node, topic: &str, at: i64) -> Result<Vec<Fact>, NormalizeEr
             None if topic == "ItemSold" => 1,
             None => return Err(missing(topic, &f("QuantityPurchased"))),
         };
-        let order = t
-            .text_at(&["OrderLineItemID"])
-            .map(str::to_string)
-            .unwrap_or_else(|| format!("{listing}-{line}"));
+        let order = format!("{listing}-{line}");
         if quantity == 0 {
             continue;
         }
@@ -957,6 +959,7 @@ mod tests {
               <Transaction>
                 <QuantityPurchased>1</QuantityPurchased>
                 <TransactionID>1843950002</TransactionID>
+                <OrderLineItemID>04-10001-20001</OrderLineItemID>
               </Transaction>
             </TransactionArray>"#
         );

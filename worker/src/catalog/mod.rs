@@ -129,7 +129,12 @@ pub fn is_snapshot_topic(topic: &str) -> bool {
 
 /// The facts of one catalog item, stamped with the batch time: its entry, the names of the
 /// locations it is listed at (where the batch names them), its tracked levels.
-fn item_facts(it: &CatalogItem, locations: &HashMap<&str, &str>, at: i64) -> Vec<Fact> {
+fn item_facts(
+    it: &CatalogItem,
+    locations: &HashMap<&str, &str>,
+    at: i64,
+    replaces_levels: bool,
+) -> Vec<Fact> {
     let mut facts = vec![Fact::CatalogEntry {
         item: it.item.clone(),
         aliases: it.aliases.clone(),
@@ -157,7 +162,27 @@ fn item_facts(it: &CatalogItem, locations: &HashMap<&str, &str>, at: i64) -> Vec
             });
         }
     }
+    if replaces_levels {
+        facts.push(Fact::StockedAt {
+            item: it.item.clone(),
+            locations: it
+                .levels
+                .iter()
+                .filter(|(_, n)| n.is_some())
+                .map(|(l, _)| l.clone())
+                .collect(),
+            at,
+        });
+    }
     facts
+}
+
+/// True when each item's levels in `batch` are all its stock: a complete Amazon sync (FBA
+/// summaries per pool and every Listings fulfillment channel), so a level held elsewhere is
+/// stale ([`Fact::StockedAt`]). Imports list what a file has; other platforms' syncs keep
+/// their levels as they are.
+fn replaces_levels(batch: &CatalogBatch) -> bool {
+    batch.complete && batch.platform == "amazon"
 }
 
 /// The batch as events, in order: items in chunks, then sales in chunks.
@@ -175,7 +200,7 @@ pub fn to_events<'a>(
         .collect();
     let items = batch.items.chunks(CHUNK).map(move |c| {
         c.iter()
-            .flat_map(|it| item_facts(it, &locations, batch.taken_at))
+            .flat_map(|it| item_facts(it, &locations, batch.taken_at, replaces_levels(batch)))
             .collect::<Vec<Fact>>()
     });
     let sales = batch.sales.chunks(CHUNK).map(|c| {

@@ -6,8 +6,11 @@
 //! styles and no external images, so common mail clients render it alike.
 //!
 //! Items are shown most urgent first: out of stock, then low stock (fewest left first), then
-//! low stock across channels, then no sales. Rendering is pure: the same alerts give the same
-//! text.
+//! reorder soon, then low stock across channels, then no sales. One level change can raise
+//! several alerts for one item (a sharp drop: out of stock, low stock and reorder soon): the
+//! email shows that item once ([`Item`]), led by its most severe state, with the other alerts'
+//! facts on the same line and card. The subject counts items; the alert ids (exactly-once
+//! bookkeeping) stay one per alert. Rendering is pure: the same alerts give the same text.
 
 use super::admin_links::{self, NextStep, Stores};
 use crate::alert::{Alert, Rule};
@@ -15,11 +18,67 @@ use std::collections::{BTreeMap, BTreeSet};
 
 /// The subject, plain-text part and HTML part for `alerts` (in any order, duplicates dropped).
 pub fn bodies(alerts: &[Alert], stores: &Stores) -> (String, String, String) {
-    let v = order(alerts);
+    let v = items(&order(alerts));
     let s = subject(&v);
     let text = text(&v, &s, stores);
     let html = html(&v, &s, stores);
     (s, text, html)
+}
+
+/// One item's alerts in one email, most severe first (never empty): shown as one line and one
+/// card.
+#[derive(Debug, Clone)]
+pub struct Item<'a> {
+    alerts: Vec<&'a Alert>,
+}
+
+impl<'a> Item<'a> {
+    /// The most severe alert: it names the state, the headline and the next step.
+    pub fn lead(&self) -> &'a Alert {
+        self.alerts[0]
+    }
+
+    /// Every alert about the item, most severe first.
+    pub fn alerts(&self) -> &[&'a Alert] {
+        &self.alerts
+    }
+
+    /// The lead alert with what only the others know filled in (the cover figures, a
+    /// threshold, the quiet days, a title or SKU the catalog added later).
+    fn merged(&self) -> Alert {
+        let mut m = self.lead().clone();
+        for o in &self.alerts[1..] {
+            m.title = m.title.or_else(|| o.title.clone());
+            m.sku = m.sku.or_else(|| o.sku.clone());
+            m.location_name = m.location_name.or_else(|| o.location_name.clone());
+            m.threshold = m.threshold.or(o.threshold);
+            m.quiet_since = m.quiet_since.or(o.quiet_since);
+            m.quiet_days = m.quiet_days.or(o.quiet_days);
+            m.cover = m.cover.or_else(|| o.cover.clone());
+        }
+        m
+    }
+
+    fn has(&self, rule: Rule) -> bool {
+        self.alerts.iter().any(|a| a.rule == rule)
+    }
+}
+
+/// `ordered` (from [`order`]) grouped by item (source and platform id): each item at its most
+/// severe alert's place, its alerts in the same order.
+pub fn items<'a>(ordered: &[&'a Alert]) -> Vec<Item<'a>> {
+    let mut at: BTreeMap<(&str, &str), usize> = BTreeMap::new();
+    let mut out: Vec<Item<'a>> = Vec::new();
+    for a in ordered {
+        match at.get(&(a.source.as_str(), a.item.as_str())) {
+            Some(&i) => out[i].alerts.push(a),
+            None => {
+                at.insert((a.source.as_str(), a.item.as_str()), out.len());
+                out.push(Item { alerts: vec![a] });
+            }
+        }
+    }
+    out
 }
 
 /// Lower is more urgent.
@@ -90,6 +149,36 @@ pub fn headline(a: &Alert) -> String {
     }
 }
 
+/// An item's line: the lead alert's headline, then what the other alerts add, e.g.
+/// "Low stock: Tee, 3 left, about 2 days of cover, reorder 40".
+pub fn item_headline(item: &Item) -> String {
+    let lead = item.lead();
+    let mut line = headline(&item.merged());
+    for o in &item.alerts()[1..] {
+        let extra = match o.rule {
+            // Out of stock and low stock say the same thing as the lead, louder.
+            Rule::OutOfStock | Rule::LowStock => None,
+            Rule::Cover => o.cover.as_ref().and_then(|c| {
+                // Out of stock, there is no cover left to speak of: only what to order.
+                let cover = (lead.rule != Rule::OutOfStock)
+                    .then(|| format!("{} of cover, ", days_words(c.days_of_cover)));
+                (lead.rule != Rule::Cover)
+                    .then(|| format!("{}reorder {}", cover.unwrap_or_default(), c.reorder_qty))
+            }),
+            Rule::CombinedLowStock => Some("low across channels".to_string()),
+            Rule::NoSales => Some(match days_quiet(o) {
+                Some(d) => format!("no sales in {}", plural(d, "day", "days")),
+                None => "no sales".to_string(),
+            }),
+        };
+        if let Some(extra) = extra.filter(|_| o.rule != lead.rule) {
+            line.push_str(", ");
+            line.push_str(&extra);
+        }
+    }
+    line
+}
+
 /// "about 9 days", "less than a day".
 fn days_words(days: f64) -> String {
     if days < 1.0 {
@@ -105,20 +194,20 @@ fn rate_words(per_day: f64) -> String {
     format!("{s} a day")
 }
 
-/// One item: its headline and store. Several: how many, and the most urgent one.
-pub fn subject(alerts: &[&Alert]) -> String {
-    let sources: BTreeSet<&str> = alerts.iter().map(|a| a.source.as_str()).collect();
+/// One item: its headline and store. Several: how many items, and the most urgent one.
+pub fn subject(alerts: &[Item]) -> String {
+    let sources: BTreeSet<&str> = alerts.iter().map(|a| a.lead().source.as_str()).collect();
     let place = match sources.iter().next() {
         Some(only) if sources.len() == 1 => only.to_string(),
         _ => format!("{} stores", sources.len()),
     };
     match alerts {
         [] => format!("Stock alerts ({place})"),
-        [one] => format!("{} ({place})", headline(one)),
+        [one] => format!("{} ({place})", item_headline(one)),
         [first, rest @ ..] => format!(
             "{} stock alerts ({place}): {} and {} more",
             alerts.len(),
-            headline(first),
+            item_headline(first),
             rest.len()
         ),
     }
@@ -143,8 +232,11 @@ fn date_only(ms: i64) -> String {
         .unwrap_or_else(|| super::rfc3339(ms))
 }
 
-/// The label/value lines shown for one item, in order, shared by both bodies.
-pub fn facts(a: &Alert, stores: &Stores) -> Vec<(&'static str, String)> {
+/// The label/value lines shown for one item (every alert's facts, once), in order, shared by
+/// both bodies.
+pub fn facts(item: &Item, stores: &Stores) -> Vec<(&'static str, String)> {
+    let merged = item.merged();
+    let a = &merged;
     let mut f = Vec::new();
     if let Some(sku) = &a.sku {
         f.push(("SKU", sku.clone()));
@@ -181,7 +273,7 @@ pub fn facts(a: &Alert, stores: &Stores) -> Vec<(&'static str, String)> {
         f.push(("Lead time", plural(i64::from(c.cover_days), "day", "days")));
         f.push(("Reorder", format!("{} units", c.reorder_qty)));
     }
-    if a.rule == Rule::NoSales {
+    if item.has(Rule::NoSales) {
         let since = match a.quiet_since {
             Some(since) => format!("no sale since {}", date_only(since)),
             None => "no sale".into(),
@@ -200,11 +292,13 @@ pub fn facts(a: &Alert, stores: &Stores) -> Vec<(&'static str, String)> {
 const LABEL_WIDTH: usize = 11;
 
 /// The plain-text part: the reference every other rendering follows.
-pub fn text(alerts: &[&Alert], subject: &str, stores: &Stores) -> String {
+pub fn text(alerts: &[Item], subject: &str, stores: &Stores) -> String {
     let mut out = format!("{subject}\n\n");
-    for (i, a) in alerts.iter().enumerate() {
-        out.push_str(&format!("{}. {}\n", i + 1, headline(a)));
-        for (label, value) in facts(a, stores) {
+    for (i, item) in alerts.iter().enumerate() {
+        let merged = item.merged();
+        let a = &merged;
+        out.push_str(&format!("{}. {}\n", i + 1, item_headline(item)));
+        for (label, value) in facts(item, stores) {
             out.push_str(&format!(
                 "   {:<LABEL_WIDTH$} {value}\n",
                 format!("{label}:")
@@ -218,15 +312,17 @@ pub fn text(alerts: &[&Alert], subject: &str, stores: &Stores) -> String {
         out.push('\n');
     }
     out.push_str("-- \nSent by stockhook.\nAlert ids: ");
-    out.push_str(
-        &alerts
-            .iter()
-            .map(|a| a.id.as_str())
-            .collect::<Vec<_>>()
-            .join(" "),
-    );
+    out.push_str(&alert_ids(alerts).join(" "));
     out.push('\n');
     out
+}
+
+/// Every alert's id, item by item: one per alert, as the outbox counts them.
+fn alert_ids<'a>(alerts: &[Item<'a>]) -> Vec<&'a str> {
+    alerts
+        .iter()
+        .flat_map(|i| i.alerts().iter().map(|a| a.id.as_str()))
+        .collect()
 }
 
 pub fn escape_html(s: &str) -> String {
@@ -245,9 +341,9 @@ pub fn escape_html(s: &str) -> String {
 }
 
 /// The HTML part's heading: the one item's headline, or how many items need attention.
-fn heading(alerts: &[&Alert]) -> String {
+fn heading(alerts: &[Item]) -> String {
     match alerts {
-        [one] => headline(one),
+        [one] => item_headline(one),
         _ => format!("{} items need attention", alerts.len()),
     }
 }
@@ -265,7 +361,7 @@ fn colours(rule: Rule) -> (&'static str, &'static str) {
 const FONT: &str = "font-family: -apple-system, 'Segoe UI', Roboto, Helvetica, Arial, sans-serif";
 
 /// The HTML part: one card per item, tables and inline styles only, fits a 320 px screen.
-pub fn html(alerts: &[&Alert], subject: &str, stores: &Stores) -> String {
+pub fn html(alerts: &[Item], subject: &str, stores: &Stores) -> String {
     let e = escape_html;
     let mut out = format!(
         "<!DOCTYPE html>\n<html>\n<head>\n<meta charset=\"utf-8\">\n\
@@ -283,24 +379,36 @@ pub fn html(alerts: &[&Alert], subject: &str, stores: &Stores) -> String {
          font-weight: bold; color: #101828\">{}</td></tr>\n",
         e(&heading(alerts))
     ));
-    for a in alerts {
-        let (bg, fg) = colours(a.rule);
+    for item in alerts {
+        let merged = item.merged();
+        let a = &merged;
         out.push_str(
             "<tr><td style=\"padding: 0 0 12px\">\n\
              <table role=\"presentation\" width=\"100%\" cellpadding=\"0\" cellspacing=\"0\" \
              style=\"background: #ffffff; border: 1px solid #d0d5dd; border-radius: 8px\">\n",
         );
+        // One badge per state, the most severe first.
+        let badges: Vec<String> = item
+            .alerts()
+            .iter()
+            .map(|o| {
+                let (bg, fg) = colours(o.rule);
+                format!(
+                    "<span style=\"display: inline-block; background: {bg}; color: {fg}; \
+                     font-size: 12px; font-weight: bold; padding: 2px 8px; margin: 0 4px 4px 0; \
+                     border-radius: 10px\">{}</span>",
+                    e(o.rule.title())
+                )
+            })
+            .collect();
         out.push_str(&format!(
-            "<tr><td colspan=\"2\" style=\"padding: 12px 12px 4px\">\
-             <span style=\"display: inline-block; background: {bg}; color: {fg}; \
-             font-size: 12px; font-weight: bold; padding: 2px 8px; border-radius: 10px\">{}</span>\
-             </td></tr>\n\
+            "<tr><td colspan=\"2\" style=\"padding: 12px 12px 0\">{}</td></tr>\n\
              <tr><td colspan=\"2\" style=\"padding: 4px 12px 8px; font-size: 17px; \
              line-height: 22px; font-weight: bold; color: #101828\">{}</td></tr>\n",
-            e(a.rule.title()),
+            badges.join(""),
             e(&name(a))
         ));
-        for (label, value) in facts(a, stores) {
+        for (label, value) in facts(item, stores) {
             // The level is what the seller came for: it stands out.
             let weight = if label == "Available" {
                 "font-weight: bold; "
@@ -336,7 +444,7 @@ pub fn html(alerts: &[&Alert], subject: &str, stores: &Stores) -> String {
         }
         out.push_str("</table>\n</td></tr>\n");
     }
-    let ids: Vec<String> = alerts.iter().map(|a| e(&a.id)).collect();
+    let ids: Vec<String> = alert_ids(alerts).into_iter().map(e).collect();
     out.push_str(&format!(
         "<tr><td style=\"padding: 4px; font-size: 12px; color: #667085\">Sent by stockhook. \
          Alert ids: {}</td></tr>\n",
@@ -369,7 +477,7 @@ mod tests {
     }
 
     fn bodies(alerts: &[Alert]) -> (String, String, String) {
-        let v = order(alerts);
+        let v = items(&order(alerts));
         let s = subject(&v);
         (text(&v, &s, &stores()), html(&v, &s, &stores()), s)
     }
@@ -378,21 +486,21 @@ mod tests {
     fn one_item_subject_names_the_product() {
         let a = tshirt();
         assert_eq!(
-            subject(&[&a]),
+            subject(&items(&[&a])),
             "Low stock: Organic Cotton T-Shirt – Blue / L, 2 left (acme-shop)"
         );
         let mut out = a.clone();
         out.rule = Rule::OutOfStock;
         out.available = Some(0);
         assert_eq!(
-            subject(&[&out]),
+            subject(&items(&[&out])),
             "Out of stock: Organic Cotton T-Shirt – Blue / L (acme-shop)"
         );
         let mut quiet = a.clone();
         quiet.rule = Rule::NoSales;
         quiet.quiet_since = Some(AT - 61 * 86_400_000);
         assert_eq!(
-            subject(&[&quiet]),
+            subject(&items(&[&quiet])),
             "No sales in 61 days: Organic Cotton T-Shirt – Blue / L (acme-shop)"
         );
     }
@@ -403,10 +511,12 @@ mod tests {
         quiet.id = "q".into();
         quiet.rule = Rule::NoSales;
         quiet.title = Some("Mug".into());
+        quiet.item = "mug".into();
         let mut low = tshirt();
         low.id = "l".into();
         let mut out = tshirt();
         out.id = "o".into();
+        out.item = "tote".into();
         out.rule = Rule::OutOfStock;
         out.title = Some("Canvas Tote".into());
         out.available = Some(0);
@@ -418,18 +528,18 @@ mod tests {
             ["o", "l", "q"]
         );
         assert_eq!(
-            subject(&v),
+            subject(&items(&v)),
             "3 stock alerts (acme-shop): Out of stock: Canvas Tote and 2 more"
         );
         let two = [quiet.clone(), low.clone()];
         let v = order(&two);
         assert_eq!(
-            subject(&v),
+            subject(&items(&v)),
             "2 stock alerts (acme-shop): Low stock: Organic Cotton T-Shirt – Blue / L, 2 left and 1 more"
         );
         quiet.source = "acme-amazon".into();
         let two = [quiet, low];
-        assert!(subject(&order(&two)).starts_with("2 stock alerts (2 stores): Low stock"));
+        assert!(subject(&items(&order(&two))).starts_with("2 stock alerts (2 stores): Low stock"));
     }
 
     #[test]
@@ -553,6 +663,93 @@ mod tests {
         assert_eq!(days_words(0.4), "less than a day");
         assert_eq!(rate_words(0.5), "0.5 a day");
         assert_eq!(rate_words(3.0), "3 a day");
+    }
+
+    /// A sharp drop (7 to 3) raised low stock and reorder soon for the tee: one alert each.
+    fn sharp_drop() -> [Alert; 2] {
+        let mut low = tshirt();
+        low.available = Some(3);
+        let mut cover = super::super::sample::cover();
+        cover.source = low.source.clone();
+        cover.item = low.item.clone();
+        cover.id = crate::alert::Alert::make_id(Rule::Cover, &low.source, &low.item, 1);
+        cover.available = Some(3);
+        cover.previous = Some(7);
+        cover.title = None; // the catalog named it after the cover alert was made
+        cover.cover = Some(crate::cover::CoverView {
+            velocity_per_day: 1.6,
+            days_of_cover: 2.1,
+            stockout_date: AT + 2 * 86_400_000,
+            reorder_qty: 40,
+            cover_days: 14,
+            reorder_point: 30,
+        });
+        [cover, low]
+    }
+
+    #[test]
+    fn one_item_with_several_alerts_is_one_line_led_by_the_most_severe() {
+        let [cover, low] = sharp_drop();
+        let (text, html, subject) = bodies(&[cover.clone(), low.clone()]);
+        let line = "Low stock: Organic Cotton T-Shirt – Blue / L, 3 left, about 2 days of cover, reorder 40";
+        assert_eq!(subject, format!("{line} (acme-shop)"));
+        assert!(text.contains(&format!("1. {line}\n")), "{text}");
+        assert!(!text.contains("2. "), "one item, one entry: {text}");
+        // Every fact once, from both alerts: the threshold and the cover figures.
+        for fact in [
+            "   Available:  3\n",
+            "   Before:     7\n",
+            "   Threshold:  5\n",
+            "   Selling:    1.6 a day\n",
+            "   Reorder:    40 units\n",
+        ] {
+            assert_eq!(text.matches(fact).count(), 1, "{fact:?} once in {text}");
+        }
+        assert_eq!(
+            text.matches("Organic Cotton").count(),
+            2,
+            "subject and line: {text}"
+        );
+        // Both alert ids stay listed: each is delivered (and counted) once.
+        for body in [&text, &html] {
+            assert!(body.contains(&low.id) && body.contains(&cover.id), "{body}");
+        }
+        assert_eq!(
+            html.matches("Organic Cotton").count(),
+            3,
+            "title, heading, card: {html}"
+        );
+        assert!(
+            html.find(">Low stock<").unwrap() < html.find(">Reorder soon<").unwrap(),
+            "both badges, the most severe first: {html}"
+        );
+        assert_eq!(
+            html.matches("Open it in Shopify admin").count(),
+            1,
+            "{html}"
+        );
+
+        // It went on to zero: out of stock leads, and what to order stays on its line.
+        let mut out = tshirt();
+        out.rule = Rule::OutOfStock;
+        out.id = "o".into();
+        out.available = Some(0);
+        let mut other = tshirt();
+        other.item = "2".into();
+        other.id = "x".into();
+        other.title = Some("Mug".into());
+        let all = [low, cover, out, other];
+        let (text, _, subject) = bodies(&all);
+        assert_eq!(
+            subject,
+            "2 stock alerts (acme-shop): Out of stock: Organic Cotton T-Shirt – Blue / L, \
+             reorder 40 and 1 more"
+        );
+        assert!(text.contains("   Available:  0\n"), "{text}");
+        assert!(text.contains("2. Low stock: Mug, 2 left\n"), "{text}");
+        assert!(!text.contains("3. "), "{text}");
+        let ids = text.rsplit("Alert ids: ").next().unwrap();
+        assert_eq!(ids.split_whitespace().count(), 4, "{ids}");
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The three-item digest the README's screenshot shows (docs/email-digest.png), also rendered in
 //! headless Chromium by the tests: one item per rule a seller meets most, across two platforms,
-//! with one untitled item.
+//! with one untitled item, and one item whose drop raised two alerts (shown once).
 
 use super::Stores;
 use crate::alert::{Alert, Rule};
@@ -31,7 +31,8 @@ fn alert(rule: Rule, source: &str, platform: &str, item: &str) -> Alert {
     }
 }
 
-/// Out of stock (Shopify), low stock (Amazon FBA, UK) and an untitled low-stock item (Shopify).
+/// Out of stock (Shopify), low stock and reorder soon (one Amazon FBA item, UK) and an untitled
+/// low-stock item (Shopify): four alerts, three items.
 pub fn digest() -> Vec<Alert> {
     let mut tee = alert(Rule::OutOfStock, "acme-shop", "shopify", "46208873541698");
     tee.title = Some("Organic Cotton T-Shirt - Blue / L".into());
@@ -47,13 +48,26 @@ pub fn digest() -> Vec<Alert> {
     mug.available = Some(2);
     mug.previous = Some(9);
     mug.at = AT - 3 * 3_600_000;
+    // The same drop (9 to 2) also took it below its reorder point: one line, one card.
+    let mut mug_cover = mug.clone();
+    mug_cover.rule = Rule::Cover;
+    mug_cover.id = Alert::make_id(Rule::Cover, "acme-amazon", "MUG-11OZ-WHT", 1);
+    mug_cover.threshold = None;
+    mug_cover.cover = Some(crate::cover::CoverView {
+        velocity_per_day: 1.5,
+        days_of_cover: 1.3,
+        stockout_date: mug.at + 31 * 3_600_000,
+        reorder_qty: 30,
+        cover_days: 14,
+        reorder_point: 27,
+    });
 
     let mut untitled = alert(Rule::LowStock, "acme-shop", "shopify", "46208873541699");
     untitled.available = Some(4);
     untitled.previous = Some(6);
     untitled.at = AT - 25 * 60_000;
 
-    vec![mug, untitled, tee]
+    vec![mug, mug_cover, untitled, tee]
 }
 
 /// A cover alert (issue 15): 38 wraps left selling 4.2 a day, lead time 14 days.

@@ -241,6 +241,11 @@ async fn apply_fact<S: Store>(
             location_name(s, ev, tok, item, location, name, *at).await?;
             Ok(Vec::new())
         }
+        Fact::StockedAt {
+            item,
+            locations,
+            at,
+        } => stocked_at(s, ev, tok, item, locations, *at, rules, now).await,
         Fact::Sale {
             item,
             quantity,
@@ -518,6 +523,63 @@ async fn location_name<S: Store>(
         })
         .await?;
     count_seen(s, &once, &noted).await
+}
+
+/// [`Fact::StockedAt`]: the item's held levels at locations the snapshot does not list, and
+/// older than it, stop counting; the stock rules see the total once, after all are cleared.
+/// Each cleared level is a correction, counted and logged as [`level`]'s are.
+#[allow(clippy::too_many_arguments)]
+async fn stocked_at<S: Store>(
+    s: &S,
+    ev: &Prepared,
+    tok: Token,
+    item: &str,
+    locations: &[String],
+    at: i64,
+    rules: &RuleConfig,
+    now: i64,
+) -> Result<Vec<Alert>, S::Error> {
+    let item = resolve(s, &ev.source, item).await?;
+    let mut cleared: Vec<(String, i64)> = Vec::new();
+    let once = s
+        .update_item(&ev.source, &item, tok, &mut |cur| {
+            cleared.clear();
+            let Some(mut st) = cur else {
+                return Step {
+                    next: None,
+                    alerts: Vec::new(),
+                };
+            };
+            cleared = st.unlisted_levels(locations, at);
+            if cleared.is_empty() {
+                return Step {
+                    next: None,
+                    alerts: Vec::new(),
+                };
+            }
+            let alerts = st.clear_levels(&cleared, at, rules, now);
+            Step {
+                next: Some(st),
+                alerts,
+            }
+        })
+        .await?;
+    if once.fresh {
+        for (location, held) in &cleared {
+            // Ids and quantities only: no customer data.
+            tracing::info!(
+                source = %ev.source,
+                item = %item,
+                location = %location,
+                held = held,
+                "catalog snapshot no longer lists this location: its level is not counted"
+            );
+            s.count(counters::SYNC_CORRECTIONS, 1).await?;
+            s.count(&counters::source_corrections(&ev.source), 1)
+                .await?;
+        }
+    }
+    Ok(once.alerts)
 }
 
 /// A level read from a snapshot of the platform (import, sync) rather than from a webhook.

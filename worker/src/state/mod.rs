@@ -260,6 +260,42 @@ impl ItemState {
     }
 
     /// True when a level for `location` at `at` is older than the one held: it is ignored.
+    /// The counted levels (location, units) at locations not in `listed` and older than `at`:
+    /// those a complete snapshot taken at `at` no longer reports.
+    pub fn unlisted_levels(&self, listed: &[String], at: i64) -> Vec<(String, i64)> {
+        self.levels
+            .iter()
+            .filter(|(loc, rec)| rec.at < at && !listed.iter().any(|l| l == *loc))
+            .filter_map(|(loc, rec)| rec.available.map(|n| (loc.clone(), n)))
+            .collect()
+    }
+
+    /// Stops counting the levels at `locations` as of `at` (each kept as `None`): the stock
+    /// rules and the cover rule see the new total once, after the last (every step lowers the
+    /// total, so only the final one is the item's real state).
+    pub fn clear_levels(
+        &mut self,
+        locations: &[(String, i64)],
+        at: i64,
+        rules: &RuleConfig,
+        now: i64,
+    ) -> Vec<Alert> {
+        let Some(((last, _), rest)) = locations.split_last() else {
+            return Vec::new();
+        };
+        for (location, _) in rest {
+            self.levels.insert(
+                location.clone(),
+                LevelRec {
+                    available: None,
+                    at,
+                },
+            );
+            self.history.record_level(at, location, None);
+        }
+        self.record_level(last, None, at, rules, now)
+    }
+
     pub fn is_stale(&self, location: &str, at: i64) -> bool {
         self.levels.get(location).is_some_and(|prev| prev.at > at)
     }

@@ -14,7 +14,12 @@
 //! * Merchant-fulfilled stock: Listings Items `searchListingsItems` (`includedData=summaries,
 //!   fulfillmentAvailability`, with `pageToken`) per marketplace, when `seller_id` is set:
 //!   `fulfillmentChannelCode` `DEFAULT` is location `mfn`, another seller channel
-//!   `mfn:<code>`; `AMAZON_*` channels are FBA, already counted above.
+//!   `mfn:<code>`; `AMAZON_*` channels are FBA, already counted above
+//!   ([`crate::adapters::amazon::mfn_location`], shared with the webhook adapter).
+//! * The batch is complete, and each SKU's levels in it are all its Amazon stock: applied, it
+//!   replaces the SKU's levels ([`crate::facts::Fact::StockedAt`]), so a level left under a key
+//!   no longer reported (an old marketplace, a pool counted elsewhere now, an `AMAZON_*` channel
+//!   once stored as MFN) stops counting.
 //! * Sales: Orders `getOrders` (`CreatedAfter` = now − `sales_history_days`, `NextToken`), then
 //!   `getOrderItems` per order; canceled orders are skipped. A line is keyed (order =
 //!   AmazonOrderId, line = OrderItemId) as the `ORDER_CHANGE` webhook keys it, so a sale seen by
@@ -29,7 +34,7 @@
 
 use super::http::{ApiClient, SyncError};
 use super::token::{Token, TokenSource};
-use crate::adapters::amazon::fba_levels;
+use crate::adapters::amazon::{fba_levels, mfn_location};
 use crate::adapters::parse_time;
 use crate::catalog::{CatalogBatch, CatalogItem, SaleLine};
 use bytes::Bytes;
@@ -456,17 +461,6 @@ impl Sku {
             product: None,
             levels,
         }
-    }
-}
-
-fn mfn_location(channel: &str) -> Option<String> {
-    let c = channel.trim();
-    if c.eq_ignore_ascii_case("DEFAULT") {
-        Some("mfn".into())
-    } else if c.to_ascii_uppercase().starts_with("AMAZON_") || c.is_empty() {
-        None
-    } else {
-        Some(format!("mfn:{c}"))
     }
 }
 

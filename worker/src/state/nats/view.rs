@@ -470,6 +470,7 @@ pub(super) fn independent_groups(events: &[Prepared]) -> Vec<Vec<usize>> {
                 Fact::InventoryLevel { item, .. }
                 | Fact::Sale { item, .. }
                 | Fact::Removed { item, .. }
+                | Fact::StockedAt { item, .. }
                 | Fact::LocationName { item, .. } => keys.push(format!("i\0{}\0{item}", ev.source)),
                 // Touches items it does not name: the batch runs in order (see apply_batch).
                 Fact::ProductVariants { .. } => {}
