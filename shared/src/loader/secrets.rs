@@ -188,58 +188,65 @@ fn sync_secret(
     }
 }
 
+/// One secret field of a sync table with the variable and file it may come from.
+type Slot<'a> = (&'a mut Option<Secret>, Option<&'a str>, Option<&'a Path>);
+
+/// Resolves a sync table's secrets in place; the first that cannot be read goes to `problem`
+/// instead, and then none is changed.
+fn resolve_slots(slots: [Slot<'_>; 2], problem: &mut Option<String>, env: &dyn EnvSource) {
+    let read: Result<Vec<_>, String> = slots
+        .iter()
+        .map(|(value, var, file)| sync_secret(value.as_ref(), *var, *file, env))
+        .collect();
+    match read {
+        Ok(values) => {
+            for ((slot, ..), value) in slots.into_iter().zip(values) {
+                *slot = value;
+            }
+        }
+        Err(m) => *problem = Some(m),
+    }
+}
+
 /// Resolves `[sources.amazon_sync]` and `[sources.ebay_sync]` secrets (issue 14). A secret
 /// that cannot be read is recorded in the section's `problem`, which the sync reports: the
 /// webhook source itself works without them.
 pub(super) fn resolve_sync_secrets(s: &mut SourceConfig, env: &dyn EnvSource) {
     if let Some(a) = &mut s.amazon_sync {
-        let secret = sync_secret(
-            a.lwa_client_secret.as_ref(),
+        let secret = (
+            &mut a.lwa_client_secret,
             a.lwa_client_secret_env.as_deref(),
             a.lwa_client_secret_file.as_deref(),
-            env,
         );
-        let token = sync_secret(
-            a.refresh_token.as_ref(),
+        let token = &mut a.refresh_token;
+        let token = (
+            token,
             a.refresh_token_env.as_deref(),
             a.refresh_token_file.as_deref(),
-            env,
         );
-        match (secret, token) {
-            (Ok(secret), Ok(token)) => {
-                a.lwa_client_secret = secret;
-                a.refresh_token = token;
-            }
-            (Err(m), _) | (_, Err(m)) => a.problem = Some(m),
-        }
+        resolve_slots([secret, token], &mut a.problem, env);
     }
     if let Some(e) = &mut s.ebay_sync {
-        let secret = sync_secret(
-            e.client_secret.as_ref(),
+        let secret = &mut e.client_secret;
+        let secret = (
+            secret,
             e.client_secret_env.as_deref(),
             e.client_secret_file.as_deref(),
-            env,
         );
-        let token = sync_secret(
-            e.refresh_token.as_ref(),
+        let token = &mut e.refresh_token;
+        let token = (
+            token,
             e.refresh_token_env.as_deref(),
             e.refresh_token_file.as_deref(),
-            env,
         );
-        match (secret, token) {
-            (Ok(secret), Ok(token)) => {
-                // The source's own Cert ID (`client_secret_env`) is the default.
-                let source_secret = || {
-                    sync_secret(None, s.client_secret_env.as_deref(), None, env)
-                        .ok()
-                        .flatten()
-                };
-                e.client_secret = secret
-                    .or_else(|| s.client_secret.clone())
-                    .or_else(source_secret);
-                e.refresh_token = token;
-            }
-            (Err(m), _) | (_, Err(m)) => e.problem = Some(m),
+        resolve_slots([secret, token], &mut e.problem, env);
+        if e.problem.is_none() && e.client_secret.is_none() {
+            // The source's own Cert ID (`client_secret_env`) is the default.
+            e.client_secret = s.client_secret.clone().or_else(|| {
+                sync_secret(None, s.client_secret_env.as_deref(), None, env)
+                    .ok()
+                    .flatten()
+            });
         }
         if e.client_id.is_none() {
             e.client_id = s.client_id.clone();

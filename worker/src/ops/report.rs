@@ -3,6 +3,15 @@
 
 use super::*;
 
+/// How many outbox entries have `status`.
+async fn alerts_in(c: &Control, status: OutboxStatus) -> Result<usize, OpsError> {
+    let filter = AlertFilter {
+        status: Some(status),
+        ..Default::default()
+    };
+    Ok(c.alerts(filter).await?.len())
+}
+
 /// `stats`.
 pub async fn stats(config: &Config, as_json: bool) -> Result<String, OpsError> {
     let queue = match Queue::open(config).await {
@@ -11,29 +20,11 @@ pub async fn stats(config: &Config, as_json: bool) -> Result<String, OpsError> {
     };
     let c = control(config).await?;
     let counters = c.counters().await?;
-    let pending = c
-        .alerts(AlertFilter {
-            status: Some(OutboxStatus::Pending),
-            ..Default::default()
-        })
-        .await?
-        .len();
-    let failed = c
-        .alerts(AlertFilter {
-            status: Some(OutboxStatus::Failed),
-            ..Default::default()
-        })
-        .await?
-        .len();
+    let pending = alerts_in(&c, OutboxStatus::Pending).await?;
+    let failed = alerts_in(&c, OutboxStatus::Failed).await?;
     // Sent alerts are counted from the outbox itself (plus those swept after 30 days), so the
     // figure always agrees with what `failed show` says, whatever a crash interrupted.
-    let sent_now = c
-        .alerts(AlertFilter {
-            status: Some(OutboxStatus::Sent),
-            ..Default::default()
-        })
-        .await?
-        .len() as i64;
+    let sent_now = alerts_in(&c, OutboxStatus::Sent).await? as i64;
     let get = |k: &str| counters.get(k).copied().unwrap_or(0);
     // Items in the catalog now (live: removed ones are counted in catalog.removed).
     let catalog_items = c
