@@ -236,7 +236,11 @@ pub(super) fn apply_legacy_env(
         let user = get("EMAIL_SENDER");
         let password = get("EMAIL_PASSWORD");
         let auth = match (user, password) {
-            (Some(u), Some(p)) => format!("{}:{}@", percent_encode(u.trim()), percent_encode(&p)),
+            (Some(u), Some(p)) => format!(
+                "{}:{}@",
+                percent_encode_userinfo(u.trim()),
+                percent_encode_userinfo(&p)
+            ),
             _ => String::new(),
         };
         // The original notes sent with smtplib.SMTP_SSL(server, port): implicit TLS on whatever
@@ -264,7 +268,7 @@ pub(super) fn apply_legacy_env(
 }
 
 /// Percent-encodes all but RFC 3986's unreserved characters, as a URL's userinfo needs.
-fn percent_encode(s: &str) -> String {
+pub fn percent_encode_userinfo(s: &str) -> String {
     use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
     const USERINFO: &AsciiSet = &NON_ALPHANUMERIC
         .remove(b'-')

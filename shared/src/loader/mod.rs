@@ -13,7 +13,7 @@ pub(crate) mod secrets;
 mod tests;
 mod validate;
 
-pub use env::{EnvSource, ProcessEnv};
+pub use env::{percent_encode_userinfo, EnvSource, ProcessEnv};
 
 use crate::config::{Backend, Config};
 use env::{apply_legacy_env, apply_stockhook_env};
