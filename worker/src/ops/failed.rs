@@ -1,7 +1,15 @@
 //! `failed list|show|replay|purge`: the dead letters as the operator sees and changes them,
 //! and, after a replay, waiting for the worker's verdict on each event.
 
-use super::*;
+use super::{control, fmt_time, render, Kind, OpsError, Selection};
+use crate::backend::Queue;
+use crate::control::AlertFilter;
+use serde_json::json;
+use std::fmt::Write as _;
+use std::time::Duration;
+use stockhook_shared::config::Config;
+use stockhook_shared::envelope::{Envelope, EventId};
+use stockhook_shared::queue::{DeadFilter, QueueError, QueueOps};
 
 /// `failed list`.
 pub async fn failed_list(

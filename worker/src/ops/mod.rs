@@ -16,16 +16,13 @@ pub use report::{export_csv, preview, stats};
 pub use sync::{connect, sync};
 
 use crate::alert::OutboxStatus;
-use crate::backend::Queue;
 use crate::control::{AlertFilter, Control};
-use crate::state::{counters, RuleConfig, StateError};
-use serde_json::json;
+use crate::state::{RuleConfig, StateError};
 use std::fmt::Write as _;
 use std::path::Path;
-use std::time::Duration;
 use stockhook_shared::config::Config;
-use stockhook_shared::envelope::{Envelope, EventId};
-use stockhook_shared::queue::{now_ms, DeadFilter, QueueError, QueueOps};
+use stockhook_shared::envelope::EventId;
+use stockhook_shared::queue::{now_ms, DeadFilter, QueueError};
 
 /// Why a command failed: bad usage (exit 2) or the operation itself (exit 1).
 #[derive(Debug, thiserror::Error)]

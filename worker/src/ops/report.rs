@@ -1,7 +1,15 @@
 //! The read-only reports: `stats`, `preview` (what each item would alert on at a time) and
 //! `export` (items as CSV, formulas defused).
 
-use super::*;
+use super::{control, fmt_time, OpsError};
+use crate::alert::OutboxStatus;
+use crate::backend::Queue;
+use crate::control::{AlertFilter, Control};
+use crate::state::{counters, RuleConfig};
+use serde_json::json;
+use std::fmt::Write as _;
+use stockhook_shared::config::Config;
+use stockhook_shared::queue::{now_ms, QueueOps};
 
 /// How many outbox entries have `status`.
 async fn alerts_in(c: &Control, status: OutboxStatus) -> Result<usize, OpsError> {

@@ -1,7 +1,10 @@
 //! `sync` and `connect`: the commands that reach a platform's API for a source (a catalog sync
 //! on demand, registering the webhooks).
 
-use super::*;
+use super::{control, OpsError};
+use crate::control::Control;
+use crate::state::StateError;
+use stockhook_shared::config::Config;
 
 /// `sync`: a catalog sync of one source (or all with an API) now. Through the running worker
 /// when there is one (it holds the state and the credentials), else on the state directly.
