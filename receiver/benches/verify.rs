@@ -62,33 +62,8 @@ const SOAP_TS: &str = "2024-01-02T03:04:05.000Z";
 const SOAP_TS_UNIX: i64 = 1_704_164_645;
 
 fn soap(signature: &str) -> String {
-    format!(
-        r#"<?xml version="1.0" encoding="UTF-8"?>
-<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" xmlns:xsd="http://www.w3.org/2001/XMLSchema" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">
- <soapenv:Header>
-  <ebl:RequesterCredentials soapenv:mustUnderstand="0" xmlns:ns="urn:ebay:apis:eBLBaseComponents" xmlns:ebl="urn:ebay:apis:eBLBaseComponents">
-   <ebl:NotificationSignature xmlns:ebl="urn:ebay:apis:eBLBaseComponents">{signature}</ebl:NotificationSignature>
-  </ebl:RequesterCredentials>
- </soapenv:Header>
- <soapenv:Body>
-  <GetItemResponse xmlns="urn:ebay:apis:eBLBaseComponents">
-   <Timestamp>{SOAP_TS}</Timestamp>
-   <Ack>Success</Ack>
-   <CorrelationID>1234567890</CorrelationID>
-   <Version>1173</Version>
-   <NotificationEventName>ItemSold</NotificationEventName>
-   <RecipientUserID>seller_one</RecipientUserID>
-   <Item>
-    <ItemID>110551234567</ItemID>
-    <Quantity>10</Quantity>
-    <SellingStatus><QuantitySold>3</QuantitySold></SellingStatus>
-    <SKU>MUG-BLUE-12OZ</SKU>
-    <Title>Mug</Title>
-   </Item>
-  </GetItemResponse>
- </soapenv:Body>
-</soapenv:Envelope>"#
-    )
+    use stockhook_test_kit::ebay_soap::{notification, ITEM_SOLD};
+    notification("GetItemResponse", signature, SOAP_TS, ITEM_SOLD)
 }
 
 fn cases() -> Vec<Case> {

@@ -1008,27 +1008,7 @@ fn legacy_md5(ts: &str) -> [u8; 16] {
 fn soap_seeds() -> Vec<Vec<u8>> {
     let sig = STANDARD.encode(legacy_md5(LEGACY_TS));
     let envelope = |response: &str, inner: &str| {
-        format!(
-            r#"<?xml version="1.0" encoding="UTF-8"?>
-<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" xmlns:xsd="http://www.w3.org/2001/XMLSchema" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">
- <soapenv:Header>
-  <ebl:RequesterCredentials soapenv:mustUnderstand="0" xmlns:ns="urn:ebay:apis:eBLBaseComponents" xmlns:ebl="urn:ebay:apis:eBLBaseComponents">
-   <ebl:NotificationSignature xmlns:ebl="urn:ebay:apis:eBLBaseComponents">{sig}</ebl:NotificationSignature>
-  </ebl:RequesterCredentials>
- </soapenv:Header>
- <soapenv:Body>
-  <{response} xmlns="urn:ebay:apis:eBLBaseComponents">
-   <Timestamp>{LEGACY_TS}</Timestamp>
-   <Ack>Success</Ack>
-   <CorrelationID>2741926731</CorrelationID>
-   <Version>1331</Version>
-   <RecipientUserID>seller_one</RecipientUserID>
-   {inner}
-  </{response}>
- </soapenv:Body>
-</soapenv:Envelope>"#
-        )
-        .into_bytes()
+        stockhook_test_kit::ebay_soap::notification(response, &sig, LEGACY_TS, inner).into_bytes()
     };
     let item = r#"<Item><ItemID>110554019341</ItemID><Quantity>10</Quantity>
      <SellingStatus><QuantitySold>3</QuantitySold></SellingStatus><SKU>MUG-RED</SKU>

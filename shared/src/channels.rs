@@ -10,6 +10,7 @@
 //! reason (the ops CLI still works), and the worker refuses to run with it.
 
 use crate::config::Config;
+use crate::loader::secrets::resolve_secret;
 use crate::loader::EnvSource;
 use crate::secret::Secret;
 use serde::{Deserialize, Serialize};
@@ -199,31 +200,15 @@ pub fn validate(config: &mut Config, env: &dyn EnvSource) -> Result<Vec<String>,
     Ok(notices)
 }
 
-/// A secret by value, from an environment variable, or from the first line of a file.
+/// A channel's secret through the loader's one resolver; a blank value counts as not given.
 fn resolve(
     value: &Option<Secret>,
     var: &Option<String>,
     file: &Option<PathBuf>,
     env: &dyn EnvSource,
 ) -> Result<Option<Secret>, String> {
-    if let Some(v) = value.as_ref().filter(|v| !v.expose().trim().is_empty()) {
-        return Ok(Some(v.clone()));
-    }
-    if let Some(var) = var {
-        return match env.var(var).filter(|v| !v.trim().is_empty()) {
-            Some(v) => Ok(Some(Secret::new(v.trim()))),
-            None => Err(format!("environment variable {var} is not set")),
-        };
-    }
-    if let Some(path) = file {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        return match text.lines().map(str::trim).find(|l| !l.is_empty()) {
-            Some(line) => Ok(Some(Secret::new(line))),
-            None => Err(format!("{} is empty", path.display())),
-        };
-    }
-    Ok(None)
+    let value = value.as_ref().filter(|v| !v.expose().trim().is_empty());
+    resolve_secret(value, var.as_deref(), file.as_deref(), env).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

@@ -42,11 +42,9 @@ fn accepted(o: AppendOutcome) -> EventId {
 
 #[tokio::test]
 async fn append_dedup_lease_ack_and_stats() {
-    let Some(bin) = nats::require("append_dedup_lease_ack_and_stats") else {
+    let Some((server, sink)) = server_and_sink("append_dedup_lease_ack_and_stats").await else {
         return;
     };
-    let server = NatsServer::start(&bin);
-    let sink = NatsSink::connect(opts(&server.url)).await.unwrap();
     sink.ready().unwrap();
     let a = accepted(
         sink.append(event("shop", Some("d1"), "{\"a\":1}"))
@@ -109,11 +107,9 @@ async fn append_dedup_lease_ack_and_stats() {
 
 #[tokio::test]
 async fn lease_waits_for_an_append() {
-    let Some(bin) = nats::require("lease_waits_for_an_append") else {
+    let Some((server, sink)) = server_and_sink("lease_waits_for_an_append").await else {
         return;
     };
-    let server = NatsServer::start(&bin);
-    let sink = NatsSink::connect(opts(&server.url)).await.unwrap();
     let q = NatsQueue::connect(opts(&server.url)).await.unwrap();
     let started = Instant::now();
     let (leased, _) = tokio::join!(q.lease(10, 3000, 0), async {
@@ -129,14 +125,30 @@ async fn lease_waits_for_an_append() {
     );
 }
 
+/// A `nats-server` for `test` and a sink on it; `None` (the test returns, loudly skipped) where
+/// nats-server is not installed.
+async fn server_and_sink(test: &str) -> Option<(NatsServer, NatsSink)> {
+    let bin = nats::require(test)?;
+    let server = NatsServer::start(&bin);
+    let sink = NatsSink::connect(opts(&server.url)).await.unwrap();
+    Some((server, sink))
+}
+
+/// A transient failure to retry now.
+fn db_down() -> Failure {
+    Failure::Transient {
+        error: "db down".into(),
+        retry_at_ms: now_ms(),
+    }
+}
+
 #[tokio::test]
 async fn unacked_is_redelivered_transient_retries_then_dead_letters() {
-    let Some(bin) = nats::require("unacked_is_redelivered_transient_retries_then_dead_letters")
+    let Some((server, sink)) =
+        server_and_sink("unacked_is_redelivered_transient_retries_then_dead_letters").await
     else {
         return;
     };
-    let server = NatsServer::start(&bin);
-    let sink = NatsSink::connect(opts(&server.url)).await.unwrap();
     let crashed = NatsQueue::connect(opts(&server.url)).await.unwrap();
     let id = accepted(sink.append(event("shop", Some("x"), "{}")).await.unwrap());
     // Delivery 1: its worker dies (its heartbeat stops) without acking; after the ack wait
@@ -148,15 +160,7 @@ async fn unacked_is_redelivered_transient_retries_then_dead_letters() {
     let l = q.lease(1, 4000, 0).await.unwrap();
     assert_eq!((l[0].envelope.id, l[0].attempts), (id, 2));
     // Delivery 2: transient failure, retry now.
-    q.fail(
-        id,
-        Failure::Transient {
-            error: "db down".into(),
-            retry_at_ms: now_ms(),
-        },
-    )
-    .await
-    .unwrap();
+    q.fail(id, db_down()).await.unwrap();
     // The NAK's delay holds (not the ack wait of 2 s).
     let t = Instant::now();
     let l = q.lease(1, 1500, 0).await.unwrap();
@@ -167,15 +171,7 @@ async fn unacked_is_redelivered_transient_retries_then_dead_letters() {
     );
     assert_eq!((l[0].envelope.id, l[0].attempts), (id, 3));
     // Delivery 3 = max_attempts: a transient failure now dead-letters it.
-    q.fail(
-        id,
-        Failure::Transient {
-            error: "db down".into(),
-            retry_at_ms: now_ms(),
-        },
-    )
-    .await
-    .unwrap();
+    q.fail(id, db_down()).await.unwrap();
     assert!(q.lease(1, 500, 0).await.unwrap().is_empty());
     let dead = q.dead_list(DeadFilter::default()).await.unwrap();
     assert_eq!(dead.len(), 1);
@@ -187,11 +183,11 @@ async fn unacked_is_redelivered_transient_retries_then_dead_letters() {
 
 #[tokio::test]
 async fn permanent_failure_dead_letters_show_replay_purge() {
-    let Some(bin) = nats::require("permanent_failure_dead_letters_show_replay_purge") else {
+    let Some((server, sink)) =
+        server_and_sink("permanent_failure_dead_letters_show_replay_purge").await
+    else {
         return;
     };
-    let server = NatsServer::start(&bin);
-    let sink = NatsSink::connect(opts(&server.url)).await.unwrap();
     let q = NatsQueue::connect(opts(&server.url)).await.unwrap();
     let a = accepted(
         sink.append(event("shop", None, "not json\nat all"))
@@ -269,11 +265,11 @@ async fn permanent_failure_dead_letters_show_replay_purge() {
 
 #[tokio::test]
 async fn two_consumers_share_the_work_without_overlap() {
-    let Some(bin) = nats::require("two_consumers_share_the_work_without_overlap") else {
+    let Some((server, sink)) =
+        server_and_sink("two_consumers_share_the_work_without_overlap").await
+    else {
         return;
     };
-    let server = NatsServer::start(&bin);
-    let sink = NatsSink::connect(opts(&server.url)).await.unwrap();
     let mut want = Vec::new();
     for i in 0..200 {
         want.push(accepted(
@@ -309,13 +305,13 @@ async fn two_consumers_share_the_work_without_overlap() {
 /// ack wait once the holder is gone.
 #[tokio::test]
 async fn a_held_lease_is_kept_alive_past_the_ack_wait_and_lapses_when_its_holder_goes() {
-    let Some(bin) = nats::require(
+    let Some((server, sink)) = server_and_sink(
         "a_held_lease_is_kept_alive_past_the_ack_wait_and_lapses_when_its_holder_goes",
-    ) else {
+    )
+    .await
+    else {
         return;
     };
-    let server = NatsServer::start(&bin);
-    let sink = NatsSink::connect(opts(&server.url)).await.unwrap();
     let slow = NatsQueue::connect(opts(&server.url)).await.unwrap();
     let other = NatsQueue::connect(opts(&server.url)).await.unwrap();
     let id = accepted(

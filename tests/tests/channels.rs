@@ -450,36 +450,13 @@ fn a_wrong_password_fails_permanently_and_never_shows_the_password() {
     assert!(server.messages().is_empty());
 }
 
-/// `nats-server`, or `None` after a loud SKIPPED line (a failure with STOCKHOOK_REQUIRE_NATS=1).
-fn nats_server(test: &str) -> Option<PathBuf> {
-    let found = [
-        "/usr/sbin/nats-server",
-        "/usr/bin/nats-server",
-        "/usr/local/bin/nats-server",
-    ]
-    .into_iter()
-    .map(PathBuf::from)
-    .find(|p| p.is_file());
-    if found.is_none() {
-        assert!(
-            std::env::var("STOCKHOOK_REQUIRE_NATS").as_deref() != Ok("1"),
-            "{test}: nats-server is not installed and STOCKHOOK_REQUIRE_NATS=1"
-        );
-        let _ = std::io::Write::write_all(
-            &mut std::io::stderr(),
-            format!("\n!!! SKIPPED {test}: nats-server is not installed (apt-get install nats-server)\n")
-                .as_bytes(),
-        );
-    }
-    found
-}
-
 /// Two workers on one JetStream state: every alert reaches each channel exactly once, whichever
 /// worker claims it (the claim is taken again before each channel of a set).
 #[test]
 fn two_workers_on_nats_deliver_each_alert_once_to_every_channel() {
-    let Some(bin) = nats_server("two_workers_on_nats_deliver_each_alert_once_to_every_channel")
-    else {
+    let Some(bin) = stockhook_test_kit::nats::require(
+        "two_workers_on_nats_deliver_each_alert_once_to_every_channel",
+    ) else {
         return;
     };
     let dir = TestDir::new("ch-nats");

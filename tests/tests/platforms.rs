@@ -48,25 +48,8 @@ fn legacy_signature(ts: &str, cert: &str) -> String {
 /// signature in the header.
 fn soap(response: &str, event: &str, ts: &str, cert: &str, inner: &str) -> Vec<u8> {
     let sig = legacy_signature(ts, cert);
-    format!(
-        r#"<?xml version="1.0" encoding="UTF-8"?>
-<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/">
-  <soapenv:Header>
-    <ebl:RequesterCredentials soapenv:mustUnderstand="0" xmlns:ebl="urn:ebay:apis:eBLBaseComponents">
-      <ebl:NotificationSignature xmlns:ebl="urn:ebay:apis:eBLBaseComponents">{sig}</ebl:NotificationSignature>
-    </ebl:RequesterCredentials>
-  </soapenv:Header>
-  <soapenv:Body>
-    <{response} xmlns="urn:ebay:apis:eBLBaseComponents">
-      <Timestamp>{ts}</Timestamp>
-      <Ack>Success</Ack>
-      <NotificationEventName>{event}</NotificationEventName>
-      {inner}
-    </{response}>
-  </soapenv:Body>
-</soapenv:Envelope>"#
-    )
-    .into_bytes()
+    let inner = format!("<NotificationEventName>{event}</NotificationEventName>\n{inner}");
+    stockhook_test_kit::ebay_soap::notification(response, &sig, ts, &inner).into_bytes()
 }
 
 /// The `units_sold` column of `export --csv` for `item` (the item column, exactly).

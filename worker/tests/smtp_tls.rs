@@ -2,7 +2,6 @@
 //! `tests/src/smtp_tls.rs`) with certificates made here: every TLS mode and AUTH mechanism the
 //! issue names, and what each failure tells the operator. The password is never in an error.
 
-use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use std::path::Path;
 use std::time::Duration;
 use stockhook_shared::config::EmailConfig;
@@ -16,14 +15,9 @@ const USER: &str = "alerts@shop.example";
 /// Characters that must be percent-encoded in the URL, to check both spellings are scrubbed.
 const PASSWORD: &str = "hunter2 p@ss:w/rd";
 
-/// Percent-encoded as URL userinfo: everything but RFC 3986's unreserved characters.
+/// Percent-encoded as URL userinfo (the loader's own encoder, as the Flask-era variables use).
 fn enc(s: &str) -> String {
-    const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
-        .remove(b'-')
-        .remove(b'.')
-        .remove(b'_')
-        .remove(b'~');
-    utf8_percent_encode(s, UNRESERVED).to_string()
+    stockhook_shared::loader::percent_encode_userinfo(s)
 }
 
 fn url(scheme: &str, server: &TlsSmtp, password: &str, query: &str) -> String {

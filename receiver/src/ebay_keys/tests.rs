@@ -171,6 +171,24 @@ fn cache(api: &str) -> (Arc<KeyCache>, Arc<AtomicU64>) {
     (Arc::new(c), offset)
 }
 
+type Fixture = (Arc<FakeEbay>, Arc<KeyCache>, Arc<AtomicU64>);
+
+/// The fake eBay, and a key cache pointed at it on a test clock.
+async fn fake_with_cache() -> Fixture {
+    let (fake, api) = FakeEbay::start().await;
+    let (cache, clock) = cache(&api);
+    (fake, cache, clock)
+}
+
+/// [`fake_with_cache`] for a test whose fake serves eBay's published getPublicKey response;
+/// `None` (the test returns) where that fixture is not in this checkout.
+async fn fake_and_cache(test: &str) -> Option<Fixture> {
+    if !published(test) {
+        return None;
+    }
+    Some(fake_with_cache().await)
+}
+
 fn signed_request() -> (http::HeaderMap, Vec<u8>) {
     let v = vector("ebay_signature.json", "ebay-valid");
     let body = fixture_text("payloads/ebay/marketplace_account_deletion.signed_compact.json");
@@ -179,11 +197,12 @@ fn signed_request() -> (http::HeaderMap, Vec<u8>) {
 
 #[tokio::test]
 async fn fetched_key_verifies_the_fixture_and_is_cached_for_the_hour() {
-    if !published("ebay_keys::fetched_key_verifies_the_fixture_and_is_cached_for_the_hour") {
+    let Some((fake, cache, clock)) =
+        fake_and_cache("ebay_keys::fetched_key_verifies_the_fixture_and_is_cached_for_the_hour")
+            .await
+    else {
         return;
-    }
-    let (fake, api) = FakeEbay::start().await;
-    let (cache, clock) = cache(&api);
+    };
     let verifier = Ebay::new(cache.clone());
     let (h, body) = signed_request();
     assert_eq!(
@@ -229,13 +248,12 @@ async fn fetched_key_verifies_the_fixture_and_is_cached_for_the_hour() {
 
 #[tokio::test]
 async fn concurrent_ensures_for_one_kid_fetch_once() {
-    // The fake key endpoint serves eBay's published getPublicKey response.
-    if !published("ebay_keys::concurrent_ensures_for_one_kid_fetch_once") {
+    let Some((fake, cache, _)) =
+        fake_and_cache("ebay_keys::concurrent_ensures_for_one_kid_fetch_once").await
+    else {
         return;
-    }
-    let (fake, api) = FakeEbay::start().await;
+    };
     fake.key_delay_ms.store(200, Ordering::SeqCst);
-    let (cache, _) = cache(&api);
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..16 {
         let c = cache.clone();
@@ -250,14 +268,13 @@ async fn concurrent_ensures_for_one_kid_fetch_once() {
 
 #[tokio::test]
 async fn concurrent_failures_fetch_once_and_are_held_briefly() {
-    // The fake key endpoint serves eBay's published getPublicKey response.
-    if !published("ebay_keys::concurrent_failures_fetch_once_and_are_held_briefly") {
+    let Some((fake, cache, clock)) =
+        fake_and_cache("ebay_keys::concurrent_failures_fetch_once_and_are_held_briefly").await
+    else {
         return;
-    }
-    let (fake, api) = FakeEbay::start().await;
+    };
     fake.key_delay_ms.store(200, Ordering::SeqCst);
     fake.fail_keys.store(true, Ordering::SeqCst);
-    let (cache, clock) = cache(&api);
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..8 {
         let c = cache.clone();
@@ -281,12 +298,11 @@ async fn concurrent_failures_fetch_once_and_are_held_briefly() {
 
 #[tokio::test]
 async fn server_error_is_a_fetch_error() {
-    if !published("ebay_keys::server_error_is_a_fetch_error") {
+    let Some((fake, cache, _)) = fake_and_cache("ebay_keys::server_error_is_a_fetch_error").await
+    else {
         return;
-    }
-    let (fake, api) = FakeEbay::start().await;
+    };
     fake.fail_keys.store(true, Ordering::SeqCst);
-    let (cache, _) = cache(&api);
     let e = cache.ensure(KID).await.unwrap_err();
     assert_eq!(
         e,
@@ -308,8 +324,7 @@ async fn server_error_is_a_fetch_error() {
 
 #[tokio::test]
 async fn unknown_kid_is_a_fetch_error_naming_it() {
-    let (fake, api) = FakeEbay::start().await;
-    let (cache, _) = cache(&api);
+    let (fake, cache, _) = fake_with_cache().await;
     let kid = "00000000-0000-0000-0000-000000000000";
     let e = cache.ensure(kid).await.unwrap_err();
     assert_eq!(e, FetchError::UnknownKid { kid: kid.into() });
@@ -320,12 +335,11 @@ async fn unknown_kid_is_a_fetch_error_naming_it() {
 
 #[tokio::test]
 async fn token_is_reused_until_it_expires() {
-    // The fake key endpoint serves eBay's published getPublicKey response.
-    if !published("ebay_keys::token_is_reused_until_it_expires") {
+    let Some((fake, cache, clock)) =
+        fake_and_cache("ebay_keys::token_is_reused_until_it_expires").await
+    else {
         return;
-    }
-    let (fake, api) = FakeEbay::start().await;
-    let (cache, clock) = cache(&api);
+    };
     cache.ensure(KID).await.unwrap();
     // Another kid 30 min later: same token.
     clock.store(30 * 60, Ordering::SeqCst);
@@ -355,12 +369,11 @@ async fn token_is_reused_until_it_expires() {
 
 #[tokio::test]
 async fn a_token_refused_by_the_key_endpoint_is_renewed_once() {
-    // The fake key endpoint serves eBay's published getPublicKey response.
-    if !published("ebay_keys::a_token_refused_by_the_key_endpoint_is_renewed_once") {
+    let Some((fake, cache, _)) =
+        fake_and_cache("ebay_keys::a_token_refused_by_the_key_endpoint_is_renewed_once").await
+    else {
         return;
-    }
-    let (fake, api) = FakeEbay::start().await;
-    let (cache, _) = cache(&api);
+    };
     cache.ensure(KID).await.unwrap();
     // eBay revoked it early: someone else got token-2, so token-1 is refused.
     fake.tokens.fetch_add(1, Ordering::SeqCst);
@@ -370,9 +383,8 @@ async fn a_token_refused_by_the_key_endpoint_is_renewed_once() {
 
 #[tokio::test]
 async fn refused_credentials_say_what_to_check_and_never_the_secret() {
-    let (fake, api) = FakeEbay::start().await;
+    let (fake, cache, _) = fake_with_cache().await;
     fake.bad_credentials.store(true, Ordering::SeqCst);
-    let (cache, _) = cache(&api);
     let e = cache.ensure(KID).await.unwrap_err();
     assert_eq!(e, FetchError::Credentials { status: 401 });
     let text = format!("{e} {e:?}");
@@ -383,11 +395,12 @@ async fn refused_credentials_say_what_to_check_and_never_the_secret() {
 
 #[tokio::test]
 async fn stale_key_survives_a_transient_refresh_failure_but_not_a_404() {
-    if !published("ebay_keys::stale_key_survives_a_transient_refresh_failure_but_not_a_404") {
+    let Some((fake, cache, clock)) =
+        fake_and_cache("ebay_keys::stale_key_survives_a_transient_refresh_failure_but_not_a_404")
+            .await
+    else {
         return;
-    }
-    let (fake, api) = FakeEbay::start().await;
-    let (cache, clock) = cache(&api);
+    };
     cache.ensure(KID).await.unwrap();
     fake.fail_keys.store(true, Ordering::SeqCst);
     clock.store(2 * 3600, Ordering::SeqCst);
@@ -441,8 +454,7 @@ async fn pinned_keys_win_and_never_fetch() {
 
 #[tokio::test]
 async fn implausible_kids_are_never_fetched() {
-    let (fake, api) = FakeEbay::start().await;
-    let (cache, _) = cache(&api);
+    let (fake, cache, _) = fake_with_cache().await;
     for kid in ["", "../../identity", "a b", &"x".repeat(129), "k?x=1"] {
         cache.ensure(kid).await.unwrap();
         assert!(cache.public_key(kid).is_none());
@@ -452,12 +464,11 @@ async fn implausible_kids_are_never_fetched() {
 
 #[tokio::test]
 async fn new_kids_are_rate_limited_and_the_cache_is_bounded() {
-    // The fake key endpoint serves eBay's published getPublicKey response.
-    if !published("ebay_keys::new_kids_are_rate_limited_and_the_cache_is_bounded") {
+    let Some((fake, cache, clock)) =
+        fake_and_cache("ebay_keys::new_kids_are_rate_limited_and_the_cache_is_bounded").await
+    else {
         return;
-    }
-    let (fake, api) = FakeEbay::start().await;
-    let (cache, clock) = cache(&api);
+    };
     for i in 0..NEW_KID_BURST {
         cache.ensure(&format!("same-key-{i}")).await.unwrap();
     }
@@ -482,10 +493,9 @@ async fn new_kids_are_rate_limited_and_the_cache_is_bounded() {
 
 #[tokio::test]
 async fn a_slow_api_is_a_timeout() {
-    let (fake, api) = FakeEbay::start().await;
+    let (fake, cache, _) = fake_with_cache().await;
     fake.key_delay_ms
         .store(FETCH_TIMEOUT.as_millis() as u64 + 2000, Ordering::SeqCst);
-    let (cache, _) = cache(&api);
     let started = std::time::Instant::now();
     let e = cache.ensure(KID).await.unwrap_err();
     assert_eq!(e, FetchError::Timeout { kid: KID.into() });

@@ -277,33 +277,8 @@ mod tests {
 
     /// A Platform Notification shaped as eBay sends it (ItemSold -> GetItemResponse).
     fn soap(signature: &str, timestamp: &str) -> String {
-        format!(
-            r#"<?xml version="1.0" encoding="UTF-8"?>
-<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" xmlns:xsd="http://www.w3.org/2001/XMLSchema" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">
- <soapenv:Header>
-  <ebl:RequesterCredentials soapenv:mustUnderstand="0" xmlns:ns="urn:ebay:apis:eBLBaseComponents" xmlns:ebl="urn:ebay:apis:eBLBaseComponents">
-   <ebl:NotificationSignature xmlns:ebl="urn:ebay:apis:eBLBaseComponents">{signature}</ebl:NotificationSignature>
-  </ebl:RequesterCredentials>
- </soapenv:Header>
- <soapenv:Body>
-  <GetItemResponse xmlns="urn:ebay:apis:eBLBaseComponents">
-   <Timestamp>{timestamp}</Timestamp>
-   <Ack>Success</Ack>
-   <CorrelationID>1234567890</CorrelationID>
-   <Version>1173</Version>
-   <NotificationEventName>ItemSold</NotificationEventName>
-   <RecipientUserID>seller_one</RecipientUserID>
-   <Item>
-    <ItemID>110551234567</ItemID>
-    <Quantity>10</Quantity>
-    <SellingStatus><QuantitySold>3</QuantitySold></SellingStatus>
-    <SKU>MUG-&amp;-CO</SKU>
-    <Title>Mug</Title>
-   </Item>
-  </GetItemResponse>
- </soapenv:Body>
-</soapenv:Envelope>"#
-        )
+        use stockhook_test_kit::ebay_soap::{notification, ITEM_SOLD};
+        notification("GetItemResponse", signature, timestamp, ITEM_SOLD)
     }
 
     fn verifier() -> EbayLegacy {

@@ -2,12 +2,13 @@
 //! ([`free_port`]), the test data in the repository and the published vectors beside it with
 //! the rule for skipping ([`fixtures`]), a `nats-server` process per test ([`nats`]), a seeded
 //! RNG whose seed is printed ([`rng`]), and a child process that dies with its test
-//! ([`proc::KillOnDrop`]).
+//! ([`proc::KillOnDrop`]), and eBay's SOAP notification template ([`ebay_soap`]).
 //!
 //! Only a dev-dependency (`publish = false`): it depends on no stockhook crate, so the shared,
 //! receiver and worker crates can all use it without a cycle. It panics where a test should
 //! fail (a harness that cannot do its job fails the test, naming what it was doing).
 
+pub mod ebay_soap;
 pub mod fixtures;
 pub mod nats;
 pub mod proc;

@@ -87,6 +87,15 @@ pub trait StateBackend: Send + Sync + 'static {
     where
         F: Fn(&mut OutboxEntry) + Clone + Send + Sync + 'static;
 
+    /// Adds `delta` to the counter `name`, durably (no outbox entry touched).
+    fn add_counter(
+        &self,
+        name: String,
+        delta: i64,
+    ) -> impl Future<Output = Result<(), StateError>> + Send {
+        self.update_alerts(Vec::new(), |_| {}, Some((name, delta)))
+    }
+
     /// Removes outbox entries.
     fn purge_alerts(&self, ids: Vec<String>)
         -> impl Future<Output = Result<(), StateError>> + Send;

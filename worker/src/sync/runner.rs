@@ -167,9 +167,7 @@ async fn set_counter<S: StateBackend>(
     if delta == 0 {
         return Ok(());
     }
-    state
-        .update_alerts(vec![], |_| {}, Some((name, delta)))
-        .await
+    state.add_counter(name, delta).await
 }
 
 async fn record<S: StateBackend>(
@@ -187,9 +185,7 @@ async fn record<S: StateBackend>(
         Some(kind) => {
             set_counter(state, &c, keys::last_error(source), kind as i64).await?;
             set_counter(state, &c, keys::last_error_at(source), started).await?;
-            state
-                .update_alerts(vec![], |_| {}, Some((keys::errors(source), 1)))
-                .await
+            state.add_counter(keys::errors(source), 1).await
         }
     }
 }

@@ -10,6 +10,7 @@
 //! [`ConfigError`] that names the key, the file and line, and what would be valid.
 
 use crate::duration::ConfigDuration;
+mod sync;
 pub use crate::loader::{
     load, load_for_ops, load_for_worker, load_from, load_with, ConfigError, EnvSource, Loaded, Role,
 };
@@ -18,6 +19,9 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
+pub use sync::{
+    AmazonSyncConfig, EbaySyncConfig, ShopifyApiConfig, SourceApi, SyncConfig, SHOPIFY_API_VERSION,
+};
 
 /// The whole configuration, as the file spells it.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -502,115 +506,7 @@ pub struct RateLimit {
     pub burst: u32,
 }
 
-pub mod defaults {
-    use super::*;
-    pub fn session_ttl() -> ConfigDuration {
-        ConfigDuration::secs(12 * 3600)
-    }
-    pub fn data_dir() -> PathBuf {
-        PathBuf::from("./data")
-    }
-    pub fn log_level() -> String {
-        "info".into()
-    }
-    pub fn listen() -> String {
-        "127.0.0.1:8080".into()
-    }
-    pub fn max_body_bytes() -> usize {
-        2 * 1024 * 1024
-    }
-    pub fn max_queue_bytes() -> u64 {
-        4 * 1024 * 1024 * 1024
-    }
-    pub fn min_free_bytes() -> u64 {
-        64 * 1024 * 1024
-    }
-    pub fn dedup_window() -> ConfigDuration {
-        ConfigDuration::secs(48 * 3600)
-    }
-    pub fn header_timeout() -> ConfigDuration {
-        ConfigDuration::secs(10)
-    }
-    pub fn body_timeout() -> ConfigDuration {
-        ConfigDuration::secs(30)
-    }
-    pub fn max_connections() -> usize {
-        1024
-    }
-    pub fn shutdown_grace() -> ConfigDuration {
-        ConfigDuration::secs(10)
-    }
-    pub fn backend() -> String {
-        "sled".into()
-    }
-    pub fn lease_timeout() -> ConfigDuration {
-        ConfigDuration::secs(60)
-    }
-    pub fn max_attempts() -> u32 {
-        10
-    }
-    pub fn retention() -> ConfigDuration {
-        ConfigDuration::secs(7 * 86_400)
-    }
-    pub fn nats_replicas() -> usize {
-        1
-    }
-    pub fn sled_segments() -> bool {
-        true
-    }
-    pub fn batch_size() -> usize {
-        256
-    }
-    pub fn low_stock_threshold() -> i64 {
-        5
-    }
-    pub fn no_sales_days() -> u32 {
-        60
-    }
-    pub fn cover_days() -> u32 {
-        14
-    }
-    pub fn safety_days() -> u32 {
-        7
-    }
-    pub fn no_sales_check() -> ConfigDuration {
-        ConfigDuration::secs(86_400)
-    }
-    pub fn from() -> String {
-        "stockhook@localhost".into()
-    }
-    pub fn max_backoff() -> ConfigDuration {
-        ConfigDuration::secs(3600)
-    }
-    pub fn give_up_after() -> ConfigDuration {
-        ConfigDuration::secs(3 * 86_400)
-    }
-    pub fn tolerance_secs() -> u64 {
-        300
-    }
-    /// Catalog sync (Amazon, eBay): days of orders read for sales history.
-    pub fn sync_sales_history_days() -> u32 {
-        90
-    }
-    pub fn future_tolerance() -> ConfigDuration {
-        ConfigDuration::secs(300)
-    }
-    pub fn max_quantity() -> i64 {
-        1_000_000_000
-    }
-    pub fn min_quantity() -> i64 {
-        -1_000_000_000
-    }
-    pub fn sync_interval() -> ConfigDuration {
-        ConfigDuration::secs(6 * 3600)
-    }
-    pub fn shopify_api_version() -> String {
-        super::SHOPIFY_API_VERSION.into()
-    }
-    pub fn sales_history_days() -> u32 {
-        90
-    }
-}
+pub mod defaults;
 
 macro_rules! default_from_serde {
     ($($t:ty),*) => {$(
@@ -662,160 +558,4 @@ pub struct EventsConfig {
     /// A quantity below this is refused likewise (oversold stock goes a little below zero).
     #[serde(default = "defaults::min_quantity")]
     pub min_quantity: i64,
-}
-
-/// `[sources.amazon_sync]`: how `sync` reaches Amazon's Selling Partner API for this source.
-/// Secrets by value, `*_env` or `*_file` (one value, the file's first non-empty line); the
-/// loader resolves them into the value fields and never prints them.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct AmazonSyncConfig {
-    /// The LWA client identifier of the app (`amzn1.application-oa2-client.…`).
-    pub lwa_client_id: String,
-    #[serde(default)]
-    pub lwa_client_secret: Option<Secret>,
-    #[serde(default)]
-    pub lwa_client_secret_env: Option<String>,
-    #[serde(default)]
-    pub lwa_client_secret_file: Option<PathBuf>,
-    /// The seller's LWA refresh token (`Atzr|…`), from the app's authorization.
-    #[serde(default)]
-    pub refresh_token: Option<Secret>,
-    #[serde(default)]
-    pub refresh_token_env: Option<String>,
-    #[serde(default)]
-    pub refresh_token_file: Option<PathBuf>,
-    /// The marketplaces to read, all in one SP-API region (one source per region).
-    pub marketplace_ids: Vec<String>,
-    /// The seller (merchant token) whose listings are read for merchant-fulfilled quantities;
-    /// without it, only FBA stock and orders are read.
-    #[serde(default)]
-    pub seller_id: Option<String>,
-    /// The LWA token endpoint (default `https://api.amazon.com/auth/o2/token`).
-    #[serde(default)]
-    pub token_url: Option<String>,
-    /// The SP-API endpoint (default: the region of `marketplace_ids`, e.g.
-    /// `https://sellingpartnerapi-eu.amazon.com`).
-    #[serde(default)]
-    pub api_base: Option<String>,
-    /// Orders of this many days are read for last-sale dates and sales velocity.
-    #[serde(default = "defaults::sync_sales_history_days")]
-    pub sales_history_days: u32,
-    /// Set by the loader: why a secret could not be read (the sync reports it; the webhook
-    /// source is not affected).
-    #[serde(skip)]
-    pub problem: Option<String>,
-}
-
-/// `[sources.ebay_sync]`: how `sync` reaches eBay's Sell APIs and Trading API for this source,
-/// with an OAuth user token refreshed from the seller's refresh token.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct EbaySyncConfig {
-    /// The app's App ID (default: the source's `client_id`).
-    #[serde(default)]
-    pub client_id: Option<String>,
-    /// The app's Cert ID (default: the source's `client_secret_env`).
-    #[serde(default)]
-    pub client_secret: Option<Secret>,
-    #[serde(default)]
-    pub client_secret_env: Option<String>,
-    #[serde(default)]
-    pub client_secret_file: Option<PathBuf>,
-    /// The seller's OAuth refresh token (`v^1.1#…`), from the user consent flow.
-    #[serde(default)]
-    pub refresh_token: Option<Secret>,
-    #[serde(default)]
-    pub refresh_token_env: Option<String>,
-    #[serde(default)]
-    pub refresh_token_file: Option<PathBuf>,
-    /// eBay's API host (default `https://api.ebay.com`; `https://api.sandbox.ebay.com` for a
-    /// sandbox keyset). The token endpoint and the Trading API are found under it.
-    #[serde(default)]
-    pub api_base: Option<String>,
-    /// The OAuth token endpoint (default `<api_base>/identity/v1/oauth2/token`).
-    #[serde(default)]
-    pub token_url: Option<String>,
-    /// The Trading API site the listings are read through (default 0, eBay US).
-    #[serde(default)]
-    pub site_id: u32,
-    /// Orders of this many days are read for last-sale dates and sales velocity.
-    #[serde(default = "defaults::sync_sales_history_days")]
-    pub sales_history_days: u32,
-    /// Set by the loader: why a secret could not be read.
-    #[serde(skip)]
-    pub problem: Option<String>,
-}
-
-/// `[sync]`: when `stockhook-worker run` pulls each source's catalog from its platform's API.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct SyncConfig {
-    /// Time between two syncs of a source (`"0s"`: never on a schedule; a source that never
-    /// synced is still synced at start, and `stockhook-worker sync` runs one on demand).
-    #[serde(default = "defaults::sync_interval")]
-    pub interval: ConfigDuration,
-}
-
-/// The Shopify API version stockhook's queries are written against (a stable version; the
-/// webhook mutation's shape follows it: `callbackUrl` before 2026-07, `uri` from 2026-07).
-pub const SHOPIFY_API_VERSION: &str = "2026-10";
-
-/// `[sources.shopify_sync]`: a Shopify source's GraphQL Admin API access, for catalog sync and
-/// `connect`. Each platform with an API gets its own table of this kind on the source
-/// (`[sources.amazon]`, `[sources.ebay]`), and [`SourceConfig::api`] names the one that applies.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct ShopifyApiConfig {
-    /// The shop's permanent domain, `acme.myshopify.com`.
-    pub shop_domain: String,
-    /// The Admin API access token (`shpat_...`), by value ...
-    #[serde(default)]
-    pub access_token: Option<Secret>,
-    /// ... or the environment variable holding it ...
-    #[serde(default)]
-    pub access_token_env: Option<String>,
-    /// ... or a file holding it (`${CREDENTIALS_DIRECTORY}` is expanded).
-    #[serde(default)]
-    pub access_token_file: Option<PathBuf>,
-    /// The Admin API version requested (`YYYY-MM`, a stable version).
-    #[serde(default = "defaults::shopify_api_version")]
-    pub api_version: String,
-    /// Instead of `https://<shop_domain>`: where the API is (a local fake server in tests).
-    #[serde(default)]
-    pub api_base: Option<String>,
-    /// Orders of this many days back are read for last-sale dates and sales velocity.
-    #[serde(default = "defaults::sales_history_days")]
-    pub sales_history_days: u32,
-}
-
-impl ShopifyApiConfig {
-    /// The GraphQL endpoint: `<base>/admin/api/<version>/graphql.json`.
-    pub fn graphql_url(&self) -> String {
-        let base = match &self.api_base {
-            Some(b) => b.trim_end_matches('/').to_string(),
-            None => format!("https://{}", self.shop_domain.trim_end_matches('/')),
-        };
-        format!("{base}/admin/api/{}/graphql.json", self.api_version)
-    }
-}
-
-/// Which platform API a source's catalog comes from: the one `match` on it is the sync runner's.
-#[derive(Debug, Clone, Copy)]
-pub enum SourceApi<'a> {
-    Shopify(&'a ShopifyApiConfig),
-    Amazon(&'a AmazonSyncConfig),
-    Ebay(&'a EbaySyncConfig),
-}
-
-impl SourceConfig {
-    /// The source's API access, if it has any configured.
-    pub fn api(&self) -> Option<SourceApi<'_>> {
-        match self.platform {
-            Platform::Shopify => self.shopify_sync.as_ref().map(SourceApi::Shopify),
-            Platform::Amazon => self.amazon_sync.as_ref().map(SourceApi::Amazon),
-            Platform::Ebay => self.ebay_sync.as_ref().map(SourceApi::Ebay),
-            Platform::Simple | Platform::Woocommerce => None,
-        }
-    }
 }
