@@ -588,6 +588,16 @@ impl StateBackend for NatsState {
             .collect())
     }
 
+    async fn alerts(&self, ids: Vec<String>) -> Result<Vec<OutboxEntry>, StateError> {
+        let mut out = Vec::with_capacity(ids.len());
+        for id in &ids {
+            if let (Some(cur), _) = self.get(B::Outbox, id).await? {
+                out.push(from_json::<OutboxRec>(id, &cur)?.entry);
+            }
+        }
+        Ok(out)
+    }
+
     async fn claim_alerts(
         &self,
         entries: Vec<OutboxEntry>,
