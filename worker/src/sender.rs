@@ -12,10 +12,17 @@
 //! each endpoint: a delivery accepted just before a crash, not yet written down, is made again
 //! after the restart with that same id; the file transport never writes the same set twice.
 //!
+//! The id is the planned set's ([`crate::alert::set_id`] of `planned`, the Message-ID from
+//! [`crate::alert::message_id`]), on both backends: a set once planned keeps its members and its
+//! id, whatever part of it is still owed.
+//!
 //! With several workers on one state (NATS), a set is sent under a short claim, renewed while
 //! the delivery is in progress, so a dead worker's sets move to another worker in seconds and a
 //! slow one keeps its own; a delivery's outcome is written down with retries through a state
-//! outage rather than delivered again.
+//! outage rather than delivered again. There it is written down one alert at a time, so the
+//! worker taking a set over reads its other members: one marked delivered on a channel means
+//! the message went (the rest is written down, not sent again); one still owed but held by
+//! another worker makes the set wait, so it never goes out in parts.
 //!
 //! [`retry`]: crate::retry
 
@@ -215,6 +222,10 @@ pub async fn send_due<S: StateBackend>(
                 SetOnChannel::Wait => {
                     tracing::info!(channel = %name, alerts = owed.len(), "part of a planned set is held elsewhere; it waits");
                     state.update_alerts(ids, |_| {}, None).await?;
+                    // Two workers may each hold part of one set (each claimed from a snapshot
+                    // that showed the other's part taken): both let go, then come back after
+                    // a random pause, so one of them finds the whole set free and takes it.
+                    tokio::time::sleep(contention_pause()).await;
                     break;
                 }
             };
@@ -334,6 +345,12 @@ pub async fn send_due<S: StateBackend>(
         }
     }
     Ok(sent)
+}
+
+/// How long a worker that let go of part of a set waits before it looks again: random, so two
+/// workers that let go together do not come back together.
+fn contention_pause() -> Duration {
+    Duration::from_millis(100 + rand::random::<u64>() % 1_400)
 }
 
 /// Where a planned set stands on one channel, for the worker holding `mine` of it.

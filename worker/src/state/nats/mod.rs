@@ -610,10 +610,13 @@ impl StateBackend for NatsState {
             let (cur, rev) = self.get(B::Outbox, &key).await?;
             let Some(cur) = cur else { continue };
             let mut rec: OutboxRec = from_json(&key, &cur)?;
-            if rec.entry.status != OutboxStatus::Pending
-                || rec.entry.next_attempt_at > now
-                || rec.claimed_by_other(&self.owner, now)
-            {
+            // Another worker is sending this one: it claims the entries in the same order, so
+            // it is taking this set; leave it the rest (two workers each holding part of one
+            // set would both wait for the other).
+            if rec.claimed_by_other(&self.owner, now) {
+                break;
+            }
+            if rec.entry.status != OutboxStatus::Pending || rec.entry.next_attempt_at > now {
                 continue;
             }
             rec.claim = Some(Claim {
@@ -626,10 +629,12 @@ impl StateBackend for NatsState {
             if rec.entry.planned.is_empty() && !e.planned.is_empty() {
                 rec.entry.planned = e.planned.clone();
             }
-            // One compare-and-set: if another worker got there first, it sends, not us.
-            if self.cas(B::Outbox, &key, to_json(&rec)?, rev).await? {
-                mine.push(rec.entry);
+            // One compare-and-set: if another worker got there first, it sends, not us (and
+            // the rest of the set, as above).
+            if !self.cas(B::Outbox, &key, to_json(&rec)?, rev).await? {
+                break;
             }
+            mine.push(rec.entry);
         }
         Ok(mine)
     }
