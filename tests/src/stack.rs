@@ -616,6 +616,53 @@ impl Endpoint {
     }
 }
 
+/// How long [`deliver_level`] keeps retrying one delivery.
+pub const DELIVERY_PATIENCE: Duration = Duration::from_secs(120);
+
+/// Posts one signed Shopify `inventory_levels/update` (`body`, delivery id `lvl-<item>`)
+/// through `ep` to `/webhooks/shop` until it is answered 200 (accepted, or duplicate of an
+/// earlier try), with the same delivery id on every try, as a platform does: no answer means
+/// the receiver died under the request (try again once it is back); a 503, with `retry_503`,
+/// that the queue is unreachable for now (try again shortly). Any other answer is returned.
+pub fn deliver_level(
+    ep: &Endpoint,
+    secret: &str,
+    item: u64,
+    body: &[u8],
+    retry_503: bool,
+) -> Result<(), crate::http::Resp> {
+    let h = crate::sign::shopify(
+        secret,
+        body,
+        "inventory_levels/update",
+        &format!("lvl-{item}"),
+    );
+    let deadline = deadline_in(DELIVERY_PATIENCE);
+    loop {
+        let (generation, addr) = ep.current(deadline);
+        let sent = crate::http::Conn::try_connect(addr)
+            .and_then(|mut c| c.send("POST", "/webhooks/shop", &h, body));
+        match sent {
+            Ok(r)
+                if r.status == 200
+                    && matches!(r.json()["status"].as_str(), Some("accepted" | "duplicate")) =>
+            {
+                return Ok(())
+            }
+            Ok(r) if r.status == 503 && retry_503 => {
+                assert!(
+                    Instant::now() < deadline,
+                    "item {item}: still 503 after {DELIVERY_PATIENCE:?}"
+                );
+                // The client's retry schedule (an input), not a wait for a condition.
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Ok(r) => return Err(r),
+            Err(_) => ep.wait_past(generation, deadline),
+        }
+    }
+}
+
 /// `<prefix>-<pid>-<n>`: a delivery id no other request of this test run uses.
 pub fn unique_id(prefix: &str) -> String {
     static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);

@@ -42,12 +42,12 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use stockhook_tests::config::toml_str;
-use stockhook_tests::http::{self, Conn, Resp};
+use stockhook_tests::http::{self, Resp};
 use stockhook_tests::proc::mail_files;
 use stockhook_tests::queue::queue_stats;
 use stockhook_tests::stack::{
-    cycles, eml_emails, expect_within, free_port, maildir_emails, smtp_sink_on, start_worker, stat,
-    wait_stats, Accounting, Email, Endpoint, TmpfsMount, XorShift,
+    cycles, deliver_level, eml_emails, expect_within, free_port, maildir_emails, smtp_sink_on,
+    start_worker, stat, wait_stats, Accounting, Email, Endpoint, TmpfsMount, XorShift,
 };
 use stockhook_tests::{deadline_in, sign, ConfigBuilder, Proc, SourceSpec, TestDir};
 
@@ -84,37 +84,17 @@ fn level(item: u64) -> Vec<u8> {
     .into_bytes()
 }
 
-/// Posts one item's level until it is answered 200 (accepted, or duplicate of an earlier try),
-/// with the same delivery id on every try. Anything else is recorded as unexpected.
+/// Posts one item's level until it is answered 200 ([`deliver_level`]). Anything else is
+/// recorded as unexpected.
 fn deliver(ep: &Endpoint, item: u64, unexpected: &Mutex<Vec<String>>) -> bool {
-    let body = level(item);
-    let h = sign::shopify(
-        SECRET,
-        &body,
-        "inventory_levels/update",
-        &format!("lvl-{item}"),
-    );
-    let deadline = deadline_in(PATIENCE);
-    loop {
-        let (generation, addr) = ep.current(deadline);
-        let sent =
-            Conn::try_connect(addr).and_then(|mut c| c.send("POST", "/webhooks/shop", &h, &body));
-        match sent {
-            Ok(r)
-                if r.status == 200
-                    && matches!(r.json()["status"].as_str(), Some("accepted" | "duplicate")) =>
-            {
-                return true
-            }
-            Ok(r) => {
-                unexpected
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push(format!("item {item}: {r:?}"));
-                return false;
-            }
-            // No answer: the receiver died under the request. Try again once it is back.
-            Err(_) => ep.wait_past(generation, deadline),
+    match deliver_level(ep, SECRET, item, &level(item), false) {
+        Ok(()) => true,
+        Err(r) => {
+            unexpected
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(format!("item {item}: {r:?}"));
+            false
         }
     }
 }

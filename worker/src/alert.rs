@@ -24,6 +24,13 @@ pub fn set_id<S: AsRef<str>>(ids: &[S]) -> String {
     set_digest(ids)[..32].to_string()
 }
 
+/// The email's Message-ID for the alert set with id `set` ([`set_id`]). The one rule, on both
+/// backends: the sender derives it from the *planned* set ([`OutboxEntry::planned`], written
+/// down before sending), so a resend after a crash or a takeover carries the same Message-ID.
+pub fn message_id(set: &str) -> String {
+    format!("<{set}@stockhook>")
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Rule {

@@ -212,19 +212,23 @@ impl Mailer {
     /// Renders `alerts` as one email to every one of `recipients` and delivers it. See the
     /// module doc for what `Ok` promises and how errors are classified.
     pub async fn send(&self, alerts: &[Alert], recipients: &[String]) -> Result<Sent, SendError> {
-        self.send_before(alerts, recipients, None).await
+        let ids: Vec<&str> = alerts.iter().map(|a| a.id.as_str()).collect();
+        self.send_before(&crate::alert::set_id(&ids), alerts, recipients, None)
+            .await
     }
 
-    /// [`Mailer::send`], but an SMTP exchange that would begin after `not_after` does not begin
-    /// (a transient error): the sender's claim on these alerts may have lapsed meanwhile (the
-    /// process was stopped), and another worker may be sending them.
+    /// [`Mailer::send`] as the alert set `set` (its Message-ID: [`crate::alert::message_id`]),
+    /// but an SMTP exchange that would begin after `not_after` does not begin (a transient
+    /// error): the sender's claim on these alerts may have lapsed meanwhile (the process was
+    /// stopped), and another worker may be sending them.
     pub async fn send_before(
         &self,
+        set: &str,
         alerts: &[Alert],
         recipients: &[String],
         not_after: Option<std::time::Instant>,
     ) -> Result<Sent, SendError> {
-        let message = render(alerts, &self.from, recipients, &self.stores)?;
+        let message = render_set(set, alerts, &self.from, recipients, &self.stores)?;
         let message_id = message_id_of(&message);
         let summary = Summary::of(alerts);
         match &self.transport {
@@ -447,6 +451,26 @@ pub fn render(
     recipients: &[String],
     stores: &Stores,
 ) -> Result<Message, SendError> {
+    let ids: Vec<&str> = alerts.iter().map(|a| a.id.as_str()).collect();
+    render_set(
+        &crate::alert::set_id(&ids),
+        alerts,
+        from,
+        recipients,
+        stores,
+    )
+}
+
+/// [`render`] as the alert set `set`: the Message-ID is the set's
+/// ([`crate::alert::message_id`]), whatever part of it `alerts` is (a set planned before a
+/// crash, some of whose alerts were delivered by another email since, keeps its id).
+pub fn render_set(
+    set: &str,
+    alerts: &[Alert],
+    from: &str,
+    recipients: &[String],
+    stores: &Stores,
+) -> Result<Message, SendError> {
     let alerts = content::order(alerts);
     if alerts.is_empty() {
         return Err(SendError::Permanent("no alerts to send".into()));
@@ -462,7 +486,6 @@ pub fn render(
         ))
     })?;
     let ids: Vec<&str> = alerts.iter().map(|a| a.id.as_str()).collect();
-    let digest = ids_digest(&ids);
     let items = content::items(&alerts);
     let subject = content::subject(&items);
     let text = content::text(&items, &subject, stores);
@@ -472,7 +495,7 @@ pub fn render(
     let mut builder = Message::builder()
         .from(from)
         .subject(subject)
-        .message_id(Some(format!("<{}@stockhook>", &digest[..32])))
+        .message_id(Some(crate::alert::message_id(set)))
         .date(UNIX_EPOCH + Duration::from_millis(u64::try_from(earliest).unwrap_or(0)))
         .raw_header(HeaderValue::new(
             HeaderName::new_from_ascii_str(ALERT_IDS_HEADER),
@@ -498,11 +521,6 @@ pub fn render(
     builder
         .multipart(body)
         .map_err(|e| SendError::Permanent(format!("building the email: {e}")))
-}
-
-/// Hex SHA-256 of the sorted, unique ids joined with `,`.
-fn ids_digest(ids: &[&str]) -> String {
-    crate::alert::set_digest(ids)
 }
 
 fn message_id_of(message: &Message) -> String {

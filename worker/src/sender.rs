@@ -12,10 +12,17 @@
 //! each endpoint: a delivery accepted just before a crash, not yet written down, is made again
 //! after the restart with that same id; the file transport never writes the same set twice.
 //!
+//! The id is the planned set's ([`crate::alert::set_id`] of `planned`, the Message-ID from
+//! [`crate::alert::message_id`]), on both backends: a set once planned keeps its members and its
+//! id, whatever part of it is still owed.
+//!
 //! With several workers on one state (NATS), a set is sent under a short claim, renewed while
 //! the delivery is in progress, so a dead worker's sets move to another worker in seconds and a
 //! slow one keeps its own; a delivery's outcome is written down with retries through a state
-//! outage rather than delivered again.
+//! outage rather than delivered again. There it is written down one alert at a time, so the
+//! worker taking a set over reads its other members: one marked delivered on a channel means
+//! the message went (the rest is written down, not sent again); one still owed but held by
+//! another worker makes the set wait, so it never goes out in parts.
 //!
 //! [`retry`]: crate::retry
 
@@ -151,7 +158,8 @@ pub async fn send_due<S: StateBackend>(
         e.materialize(&channels.route(&e.alert));
     }
     let mut sent = 0;
-    for chunk in plan(due, now) {
+    let mut work: std::collections::VecDeque<Vec<OutboxEntry>> = plan(due, now).into();
+    while let Some(chunk) = work.pop_front() {
         // Only what this worker claimed: with several workers on one state, each alert is
         // sent by exactly one of them.
         let recipients = chunk.first().map(recipients_of).unwrap_or_default();
@@ -167,13 +175,25 @@ pub async fn send_due<S: StateBackend>(
             let mut claimed = state
                 .claim_alerts(chunk.clone(), claimed_at + CLAIM_MS)
                 .await?;
-            if claimed.is_empty() {
-                break;
-            }
             for e in &mut claimed {
                 e.materialize(&channels.route(&e.alert));
             }
+            // The set the chunk was planned into: the claim hands back each entry's stored set,
+            // which another worker may have planned differently (from its own snapshot). Those
+            // are sent later in this pass, each with its own set.
+            let set = chunk.first().map(|e| e.planned.clone()).unwrap_or_default();
+            let (claimed, other): (Vec<_>, Vec<_>) =
+                claimed.into_iter().partition(|e| e.planned == set);
+            let mut by_set: BTreeMap<Vec<String>, Vec<OutboxEntry>> = BTreeMap::new();
+            for e in other {
+                by_set.entry(e.planned.clone()).or_default().push(e);
+            }
+            work.extend(by_set.into_values());
+            if claimed.is_empty() {
+                break;
+            }
             chunk = claimed;
+            let set_id = crate::alert::set_id(&set);
             // Only the entries this channel still owes, as the claim found them: with several
             // workers, another may have delivered (or rescheduled) some of them between our
             // snapshot and our claim, and an alert is never sent twice to a channel.
@@ -193,13 +213,31 @@ pub async fn send_due<S: StateBackend>(
                 state.update_alerts(ids, |_| {}, None).await?;
                 continue;
             }
+            // The set is one message per channel: if any member is marked delivered on this
+            // channel, it went (a worker stopped while writing it down); if a member still owed
+            // is not ours to send now, the set waits for it, never going out in parts.
+            let found = match on_channel(state, channels, &set, &chunk, name, at).await? {
+                SetOnChannel::Delivered(id) => Some(id),
+                SetOnChannel::Ours => None,
+                SetOnChannel::Wait => {
+                    tracing::info!(channel = %name, alerts = owed.len(), "part of a planned set is held elsewhere; it waits");
+                    state.update_alerts(ids, |_| {}, None).await?;
+                    // Two workers may each hold part of one set (each claimed from a snapshot
+                    // that showed the other's part taken): both let go, then come back after
+                    // a random pause, so one of them finds the whole set free and takes it.
+                    tokio::time::sleep(contention_pause()).await;
+                    break;
+                }
+            };
             let mut alerts: Vec<Alert> = chunk
                 .iter()
                 .filter(|e| owed.contains(&e.alert.id))
                 .map(|e| e.alert.clone())
                 .collect();
-            if let Some(l) = &policy.lookup {
-                l.enrich(&mut alerts).await;
+            if found.is_none() {
+                if let Some(l) = &policy.lookup {
+                    l.enrich(&mut alerts).await;
+                }
             }
             // Stalled (or paused) since the claim for half its life: it may have lapsed and
             // been taken over. Leave the set to the next pass, which claims again.
@@ -208,21 +246,29 @@ pub async fn send_due<S: StateBackend>(
                 break;
             }
             let started = std::time::Instant::now();
-            let (result, lost) = deliver_renewing(
-                state,
-                channels,
-                (name, &alerts, &recipients),
-                &ids,
-                not_after,
-            )
-            .await;
+            let (result, lost) = match &found {
+                Some(id) => {
+                    tracing::info!(channel = %name, alerts = alerts.len(), set = %set_id, "set already delivered on this channel; writing the rest of it down");
+                    (Ok(id.clone()), false)
+                }
+                None => {
+                    deliver_renewing(
+                        state,
+                        channels,
+                        (name, (&set_id, &alerts), &recipients),
+                        &ids,
+                        not_after,
+                    )
+                    .await
+                }
+            };
             let late = std::time::Instant::now() > not_after;
             if (lost || late) && result.is_err() {
                 // Another worker owns the set now, and its schedule: nothing to write down.
                 tracing::warn!(channel = %name, alerts = alerts.len(), "claim lost to another worker mid-delivery; it sends them");
                 break;
             }
-            if name == EMAIL {
+            if name == EMAIL && found.is_none() {
                 crate::metrics::EMAIL_SEND_SECONDS.observe(started.elapsed().as_secs_f64());
             }
             let now = now_ms();
@@ -276,6 +322,9 @@ pub async fn send_due<S: StateBackend>(
                     )
                     .await?;
             }
+            if found.is_some() {
+                continue;
+            }
             step.log(name, alerts.len());
             let status = match &step {
                 Step::Sent { .. } => "sent",
@@ -296,6 +345,70 @@ pub async fn send_due<S: StateBackend>(
         }
     }
     Ok(sent)
+}
+
+/// How long a worker that let go of part of a set waits before it looks again: random, so two
+/// workers that let go together do not come back together.
+fn contention_pause() -> Duration {
+    Duration::from_millis(100 + rand::random::<u64>() % 1_400)
+}
+
+/// Where a planned set stands on one channel, for the worker holding `mine` of it.
+enum SetOnChannel {
+    /// A member is marked delivered: the set went, with this id. The rest is written down
+    /// as delivered, not sent again.
+    Delivered(String),
+    /// Every member the channel still owes is in `mine` and due: send them, as the set.
+    Ours,
+    /// A member the channel owes is claimed by another worker, or not due yet.
+    Wait,
+}
+
+/// Reads the other members of `set` (those still planned into it) when `mine` is not all of
+/// it, and says where the set stands on `channel` at `now`.
+async fn on_channel<S: StateBackend>(
+    state: &Arc<S>,
+    channels: &Channels,
+    set: &[String],
+    mine: &[OutboxEntry],
+    channel: &str,
+    now: i64,
+) -> Result<SetOnChannel, crate::state::StateError> {
+    let held: BTreeSet<&str> = mine.iter().map(|e| e.alert.id.as_str()).collect();
+    let others: Vec<String> = set
+        .iter()
+        .filter(|id| !held.contains(id.as_str()))
+        .cloned()
+        .collect();
+    let mut members: Vec<OutboxEntry> = mine.to_vec();
+    if !others.is_empty() {
+        for mut e in state.alerts(others).await? {
+            if e.planned == set {
+                e.materialize(&channels.route(&e.alert));
+                members.push(e);
+            }
+        }
+    }
+    let delivered = members.iter().find_map(|e| {
+        e.channels
+            .get(channel)
+            .filter(|d| d.status == OutboxStatus::Sent)
+            .and_then(|d| d.delivery_id.clone())
+    });
+    if let Some(id) = delivered {
+        return Ok(SetOnChannel::Delivered(id));
+    }
+    let waiting = members.iter().any(|e| {
+        e.channels.get(channel).is_some_and(|d| {
+            d.status == OutboxStatus::Pending
+                && (d.next_attempt_at > now || !held.contains(e.alert.id.as_str()))
+        })
+    });
+    Ok(if waiting {
+        SetOnChannel::Wait
+    } else {
+        SetOnChannel::Ours
+    })
 }
 
 /// How long [`write_down`] keeps trying.
@@ -340,14 +453,14 @@ where
 async fn deliver_renewing<S: StateBackend>(
     state: &Arc<S>,
     channels: &Channels,
-    (name, alerts, recipients): (&str, &[Alert], &[String]),
+    (name, set, recipients): (&str, (&str, &[Alert]), &[String]),
     ids: &[String],
     not_after: std::time::Instant,
 ) -> (Result<String, Failure>, bool) {
     let every = Duration::from_millis(CLAIM_RENEW_MS as u64);
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let deliver = channels.deliver_before(name, alerts, recipients, Some(not_after));
+    let deliver = channels.deliver_before(name, set, recipients, Some(not_after));
     tokio::pin!(deliver);
     let mut lost = false;
     loop {
@@ -645,6 +758,13 @@ mod tests {
             let s = self.stored.lock().unwrap();
             Ok(s.values().filter(|e| keep(e)).cloned().collect())
         }
+        async fn alerts(
+            &self,
+            ids: Vec<String>,
+        ) -> Result<Vec<OutboxEntry>, crate::state::StateError> {
+            let s = self.stored.lock().unwrap();
+            Ok(ids.iter().filter_map(|id| s.get(id).cloned()).collect())
+        }
         async fn claim_alerts(
             &self,
             entries: Vec<OutboxEntry>,
@@ -697,7 +817,8 @@ mod tests {
 
     /// Another worker delivered x and y by email, and is between channels (claims released),
     /// when this worker, planning from an older snapshot, groups x, y and a new z into one set:
-    /// the email goes to z only, the webhook to all three, each once.
+    /// x and y keep the set they were planned into, so the email goes to z only, the webhook to
+    /// x and y as their set and to z as its own, each once.
     #[tokio::test]
     async fn a_stale_plan_never_sends_a_channel_twice() {
         use stockhook_tests::hooks::{HookServer, Kind};
@@ -721,6 +842,7 @@ mod tests {
             OutboxEntry::new(a, 0)
         };
         let (x, y, z) = (entry("x"), entry("y"), entry("z"));
+        let (x_id, y_id) = (x.alert.id.clone(), y.alert.id.clone());
         let snapshot = vec![x.clone(), y.clone(), z.clone()];
         let mut stored = BTreeMap::new();
         for mut e in [x, y] {
@@ -760,12 +882,49 @@ mod tests {
             }
         }
         assert_eq!(ids, vec![z.alert.id.clone()], "the email went to z only");
+        // ... as the set it was planned into, x, y and z (x and y had theirs already).
+        let z_set = crate::alert::set_id(&[&x_id, &y_id, &z.alert.id]);
+        assert!(
+            mail[0].contains(&format!(
+                "Message-ID: {}\r\n",
+                crate::alert::message_id(&z_set)
+            )),
+            "{}",
+            mail[0]
+        );
 
-        let got = hook.accepted();
-        assert_eq!(got.len(), 1);
+        let mut got: Vec<(String, Vec<String>)> = hook
+            .accepted()
+            .iter()
+            .map(|r| {
+                let body = r.json();
+                let ids = body["data"]["alerts"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|a| a["id"].as_str().map(String::from))
+                    .collect();
+                (body["data"]["id"].as_str().unwrap_or("").to_string(), ids)
+            })
+            .collect();
+        got.sort();
+        let mut want = vec![
+            (
+                crate::alert::set_id(&["x-and-y"]),
+                vec![x_id.clone(), y_id.clone()],
+            ),
+            (z_set.clone(), vec![z.alert.id.clone()]),
+        ];
+        for (_, ids) in &mut want {
+            ids.sort();
+        }
+        for (_, ids) in &mut got {
+            ids.sort();
+        }
+        want.sort();
         assert_eq!(
-            got[0].json()["data"]["alerts"].as_array().map(Vec::len),
-            Some(3)
+            got, want,
+            "each alert once on the webhook, in its planned set"
         );
         let s = state.stored.lock().unwrap();
         assert!(s.values().all(|e| e.status == OutboxStatus::Sent), "{s:#?}");

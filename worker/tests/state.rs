@@ -1359,3 +1359,112 @@ async fn claims_renew_lapse_to_another_worker_and_keep_the_planned_set() {
     );
     assert!(b.renew_claims(ids.clone(), now + 60_000).await.unwrap());
 }
+
+/// A set planned and claimed by a worker that died mid-send, taken over, on both backends (one
+/// rule, in the sender): where the dead worker had written one member down as emailed, the
+/// email went, so the rest is written down with that Message-ID and nothing is sent; where it
+/// had written nothing, the whole set goes out again, same members, with the Message-ID of the
+/// planned set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_planned_set_taken_over_keeps_its_members_and_message_id_on_both_backends() {
+    let dir = tempfile::tempdir().unwrap();
+    let sled = SledState::open(&dir.path().join("state")).unwrap();
+    takeover(Arc::new(sled), &dir.path().join("sled-mail")).await;
+    if let Some(bin) =
+        require_nats("a_planned_set_taken_over_keeps_its_members_and_message_id_on_both_backends")
+    {
+        let server = start(&bin).await;
+        let nats = state(&server.url).await;
+        takeover(Arc::new(nats), &dir.path().join("nats-mail")).await;
+    }
+}
+
+async fn takeover<S: StateBackend>(s: Arc<S>, data: &Path) {
+    use stockhook_worker::alert::{message_id, set_id, ChannelDelivery, EMAIL};
+    let batch: Vec<Prepared> = (0..6u64)
+        .map(|i| ev(700 + i, vec![level(&format!("t{i}"), "l", 1, 1)]))
+        .collect();
+    s.apply_batch(batch, rules(), 10, false).await.unwrap();
+    let due = s
+        .due_alerts(stockhook_shared::queue::now_ms())
+        .await
+        .unwrap();
+    assert_eq!(due.len(), 6);
+    // Two sets, planned and claimed by the worker that then died.
+    let plan = |part: &[stockhook_worker::alert::OutboxEntry]| {
+        let mut ids: Vec<String> = part.iter().map(|e| e.alert.id.clone()).collect();
+        ids.sort();
+        let planned: Vec<_> = part
+            .iter()
+            .cloned()
+            .map(|mut e| {
+                e.planned = ids.clone();
+                e
+            })
+            .collect();
+        (ids, planned)
+    };
+    let (went, went_entries) = plan(&due[..3]);
+    let (unsent, unsent_entries) = plan(&due[3..]);
+    let until = stockhook_shared::queue::now_ms() + 60_000;
+    for entries in [went_entries, unsent_entries] {
+        assert_eq!(s.claim_alerts(entries, until).await.unwrap().len(), 3);
+    }
+    // The first set's email was accepted, and one member written down, before the death.
+    let went_mid = message_id(&set_id(&went));
+    let mid = went_mid.clone();
+    s.update_alerts(
+        vec![went[0].clone()],
+        move |e| {
+            e.materialize(&[EMAIL.to_string()]);
+            let d = e
+                .channels
+                .entry(EMAIL.to_string())
+                .or_insert_with(|| ChannelDelivery::pending(0));
+            d.status = OutboxStatus::Sent;
+            d.sent_at = Some(1);
+            d.delivery_id = Some(mid.clone());
+            e.recompute();
+        },
+        None,
+    )
+    .await
+    .unwrap();
+
+    let config: Config = toml::from_str("[alerts]\nrecipients = [\"ops@example.com\"]\n").unwrap();
+    let mailer = stockhook_worker::email::Mailer::from_config(&config.email, data).unwrap();
+    let channels = stockhook_worker::channels::Channels::from_config(&config, mailer).unwrap();
+    let policy = stockhook_worker::sender::SendPolicy::from_config(&config);
+    stockhook_worker::sender::send_due(&s, &channels, &policy)
+        .await
+        .unwrap();
+
+    let mail: Vec<String> = std::fs::read_dir(data.join("mail"))
+        .unwrap()
+        .map(|f| std::fs::read_to_string(f.unwrap().path()).unwrap())
+        .collect();
+    assert_eq!(mail.len(), 1, "only the set that never went is sent");
+    let unsent_mid = message_id(&set_id(&unsent));
+    assert!(
+        mail[0].contains(&format!("Message-ID: {unsent_mid}\r\n")),
+        "{}",
+        mail[0]
+    );
+    for id in &unsent {
+        assert!(mail[0].contains(id.as_str()), "{id} in the resent set");
+    }
+    for id in &went {
+        assert!(!mail[0].contains(id.as_str()), "{id} not sent again");
+    }
+    let outbox = s.outbox(|_| true).await.unwrap();
+    assert_eq!(outbox.len(), 6);
+    for e in &outbox {
+        assert_eq!(e.status, OutboxStatus::Sent, "{e:?}");
+        let want = if went.contains(&e.alert.id) {
+            &went_mid
+        } else {
+            &unsent_mid
+        };
+        assert_eq!(e.message_id.as_ref(), Some(want), "{e:?}");
+    }
+}

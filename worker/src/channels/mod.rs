@@ -135,16 +135,20 @@ impl Channels {
         alerts: &[Alert],
         recipients: &[String],
     ) -> Result<String, Failure> {
-        self.deliver_before(channel, alerts, recipients, None).await
+        let ids: Vec<&str> = alerts.iter().map(|a| a.id.as_str()).collect();
+        let set = crate::alert::set_id(&ids);
+        self.deliver_before(channel, (&set, alerts), recipients, None)
+            .await
     }
 
-    /// [`Channels::deliver`], but a delivery that would begin after `not_after` does not (a
-    /// transient failure); for email the check is made right before the SMTP exchange
-    /// ([`crate::email::Mailer::send_before`]).
+    /// [`Channels::deliver`] of `alerts` as the alert set `set` (the id every channel carries:
+    /// the sender's planned set, [`crate::alert::set_id`]), but a delivery that would begin
+    /// after `not_after` does not (a transient failure); for email the check is made right
+    /// before the SMTP exchange ([`crate::email::Mailer::send_before`]).
     pub async fn deliver_before(
         &self,
         channel: &str,
-        alerts: &[Alert],
+        (set, alerts): (&str, &[Alert]),
         recipients: &[String],
         not_after: Option<std::time::Instant>,
     ) -> Result<String, Failure> {
@@ -168,7 +172,7 @@ impl Channels {
             }
             return self
                 .mailer
-                .send_before(alerts, &to, not_after)
+                .send_before(set, alerts, &to, not_after)
                 .await
                 .map(|sent| sent.message_id)
                 .map_err(Failure::from);
@@ -182,10 +186,20 @@ impl Channels {
         };
         let started = std::time::Instant::now();
         let result = match &hook.kind {
-            HookKind::Slack => slack::send(&self.poster, channel, hook.url.expose(), alerts).await,
+            HookKind::Slack => {
+                slack::send(&self.poster, channel, hook.url.expose(), set, alerts).await
+            }
             HookKind::Webhook { key } => {
                 let now = stockhook_shared::queue::now_ms() / 1000;
-                webhook::send(&self.poster, channel, hook.url.expose(), key, alerts, now).await
+                webhook::send(
+                    &self.poster,
+                    channel,
+                    hook.url.expose(),
+                    key,
+                    (set, alerts),
+                    now,
+                )
+                .await
             }
         };
         let kind = match hook.kind {

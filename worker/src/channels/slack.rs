@@ -10,7 +10,7 @@
 
 use super::http::{Outcome, Poster};
 use super::Failure;
-use crate::alert::{set_id, Alert, Rule};
+use crate::alert::{Alert, Rule};
 use crate::email::SendError;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -18,8 +18,9 @@ use std::fmt::Write as _;
 /// Most items listed in one message; the rest are counted.
 const MAX_LINES: usize = 40;
 
-/// The message body for `alerts`: deterministic for a set (sorted by rule, source, name).
-pub fn render(alerts: &[Alert]) -> String {
+/// The message body for `alerts`, of the alert set `set`: deterministic for a set (sorted by
+/// rule, source, name).
+pub fn render(set: &str, alerts: &[Alert]) -> String {
     let mut alerts: Vec<&Alert> = alerts.iter().collect();
     alerts.sort_by(|a, b| {
         (a.rule, &a.source, a.display_name(), &a.id).cmp(&(
@@ -30,7 +31,6 @@ pub fn render(alerts: &[Alert]) -> String {
         ))
     });
     alerts.dedup_by(|a, b| a.id == b.id);
-    let ids: Vec<&str> = alerts.iter().map(|a| a.id.as_str()).collect();
     let mut counts: BTreeMap<Rule, usize> = BTreeMap::new();
     for a in &alerts {
         *counts.entry(a.rule).or_default() += 1;
@@ -76,7 +76,7 @@ pub fn render(alerts: &[Alert]) -> String {
     if alerts.len() > MAX_LINES {
         let _ = writeln!(text, "…and {} more", alerts.len() - MAX_LINES);
     }
-    let _ = write!(text, "_stockhook alert set {}_", set_id(&ids));
+    let _ = write!(text, "_stockhook alert set {set}_");
     text
 }
 
@@ -87,16 +87,16 @@ fn escape(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
-/// Posts the set to Slack. `Ok` carries the set id.
+/// Posts the alert set `set` to Slack. `Ok` carries the set id.
 pub async fn send(
     poster: &Poster,
     channel: &str,
     url: &str,
+    set: &str,
     alerts: &[Alert],
 ) -> Result<String, Failure> {
-    let ids: Vec<&str> = alerts.iter().map(|a| a.id.as_str()).collect();
-    let id = set_id(&ids);
-    let body = serde_json::json!({ "text": render(alerts) }).to_string();
+    let id = set.to_string();
+    let body = serde_json::json!({ "text": render(set, alerts) }).to_string();
     let what = format!("Slack channel {channel}");
     match poster.post(url, &[], body.into_bytes(), &what).await {
         Outcome::Delivered { .. } => Ok(id),

@@ -14,7 +14,7 @@
 
 use super::http::{Outcome, Poster};
 use super::Failure;
-use crate::alert::{set_id, Alert};
+use crate::alert::Alert;
 use crate::email::SendError;
 use serde_json::json;
 use stockhook_shared::standard_webhooks::sign_headers;
@@ -22,12 +22,11 @@ use stockhook_shared::standard_webhooks::sign_headers;
 /// The payload's `type`.
 pub const EVENT_TYPE: &str = "stockhook.alerts";
 
-/// The body for `alerts` (deterministic for a set).
-pub fn render(alerts: &[Alert]) -> Vec<u8> {
+/// The body for `alerts`, of the alert set `set` (deterministic for a set).
+pub fn render(set: &str, alerts: &[Alert]) -> Vec<u8> {
     let mut alerts: Vec<&Alert> = alerts.iter().collect();
     alerts.sort_by(|a, b| a.id.cmp(&b.id));
     alerts.dedup_by(|a, b| a.id == b.id);
-    let ids: Vec<&str> = alerts.iter().map(|a| a.id.as_str()).collect();
     let earliest = alerts.iter().map(|a| a.created_at).min().unwrap_or(0);
     let items: Vec<serde_json::Value> = alerts
         .iter()
@@ -44,24 +43,24 @@ pub fn render(alerts: &[Alert]) -> Vec<u8> {
     json!({
         "type": EVENT_TYPE,
         "timestamp": crate::email::rfc3339(earliest),
-        "data": { "id": set_id(&ids), "alerts": items },
+        "data": { "id": set, "alerts": items },
     })
     .to_string()
     .into_bytes()
 }
 
-/// Posts the set, signed with `key` at `now_unix`. `Ok` carries the set id (`webhook-id`).
+/// Posts the alert set `set`, signed with `key` at `now_unix`. `Ok` carries the set id
+/// (`webhook-id`).
 pub async fn send(
     poster: &Poster,
     channel: &str,
     url: &str,
     key: &[u8],
-    alerts: &[Alert],
+    (set, alerts): (&str, &[Alert]),
     now_unix: i64,
 ) -> Result<String, Failure> {
-    let ids: Vec<&str> = alerts.iter().map(|a| a.id.as_str()).collect();
-    let id = set_id(&ids);
-    let body = render(alerts);
+    let id = set.to_string();
+    let body = render(set, alerts);
     let headers = sign_headers(key, &id, now_unix, &body);
     let what = format!("webhook channel {channel}");
     match poster.post(url, &headers, body, &what).await {

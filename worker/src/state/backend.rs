@@ -55,10 +55,19 @@ pub trait StateBackend: Send + Sync + 'static {
     where
         F: Fn(&OutboxEntry) -> bool + Send + Sync + 'static;
 
+    /// The outbox entries with these ids as stored now, in any status (those not found are
+    /// left out): the sender reads the other members of a planned set with it.
+    fn alerts(
+        &self,
+        ids: Vec<String>,
+    ) -> impl Future<Output = Result<Vec<OutboxEntry>, StateError>> + Send;
+
     /// Takes the right to send these due entries until `until_ms`: returns those this process
     /// may send now. With one worker per state (sled) that is all of them; with several, each
     /// entry goes to exactly one claimer, so two workers never send the same alert. Each claimed
-    /// entry's `planned` set (the email it goes into) is written down with the claim.
+    /// entry's `planned` set (the email it goes into) is written down with the claim, unless it
+    /// has one already: a set once planned keeps its members (the returned entries carry the
+    /// stored set).
     fn claim_alerts(
         &self,
         entries: Vec<OutboxEntry>,
@@ -182,13 +191,30 @@ impl StateBackend for SledState {
         self.blocking(move |s| s.outbox(keep)).await
     }
 
+    async fn alerts(&self, ids: Vec<String>) -> Result<Vec<OutboxEntry>, StateError> {
+        self.blocking(move |s| {
+            let mut out = Vec::with_capacity(ids.len());
+            for id in &ids {
+                match s.alert(id) {
+                    Ok(e) => out.push(e),
+                    Err(StateError::NotFound(_)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     async fn claim_alerts(
         &self,
         entries: Vec<OutboxEntry>,
         _until_ms: i64,
     ) -> Result<Vec<OutboxEntry>, StateError> {
         // One worker holds the database: nobody else can send them. The claim only writes down
-        // the email each entry is planned into (before it is sent).
+        // the email each entry is planned into (before it is sent), unless it has one: a set
+        // once planned keeps its members, as on NATS. (The sender's snapshot is the stored
+        // truth here, so an entry planned before still carries that set.)
         let mine: Vec<OutboxEntry> = entries
             .into_iter()
             .filter(|e| e.status == OutboxStatus::Pending)
@@ -204,7 +230,7 @@ impl StateBackend for SledState {
                 s.update_alerts(
                     &ids,
                     move |e| {
-                        if let Some(p) = plans.get(&e.alert.id) {
+                        if let Some(p) = plans.get(&e.alert.id).filter(|_| e.planned.is_empty()) {
                             e.planned = p.clone();
                         }
                     },

@@ -588,6 +588,16 @@ impl StateBackend for NatsState {
             .collect())
     }
 
+    async fn alerts(&self, ids: Vec<String>) -> Result<Vec<OutboxEntry>, StateError> {
+        let mut out = Vec::with_capacity(ids.len());
+        for id in &ids {
+            if let (Some(cur), _) = self.get(B::Outbox, id).await? {
+                out.push(from_json::<OutboxRec>(id, &cur)?.entry);
+            }
+        }
+        Ok(out)
+    }
+
     async fn claim_alerts(
         &self,
         entries: Vec<OutboxEntry>,
@@ -600,10 +610,13 @@ impl StateBackend for NatsState {
             let (cur, rev) = self.get(B::Outbox, &key).await?;
             let Some(cur) = cur else { continue };
             let mut rec: OutboxRec = from_json(&key, &cur)?;
-            if rec.entry.status != OutboxStatus::Pending
-                || rec.entry.next_attempt_at > now
-                || rec.claimed_by_other(&self.owner, now)
-            {
+            // Another worker is sending this one: it claims the entries in the same order, so
+            // it is taking this set; leave it the rest (two workers each holding part of one
+            // set would both wait for the other).
+            if rec.claimed_by_other(&self.owner, now) {
+                break;
+            }
+            if rec.entry.status != OutboxStatus::Pending || rec.entry.next_attempt_at > now {
                 continue;
             }
             rec.claim = Some(Claim {
@@ -616,10 +629,12 @@ impl StateBackend for NatsState {
             if rec.entry.planned.is_empty() && !e.planned.is_empty() {
                 rec.entry.planned = e.planned.clone();
             }
-            // One compare-and-set: if another worker got there first, it sends, not us.
-            if self.cas(B::Outbox, &key, to_json(&rec)?, rev).await? {
-                mine.push(rec.entry);
+            // One compare-and-set: if another worker got there first, it sends, not us (and
+            // the rest of the set, as above).
+            if !self.cas(B::Outbox, &key, to_json(&rec)?, rev).await? {
+                break;
             }
+            mine.push(rec.entry);
         }
         Ok(mine)
     }
