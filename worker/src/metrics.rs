@@ -17,6 +17,8 @@ pub static EVENTS: LazyLock<CounterVec> = LazyLock::new(CounterVec::default);
 pub static ALERTS: LazyLock<CounterVec> = LazyLock::new(CounterVec::default);
 /// Catalog syncs by source and outcome (`ok`, `failed`, `unauthorized`).
 pub static SYNCS: LazyLock<CounterVec> = LazyLock::new(CounterVec::default);
+/// Failed lease calls (the drain loop then waits, with a growing pause, before the next).
+pub static LEASE_FAILURES: LazyLock<CounterVec> = LazyLock::new(CounterVec::default);
 /// Seconds one email send (SMTP exchange or `.eml` write) took, whatever its result.
 pub static EMAIL_SEND_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
     Histogram::new(&[0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
@@ -51,6 +53,12 @@ pub fn render() -> String {
         "stockhook_worker_syncs_total",
         "Catalog syncs from the platform APIs, by source and outcome (ok, failed, unauthorized).",
         &["source", "outcome"],
+    );
+    LEASE_FAILURES.render(
+        &mut out,
+        "stockhook_worker_lease_failures_total",
+        "Lease calls to the queue that failed; each is followed by a growing pause.",
+        &[],
     );
     EMAIL_SEND_SECONDS.render(
         &mut out,

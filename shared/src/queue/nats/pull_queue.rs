@@ -3,6 +3,7 @@
 //! letters. Split from [`super`] (connection, streams, the receiver's sink) so each reads on its
 //! own; the layout and semantics are described there.
 
+use super::super::protocol::MAX_LEASE_BYTES;
 use super::*;
 
 struct Held {
@@ -80,6 +81,15 @@ impl NatsQueue {
 
     fn err(&self, context: &str, e: impl std::fmt::Display) -> QueueError {
         self.opts.err(context, e)
+    }
+
+    /// The byte cap of one fetch: [`MAX_LEASE_BYTES`], raised to what one message may be (the
+    /// server's `max_payload`, plus room for its subject and headers) so a lease always carries
+    /// at least one event; the server answers a fetch whose first message is over the cap with
+    /// an error, not with that message.
+    fn lease_bytes(&self) -> usize {
+        let one = self.client.server_info().max_payload + (64 << 10);
+        MAX_LEASE_BYTES.max(one)
     }
 
     fn take(&self, id: EventId) -> Option<Held> {
@@ -253,6 +263,7 @@ impl QueueOps for NatsQueue {
             .consumer
             .fetch()
             .max_messages(max.max(1))
+            .max_bytes(self.lease_bytes())
             .expires(Duration::from_millis(wait_ms.max(10)))
             .messages()
             .await
@@ -260,7 +271,16 @@ impl QueueOps for NatsQueue {
         let mut got = Vec::new();
         let mut exhausted = Vec::new();
         while let Some(m) = batch.next().await {
-            let m = m.map_err(|e| self.err("fetching", e))?;
+            let m = match m {
+                Ok(m) => m,
+                // The server ends a fetch with a status when the next message would pass the
+                // byte cap: what came before it is this lease.
+                Err(e) if !got.is_empty() || !exhausted.is_empty() => {
+                    tracing::debug!(error = %e, events = got.len(), "fetch ended early");
+                    break;
+                }
+                Err(e) => return Err(self.err("fetching", e)),
+            };
             let (seq, delivered) = {
                 let info = m.info().map_err(|e| self.err("message info", e))?;
                 (info.stream_sequence, info.delivered.max(1) as u32)

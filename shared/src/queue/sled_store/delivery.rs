@@ -2,13 +2,38 @@
 //! ack and fail. Split from [`super`] so the append path and the delivery path each read on
 //! their own; same invariants (leases live only in memory, attempts are persisted).
 
+use super::super::protocol::MAX_LEASE_BYTES;
 use super::*;
 
+/// What leasing one picked event came to.
+enum Load {
+    Got(Leased),
+    /// Gone from the store, or dead-lettered as unreadable.
+    Gone,
+    /// Over the lease's byte cap: back to ready.
+    Full,
+}
+
 impl SledStore {
-    /// Takes up to `max` deliverable events and leases them until `now + lease_ms`.
+    /// Takes up to `max` deliverable events, and at most [`MAX_LEASE_BYTES`] of them, and
+    /// leases them until `now + lease_ms`.
     pub fn lease_now(
         &self,
         max: usize,
+        lease_ms: u64,
+        now: i64,
+    ) -> Result<Vec<Leased>, QueueError> {
+        self.lease_capped(max, MAX_LEASE_BYTES, lease_ms, now)
+    }
+
+    /// Takes up to `max` deliverable events whose encoded envelopes add up to at most
+    /// `max_bytes`, but always the first one however big (a lease that could carry nothing would
+    /// stall the queue), and leases them until `now + lease_ms`. What the cap leaves out stays
+    /// ready, in order, with no attempt counted.
+    pub fn lease_capped(
+        &self,
+        max: usize,
+        max_bytes: usize,
         lease_ms: u64,
         now: i64,
     ) -> Result<Vec<Leased>, QueueError> {
@@ -26,12 +51,18 @@ impl SledStore {
                 .collect()
         };
         let mut out = Vec::with_capacity(picked.len());
-        for (id, _) in picked {
+        let mut out_bytes = 0usize;
+        let mut picked = picked.into_iter();
+        while let Some((id, _)) = picked.next() {
             let k = id.to_be_bytes();
-            let loaded = (|| -> Result<Option<Leased>, QueueError> {
+            let loaded = (|| -> Result<Load, QueueError> {
                 let Some(bytes) = self.event_bytes(id)? else {
-                    return Ok(None);
+                    return Ok(Load::Gone);
                 };
+                if !out.is_empty() && out_bytes + bytes.len() > max_bytes {
+                    return Ok(Load::Full);
+                }
+                out_bytes += bytes.len();
                 let mut rec = self
                     .state
                     .get(k)
@@ -43,21 +74,31 @@ impl SledStore {
                     .insert(k, rec.encode())
                     .map_err(storage("counting attempt"))?;
                 match Envelope::decode(&bytes) {
-                    Ok(envelope) => Ok(Some(Leased {
+                    Ok(envelope) => Ok(Load::Got(Leased {
                         envelope,
                         attempts: rec.attempts,
                     })),
                     Err(e) => {
                         // Unreadable bytes can never be processed: dead-letter with the reason.
                         self.mark_dead(id, rec.attempts, &e.to_string(), now)?;
-                        Ok(None)
+                        Ok(Load::Gone)
                     }
                 }
             })();
             match loaded {
-                Ok(Some(l)) => out.push(l),
-                Ok(None) => {
+                Ok(Load::Got(l)) => out.push(l),
+                Ok(Load::Gone) => {
                     self.lock().leased.remove(&id);
+                }
+                Ok(Load::Full) => {
+                    // The byte cap: this one and the rest go back to ready, untouched.
+                    let mut idx = self.lock();
+                    for id in std::iter::once(id).chain(picked.map(|(id, _)| id)) {
+                        if let Some((_, src)) = idx.leased.remove(&id) {
+                            idx.ready.insert(id, src);
+                        }
+                    }
+                    break;
                 }
                 Err(e) => {
                     // Put it back so it is not stuck leased, and report.
