@@ -9,7 +9,7 @@
 #                                            stockhook-bench, bare-hyper
 #
 # Env: ROUNDS (3), SECS (10, per load run), NB (20000, events for write_bytes), ND (50000, backlog
-# events), OUT (/tmp/sh-seg-bench).
+# events), OUT (/tmp/sh-seg-bench); ONLY=load|bytes|backlog runs that part alone.
 set -euo pipefail
 B=$(realpath "${1:-target/release}")
 ROUNDS=${ROUNDS:-3}
@@ -64,7 +64,7 @@ row() { # label file
 }
 
 echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
-for c in 128 1; do
+for c in $( [ -z "${ONLY:-}" ] || [ "${ONLY:-}" = load ] && echo 128 1 ); do
   echo
   echo "### c=$c, ${SECS} s each, bodies 1,536 B"
   echo
@@ -79,6 +79,7 @@ for c in 128 1; do
   done
 done
 
+if [ -z "${ONLY:-}" ] || [ "${ONLY:-}" = bytes ]; then
 echo
 echo "### Bytes written per event ($NB events at c=128, no worker)"
 echo
@@ -98,7 +99,9 @@ for dest in "$OUT/rx.log" /dev/null; do
   per=$(( (w1 - w0) / NB ))
   printf '| %s | %s B | %.2f× | %s B | %s |\n' "$dest" "$per" "$(echo "$per / $body" | bc -l)" "$(( seg / NB ))" "$hwm"
 done
+fi
 
+if [ -z "${ONLY:-}" ] || [ "${ONLY:-}" = backlog ]; then
 echo
 echo "### Worker backlog drain ($ND products/update of 1,536 B)"
 echo
@@ -114,5 +117,6 @@ for r in $(seq 1 "$ROUNDS"); do
   printf '| %s | %s | %s | %s |\n' "$r" "$(j '.drain_events_per_s|floor' "$OUT/backlog.json")" \
     "$(j .worker_vm_hwm_mib "$OUT/backlog.json")" "$(j '.append_rps|floor' "$OUT/backlog.json")"
 done
+fi
 echo
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
