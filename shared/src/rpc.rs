@@ -24,7 +24,8 @@ use tokio::sync::{watch, Mutex};
 
 /// The protocol version both sockets speak.
 pub const VERSION: u32 = 1;
-/// Largest frame either side accepts (a lease of many 2 MiB bodies stays far below this).
+/// Largest frame either side accepts (a lease answer is capped well below this:
+/// [`crate::queue::protocol::MAX_LEASE_BYTES`]).
 pub const MAX_FRAME: usize = 512 << 20;
 
 /// One request: the version and a socket's own operation, flattened beside it.

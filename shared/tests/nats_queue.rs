@@ -342,3 +342,36 @@ async fn a_held_lease_is_kept_alive_past_the_ack_wait_and_lapses_when_its_holder
     );
     other.ack(vec![id]).await.unwrap();
 }
+
+#[tokio::test]
+async fn a_lease_is_capped_by_bytes_and_carries_at_least_one_event() {
+    use stockhook_shared::queue::protocol::MAX_LEASE_BYTES;
+    let Some(bin) = nats::require("a_lease_is_capped_by_bytes_and_carries_at_least_one_event")
+    else {
+        return;
+    };
+    let server = NatsServer::start(&bin);
+    let sink = NatsSink::connect(opts(&server.url)).await.unwrap();
+    let q = NatsQueue::connect(opts(&server.url)).await.unwrap();
+    // The server's default max_payload is 1 MiB: bodies of 900 KiB, 40 of them, are more than
+    // one lease may carry.
+    let body = "x".repeat(900 << 10);
+    let n = 40;
+    for _ in 0..n {
+        accepted(sink.append(event("shop", None, &body)).await.unwrap());
+    }
+    let mut sizes = Vec::new();
+    while sizes.iter().sum::<usize>() < n {
+        let got = q.lease(256, 2000, 0).await.unwrap();
+        assert!(!got.is_empty(), "events left unleased: {sizes:?}");
+        let bytes: usize = got.iter().map(|l| l.envelope.encode().len()).sum();
+        assert!(
+            got.len() == 1 || bytes <= MAX_LEASE_BYTES,
+            "{} events, {bytes} bytes in one lease",
+            got.len()
+        );
+        sizes.push(got.len());
+    }
+    assert!(sizes.len() >= 2, "one lease carried everything: {sizes:?}");
+    assert_eq!(sizes.iter().sum::<usize>(), n, "{sizes:?}");
+}

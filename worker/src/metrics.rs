@@ -23,6 +23,8 @@ pub static SYNC_ITEMS: LazyLock<CounterVec> = LazyLock::new(CounterVec::default)
 pub static SYNC_CORRECTIONS: LazyLock<CounterVec> = LazyLock::new(CounterVec::default);
 /// Start of the last successful sync per source (Unix seconds).
 pub static SYNC_LAST_SUCCESS: LazyLock<GaugeVec> = LazyLock::new(GaugeVec::default);
+/// Failed lease calls (the drain loop then waits, with a growing pause, before the next).
+pub static LEASE_FAILURES: LazyLock<CounterVec> = LazyLock::new(CounterVec::default);
 /// Seconds one email send (SMTP exchange or `.eml` write) took, whatever its result.
 pub static EMAIL_SEND_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
     Histogram::new(&[0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
@@ -75,6 +77,12 @@ pub fn render() -> String {
         "stockhook_sync_last_success_timestamp_seconds",
         "Start of the last successful catalog sync, by source (Unix time).",
         &["source"],
+    );
+    LEASE_FAILURES.render(
+        &mut out,
+        "stockhook_worker_lease_failures_total",
+        "Lease calls to the queue that failed; each is followed by a growing pause.",
+        &[],
     );
     EMAIL_SEND_SECONDS.render(
         &mut out,

@@ -194,7 +194,8 @@ async fn drain<S: StateBackend>(
                         tracing::info!(queue = %c.describe(), "queue reachable again");
                     }
                     warned = false;
-                    backoff.reset();
+                    // Reset only by a lease that works: a queue that accepts connections and
+                    // refuses leases must keep backing off.
                     client.insert(c)
                 }
                 Err(e) => {
@@ -212,10 +213,26 @@ async fn drain<S: StateBackend>(
             },
         };
         let leased = match c.lease(batch, LEASE_WAIT_MS, lease_ms).await {
-            Ok(l) => l,
+            Ok(l) => {
+                backoff.reset();
+                l
+            }
             Err(e) => {
-                tracing::warn!(error = %e, "lease failed; reconnecting");
+                // Connecting may well work again at once while leasing keeps failing (a queue
+                // that refuses every lease): wait, longer each time, instead of spinning.
+                let delay = backoff.next_delay();
+                metrics::LEASE_FAILURES.inc(&[]);
+                tracing::warn!(
+                    error = %e,
+                    retry_in_ms = delay.as_millis() as u64,
+                    "lease failed; reconnecting after a pause"
+                );
                 client = None;
+                let mut stop = stop.clone();
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = stop.changed() => {}
+                }
                 continue;
             }
         };

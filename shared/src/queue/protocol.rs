@@ -5,7 +5,7 @@
 //! | op | request fields | result |
 //! |---|---|---|
 //! | `hello` | | `{"server": "...", "versions": [1]}` |
-//! | `lease` | `max`, `wait_ms` (long poll), `lease_ms` | `[WireLeased]` |
+//! | `lease` | `max`, `wait_ms` (long poll), `lease_ms` | `[WireLeased]`, at most [`MAX_LEASE_BYTES`] of events (always at least one) |
 //! | `ack` | `ids` | `null` |
 //! | `fail` | `id`, `failure` (`{"kind":"transient","error","retry_at_ms"}` or `{"kind":"permanent","error"}`) | `null` |
 //! | `dead_list` | `filter` | `[DeadLetter]` |
@@ -23,6 +23,13 @@ use crate::envelope::{Envelope, EventId};
 use crate::rpc::Response;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
+
+/// The most a lease answer carries, in encoded envelopes (bodies and headers): the queue takes
+/// events until the next would pass this, but always the first one. On the wire (base64 in
+/// JSON) that is about 1.4x, far below [`crate::rpc::MAX_FRAME`] whatever `max` asks; 256
+/// bodies of 2 MiB would not be (issue 12). One event alone is bounded by
+/// `receiver.max_body_bytes`.
+pub const MAX_LEASE_BYTES: usize = 32 << 20;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]

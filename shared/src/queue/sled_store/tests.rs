@@ -245,3 +245,43 @@ fn second_open_fails_at_once_as_locked() {
         Ok(_) => panic!("expected Locked, opened twice"),
     }
 }
+
+#[test]
+fn a_lease_is_capped_by_bytes_and_carries_at_least_one_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = SledStore::open(&dir.path().join("queue"), opts()).unwrap();
+    let sized = |at: i64, n: usize| NewEvent {
+        body: vec![b'x'; n].into(),
+        ..ev("a", None, at)
+    };
+    // Ten 1 KiB bodies, then one larger than the whole cap, then one more.
+    let mut batch: Vec<NewEvent> = (0..10).map(|i| sized(i, 1024)).collect();
+    batch.push(sized(10, 8192));
+    batch.push(sized(11, 1024));
+    let ids: Vec<EventId> = q.append_batch(&batch).iter().map(accepted).collect();
+    const CAP: usize = 4096;
+    let mut leases: Vec<Vec<(EventId, u32)>> = Vec::new();
+    loop {
+        let got = q.lease_capped(256, CAP, 60_000, 100).unwrap();
+        if got.is_empty() {
+            break;
+        }
+        let bytes: usize = got.iter().map(|l| l.envelope.encode().len()).sum();
+        assert!(
+            got.len() == 1 || bytes <= CAP,
+            "{} events, {bytes} bytes in one lease",
+            got.len()
+        );
+        leases.push(got.iter().map(|l| (l.envelope.id, l.attempts)).collect());
+    }
+    let sizes: Vec<usize> = leases.iter().map(Vec::len).collect();
+    // ~1.1 KiB encoded each: three fit under 4 KiB; the 8 KiB one goes alone.
+    assert_eq!(sizes, vec![3, 3, 3, 1, 1, 1], "{sizes:?}");
+    let all: Vec<EventId> = leases.iter().flatten().map(|(id, _)| *id).collect();
+    assert_eq!(all, ids, "every event once, in arrival order");
+    assert!(
+        leases.iter().flatten().all(|(_, attempts)| *attempts == 1),
+        "what the cap left out was not counted as an attempt"
+    );
+    assert_eq!(q.stats().leased, ids.len() as u64);
+}

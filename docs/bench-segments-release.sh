@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# Issue 12's targets for the segment log (queue format 3), on release binaries: bare hyper and
+# the receiver side by side in each round (server on core 0, load on core 1), so the figures to
+# read are the ratios of one round. Prints one markdown table per measure; raw JSON lines go to
+# $OUT/raw.jsonl.
+#
+#   docs/bench-segments-release.sh [B]      B = release binaries (default target/release):
+#                                            stockhook-receiver, stockhook-worker,
+#                                            stockhook-bench, bare-hyper
+#
+# Env: ROUNDS (3), SECS (10, per load run), NB (20000, events for write_bytes), ND (50000, backlog
+# events), OUT (/tmp/sh-seg-bench); ONLY=load|bytes|backlog runs that part alone.
+set -euo pipefail
+B=$(realpath "${1:-target/release}")
+ROUNDS=${ROUNDS:-3}
+SECS=${SECS:-10}
+NB=${NB:-20000}
+ND=${ND:-50000}
+OUT=${OUT:-/tmp/sh-seg-bench}
+PORT=18280
+BPORT=18290
+mkdir -p "$OUT"
+: > "$OUT/raw.jsonl"
+cat > "$OUT/stockhook.toml" <<EOT
+data_dir = "$OUT/data"
+log_format = "json"
+[receiver]
+listen = "127.0.0.1:$PORT"
+[alerts]
+recipients = ["ops@example.com"]
+[email]
+from = "stockhook@example.com"
+[[sources]]
+name = "bench"
+platform = "shopify"
+scheme = "shopify-hmac"
+secrets = ["bench-secret"]
+EOT
+URL="http://127.0.0.1:$PORT/webhooks/bench"
+wait_up() { for _ in $(seq 1 600); do curl -sf "localhost:$1/healthz" >/dev/null 2>&1 && return 0; sleep 0.1; done; echo "port $1 not up" >&2; return 1; }
+stop() { kill -TERM "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
+j() { jq -r "$1" "$2"; }
+
+# $1 = where the receiver's log goes (a file, as in PERFORMANCE.md, or /dev/null).
+start_rx() {
+  rm -rf "$OUT/data"
+  taskset -c 0 "$B/stockhook-receiver" --config "$OUT/stockhook.toml" serve >/dev/null 2>"$1" &
+  RX=$!
+  wait_up $PORT
+}
+load() { # target url c pid -> json file
+  taskset -c 1 "$B/stockhook-bench" ${1:+--target $1} --url "$2" -c "$3" -d "${SECS}s" --pid "$4" --json > "$OUT/load.json"
+  cat "$OUT/load.json" >> "$OUT/raw.jsonl"
+}
+bare() { # c
+  taskset -c 0 "$B/bare-hyper" "127.0.0.1:$BPORT" >/dev/null & local p=$!
+  for _ in $(seq 1 100); do curl -s -o /dev/null -X POST "localhost:$BPORT/" 2>/dev/null && break; sleep 0.05; done
+  load bare "http://127.0.0.1:$BPORT/webhooks/bench" "$1" $p
+  stop $p
+}
+row() { # label file
+  printf '| %s | %s | %s | %s | %s | %s |\n' "$1" "$(j '.rps|floor' "$2")" "$(j '.latency.p50_ms' "$2")" \
+    "$(j '.latency.p99_ms' "$2")" "$(j '.rss.vm_hwm_mib' "$2")" "$(j '.server_cpu.us_per_request|.*10|floor/10' "$2")"
+}
+
+echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+for c in $( [ -z "${ONLY:-}" ] || [ "${ONLY:-}" = load ] && echo 128 1 ); do
+  echo
+  echo "### c=$c, ${SECS} s each, bodies 1,536 B"
+  echo
+  echo "| round: run | req/s | p50 ms | p99 ms | VmHWM MiB | server CPU µs/req |"
+  echo "|---|---|---|---|---|---|"
+  for r in $(seq 1 "$ROUNDS"); do
+    bare "$c"; cp "$OUT/load.json" "$OUT/bare.json"
+    start_rx "$OUT/rx.log"; load "" "$URL" "$c" $RX; stop $RX
+    row "$r: bare hyper" "$OUT/bare.json"
+    row "$r: receiver" "$OUT/load.json"
+    echo "| $r: receiver ÷ bare | **$(echo "$(j .rps "$OUT/load.json") / $(j .rps "$OUT/bare.json")" | bc -l | xargs printf '%.2f')×** | | | | |"
+  done
+done
+
+if [ -z "${ONLY:-}" ] || [ "${ONLY:-}" = bytes ]; then
+echo
+echo "### Bytes written per event ($NB events at c=128, no worker)"
+echo
+echo "| receiver log to | write_bytes / event | ÷ body | segment bytes / event | VmHWM MiB |"
+echo "|---|---|---|---|---|"
+for dest in "$OUT/rx.log" /dev/null; do
+  start_rx "$dest"
+  w0=$(awk '/^write_bytes/{print $2}' /proc/$RX/io)
+  taskset -c 1 "$B/stockhook-bench" --url "$URL" -c 128 --requests "$NB" --pid $RX --json > "$OUT/bytes.json"
+  # sled's flusher runs every 200 ms: its writes count too.
+  sleep 1
+  w1=$(awk '/^write_bytes/{print $2}' /proc/$RX/io)
+  hwm=$(awk '/^VmHWM/{printf "%.1f", $2/1024}' /proc/$RX/status)
+  stop $RX
+  seg=$(cat "$OUT"/data/queue/segments/*.seg | wc -c)
+  body=$(j .body_bytes "$OUT/bytes.json")
+  per=$(( (w1 - w0) / NB ))
+  printf '| %s | %s B | %.2f× | %s B | %s |\n' "$dest" "$per" "$(echo "$per / $body" | bc -l)" "$(( seg / NB ))" "$hwm"
+done
+fi
+
+if [ -z "${ONLY:-}" ] || [ "${ONLY:-}" = backlog ]; then
+echo
+echo "### Worker backlog drain ($ND products/update of 1,536 B)"
+echo
+echo "| round | drain events/s | worker VmHWM MiB | append req/s (c=64) |"
+echo "|---|---|---|---|"
+for r in $(seq 1 "$ROUNDS"); do
+  start_rx "$OUT/rx.log"
+  taskset -c 1 "$B/stockhook-bench" --mode backlog --url "$URL" --events "$ND" -c 64 \
+    --topic products/update --worker-bin "$B/stockhook-worker" --config "$OUT/stockhook.toml" \
+    --worker-cpus 1 --json > "$OUT/backlog.json"
+  stop $RX
+  cat "$OUT/backlog.json" >> "$OUT/raw.jsonl"
+  printf '| %s | %s | %s | %s |\n' "$r" "$(j '.drain_events_per_s|floor' "$OUT/backlog.json")" \
+    "$(j .worker_vm_hwm_mib "$OUT/backlog.json")" "$(j '.append_rps|floor' "$OUT/backlog.json")"
+done
+fi
+echo
+echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
