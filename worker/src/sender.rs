@@ -199,7 +199,7 @@ pub async fn send_due<S: StateBackend>(
                 .map(|e| e.alert.clone())
                 .collect();
             if let Some(l) = &policy.lookup {
-                l.enrich(&mut alerts).await;
+                l.enrich(&mut alerts, &**state).await;
             }
             // Stalled (or paused) since the claim for half its life: it may have lapsed and
             // been taken over. Leave the set to the next pass, which claims again.
@@ -688,6 +688,9 @@ mod tests {
             Ok(BTreeMap::new())
         }
         async fn items(&self) -> Result<Vec<crate::state::ItemState>, crate::state::StateError> {
+            Ok(vec![])
+        }
+        async fn live_item_ids(&self, _: String) -> Result<Vec<String>, crate::state::StateError> {
             Ok(vec![])
         }
         async fn sync(&self) -> Result<(), crate::state::StateError> {

@@ -456,6 +456,21 @@ impl StateStore {
         Ok(out)
     }
 
+    /// The ids of `source`'s live items, read one record at a time (only the removal mark is
+    /// decoded).
+    pub fn live_item_ids(&self, source: &str) -> Result<Vec<String>, StateError> {
+        let mut out = Vec::new();
+        for item in self.tree.scan_prefix(key2("i/", source, "")) {
+            let (_, v) = item.map_err(storage("scanning items"))?;
+            if let Ok(h) = serde_json::from_slice::<super::ItemHead>(&v) {
+                if h.removed.is_none() {
+                    out.push(h.item);
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Forgets processed-event marks older than `cutoff` (they can no longer be redelivered).
     pub fn sweep_processed(&self, cutoff: i64) -> Result<usize, StateError> {
         let mut stale = Vec::new();
