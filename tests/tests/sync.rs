@@ -399,7 +399,9 @@ fn an_item_the_catalog_does_not_know_is_looked_up_before_its_email() {
         "{row:?}"
     );
     // ...so after a restart (no lookup cache) its next alert names it without asking again.
-    drop(worker);
+    // (Stopped cleanly: a killed worker's pending lease would hold the next event a minute.)
+    worker.sigterm();
+    worker.wait_exit(stockhook_tests::deadline_in(Duration::from_secs(60)));
     let mut worker = dir.spawn_env(
         stockhook_tests::bins::worker(),
         &["--config", cfg.to_str().unwrap(), "run"],
