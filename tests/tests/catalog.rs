@@ -110,6 +110,38 @@ fn each_published_format_is_detected_and_a_dry_run_writes_nothing() {
     );
 }
 
+/// Posts a bare signed `inventory_levels/update` (2 left at location 655441491) for `item` at
+/// `at`, and returns the one low-stock email it brings to the SMTP sink.
+fn low_level_email(
+    rx: &stockhook_tests::Proc,
+    sink: &SmtpSink,
+    item: u64,
+    at: &str,
+    webhook_id: &str,
+) -> stockhook_tests::stack::Email {
+    let body = serde_json::json!({
+        "inventory_item_id": item,
+        "location_id": 655_441_491u64,
+        "available": 2,
+        "updated_at": at,
+    })
+    .to_string();
+    let h = sign::shopify(
+        SECRET,
+        body.as_bytes(),
+        "inventory_levels/update",
+        webhook_id,
+    );
+    let r = http::post(rx.addr(), "/webhooks/shop", &h, body.as_bytes());
+    assert_eq!(r.status, 200, "{r:?}");
+    let mut mails = expect_within(SETTLE, "the low-stock email in the SMTP sink", || {
+        let m = maildir_emails(sink);
+        (!m.is_empty()).then_some(m)
+    });
+    assert_eq!(mails.len(), 1, "{mails:#?}");
+    mails.remove(0)
+}
+
 /// While the worker runs (through its socket): a catalog file with titles, SKUs and location
 /// names, then a bare signed `inventory_levels/update` for one of its items: the email names
 /// the product, the SKU and the location. The same file again changes nothing.
@@ -140,22 +172,7 @@ fn import_while_running_then_a_bare_level_webhook_names_product_sku_and_location
     let again = import(&dir, &cfg, &file, &[]);
     assert_eq!(again["already_imported"], true, "{again:#}");
 
-    let body = serde_json::json!({
-        "inventory_item_id": 808_950_810u64,
-        "location_id": 655_441_491u64,
-        "available": 2,
-        "updated_at": "2030-01-01T10:00:00Z",
-    })
-    .to_string();
-    let h = sign::shopify(SECRET, body.as_bytes(), "inventory_levels/update", "lvl-1");
-    let r = http::post(rx.addr(), "/webhooks/shop", &h, body.as_bytes());
-    assert_eq!(r.status, 200, "{r:?}");
-    let mails = expect_within(SETTLE, "the low-stock email in the SMTP sink", || {
-        let m = maildir_emails(&sink);
-        (!m.is_empty()).then_some(m)
-    });
-    assert_eq!(mails.len(), 1, "{mails:#?}");
-    let m = &mails[0];
+    let m = &low_level_email(&rx, &sink, 808_950_810, "2030-01-01T10:00:00Z", "lvl-1");
     assert!(
         m.subject().contains("Blue enamel mug"),
         "subject names the product: {}",
@@ -505,22 +522,7 @@ fn a_product_csv_item_merges_with_the_webhook_that_names_its_ids() {
         stat(s, "events.processed") >= 2
     });
 
-    let body = serde_json::json!({
-        "inventory_item_id": 55_002u64,
-        "location_id": 655_441_491u64,
-        "available": 2,
-        "updated_at": after_import(3),
-    })
-    .to_string();
-    let h = sign::shopify(SECRET, body.as_bytes(), "inventory_levels/update", "lvl-2");
-    let r = http::post(rx.addr(), "/webhooks/shop", &h, body.as_bytes());
-    assert_eq!(r.status, 200, "{r:?}");
-    let mails = expect_within(SETTLE, "the low-stock email in the SMTP sink", || {
-        let m = maildir_emails(&sink);
-        (!m.is_empty()).then_some(m)
-    });
-    assert_eq!(mails.len(), 1, "{mails:#?}");
-    let m = &mails[0];
+    let m = &low_level_email(&rx, &sink, 55_002, &after_import(3), "lvl-2");
     assert!(
         m.subject().contains("Example Jeans"),
         "subject names the product: {}",
