@@ -12,8 +12,8 @@
 //! `sync.<source>.last_at` (start of the last complete sync, Unix ms), `sync.<source>.errors`,
 //! and the last failure's kind and time (`sync.<source>.last_error`, a [`ErrorKind`] code, 0 when
 //! the last run succeeded; `sync.<source>.last_error_at`). A 401/403 stops that source's
-//! scheduled sync until the worker restarts or `stockhook-worker sync` succeeds; state is never
-//! deleted for it.
+//! scheduled sync until the worker restarts, a SIGHUP brings the source changed credentials, or
+//! `stockhook-worker sync` succeeds; state is never deleted for it.
 
 use super::http::{ApiClient, SyncError};
 use crate::catalog::{self, CatalogBatch, Origin};
