@@ -110,6 +110,38 @@ fn each_published_format_is_detected_and_a_dry_run_writes_nothing() {
     );
 }
 
+/// Posts a bare signed `inventory_levels/update` (2 left at location 655441491) for `item` at
+/// `at`, and returns the one low-stock email it brings to the SMTP sink.
+fn low_level_email(
+    rx: &stockhook_tests::Proc,
+    sink: &SmtpSink,
+    item: u64,
+    at: &str,
+    webhook_id: &str,
+) -> stockhook_tests::stack::Email {
+    let body = serde_json::json!({
+        "inventory_item_id": item,
+        "location_id": 655_441_491u64,
+        "available": 2,
+        "updated_at": at,
+    })
+    .to_string();
+    let h = sign::shopify(
+        SECRET,
+        body.as_bytes(),
+        "inventory_levels/update",
+        webhook_id,
+    );
+    let r = http::post(rx.addr(), "/webhooks/shop", &h, body.as_bytes());
+    assert_eq!(r.status, 200, "{r:?}");
+    let mut mails = expect_within(SETTLE, "the low-stock email in the SMTP sink", || {
+        let m = maildir_emails(sink);
+        (!m.is_empty()).then_some(m)
+    });
+    assert_eq!(mails.len(), 1, "{mails:#?}");
+    mails.remove(0)
+}
+
 /// While the worker runs (through its socket): a catalog file with titles, SKUs and location
 /// names, then a bare signed `inventory_levels/update` for one of its items: the email names
 /// the product, the SKU and the location. The same file again changes nothing.
@@ -140,22 +172,7 @@ fn import_while_running_then_a_bare_level_webhook_names_product_sku_and_location
     let again = import(&dir, &cfg, &file, &[]);
     assert_eq!(again["already_imported"], true, "{again:#}");
 
-    let body = serde_json::json!({
-        "inventory_item_id": 808_950_810u64,
-        "location_id": 655_441_491u64,
-        "available": 2,
-        "updated_at": "2030-01-01T10:00:00Z",
-    })
-    .to_string();
-    let h = sign::shopify(SECRET, body.as_bytes(), "inventory_levels/update", "lvl-1");
-    let r = http::post(rx.addr(), "/webhooks/shop", &h, body.as_bytes());
-    assert_eq!(r.status, 200, "{r:?}");
-    let mails = expect_within(SETTLE, "the low-stock email in the SMTP sink", || {
-        let m = maildir_emails(&sink);
-        (!m.is_empty()).then_some(m)
-    });
-    assert_eq!(mails.len(), 1, "{mails:#?}");
-    let m = &mails[0];
+    let m = &low_level_email(&rx, &sink, 808_950_810, "2030-01-01T10:00:00Z", "lvl-1");
     assert!(
         m.subject().contains("Blue enamel mug"),
         "subject names the product: {}",
@@ -347,4 +364,195 @@ fn a_malformed_row_imports_nothing_and_an_unknown_format_lists_the_known_ones() 
     assert!(err.contains("name,qty"), "the header read: {err}");
     assert!(err.contains("Shopify inventory export (2024)"), "{err}");
     assert!(err.contains("Amazon All Listings Report"), "{err}");
+}
+
+/// A Shopify product CSV (the published 2024 template's header) of `n` tracked variants, 3 per
+/// product, 20 in stock each: the by-hand import benchmark's file.
+fn product_csv(n: usize) -> String {
+    let template = std::fs::read_to_string(sample("shopify_product_template__2024-format.csv"))
+        .expect("the published template");
+    let header = template.lines().next().expect("its header").trim_end();
+    let cols: Vec<&str> = header.split(',').collect();
+    let mut out = String::with_capacity(n * 300);
+    out.push_str(header);
+    out.push('\n');
+    for i in 0..n {
+        let cells: Vec<String> = cols
+            .iter()
+            .map(|c| match *c {
+                "Handle" => format!("product-{}", i / 3),
+                "Title" if i % 3 == 0 => format!("Product {}", i / 3),
+                "Option1 Name" if i % 3 == 0 => "Size".into(),
+                "Option1 Value" => format!("Size {}", i % 3 + 1),
+                "Variant SKU" => format!("SKU-{i:06}"),
+                "Variant Inventory Tracker" => "shopify".into(),
+                "Variant Inventory Qty" => "20".into(),
+                "Variant Price" => "10".into(),
+                _ => String::new(),
+            })
+            .collect();
+        out.push_str(&cells.join(","));
+        out.push('\n');
+    }
+    out
+}
+
+/// CPU seconds (user + system) and peak RSS (KiB) of this process's reaped children so far.
+fn children_usage() -> (f64, u64) {
+    // SAFETY: getrusage fills the zeroed struct it is given.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut u) };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    (secs(u.ru_utime) + secs(u.ru_stime), u.ru_maxrss as u64)
+}
+
+/// By hand, for docs/PERFORMANCE.md ("Catalog sync"): importing 50,000 rows (a Shopify product
+/// CSV) into a stopped worker's state, then the same file again (nothing to do). Prints the
+/// wall time and the import process's CPU and peak RSS. Run it on the release build:
+/// `cargo test --release -p stockhook-tests --test catalog import_of_50k_rows -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn import_of_50k_rows_is_one_write_batch_per_chunk() {
+    const ROWS: usize = 50_000;
+    let dir = TestDir::new("import-50k");
+    let cfg = config(&dir, None);
+    let file = dir.write("products-50k.csv", product_csv(ROWS));
+    for round in ["first", "again"] {
+        let (cpu0, _) = children_usage();
+        let t = std::time::Instant::now();
+        let args = [
+            "--config",
+            cfg.to_str().unwrap(),
+            "import",
+            "--source",
+            "shop",
+            "--json",
+            file.to_str().unwrap(),
+        ];
+        let p = dir.run(
+            stockhook_tests::bins::worker(),
+            &args,
+            Duration::from_secs(1800),
+        );
+        let wall = t.elapsed();
+        let (cpu1, maxrss) = children_usage();
+        assert_eq!(p.status().and_then(|s| s.code()), Some(0), "{}", p.stderr());
+        let v: serde_json::Value = serde_json::from_str(&p.stdout()).expect("import --json");
+        assert_eq!(v["items"], ROWS as u64, "{v}");
+        assert_eq!(v["already_imported"], round == "again", "{v}");
+        println!(
+            "import {round}: {ROWS} rows in {:.1} s wall, {:.1} s CPU, peak RSS of the children so far {:.1} MiB",
+            wall.as_secs_f64(),
+            cpu1 - cpu0,
+            maxrss as f64 / 1024.0
+        );
+    }
+    assert_eq!(stat(&stats(&dir, &cfg), "catalog.items"), ROWS as i64);
+}
+
+/// Shopify's product CSV carries no ids: its items are known by SKU until a webhook names the
+/// same variants by id. Import the published template, then a signed `products/update` (the
+/// published payload's shape) naming the jeans' variants with their ids and SKUs, then a bare
+/// `inventory_levels/update` for one: still one item per variant (no duplicate), and the email
+/// names the product and the SKU.
+#[test]
+fn a_product_csv_item_merges_with_the_webhook_that_names_its_ids() {
+    let holder = TestDir::new("import-merge-sink");
+    let sink = SmtpSink::start(&holder);
+    let dir = TestDir::new("import-merge");
+    let cfg = config(&dir, Some(&sink));
+    let rx = dir.receiver(&cfg);
+    let worker = start_worker(&dir, &cfg);
+    let v = import(
+        &dir,
+        &cfg,
+        &sample("shopify_product_template__2024-format.csv"),
+        &[],
+    );
+    let items = v["items"].as_i64().unwrap();
+    assert_eq!(items, 16, "12 shirts, 3 jeans, 1 beanie: {v:#}");
+    assert_eq!(v["alerts"].as_array().unwrap().len(), 0, "{v:#}");
+
+    // The jeans as Shopify describes them: (variant id, inventory item id, SKU, size, qty).
+    let jeans = [
+        (44_001u64, 55_001u64, "PNT_DEN_285", "28", 20),
+        (44_002, 55_002, "PNT_DEN_305", "30", 15),
+        (44_003, 55_003, "PNT_DEN_405", "40", 10),
+    ];
+    let published: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            stockhook_tests::bins::repo_root()
+                .join("worker/tests/data/shopify/products_create_2023-07.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    // Webhook times after the import's (they carry whole seconds; the import's is in ms).
+    let after_import = |secs: i64| {
+        (time::OffsetDateTime::now_utc() + time::Duration::seconds(secs))
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap()
+    };
+    let now = after_import(2);
+    let mut product = published.clone();
+    product["id"] = serde_json::json!(33_001u64);
+    product["title"] = "Example Jeans".into();
+    product["handle"] = "example-pants".into();
+    product["updated_at"] = now.clone().into();
+    product["variants"] = jeans
+        .iter()
+        .map(|(id, inv, sku, size, qty)| {
+            let mut v = published["variants"][0].clone();
+            v["id"] = serde_json::json!(id);
+            v["product_id"] = serde_json::json!(33_001u64);
+            v["inventory_item_id"] = serde_json::json!(inv);
+            v["sku"] = (*sku).into();
+            v["title"] = (*size).into();
+            v["option1"] = (*size).into();
+            v["inventory_quantity"] = serde_json::json!(qty);
+            v
+        })
+        .collect();
+    let body = product.to_string();
+    let h = sign::shopify(SECRET, body.as_bytes(), "products/update", "prod-1");
+    let r = http::post(rx.addr(), "/webhooks/shop", &h, body.as_bytes());
+    assert_eq!(r.status, 200, "{r:?}");
+    wait_stats(&dir, &cfg, SETTLE, "the products/update is applied", |s| {
+        // The import's event and the webhook.
+        stat(s, "events.processed") >= 2
+    });
+
+    let m = &low_level_email(&rx, &sink, 55_002, &after_import(3), "lvl-2");
+    assert!(
+        m.subject().contains("Example Jeans"),
+        "subject names the product: {}",
+        m.subject()
+    );
+    assert_eq!(
+        m.field_for("55002", "SKU").as_deref(),
+        Some("PNT_DEN_305"),
+        "{}",
+        m.text()
+    );
+    let s = stats(&dir, &cfg);
+    assert_eq!(
+        stat(&s, "catalog.items"),
+        items,
+        "no item twice (by SKU and by id): {s:#}"
+    );
+    let export = worker_cli_ok(&dir, &cfg, &["export", "--csv"]);
+    assert!(
+        !export.contains("sku:PNT_DEN_") && export.contains("55002,PNT_DEN_305"),
+        "the jeans are known by their ids now:\n{export}"
+    );
+    // The file saved again (LF line endings: other bytes, the same rows) lands on the same
+    // items, matched by SKU.
+    let text =
+        std::fs::read_to_string(sample("shopify_product_template__2024-format.csv")).unwrap();
+    let resaved = dir.write("resaved.csv", text.replace("\r\n", "\n"));
+    let again = import(&dir, &cfg, &resaved, &[]);
+    assert_eq!(again["already_imported"], false, "{again:#}");
+    assert_eq!(stat(&stats(&dir, &cfg), "catalog.items"), items);
+    drop(worker);
+    drop(rx);
 }

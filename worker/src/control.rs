@@ -61,6 +61,10 @@ enum Op {
     },
     Counters,
     Items,
+    /// A source's items by SKU (SKU -> item id), for matching an import's rows.
+    SkuIndex {
+        source: String,
+    },
     Simulate {
         events: Vec<WireEnvelope>,
     },
@@ -190,6 +194,14 @@ impl Control {
     pub async fn items(&self) -> Result<Vec<ItemState>, StateError> {
         self.call(Op::Items).await
     }
+    /// `source`'s items by SKU (SKU -> item id): what an import matches its rows with, without
+    /// carrying every item's record through the call.
+    pub async fn sku_index(&self, source: &str) -> Result<BTreeMap<String, String>, StateError> {
+        self.call(Op::SkuIndex {
+            source: source.to_string(),
+        })
+        .await
+    }
     /// Applies a catalog batch (an import) through the rules; `dry_run` writes nothing.
     pub async fn import(
         &self,
@@ -293,6 +305,16 @@ async fn dispatch<S: StateBackend>(store: &Arc<S>, rules: &Arc<RuleConfig>, op: 
             }),
             Op::Counters => Ok(to_json(&store.counters().await?)),
             Op::Items => Ok(to_json(&store.items().await?)),
+            Op::SkuIndex { source } => {
+                let index: BTreeMap<String, String> = store
+                    .items()
+                    .await?
+                    .into_iter()
+                    .filter(|st| st.source == source)
+                    .filter_map(|st| st.sku.map(|sku| (sku, st.item)))
+                    .collect();
+                Ok(to_json(&index))
+            }
             Op::Simulate { events } => {
                 let mut out = Vec::new();
                 let mut envs = Vec::new();

@@ -66,13 +66,16 @@ pub async fn run_with<S: StateBackend>(
     let hup = lifecycle::reload_signals().context("listening for SIGHUP (config reload)")?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let wake = Arc::new(Notify::new());
+    // The config as last (re)loaded, for what follows a SIGHUP beyond the rules (the sync
+    // schedule and `sync` on demand).
+    let (config_tx, config_rx) = watch::channel(Arc::new(config.clone()));
 
     let control = crate::control::start(
         &config.data_dir,
         state.clone(),
         rules.clone(),
         wake.clone(),
-        Some(sync_hook(&config, &state, &rules)),
+        Some(sync_hook(&config_rx, &state, &rules)),
         stop_rx.clone(),
     )
     .context("starting the worker control socket")?;
@@ -91,7 +94,7 @@ pub async fn run_with<S: StateBackend>(
         stop_rx.clone(),
     ));
     let sync = tokio::spawn(crate::sync::runner::schedule(
-        config.clone(),
+        config_rx.clone(),
         state.clone(),
         rules.clone(),
         wake.clone(),
@@ -116,6 +119,7 @@ pub async fn run_with<S: StateBackend>(
         rules.clone(),
         config_path,
         config.clone(),
+        config_tx,
         stop_rx.clone(),
     ));
     let _ = sdnotify::ready();
@@ -149,15 +153,17 @@ pub async fn run_with<S: StateBackend>(
 
 /// `stockhook-worker sync` while this worker runs: the sync runs here, on this state.
 fn sync_hook<S: StateBackend>(
-    config: &Config,
+    configs: &watch::Receiver<Arc<Config>>,
     state: &Arc<S>,
     rules: &Arc<RulesSlot>,
 ) -> crate::control::SyncHook {
-    let config = Arc::new(config.clone());
+    let configs = configs.clone();
     let state = state.clone();
     let rules = rules.clone();
     Arc::new(move |source: Option<String>, dry_run: bool| {
-        let (config, state, rules) = (config.clone(), state.clone(), rules.clone());
+        // The config as last reloaded: a source added by a SIGHUP can be synced at once.
+        let config = configs.borrow().clone();
+        let (state, rules) = (state.clone(), rules.clone());
         Box::pin(async move {
             let reports = crate::sync::runner::sync_all(
                 &config,

@@ -1,5 +1,6 @@
 //! SIGHUP: the worker takes a changed config's alert rules (thresholds, per-SKU and per-source
-//! overrides, recipients, no-sales days, digest window) without a restart.
+//! overrides, recipients, no-sales days, digest window) and its catalog sync schedule (`[sync]
+//! interval`, sources with API credentials) without a restart.
 //!
 //! Why: `systemctl reload` after editing a threshold or a recipient must not stop the drain
 //! loop, lose a leased batch or interrupt an email being sent. The rules live in a [`RulesSlot`];
@@ -81,13 +82,19 @@ pub async fn on_sighup(
     slot: Arc<RulesSlot>,
     path: Option<PathBuf>,
     mut running: Config,
+    configs: watch::Sender<Arc<Config>>,
     stop: watch::Receiver<bool>,
 ) {
     let shown = path.clone();
     lifecycle::reload_on_sighup(hup, shown, stop, "alert rules", move || {
         let need_restart =
             reload(path.as_deref(), &mut running, &slot).map_err(|e| e.to_string())?;
-        Ok(("thresholds and recipients".to_string(), need_restart))
+        // The catalog sync schedule follows (`crate::sync::runner::schedule`).
+        configs.send_replace(Arc::new(running.clone()));
+        Ok((
+            "thresholds, recipients and the sync schedule".to_string(),
+            need_restart,
+        ))
     })
     .await
 }

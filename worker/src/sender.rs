@@ -236,7 +236,7 @@ pub async fn send_due<S: StateBackend>(
                 .collect();
             if found.is_none() {
                 if let Some(l) = &policy.lookup {
-                    l.enrich(&mut alerts).await;
+                    l.enrich(&mut alerts, &**state).await;
                 }
             }
             // Stalled (or paused) since the claim for half its life: it may have lapsed and
@@ -808,6 +808,9 @@ mod tests {
             Ok(BTreeMap::new())
         }
         async fn items(&self) -> Result<Vec<crate::state::ItemState>, crate::state::StateError> {
+            Ok(vec![])
+        }
+        async fn live_item_ids(&self, _: String) -> Result<Vec<String>, crate::state::StateError> {
             Ok(vec![])
         }
         async fn sync(&self) -> Result<(), crate::state::StateError> {

@@ -35,6 +35,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use stockhook_tests::proc::{cpu_seconds, status_kib};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -639,38 +640,19 @@ struct Mem {
     hwm_kib: u64,
 }
 
-fn read_status_kib(pid: u32, key: &str) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines()
-        .find(|l| l.starts_with(key))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-}
-
 /// Samples VmRSS every 100 ms until `stop`; VmHWM at the end.
 fn sample_memory(pid: u32, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Mem> {
     std::thread::spawn(move || {
         let mut m = Mem::default();
         while !stop.load(Ordering::Relaxed) {
-            if let Some(r) = read_status_kib(pid, "VmRSS:") {
+            if let Some(r) = status_kib(pid, "VmRSS:") {
                 m.rss_max_kib = m.rss_max_kib.max(r);
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        m.hwm_kib = read_status_kib(pid, "VmHWM:").unwrap_or(0);
+        m.hwm_kib = status_kib(pid, "VmHWM:").unwrap_or(0);
         m
     })
-}
-
-/// utime + stime of every thread of `pid`, in seconds (clock ticks of 10 ms).
-fn cpu_seconds(pid: u32) -> Option<f64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may hold spaces: the fields start after its closing parenthesis.
-    let rest = &s[s.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    Some(ticks as f64 / hz)
 }
 
 fn mib(kib: u64) -> f64 {

@@ -50,13 +50,7 @@ pub async fn run(config: &Config, args: ImportArgs<'_>) -> Result<String, OpsErr
         .map_err(|e| OpsError::Failed(e.into()))?;
     let control = ops::control(config).await?;
     // Row matching: by platform id where the file has one, else by SKU within the source.
-    let held: BTreeMap<String, String> = control
-        .items()
-        .await?
-        .into_iter()
-        .filter(|st| st.source == source.name)
-        .filter_map(|st| st.sku.clone().map(|sku| (sku, st.item)))
-        .collect();
+    let held: BTreeMap<String, String> = control.sku_index(&source.name).await?;
     parsed.resolve_skus(&held);
     let sha256: [u8; 32] = Sha256::digest(&bytes).into();
     let batch = CatalogBatch {

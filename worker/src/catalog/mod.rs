@@ -12,7 +12,7 @@ pub mod files;
 pub mod import;
 
 use crate::facts::{Fact, Normalized};
-use crate::state::{Applied, ItemState, Prepared, RuleConfig, StateBackend, StateError};
+use crate::state::{Applied, Prepared, RuleConfig, StateBackend, StateError};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, HashSet};
@@ -82,6 +82,9 @@ pub enum Origin {
     Import { sha256: [u8; 32] },
     /// One sync run of a source, named by when it began.
     Sync { run_started_at: i64 },
+    /// One unknown item looked up on the platform before its alert went out
+    /// ([`crate::sync::lookup`]), named by the item and when.
+    Lookup { item: String, at: i64 },
 }
 
 impl Origin {
@@ -100,6 +103,12 @@ impl Origin {
                 h.update(b"sync");
                 h.update(run_started_at.to_be_bytes());
             }
+            Origin::Lookup { item, at } => {
+                h.update(b"lookup");
+                h.update(item.as_bytes());
+                h.update([0]);
+                h.update(at.to_be_bytes());
+            }
         }
         h.update((n as u64).to_be_bytes());
         let d = h.finalize();
@@ -111,7 +120,7 @@ impl Origin {
     fn topic(&self) -> &'static str {
         match self {
             Origin::Import { .. } => IMPORT_TOPIC,
-            Origin::Sync { .. } => SYNC_TOPIC,
+            Origin::Sync { .. } | Origin::Lookup { .. } => SYNC_TOPIC,
         }
     }
 }
@@ -239,14 +248,14 @@ fn event(batch: &CatalogBatch, origin: &Origin, n: usize, facts: Vec<Fact>) -> P
 /// Why a complete batch's missing items are marked removed.
 pub const GONE_REASON: &str = "sync: gone from the platform";
 
-/// The removals a complete batch implies: every live item of the source held in `items` that
+/// The removals a complete batch implies: every live item of the source (`live`, its ids) that
 /// the batch does not list (by item id or alias), as events numbered after the batch's own
 /// (`first`), so they are deduplicated like them. The engine's removal rule keeps an item a
 /// webhook reported after the snapshot.
 pub fn gone_events(
     batch: &CatalogBatch,
     origin: &Origin,
-    items: &[ItemState],
+    live: &[String],
     first: usize,
 ) -> Vec<Prepared> {
     if !batch.complete {
@@ -262,12 +271,11 @@ pub fn gone_events(
         // source (applying the same batch twice must change nothing the second time).
         .chain(batch.sales.iter().map(|s| s.item.as_str()))
         .collect();
-    let gone: Vec<Fact> = items
+    let gone: Vec<Fact> = live
         .iter()
-        .filter(|st| st.source == batch.source && st.removed.is_none())
-        .filter(|st| !listed.contains(st.item.as_str()))
-        .map(|st| Fact::Removed {
-            item: st.item.clone(),
+        .filter(|item| !listed.contains(item.as_str()))
+        .map(|item| Fact::Removed {
+            item: item.clone(),
             reason: GONE_REASON.into(),
             at: batch.taken_at,
         })
@@ -292,7 +300,8 @@ pub async fn apply<B: StateBackend>(
     let first = batch.items.len().div_ceil(CHUNK) + batch.sales.len().div_ceil(CHUNK);
     // What the state holds before the batch: a complete batch removes the items it misses.
     let gone = if batch.complete {
-        gone_events(batch, origin, &state.items().await?, first)
+        let live = state.live_item_ids(batch.source.clone()).await?;
+        gone_events(batch, origin, &live, first)
     } else {
         Vec::new()
     };

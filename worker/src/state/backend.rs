@@ -115,6 +115,13 @@ pub trait StateBackend: Send + Sync + 'static {
     /// Every item, ordered by source and item id.
     fn items(&self) -> impl Future<Output = Result<Vec<ItemState>, StateError>> + Send;
 
+    /// The ids of `source`'s live (not removed) items: what a complete catalog batch is
+    /// compared with to find what it misses, without holding every item's record at once.
+    fn live_item_ids(
+        &self,
+        source: String,
+    ) -> impl Future<Output = Result<Vec<String>, StateError>> + Send;
+
     /// Makes everything applied so far durable.
     fn sync(&self) -> impl Future<Output = Result<(), StateError>> + Send;
 
@@ -267,6 +274,10 @@ impl StateBackend for SledState {
 
     async fn items(&self) -> Result<Vec<ItemState>, StateError> {
         self.blocking(|s| s.items()).await
+    }
+
+    async fn live_item_ids(&self, source: String) -> Result<Vec<String>, StateError> {
+        self.blocking(move |s| s.live_item_ids(&source)).await
     }
 
     async fn sync(&self) -> Result<(), StateError> {

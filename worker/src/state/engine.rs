@@ -444,10 +444,22 @@ async fn catalog_entry<S: Store>(
         s.set_alias(&ev.source, alias, item).await?;
         orphans.extend(s.item(&ev.source, alias).await?);
     }
+    // An item imported by SKU alone (a file without platform ids: `sku:<SKU>`) is this item
+    // once the platform names it with that SKU: its record moves here whole, and its key
+    // stays as an alias (so the file imported again lands here too).
+    let by_sku = sku.map(|k| format!("sku:{k}")).filter(|k| k != item);
+    let mut adopted = None;
+    if let Some(key) = &by_sku {
+        if let Some(st) = s.item(&ev.source, key).await? {
+            s.set_alias(&ev.source, key, item).await?;
+            adopted = Some(st);
+        }
+    }
     let mut old_sku = None;
     let mut noted = Seen::default();
     let once = s
         .update_item(&ev.source, item, tok, &mut |cur| {
+            let cur = adopt(cur, adopted.as_ref(), item);
             let mut st = seen(cur, ev, item, at, &mut noted);
             old_sku = st.sku.clone();
             if let Some(new) = sku {
@@ -471,8 +483,13 @@ async fn catalog_entry<S: Store>(
         .await?;
     count_seen(s, &once, &noted).await?;
     // Idempotent follow-ups, also redone when the update was applied before.
-    for o in &orphans {
+    for o in orphans.iter().chain(&adopted) {
         s.remove_item(&ev.source, &o.item).await?;
+    }
+    if let (Some(o), Some(old)) = (&adopted, adopted.as_ref().and_then(|o| o.sku.as_ref())) {
+        let member = (ev.source.clone(), o.item.clone());
+        s.update_members(old, &mut |m| m.retain(|x| *x != member))
+            .await?;
     }
     if let Some(new) = sku {
         let member = (ev.source.clone(), item.to_string());
@@ -488,6 +505,37 @@ async fn catalog_entry<S: Store>(
         .await?;
     }
     Ok(())
+}
+
+/// The record an item imported by SKU alone (`from`) leaves to the platform's item `item`:
+/// all of it when the item is new here; else what the item lacks (levels and location names it
+/// has no newer report of, SKU and title) and the sales, merged as an orphan's are.
+fn adopt(cur: Option<ItemState>, from: Option<&ItemState>, item: &str) -> Option<ItemState> {
+    let Some(o) = from else { return cur };
+    let Some(mut st) = cur else {
+        return Some(ItemState {
+            item: item.to_string(),
+            ..o.clone()
+        });
+    };
+    for (loc, l) in &o.levels {
+        if st.levels.get(loc).is_none_or(|held| held.at < l.at) {
+            st.levels.insert(loc.clone(), l.clone());
+        }
+    }
+    for (loc, name) in &o.location_names {
+        st.location_names
+            .entry(loc.clone())
+            .or_insert_with(|| name.clone());
+    }
+    st.sku = st.sku.or_else(|| o.sku.clone());
+    st.title = st.title.or_else(|| o.title.clone());
+    st.last_sale_at = st.last_sale_at.max(o.last_sale_at);
+    st.units_sold = st.units_sold.saturating_add(o.units_sold);
+    st.first_seen_at = st.first_seen_at.min(o.first_seen_at);
+    st.demand.absorb(&o.demand);
+    st.history.merge(&o.history);
+    Some(st)
 }
 
 /// Names one of an item's locations (the newest name wins; an item not known yet is created,

@@ -83,6 +83,15 @@ pub struct ItemState {
     pub history: history::History,
 }
 
+/// The part of an [`ItemState`] record a scan for live item ids decodes (serde skips the rest).
+#[derive(Debug, Deserialize)]
+pub(crate) struct ItemHead {
+    pub source: String,
+    pub item: String,
+    #[serde(default)]
+    pub removed: Option<Removal>,
+}
+
 /// An item's removal from its platform's catalog.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Removal {

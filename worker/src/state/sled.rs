@@ -20,7 +20,8 @@ use crate::alert::{Alert, OutboxEntry, OutboxStatus};
 use crate::rules::Arming;
 use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
-use std::collections::BTreeMap;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -191,10 +192,11 @@ impl StateStore {
     ) -> Result<Vec<Applied>, StateError> {
         let result = self.tree.transaction(|tx| {
             let mut out = Vec::with_capacity(events.len());
-            let store = SledTx { tx };
+            let store = SledTx::new(tx);
             for ev in events {
                 out.push(run_ready(engine::apply_event(&store, ev, rules, now))?);
             }
+            store.flush()?;
             if dry_run {
                 // Abort to discard every write, carrying the result out.
                 return Err(ConflictableTransactionError::Abort(
@@ -247,7 +249,7 @@ impl StateStore {
             return Ok(Vec::new());
         }
         let alerts = self.tree.transaction(|tx| {
-            let store = SledTx { tx };
+            let store = SledTx::new(tx);
             let mut alerts = Vec::new();
             for k in &due {
                 let Some(mut st): Option<ItemState> = tx_get(tx, k)? else {
@@ -456,6 +458,21 @@ impl StateStore {
         Ok(out)
     }
 
+    /// The ids of `source`'s live items, read one record at a time (only the removal mark is
+    /// decoded).
+    pub fn live_item_ids(&self, source: &str) -> Result<Vec<String>, StateError> {
+        let mut out = Vec::new();
+        for item in self.tree.scan_prefix(key2("i/", source, "")) {
+            let (_, v) = item.map_err(storage("scanning items"))?;
+            if let Ok(h) = serde_json::from_slice::<super::ItemHead>(&v) {
+                if h.removed.is_none() {
+                    out.push(h.item);
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Forgets processed-event marks older than `cutoff` (they can no longer be redelivered).
     pub fn sweep_processed(&self, cutoff: i64) -> Result<usize, StateError> {
         let mut stale = Vec::new();
@@ -503,8 +520,68 @@ fn run_ready<T>(f: impl Future<Output = Result<T, Tx>>) -> Result<T, Tx> {
 }
 
 /// The engine's records inside one sled transaction.
+///
+/// Item records are read and decoded once per transaction and written back once, by
+/// [`SledTx::flush`]: a catalog chunk of 500 items, each with an entry, location names and
+/// levels (three updates of the same record), is one decode and one encode per item, not three.
 struct SledTx<'a> {
     tx: &'a TransactionalTree,
+    items: RefCell<HashMap<Vec<u8>, Cached>>,
+}
+
+/// An item record as this transaction sees it; `dirty`: to be written by [`SledTx::flush`].
+struct Cached {
+    state: Option<ItemState>,
+    dirty: bool,
+}
+
+impl<'a> SledTx<'a> {
+    fn new(tx: &'a TransactionalTree) -> SledTx<'a> {
+        SledTx {
+            tx,
+            items: RefCell::new(HashMap::new()),
+        }
+    }
+
+    /// The record at `key` as this transaction sees it.
+    fn cached_item(&self, key: &[u8]) -> Result<Option<ItemState>, Tx> {
+        if let Some(c) = self.items.borrow().get(key) {
+            return Ok(c.state.clone());
+        }
+        let state: Option<ItemState> = tx_get(self.tx, key)?;
+        self.items.borrow_mut().insert(
+            key.to_vec(),
+            Cached {
+                state: state.clone(),
+                dirty: false,
+            },
+        );
+        Ok(state)
+    }
+
+    fn set_item(&self, key: Vec<u8>, state: Option<ItemState>) {
+        self.items
+            .borrow_mut()
+            .insert(key, Cached { state, dirty: true });
+    }
+
+    /// Writes the item records changed in this transaction, each once. Must run before the
+    /// transaction commits.
+    fn flush(&self) -> Result<(), Tx> {
+        for (key, c) in self.items.borrow_mut().iter_mut() {
+            if !c.dirty {
+                continue;
+            }
+            match &c.state {
+                Some(st) => tx_put(self.tx, key, st)?,
+                None => {
+                    self.tx.remove(key.as_slice())?;
+                }
+            }
+            c.dirty = false;
+        }
+        Ok(())
+    }
 }
 
 /// `K/<sku>`: every (source, item) that carries this SKU, for the cross-channel rule (sled
@@ -577,11 +654,11 @@ impl Store for SledTx<'_> {
     }
 
     async fn item(&self, source: &str, item: &str) -> Result<Option<ItemState>, Tx> {
-        tx_get(self.tx, &item_key(source, item))
+        self.cached_item(&item_key(source, item))
     }
 
     async fn remove_item(&self, source: &str, item: &str) -> Result<(), Tx> {
-        self.tx.remove(item_key(source, item))?;
+        self.set_item(item_key(source, item), None);
         Ok(())
     }
 
@@ -593,10 +670,10 @@ impl Store for SledTx<'_> {
         f: &mut (dyn FnMut(Option<ItemState>) -> Step<ItemState> + Send),
     ) -> Result<Once<ItemState>, Tx> {
         let key = item_key(source, item);
-        let cur = tx_get(self.tx, &key)?;
+        let cur = self.cached_item(&key)?;
         let step = f(cur.clone());
         if let Some(next) = &step.next {
-            tx_put(self.tx, &key, next)?;
+            self.set_item(key, Some(next.clone()));
         }
         Ok(Once {
             current: step.next.or(cur),
@@ -746,7 +823,7 @@ mod tests {
         let entry = s.alert(&id).unwrap();
         let again: Result<bool, TransactionError<String>> = s
             .tree
-            .transaction(|tx| run_ready(SledTx { tx }.enqueue(entry.clone())));
+            .transaction(|tx| run_ready(SledTx::new(tx).enqueue(entry.clone())));
         assert!(!again.unwrap(), "already sent: not enqueued");
         assert!(s.due_alerts(1_000).unwrap().is_empty());
         assert_eq!(s.sweep_sent(150).unwrap(), 0);

@@ -5,13 +5,18 @@
 //!
 //! The wait is bounded ([`WAIT`] for all the lookups of one email); an answer (found or not
 //! found) is cached for the life of the process, a timeout or an error is not (the next alert
-//! tries again). With no answer in time the alert goes out with what is known. The next catalog
-//! sync brings the item into state for good.
+//! tries again). With no answer in time the alert goes out with what is known. What a lookup
+//! finds is also kept in the catalog (SKU, title, variant alias, location names; never a
+//! level, which the rules already had from the webhook): the next alert names the item without
+//! asking again, and the dashboard shows its title. It goes in as a catalog batch
+//! ([`crate::catalog::apply`], [`Origin::Lookup`]) after the email's lookups are done.
 //!
 //! Never: delays an alert past [`WAIT`], or logs the item's title or SKU.
 
 use super::http::ApiClient;
 use crate::alert::Alert;
+use crate::catalog::{self, CatalogBatch, Origin};
+use crate::state::{RuleConfig, StateBackend};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -35,6 +40,8 @@ pub struct Lookup {
     api: ApiClient,
     cache: Mutex<HashMap<(String, String), Option<Known>>>,
     wait: Duration,
+    /// What applying a found item's catalog entry checks (event limits); it raises no alert.
+    rules: Arc<RuleConfig>,
 }
 
 impl std::fmt::Debug for Lookup {
@@ -67,6 +74,7 @@ impl Lookup {
             api,
             cache: Mutex::new(HashMap::new()),
             wait: WAIT,
+            rules: Arc::new(RuleConfig::from_config(c)),
         }))
     }
 
@@ -79,9 +87,11 @@ impl Lookup {
     }
 
     /// Fills in the SKU, title and location name of alerts whose item the catalog did not
-    /// know (no SKU and no title), from the cache or the platform, within [`WAIT`].
-    pub async fn enrich(&self, alerts: &mut [Alert]) {
+    /// know (no SKU and no title), from the cache or the platform, within [`WAIT`]; what the
+    /// platform answered is kept in `state`'s catalog.
+    pub async fn enrich<S: StateBackend>(&self, alerts: &mut [Alert], state: &S) {
         let deadline = tokio::time::Instant::now() + self.wait;
+        let mut found: Vec<CatalogBatch> = Vec::new();
         for a in alerts.iter_mut() {
             if a.sku.is_some() || a.title.is_some() {
                 continue;
@@ -103,12 +113,15 @@ impl Lookup {
                     .await;
                     match asked {
                         Ok(Ok(batch)) => {
-                            let k = batch.and_then(|b| {
-                                let it = b.items.into_iter().next()?;
-                                Some(Known {
-                                    sku: it.sku,
-                                    title: it.title,
-                                })
+                            let k = batch.and_then(|mut b| {
+                                let it = b.items.first()?;
+                                let k = Known {
+                                    sku: it.sku.clone(),
+                                    title: it.title.clone(),
+                                };
+                                b.source = a.source.clone();
+                                found.push(catalog_only(b));
+                                Some(k)
                             });
                             self.cache
                                 .lock()
@@ -132,5 +145,27 @@ impl Lookup {
                 a.title = k.title;
             }
         }
+        for b in found {
+            let origin = Origin::Lookup {
+                item: b.items.first().map(|i| i.item.clone()).unwrap_or_default(),
+                at: b.taken_at,
+            };
+            if let Err(e) =
+                catalog::apply(state, self.rules.clone(), &b, &origin, now_ms(), false).await
+            {
+                tracing::warn!(source = %b.source, error = %e, "unknown item looked up, but its catalog entry could not be kept");
+            }
+        }
     }
+}
+
+/// A looked-up item's batch without its levels: the entry and its locations' names only (the
+/// webhook's level is the one the rules act on; a level read here would be a second report).
+fn catalog_only(mut b: CatalogBatch) -> CatalogBatch {
+    for it in &mut b.items {
+        for l in &mut it.levels {
+            l.1 = None;
+        }
+    }
+    b
 }

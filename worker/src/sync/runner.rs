@@ -12,8 +12,8 @@
 //! `sync.<source>.last_at` (start of the last complete sync, Unix ms), `sync.<source>.errors`,
 //! and the last failure's kind and time (`sync.<source>.last_error`, a [`ErrorKind`] code, 0 when
 //! the last run succeeded; `sync.<source>.last_error_at`). A 401/403 stops that source's
-//! scheduled sync until the worker restarts or `stockhook-worker sync` succeeds; state is never
-//! deleted for it.
+//! scheduled sync until the worker restarts, a SIGHUP brings the source changed credentials, or
+//! `stockhook-worker sync` succeeds; state is never deleted for it.
 
 use super::http::{ApiClient, SyncError};
 use crate::catalog::{self, CatalogBatch, Origin};
@@ -317,12 +317,17 @@ pub async fn sync_all<S: StateBackend>(
 }
 
 /// `run`'s schedule: one task per source with an API. Returns when `stop` fires.
+///
+/// It follows the config a SIGHUP reload publishes on `config`: a source added (or its API
+/// settings changed) gets its task (started now, so a source that never synced syncs at once),
+/// a source removed loses it, and a new `[sync] interval` restarts every task under it (each
+/// task counts its wait from its source's last sync, so a restart does not sync again early).
 pub async fn schedule<S: StateBackend>(
-    config: Config,
+    mut config: watch::Receiver<Arc<Config>>,
     state: Arc<S>,
     rules: Arc<RulesSlot>,
     wake: Arc<Notify>,
-    stop: watch::Receiver<bool>,
+    mut stop: watch::Receiver<bool>,
 ) {
     let api = match ApiClient::new() {
         Ok(a) => a,
@@ -331,22 +336,79 @@ pub async fn schedule<S: StateBackend>(
             return;
         }
     };
-    let interval = config.sync.interval.get();
-    let mut tasks = Vec::new();
-    for s in config.sources.iter().filter(|s| s.api().is_some()) {
-        tasks.push(tokio::spawn(source_loop(
-            s.clone(),
-            state.clone(),
-            rules.clone(),
-            api.clone(),
-            wake.clone(),
-            interval,
-            stop.clone(),
-        )));
+    // Source name -> (its config as last started, its task's stop, the task).
+    type Running = (String, watch::Sender<bool>, tokio::task::JoinHandle<()>);
+    let mut running: BTreeMap<String, Running> = BTreeMap::new();
+    let mut interval: Option<Duration> = None;
+    loop {
+        let cfg = config.borrow_and_update().clone();
+        let new_interval = cfg.sync.interval.get();
+        if interval.is_some_and(|i| i != new_interval) {
+            tracing::info!(
+                interval_s = new_interval.as_secs(),
+                "sync interval changed: schedule restarted"
+            );
+        }
+        let restart_all = interval != Some(new_interval);
+        interval = Some(new_interval);
+        let wanted: BTreeMap<String, (String, &SourceConfig)> = cfg
+            .sources
+            .iter()
+            .filter(|s| s.api().is_some())
+            .map(|s| (s.name.clone(), (fingerprint(s), s)))
+            .collect();
+        let stale: Vec<String> = running
+            .iter()
+            .filter(|(name, (fp, _, _))| {
+                restart_all || wanted.get(*name).is_none_or(|(f, _)| f != fp)
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in stale {
+            if let Some((_, tx, task)) = running.remove(&name) {
+                let _ = tx.send(true);
+                let _ = task.await;
+            }
+        }
+        for (name, (fp, source)) in wanted {
+            if running.contains_key(&name) {
+                continue;
+            }
+            tracing::debug!(source = %name, "catalog sync scheduled");
+            let (tx, rx) = watch::channel(false);
+            let task = tokio::spawn(source_loop(
+                source.clone(),
+                state.clone(),
+                rules.clone(),
+                api.clone(),
+                wake.clone(),
+                new_interval,
+                rx,
+            ));
+            running.insert(name, (fp, tx, task));
+        }
+        tokio::select! {
+            changed = config.changed() => {
+                if changed.is_err() {
+                    // No more reloads: keep the tasks until stop.
+                    let _ = stop.changed().await;
+                    break;
+                }
+            }
+            _ = stop.changed() => break,
+        }
     }
-    for t in tasks {
-        let _ = t.await;
+    for (_, (_, tx, task)) in running {
+        let _ = tx.send(true);
+        let _ = task.await;
     }
+}
+
+/// What of a source's config its sync task depends on: the whole source as it serializes
+/// (secrets masked: a token replaced by one of another length or ending is a change). Only
+/// ever compared, never logged.
+fn fingerprint(s: &SourceConfig) -> String {
+    serde_json::to_string(s).unwrap_or_default()
 }
 
 async fn source_loop<S: StateBackend>(

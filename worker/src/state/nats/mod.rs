@@ -732,6 +732,24 @@ impl StateBackend for NatsState {
         Ok(out)
     }
 
+    async fn live_item_ids(&self, source: String) -> Result<Vec<String>, StateError> {
+        /// An item record with only what the scan needs decoded.
+        #[derive(serde::Deserialize)]
+        struct Head {
+            state: crate::state::ItemHead,
+        }
+        let mut out = Vec::new();
+        for (key, bytes, _) in self.scan(B::Items, "i.").await? {
+            if let Ok(h) = from_json::<Head>(&key, &bytes) {
+                if h.state.source == source && h.state.removed.is_none() {
+                    out.push(h.state.item);
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
     async fn sync(&self) -> Result<(), StateError> {
         // Every write above returned after JetStream acked it: nothing is buffered here.
         Ok(())
