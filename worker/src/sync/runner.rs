@@ -404,11 +404,10 @@ pub async fn schedule<S: StateBackend>(
     }
 }
 
-/// What of a source's config its sync task depends on: the whole source as it serializes
-/// (secrets masked: a token replaced by one of another length or ending is a change). Only
-/// ever compared, never logged.
+/// What of a source's config its sync task depends on: the whole source, its secrets as
+/// digests (any rotated token is a change). Only ever compared, never logged.
 fn fingerprint(s: &SourceConfig) -> String {
-    serde_json::to_string(s).unwrap_or_default()
+    stockhook_shared::secret::fingerprint(s)
 }
 
 async fn source_loop<S: StateBackend>(
