@@ -167,13 +167,23 @@ fn status_badge(s: Status) -> Markup {
     html! { span class={"badge s-" (s.as_str())} { (s.label()) } }
 }
 
-pub fn inventory(ctx: &Ctx, rows: &[Row], filter: &Filter, sources: &[String]) -> Markup {
-    let pages = rows.len().div_ceil(view::PAGE_SIZE).max(1);
+/// The inventory table: `selected` are the filtered, sorted indices into `snap`'s items; only
+/// the page's [`view::PAGE_SIZE`] rows are built and rendered.
+pub fn inventory(
+    ctx: &Ctx,
+    snap: &view::Snapshot,
+    selected: &[u32],
+    filter: &Filter,
+    sources: &[String],
+) -> Markup {
+    let pages = selected.len().div_ceil(view::PAGE_SIZE).max(1);
     let page = filter.page.min(pages - 1);
-    let shown = rows
+    let shown: Vec<Row> = selected
         .iter()
         .skip(page * view::PAGE_SIZE)
-        .take(view::PAGE_SIZE);
+        .take(view::PAGE_SIZE)
+        .map(|&i| snap.row(i))
+        .collect();
     let sort_link = |s: Sort| {
         let mut f = filter.clone();
         f.desc = f.sort == s && !f.desc;
@@ -212,7 +222,7 @@ pub fn inventory(ctx: &Ctx, rows: &[Row], filter: &Filter, sources: &[String]) -
                 button type="submit" { "Apply" }
                 a.button href={"/inventory.csv?" (filter.to_query(None))} download { "Download CSV" }
             }
-            p.count role="status" { (rows.len()) " items" @if pages > 1 { ", page " (page + 1) " of " (pages) } }
+            p.count role="status" { (selected.len()) " items" @if pages > 1 { ", page " (page + 1) " of " (pages) } }
             div.table-wrap {
                 table #inventory {
                     thead { tr {
@@ -225,7 +235,7 @@ pub fn inventory(ctx: &Ctx, rows: &[Row], filter: &Filter, sources: &[String]) -
                         th scope="col" aria-sort=[aria_sort(Sort::LastSale)] { a href=(sort_link(Sort::LastSale)) { "Last sale" } }
                     } }
                     tbody {
-                        @for r in shown {
+                        @for r in &shown {
                             tr data-source=(r.item.source) {
                                 th scope="row" { a href={"/items/" (enc(&r.id()))} { (view::name(r.item)) } }
                                 td.wide { (r.item.source) }

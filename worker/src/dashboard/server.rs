@@ -381,10 +381,10 @@ pub async fn get_page<S: StateBackend>(
         }
         "/inventory" => {
             let filter = Filter::for_scope(query.unwrap_or(""), &user.scope);
-            let rows = view::rows(&snap, &user.scope, &filter);
+            let selected = view::select(&snap, &user.scope, &filter);
             html(
                 StatusCode::OK,
-                pages::inventory(ctx, &rows, &filter, &sources),
+                pages::inventory(ctx, &snap, &selected, &filter, &sources),
             )
         }
         "/inventory.csv" => {

@@ -354,6 +354,23 @@ impl StateStore {
         Ok(stale.len())
     }
 
+    /// Forgets the hourly event counters of hours before `cutoff` (the dashboard charts 24 h).
+    pub fn sweep_hourly(&self, cutoff: i64) -> Result<usize, StateError> {
+        let mut stale = Vec::new();
+        for item in self.tree.scan_prefix(b"m/source.") {
+            let (k, _) = item.map_err(storage("scanning counters"))?;
+            if counters::is_stale_hour(&String::from_utf8_lossy(&k[2..]), cutoff) {
+                stale.push(k);
+            }
+        }
+        for k in &stale {
+            self.tree
+                .remove(k)
+                .map_err(storage("sweeping hourly counters"))?;
+        }
+        Ok(stale.len())
+    }
+
     pub fn alert(&self, id: &str) -> Result<OutboxEntry, StateError> {
         let v = match self
             .tree
