@@ -730,3 +730,145 @@ fn browser_login_inventory_item_replay_and_scopes_on_nats() {
     };
     browser_checks(&s, "nats");
 }
+
+/// One HTTP/1.1 request over TLS to `addr`, trusting only `ca` (PEM): the raw answer.
+fn https(addr: SocketAddr, ca: &Path, request: &str) -> String {
+    use rustls::pki_types::pem::PemObject;
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_file_iter(ca).expect("the test CA") {
+        roots.add(cert.expect("a CA certificate")).expect("trusted");
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("TLS versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    rt.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let name = rustls::pki_types::ServerName::try_from("localhost").expect("a name");
+        let mut tls = tokio::time::timeout(SETTLE, connector.connect(name, tcp))
+            .await
+            .expect("handshake in time")
+            .expect("TLS handshake with the dashboard");
+        tls.write_all(request.as_bytes()).await.expect("write");
+        let mut out = Vec::new();
+        tokio::time::timeout(SETTLE, tls.read_to_end(&mut out))
+            .await
+            .expect("answer in time")
+            .expect("read");
+        String::from_utf8_lossy(&out).into_owned()
+    })
+}
+
+/// `[dashboard] tls_cert` + `tls_key`: the login over HTTPS sets a `Secure` session cookie that
+/// opens the overview, a wrong token gets none, and plain HTTP to the TLS port gets no page.
+#[test]
+fn https_login_sets_a_secure_cookie_and_plain_http_gets_no_page() {
+    let dir = TestDir::new("dash-https");
+    let certs =
+        stockhook_tests::smtp_tls::TestCerts::make(dir.path(), "dash", &["localhost", "127.0.0.1"]);
+    let tls = format!(
+        "tls_cert = \"{}\"\ntls_key = \"{}\"\n",
+        certs.cert.display(),
+        certs.key.display()
+    );
+    let cfg = dir
+        .config()
+        .recipients(&["seller@example.com"])
+        .source(SourceSpec::shopify("shop-a", SECRET_A))
+        .raw(&dashboard_toml().replacen(
+            "session_ttl = \"1h\"\n",
+            &format!("session_ttl = \"1h\"\n{tls}"),
+            1,
+        ));
+    let path = dir.write_config("stockhook.toml", &cfg);
+    let _rx = dir.receiver(&path);
+    let worker = dir.worker(&path);
+    let dash: SocketAddr = poll_until(deadline_in(SETTLE), || {
+        worker.stdout().lines().find_map(|l| {
+            l.strip_prefix("dashboard=")
+                .and_then(|a| a.trim().parse().ok())
+        })
+    })
+    .unwrap_or_else(|| panic!("the worker printed no dashboard= line:\n{}", worker.dump()));
+
+    let login = |token: &str| {
+        let body = format!("token={token}");
+        https(
+            dash,
+            &certs.ca,
+            &format!(
+                "POST /login HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            ),
+        )
+    };
+    let ok = login(ADMIN);
+    assert!(ok.starts_with("HTTP/1.1 303"), "{ok}");
+    let cookie = ok
+        .lines()
+        .find_map(|l| {
+            l.split_once(':')
+                .filter(|(k, _)| k.eq_ignore_ascii_case("set-cookie"))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| panic!("no Set-Cookie: {ok}"));
+    let attrs: Vec<&str> = cookie.split(';').map(str::trim).collect();
+    for a in ["Secure", "HttpOnly", "SameSite=Strict"] {
+        assert!(attrs.contains(&a), "{a} missing: {cookie}");
+    }
+    let session = attrs[0];
+    let page = https(
+        dash,
+        &certs.ca,
+        &format!(
+            "GET / HTTP/1.1\r\nHost: localhost\r\nCookie: {session}\r\nConnection: close\r\n\r\n"
+        ),
+    );
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    assert!(
+        page.contains("<h1>Overview</h1>") && page.contains("shop-a"),
+        "{page}"
+    );
+    // Without the cookie: to the login page.
+    let anon = https(
+        dash,
+        &certs.ca,
+        "GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    );
+    assert!(
+        anon.starts_with("HTTP/1.1 303") && anon.contains("/login"),
+        "{anon}"
+    );
+    let bad = login("wrong-token-000000000000");
+    assert!(bad.starts_with("HTTP/1.1 401"), "{bad}");
+    assert!(!bad.to_ascii_lowercase().contains("set-cookie"), "{bad}");
+
+    // Plain HTTP to the TLS port: no HTTP answer (the handshake fails, the connection closes).
+    use std::io::{Read, Write};
+    let mut plain = std::net::TcpStream::connect(dash).expect("connect");
+    plain
+        .set_read_timeout(Some(SETTLE))
+        .expect("a read timeout");
+    plain
+        .write_all(b"GET /login HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .expect("write");
+    let mut got = Vec::new();
+    let _ = plain.read_to_end(&mut got);
+    assert!(
+        !got.starts_with(b"HTTP/"),
+        "plain HTTP got an HTTP answer: {}",
+        String::from_utf8_lossy(&got)
+    );
+    let _ = &dir;
+}
