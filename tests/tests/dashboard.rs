@@ -101,7 +101,18 @@ type ItemSpec = (
     [i64; 3],
 );
 
-/// Catalog, levels over a few hours and sales for five items; one bad delivery per source.
+/// Days of sales history before today for some items: enough (7+ in-stock days) for a
+/// velocity, so the table shows days of cover as a number and the `cover` status.
+const HISTORY_DAYS: i64 = 14;
+/// (inventory item, units sold each of those days).
+const HISTORY: [(u64, i64); 3] = [(101, 2), (201, 1), (202, 1)];
+/// Units sold in all: 2 per order, 3 orders per item today, plus the history.
+fn units_sold_total() -> i64 {
+    5 * 3 * 2 + HISTORY.iter().map(|(_, n)| n * HISTORY_DAYS).sum::<i64>()
+}
+
+/// Catalog, levels over a few hours and sales for five items (some with two weeks of daily
+/// sales before that); one bad delivery per source.
 fn feed(rx: SocketAddr) -> (String, String) {
     let now = now_ms();
     let hour = 3_600_000;
@@ -196,6 +207,21 @@ fn feed(rx: SocketAddr) -> (String, String) {
                 &next(),
             );
         }
+        let daily = HISTORY.iter().find(|(i, _)| *i == inv).map(|(_, n)| *n);
+        for d in 1..=HISTORY_DAYS * i64::from(daily.is_some()) {
+            let order = serde_json::json!({
+                "id": inv * 100 + 10 + d as u64, "created_at": rfc3339(now - d * 24 * hour),
+                "line_items": [{"id": inv * 1000 + 10 + d as u64, "variant_id": var, "quantity": daily, "sku": sku}],
+            });
+            post(
+                rx,
+                src,
+                secret,
+                "orders/create",
+                order.to_string().as_bytes(),
+                &next(),
+            );
+        }
     }
     let bad_a = post(
         rx,
@@ -260,7 +286,7 @@ fn start(name: &str, nats: bool) -> Option<Stack> {
         dash,
         dead,
     };
-    // Everything processed: 15 levels (+5 from the catalog), both bad events dead.
+    // Everything processed: every unit sold, both bad events dead.
     poll_until(deadline_in(SETTLE), || {
         let items = api(&stack, ADMIN, "GET", "/api/v1/items");
         let failed = api(&stack, ADMIN, "GET", "/api/v1/failed");
@@ -270,7 +296,7 @@ fn start(name: &str, nats: bool) -> Option<Stack> {
             .map(|i| i["units_sold"].as_i64().unwrap_or(0))
             .sum();
         let dead = failed.json()["failed"].as_array().map_or(0, |a| a.len());
-        (items.json()["total"] == 5 && sold == 30 && dead == 2).then_some(())
+        (items.json()["total"] == 5 && sold == units_sold_total() && dead == 2).then_some(())
     })
     .unwrap_or_else(|| {
         panic!(
@@ -334,11 +360,25 @@ fn api_checks(s: &Stack) {
     )
     .json();
     assert_eq!(ids(&q), vec!["shop-a:101", "shop-a:102"]);
-    // `cover` has no days of cover yet (issue 15): nothing matches, nothing breaks.
+    // Days of cover from two weeks of daily sales: the nut (3 left, 1 a day) and the mug (24
+    // left, 2 a day) have fewer than the 14-day lead time; the bolt (70 left) has plenty; items
+    // without history have none.
+    let cover = api(s, ADMIN, "GET", "/api/v1/items?status=cover&sort=cover").json();
+    assert_eq!(ids(&cover), vec!["shop-b:202", "shop-a:101"], "{cover:#}");
+    let by_cover = api(s, ADMIN, "GET", "/api/v1/items?sort=cover").json();
     assert_eq!(
-        api(s, ADMIN, "GET", "/api/v1/items?status=cover").json()["total"],
-        0
+        ids(&by_cover)[..3],
+        ["shop-b:202", "shop-a:101", "shop-b:201"],
+        "{by_cover:#}"
     );
+    let days = |i: usize| by_cover["items"][i]["days_of_cover"].as_f64();
+    assert!(
+        days(0).is_some_and(|d| d < 5.0)
+            && days(1).is_some_and(|d| d < 14.0)
+            && days(2).is_some_and(|d| d > 14.0),
+        "{by_cover:#}"
+    );
+    assert_eq!(days(3), None, "{by_cover:#}");
 
     // One item with its history: 3 level reports (+1 from the catalog) and 3 sales.
     let item = api(s, ADMIN, "GET", "/api/v1/items/shop-a:102").json();
@@ -592,6 +632,12 @@ fn browser_checks(s: &Stack, backend: &str) {
     );
     assert_eq!(row_sources(&mut b).len(), 2);
     b.screenshot(&shots.join("inventory-low.png"));
+    // Low days of cover: a number of days, and the status the seller filters on.
+    b.goto(&format!("{base}/inventory?status=cover&sort=cover"));
+    assert_eq!(row_sources(&mut b), vec!["shop-b", "shop-a"]);
+    let t = b.text();
+    assert!(t.contains("Hidden nut B") && t.contains("Blue mug"), "{t}");
+    b.screenshot(&shots.join("inventory-cover.png"));
     b.eval("document.querySelector('#status').value = '', true")
         .expect("select");
     b.fill("#q", "tee");
