@@ -638,6 +638,15 @@ fn browser_checks(s: &Stack, backend: &str) {
     let t = b.text();
     assert!(t.contains("Hidden nut B") && t.contains("Blue mug"), "{t}");
     b.screenshot(&shots.join("inventory-cover.png"));
+    // Its item page: how fast it sells, when it runs out, how much to reorder.
+    b.goto(&format!("{base}/items/shop-a%3A101"));
+    let t = b.text();
+    assert!(
+        t.contains("Days of cover") && t.contains("Runs out") && t.contains("Low cover"),
+        "{t}"
+    );
+    b.screenshot(&shots.join("item-cover.png"));
+    b.goto(&format!("{base}/inventory"));
     b.eval("document.querySelector('#status').value = '', true")
         .expect("select");
     b.fill("#q", "tee");
@@ -744,6 +753,7 @@ fn browser_checks(s: &Stack, backend: &str) {
     for (path, name) in [
         ("/", "phone-overview.png"),
         ("/inventory", "phone-inventory.png"),
+        ("/items/shop-a%3A101", "phone-item-cover.png"),
         ("/items/shop-a%3A102", "phone-item.png"),
     ] {
         b.goto(&format!("{base}{path}"));

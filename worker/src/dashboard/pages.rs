@@ -126,7 +126,7 @@ pub fn overview(
                             dt { "Failed events" } dd { (queue.map_or(0, |q| q.dead_of(&f.source))) }
                             dt { "Queued" } dd { (queue.map_or(0, |q| q.pending_of(&f.source))) }
                             }
-                        p.spark-label { "Reports per hour, last 24 h" }
+                        p.spark-label { "Events per hour, last 24 h" }
                         (chart::sparkline(&f.per_hour, &f.source))
                     }
                 }
@@ -228,22 +228,27 @@ pub fn inventory(
                     thead { tr {
                         th scope="col" aria-sort=[aria_sort(Sort::Name)] { a href=(sort_link(Sort::Name)) { "Item" } }
                         th.wide scope="col" { "Source" }
-                        th scope="col" { "SKU" }
+                        th.wide scope="col" { "SKU" }
                         th.n scope="col" aria-sort=[aria_sort(Sort::Available)] { a href=(sort_link(Sort::Available)) { "Available" } }
                         th scope="col" { "Status" }
-                        th.n.wide scope="col" aria-sort=[aria_sort(Sort::Cover)] { a href=(sort_link(Sort::Cover)) { "Days of cover" } }
-                        th scope="col" aria-sort=[aria_sort(Sort::LastSale)] { a href=(sort_link(Sort::LastSale)) { "Last sale" } }
+                        th.n scope="col" aria-sort=[aria_sort(Sort::Cover)] { a href=(sort_link(Sort::Cover)) { "Days of cover" } }
+                        th.wide scope="col" aria-sort=[aria_sort(Sort::LastSale)] { a href=(sort_link(Sort::LastSale)) { "Last sale" } }
                     } }
                     tbody {
                         @for r in &shown {
                             tr data-source=(r.item.source) {
                                 th scope="row" { a href={"/items/" (enc(&r.id()))} { (view::name(r.item)) } }
                                 td.wide { (r.item.source) }
-                                td { (r.item.sku.as_deref().unwrap_or("—")) }
+                                td.wide { (r.item.sku.as_deref().unwrap_or("—")) }
                                 td.n { (num(r.available)) }
-                                td { (status_badge(r.status)) }
-                                td.n.wide { @match r.cover.as_ref() { Some(c) => (format!("{:.1}", c.days_of_cover)), None => "—" } }
-                                td { (opt_date(r.item.last_sale_at)) }
+                                td {
+                                    (status_badge(r.status))
+                                    @if let Some(c) = r.cover.as_ref().filter(|c| c.days_of_cover < f64::from(c.cover_days) && r.status != Status::Out) {
+                                        " " span.badge.s-cover title={"Fewer days of cover than the " (c.cover_days) "-day lead time: reorder " (c.reorder_qty)} { "Low cover" }
+                                    }
+                                }
+                                td.n { @match r.cover.as_ref() { Some(c) => (format!("{:.1}", c.days_of_cover)), None => "—" } }
+                                td.wide { (opt_date(r.item.last_sale_at)) }
                             }
                         }
                     }
@@ -275,6 +280,7 @@ pub fn item(
     ctx: &Ctx,
     st: &ItemState,
     status: Status,
+    cover: Option<&crate::cover::CoverView>,
     alerts: &[&OutboxEntry],
     next: &NextStep,
 ) -> Markup {
@@ -290,6 +296,15 @@ pub fn item(
                 dt { "SKU" } dd { (st.sku.as_deref().unwrap_or("—")) }
                 dt { "Available" } dd { (num(st.total())) " " (status_badge(status)) }
                 dt { "Units sold" } dd { (st.sold()) }
+                @if let Some(c) = cover {
+                    dt { "Sells per day" } dd { (format!("{:.2}", c.velocity_per_day)) }
+                    dt { "Days of cover" } dd {
+                        (format!("{:.1}", c.days_of_cover)) " (lead time " (c.cover_days) " days)"
+                        @if c.days_of_cover < f64::from(c.cover_days) { " " span.badge.s-cover { "Low cover" } }
+                    }
+                    dt { "Runs out" } dd { (date(c.stockout_date)) }
+                    dt { "Reorder" } dd { (c.reorder_qty) " units" }
+                }
                 dt { "Last sale" } dd { (opt_date(st.last_sale_at)) }
                 dt { "First seen" } dd { (date(st.first_seen_at)) }
                 @if let Some(r) = &st.removed { dt { "Removed" } dd { (date(r.at)) " (" (r.reason) ")" } }
