@@ -243,6 +243,17 @@ fn feed(rx: SocketAddr) -> (String, String) {
     (id(&bad_a), id(&bad_b))
 }
 
+/// The dashboard's address, from the worker's `dashboard=` line.
+fn dashboard_addr(worker: &Proc) -> SocketAddr {
+    poll_until(deadline_in(SETTLE), || {
+        worker.stdout().lines().find_map(|l| {
+            l.strip_prefix("dashboard=")
+                .and_then(|a| a.trim().parse().ok())
+        })
+    })
+    .unwrap_or_else(|| panic!("the worker printed no dashboard= line:\n{}", worker.dump()))
+}
+
 fn start(name: &str, nats: bool) -> Option<Stack> {
     let server = if nats {
         let bin = nats::require(name)?;
@@ -270,13 +281,7 @@ fn start(name: &str, nats: bool) -> Option<Stack> {
     let path = dir.write_config("stockhook.toml", &cfg);
     let rx = dir.receiver(&path);
     let worker = dir.worker(&path);
-    let dash: SocketAddr = poll_until(deadline_in(SETTLE), || {
-        worker.stdout().lines().find_map(|l| {
-            l.strip_prefix("dashboard=")
-                .and_then(|a| a.trim().parse().ok())
-        })
-    })
-    .unwrap_or_else(|| panic!("the worker printed no dashboard= line:\n{}", worker.dump()));
+    let dash = dashboard_addr(&worker);
     let dead = feed(rx.addr());
     let stack = Stack {
         _nats: server,
@@ -849,13 +854,7 @@ fn https_login_sets_a_secure_cookie_and_plain_http_gets_no_page() {
     let path = dir.write_config("stockhook.toml", &cfg);
     let _rx = dir.receiver(&path);
     let worker = dir.worker(&path);
-    let dash: SocketAddr = poll_until(deadline_in(SETTLE), || {
-        worker.stdout().lines().find_map(|l| {
-            l.strip_prefix("dashboard=")
-                .and_then(|a| a.trim().parse().ok())
-        })
-    })
-    .unwrap_or_else(|| panic!("the worker printed no dashboard= line:\n{}", worker.dump()));
+    let dash = dashboard_addr(&worker);
 
     let login = |token: &str| {
         let body = format!("token={token}");
