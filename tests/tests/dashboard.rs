@@ -101,7 +101,18 @@ type ItemSpec = (
     [i64; 3],
 );
 
-/// Catalog, levels over a few hours and sales for five items; one bad delivery per source.
+/// Days of sales history before today for some items: enough (7+ in-stock days) for a
+/// velocity, so the table shows days of cover as a number and the `cover` status.
+const HISTORY_DAYS: i64 = 14;
+/// (inventory item, units sold each of those days).
+const HISTORY: [(u64, i64); 3] = [(101, 2), (201, 1), (202, 1)];
+/// Units sold in all: 2 per order, 3 orders per item today, plus the history.
+fn units_sold_total() -> i64 {
+    5 * 3 * 2 + HISTORY.iter().map(|(_, n)| n * HISTORY_DAYS).sum::<i64>()
+}
+
+/// Catalog, levels over a few hours and sales for five items (some with two weeks of daily
+/// sales before that); one bad delivery per source.
 fn feed(rx: SocketAddr) -> (String, String) {
     let now = now_ms();
     let hour = 3_600_000;
@@ -196,6 +207,21 @@ fn feed(rx: SocketAddr) -> (String, String) {
                 &next(),
             );
         }
+        let daily = HISTORY.iter().find(|(i, _)| *i == inv).map(|(_, n)| *n);
+        for d in 1..=HISTORY_DAYS * i64::from(daily.is_some()) {
+            let order = serde_json::json!({
+                "id": inv * 100 + 10 + d as u64, "created_at": rfc3339(now - d * 24 * hour),
+                "line_items": [{"id": inv * 1000 + 10 + d as u64, "variant_id": var, "quantity": daily, "sku": sku}],
+            });
+            post(
+                rx,
+                src,
+                secret,
+                "orders/create",
+                order.to_string().as_bytes(),
+                &next(),
+            );
+        }
     }
     let bad_a = post(
         rx,
@@ -215,6 +241,17 @@ fn feed(rx: SocketAddr) -> (String, String) {
     );
     let id = |r: &Resp| r.json()["id"].as_str().expect("an event id").to_string();
     (id(&bad_a), id(&bad_b))
+}
+
+/// The dashboard's address, from the worker's `dashboard=` line.
+fn dashboard_addr(worker: &Proc) -> SocketAddr {
+    poll_until(deadline_in(SETTLE), || {
+        worker.stdout().lines().find_map(|l| {
+            l.strip_prefix("dashboard=")
+                .and_then(|a| a.trim().parse().ok())
+        })
+    })
+    .unwrap_or_else(|| panic!("the worker printed no dashboard= line:\n{}", worker.dump()))
 }
 
 fn start(name: &str, nats: bool) -> Option<Stack> {
@@ -244,13 +281,7 @@ fn start(name: &str, nats: bool) -> Option<Stack> {
     let path = dir.write_config("stockhook.toml", &cfg);
     let rx = dir.receiver(&path);
     let worker = dir.worker(&path);
-    let dash: SocketAddr = poll_until(deadline_in(SETTLE), || {
-        worker.stdout().lines().find_map(|l| {
-            l.strip_prefix("dashboard=")
-                .and_then(|a| a.trim().parse().ok())
-        })
-    })
-    .unwrap_or_else(|| panic!("the worker printed no dashboard= line:\n{}", worker.dump()));
+    let dash = dashboard_addr(&worker);
     let dead = feed(rx.addr());
     let stack = Stack {
         _nats: server,
@@ -260,7 +291,7 @@ fn start(name: &str, nats: bool) -> Option<Stack> {
         dash,
         dead,
     };
-    // Everything processed: 15 levels (+5 from the catalog), both bad events dead.
+    // Everything processed: every unit sold, both bad events dead.
     poll_until(deadline_in(SETTLE), || {
         let items = api(&stack, ADMIN, "GET", "/api/v1/items");
         let failed = api(&stack, ADMIN, "GET", "/api/v1/failed");
@@ -270,7 +301,7 @@ fn start(name: &str, nats: bool) -> Option<Stack> {
             .map(|i| i["units_sold"].as_i64().unwrap_or(0))
             .sum();
         let dead = failed.json()["failed"].as_array().map_or(0, |a| a.len());
-        (items.json()["total"] == 5 && sold == 30 && dead == 2).then_some(())
+        (items.json()["total"] == 5 && sold == units_sold_total() && dead == 2).then_some(())
     })
     .unwrap_or_else(|| {
         panic!(
@@ -334,11 +365,25 @@ fn api_checks(s: &Stack) {
     )
     .json();
     assert_eq!(ids(&q), vec!["shop-a:101", "shop-a:102"]);
-    // `cover` has no days of cover yet (issue 15): nothing matches, nothing breaks.
+    // Days of cover from two weeks of daily sales: the nut (3 left, 1 a day) and the mug (24
+    // left, 2 a day) have fewer than the 14-day lead time; the bolt (70 left) has plenty; items
+    // without history have none.
+    let cover = api(s, ADMIN, "GET", "/api/v1/items?status=cover&sort=cover").json();
+    assert_eq!(ids(&cover), vec!["shop-b:202", "shop-a:101"], "{cover:#}");
+    let by_cover = api(s, ADMIN, "GET", "/api/v1/items?sort=cover").json();
     assert_eq!(
-        api(s, ADMIN, "GET", "/api/v1/items?status=cover").json()["total"],
-        0
+        ids(&by_cover)[..3],
+        ["shop-b:202", "shop-a:101", "shop-b:201"],
+        "{by_cover:#}"
     );
+    let days = |i: usize| by_cover["items"][i]["days_of_cover"].as_f64();
+    assert!(
+        days(0).is_some_and(|d| d < 5.0)
+            && days(1).is_some_and(|d| d < 14.0)
+            && days(2).is_some_and(|d| d > 14.0),
+        "{by_cover:#}"
+    );
+    assert_eq!(days(3), None, "{by_cover:#}");
 
     // One item with its history: 3 level reports (+1 from the catalog) and 3 sales.
     let item = api(s, ADMIN, "GET", "/api/v1/items/shop-a:102").json();
@@ -592,6 +637,21 @@ fn browser_checks(s: &Stack, backend: &str) {
     );
     assert_eq!(row_sources(&mut b).len(), 2);
     b.screenshot(&shots.join("inventory-low.png"));
+    // Low days of cover: a number of days, and the status the seller filters on.
+    b.goto(&format!("{base}/inventory?status=cover&sort=cover"));
+    assert_eq!(row_sources(&mut b), vec!["shop-b", "shop-a"]);
+    let t = b.text();
+    assert!(t.contains("Hidden nut B") && t.contains("Blue mug"), "{t}");
+    b.screenshot(&shots.join("inventory-cover.png"));
+    // Its item page: how fast it sells, when it runs out, how much to reorder.
+    b.goto(&format!("{base}/items/shop-a%3A101"));
+    let t = b.text();
+    assert!(
+        t.contains("Days of cover") && t.contains("Runs out") && t.contains("Low cover"),
+        "{t}"
+    );
+    b.screenshot(&shots.join("item-cover.png"));
+    b.goto(&format!("{base}/inventory"));
     b.eval("document.querySelector('#status').value = '', true")
         .expect("select");
     b.fill("#q", "tee");
@@ -698,6 +758,7 @@ fn browser_checks(s: &Stack, backend: &str) {
     for (path, name) in [
         ("/", "phone-overview.png"),
         ("/inventory", "phone-inventory.png"),
+        ("/items/shop-a%3A101", "phone-item-cover.png"),
         ("/items/shop-a%3A102", "phone-item.png"),
     ] {
         b.goto(&format!("{base}{path}"));
@@ -729,4 +790,140 @@ fn browser_login_inventory_item_replay_and_scopes_on_nats() {
         return;
     };
     browser_checks(&s, "nats");
+}
+
+/// One HTTP/1.1 request over TLS to `addr`, trusting only `ca` (PEM): the raw answer.
+fn https(addr: SocketAddr, ca: &Path, request: &str) -> String {
+    use rustls::pki_types::pem::PemObject;
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_file_iter(ca).expect("the test CA") {
+        roots.add(cert.expect("a CA certificate")).expect("trusted");
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("TLS versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    rt.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let name = rustls::pki_types::ServerName::try_from("localhost").expect("a name");
+        let mut tls = tokio::time::timeout(SETTLE, connector.connect(name, tcp))
+            .await
+            .expect("handshake in time")
+            .expect("TLS handshake with the dashboard");
+        tls.write_all(request.as_bytes()).await.expect("write");
+        let mut out = Vec::new();
+        tokio::time::timeout(SETTLE, tls.read_to_end(&mut out))
+            .await
+            .expect("answer in time")
+            .expect("read");
+        String::from_utf8_lossy(&out).into_owned()
+    })
+}
+
+/// `[dashboard] tls_cert` + `tls_key`: the login over HTTPS sets a `Secure` session cookie that
+/// opens the overview, a wrong token gets none, and plain HTTP to the TLS port gets no page.
+#[test]
+fn https_login_sets_a_secure_cookie_and_plain_http_gets_no_page() {
+    let dir = TestDir::new("dash-https");
+    let certs =
+        stockhook_tests::smtp_tls::TestCerts::make(dir.path(), "dash", &["localhost", "127.0.0.1"]);
+    let tls = format!(
+        "tls_cert = \"{}\"\ntls_key = \"{}\"\n",
+        certs.cert.display(),
+        certs.key.display()
+    );
+    let cfg = dir
+        .config()
+        .recipients(&["seller@example.com"])
+        .source(SourceSpec::shopify("shop-a", SECRET_A))
+        .raw(&dashboard_toml().replacen(
+            "session_ttl = \"1h\"\n",
+            &format!("session_ttl = \"1h\"\n{tls}"),
+            1,
+        ));
+    let path = dir.write_config("stockhook.toml", &cfg);
+    let _rx = dir.receiver(&path);
+    let worker = dir.worker(&path);
+    let dash = dashboard_addr(&worker);
+
+    let login = |token: &str| {
+        let body = format!("token={token}");
+        https(
+            dash,
+            &certs.ca,
+            &format!(
+                "POST /login HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            ),
+        )
+    };
+    let ok = login(ADMIN);
+    assert!(ok.starts_with("HTTP/1.1 303"), "{ok}");
+    let cookie = ok
+        .lines()
+        .find_map(|l| {
+            l.split_once(':')
+                .filter(|(k, _)| k.eq_ignore_ascii_case("set-cookie"))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| panic!("no Set-Cookie: {ok}"));
+    let attrs: Vec<&str> = cookie.split(';').map(str::trim).collect();
+    for a in ["Secure", "HttpOnly", "SameSite=Strict"] {
+        assert!(attrs.contains(&a), "{a} missing: {cookie}");
+    }
+    let session = attrs[0];
+    let page = https(
+        dash,
+        &certs.ca,
+        &format!(
+            "GET / HTTP/1.1\r\nHost: localhost\r\nCookie: {session}\r\nConnection: close\r\n\r\n"
+        ),
+    );
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    assert!(
+        page.contains("<h1>Overview</h1>") && page.contains("shop-a"),
+        "{page}"
+    );
+    // Without the cookie: to the login page.
+    let anon = https(
+        dash,
+        &certs.ca,
+        "GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    );
+    assert!(
+        anon.starts_with("HTTP/1.1 303") && anon.contains("/login"),
+        "{anon}"
+    );
+    let bad = login("wrong-token-000000000000");
+    assert!(bad.starts_with("HTTP/1.1 401"), "{bad}");
+    assert!(!bad.to_ascii_lowercase().contains("set-cookie"), "{bad}");
+
+    // Plain HTTP to the TLS port: no HTTP answer (the handshake fails, the connection closes).
+    use std::io::{Read, Write};
+    let mut plain = std::net::TcpStream::connect(dash).expect("connect");
+    plain
+        .set_read_timeout(Some(SETTLE))
+        .expect("a read timeout");
+    plain
+        .write_all(b"GET /login HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .expect("write");
+    let mut got = Vec::new();
+    let _ = plain.read_to_end(&mut got);
+    assert!(
+        !got.starts_with(b"HTTP/"),
+        "plain HTTP got an HTTP answer: {}",
+        String::from_utf8_lossy(&got)
+    );
+    let _ = &dir;
 }

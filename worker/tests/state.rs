@@ -118,6 +118,27 @@ on_both_backends! {
     cover_fires_once_on_a_level_rearms_on_restock_and_runs_on_the_schedule => cover;
     catalog_batches_name_locations_correct_levels_and_remove_what_they_miss => catalog_batches;
     the_scheduled_pass_in_dry_run_writes_nothing_and_skips_removed_items => preview_dry_run;
+    hourly_event_counters_are_kept_two_days => hourly_counters;
+}
+
+/// Events are counted per source and hour of arrival; housekeeping forgets hours older than
+/// [`counters::HOURLY_KEEP_MS`] and keeps the rest.
+async fn hourly_counters<S: StateBackend>(s: &S) {
+    let r = rules();
+    let now = stockhook_shared::queue::now_ms();
+    let at = |id: u64, accepted_at: i64| Prepared {
+        accepted_at,
+        ..ev(id, vec![level("100", "loc1", 9, accepted_at)])
+    };
+    let old = now - 3 * DAY;
+    apply(s, &r, vec![at(1, old), at(2, now), at(3, now)]).await;
+    let hour = |t: i64| counters::source_hour("shop", t.div_euclid(counters::HOUR_MS));
+    let c = s.counters().await.unwrap();
+    assert_eq!((c.get(&hour(old)), c.get(&hour(now))), (Some(&1), Some(&2)));
+    s.housekeeping(0).await.unwrap();
+    let c = s.counters().await.unwrap();
+    assert_eq!((c.get(&hour(old)), c.get(&hour(now))), (None, Some(&2)));
+    assert_eq!(c[&counters::source_processed("shop")], 3);
 }
 
 const DAY: i64 = 86_400_000;
@@ -157,6 +178,9 @@ async fn fires_once<S: StateBackend>(s: &S) {
     assert_eq!(c[counters::EVENTS_PROCESSED], 2);
     assert_eq!(c[&counters::source_processed("shop")], 2);
     assert_eq!(c[counters::ALERTS_CREATED], 1);
+    // Counted in the hour the events arrived (the dashboard's events-per-hour chart).
+    let hour = (i64::MAX / 2).div_euclid(counters::HOUR_MS);
+    assert_eq!(c[&counters::source_hour("shop", hour)], 2);
 }
 
 async fn rearms<S: StateBackend>(s: &S) {

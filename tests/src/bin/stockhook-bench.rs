@@ -15,6 +15,10 @@
 //!   records the time each 200 arrived, polls `<data_dir>/mail/` for the `.eml` files naming the
 //!   items, and reports the "200 -> email file" latency (by file mtime, and as observed by the
 //!   poll) with the queue depth from `/healthz` over time.
+//!   With `--browse-url` (the worker's dashboard) and `--browse-token` it measures twice in the
+//!   same run: idle, then while `--browse-connections` loops load dashboard pages back to back
+//!   (issue 16: browsing must not slow event processing); `--prefill N` first puts N items in
+//!   the state.
 //! * `backlog`: with the worker stopped, appends `--events` events through the receiver, then
 //!   starts `--worker-bin --config C run`, times until `/healthz` shows nothing pending or leased,
 //!   reports events/s and the worker's VmHWM, and stops the worker (SIGTERM).
@@ -91,6 +95,20 @@ struct Args {
     /// e2e: how often the mail directory is listed.
     #[arg(long, default_value = "20ms", value_parser = parse_duration)]
     poll: Duration,
+    /// e2e: send this many events (fresh items, unmeasured) first and wait for the queue to
+    /// drain, so the state holds that many items before the measured phase(s).
+    #[arg(long, default_value_t = 0)]
+    prefill: u64,
+    /// e2e: the worker's dashboard (http), e.g. http://127.0.0.1:18081. Then e2e runs twice in
+    /// the same run, idle and while `--browse-connections` loops load dashboard pages.
+    #[arg(long)]
+    browse_url: Option<String>,
+    /// e2e: an admin token of the dashboard (with --browse-url).
+    #[arg(long, env = "BENCH_DASHBOARD_TOKEN")]
+    browse_token: Option<String>,
+    /// e2e: how many page-loading loops run at once while browsing (each back to back).
+    #[arg(long, default_value_t = 2)]
+    browse_connections: usize,
     /// backlog: how many events to append before the worker starts.
     #[arg(long, default_value_t = 100_000)]
     events: u64,
@@ -880,13 +898,152 @@ fn watch_mail(
 async fn e2e(args: Args) -> anyhow::Result<()> {
     let mut args = args;
     args.topic = Topic::InventoryLevelsUpdate;
+    let url = parse_url(&args.url)?;
+    if args.prefill > 0 {
+        prefill(&args, &url).await?;
+    }
+    let browse = match &args.browse_url {
+        None => None,
+        Some(b) => {
+            let token = args
+                .browse_token
+                .clone()
+                .ok_or_else(|| anyhow!("--browse-url needs --browse-token (an admin token)"))?;
+            Some((parse_url(b)?, token))
+        }
+    };
+    // Without --browse-url: one phase, as before. With it: the same run idle, then browsing.
+    e2e_phase(&args, &url, "idle", None).await?;
+    if let Some((b, token)) = browse {
+        e2e_phase(&args, &url, "browsing", Some((b.addr, token))).await?;
+    }
+    Ok(())
+}
+
+/// Sends `--prefill` events (fresh items) at `--rate`, unmeasured, then waits until the worker
+/// has taken everything off the queue: the state then holds that many more items.
+async fn prefill(args: &Args, url: &Url) -> anyhow::Result<()> {
+    let rate = args.rate.unwrap_or(2000.0);
+    let c = args.connections.max(1);
+    let t0 = Instant::now();
+    let plan = Plan {
+        url: url.clone(),
+        connections: c,
+        until: None,
+        max_requests: Some(args.prefill),
+        measure_from: t0,
+        interval: Some(Duration::from_secs_f64(c as f64 / rate)),
+        available: |_| 1,
+        record_accepted: false,
+    };
+    let t = run_plan(plan, RequestMaker::new(args, url)).await;
+    let deadline = Instant::now() + args.backlog_timeout;
+    loop {
+        let (p, l) = queue_depth(url).await?;
+        if p + l == 0 {
+            break;
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "prefill: {p} pending, {l} leased after {:?}",
+                args.backlog_timeout
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    println!(
+        "prefill  {} events ({} accepted) in {:.1?}, queue drained",
+        args.prefill,
+        t.status.get(&200).copied().unwrap_or(0),
+        t0.elapsed()
+    );
+    Ok(())
+}
+
+/// The dashboard pages the browsing loop cycles through (as a seller clicks around).
+const BROWSE_PAGES: [&str; 7] = [
+    "/",
+    "/inventory",
+    "/inventory?q=70000&sort=available",
+    "/inventory?status=low&sort=last_sale&dir=desc",
+    "/inventory?sort=name&page=100",
+    "/alerts",
+    "/inventory?sort=cover&dir=desc&page=3",
+];
+
+/// One HTTP/1.1 exchange on a fresh connection (blocking): (status, raw answer).
+fn http_once(addr: SocketAddr, req: &str) -> std::io::Result<(u16, Vec<u8>)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    s.write_all(req.as_bytes())?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out)?;
+    let status = out
+        .get(9..12)
+        .and_then(|b| std::str::from_utf8(b).ok())
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(0);
+    Ok((status, out))
+}
+
+/// Logs in with `token` and loads [`BROWSE_PAGES`] in turn, back to back, until `stop`, on its
+/// own thread (not the load generator's runtime). Returns the page latencies (µs) and errors.
+fn browse_loop(
+    addr: SocketAddr,
+    token: String,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<(Vec<u32>, u64)> {
+    std::thread::spawn(move || {
+        let body = format!("token={token}");
+        let login = format!(
+            "POST /login HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/x-www-form-urlencoded\r\n\
+             content-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let cookie = http_once(addr, &login).ok().and_then(|(_, raw)| {
+            String::from_utf8_lossy(&raw).lines().find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case("set-cookie")
+                    .then(|| v.trim().split(';').next().unwrap_or("").to_string())
+            })
+        });
+        let Some(cookie) = cookie else {
+            return (Vec::new(), 1);
+        };
+        let mut lat = Vec::new();
+        let mut errors = 0;
+        for path in BROWSE_PAGES.iter().cycle() {
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
+            let req = format!(
+                "GET {path} HTTP/1.1\r\nhost: {addr}\r\ncookie: {cookie}\r\nconnection: close\r\n\r\n"
+            );
+            let t = Instant::now();
+            match http_once(addr, &req) {
+                Ok((200, _)) => lat.push(t.elapsed().as_micros().min(u32::MAX as u128) as u32),
+                _ => errors += 1,
+            }
+        }
+        lat.sort_unstable();
+        (lat, errors)
+    })
+}
+
+/// One measured e2e phase; `browse`: (dashboard address, admin token) loaded meanwhile.
+async fn e2e_phase(
+    args: &Args,
+    url: &Url,
+    phase: &str,
+    browse: Option<(SocketAddr, String)>,
+) -> anyhow::Result<()> {
     let rate = args.rate.unwrap_or(2000.0);
     let data_dir = args
         .data_dir
         .clone()
         .ok_or_else(|| anyhow!("e2e needs --data-dir (the receiver's and worker's data_dir)"))?;
-    let url = parse_url(&args.url)?;
-    let maker = RequestMaker::new(&args, &url);
+    let maker = RequestMaker::new(args, url);
     let seen: Seen = Arc::new(Mutex::new(HashMap::new()));
     let stop_watch = Arc::new(AtomicBool::new(false));
     let watcher = watch_mail(
@@ -895,7 +1052,15 @@ async fn e2e(args: Args) -> anyhow::Result<()> {
         seen.clone(),
         stop_watch.clone(),
     );
-
+    let stop_browse = Arc::new(AtomicBool::new(false));
+    let browsers: Vec<_> = browse
+        .iter()
+        .flat_map(|(addr, token)| {
+            let stop = stop_browse.clone();
+            (0..args.browse_connections.max(1))
+                .map(move |_| browse_loop(*addr, token.clone(), stop.clone()))
+        })
+        .collect();
     // Queue depth every 250 ms while sending and draining.
     let depth: Arc<Mutex<Vec<(f64, u64, u64)>>> = Arc::new(Mutex::new(Vec::new()));
     let stop_depth = Arc::new(AtomicBool::new(false));
@@ -928,6 +1093,16 @@ async fn e2e(args: Args) -> anyhow::Result<()> {
     };
     let t = run_plan(plan, maker).await;
     let sent_secs = t0.elapsed().as_secs_f64();
+    stop_browse.store(true, Ordering::Relaxed);
+    let mut pages: Vec<u32> = Vec::new();
+    let mut page_errors = 0;
+    for b in browsers {
+        if let Ok((lat, errors)) = tokio::task::spawn_blocking(move || b.join()).await? {
+            pages.extend(lat);
+            page_errors += errors;
+        }
+    }
+    pages.sort_unstable();
     // Wait for the emails of every accepted item, up to the drain timeout.
     let want: HashSet<u64> = t.accepted.iter().map(|(i, _)| *i).collect();
     let deadline = Instant::now() + args.drain_timeout;
@@ -980,6 +1155,8 @@ async fn e2e(args: Args) -> anyhow::Result<()> {
             "{}",
             serde_json::json!({
                 "mode": "e2e",
+                "phase": phase,
+                "pages": {"loaded": pages.len(), "errors": page_errors, "latency": latency_json(&pages)},
                 "target_rate": rate,
                 "achieved_rate": achieved,
                 "duration_s": sent_secs,
@@ -995,6 +1172,7 @@ async fn e2e(args: Args) -> anyhow::Result<()> {
             })
         );
     } else {
+        println!("--- phase: {phase}");
         println!(
             "e2e  {rate}/s target, {achieved:.0}/s achieved over {sent_secs:.1}s, c={}, inventory_levels/update available=1, fresh item each",
             args.connections
@@ -1022,6 +1200,15 @@ async fn e2e(args: Args) -> anyhow::Result<()> {
                 .join("  "),
             t.errors
         );
+        if !pages.is_empty() || page_errors > 0 {
+            println!(
+                "dashboard pages loaded meanwhile: {} ({} errors), {} loop(s)   {}",
+                pages.len(),
+                page_errors,
+                args.browse_connections.max(1),
+                latency_text(&pages)
+            );
+        }
     }
     Ok(())
 }

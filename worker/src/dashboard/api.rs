@@ -113,22 +113,22 @@ pub async fn handle<S: StateBackend>(dash: &Dashboard<S>, req: Req) -> (Resp, Op
         (&Method::GET, ["items"]) => match dash.snapshot().await {
             Ok(snap) => {
                 let f = Filter::for_scope(query.as_deref().unwrap_or(""), &user.scope);
-                let rows = view::rows(&snap, &user.scope, &f);
+                let selected = view::select(&snap, &user.scope, &f);
                 let limit = query_param(query.as_deref(), "limit")
                     .and_then(|l| l.parse().ok())
                     .unwrap_or(usize::MAX);
                 let offset = query_param(query.as_deref(), "offset")
                     .and_then(|l| l.parse().ok())
                     .unwrap_or(0);
-                let items: Vec<Value> = rows
+                let items: Vec<Value> = selected
                     .iter()
                     .skip(offset)
                     .take(limit)
-                    .map(item_json)
+                    .map(|&i| item_json(&snap.row(i)))
                     .collect();
                 json_resp(
                     StatusCode::OK,
-                    &json!({ "total": rows.len(), "items": items }),
+                    &json!({ "total": selected.len(), "items": items }),
                 )
             }
             Err(e) => unavailable(e),

@@ -36,7 +36,7 @@ th,td{text-align:left;padding:8px;border-bottom:1px solid var(--line);vertical-a
 thead th{white-space:nowrap}th.n,td.n{text-align:right}
 th[aria-sort] a::after{content:" ▲"}th[aria-sort=descending] a::after{content:" ▼"}
 .badge{display:inline-block;padding:1px 8px;border-radius:10px;font-size:.85rem;border:1px solid currentColor;white-space:nowrap}
-.s-out,.a-failed{color:var(--bad)}.s-low{color:#8a4b00}.s-no_sales{color:#5b3f99}.s-ok,.a-sent{color:#0b6e4f}
+.s-out,.a-failed{color:var(--bad)}.s-low{color:#8a4b00}.s-no_sales{color:#5b3f99}.s-ok,.a-sent{color:#0b6e4f}.s-cover{color:#9a3412}
 .tabs ul{display:flex;gap:12px;list-style:none;padding:0}.tabs a[aria-current=page]{font-weight:700}
 .pager{display:flex;gap:16px;margin-top:12px}
 .actions{display:flex;flex-wrap:wrap;gap:12px}
@@ -49,7 +49,7 @@ svg.chart .sale{fill:#d97706}svg.chart .tick{font-size:11px;fill:var(--muted)}
 svg.spark{width:100%;max-width:240px;height:32px}svg.spark rect{fill:var(--accent)}
 .spark-label{margin:8px 0 0;color:var(--muted);font-size:.9rem}
 .sr{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0)}
-@media (max-width:600px){main{padding:8px}th,td{padding:6px 4px}form.logout{margin-left:0}.wide{display:none}}
+@media (max-width:600px){main{padding:8px}th,td{padding:6px 4px}form.logout{margin-left:0}.wide{display:none}thead th{white-space:normal}}
 "#;
 
 /// The per-user stylesheet: the brand's accent colour (validated `#rrggbb`).

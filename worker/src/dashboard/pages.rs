@@ -126,7 +126,7 @@ pub fn overview(
                             dt { "Failed events" } dd { (queue.map_or(0, |q| q.dead_of(&f.source))) }
                             dt { "Queued" } dd { (queue.map_or(0, |q| q.pending_of(&f.source))) }
                             }
-                        p.spark-label { "Reports per hour, last 24 h" }
+                        p.spark-label { "Events per hour, last 24 h" }
                         (chart::sparkline(&f.per_hour, &f.source))
                     }
                 }
@@ -167,13 +167,23 @@ fn status_badge(s: Status) -> Markup {
     html! { span class={"badge s-" (s.as_str())} { (s.label()) } }
 }
 
-pub fn inventory(ctx: &Ctx, rows: &[Row], filter: &Filter, sources: &[String]) -> Markup {
-    let pages = rows.len().div_ceil(view::PAGE_SIZE).max(1);
+/// The inventory table: `selected` are the filtered, sorted indices into `snap`'s items; only
+/// the page's [`view::PAGE_SIZE`] rows are built and rendered.
+pub fn inventory(
+    ctx: &Ctx,
+    snap: &view::Snapshot,
+    selected: &[u32],
+    filter: &Filter,
+    sources: &[String],
+) -> Markup {
+    let pages = selected.len().div_ceil(view::PAGE_SIZE).max(1);
     let page = filter.page.min(pages - 1);
-    let shown = rows
+    let shown: Vec<Row> = selected
         .iter()
         .skip(page * view::PAGE_SIZE)
-        .take(view::PAGE_SIZE);
+        .take(view::PAGE_SIZE)
+        .map(|&i| snap.row(i))
+        .collect();
     let sort_link = |s: Sort| {
         let mut f = filter.clone();
         f.desc = f.sort == s && !f.desc;
@@ -212,28 +222,33 @@ pub fn inventory(ctx: &Ctx, rows: &[Row], filter: &Filter, sources: &[String]) -
                 button type="submit" { "Apply" }
                 a.button href={"/inventory.csv?" (filter.to_query(None))} download { "Download CSV" }
             }
-            p.count role="status" { (rows.len()) " items" @if pages > 1 { ", page " (page + 1) " of " (pages) } }
+            p.count role="status" { (selected.len()) " items" @if pages > 1 { ", page " (page + 1) " of " (pages) } }
             div.table-wrap {
                 table #inventory {
                     thead { tr {
                         th scope="col" aria-sort=[aria_sort(Sort::Name)] { a href=(sort_link(Sort::Name)) { "Item" } }
                         th.wide scope="col" { "Source" }
-                        th scope="col" { "SKU" }
+                        th.wide scope="col" { "SKU" }
                         th.n scope="col" aria-sort=[aria_sort(Sort::Available)] { a href=(sort_link(Sort::Available)) { "Available" } }
                         th scope="col" { "Status" }
-                        th.n.wide scope="col" aria-sort=[aria_sort(Sort::Cover)] { a href=(sort_link(Sort::Cover)) { "Days of cover" } }
-                        th scope="col" aria-sort=[aria_sort(Sort::LastSale)] { a href=(sort_link(Sort::LastSale)) { "Last sale" } }
+                        th.n scope="col" aria-sort=[aria_sort(Sort::Cover)] { a href=(sort_link(Sort::Cover)) { "Days of cover" } }
+                        th.wide scope="col" aria-sort=[aria_sort(Sort::LastSale)] { a href=(sort_link(Sort::LastSale)) { "Last sale" } }
                     } }
                     tbody {
-                        @for r in shown {
+                        @for r in &shown {
                             tr data-source=(r.item.source) {
                                 th scope="row" { a href={"/items/" (enc(&r.id()))} { (view::name(r.item)) } }
                                 td.wide { (r.item.source) }
-                                td { (r.item.sku.as_deref().unwrap_or("—")) }
+                                td.wide { (r.item.sku.as_deref().unwrap_or("—")) }
                                 td.n { (num(r.available)) }
-                                td { (status_badge(r.status)) }
-                                td.n.wide { @match r.cover.as_ref() { Some(c) => (format!("{:.1}", c.days_of_cover)), None => "—" } }
-                                td { (opt_date(r.item.last_sale_at)) }
+                                td {
+                                    (status_badge(r.status))
+                                    @if let Some(c) = r.cover.as_ref().filter(|c| c.days_of_cover < f64::from(c.cover_days) && r.status != Status::Out) {
+                                        " " span.badge.s-cover title={"Fewer days of cover than the " (c.cover_days) "-day lead time: reorder " (c.reorder_qty)} { "Low cover" }
+                                    }
+                                }
+                                td.n { @match r.cover.as_ref() { Some(c) => (format!("{:.1}", c.days_of_cover)), None => "—" } }
+                                td.wide { (opt_date(r.item.last_sale_at)) }
                             }
                         }
                     }
@@ -265,6 +280,7 @@ pub fn item(
     ctx: &Ctx,
     st: &ItemState,
     status: Status,
+    cover: Option<&crate::cover::CoverView>,
     alerts: &[&OutboxEntry],
     next: &NextStep,
 ) -> Markup {
@@ -280,6 +296,15 @@ pub fn item(
                 dt { "SKU" } dd { (st.sku.as_deref().unwrap_or("—")) }
                 dt { "Available" } dd { (num(st.total())) " " (status_badge(status)) }
                 dt { "Units sold" } dd { (st.sold()) }
+                @if let Some(c) = cover {
+                    dt { "Sells per day" } dd { (format!("{:.2}", c.velocity_per_day)) }
+                    dt { "Days of cover" } dd {
+                        (format!("{:.1}", c.days_of_cover)) " (lead time " (c.cover_days) " days)"
+                        @if c.days_of_cover < f64::from(c.cover_days) { " " span.badge.s-cover { "Low cover" } }
+                    }
+                    dt { "Runs out" } dd { (date(c.stockout_date)) }
+                    dt { "Reorder" } dd { (c.reorder_qty) " units" }
+                }
                 dt { "Last sale" } dd { (opt_date(st.last_sale_at)) }
                 dt { "First seen" } dd { (date(st.first_seen_at)) }
                 @if let Some(r) = &st.removed { dt { "Removed" } dd { (date(r.at)) " (" (r.reason) ")" } }

@@ -381,10 +381,10 @@ pub async fn get_page<S: StateBackend>(
         }
         "/inventory" => {
             let filter = Filter::for_scope(query.unwrap_or(""), &user.scope);
-            let rows = view::rows(&snap, &user.scope, &filter);
+            let selected = view::select(&snap, &user.scope, &filter);
             html(
                 StatusCode::OK,
-                pages::inventory(ctx, &rows, &filter, &sources),
+                pages::inventory(ctx, &snap, &selected, &filter, &sources),
             )
         }
         "/inventory.csv" => {
@@ -437,7 +437,11 @@ pub async fn get_page<S: StateBackend>(
                 let probe = st.no_sales_alert(st.quiet_since(), &snap.rules, snap.taken_at);
                 let next = crate::email::admin_links::next_step(&probe, &dash.stores);
                 let status = view::status(st, &snap.rules, snap.taken_at);
-                return html(StatusCode::OK, pages::item(ctx, st, status, &alerts, &next));
+                let cover = view::cover(st, &snap.rules, snap.taken_at);
+                return html(
+                    StatusCode::OK,
+                    pages::item(ctx, st, status, cover.as_ref(), &alerts, &next),
+                );
             }
             if let Some(id) = path.strip_prefix("/failed/") {
                 let Some(eid) = EventId::parse(id) else {

@@ -3,6 +3,11 @@
 //!
 //! Pure functions of the snapshot, so the pages, the JSON API, the CSV download and the
 //! benchmark all read the same thing, and none of them touches the state store.
+//!
+//! Everything that does not depend on the request is worked out once per snapshot, in the
+//! background: each item's status, cover and search text, the row order for every sort key,
+//! and the overview's figures per source. A request then only filters the precomputed order
+//! and renders its own rows.
 
 use crate::alert::OutboxEntry;
 use crate::cover::CoverView;
@@ -22,6 +27,46 @@ pub struct Snapshot {
     /// computed once per snapshot rather than per request (the cover rule's velocity and the
     /// lowercased text are most of a 50,000-item page's cost).
     derived: Vec<Derived>,
+    /// Per sort key (index [`Sort::ix`]): the items in ascending order.
+    orders: [Order; 4],
+    /// The overview's figures of every source that has items, alerts or counters.
+    figures: BTreeMap<String, SourceFigures>,
+}
+
+/// Item indices sorted ascending by one key: those with the key first, then those without.
+struct Order {
+    ix: Vec<u32>,
+    /// How many of `ix`, from the start, have the key (the rest stay last in either direction).
+    known: usize,
+}
+
+impl Order {
+    /// Sorts by `key` (stable: ties keep the snapshot's source/item order).
+    fn by<K: PartialOrd>(n: usize, key: impl Fn(usize) -> Option<K>) -> Order {
+        let mut with: Vec<(K, u32)> = Vec::with_capacity(n);
+        let mut without = Vec::new();
+        for i in 0..n {
+            match key(i) {
+                Some(k) => with.push((k, i as u32)),
+                None => without.push(i as u32),
+            }
+        }
+        with.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal));
+        let known = with.len();
+        let mut ix: Vec<u32> = with.into_iter().map(|(_, i)| i).collect();
+        ix.extend(without);
+        Order { ix, known }
+    }
+
+    /// The indices in the order asked for; unknowns last either way.
+    fn iter(&self, desc: bool) -> Box<dyn Iterator<Item = u32> + '_> {
+        let (known, rest) = self.ix.split_at(self.known);
+        if desc {
+            Box::new(known.iter().rev().chain(rest).copied())
+        } else {
+            Box::new(self.ix.iter().copied())
+        }
+    }
 }
 
 /// What the inventory table needs of one item beyond the item itself.
@@ -58,7 +103,16 @@ impl Snapshot {
                 .to_lowercase(),
                 name_key: name(st).to_lowercase(),
             })
-            .collect();
+            .collect::<Vec<Derived>>();
+        let n = items.len();
+        let d = &derived;
+        let orders = [
+            Order::by(n, |i| items[i].total()),
+            Order::by(n, |i| d[i].cover.as_ref().map(|c| c.days_of_cover)),
+            Order::by(n, |i| items[i].last_sale_at),
+            Order::by(n, |i| Some(d[i].name_key.as_str())),
+        ];
+        let figures = all_figures(taken_at, &items, &derived, &outbox, &counters);
         Snapshot {
             taken_at,
             items,
@@ -66,6 +120,20 @@ impl Snapshot {
             counters,
             rules,
             derived,
+            orders,
+            figures,
+        }
+    }
+
+    /// Row `i` of the snapshot.
+    pub fn row(&self, i: u32) -> Row<'_> {
+        let i = i as usize;
+        let st = &self.items[i];
+        Row {
+            item: st,
+            available: st.total(),
+            status: self.derived[i].status,
+            cover: self.derived[i].cover.clone(),
         }
     }
 }
@@ -192,6 +260,15 @@ impl Sort {
             _ => return None,
         })
     }
+    /// Its place in [`Snapshot`]'s precomputed orders.
+    fn ix(self) -> usize {
+        match self {
+            Sort::Available => 0,
+            Sort::Cover => 1,
+            Sort::LastSale => 2,
+            Sort::Name => 3,
+        }
+    }
     pub fn as_str(self) -> &'static str {
         match self {
             Sort::Available => "available",
@@ -273,67 +350,45 @@ impl Filter {
         q.finish()
     }
 
-    fn keep(&self, row: &Row, needle: &str, hay: &str) -> bool {
-        let st = row.item;
-        if self.none {
-            return false;
-        }
+    /// Whether item `d` of `st` passes (the search's `needle` already lowercased).
+    fn keep(&self, st: &ItemState, d: &Derived, needle: &str) -> bool {
         if self.source.as_ref().is_some_and(|s| *s != st.source) {
             return false;
         }
         let status_ok = match self.status.as_deref() {
             None => true,
-            Some("cover") => row
+            Some("cover") => d
                 .cover
                 .as_ref()
                 .is_some_and(|c| c.days_of_cover < f64::from(c.cover_days)),
-            Some(s) => row.status.as_str() == s,
+            Some(s) => d.status.as_str() == s,
         };
-        if !status_ok {
-            return false;
-        }
-        if needle.is_empty() {
-            return true;
-        }
-        hay.contains(needle)
+        status_ok && (needle.is_empty() || d.hay.contains(needle))
     }
 }
 
-/// The rows `scope` may see that pass `filter`, sorted.
-pub fn rows<'a>(snap: &'a Snapshot, scope: &Scope, filter: &Filter) -> Vec<Row<'a>> {
+/// The indices (into `snap.items`) of the rows `scope` may see that pass `filter`, sorted: a
+/// walk over the snapshot's precomputed order, no sorting per request.
+pub fn select(snap: &Snapshot, scope: &Scope, filter: &Filter) -> Vec<u32> {
+    if filter.none {
+        return Vec::new();
+    }
     let needle = filter.q.to_lowercase();
-    let mut rows: Vec<(&str, Row)> = snap
-        .items
-        .iter()
-        .zip(&snap.derived)
-        .filter(|(st, _)| scope.allows(&st.source))
-        .map(|(st, d)| {
-            let row = Row {
-                item: st,
-                available: st.total(),
-                status: d.status,
-                cover: d.cover.clone(),
-            };
-            (d, row)
+    snap.orders[filter.sort.ix()]
+        .iter(filter.desc)
+        .filter(|&i| {
+            let st = &snap.items[i as usize];
+            scope.allows(&st.source) && filter.keep(st, &snap.derived[i as usize], &needle)
         })
-        .filter(|(d, r)| filter.keep(r, &needle, &d.hay))
-        .map(|(d, r)| (d.name_key.as_str(), r))
-        .collect();
-    // Unknowns last in either direction.
-    let key_i = |v: Option<i64>| v.map_or((1, 0), |x| (0, x));
-    match filter.sort {
-        Sort::Available => rows.sort_by_key(|(_, r)| key_i(r.available)),
-        Sort::LastSale => rows.sort_by_key(|(_, r)| key_i(r.item.last_sale_at)),
-        Sort::Cover => rows.sort_by(|(_, a), (_, b)| {
-            let k = |r: &Row| r.cover.as_ref().map_or((1, 0.0), |c| (0, c.days_of_cover));
-            k(a).partial_cmp(&k(b)).unwrap_or(std::cmp::Ordering::Equal)
-        }),
-        Sort::Name => rows.sort_by_key(|(k, _)| *k),
-    }
-    if filter.desc {
-        rows.reverse();
-    }
-    rows.into_iter().map(|(_, r)| r).collect()
+        .collect()
+}
+
+/// The rows `scope` may see that pass `filter`, sorted (the CSV and the API: every row).
+pub fn rows<'a>(snap: &'a Snapshot, scope: &Scope, filter: &Filter) -> Vec<Row<'a>> {
+    select(snap, scope, filter)
+        .into_iter()
+        .map(|i| snap.row(i))
+        .collect()
 }
 
 /// What an item is called on the pages: its title, else its SKU, else its id.
@@ -362,74 +417,104 @@ pub struct SourceFigures {
     pub out: usize,
     /// The newest level or sale time an item of this source holds.
     pub last_event_at: Option<i64>,
-    /// Level reports and sales per hour over the last 24 hours, oldest first.
+    /// Events processed per hour over the last 24 clock hours (the last one so far), oldest
+    /// first: the worker's per-source hourly counters, not the items' history points.
     pub per_hour: Vec<u32>,
     pub processed: i64,
     pub alerts_pending: usize,
     pub alerts_failed: usize,
 }
 
-/// Figures per source for the overview (and `stats` in the API).
+/// Figures per source for the overview (and `stats` in the API), from the snapshot's.
 pub fn figures(snap: &Snapshot, sources: &[String]) -> Vec<SourceFigures> {
-    let now = snap.taken_at;
-    let hour = 3_600_000;
-    let start = now - 24 * hour;
-    let mut by: BTreeMap<&str, SourceFigures> = sources
+    sources
         .iter()
         .map(|s| {
-            (
-                s.as_str(),
-                SourceFigures {
+            snap.figures
+                .get(s)
+                .cloned()
+                .unwrap_or_else(|| SourceFigures {
                     source: s.clone(),
                     per_hour: vec![0; 24],
-                    processed: snap
-                        .counters
-                        .get(&crate::state::counters::source_processed(s))
-                        .copied()
-                        .unwrap_or(0),
                     ..SourceFigures::default()
-                },
-            )
+                })
         })
-        .collect();
-    for st in &snap.items {
-        let Some(f) = by.get_mut(st.source.as_str()) else {
-            continue;
-        };
+        .collect()
+}
+
+/// Every source's figures, once per snapshot.
+fn all_figures(
+    now: i64,
+    items: &[ItemState],
+    derived: &[Derived],
+    outbox: &[OutboxEntry],
+    counters: &BTreeMap<String, i64>,
+) -> BTreeMap<String, SourceFigures> {
+    let mut by: BTreeMap<String, SourceFigures> = BTreeMap::new();
+    fn entry<'m>(
+        by: &'m mut BTreeMap<String, SourceFigures>,
+        s: &str,
+        now: i64,
+        counters: &BTreeMap<String, i64>,
+    ) -> &'m mut SourceFigures {
+        by.entry(s.to_string()).or_insert_with(|| SourceFigures {
+            source: s.to_string(),
+            per_hour: per_hour(counters, s, now),
+            processed: counters
+                .get(&crate::state::counters::source_processed(s))
+                .copied()
+                .unwrap_or(0),
+            ..SourceFigures::default()
+        })
+    }
+    for (st, d) in items.iter().zip(derived) {
+        let f = entry(&mut by, &st.source, now, counters);
         f.items += 1;
-        match status(st, &snap.rules, now) {
+        match d.status {
             Status::Low => f.low += 1,
             Status::Out => f.out += 1,
             _ => {}
         }
-        let times = st
-            .history
+        let newest = st
             .levels
-            .iter()
-            .map(|p| p.at)
-            .chain(st.history.sales.iter().map(|(t, _)| *t));
-        for t in times {
-            f.last_event_at = f.last_event_at.max(Some(t));
-            if t >= start && t < now + hour {
-                let i = (((t - start) / hour) as usize).min(23);
-                f.per_hour[i] += 1;
-            }
-        }
-        let newest = st.levels.values().map(|l| l.at).max().max(st.last_sale_at);
+            .values()
+            .map(|l| l.at)
+            .max()
+            .max(st.last_sale_at)
+            .max(st.history.levels.iter().map(|p| p.at).max())
+            .max(st.history.sales.iter().map(|(t, _)| *t).max());
         f.last_event_at = f.last_event_at.max(newest);
     }
-    for e in &snap.outbox {
-        if let Some(f) = by.get_mut(e.alert.source.as_str()) {
-            match e.status {
-                crate::alert::OutboxStatus::Pending => f.alerts_pending += 1,
-                crate::alert::OutboxStatus::Failed => f.alerts_failed += 1,
-                _ => {}
-            }
+    for e in outbox {
+        // A combined alert (`a+b`) counts for none of its parts, as before.
+        let f = entry(&mut by, &e.alert.source, now, counters);
+        match e.status {
+            crate::alert::OutboxStatus::Pending => f.alerts_pending += 1,
+            crate::alert::OutboxStatus::Failed => f.alerts_failed += 1,
+            _ => {}
         }
     }
-    sources
-        .iter()
-        .filter_map(|s| by.remove(s.as_str()))
+    for name in counters.keys() {
+        if let Some(s) = name
+            .strip_prefix("source.")
+            .and_then(|r| r.strip_suffix(".processed"))
+        {
+            entry(&mut by, s, now, counters);
+        }
+    }
+    by
+}
+
+/// Events processed per hour over the 24 hours up to `now`, oldest first, from the
+/// per-source hourly counters the worker keeps ([`crate::state::counters::source_hour`]).
+pub fn per_hour(counters: &BTreeMap<String, i64>, source: &str, now: i64) -> Vec<u32> {
+    let this_hour = now.div_euclid(crate::state::counters::HOUR_MS);
+    (this_hour - 23..=this_hour)
+        .map(|h| {
+            counters
+                .get(&crate::state::counters::source_hour(source, h))
+                .map_or(0, |n| u32::try_from(*n).unwrap_or(0))
+        })
         .collect()
 }
 
@@ -459,4 +544,138 @@ pub fn alerts<'a>(snap: &'a Snapshot, scope: &Scope) -> Vec<&'a OutboxEntry> {
 /// A combined alert's source is `a+b`: visible only when every part is.
 pub fn alert_visible(scope: &Scope, source: &str) -> bool {
     source.split('+').all(|s| scope.allows(s))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{counters, LevelRec};
+
+    const NOW: i64 = 1_800_000_000_000;
+
+    fn item(
+        source: &str,
+        id: &str,
+        title: &str,
+        available: Option<i64>,
+        sale: Option<i64>,
+    ) -> ItemState {
+        let mut st = ItemState::new(source, "shopify", id, NOW - 86_400_000);
+        st.title = Some(title.to_string());
+        st.sku = Some(format!("SKU-{id}"));
+        if let Some(a) = available {
+            st.levels.insert(
+                "all".into(),
+                LevelRec {
+                    available: Some(a),
+                    at: NOW - 3_600_000,
+                },
+            );
+        }
+        st.last_sale_at = sale;
+        st
+    }
+
+    fn snap(counters: BTreeMap<String, i64>) -> Snapshot {
+        let mut items = vec![
+            item("a", "1", "Blue mug", Some(7), Some(NOW - 5)),
+            item("a", "2", "red Mug", Some(2), None),
+            item("b", "3", "Apron", None, Some(NOW - 9)),
+            item("b", "4", "candle", Some(0), Some(NOW - 1)),
+            item("a", "5", "Zebra", Some(7), None),
+        ];
+        items.sort_by(|a, b| (&a.source, &a.item).cmp(&(&b.source, &b.item)));
+        Snapshot::new(
+            NOW,
+            items,
+            Vec::new(),
+            counters,
+            Arc::new(RuleConfig::example()),
+        )
+    }
+
+    fn ids(snap: &Snapshot, scope: &Scope, query: &str) -> Vec<String> {
+        rows(snap, scope, &Filter::for_scope(query, scope))
+            .iter()
+            .map(|r| r.item.item.clone())
+            .collect()
+    }
+
+    #[test]
+    fn each_sort_key_orders_both_ways_with_unknowns_last() {
+        let s = snap(BTreeMap::new());
+        let all = Scope::All;
+        // Ties (1 and 5 both hold 7) keep the snapshot's order ascending, reversed descending.
+        assert_eq!(ids(&s, &all, "sort=available"), ["4", "2", "1", "5", "3"]);
+        assert_eq!(
+            ids(&s, &all, "sort=available&dir=desc"),
+            ["5", "1", "2", "4", "3"]
+        );
+        assert_eq!(ids(&s, &all, "sort=last_sale"), ["3", "1", "4", "2", "5"]);
+        assert_eq!(
+            ids(&s, &all, "sort=last_sale&dir=desc"),
+            ["4", "1", "3", "2", "5"]
+        );
+        // By name, case-insensitively.
+        assert_eq!(ids(&s, &all, "sort=name"), ["3", "1", "4", "2", "5"]);
+        assert_eq!(
+            ids(&s, &all, "sort=name&dir=desc"),
+            ["5", "2", "4", "1", "3"]
+        );
+    }
+
+    #[test]
+    fn filters_and_scope_apply_on_the_precomputed_order() {
+        let s = snap(BTreeMap::new());
+        let all = Scope::All;
+        assert_eq!(ids(&s, &all, "q=MUG&sort=name"), ["1", "2"]);
+        assert_eq!(ids(&s, &all, "q=sku-4"), ["4"]);
+        assert_eq!(ids(&s, &all, "status=out"), ["4"]);
+        assert_eq!(ids(&s, &all, "status=low"), ["2"]);
+        assert_eq!(ids(&s, &all, "source=b&sort=name"), ["3", "4"]);
+        let only_b = Scope::Only(vec!["b".into()]);
+        assert_eq!(ids(&s, &only_b, "sort=name"), ["3", "4"]);
+        // Another source's filter matches nothing for a scoped user.
+        assert!(ids(&s, &only_b, "source=a").is_empty());
+        assert!(ids(&s, &only_b, "q=mug").is_empty());
+    }
+
+    #[test]
+    fn overview_figures_come_from_the_snapshot_and_the_hourly_counters() {
+        let hour = NOW.div_euclid(counters::HOUR_MS);
+        let c = BTreeMap::from([
+            (counters::source_hour("a", hour), 5),
+            (counters::source_hour("a", hour - 23), 2),
+            // Older than the chart's 24 hours, and another source's: not counted.
+            (counters::source_hour("a", hour - 24), 100),
+            (counters::source_hour("b", hour), 40),
+            (counters::source_processed("a"), 107),
+        ]);
+        let s = snap(c);
+        let figs = figures(&s, &["a".to_string(), "b".to_string(), "c".to_string()]);
+        let a = &figs[0];
+        assert_eq!((a.items, a.low, a.out, a.processed), (3, 1, 0, 107));
+        assert_eq!(a.per_hour.len(), 24);
+        assert_eq!((a.per_hour[0], a.per_hour[23]), (2, 5));
+        assert_eq!(a.per_hour.iter().sum::<u32>(), 7);
+        assert_eq!(a.last_event_at, Some(NOW - 5));
+        let b = &figs[1];
+        assert_eq!((b.items, b.out), (2, 1));
+        assert_eq!(b.per_hour[23], 40);
+        // A configured source with nothing yet.
+        assert_eq!((figs[2].source.as_str(), figs[2].items), ("c", 0));
+        assert_eq!(figs[2].per_hour, vec![0; 24]);
+    }
+
+    #[test]
+    fn hourly_counter_names_round_trip_and_age() {
+        let name = counters::source_hour("shop.eu", 500_000);
+        assert_eq!(counters::hour_of(&name), Some(500_000));
+        assert_eq!(counters::hour_of("source.a.processed"), None);
+        assert!(counters::is_stale_hour(&name, 500_001 * counters::HOUR_MS));
+        assert!(!counters::is_stale_hour(
+            &name,
+            500_001 * counters::HOUR_MS - 1
+        ));
+    }
 }

@@ -126,7 +126,8 @@ pub trait StateBackend: Send + Sync + 'static {
     fn sync(&self) -> impl Future<Output = Result<(), StateError>> + Send;
 
     /// Forgets what can no longer matter: processed-event marks and sent alerts older than
-    /// `cutoff`. Returns how many records. A backend whose storage expires records by itself
+    /// `cutoff`, and hourly event counters older than [`super::counters::HOURLY_KEEP_MS`].
+    /// Returns how many records. A backend whose storage expires records by itself
     /// keeps the default.
     fn housekeeping(&self, cutoff: i64) -> impl Future<Output = Result<usize, StateError>> + Send {
         let _ = cutoff;
@@ -285,7 +286,10 @@ impl StateBackend for SledState {
     }
 
     async fn housekeeping(&self, cutoff: i64) -> Result<usize, StateError> {
-        self.blocking(move |s| Ok(s.sweep_processed(cutoff)? + s.sweep_sent(cutoff)?))
-            .await
+        let hourly = stockhook_shared::queue::now_ms() - super::counters::HOURLY_KEEP_MS;
+        self.blocking(move |s| {
+            Ok(s.sweep_processed(cutoff)? + s.sweep_sent(cutoff)? + s.sweep_hourly(hourly)?)
+        })
+        .await
     }
 }

@@ -142,6 +142,8 @@ pub async fn apply_event<S: Store>(
         };
         s.count(name, 1).await?;
         s.count(&counters::source_processed(&ev.source), 1).await?;
+        let hour = ev.accepted_at.div_euclid(counters::HOUR_MS);
+        s.count(&counters::source_hour(&ev.source, hour), 1).await?;
         if checked.future_by_ms.is_some() {
             s.count(counters::FUTURE_TIMESTAMPS, 1).await?;
             s.count(&counters::source_future(&ev.source), 1).await?;

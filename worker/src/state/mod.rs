@@ -554,6 +554,25 @@ pub mod counters {
     pub fn source_processed(source: &str) -> String {
         format!("source.{source}.processed")
     }
+    /// One hour in ms: the width of [`source_hour`]'s buckets.
+    pub const HOUR_MS: i64 = 3_600_000;
+    /// How long the hourly counters are kept (housekeeping forgets older ones).
+    pub const HOURLY_KEEP_MS: i64 = 2 * 86_400_000;
+    /// Per source and clock hour (`hour` = unix ms / [`HOUR_MS`]), events processed that
+    /// arrived then: `source.<name>.hour.<hour>`. The dashboard's events-per-hour chart.
+    pub fn source_hour(source: &str, hour: i64) -> String {
+        format!("source.{source}.hour.{hour}")
+    }
+    /// The hour of a [`source_hour`] counter's name (`None`: not one).
+    pub fn hour_of(name: &str) -> Option<i64> {
+        let rest = name.strip_prefix("source.")?;
+        let (_, h) = rest.rsplit_once(".hour.")?;
+        h.parse().ok()
+    }
+    /// Whether `name` is an hourly counter older than `cutoff` (unix ms).
+    pub fn is_stale_hour(name: &str, cutoff: i64) -> bool {
+        hour_of(name).is_some_and(|h| (h + 1) * HOUR_MS <= cutoff)
+    }
 }
 
 /// The cross-channel alert for `sku` (shared by every state backend).

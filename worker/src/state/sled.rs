@@ -339,21 +339,38 @@ impl StateStore {
     /// Forgets sent alerts older than `cutoff` (their ids can no longer recur: the events that
     /// raised them are past the queue's retention too).
     pub fn sweep_sent(&self, cutoff: i64) -> Result<usize, StateError> {
-        let mut stale = Vec::new();
-        for item in self.tree.scan_prefix(b"d/") {
-            let (k, v) = item.map_err(storage("scanning sent alerts"))?;
-            if serde_json::from_slice::<OutboxEntry>(&v)
-                .is_ok_and(|e| e.sent_at.unwrap_or(0) < cutoff)
-            {
-                stale.push(k);
+        self.sweep(b"d/", "sent alerts", |_, v| {
+            serde_json::from_slice::<OutboxEntry>(v).is_ok_and(|e| e.sent_at.unwrap_or(0) < cutoff)
+        })
+    }
+
+    /// Forgets the hourly event counters of hours before `cutoff` (the dashboard charts 24 h).
+    pub fn sweep_hourly(&self, cutoff: i64) -> Result<usize, StateError> {
+        self.sweep(b"m/source.", "hourly counters", |k, _| {
+            counters::is_stale_hour(&String::from_utf8_lossy(&k[2..]), cutoff)
+        })
+    }
+
+    /// Removes the records under `prefix` that `stale(key, value)` picks; how many.
+    fn sweep(
+        &self,
+        prefix: &[u8],
+        what: &str,
+        stale: impl Fn(&[u8], &[u8]) -> bool,
+    ) -> Result<usize, StateError> {
+        let mut gone = Vec::new();
+        for item in self.tree.scan_prefix(prefix) {
+            let (k, v) = item.map_err(|e| storage(&format!("scanning {what}"))(e))?;
+            if stale(&k, &v) {
+                gone.push(k);
             }
         }
-        for k in &stale {
+        for k in &gone {
             self.tree
                 .remove(k)
-                .map_err(storage("sweeping sent alerts"))?;
+                .map_err(|e| storage(&format!("sweeping {what}"))(e))?;
         }
-        Ok(stale.len())
+        Ok(gone.len())
     }
 
     pub fn alert(&self, id: &str) -> Result<OutboxEntry, StateError> {

@@ -721,6 +721,23 @@ impl StateBackend for NatsState {
         Ok(out)
     }
 
+    /// The buckets expire marks and sent alerts by themselves; the hourly event counters are
+    /// forgotten here.
+    async fn housekeeping(&self, _cutoff: i64) -> Result<usize, StateError> {
+        let cutoff = stockhook_shared::queue::now_ms() - counters::HOURLY_KEEP_MS;
+        let mut n = 0;
+        for (key, _, _) in self.scan(B::Counters, "").await? {
+            if counters::is_stale_hour(&dec(&key), cutoff) {
+                self.counters
+                    .delete(&key)
+                    .await
+                    .map_err(|e| err(&format!("delete counter {key}"), e))?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
     async fn items(&self) -> Result<Vec<ItemState>, StateError> {
         let mut out: Vec<ItemState> = Vec::new();
         for (key, bytes, _) in self.scan(B::Items, "i.").await? {
