@@ -22,6 +22,7 @@ pub mod fake_shopify;
 pub mod hooks;
 pub mod http;
 pub mod nats_node;
+pub mod payloads;
 pub mod poll;
 pub mod proc;
 pub mod queue;

@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 use stockhook_tests::http;
+use stockhook_tests::payloads::padded_product;
 use stockhook_tests::stack::{expect_within, wait_worker_ready};
 use stockhook_tests::{deadline_in, sign, Proc, SourceSpec, TestDir};
 
@@ -133,40 +134,6 @@ impl Drop for Traced {
     }
 }
 
-/// A low-stock `products/update` for product `n`, padded (in `body_html`) to exactly `size`.
-fn product(n: u64, size: usize) -> Vec<u8> {
-    let make = |pad: usize| {
-        serde_json::json!({
-            "id": 7_982_298_430_000u64 + n,
-            "title": format!("Durable thing {n}"),
-            "body_html": "x".repeat(pad),
-            "status": "active",
-            "updated_at": "2024-05-14T16:41:07-04:00",
-            "variants": [{
-                "id": 44_112_234_980_000u64 + n,
-                "product_id": 7_982_298_430_000u64 + n,
-                "title": "One size",
-                "sku": format!("DURABLE-{n}"),
-                "inventory_management": "shopify",
-                "inventory_item_id": 46_208_873_540_000u64 + n,
-                "inventory_quantity": 1,
-                "old_inventory_quantity": 9,
-                "updated_at": "2024-05-14T16:41:07-04:00"
-            }]
-        })
-        .to_string()
-        .into_bytes()
-    };
-    let base = make(0).len();
-    assert!(
-        size >= base,
-        "a body of {size} bytes is smaller than the product itself"
-    );
-    let body = make(size - base);
-    assert_eq!(body.len(), size);
-    body
-}
-
 #[test]
 fn every_200_and_every_sent_email_is_on_stable_storage() {
     if !strace_available() {
@@ -196,7 +163,7 @@ fn every_200_and_every_sent_email_is_on_stable_storage() {
 
     let sizes = [1024, 300 * 1024, MAX_BODY];
     for (n, size) in sizes.iter().enumerate() {
-        let body = product(n as u64, *size);
+        let body = padded_product(n as u64, *size);
         let h = sign::shopify(SECRET, &body, "products/update", &format!("dur-{n}"));
         let r = http::post(addr, "/webhooks/shop", &h, &body);
         assert_eq!(r.status, 200, "body of {size} bytes: {r:?}");

@@ -8,39 +8,11 @@ use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use stockhook_tests::payloads::padded_product;
 use stockhook_tests::stack::{expect_within, start_worker, stat, wait_stats};
 use stockhook_tests::{http, sign, SourceSpec, TestDir};
 
 const SECRET: &str = "shpss_leases_0123456789abcdef";
-
-/// A low-stock `products/update` of exactly `size` bytes (padded in `body_html`).
-fn product(size: usize) -> Vec<u8> {
-    let make = |pad: usize| {
-        serde_json::json!({
-            "id": 7_982_298_431_000u64,
-            "title": "Big thing",
-            "body_html": "x".repeat(pad),
-            "status": "active",
-            "updated_at": "2024-05-14T16:41:07-04:00",
-            "variants": [{
-                "id": 44_112_234_981_000u64,
-                "product_id": 7_982_298_431_000u64,
-                "title": "One size",
-                "sku": "BIG-1",
-                "inventory_management": "shopify",
-                "inventory_item_id": 46_208_873_541_000u64,
-                "inventory_quantity": 1,
-                "old_inventory_quantity": 9,
-                "updated_at": "2024-05-14T16:41:07-04:00"
-            }]
-        })
-        .to_string()
-        .into_bytes()
-    };
-    let body = make(size - make(0).len());
-    assert_eq!(body.len(), size);
-    body
-}
 
 /// 300 bodies of ~2 MiB are 600 MiB: one lease of the default batch (256) would be a socket
 /// frame of ~680 MiB (base64), over the 512 MiB limit, and the worker could never lease them.
@@ -58,7 +30,7 @@ fn a_worker_drains_300_bodies_of_2_mib() {
     let rx = dir.receiver(&config);
     // One body for all (the HMAC covers only the body); each post has its own delivery id, so
     // each is its own event.
-    let body = product(MAX_BODY - 1000);
+    let body = padded_product(0, MAX_BODY - 1000);
     for n in 0..N {
         let h = sign::shopify(SECRET, &body, "products/update", &format!("big-{n}"));
         let r = http::post(rx.addr(), "/webhooks/shop", &h, &body);
