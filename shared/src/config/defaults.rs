@@ -85,10 +85,6 @@ pub fn give_up_after() -> ConfigDuration {
 pub fn tolerance_secs() -> u64 {
     300
 }
-/// Catalog sync (Amazon, eBay): days of orders read for sales history.
-pub fn sync_sales_history_days() -> u32 {
-    90
-}
 pub fn future_tolerance() -> ConfigDuration {
     ConfigDuration::secs(300)
 }
@@ -104,6 +100,7 @@ pub fn sync_interval() -> ConfigDuration {
 pub fn shopify_api_version() -> String {
     super::SHOPIFY_API_VERSION.into()
 }
+/// Catalog sync (Shopify, Amazon, eBay): days of orders read for sales history.
 pub fn sales_history_days() -> u32 {
     90
 }

@@ -43,7 +43,7 @@ pub struct AmazonSyncConfig {
     #[serde(default)]
     pub api_base: Option<String>,
     /// Orders of this many days are read for last-sale dates and sales velocity.
-    #[serde(default = "defaults::sync_sales_history_days")]
+    #[serde(default = "defaults::sales_history_days")]
     pub sales_history_days: u32,
     /// Set by the loader: why a secret could not be read (the sync reports it; the webhook
     /// source is not affected).
@@ -84,7 +84,7 @@ pub struct EbaySyncConfig {
     #[serde(default)]
     pub site_id: u32,
     /// Orders of this many days are read for last-sale dates and sales velocity.
-    #[serde(default = "defaults::sync_sales_history_days")]
+    #[serde(default = "defaults::sales_history_days")]
     pub sales_history_days: u32,
     /// Set by the loader: why a secret could not be read.
     #[serde(skip)]
