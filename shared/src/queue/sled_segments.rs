@@ -221,7 +221,7 @@ mod tests {
             q.flush_all().unwrap();
         }
         assert!(!path.join("segments").exists(), "format 1 wrote no segment");
-        let q = SledStore::open(&path, opts(true)).unwrap();
+        let q = crate::queue::sled_store::reopen_after_drop(&path, opts(true));
         let s = q.stats();
         assert_eq!((s.pending, s.dead, s.acked_retained), (1, 1, 1));
         assert!(matches!(
@@ -246,7 +246,7 @@ mod tests {
         q.ack(&[pending], 70).unwrap();
         q.flush_all().unwrap();
         drop(q);
-        let q = SledStore::open(&path, opts(false)).unwrap();
+        let q = crate::queue::sled_store::reopen_after_drop(&path, opts(false));
         assert_eq!(q.get(new).unwrap().body, b"{\"at\":50}");
         assert_eq!(q.stats().leased, 0);
         assert_eq!(
@@ -278,7 +278,7 @@ mod tests {
             // c: leased, never acked.
             q.flush_all().unwrap();
         }
-        let q = SledStore::open(&path, opts(true)).unwrap();
+        let q = crate::queue::sled_store::reopen_after_drop(&path, opts(true));
         let s = q.stats();
         assert_eq!((s.pending, s.dead, s.acked_retained), (1, 1, 1));
         assert_eq!(q.lease_now(10, 60_000, 40).unwrap()[0].envelope.id, c);
@@ -299,7 +299,7 @@ mod tests {
         );
         q.flush_all().unwrap();
         drop(q);
-        let q = SledStore::open(&path, opts(true)).unwrap();
+        let q = crate::queue::sled_store::reopen_after_drop(&path, opts(true));
         let s = q.stats();
         assert_eq!((s.pending, s.dead, s.acked_retained), (1, 0, 0));
         assert!(matches!(q.get(a), Err(QueueError::NotFound(_))));

@@ -173,6 +173,23 @@ pub struct SledStore {
 /// The `state` value that marks an event removed from a segment (it cannot be deleted there).
 const TOMBSTONE: [u8; 1] = [4];
 
+/// Reopens a store a test has just dropped. sled's flusher thread (`flush_every_ms`) lets go of
+/// the file lock at its next tick, so an in-process reopen can find it still held: wait for
+/// that, with a deadline.
+#[cfg(test)]
+pub(crate) fn reopen_after_drop(path: &Path, opts: StoreOptions) -> SledStore {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match SledStore::open(path, opts.clone()) {
+            Ok(q) => return q,
+            Err(QueueError::Locked { .. }) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(10))
+            }
+            Err(e) => panic!("reopening {}: {e}", path.display()),
+        }
+    }
+}
+
 fn storage(ctx: &str) -> impl Fn(sled::Error) -> QueueError + '_ {
     move |e| QueueError::storage(ctx, e)
 }

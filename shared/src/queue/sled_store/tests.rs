@@ -93,7 +93,7 @@ fn state_survives_reopen_and_leases_become_pending() {
         .unwrap();
         q.sync().unwrap();
     }
-    let q = SledStore::open(&path, opts()).unwrap();
+    let q = reopen_after_drop(&path, opts());
     let s = q.stats();
     assert_eq!((s.pending, s.dead, s.acked_retained), (1, 1, 1));
     let again = q.lease_now(10, 60_000, 40).unwrap();
