@@ -46,6 +46,10 @@ use stockhook_shared::config::SourceConfig;
 use stockhook_shared::secret::Secret;
 use tokio::time::Instant;
 
+/// A SKU's levels in the batch are all its Amazon stock (FBA summaries per pool, every Listings
+/// fulfillment channel): applied, they replace the SKU's levels (see the module notes).
+pub const LEVELS_ARE_ALL_STOCK: bool = true;
+
 /// Login with Amazon's token endpoint.
 pub const DEFAULT_TOKEN_URL: &str = "https://api.amazon.com/auth/o2/token";
 /// Page size asked of `searchListingsItems` (its maximum).
@@ -566,6 +570,7 @@ pub async fn fetch(
         now_ms,
         skus.into_iter().map(|(k, v)| v.into_item(k)).collect(),
         sales,
+        LEVELS_ARE_ALL_STOCK,
         s.token.refreshes,
     ))
 }

@@ -40,6 +40,9 @@ use stockhook_shared::config::SourceConfig;
 use stockhook_shared::secret::Secret;
 
 pub const DEFAULT_API_BASE: &str = "https://api.ebay.com";
+/// A listing's level is one quantity at `ebay`, not all of the item's stock keyed as webhooks
+/// may have keyed it: a complete batch leaves the other levels as they are.
+pub const LEVELS_ARE_ALL_STOCK: bool = false;
 /// The Trading API schema version asked for.
 const COMPATIBILITY_LEVEL: &str = "1225";
 /// Listings per `GetSellerList` page (its maximum).
@@ -516,6 +519,7 @@ pub async fn fetch(
         now_ms,
         items,
         sales,
+        LEVELS_ARE_ALL_STOCK,
         s.token.refreshes,
     ))
 }
