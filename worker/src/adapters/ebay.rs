@@ -210,6 +210,28 @@ pub(crate) fn parse_xml(body: &[u8]) -> Result<Node, NormalizeError> {
     // CDATA section); `Node::text_at` trims the whole text instead.
     let mut reader = Reader::from_str(text);
     let mut stack: Vec<Node> = vec![Node::default()];
+    // Per open element: what markup followed its text, if any. Text after that would be joined
+    // to the text before into a value the document never spells (a `<Timestamp>` split by a
+    // `<?pi?>`): eBay sends each element's text in one piece, so such a body is not its shape.
+    let mut after_text: Vec<Option<&'static str>> = vec![None];
+    fn markup(stack: &[Node], after_text: &mut [Option<&'static str>], what: &'static str) {
+        if let (Some(top), Some(seen)) = (stack.last(), after_text.last_mut()) {
+            if seen.is_none() && !top.text.trim().is_empty() {
+                *seen = Some(what);
+            }
+        }
+    }
+    // More text where `after_text` says markup followed the element's text: refused.
+    let resumed = |after_text: &[Option<&'static str>], s: &str, at: u64| match after_text
+        .last()
+        .copied()
+        .flatten()
+    {
+        Some(what) if !s.trim().is_empty() => Err(not_xml(format!(
+            "at byte {at}: an element's text is split by {what} (eBay sends it in one piece)"
+        ))),
+        _ => Ok(()),
+    };
     loop {
         let event = reader
             .read_event()
@@ -219,9 +241,12 @@ pub(crate) fn parse_xml(body: &[u8]) -> Result<Node, NormalizeError> {
                 if stack.len() > MAX_DEPTH {
                     return Err(not_xml(format!("nested deeper than {MAX_DEPTH} elements")));
                 }
+                markup(&stack, &mut after_text, "an element");
                 stack.push(Node::named(e.local_name().as_ref()));
+                after_text.push(None);
             }
             Event::Empty(e) => {
+                markup(&stack, &mut after_text, "an element");
                 if let Some(top) = stack.last_mut() {
                     top.children.push(Node::named(e.local_name().as_ref()));
                 }
@@ -231,14 +256,18 @@ pub(crate) fn parse_xml(body: &[u8]) -> Result<Node, NormalizeError> {
                     Some(n) if !stack.is_empty() => n,
                     _ => return Err(not_xml("end tag without a start tag".into())),
                 };
+                after_text.pop();
                 if let Some(parent) = stack.last_mut() {
                     parent.children.push(node);
                 }
             }
+            Event::PI(_) => markup(&stack, &mut after_text, "a processing instruction"),
+            Event::Comment(_) => markup(&stack, &mut after_text, "a comment"),
             Event::Text(t) => {
                 let s = t
                     .unescape()
                     .map_err(|e| at_byte(reader.buffer_position(), &e))?;
+                resumed(&after_text, &s, reader.buffer_position())?;
                 if let Some(top) = stack.last_mut() {
                     top.text.push_str(&s);
                 }
@@ -247,12 +276,13 @@ pub(crate) fn parse_xml(body: &[u8]) -> Result<Node, NormalizeError> {
                 let bytes = c.into_inner();
                 let s = std::str::from_utf8(&bytes)
                     .map_err(|e| not_xml(format!("CDATA is not UTF-8: {e}")))?;
+                resumed(&after_text, s, reader.buffer_position())?;
                 if let Some(top) = stack.last_mut() {
                     top.text.push_str(s);
                 }
             }
             Event::Eof => break,
-            // Declaration, processing instructions, comments, DOCTYPE: nothing to read.
+            // Declaration, DOCTYPE: nothing to read.
             _ => {}
         }
     }
@@ -1061,6 +1091,33 @@ mod tests {
     fn soap_without_event_name_is_no_topic() {
         let e = soap_env(None, soap_body("GetItemResponse", None, ITEM));
         assert!(matches!(normalize(&e), Err(NormalizeError::NoTopic(_))));
+    }
+
+    /// A fuzz finding (`worker/tests/fuzz_adapters.rs`, seed 26719297950761984, iteration 2363):
+    /// a processing instruction inside `<Timestamp>`'s text joined its two halves into a time
+    /// the body never spells, and the facts carried it. Text split by markup is not eBay's
+    /// shape: the event is refused (dead-lettered) naming what split it.
+    #[test]
+    fn text_split_by_markup_is_refused() {
+        for (split, what) in [
+            ("<?x y?>", "a processing instruction"),
+            ("<!-- z -->", "a comment"),
+            ("<b/>", "an element"),
+        ] {
+            let ts = format!("2024-05-01T10:{split}00:00.250Z");
+            let body =
+                stockhook_test_kit::ebay_soap::notification("GetItemResponse", "x", &ts, ITEM);
+            match normalize(&soap_env(Some("ItemListed"), body)) {
+                Err(NormalizeError::NotXml(m)) => assert!(m.contains(what), "{split}: {m}"),
+                other => panic!("{split}: {other:?}"),
+            }
+        }
+        // Markup between elements, or before an element's text, splits nothing.
+        let ts = format!("<!-- sent at --><?x y?>{TS}");
+        let inner = format!("<!-- the listing -->{ITEM}");
+        let body = stockhook_test_kit::ebay_soap::notification("GetItemResponse", "x", &ts, &inner);
+        let n = normalize(&soap_env(Some("ItemListed"), body)).unwrap();
+        assert_eq!(n.facts, catalog_and_level(7));
     }
 
     #[test]
