@@ -456,7 +456,7 @@ impl KeyCache {
             .await
             .map_err(|e| FetchError::Transport {
                 what: what.to_string(),
-                reason: error_chain(&e),
+                reason: stockhook_shared::redact::error_chain(&e),
             })?;
         let status = resp.status();
         let body = Limited::new(resp.into_body(), MAX_RESPONSE_BYTES)
@@ -499,18 +499,6 @@ fn plausible_kid(kid: &str) -> bool {
         && kid
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-}
-
-/// The error and its sources, `a: b: c` (hyper's own message alone says little).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        cur = s.source();
-    }
-    out
 }
 
 /// `ebay_api_url` (or the default), checked: `https://host[:port][/prefix]`, or `http://` to the

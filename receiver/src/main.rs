@@ -63,12 +63,9 @@ fn main() -> ExitCode {
         Some(Command::Compact) => config::load_for_ops,
         _ => config::load,
     };
-    let loaded = match load(cli.config.as_deref()) {
+    let loaded = match cli::config_or_exit("stockhook-receiver", load(cli.config.as_deref())) {
         Ok(l) => l,
-        Err(e) => {
-            eprintln!("stockhook-receiver: config error: {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let cfg = &loaded.config;
     stockhook_shared::telemetry::init(&cfg.log_level, cfg.log_format);
@@ -142,12 +139,4 @@ fn main() -> ExitCode {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_cli_is_consistent_and_every_argument_has_help() {
-        cli::assert_consistent_with_help_everywhere(Cli::command());
-    }
-}
+stockhook_shared::cli_test!(Cli);

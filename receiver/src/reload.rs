@@ -147,32 +147,27 @@ impl Reloader {
 /// The keys a running receiver cannot take over, among those that differ.
 fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     let (o, n) = (&old.receiver, &new.receiver);
-    let mut changed = Vec::new();
-    let mut check = |key: &'static str, differs: bool| {
-        if differs {
-            changed.push(key);
-        }
-    };
-    check("data_dir", old.data_dir != new.data_dir);
-    check("queue.backend", old.queue.backend != new.queue.backend);
-    check("receiver.listen", o.listen != n.listen);
-    check(
-        "receiver.tls_cert/tls_key (HTTP <-> HTTPS)",
-        o.tls_cert.is_some() != n.tls_cert.is_some(),
-    );
-    check(
-        "receiver.max_body_bytes",
-        o.max_body_bytes != n.max_body_bytes,
-    );
-    check(
-        "receiver.max_connections",
-        o.max_connections != n.max_connections,
-    );
-    check(
-        "receiver.metrics_listen",
-        o.metrics_listen != n.metrics_listen,
-    );
-    changed
+    lifecycle::changed_keys(&[
+        ("data_dir", old.data_dir != new.data_dir),
+        ("queue.backend", old.queue.backend != new.queue.backend),
+        ("receiver.listen", o.listen != n.listen),
+        (
+            "receiver.tls_cert/tls_key (HTTP <-> HTTPS)",
+            o.tls_cert.is_some() != n.tls_cert.is_some(),
+        ),
+        (
+            "receiver.max_body_bytes",
+            o.max_body_bytes != n.max_body_bytes,
+        ),
+        (
+            "receiver.max_connections",
+            o.max_connections != n.max_connections,
+        ),
+        (
+            "receiver.metrics_listen",
+            o.metrics_listen != n.metrics_listen,
+        ),
+    ])
 }
 
 /// Reloads on every SIGHUP until `stop` ([`lifecycle::reload_on_sighup`]).

@@ -49,6 +49,18 @@ pub fn generate(cmd: Command, what: Generate<'_>) -> ExitCode {
     }
 }
 
+/// The config `load` gives, or the exit code after printing why not: `<bin>: config error:
+/// ...` and 2, before the process binds or opens anything.
+pub fn config_or_exit(
+    bin: &str,
+    loaded: Result<crate::config::Loaded, crate::config::ConfigError>,
+) -> Result<crate::config::Loaded, ExitCode> {
+    loaded.map_err(|e| {
+        eprintln!("{bin}: config error: {e}");
+        ExitCode::from(2)
+    })
+}
+
 /// `completions <shell>`: the completion script for `cmd` on stdout (bash, zsh, fish, elvish,
 /// powershell). A package installs it, e.g. to `/usr/share/bash-completion/completions/`.
 pub fn print_completions(mut cmd: Command, shell: Shell) {
@@ -80,6 +92,22 @@ pub fn assert_consistent_with_help_everywhere(cmd: Command) {
     cmd.clone().debug_assert();
     let missing = args_without_help(&cmd);
     assert!(missing.is_empty(), "arguments without help: {missing:#?}");
+}
+
+/// Each binary's unit test of its CLI ([`assert_consistent_with_help_everywhere`]):
+/// `stockhook_shared::cli_test!(Cli);` at the end of its `main.rs`, `Cli` its clap parser.
+#[macro_export]
+macro_rules! cli_test {
+    ($cli:ident) => {
+        #[cfg(test)]
+        mod tests {
+            #[test]
+            fn the_cli_is_consistent_and_every_argument_has_help() {
+                use clap::CommandFactory as _;
+                $crate::cli::assert_consistent_with_help_everywhere(super::$cli::command());
+            }
+        }
+    };
 }
 
 /// Every argument (option, flag, positional) of `cmd` and its subcommands that has no help

@@ -27,6 +27,16 @@ pub fn reload_signals() -> std::io::Result<tokio::signal::unix::Signal> {
     tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
 }
 
+/// The keys among `checks` (key, whether the new config's value differs) that changed: what a
+/// reload names as needing a restart.
+pub fn changed_keys(checks: &[(&'static str, bool)]) -> Vec<&'static str> {
+    checks
+        .iter()
+        .filter(|(_, differs)| *differs)
+        .map(|(key, _)| *key)
+        .collect()
+}
+
 /// Runs `reload` on every SIGHUP until `stop`, the same way in both processes: tells systemd
 /// (`RELOADING=1`, then `READY=1`, so `systemctl reload` returns once it is done), and logs one
 /// line: `SIGHUP: <what> reloaded` with `reload`'s summary (and a warning naming the keys that

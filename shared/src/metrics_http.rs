@@ -36,20 +36,25 @@ where
 {
     loop {
         let (stream, _) = tokio::select! {
-            a = listener.accept() => match a {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "metrics listener: accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+            a = accept(&listener, "metrics listener") => a,
             _ = stop.changed() => return,
         };
         let handler = handler.clone();
         tokio::spawn(async move {
             let _ = tokio::time::timeout(Duration::from_secs(10), answer(stream, handler)).await;
         });
+    }
+}
+
+/// The next connection on `listener`. A failed accept (EMFILE and friends) is logged, naming
+/// the listener as `what`, and tried again after a pause instead of spinning.
+pub async fn accept(listener: &TcpListener, what: &str) -> (TcpStream, std::net::SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok(conn) => return conn,
+            Err(e) => tracing::warn!(error = %e, "{what}: accept failed"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

@@ -1,6 +1,8 @@
 //! Error text that never quotes input. Parsers (quick-xml, serde_json) put pieces of the document
 //! in their messages; those end up in logs and dead letters, where customer data must not go.
 //! [`error_kind`] keeps only the error's variant names, e.g. `IllFormed/MismatchedEndTag`.
+//! [`error_chain`] is for the other kind: a client's transport errors, which name the failure
+//! and never the document.
 
 /// The variant path of an error's `Debug` form, without any field values: at most three names,
 /// each an identifier, joined by `/`.
@@ -30,6 +32,20 @@ pub fn error_kind(e: &dyn std::fmt::Debug) -> String {
     } else {
         names.join("/")
     }
+}
+
+/// An error and its causes on one line, `a: b: c` (hyper's own message alone says little).
+/// For transport errors (hyper, rustls, io): their chains name the failure, never the URL or a
+/// body. A parser's error quotes its input: use [`error_kind`] for those.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        cur = s.source();
+    }
+    out
 }
 
 #[cfg(test)]

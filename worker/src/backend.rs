@@ -90,48 +90,29 @@ impl Queue {
     }
 }
 
-impl QueueOps for Queue {
-    async fn lease(
-        &self,
-        max: usize,
-        wait_ms: u64,
-        lease_ms: u64,
-    ) -> Result<Vec<Leased>, QueueError> {
-        each!(self, q => q.lease(max, wait_ms, lease_ms).await)
-    }
-    async fn ack(&self, ids: Vec<EventId>) -> Result<(), QueueError> {
-        each!(self, q => q.ack(ids).await)
-    }
-    async fn fail(&self, id: EventId, failure: Failure) -> Result<(), QueueError> {
-        each!(self, q => q.fail(id, failure).await)
-    }
-    async fn dead_list(&self, filter: DeadFilter) -> Result<Vec<DeadLetter>, QueueError> {
-        each!(self, q => q.dead_list(filter).await)
-    }
-    async fn dead_show(&self, id: EventId) -> Result<(DeadLetter, Envelope), QueueError> {
-        each!(self, q => q.dead_show(id).await)
-    }
-    async fn dead_replay(
-        &self,
-        filter: DeadFilter,
-        dry_run: bool,
-    ) -> Result<Vec<EventId>, QueueError> {
-        each!(self, q => q.dead_replay(filter, dry_run).await)
-    }
-    async fn dead_purge(
-        &self,
-        filter: DeadFilter,
-        dry_run: bool,
-    ) -> Result<Vec<EventId>, QueueError> {
-        each!(self, q => q.dead_purge(filter, dry_run).await)
-    }
-    async fn get(&self, id: EventId) -> Result<Envelope, QueueError> {
-        each!(self, q => q.get(id).await)
-    }
-    async fn stats(&self) -> Result<QueueStats, QueueError> {
-        each!(self, q => q.stats().await)
-    }
-    async fn purge_matching(&self, source: String, needle: String) -> Result<usize, QueueError> {
-        each!(self, q => q.purge_matching(source, needle).await)
-    }
+/// `impl QueueOps for Queue`: each operation, as the trait names it, forwarded to the backend
+/// at hand.
+macro_rules! forward {
+    ($(fn $op:ident($($arg:ident: $ty:ty),*) -> $ret:ty;)*) => {
+        impl QueueOps for Queue {
+            $(
+                async fn $op(&self, $($arg: $ty),*) -> Result<$ret, QueueError> {
+                    each!(self, q => q.$op($($arg),*).await)
+                }
+            )*
+        }
+    };
+}
+
+forward! {
+    fn lease(max: usize, wait_ms: u64, lease_ms: u64) -> Vec<Leased>;
+    fn ack(ids: Vec<EventId>) -> ();
+    fn fail(id: EventId, failure: Failure) -> ();
+    fn dead_list(filter: DeadFilter) -> Vec<DeadLetter>;
+    fn dead_show(id: EventId) -> (DeadLetter, Envelope);
+    fn dead_replay(filter: DeadFilter, dry_run: bool) -> Vec<EventId>;
+    fn dead_purge(filter: DeadFilter, dry_run: bool) -> Vec<EventId>;
+    fn get(id: EventId) -> Envelope;
+    fn stats() -> QueueStats;
+    fn purge_matching(source: String, needle: String) -> usize;
 }

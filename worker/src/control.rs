@@ -4,9 +4,10 @@
 //! the worker is stopped (sled allows one process per database).
 //!
 //! Transport, versioning and the 0600 bind are [`stockhook_shared::rpc`], as for the queue
-//! socket. Ops: `alerts`, `alert_replay`, `alert_purge`, `counters`, `items`, `simulate`,
-//! `import` (a catalog batch through the rules), `preview` (the scheduled pass in dry run at a
-//! given time), `sync` (a catalog sync run by the worker, which holds the API credentials).
+//! socket. Ops: `alerts`, `alert_replay` and `alert_purge` ([`Control::alert_change`]),
+//! `counters`, `items`, `simulate`, `import` (a catalog batch through the rules), `preview`
+//! (the scheduled pass in dry run at a given time), `sync` (a catalog sync run by the worker,
+//! which holds the API credentials).
 
 use crate::adapters;
 use crate::alert::{Alert, OutboxEntry, OutboxStatus};
@@ -173,20 +174,20 @@ impl Control {
     pub async fn alerts(&self, filter: AlertFilter) -> Result<Vec<OutboxEntry>, StateError> {
         self.call(Op::Alerts { filter }).await
     }
-    /// Failed alerts back to pending, attempts reset; returns their ids.
-    pub async fn alert_replay(
+    /// Failed alerts back to pending with attempts reset (`replay`), or deleted (purge);
+    /// returns their ids.
+    pub async fn alert_change(
         &self,
         filter: AlertFilter,
+        replay: bool,
         dry_run: bool,
     ) -> Result<Vec<String>, StateError> {
-        self.call(Op::AlertReplay { filter, dry_run }).await
-    }
-    pub async fn alert_purge(
-        &self,
-        filter: AlertFilter,
-        dry_run: bool,
-    ) -> Result<Vec<String>, StateError> {
-        self.call(Op::AlertPurge { filter, dry_run }).await
+        self.call(if replay {
+            Op::AlertReplay { filter, dry_run }
+        } else {
+            Op::AlertPurge { filter, dry_run }
+        })
+        .await
     }
     pub async fn counters(&self) -> Result<BTreeMap<String, i64>, StateError> {
         self.call(Op::Counters).await

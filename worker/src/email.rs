@@ -55,6 +55,20 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use stockhook_shared::config::EmailConfig;
 
+/// One log line about an alert email: its Message-ID and what it carries ([`Summary`]), then
+/// `$rest` (the line's own fields and message). Never a recipient or an item.
+macro_rules! email_log {
+    ($level:ident, $message_id:expr, $summary:expr, $($rest:tt)+) => {
+        tracing::$level!(
+            message_id = %$message_id,
+            alerts = $summary.count,
+            rules = %$summary.rules,
+            sources = %$summary.sources,
+            $($rest)+
+        )
+    };
+}
+
 /// How long one SMTP step (connect, each command, each reply) may take.
 pub const SMTP_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -256,11 +270,10 @@ impl Mailer {
                         return Err(SendError::Transient(format!("the SMTP task failed: {e}")))
                     }
                     Err(_) => {
-                        tracing::warn!(
-                            message_id = %message_id,
-                            alerts = summary.count,
-                            rules = %summary.rules,
-                            sources = %summary.sources,
+                        email_log!(
+                            warn,
+                            message_id,
+                            summary,
                             deadline_secs = deadline.as_secs(),
                             "alert email: the SMTP send did not finish in time"
                         );
@@ -271,11 +284,10 @@ impl Mailer {
                 };
                 match outcome {
                     Ok(response) => {
-                        tracing::info!(
-                            message_id = %message_id,
-                            alerts = summary.count,
-                            rules = %summary.rules,
-                            sources = %summary.sources,
+                        email_log!(
+                            info,
+                            message_id,
+                            summary,
                             code = %response.code(),
                             "alert email accepted by the SMTP server"
                         );
@@ -289,11 +301,10 @@ impl Mailer {
                             .await
                             .unwrap_or_else(|| classify(&e))
                             .map_message(|m| scrub(&m, redact));
-                        tracing::warn!(
-                            message_id = %message_id,
-                            alerts = summary.count,
-                            rules = %summary.rules,
-                            sources = %summary.sources,
+                        email_log!(
+                            warn,
+                            message_id,
+                            summary,
                             transient = err.is_transient(),
                             error = %scrub(&log_detail(&e), redact),
                             "alert email not sent"
@@ -313,11 +324,10 @@ impl Mailer {
                     })?;
                 match written {
                     Ok((path, fresh)) => {
-                        tracing::info!(
-                            message_id = %message_id,
-                            alerts = summary.count,
-                            rules = %summary.rules,
-                            sources = %summary.sources,
+                        email_log!(
+                            info,
+                            message_id,
+                            summary,
                             file = %path.display(),
                             already_written = !fresh,
                             "alert email written to a file"
@@ -329,11 +339,10 @@ impl Mailer {
                     }
                     Err(e) => {
                         let err = SendError::Transient(format!("writing the email file: {e}"));
-                        tracing::warn!(
-                            message_id = %message_id,
-                            alerts = summary.count,
-                            rules = %summary.rules,
-                            sources = %summary.sources,
+                        email_log!(
+                            warn,
+                            message_id,
+                            summary,
                             error = %e,
                             "alert email not written"
                         );

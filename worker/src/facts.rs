@@ -69,17 +69,31 @@ pub enum Fact {
     },
 }
 
-impl Fact {
-    pub fn at(&self) -> i64 {
-        match self {
-            Fact::InventoryLevel { at, .. }
-            | Fact::CatalogEntry { at, .. }
-            | Fact::Sale { at, .. }
-            | Fact::Removed { at, .. }
-            | Fact::ProductVariants { at, .. }
-            | Fact::StockedAt { at, .. }
-            | Fact::LocationName { at, .. } => *at,
+/// `$body` with `$at` bound to the event time of whichever variant `$fact` is: the one list of
+/// the variants that carry it (all of them).
+macro_rules! with_at {
+    ($fact:expr, $at:ident => $body:expr) => {
+        match $fact {
+            Fact::InventoryLevel { $at, .. }
+            | Fact::CatalogEntry { $at, .. }
+            | Fact::Sale { $at, .. }
+            | Fact::Removed { $at, .. }
+            | Fact::ProductVariants { $at, .. }
+            | Fact::StockedAt { $at, .. }
+            | Fact::LocationName { $at, .. } => $body,
         }
+    };
+}
+
+impl Fact {
+    /// The platform's event time.
+    pub fn at(&self) -> i64 {
+        with_at!(self, at => *at)
+    }
+
+    /// The event time, to correct (a clock far in the future: [`crate::plausible`]).
+    pub fn at_mut(&mut self) -> &mut i64 {
+        with_at!(self, at => at)
     }
 }
 

@@ -135,19 +135,8 @@ enum Failed {
     },
     /// Put failures back to be processed or sent again (never sends an alert twice).
     Replay {
-        /// Event ids (evt_...) and/or alert ids.
-        ids: Vec<String>,
-        /// Every failure the filter selects (with --yes, or --dry-run first).
-        #[arg(long)]
-        all: bool,
         #[command(flatten)]
-        filter: Filter,
-        /// Show what would be replayed and which alerts it would raise; change nothing.
-        #[arg(long)]
-        dry_run: bool,
-        /// Confirm a bulk replay.
-        #[arg(long)]
-        yes: bool,
+        change: Change,
         /// Return at once instead of waiting (up to 30 s) for the worker to read each replayed
         /// event again and reporting whether it was processed or failed again.
         #[arg(long)]
@@ -155,20 +144,27 @@ enum Failed {
     },
     /// Delete failures for good.
     Purge {
-        /// Event ids (evt_...) and/or alert ids.
-        ids: Vec<String>,
-        /// Every failure the filter selects (with --yes, or --dry-run first).
-        #[arg(long)]
-        all: bool,
         #[command(flatten)]
-        filter: Filter,
-        /// Show what would be purged; change nothing.
-        #[arg(long)]
-        dry_run: bool,
-        /// Confirm a bulk purge.
-        #[arg(long)]
-        yes: bool,
+        change: Change,
     },
+}
+
+/// Which failures `failed replay` or `failed purge` changes, and the care it takes.
+#[derive(Args)]
+struct Change {
+    /// Event ids (evt_...) and/or alert ids.
+    ids: Vec<String>,
+    /// Every failure the filter selects (with --yes, or --dry-run first).
+    #[arg(long)]
+    all: bool,
+    #[command(flatten)]
+    filter: Filter,
+    /// Show what would change (a replay: also which alerts it would raise); change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Confirm a bulk change.
+    #[arg(long)]
+    yes: bool,
 }
 
 #[derive(Args, Clone, Default)]
@@ -206,6 +202,17 @@ fn selection(ids: Vec<String>, all: bool, f: Filter) -> Result<Selection, OpsErr
     })
 }
 
+/// `failed replay` (`replay`) or `failed purge`.
+async fn failed_change(
+    cfg: &config::Config,
+    c: Change,
+    replay: bool,
+    wait: Option<std::time::Duration>,
+) -> Result<String, OpsError> {
+    let s = selection(c.ids, c.all, c.filter)?;
+    ops::failed_change(cfg, &s, replay, c.dry_run, c.yes, wait).await
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // Generated from the definition above; no config needed.
@@ -221,12 +228,9 @@ fn main() -> ExitCode {
         Command::Run | Command::Sync { .. } | Command::Connect { .. } => config::load_for_worker,
         _ => config::load_for_ops,
     };
-    let loaded = match load(cli.config.as_deref()) {
+    let loaded = match cli::config_or_exit("stockhook-worker", load(cli.config.as_deref())) {
         Ok(l) => l,
-        Err(e) => {
-            eprintln!("stockhook-worker: config error: {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let cfg = loaded.config;
     stockhook_shared::telemetry::init(&cfg.log_level, cfg.log_format);
@@ -266,41 +270,12 @@ fn main() -> ExitCode {
                     Command::Failed(Failed::Show { id, payload, json }) => {
                         ops::failed_show(&cfg, &id, payload, json).await
                     }
-                    Command::Failed(Failed::Replay {
-                        ids,
-                        all,
-                        filter,
-                        dry_run,
-                        yes,
-                        no_wait,
-                    }) => {
+                    Command::Failed(Failed::Replay { change, no_wait }) => {
                         let wait = (!no_wait).then_some(ops::REPLAY_WAIT);
-                        ops::failed_change(
-                            &cfg,
-                            &selection(ids, all, filter)?,
-                            true,
-                            dry_run,
-                            yes,
-                            wait,
-                        )
-                        .await
+                        failed_change(&cfg, change, true, wait).await
                     }
-                    Command::Failed(Failed::Purge {
-                        ids,
-                        all,
-                        filter,
-                        dry_run,
-                        yes,
-                    }) => {
-                        ops::failed_change(
-                            &cfg,
-                            &selection(ids, all, filter)?,
-                            false,
-                            dry_run,
-                            yes,
-                            None,
-                        )
-                        .await
+                    Command::Failed(Failed::Purge { change }) => {
+                        failed_change(&cfg, change, false, None).await
                     }
                     Command::Stats { json } => ops::stats(&cfg, json).await,
                     Command::Import {
@@ -361,12 +336,4 @@ fn main() -> ExitCode {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_cli_is_consistent_and_every_argument_has_help() {
-        cli::assert_consistent_with_help_everywhere(Cli::command());
-    }
-}
+stockhook_shared::cli_test!(Cli);

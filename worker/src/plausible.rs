@@ -61,7 +61,7 @@ pub fn check(facts: &[Fact], accepted_at: i64, limits: &EventLimits) -> Checked 
             continue;
         }
         let mut fact = fact.clone();
-        let at = at_mut(&mut fact);
+        let at = fact.at_mut();
         if *at > latest {
             let ahead = *at - accepted_at;
             out.future_by_ms = Some(out.future_by_ms.map_or(ahead, |a: i64| a.max(ahead)));
@@ -107,18 +107,6 @@ fn describe(fact: &Fact) -> String {
         Fact::LocationName { item, location, .. } => {
             format!("name of location {location} of item {item}")
         }
-    }
-}
-
-fn at_mut(fact: &mut Fact) -> &mut i64 {
-    match fact {
-        Fact::InventoryLevel { at, .. }
-        | Fact::CatalogEntry { at, .. }
-        | Fact::Sale { at, .. }
-        | Fact::Removed { at, .. }
-        | Fact::ProductVariants { at, .. }
-        | Fact::StockedAt { at, .. }
-        | Fact::LocationName { at, .. } => at,
     }
 }
 

@@ -44,33 +44,26 @@ pub fn reload(
     slot: &RulesSlot,
 ) -> Result<Vec<&'static str>, config::ConfigError> {
     let new = config::load_for_worker(path)?.config;
-    let mut need_restart = Vec::new();
-    let mut check = |key: &'static str, differs: bool| {
-        if differs {
-            need_restart.push(key);
-        }
-    };
-    check("data_dir", running.data_dir != new.data_dir);
-    check("queue", running.queue.backend != new.queue.backend);
-    check(
-        "email (transport)",
-        running.email.from != new.email.from
-            || running.email.smtp_url_env != new.email.smtp_url_env
-            || running
-                .email
-                .smtp_url
-                .as_ref()
-                .map(|s| s.expose().to_string())
-                != new.email.smtp_url.as_ref().map(|s| s.expose().to_string()),
-    );
-    check(
-        "worker.batch_size",
-        running.worker.batch_size != new.worker.batch_size,
-    );
-    check(
-        "worker.metrics_listen",
-        running.worker.metrics_listen != new.worker.metrics_listen,
-    );
+    let (old_mail, new_mail) = (&running.email, &new.email);
+    let smtp_url = |e: &config::EmailConfig| e.smtp_url.as_ref().map(|s| s.expose().to_string());
+    let need_restart = lifecycle::changed_keys(&[
+        ("data_dir", running.data_dir != new.data_dir),
+        ("queue", running.queue.backend != new.queue.backend),
+        (
+            "email (transport)",
+            old_mail.from != new_mail.from
+                || old_mail.smtp_url_env != new_mail.smtp_url_env
+                || smtp_url(old_mail) != smtp_url(new_mail),
+        ),
+        (
+            "worker.batch_size",
+            running.worker.batch_size != new.worker.batch_size,
+        ),
+        (
+            "worker.metrics_listen",
+            running.worker.metrics_listen != new.worker.metrics_listen,
+        ),
+    ]);
     slot.replace(RuleConfig::from_config(&new));
     *running = new;
     Ok(need_restart)

@@ -12,7 +12,7 @@
 //! Must never: log or echo the received value, case-fold it, or short-circuit across
 //! secrets.
 
-use super::{ct_any, header, require_secrets, sha256, src, Incoming, Verifier, VerifyError};
+use super::{ct_match, header, require_secrets, sha256, src, Incoming, Verifier, VerifyError};
 use stockhook_shared::config::SourceConfig;
 
 /// The header used when `signature_header` is unset.
@@ -61,11 +61,7 @@ impl Verifier for ApiKey {
     fn verify(&self, req: &Incoming<'_>) -> Result<(), VerifyError> {
         let value = header(req.headers, &self.header_lc, &self.header)?;
         let received = sha256(value.as_bytes());
-        if ct_any(&received, self.digests.iter().map(|d| &d[..])) {
-            Ok(())
-        } else {
-            Err(VerifyError::Mismatch)
-        }
+        ct_match(&received, self.digests.iter().map(|d| &d[..]))
     }
 
     /// The configured header carrying the first key.

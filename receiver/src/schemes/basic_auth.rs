@@ -13,7 +13,8 @@
 //! Must never: log or echo the decoded credential, or short-circuit across secrets.
 
 use super::{
-    b64_encode, ct_any, header, require_secrets, sha256, src, Incoming, Verifier, VerifyError, B64,
+    b64_encode, ct_match, header, require_secrets, sha256, src, Incoming, Verifier, VerifyError,
+    B64,
 };
 use base64::Engine;
 use stockhook_shared::config::SourceConfig;
@@ -83,11 +84,7 @@ impl Verifier for BasicAuth {
             ));
         }
         let received = sha256(&credential);
-        if ct_any(&received, self.digests.iter().map(|d| &d[..])) {
-            Ok(())
-        } else {
-            Err(VerifyError::Mismatch)
-        }
+        ct_match(&received, self.digests.iter().map(|d| &d[..]))
     }
 
     /// `Authorization: Basic base64(first secret)`.

@@ -138,24 +138,16 @@ impl SignatureHeader {
                 "not a JSON object with alg, kid, signature and digest",
             )
         })?;
-        if !parsed.alg.eq_ignore_ascii_case("ecdsa") {
-            return Err(VerifyError::malformed(
-                SIGNATURE_HEADER,
-                format!(
-                    "unsupported alg {:?} (expected ecdsa)",
-                    for_log(&parsed.alg)
-                ),
-            ));
-        }
-        if !parsed.digest.eq_ignore_ascii_case("sha1") {
-            return Err(VerifyError::malformed(
-                SIGNATURE_HEADER,
-                format!(
-                    "unsupported digest {:?} (expected SHA1)",
-                    for_log(&parsed.digest)
-                ),
-            ));
-        }
+        // The one algorithm and digest eBay signs with; `shown` is how the error names it.
+        let supported = |what: &str, value: &str, expected: &str, shown: &str| {
+            if value.eq_ignore_ascii_case(expected) {
+                return Ok(());
+            }
+            let reason = format!("unsupported {what} {:?} (expected {shown})", for_log(value));
+            Err(VerifyError::malformed(SIGNATURE_HEADER, reason))
+        };
+        supported("alg", &parsed.alg, "ecdsa", "ecdsa")?;
+        supported("digest", &parsed.digest, "sha1", "SHA1")?;
         Ok(parsed)
     }
 }
@@ -288,20 +280,12 @@ mod tests {
         super::super::b64_encode(json.to_string().as_bytes())
     }
 
-    #[test]
-    fn valid_vector_verifies() {
-        if !published("schemes::ebay::valid_vector_verifies") {
-            return;
-        }
+    published_test!(valid_vector_verifies, {
         let (h, body) = case("ebay-valid");
         assert_eq!(verify(&verifier(), &h, &body, 0), Ok(()));
-    }
+    });
 
-    #[test]
-    fn valid_vector_verifies_built_from_config() {
-        if !published("schemes::ebay::valid_vector_verifies_built_from_config") {
-            return;
-        }
+    published_test!(valid_vector_verifies_built_from_config, {
         let v = vector(FIXTURE, "ebay-valid");
         let s = source(serde_json::json!({
             "scheme": "ebay", "platform": "ebay",
@@ -311,45 +295,36 @@ mod tests {
         let (h, body) = case("ebay-valid");
         assert_eq!(verify(built.as_ref(), &h, &body, 0), Ok(()));
         assert!(built.sign(&body, 0, "id").is_empty());
-    }
+    });
 
-    #[test]
-    fn header_decodes_as_the_fixture_says() {
-        if !published("schemes::ebay::header_decodes_as_the_fixture_says") {
-            return;
-        }
+    published_test!(header_decodes_as_the_fixture_says, {
         let v = vector(FIXTURE, "ebay-valid");
         let parsed = SignatureHeader::parse(&valid_header()).unwrap();
         let want: SignatureHeader =
             serde_json::from_value(v["decoded_signature_header"].clone()).unwrap();
         assert_eq!(parsed, want);
         assert_eq!(signature_kid(&vector_headers(&v)).as_deref(), Some(KID));
-    }
+    });
 
-    #[test]
-    fn signed_compact_payload_file_verifies_and_matches_the_vector() {
-        if !published("schemes::ebay::signed_compact_payload_file_verifies_and_matches_the_vector")
+    published_test!(
+        signed_compact_payload_file_verifies_and_matches_the_vector,
         {
-            return;
+            let body =
+                fixture_text("payloads/ebay/marketplace_account_deletion.signed_compact.json");
+            let v = vector(FIXTURE, "ebay-valid");
+            assert_eq!(body, v["signed_bytes_utf8"].as_str().unwrap());
+            let digest = hex::encode(Sha256::digest(body.as_bytes()));
+            assert_eq!(digest, v["signed_bytes_sha256"].as_str().unwrap());
+            assert_eq!(
+                verify(&verifier(), &vector_headers(&v), body.as_bytes(), 0),
+                Ok(())
+            );
         }
-        let body = fixture_text("payloads/ebay/marketplace_account_deletion.signed_compact.json");
-        let v = vector(FIXTURE, "ebay-valid");
-        assert_eq!(body, v["signed_bytes_utf8"].as_str().unwrap());
-        let digest = hex::encode(Sha256::digest(body.as_bytes()));
-        assert_eq!(digest, v["signed_bytes_sha256"].as_str().unwrap());
-        assert_eq!(
-            verify(&verifier(), &vector_headers(&v), body.as_bytes(), 0),
-            Ok(())
-        );
-    }
+    );
 
-    /// The pretty-printed message (as the Java SDK's test data has it) does not verify over its
-    /// raw bytes; it verifies only through the compact re-serialization, as eBay's SDKs do.
-    #[test]
-    fn pretty_body_verifies_only_through_reserialization() {
-        if !published("schemes::ebay::pretty_body_verifies_only_through_reserialization") {
-            return;
-        }
+    // The pretty-printed message (as the Java SDK's test data has it) does not verify over its
+    // raw bytes; it verifies only through the compact re-serialization, as eBay's SDKs do.
+    published_test!(pretty_body_verifies_only_through_reserialization, {
         let pretty = fixture_text("payloads/ebay/marketplace_account_deletion.json");
         let sig = SignatureHeader::parse(&valid_header()).unwrap();
         let der = B64.decode(&sig.signature).unwrap();
@@ -368,13 +343,9 @@ mod tests {
         assert!(verifies(&key, &signature, &re));
         let h = headers(&[("X-EBAY-SIGNATURE", &valid_header())]);
         assert_eq!(verify(&verifier(), &h, pretty.as_bytes(), 0), Ok(()));
-    }
+    });
 
-    #[test]
-    fn mismatch_vectors_are_refused() {
-        if !published("schemes::ebay::mismatch_vectors_are_refused") {
-            return;
-        }
+    published_test!(mismatch_vectors_are_refused, {
         for id in [
             "ebay-signature-mismatch",
             "ebay-tampered-message (java sdk)",
@@ -389,13 +360,9 @@ mod tests {
                 "{id}"
             );
         }
-    }
+    });
 
-    #[test]
-    fn key_fetch_error_case_is_unknown_key() {
-        if !published("schemes::ebay::key_fetch_error_case_is_unknown_key") {
-            return;
-        }
+    published_test!(key_fetch_error_case_is_unknown_key, {
         // The SDKs' ERROR case: the key lookup yields nothing.
         let v = Ebay::new(Arc::new(|_: &str| None::<VerifyingKey>));
         let (h, body) = case("ebay-valid");
@@ -403,24 +370,16 @@ mod tests {
             verify(&v, &h, &body, 0),
             Err(VerifyError::UnknownKey(KID.to_string()))
         );
-    }
+    });
 
-    #[test]
-    fn closure_key_store_works() {
-        if !published("schemes::ebay::closure_key_store_works") {
-            return;
-        }
+    published_test!(closure_key_store_works, {
         let key = parse_public_key(&pem()).unwrap();
         let v = Ebay::new(Arc::new(move |kid: &str| (kid == KID).then_some(key)));
         let (h, body) = case("ebay-valid");
         assert_eq!(verify(&v, &h, &body, 0), Ok(()));
-    }
+    });
 
-    #[test]
-    fn unknown_kid_is_unknown_key() {
-        if !published("schemes::ebay::unknown_kid_is_unknown_key") {
-            return;
-        }
+    published_test!(unknown_kid_is_unknown_key, {
         let mut pems = BTreeMap::new();
         pems.insert("another-kid".to_string(), pem());
         let v = Ebay::new(Arc::new(StaticKeys::from_pems(&pems).unwrap()));
@@ -428,13 +387,9 @@ mod tests {
         let e = verify(&v, &h, &body, 0).unwrap_err();
         assert_eq!(e, VerifyError::UnknownKey(KID.to_string()));
         assert_eq!(e.code(), "unknown_key");
-    }
+    });
 
-    #[test]
-    fn changed_body_byte_is_a_mismatch() {
-        if !published("schemes::ebay::changed_body_byte_is_a_mismatch") {
-            return;
-        }
+    published_test!(changed_body_byte_is_a_mismatch, {
         let (h, mut body) = case("ebay-valid");
         let at = body.iter().position(|&b| b == b't').unwrap();
         body[at] = b'T';
@@ -447,13 +402,9 @@ mod tests {
             verify(&verifier(), &h, b"not json", 0),
             Err(VerifyError::Mismatch)
         );
-    }
+    });
 
-    #[test]
-    fn changed_signature_is_a_mismatch() {
-        if !published("schemes::ebay::changed_signature_is_a_mismatch") {
-            return;
-        }
+    published_test!(changed_signature_is_a_mismatch, {
         let (_, body) = case("ebay-valid");
         let mut sig: serde_json::Value =
             serde_json::from_slice(&B64.decode(valid_header()).unwrap()).unwrap();
@@ -465,26 +416,18 @@ mod tests {
             verify(&verifier(), &h, &body, 0),
             Err(VerifyError::Mismatch)
         );
-    }
+    });
 
-    #[test]
-    fn wrong_key_is_a_mismatch() {
-        if !published("schemes::ebay::wrong_key_is_a_mismatch") {
-            return;
-        }
+    published_test!(wrong_key_is_a_mismatch, {
         // Same kid, another P-256 key (the "wrong secret" of a public-key scheme).
         let other = p256::ecdsa::SigningKey::from_slice(&[7u8; 32]).unwrap();
         let other_vk = *other.verifying_key();
         let v = Ebay::new(Arc::new(move |_: &str| Some(other_vk)));
         let (h, body) = case("ebay-valid");
         assert_eq!(verify(&v, &h, &body, 0), Err(VerifyError::Mismatch));
-    }
+    });
 
-    #[test]
-    fn rotation_second_key_in_config_matches() {
-        if !published("schemes::ebay::rotation_second_key_in_config_matches") {
-            return;
-        }
+    published_test!(rotation_second_key_in_config_matches, {
         // Two configured kids (eBay rotates keys by kid): the request's kid picks its key.
         let other = p256::ecdsa::SigningKey::from_slice(&[9u8; 32]).unwrap();
         use p256::pkcs8::EncodePublicKey;
@@ -499,13 +442,9 @@ mod tests {
         let built = super::super::build(&s, None).unwrap();
         let (h, body) = case("ebay-valid");
         assert_eq!(verify(built.as_ref(), &h, &body, 0), Ok(()));
-    }
+    });
 
-    #[test]
-    fn missing_and_empty_header() {
-        if !published("schemes::ebay::missing_and_empty_header") {
-            return;
-        }
+    published_test!(missing_and_empty_header, {
         let (_, body) = case("ebay-valid");
         let want = Err(VerifyError::MissingHeader(SIGNATURE_HEADER.into()));
         assert_eq!(verify(&verifier(), &headers(&[]), &body, 0), want);
@@ -513,22 +452,14 @@ mod tests {
             verify(&verifier(), &headers(&[("x-ebay-signature", "")]), &body, 0),
             want
         );
-    }
+    });
 
-    #[test]
-    fn empty_body_is_refused() {
-        if !published("schemes::ebay::empty_body_is_refused") {
-            return;
-        }
+    published_test!(empty_body_is_refused, {
         let (h, _) = case("ebay-valid");
         assert_eq!(verify(&verifier(), &h, b"", 0), Err(VerifyError::EmptyBody));
-    }
+    });
 
-    #[test]
-    fn garbage_headers_are_malformed() {
-        if !published("schemes::ebay::garbage_headers_are_malformed") {
-            return;
-        }
+    published_test!(garbage_headers_are_malformed, {
         let (_, body) = case("ebay-valid");
         let check = |value: &str, reason: &str| {
             let h = headers(&[("X-EBAY-SIGNATURE", value)]);
@@ -545,40 +476,34 @@ mod tests {
         );
         let base: serde_json::Value =
             serde_json::from_slice(&B64.decode(valid_header()).unwrap()).unwrap();
-        let mut alg = base.clone();
-        alg["alg"] = "rsa".into();
-        check(
-            &encode_header(&alg),
-            "unsupported alg \"rsa\" (expected ecdsa)",
-        );
-        let mut digest = base.clone();
-        digest["digest"] = "SHA256".into();
-        check(
-            &encode_header(&digest),
-            "unsupported digest \"SHA256\" (expected SHA1)",
-        );
-        let mut sig = base.clone();
-        sig["signature"] = "%%%".into();
-        check(&encode_header(&sig), "signature is not base64");
-        let mut sig = base.clone();
-        sig["signature"] = "AAAA".into();
-        check(
-            &encode_header(&sig),
-            "signature is not a DER ECDSA signature",
-        );
+        // One field of the valid header changed, and what the error says of it.
+        for (field, value, reason) in [
+            ("alg", "rsa", "unsupported alg \"rsa\" (expected ecdsa)"),
+            (
+                "digest",
+                "SHA256",
+                "unsupported digest \"SHA256\" (expected SHA1)",
+            ),
+            ("signature", "%%%", "signature is not base64"),
+            (
+                "signature",
+                "AAAA",
+                "signature is not a DER ECDSA signature",
+            ),
+        ] {
+            let mut changed = base.clone();
+            changed[field] = value.into();
+            check(&encode_header(&changed), reason);
+        }
         let mut no_kid = base.clone();
         no_kid.as_object_mut().unwrap().remove("kid");
         check(
             &encode_header(&no_kid),
             "not a JSON object with alg, kid, signature and digest",
         );
-    }
+    });
 
-    #[test]
-    fn pem_parsing_is_robust() {
-        if !published("schemes::ebay::pem_parsing_is_robust") {
-            return;
-        }
+    published_test!(pem_parsing_is_robust, {
         let one_line = pem();
         let key = parse_public_key(&one_line).unwrap();
         let b64 = one_line
@@ -599,13 +524,9 @@ mod tests {
         assert!(
             parse_public_key("-----BEGIN PUBLIC KEY-----AAAA-----END PUBLIC KEY-----").is_err()
         );
-    }
+    });
 
-    #[test]
-    fn config_errors_say_what_to_set() {
-        if !published("schemes::ebay::config_errors_say_what_to_set") {
-            return;
-        }
+    published_test!(config_errors_say_what_to_set, {
         let e = Ebay::from_source(&source(serde_json::json!({"scheme": "ebay"})))
             .err()
             .unwrap();
@@ -637,13 +558,9 @@ mod tests {
         .err()
         .unwrap();
         assert!(e.contains("public_keys.\"k1\""), "{e}");
-    }
+    });
 
-    #[test]
-    fn challenge_response_matches_independent_values() {
-        if !published("schemes::ebay::challenge_response_matches_independent_values") {
-            return;
-        }
+    published_test!(challenge_response_matches_independent_values, {
         // The fixture's vector (computed there with python3 hashlib).
         let c = &fixture(FIXTURE)["challenge_vectors"][0];
         assert_eq!(
@@ -672,5 +589,5 @@ mod tests {
             challenge_response("b", "a", "c"),
             challenge_response("a", "b", "c")
         );
-    }
+    });
 }

@@ -19,8 +19,8 @@
 //! over anything but the raw bytes.
 
 use super::{
-    b64_encode, ct_any, header, hmac_sha256, require_secrets, src, Incoming, Verifier, VerifyError,
-    B64,
+    b64_encode, header, hmac_match, hmac_sha256, require_secrets, src, Incoming, Verifier,
+    VerifyError, B64,
 };
 use base64::Engine;
 use stockhook_shared::config::{SignatureEncoding, SourceConfig};
@@ -120,16 +120,7 @@ impl Verifier for HmacSha256 {
                 })?,
         };
         let received = self.decode(text)?;
-        let expected: Vec<[u8; 32]> = self
-            .secrets
-            .iter()
-            .map(|k| hmac_sha256(k, &[req.body]))
-            .collect();
-        if ct_any(&received, expected.iter().map(|e| &e[..])) {
-            Ok(())
-        } else {
-            Err(VerifyError::Mismatch)
-        }
+        hmac_match(&received, &self.secrets, req.body)
     }
 
     /// The configured header with prefix + encoded HMAC under the first secret. These senders
@@ -188,31 +179,28 @@ mod tests {
         HmacSha256::new(WC_HEADER, SignatureEncoding::Base64, None, secrets).unwrap()
     }
 
+    /// `v` accepts the case's signature in `header`, and signs its body with the same.
+    fn verifies_and_signs_as_the_vector(v: &HmacSha256, header: &str, c: &Case) {
+        let h = headers(&[(header, &c.signature)]);
+        assert_eq!(verify(v, &h, &c.body, 0), Ok(()));
+        assert_eq!(
+            v.sign(&c.body, 0, "x"),
+            vec![(header.to_string(), c.signature.clone())]
+        );
+    }
+
     fn gh_verifier(secrets: &[&str]) -> HmacSha256 {
         HmacSha256::new(GH_HEADER, SignatureEncoding::Hex, Some("sha256="), secrets).unwrap()
     }
 
-    #[test]
-    fn woocommerce_vector_with_empty_secret_verifies() {
-        if !published("schemes::hmac_sha256::woocommerce_vector_with_empty_secret_verifies") {
-            return;
-        }
+    published_test!(woocommerce_vector_with_empty_secret_verifies, {
         let c = woo();
         assert_eq!(c.secret, "");
         let v = woo_verifier(&[&c.secret]);
-        let h = headers(&[(WC_HEADER, &c.signature)]);
-        assert_eq!(verify(&v, &h, &c.body, 0), Ok(()));
-        assert_eq!(
-            v.sign(&c.body, 0, "x"),
-            vec![(WC_HEADER.to_string(), c.signature.clone())]
-        );
-    }
+        verifies_and_signs_as_the_vector(&v, WC_HEADER, &c);
+    });
 
-    #[test]
-    fn woocommerce_from_config_defaults_to_base64() {
-        if !published("schemes::hmac_sha256::woocommerce_from_config_defaults_to_base64") {
-            return;
-        }
+    published_test!(woocommerce_from_config_defaults_to_base64, {
         let c = woo();
         let s = source(serde_json::json!({
             "scheme": "hmac-sha256", "secrets": [c.secret], "signature_header": WC_HEADER
@@ -220,28 +208,15 @@ mod tests {
         let v = super::super::build(&s, None).unwrap();
         let h = headers(&[("x-wc-webhook-signature", &c.signature)]);
         assert_eq!(verify(v.as_ref(), &h, &c.body, 0), Ok(()));
-    }
+    });
 
-    #[test]
-    fn github_vector_verifies() {
-        if !published("schemes::hmac_sha256::github_vector_verifies") {
-            return;
-        }
+    published_test!(github_vector_verifies, {
         let c = github();
         let v = gh_verifier(&[&c.secret]);
-        let h = headers(&[(GH_HEADER, &c.signature)]);
-        assert_eq!(verify(&v, &h, &c.body, 0), Ok(()));
-        assert_eq!(
-            v.sign(&c.body, 0, "x"),
-            vec![(GH_HEADER.to_string(), c.signature.clone())]
-        );
-    }
+        verifies_and_signs_as_the_vector(&v, GH_HEADER, &c);
+    });
 
-    #[test]
-    fn github_from_config() {
-        if !published("schemes::hmac_sha256::github_from_config") {
-            return;
-        }
+    published_test!(github_from_config, {
         let c = github();
         let s = source(serde_json::json!({
             "scheme": "hmac-sha256", "secrets": [c.secret], "signature_header": GH_HEADER,
@@ -250,15 +225,9 @@ mod tests {
         let v = super::super::build(&s, None).unwrap();
         let h = headers(&[(GH_HEADER, &c.signature)]);
         assert_eq!(verify(v.as_ref(), &h, &c.body, 0), Ok(()));
-    }
+    });
 
-    #[test]
-    fn github_hex_with_base64_default_is_malformed_with_a_hint() {
-        if !published(
-            "schemes::hmac_sha256::github_hex_with_base64_default_is_malformed_with_a_hint",
-        ) {
-            return;
-        }
+    published_test!(github_hex_with_base64_default_is_malformed_with_a_hint, {
         let c = github();
         let v = HmacSha256::new(
             GH_HEADER,
@@ -274,25 +243,17 @@ mod tests {
             e.to_string().contains("signature_encoding = \"hex\""),
             "{e}"
         );
-    }
+    });
 
-    #[test]
-    fn uppercase_hex_and_prefix_are_accepted() {
-        if !published("schemes::hmac_sha256::uppercase_hex_and_prefix_are_accepted") {
-            return;
-        }
+    published_test!(uppercase_hex_and_prefix_are_accepted, {
         let c = github();
         let v = gh_verifier(&[&c.secret]);
         let upper = c.signature.to_ascii_uppercase();
         let h = headers(&[(GH_HEADER, &upper)]);
         assert_eq!(verify(&v, &h, &c.body, 0), Ok(()));
-    }
+    });
 
-    #[test]
-    fn changed_body_byte_is_a_mismatch() {
-        if !published("schemes::hmac_sha256::changed_body_byte_is_a_mismatch") {
-            return;
-        }
+    published_test!(changed_body_byte_is_a_mismatch, {
         for (c, v, name) in [
             (woo(), woo_verifier(&[""]), WC_HEADER),
             (
@@ -310,13 +271,9 @@ mod tests {
                 "{name}"
             );
         }
-    }
+    });
 
-    #[test]
-    fn changed_signature_char_is_a_mismatch() {
-        if !published("schemes::hmac_sha256::changed_signature_char_is_a_mismatch") {
-            return;
-        }
+    published_test!(changed_signature_char_is_a_mismatch, {
         let c = woo();
         let h = headers(&[(WC_HEADER, &flip_char(&c.signature, 3))]);
         assert_eq!(
@@ -331,13 +288,9 @@ mod tests {
             verify(&gh_verifier(&[&c.secret]), &h, &c.body, 0),
             Err(VerifyError::Mismatch)
         );
-    }
+    });
 
-    #[test]
-    fn wrong_secret_is_a_mismatch() {
-        if !published("schemes::hmac_sha256::wrong_secret_is_a_mismatch") {
-            return;
-        }
+    published_test!(wrong_secret_is_a_mismatch, {
         let c = woo();
         let h = headers(&[(WC_HEADER, &c.signature)]);
         assert_eq!(
@@ -355,13 +308,9 @@ mod tests {
             ),
             Err(VerifyError::Mismatch)
         );
-    }
+    });
 
-    #[test]
-    fn rotation_second_secret_matches() {
-        if !published("schemes::hmac_sha256::rotation_second_secret_matches") {
-            return;
-        }
+    published_test!(rotation_second_secret_matches, {
         let c = github();
         let h = headers(&[(GH_HEADER, &c.signature)]);
         assert_eq!(
@@ -374,13 +323,9 @@ mod tests {
             verify(&woo_verifier(&["new-secret", ""]), &h, &c.body, 0),
             Ok(())
         );
-    }
+    });
 
-    #[test]
-    fn missing_and_empty_header() {
-        if !published("schemes::hmac_sha256::missing_and_empty_header") {
-            return;
-        }
+    published_test!(missing_and_empty_header, {
         let c = github();
         let v = gh_verifier(&[&c.secret]);
         let want = Err(VerifyError::MissingHeader(GH_HEADER.into()));
@@ -389,13 +334,9 @@ mod tests {
         // The signature under another header name does not count.
         let h = headers(&[("X-Hub-Signature", &c.signature)]);
         assert_eq!(verify(&v, &h, &c.body, 0), want);
-    }
+    });
 
-    #[test]
-    fn garbage_encodings_are_malformed() {
-        if !published("schemes::hmac_sha256::garbage_encodings_are_malformed") {
-            return;
-        }
+    published_test!(garbage_encodings_are_malformed, {
         let c = github();
         let v = gh_verifier(&[&c.secret]);
         let h = headers(&[(
@@ -420,13 +361,9 @@ mod tests {
             verify(&woo_verifier(&[""]), &h, &c.body, 0),
             Err(VerifyError::malformed(WC_HEADER, "not base64"))
         );
-    }
+    });
 
-    #[test]
-    fn wrong_or_missing_prefix_is_malformed() {
-        if !published("schemes::hmac_sha256::wrong_or_missing_prefix_is_malformed") {
-            return;
-        }
+    published_test!(wrong_or_missing_prefix_is_malformed, {
         let c = github();
         let v = gh_verifier(&[&c.secret]);
         let hex_only = c.signature.strip_prefix("sha256=").unwrap();
@@ -445,7 +382,7 @@ mod tests {
                 "{value}"
             );
         }
-    }
+    });
 
     #[test]
     fn prefix_boundary_on_multibyte_text_does_not_panic() {

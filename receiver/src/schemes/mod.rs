@@ -187,6 +187,29 @@ pub(crate) fn ct_any<'a>(received: &[u8], expected: impl IntoIterator<Item = &'a
     any.into()
 }
 
+/// [`ct_any`] as a verdict: `Ok`, or [`VerifyError::Mismatch`].
+pub(crate) fn ct_match<'a>(
+    received: &[u8],
+    expected: impl IntoIterator<Item = &'a [u8]>,
+) -> Result<(), VerifyError> {
+    if ct_any(received, expected) {
+        Ok(())
+    } else {
+        Err(VerifyError::Mismatch)
+    }
+}
+
+/// `Ok` when `received` is the HMAC-SHA256 of `body` under any of `keys` (every key computed
+/// and compared, [`ct_any`]), else [`VerifyError::Mismatch`].
+pub(crate) fn hmac_match(
+    received: &[u8],
+    keys: &[Vec<u8>],
+    body: &[u8],
+) -> Result<(), VerifyError> {
+    let expected: Vec<[u8; 32]> = keys.iter().map(|k| hmac_sha256(k, &[body])).collect();
+    ct_match(received, expected.iter().map(|e| &e[..]))
+}
+
 /// SHA-256 of a credential: comparing digests keeps the comparison fixed-length, so the time it
 /// takes says nothing about the configured credential's length.
 pub(crate) fn sha256(bytes: &[u8]) -> [u8; 32] {
@@ -231,10 +254,29 @@ pub(crate) mod test_support {
 
     /// Whether the published vectors (`<repo>/../shared/fixtures/`) are there; when they are not,
     /// prints a loud SKIPPED line naming `test` (or fails, with `SHARED_FIXTURES_REQUIRED=1`).
-    /// A test that reads [`fixture`] or [`vector`] starts with `if !published(..) { return; }`.
+    /// A test that reads [`fixture`] or [`vector`] is a [`published_test`].
     pub fn published(test: &str) -> bool {
         stockhook_test_kit::fixtures::shared(test).is_some()
     }
+
+    /// `published_test!(name, { body })`: the test `name`, which runs `body` when the published
+    /// vectors are there and is skipped, loudly and by its own name, when not ([`published`]).
+    macro_rules! published_test {
+        ($name:ident, $body:block) => {
+            #[test]
+            fn $name() {
+                if !$crate::schemes::test_support::published(concat!(
+                    module_path!(),
+                    "::",
+                    stringify!($name)
+                )) {
+                    return;
+                }
+                $body
+            }
+        };
+    }
+    pub(crate) use published_test;
 
     /// `<repo>/../shared/fixtures/<name>`, parsed. Panics (failing the test) when absent.
     pub fn fixture(name: &str) -> serde_json::Value {

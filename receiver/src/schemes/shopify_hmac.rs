@@ -13,7 +13,8 @@
 //! base64 text instead of bytes, or short-circuit across secrets.
 
 use super::{
-    b64_encode, ct_any, header, hmac_sha256, require_secrets, Incoming, Verifier, VerifyError, B64,
+    b64_encode, header, hmac_match, hmac_sha256, require_secrets, Incoming, Verifier, VerifyError,
+    B64,
 };
 use base64::Engine;
 use stockhook_shared::config::SourceConfig;
@@ -66,16 +67,7 @@ impl Verifier for ShopifyHmac {
                 format!("decodes to {} bytes, an HMAC-SHA256 has 32", received.len()),
             ));
         }
-        let expected: Vec<[u8; 32]> = self
-            .secrets
-            .iter()
-            .map(|k| hmac_sha256(k, &[req.body]))
-            .collect();
-        if ct_any(&received, expected.iter().map(|e| &e[..])) {
-            Ok(())
-        } else {
-            Err(VerifyError::Mismatch)
-        }
+        hmac_match(&received, &self.secrets, req.body)
     }
 
     /// `X-Shopify-Hmac-Sha256` and `X-Shopify-Webhook-Id` (= `delivery_id`). The topic and shop
@@ -109,20 +101,12 @@ mod tests {
         (ShopifyHmac::new(&[secret]), vector_headers(&v), body)
     }
 
-    #[test]
-    fn fixture_vector_verifies() {
-        if !published("schemes::shopify_hmac::fixture_vector_verifies") {
-            return;
-        }
+    published_test!(fixture_vector_verifies, {
         let (s, h, body) = valid();
         assert_eq!(verify(&s, &h, &body, 0), Ok(()));
-    }
+    });
 
-    #[test]
-    fn built_from_config_verifies_the_vector() {
-        if !published("schemes::shopify_hmac::built_from_config_verifies_the_vector") {
-            return;
-        }
+    published_test!(built_from_config_verifies_the_vector, {
         let v = vector(FIXTURE, "shopify-api-js-validate-valid");
         let src = source(serde_json::json!({
             "scheme": "shopify-hmac", "platform": "shopify", "secrets": [v["secret"]]
@@ -130,13 +114,9 @@ mod tests {
         let built = super::super::build(&src, None).unwrap();
         let (_, h, body) = valid();
         assert_eq!(verify(built.as_ref(), &h, &body, 0), Ok(()));
-    }
+    });
 
-    #[test]
-    fn fixture_invalid_hmac_is_refused() {
-        if !published("schemes::shopify_hmac::fixture_invalid_hmac_is_refused") {
-            return;
-        }
+    published_test!(fixture_invalid_hmac_is_refused, {
         let v = vector(FIXTURE, "shopify-api-js-validate-invalid-hmac");
         let s = ShopifyHmac::new(&[v["secret"].as_str().unwrap()]);
         let body = v["body_utf8"].as_str().unwrap().as_bytes();
@@ -148,13 +128,9 @@ mod tests {
                 "decodes to 3 bytes, an HMAC-SHA256 has 32"
             ))
         );
-    }
+    });
 
-    #[test]
-    fn sign_reproduces_the_fixture_signature_and_id() {
-        if !published("schemes::shopify_hmac::sign_reproduces_the_fixture_signature_and_id") {
-            return;
-        }
+    published_test!(sign_reproduces_the_fixture_signature_and_id, {
         let v = vector(FIXTURE, "shopify-api-js-validate-valid");
         let (s, _, body) = valid();
         let out = s.sign(&body, 0, "123456789");
@@ -169,13 +145,9 @@ mod tests {
             ]
         );
         assert_eq!(verify(&s, &signed(out.clone()), &body, 0), Ok(()));
-    }
+    });
 
-    #[test]
-    fn unprefixed_header_is_accepted() {
-        if !published("schemes::shopify_hmac::unprefixed_header_is_accepted") {
-            return;
-        }
+    published_test!(unprefixed_header_is_accepted, {
         let v = vector(FIXTURE, "shopify-api-js-validate-valid");
         let (s, _, body) = valid();
         let h = headers(&[(
@@ -183,56 +155,36 @@ mod tests {
             v["expected_signature"].as_str().unwrap(),
         )]);
         assert_eq!(verify(&s, &h, &body, 0), Ok(()));
-    }
+    });
 
-    #[test]
-    fn changed_body_byte_is_a_mismatch() {
-        if !published("schemes::shopify_hmac::changed_body_byte_is_a_mismatch") {
-            return;
-        }
+    published_test!(changed_body_byte_is_a_mismatch, {
         let (s, h, mut body) = valid();
         body[2] ^= 0x01;
         assert_eq!(verify(&s, &h, &body, 0), Err(VerifyError::Mismatch));
-    }
+    });
 
-    #[test]
-    fn changed_signature_char_is_a_mismatch() {
-        if !published("schemes::shopify_hmac::changed_signature_char_is_a_mismatch") {
-            return;
-        }
+    published_test!(changed_signature_char_is_a_mismatch, {
         let v = vector(FIXTURE, "shopify-api-js-validate-valid");
         let (s, _, body) = valid();
         let sig = flip_char(v["expected_signature"].as_str().unwrap(), 5);
         let h = headers(&[(HMAC_HEADER, &sig)]);
         assert_eq!(verify(&s, &h, &body, 0), Err(VerifyError::Mismatch));
-    }
+    });
 
-    #[test]
-    fn wrong_secret_is_a_mismatch() {
-        if !published("schemes::shopify_hmac::wrong_secret_is_a_mismatch") {
-            return;
-        }
+    published_test!(wrong_secret_is_a_mismatch, {
         let (_, h, body) = valid();
         let s = ShopifyHmac::new(&["not_the_secret"]);
         assert_eq!(verify(&s, &h, &body, 0), Err(VerifyError::Mismatch));
-    }
+    });
 
-    #[test]
-    fn rotation_second_secret_matches() {
-        if !published("schemes::shopify_hmac::rotation_second_secret_matches") {
-            return;
-        }
+    published_test!(rotation_second_secret_matches, {
         let v = vector(FIXTURE, "shopify-api-js-validate-valid");
         let (_, h, body) = valid();
         let s = ShopifyHmac::new(&["new_secret_not_yet_used", v["secret"].as_str().unwrap()]);
         assert_eq!(verify(&s, &h, &body, 0), Ok(()));
-    }
+    });
 
-    #[test]
-    fn missing_and_empty_header() {
-        if !published("schemes::shopify_hmac::missing_and_empty_header") {
-            return;
-        }
+    published_test!(missing_and_empty_header, {
         let (s, _, body) = valid();
         let want = Err(VerifyError::MissingHeader(HMAC_HEADER.into()));
         assert_eq!(verify(&s, &headers(&[]), &body, 0), want);
@@ -241,26 +193,18 @@ mod tests {
             verify(&s, &headers(&[("shopify-hmac-sha256", "")]), &body, 0),
             want
         );
-    }
+    });
 
-    #[test]
-    fn garbage_base64_is_malformed() {
-        if !published("schemes::shopify_hmac::garbage_base64_is_malformed") {
-            return;
-        }
+    published_test!(garbage_base64_is_malformed, {
         let (s, _, body) = valid();
         let h = headers(&[(HMAC_HEADER, "!!!not*base64!!!")]);
         assert_eq!(
             verify(&s, &h, &body, 0),
             Err(VerifyError::malformed(HMAC_HEADER, "not base64"))
         );
-    }
+    });
 
-    #[test]
-    fn hex_encoded_hmac_is_malformed_not_accepted() {
-        if !published("schemes::shopify_hmac::hex_encoded_hmac_is_malformed_not_accepted") {
-            return;
-        }
+    published_test!(hex_encoded_hmac_is_malformed_not_accepted, {
         // Wrong encoding ("prefix"/format) of the right HMAC: a sender misconfiguration.
         let (s, _, body) = valid();
         let hex_sig = hex::encode(hmac_sha256(b"test_secret_key", &[&body]));
@@ -269,17 +213,13 @@ mod tests {
             verify(&s, &h, &body, 0).unwrap_err().code(),
             "malformed_signature"
         );
-    }
+    });
 
-    #[test]
-    fn empty_body_is_refused() {
-        if !published("schemes::shopify_hmac::empty_body_is_refused") {
-            return;
-        }
+    published_test!(empty_body_is_refused, {
         let (s, h, _) = valid();
         assert_eq!(verify(&s, &h, b"", 0), Err(VerifyError::EmptyBody));
         // Even with a correct HMAC of the empty body.
         let h = signed(s.sign(b"", 0, "1"));
         assert_eq!(verify(&s, &h, b"", 0), Err(VerifyError::EmptyBody));
-    }
+    });
 }

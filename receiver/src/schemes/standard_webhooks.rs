@@ -109,11 +109,7 @@ impl Verifier for StandardWebhooks {
             // `|` (not `||`): every candidate is compared against every key.
             matched |= ct_any(candidate, expected.iter().map(|e| &e[..]));
         }
-        if matched {
-            Ok(())
-        } else {
-            Err(VerifyError::Mismatch)
-        }
+        matched.then_some(()).ok_or(VerifyError::Mismatch)
     }
 
     /// `webhook-id` = `delivery_id`, `webhook-timestamp` = `now_unix`, `webhook-signature` =
@@ -143,6 +139,13 @@ mod tests {
         signature: String,
     }
 
+    impl Case {
+        /// What the case's verifier says of `headers` over `body` at the case's time.
+        fn check(&self, headers: &http::HeaderMap, body: &[u8]) -> Result<(), VerifyError> {
+            verify(&self.verifier, headers, body, self.now)
+        }
+    }
+
     fn case(id: &str) -> Case {
         let v = vector(FIXTURE, id);
         let secret = v["secret"].as_str().unwrap().to_string();
@@ -170,18 +173,10 @@ mod tests {
         h
     }
 
-    #[test]
-    fn both_fixture_vectors_verify() {
-        if !published("schemes::standard_webhooks::both_fixture_vectors_verify") {
-            return;
-        }
+    published_test!(both_fixture_vectors_verify, {
         for id in [SIGN_VECTOR, "sw-rust-test_sign"] {
             let c = case(id);
-            assert_eq!(
-                verify(&c.verifier, &c.headers, &c.body, c.now),
-                Ok(()),
-                "{id}"
-            );
+            assert_eq!(c.check(&c.headers, &c.body), Ok(()), "{id}");
             let v = vector(FIXTURE, id);
             assert_eq!(
                 c.signature,
@@ -189,15 +184,9 @@ mod tests {
                 "{id}"
             );
         }
-    }
+    });
 
-    #[test]
-    fn built_from_config_with_default_tolerance_verifies() {
-        if !published(
-            "schemes::standard_webhooks::built_from_config_with_default_tolerance_verifies",
-        ) {
-            return;
-        }
+    published_test!(built_from_config_with_default_tolerance_verifies, {
         let c = case(SIGN_VECTOR);
         let s = source(serde_json::json!({"scheme": "standard-webhooks", "secrets": [c.secret]}));
         assert_eq!(s.tolerance_secs, 300);
@@ -212,24 +201,16 @@ mod tests {
                 .code(),
             "stale_timestamp"
         );
-    }
+    });
 
-    #[test]
-    fn secret_without_whsec_prefix_works() {
-        if !published("schemes::standard_webhooks::secret_without_whsec_prefix_works") {
-            return;
-        }
+    published_test!(secret_without_whsec_prefix_works, {
         let c = case(SIGN_VECTOR);
         let bare = c.secret.strip_prefix("whsec_").unwrap();
         let v = StandardWebhooks::new(&[bare], 300).unwrap();
         assert_eq!(verify(&v, &c.headers, &c.body, c.now), Ok(()));
-    }
+    });
 
-    #[test]
-    fn sign_reproduces_the_fixture_headers() {
-        if !published("schemes::standard_webhooks::sign_reproduces_the_fixture_headers") {
-            return;
-        }
+    published_test!(sign_reproduces_the_fixture_headers, {
         let c = case(SIGN_VECTOR);
         let out = c
             .verifier
@@ -248,30 +229,18 @@ mod tests {
                 ),
             ]
         );
-    }
+    });
 
-    #[test]
-    fn fixture_negative_altered_last_char_is_a_mismatch() {
-        if !published(
-            "schemes::standard_webhooks::fixture_negative_altered_last_char_is_a_mismatch",
-        ) {
-            return;
-        }
+    published_test!(fixture_negative_altered_last_char_is_a_mismatch, {
         let v = vector(FIXTURE, "sw-negative-altered-last-char (python test)");
         let c = case(SIGN_VECTOR);
         assert_eq!(
-            verify(&c.verifier, &vector_headers(&v), &c.body, c.now),
+            c.check(&vector_headers(&v), &c.body),
             Err(VerifyError::Mismatch)
         );
-    }
+    });
 
-    #[test]
-    fn multi_signature_list_accepts_when_one_v1_matches() {
-        if !published(
-            "schemes::standard_webhooks::multi_signature_list_accepts_when_one_v1_matches",
-        ) {
-            return;
-        }
+    published_test!(multi_signature_list_accepts_when_one_v1_matches, {
         let c = case(SIGN_VECTOR);
         let wrong = vector(
             FIXTURE,
@@ -285,59 +254,35 @@ mod tests {
             .collect();
         let all_wrong = entries.join(" ");
         assert_eq!(
-            verify(&c.verifier, &with_signature(&c, &all_wrong), &c.body, c.now),
+            c.check(&with_signature(&c, &all_wrong), &c.body),
             Err(VerifyError::Mismatch)
         );
         let with_valid = format!("{all_wrong} {}", c.signature);
-        assert_eq!(
-            verify(
-                &c.verifier,
-                &with_signature(&c, &with_valid),
-                &c.body,
-                c.now
-            ),
-            Ok(())
-        );
+        assert_eq!(c.check(&with_signature(&c, &with_valid), &c.body), Ok(()));
         let valid_first = format!("{} {all_wrong}", c.signature);
-        assert_eq!(
-            verify(
-                &c.verifier,
-                &with_signature(&c, &valid_first),
-                &c.body,
-                c.now
-            ),
-            Ok(())
-        );
-    }
+        assert_eq!(c.check(&with_signature(&c, &valid_first), &c.body), Ok(()));
+    });
 
-    #[test]
-    fn other_versions_are_ignored_not_accepted() {
-        if !published("schemes::standard_webhooks::other_versions_are_ignored_not_accepted") {
-            return;
-        }
+    published_test!(other_versions_are_ignored_not_accepted, {
         let c = case(SIGN_VECTOR);
         let b64 = c.signature.strip_prefix("v1,").unwrap();
         for version in ["v2", "v1a", "v0", "V1"] {
             let h = with_signature(&c, &format!("{version},{b64}"));
             assert_eq!(
-                verify(&c.verifier, &h, &c.body, c.now).unwrap_err().code(),
+                c.check(&h, &c.body).unwrap_err().code(),
                 "malformed_signature",
                 "{version}"
             );
         }
         // A v1a entry next to a valid v1 is ignored, not an error.
         let h = with_signature(&c, &format!("v1a,{b64} {}", c.signature));
-        assert_eq!(verify(&c.verifier, &h, &c.body, c.now), Ok(()));
-    }
+        assert_eq!(c.check(&h, &c.body), Ok(()));
+    });
 
-    #[test]
-    fn empty_v1_entry_never_matches() {
-        if !published("schemes::standard_webhooks::empty_v1_entry_never_matches") {
-            return;
-        }
+    published_test!(empty_v1_entry_never_matches, {
         let c = case(SIGN_VECTOR);
         assert_eq!(
-            verify(&c.verifier, &with_signature(&c, "v1,"), &c.body, c.now)
+            c.check(&with_signature(&c, "v1,"), &c.body)
                 .unwrap_err()
                 .code(),
             "malformed_signature"
@@ -345,65 +290,34 @@ mod tests {
         // Nor does it let anything through next to a wrong entry.
         let wrong = flip_char(&c.signature, 10);
         let h = with_signature(&c, &format!("v1, {wrong}"));
-        assert_eq!(
-            verify(&c.verifier, &h, &c.body, c.now),
-            Err(VerifyError::Mismatch)
-        );
-    }
+        assert_eq!(c.check(&h, &c.body), Err(VerifyError::Mismatch));
+    });
 
-    #[test]
-    fn changed_body_byte_is_a_mismatch() {
-        if !published("schemes::standard_webhooks::changed_body_byte_is_a_mismatch") {
-            return;
-        }
+    published_test!(changed_body_byte_is_a_mismatch, {
         let c = case(SIGN_VECTOR);
         let mut body = c.body.clone();
         let last = body.len() - 2;
         body[last] ^= 0x01;
-        assert_eq!(
-            verify(&c.verifier, &c.headers, &body, c.now),
-            Err(VerifyError::Mismatch)
-        );
-    }
+        assert_eq!(c.check(&c.headers, &body), Err(VerifyError::Mismatch));
+    });
 
-    #[test]
-    fn changed_signature_char_is_a_mismatch() {
-        if !published("schemes::standard_webhooks::changed_signature_char_is_a_mismatch") {
-            return;
-        }
+    published_test!(changed_signature_char_is_a_mismatch, {
         let c = case(SIGN_VECTOR);
         let h = with_signature(&c, &flip_char(&c.signature, 7));
-        assert_eq!(
-            verify(&c.verifier, &h, &c.body, c.now),
-            Err(VerifyError::Mismatch)
-        );
-    }
+        assert_eq!(c.check(&h, &c.body), Err(VerifyError::Mismatch));
+    });
 
-    #[test]
-    fn changed_id_or_timestamp_is_a_mismatch() {
-        if !published("schemes::standard_webhooks::changed_id_or_timestamp_is_a_mismatch") {
-            return;
-        }
+    published_test!(changed_id_or_timestamp_is_a_mismatch, {
         let c = case(SIGN_VECTOR);
         let mut h = c.headers.clone();
         h.insert(ID_HEADER, "msg_other".parse().unwrap());
-        assert_eq!(
-            verify(&c.verifier, &h, &c.body, c.now),
-            Err(VerifyError::Mismatch)
-        );
+        assert_eq!(c.check(&h, &c.body), Err(VerifyError::Mismatch));
         let mut h = c.headers.clone();
         h.insert(TIMESTAMP_HEADER, (c.now + 1).to_string().parse().unwrap());
-        assert_eq!(
-            verify(&c.verifier, &h, &c.body, c.now),
-            Err(VerifyError::Mismatch)
-        );
-    }
+        assert_eq!(c.check(&h, &c.body), Err(VerifyError::Mismatch));
+    });
 
-    #[test]
-    fn wrong_secret_is_a_mismatch() {
-        if !published("schemes::standard_webhooks::wrong_secret_is_a_mismatch") {
-            return;
-        }
+    published_test!(wrong_secret_is_a_mismatch, {
         let c = case(SIGN_VECTOR);
         let other = case("sw-rust-test_sign");
         let v = StandardWebhooks::new(&[&other.secret], 300).unwrap();
@@ -411,13 +325,9 @@ mod tests {
             verify(&v, &c.headers, &c.body, c.now),
             Err(VerifyError::Mismatch)
         );
-    }
+    });
 
-    #[test]
-    fn rotation_second_secret_matches() {
-        if !published("schemes::standard_webhooks::rotation_second_secret_matches") {
-            return;
-        }
+    published_test!(rotation_second_secret_matches, {
         let c = case(SIGN_VECTOR);
         let other = case("sw-rust-test_sign");
         let v = StandardWebhooks::new(&[&other.secret, &c.secret], 300).unwrap();
@@ -427,58 +337,52 @@ mod tests {
             verify(&v, &c.headers, &c.body, c.now),
             Err(VerifyError::Mismatch)
         );
-    }
+    });
 
-    #[test]
-    fn missing_or_empty_headers() {
-        if !published("schemes::standard_webhooks::missing_or_empty_headers") {
-            return;
-        }
+    published_test!(missing_or_empty_headers, {
         let c = case(SIGN_VECTOR);
         for name in [ID_HEADER, TIMESTAMP_HEADER, SIGNATURE_HEADER] {
             let mut h = c.headers.clone();
             h.remove(name);
             assert_eq!(
-                verify(&c.verifier, &h, &c.body, c.now),
+                c.check(&h, &c.body),
                 Err(VerifyError::MissingHeader(name.to_string())),
                 "{name} absent"
             );
             h.insert(name, "".parse().unwrap());
             assert_eq!(
-                verify(&c.verifier, &h, &c.body, c.now),
+                c.check(&h, &c.body),
                 Err(VerifyError::MissingHeader(name.to_string())),
                 "{name} empty"
             );
         }
-    }
+    });
 
-    #[test]
-    fn garbage_base64_and_wrong_prefix_are_malformed() {
-        if !published("schemes::standard_webhooks::garbage_base64_and_wrong_prefix_are_malformed") {
-            return;
-        }
+    published_test!(malformed_headers_name_what_is_wrong, {
         let c = case(SIGN_VECTOR);
-        for sig in [
-            "v1,***garbage***",
-            "g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=",
-            "v1,AAAA",
+        let signature = |v: &'static str| (SIGNATURE_HEADER, v, "no v1,<base64 HMAC-SHA256> entry");
+        let timestamp = |v: &'static str| (TIMESTAMP_HEADER, v, "not an integer (Unix seconds)");
+        for (header, value, reason) in [
+            // Garbage base64, no `v1,` prefix, too short for an HMAC-SHA256.
+            signature("v1,***garbage***"),
+            signature("g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="),
+            signature("v1,AAAA"),
+            timestamp("1614265330.5"),
+            timestamp("abc"),
+            timestamp("2021-02-25T15:02:10Z"),
+            timestamp("99999999999999999999"),
         ] {
+            let mut h = c.headers.clone();
+            h.insert(header, value.parse().unwrap());
             assert_eq!(
-                verify(&c.verifier, &with_signature(&c, sig), &c.body, c.now),
-                Err(VerifyError::malformed(
-                    SIGNATURE_HEADER,
-                    "no v1,<base64 HMAC-SHA256> entry"
-                )),
-                "{sig}"
+                c.check(&h, &c.body),
+                Err(VerifyError::malformed(header, reason)),
+                "{value}"
             );
         }
-    }
+    });
 
-    #[test]
-    fn timestamp_tolerance_both_directions() {
-        if !published("schemes::standard_webhooks::timestamp_tolerance_both_directions") {
-            return;
-        }
+    published_test!(timestamp_tolerance_both_directions, {
         let c = case(SIGN_VECTOR);
         assert_eq!(
             verify(&c.verifier, &c.headers, &c.body, c.now + 300),
@@ -504,13 +408,9 @@ mod tests {
                 tolerance_secs: 300
             })
         );
-    }
+    });
 
-    #[test]
-    fn tolerance_comes_from_the_source() {
-        if !published("schemes::standard_webhooks::tolerance_comes_from_the_source") {
-            return;
-        }
+    published_test!(tolerance_comes_from_the_source, {
         let c = case(SIGN_VECTOR);
         let s = source(serde_json::json!({
             "scheme": "standard-webhooks", "secrets": [c.secret], "tolerance_secs": 10
@@ -523,38 +423,9 @@ mod tests {
                 .code(),
             "stale_timestamp"
         );
-    }
+    });
 
-    #[test]
-    fn non_integer_timestamp_is_malformed() {
-        if !published("schemes::standard_webhooks::non_integer_timestamp_is_malformed") {
-            return;
-        }
-        let c = case(SIGN_VECTOR);
-        for ts in [
-            "1614265330.5",
-            "abc",
-            "2021-02-25T15:02:10Z",
-            "99999999999999999999",
-        ] {
-            let mut h = c.headers.clone();
-            h.insert(TIMESTAMP_HEADER, ts.parse().unwrap());
-            assert_eq!(
-                verify(&c.verifier, &h, &c.body, c.now),
-                Err(VerifyError::malformed(
-                    TIMESTAMP_HEADER,
-                    "not an integer (Unix seconds)"
-                )),
-                "{ts}"
-            );
-        }
-    }
-
-    #[test]
-    fn extreme_timestamps_do_not_overflow() {
-        if !published("schemes::standard_webhooks::extreme_timestamps_do_not_overflow") {
-            return;
-        }
+    published_test!(extreme_timestamps_do_not_overflow, {
         let c = case(SIGN_VECTOR);
         let mut h = c.headers.clone();
         h.insert(TIMESTAMP_HEADER, i64::MIN.to_string().parse().unwrap());
@@ -564,7 +435,7 @@ mod tests {
                 .code(),
             "stale_timestamp"
         );
-    }
+    });
 
     #[test]
     fn bad_secret_is_a_config_error_without_the_secret() {

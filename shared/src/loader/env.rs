@@ -180,6 +180,19 @@ pub(super) fn apply_stockhook_env(
     Ok(())
 }
 
+/// The original notes' variables that each set one key: name, section, key, type.
+const LEGACY_KEYS: &[(&str, &str, &str, Kind)] = &[
+    (
+        "LOW_STOCK_THRESHOLD",
+        "alerts",
+        "low_stock_threshold",
+        Kind::Number,
+    ),
+    ("NO_SALES_DAYS", "alerts", "no_sales_days", Kind::Number),
+    ("EMAIL_SENDER", "email", "from", Kind::Text),
+    ("EMAIL_RECIPIENTS", "alerts", "recipients", Kind::List),
+];
+
 /// The original Flask notes' variables, so a user of that system can move over unchanged.
 pub(super) fn apply_legacy_env(
     table: &mut toml::Table,
@@ -188,41 +201,11 @@ pub(super) fn apply_legacy_env(
 ) -> Result<(), ConfigError> {
     let get = |n: &str| env.var(n).filter(|v| !v.trim().is_empty());
     let mut used = Vec::new();
-    if let Some(v) = get("LOW_STOCK_THRESHOLD") {
-        set(
-            table,
-            "alerts",
-            "low_stock_threshold",
-            typed_value("LOW_STOCK_THRESHOLD", &v, Kind::Number)?,
-        );
-        used.push("LOW_STOCK_THRESHOLD");
-    }
-    if let Some(v) = get("NO_SALES_DAYS") {
-        set(
-            table,
-            "alerts",
-            "no_sales_days",
-            typed_value("NO_SALES_DAYS", &v, Kind::Number)?,
-        );
-        used.push("NO_SALES_DAYS");
-    }
-    if let Some(v) = get("EMAIL_SENDER") {
-        set(
-            table,
-            "email",
-            "from",
-            toml::Value::String(v.trim().to_string()),
-        );
-        used.push("EMAIL_SENDER");
-    }
-    if let Some(v) = get("EMAIL_RECIPIENTS") {
-        set(
-            table,
-            "alerts",
-            "recipients",
-            typed_value("EMAIL_RECIPIENTS", &v, Kind::List)?,
-        );
-        used.push("EMAIL_RECIPIENTS");
+    for (var, section, key, kind) in LEGACY_KEYS {
+        if let Some(v) = get(var) {
+            set(table, section, key, typed_value(var, v.trim(), *kind)?);
+            used.push(*var);
+        }
     }
     if let Some(server) = get("EMAIL_SMTP_SERVER") {
         let port: u16 = match get("EMAIL_SMTP_PORT") {

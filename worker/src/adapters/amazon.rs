@@ -49,7 +49,7 @@
 //! Must never: depend on key casing; treat a cancelled order as a sale; read SKUs or quantities
 //! as floats.
 
-use super::{first_time, get_ci, missing, parse_json, req_array, req_int, req_text, text};
+use super::{first_time, get_ci, int, missing, parse_json, req, req_array, text};
 use crate::facts::{Fact, NormalizeError, Normalized};
 use serde_json::Value;
 use stockhook_shared::envelope::Envelope;
@@ -248,7 +248,7 @@ pub fn dedup_key(env: &Envelope) -> Option<String> {
 
 fn fba_inventory(env: &Envelope, topic: &str, n: &Notice<'_>) -> Result<Vec<Fact>, NormalizeError> {
     let (p, pp) = n.payload(topic)?;
-    let sku = req_text(get_ci(p, "SKU"), topic, &format!("{pp}.SKU"))?;
+    let sku = req(text, get_ci(p, "SKU"), topic, &format!("{pp}.SKU"))?;
     let mut aliases = Vec::new();
     if let Some(asin) = text(get_ci(p, "ASIN"), topic, &format!("{pp}.ASIN"))? {
         aliases.push(format!("asin:{asin}"));
@@ -264,13 +264,15 @@ fn fba_inventory(env: &Envelope, topic: &str, n: &Notice<'_>) -> Result<Vec<Fact
     let mut readings: Vec<(String, i64)> = Vec::with_capacity(markets.len());
     for (i, m) in markets.iter().enumerate() {
         let mp = format!("{pp}.{list}[{i}]");
-        let marketplace = req_text(
+        let marketplace = req(
+            text,
             get_ci(m, "MarketplaceId"),
             topic,
             &format!("{mp}.MarketplaceId"),
         )?;
         let title = text(get_ci(m, "ItemName"), topic, &format!("{mp}.ItemName"))?;
-        let fulfillable = req_int(
+        let fulfillable = req(
+            int,
             get_ci(m, "FulfillmentInventory").and_then(|fi| get_ci(fi, "Fulfillable")),
             topic,
             &format!("{mp}.FulfillmentInventory.Fulfillable"),
@@ -370,8 +372,8 @@ fn fba_pool(marketplace: &str) -> String {
 
 fn mfn_quantity(env: &Envelope, topic: &str, n: &Notice<'_>) -> Result<Vec<Fact>, NormalizeError> {
     let (p, pp) = n.payload(topic)?;
-    let sku = req_text(get_ci(p, "Sku"), topic, &format!("{pp}.Sku"))?;
-    let quantity = req_int(get_ci(p, "Quantity"), topic, &format!("{pp}.Quantity"))?;
+    let sku = req(text, get_ci(p, "Sku"), topic, &format!("{pp}.Sku"))?;
+    let quantity = req(int, get_ci(p, "Quantity"), topic, &format!("{pp}.Quantity"))?;
     let channel = text(
         get_ci(p, "FulfillmentChannelCode"),
         topic,
@@ -434,7 +436,7 @@ const UNBUYABLE_ACTIONS: [&str; 2] = ["LISTING_SUPPRESSED", "CATALOG_ITEM_REMOVE
 ///   an action makes the listing unbuyable, else nothing.
 fn listing(env: &Envelope, topic: &str, n: &Notice<'_>) -> Result<Vec<Fact>, NormalizeError> {
     let (p, pp) = n.payload(topic)?;
-    let sku = req_text(get_ci(p, "Sku"), topic, &format!("{pp}.Sku"))?;
+    let sku = req(text, get_ci(p, "Sku"), topic, &format!("{pp}.Sku"))?;
     let at = first_time(env, &n.times());
     let removed = |reason: String| {
         Ok(vec![Fact::Removed {
@@ -490,7 +492,8 @@ fn order_change(env: &Envelope, topic: &str, n: &Notice<'_>) -> Result<Vec<Fact>
     let ocn = get_ci(p, "OrderChangeNotification")
         .filter(|v| !v.is_null())
         .ok_or_else(|| missing(topic, &op))?;
-    let order = req_text(
+    let order = req(
+        text,
         get_ci(ocn, "AmazonOrderId"),
         topic,
         &format!("{op}.AmazonOrderId"),
@@ -515,9 +518,9 @@ fn order_change(env: &Envelope, topic: &str, n: &Notice<'_>) -> Result<Vec<Fact>
     let mut facts = Vec::with_capacity(items.len());
     for (i, it) in items.iter().enumerate() {
         let f = |name: &str| format!("{ip}[{i}].{name}");
-        let line = req_text(get_ci(it, "OrderItemId"), topic, &f("OrderItemId"))?;
-        let sku = req_text(get_ci(it, "SellerSKU"), topic, &f("SellerSKU"))?;
-        let quantity = req_int(get_ci(it, "Quantity"), topic, &f("Quantity"))?;
+        let line = req(text, get_ci(it, "OrderItemId"), topic, &f("OrderItemId"))?;
+        let sku = req(text, get_ci(it, "SellerSKU"), topic, &f("SellerSKU"))?;
+        let quantity = req(int, get_ci(it, "Quantity"), topic, &f("Quantity"))?;
         let item_status = text(get_ci(it, "OrderItemStatus"), topic, &f("OrderItemStatus"))?;
         if quantity == 0 || is_canceled(item_status.as_deref()) {
             continue;
@@ -530,7 +533,7 @@ fn order_change(env: &Envelope, topic: &str, n: &Notice<'_>) -> Result<Vec<Fact>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::adapters::test_support::{data, env, RECEIVED};
+    use crate::adapters::test_support::{data, entry, env, level, sale, RECEIVED};
     use serde_json::json;
     use stockhook_shared::config::Platform;
 
@@ -576,56 +579,36 @@ mod tests {
     fn fba_expected() -> Vec<Fact> {
         let at = 1_594_669_324_284; // 2020-07-13T19:42:04.284Z
         vec![
-            Fact::CatalogEntry {
-                item: "SELLERSKU-1".into(),
-                aliases: vec!["asin:B00001ABCD".into(), "fnsku:X001ABCDEF".into()],
-                sku: Some("SELLERSKU-1".into()),
-                title: Some("Product Title".into()),
+            entry(
+                "SELLERSKU-1",
+                &["asin:B00001ABCD", "fnsku:X001ABCDEF"],
+                Some("SELLERSKU-1"),
+                Some("Product Title"),
                 at,
-            },
+            ),
             // US 50 and CA 40 are one North American pool: 50, not 90 (issue 13, item 6).
-            Fact::InventoryLevel {
-                item: "SELLERSKU-1".into(),
-                location: "fba:ATVPDKIKX0DER".into(),
-                available: Some(50),
-                at,
-            },
-            Fact::InventoryLevel {
-                item: "SELLERSKU-1".into(),
-                location: "fba:A2EUQ1WTGCTBG2".into(),
-                available: None,
-                at,
-            },
+            level("SELLERSKU-1", "fba:ATVPDKIKX0DER", Some(50), at),
+            level("SELLERSKU-1", "fba:A2EUQ1WTGCTBG2", None, at),
         ]
     }
 
     fn mfn_expected() -> Vec<Fact> {
         let at = 1_612_378_770_194; // 2021-02-03T18:59:30.194Z
         vec![
-            Fact::CatalogEntry {
-                item: "NLS-SHOES-03".into(),
-                aliases: vec![],
-                sku: Some("NLS-SHOES-03".into()),
-                title: None,
-                at,
-            },
-            Fact::InventoryLevel {
-                item: "NLS-SHOES-03".into(),
-                location: "mfn".into(),
-                available: Some(99),
-                at,
-            },
+            entry("NLS-SHOES-03", &[], Some("NLS-SHOES-03"), None, at),
+            level("NLS-SHOES-03", "mfn", Some(99), at),
         ]
     }
 
     fn order_expected() -> Vec<Fact> {
-        vec![Fact::Sale {
-            item: "SellerSKUID1".into(),
-            quantity: 10,
-            order: "903-8868176-2219830".into(),
-            line: "OIID34853450".into(),
-            at: 1_669_750_924_284, // TimeOfOrderChange 2022-11-29T19:42:04.284Z
-        }]
+        // At TimeOfOrderChange, 2022-11-29T19:42:04.284Z.
+        vec![sale(
+            "SellerSKUID1",
+            10,
+            "903-8868176-2219830",
+            "OIID34853450",
+            1_669_750_924_284,
+        )]
     }
 
     /// Each published notification that gives facts: file, topic, the facts it gives.
@@ -836,13 +819,7 @@ mod tests {
         );
         assert_eq!(
             run(note(json!(["BUYABLE", "DISCOVERABLE"]))).unwrap().facts,
-            vec![Fact::CatalogEntry {
-                item: "NLS-SHOES-03".into(),
-                aliases: vec![],
-                sku: Some("NLS-SHOES-03".into()),
-                title: None,
-                at,
-            }]
+            vec![entry("NLS-SHOES-03", &[], Some("NLS-SHOES-03"), None, at)]
         );
     }
 
@@ -1001,20 +978,9 @@ mod tests {
         assert_eq!(
             n.facts,
             vec![
-                Fact::CatalogEntry {
-                    item: "S-1".into(),
-                    aliases: vec![],
-                    sku: Some("S-1".into()),
-                    title: None,
-                    at: 1_714_557_600_000
-                },
+                entry("S-1", &[], Some("S-1"), None, 1_714_557_600_000),
                 // AMAZON_NA is Amazon's network: FBA units, not counted again as MFN.
-                Fact::InventoryLevel {
-                    item: "S-1".into(),
-                    location: "mfn:AMAZON_NA".into(),
-                    available: None,
-                    at: 1_714_557_600_000
-                },
+                level("S-1", "mfn:AMAZON_NA", None, 1_714_557_600_000),
             ]
         );
     }
@@ -1073,14 +1039,19 @@ mod tests {
 
     #[test]
     fn each_required_field_missing_is_named() {
-        let remove = |name: &str, path: &[&str], key: &str| -> Vec<u8> {
+        // The fixture without the key the error should name (`A.B[1].C` removes `C` there).
+        let remove = |name: &str, field: &str| -> Vec<u8> {
             let mut v = fixture_json(name);
+            let mut steps: Vec<&str> = field
+                .split('.')
+                .flat_map(|s| s.split('[').map(|s| s.trim_end_matches(']')))
+                .collect();
+            let key = steps.pop().expect("a field");
             let mut cur = &mut v;
-            for p in path {
-                cur = if let Ok(i) = p.parse::<usize>() {
-                    &mut cur[i]
-                } else {
-                    &mut cur[*p]
+            for p in steps {
+                cur = match p.parse::<usize>() {
+                    Ok(i) => &mut cur[i],
+                    Err(_) => &mut cur[p],
                 };
             }
             cur.as_object_mut()
@@ -1089,96 +1060,46 @@ mod tests {
                 .expect("key existed");
             serde_json::to_vec(&v).unwrap()
         };
-        let fba = "fba_inventory_availability_changes.json";
         let mfn = "listings_item_mfn_quantity_change.json";
-        let oc = "order_change.json";
-        let bym = ["Payload", "FulfillmentInventoryByMarketplace", "1"];
-        let ocn = ["Payload", "OrderChangeNotification"];
-        let item = [
-            "Payload",
-            "OrderChangeNotification",
-            "Summary",
-            "OrderItems",
-            "0",
-        ];
-        let cases: Vec<(Vec<u8>, &str, &str)> = vec![
+        let cases: [(&str, &str, &[&str]); 3] = [
             (
-                remove(fba, &[], "Payload"),
+                "fba_inventory_availability_changes.json",
                 "FBA_INVENTORY_AVAILABILITY_CHANGES",
-                "Payload",
+                &[
+                    "Payload",
+                    "Payload.SKU",
+                    "Payload.FulfillmentInventoryByMarketplace",
+                    "Payload.FulfillmentInventoryByMarketplace[1].MarketplaceId",
+                    "Payload.FulfillmentInventoryByMarketplace[1].FulfillmentInventory.Fulfillable",
+                ],
             ),
             (
-                remove(fba, &["Payload"], "SKU"),
-                "FBA_INVENTORY_AVAILABILITY_CHANGES",
-                "Payload.SKU",
-            ),
-            (
-                remove(fba, &["Payload"], "FulfillmentInventoryByMarketplace"),
-                "FBA_INVENTORY_AVAILABILITY_CHANGES",
-                "Payload.FulfillmentInventoryByMarketplace",
-            ),
-            (
-                remove(fba, &bym, "MarketplaceId"),
-                "FBA_INVENTORY_AVAILABILITY_CHANGES",
-                "Payload.FulfillmentInventoryByMarketplace[1].MarketplaceId",
-            ),
-            (
-                remove(
-                    fba,
-                    &[&bym[..], &["FulfillmentInventory"][..]].concat(),
-                    "Fulfillable",
-                ),
-                "FBA_INVENTORY_AVAILABILITY_CHANGES",
-                "Payload.FulfillmentInventoryByMarketplace[1].FulfillmentInventory.Fulfillable",
-            ),
-            (
-                remove(mfn, &["Payload"], "Sku"),
+                mfn,
                 "LISTINGS_ITEM_MFN_QUANTITY_CHANGE",
-                "Payload.Sku",
+                &["Payload.Sku", "Payload.Quantity"],
             ),
             (
-                remove(mfn, &["Payload"], "Quantity"),
-                "LISTINGS_ITEM_MFN_QUANTITY_CHANGE",
-                "Payload.Quantity",
-            ),
-            (
-                remove(oc, &["Payload"], "OrderChangeNotification"),
+                "order_change.json",
                 "ORDER_CHANGE",
-                "Payload.OrderChangeNotification",
-            ),
-            (
-                remove(oc, &ocn, "AmazonOrderId"),
-                "ORDER_CHANGE",
-                "Payload.OrderChangeNotification.AmazonOrderId",
-            ),
-            (
-                remove(oc, &ocn, "Summary"),
-                "ORDER_CHANGE",
-                "Payload.OrderChangeNotification.Summary",
-            ),
-            (
-                remove(oc, &[&ocn[..], &["Summary"][..]].concat(), "OrderItems"),
-                "ORDER_CHANGE",
-                "Payload.OrderChangeNotification.Summary.OrderItems",
-            ),
-            (
-                remove(oc, &item, "SellerSKU"),
-                "ORDER_CHANGE",
-                "Payload.OrderChangeNotification.Summary.OrderItems[0].SellerSKU",
-            ),
-            (
-                remove(oc, &item, "OrderItemId"),
-                "ORDER_CHANGE",
-                "Payload.OrderChangeNotification.Summary.OrderItems[0].OrderItemId",
-            ),
-            (
-                remove(oc, &item, "Quantity"),
-                "ORDER_CHANGE",
-                "Payload.OrderChangeNotification.Summary.OrderItems[0].Quantity",
+                &[
+                    "Payload.OrderChangeNotification",
+                    "Payload.OrderChangeNotification.AmazonOrderId",
+                    "Payload.OrderChangeNotification.Summary",
+                    "Payload.OrderChangeNotification.Summary.OrderItems",
+                    "Payload.OrderChangeNotification.Summary.OrderItems[0].SellerSKU",
+                    "Payload.OrderChangeNotification.Summary.OrderItems[0].OrderItemId",
+                    "Payload.OrderChangeNotification.Summary.OrderItems[0].Quantity",
+                ],
             ),
         ];
-        for (body, topic, field) in cases {
-            assert_eq!(run(body), Err(missing(topic, field)), "{field}");
+        for (fixture, topic, fields) in cases {
+            for field in fields {
+                assert_eq!(
+                    run(remove(fixture, field)),
+                    Err(missing(topic, field)),
+                    "{field}"
+                );
+            }
         }
         // Inside EventBridge the path says so.
         let mut d = fixture_json(mfn);

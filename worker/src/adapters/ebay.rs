@@ -197,28 +197,56 @@ const MAX_DEPTH: usize = 128;
 /// Parses the body into its document element.
 pub(crate) fn parse_xml(body: &[u8]) -> Result<Node, NormalizeError> {
     let not_xml = |m: String| NormalizeError::NotXml(m);
+    // The parser's error by kind only: its message quotes the document.
+    let at_byte = |pos: u64, e: &dyn std::fmt::Debug| {
+        not_xml(format!(
+            "at byte {pos}: {}",
+            stockhook_shared::redact::error_kind(e)
+        ))
+    };
     let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
     let text = std::str::from_utf8(body).map_err(|e| not_xml(format!("not UTF-8: {e}")))?;
     // Text is kept untrimmed (trimming each event would eat the space before an entity or a
     // CDATA section); `Node::text_at` trims the whole text instead.
     let mut reader = Reader::from_str(text);
     let mut stack: Vec<Node> = vec![Node::default()];
+    // Per open element: what markup followed its text, if any. Text after that would be joined
+    // to the text before into a value the document never spells (a `<Timestamp>` split by a
+    // `<?pi?>`): eBay sends each element's text in one piece, so such a body is not its shape.
+    let mut after_text: Vec<Option<&'static str>> = vec![None];
+    fn markup(stack: &[Node], after_text: &mut [Option<&'static str>], what: &'static str) {
+        if let (Some(top), Some(seen)) = (stack.last(), after_text.last_mut()) {
+            if seen.is_none() && !top.text.trim().is_empty() {
+                *seen = Some(what);
+            }
+        }
+    }
+    // More text where `after_text` says markup followed the element's text: refused.
+    let resumed = |after_text: &[Option<&'static str>], s: &str, at: u64| match after_text
+        .last()
+        .copied()
+        .flatten()
+    {
+        Some(what) if !s.trim().is_empty() => Err(not_xml(format!(
+            "at byte {at}: an element's text is split by {what} (eBay sends it in one piece)"
+        ))),
+        _ => Ok(()),
+    };
     loop {
-        let event = reader.read_event().map_err(|e| {
-            not_xml(format!(
-                "at byte {}: {}",
-                reader.error_position(),
-                stockhook_shared::redact::error_kind(&e)
-            ))
-        })?;
+        let event = reader
+            .read_event()
+            .map_err(|e| at_byte(reader.error_position(), &e))?;
         match event {
             Event::Start(e) => {
                 if stack.len() > MAX_DEPTH {
                     return Err(not_xml(format!("nested deeper than {MAX_DEPTH} elements")));
                 }
+                markup(&stack, &mut after_text, "an element");
                 stack.push(Node::named(e.local_name().as_ref()));
+                after_text.push(None);
             }
             Event::Empty(e) => {
+                markup(&stack, &mut after_text, "an element");
                 if let Some(top) = stack.last_mut() {
                     top.children.push(Node::named(e.local_name().as_ref()));
                 }
@@ -228,18 +256,18 @@ pub(crate) fn parse_xml(body: &[u8]) -> Result<Node, NormalizeError> {
                     Some(n) if !stack.is_empty() => n,
                     _ => return Err(not_xml("end tag without a start tag".into())),
                 };
+                after_text.pop();
                 if let Some(parent) = stack.last_mut() {
                     parent.children.push(node);
                 }
             }
+            Event::PI(_) => markup(&stack, &mut after_text, "a processing instruction"),
+            Event::Comment(_) => markup(&stack, &mut after_text, "a comment"),
             Event::Text(t) => {
-                let s = t.unescape().map_err(|e| {
-                    not_xml(format!(
-                        "at byte {}: {}",
-                        reader.buffer_position(),
-                        stockhook_shared::redact::error_kind(&e)
-                    ))
-                })?;
+                let s = t
+                    .unescape()
+                    .map_err(|e| at_byte(reader.buffer_position(), &e))?;
+                resumed(&after_text, &s, reader.buffer_position())?;
                 if let Some(top) = stack.last_mut() {
                     top.text.push_str(&s);
                 }
@@ -248,12 +276,13 @@ pub(crate) fn parse_xml(body: &[u8]) -> Result<Node, NormalizeError> {
                 let bytes = c.into_inner();
                 let s = std::str::from_utf8(&bytes)
                     .map_err(|e| not_xml(format!("CDATA is not UTF-8: {e}")))?;
+                resumed(&after_text, s, reader.buffer_position())?;
                 if let Some(top) = stack.last_mut() {
                     top.text.push_str(s);
                 }
             }
             Event::Eof => break,
-            // Declaration, processing instructions, comments, DOCTYPE: nothing to read.
+            // Declaration, DOCTYPE: nothing to read.
             _ => {}
         }
     }
@@ -606,41 +635,24 @@ fn sales(response: &Node, topic: &str, at: i64) -> Result<Vec<Fact>, NormalizeEr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::adapters::test_support::{data, env, published, RECEIVED};
+    use crate::adapters::test_support::{data, entry, env, level, published, sale, RECEIVED};
     use stockhook_shared::config::Platform;
 
     const TS: &str = "2024-05-01T10:00:00.250Z";
     const AT: i64 = 1_714_557_600_250;
 
-    /// A Platform Notification shaped as eBay documents it: SOAP envelope, RequesterCredentials
-    /// with the NotificationSignature in the header, the call's response in the body.
+    /// A Platform Notification shaped as eBay documents it (the test kit's template), with
+    /// `NotificationEventName` when `event_name` is given.
     fn soap_body(response: &str, event_name: Option<&str>, inner: &str) -> String {
         let name = event_name
             .map(|n| format!("<NotificationEventName>{n}</NotificationEventName>"))
             .unwrap_or_default();
-        format!(
-            r#"<?xml version="1.0" encoding="UTF-8"?>
-<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/"
-    xmlns:xsd="http://www.w3.org/2001/XMLSchema" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">
-  <soapenv:Header>
-    <ebl:RequesterCredentials soapenv:mustUnderstand="0" xmlns:ns="urn:ebay:apis:eBLBaseComponents"
-        xmlns:ebl="urn:ebay:apis:eBLBaseComponents">
-      <ebl:NotificationSignature xmlns:ebl="urn:ebay:apis:eBLBaseComponents">nXGFQyWyk1bzgM3N5zT9Ag==</ebl:NotificationSignature>
-    </ebl:RequesterCredentials>
-  </soapenv:Header>
-  <soapenv:Body>
-    <{response} xmlns="urn:ebay:apis:eBLBaseComponents">
-      <Timestamp>{TS}</Timestamp>
-      <Ack>Success</Ack>
-      <CorrelationID>2741926731</CorrelationID>
-      <Version>1331</Version>
-      <Build>E1331_CORE_APISIGNIN_19151597_R1</Build>
-      {name}
-      <RecipientUserID>seller_one</RecipientUserID>
-      {inner}
-    </{response}>
-  </soapenv:Body>
-</soapenv:Envelope>"#
+        let inner = format!("{name}\n{inner}");
+        stockhook_test_kit::ebay_soap::notification(
+            response,
+            "nXGFQyWyk1bzgM3N5zT9Ag==",
+            TS,
+            &inner,
         )
     }
 
@@ -653,6 +665,11 @@ mod tests {
         <Seller><UserID>seller_one</UserID></Seller>
       </Item>"#;
 
+    /// An eBay envelope without headers (the Notification API's JSON, or SOAP with no action).
+    fn ebay_env(body: impl Into<Vec<u8>>) -> Envelope {
+        env(Platform::Ebay, &[], body)
+    }
+
     fn soap_env(action: Option<&str>, body: String) -> Envelope {
         let action = action.map(|a| format!("\"http://developer.ebay.com/notification/{a}\""));
         let headers: Vec<(&str, &str)> =
@@ -662,19 +679,14 @@ mod tests {
 
     fn catalog_and_level(available: i64) -> Vec<Fact> {
         vec![
-            Fact::CatalogEntry {
-                item: "110554019341".into(),
-                aliases: vec![],
-                sku: Some("MUG-RED".into()),
-                title: Some("Mug & Saucer <Red>".into()),
-                at: AT,
-            },
-            Fact::InventoryLevel {
-                item: "110554019341".into(),
-                location: "ebay".into(),
-                available: Some(available),
-                at: AT,
-            },
+            entry(
+                "110554019341",
+                &[],
+                Some("MUG-RED"),
+                Some("Mug & Saucer <Red>"),
+                AT,
+            ),
+            level("110554019341", "ebay", Some(available), AT),
         ]
     }
 
@@ -682,12 +694,7 @@ mod tests {
     /// `Notification/Event` form) removes the listing, at its EBayTime.
     #[test]
     fn fixture_item_suspended_removes_the_listing() {
-        let n = normalize(&env(
-            Platform::Ebay,
-            &[],
-            data("ebay/ItemSuspended_kb1337.xml"),
-        ))
-        .unwrap();
+        let n = normalize(&ebay_env(data("ebay/ItemSuspended_kb1337.xml"))).unwrap();
         assert_eq!(n.topic, "ItemSuspended");
         assert!(!n.ignored);
         assert_eq!(
@@ -710,7 +717,7 @@ mod tests {
             "ebay/marketplace_account_deletion.json",
             "ebay/marketplace_account_deletion.signed_compact.json",
         ] {
-            let e = env(Platform::Ebay, &[], fx.payload(name));
+            let e = ebay_env(fx.payload(name));
             assert_eq!(
                 normalize(&e).unwrap(),
                 Normalized {
@@ -740,11 +747,7 @@ mod tests {
         else {
             return;
         };
-        let e = env(
-            Platform::Ebay,
-            &[],
-            fx.payload("ebay/getPublicKey_response.json"),
-        );
+        let e = ebay_env(fx.payload("ebay/getPublicKey_response.json"));
         assert!(matches!(normalize(&e), Err(NormalizeError::NoTopic(_))));
         assert_eq!(ebay_deleted_user(&e), None);
         assert_eq!(dedup_key(&e), None);
@@ -752,9 +755,7 @@ mod tests {
 
     #[test]
     fn deletion_needs_the_user_id_never_the_username() {
-        let e = env(
-            Platform::Ebay,
-            &[],
+        let e = ebay_env(
             r#"{"metadata":{"topic":"MARKETPLACE_ACCOUNT_DELETION"},"notification":{"data":{"username":"u1"}}}"#,
         );
         assert_eq!(ebay_deleted_user(&e), None);
@@ -762,9 +763,7 @@ mod tests {
             normalize(&e),
             Err(NormalizeError::MissingField { .. })
         ));
-        let e = env(
-            Platform::Ebay,
-            &[],
+        let e = ebay_env(
             r#"{"metadata":{"topic":"MARKETPLACE_ACCOUNT_DELETION"},"notification":{"data":{}}}"#,
         );
         assert_eq!(
@@ -775,9 +774,7 @@ mod tests {
             ))
         );
         // Another topic's data is never taken for a deletion.
-        let e = env(
-            Platform::Ebay,
-            &[],
+        let e = ebay_env(
             r#"{"metadata":{"topic":"PRIORITY_LISTING_REVISION"},"notification":{"data":{"userId":"x"}}}"#,
         );
         assert_eq!(ebay_deleted_user(&e), None);
@@ -785,9 +782,7 @@ mod tests {
 
     #[test]
     fn other_json_topics_are_ignored() {
-        let e = env(
-            Platform::Ebay,
-            &[],
+        let e = ebay_env(
             r#"{"metadata":{"topic":"PRIORITY_LISTING_REVISION"},"notification":{"notificationId":"n1","data":{"itemId":"1"}}}"#,
         );
         assert_eq!(
@@ -803,7 +798,7 @@ mod tests {
 
     #[test]
     fn json_errors() {
-        let run = |b: &str| normalize(&env(Platform::Ebay, &[], b));
+        let run = |b: &str| normalize(&ebay_env(b));
         assert!(matches!(run("{not json"), Err(NormalizeError::NotJson(_))));
         assert!(matches!(
             run(r#"{"notification":{}}"#),
@@ -827,19 +822,9 @@ mod tests {
             ("testSku501_Y", "Yellow", 299),
         ] {
             let item = format!("110142400319:{sku}");
-            out.push(Fact::CatalogEntry {
-                item: item.clone(),
-                aliases: vec![],
-                sku: Some(sku.into()),
-                title: Some(format!("levis 501 teenager Trousers - {color}")),
-                at,
-            });
-            out.push(Fact::InventoryLevel {
-                item,
-                location: "ebay".into(),
-                available: Some(available),
-                at,
-            });
+            let title = format!("levis 501 teenager Trousers - {color}");
+            out.push(entry(item.clone(), &[], Some(sku), Some(&title), at));
+            out.push(level(item, "ebay", Some(available), at));
         }
         out
     }
@@ -968,20 +953,20 @@ mod tests {
             soap_body("GetItemTransactionsResponse", None, &inner),
         );
         let mut expected = catalog_and_level(7);
-        expected.push(Fact::Sale {
-            item: "110554019341".into(),
-            quantity: 2,
-            order: "110554019341-1843950001".into(),
-            line: "1843950001".into(),
-            at: AT,
-        });
-        expected.push(Fact::Sale {
-            item: "110554019341".into(),
-            quantity: 1,
-            order: "110554019341-1843950002".into(),
-            line: "1843950002".into(),
-            at: AT,
-        });
+        expected.push(sale(
+            "110554019341",
+            2,
+            "110554019341-1843950001",
+            "1843950001",
+            AT,
+        ));
+        expected.push(sale(
+            "110554019341",
+            1,
+            "110554019341-1843950002",
+            "1843950002",
+            AT,
+        ));
         assert_eq!(
             normalize(&e).unwrap(),
             Normalized {
@@ -1010,13 +995,7 @@ mod tests {
         );
         assert_eq!(
             normalize(&e).unwrap().facts,
-            vec![Fact::Sale {
-                item: "220000000001".into(),
-                quantity: 1,
-                order: "220000000001-0".into(),
-                line: "0".into(),
-                at: AT,
-            }]
+            vec![sale("220000000001", 1, "220000000001-0", "0", AT)]
         );
     }
 
@@ -1027,13 +1006,7 @@ mod tests {
             soap_body("GetItemResponse", Some("ItemSold"), ITEM),
         );
         let mut expected = catalog_and_level(7);
-        expected.push(Fact::Sale {
-            item: "110554019341".into(),
-            quantity: 1,
-            order: "110554019341".into(),
-            line: "ItemSold".into(),
-            at: AT,
-        });
+        expected.push(sale("110554019341", 1, "110554019341", "ItemSold", AT));
         assert_eq!(normalize(&e).unwrap().facts, expected);
     }
 
@@ -1094,12 +1067,7 @@ mod tests {
         let e = soap_env(Some("ItemListed"), body.to_string());
         assert_eq!(
             normalize(&e).unwrap().facts,
-            vec![Fact::InventoryLevel {
-                item: "5".into(),
-                location: "ebay".into(),
-                available: Some(4),
-                at: RECEIVED,
-            }]
+            vec![level("5", "ebay", Some(4), RECEIVED)]
         );
     }
 
@@ -1123,6 +1091,33 @@ mod tests {
     fn soap_without_event_name_is_no_topic() {
         let e = soap_env(None, soap_body("GetItemResponse", None, ITEM));
         assert!(matches!(normalize(&e), Err(NormalizeError::NoTopic(_))));
+    }
+
+    /// A fuzz finding (`worker/tests/fuzz_adapters.rs`, seed 26719297950761984, iteration 2363):
+    /// a processing instruction inside `<Timestamp>`'s text joined its two halves into a time
+    /// the body never spells, and the facts carried it. Text split by markup is not eBay's
+    /// shape: the event is refused (dead-lettered) naming what split it.
+    #[test]
+    fn text_split_by_markup_is_refused() {
+        for (split, what) in [
+            ("<?x y?>", "a processing instruction"),
+            ("<!-- z -->", "a comment"),
+            ("<b/>", "an element"),
+        ] {
+            let ts = format!("2024-05-01T10:{split}00:00.250Z");
+            let body =
+                stockhook_test_kit::ebay_soap::notification("GetItemResponse", "x", &ts, ITEM);
+            match normalize(&soap_env(Some("ItemListed"), body)) {
+                Err(NormalizeError::NotXml(m)) => assert!(m.contains(what), "{split}: {m}"),
+                other => panic!("{split}: {other:?}"),
+            }
+        }
+        // Markup between elements, or before an element's text, splits nothing.
+        let ts = format!("<!-- sent at --><?x y?>{TS}");
+        let inner = format!("<!-- the listing -->{ITEM}");
+        let body = stockhook_test_kit::ebay_soap::notification("GetItemResponse", "x", &ts, &inner);
+        let n = normalize(&soap_env(Some("ItemListed"), body)).unwrap();
+        assert_eq!(n.facts, catalog_and_level(7));
     }
 
     #[test]

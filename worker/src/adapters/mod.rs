@@ -308,21 +308,8 @@ pub(crate) fn id_text(
                 ))
             }
         }
-        Some(other) => Err(bad(
-            topic,
-            field,
-            format!("must be an integer id, found {}", kind(other)),
-        )),
+        Some(other) => Err(wrong_kind(topic, field, "an integer id", other)),
     }
-}
-
-/// Like [`id_text`], but absent is a [`NormalizeError::MissingField`].
-pub(crate) fn req_id(
-    v: Option<&Value>,
-    topic: &str,
-    field: &str,
-) -> Result<String, NormalizeError> {
-    id_text(v, topic, field)?.ok_or_else(|| missing(topic, field))
 }
 
 /// A quantity: a JSON integer in the i64 range, or a string holding one. Absent or null is
@@ -343,17 +330,8 @@ pub(crate) fn int(
             Ok(i) => Ok(Some(i)),
             Err(_) => Err(bad(topic, field, "is a string that is not a whole number")),
         },
-        Some(other) => Err(bad(
-            topic,
-            field,
-            format!("must be a whole number, found {}", kind(other)),
-        )),
+        Some(other) => Err(wrong_kind(topic, field, "a whole number", other)),
     }
-}
-
-/// Like [`int`], but absent is a [`NormalizeError::MissingField`].
-pub(crate) fn req_int(v: Option<&Value>, topic: &str, field: &str) -> Result<i64, NormalizeError> {
-    int(v, topic, field)?.ok_or_else(|| missing(topic, field))
 }
 
 /// A textual field (sku, title, seller SKU, order id): a string kept as sent, or an integer as
@@ -369,21 +347,30 @@ pub(crate) fn text(
         Some(Value::String(s)) if s.is_empty() => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
         Some(Value::Number(_)) => id_text(v, topic, field),
-        Some(other) => Err(bad(
-            topic,
-            field,
-            format!("must be text, found {}", kind(other)),
-        )),
+        Some(other) => Err(wrong_kind(topic, field, "text", other)),
     }
 }
 
-/// Like [`text`], but absent is a [`NormalizeError::MissingField`].
-pub(crate) fn req_text(
+/// A field's reader: [`id_text`], [`int`] or [`text`].
+pub(crate) type Read<T> = fn(Option<&Value>, &str, &str) -> Result<Option<T>, NormalizeError>;
+
+/// A required field: what `read` makes of it, absent being a [`NormalizeError::MissingField`].
+pub(crate) fn req<T>(
+    read: Read<T>,
     v: Option<&Value>,
     topic: &str,
     field: &str,
-) -> Result<String, NormalizeError> {
-    text(v, topic, field)?.ok_or_else(|| missing(topic, field))
+) -> Result<T, NormalizeError> {
+    read(v, topic, field)?.ok_or_else(|| missing(topic, field))
+}
+
+/// A field of the wrong JSON kind: `expected` says what it must be.
+fn wrong_kind(topic: &str, field: &str, expected: &str, found: &Value) -> NormalizeError {
+    bad(
+        topic,
+        field,
+        format!("must be {expected}, found {}", kind(found)),
+    )
 }
 
 /// The array at `v`; absent or null is a [`NormalizeError::MissingField`].
@@ -395,11 +382,7 @@ pub(crate) fn req_array<'a>(
     match v {
         None | Some(Value::Null) => Err(missing(topic, field)),
         Some(Value::Array(a)) => Ok(a),
-        Some(other) => Err(bad(
-            topic,
-            field,
-            format!("must be an array, found {}", kind(other)),
-        )),
+        Some(other) => Err(wrong_kind(topic, field, "an array", other)),
     }
 }
 
@@ -423,6 +406,7 @@ pub(crate) fn first_time(env: &Envelope, candidates: &[Option<&Value>]) -> i64 {
 
 #[cfg(test)]
 pub(crate) mod test_support {
+    use crate::facts::Fact;
     use stockhook_shared::config::Platform;
     use stockhook_shared::envelope::{Envelope, EventId};
 
@@ -440,6 +424,44 @@ pub(crate) mod test_support {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             body: body.into(),
+        }
+    }
+
+    /// The [`Fact::CatalogEntry`] an adapter should give: the tests' one spelling of it.
+    pub fn entry(
+        item: impl Into<String>,
+        aliases: &[&str],
+        sku: Option<&str>,
+        title: Option<&str>,
+        at: i64,
+    ) -> Fact {
+        Fact::CatalogEntry {
+            item: item.into(),
+            aliases: aliases.iter().map(|a| a.to_string()).collect(),
+            sku: sku.map(str::to_string),
+            title: title.map(str::to_string),
+            at,
+        }
+    }
+
+    /// The [`Fact::InventoryLevel`] an adapter should give.
+    pub fn level(item: impl Into<String>, location: &str, available: Option<i64>, at: i64) -> Fact {
+        Fact::InventoryLevel {
+            item: item.into(),
+            location: location.into(),
+            available,
+            at,
+        }
+    }
+
+    /// The [`Fact::Sale`] an adapter should give.
+    pub fn sale(item: impl Into<String>, quantity: i64, order: &str, line: &str, at: i64) -> Fact {
+        Fact::Sale {
+            item: item.into(),
+            quantity,
+            order: order.into(),
+            line: line.into(),
+            at,
         }
     }
 
@@ -564,7 +586,7 @@ mod tests {
         assert_eq!(id_text(Some(&json!(null)), "t", "id"), Ok(None));
         assert_eq!(id_text(Some(&json!("")), "t", "id"), Ok(None));
         assert_eq!(id_text(None, "t", "id"), Ok(None));
-        assert_eq!(req_id(None, "t", "id"), Err(missing("t", "id")));
+        assert_eq!(req(id_text, None, "t", "id"), Err(missing("t", "id")));
     }
 
     #[test]
@@ -584,7 +606,7 @@ mod tests {
             int(Some(&json!("x")), "t", "q"),
             Err(NormalizeError::BadField { .. })
         ));
-        assert_eq!(req_int(None, "t", "q"), Err(missing("t", "q")));
+        assert_eq!(req(int, None, "t", "q"), Err(missing("t", "q")));
     }
 
     #[test]

@@ -43,7 +43,7 @@
 //! Must never: read an id through `f64` (Shopify ids exceed 2^53); count an order from any topic
 //! but `orders/create`; treat `available: null` as zero.
 
-use super::{first_time, id_text, int, missing, parse_json, req_array, req_id, req_int, text};
+use super::{first_time, id_text, int, missing, parse_json, req, req_array, text};
 use crate::facts::{Fact, NormalizeError, Normalized};
 use serde_json::Value;
 use stockhook_shared::envelope::Envelope;
@@ -98,7 +98,7 @@ fn products(env: &Envelope, topic: &str, body: &Value) -> Result<Vec<Fact>, Norm
     let mut facts = Vec::with_capacity(variants.len() * 2);
     for (i, v) in variants.iter().enumerate() {
         let field = |name: &str| format!("variants[{i}].{name}");
-        let variant_id = req_id(v.get("id"), topic, &field("id"))?;
+        let variant_id = req(id_text, v.get("id"), topic, &field("id"))?;
         let alias = format!("variant:{variant_id}");
         let (item, aliases) = match id_text(
             v.get("inventory_item_id"),
@@ -137,7 +137,7 @@ fn products(env: &Envelope, topic: &str, body: &Value) -> Result<Vec<Fact>, Norm
 }
 
 fn inventory_item(env: &Envelope, topic: &str, body: &Value) -> Result<Vec<Fact>, NormalizeError> {
-    let item = req_id(body.get("id"), topic, "id")?;
+    let item = req(id_text, body.get("id"), topic, "id")?;
     let sku = text(body.get("sku"), topic, "sku")?;
     let at = first_time(env, &[body.get("updated_at"), body.get("created_at")]);
     Ok(vec![Fact::CatalogEntry {
@@ -156,12 +156,12 @@ fn product_variants(
     topic: &str,
     body: &Value,
 ) -> Result<Vec<Fact>, NormalizeError> {
-    let product = req_id(body.get("id"), topic, "id")?;
+    let product = req(id_text, body.get("id"), topic, "id")?;
     let variants = req_array(body.get("variants"), topic, "variants")?;
     let mut items = Vec::with_capacity(variants.len());
     for (i, v) in variants.iter().enumerate() {
         let field = |name: &str| format!("variants[{i}].{name}");
-        let variant_id = req_id(v.get("id"), topic, &field("id"))?;
+        let variant_id = req(id_text, v.get("id"), topic, &field("id"))?;
         items.push(
             id_text(
                 v.get("inventory_item_id"),
@@ -177,7 +177,7 @@ fn product_variants(
 
 /// `products/delete` (`{"id": ...}` only): every variant of the product leaves the catalog.
 fn product_deleted(env: &Envelope, topic: &str, body: &Value) -> Result<Vec<Fact>, NormalizeError> {
-    let product = req_id(body.get("id"), topic, "id")?;
+    let product = req(id_text, body.get("id"), topic, "id")?;
     let at = first_time(env, &[body.get("updated_at")]);
     Ok(vec![Fact::ProductVariants {
         product,
@@ -192,7 +192,7 @@ fn inventory_item_deleted(
     topic: &str,
     body: &Value,
 ) -> Result<Vec<Fact>, NormalizeError> {
-    let item = req_id(body.get("id"), topic, "id")?;
+    let item = req(id_text, body.get("id"), topic, "id")?;
     let at = first_time(env, &[body.get("updated_at")]);
     Ok(vec![Fact::Removed {
         item,
@@ -210,7 +210,7 @@ fn untracked_item(env: &Envelope, topic: &str, body: &Value) -> Result<Vec<Fact>
     if body.get("tracked") != Some(&Value::Bool(false)) {
         return Ok(Vec::new());
     }
-    let item = req_id(body.get("id"), topic, "id")?;
+    let item = req(id_text, body.get("id"), topic, "id")?;
     let at = first_time(env, &[body.get("updated_at"), body.get("created_at")]);
     Ok(vec![Fact::Removed {
         item,
@@ -220,8 +220,13 @@ fn untracked_item(env: &Envelope, topic: &str, body: &Value) -> Result<Vec<Fact>
 }
 
 fn inventory_level(env: &Envelope, topic: &str, body: &Value) -> Result<Vec<Fact>, NormalizeError> {
-    let item = req_id(body.get("inventory_item_id"), topic, "inventory_item_id")?;
-    let location = req_id(body.get("location_id"), topic, "location_id")?;
+    let item = req(
+        id_text,
+        body.get("inventory_item_id"),
+        topic,
+        "inventory_item_id",
+    )?;
+    let location = req(id_text, body.get("location_id"), topic, "location_id")?;
     let available = int(body.get("available"), topic, "available")?;
     let at = first_time(env, &[body.get("updated_at")]);
     Ok(vec![Fact::InventoryLevel {
@@ -269,14 +274,19 @@ fn line_item_key(
 }
 
 fn order(env: &Envelope, topic: &str, body: &Value) -> Result<Vec<Fact>, NormalizeError> {
-    let order = req_id(body.get("id"), topic, "id")?;
+    let order = req(id_text, body.get("id"), topic, "id")?;
     let lines = req_array(body.get("line_items"), topic, "line_items")?;
     let at = first_time(env, &[body.get("created_at"), body.get("processed_at")]);
     let mut facts = Vec::with_capacity(lines.len());
     for (i, li) in lines.iter().enumerate() {
         let prefix = format!("line_items[{i}]");
-        let line = req_id(li.get("id"), topic, &format!("{prefix}.id"))?;
-        let quantity = req_int(li.get("quantity"), topic, &format!("{prefix}.quantity"))?;
+        let line = req(id_text, li.get("id"), topic, &format!("{prefix}.id"))?;
+        let quantity = req(
+            int,
+            li.get("quantity"),
+            topic,
+            &format!("{prefix}.quantity"),
+        )?;
         let Some(LineItem { key, sku, title }) = line_item_key(li, topic, &prefix)? else {
             continue;
         };
@@ -299,8 +309,8 @@ fn order(env: &Envelope, topic: &str, body: &Value) -> Result<Vec<Fact>, Normali
 }
 
 fn refund(env: &Envelope, topic: &str, body: &Value) -> Result<Vec<Fact>, NormalizeError> {
-    let refund = req_id(body.get("id"), topic, "id")?;
-    let order = req_id(body.get("order_id"), topic, "order_id")?;
+    let refund = req(id_text, body.get("id"), topic, "id")?;
+    let order = req(id_text, body.get("order_id"), topic, "order_id")?;
     let lines = req_array(body.get("refund_line_items"), topic, "refund_line_items")?;
     let legacy_restock = body
         .get("restock")
@@ -321,12 +331,18 @@ fn refund(env: &Envelope, topic: &str, body: &Value) -> Result<Vec<Fact>, Normal
         if !restocked {
             continue;
         }
-        let line_item_id = req_id(
+        let line_item_id = req(
+            id_text,
             rli.get("line_item_id"),
             topic,
             &format!("{prefix}.line_item_id"),
         )?;
-        let quantity = req_int(rli.get("quantity"), topic, &format!("{prefix}.quantity"))?;
+        let quantity = req(
+            int,
+            rli.get("quantity"),
+            topic,
+            &format!("{prefix}.quantity"),
+        )?;
         let li = rli
             .get("line_item")
             .ok_or_else(|| missing(topic, &format!("{prefix}.line_item")))?;
@@ -354,7 +370,7 @@ fn refund(env: &Envelope, topic: &str, body: &Value) -> Result<Vec<Fact>, Normal
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::adapters::test_support::{data, env, published, RECEIVED};
+    use crate::adapters::test_support::{data, entry, env, level, published, sale, RECEIVED};
     use stockhook_shared::config::Platform;
 
     /// 2021-12-31T19:00:00-05:00, the time in every Shopify sample.
@@ -371,96 +387,60 @@ mod tests {
         n.facts
     }
 
-    #[test]
-    fn fixture_inventory_levels_update() {
-        let Some(fx) = published("adapters::shopify::fixture_inventory_levels_update") else {
-            return;
-        };
-        assert_eq!(
-            facts(
-                "inventory_levels/update",
-                fx.payload("shopify/inventory_levels_update.json")
-            ),
-            vec![Fact::InventoryLevel {
-                item: "271878346596884015".into(),
-                location: "24826418".into(),
-                available: None,
-                at: SAMPLE_AT,
-            }]
-        );
-    }
-
-    #[test]
-    fn fixture_inventory_items_update() {
-        let Some(fx) = published("adapters::shopify::fixture_inventory_items_update") else {
-            return;
-        };
-        assert_eq!(
-            facts(
-                "inventory_items/update",
-                fx.payload("shopify/inventory_items_update.json")
-            ),
-            vec![Fact::CatalogEntry {
-                item: "271878346596884015".into(),
-                aliases: vec![],
-                sku: Some("example-sku".into()),
-                title: None,
-                at: SAMPLE_AT,
-            }]
-        );
-    }
-
-    #[test]
-    fn fixture_products_update_gives_every_variant() {
-        let Some(fx) = published("adapters::shopify::fixture_products_update_gives_every_variant")
-        else {
-            return;
-        };
+    /// Each published delivery that gives facts: topic, file, the facts it gives.
+    fn published_cases() -> [(&'static str, &'static str, Vec<Fact>); 4] {
         let v1 = "variant:642667041472713922".to_string();
         let v2 = "variant:757650484644203962".to_string();
-        assert_eq!(
-            facts(
-                "products/update",
-                fx.payload("shopify/products_update.json")
+        let tee = |v: &str, size: &str| {
+            let title = format!("Example T-Shirt - {size}");
+            entry(v, &[], None, Some(&title), SAMPLE_AT)
+        };
+        [
+            (
+                "inventory_levels/update",
+                "shopify/inventory_levels_update.json",
+                vec![level("271878346596884015", "24826418", None, SAMPLE_AT)],
             ),
-            vec![
-                Fact::CatalogEntry {
-                    item: v1.clone(),
-                    aliases: vec![],
-                    sku: None,
-                    title: Some("Example T-Shirt - Small".into()),
-                    at: SAMPLE_AT,
-                },
-                Fact::InventoryLevel {
-                    item: v1,
-                    location: "all".into(),
-                    available: Some(75),
-                    at: SAMPLE_AT,
-                },
-                Fact::CatalogEntry {
-                    item: v2.clone(),
-                    aliases: vec![],
-                    sku: None,
-                    title: Some("Example T-Shirt - Medium".into()),
-                    at: SAMPLE_AT,
-                },
-                Fact::InventoryLevel {
-                    item: v2.clone(),
-                    location: "all".into(),
-                    available: Some(50),
-                    at: SAMPLE_AT,
-                },
-                Fact::ProductVariants {
-                    product: "788032119674292922".into(),
-                    items: vec![v1_id(), v2],
-                    at: SAMPLE_AT,
-                },
-            ]
-        );
+            (
+                "inventory_items/update",
+                "shopify/inventory_items_update.json",
+                vec![entry(
+                    "271878346596884015",
+                    &[],
+                    Some("example-sku"),
+                    None,
+                    SAMPLE_AT,
+                )],
+            ),
+            (
+                "products/update",
+                "shopify/products_update.json",
+                vec![
+                    tee(&v1, "Small"),
+                    level(v1.clone(), "all", Some(75), SAMPLE_AT),
+                    tee(&v2, "Medium"),
+                    level(v2.clone(), "all", Some(50), SAMPLE_AT),
+                    Fact::ProductVariants {
+                        product: "788032119674292922".into(),
+                        items: vec![v1, v2],
+                        at: SAMPLE_AT,
+                    },
+                ],
+            ),
+            // Every line of the sample is `no_restock` and `restock` is false.
+            ("refunds/create", "shopify/refunds_create.json", vec![]),
+        ]
     }
 
-    fn v1_id() -> String {
-        "variant:642667041472713922".into()
+    /// Shopify's published samples, every variant of a product included.
+    #[test]
+    fn published_fixtures_give_their_facts() {
+        let Some(fx) = published("adapters::shopify::published_fixtures_give_their_facts") else {
+            return;
+        };
+        for (topic, file, expected) in published_cases() {
+            assert_eq!(facts(topic, fx.payload(file)), expected, "{file}");
+        }
     }
 
     #[test]
@@ -486,13 +466,7 @@ mod tests {
             ("315789986012684393", "SKU2006-035", "Coffee table"),
         ] {
             let item = format!("sku:{sku}");
-            expected.push(Fact::CatalogEntry {
-                item: item.clone(),
-                aliases: vec![],
-                sku: Some(sku.into()),
-                title: Some(title.into()),
-                at: SAMPLE_AT,
-            });
+            expected.push(entry(item.clone(), &[], Some(sku), Some(title), SAMPLE_AT));
             expected.push(Fact::Sale {
                 item,
                 quantity: 1,
@@ -546,20 +520,6 @@ mod tests {
     }
 
     #[test]
-    fn fixture_refunds_create_without_restock_gives_nothing() {
-        let Some(fx) =
-            published("adapters::shopify::fixture_refunds_create_without_restock_gives_nothing")
-        else {
-            return;
-        };
-        // Every line of the sample is `no_restock` and `restock` is false.
-        assert_eq!(
-            facts("refunds/create", fx.payload("shopify/refunds_create.json")),
-            vec![]
-        );
-    }
-
-    #[test]
     fn restocked_refund_lines_are_negative_sales() {
         let body = r#"{"id": 9007199254740993, "order_id": 18446744073709551615,
             "processed_at": "2022-01-01T00:00:00Z", "restock": false,
@@ -595,13 +555,7 @@ mod tests {
             "refund_line_items": [{"line_item_id": 3, "quantity": 1, "line_item": {"variant_id": 4}}]}"#;
         assert_eq!(
             facts("refunds/create", body),
-            vec![Fact::Sale {
-                item: "variant:4".into(),
-                quantity: -1,
-                order: "2".into(),
-                line: "refund:1:3".into(),
-                at: RECEIVED,
-            }]
+            vec![sale("variant:4", -1, "2", "refund:1:3", RECEIVED)]
         );
     }
 
@@ -618,38 +572,21 @@ mod tests {
         assert_eq!(
             facts("products/create", body),
             vec![
-                Fact::CatalogEntry {
-                    item: "18446744073709551615".into(),
-                    aliases: vec!["variant:9007199254740993".into()],
-                    sku: Some("CAP".into()),
-                    title: Some("Cap".into()),
-                    at,
-                },
-                Fact::InventoryLevel {
-                    item: "18446744073709551615".into(),
-                    location: "all".into(),
-                    available: Some(3),
-                    at,
-                },
-                Fact::CatalogEntry {
-                    item: "5".into(),
-                    aliases: vec!["variant:2".into()],
-                    sku: None,
-                    title: Some("Cap - Blue".into()),
-                    at,
-                },
+                entry(
+                    "18446744073709551615",
+                    &["variant:9007199254740993"],
+                    Some("CAP"),
+                    Some("Cap"),
+                    at
+                ),
+                level("18446744073709551615", "all", Some(3), at),
+                entry("5", &["variant:2"], None, Some("Cap - Blue"), at),
                 Fact::Removed {
                     item: "5".into(),
                     reason: UNTRACKED.into(),
                     at,
                 },
-                Fact::CatalogEntry {
-                    item: "6".into(),
-                    aliases: vec!["variant:3".into()],
-                    sku: None,
-                    title: Some("Cap - Green".into()),
-                    at,
-                },
+                entry("6", &["variant:3"], None, Some("Cap - Green"), at),
                 Fact::ProductVariants {
                     product: "1".into(),
                     items: vec!["18446744073709551615".into(), "5".into(), "6".into()],
@@ -676,12 +613,7 @@ mod tests {
         let f = facts("products/update", product.to_string());
         let at = 1_640_995_200_000; // updated_at 2021-12-31T19:00:00-05:00
         let medium = "variant:757650484644203900";
-        assert!(f.contains(&Fact::InventoryLevel {
-            item: "variant:642667041472714000".into(),
-            location: "all".into(),
-            available: Some(75),
-            at,
-        }));
+        assert!(f.contains(&level("variant:642667041472714000", "all", Some(75), at)));
         assert!(f.contains(&Fact::Removed {
             item: medium.into(),
             reason: UNTRACKED.into(),
@@ -740,24 +672,24 @@ mod tests {
                        "available": -2, "updated_at": "2022-01-01T00:00:00Z"}"#;
         assert_eq!(
             facts("inventory_levels/update", body),
-            vec![Fact::InventoryLevel {
-                item: "18446744073709551615".into(),
-                location: "9007199254740993".into(),
-                available: Some(-2),
-                at: 1_640_995_200_000,
-            }]
+            vec![level(
+                "18446744073709551615",
+                "9007199254740993",
+                Some(-2),
+                1_640_995_200_000
+            )]
         );
         let body = r#"{"id": 9007199254740993, "line_items": [
             {"id": 18446744073709551615, "variant_id": "9007199254740993", "quantity": 2}]}"#;
         assert_eq!(
             facts("orders/create", body),
-            vec![Fact::Sale {
-                item: "variant:9007199254740993".into(),
-                quantity: 2,
-                order: "9007199254740993".into(),
-                line: "18446744073709551615".into(),
-                at: RECEIVED,
-            }]
+            vec![sale(
+                "variant:9007199254740993",
+                2,
+                "9007199254740993",
+                "18446744073709551615",
+                RECEIVED
+            )]
         );
     }
 
@@ -777,12 +709,7 @@ mod tests {
         let body = r#"{"inventory_item_id": 1, "location_id": 2, "available": 0}"#;
         assert_eq!(
             facts("inventory_levels/connect", body),
-            vec![Fact::InventoryLevel {
-                item: "1".into(),
-                location: "2".into(),
-                available: Some(0),
-                at: RECEIVED,
-            }]
+            vec![level("1", "2", Some(0), RECEIVED)]
         );
     }
 

@@ -16,7 +16,7 @@
 //!
 //! Must never: invent a third form or guess which one a body meant; read ids through `f64`.
 
-use super::{first_time, get_ci, id_text, int, missing, parse_json, req_int, req_text, text};
+use super::{first_time, get_ci, id_text, int, missing, parse_json, req, text};
 use crate::facts::{Fact, NormalizeError, Normalized};
 use serde_json::Value;
 use stockhook_shared::envelope::Envelope;
@@ -93,9 +93,9 @@ fn product_form(env: &Envelope, body: &Value) -> Result<Normalized, NormalizeErr
 }
 
 fn asin_form(env: &Envelope, body: &Value) -> Result<Normalized, NormalizeError> {
-    let asin = req_text(get_ci(body, "ASIN"), ASIN, "ASIN")?;
+    let asin = req(text, get_ci(body, "ASIN"), ASIN, "ASIN")?;
     let title = text(get_ci(body, "product_name"), ASIN, "product_name")?;
-    let quantity = req_int(get_ci(body, "quantity"), ASIN, "quantity")?;
+    let quantity = req(int, get_ci(body, "quantity"), ASIN, "quantity")?;
     let at = first_time(env, &[body.get("updated_at")]);
     Ok(Normalized {
         topic: ASIN.into(),
@@ -121,7 +121,7 @@ fn asin_form(env: &Envelope, body: &Value) -> Result<Normalized, NormalizeError>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::adapters::test_support::{env, RECEIVED};
+    use crate::adapters::test_support::{entry, env, level, RECEIVED};
     use stockhook_shared::config::Platform;
 
     fn run(body: &str) -> Result<Normalized, NormalizeError> {
@@ -144,45 +144,24 @@ mod tests {
         assert_eq!(
             n.facts,
             vec![
-                Fact::CatalogEntry {
-                    item: "9007199254740993".into(),
-                    aliases: vec![],
-                    sku: Some("MUG-R".into()),
-                    title: Some("Mug - Red".into()),
+                entry(
+                    "9007199254740993",
+                    &[],
+                    Some("MUG-R"),
+                    Some("Mug - Red"),
                     at
-                },
-                Fact::InventoryLevel {
-                    item: "9007199254740993".into(),
-                    location: "all".into(),
-                    available: Some(4),
+                ),
+                level("9007199254740993", "all", Some(4), at),
+                entry(
+                    "18446744073709551615:1",
+                    &[],
+                    Some("MUG-B"),
+                    Some("Mug"),
                     at
-                },
-                Fact::CatalogEntry {
-                    item: "18446744073709551615:1".into(),
-                    aliases: vec![],
-                    sku: Some("MUG-B".into()),
-                    title: Some("Mug".into()),
-                    at
-                },
-                Fact::InventoryLevel {
-                    item: "18446744073709551615:1".into(),
-                    location: "all".into(),
-                    available: None,
-                    at
-                },
-                Fact::CatalogEntry {
-                    item: "18446744073709551615:2".into(),
-                    aliases: vec![],
-                    sku: None,
-                    title: Some("Mug".into()),
-                    at
-                },
-                Fact::InventoryLevel {
-                    item: "18446744073709551615:2".into(),
-                    location: "all".into(),
-                    available: Some(7),
-                    at
-                },
+                ),
+                level("18446744073709551615:1", "all", None, at),
+                entry("18446744073709551615:2", &[], None, Some("Mug"), at),
+                level("18446744073709551615:2", "all", Some(7), at),
             ]
         );
     }
@@ -198,19 +177,8 @@ mod tests {
             assert_eq!(
                 n.facts,
                 vec![
-                    Fact::CatalogEntry {
-                        item: "B00001ABCD".into(),
-                        aliases: vec![],
-                        sku: None,
-                        title: Some("Lamp".into()),
-                        at: RECEIVED
-                    },
-                    Fact::InventoryLevel {
-                        item: "B00001ABCD".into(),
-                        location: "all".into(),
-                        available: Some(3),
-                        at: RECEIVED
-                    },
+                    entry("B00001ABCD", &[], None, Some("Lamp"), RECEIVED),
+                    level("B00001ABCD", "all", Some(3), RECEIVED),
                 ],
                 "{body}"
             );

@@ -32,7 +32,7 @@
 //! Must never: read `stock_quantity` of a product whose stock is not managed; merge two order
 //! lines of different SKUs into one item.
 
-use super::{first_time, id_text, int, parse_json, req_array, req_id, req_int, text};
+use super::{first_time, id_text, int, parse_json, req, req_array, text};
 use crate::facts::{Fact, NormalizeError, Normalized};
 use serde_json::Value;
 use stockhook_shared::envelope::Envelope;
@@ -104,7 +104,7 @@ fn options(body: &Value) -> Option<String> {
 }
 
 fn product(env: &Envelope, topic: &str, body: &Value) -> Result<Vec<Fact>, NormalizeError> {
-    let item = req_id(body.get("id"), topic, "id")?;
+    let item = req(id_text, body.get("id"), topic, "id")?;
     let sku = text(body.get("sku"), topic, "sku")?
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty());
@@ -141,7 +141,7 @@ fn product(env: &Envelope, topic: &str, body: &Value) -> Result<Vec<Fact>, Norma
 const NOT_SOLD: &[&str] = &["cancelled", "failed", "refunded", "trash", "checkout-draft"];
 
 fn order(env: &Envelope, topic: &str, body: &Value) -> Result<Vec<Fact>, NormalizeError> {
-    let order = req_id(body.get("id"), topic, "id")?;
+    let order = req(id_text, body.get("id"), topic, "id")?;
     let status = text(body.get("status"), topic, "status")?;
     if status
         .as_deref()
@@ -157,8 +157,8 @@ fn order(env: &Envelope, topic: &str, body: &Value) -> Result<Vec<Fact>, Normali
     let mut facts = Vec::with_capacity(lines.len());
     for (i, li) in lines.iter().enumerate() {
         let f = |name: &str| format!("line_items[{i}].{name}");
-        let line = req_id(li.get("id"), topic, &f("id"))?;
-        let quantity = req_int(li.get("quantity"), topic, &f("quantity"))?;
+        let line = req(id_text, li.get("id"), topic, &f("id"))?;
+        let quantity = req(int, li.get("quantity"), topic, &f("quantity"))?;
         if quantity == 0 {
             continue;
         }
@@ -196,7 +196,7 @@ fn order(env: &Envelope, topic: &str, body: &Value) -> Result<Vec<Fact>, Normali
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::adapters::test_support::{data, env, RECEIVED};
+    use crate::adapters::test_support::{data, entry, env, level, RECEIVED};
     use serde_json::json;
     use stockhook_shared::config::Platform;
 
@@ -237,13 +237,7 @@ mod tests {
                 "product.updated",
                 data("woocommerce/product_794_simple_docs.json")
             ),
-            vec![Fact::CatalogEntry {
-                item: "794".into(),
-                aliases: vec![],
-                sku: None,
-                title: Some("Premium Quality".into()),
-                at: AT_794,
-            }]
+            vec![entry("794", &[], None, Some("Premium Quality"), AT_794)]
         );
         let f = facts(
             "product.created",
@@ -264,12 +258,7 @@ mod tests {
     fn managed_stock_is_a_level() {
         assert_eq!(
             facts("product.updated", managed_simple(2))[1],
-            Fact::InventoryLevel {
-                item: "794".into(),
-                location: "all".into(),
-                available: Some(2),
-                at: AT_794,
-            }
+            level("794", "all", Some(2), AT_794)
         );
     }
 
@@ -284,19 +273,8 @@ mod tests {
         assert_eq!(
             facts("product.updated", serde_json::to_vec(&v).unwrap()),
             vec![
-                Fact::CatalogEntry {
-                    item: "733".into(),
-                    aliases: vec![],
-                    sku: Some("SYI-GREEN".into()),
-                    title: Some("Green".into()),
-                    at,
-                },
-                Fact::InventoryLevel {
-                    item: "733".into(),
-                    location: "all".into(),
-                    available: Some(4),
-                    at,
-                },
+                entry("733", &[], Some("SYI-GREEN"), Some("Green"), at),
+                level("733", "all", Some(4), at),
             ]
         );
         // The products endpoint's shape of a variation whose parent manages the stock.
@@ -304,13 +282,13 @@ mod tests {
             "parent_id": 799, "sku": "", "manage_stock": "parent", "stock_quantity": 9});
         assert_eq!(
             facts("product.updated", serde_json::to_vec(&body).unwrap()),
-            vec![Fact::CatalogEntry {
-                item: "732".into(),
-                aliases: vec![],
-                sku: None,
-                title: Some("Ship Your Idea - Black".into()),
-                at: RECEIVED,
-            }]
+            vec![entry(
+                "732",
+                &[],
+                None,
+                Some("Ship Your Idea - Black"),
+                RECEIVED
+            )]
         );
     }
 

@@ -62,6 +62,7 @@ pub async fn run(config: &Config, args: ImportArgs<'_>) -> Result<String, OpsErr
         sales: Vec::new(),
         // A file may be a filtered export: what it does not list is not gone.
         complete: false,
+        levels_are_all_stock: false,
     };
     let summary = Summary::of(&batch);
     let outcome = control

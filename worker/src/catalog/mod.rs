@@ -39,6 +39,11 @@ pub struct CatalogBatch {
     /// True when `items` is the whole catalog of the source: a live item it does not list is
     /// gone from the platform (marked removed, never deleted).
     pub complete: bool,
+    /// With `complete`: each item's levels in `items` are all its stock, so a level held at a
+    /// location they do not list is stale ([`Fact::StockedAt`]). The platform's sync module
+    /// says so where its API reads every location ([`crate::sync::amazon`]); an import never.
+    #[serde(default)]
+    pub levels_are_all_stock: bool,
 }
 
 /// One item (variant, listing, SKU) as the catalog knows it.
@@ -186,12 +191,9 @@ fn item_facts(
     facts
 }
 
-/// True when each item's levels in `batch` are all its stock: a complete Amazon sync (FBA
-/// summaries per pool and every Listings fulfillment channel), so a level held elsewhere is
-/// stale ([`Fact::StockedAt`]). Imports list what a file has; other platforms' syncs keep
-/// their levels as they are.
+/// True when a level `batch` does not list is stale: see [`CatalogBatch::levels_are_all_stock`].
 fn replaces_levels(batch: &CatalogBatch) -> bool {
-    batch.complete && batch.platform == "amazon"
+    batch.complete && batch.levels_are_all_stock
 }
 
 /// The batch as events, in order: items in chunks, then sales in chunks.
@@ -350,6 +352,31 @@ mod tests {
         assert!(a.iter().all(|e| e.id.0 >> 63 == 1));
         let other: Vec<_> = to_events(&batch(1), &Origin::Sync { run_started_at: 1 }).collect();
         assert_ne!(other[0].id, a[0].id);
+    }
+
+    #[test]
+    fn only_a_complete_batch_of_all_stock_replaces_levels() {
+        let stocked_at = |complete, levels_are_all_stock| {
+            let b = CatalogBatch {
+                complete,
+                levels_are_all_stock,
+                ..batch(1)
+            };
+            let ev: Vec<_> = to_events(&b, &Origin::Sync { run_started_at: 1 }).collect();
+            ev[0]
+                .normalized
+                .facts
+                .iter()
+                .filter_map(|f| match f {
+                    Fact::StockedAt { locations, .. } => Some(locations.clone()),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+        };
+        // Only the tracked location: the untracked one holds no stock to keep.
+        assert_eq!(stocked_at(true, true), vec![vec!["loc".to_string()]]);
+        assert!(stocked_at(true, false).is_empty());
+        assert!(stocked_at(false, true).is_empty());
     }
 
     #[test]

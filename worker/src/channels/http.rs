@@ -20,6 +20,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+use stockhook_shared::redact::error_chain;
 
 /// Connecting may take this long.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -47,7 +48,7 @@ pub enum Outcome {
 /// A pooled HTTP client; cheap to clone.
 #[derive(Clone)]
 pub struct Poster {
-    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    client: HttpClient,
     timeout: Duration,
 }
 
@@ -90,45 +91,32 @@ impl Poster {
                 }
             }
         };
-        let exchange = async {
-            let resp = self
-                .client
-                .request(req)
-                .await
-                .map_err(|e| error_chain(&e))?;
-            let status = resp.status();
-            let retry_after = resp
-                .headers()
-                .get(http::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| parse_retry_after(v, SystemTime::now()));
-            // Read a bounded amount of the answer; an endpoint that streams forever is cut off
-            // by the deadline around all of this.
-            let body = match Limited::new(resp.into_body(), 64 * 1024).collect().await {
-                Ok(b) => b.to_bytes(),
-                Err(_) => Bytes::new(),
-            };
-            Ok::<_, String>((status, retry_after, body))
-        };
-        match tokio::time::timeout(self.timeout, exchange).await {
-            Err(_) => Outcome::Retry {
+        // Read a bounded amount of the answer; an endpoint that streams forever is cut off by
+        // the deadline around all of it.
+        match exchange(&self.client, req, 64 * 1024, self.timeout).await {
+            Err(NoAnswer::Timeout) => Outcome::Retry {
                 reason: format!("{what} did not answer within {:?}", self.timeout),
                 retry_after: None,
             },
-            Ok(Err(e)) => Outcome::Retry {
+            Err(NoAnswer::Unreachable(e)) => Outcome::Retry {
                 reason: format!("could not reach {what}: {e}"),
                 retry_after: None,
             },
-            Ok(Ok((status, retry_after, body))) => classify(status.as_u16(), retry_after, &body),
+            Ok(a) => {
+                let retry_after = a
+                    .headers
+                    .get(http::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| parse_retry_after(v, SystemTime::now()));
+                classify(a.status, retry_after, &a.body.unwrap_or_default())
+            }
         }
     }
 }
 
 /// The pooled HTTP(S) client the worker's outgoing calls share (alert channels, catalog sync):
 /// rustls with the webpki roots for https, plain http for loopback and private endpoints.
-pub(crate) fn https_client(
-    max_idle_per_host: usize,
-) -> Result<Client<HttpsConnector<HttpConnector>, Full<Bytes>>, rustls::Error> {
+pub(crate) fn https_client(max_idle_per_host: usize) -> Result<HttpClient, rustls::Error> {
     let mut http = HttpConnector::new();
     http.set_connect_timeout(Some(CONNECT_TIMEOUT));
     http.enforce_http(false);
@@ -144,17 +132,54 @@ pub(crate) fn https_client(
         .build(https))
 }
 
-/// An error and its causes on one line. hyper-util's error names the connect failure; its
-/// chain never holds the URL.
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut msg = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        src = s.source();
-    }
-    msg
+/// The worker's outgoing HTTP client (alert channels, catalog sync).
+pub(crate) type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// What one exchange brought back: the status, the headers, and the body up to the caller's
+/// limit (`Err` when it was larger or broke off).
+pub(crate) struct Answer {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: Result<Bytes, String>,
+}
+
+/// Why an exchange brought nothing back.
+pub(crate) enum NoAnswer {
+    /// The whole exchange took longer than its deadline.
+    Timeout,
+    /// Connecting, TLS or the request failed: the error chain (never the URL).
+    Unreachable(String),
+}
+
+/// One request on `client`, the whole of it (connect, TLS, request, answer up to `limit` bytes)
+/// within `timeout`: the one exchange the alert channels and catalog sync make.
+pub(crate) async fn exchange(
+    client: &HttpClient,
+    req: http::Request<Full<Bytes>>,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Answer, NoAnswer> {
+    let exchange = async {
+        let resp = client
+            .request(req)
+            .await
+            .map_err(|e| NoAnswer::Unreachable(error_chain(&e)))?;
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = Limited::new(resp.into_body(), limit)
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .map_err(|e| e.to_string());
+        Ok(Answer {
+            status,
+            headers,
+            body,
+        })
+    };
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .unwrap_or(Err(NoAnswer::Timeout))
 }
 
 /// The one place a status is sorted into delivered / retry / refused.

@@ -88,13 +88,11 @@ impl Router {
 mod tests {
     use super::*;
     use crate::alert::Rule;
+    use std::path::Path;
+    use stockhook_tests::config::{ConfigBuilder, SourceSpec};
 
     fn alert(rule: Rule, source: &str) -> Alert {
         crate::alert::test_alert(rule, source, "1")
-    }
-
-    fn config(text: &str) -> Config {
-        toml::from_str(text).unwrap()
     }
 
     #[test]
@@ -106,21 +104,22 @@ mod tests {
 
     #[test]
     fn the_most_specific_setting_wins() {
-        let r = Router::from_config(&config(
-            r#"
-[alerts]
-channels = ["email", "hook"]
-[alerts.routes]
-out_of_stock = ["slack"]
-no_sales = ["email"]
-[[sources]]
-name = "agency-client"
-platform = "shopify"
-scheme = "shopify-hmac"
-channels = ["client-slack"]
-routes = { no_sales = ["email", "client-slack", "email"] }
-"#,
-        ));
+        let text = ConfigBuilder::new(Path::new("/nonexistent"))
+            .alerts("channels", r#"["email", "hook"]"#)
+            .alerts(
+                "routes",
+                r#"{ out_of_stock = ["slack"], no_sales = ["email"] }"#,
+            )
+            .source(
+                SourceSpec::new("agency-client", "shopify", "shopify-hmac", &[])
+                    .with("channels", r#"["client-slack"]"#)
+                    .with(
+                        "routes",
+                        r#"{ no_sales = ["email", "client-slack", "email"] }"#,
+                    ),
+            )
+            .render();
+        let r = Router::from_config(&toml::from_str(&text).unwrap());
         assert_eq!(r.route(&alert(Rule::LowStock, "other")), ["email", "hook"]);
         assert_eq!(r.route(&alert(Rule::OutOfStock, "other")), ["slack"]);
         assert_eq!(r.route(&alert(Rule::NoSales, "other")), ["email"]);

@@ -31,22 +31,36 @@ fn alert(rule: Rule, source: &str, platform: &str, item: &str) -> Alert {
     }
 }
 
+/// `a` for a titled item whose level at `location` dropped from `previous` to `available`.
+fn dropped(
+    mut a: Alert,
+    (title, sku): (&str, &str),
+    location: &str,
+    (previous, available): (i64, i64),
+) -> Alert {
+    a.title = Some(title.into());
+    a.sku = Some(sku.into());
+    a.location = Some(location.into());
+    a.previous = Some(previous);
+    a.available = Some(available);
+    a
+}
+
 /// Out of stock (Shopify), low stock and reorder soon (one Amazon FBA item, UK) and an untitled
 /// low-stock item (Shopify): four alerts, three items.
 pub fn digest() -> Vec<Alert> {
-    let mut tee = alert(Rule::OutOfStock, "acme-shop", "shopify", "46208873541698");
-    tee.title = Some("Organic Cotton T-Shirt - Blue / L".into());
-    tee.sku = Some("TS-BLU-L".into());
-    tee.location = Some("24826418".into());
-    tee.available = Some(0);
-    tee.previous = Some(3);
-
-    let mut mug = alert(Rule::LowStock, "acme-amazon", "amazon", "MUG-11OZ-WHT");
-    mug.title = Some("Enamel Camp Mug 11oz - White".into());
-    mug.sku = Some("MUG-11OZ-WHT".into());
-    mug.location = Some("fba:A1F83G8C2ARO7P".into());
-    mug.available = Some(2);
-    mug.previous = Some(9);
+    let tee = dropped(
+        alert(Rule::OutOfStock, "acme-shop", "shopify", "46208873541698"),
+        ("Organic Cotton T-Shirt - Blue / L", "TS-BLU-L"),
+        "24826418",
+        (3, 0),
+    );
+    let mut mug = dropped(
+        alert(Rule::LowStock, "acme-amazon", "amazon", "MUG-11OZ-WHT"),
+        ("Enamel Camp Mug 11oz - White", "MUG-11OZ-WHT"),
+        "fba:A1F83G8C2ARO7P",
+        (9, 2),
+    );
     mug.at = AT - 3 * 3_600_000;
     // The same drop (9 to 2) also took it below its reorder point: one line, one card.
     let mut mug_cover = mug.clone();

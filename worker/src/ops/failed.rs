@@ -191,11 +191,7 @@ pub async fn failed_change(
     }
     if sel.wants(Kind::Alert) {
         let c = control(config).await?;
-        let ids = if replay {
-            c.alert_replay(sel.alert_filter(), dry_run).await?
-        } else {
-            c.alert_purge(sel.alert_filter(), dry_run).await?
-        };
+        let ids = c.alert_change(sel.alert_filter(), replay, dry_run).await?;
         for id in &ids {
             let _ = writeln!(
                 out,

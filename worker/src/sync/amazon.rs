@@ -46,6 +46,10 @@ use stockhook_shared::config::SourceConfig;
 use stockhook_shared::secret::Secret;
 use tokio::time::Instant;
 
+/// A SKU's levels in the batch are all its Amazon stock (FBA summaries per pool, every Listings
+/// fulfillment channel): applied, they replace the SKU's levels (see the module notes).
+pub const LEVELS_ARE_ALL_STOCK: bool = true;
+
 /// Login with Amazon's token endpoint.
 pub const DEFAULT_TOKEN_URL: &str = "https://api.amazon.com/auth/o2/token";
 /// Page size asked of `searchListingsItems` (its maximum).
@@ -421,7 +425,43 @@ struct OrderItem {
 
 fn next(p: Option<Pagination>) -> Option<String> {
     p.and_then(|p| p.next_token)
-        .filter(|t| !t.trim().is_empty())
+}
+
+/// Where a paged listing is: `base`, plus the token Amazon gave with the last page as
+/// `param` (`&nextToken`, `?NextToken`, ...). The one rule for moving on: a new, non-empty token.
+struct Cursor {
+    base: String,
+    param: &'static str,
+    token: Option<String>,
+}
+
+impl Cursor {
+    fn new(base: String, param: &'static str) -> Cursor {
+        Cursor {
+            base,
+            param,
+            token: None,
+        }
+    }
+
+    /// The path of the page to read now.
+    fn path(&self) -> String {
+        match &self.token {
+            Some(t) => format!("{}{}={}", self.base, self.param, q(t)),
+            None => self.base.clone(),
+        }
+    }
+
+    /// Moves to the page `next` names; false when there is none (or it names this one again).
+    fn advance(&mut self, next: Option<String>) -> bool {
+        match next.filter(|t| !t.trim().is_empty()) {
+            Some(t) if Some(&t) != self.token.as_ref() => {
+                self.token = Some(t);
+                true
+            }
+            _ => false,
+        }
+    }
 }
 
 // --- Assembling the batch ---------------------------------------------------------------------
@@ -478,12 +518,9 @@ pub async fn fetch(
             "/fba/inventory/v1/summaries?details=true&granularityType=Marketplace&granularityId={m}&marketplaceIds={m}",
             m = q(m)
         );
-        let mut token: Option<String> = None;
+        let mut pages = Cursor::new(base, "&nextToken");
         loop {
-            let path = match &token {
-                Some(t) => format!("{base}&nextToken={}", q(t)),
-                None => base.clone(),
-            };
+            let path = pages.path();
             let page: SummariesPage = s
                 .get(Op::Inventory, &path, "Amazon FBA inventory page")
                 .await?;
@@ -506,9 +543,8 @@ pub async fn fetch(
                     e.fba.push((m.clone(), units));
                 }
             }
-            match next(page.pagination) {
-                Some(t) if Some(&t) != token.as_ref() => token = Some(t),
-                _ => break,
+            if !pages.advance(next(page.pagination)) {
+                break;
             }
         }
     }
@@ -520,12 +556,9 @@ pub async fn fetch(
                 q(seller),
                 q(m)
             );
-            let mut token: Option<String> = None;
+            let mut pages = Cursor::new(base, "&pageToken");
             loop {
-                let path = match &token {
-                    Some(t) => format!("{base}&pageToken={}", q(t)),
-                    None => base.clone(),
-                };
+                let path = pages.path();
                 let page: ListingsPage = s.get(Op::Listings, &path, "Amazon listings page").await?;
                 for l in page.items {
                     if l.sku.is_empty() {
@@ -551,9 +584,8 @@ pub async fn fetch(
                         }
                     }
                 }
-                match next(page.pagination) {
-                    Some(t) if Some(&t) != token.as_ref() => token = Some(t),
-                    _ => break,
+                if !pages.advance(next(page.pagination)) {
+                    break;
                 }
             }
         }
@@ -566,6 +598,7 @@ pub async fn fetch(
         now_ms,
         skus.into_iter().map(|(k, v)| v.into_item(k)).collect(),
         sales,
+        LEVELS_ARE_ALL_STOCK,
         s.token.refreshes,
     ))
 }
@@ -585,12 +618,9 @@ async fn orders(s: &mut Session<'_>, now_ms: i64) -> Result<Vec<SaleLine>, SyncE
         q(&super::iso_time(after))
     );
     let mut sales = Vec::new();
-    let mut token: Option<String> = None;
+    let mut pages = Cursor::new(base, "&NextToken");
     loop {
-        let path = match &token {
-            Some(t) => format!("{base}&NextToken={}", q(t)),
-            None => base.clone(),
-        };
+        let path = pages.path();
         let page: OrdersPage = s.get(Op::Orders, &path, "Amazon orders page").await?;
         for o in page.payload.orders {
             let canceled = o
@@ -606,12 +636,9 @@ async fn orders(s: &mut Session<'_>, now_ms: i64) -> Result<Vec<SaleLine>, SyncE
                 .and_then(parse_time)
                 .unwrap_or(now_ms);
             let items_base = format!("/orders/v0/orders/{}/orderItems", q(&o.amazon_order_id));
-            let mut itoken: Option<String> = None;
+            let mut item_pages = Cursor::new(items_base, "?NextToken");
             loop {
-                let path = match &itoken {
-                    Some(t) => format!("{items_base}?NextToken={}", q(t)),
-                    None => items_base.clone(),
-                };
+                let path = item_pages.path();
                 let items: OrderItemsPage =
                     s.get(Op::OrderItems, &path, "Amazon order items").await?;
                 for it in items.payload.order_items {
@@ -629,15 +656,13 @@ async fn orders(s: &mut Session<'_>, now_ms: i64) -> Result<Vec<SaleLine>, SyncE
                         at,
                     });
                 }
-                match items.payload.next_token.filter(|t| !t.trim().is_empty()) {
-                    Some(t) if Some(&t) != itoken.as_ref() => itoken = Some(t),
-                    _ => break,
+                if !item_pages.advance(items.payload.next_token) {
+                    break;
                 }
             }
         }
-        match page.payload.next_token.filter(|t| !t.trim().is_empty()) {
-            Some(t) if Some(&t) != token.as_ref() => token = Some(t),
-            _ => break,
+        if !pages.advance(page.payload.next_token) {
+            break;
         }
     }
     Ok(sales)

@@ -40,6 +40,9 @@ use stockhook_shared::config::SourceConfig;
 use stockhook_shared::secret::Secret;
 
 pub const DEFAULT_API_BASE: &str = "https://api.ebay.com";
+/// A listing's level is one quantity at `ebay`, not all of the item's stock keyed as webhooks
+/// may have keyed it: a complete batch leaves the other levels as they are.
+pub const LEVELS_ARE_ALL_STOCK: bool = false;
 /// The Trading API schema version asked for.
 const COMPATIBILITY_LEVEL: &str = "1225";
 /// Listings per `GetSellerList` page (its maximum).
@@ -231,6 +234,43 @@ fn next_url(base: &str, current: &str, next: &str, what: &str) -> Result<String,
     Ok(joined.to_string())
 }
 
+/// Where a REST listing that pages by `next` links is. The walk ends where a page has no
+/// `next`, links back to a page already read, or after [`MAX_PAGES`].
+struct Links<'a> {
+    base: &'a str,
+    url: String,
+    seen: HashSet<String>,
+    what: &'static str,
+}
+
+impl<'a> Links<'a> {
+    fn new(base: &'a str, first: String, what: &'static str) -> Links<'a> {
+        Links {
+            base,
+            url: first,
+            seen: HashSet::new(),
+            what,
+        }
+    }
+
+    /// The URL of the page to read now, or `None` when the walk is over.
+    fn page(&mut self) -> Option<String> {
+        let fresh = self.seen.insert(self.url.clone()) && self.seen.len() as u32 <= MAX_PAGES;
+        fresh.then(|| self.url.clone())
+    }
+
+    /// Moves to the page `next` links to ([`next_url`]); `Ok(false)` when there is none.
+    fn follow(&mut self, next: Option<String>) -> Result<bool, SyncError> {
+        match next.filter(|n| !n.trim().is_empty()) {
+            Some(n) => {
+                self.url = next_url(self.base, &self.url, &n, self.what)?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+}
+
 // --- Published response shapes (only the fields used) ---------------------------------------
 
 #[derive(Deserialize)]
@@ -415,20 +455,15 @@ pub async fn fetch(
         "{}/sell/inventory/v1/inventory_item?limit={INVENTORY_PAGE}&offset=0",
         cfg.api_base
     );
-    let mut url = first;
-    let mut seen = HashSet::new();
-    loop {
-        if !seen.insert(url.clone()) || seen.len() as u32 > MAX_PAGES {
-            break;
-        }
-        let page: InventoryPage = s.get_json(&url, "eBay inventory items page").await?;
+    let mut pages = Links::new(&cfg.api_base, first, "eBay inventory items page");
+    while let Some(url) = pages.page() {
+        let page: InventoryPage = s.get_json(&url, pages.what).await?;
         for it in page.inventory_items {
             let title = it.product.and_then(|p| p.title).filter(|t| !t.is_empty());
             inventory.insert(it.sku, title);
         }
-        match page.next.filter(|n| !n.trim().is_empty()) {
-            Some(n) => url = next_url(&cfg.api_base, &url, &n, "eBay inventory items page")?,
-            None => break,
+        if !pages.follow(page.next)? {
+            break;
         }
     }
 
@@ -516,6 +551,7 @@ pub async fn fetch(
         now_ms,
         items,
         sales,
+        LEVELS_ARE_ALL_STOCK,
         s.token.refreshes,
     ))
 }
@@ -527,17 +563,14 @@ async fn orders(s: &mut Session<'_>, now_ms: i64) -> Result<Vec<SaleLine>, SyncE
         format!("creationdate:[{}..]", super::iso_time(after)).as_bytes(),
     )
     .collect();
-    let mut url = format!(
+    let first = format!(
         "{}/sell/fulfillment/v1/order?filter={filter}&limit={ORDERS_PAGE}&offset=0",
         cfg.api_base
     );
-    let mut seen = HashSet::new();
+    let mut pages = Links::new(&cfg.api_base, first, "eBay orders page");
     let mut sales = Vec::new();
-    loop {
-        if !seen.insert(url.clone()) || seen.len() as u32 > MAX_PAGES {
-            break;
-        }
-        let page: OrdersPage = s.get_json(&url, "eBay orders page").await?;
+    while let Some(url) = pages.page() {
+        let page: OrdersPage = s.get_json(&url, pages.what).await?;
         for o in page.orders {
             let canceled = o
                 .cancel_status
@@ -564,9 +597,8 @@ async fn orders(s: &mut Session<'_>, now_ms: i64) -> Result<Vec<SaleLine>, SyncE
                 });
             }
         }
-        match page.next.filter(|n| !n.trim().is_empty()) {
-            Some(n) => url = next_url(&cfg.api_base, &url, &n, "eBay orders page")?,
-            None => break,
+        if !pages.follow(page.next)? {
+            break;
         }
     }
     Ok(sales)

@@ -9,13 +9,10 @@
 //! Never: logs or returns a URL's query, a header value or a request body (they carry tokens).
 //! Errors name the endpoint by the `what` the caller gives ("Shopify products page").
 
-use crate::channels::http::{error_chain, https_client, parse_retry_after};
+use crate::channels::http::{exchange, https_client, parse_retry_after, HttpClient, NoAnswer};
 use crate::retry::Backoff;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
+use http_body_util::Full;
 use std::time::{Duration, SystemTime};
 
 /// One exchange (connect, TLS, request, whole answer) may take this long.
@@ -76,7 +73,7 @@ impl ApiResponse {
 /// A pooled HTTP(S) client for the platform APIs; cheap to clone.
 #[derive(Clone)]
 pub struct ApiClient {
-    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    client: HttpClient,
     timeout: Duration,
 }
 
@@ -96,39 +93,24 @@ impl ApiClient {
         req: http::Request<Full<Bytes>>,
         what: &str,
     ) -> Result<ApiResponse, SyncError> {
-        let exchange = async {
-            let resp = self
-                .client
-                .request(req)
-                .await
-                .map_err(|e| error_chain(&e))?;
-            let status = resp.status().as_u16();
-            let headers = resp.headers().clone();
-            let body = Limited::new(resp.into_body(), MAX_ANSWER_BYTES)
-                .collect()
-                .await
-                .map_err(|e| format!("reading the answer: {e}"))?
-                .to_bytes();
-            Ok::<_, String>((status, headers, body))
+        let transient = |reason: String| SyncError::Transient {
+            what: what.into(),
+            reason,
+            retry_after: None,
         };
-        let (status, headers, body) = match tokio::time::timeout(self.timeout, exchange).await {
-            Err(_) => {
-                return Err(SyncError::Transient {
-                    what: what.into(),
-                    reason: format!("no answer within {:?}", self.timeout),
-                    retry_after: None,
-                })
+        let a = match exchange(&self.client, req, MAX_ANSWER_BYTES, self.timeout).await {
+            Err(NoAnswer::Timeout) => {
+                return Err(transient(format!("no answer within {:?}", self.timeout)))
             }
-            Ok(Err(reason)) => {
-                return Err(SyncError::Transient {
-                    what: what.into(),
-                    reason: format!("could not reach the API: {reason}"),
-                    retry_after: None,
-                })
+            Err(NoAnswer::Unreachable(e)) => {
+                return Err(transient(format!("could not reach the API: {e}")))
             }
-            Ok(Ok(r)) => r,
+            Ok(a) => a,
         };
-        classify(what, status, headers, body)
+        let body = a
+            .body
+            .map_err(|e| transient(format!("could not reach the API: reading the answer: {e}")))?;
+        classify(what, a.status, a.headers, body)
     }
 
     /// [`ApiClient::send`], retrying transient failures up to [`MAX_ATTEMPTS`] times with

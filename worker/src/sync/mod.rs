@@ -38,13 +38,15 @@ pub fn iso_time(ms: i64) -> String {
 }
 
 /// The batch of a sync run that read a source's whole catalog, logged with its counts (never
-/// its contents).
+/// its contents). `levels_are_all_stock`: the platform's API gave every location of each item
+/// ([`crate::catalog::CatalogBatch::levels_are_all_stock`]).
 pub(crate) fn whole_catalog(
     source: &str,
     platform: &str,
     taken_at: i64,
     items: Vec<crate::catalog::CatalogItem>,
     sales: Vec<crate::catalog::SaleLine>,
+    levels_are_all_stock: bool,
     token_refreshes: u32,
 ) -> crate::catalog::CatalogBatch {
     tracing::info!(
@@ -63,6 +65,7 @@ pub(crate) fn whole_catalog(
         locations: Vec::new(),
         sales,
         complete: true,
+        levels_are_all_stock,
     }
 }
 pub mod runner;

@@ -26,6 +26,10 @@ use std::collections::HashMap;
 use std::time::Duration;
 use stockhook_shared::config::ShopifyApiConfig;
 
+/// A complete Shopify batch updates the levels it lists and leaves an item's other levels as
+/// they are ([`crate::catalog::CatalogBatch::levels_are_all_stock`]).
+pub const LEVELS_ARE_ALL_STOCK: bool = false;
+
 /// Nodes per page of the big connections (Shopify's maximum `first`).
 pub const PAGE: usize = 250;
 /// Orders per page (each brings up to [`ORDER_LINES`] lines; the query stays under the
@@ -489,6 +493,7 @@ pub async fn fetch(
         locations,
         sales,
         complete: true,
+        levels_are_all_stock: LEVELS_ARE_ALL_STOCK,
     })
 }
 
@@ -557,6 +562,7 @@ pub async fn lookup(
         locations,
         sales: vec![],
         complete: false,
+        levels_are_all_stock: LEVELS_ARE_ALL_STOCK,
     }))
 }
 
