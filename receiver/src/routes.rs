@@ -3,7 +3,7 @@
 //! Invariant: a 2xx for a webhook is sent only after the queue's append returned, and the append
 //! returns only once the event is flushed and fdatasync'd. This module never parses the body as a
 //! platform payload and never logs it: one log line per request with source, status, bytes,
-//! latency and event id.
+//! latency and event id ([`crate::access_log`]).
 //!
 //! Answers (DESIGN.md "What each bad input gets"): 404 unknown source, 401 with a reason, 413 /
 //! 408 (connection closed), 429 + Retry-After, 200 `duplicate`, 503 + Retry-After when the event
@@ -165,12 +165,7 @@ where
         let elapsed = started.elapsed();
         state.metrics.request_seconds.observe(elapsed.as_secs_f64());
         state.metrics.requests.inc(&[&o.source, o.status.as_str()]);
-        let latency_ms = elapsed.as_secs_f64() * 1000.0;
-        if o.status.is_success() {
-            tracing::info!(source = %o.source, status = o.status.as_u16(), bytes = o.bytes, latency_ms, event_id = o.event_id.as_deref().unwrap_or(""), "webhook");
-        } else {
-            tracing::warn!(source = %o.source, status = o.status.as_u16(), bytes = o.bytes, latency_ms, reason = o.reason.unwrap_or(""), "webhook refused");
-        }
+        crate::access_log::request(&o, elapsed);
     }
     Ok(resp)
 }
