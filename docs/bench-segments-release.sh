@@ -9,7 +9,8 @@
 #                                            stockhook-bench, bare-hyper
 #
 # Env: ROUNDS (3), SECS (10, per load run), NB (20000, events for write_bytes), ND (50000, backlog
-# events), OUT (/tmp/sh-seg-bench); ONLY=load|bytes|backlog runs that part alone.
+# events), NC (20000, requests under callgrind), OUT (/tmp/sh-seg-bench); ONLY=load|bytes|backlog|
+# callgrind runs that part alone (callgrind runs only when asked: it needs valgrind and minutes).
 set -euo pipefail
 B=$(realpath "${1:-target/release}")
 ROUNDS=${ROUNDS:-3}
@@ -117,6 +118,32 @@ for r in $(seq 1 "$ROUNDS"); do
   printf '| %s | %s | %s | %s |\n' "$r" "$(j '.drain_events_per_s|floor' "$OUT/backlog.json")" \
     "$(j .worker_vm_hwm_mib "$OUT/backlog.json")" "$(j '.append_rps|floor' "$OUT/backlog.json")"
 done
+fi
+if [ "${ONLY:-}" = callgrind ]; then
+NC=${NC:-20000}
+echo
+echo "### Receiver instructions per request (callgrind, $NC requests at c=128 after 2,000 to warm up)"
+echo
+# User-space instructions of every receiver thread, counted only while the measured requests run
+# (startup, warm-up and shutdown excluded): a figure the machine's load does not move. valgrind
+# does not emulate SHA-NI, so HMAC-SHA256 runs sha2's software path here (about 5× its native cost).
+rm -rf "$OUT/data"
+taskset -c 0 valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$OUT/cg.out" \
+  "$B/stockhook-receiver" --config "$OUT/stockhook.toml" serve >/dev/null 2>"$OUT/rx.log" &
+RX=$!
+wait_up $PORT
+taskset -c 1 "$B/stockhook-bench" --url "$URL" -c 128 --requests 2000 --json > /dev/null
+callgrind_control -i on $RX >/dev/null 2>&1 || true  # its exit status is not reliable; a count of 0 shows a failure
+taskset -c 1 "$B/stockhook-bench" --url "$URL" -c 128 --requests "$NC" --json > "$OUT/cg-load.json"
+callgrind_control -i off $RX >/dev/null 2>&1 || true
+stop $RX
+ok=$(j '.status["200"] // 0' "$OUT/cg-load.json")
+ir=$(callgrind_annotate "$OUT/cg.out" 2>/dev/null | awk '/PROGRAM TOTALS/{gsub(",","",$1); print $1}')
+echo "| requests answered 200 | instructions | **instructions / request** |"
+echo "|---|---|---|"
+printf '| %s | %s | **%s** |\n' "$ok" "$ir" "$(( ir / (ok > 0 ? ok : 1) ))"
+echo
+echo "Top inclusive costs: callgrind_annotate --inclusive=yes $OUT/cg.out | head -60"
 fi
 echo
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -1,6 +1,7 @@
 //! stockhook-receiver: verifies each webhook's signature over the raw bytes, appends it durably to
 //! the queue, and answers. The binary (`main.rs`) is a thin CLI over these modules.
 
+pub mod access_log;
 pub mod app;
 pub mod app_nats;
 pub mod compact;

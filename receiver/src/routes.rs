@@ -3,7 +3,7 @@
 //! Invariant: a 2xx for a webhook is sent only after the queue's append returned, and the append
 //! returns only once the event is flushed and fdatasync'd. This module never parses the body as a
 //! platform payload and never logs it: one log line per request with source, status, bytes,
-//! latency and event id.
+//! latency and event id ([`crate::access_log`]).
 //!
 //! Answers (DESIGN.md "What each bad input gets"): 404 unknown source, 401 with a reason, 413 /
 //! 408 (connection closed), 429 + Retry-After, 200 `duplicate`, 503 + Retry-After when the event
@@ -110,9 +110,13 @@ fn build_source(s: &SourceConfig) -> Result<Source, String> {
 /// `200 {"status":"accepted"|"duplicate","id":"evt_..."}`, the answer to nearly every request:
 /// written directly, the same bytes `json_response` would produce without building a `Value`.
 fn stored_response(status: &'static str, id: EventId) -> Resp {
-    let mut r = Response::new(Full::new(Bytes::from(format!(
-        r#"{{"status":"{status}","id":"{id}"}}"#
-    ))));
+    let mut body = Vec::with_capacity(64);
+    body.extend_from_slice(br#"{"status":""#);
+    body.extend_from_slice(status.as_bytes());
+    body.extend_from_slice(br#"","id":""#);
+    body.extend_from_slice(&id.text());
+    body.extend_from_slice(br#""}"#);
+    let mut r = Response::new(Full::new(Bytes::from(body)));
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         header::HeaderValue::from_static("application/json"),
@@ -165,12 +169,7 @@ where
         let elapsed = started.elapsed();
         state.metrics.request_seconds.observe(elapsed.as_secs_f64());
         state.metrics.requests.inc(&[&o.source, o.status.as_str()]);
-        let latency_ms = elapsed.as_secs_f64() * 1000.0;
-        if o.status.is_success() {
-            tracing::info!(source = %o.source, status = o.status.as_u16(), bytes = o.bytes, latency_ms, event_id = o.event_id.as_deref().unwrap_or(""), "webhook");
-        } else {
-            tracing::warn!(source = %o.source, status = o.status.as_u16(), bytes = o.bytes, latency_ms, reason = o.reason.unwrap_or(""), "webhook refused");
-        }
+        crate::access_log::request(&o, elapsed);
     }
     Ok(resp)
 }

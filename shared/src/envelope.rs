@@ -46,9 +46,23 @@ impl<'de> serde::Deserialize<'de> for EventId {
     }
 }
 
+impl EventId {
+    /// The text form, `evt_` and 16 lowercase hex digits, without a formatter: it goes into
+    /// every answer and log line.
+    pub fn text(self) -> [u8; 20] {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut t = *b"evt_0000000000000000";
+        for (i, slot) in t[4..].iter_mut().enumerate() {
+            *slot = HEX[((self.0 >> (60 - 4 * i)) & 0xf) as usize];
+        }
+        t
+    }
+}
+
 impl fmt::Display for EventId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "evt_{:016x}", self.0)
+        // `text` is ASCII only.
+        f.write_str(std::str::from_utf8(&self.text()).map_err(|_| fmt::Error)?)
     }
 }
 
@@ -196,9 +210,9 @@ pub fn encode_parts(
     out
 }
 
-/// [`encode_parts`] into a buffer the caller reuses (cleared first): the group commit encodes
-/// every event of a batch into one scratch buffer, so the only per-event allocation of the body's
-/// size is the one the database makes for its own copy.
+/// [`encode_parts`] appended to a buffer the caller reuses: the group commit encodes every event
+/// of a batch straight into the group's buffer (segment log) or into one reused record buffer
+/// (sled), so the body is copied once and never allocated per event.
 pub fn encode_parts_into(
     out: &mut Vec<u8>,
     id: EventId,
@@ -209,7 +223,6 @@ pub fn encode_parts_into(
     body: &[u8],
 ) {
     let hdr_len: usize = headers.iter().map(|(k, v)| 8 + k.len() + v.len()).sum();
-    out.clear();
     out.reserve(1 + 8 + 8 + 1 + 4 + source.len() + 4 + hdr_len + 4 + body.len());
     out.push(Envelope::VERSION);
     out.extend_from_slice(&id.0.to_be_bytes());
@@ -331,6 +344,13 @@ mod tests {
         let bytes = sample().encode();
         for cut in 0..bytes.len() {
             assert!(Envelope::decode(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn the_text_form_is_evt_and_16_hex_digits() {
+        for n in [0, 9, 0xff, 0x0123_4567_89ab_cdef, u64::MAX] {
+            assert_eq!(EventId(n).to_string(), format!("evt_{n:016x}"));
         }
     }
 

@@ -10,6 +10,7 @@ pub mod duration;
 pub mod envelope;
 pub mod lifecycle;
 pub mod loader;
+pub mod log_line;
 pub mod metrics;
 pub mod metrics_http;
 pub mod process_metrics;

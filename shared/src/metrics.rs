@@ -68,20 +68,41 @@ fn key_of(labels: &[&str]) -> String {
     labels.join("\u{1f}")
 }
 
+/// Calls `f` with [`key_of`]`(labels)` built in a buffer this thread reuses: counting into a
+/// series that exists (every request, after the first of its kind) allocates nothing.
+fn with_key<R>(labels: &[&str], f: impl FnOnce(&str) -> R) -> R {
+    thread_local! {
+        static KEY: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+    }
+    KEY.with(|k| match k.try_borrow_mut() {
+        Ok(mut k) => {
+            k.clear();
+            for (i, l) in labels.iter().enumerate() {
+                if i > 0 {
+                    k.push('\u{1f}');
+                }
+                k.push_str(l);
+            }
+            f(&k)
+        }
+        Err(_) => f(&key_of(labels)),
+    })
+}
+
 impl CounterVec {
     pub fn inc(&self, labels: &[&str]) {
         self.add(labels, 1);
     }
 
     pub fn add(&self, labels: &[&str], n: u64) {
-        let key = key_of(labels);
         {
             let map = self.map.read().unwrap_or_else(|p| p.into_inner());
-            if let Some((_, c)) = map.get(&key) {
+            if let Some((_, c)) = with_key(labels, |key| map.get(key)) {
                 c.fetch_add(n, Ordering::Relaxed);
                 return;
             }
         }
+        let key = key_of(labels);
         let _g = self.insert.lock().unwrap_or_else(|p| p.into_inner());
         let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
         map.entry(key)
@@ -126,14 +147,14 @@ pub struct GaugeVec {
 impl GaugeVec {
     /// Sets the gauge of `labels` to `v`.
     pub fn set(&self, labels: &[&str], v: f64) {
-        let key = key_of(labels);
         {
             let map = self.map.read().unwrap_or_else(|p| p.into_inner());
-            if let Some((_, g)) = map.get(&key) {
+            if let Some((_, g)) = with_key(labels, |key| map.get(key)) {
                 g.store(v.to_bits(), Ordering::Relaxed);
                 return;
             }
         }
+        let key = key_of(labels);
         let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
         map.entry(key)
             .or_insert_with(|| {

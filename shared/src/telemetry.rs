@@ -12,8 +12,9 @@
 use crate::config::LogFormat;
 use crate::metrics::Histogram;
 use std::io::IsTerminal;
-use std::sync::LazyLock;
-use tracing_subscriber::fmt::MakeWriter;
+use std::sync::{LazyLock, OnceLock};
+use tracing_subscriber::fmt::format::{Format, Json, JsonFields};
+use tracing_subscriber::fmt::{MakeWriter, SubscriberBuilder};
 use tracing_subscriber::EnvFilter;
 
 /// Events per group commit (one flush + fdatasync each).
@@ -37,22 +38,74 @@ pub fn init(level: &str, format: LogFormat) {
         LogFormat::Text => false,
         LogFormat::Auto => !std::io::stderr().is_terminal(),
     };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(Stderr {
-            journal: stderr_is_journal(),
-        })
-        .with_target(false);
+    let journal = stderr_is_journal();
     // A second init (tests starting two servers in one process) keeps the first subscriber.
-    let _ = if json {
-        builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .try_init()
+    if json {
+        if json_builder(filter, Stderr { journal }).try_init().is_ok() {
+            let _ = JSON_LINES.set(JsonLines { journal });
+        }
     } else {
-        builder.try_init()
-    };
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(Stderr { journal })
+            .with_target(false)
+            .try_init();
+    }
+}
+
+/// The JSON-lines subscriber [`init`] installs, writing to `writer`: one object per event,
+/// `timestamp`, `level`, then the event's fields (`message` first), no target, no spans.
+/// [`crate::log_line`] writes the same shape by hand.
+pub fn json_builder<W>(
+    filter: EnvFilter,
+    writer: W,
+) -> SubscriberBuilder<JsonFields, Format<Json>, EnvFilter, W>
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer)
+        .with_target(false)
+        .json()
+        .flatten_event(true)
+        .with_current_span(false)
+}
+
+/// Set by [`init`] once it installed the JSON-lines subscriber.
+static JSON_LINES: OnceLock<JsonLines> = OnceLock::new();
+
+/// Where [`init`]'s JSON lines go (stderr, prefixed for the journal), for lines written by hand
+/// ([`crate::log_line`]) beside the subscriber's.
+#[derive(Clone, Copy, Debug)]
+pub struct JsonLines {
+    journal: bool,
+}
+
+/// The JSON-lines output, if that is what [`init`] installed.
+pub fn json_lines() -> Option<JsonLines> {
+    JSON_LINES.get().copied()
+}
+
+impl JsonLines {
+    /// What a line at `level` starts with: the journal's priority, or nothing.
+    pub fn prefix(&self, level: &tracing::Level) -> &'static [u8] {
+        if self.journal {
+            priority(level)
+        } else {
+            b""
+        }
+    }
+
+    /// Writes complete lines (prefixed and ending in `\n`) in one call, as the subscriber does.
+    pub fn write(&self, lines: &[u8]) {
+        write_stderr(lines);
+    }
+}
+
+fn write_stderr(b: &[u8]) {
+    use std::io::Write as _;
+    let _ = std::io::stderr().lock().write_all(b);
 }
 
 /// Whether stderr is the journal stream systemd set up (`$JOURNAL_STREAM` = `<dev>:<inode>` of
@@ -112,7 +165,6 @@ impl std::io::Write for EventWriter {
 
 impl Drop for EventWriter {
     fn drop(&mut self) {
-        use std::io::Write as _;
         let out = match self.prefix {
             None => std::mem::take(&mut self.buf),
             Some(p) => {
@@ -124,7 +176,7 @@ impl Drop for EventWriter {
                 out
             }
         };
-        let _ = std::io::stderr().lock().write_all(&out);
+        write_stderr(&out);
     }
 }
 

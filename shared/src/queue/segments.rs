@@ -69,7 +69,6 @@ pub struct Group {
     buf: Vec<u8>,
     /// (id, offset in `buf`, length, received_at).
     recs: Vec<(u64, usize, u32, i64)>,
-    scratch: Vec<u8>,
 }
 
 impl Group {
@@ -80,28 +79,29 @@ impl Group {
     pub fn is_empty(&self) -> bool {
         self.recs.is_empty()
     }
-    /// The scratch buffer an envelope is encoded into before [`Group::push`].
-    pub fn scratch(&mut self) -> &mut Vec<u8> {
-        &mut self.scratch
-    }
-    /// Frames the envelope in the scratch buffer as one record.
-    pub fn push(&mut self, id: u64, received_at_ms: i64, dedup_key: Option<&str>) {
+    /// Frames one record whose envelope `envelope` appends to the buffer it is given: the
+    /// envelope (and the body in it) is written once, straight into the group's buffer.
+    pub fn push(
+        &mut self,
+        id: u64,
+        received_at_ms: i64,
+        dedup_key: Option<&str>,
+        envelope: impl FnOnce(&mut Vec<u8>),
+    ) {
         let key = dedup_key.unwrap_or("").as_bytes();
         let key = &key[..key.len().min(u16::MAX as usize)];
         let start = self.buf.len();
-        let payload_len = PAYLOAD_FIXED + key.len() + self.scratch.len();
-        self.buf.reserve(HEADER + payload_len);
-        self.buf
-            .extend_from_slice(&(payload_len as u32).to_le_bytes());
-        self.buf.extend_from_slice(&[0; 4]);
+        self.buf.extend_from_slice(&[0; HEADER]);
         self.buf.extend_from_slice(&id.to_be_bytes());
         self.buf.extend_from_slice(&received_at_ms.to_be_bytes());
         self.buf.push(0);
         self.buf
             .extend_from_slice(&(key.len() as u16).to_be_bytes());
         self.buf.extend_from_slice(key);
-        self.buf.extend_from_slice(&self.scratch);
+        envelope(&mut self.buf);
+        let payload_len = self.buf.len() - start - HEADER;
         let crc = crc32fast::hash(&self.buf[start + HEADER..]);
+        self.buf[start..start + 4].copy_from_slice(&(payload_len as u32).to_le_bytes());
         self.buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
         self.recs
             .push((id, start, (HEADER + payload_len) as u32, received_at_ms));
@@ -470,9 +470,9 @@ mod tests {
     fn group(ids: &[(u64, &str)]) -> Group {
         let mut g = Group::default();
         for (id, body) in ids {
-            g.scratch().clear();
-            g.scratch().extend_from_slice(body.as_bytes());
-            g.push(*id, *id as i64 * 10, Some(&format!("k{id}")));
+            g.push(*id, *id as i64 * 10, Some(&format!("k{id}")), |b| {
+                b.extend_from_slice(body.as_bytes())
+            });
         }
         g
     }

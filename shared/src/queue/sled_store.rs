@@ -366,20 +366,16 @@ impl SledStore {
 
     /// A new event id, and `ev`'s envelope with it encoded into `out` (cleared first).
     fn encode_new(&self, ev: &NewEvent, out: &mut Vec<u8>) -> Result<u64, QueueError> {
-        let id = self
-            .db
-            .generate_id()
-            .map_err(storage("generating event id"))?;
-        encode_parts_into(
-            out,
-            EventId(id),
-            &ev.source,
-            ev.platform,
-            ev.received_at_ms,
-            &ev.headers,
-            &ev.body,
-        );
+        let id = self.new_id()?;
+        out.clear();
+        encode_event(out, id, ev);
         Ok(id)
+    }
+
+    fn new_id(&self) -> Result<u64, QueueError> {
+        self.db
+            .generate_id()
+            .map_err(storage("generating event id"))
     }
 
     /// An event's encoded envelope, from its segment or from the `events` tree.
@@ -574,8 +570,10 @@ impl SledStore {
                         continue;
                     }
                 }
-                let id = self.encode_new(ev, group.scratch())?;
-                group.push(id, ev.received_at_ms, ev.dedup_key.as_deref());
+                let id = self.new_id()?;
+                group.push(id, ev.received_at_ms, ev.dedup_key.as_deref(), |buf| {
+                    encode_event(buf, id, ev)
+                });
                 if let Some(key) = &ev.dedup_key {
                     dedup.insert(key, id, ev.received_at_ms);
                     keyed.push(key.as_str());
@@ -687,6 +685,19 @@ pub fn dir_size(path: &Path) -> u64 {
 }
 
 /// Free bytes on the filesystem holding `path`, for `/healthz` and the disk-full guard.
+/// Appends `ev`'s envelope, as event `id`, to `out`.
+fn encode_event(out: &mut Vec<u8>, id: u64, ev: &NewEvent) {
+    encode_parts_into(
+        out,
+        EventId(id),
+        &ev.source,
+        ev.platform,
+        ev.received_at_ms,
+        &ev.headers,
+        &ev.body,
+    );
+}
+
 pub fn free_bytes(path: &Path) -> Option<u64> {
     use std::os::unix::ffi::OsStrExt;
     let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;

@@ -1,0 +1,179 @@
+//! The request line: one log line per webhook request, with the source, status, body size,
+//! latency and the event id (or the refusal's reason). Never a body, a header value or a token:
+//! the fields are [`Outcome`]'s, which carries none.
+//!
+//! Why its own module: the line runs on every request. With JSON logs (production: the journal,
+//! or `log_format = "json"`) it is written by [`stockhook_shared::log_line`] rather than by
+//! tracing's JSON formatter: the same object for a fraction of the instructions
+//! (docs/PERFORMANCE.md section 10). On a terminal it goes through tracing as before, and
+//! `RUST_LOG` / `log_level` filter it like any other line.
+
+use crate::refusal::Outcome;
+use std::time::Duration;
+use stockhook_shared::log_line::{self, Fields};
+use tracing::Level;
+
+/// Logs the request that ended in `o`, answered after `elapsed`.
+pub fn request(o: &Outcome, elapsed: Duration) {
+    let line = Line::of(o, elapsed);
+    let enabled = if line.accepted() {
+        tracing::enabled!(Level::INFO)
+    } else {
+        tracing::enabled!(Level::WARN)
+    };
+    if enabled && !log_line::emit(line.level(), line.message(), |f| line.fields(f)) {
+        line.trace();
+    }
+}
+
+/// One request line's content.
+struct Line<'a> {
+    o: &'a Outcome,
+    latency_ms: f64,
+}
+
+impl<'a> Line<'a> {
+    fn of(o: &'a Outcome, elapsed: Duration) -> Line<'a> {
+        Line {
+            o,
+            latency_ms: elapsed.as_secs_f64() * 1000.0,
+        }
+    }
+    /// A 2xx: logged at info as `webhook`; anything else at warn as `webhook refused`.
+    fn accepted(&self) -> bool {
+        self.o.status.is_success()
+    }
+    fn level(&self) -> Level {
+        if self.accepted() {
+            Level::INFO
+        } else {
+            Level::WARN
+        }
+    }
+    fn message(&self) -> &'static str {
+        if self.accepted() {
+            "webhook"
+        } else {
+            "webhook refused"
+        }
+    }
+    /// The fields, in the order [`Line::trace`] gives them.
+    fn fields(&self, f: &mut Fields<'_>) {
+        let o = self.o;
+        f.str("source", &o.source)
+            .u64("status", o.status.as_u16().into())
+            .u64("bytes", o.bytes as u64)
+            .f64("latency_ms", self.latency_ms);
+        if self.accepted() {
+            f.str("event_id", o.event_id.as_deref().unwrap_or(""));
+        } else {
+            f.str("reason", o.reason.unwrap_or(""));
+        }
+    }
+    /// The line through tracing (text logs, or before the JSON output is installed).
+    fn trace(&self) {
+        let (o, latency_ms) = (self.o, self.latency_ms);
+        let (source, status, bytes) = (o.source.as_str(), o.status.as_u16(), o.bytes);
+        if self.accepted() {
+            let event_id = o.event_id.as_deref().unwrap_or("");
+            tracing::info!(source, status, bytes, latency_ms, event_id, "webhook");
+        } else {
+            let reason = o.reason.unwrap_or("");
+            tracing::warn!(source, status, bytes, latency_ms, reason, "webhook refused");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::StatusCode;
+    use std::sync::{Arc, Mutex};
+    use tracing_subscriber::fmt::MakeWriter;
+    use tracing_subscriber::EnvFilter;
+
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> MakeWriter<'a> for Captured {
+        type Writer = Captured;
+        fn make_writer(&'a self) -> Captured {
+            self.clone()
+        }
+    }
+
+    /// The line as tracing's JSON subscriber (the one `telemetry::init` installs) writes it.
+    fn traced(line: &Line<'_>) -> serde_json::Value {
+        let out = Captured::default();
+        let sub =
+            stockhook_shared::telemetry::json_builder(EnvFilter::new("info"), out.clone()).finish();
+        tracing::subscriber::with_default(sub, || line.trace());
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(text.lines().count(), 1, "{text}");
+        serde_json::from_str(&text).unwrap()
+    }
+
+    fn by_hand(line: &Line<'_>) -> serde_json::Value {
+        let mut buf = Vec::new();
+        log_line::format(
+            &mut buf,
+            line.level(),
+            line.message(),
+            std::time::SystemTime::now(),
+            |f| line.fields(f),
+        );
+        assert_eq!(buf.last(), Some(&b'\n'));
+        serde_json::from_slice(&buf).unwrap()
+    }
+
+    #[test]
+    fn the_hand_written_line_is_the_object_tracing_writes() {
+        let outcomes = [
+            Outcome::new(
+                "shop",
+                StatusCode::OK,
+                1536,
+                Some("evt_00000000000000ff".into()),
+                None,
+            ),
+            Outcome::new("shop \"x\"\n", StatusCode::OK, 0, None, Some("duplicate")),
+            Outcome::new(
+                "<unknown>",
+                StatusCode::UNAUTHORIZED,
+                12,
+                None,
+                Some("signature_mismatch"),
+            ),
+        ];
+        for o in &outcomes {
+            let line = Line::of(o, Duration::from_micros(1234));
+            let (mut t, mut h) = (traced(&line), by_hand(&line));
+            let (tt, ht) = (t["timestamp"].take(), h["timestamp"].take());
+            assert_eq!(h, t, "same fields, same values");
+            let keys =
+                |v: &serde_json::Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+            assert_eq!(keys(&h), keys(&t), "same order");
+            let (tt, ht) = (tt.as_str().unwrap(), ht.as_str().unwrap());
+            assert_eq!(
+                (ht.len(), &ht[19..20], &ht[26..]),
+                (tt.len(), ".", "Z"),
+                "{ht} / {tt}"
+            );
+            let parse = |t: &str| {
+                time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
+                    .unwrap()
+            };
+            assert!((parse(ht) - parse(tt)).abs() < time::Duration::seconds(5));
+        }
+    }
+}
