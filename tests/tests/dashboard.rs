@@ -496,6 +496,22 @@ fn api_checks(s: &Stack) {
             .all(|a| a["recipients"][0] == "seller@example.com"),
         "{alerts:#}"
     );
+    // One page at a time, newest first: following `next` walks the same list, each alert once.
+    let mut paged: Vec<Value> = Vec::new();
+    let mut path = "/api/v1/alerts?limit=1".to_string();
+    loop {
+        let page = api(s, ADMIN, "GET", &path).json();
+        let got = page["alerts"].as_array().expect("alerts").clone();
+        assert!(got.len() <= 1, "{page:#}");
+        paged.extend(got);
+        match page["next"].as_str() {
+            Some(next) => path = format!("/api/v1/alerts?limit=1&before={next}"),
+            None => break,
+        }
+        assert!(paged.len() <= list.len(), "paging does not end: {paged:#?}");
+    }
+    assert!(list.len() >= 2, "{alerts:#}");
+    assert_eq!(&paged, list, "pages of one = the whole list, in order");
 
     // OpenAPI, headers.
     let doc = http::get(s.dash, "/api/v1/openapi.json").json();

@@ -138,13 +138,13 @@ fn main() {
         }
         let snap = dash.snapshot().await.expect("snapshot");
         println!(
-            "{:<48} p50 {:>9.2?}  p99 {:>9.2?}  max {:>9.2?}  ({} items, {} alerts)",
+            "{:<48} p50 {:>9.2?}  p99 {:>9.2?}  max {:>9.2?}  ({} items, {} open alerts)",
             "snapshot (state read, at most once a second)",
             pct(&mut fresh, 0.5),
             pct(&mut fresh, 0.99),
             pct(&mut fresh, 1.0),
             snap.items.len(),
-            snap.outbox.len()
+            snap.open.len()
         );
         assert_eq!(snap.items.len(), items);
 

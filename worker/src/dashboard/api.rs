@@ -8,10 +8,14 @@ use super::server::{
 };
 use super::view::{self, Filter, Row};
 use super::Dashboard;
+use crate::state::backend::AlertCursor;
 use crate::state::StateBackend;
 use http::{header, Method, StatusCode};
 use serde_json::{json, Value};
 use stockhook_shared::envelope::EventId;
+
+/// `GET /api/v1/alerts` without `limit`: alerts per page.
+const ALERTS_LIMIT: usize = 100;
 
 fn json_resp(status: StatusCode, v: &Value) -> Resp {
     respond(
@@ -151,12 +155,13 @@ pub async fn handle<S: StateBackend>(dash: &Dashboard<S>, req: Req) -> (Resp, Op
                             "stock": st.history.totals().into_iter().map(|(t, a)| json!({"at": t, "available": a})).collect::<Vec<_>>(),
                             "sales": st.history.sales.iter().map(|(t, u)| json!({"at": t, "units": u})).collect::<Vec<_>>(),
                         });
-                        v["alerts"] = json!(view::alerts(&snap, &user.scope)
-                            .into_iter()
-                            .filter(|e| e.alert.source == st.source && e.alert.item == st.item)
-                            .map(alert_json)
-                            .collect::<Vec<_>>());
-                        json_resp(StatusCode::OK, &v)
+                        match super::alerts::of_item(dash.state.as_ref(), &user.scope, st).await {
+                            Ok(a) => {
+                                v["alerts"] = json!(a.iter().map(alert_json).collect::<Vec<_>>());
+                                json_resp(StatusCode::OK, &v)
+                            }
+                            Err(e) => unavailable(e.into()),
+                        }
                     }
                     None => error(StatusCode::NOT_FOUND, "no such item"),
                 }
@@ -165,17 +170,31 @@ pub async fn handle<S: StateBackend>(dash: &Dashboard<S>, req: Req) -> (Resp, Op
         },
         (&Method::GET, ["alerts"]) => match dash.snapshot().await {
             Ok(snap) => {
-                let status = query_param(query.as_deref(), "status");
-                let v: Vec<Value> = view::alerts(&snap, &user.scope)
-                    .into_iter()
-                    .filter(|e| {
-                        status
-                            .as_deref()
-                            .is_none_or(|s| super::pages::status_word(e.status) == s)
-                    })
-                    .map(alert_json)
-                    .collect();
-                json_resp(StatusCode::OK, &json!({ "alerts": v }))
+                let q = query.as_deref();
+                let status = query_param(q, "status").filter(|s| !s.is_empty());
+                let before = query_param(q, "before").and_then(|c| AlertCursor::parse(&c));
+                let limit = query_param(q, "limit")
+                    .and_then(|l| l.parse().ok())
+                    .unwrap_or(ALERTS_LIMIT);
+                match super::alerts::page(
+                    dash.state.as_ref(),
+                    &snap,
+                    &user.scope,
+                    status.as_deref(),
+                    before,
+                    limit,
+                )
+                .await
+                {
+                    Ok(page) => json_resp(
+                        StatusCode::OK,
+                        &json!({
+                            "alerts": page.entries.iter().map(alert_json).collect::<Vec<_>>(),
+                            "next": page.next.map(|c| c.to_param()),
+                        }),
+                    ),
+                    Err(e) => unavailable(e.into()),
+                }
             }
             Err(e) => unavailable(e),
         },
@@ -312,7 +331,7 @@ pub fn openapi() -> Value {
                 "responses": ok("{total, items: [Item]}")}},
             "/api/v1/items/{id}": {"get": {"summary": "One item with its history and alerts", "parameters": [id("<source>:<item>, percent-encoded")],
                 "responses": {"200": {"description": "Item, history {stock, sales}, alerts"}, "401": {"description": "no or wrong bearer token"}, "404": {"description": "no such item (or another source's, for a scoped user)"}}}},
-            "/api/v1/alerts": {"get": {"summary": "Alerts: sent, pending, failed", "parameters": [p("status", "sent, pending, failed or cancelled")], "responses": ok("{alerts: [...]} with recipients, message_id, error")}},
+            "/api/v1/alerts": {"get": {"summary": "Alerts: sent, pending, failed; newest first, one page at a time", "parameters": [p("status", "sent, pending, failed or cancelled"), p("limit", "alerts per page (default 100, at most 500)"), p("before", "the `next` of the previous page")], "responses": ok("{alerts: [...] with recipients, message_id, error; next: the cursor of the next page, or null}")}},
             "/api/v1/alerts/{id}/resend": {"post": {"summary": "Send a failed alert again (admin)", "parameters": [id("alert id")], "responses": change("{resent: [id]}")}},
             "/api/v1/failed": {"get": {"summary": "Failed events (dead letters)", "responses": ok("{failed: [...]}")}},
             "/api/v1/failed/{id}": {"get": {"summary": "One failed event; its payload only with payload=true", "parameters": [id("event id"), p("payload", "true: include the payload")], "responses": ok("the failed event")}},

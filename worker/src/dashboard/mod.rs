@@ -6,10 +6,13 @@
 //! [`SNAPSHOT_MAX_AGE`] (and at most 1/[`SNAPSHOT_COST_FACTOR`] of the time) and shared by
 //! every request meanwhile, so browsing never holds the
 //! state store for a page's rendering and a burst of page loads costs one read of the state.
+//! Snapshots are taken on a runtime of their own at a lower CPU priority (`background`), so
+//! page loads never compete on equal terms with event processing.
 //! Modules: [`server`] (HTTP, routing, headers), [`auth`] (users, sessions, CSRF), [`pages`]
-//! (maud templates), [`api`] (`/api/v1/`), [`chart`] (SVG), [`assets`] (embedded CSS),
-//! [`view`] (rows, filters, scoping).
+//! (maud templates), [`api`] (`/api/v1/`), [`alerts`] (the alerts shown, read bounded),
+//! [`chart`] (SVG), [`assets`] (embedded CSS), [`view`] (rows, filters, scoping).
 
+pub mod alerts;
 pub mod api;
 pub mod assets;
 pub mod auth;
@@ -41,23 +44,71 @@ pub const SNAPSHOT_COST_FACTOR: u32 = 5;
 /// A snapshot older than this is not shown while a new one is taken: the page waits for it.
 pub const SNAPSHOT_STALE_LIMIT: Duration = Duration::from_secs(30);
 
-/// Reads everything the pages show from the state, once.
+/// Reads everything the pages show from the state, once: every item, the open alerts (not
+/// the sent ones: [`alerts`] reads those a page at a time) and the counters. Runs on
+/// [`background`], never on the runtime that processes events.
 async fn take_snapshot<S: StateBackend>(
-    state: &S,
-    rules: &RulesSlot,
+    state: Arc<S>,
+    rules: Arc<RulesSlot>,
 ) -> anyhow::Result<Arc<Snapshot>> {
-    let mut items = state.items().await.context("reading items")?;
-    items.sort_by(|a, b| (&a.source, &a.item).cmp(&(&b.source, &b.item)));
-    let outbox = state.outbox(|_| true).await.context("reading alerts")?;
-    let counters = state.counters().await.context("reading counters")?;
-    let rules = rules.current();
-    // Sorting and the per-item figures are CPU work: off the runtime the pipeline runs on.
-    let snap = tokio::task::spawn_blocking(move || {
-        Snapshot::new(now_ms(), items, outbox, counters, rules)
+    let build = async move {
+        let mut items = state.items().await.context("reading items")?;
+        items.sort_by(|a, b| (&a.source, &a.item).cmp(&(&b.source, &b.item)));
+        let open = state.open_alerts().await.context("reading open alerts")?;
+        let counters = state.counters().await.context("reading counters")?;
+        let rules = rules.current();
+        // Sorting and the per-item figures are CPU work: on the background runtime's one
+        // blocking thread, like the reads above.
+        let snap = tokio::task::spawn_blocking(move || {
+            Snapshot::new(now_ms(), items, open, counters, rules)
+        })
+        .await
+        .context("building the dashboard snapshot")?;
+        Ok(Arc::new(snap))
+    };
+    background()?
+        .spawn(build)
+        .await
+        .context("the dashboard's background runtime")?
+}
+
+/// The runtime dashboard snapshots are taken on: one worker thread and one blocking thread,
+/// both at [`BACKGROUND_NICE`], so when a snapshot (reading and sorting 50,000 items) and event
+/// processing want the same core, the events get it. With the snapshot lock in
+/// [`Dashboard::snapshot`], at most one snapshot is taken at a time.
+fn background() -> anyhow::Result<&'static tokio::runtime::Handle> {
+    static RT: std::sync::OnceLock<Result<tokio::runtime::Runtime, String>> =
+        std::sync::OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .max_blocking_threads(1)
+            .thread_name("dashboard-snapshot")
+            .on_thread_start(lower_priority)
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())
     })
-    .await
-    .context("building the dashboard snapshot")?;
-    Ok(Arc::new(snap))
+    .as_ref()
+    .map(tokio::runtime::Runtime::handle)
+    .map_err(|e| anyhow::anyhow!("starting the dashboard's background runtime: {e}"))
+}
+
+/// How much lower than the rest of the worker the snapshot threads run (`nice` steps).
+pub const BACKGROUND_NICE: i32 = 10;
+
+/// Lowers the calling thread's CPU priority by [`BACKGROUND_NICE`] (Linux: `nice` is per
+/// thread). A refusal only costs the priority, so it is logged and ignored.
+fn lower_priority() {
+    // SAFETY: plain system calls on the calling thread, no pointers.
+    let r = unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        let now = libc::getpriority(libc::PRIO_PROCESS, tid);
+        libc::setpriority(libc::PRIO_PROCESS, tid, now + BACKGROUND_NICE)
+    };
+    if r != 0 {
+        tracing::debug!(error = %std::io::Error::last_os_error(), "cannot lower the dashboard snapshot thread's priority");
+    }
 }
 
 /// The snapshot held: when it was taken, it, and what taking it cost.
@@ -134,7 +185,7 @@ impl<S: StateBackend> Dashboard<S> {
             }
         }
         let started = Instant::now();
-        let snap = take_snapshot(self.state.as_ref(), &self.rules).await?;
+        let snap = take_snapshot(self.state.clone(), self.rules.clone()).await?;
         *self.snapshot.lock().await = Some((Instant::now(), snap.clone(), started.elapsed()));
         Ok(snap)
     }
@@ -149,7 +200,7 @@ impl<S: StateBackend> Dashboard<S> {
         tokio::spawn(async move {
             let _guard = guard;
             let started = Instant::now();
-            match take_snapshot(state.as_ref(), &rules).await {
+            match take_snapshot(state, rules).await {
                 Ok(snap) => *slot.lock().await = Some((Instant::now(), snap, started.elapsed())),
                 Err(e) => tracing::warn!(error = %e, "dashboard snapshot failed"),
             }

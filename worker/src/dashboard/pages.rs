@@ -364,11 +364,13 @@ pub fn status_word(s: OutboxStatus) -> &'static str {
     }
 }
 
+/// The alerts page: one page of `alerts`, newest first; `older`: the link to the next page.
 pub fn alerts(
     ctx: &Ctx,
     alerts: &[&OutboxEntry],
     status: Option<&str>,
     note: Option<&str>,
+    older: Option<&str>,
 ) -> Markup {
     layout(
         Some(ctx),
@@ -382,6 +384,7 @@ pub fn alerts(
                 }
             } }
             (alert_table(ctx, alerts))
+            @if let Some(href) = older { p { a rel="next" href=(href) { "Older alerts" } } }
         },
     )
 }

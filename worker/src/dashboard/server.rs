@@ -7,8 +7,9 @@
 use super::auth::{self, User};
 use super::pages::{self, Ctx};
 use super::view::{self, Filter, Scope};
-use super::{api, Dashboard};
+use super::{alerts, api, Dashboard};
 use crate::alert::OutboxStatus;
+use crate::state::backend::AlertCursor;
 use crate::state::StateBackend;
 use bytes::Bytes;
 use http::{header, Method, Response, StatusCode};
@@ -30,7 +31,7 @@ use tokio_rustls::TlsAcceptor;
 pub type Resp = Response<Full<Bytes>>;
 pub type Req = http::Request<Incoming>;
 
-/// The alerts page shows the newest this many (the API has them all).
+/// The alerts page shows the newest this many, with a link to the next (older) page.
 pub const ALERTS_SHOWN: usize = 500;
 
 /// Largest form or API body read.
@@ -399,20 +400,39 @@ pub async fn get_page<S: StateBackend>(
         }
         "/alerts" => {
             let status = query_param(query, "status").filter(|s| !s.is_empty());
-            let all = view::alerts(&snap, &user.scope);
-            let shown: Vec<_> = all
-                .into_iter()
-                .filter(|e| {
-                    status
-                        .as_deref()
-                        .is_none_or(|s| pages::status_word(e.status) == s)
-                })
-                .take(ALERTS_SHOWN)
-                .collect();
+            let before = query_param(query, "before").and_then(|c| AlertCursor::parse(&c));
+            let page = match alerts::page(
+                dash.state.as_ref(),
+                &snap,
+                &user.scope,
+                status.as_deref(),
+                before,
+                ALERTS_SHOWN,
+            )
+            .await
+            {
+                Ok(p) => p,
+                Err(e) => return unavailable(ctx, &e.into()),
+            };
+            let shown: Vec<_> = page.entries.iter().collect();
+            let older = page.next.map(|c| {
+                let mut q = url::form_urlencoded::Serializer::new(String::new());
+                if let Some(s) = &status {
+                    q.append_pair("status", s);
+                }
+                q.append_pair("before", &c.to_param());
+                format!("/alerts?{}", q.finish())
+            });
             let note = query_param(query, "note");
             html(
                 StatusCode::OK,
-                pages::alerts(ctx, &shown, status.as_deref(), note.as_deref()),
+                pages::alerts(
+                    ctx,
+                    &shown,
+                    status.as_deref(),
+                    note.as_deref(),
+                    older.as_deref(),
+                ),
             )
         }
         "/failed" => match dead_list(dash, &user.scope).await {
@@ -430,10 +450,11 @@ pub async fn get_page<S: StateBackend>(
                 let Some(st) = view::find(&snap, &user.scope, &id) else {
                     return not_found(ctx);
                 };
-                let alerts: Vec<_> = view::alerts(&snap, &user.scope)
-                    .into_iter()
-                    .filter(|e| e.alert.source == st.source && e.alert.item == st.item)
-                    .collect();
+                let alerts = match alerts::of_item(dash.state.as_ref(), &user.scope, st).await {
+                    Ok(a) => a,
+                    Err(e) => return unavailable(ctx, &e.into()),
+                };
+                let alerts: Vec<_> = alerts.iter().collect();
                 let probe = st.no_sales_alert(st.quiet_since(), &snap.rules, snap.taken_at);
                 let next = crate::email::admin_links::next_step(&probe, &dash.stores);
                 let status = view::status(st, &snap.rules, snap.taken_at);
@@ -633,10 +654,9 @@ pub async fn resend<S: StateBackend>(
     scope: &Scope,
     id: &str,
 ) -> anyhow::Result<usize> {
-    let snap = dash.snapshot().await?;
-    let ok = view::alerts(&snap, scope)
-        .iter()
-        .any(|e| e.alert.id == id && e.status == OutboxStatus::Failed);
+    let ok = alerts::one(dash.state.as_ref(), scope, id)
+        .await?
+        .is_some_and(|e| e.status == OutboxStatus::Failed);
     if !ok {
         return Ok(0);
     }

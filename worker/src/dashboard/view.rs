@@ -20,7 +20,10 @@ use std::sync::Arc;
 pub struct Snapshot {
     pub taken_at: i64,
     pub items: Vec<ItemState>,
-    pub outbox: Vec<OutboxEntry>,
+    /// The outbox entries still open (pending, failed): the overview's counts. Sent ones are
+    /// never in a snapshot (they grow with every alert); the alerts pages read them by key
+    /// range from the state ([`crate::state::StateBackend::recent_alerts`]).
+    pub open: Vec<OutboxEntry>,
     pub counters: BTreeMap<String, i64>,
     pub rules: Arc<RuleConfig>,
     /// Per item (same index as `items`): what every inventory page filters and sorts on,
@@ -85,7 +88,7 @@ impl Snapshot {
     pub fn new(
         taken_at: i64,
         items: Vec<ItemState>,
-        outbox: Vec<OutboxEntry>,
+        open: Vec<OutboxEntry>,
         counters: BTreeMap<String, i64>,
         rules: Arc<RuleConfig>,
     ) -> Snapshot {
@@ -112,11 +115,11 @@ impl Snapshot {
             Order::by(n, |i| items[i].last_sale_at),
             Order::by(n, |i| Some(d[i].name_key.as_str())),
         ];
-        let figures = all_figures(taken_at, &items, &derived, &outbox, &counters);
+        let figures = all_figures(taken_at, &items, &derived, &open, &counters);
         Snapshot {
             taken_at,
             items,
-            outbox,
+            open,
             counters,
             rules,
             derived,
@@ -530,15 +533,32 @@ pub fn find<'a>(snap: &'a Snapshot, scope: &Scope, id: &str) -> Option<&'a ItemS
         .map(|i| &snap.items[i])
 }
 
-/// The outbox entries `scope` may see, newest first.
-pub fn alerts<'a>(snap: &'a Snapshot, scope: &Scope) -> Vec<&'a OutboxEntry> {
-    let mut v: Vec<&OutboxEntry> = snap
-        .outbox
-        .iter()
-        .filter(|e| alert_visible(scope, &e.alert.source))
-        .collect();
-    v.sort_by_key(|e| std::cmp::Reverse(e.alert.created_at));
-    v
+/// The ids an item's alerts may have had: the stock rules' of its last
+/// [`ITEM_EPISODES_SHOWN`] arming episodes, the cover rule's likewise, and the no-sales one of
+/// its last quiet period. Read by id, so the item page never walks the outbox.
+pub fn item_alert_ids(st: &ItemState) -> Vec<String> {
+    use crate::alert::{Alert, Rule};
+    let episodes = |last: u64| last.saturating_sub(ITEM_EPISODES_SHOWN - 1).max(1)..=last;
+    let mut ids = st.alert_ids();
+    for e in episodes(st.arming.episode) {
+        for r in [Rule::LowStock, Rule::OutOfStock] {
+            ids.push(Alert::make_id(r, &st.source, &st.item, e));
+        }
+    }
+    for e in episodes(st.cover_arming.episode) {
+        ids.push(Alert::make_id(Rule::Cover, &st.source, &st.item, e));
+    }
+    ids.sort();
+    ids.dedup();
+    ids
+}
+
+/// How many of an item's last arming episodes its page lists alerts of.
+pub const ITEM_EPISODES_SHOWN: u64 = 20;
+
+/// Entries newest first (by creation, then id).
+pub fn newest_first(v: &mut [OutboxEntry]) {
+    v.sort_by(|a, b| (b.alert.created_at, &b.alert.id).cmp(&(a.alert.created_at, &a.alert.id)));
 }
 
 /// A combined alert's source is `a+b`: visible only when every part is.

@@ -13,6 +13,41 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 
+/// Where a page of the newest-first alerts list ended: the next page holds the entries created
+/// before it (in (creation time, id) order).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertCursor {
+    pub created_at: i64,
+    pub id: String,
+}
+
+impl AlertCursor {
+    /// The cursor as a query parameter: `<created_at>.<alert id>`.
+    pub fn to_param(&self) -> String {
+        format!("{}.{}", self.created_at, self.id)
+    }
+
+    pub fn parse(s: &str) -> Option<AlertCursor> {
+        let (at, id) = s.split_once('.')?;
+        Some(AlertCursor {
+            created_at: at.parse().ok()?,
+            id: id.to_string(),
+        })
+    }
+}
+
+/// One page of the newest-first alerts list.
+#[derive(Debug, Clone, Default)]
+pub struct AlertPage {
+    pub entries: Vec<OutboxEntry>,
+    /// Where the next page starts; `None`: nothing older.
+    pub next: Option<AlertCursor>,
+}
+
+/// Most index entries one [`StateBackend::recent_alerts`] call looks at (a scope or a status
+/// filter that matches little then ends the page early, with a cursor to go on from).
+pub const RECENT_SCAN_MAX: usize = 20_000;
+
 /// What the worker keeps: items, alert arming, processed ids, the outbox, counters.
 pub trait StateBackend: Send + Sync + 'static {
     /// Where the state lives, for the `ready` line and logs.
@@ -54,6 +89,53 @@ pub trait StateBackend: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Vec<OutboxEntry>, StateError>> + Send
     where
         F: Fn(&OutboxEntry) -> bool + Send + Sync + 'static;
+
+    /// The entries still open (pending or failed, not sent), ordered by creation: the
+    /// overview's counts. Sent entries are not read, so this stays the size of what is owed.
+    fn open_alerts(&self) -> impl Future<Output = Result<Vec<OutboxEntry>, StateError>> + Send {
+        self.outbox(|e| e.status != OutboxStatus::Sent)
+    }
+
+    /// Up to `limit` outbox entries, newest first, created before `before`, whose source
+    /// `scope` accepts and that pass `keep` (the alerts page and `/api/v1/alerts`). The default
+    /// reads the whole outbox; sled reads a key range of its creation-order index.
+    fn recent_alerts<S, F>(
+        &self,
+        before: Option<AlertCursor>,
+        limit: usize,
+        scope: S,
+        keep: F,
+    ) -> impl Future<Output = Result<AlertPage, StateError>> + Send
+    where
+        S: Fn(&str) -> bool + Send + Sync + 'static,
+        F: Fn(&OutboxEntry) -> bool + Send + Sync + 'static,
+    {
+        let all = self.outbox(move |e| scope(&e.alert.source) && keep(e));
+        async move {
+            let mut all = all.await?;
+            all.reverse();
+            let key = |e: &OutboxEntry| (e.alert.created_at, e.alert.id.clone());
+            let older: Vec<OutboxEntry> = all
+                .into_iter()
+                .filter(|e| {
+                    before
+                        .as_ref()
+                        .is_none_or(|c| key(e) < (c.created_at, c.id.clone()))
+                })
+                .collect();
+            let next = (older.len() > limit).then(|| {
+                let e = &older[limit - 1];
+                AlertCursor {
+                    created_at: e.alert.created_at,
+                    id: e.alert.id.clone(),
+                }
+            });
+            Ok(AlertPage {
+                entries: older.into_iter().take(limit).collect(),
+                next,
+            })
+        }
+    }
 
     /// The outbox entries with these ids as stored now, in any status (those not found are
     /// left out): the sender reads the other members of a planned set with it.
@@ -197,6 +279,25 @@ impl StateBackend for SledState {
         F: Fn(&OutboxEntry) -> bool + Send + Sync + 'static,
     {
         self.blocking(move |s| s.outbox(keep)).await
+    }
+
+    async fn open_alerts(&self) -> Result<Vec<OutboxEntry>, StateError> {
+        self.blocking(|s| s.open_alerts()).await
+    }
+
+    async fn recent_alerts<Sc, F>(
+        &self,
+        before: Option<AlertCursor>,
+        limit: usize,
+        scope: Sc,
+        keep: F,
+    ) -> Result<AlertPage, StateError>
+    where
+        Sc: Fn(&str) -> bool + Send + Sync + 'static,
+        F: Fn(&OutboxEntry) -> bool + Send + Sync + 'static,
+    {
+        self.blocking(move |s| s.recent_alerts(before.as_ref(), limit, scope, keep))
+            .await
     }
 
     async fn alerts(&self, ids: Vec<String>) -> Result<Vec<OutboxEntry>, StateError> {

@@ -11,6 +11,7 @@ pub mod backend;
 pub mod engine;
 pub mod history;
 pub mod nats;
+pub mod planned_sets;
 pub mod sled;
 
 pub use backend::{SledState, StateBackend};

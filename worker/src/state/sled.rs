@@ -12,10 +12,12 @@
 //! `s/<source>\0<order>\0<line>` sale seen, `r/<event id>` facts refused, `K/<sku>` items
 //! carrying a SKU, `c/<sku>` cross-channel arming, `p/<event id>` processed, `q/<source>\0<payload key>`
 //! payload dedup, `o/<alert id>` outbox entry to send (or failed), `d/<alert id>` sent entry,
-//! `m/<name>` counter.
+//! `P/<set id>` a planned set's members, `n/<created at><alert id>` outbox entries in creation
+//! order, `m/<name>` counter.
 
+use super::backend::{AlertCursor, AlertPage, RECENT_SCAN_MAX};
 use super::engine::{self, Mark, Member, Once, Step, Store, Token};
-use super::{counters, Applied, ItemState, Prepared, RuleConfig, StateError};
+use super::{counters, planned_sets, Applied, ItemState, Prepared, RuleConfig, StateError};
 use crate::alert::{Alert, OutboxEntry, OutboxStatus};
 use crate::rules::Arming;
 use serde::{Deserialize, Serialize};
@@ -101,6 +103,73 @@ fn outbox_key(id: &str) -> Vec<u8> {
 /// Sent entries move here, so the sender's scan stays the size of what is still to do.
 fn sent_key(id: &str) -> Vec<u8> {
     [b"d/", id.as_bytes()].concat()
+}
+
+/// `P/<set id>`: a planned set's members, once per set ([`planned_sets`]).
+fn set_key(set: &str) -> Vec<u8> {
+    [b"P/", set.as_bytes()].concat()
+}
+
+/// `n/<created_at, 8 bytes BE><alert id>` -> the alert's source: every outbox entry in creation
+/// order, so the newest are read by key range (the alerts page) and a scope is applied without
+/// reading the entries.
+fn newest_key(created_at: i64, id: &str) -> Vec<u8> {
+    [
+        b"n/".as_slice(),
+        &(created_at.max(0) as u64).to_be_bytes(),
+        id.as_bytes(),
+    ]
+    .concat()
+}
+
+/// Set once `n/` lists every entry (written by [`StateStore::index_newest`] for a state from
+/// before the index existed).
+const NEWEST_INDEXED: &[u8] = b"x/newest-indexed";
+
+/// Reads the outbox entry at `key` in `tx`, its planned set resolved (`sets`: those already read
+/// in this transaction).
+fn tx_get_entry(
+    tx: &TransactionalTree,
+    key: &[u8],
+    sets: &mut HashMap<String, Vec<String>>,
+) -> Result<Option<OutboxEntry>, Tx> {
+    let Some(mut e) = tx_get::<OutboxEntry>(tx, key)? else {
+        return Ok(None);
+    };
+    if let Some(set) = planned_sets::reference(&e).map(str::to_string) {
+        let ids = match sets.get(&set) {
+            Some(ids) => ids.clone(),
+            None => {
+                let rec: planned_sets::SetRecord = tx_get(tx, &set_key(&set))?
+                    .ok_or_else(|| abort(format!("planned set {set} missing")))?;
+                sets.insert(set, rec.ids.clone());
+                rec.ids
+            }
+        };
+        e.planned = ids;
+    }
+    Ok(Some(e))
+}
+
+/// Writes `e` at `key` in `tx`, its planned set stored once (`written`: the sets known stored
+/// in this transaction).
+fn tx_put_entry(
+    tx: &TransactionalTree,
+    key: &[u8],
+    mut e: OutboxEntry,
+    now: i64,
+    written: &mut std::collections::HashSet<String>,
+) -> Result<(), Tx> {
+    if let Some((set, rec)) = planned_sets::split(&mut e, now) {
+        if !written.contains(&set) {
+            let k = set_key(&set);
+            if tx.get(&k)?.is_none() {
+                tx_put(tx, &k, &rec)?;
+            }
+            written.insert(set);
+        }
+    }
+    tx_put(tx, key, &e)
 }
 
 fn tx_err(e: TransactionError<String>) -> StateError {
@@ -299,11 +368,23 @@ impl StateStore {
 
     /// The earliest `next_attempt_at` of a pending entry.
     pub fn next_due(&self) -> Result<Option<i64>, StateError> {
-        Ok(self
-            .scan_outbox(&[b"o/"], |e| e.status == OutboxStatus::Pending)?
-            .iter()
-            .map(|e| e.next_attempt_at)
-            .min())
+        /// What the answer needs of an entry (not its alert, not its planned set).
+        #[derive(Deserialize)]
+        struct Due {
+            status: OutboxStatus,
+            next_attempt_at: i64,
+        }
+        let mut min = None;
+        for item in self.tree.scan_prefix(b"o/") {
+            let (_, v) = item.map_err(storage("scanning outbox"))?;
+            if let Ok(d) = serde_json::from_slice::<Due>(&v) {
+                if d.status == OutboxStatus::Pending {
+                    let at = d.next_attempt_at;
+                    min = Some(min.map_or(at, |m: i64| m.min(at)));
+                }
+            }
+        }
+        Ok(min)
     }
 
     /// Every outbox entry matching `keep` (sent ones included), ordered by creation.
@@ -314,18 +395,30 @@ impl StateStore {
         self.scan_outbox(&[b"o/", b"d/"], keep)
     }
 
+    /// Pending and failed entries only (not those sent): what is still owed or needs the
+    /// operator, read by key range (`o/`), ordered by creation.
+    pub fn open_alerts(&self) -> Result<Vec<OutboxEntry>, StateError> {
+        self.scan_outbox(&[b"o/"], |e| e.status != OutboxStatus::Sent)
+    }
+
     fn scan_outbox(
         &self,
         prefixes: &[&[u8]],
         keep: impl Fn(&OutboxEntry) -> bool,
     ) -> Result<Vec<OutboxEntry>, StateError> {
         let mut out = Vec::new();
+        let mut sets = HashMap::new();
         for prefix in prefixes {
             for item in self.tree.scan_prefix(prefix) {
                 let (_, v) = item.map_err(storage("scanning outbox"))?;
-                if let Ok(e) = serde_json::from_slice::<OutboxEntry>(&v) {
+                if let Ok(mut e) = serde_json::from_slice::<OutboxEntry>(&v) {
                     if keep(&e) {
-                        out.push(e);
+                        match self.resolve(&mut e, &mut sets) {
+                            Ok(()) => out.push(e),
+                            Err(err) => {
+                                tracing::warn!(alert = %e.alert.id, error = %err, "outbox entry skipped: its planned set cannot be read")
+                            }
+                        }
                     }
                 }
             }
@@ -336,12 +429,164 @@ impl StateStore {
         Ok(out)
     }
 
+    /// Replaces a stored reference to a planned set by its members (`sets`: those read so far).
+    fn resolve(
+        &self,
+        e: &mut OutboxEntry,
+        sets: &mut HashMap<String, Vec<String>>,
+    ) -> Result<(), StateError> {
+        let Some(set) = planned_sets::reference(e).map(str::to_string) else {
+            return Ok(());
+        };
+        if let Some(ids) = sets.get(&set) {
+            e.planned = ids.clone();
+            return Ok(());
+        }
+        let v = self
+            .tree
+            .get(set_key(&set))
+            .map_err(storage("reading a planned set"))?
+            .ok_or_else(|| StateError::Storage {
+                context: format!("reading planned set {set} of alert {}", e.alert.id),
+                message: "missing".into(),
+            })?;
+        let rec: planned_sets::SetRecord =
+            serde_json::from_slice(&v).map_err(|err| StateError::Storage {
+                context: format!("decoding planned set {set}"),
+                message: err.to_string(),
+            })?;
+        sets.insert(set, rec.ids.clone());
+        e.planned = rec.ids;
+        Ok(())
+    }
+
+    /// Up to `limit` outbox entries of any status, newest (by creation) first, created before
+    /// the `before` cursor if given, whose source `scope` accepts and that pass `keep`: a
+    /// reverse walk of the `n/` index, stopping after `limit` found or [`RECENT_SCAN_MAX`]
+    /// index keys looked at. The cursor of the next page comes back when there may be more.
+    pub fn recent_alerts(
+        &self,
+        before: Option<&AlertCursor>,
+        limit: usize,
+        scope: impl Fn(&str) -> bool,
+        keep: impl Fn(&OutboxEntry) -> bool,
+    ) -> Result<AlertPage, StateError> {
+        self.index_newest()?;
+        let end = match before {
+            Some(c) => newest_key(c.created_at, &c.id),
+            None => b"n0".to_vec(), // just past every `n/` key
+        };
+        let mut page = AlertPage::default();
+        let mut sets = HashMap::new();
+        let mut looked = 0;
+        let mut last: Option<AlertCursor> = None;
+        for item in self.tree.range(b"n/".to_vec()..end).rev() {
+            let (k, v) = item.map_err(storage("reading the alerts index"))?;
+            let (Some(at), Some(id)) = (
+                k.get(2..10)
+                    .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                    .map(|b| u64::from_be_bytes(b) as i64),
+                k.get(10..).map(|b| String::from_utf8_lossy(b).into_owned()),
+            ) else {
+                continue;
+            };
+            if page.entries.len() >= limit || looked >= RECENT_SCAN_MAX {
+                // The next page starts after the last key looked at (the bound is exclusive).
+                page.next = last;
+                break;
+            }
+            looked += 1;
+            last = Some(AlertCursor {
+                created_at: at,
+                id: id.clone(),
+            });
+            if !scope(&String::from_utf8_lossy(&v)) {
+                continue;
+            }
+            let mut e = match self.alert_raw(&id)? {
+                Some(e) => e,
+                None => continue,
+            };
+            if keep(&e) && self.resolve(&mut e, &mut sets).is_ok() {
+                page.entries.push(e);
+            }
+        }
+        Ok(page)
+    }
+
+    /// Writes the `n/` index of every outbox entry once, for a state written before it existed.
+    fn index_newest(&self) -> Result<(), StateError> {
+        if self
+            .tree
+            .contains_key(NEWEST_INDEXED)
+            .map_err(storage("reading the alerts index mark"))?
+        {
+            return Ok(());
+        }
+        /// What the index needs of an entry.
+        #[derive(Deserialize)]
+        struct Head {
+            alert: AlertHead,
+        }
+        #[derive(Deserialize)]
+        struct AlertHead {
+            id: String,
+            source: String,
+            created_at: i64,
+        }
+        for prefix in [&b"o/"[..], &b"d/"[..]] {
+            for item in self.tree.scan_prefix(prefix) {
+                let (_, v) = item.map_err(storage("indexing the outbox"))?;
+                if let Ok(h) = serde_json::from_slice::<Head>(&v) {
+                    self.tree
+                        .insert(
+                            newest_key(h.alert.created_at, &h.alert.id),
+                            h.alert.source.as_bytes(),
+                        )
+                        .map_err(storage("indexing the outbox"))?;
+                }
+            }
+        }
+        self.tree
+            .insert(NEWEST_INDEXED, &[][..])
+            .map_err(storage("marking the outbox indexed"))?;
+        Ok(())
+    }
+
     /// Forgets sent alerts older than `cutoff` (their ids can no longer recur: the events that
-    /// raised them are past the queue's retention too).
+    /// raised them are past the queue's retention too), their index keys, and the planned sets
+    /// older than `cutoff` that no entry kept refers to.
     pub fn sweep_sent(&self, cutoff: i64) -> Result<usize, StateError> {
-        self.sweep(b"d/", "sent alerts", |_, v| {
-            serde_json::from_slice::<OutboxEntry>(v).is_ok_and(|e| e.sent_at.unwrap_or(0) < cutoff)
-        })
+        let mut gone = Vec::new();
+        // The sets an entry kept refers to.
+        let mut kept = std::collections::HashSet::new();
+        for prefix in [&b"d/"[..], &b"o/"[..]] {
+            for item in self.tree.scan_prefix(prefix) {
+                let (k, v) = item.map_err(storage("scanning the outbox"))?;
+                if let Ok(e) = serde_json::from_slice::<OutboxEntry>(&v) {
+                    if prefix == b"d/" && e.sent_at.unwrap_or(0) < cutoff {
+                        gone.push((k, newest_key(e.alert.created_at, &e.alert.id)));
+                    } else if let Some(set) = planned_sets::reference(&e) {
+                        kept.insert(set_key(set));
+                    }
+                }
+            }
+        }
+        for (k, n) in &gone {
+            self.tree
+                .remove(k)
+                .map_err(storage("sweeping sent alerts"))?;
+            self.tree
+                .remove(n)
+                .map_err(storage("sweeping sent alerts"))?;
+        }
+        // A set is written in the transaction that writes its first member, before it is
+        // sent: one older than `cutoff` and referred to by no entry is no longer read.
+        self.sweep(b"P/", "planned sets", |k, v| {
+            !kept.contains(k)
+                && serde_json::from_slice::<planned_sets::SetRecord>(v).is_ok_and(|r| r.at < cutoff)
+        })?;
+        Ok(gone.len())
     }
 
     /// Forgets the hourly event counters of hours before `cutoff` (the dashboard charts 24 h).
@@ -373,7 +618,8 @@ impl StateStore {
         Ok(gone.len())
     }
 
-    pub fn alert(&self, id: &str) -> Result<OutboxEntry, StateError> {
+    /// The entry with this id as stored (its planned set not resolved), if any.
+    fn alert_raw(&self, id: &str) -> Result<Option<OutboxEntry>, StateError> {
         let v = match self
             .tree
             .get(outbox_key(id))
@@ -385,11 +631,21 @@ impl StateStore {
                 .get(sent_key(id))
                 .map_err(storage("reading alert"))?,
         };
-        let v = v.ok_or_else(|| StateError::NotFound(id.to_string()))?;
-        serde_json::from_slice(&v).map_err(|e| StateError::Storage {
-            context: format!("decoding alert {id}"),
-            message: e.to_string(),
+        v.map(|v| {
+            serde_json::from_slice(&v).map_err(|e| StateError::Storage {
+                context: format!("decoding alert {id}"),
+                message: e.to_string(),
+            })
         })
+        .transpose()
+    }
+
+    pub fn alert(&self, id: &str) -> Result<OutboxEntry, StateError> {
+        let mut e = self
+            .alert_raw(id)?
+            .ok_or_else(|| StateError::NotFound(id.to_string()))?;
+        self.resolve(&mut e, &mut HashMap::new())?;
+        Ok(e)
     }
 
     /// Updates outbox entries (and counters) in one transaction, then syncs.
@@ -399,24 +655,26 @@ impl StateStore {
         f: impl Fn(&mut OutboxEntry) + Clone,
         counter: Option<(&str, i64)>,
     ) -> Result<(), StateError> {
+        let now = stockhook_shared::queue::now_ms();
         self.tree
             .transaction(|tx| {
+                let (mut sets, mut written) = (HashMap::new(), std::collections::HashSet::new());
                 for id in ids {
                     let (active, sent) = (outbox_key(id), sent_key(id));
-                    let found = match tx_get::<OutboxEntry>(tx, &active)? {
+                    let found = match tx_get_entry(tx, &active, &mut sets)? {
                         Some(e) => Some(e),
-                        None => tx_get::<OutboxEntry>(tx, &sent)?,
+                        None => tx_get_entry(tx, &sent, &mut sets)?,
                     };
                     if let Some(mut e) = found {
                         (f.clone())(&mut e);
                         // Sent entries live under d/, the rest under o/.
-                        if e.status == OutboxStatus::Sent {
-                            tx.remove(active)?;
-                            tx_put(tx, &sent, &e)?;
+                        let (to, from) = if e.status == OutboxStatus::Sent {
+                            (&sent, &active)
                         } else {
-                            tx.remove(sent)?;
-                            tx_put(tx, &active, &e)?;
-                        }
+                            (&active, &sent)
+                        };
+                        tx.remove(from.as_slice())?;
+                        tx_put_entry(tx, to, e, now, &mut written)?;
                     }
                 }
                 if let Some((name, n)) = counter {
@@ -431,6 +689,11 @@ impl StateStore {
     /// Removes outbox entries.
     pub fn purge_alerts(&self, ids: &[String]) -> Result<(), StateError> {
         for id in ids {
+            if let Some(e) = self.alert_raw(id)? {
+                self.tree
+                    .remove(newest_key(e.alert.created_at, id))
+                    .map_err(storage("purging alert"))?;
+            }
             for k in [outbox_key(id), sent_key(id)] {
                 self.tree.remove(k).map_err(storage("purging alert"))?;
             }
@@ -740,6 +1003,7 @@ impl Store for SledTx<'_> {
 
     async fn cancel(&self, alert_id: &str) -> Result<bool, Tx> {
         let k = outbox_key(alert_id);
+        // As stored: a planned set may be a reference, which is enough to say it is planned.
         let Some(mut e): Option<OutboxEntry> = tx_get(self.tx, &k)? else {
             return Ok(false);
         };
@@ -757,6 +1021,10 @@ impl Store for SledTx<'_> {
         if self.tx.get(&k)?.is_some() || self.tx.get(sent_key(&entry.alert.id))?.is_some() {
             return Ok(false);
         }
+        self.tx.insert(
+            newest_key(entry.alert.created_at, &entry.alert.id),
+            entry.alert.source.as_bytes(),
+        )?;
         tx_put(self.tx, &k, &entry)?;
         Ok(true)
     }
@@ -846,5 +1114,116 @@ mod tests {
         assert_eq!(s.sweep_sent(150).unwrap(), 0);
         assert_eq!(s.sweep_sent(201).unwrap(), 1);
         assert!(matches!(s.alert(&id), Err(StateError::NotFound(_))));
+    }
+
+    fn keys(s: &StateStore, prefix: &[u8]) -> Vec<(sled::IVec, sled::IVec)> {
+        s.tree.scan_prefix(prefix).map(Result::unwrap).collect()
+    }
+
+    /// A planned set is stored once (`P/`), each member holding a reference, and every read
+    /// (the sender's scan, by id, inside an update, after it moved to `d/`) gives the members.
+    #[test]
+    fn a_planned_set_is_stored_once_and_read_back_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = StateStore::open(&dir.path().join("state")).unwrap();
+        let batch: Vec<Prepared> = (0..50).map(|i| low(i + 1, &format!("x{i}"))).collect();
+        s.apply_batch(&batch, &rules(), 100, false).unwrap();
+        let mut ids: Vec<String> = s
+            .due_alerts(100)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.alert.id)
+            .collect();
+        ids.sort();
+        assert_eq!(ids.len(), 50);
+        let set = ids.clone();
+        s.update_alerts(&ids, move |e| e.planned = set.clone(), None)
+            .unwrap();
+        assert_eq!(keys(&s, b"P/").len(), 1, "one record for the set");
+        for (_, v) in keys(&s, b"o/") {
+            assert!(
+                v.len() < 1_000,
+                "a member holds a reference: {} bytes",
+                v.len()
+            );
+        }
+        assert!(s.due_alerts(100).unwrap().iter().all(|e| e.planned == ids));
+        assert_eq!(s.alert(&ids[7]).unwrap().planned, ids);
+        // An update sees the members, and keeps them; sent, they are still whole.
+        let want = ids.clone();
+        let sent_at = stockhook_shared::queue::now_ms();
+        s.update_alerts(
+            &ids,
+            move |e| {
+                assert_eq!(e.planned, want);
+                e.status = OutboxStatus::Sent;
+                e.sent_at = Some(sent_at);
+            },
+            None,
+        )
+        .unwrap();
+        assert!(s.due_alerts(1_000).unwrap().is_empty());
+        assert_eq!(s.alert(&ids[3]).unwrap().planned, ids);
+        assert!(s.outbox(|_| true).unwrap().iter().all(|e| e.planned == ids));
+        assert_eq!(keys(&s, b"P/").len(), 1);
+        // Kept while a member is; swept with its members (the set was written before they
+        // were sent).
+        assert_eq!(s.sweep_sent(sent_at).unwrap(), 0);
+        assert_eq!(keys(&s, b"P/").len(), 1);
+        assert_eq!(s.sweep_sent(sent_at + 1).unwrap(), 50);
+        assert!(keys(&s, b"P/").is_empty());
+        assert!(keys(&s, b"n/").is_empty(), "index keys swept too");
+    }
+
+    /// The alerts list is read newest first by key range, a page at a time, scoped by source.
+    #[test]
+    fn recent_alerts_page_newest_first_by_key_range() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = StateStore::open(&dir.path().join("state")).unwrap();
+        for i in 0..30u64 {
+            let mut ev = low(i + 1, &format!("x{i}"));
+            if i % 3 == 0 {
+                ev.source = "other".into();
+            }
+            s.apply_batch(&[ev], &rules(), 1_000 + i as i64, false)
+                .unwrap();
+        }
+        let all = |_: &str| true;
+        let first = s.recent_alerts(None, 12, all, |_| true).unwrap();
+        let items: Vec<&str> = first
+            .entries
+            .iter()
+            .map(|e| e.alert.item.as_str())
+            .collect();
+        assert_eq!(items[..3], ["x29", "x28", "x27"]);
+        assert_eq!(items.len(), 12);
+        let second = s
+            .recent_alerts(first.next.as_ref(), 12, all, |_| true)
+            .unwrap();
+        assert_eq!(second.entries[0].alert.item, "x17");
+        let third = s
+            .recent_alerts(second.next.as_ref(), 12, all, |_| true)
+            .unwrap();
+        assert_eq!(third.entries.len(), 6);
+        assert!(third.next.is_none());
+        // A scope keeps its sources only, newest first.
+        let shop = s
+            .recent_alerts(None, 100, |src: &str| src == "shop", |_| true)
+            .unwrap();
+        assert_eq!(shop.entries.len(), 20);
+        assert!(shop.entries.iter().all(|e| e.alert.source == "shop"));
+        assert_eq!(shop.entries[0].alert.item, "x29");
+        // A state written before the index: it is built on first use.
+        s.tree.remove(NEWEST_INDEXED).unwrap();
+        for (k, _) in keys(&s, b"n/") {
+            s.tree.remove(k).unwrap();
+        }
+        assert_eq!(
+            s.recent_alerts(None, 100, all, |_| true)
+                .unwrap()
+                .entries
+                .len(),
+            30
+        );
     }
 }

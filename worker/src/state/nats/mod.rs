@@ -41,7 +41,9 @@ mod view;
 use super::engine;
 use crate::alert::{Alert, OutboxEntry, OutboxStatus};
 use crate::facts::Fact;
-use crate::state::{counters, Applied, ItemState, Prepared, RuleConfig, StateBackend, StateError};
+use crate::state::{
+    counters, planned_sets, Applied, ItemState, Prepared, RuleConfig, StateBackend, StateError,
+};
 use async_nats::jetstream::{self, kv, stream};
 use base64::Engine as _;
 use bytes::Bytes;
@@ -69,6 +71,14 @@ pub const CLAIM_MS: i64 = 15_000;
 /// [`CLAIM_MS`]: two renewals may be late before the claim lapses).
 pub const CLAIM_RENEW_MS: i64 = CLAIM_MS / 3;
 const CAS_RETRIES: usize = 200;
+
+/// Keys of planned sets in the outbox bucket (alert ids are hex: no alert key starts so).
+const SET_PREFIX: &str = "set.";
+
+/// A planned set's key in the outbox bucket ([`planned_sets`]).
+fn set_key(set: &str) -> String {
+    format!("{SET_PREFIX}{set}")
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Claim {
@@ -139,13 +149,14 @@ pub struct NatsState {
     counters: kv::Store,
     owner: String,
     urls: String,
-    /// The pending outbox entries, kept current by a watch on the bucket (started by the
-    /// sender's first look), so finding what is due does not read every entry ever sent.
+    /// The open (pending, failed) outbox entries, kept current by a watch on the bucket
+    /// (started by the sender's first look), so finding what is due does not read every entry
+    /// ever sent.
     pending: tokio::sync::OnceCell<Arc<PendingCache>>,
 }
 
-/// Pending outbox entries by alert id, as the watch last saw them. A hint: whoever sends claims
-/// the entry by compare-and-set on its current revision first.
+/// Open (pending and failed) outbox entries by alert id, as the watch last saw them. A hint:
+/// whoever sends claims the entry by compare-and-set on its current revision first.
 #[derive(Default)]
 struct PendingCache {
     entries: Mutex<HashMap<String, OutboxRec>>,
@@ -158,7 +169,7 @@ impl PendingCache {
         let rec = value.and_then(|v| serde_json::from_slice::<OutboxRec>(v).ok());
         let mut m = self.entries.lock().expect("pending cache");
         match rec {
-            Some(r) if r.entry.status == OutboxStatus::Pending => {
+            Some(r) if matches!(r.entry.status, OutboxStatus::Pending | OutboxStatus::Failed) => {
                 m.insert(key.to_string(), r);
             }
             _ => {
@@ -279,6 +290,17 @@ impl NatsState {
 
     /// The pending entries: from the watch once it caught up, else by reading the bucket.
     async fn pending_entries(&self) -> Result<Vec<OutboxRec>, StateError> {
+        Ok(self
+            .open_entries()
+            .await?
+            .into_iter()
+            .filter(|r| r.entry.status == OutboxStatus::Pending)
+            .collect())
+    }
+
+    /// The open (pending, failed) entries: from the watch once it caught up, else by reading
+    /// the bucket.
+    async fn open_entries(&self) -> Result<Vec<OutboxRec>, StateError> {
         let cache = self
             .pending
             .get_or_init(|| async {
@@ -294,7 +316,7 @@ impl NatsState {
             .outbox_all()
             .await?
             .into_iter()
-            .filter(|r| r.entry.status == OutboxStatus::Pending)
+            .filter(|r| matches!(r.entry.status, OutboxStatus::Pending | OutboxStatus::Failed))
             .collect())
     }
 
@@ -379,11 +401,64 @@ impl NatsState {
         Ok(())
     }
 
+    /// Replaces a stored reference to a planned set by its members (`sets`: those read so far
+    /// in this call).
+    async fn resolve(
+        &self,
+        e: &mut OutboxEntry,
+        sets: &mut HashMap<String, Vec<String>>,
+    ) -> Result<(), StateError> {
+        let Some(set) = planned_sets::reference(e).map(str::to_string) else {
+            return Ok(());
+        };
+        if let Some(ids) = sets.get(&set) {
+            e.planned = ids.clone();
+            return Ok(());
+        }
+        let key = set_key(&set);
+        let (Some(v), _) = self.get(B::Outbox, &key).await? else {
+            return Err(err(
+                &format!("reading planned set {set} of alert {}", e.alert.id),
+                "missing",
+            ));
+        };
+        let rec: planned_sets::SetRecord = from_json(&key, &v)?;
+        sets.insert(set, rec.ids.clone());
+        e.planned = rec.ids;
+        Ok(())
+    }
+
+    /// Turns `e` into its stored form, storing its planned set once (`written`: the sets known
+    /// stored in this call).
+    async fn store_set(
+        &self,
+        e: &mut OutboxEntry,
+        written: &mut std::collections::HashSet<String>,
+    ) -> Result<(), StateError> {
+        if let Some((set, rec)) = planned_sets::split(e, now_ms()) {
+            if written.insert(set.clone()) {
+                // Created once; the same members under the same id if it exists.
+                self.create(B::Outbox, &set_key(&set), to_json(&rec)?)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
     async fn outbox_all(&self) -> Result<Vec<OutboxRec>, StateError> {
         let mut v = Vec::new();
+        let mut sets = HashMap::new();
         for (key, bytes, _) in self.scan(B::Outbox, "").await? {
+            if key.starts_with(SET_PREFIX) {
+                continue;
+            }
             match from_json::<OutboxRec>(&key, &bytes) {
-                Ok(r) => v.push(r),
+                Ok(mut r) => match self.resolve(&mut r.entry, &mut sets).await {
+                    Ok(()) => v.push(r),
+                    Err(e) => {
+                        tracing::warn!(alert = %key, error = %e, "outbox entry skipped: its planned set cannot be read")
+                    }
+                },
                 Err(e) => {
                     tracing::warn!(alert = %key, error = %e, "unreadable outbox entry skipped")
                 }
@@ -549,17 +624,23 @@ impl StateBackend for NatsState {
     }
 
     async fn due_alerts(&self, now: i64) -> Result<Vec<OutboxEntry>, StateError> {
-        Ok(self
-            .pending_entries()
-            .await?
-            .into_iter()
-            .filter(|r| {
-                r.entry.status == OutboxStatus::Pending
-                    && r.entry.next_attempt_at <= now
-                    && !r.claimed_by_other(&self.owner, now)
-            })
-            .map(|r| r.entry)
-            .collect())
+        let mut out = Vec::new();
+        let mut sets = HashMap::new();
+        for r in self.pending_entries().await? {
+            if r.entry.status == OutboxStatus::Pending
+                && r.entry.next_attempt_at <= now
+                && !r.claimed_by_other(&self.owner, now)
+            {
+                let mut e = r.entry;
+                match self.resolve(&mut e, &mut sets).await {
+                    Ok(()) => out.push(e),
+                    Err(err) => {
+                        tracing::warn!(alert = %e.alert.id, error = %err, "due alert skipped: its planned set cannot be read")
+                    }
+                }
+            }
+        }
+        Ok(out)
     }
 
     async fn next_due(&self) -> Result<Option<i64>, StateError> {
@@ -588,11 +669,27 @@ impl StateBackend for NatsState {
             .collect())
     }
 
+    /// From the watch's cache of open entries: the sent ones are not read.
+    async fn open_alerts(&self) -> Result<Vec<OutboxEntry>, StateError> {
+        let mut out = Vec::new();
+        let mut sets = HashMap::new();
+        for r in self.open_entries().await? {
+            let mut e = r.entry;
+            if self.resolve(&mut e, &mut sets).await.is_ok() {
+                out.push(e);
+            }
+        }
+        Ok(out)
+    }
+
     async fn alerts(&self, ids: Vec<String>) -> Result<Vec<OutboxEntry>, StateError> {
         let mut out = Vec::with_capacity(ids.len());
+        let mut sets = HashMap::new();
         for id in &ids {
             if let (Some(cur), _) = self.get(B::Outbox, id).await? {
-                out.push(from_json::<OutboxRec>(id, &cur)?.entry);
+                let mut e = from_json::<OutboxRec>(id, &cur)?.entry;
+                self.resolve(&mut e, &mut sets).await?;
+                out.push(e);
             }
         }
         Ok(out)
@@ -605,11 +702,13 @@ impl StateBackend for NatsState {
     ) -> Result<Vec<OutboxEntry>, StateError> {
         let now = now_ms();
         let mut mine = Vec::new();
+        let (mut sets, mut written) = (HashMap::new(), std::collections::HashSet::new());
         for e in entries {
             let key = e.alert.id.clone();
             let (cur, rev) = self.get(B::Outbox, &key).await?;
             let Some(cur) = cur else { continue };
             let mut rec: OutboxRec = from_json(&key, &cur)?;
+            self.resolve(&mut rec.entry, &mut sets).await?;
             // Another worker is sending this one: it claims the entries in the same order, so
             // it is taking this set; leave it the rest (two workers each holding part of one
             // set would both wait for the other).
@@ -631,10 +730,12 @@ impl StateBackend for NatsState {
             }
             // One compare-and-set: if another worker got there first, it sends, not us (and
             // the rest of the set, as above).
+            let entry = rec.entry.clone();
+            self.store_set(&mut rec.entry, &mut written).await?;
             if !self.cas(B::Outbox, &key, to_json(&rec)?, rev).await? {
                 break;
             }
-            mine.push(rec.entry);
+            mine.push(entry);
         }
         Ok(mine)
     }
@@ -675,12 +776,15 @@ impl StateBackend for NatsState {
     where
         F: Fn(&mut OutboxEntry) + Clone + Send + Sync + 'static,
     {
+        let (mut sets, mut written) = (HashMap::new(), std::collections::HashSet::new());
         for id in &ids {
             for attempt in 0.. {
                 let (cur, rev) = self.get(B::Outbox, id).await?;
                 let Some(cur) = cur else { break };
                 let mut rec: OutboxRec = from_json(id, &cur)?;
+                self.resolve(&mut rec.entry, &mut sets).await?;
                 f(&mut rec.entry);
+                self.store_set(&mut rec.entry, &mut written).await?;
                 // Our claim (or a lapsed one) is released; another worker's live claim stays
                 // (this one was paused past its claim and the other took over).
                 if !rec.claimed_by_other(&self.owner, now_ms()) {

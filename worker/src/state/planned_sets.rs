@@ -1,0 +1,70 @@
+//! Planned sets stored once per set, not once per member.
+//!
+//! Every outbox entry carries the alert ids of the email it was planned into
+//! ([`OutboxEntry::planned`]). Written into each member, a set of 200 alerts costs 200 copies of
+//! 200 ids (~7 KB per entry, ~1.4 MB per claim or write-down of one set), so the cost of sending
+//! one alert grew with the size of its set, and a sender that fell behind (bigger sets) fell
+//! further behind. The backends store a set of more than [`INLINE_MAX`] members once, as a
+//! [`SetRecord`] under its set id, and each member keeps only a reference to it
+//! ([`reference`]); reading an entry resolves the reference, so code above the backends sees
+//! `planned` as before.
+
+use crate::alert::OutboxEntry;
+use serde::{Deserialize, Serialize};
+
+/// Sets this small stay inline in each member (cheaper than one more record).
+pub const INLINE_MAX: usize = 4;
+
+/// Marks a stored `planned` that holds a reference (`@<set id>`) and not the members (alert ids
+/// are hex, so no member starts with it).
+const REF: char = '@';
+
+/// A planned set's members, stored once.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SetRecord {
+    /// When the set was written down (ms): sweeps keep it as long as a member may be read.
+    pub at: i64,
+    pub ids: Vec<String>,
+}
+
+/// The set id a stored entry refers to instead of listing its members, if it does.
+pub fn reference(stored: &OutboxEntry) -> Option<&str> {
+    match stored.planned.as_slice() {
+        [one] => one.strip_prefix(REF),
+        _ => None,
+    }
+}
+
+/// Turns `entry` into its stored form: a set larger than [`INLINE_MAX`] is replaced by a
+/// reference, and its id and record are handed back to be stored (if not already) with it.
+pub fn split(entry: &mut OutboxEntry, now: i64) -> Option<(String, SetRecord)> {
+    if entry.planned.len() <= INLINE_MAX || reference(entry).is_some() {
+        return None;
+    }
+    let ids = std::mem::take(&mut entry.planned);
+    let set = crate::alert::set_id(&ids);
+    entry.planned = vec![format!("{REF}{set}")];
+    Some((set, SetRecord { at: now, ids }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alert::{test_alert, Rule};
+
+    #[test]
+    fn large_sets_become_a_reference_small_ones_stay() {
+        let mut e = OutboxEntry::new(test_alert(Rule::LowStock, "s", "1"), 0);
+        e.planned = (0..3).map(|i| format!("{i:032x}")).collect();
+        assert!(split(&mut e, 5).is_none());
+        assert_eq!(e.planned.len(), 3);
+        let ids: Vec<String> = (0..200).map(|i| format!("{i:032x}")).collect();
+        e.planned = ids.clone();
+        let (set, rec) = split(&mut e, 5).expect("a reference");
+        assert_eq!(set, crate::alert::set_id(&ids));
+        assert_eq!((rec.at, rec.ids), (5, ids));
+        assert_eq!(reference(&e), Some(set.as_str()));
+        // Already a reference: nothing more to store.
+        assert!(split(&mut e, 6).is_none());
+    }
+}
