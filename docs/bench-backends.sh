@@ -17,25 +17,12 @@ NATS=$(command -v nats-server || echo /usr/sbin/nats-server)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; pids=(); }
 trap cleanup EXIT
+# shellcheck source=docs/bench-lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/bench-lib.sh"
 start() {
   rm -rf "$B"; mkdir -p "$B"
-  cat > "$B/stockhook.toml" <<TOML
-data_dir = "$B/data"
-log_level = "warn"
-log_format = "json"
-[receiver]
-listen = "127.0.0.1:0"
-[queue]
-backend = "$backend"
-nats_url = "nats://127.0.0.1:14222"
-[alerts]
-recipients = ["bench@example.com"]
-[[sources]]
-name = "bench"
-platform = "shopify"
-scheme = "shopify-hmac"
-secrets = ["bench-secret"]
-TOML
+  bench_config "$B/stockhook.toml" "$B/data" "127.0.0.1:0" \
+    "$(printf 'backend = "%s"\nnats_url = "nats://127.0.0.1:14222"' "$backend")" 'log_level = "warn"'
   if [[ $backend == nats ]]; then
     "$NATS" -js -a 127.0.0.1 -p 14222 -sd "$B/nats" > "$B/nats.log" 2>&1 & pids+=($!)
     for _ in $(seq 100); do (echo > /dev/tcp/127.0.0.1/14222) 2>/dev/null && break; sleep 0.1; done

@@ -28,27 +28,11 @@ BPORT=18190
 mkdir -p "$OUT"
 : > "$OUT/raw.jsonl"
 
+# shellcheck source=docs/bench-lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/bench-lib.sh"
 config() { # $1 = sled_segments value or "" (format 2 binary: no such key)
-  cat > "$OUT/stockhook.toml" <<EOT
-data_dir = "$OUT/data"
-log_format = "json"
-[receiver]
-listen = "127.0.0.1:$PORT"
-[queue]
-$( [ -n "$1" ] && echo "sled_segments = $1" )
-[alerts]
-recipients = ["ops@example.com"]
-[email]
-from = "stockhook@example.com"
-[[sources]]
-name = "bench"
-platform = "shopify"
-scheme = "shopify-hmac"
-secrets = ["bench-secret"]
-EOT
+  bench_config "$OUT/stockhook.toml" "$OUT/data" "127.0.0.1:$PORT" "$( [ -n "$1" ] && echo "sled_segments = $1" )"
 }
-wait_up() { for _ in $(seq 1 600); do curl -sf "localhost:$1/healthz" >/dev/null 2>&1 && return 0; sleep 0.1; done; echo "port $1 not up" >&2; return 1; }
-stop() { kill -TERM "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 url() { echo "http://127.0.0.1:$PORT/webhooks/bench"; }
 
 # Receiver under callgrind: instructions per accepted request (total Ir over N requests, startup

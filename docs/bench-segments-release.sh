@@ -22,24 +22,10 @@ PORT=18280
 BPORT=18290
 mkdir -p "$OUT"
 : > "$OUT/raw.jsonl"
-cat > "$OUT/stockhook.toml" <<EOT
-data_dir = "$OUT/data"
-log_format = "json"
-[receiver]
-listen = "127.0.0.1:$PORT"
-[alerts]
-recipients = ["ops@example.com"]
-[email]
-from = "stockhook@example.com"
-[[sources]]
-name = "bench"
-platform = "shopify"
-scheme = "shopify-hmac"
-secrets = ["bench-secret"]
-EOT
+# shellcheck source=docs/bench-lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/bench-lib.sh"
+bench_config "$OUT/stockhook.toml" "$OUT/data" "127.0.0.1:$PORT"
 URL="http://127.0.0.1:$PORT/webhooks/bench"
-wait_up() { for _ in $(seq 1 600); do curl -sf "localhost:$1/healthz" >/dev/null 2>&1 && return 0; sleep 0.1; done; echo "port $1 not up" >&2; return 1; }
-stop() { kill -TERM "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 j() { jq -r "$1" "$2"; }
 
 # $1 = where the receiver's log goes (a file, as in PERFORMANCE.md, or /dev/null).

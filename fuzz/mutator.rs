@@ -349,6 +349,22 @@ pub fn mutate_once(rng: &mut Rng, data: &mut Vec<u8>, others: &[&[u8]]) {
     }
 }
 
+/// Iteration `i` of `target`: its generator, and a copy of the `corpus` entry it picks after
+/// [`mutate`] (up to `max` mutations, splicing from `donors`).
+pub fn mutated_pick<T: AsRef<[u8]>>(
+    seed: u64,
+    target: &str,
+    i: u64,
+    corpus: &[T],
+    donors: &[&[u8]],
+    max: usize,
+) -> (Rng, Vec<u8>) {
+    let mut rng = Rng::for_iteration(seed, target, i);
+    let mut input = rng.pick(corpus).as_ref().to_vec();
+    mutate(&mut rng, &mut input, donors, max);
+    (rng, input)
+}
+
 /// One to `max` mutations.
 pub fn mutate(rng: &mut Rng, data: &mut Vec<u8>, others: &[&[u8]], max: usize) {
     let n = 1 + rng.below(max.max(1));

@@ -4,24 +4,19 @@
 
 use base64::Engine as _;
 use libfuzzer_sys::fuzz_target;
-use std::sync::OnceLock;
 use stockhook_fuzz::*;
-use stockhook_receiver::schemes::{ebay_legacy, Verifier};
+use stockhook_receiver::schemes::ebay_legacy;
 
-fn verifier() -> &'static dyn Verifier {
-    static V: OnceLock<Box<dyn Verifier>> = OnceLock::new();
-    V.get_or_init(|| {
-        build(serde_json::json!({
-            "scheme": "ebay-legacy", "platform": "ebay", "dev_id": LEGACY_DEV,
-            "app_id": LEGACY_APP, "cert_id": LEGACY_CERT, "tolerance_secs": 300
-        }))
+/// The source this target verifies against.
+fn source() -> serde_json::Value {
+    serde_json::json!({
+        "scheme": "ebay-legacy", "platform": "ebay", "dev_id": LEGACY_DEV,
+        "app_id": LEGACY_APP, "cert_id": LEGACY_CERT, "tolerance_secs": 300
     })
-    .as_ref()
 }
 
 fuzz_target!(|data: &[u8]| {
-    let r = verify(verifier(), data, LEGACY_NOW);
-    if r.result.is_ok() {
+    if let Some(r) = verified(source, data, LEGACY_NOW) {
         let f = ebay_legacy::read_soap(&r.body).expect("verified a body read_soap refuses");
         let sig = f.signature.expect("verified without a signature");
         let ts = f.timestamp.expect("verified without a timestamp");

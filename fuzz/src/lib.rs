@@ -22,6 +22,7 @@ use hmac::{Hmac, Mac};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use sha2::Sha256;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use stockhook_receiver::schemes::{self, Incoming, Verifier, VerifyError};
 use stockhook_shared::config::{Platform, SourceConfig};
 use stockhook_shared::envelope::{Envelope, EventId};
@@ -149,6 +150,24 @@ pub fn verify(v: &dyn Verifier, data: &[u8], default_now: i64) -> Verified {
         now,
         result,
     }
+}
+
+/// [`verify`] against the source `fields` (as [`build`]), giving what verified or `None` when
+/// it was refused. The verifier is built on the first call only (libFuzzer runs a target
+/// millions of times; building parses secrets and keys), so a target binary verifies against
+/// one source; one that needs two keeps its own (`verify_hmac_sha256`).
+pub fn verified(
+    fields: fn() -> serde_json::Value,
+    data: &[u8],
+    default_now: i64,
+) -> Option<Verified> {
+    static SOURCE: OnceLock<Box<dyn Verifier>> = OnceLock::new();
+    let r = verify(
+        SOURCE.get_or_init(|| build(fields())).as_ref(),
+        data,
+        default_now,
+    );
+    r.result.is_ok().then_some(r)
 }
 
 pub struct Verified {

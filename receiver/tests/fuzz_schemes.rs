@@ -43,7 +43,7 @@ use base64::engine::DecodePaddingMode;
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use http::{HeaderMap, HeaderName, HeaderValue};
-use mutator::{iterations, mutate, no_panic, seed, Rng};
+use mutator::{iterations, mutate, mutated_pick, no_panic, seed, Rng};
 use serde_json::Value;
 use sha2::Sha256;
 use std::path::{Path, PathBuf};
@@ -1084,9 +1084,7 @@ fn fuzz_ebay_legacy_read_soap() {
     let n = iterations(DEFAULT_ITERS) * 2;
     let mut both = 0u64;
     for i in 0..n {
-        let mut rng = Rng::for_iteration(seed, "read-soap", i);
-        let mut body = rng.pick(&corpus).clone();
-        mutate(&mut rng, &mut body, &donors, 4);
+        let (_, body) = mutated_pick(seed, "read-soap", i, &corpus, &donors, 4);
         match no_panic(|| ebay_legacy::read_soap(&body)) {
             Err(p) => fail("read-soap", seed, i, &format!("panicked: {p}"), &body),
             Ok(Ok(f)) => {

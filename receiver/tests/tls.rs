@@ -78,6 +78,13 @@ fn tls_lines(cert: &Path, key: &Path) -> String {
     )
 }
 
+/// A receiver serving HTTPS (config in `dir`) with a fresh certificate `name`.
+fn start_tls(dir: &Path, name: &str) -> (TestCert, Running) {
+    let cert = make_cert(dir, name);
+    let config = write_config(dir, &tls_lines(&cert.cert_path, &cert.key_path));
+    (cert, start(&config))
+}
+
 fn receiver(config: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_stockhook-receiver"));
     // No STOCKHOOK_* or Flask-era variables from the caller's environment.
@@ -196,9 +203,7 @@ async fn read_all<R: tokio::io::AsyncRead + Unpin>(r: &mut R) -> Vec<u8> {
 #[tokio::test]
 async fn https_webhook_is_accepted_and_plain_http_is_not() {
     let dir = tempfile::tempdir().unwrap();
-    let cert = make_cert(dir.path(), "server");
-    let config = write_config(dir.path(), &tls_lines(&cert.cert_path, &cert.key_path));
-    let running = start(&config);
+    let (cert, running) = start_tls(dir.path(), "server");
     let addr = running.addr;
 
     // HTTPS, trusting the self-signed certificate, by name and by IP address.
@@ -231,12 +236,7 @@ async fn https_webhook_is_accepted_and_plain_http_is_not() {
 
     // A client that does not trust this certificate fails the handshake.
     let other = make_cert(dir.path(), "other");
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    let server_name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    assert!(tls_connector(&other.cert_pem)
-        .connect(server_name, tcp)
-        .await
-        .is_err());
+    assert!(!handshake_ok(addr, &other.cert_pem).await);
 
     // Plain HTTP to the TLS port: no HTTP answer at all, let alone a 200.
     let mut tcp = TcpStream::connect(addr).await.unwrap();
@@ -258,9 +258,7 @@ async fn https_webhook_is_accepted_and_plain_http_is_not() {
         (got, started.elapsed())
     };
     let stalled = async {
-        let tcp = TcpStream::connect(addr).await.unwrap();
-        let server_name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-        let mut tls = connector.connect(server_name, tcp).await.unwrap();
+        let mut tls = handshake(&connector, addr).await.unwrap();
         tls.write_all(b"POST /webhooks/shop HTTP/1.1\r\nhost: localhost\r\n")
             .await
             .unwrap();
@@ -283,9 +281,7 @@ async fn https_webhook_is_accepted_and_plain_http_is_not() {
     }
 
     // The receiver still serves HTTPS after those failures.
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    let server_name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    let mut tls = connector.connect(server_name, tcp).await.unwrap();
+    let mut tls = handshake(&connector, addr).await.unwrap();
     tls.write_all(b"GET /healthz HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
         .await
         .unwrap();
@@ -371,14 +367,19 @@ fn sighup(running: &Running) {
     assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
 }
 
-/// Whether a handshake trusting only `cert_pem` succeeds now.
-async fn handshake_ok(addr: SocketAddr, cert_pem: &str) -> bool {
+/// A TCP connection to `addr` and a TLS handshake on it for `localhost` with `connector`.
+async fn handshake(
+    connector: &tokio_rustls::TlsConnector,
+    addr: SocketAddr,
+) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
     let tcp = TcpStream::connect(addr).await.unwrap();
     let server_name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    tls_connector(cert_pem)
-        .connect(server_name, tcp)
-        .await
-        .is_ok()
+    connector.connect(server_name, tcp).await
+}
+
+/// Whether a handshake trusting only `cert_pem` succeeds now.
+async fn handshake_ok(addr: SocketAddr, cert_pem: &str) -> bool {
+    handshake(&tls_connector(cert_pem), addr).await.is_ok()
 }
 
 /// A renewed certificate written over the old files takes effect on SIGHUP: new handshakes get
@@ -386,17 +387,12 @@ async fn handshake_ok(addr: SocketAddr, cert_pem: &str) -> bool {
 #[tokio::test]
 async fn sighup_reloads_the_certificate_without_dropping_connections() {
     let dir = tempfile::tempdir().unwrap();
-    let old = make_cert(dir.path(), "old");
-    let config = write_config(dir.path(), &tls_lines(&old.cert_path, &old.key_path));
-    let running = start(&config);
+    let (old, running) = start_tls(dir.path(), "old");
     let addr = running.addr;
     assert!(handshake_ok(addr, &old.cert_pem).await);
 
     // A keep-alive connection opened on the old certificate, one request answered.
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    let server_name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    let mut kept = tls_connector(&old.cert_pem)
-        .connect(server_name, tcp)
+    let mut kept = handshake(&tls_connector(&old.cert_pem), addr)
         .await
         .unwrap();
     let health = b"GET /healthz HTTP/1.1\r\nhost: localhost\r\n\r\n";

@@ -40,27 +40,20 @@ fn accepted(o: AppendOutcome) -> EventId {
     }
 }
 
+/// Appends [`event`] to `sink`, asserting it is accepted; its id.
+async fn append(sink: &NatsSink, source: &str, delivery: Option<&str>, body: &str) -> EventId {
+    accepted(sink.append(event(source, delivery, body)).await.unwrap())
+}
+
 #[tokio::test]
 async fn append_dedup_lease_ack_and_stats() {
-    let Some((server, sink)) = server_and_sink("append_dedup_lease_ack_and_stats").await else {
+    let Some((server, sink)) = server_and_sink().await else {
         return;
     };
     sink.ready().unwrap();
-    let a = accepted(
-        sink.append(event("shop", Some("d1"), "{\"a\":1}"))
-            .await
-            .unwrap(),
-    );
-    let b = accepted(
-        sink.append(event("shop", Some("d2"), "{\"b\":2}"))
-            .await
-            .unwrap(),
-    );
-    let c = accepted(
-        sink.append(event("other", None, "{\"c\":3}"))
-            .await
-            .unwrap(),
-    );
+    let a = append(&sink, "shop", Some("d1"), "{\"a\":1}").await;
+    let b = append(&sink, "shop", Some("d2"), "{\"b\":2}").await;
+    let c = append(&sink, "other", None, "{\"c\":3}").await;
     assert!(a < b && b < c, "{a} {b} {c}");
     // The same delivery id again: a duplicate with the first id, nothing stored.
     assert_eq!(
@@ -70,7 +63,7 @@ async fn append_dedup_lease_ack_and_stats() {
         AppendOutcome::Duplicate(a)
     );
     // The same delivery id from another source is another event.
-    accepted(sink.append(event("other", Some("d1"), "{}")).await.unwrap());
+    append(&sink, "other", Some("d1"), "{}").await;
     let st = sink.stats().await.unwrap();
     assert_eq!(st.pending, 4);
     assert_eq!(
@@ -107,7 +100,7 @@ async fn append_dedup_lease_ack_and_stats() {
 
 #[tokio::test]
 async fn lease_waits_for_an_append() {
-    let Some((server, sink)) = server_and_sink("lease_waits_for_an_append").await else {
+    let Some((server, sink)) = server_and_sink().await else {
         return;
     };
     let q = NatsQueue::connect(opts(&server.url)).await.unwrap();
@@ -125,11 +118,10 @@ async fn lease_waits_for_an_append() {
     );
 }
 
-/// A `nats-server` for `test` and a sink on it; `None` (the test returns, loudly skipped) where
-/// nats-server is not installed.
-async fn server_and_sink(test: &str) -> Option<(NatsServer, NatsSink)> {
-    let bin = nats::require(test)?;
-    let server = NatsServer::start(&bin);
+/// A `nats-server` for the running test and a sink on it; `None` (the test returns, loudly
+/// skipped) where nats-server is not installed.
+async fn server_and_sink() -> Option<(NatsServer, NatsSink)> {
+    let server = nats::start_required()?;
     let sink = NatsSink::connect(opts(&server.url)).await.unwrap();
     Some((server, sink))
 }
@@ -144,13 +136,11 @@ fn db_down() -> Failure {
 
 #[tokio::test]
 async fn unacked_is_redelivered_transient_retries_then_dead_letters() {
-    let Some((server, sink)) =
-        server_and_sink("unacked_is_redelivered_transient_retries_then_dead_letters").await
-    else {
+    let Some((server, sink)) = server_and_sink().await else {
         return;
     };
     let crashed = NatsQueue::connect(opts(&server.url)).await.unwrap();
-    let id = accepted(sink.append(event("shop", Some("x"), "{}")).await.unwrap());
+    let id = append(&sink, "shop", Some("x"), "{}").await;
     // Delivery 1: its worker dies (its heartbeat stops) without acking; after the ack wait
     // (2 s) it comes back, to another worker.
     let l = crashed.lease(1, 500, 0).await.unwrap();
@@ -183,22 +173,12 @@ async fn unacked_is_redelivered_transient_retries_then_dead_letters() {
 
 #[tokio::test]
 async fn permanent_failure_dead_letters_show_replay_purge() {
-    let Some((server, sink)) =
-        server_and_sink("permanent_failure_dead_letters_show_replay_purge").await
-    else {
+    let Some((server, sink)) = server_and_sink().await else {
         return;
     };
     let q = NatsQueue::connect(opts(&server.url)).await.unwrap();
-    let a = accepted(
-        sink.append(event("shop", None, "not json\nat all"))
-            .await
-            .unwrap(),
-    );
-    let b = accepted(
-        sink.append(event("other", None, "user-42 gone"))
-            .await
-            .unwrap(),
-    );
+    let a = append(&sink, "shop", None, "not json\nat all").await;
+    let b = append(&sink, "other", None, "user-42 gone").await;
     let l = q.lease(10, 500, 0).await.unwrap();
     assert_eq!(l.len(), 2);
     for id in [a, b] {
@@ -265,18 +245,12 @@ async fn permanent_failure_dead_letters_show_replay_purge() {
 
 #[tokio::test]
 async fn two_consumers_share_the_work_without_overlap() {
-    let Some((server, sink)) =
-        server_and_sink("two_consumers_share_the_work_without_overlap").await
-    else {
+    let Some((server, sink)) = server_and_sink().await else {
         return;
     };
     let mut want = Vec::new();
     for i in 0..200 {
-        want.push(accepted(
-            sink.append(event("shop", Some(&format!("d{i}")), "{}"))
-                .await
-                .unwrap(),
-        ));
+        want.push(append(&sink, "shop", Some(&format!("d{i}")), "{}").await);
     }
     let q1 = NatsQueue::connect(opts(&server.url)).await.unwrap();
     let q2 = NatsQueue::connect(opts(&server.url)).await.unwrap();
@@ -305,20 +279,12 @@ async fn two_consumers_share_the_work_without_overlap() {
 /// ack wait once the holder is gone.
 #[tokio::test]
 async fn a_held_lease_is_kept_alive_past_the_ack_wait_and_lapses_when_its_holder_goes() {
-    let Some((server, sink)) = server_and_sink(
-        "a_held_lease_is_kept_alive_past_the_ack_wait_and_lapses_when_its_holder_goes",
-    )
-    .await
-    else {
+    let Some((server, sink)) = server_and_sink().await else {
         return;
     };
     let slow = NatsQueue::connect(opts(&server.url)).await.unwrap();
     let other = NatsQueue::connect(opts(&server.url)).await.unwrap();
-    let id = accepted(
-        sink.append(event("shop", Some("slow"), "{}"))
-            .await
-            .unwrap(),
-    );
+    let id = append(&sink, "shop", Some("slow"), "{}").await;
     let l = slow.lease(1, 1000, 0).await.unwrap();
     assert_eq!(l[0].envelope.id, id);
     // Three ack waits of polling: nothing for the other worker.
@@ -346,11 +312,9 @@ async fn a_held_lease_is_kept_alive_past_the_ack_wait_and_lapses_when_its_holder
 #[tokio::test]
 async fn a_lease_is_capped_by_bytes_and_carries_at_least_one_event() {
     use stockhook_shared::queue::protocol::MAX_LEASE_BYTES;
-    let Some(bin) = nats::require("a_lease_is_capped_by_bytes_and_carries_at_least_one_event")
-    else {
+    let Some(server) = nats::start_required() else {
         return;
     };
-    let server = NatsServer::start(&bin);
     let sink = NatsSink::connect(opts(&server.url)).await.unwrap();
     let q = NatsQueue::connect(opts(&server.url)).await.unwrap();
     // The server's default max_payload is 1 MiB: bodies of 900 KiB, 40 of them, are more than
@@ -358,7 +322,7 @@ async fn a_lease_is_capped_by_bytes_and_carries_at_least_one_event() {
     let body = "x".repeat(900 << 10);
     let n = 40;
     for _ in 0..n {
-        accepted(sink.append(event("shop", None, &body)).await.unwrap());
+        append(&sink, "shop", None, &body).await;
     }
     let mut sizes = Vec::new();
     while sizes.iter().sum::<usize>() < n {

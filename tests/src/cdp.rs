@@ -14,7 +14,7 @@ use base64::Engine as _;
 use serde_json::{json, Value};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::Duration;
 use tungstenite::{Message, WebSocket};
 
@@ -46,25 +46,12 @@ impl Browser {
         }
         let profile = tempfile::tempdir().expect("a Chromium profile directory");
         let log = std::fs::File::create(profile.path().join("chromium.log")).expect("chromium log");
-        let child = Command::new(CHROMIUM)
+        let child = crate::chromium::headless(&profile.path().join("p"), width, height)
             .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
                 "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--hide-scrollbars",
                 "--remote-debugging-address=127.0.0.1",
                 "--remote-debugging-port=0",
             ])
-            .arg(format!(
-                "--user-data-dir={}",
-                profile.path().join("p").display()
-            ))
-            .arg(format!("--window-size={width},{height}"))
             .arg("about:blank")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("chromium log"))
@@ -183,10 +170,7 @@ impl Browser {
 
     /// The current page's path (location.pathname).
     pub fn path(&mut self) -> String {
-        self.eval("location.pathname")
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default()
+        self.eval_text("location.pathname")
     }
 
     /// Asserts the current page is at `path`.
@@ -225,15 +209,17 @@ impl Browser {
 
     /// The page's visible text.
     pub fn text(&mut self) -> String {
-        self.eval("document.body.innerText")
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default()
+        self.eval_text("document.body.innerText")
     }
 
     /// The page's HTML.
     pub fn html(&mut self) -> String {
-        self.eval("document.documentElement.outerHTML")
+        self.eval_text("document.documentElement.outerHTML")
+    }
+
+    /// A string-valued expression's value; empty when it fails or is not a string.
+    fn eval_text(&mut self, expr: &str) -> String {
+        self.eval(expr)
             .ok()
             .and_then(|v| v.as_str().map(str::to_string))
             .unwrap_or_default()

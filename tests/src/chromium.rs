@@ -22,6 +22,26 @@ pub const PHONE_WIDTH: u32 = 390;
 /// How long one screenshot may take.
 const DEADLINE: Duration = Duration::from_secs(120);
 
+/// Chromium without a sandbox, GPU, network of its own or first-run pages, at a `width` x
+/// `height` window, with its profile in `profile`: what both the screenshots here and the
+/// DevTools browser of `cdp.rs` start from.
+pub fn headless(profile: &Path, width: u32, height: u32) -> Command {
+    let mut c = Command::new(CHROMIUM);
+    c.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--hide-scrollbars",
+    ])
+    .arg(format!("--user-data-dir={}", profile.display()))
+    .arg(format!("--window-size={width},{height}"));
+    c
+}
+
 /// Renders the HTML file `page` in a `width` x `height` window and saves the screenshot as
 /// `png`. Errors say what failed, with Chromium's own output.
 pub fn screenshot(page: &Path, png: &Path, width: u32, height: u32) -> Result<(), String> {
@@ -44,22 +64,7 @@ pub fn screenshot(page: &Path, png: &Path, width: u32, height: u32) -> Result<()
             .join(png)
     };
     let _ = std::fs::remove_file(&png_abs);
-    let mut child = Command::new(CHROMIUM)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--no-first-run",
-            "--hide-scrollbars",
-        ])
-        .arg(format!(
-            "--user-data-dir={}",
-            profile.path().join("profile").display()
-        ))
-        .arg(format!("--window-size={width},{height}"))
+    let mut child = headless(&profile.path().join("profile"), width, height)
         .arg(format!("--screenshot={}", png_abs.display()))
         .arg(format!("file://{}", page.display()))
         .stdin(Stdio::null())

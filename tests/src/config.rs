@@ -67,17 +67,17 @@ impl SourceSpec {
     }
 }
 
+/// The tables the builder has keys for, in the order they are written.
+const TABLES: [&str; 5] = ["receiver", "queue", "worker", "alerts", "email"];
+
 /// Builds a config file. Sections are written in the order TOML needs: top-level keys, the
 /// tables, then the `[[sources]]`.
 #[derive(Clone, Debug)]
 pub struct ConfigBuilder {
     data_dir: PathBuf,
     top: Vec<(String, String)>,
-    receiver: Vec<(String, String)>,
-    queue: Vec<(String, String)>,
-    worker: Vec<(String, String)>,
-    alerts: Vec<(String, String)>,
-    email: Vec<(String, String)>,
+    /// The keys of each of [`TABLES`], in the same order.
+    tables: [Vec<(String, String)>; TABLES.len()],
     sources: Vec<SourceSpec>,
     /// `[[channels]]` blocks: each a list of `key = value` (TOML text values).
     channels: Vec<Vec<(String, String)>>,
@@ -94,15 +94,12 @@ impl ConfigBuilder {
                 ("log_level".into(), "\"info\"".into()),
                 ("log_format".into(), "\"json\"".into()),
             ],
-            receiver: vec![("listen".into(), "\"127.0.0.1:0\"".into())],
-            queue: Vec::new(),
-            worker: Vec::new(),
-            alerts: Vec::new(),
-            email: Vec::new(),
+            tables: Default::default(),
             sources: Vec::new(),
             channels: Vec::new(),
             raw: String::new(),
         }
+        .receiver("listen", "\"127.0.0.1:0\"")
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -114,30 +111,36 @@ impl ConfigBuilder {
         list.push((key.into(), value.into()));
     }
 
+    /// A key of the table `name` (one of [`TABLES`]).
+    fn table(mut self, name: &str, key: &str, value: &str) -> Self {
+        let i = TABLES
+            .iter()
+            .position(|t| *t == name)
+            .unwrap_or_else(|| panic!("the builder has no table [{name}]"));
+        Self::set(&mut self.tables[i], key, value);
+        self
+    }
+
     /// A top-level key (`log_level`, `log_format`).
     pub fn top(mut self, key: &str, value: &str) -> Self {
         Self::set(&mut self.top, key, value);
         self
     }
     /// A `[receiver]` key.
-    pub fn receiver(mut self, key: &str, value: &str) -> Self {
-        Self::set(&mut self.receiver, key, value);
-        self
+    pub fn receiver(self, key: &str, value: &str) -> Self {
+        self.table("receiver", key, value)
     }
     /// A `[queue]` key.
-    pub fn queue(mut self, key: &str, value: &str) -> Self {
-        Self::set(&mut self.queue, key, value);
-        self
+    pub fn queue(self, key: &str, value: &str) -> Self {
+        self.table("queue", key, value)
     }
     /// A `[worker]` key.
-    pub fn worker(mut self, key: &str, value: &str) -> Self {
-        Self::set(&mut self.worker, key, value);
-        self
+    pub fn worker(self, key: &str, value: &str) -> Self {
+        self.table("worker", key, value)
     }
     /// An `[alerts]` key.
-    pub fn alerts(mut self, key: &str, value: &str) -> Self {
-        Self::set(&mut self.alerts, key, value);
-        self
+    pub fn alerts(self, key: &str, value: &str) -> Self {
+        self.table("alerts", key, value)
     }
     /// `[alerts] recipients`.
     pub fn recipients(self, to: &[&str]) -> Self {
@@ -145,9 +148,8 @@ impl ConfigBuilder {
         self.alerts("recipients", &format!("[{}]", list.join(", ")))
     }
     /// An `[email]` key.
-    pub fn email(mut self, key: &str, value: &str) -> Self {
-        Self::set(&mut self.email, key, value);
-        self
+    pub fn email(self, key: &str, value: &str) -> Self {
+        self.table("email", key, value)
     }
     pub fn source(mut self, s: SourceSpec) -> Self {
         self.sources.push(s);
@@ -184,13 +186,7 @@ impl ConfigBuilder {
         for (k, v) in &self.top {
             let _ = writeln!(out, "{k} = {v}");
         }
-        for (name, keys) in [
-            ("receiver", &self.receiver),
-            ("queue", &self.queue),
-            ("worker", &self.worker),
-            ("alerts", &self.alerts),
-            ("email", &self.email),
-        ] {
+        for (name, keys) in TABLES.iter().zip(&self.tables) {
             if keys.is_empty() {
                 continue;
             }

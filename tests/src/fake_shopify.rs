@@ -18,7 +18,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, VecDeque};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -159,39 +159,16 @@ fn serve(conn: TcpStream, shop: &Mutex<Shop>) {
     };
     let mut r = BufReader::new(conn);
     loop {
-        let mut line = String::new();
-        if r.read_line(&mut line).unwrap_or(0) == 0 {
+        let Some(req) = crate::request::read_request(&mut r) else {
             return;
-        }
-        let mut path = line.split_whitespace().nth(1).unwrap_or("").to_string();
-        let mut len = 0usize;
-        let mut token = None;
-        loop {
-            let mut h = String::new();
-            if r.read_line(&mut h).unwrap_or(0) == 0 {
-                return;
-            }
-            let h = h.trim_end();
-            if h.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = h.split_once(':') {
-                let k = k.trim().to_ascii_lowercase();
-                if k == "content-length" {
-                    len = v.trim().parse().unwrap_or(0);
-                } else if k == "x-shopify-access-token" {
-                    token = Some(v.trim().to_string());
-                }
-            }
-        }
-        let mut body = vec![0u8; len];
-        if r.read_exact(&mut body).is_err() {
-            return;
-        }
-        if !path.ends_with("/graphql.json") {
-            path.clear();
-        }
-        let (status, extra, answer) = answer(shop, &path, token.as_deref(), &body);
+        };
+        let path = if req.path().ends_with("/graphql.json") {
+            req.path()
+        } else {
+            ""
+        };
+        let token = req.header("x-shopify-access-token");
+        let (status, extra, answer) = answer(shop, path, token, &req.body);
         let reason = match status {
             200 => "OK",
             401 => "Unauthorized",
@@ -246,6 +223,11 @@ fn page<T>(
         "pageInfo": {"hasNextPage": end < total, "endCursor": if nodes.is_empty() { Value::Null } else { json!(cursor(end)) }},
         "nodes": nodes,
     })
+}
+
+/// [`page`] over a whole list of the shop.
+fn page_of<T>(all: &[T], vars: &Value, node: impl FnMut(&T) -> Value) -> Value {
+    page(all.len(), all.iter(), vars, node)
 }
 
 /// The number of a GID variable (`gid://shopify/Location/655441491` -> 655441491), 0 if none.
@@ -319,9 +301,8 @@ fn answer(
             10,
         )
     } else if q.contains("webhookSubscriptions(") {
-        let all = page(
-            s.webhooks.len(),
-            s.webhooks.iter(),
+        let all = page_of(
+            &s.webhooks,
             vars,
             |(id, topic, uri)| json!({"id": format!("gid://shopify/WebhookSubscription/{id}"), "topic": topic, "uri": uri, "endpoint": {"__typename": "WebhookHttpEndpoint", "callbackUrl": uri}}),
         );
@@ -342,7 +323,7 @@ fn answer(
         });
         ("inventoryItem", json!({"inventoryItem": node}), 5)
     } else if q.contains("productVariants(") {
-        let all = page(s.variants.len(), s.variants.iter(), vars, |v| {
+        let all = page_of(&s.variants, vars, |v| {
             json!({
                 "id": format!("gid://shopify/ProductVariant/{}", v.id),
                 "title": v.title,
@@ -374,15 +355,14 @@ fn answer(
             502,
         )
     } else if q.contains("locations(") {
-        let all = page(
-            s.locations.len(),
-            s.locations.iter(),
+        let all = page_of(
+            &s.locations,
             vars,
             |(id, name)| json!({"id": format!("gid://shopify/Location/{id}"), "name": name}),
         );
         ("locations", json!({"locations": all}), 252)
     } else if q.contains("orders(") {
-        let all = page(s.orders.len(), s.orders.iter(), vars, |(id, at, lines)| {
+        let all = page_of(&s.orders, vars, |(id, at, lines)| {
             json!({
                 "id": format!("gid://shopify/Order/{id}"),
                 "createdAt": at,

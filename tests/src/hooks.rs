@@ -13,7 +13,7 @@
 
 use crate::sign;
 use std::collections::VecDeque;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -73,13 +73,14 @@ pub struct Received {
 
 impl Received {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        crate::request::header(&self.headers, name)
     }
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body).unwrap_or(serde_json::Value::Null)
+    }
+    /// A Slack message's `text` (empty when there is none).
+    pub fn text(&self) -> String {
+        self.json()["text"].as_str().unwrap_or_default().to_string()
     }
     pub fn accepted(&self) -> bool {
         matches!(self.answered, Some(200..=299))
@@ -186,33 +187,11 @@ fn serve(conn: TcpStream, state: &(Mutex<State>, Condvar), stop: &AtomicBool, ki
     let Ok(mut w) = conn.try_clone() else { return };
     let mut r = BufReader::new(conn);
     loop {
-        let mut line = String::new();
-        if r.read_line(&mut line).unwrap_or(0) == 0 {
+        let Some(crate::request::Request { headers, body, .. }) =
+            crate::request::read_request(&mut r)
+        else {
             return;
-        }
-        let mut headers = Vec::new();
-        loop {
-            let mut h = String::new();
-            if r.read_line(&mut h).unwrap_or(0) == 0 {
-                return;
-            }
-            let h = h.trim_end();
-            if h.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = h.split_once(':') {
-                headers.push((k.trim().to_string(), v.trim().to_string()));
-            }
-        }
-        let len: usize = headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-            .and_then(|(_, v)| v.parse().ok())
-            .unwrap_or(0);
-        let mut body = vec![0; len];
-        if r.read_exact(&mut body).is_err() {
-            return;
-        }
+        };
         let (check, verified) = check(kind, &headers, &body);
         let (m, cv) = state;
         let mut s = m.lock().unwrap_or_else(|p| p.into_inner());

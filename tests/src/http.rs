@@ -6,6 +6,7 @@
 //! It understands what the receiver sends: a status line, headers, and a body framed by
 //! `Content-Length`, `Transfer-Encoding: chunked`, or the end of the connection.
 
+use crate::request::header;
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,10 +29,7 @@ pub struct Resp {
 impl Resp {
     /// The first header named `name` (ASCII case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        header(&self.headers, name)
     }
 
     pub fn text(&self) -> String {
@@ -204,24 +202,14 @@ impl Conn {
                 self.buf.extend_from_slice(&chunk[..n]);
                 Ok(Fill::Data)
             }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                Ok(Fill::TimedOut)
-            }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::ConnectionAborted
-                ) =>
-            {
-                Ok(Fill::Eof)
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => Ok(Fill::Data),
-            Err(e) => Err(e),
+            Err(e) => match e.kind() {
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => Ok(Fill::TimedOut),
+                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::ConnectionAborted => {
+                    Ok(Fill::Eof)
+                }
+                std::io::ErrorKind::Interrupted => Ok(Fill::Data),
+                _ => Err(e),
+            },
         }
     }
 }
@@ -359,48 +347,34 @@ fn parse_head(buf: &[u8]) -> std::io::Result<Option<Head>> {
     }))
 }
 
-fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.as_str())
+impl Head {
+    fn into_resp(self, body: Vec<u8>) -> Resp {
+        Resp {
+            status: self.status,
+            headers: self.headers,
+            body,
+        }
+    }
 }
 
 /// A whole response at the start of `buf` and how many bytes it used, or `None` if more bytes
 /// are needed (or its body runs to the end of the connection).
 fn parse_response(buf: &[u8]) -> std::io::Result<Option<(Resp, usize)>> {
-    let Some(Head {
-        status,
-        headers,
-        body_start: start,
-    }) = parse_head(buf)?
-    else {
+    let Some(head) = parse_head(buf)? else {
         return Ok(None);
     };
-    let no_body = (100..200).contains(&status) || status == 204 || status == 304;
+    let start = head.body_start;
+    let no_body = (100..200).contains(&head.status) || head.status == 204 || head.status == 304;
     if no_body {
-        return Ok(Some((
-            Resp {
-                status,
-                headers,
-                body: Vec::new(),
-            },
-            start,
-        )));
+        return Ok(Some((head.into_resp(Vec::new()), start)));
     }
-    if header(&headers, "transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
-        return Ok(parse_chunked(&buf[start..])?.map(|(body, used)| {
-            (
-                Resp {
-                    status,
-                    headers,
-                    body,
-                },
-                start + used,
-            )
-        }));
+    if header(&head.headers, "transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked"))
+    {
+        return Ok(
+            parse_chunked(&buf[start..])?.map(|(body, used)| (head.into_resp(body), start + used))
+        );
     }
-    if let Some(len) = header(&headers, "content-length") {
+    if let Some(len) = header(&head.headers, "content-length") {
         let len: usize = len
             .parse()
             .map_err(|_| bad(format!("bad content-length {len:?}")))?;
@@ -408,39 +382,24 @@ fn parse_response(buf: &[u8]) -> std::io::Result<Option<(Resp, usize)>> {
             return Ok(None);
         }
         let body = buf[start..start + len].to_vec();
-        return Ok(Some((
-            Resp {
-                status,
-                headers,
-                body,
-            },
-            start + len,
-        )));
+        return Ok(Some((head.into_resp(body), start + len)));
     }
     Ok(None)
 }
 
 /// A response whose body ran to the end of the connection.
 fn parse_until_eof(buf: &[u8]) -> std::io::Result<Option<Resp>> {
-    let Some(Head {
-        status,
-        headers,
-        body_start: start,
-    }) = parse_head(buf)?
-    else {
+    let Some(head) = parse_head(buf)? else {
         return Ok(None);
     };
-    let framed = header(&headers, "content-length").is_some()
-        || header(&headers, "transfer-encoding").is_some();
+    let framed = header(&head.headers, "content-length").is_some()
+        || header(&head.headers, "transfer-encoding").is_some();
     if framed {
         // Framed but cut short: not a whole response.
         return Ok(None);
     }
-    Ok(Some(Resp {
-        status,
-        headers,
-        body: buf[start..].to_vec(),
-    }))
+    let body = buf[head.body_start..].to_vec();
+    Ok(Some(head.into_resp(body)))
 }
 
 fn parse_chunked(mut b: &[u8]) -> std::io::Result<Option<(Vec<u8>, usize)>> {

@@ -1,5 +1,7 @@
 //! Webhook bodies the end-to-end tests build to a given size, where a published sample would
-//! not do (durability at the body-size limit, leases of big bodies).
+//! not do (durability at the body-size limit, leases of big bodies), and the config that takes
+//! them; and an event as the receiver stores it ([`envelope`]), for the worker's own tests,
+//! fuzz harness and benches.
 
 /// A low-stock `products/update` for product `n`, padded (in `body_html`) to exactly `size`.
 pub fn padded_product(n: u64, size: usize) -> Vec<u8> {
@@ -33,4 +35,37 @@ pub fn padded_product(n: u64, size: usize) -> Vec<u8> {
     let body = make(size - base);
     assert_eq!(body.len(), size);
     body
+}
+
+/// A config (`stockhook.toml` in `dir`) whose receiver takes bodies up to `max_body` bytes from
+/// the shopify source `shop` (signed with `secret`), alerting `inventory@example.com`.
+pub fn big_body_config(dir: &crate::TestDir, max_body: usize, secret: &str) -> std::path::PathBuf {
+    let cfg = dir
+        .config()
+        .receiver("max_body_bytes", &max_body.to_string())
+        .recipients(&["inventory@example.com"])
+        .source(crate::SourceSpec::shopify("shop", secret));
+    dir.write_config("stockhook.toml", &cfg)
+}
+
+/// An event as the receiver stores it: `body` with `headers` (lowercase names) from `source`,
+/// received at 2023-11-14T22:13:20Z.
+pub fn envelope(
+    id: u64,
+    source: &str,
+    platform: stockhook_shared::config::Platform,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> stockhook_shared::envelope::Envelope {
+    stockhook_shared::envelope::Envelope {
+        id: stockhook_shared::envelope::EventId(id),
+        source: source.into(),
+        platform,
+        received_at_ms: 1_700_000_000_000,
+        headers: headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        body,
+    }
 }

@@ -161,6 +161,20 @@ impl Drop for TestDir {
     }
 }
 
+/// Runs `cmd` to completion; its stdout, or a panic naming `what` with its stderr.
+pub fn stdout_of(cmd: &mut Command, what: &str) -> Vec<u8> {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {what}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
 /// The `.eml` files under `<data_dir>/mail/`, sorted by name (the worker's file transport).
 pub fn mail_files(data_dir: &Path) -> Vec<PathBuf> {
     let dir = data_dir.join("mail");

@@ -96,3 +96,8 @@ pub fn queue_stats(data_dir: &Path) -> QueueStats {
 pub fn lease_all(data_dir: &Path, lease_ms: u64) -> Vec<Leased> {
     Queue::connect(data_dir).lease_all(lease_ms)
 }
+
+/// Each leased event's id and how many deliveries it has had, in lease order.
+pub fn attempts(leased: &[Leased]) -> Vec<(EventId, u32)> {
+    leased.iter().map(|l| (l.envelope.id, l.attempts)).collect()
+}

@@ -247,6 +247,16 @@ impl Email {
             .and_then(|mut b| b.remove(label))
     }
 
+    /// Asserts the alert about `item` shows `label: want`, failing with the email's text.
+    pub fn assert_field(&self, item: &str, label: &str, want: &str) {
+        assert_eq!(
+            self.field_for(item, label).as_deref(),
+            Some(want),
+            "{label} of item {item} in:\n{}",
+            self.text()
+        );
+    }
+
     /// The text part's alert blocks: indented `Label: value` lines under a heading line.
     fn blocks(&self) -> Vec<BTreeMap<String, String>> {
         let mut out: Vec<BTreeMap<String, String>> = Vec::new();

@@ -36,6 +36,16 @@ fn config(dir: &TestDir, smtp: Option<&SmtpSink>) -> PathBuf {
     dir.write_config("stockhook.toml", &c)
 }
 
+/// A test directory `name` whose config ([`config`]) emails an SMTP sink, and the sink (in a
+/// directory of its own, returned first to be kept alive as long as the sink).
+fn with_sink(name: &str) -> (TestDir, SmtpSink, TestDir, PathBuf) {
+    let holder = TestDir::new(&format!("{name}-sink"));
+    let sink = SmtpSink::start(&holder);
+    let dir = TestDir::new(name);
+    let cfg = config(&dir, Some(&sink));
+    (holder, sink, dir, cfg)
+}
+
 fn import(dir: &TestDir, cfg: &Path, file: &Path, extra: &[&str]) -> serde_json::Value {
     let mut args = vec!["import", "--source", "shop", "--json"];
     args.extend(extra);
@@ -147,10 +157,7 @@ fn low_level_email(
 /// the product, the SKU and the location. The same file again changes nothing.
 #[test]
 fn import_while_running_then_a_bare_level_webhook_names_product_sku_and_location() {
-    let holder = TestDir::new("import-smtp-sink");
-    let sink = SmtpSink::start(&holder);
-    let dir = TestDir::new("import-running");
-    let cfg = config(&dir, Some(&sink));
+    let (_holder, sink, dir, cfg) = with_sink("import-running");
     let rx = dir.receiver(&cfg);
     let worker = start_worker(&dir, &cfg);
     // stockhook's own export format (the one format that carries Shopify ids), with the
@@ -178,18 +185,8 @@ fn import_while_running_then_a_bare_level_webhook_names_product_sku_and_location
         "subject names the product: {}",
         m.subject()
     );
-    assert_eq!(
-        m.field_for("808950810", "SKU").as_deref(),
-        Some("MUG-BLUE-1"),
-        "{}",
-        m.text()
-    );
-    assert_eq!(
-        m.field_for("808950810", "Location").as_deref(),
-        Some("Main warehouse"),
-        "{}",
-        m.text()
-    );
+    m.assert_field("808950810", "SKU", "MUG-BLUE-1");
+    m.assert_field("808950810", "Location", "Main warehouse");
     let s = stats(&dir, &cfg);
     assert_eq!(stat(&s, "catalog.items"), 2, "{s:#}");
     // The export carries the names back, so an export can be imported into another install.
@@ -208,10 +205,7 @@ fn import_while_running_then_a_bare_level_webhook_names_product_sku_and_location
 /// out as one digest email when the worker starts.
 #[test]
 fn import_while_stopped_the_same_file_twice_gives_one_digest_email() {
-    let holder = TestDir::new("import-digest-sink");
-    let sink = SmtpSink::start(&holder);
-    let dir = TestDir::new("import-stopped");
-    let cfg = config(&dir, Some(&sink));
+    let (_holder, sink, dir, cfg) = with_sink("import-stopped");
     let path =
         sample("shopify_inventory_export__legacy-per-location-column__poptoys__first25lines.csv");
     // The items below the default threshold (5), from the file itself: the last column.
@@ -457,10 +451,7 @@ fn import_of_50k_rows_is_one_write_batch_per_chunk() {
 /// names the product and the SKU.
 #[test]
 fn a_product_csv_item_merges_with_the_webhook_that_names_its_ids() {
-    let holder = TestDir::new("import-merge-sink");
-    let sink = SmtpSink::start(&holder);
-    let dir = TestDir::new("import-merge");
-    let cfg = config(&dir, Some(&sink));
+    let (_holder, sink, dir, cfg) = with_sink("import-merge");
     let rx = dir.receiver(&cfg);
     let worker = start_worker(&dir, &cfg);
     let v = import(
@@ -528,12 +519,7 @@ fn a_product_csv_item_merges_with_the_webhook_that_names_its_ids() {
         "subject names the product: {}",
         m.subject()
     );
-    assert_eq!(
-        m.field_for("55002", "SKU").as_deref(),
-        Some("PNT_DEN_305"),
-        "{}",
-        m.text()
-    );
+    m.assert_field("55002", "SKU", "PNT_DEN_305");
     let s = stats(&dir, &cfg);
     assert_eq!(
         stat(&s, "catalog.items"),

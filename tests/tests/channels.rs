@@ -77,6 +77,14 @@ fn failed_list(dir: &TestDir, config: &std::path::Path) -> serde_json::Value {
         .expect("failed list --json is JSON")
 }
 
+/// Polls `failed list --json` until it lists `n` alerts; returns the list.
+fn wait_failed(dir: &TestDir, config: &std::path::Path, n: usize, what: &str) -> serde_json::Value {
+    expect_within(SETTLE, what, || {
+        let f = failed_list(dir, config);
+        (f.as_array().is_some_and(|a| a.len() == n)).then_some(f)
+    })
+}
+
 #[test]
 fn one_alert_set_reaches_email_slack_and_a_webhook_exactly_once_across_outages_and_a_kill_9() {
     let dir = TestDir::new("ch-exactly-once");
@@ -167,10 +175,7 @@ fn one_alert_set_reaches_email_slack_and_a_webhook_exactly_once_across_outages_a
         1,
         "Slack accepted the set once: {slack_ok:#?}"
     );
-    let text = slack_ok[0].json()["text"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let text = slack_ok[0].text();
     assert!(text.contains(&format!("alert set {id}")), "{text}");
     assert!(text.contains("700001"), "{text}");
     assert!(
@@ -227,10 +232,7 @@ fn slack_refusals_are_permanent_shown_in_failed_list_and_replay_sends_only_what_
     let rx = dir.receiver(&config);
     let _worker = start_worker(&dir, &config);
     post_level(rx.addr(), 700_101, 1);
-    let failed = expect_within(SETTLE, "the alert failed for Slack", || {
-        let f = failed_list(&dir, &config);
-        (f.as_array().is_some_and(|a| a.len() == 1)).then_some(f)
-    });
+    let failed = wait_failed(&dir, &config, 1, "the alert failed for Slack");
     let err = failed[0]["error"].as_str().unwrap_or_default();
     assert!(
         err.contains("team") && err.contains("400 invalid_payload"),
@@ -252,10 +254,7 @@ fn slack_refusals_are_permanent_shown_in_failed_list_and_replay_sends_only_what_
 
     slack.set(Reply::status(404, "no_service"));
     post_level(rx.addr(), 700_102, 1);
-    let failed = expect_within(SETTLE, "the second alert failed for Slack", || {
-        let f = failed_list(&dir, &config);
-        (f.as_array().is_some_and(|a| a.len() == 2)).then_some(f)
-    });
+    let failed = wait_failed(&dir, &config, 2, "the second alert failed for Slack");
     let revoked = failed
         .as_array()
         .into_iter()
@@ -288,16 +287,13 @@ fn slack_refusals_are_permanent_shown_in_failed_list_and_replay_sends_only_what_
         .received()
         .iter()
         .map(|r| {
-            let text = r.json()["text"].as_str().unwrap_or_default().to_string();
+            let text = r.text();
             format!("{:?} {text}", r.answered)
         })
         .collect();
     let accepted = slack.accepted();
     assert_eq!(accepted.len(), 1, "{posted:#?}");
-    let text = accepted[0].json()["text"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let text = accepted[0].text();
     assert!(
         text.contains("700101") && text.contains("700102"),
         "{posted:#?}"
@@ -337,10 +333,7 @@ fn routes_send_out_of_stock_to_slack_and_low_stock_by_email() {
     assert_eq!(emails[0].items(), vec!["700202".to_string()]);
     let posted = slack.accepted();
     assert_eq!(posted.len(), 1);
-    let text = posted[0].json()["text"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let text = posted[0].text();
     assert!(
         text.contains("700201") && text.contains("Out of stock"),
         "{text}"
@@ -424,10 +417,7 @@ fn a_wrong_password_fails_permanently_and_never_shows_the_password() {
     let wrong = "Tr0ub4dor&3 wrong:pass@word";
     let (dir, server, config, rx, worker) = legacy_setup("ch-legacy-535", wrong);
     post_level(rx.addr(), 700_401, 1);
-    let failed = expect_within(SETTLE, "the alert failed", || {
-        let f = failed_list(&dir, &config);
-        (f.as_array().is_some_and(|a| a.len() == 1)).then_some(f)
-    });
+    let failed = wait_failed(&dir, &config, 1, "the alert failed");
     let err = failed[0]["error"].as_str().unwrap_or_default();
     assert!(
         err.contains("alerts@shop.example") && err.contains("535") && err.contains("app password"),
@@ -454,32 +444,16 @@ fn a_wrong_password_fails_permanently_and_never_shows_the_password() {
 /// worker claims it (the claim is taken again before each channel of a set).
 #[test]
 fn two_workers_on_nats_deliver_each_alert_once_to_every_channel() {
-    let Some(bin) = stockhook_test_kit::nats::require(
-        "two_workers_on_nats_deliver_each_alert_once_to_every_channel",
-    ) else {
+    let Some(nats) = stockhook_test_kit::nats::start_required() else {
         return;
     };
     let dir = TestDir::new("ch-nats");
-    let port = free_port();
-    let store = dir.path().join("jetstream");
-    let _nats = dir.spawn(
-        &bin,
-        &[
-            "-js",
-            "-a",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-sd",
-            store.to_str().expect("UTF-8 path"),
-        ],
-    );
     let slack = HookServer::start(Kind::Slack);
     let hook = HookServer::start(Kind::StandardWebhooks(WHSEC.into()));
     let config = |name: &str| {
         let cfg = ConfigBuilder::new(&dir.path().join(name))
             .queue("backend", "\"nats\"")
-            .queue("nats_url", &toml_str(&format!("nats://127.0.0.1:{port}")))
+            .queue("nats_url", &toml_str(&nats.url))
             .queue("lease_timeout", "\"5s\"")
             .recipients(&[TO])
             .email("max_backoff", "\"2s\"")
@@ -497,11 +471,6 @@ fn two_workers_on_nats_deliver_each_alert_once_to_every_channel() {
         dir.write_config(&format!("{name}.toml"), &cfg)
     };
     let (rc, w1, w2) = (config("r"), config("w1"), config("w2"));
-    expect_within(SETTLE, "nats-server listening", || {
-        std::net::TcpStream::connect(("127.0.0.1", port))
-            .ok()
-            .map(|_| ())
-    });
     let rx = dir.receiver(&rc);
     let _w1 = start_worker(&dir, &w1);
     let _w2 = start_worker(&dir, &w2);
@@ -543,11 +512,7 @@ fn two_workers_on_nats_deliver_each_alert_once_to_every_channel() {
         "the webhook got each alert once, as the email did"
     );
 
-    let texts: Vec<String> = slack
-        .accepted()
-        .iter()
-        .map(|r| r.json()["text"].as_str().unwrap_or_default().to_string())
-        .collect();
+    let texts: Vec<String> = slack.accepted().iter().map(|r| r.text()).collect();
     // A Slack message lists at most 40 alerts and counts the rest ("…and N more"), so each
     // message's own count is checked against its lines, and the counts add up to one per item.
     let mut sets = std::collections::BTreeSet::new();

@@ -41,6 +41,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+use stockhook_tests::clients::Clients;
 use stockhook_tests::config::toml_str;
 use stockhook_tests::http::{self, Resp};
 use stockhook_tests::proc::mail_files;
@@ -101,57 +102,41 @@ fn deliver(ep: &Endpoint, item: u64, unexpected: &Mutex<Vec<String>>) -> bool {
 
 /// Client threads delivering `items` concurrently.
 struct Load {
-    threads: Vec<JoinHandle<()>>,
-    answered: Arc<AtomicUsize>,
+    clients: Clients,
     unexpected: Arc<Mutex<Vec<String>>>,
 }
 
 impl Load {
     fn start(ep: &Arc<Endpoint>, items: &[u64], threads: usize) -> Load {
-        let answered = Arc::new(AtomicUsize::new(0));
         let unexpected: Arc<Mutex<Vec<String>>> = Arc::default();
-        let threads = (0..threads)
-            .map(|t| {
-                let mine: Vec<u64> = items.iter().copied().skip(t).step_by(threads).collect();
-                let (ep, answered, unexpected) = (ep.clone(), answered.clone(), unexpected.clone());
-                std::thread::spawn(move || {
-                    for item in mine {
-                        if deliver(&ep, item, &unexpected) {
-                            answered.fetch_add(1, Ordering::SeqCst);
-                        }
-                    }
-                })
-            })
-            .collect();
+        let (ep, mine) = (ep.clone(), unexpected.clone());
+        let clients = Clients::start(items, threads, move |item| deliver(&ep, item, &mine));
         Load {
-            threads,
-            answered,
+            clients,
             unexpected,
         }
     }
 
     fn answered(&self) -> usize {
-        self.answered.load(Ordering::SeqCst)
+        self.clients.done()
     }
 
     /// Joins the clients; asserts every delivery was answered 200; returns how many.
     fn finish(self, expected: usize) -> usize {
-        for t in self.threads {
-            t.join().expect("a client thread panicked");
-        }
-        let unexpected = self
-            .unexpected
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        assert!(
-            unexpected.is_empty(),
-            "answers other than 200: {unexpected:#?}"
-        );
-        let n = self.answered.load(Ordering::SeqCst);
+        let n = self.clients.join();
+        assert_all_200(&self.unexpected);
         assert_eq!(n, expected, "deliveries answered 200");
         n
     }
+}
+
+/// Asserts the clients recorded no answer other than 200.
+fn assert_all_200(unexpected: &Mutex<Vec<String>>) {
+    let unexpected = unexpected.lock().unwrap_or_else(|p| p.into_inner());
+    assert!(
+        unexpected.is_empty(),
+        "answers other than 200: {unexpected:#?}"
+    );
 }
 
 /// Client threads sending a continuous stream of fresh items (each delivered until answered),
@@ -222,23 +207,26 @@ impl Stream {
         });
     }
 
-    /// Stops taking new items, lets every started delivery be answered, and returns the items
-    /// answered 200 (all that were started), asserting nothing else came back.
+    /// A random moment of the flowing stream to kill at: waits until it flows, then pauses up
+    /// to `max_ms` (the pause is the test's input). Returns the pause and the answers so far.
+    fn random_moment(&self, rng: &mut XorShift, max_ms: u64) -> (Duration, usize) {
+        self.wait_flowing(self.answered(), 5);
+        let pause = Duration::from_millis(rng.range(0, max_ms));
+        std::thread::sleep(pause);
+        (pause, self.answered())
+    }
+
+    /// Waits until the stream flows again (after the last restart), stops taking new items,
+    /// lets every started delivery be answered, and returns the items answered 200 (all that
+    /// were started), asserting nothing else came back.
     fn finish(self) -> Vec<u64> {
+        self.wait_flowing(self.answered(), 5);
         self.stop.store(true, Ordering::SeqCst);
         let mut items: Vec<u64> = Vec::new();
         for t in self.threads {
             items.extend(t.join().expect("a client thread panicked"));
         }
-        let unexpected = self
-            .unexpected
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        assert!(
-            unexpected.is_empty(),
-            "answers other than 200: {unexpected:#?}"
-        );
+        assert_all_200(&self.unexpected);
         items.sort_unstable();
         let taken = self.next.load(Ordering::SeqCst);
         assert!(!items.is_empty(), "nothing was sent");
@@ -358,20 +346,13 @@ fn receiver_kill_9_under_load_loses_and_duplicates_nothing() {
     let n = cycles(3, 10);
     let stream = Stream::start(&s.ep, 1_000_000, 300 * n as u64 + 300, THREADS);
     for cycle in 0..n {
-        // A random moment of the stream (the pause is the test's input).
-        let before = stream.answered();
-        stream.wait_flowing(before, 5);
-        let pause = Duration::from_millis(rng.range(0, 250));
-        std::thread::sleep(pause);
-        let at_kill = stream.answered();
+        let (pause, at_kill) = stream.random_moment(&mut rng, 250);
         s.kill_receiver();
         s.restart_receiver();
         println!(
             "cycle {cycle}: receiver killed {pause:?} into the stream, {at_kill} answered so far"
         );
     }
-    let before = stream.answered();
-    stream.wait_flowing(before, 5);
     let all = stream.finish();
     assert!(
         s.worker
@@ -450,11 +431,7 @@ fn both_killed_cycles(name: &str, emails_are: Emails) {
     let n = cycles(2, 10);
     let stream = Stream::start(&s.ep, 3_000_000, 300 * n as u64 + 300, THREADS);
     for cycle in 0..n {
-        let before = stream.answered();
-        stream.wait_flowing(before, 5);
-        let pause = Duration::from_millis(rng.range(0, 250));
-        std::thread::sleep(pause);
-        let at_kill = stream.answered();
+        let (pause, at_kill) = stream.random_moment(&mut rng, 250);
         s.kill_receiver();
         s.kill_worker();
         let worker_first = cycle % 2 == 0;
@@ -471,8 +448,6 @@ fn both_killed_cycles(name: &str, emails_are: Emails) {
             if worker_first { "worker" } else { "receiver" }
         );
     }
-    let before = stream.answered();
-    stream.wait_flowing(before, 5);
     let all = stream.finish();
     s.drain_and_check(&all, emails_are);
 }

@@ -13,6 +13,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use stockhook_tests::proc::stdout_of;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -178,20 +179,16 @@ fn install_is_idempotent() {
     write_stubs(r);
     install(r);
     let first = tree(r);
-    assert!(
-        first
-            .keys()
-            .any(|k| k.ends_with("etc/systemd/system/stockhook-receiver.service")),
-        "{:?}",
-        first.keys()
-    );
-    assert!(
-        first
-            .keys()
-            .any(|k| k.ends_with("etc/stockhook/stockhook.toml")),
-        "{:?}",
-        first.keys()
-    );
+    for want in [
+        "etc/systemd/system/stockhook-receiver.service",
+        "etc/stockhook/stockhook.toml",
+    ] {
+        assert!(
+            first.keys().any(|k| k.ends_with(want)),
+            "{want} not installed: {:?}",
+            first.keys()
+        );
+    }
     // The operator's config is never overwritten.
     let cfg = first
         .keys()
@@ -250,20 +247,6 @@ fn dockerfile() -> Vec<(usize, String, String)> {
         out.push((stage, word, args.trim().to_string()));
     }
     out
-}
-
-/// Runs `cmd` to completion; its stdout, or a panic naming `what` with its stderr.
-fn stdout_of(cmd: &mut Command, what: &str) -> Vec<u8> {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("running {what}: {e}"));
-    assert!(
-        out.status.success(),
-        "{what} failed ({}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
 }
 
 /// A JSON-array (exec form) argument as its strings.

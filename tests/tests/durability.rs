@@ -24,10 +24,10 @@ use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
-use stockhook_tests::http;
-use stockhook_tests::payloads::padded_product;
+use stockhook_tests::payloads::{big_body_config, padded_product};
 use stockhook_tests::stack::{expect_within, wait_worker_ready};
-use stockhook_tests::{deadline_in, sign, Proc, SourceSpec, TestDir};
+use stockhook_tests::{bins, http};
+use stockhook_tests::{deadline_in, sign, Proc, TestDir};
 
 const SECRET: &str = "shpss_durability_0123456789abcdef";
 const MAX_BODY: usize = 2 * 1024 * 1024;
@@ -61,9 +61,10 @@ struct Traced {
 }
 
 impl Traced {
-    fn spawn(dir: &TestDir, name: &str, bin: &Path, args: &[&OsStr]) -> Traced {
+    /// `bin --config <config> <command>` under strace.
+    fn spawn(dir: &TestDir, name: &str, bin: &Path, config: &Path, command: &str) -> Traced {
         let trace = dir.path().join(format!("{name}.strace"));
-        let mut all: Vec<&OsStr> = vec![
+        let all = [
             OsStr::new("-f"),
             OsStr::new("-y"),
             OsStr::new("-yy"),
@@ -77,8 +78,10 @@ impl Traced {
             OsStr::new("-o"),
             trace.as_os_str(),
             bin.as_os_str(),
+            OsStr::new("--config"),
+            config.as_os_str(),
+            OsStr::new(command),
         ];
-        all.extend_from_slice(args);
         let proc = dir.spawn(Path::new("strace"), &all);
         Traced {
             proc,
@@ -141,23 +144,9 @@ fn every_200_and_every_sent_email_is_on_stable_storage() {
     }
     let dir = TestDir::new("durability");
     let data = dir.data_dir();
-    let cfg = dir
-        .config()
-        .receiver("max_body_bytes", &MAX_BODY.to_string())
-        .recipients(&["inventory@example.com"])
-        .source(SourceSpec::shopify("shop", SECRET));
-    let config = dir.write_config("stockhook.toml", &cfg);
+    let config = big_body_config(&dir, MAX_BODY, SECRET);
 
-    let mut rx = Traced::spawn(
-        &dir,
-        "receiver",
-        stockhook_tests::bins::receiver(),
-        &[
-            OsStr::new("--config"),
-            config.as_os_str(),
-            OsStr::new("serve"),
-        ],
-    );
+    let mut rx = Traced::spawn(&dir, "receiver", bins::receiver(), &config, "serve");
     let addr = rx.proc.wait_ready(deadline_in(Duration::from_secs(60)));
     rx.tracee();
 
@@ -171,16 +160,7 @@ fn every_200_and_every_sent_email_is_on_stable_storage() {
     }
 
     let before_worker = existing_paths(&data);
-    let mut worker = Traced::spawn(
-        &dir,
-        "worker",
-        stockhook_tests::bins::worker(),
-        &[
-            OsStr::new("--config"),
-            config.as_os_str(),
-            OsStr::new("run"),
-        ],
-    );
+    let mut worker = Traced::spawn(&dir, "worker", bins::worker(), &config, "run");
     wait_worker_ready(&mut worker.proc);
     worker.tracee();
     expect_within(

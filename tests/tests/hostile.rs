@@ -25,6 +25,7 @@ use stockhook_shared::envelope::EventId;
 use stockhook_shared::queue::DeadFilter;
 use stockhook_tests::answers::{accepted, delivery_id, exclusive, refused, timing};
 use stockhook_tests::http::{self, Conn, Outcome, Resp};
+use stockhook_tests::proc::stdout_of;
 use stockhook_tests::queue::{lease_all, queue_stats, Queue};
 use stockhook_tests::{
     deadline_in, fixtures, poll_until, sign, ConfigBuilder, Proc, SourceSpec, TestDir,
@@ -1151,20 +1152,15 @@ try:
 except OSError as e:
     print("uid=%d %s %s" % (os.getuid(), type(e).__name__, e.errno))
 "#;
-    let out = Command::new(&runner[0])
-        .args(&runner[1..])
-        .arg(python)
-        .args(["-c", SCRIPT])
-        .arg(path)
-        .output()
-        .unwrap_or_else(|e| panic!("running {runner:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{runner:?} python: {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
+    let out = stdout_of(
+        Command::new(&runner[0])
+            .args(&runner[1..])
+            .arg(python)
+            .args(["-c", SCRIPT])
+            .arg(path),
+        &format!("{runner:?} python"),
     );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    String::from_utf8_lossy(&out).trim().to_string()
 }
 
 #[test]

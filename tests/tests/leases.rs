@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use stockhook_tests::payloads::padded_product;
+use stockhook_tests::payloads::{big_body_config, padded_product};
 use stockhook_tests::stack::{expect_within, start_worker, stat, wait_stats};
 use stockhook_tests::{http, sign, SourceSpec, TestDir};
 
@@ -21,12 +21,7 @@ fn a_worker_drains_300_bodies_of_2_mib() {
     const N: usize = 300;
     const MAX_BODY: usize = 2 * 1024 * 1024;
     let dir = TestDir::new("leases-big");
-    let cfg = dir
-        .config()
-        .receiver("max_body_bytes", &MAX_BODY.to_string())
-        .recipients(&["inventory@example.com"])
-        .source(SourceSpec::shopify("shop", SECRET));
-    let config = dir.write_config("stockhook.toml", &cfg);
+    let config = big_body_config(&dir, MAX_BODY, SECRET);
     let rx = dir.receiver(&config);
     // One body for all (the HMAC covers only the body); each post has its own delivery id, so
     // each is its own event.

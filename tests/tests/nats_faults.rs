@@ -42,10 +42,10 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 use stockhook_test_kit::nats;
 use stockhook_tests::answers::metric;
+use stockhook_tests::clients::Clients;
 use stockhook_tests::config::toml_str;
 use stockhook_tests::http;
 use stockhook_tests::nats_node::{wait_healthy, Node};
@@ -585,40 +585,27 @@ fn deliver(ep: &Endpoint, item: u64, answers: &Answers) {
 /// [`CLIENTS`] threads posting `items`, alternately through the two receivers, each at most
 /// one request per [`PACE`].
 struct Load {
-    threads: Vec<JoinHandle<()>>,
+    clients: Clients,
     answers: Arc<Answers>,
-    posted: Arc<AtomicUsize>,
 }
 
 impl Load {
     fn start(eps: &[Arc<Endpoint>], items: &[u64]) -> Load {
         let answers: Arc<Answers> = Arc::default();
-        let posted = Arc::new(AtomicUsize::new(0));
-        let threads = (0..CLIENTS)
-            .map(|t| {
-                let mine: Vec<u64> = items.iter().copied().skip(t).step_by(CLIENTS).collect();
-                let (eps, answers, posted) = (eps.to_vec(), answers.clone(), posted.clone());
-                std::thread::spawn(move || {
-                    for item in mine {
-                        let started = std::time::Instant::now();
-                        deliver(&eps[(item % 2) as usize], item, &answers);
-                        posted.fetch_add(1, Ordering::SeqCst);
-                        if let Some(rest) = PACE.checked_sub(started.elapsed()) {
-                            std::thread::sleep(rest);
-                        }
-                    }
-                })
-            })
-            .collect();
-        Load {
-            threads,
-            answers,
-            posted,
-        }
+        let (eps, mine) = (eps.to_vec(), answers.clone());
+        let clients = Clients::start(items, CLIENTS, move |item| {
+            let started = std::time::Instant::now();
+            deliver(&eps[(item % 2) as usize], item, &mine);
+            if let Some(rest) = PACE.checked_sub(started.elapsed()) {
+                std::thread::sleep(rest);
+            }
+            true
+        });
+        Load { clients, answers }
     }
 
     fn answered(&self) -> usize {
-        self.posted.load(Ordering::SeqCst)
+        self.clients.done()
     }
 
     /// Waits until `n` items are answered.
@@ -629,9 +616,7 @@ impl Load {
     }
 
     fn finish(self, expected: usize) -> Arc<Answers> {
-        for t in self.threads {
-            t.join().expect("a client thread panicked");
-        }
+        self.clients.join();
         assert_eq!(self.answers.len(), expected, "deliveries answered 200");
         self.answers
     }

@@ -13,6 +13,14 @@ const SECRET_OLD: &str = "shpss_reload_old_0123456789";
 const SECRET_NEW: &str = "shpss_reload_new_9876543210";
 const SECRET_SHOP2: &str = "shpss_reload_shop2_abcdef";
 
+/// `name` in `dir`: a config with the one source `shop` under [`SECRET_OLD`].
+fn shop_config(dir: &TestDir, name: &str) -> std::path::PathBuf {
+    dir.write_config(
+        name,
+        &dir.config().source(SourceSpec::shopify("shop", SECRET_OLD)),
+    )
+}
+
 fn post(addr: SocketAddr, source: &str, secret: &str, delivery: &str) -> Resp {
     let body = br#"{"id":1,"variants":[{"id":2,"sku":"R-1","inventory_quantity":9}]}"#;
     let h = sign::shopify(secret, body, "products/update", delivery);
@@ -26,8 +34,7 @@ fn post(addr: SocketAddr, source: &str, secret: &str, delivery: &str) -> Resp {
 #[test]
 fn sighup_reloads_sources_and_secrets_and_refuses_a_broken_config() {
     let dir = TestDir::new("sighup-reload");
-    let before = dir.config().source(SourceSpec::shopify("shop", SECRET_OLD));
-    let path = dir.write_config("stockhook.toml", &before);
+    let path = shop_config(&dir, "stockhook.toml");
     let recv = dir.receiver(&path);
     let addr = recv.addr();
 
@@ -458,8 +465,7 @@ fn journal_stream_gets_a_priority_on_every_line() {
     use std::os::unix::fs::MetadataExt;
     use std::process::{Command, Stdio};
     let dir = TestDir::new("journald");
-    let cfg = dir.config().source(SourceSpec::shopify("shop", SECRET_OLD));
-    let path = dir.write_config("stockhook.toml", &cfg);
+    let path = shop_config(&dir, "stockhook.toml");
 
     let run = |name: &str, journal: bool| -> String {
         let err_path = dir.path().join(format!("{name}.stderr"));
@@ -556,8 +562,7 @@ fn journal_stream_gets_a_priority_on_every_line() {
 fn ops_cli_needs_no_secrets_and_names_its_commit() {
     use stockhook_tests::stack::{worker_cli, worker_cli_ok};
     let dir = TestDir::new("ops-cli");
-    let serving = dir.config().source(SourceSpec::shopify("shop", SECRET_OLD));
-    let serving = dir.write_config("serving.toml", &serving);
+    let serving = shop_config(&dir, "serving.toml");
     let rx = dir.receiver(&serving);
     assert_eq!(
         post_level(rx.addr(), SECRET_OLD, 91, 3, "cli-1").status,

@@ -141,18 +141,8 @@ fn ebay_trading_soap_revision_and_sale_end_in_one_email() {
         "{}",
         e.subject()
     );
-    assert_eq!(
-        e.field_for("110554019341", "Available").as_deref(),
-        Some("2"),
-        "{}",
-        e.text()
-    );
-    assert_eq!(
-        e.field_for("110554019341", "SKU").as_deref(),
-        Some("MUG-RED"),
-        "{}",
-        e.text()
-    );
+    e.assert_field("110554019341", "Available", "2");
+    e.assert_field("110554019341", "SKU", "MUG-RED");
     let s = wait_stats(&dir, &config, SETTLE, "both events processed", |s| {
         stat(s, "events.processed") == 2
     });
@@ -454,40 +444,31 @@ fn woocommerce_signed_product_update_ends_in_one_low_stock_email() {
     let r = http::post(rx.addr(), "/webhooks/woo", &ping, b"webhook_id=17");
     assert_eq!(r.status, 200, "{r:?}");
 
-    let r = post_woo(
-        rx.addr(),
-        SECRET,
-        "product.updated",
-        &woo_product(12, "2026-11-30T10:00:00"),
-    );
-    assert_eq!(r.status, 200, "{r:?}");
-    // Signed with another secret: refused.
-    let forged = woo_product(0, "2026-11-30T10:30:00");
-    let r = post_woo(rx.addr(), "not-the-secret", "product.updated", &forged);
-    assert_eq!(r.status, 401, "{r:?}");
-    let r = post_woo(
-        rx.addr(),
-        SECRET,
-        "product.updated",
-        &woo_product(2, "2026-11-30T11:00:00"),
-    );
-    assert_eq!(r.status, 200, "{r:?}");
+    for (what, secret, stock, at, status) in [
+        ("plenty of stock", SECRET, 12, "2026-11-30T10:00:00", 200),
+        (
+            "signed with another secret: refused",
+            "not-the-secret",
+            0,
+            "2026-11-30T10:30:00",
+            401,
+        ),
+        ("below the threshold", SECRET, 2, "2026-11-30T11:00:00", 200),
+    ] {
+        let r = post_woo(
+            rx.addr(),
+            secret,
+            "product.updated",
+            &woo_product(stock, at),
+        );
+        assert_eq!(r.status, status, "{what}: {r:?}");
+    }
 
     let emails = wait_eml(&dir.data_dir(), 1, SETTLE);
     assert_eq!(emails.len(), 1, "{emails:#?}");
     let e = &emails[0];
-    assert_eq!(
-        e.field_for("794", "Available").as_deref(),
-        Some("2"),
-        "{}",
-        e.text()
-    );
-    assert_eq!(
-        e.field_for("794", "SKU").as_deref(),
-        Some("PREMIUM-Q"),
-        "{}",
-        e.text()
-    );
+    e.assert_field("794", "Available", "2");
+    e.assert_field("794", "SKU", "PREMIUM-Q");
     assert!(e.text().contains("Premium Quality"), "{}", e.text());
 
     // The docs' order, its first line made this product: a sale of 2.

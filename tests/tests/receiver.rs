@@ -21,7 +21,7 @@ use stockhook_shared::envelope::EventId;
 use stockhook_shared::queue::{now_ms, DeadFilter, Failure};
 use stockhook_tests::answers::{accepted, delivery_id, exclusive, metric, refused, timing};
 use stockhook_tests::http::{self, Conn, Outcome, Resp};
-use stockhook_tests::queue::{lease_all, queue_stats, Queue};
+use stockhook_tests::queue::{attempts, lease_all, queue_stats, Queue};
 use stockhook_tests::{
     deadline_in, fixtures, poll_until, sign, ConfigBuilder, SourceSpec, TestDir,
 };
@@ -38,6 +38,26 @@ fn shop_config(dir: &TestDir) -> ConfigBuilder {
 fn start(dir: &TestDir, cfg: &ConfigBuilder) -> stockhook_tests::Proc {
     let path = dir.write_config("stockhook.toml", cfg);
     dir.receiver(&path)
+}
+
+/// A signed `products/update` of `body` (a new delivery id from `tag`), asserting it is
+/// accepted; its event id.
+fn post_product(addr: SocketAddr, body: &[u8], tag: &str) -> EventId {
+    accepted(&post_shop(addr, body, "products/update", &delivery_id(tag)))
+}
+
+/// The next answer on `c` (within 5 s) is `status` with error `code`, closing the connection.
+fn refused_and_closed(c: &mut Conn, status: u16, code: &str) {
+    match c
+        .read_outcome(Duration::from_secs(5))
+        .expect("reading the answer")
+    {
+        Outcome::Response(r) => {
+            refused(&r, status, code);
+            assert_eq!(r.header("connection"), Some("close"), "{r:?}");
+        }
+        other => panic!("expected {status} ({code}), got {other:?}"),
+    }
 }
 
 /// POSTs `body` to `/webhooks/shop` signed as Shopify signs it.
@@ -367,16 +387,7 @@ fn limits_unknown_source_oversized_and_slow_body() {
     let mut head = http::request_bytes("POST", "/webhooks/shop", addr, &h, &big);
     head.truncate(head.len() - big.len());
     c.write_raw(&head).expect("writing the request head");
-    match c
-        .read_outcome(Duration::from_secs(5))
-        .expect("reading the 413")
-    {
-        Outcome::Response(r) => {
-            refused(&r, 413, "body_too_large");
-            assert_eq!(r.header("connection"), Some("close"), "{r:?}");
-        }
-        other => panic!("expected 413, got {other:?}"),
-    }
+    refused_and_closed(&mut c, 413, "body_too_large");
     assert!(
         c.closed_within(Duration::from_secs(5)).expect("reading"),
         "connection left open after 413"
@@ -416,16 +427,7 @@ fn limits_unknown_source_oversized_and_slow_body() {
     let t = Instant::now();
     c.write_raw(&req)
         .expect("writing headers and half the body");
-    match c
-        .read_outcome(Duration::from_secs(5))
-        .expect("reading the 408")
-    {
-        Outcome::Response(r) => {
-            refused(&r, 408, "body_timeout");
-            assert_eq!(r.header("connection"), Some("close"), "{r:?}");
-        }
-        other => panic!("expected 408 for a half-sent body, got {other:?}"),
-    }
+    refused_and_closed(&mut c, 408, "body_timeout");
     let took = t.elapsed();
     timed_out_then_closed(&mut c, took, "408");
 
@@ -458,12 +460,7 @@ fn limits_unknown_source_oversized_and_slow_body() {
     let r = http::get(addr, "/healthz");
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(r.json()["queue"]["pending"], 1, "{r:?}");
-    let after = accepted(&post_shop(
-        addr,
-        body,
-        "products/update",
-        &delivery_id("after"),
-    ));
+    let after = post_product(addr, body, "after");
     let ids: Vec<EventId> = lease_all(&dir.data_dir(), 60_000)
         .iter()
         .map(|l| l.envelope.id)
@@ -520,12 +517,7 @@ fn slow_headers_get_408_and_the_receiver_keeps_serving() {
     );
 
     assert_eq!(http::get(addr, "/healthz").status, 200);
-    accepted(&post_shop(
-        addr,
-        body,
-        "products/update",
-        &delivery_id("after"),
-    ));
+    post_product(addr, body, "after");
     assert_eq!(pending(&dir), 1, "only the last request was stored");
 }
 
@@ -692,12 +684,7 @@ fn over_disk_budget_answers_503_and_is_not_ready_but_healthy() {
 fn healthz_reports_the_last_event() {
     let dir = TestDir::new("healthz");
     let rx = start(&dir, &shop_config(&dir));
-    let id = accepted(&post_shop(
-        rx.addr(),
-        br#"{"id":8}"#,
-        "products/update",
-        &delivery_id("h"),
-    ));
+    let id = post_product(rx.addr(), br#"{"id":8}"#, "h");
     let h = http::get(rx.addr(), "/healthz");
     assert_eq!(h.status, 200, "{h:?}");
     let j = h.json();
@@ -877,12 +864,7 @@ fn sigterm_exits_0_and_a_second_receiver_is_refused_as_locked() {
 
     // The first is untouched: HTTP and its socket still work.
     assert_eq!(http::get(first.addr(), "/healthz").status, 200);
-    accepted(&post_shop(
-        first.addr(),
-        br#"{"id":9}"#,
-        "products/update",
-        &delivery_id("lc"),
-    ));
+    post_product(first.addr(), br#"{"id":9}"#, "lc");
     assert_eq!(pending(&dir), 1);
 
     first.sigterm();
@@ -925,12 +907,7 @@ fn queue_socket_mode_long_poll_fail_and_lease_expiry() {
     waiting.recv().expect("poller connected");
     // The input of this test: the append happens while the lease is parked.
     std::thread::sleep(Duration::from_millis(300));
-    let id = accepted(&post_shop(
-        addr,
-        br#"{"id":10}"#,
-        "products/update",
-        &delivery_id("lp"),
-    ));
+    let id = post_product(addr, br#"{"id":10}"#, "lp");
     let (took, got) = poller.join().expect("poller thread");
     let ids: Vec<EventId> = got.iter().map(|l| l.envelope.id).collect();
     assert_eq!(ids, vec![id], "the long poll returned the appended event");
@@ -963,19 +940,9 @@ fn queue_socket_mode_long_poll_fail_and_lease_expiry() {
     assert_eq!((s.pending, s.leased, s.dead), (0, 0, 1));
 
     // Transient failure with a retry time in the past: delivered again, attempts 2.
-    let id2 = accepted(&post_shop(
-        addr,
-        br#"{"id":11}"#,
-        "products/update",
-        &delivery_id("tr"),
-    ));
+    let id2 = post_product(addr, br#"{"id":11}"#, "tr");
     let got = q.lease(10, 0, 60_000);
-    assert_eq!(
-        got.iter()
-            .map(|l| (l.envelope.id, l.attempts))
-            .collect::<Vec<_>>(),
-        vec![(id2, 1)]
-    );
+    assert_eq!(attempts(&got), vec![(id2, 1)]);
     q.fail(
         id2,
         Failure::Transient {
@@ -984,27 +951,12 @@ fn queue_socket_mode_long_poll_fail_and_lease_expiry() {
         },
     );
     let got = q.lease(10, 2000, 60_000);
-    assert_eq!(
-        got.iter()
-            .map(|l| (l.envelope.id, l.attempts))
-            .collect::<Vec<_>>(),
-        vec![(id2, 2)]
-    );
+    assert_eq!(attempts(&got), vec![(id2, 2)]);
 
     // A lease not acked within lease_ms is delivered again (and not before).
-    let id3 = accepted(&post_shop(
-        addr,
-        br#"{"id":12}"#,
-        "products/update",
-        &delivery_id("ex"),
-    ));
+    let id3 = post_product(addr, br#"{"id":12}"#, "ex");
     let got = q.lease(10, 0, 700);
-    assert_eq!(
-        got.iter()
-            .map(|l| (l.envelope.id, l.attempts))
-            .collect::<Vec<_>>(),
-        vec![(id3, 1)]
-    );
+    assert_eq!(attempts(&got), vec![(id3, 1)]);
     assert!(
         q.lease(10, 0, 60_000).is_empty(),
         "redelivered while its lease is still valid"
@@ -1012,12 +964,7 @@ fn queue_socket_mode_long_poll_fail_and_lease_expiry() {
     let t = Instant::now();
     let got = q.lease(10, 5000, 60_000);
     let took = t.elapsed();
-    assert_eq!(
-        got.iter()
-            .map(|l| (l.envelope.id, l.attempts))
-            .collect::<Vec<_>>(),
-        vec![(id3, 2)]
-    );
+    assert_eq!(attempts(&got), vec![(id3, 2)]);
     assert!(
         took < Duration::from_secs(3),
         "expired lease came back after {took:?}"
@@ -1033,6 +980,27 @@ fn queue_socket_mode_long_poll_fail_and_lease_expiry() {
 
 // 11 ------------------------------------------------------------------------------------------
 
+/// `stockhook-receiver --config <config> check-config`, run to its end.
+fn check_config(dir: &TestDir, config: &std::path::Path) -> stockhook_tests::Proc {
+    dir.run(
+        stockhook_tests::bins::receiver(),
+        &["--config", config.to_str().expect("utf-8"), "check-config"],
+        Duration::from_secs(20),
+    )
+}
+
+/// `check-config` of `config` exits 2 naming `<config>:<line>:`; its stderr.
+fn refused_at(dir: &TestDir, config: &std::path::Path, line: usize) -> String {
+    let p = check_config(dir, config);
+    assert_eq!(p.status().and_then(|s| s.code()), Some(2));
+    let err = p.stderr();
+    assert!(
+        err.contains(&format!("{}:{line}:", config.display())),
+        "no file:line in {err}"
+    );
+    err
+}
+
 #[test]
 fn check_config_names_file_and_line() {
     let dir = TestDir::new("check-config");
@@ -1043,18 +1011,7 @@ fn check_config_names_file_and_line() {
             stockhook_tests::config::toml_str(dir.data_dir().to_str().expect("utf-8"))
         ),
     );
-    let bin = stockhook_tests::bins::receiver();
-    let p = dir.run(
-        bin,
-        &["--config", bad.to_str().expect("utf-8"), "check-config"],
-        Duration::from_secs(20),
-    );
-    assert_eq!(p.status().and_then(|s| s.code()), Some(2));
-    let err = p.stderr();
-    assert!(
-        err.contains(&format!("{}:4:", bad.display())),
-        "no file:line in {err}"
-    );
+    let err = refused_at(&dir, &bad, 4);
     assert!(
         err.contains("max_body_bytes") || err.contains("usize"),
         "{err}"
@@ -1064,26 +1021,12 @@ fn check_config_names_file_and_line() {
         "typo.toml",
         "log_level = \"info\"\n\n[receiver]\nlisten = \"127.0.0.1:0\"\nmax_body_byte = 5\n",
     );
-    let p = dir.run(
-        bin,
-        &["--config", typo.to_str().expect("utf-8"), "check-config"],
-        Duration::from_secs(20),
-    );
-    assert_eq!(p.status().and_then(|s| s.code()), Some(2));
-    let err = p.stderr();
-    assert!(
-        err.contains(&format!("{}:5:", typo.display())),
-        "no file:line in {err}"
-    );
+    let err = refused_at(&dir, &typo, 5);
     assert!(err.contains("max_body_byte"), "{err}");
 
     // A good one passes and masks the secret.
     let good = dir.write_config("good.toml", &shop_config(&dir));
-    let p = dir.run(
-        bin,
-        &["--config", good.to_str().expect("utf-8"), "check-config"],
-        Duration::from_secs(20),
-    );
+    let p = check_config(&dir, &good);
     assert_eq!(p.status().and_then(|s| s.code()), Some(0), "{}", p.stderr());
     assert!(
         !p.stdout().contains(SHOP_SECRET),

@@ -35,17 +35,64 @@ fn config(dir: &TestDir, fake: &FakeShopify, smtp: Option<&str>, interval: &str)
     dir.write_config("stockhook.toml", &c)
 }
 
-/// `stockhook-worker --config <cfg> <args>` with the token in the environment, to completion.
-fn worker_with_token(dir: &TestDir, cfg: &Path, args: &[&str]) -> stockhook_tests::Proc {
+/// `stockhook-worker --config <cfg> <args>` with the token in the environment, started.
+fn spawn_with_token(dir: &TestDir, cfg: &Path, args: &[&str]) -> stockhook_tests::Proc {
     let mut all: Vec<&str> = vec!["--config", cfg.to_str().unwrap()];
     all.extend(args);
-    let mut p = dir.spawn_env(
+    dir.spawn_env(
         stockhook_tests::bins::worker(),
         &all,
         &[("SHOP_TOKEN", TOKEN)],
-    );
+    )
+}
+
+/// `stockhook-worker --config <cfg> <args>` with the token in the environment, to completion.
+fn worker_with_token(dir: &TestDir, cfg: &Path, args: &[&str]) -> stockhook_tests::Proc {
+    let mut p = spawn_with_token(dir, cfg, args);
     p.wait_exit(stockhook_tests::deadline_in(Duration::from_secs(120)));
     p
+}
+
+/// `stockhook-worker run` with the token in the environment, once it is ready.
+fn run_with_token(dir: &TestDir, cfg: &Path) -> stockhook_tests::Proc {
+    let mut worker = spawn_with_token(dir, cfg, &["run"]);
+    stockhook_tests::stack::wait_worker_ready(&mut worker);
+    worker
+}
+
+/// Whether `stats --json` shows the source synced at least once.
+fn synced(s: &Value) -> bool {
+    s["sync"]["sources"][SHOP]["last_at"].as_i64().is_some()
+}
+
+/// Waits (up to a minute) until the source has synced; returns the stats.
+fn wait_synced(dir: &TestDir, cfg: &Path, what: &str) -> Value {
+    wait_stats(dir, cfg, Duration::from_secs(60), what, synced)
+}
+
+/// Posts a signed `inventory_levels/update` of `item` at `location`, asserting it is accepted.
+fn post_level(
+    rx: &stockhook_tests::Proc,
+    item: u64,
+    location: u64,
+    available: u64,
+    delivery: &str,
+) {
+    let now = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let body = serde_json::json!({
+        "inventory_item_id": item, "location_id": location, "available": available, "updated_at": now,
+    })
+    .to_string();
+    let h = stockhook_tests::sign::shopify(
+        "whsec-shop",
+        body.as_bytes(),
+        "inventory_levels/update",
+        delivery,
+    );
+    let r = stockhook_tests::http::post(rx.addr(), "/webhooks/shop", &h, body.as_bytes());
+    assert_eq!(r.status, 200, "{r:?}");
 }
 
 /// `stockhook-worker sync ...`.
@@ -184,20 +231,9 @@ fn run_syncs_at_start_and_the_next_sync_corrects_a_missed_level_with_an_email() 
     let fake = FakeShopify::start(shop);
     let cfg = config(&dir, &fake, Some(&sink.url()), "1h");
 
-    let mut worker = dir.spawn_env(
-        stockhook_tests::bins::worker(),
-        &["--config", cfg.to_str().unwrap(), "run"],
-        &[("SHOP_TOKEN", TOKEN)],
-    );
-    stockhook_tests::stack::wait_worker_ready(&mut worker);
+    let worker = run_with_token(&dir, &cfg);
     // A source that never synced is synced at start.
-    let s = wait_stats(
-        &dir,
-        &cfg,
-        Duration::from_secs(60),
-        "the start-up sync",
-        |s| s["sync"]["sources"][SHOP]["last_at"].as_i64().is_some(),
-    );
+    let s = wait_synced(&dir, &cfg, "the start-up sync");
     assert_eq!(
         s["alerts"]["created"], 0,
         "12 in stock is above the threshold: {s:#}"
@@ -334,19 +370,8 @@ fn an_item_the_catalog_does_not_know_is_looked_up_before_its_email() {
     let fake = FakeShopify::start(Shop::generated(TOKEN, 3, 0, 12));
     let cfg = config(&dir, &fake, None, "0s");
     let rx = dir.receiver(&cfg);
-    let mut worker = dir.spawn_env(
-        stockhook_tests::bins::worker(),
-        &["--config", cfg.to_str().unwrap(), "run"],
-        &[("SHOP_TOKEN", TOKEN)],
-    );
-    stockhook_tests::stack::wait_worker_ready(&mut worker);
-    wait_stats(
-        &dir,
-        &cfg,
-        Duration::from_secs(60),
-        "the start-up sync",
-        |s| s["sync"]["sources"][SHOP]["last_at"].as_i64().is_some(),
-    );
+    let mut worker = run_with_token(&dir, &cfg);
+    wait_synced(&dir, &cfg, "the start-up sync");
 
     // A product created after the sync, whose products/create webhook never came.
     let (item, location) = fake.with(|s| {
@@ -361,21 +386,7 @@ fn an_item_the_catalog_does_not_know_is_looked_up_before_its_email() {
         s.variants.push(v.clone());
         (v.inventory_item, loc)
     });
-    let now = time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap();
-    let body = serde_json::json!({
-        "inventory_item_id": item, "location_id": location, "available": 1, "updated_at": now,
-    })
-    .to_string();
-    let h = stockhook_tests::sign::shopify(
-        "whsec-shop",
-        body.as_bytes(),
-        "inventory_levels/update",
-        "lookup-1",
-    );
-    let r = stockhook_tests::http::post(rx.addr(), "/webhooks/shop", &h, body.as_bytes());
-    assert_eq!(r.status, 200, "{r:?}");
+    post_level(&rx, item, location, 1, "lookup-1");
 
     let mails = stockhook_tests::stack::wait_eml(&dir.data_dir(), 1, Duration::from_secs(60));
     assert_eq!(mails.len(), 1);
@@ -402,24 +413,8 @@ fn an_item_the_catalog_does_not_know_is_looked_up_before_its_email() {
     // (Stopped cleanly: a killed worker's pending lease would hold the next event a minute.)
     worker.sigterm();
     worker.wait_exit(stockhook_tests::deadline_in(Duration::from_secs(60)));
-    let mut worker = dir.spawn_env(
-        stockhook_tests::bins::worker(),
-        &["--config", cfg.to_str().unwrap(), "run"],
-        &[("SHOP_TOKEN", TOKEN)],
-    );
-    stockhook_tests::stack::wait_worker_ready(&mut worker);
-    let body = serde_json::json!({
-        "inventory_item_id": item, "location_id": location, "available": 0, "updated_at": now,
-    })
-    .to_string();
-    let h = stockhook_tests::sign::shopify(
-        "whsec-shop",
-        body.as_bytes(),
-        "inventory_levels/update",
-        "lookup-2",
-    );
-    let r = stockhook_tests::http::post(rx.addr(), "/webhooks/shop", &h, body.as_bytes());
-    assert_eq!(r.status, 200, "{r:?}");
+    let worker = run_with_token(&dir, &cfg);
+    post_level(&rx, item, location, 0, "lookup-2");
     let mails = stockhook_tests::stack::wait_eml(&dir.data_dir(), 2, Duration::from_secs(60));
     let second = mails
         .iter()
@@ -441,12 +436,9 @@ fn an_item_the_catalog_does_not_know_is_looked_up_before_its_email() {
 
 #[test]
 fn sync_on_the_nats_backend_applies_and_corrects_through_jetstream_kv() {
-    let Some(bin) = stockhook_test_kit::nats::require(
-        "sync_on_the_nats_backend_applies_and_corrects_through_jetstream_kv",
-    ) else {
+    let Some(nats) = stockhook_test_kit::nats::start_required() else {
         return;
     };
-    let nats = stockhook_test_kit::nats::NatsServer::start(&bin);
     let dir = TestDir::new("sync-nats");
     let fake = FakeShopify::start(Shop::generated(TOKEN, 300, 0, 9));
     let api = format!(
@@ -491,10 +483,7 @@ fn sync_on_the_nats_backend_applies_and_corrects_through_jetstream_kv() {
         .unwrap();
     assert_eq!(row[col("available")], "0", "{row:?}");
     let s = stats(&dir, &cfg);
-    assert!(
-        s["sync"]["sources"][SHOP]["last_at"].as_i64().is_some(),
-        "{s:#}"
-    );
+    assert!(synced(&s), "{s:#}");
 }
 
 /// By hand, for docs/PERFORMANCE.md ("Catalog sync"): a 50,000-variant shop stocked at 2
@@ -510,12 +499,7 @@ fn sync_of_50k_variants_stays_within_cpu_and_memory() {
     let dir = TestDir::new("sync-50k");
     let fake = FakeShopify::start(Shop::generated(TOKEN, VARIANTS, 1, 20));
     let cfg = config(&dir, &fake, None, "0s");
-    let mut worker = dir.spawn_env(
-        stockhook_tests::bins::worker(),
-        &["--config", cfg.to_str().unwrap(), "run"],
-        &[("SHOP_TOKEN", TOKEN)],
-    );
-    stockhook_tests::stack::wait_worker_ready(&mut worker);
+    let worker = run_with_token(&dir, &cfg);
     let started = std::time::Instant::now();
     // Its log line, not `stats` (which reads every item through the worker's socket, and
     // would be measured with it).
@@ -567,24 +551,13 @@ fn a_reload_that_adds_a_sync_source_or_shortens_the_interval_takes_effect() {
         .recipients(&["ops@example.com"])
         .source(SourceSpec::shopify(SHOP, "whsec-shop"));
     let cfg = dir.write_config("stockhook.toml", &plain);
-    let mut worker = dir.spawn_env(
-        stockhook_tests::bins::worker(),
-        &["--config", cfg.to_str().unwrap(), "run"],
-        &[("SHOP_TOKEN", TOKEN)],
-    );
-    stockhook_tests::stack::wait_worker_ready(&mut worker);
+    let worker = run_with_token(&dir, &cfg);
     assert_eq!(fake.requests("productVariants"), 0);
 
     // The source gets its credentials: a reload, and it syncs (it never did).
     config(&dir, &fake, None, "1h");
     worker.signal(libc::SIGHUP);
-    let s = wait_stats(
-        &dir,
-        &cfg,
-        Duration::from_secs(60),
-        "the added source's first sync",
-        |s| s["sync"]["sources"][SHOP]["last_at"].as_i64().is_some(),
-    );
+    let s = wait_synced(&dir, &cfg, "the added source's first sync");
     assert_eq!(s["catalog"]["items"], 5, "{s:#}");
     assert_eq!(fake.requests("productVariants"), 1);
 

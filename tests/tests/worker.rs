@@ -184,12 +184,7 @@ fn one_alert_id(e: &Email) -> String {
 /// Asserts the text part's fields for the alert about `item`.
 fn assert_fields(e: &Email, item: &str, want: &[(&str, &str)]) {
     for (label, value) in want {
-        assert_eq!(
-            e.field_for(item, label).as_deref(),
-            Some(*value),
-            "field {label:?} of item {item} in\n{}",
-            e.text()
-        );
+        e.assert_field(item, label, value);
     }
 }
 
@@ -608,12 +603,7 @@ fn replay_after_a_platform_fix_reads_the_event_with_the_current_config() {
     assert!(out.contains(&format!("replayed event {id}")), "{out}");
     assert!(out.contains(&format!("event {id}: processed")), "{out}");
     let e = only_email(&p);
-    assert_eq!(
-        e.field_for("900021", "Available").as_deref(),
-        Some("2"),
-        "{}",
-        e.text()
-    );
+    e.assert_field("900021", "Available", "2");
     let s = p.wait("nothing dead", |s| stat(s, "queue.dead") == 0);
     assert_eq!(stat(&s, "events.processed"), 1, "{s:#}");
 

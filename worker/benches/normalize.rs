@@ -10,7 +10,8 @@
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use std::hint::black_box;
 use stockhook_shared::config::{Config, Platform};
-use stockhook_shared::envelope::{Envelope, EventId};
+use stockhook_shared::envelope::Envelope;
+use stockhook_test_kit::ebay_soap::{notification, ITEM_SOLD};
 use stockhook_worker::adapters;
 use stockhook_worker::rules::{evaluate_level, Arming};
 use stockhook_worker::state::{Prepared, RuleConfig, StateStore};
@@ -24,48 +25,8 @@ fn fixture(rel: &str) -> Vec<u8> {
 }
 
 fn envelope(id: u64, platform: Platform, headers: &[(&str, &str)], body: Vec<u8>) -> Envelope {
-    Envelope {
-        id: EventId(id),
-        source: "bench".into(),
-        platform,
-        received_at_ms: 1_700_000_000_000,
-        headers: headers
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-        body,
-    }
+    stockhook_tests::payloads::envelope(id, "bench", platform, headers, body)
 }
-
-const SOAP_ITEM_SOLD: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
-<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/"
-    xmlns:xsd="http://www.w3.org/2001/XMLSchema" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">
-  <soapenv:Header>
-    <ebl:RequesterCredentials soapenv:mustUnderstand="0" xmlns:ns="urn:ebay:apis:eBLBaseComponents"
-        xmlns:ebl="urn:ebay:apis:eBLBaseComponents">
-      <ebl:NotificationSignature xmlns:ebl="urn:ebay:apis:eBLBaseComponents">nXGFQyWyk1bzgM3N5zT9Ag==</ebl:NotificationSignature>
-    </ebl:RequesterCredentials>
-  </soapenv:Header>
-  <soapenv:Body>
-    <GetItemResponse xmlns="urn:ebay:apis:eBLBaseComponents">
-      <Timestamp>2024-05-01T10:00:00.250Z</Timestamp>
-      <Ack>Success</Ack>
-      <CorrelationID>2741926731</CorrelationID>
-      <Version>1331</Version>
-      <Build>E1331_CORE_APISIGNIN_19151597_R1</Build>
-      <NotificationEventName>ItemSold</NotificationEventName>
-      <RecipientUserID>seller_one</RecipientUserID>
-      <Item>
-        <ItemID>110554019341</ItemID>
-        <Quantity>10</Quantity>
-        <SellingStatus><QuantitySold>3</QuantitySold><ListingStatus>Active</ListingStatus></SellingStatus>
-        <SKU>MUG-RED</SKU>
-        <Title>Mug &amp; Saucer</Title>
-        <Seller><UserID>seller_one</UserID></Seller>
-      </Item>
-    </GetItemResponse>
-  </soapenv:Body>
-</soapenv:Envelope>"#;
 
 /// (name, envelope) for every adapter and every sample payload.
 fn samples() -> Vec<(String, Envelope)> {
@@ -121,7 +82,13 @@ fn samples() -> Vec<(String, Envelope)> {
                 "soapaction",
                 "\"http://developer.ebay.com/notification/ItemSold\"",
             )],
-            SOAP_ITEM_SOLD.as_bytes().to_vec(),
+            notification(
+                "GetItemResponse",
+                "nXGFQyWyk1bzgM3N5zT9Ag==",
+                "2024-05-01T10:00:00.250Z",
+                ITEM_SOLD,
+            )
+            .into_bytes(),
         ),
     ));
     out.push((

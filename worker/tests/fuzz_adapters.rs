@@ -35,19 +35,18 @@
 #[path = "../../fuzz/mutator.rs"]
 mod mutator;
 
-use mutator::{iterations, mutate, no_panic, seed, Rng};
+use mutator::{iterations, mutate, mutated_pick, no_panic, seed, Rng};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::OnceLock;
 use stockhook_shared::config::Platform;
-use stockhook_shared::envelope::{Envelope, EventId};
+use stockhook_shared::envelope::Envelope;
 use stockhook_test_kit::fixtures::{self, Fixtures};
 use stockhook_worker::adapters;
 use stockhook_worker::facts::{Fact, NormalizeError, Normalized};
 
 const DEFAULT_ITERS: u64 = 2500;
-const RECEIVED: i64 = 1_700_000_000_000;
 
 /// Keys whose string values are customer data in the fixtures.
 const PII_KEYS: &[&str] = &[
@@ -82,17 +81,7 @@ fn payloads(platform: &str) -> Vec<(String, Vec<u8>)> {
 }
 
 fn envelope(platform: Platform, headers: &[(&str, &str)], body: Vec<u8>) -> Envelope {
-    Envelope {
-        id: EventId(1),
-        source: "fuzz".into(),
-        platform,
-        received_at_ms: RECEIVED,
-        headers: headers
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-        body,
-    }
+    stockhook_tests::payloads::envelope(1, "fuzz", platform, headers, body)
 }
 
 const SOAP_TS: &str = "2024-01-02T03:04:05.000Z";
@@ -719,29 +708,25 @@ fn run_adapters(target: &'static str, platforms: &[Platform]) {
     );
 }
 
-#[test]
-fn fuzz_shopify_adapter() {
-    run_adapters("shopify", &[Platform::Shopify]);
+/// One test per adapter (each fails by its name, and they run in parallel): a test function
+/// is an item, which a function cannot make.
+macro_rules! adapter_tests {
+    ($($test:ident: $target:literal => $platform:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $test() {
+                run_adapters($target, &[Platform::$platform]);
+            }
+        )*
+    };
 }
 
-#[test]
-fn fuzz_amazon_adapter() {
-    run_adapters("amazon", &[Platform::Amazon]);
-}
-
-#[test]
-fn fuzz_ebay_adapter() {
-    run_adapters("ebay", &[Platform::Ebay]);
-}
-
-#[test]
-fn fuzz_simple_adapter() {
-    run_adapters("simple", &[Platform::Simple]);
-}
-
-#[test]
-fn fuzz_woocommerce_adapter() {
-    run_adapters("woocommerce", &[Platform::Woocommerce]);
+adapter_tests! {
+    fuzz_shopify_adapter: "shopify" => Shopify,
+    fuzz_amazon_adapter: "amazon" => Amazon,
+    fuzz_ebay_adapter: "ebay" => Ebay,
+    fuzz_simple_adapter: "simple" => Simple,
+    fuzz_woocommerce_adapter: "woocommerce" => Woocommerce,
 }
 
 /// `parse_time` on mutated time strings: never panics, and agrees with the `time` crate on
@@ -770,9 +755,7 @@ fn fuzz_parse_time() {
     let n = iterations(DEFAULT_ITERS) * 4;
     let mut agreed = 0u64;
     for i in 0..n {
-        let mut rng = Rng::for_iteration(seed, "parse-time", i);
-        let mut s = rng.pick(&corpus).to_vec();
-        mutate(&mut rng, &mut s, &corpus, 3);
+        let (mut rng, mut s) = mutated_pick(seed, "parse-time", i, &corpus, &corpus, 3);
         if rng.chance(1, 4) {
             s.truncate(rng.below(40));
         }

@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 use stockhook_shared::config::Platform;
-use stockhook_shared::envelope::{Envelope, EventId};
+
 use stockhook_worker::adapters;
 use stockhook_worker::state::{ItemState, Prepared, RuleConfig};
 use stockhook_worker::state::{SledState, StateBackend};
@@ -23,26 +23,36 @@ fn rules() -> Arc<RuleConfig> {
 
 /// One event as the receiver stores it, normalized by the real adapter.
 fn prepared(id: u64, platform: Platform, headers: &[(&str, &str)], body: Vec<u8>) -> Prepared {
-    let env = Envelope {
-        id: EventId(id),
-        source: "shop".into(),
-        platform,
-        received_at_ms: 1_700_000_000_000,
-        headers: headers
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-        body,
-    };
+    let env = stockhook_tests::payloads::envelope(id, "shop", platform, headers, body);
     let normalized = adapters::normalize(&env).unwrap_or_else(|e| panic!("event {id}: {e}"));
     Prepared::new(&env, normalized)
 }
 
-async fn apply(state: &SledState, events: Vec<Prepared>) {
+/// Applies the one event [`prepared`] makes, as a batch of its own.
+async fn apply_one(
+    state: &SledState,
+    id: u64,
+    platform: Platform,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) {
+    let event = prepared(id, platform, headers, body);
     state
-        .apply_batch(events, rules(), 1_700_000_000_000, false)
+        .apply_batch(vec![event], rules(), 1_700_000_000_000, false)
         .await
         .expect("apply");
+}
+
+/// [`apply_one`] of a Shopify webhook of `topic`.
+async fn apply_shopify(state: &SledState, id: u64, topic: &str, body: Vec<u8>) {
+    apply_one(
+        state,
+        id,
+        Platform::Shopify,
+        &[("x-shopify-topic", topic)],
+        body,
+    )
+    .await;
 }
 
 async fn item(state: &SledState, item: &str) -> Option<ItemState> {
@@ -61,16 +71,7 @@ async fn a_restock_refund_for_a_sale_never_seen_leaves_units_sold_at_zero() {
     // Shopify's python API fixture: two lines restocked (`restock: true`), of an order this
     // store never reported.
     let refund = data("shopify/refund_restock_python_api.json");
-    apply(
-        &state,
-        vec![prepared(
-            1,
-            Platform::Shopify,
-            &[("x-shopify-topic", "refunds/create")],
-            refund.clone(),
-        )],
-    )
-    .await;
+    apply_shopify(&state, 1, "refunds/create", refund.clone()).await;
     for variant in ["variant:457924702", "variant:39072856"] {
         let units = item(&state, variant).await.map_or(0, |s| s.sold());
         assert_eq!(units, 0, "{variant}: units sold never go below zero");
@@ -83,32 +84,14 @@ async fn a_restock_refund_for_a_sale_never_seen_leaves_units_sold_at_zero() {
     let state = SledState::open(&dir.path().join("state")).unwrap();
     let order = br#"{"id": 450789469, "created_at": "2016-06-20T10:00:00-04:00", "line_items": [
         {"id": 703073504, "variant_id": 457924702, "sku": "IPOD2008BLACK", "quantity": 3}]}"#;
-    apply(
-        &state,
-        vec![prepared(
-            2,
-            Platform::Shopify,
-            &[("x-shopify-topic", "orders/create")],
-            order.to_vec(),
-        )],
-    )
-    .await;
+    apply_shopify(&state, 2, "orders/create", order.to_vec()).await;
     let sold = item(&state, "variant:457924702").await.unwrap();
     assert_eq!(sold.units_sold, 3);
     let last_sale = sold.last_sale_at;
     let again = String::from_utf8(refund)
         .unwrap()
         .replacen("509562969", "509562970", 1);
-    apply(
-        &state,
-        vec![prepared(
-            3,
-            Platform::Shopify,
-            &[("x-shopify-topic", "refunds/create")],
-            again.into_bytes(),
-        )],
-    )
-    .await;
+    apply_shopify(&state, 3, "refunds/create", again.into_bytes()).await;
     let after = item(&state, "variant:457924702").await.unwrap();
     assert_eq!(after.units_sold, 2, "one unit returned of three sold");
     assert_eq!(after.last_sale_at, last_sale, "a refund is not a sale");
@@ -126,11 +109,7 @@ async fn fba_units_shared_by_a_pool_are_counted_once() {
     let dir = tempfile::tempdir().unwrap();
     let state = SledState::open(&dir.path().join("state")).unwrap();
     let published = data("amazon/fba_inventory_availability_changes.json");
-    apply(
-        &state,
-        vec![prepared(1, Platform::Amazon, &[], published.clone())],
-    )
-    .await;
+    apply_one(&state, 1, Platform::Amazon, &[], published.clone()).await;
     let st = item(&state, "SELLERSKU-1")
         .await
         .expect("the SKU is tracked");
@@ -144,11 +123,7 @@ async fn fba_units_shared_by_a_pool_are_counted_once() {
             "d0e9e693-c3ad-4373-979f-ed4ec98dd746",
             "0e1f2a3b-c3ad-4373-979f-ed4ec98dd746",
         );
-    apply(
-        &state,
-        vec![prepared(2, Platform::Amazon, &[], later.into_bytes())],
-    )
-    .await;
+    apply_one(&state, 2, Platform::Amazon, &[], later.into_bytes()).await;
     let st = item(&state, "SELLERSKU-1").await.unwrap();
     assert_eq!(st.total(), Some(61), "{:?}", st.levels);
 }
@@ -327,11 +302,7 @@ async fn a_product_update_with_many_variants_tracks_each_one() {
     let state = SledState::open(&dir.path().join("state")).unwrap();
     let topic = [("x-shopify-topic", "products/update")];
     let published = data("shopify/product_ipod_nano_4_variants_python_api.json");
-    apply(
-        &state,
-        vec![prepared(1, Platform::Shopify, &topic, published.clone())],
-    )
-    .await;
+    apply_one(&state, 1, Platform::Shopify, &topic, published.clone()).await;
     for (id, colour, sku, units) in [
         ("808950810", "Pink", "IPOD2008PINK", 10),
         ("49148385", "Red", "IPOD2008RED", 20),
@@ -354,14 +325,12 @@ async fn a_product_update_with_many_variants_tracks_each_one() {
     let mut later: serde_json::Value = serde_json::from_slice(&published).unwrap();
     later["updated_at"] = serde_json::json!("2011-10-21T14:05:13-04:00");
     later["variants"].as_array_mut().unwrap().pop();
-    apply(
+    apply_one(
         &state,
-        vec![prepared(
-            2,
-            Platform::Shopify,
-            &topic,
-            serde_json::to_vec(&later).unwrap(),
-        )],
+        2,
+        Platform::Shopify,
+        &topic,
+        serde_json::to_vec(&later).unwrap(),
     )
     .await;
     assert!(item(&state, "variant:457924702")

@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use stockhook_shared::config::{Config, OneOrMany};
 use stockhook_shared::envelope::EventId;
-use stockhook_worker::alert::{OutboxStatus, Rule};
+use stockhook_worker::alert::{Alert, OutboxStatus, Rule};
 use stockhook_worker::catalog::{self, CatalogBatch, CatalogItem, Location, Origin};
 use stockhook_worker::facts::{Fact, Normalized};
 use stockhook_worker::state::{
@@ -29,6 +29,14 @@ use stockhook_test_kit::nats::{require as require_nats, NatsServer};
 
 async fn start(bin: &Path) -> NatsServer {
     NatsServer::start(bin)
+}
+
+/// Two workers' states on one new nats-server (returned first, to keep); `None` after the
+/// running test's skip line where nats-server is not installed.
+async fn two_workers() -> Option<(NatsServer, NatsState, NatsState)> {
+    let server = stockhook_test_kit::nats::start_required()?;
+    let (a, b) = (state(&server.url).await, state(&server.url).await);
+    Some((server, a, b))
 }
 
 fn config(url: &str) -> Config {
@@ -123,6 +131,22 @@ on_both_backends! {
 
 /// Events are counted per source and hour of arrival; housekeeping forgets hours older than
 /// [`counters::HOURLY_KEEP_MS`] and keeps the rest.
+/// The scheduled pass (no sales, days of cover) at `now`: what it raised, or with `dry_run`
+/// what it would raise.
+async fn scheduled<S: StateBackend>(
+    s: &S,
+    r: Arc<RuleConfig>,
+    now: i64,
+    dry_run: bool,
+) -> Vec<Alert> {
+    s.run_no_sales(r, now, dry_run).await.unwrap()
+}
+
+/// How many outbox entries carry an alert of `rule`.
+async fn outbox_of<S: StateBackend>(s: &S, rule: Rule) -> usize {
+    s.outbox(move |e| e.alert.rule == rule).await.unwrap().len()
+}
+
 async fn hourly_counters<S: StateBackend>(s: &S) {
     let r = rules();
     let now = stockhook_shared::queue::now_ms();
@@ -303,26 +327,12 @@ async fn no_sales<S: StateBackend>(s: &S) {
     let r = rules();
     let day = 86_400_000;
     apply(s, &r, vec![ev(1, vec![level("x", "l", 10, 0)])]).await;
-    assert!(s
-        .run_no_sales(r.clone(), 59 * day, false)
-        .await
-        .unwrap()
-        .is_empty());
-    let fired = s.run_no_sales(r.clone(), 61 * day, false).await.unwrap();
+    assert!(scheduled(s, r.clone(), 59 * day, false).await.is_empty());
+    let fired = scheduled(s, r.clone(), 61 * day, false).await;
     assert_eq!(fired.len(), 1);
     assert_eq!(fired[0].rule, Rule::NoSales);
-    assert!(s
-        .run_no_sales(r.clone(), 70 * day, false)
-        .await
-        .unwrap()
-        .is_empty());
-    assert_eq!(
-        s.outbox(|e| e.alert.rule == Rule::NoSales)
-            .await
-            .unwrap()
-            .len(),
-        1
-    );
+    assert!(scheduled(s, r.clone(), 70 * day, false).await.is_empty());
+    assert_eq!(outbox_of(s, Rule::NoSales).await, 1);
     assert_eq!(s.counters().await.unwrap()[counters::ALERTS_CREATED], 1);
 }
 
@@ -443,7 +453,7 @@ async fn removals<S: StateBackend>(s: &S) {
     let items = s.items().await.unwrap();
     assert_eq!(removed(&items, "b"), Some((20, why)));
     // No no-sales alert for a removed item.
-    let fired = s.run_no_sales(r.clone(), 200 * day, false).await.unwrap();
+    let fired = scheduled(s, r.clone(), 200 * day, false).await;
     let fired: Vec<&str> = fired.iter().map(|a| a.item.as_str()).collect();
     assert_eq!(fired, vec!["a"]);
     // The product is deleted: a leaves too.
@@ -856,12 +866,9 @@ async fn redelivery_after_a_crash_midway_changes_nothing() {
 
 #[tokio::test]
 async fn two_workers_same_events_one_alert_and_one_claimer() {
-    let Some(bin) = require_nats("two_workers_same_events_one_alert_and_one_claimer") else {
+    let Some((_server, a, b)) = two_workers().await else {
         return;
     };
-    let server = start(&bin).await;
-    let a = state(&server.url).await;
-    let b = state(&server.url).await;
     // Both workers apply the same 50 events at once (a redelivery racing the first delivery).
     let batch = || -> Vec<Prepared> {
         (0..50u64)
@@ -912,39 +919,22 @@ async fn two_workers_same_events_one_alert_and_one_claimer() {
 
 #[tokio::test]
 async fn no_sales_fires_once_per_quiet_period_across_workers() {
-    let Some(bin) = require_nats("no_sales_fires_once_per_quiet_period_across_workers") else {
+    let Some((_server, a, b)) = two_workers().await else {
         return;
     };
-    let server = start(&bin).await;
-    let a = state(&server.url).await;
-    let b = state(&server.url).await;
     let day = 86_400_000;
     a.apply_batch(vec![ev(1, vec![level("x", "l", 10, 0)])], rules(), 0, false)
         .await
         .unwrap();
-    assert!(a
-        .run_no_sales(rules(), 59 * day, false)
-        .await
-        .unwrap()
-        .is_empty());
+    assert!(scheduled(&a, rules(), 59 * day, false).await.is_empty());
     let (fa, fb) = tokio::join!(
         a.run_no_sales(rules(), 61 * day, false),
         b.run_no_sales(rules(), 61 * day, false)
     );
     let fired = fa.unwrap().len() + fb.unwrap().len();
     assert_eq!(fired, 1, "one no-sales alert between the two workers");
-    assert!(a
-        .run_no_sales(rules(), 70 * day, false)
-        .await
-        .unwrap()
-        .is_empty());
-    assert_eq!(
-        a.outbox(|e| e.alert.rule == Rule::NoSales)
-            .await
-            .unwrap()
-            .len(),
-        1
-    );
+    assert!(scheduled(&a, rules(), 70 * day, false).await.is_empty());
+    assert_eq!(outbox_of(&a, Rule::NoSales).await, 1);
 }
 
 fn sale(item: &str, n: i64, order: &str, at: i64) -> Fact {
@@ -1013,10 +1003,8 @@ async fn cover<S: StateBackend>(s: &S) {
         .unwrap();
     assert!(alerts(&a).is_empty(), "still below, already told: {a:?}");
     // The scheduled pass has nothing new either.
-    assert!(s
-        .run_no_sales(r.clone(), now + DAY / 2, false)
+    assert!(scheduled(s, r.clone(), now + DAY / 2, false)
         .await
-        .unwrap()
         .is_empty());
     // A restock above 1.25 x the reorder point re-arms; the schedule with a longer lead time
     // (30 days: reorder point about 90) then finds it short, once.
@@ -1034,23 +1022,13 @@ async fn cover<S: StateBackend>(s: &S) {
         ..(*r).clone()
     });
     let at = now + DAY / 2;
-    let due = s.run_no_sales(long.clone(), at, false).await.unwrap();
+    let due = scheduled(s, long.clone(), at, false).await;
     assert_eq!(due.len(), 1, "{due:?}");
     assert_eq!(due[0].rule, Rule::Cover);
     assert_eq!(due[0].available, Some(80));
     assert_eq!(due[0].cover.as_ref().map(|c| c.cover_days), Some(30));
-    assert!(s
-        .run_no_sales(long, at + 1, false)
-        .await
-        .unwrap()
-        .is_empty());
-    assert_eq!(
-        s.outbox(|e| e.alert.rule == Rule::Cover)
-            .await
-            .unwrap()
-            .len(),
-        2
-    );
+    assert!(scheduled(s, long, at + 1, false).await.is_empty());
+    assert_eq!(outbox_of(s, Rule::Cover).await, 2);
 }
 
 /// The velocity's record is part of the item: a restarted worker (sled reopened, a new NATS
@@ -1274,12 +1252,8 @@ async fn preview_dry_run<S: StateBackend>(s: &S) {
         s.counters().await.unwrap(),
         s.outbox(|_| true).await.unwrap(),
     );
-    assert!(s
-        .run_no_sales(r.clone(), 59 * day, true)
-        .await
-        .unwrap()
-        .is_empty());
-    let preview = s.run_no_sales(r.clone(), 61 * day, true).await.unwrap();
+    assert!(scheduled(s, r.clone(), 59 * day, true).await.is_empty());
+    let preview = scheduled(s, r.clone(), 61 * day, true).await;
     assert_eq!(
         preview
             .iter()
@@ -1295,16 +1269,12 @@ async fn preview_dry_run<S: StateBackend>(s: &S) {
     );
     assert_eq!(before, after, "a dry run writes nothing");
     // The real pass raises what the preview showed.
-    let real = s.run_no_sales(r.clone(), 61 * day, false).await.unwrap();
+    let real = scheduled(s, r.clone(), 61 * day, false).await;
     assert_eq!(
         real.iter().map(|a| a.id.clone()).collect::<Vec<_>>(),
         preview.iter().map(|a| a.id.clone()).collect::<Vec<_>>()
     );
-    assert!(s
-        .run_no_sales(r.clone(), 61 * day, true)
-        .await
-        .unwrap()
-        .is_empty());
+    assert!(scheduled(s, r.clone(), 61 * day, true).await.is_empty());
 }
 
 /// Send claims between two workers: a renewed claim stays with its owner; a lapsed one is taken
@@ -1313,13 +1283,9 @@ async fn preview_dry_run<S: StateBackend>(s: &S) {
 /// snapshot or for a later channel, does not replace it).
 #[tokio::test]
 async fn claims_renew_lapse_to_another_worker_and_keep_the_planned_set() {
-    let Some(bin) = require_nats("claims_renew_lapse_to_another_worker_and_keep_the_planned_set")
-    else {
+    let Some((_server, a, b)) = two_workers().await else {
         return;
     };
-    let server = start(&bin).await;
-    let a = state(&server.url).await;
-    let b = state(&server.url).await;
     let batch: Vec<Prepared> = (0..3u64)
         .map(|i| ev(500 + i, vec![level(&format!("c{i}"), "l", 1, 1)]))
         .collect();

@@ -12,7 +12,7 @@ use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use stockhook_shared::secret::Secret;
-use stockhook_worker::catalog::{CatalogItem, SaleLine};
+use stockhook_worker::catalog::{CatalogBatch, CatalogItem, SaleLine};
 use stockhook_worker::sync::amazon::{self, AmazonConfig};
 use stockhook_worker::sync::ebay::{self, EbayConfig};
 use stockhook_worker::sync::{ApiClient, SyncError};
@@ -86,6 +86,21 @@ impl Drop for Fake {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// An Amazon sync ([`amazon_config`]) against a fake answering with `handler`: the fake (what
+/// it was asked) and what the sync returned.
+async fn amazon_sync(handler: Handler) -> (Fake, Result<CatalogBatch, SyncError>) {
+    let fake = Fake::start(handler).await;
+    let got = amazon::fetch(&amazon_config(&fake.base), &ApiClient::new().unwrap(), NOW).await;
+    (fake, got)
+}
+
+/// [`amazon_sync`] for eBay ([`ebay_config`]).
+async fn ebay_sync(handler: Handler) -> (Fake, Result<CatalogBatch, SyncError>) {
+    let fake = Fake::start(handler).await;
+    let got = ebay::fetch(&ebay_config(&fake.base), &ApiClient::new().unwrap(), NOW).await;
+    (fake, got)
 }
 
 impl Fake {
@@ -349,11 +364,8 @@ fn amazon_handler() -> Handler {
 
 #[tokio::test]
 async fn amazon_sync_reads_pages_throttles_refreshes_and_counts_pooled_fba_once() {
-    let fake = Fake::start(amazon_handler()).await;
-    let api = ApiClient::new().unwrap();
-    let batch = amazon::fetch(&amazon_config(&fake.base), &api, NOW)
-        .await
-        .expect("amazon sync");
+    let (fake, batch) = amazon_sync(amazon_handler()).await;
+    let batch = batch.expect("amazon sync");
 
     assert_eq!(batch.source, "amazon-na");
     assert_eq!(batch.platform, "amazon");
@@ -449,7 +461,7 @@ async fn amazon_sync_reads_pages_throttles_refreshes_and_counts_pooled_fba_once(
 async fn amazon_token_refused_when_fresh_is_unauthorized() {
     let tokens = Arc::new(Mutex::new(0u32));
     let t = tokens.clone();
-    let fake = Fake::start(Arc::new(move |r: &Seen| {
+    let (fake, err) = amazon_sync(Arc::new(move |r: &Seen| {
         if r.path == "/auth/o2/token" {
             *t.lock().unwrap() += 1;
             return reply(200, lwa_answer(1));
@@ -460,10 +472,7 @@ async fn amazon_token_refused_when_fresh_is_unauthorized() {
         )
     }))
     .await;
-    let api = ApiClient::new().unwrap();
-    let err = amazon::fetch(&amazon_config(&fake.base), &api, NOW)
-        .await
-        .unwrap_err();
+    let err = err.unwrap_err();
     assert!(
         matches!(err, SyncError::Unauthorized { status: 403, .. }),
         "{err:?}"
@@ -476,7 +485,7 @@ async fn amazon_token_refused_when_fresh_is_unauthorized() {
 
 #[tokio::test]
 async fn amazon_revoked_refresh_token_stops_before_any_api_call() {
-    let fake = Fake::start(Arc::new(|r: &Seen| {
+    let (fake, err) = amazon_sync(Arc::new(|r: &Seen| {
         if r.path == "/auth/o2/token" {
             return reply(
                 400,
@@ -486,10 +495,7 @@ async fn amazon_revoked_refresh_token_stops_before_any_api_call() {
         reply(200, "{}")
     }))
     .await;
-    let api = ApiClient::new().unwrap();
-    let err = amazon::fetch(&amazon_config(&fake.base), &api, NOW)
-        .await
-        .unwrap_err();
+    let err = err.unwrap_err();
     assert!(
         matches!(err, SyncError::Unauthorized { status: 400, ref what } if what == "Amazon LWA token"),
         "{err:?}"
@@ -762,11 +768,8 @@ async fn ebay_sync_reads_listings_variations_inventory_and_orders() {
 /// `ItemRevised` Platform Notification carrying the same GetItemResponse) gives.
 #[tokio::test]
 async fn ebay_sync_keys_match_the_webhook_adapter() {
-    let fake = Fake::start(ebay_handler()).await;
-    let api = ApiClient::new().unwrap();
-    let batch = ebay::fetch(&ebay_config(&fake.base), &api, NOW)
-        .await
-        .unwrap();
+    let (_fake, batch) = ebay_sync(ebay_handler()).await;
+    let batch = batch.unwrap();
     let env = stockhook_shared::envelope::Envelope {
         id: stockhook_shared::envelope::EventId(1),
         source: "ebay-store".into(),
@@ -807,11 +810,8 @@ async fn ebay_sync_keys_match_the_webhook_adapter() {
 async fn ebay_sale_seen_by_webhook_and_sync_counts_once() {
     use stockhook_worker::catalog::{apply, Origin};
     use stockhook_worker::facts::Fact;
-    let fake = Fake::start(ebay_handler()).await;
-    let api = ApiClient::new().unwrap();
-    let batch = ebay::fetch(&ebay_config(&fake.base), &api, NOW)
-        .await
-        .unwrap();
+    let (_fake, batch) = ebay_sync(ebay_handler()).await;
+    let batch = batch.unwrap();
     let synced = batch
         .sales
         .iter()
@@ -900,17 +900,14 @@ async fn ebay_sale_seen_by_webhook_and_sync_counts_once() {
 
 #[tokio::test]
 async fn ebay_refused_token_is_unauthorized_and_secrets_stay_out_of_errors() {
-    let fake = Fake::start(Arc::new(|r: &Seen| {
+    let (fake, err) = ebay_sync(Arc::new(|r: &Seen| {
         if r.path == "/identity/v1/oauth2/token" {
             return reply(200, json!({"access_token": ebay_token(1), "expires_in": 7200, "token_type": "User Access Token"}).to_string());
         }
         reply(401, data("ebay/sync/error_1001_invalid_access_token.json"))
     }))
     .await;
-    let api = ApiClient::new().unwrap();
-    let err = ebay::fetch(&ebay_config(&fake.base), &api, NOW)
-        .await
-        .unwrap_err();
+    let err = err.unwrap_err();
     assert!(
         matches!(err, SyncError::Unauthorized { status: 401, .. }),
         "{err:?}"
@@ -1300,10 +1297,7 @@ async fn synced_batches_apply_through_the_rules_on_both_backends() {
     let sled = stockhook_worker::state::SledState::open(&dir.path().join("state")).unwrap();
     synced_batches_meet_their_webhooks(&sled).await;
     a_complete_amazon_sync_replaces_stale_levels(&sled).await;
-    if let Some(bin) =
-        stockhook_test_kit::nats::require("synced_batches_apply_through_the_rules_on_both_backends")
-    {
-        let server = stockhook_test_kit::nats::NatsServer::start(&bin);
+    if let Some(server) = stockhook_test_kit::nats::start_required() {
         let mut c = stockhook_shared::config::Config::default();
         c.queue.backend = "nats".into();
         c.queue.nats_url = Some(stockhook_shared::config::OneOrMany::One(server.url.clone()));

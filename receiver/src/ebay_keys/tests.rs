@@ -180,10 +180,10 @@ async fn fake_with_cache() -> Fixture {
     (fake, cache, clock)
 }
 
-/// [`fake_with_cache`] for a test whose fake serves eBay's published getPublicKey response;
+/// [`fake_with_cache`] for the running test, whose fake serves eBay's published getPublicKey response;
 /// `None` (the test returns) where that fixture is not in this checkout.
-async fn fake_and_cache(test: &str) -> Option<Fixture> {
-    if !published(test) {
+async fn fake_and_cache() -> Option<Fixture> {
+    if !published(&stockhook_test_kit::skip::current_test()) {
         return None;
     }
     Some(fake_with_cache().await)
@@ -195,28 +195,27 @@ fn signed_request() -> (http::HeaderMap, Vec<u8>) {
     (vector_headers(&v), body.into_bytes())
 }
 
+/// How the `ebay` scheme over `cache` answers [`signed_request`]: `Ok`, or the refusal's code.
+fn verdict(cache: &Arc<KeyCache>) -> Result<(), &'static str> {
+    let (h, body) = signed_request();
+    verify(&Ebay::new(cache.clone()), &h, &body, 0).map_err(|e| e.code())
+}
+
 #[tokio::test]
 async fn fetched_key_verifies_the_fixture_and_is_cached_for_the_hour() {
-    let Some((fake, cache, clock)) =
-        fake_and_cache("ebay_keys::fetched_key_verifies_the_fixture_and_is_cached_for_the_hour")
-            .await
-    else {
+    let Some((fake, cache, clock)) = fake_and_cache().await else {
         return;
     };
-    let verifier = Ebay::new(cache.clone());
-    let (h, body) = signed_request();
+    let (h, _) = signed_request();
     assert_eq!(
         crate::schemes::ebay::signature_kid(&h).as_deref(),
         Some(KID)
     );
     // Before: unknown.
-    assert_eq!(
-        verify(&verifier, &h, &body, 0).unwrap_err().code(),
-        "unknown_key"
-    );
+    assert_eq!(verdict(&cache), Err("unknown_key"));
     assert!(!cache.is_fresh(KID));
     cache.ensure(KID).await.unwrap();
-    assert_eq!(verify(&verifier, &h, &body, 0), Ok(()));
+    assert_eq!(verdict(&cache), Ok(()));
     assert!(cache.is_fresh(KID));
     assert_eq!(fake.hits(), (1, 1));
     // What went over the wire: Basic client credentials, then the Bearer token.
@@ -243,14 +242,12 @@ async fn fetched_key_verifies_the_fixture_and_is_cached_for_the_hour() {
     assert!(!cache.is_fresh(KID));
     cache.ensure(KID).await.unwrap();
     assert_eq!(fake.hits(), (1, 2));
-    assert_eq!(verify(&verifier, &h, &body, 0), Ok(()));
+    assert_eq!(verdict(&cache), Ok(()));
 }
 
 #[tokio::test]
 async fn concurrent_ensures_for_one_kid_fetch_once() {
-    let Some((fake, cache, _)) =
-        fake_and_cache("ebay_keys::concurrent_ensures_for_one_kid_fetch_once").await
-    else {
+    let Some((fake, cache, _)) = fake_and_cache().await else {
         return;
     };
     fake.key_delay_ms.store(200, Ordering::SeqCst);
@@ -268,9 +265,7 @@ async fn concurrent_ensures_for_one_kid_fetch_once() {
 
 #[tokio::test]
 async fn concurrent_failures_fetch_once_and_are_held_briefly() {
-    let Some((fake, cache, clock)) =
-        fake_and_cache("ebay_keys::concurrent_failures_fetch_once_and_are_held_briefly").await
-    else {
+    let Some((fake, cache, clock)) = fake_and_cache().await else {
         return;
     };
     fake.key_delay_ms.store(200, Ordering::SeqCst);
@@ -298,8 +293,7 @@ async fn concurrent_failures_fetch_once_and_are_held_briefly() {
 
 #[tokio::test]
 async fn server_error_is_a_fetch_error() {
-    let Some((fake, cache, _)) = fake_and_cache("ebay_keys::server_error_is_a_fetch_error").await
-    else {
+    let Some((fake, cache, _)) = fake_and_cache().await else {
         return;
     };
     fake.fail_keys.store(true, Ordering::SeqCst);
@@ -313,13 +307,7 @@ async fn server_error_is_a_fetch_error() {
     );
     assert!(e.to_string().contains("HTTP 500"), "{e}");
     assert!(e.is_transient());
-    let (h, body) = signed_request();
-    assert_eq!(
-        verify(&Ebay::new(cache.clone()), &h, &body, 0)
-            .unwrap_err()
-            .code(),
-        "unknown_key"
-    );
+    assert_eq!(verdict(&cache), Err("unknown_key"));
 }
 
 #[tokio::test]
@@ -335,9 +323,7 @@ async fn unknown_kid_is_a_fetch_error_naming_it() {
 
 #[tokio::test]
 async fn token_is_reused_until_it_expires() {
-    let Some((fake, cache, clock)) =
-        fake_and_cache("ebay_keys::token_is_reused_until_it_expires").await
-    else {
+    let Some((fake, cache, clock)) = fake_and_cache().await else {
         return;
     };
     cache.ensure(KID).await.unwrap();
@@ -369,9 +355,7 @@ async fn token_is_reused_until_it_expires() {
 
 #[tokio::test]
 async fn a_token_refused_by_the_key_endpoint_is_renewed_once() {
-    let Some((fake, cache, _)) =
-        fake_and_cache("ebay_keys::a_token_refused_by_the_key_endpoint_is_renewed_once").await
-    else {
+    let Some((fake, cache, _)) = fake_and_cache().await else {
         return;
     };
     cache.ensure(KID).await.unwrap();
@@ -395,10 +379,7 @@ async fn refused_credentials_say_what_to_check_and_never_the_secret() {
 
 #[tokio::test]
 async fn stale_key_survives_a_transient_refresh_failure_but_not_a_404() {
-    let Some((fake, cache, clock)) =
-        fake_and_cache("ebay_keys::stale_key_survives_a_transient_refresh_failure_but_not_a_404")
-            .await
-    else {
+    let Some((fake, cache, clock)) = fake_and_cache().await else {
         return;
     };
     cache.ensure(KID).await.unwrap();
@@ -407,17 +388,11 @@ async fn stale_key_survives_a_transient_refresh_failure_but_not_a_404() {
     cache.ensure(KID).await.unwrap();
     // The token was due too (7200 s, renewed 60 s early).
     assert_eq!(fake.hits(), (2, 2));
-    let (h, body) = signed_request();
-    assert_eq!(verify(&Ebay::new(cache.clone()), &h, &body, 0), Ok(()));
+    assert_eq!(verdict(&cache), Ok(()));
     // Past MAX_STALE: the failure is an error.
     clock.store(MAX_STALE.as_secs() + 3600, Ordering::SeqCst);
     assert!(cache.ensure(KID).await.is_err());
-    assert_eq!(
-        verify(&Ebay::new(cache.clone()), &h, &body, 0)
-            .unwrap_err()
-            .code(),
-        "unknown_key"
-    );
+    assert_eq!(verdict(&cache), Err("unknown_key"));
 }
 
 #[tokio::test]
@@ -434,7 +409,7 @@ async fn unreachable_api_is_a_transport_error() {
 
 #[tokio::test]
 async fn pinned_keys_win_and_never_fetch() {
-    if !published("ebay_keys::pinned_keys_win_and_never_fetch") {
+    if !published(&stockhook_test_kit::skip::current_test()) {
         return;
     }
     let (fake, api) = FakeEbay::start().await;
@@ -448,8 +423,7 @@ async fn pinned_keys_win_and_never_fetch() {
     c.ensure(KID).await.unwrap();
     assert!(c.is_fresh(KID));
     assert_eq!(fake.hits(), (0, 0));
-    let (h, body) = signed_request();
-    assert_eq!(verify(&Ebay::new(Arc::new(c)), &h, &body, 0), Ok(()));
+    assert_eq!(verdict(&Arc::new(c)), Ok(()));
 }
 
 #[tokio::test]
@@ -464,9 +438,7 @@ async fn implausible_kids_are_never_fetched() {
 
 #[tokio::test]
 async fn new_kids_are_rate_limited_and_the_cache_is_bounded() {
-    let Some((fake, cache, clock)) =
-        fake_and_cache("ebay_keys::new_kids_are_rate_limited_and_the_cache_is_bounded").await
-    else {
+    let Some((fake, cache, clock)) = fake_and_cache().await else {
         return;
     };
     for i in 0..NEW_KID_BURST {

@@ -16,6 +16,29 @@ fn write(text: &str) -> tempfile::NamedTempFile {
     f
 }
 
+/// The file `f` loaded with no environment, which must succeed.
+fn load_ok(f: &tempfile::NamedTempFile) -> Loaded {
+    load_from(Some(f.path()), &env(&[])).unwrap()
+}
+
+/// Why the file `f` with the environment `vars` is refused.
+fn refusal_with_env(f: &tempfile::NamedTempFile, vars: &[(&str, &str)]) -> String {
+    load_from(Some(f.path()), &env(vars))
+        .unwrap_err()
+        .to_string()
+}
+
+/// Why the file `f` with no environment is refused.
+fn refusal(f: &tempfile::NamedTempFile) -> String {
+    refusal_with_env(f, &[])
+}
+
+/// Asserts the file `f` with no environment is refused saying every one of `parts`.
+#[track_caller]
+fn refused_with(f: &tempfile::NamedTempFile, parts: &[&str]) {
+    stockhook_test_kit::assert_contains(&refusal(f), parts);
+}
+
 #[test]
 fn defaults_enable_only_sources_with_secrets() {
     let loaded = load_from(Some(Path::new("/nonexistent/for/sure.toml")), &env(&[]));
@@ -50,30 +73,22 @@ fn defaults_enable_only_sources_with_secrets() {
 #[test]
 fn parse_error_names_file_line_and_valid_values() {
     let f = write("data_dir = \"/tmp\"\n\n[[sources]]\nname = \"a\"\nplatform = \"shopfy\"\nscheme = \"shopify-hmac\"\n");
-    let err = load_from(Some(f.path()), &env(&[]))
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains(&format!("{}:5:", f.path().display())), "{err}");
+    let err = refusal(&f);
+    stockhook_test_kit::assert_contains(&err, &[&format!("{}:5:", f.path().display())]);
     assert!(err.contains("shopify"), "lists valid platforms: {err}");
 }
 
 #[test]
 fn unknown_key_is_refused_with_its_line() {
     let f = write("[receiver]\nlisten = \"127.0.0.1:1\"\nmax_body = 5\n");
-    let err = load_from(Some(f.path()), &env(&[]))
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains(":3:"), "{err}");
-    assert!(err.contains("max_body"), "{err}");
+    refused_with(&f, &[":3:", "max_body"]);
 }
 
 #[test]
 fn missing_secret_in_a_file_is_an_error_naming_the_variable() {
     let f = write("[[sources]]\nname = \"acme\"\nplatform = \"shopify\"\nscheme = \"shopify-hmac\"\nsecrets_env = \"ACME_SECRET\"\n");
-    let err = load_from(Some(f.path()), &env(&[]))
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("ACME_SECRET"), "{err}");
+    let err = refusal(&f);
+    stockhook_test_kit::assert_contains(&err, &["ACME_SECRET"]);
     assert!(err.contains(":2"), "points at the source: {err}");
     let ok = load_from(Some(f.path()), &env(&[("ACME_SECRET", "x")])).unwrap();
     assert_eq!(ok.config.sources[0].secrets.len(), 1);
@@ -92,23 +107,17 @@ fn secrets_file_with_credentials_directory_and_rotation() {
         .map(|s| s.expose().to_string())
         .collect();
     assert_eq!(got, vec!["old-secret", "new-secret"]);
-    let err = load_from(Some(f.path()), &env(&[]))
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("CREDENTIALS_DIRECTORY"), "{err}");
+    refused_with(&f, &["CREDENTIALS_DIRECTORY"]);
 }
 
 #[test]
 fn none_scheme_needs_insecure() {
     let f = write("[[sources]]\nname = \"dev\"\nplatform = \"simple\"\nscheme = \"none\"\n");
-    let err = load_from(Some(f.path()), &env(&[]))
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("insecure = true"), "{err}");
+    refused_with(&f, &["insecure = true"]);
     let f = write(
         "[[sources]]\nname = \"dev\"\nplatform = \"simple\"\nscheme = \"none\"\ninsecure = true\n",
     );
-    let loaded = load_from(Some(f.path()), &env(&[])).unwrap();
+    let loaded = load_ok(&f);
     assert_eq!(loaded.config.sources[0].scheme, SchemeKind::None);
     assert_eq!(loaded.config.sources[0].platform, Platform::Simple);
     assert!(loaded.notices.iter().any(|n| n.contains("UNSIGNED")));
@@ -160,20 +169,13 @@ fn env_overrides_file_and_legacy_variables_apply() {
 #[test]
 fn unknown_or_bad_env_override_is_named() {
     let f = write("");
-    let err = load_from(Some(f.path()), &env(&[("STOCKHOOK_RECEIVER_LISTN", "x")]))
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("STOCKHOOK_RECEIVER_LISTN") && err.contains("STOCKHOOK_RECEIVER_LISTEN"),
-        "{err}"
+    let err = refusal_with_env(&f, &[("STOCKHOOK_RECEIVER_LISTN", "x")]);
+    stockhook_test_kit::assert_contains(
+        &err,
+        &["STOCKHOOK_RECEIVER_LISTN", "STOCKHOOK_RECEIVER_LISTEN"],
     );
-    let err = load_from(
-        Some(f.path()),
-        &env(&[("STOCKHOOK_RECEIVER_MAX_BODY_BYTES", "lots")]),
-    )
-    .unwrap_err()
-    .to_string();
-    assert!(err.contains("whole number"), "{err}");
+    let err = refusal_with_env(&f, &[("STOCKHOOK_RECEIVER_MAX_BODY_BYTES", "lots")]);
+    stockhook_test_kit::assert_contains(&err, &["whole number"]);
 }
 
 #[test]
@@ -213,36 +215,22 @@ fn every_overridable_key_exists_in_the_schema() {
 #[test]
 fn nats_backend_needs_a_url_and_sane_replicas() {
     let f = write("[queue]\nbackend = \"nats\"\n");
-    let err = load_from(Some(f.path()), &env(&[]))
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("queue.nats_url"), "{err}");
+    refused_with(&f, &["queue.nats_url"]);
     let f = write("[queue]\nbackend = \"kafka\"\n");
-    let err = load_from(Some(f.path()), &env(&[]))
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("\"sled\", \"nats\""), "{err}");
+    refused_with(&f, &["\"sled\", \"nats\""]);
     let f = write("[queue]\nbackend = \"nats\"\nnats_url = \"http://x:4222\"\n");
-    let err = load_from(Some(f.path()), &env(&[]))
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("not a NATS URL"), "{err}");
+    refused_with(&f, &["not a NATS URL"]);
     let f = write(
             "[queue]\nbackend = \"nats\"\nnats_url = [\"nats://a:4222\", \"nats://b:4222\"]\nnats_replicas = 3\n",
         );
-    let c = load_from(Some(f.path()), &env(&[])).unwrap().config;
+    let c = load_ok(&f).config;
     assert_eq!(
         c.queue.nats_url.as_ref().unwrap().names(),
         vec!["nats://a:4222", "nats://b:4222"]
     );
     assert_eq!(c.queue.nats_replicas, 3);
-    let err = load_from(
-        Some(f.path()),
-        &env(&[("STOCKHOOK_QUEUE_NATS_REPLICAS", "7")]),
-    )
-    .unwrap_err()
-    .to_string();
-    assert!(err.contains("nats_replicas"), "{err}");
+    let err = refusal_with_env(&f, &[("STOCKHOOK_QUEUE_NATS_REPLICAS", "7")]);
+    stockhook_test_kit::assert_contains(&err, &["nats_replicas"]);
     // The URL list from the environment; STOCKHOOK_REQUIRE_NATS is the tests' switch, not
     // a setting.
     let f = write("");
@@ -262,15 +250,9 @@ fn nats_backend_needs_a_url_and_sane_replicas() {
         vec!["nats://a:1", "nats://b:2"]
     );
     let f = write("[queue]\nbackend = \"nats\"\nnats_url = \"nats://a:1\"\nnats_credentials = \"/nonexistent.creds\"\n");
-    let err = load_from(Some(f.path()), &env(&[]))
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("queue.nats_credentials"), "{err}");
+    refused_with(&f, &["queue.nats_credentials"]);
     let f = write("[queue]\nbackend = \"nats\"\nnats_url = \"nats://a:1\"\nnats_nkey_seed_file = \"/nonexistent.nk\"\n");
-    let err = load_from(Some(f.path()), &env(&[]))
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("queue.nats_nkey_seed_file"), "{err}");
+    refused_with(&f, &["queue.nats_nkey_seed_file"]);
     let seed = write("SUAEXAMPLE\n");
     let creds = write("jwt and seed\n");
     let f = write(&format!(
@@ -278,10 +260,7 @@ fn nats_backend_needs_a_url_and_sane_replicas() {
         creds.path(),
         seed.path()
     ));
-    let err = load_from(Some(f.path()), &env(&[]))
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("not both"), "{err}");
+    refused_with(&f, &["not both"]);
 }
 
 #[test]
@@ -324,20 +303,14 @@ fn type_errors_name_the_key_the_file_and_the_line() {
         ];
     for (text, line, key, valid) in cases {
         let f = write(text);
-        let err = load_from(Some(f.path()), &env(&[]))
-            .unwrap_err()
-            .to_string();
+        let err = refusal(&f);
         let file = f.path().display().to_string();
         assert!(err.starts_with(&format!("{file}{line}")), "{err}");
-        assert!(err.contains(key), "{err}");
-        assert!(err.contains(valid), "{err}");
+        stockhook_test_kit::assert_contains(&err, &[key, valid]);
     }
     // A syntax error has no key to name, and still names the place.
     let f = write("[alerts\n");
-    let err = load_from(Some(f.path()), &env(&[]))
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains(":1:"), "{err}");
+    refused_with(&f, &[":1:"]);
 }
 
 #[test]
@@ -359,7 +332,7 @@ fn shopify_api_token_is_resolved_and_a_missing_one_is_a_notice() {
             crate::config::SHOPIFY_API_VERSION
         )
     );
-    let unset = load_from(Some(f.path()), &env(&[])).unwrap();
+    let unset = load_ok(&f);
     assert!(unset.config.sources[0]
         .shopify_sync
         .as_ref()
@@ -379,27 +352,18 @@ fn shopify_api_token_is_resolved_and_a_missing_one_is_a_notice() {
             .replace("\"shopify\"\nscheme", "\"amazon\"\nscheme")
             .replace("\"shopify-hmac\"", "\"api-key\"\nsignature_header = \"x\""),
     );
-    let e = load_from(Some(wrong.path()), &env(&[]))
-        .unwrap_err()
-        .to_string();
-    assert!(
-        e.contains("shopify_sync") && e.contains("platform = \"shopify\""),
-        "{e}"
-    );
+    refused_with(&wrong, &["shopify_sync", "platform = \"shopify\""]);
     let bad = write(&text.replace(
         "access_token_env",
         "api_version = \"26-10\"\naccess_token_env",
     ));
-    let e = load_from(Some(bad.path()), &env(&[]))
-        .unwrap_err()
-        .to_string();
-    assert!(e.contains("YYYY-MM"), "{e}");
+    refused_with(&bad, &["YYYY-MM"]);
 }
 
 #[test]
 fn check_config_output_masks_secrets() {
     let f = write("[[sources]]\nname = \"acme\"\nplatform = \"shopify\"\nscheme = \"shopify-hmac\"\nsecrets = [\"super-secret-value-123\"]\n[email]\nsmtp_url = \"smtps://u:hunter2@mail:465\"\n");
-    let loaded = load_from(Some(f.path()), &env(&[])).unwrap();
+    let loaded = load_ok(&f);
     let shown = loaded.to_string();
     assert!(!shown.contains("super-secret-value-123"), "{shown}");
     assert!(!shown.contains("hunter2"), "{shown}");

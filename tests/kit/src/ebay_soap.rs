@@ -1,6 +1,6 @@
 //! A Platform Notification as eBay's Trading API sends it: a SOAP envelope with the signature in
 //! its header and the response in its body. One template for the ebay-legacy scheme's unit
-//! tests, its bench and its fuzz seeds.
+//! tests, its bench and its fuzz seeds, and for the ebay adapter's bench and fuzz seeds.
 
 /// `<{response}>` (e.g. `GetItemResponse`) signed with `signature` at `timestamp`; `inner`
 /// follows the fields every response has.

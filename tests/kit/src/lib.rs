@@ -2,7 +2,8 @@
 //! ([`free_port`]), the test data in the repository and the published vectors beside it with
 //! the rule for skipping ([`fixtures`]), a `nats-server` process per test ([`nats`]), a seeded
 //! RNG whose seed is printed ([`rng`]), and a child process that dies with its test
-//! ([`proc::KillOnDrop`]), and eBay's SOAP notification template ([`ebay_soap`]).
+//! ([`proc::KillOnDrop`]), eBay's SOAP notification template ([`ebay_soap`]), and the check
+//! that a message says every part it must ([`assert_contains`]).
 //!
 //! Only a dev-dependency (`publish = false`): it depends on no stockhook crate, so the shared,
 //! receiver and worker crates can all use it without a cycle. It panics where a test should
@@ -21,4 +22,13 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .expect("binding a free loopback port")
         .port()
+}
+
+/// Asserts `text` (an email, an error message, a log) contains every one of `parts`; the
+/// failure names the first one missing and shows the text.
+#[track_caller]
+pub fn assert_contains(text: &str, parts: &[&str]) {
+    if let Some(missing) = parts.iter().find(|p| !text.contains(*p)) {
+        panic!("{missing:?} is not in:\n{text}");
+    }
 }

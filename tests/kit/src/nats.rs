@@ -41,6 +41,12 @@ pub fn require(test: &str) -> Option<PathBuf> {
     bin
 }
 
+/// A started [`NatsServer`], or `None` after [`require`]'s loud SKIPPED line naming the running
+/// test ([`crate::skip::current_test`]).
+pub fn start_required() -> Option<NatsServer> {
+    require(&crate::skip::current_test()).map(|bin| NatsServer::start(&bin))
+}
+
 /// Whether the monitor port at `monitor` answers `GET /healthz` with 200: JetStream is usable
 /// (in a cluster: a metadata leader is elected and this node is current).
 pub fn healthy(monitor: SocketAddr) -> bool {

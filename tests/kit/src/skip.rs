@@ -4,6 +4,15 @@
 
 use std::io::Write as _;
 
+/// The name of the test running on this thread: libtest runs each test on a thread named after
+/// it, so a skip line can name its test without the test spelling its own name again.
+pub fn current_test() -> String {
+    std::thread::current()
+        .name()
+        .unwrap_or("a test on an unnamed thread")
+        .to_string()
+}
+
 /// Whether `var` is set to `1`.
 pub fn required(var: &str) -> bool {
     std::env::var(var).is_ok_and(|v| v.trim() == "1")

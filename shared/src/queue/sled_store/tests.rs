@@ -13,6 +13,20 @@ fn ev(source: &str, dedup: Option<&str>, at: i64) -> NewEvent {
     }
 }
 
+/// A store in a new temporary directory (returned first: keep it while the store is used).
+fn open_with(o: StoreOptions) -> (tempfile::TempDir, SledStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let q = SledStore::open(&dir.path().join("queue"), o).unwrap();
+    (dir, q)
+}
+
+/// A permanent failure saying `error`.
+fn permanent(error: &str) -> Failure {
+    Failure::Permanent {
+        error: error.into(),
+    }
+}
+
 fn opts() -> StoreOptions {
     StoreOptions {
         min_free_bytes: 0,
@@ -30,8 +44,7 @@ fn accepted(o: &Result<AppendOutcome, QueueError>) -> EventId {
 
 #[test]
 fn append_lease_ack_in_order_and_dedup() {
-    let dir = tempfile::tempdir().unwrap();
-    let q = SledStore::open(&dir.path().join("queue"), opts()).unwrap();
+    let (_dir, q) = open_with(opts());
     let out = q.append_batch(&[
         ev("a", Some("d1"), 1000),
         ev("a", Some("d2"), 1001),
@@ -59,8 +72,7 @@ fn append_lease_ack_in_order_and_dedup() {
 
 #[test]
 fn expired_lease_is_delivered_again_with_attempts_counted() {
-    let dir = tempfile::tempdir().unwrap();
-    let q = SledStore::open(&dir.path().join("queue"), opts()).unwrap();
+    let (_dir, q) = open_with(opts());
     let id = accepted(&q.append_batch(&[ev("a", None, 1)])[0]);
     assert_eq!(q.lease_now(1, 100, 1000).unwrap().len(), 1);
     assert_eq!(q.expire_leases(1099), 0);
@@ -83,14 +95,8 @@ fn state_survives_reopen_and_leases_become_pending() {
         c = accepted(&out[2]);
         q.lease_now(3, 60_000, 10).unwrap();
         q.ack(&[a], 20).unwrap();
-        q.fail(
-            b,
-            &Failure::Permanent {
-                error: "topic x: missing field `id`".into(),
-            },
-            30,
-        )
-        .unwrap();
+        q.fail(b, &permanent("topic x: missing field `id`"), 30)
+            .unwrap();
         q.sync().unwrap();
     }
     let q = reopen_after_drop(&path, opts());
@@ -113,8 +119,7 @@ fn state_survives_reopen_and_leases_become_pending() {
 
 #[test]
 fn transient_failures_retry_later_then_dead_letter() {
-    let dir = tempfile::tempdir().unwrap();
-    let q = SledStore::open(&dir.path().join("queue"), opts()).unwrap();
+    let (_dir, q) = open_with(opts());
     let id = accepted(&q.append_batch(&[ev("a", None, 1)])[0]);
     for attempt in 1..=3 {
         let l = q.lease_now(1, 60_000, attempt * 1000).unwrap();
@@ -162,28 +167,16 @@ fn transient_failures_retry_later_then_dead_letter() {
 
 #[test]
 fn purge_and_retention_sweep() {
-    let dir = tempfile::tempdir().unwrap();
-    let q = SledStore::open(
-        &dir.path().join("queue"),
-        StoreOptions {
-            retention_ms: 1000,
-            dedup_window_ms: 500,
-            ..opts()
-        },
-    )
-    .unwrap();
+    let (_dir, q) = open_with(StoreOptions {
+        retention_ms: 1000,
+        dedup_window_ms: 500,
+        ..opts()
+    });
     let out = q.append_batch(&[ev("a", Some("k"), 1), ev("b", None, 2)]);
     let (a, b) = (accepted(&out[0]), accepted(&out[1]));
     q.lease_now(2, 60_000, 10).unwrap();
     q.ack(&[a], 100).unwrap();
-    q.fail(
-        b,
-        &Failure::Permanent {
-            error: "bad".into(),
-        },
-        100,
-    )
-    .unwrap();
+    q.fail(b, &permanent("bad"), 100).unwrap();
     assert!(matches!(
         q.dead_purge(
             &DeadFilter {
@@ -220,15 +213,10 @@ fn purge_and_retention_sweep() {
 
 #[test]
 fn over_budget_refuses_and_stores_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let q = SledStore::open(
-        &dir.path().join("queue"),
-        StoreOptions {
-            max_queue_bytes: 1,
-            ..opts()
-        },
-    )
-    .unwrap();
+    let (_dir, q) = open_with(StoreOptions {
+        max_queue_bytes: 1,
+        ..opts()
+    });
     q.refresh_disk_usage();
     let out = q.append_batch(&[ev("a", None, 1)]);
     assert!(matches!(out[0], Err(QueueError::OverBudget { .. })));
@@ -248,8 +236,7 @@ fn second_open_fails_at_once_as_locked() {
 
 #[test]
 fn a_lease_is_capped_by_bytes_and_carries_at_least_one_event() {
-    let dir = tempfile::tempdir().unwrap();
-    let q = SledStore::open(&dir.path().join("queue"), opts()).unwrap();
+    let (_dir, q) = open_with(opts());
     let sized = |at: i64, n: usize| NewEvent {
         body: vec![b'x'; n].into(),
         ..ev("a", None, at)
