@@ -97,11 +97,7 @@ impl SledStore {
         filter: &DeadFilter,
         dry_run: bool,
     ) -> Result<Vec<EventId>, QueueError> {
-        let ids: Vec<EventId> = self.dead_list(filter)?.into_iter().map(|d| d.id).collect();
-        if dry_run {
-            return Ok(ids);
-        }
-        for id in &ids {
+        let ids = self.each_dead(filter, dry_run, |id| {
             self.state
                 .insert(id.to_be_bytes(), Record::pending().encode())
                 .map_err(storage("replaying"))?;
@@ -109,8 +105,8 @@ impl SledStore {
             if let Some(src) = idx.dead.remove(&id.0) {
                 idx.ready.insert(id.0, src);
             }
-        }
-        self.sync()?;
+            Ok(())
+        })?;
         self.arrivals.notify_waiters();
         Ok(ids)
     }
@@ -120,13 +116,27 @@ impl SledStore {
         filter: &DeadFilter,
         dry_run: bool,
     ) -> Result<Vec<EventId>, QueueError> {
+        self.each_dead(filter, dry_run, |id| {
+            self.remove_event(id.0)?;
+            self.lock().dead.remove(&id.0);
+            Ok(())
+        })
+    }
+
+    /// The dead letters `filter` selects; unless `dry_run`, `act` is applied to each and the
+    /// store synced before they are returned.
+    fn each_dead(
+        &self,
+        filter: &DeadFilter,
+        dry_run: bool,
+        mut act: impl FnMut(EventId) -> Result<(), QueueError>,
+    ) -> Result<Vec<EventId>, QueueError> {
         let ids: Vec<EventId> = self.dead_list(filter)?.into_iter().map(|d| d.id).collect();
         if dry_run {
             return Ok(ids);
         }
         for id in &ids {
-            self.remove_event(id.0)?;
-            self.lock().dead.remove(&id.0);
+            act(*id)?;
         }
         self.sync()?;
         Ok(ids)
