@@ -10,13 +10,6 @@ use stockhook_receiver::{app, compact, sign};
 use stockhook_shared::cli::{self, Generate};
 use stockhook_shared::config;
 
-/// mimalloc rather than glibc's malloc: a request allocates a few dozen small blocks (hyper's
-/// head and body, the header map, the envelope's strings), and the commit thread frees what the
-/// runtime's threads allocated; glibc's malloc and free were ~8 % of the receiver's instructions
-/// per request (docs/PERFORMANCE.md section 10).
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Verifies e-commerce webhooks and appends them durably to stockhook's queue.
 #[derive(Parser)]
 #[command(name = "stockhook-receiver", version = stockhook_shared::process_metrics::LONG_VERSION, about)]
