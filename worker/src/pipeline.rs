@@ -179,6 +179,14 @@ fn sync_hook<S: StateBackend>(
 }
 
 /// The drain loop: connect (with backoff), lease, process, ack, until stopped.
+///
+/// The next batch is leased while this one is processed: the receiver reads and leases it on its
+/// own core while this process normalizes and writes state, instead of each waiting for the
+/// other (docs/PERFORMANCE.md section 5). That lease does not wait for events (a long poll would
+/// hold the connection, and so this batch's ack, for up to [`LEASE_WAIT_MS`]); when nothing was
+/// ready, the next turn long-polls as before. A batch leased ahead is processed before the loop
+/// stops; one lost with its connection is redelivered when its lease runs out, as any leased
+/// batch is.
 async fn drain<S: StateBackend>(
     config: &Config,
     state: &Arc<S>,
@@ -191,7 +199,8 @@ async fn drain<S: StateBackend>(
     let mut backoff = Backoff::reconnect();
     let mut client: Option<Queue> = None;
     let mut warned = false;
-    while !*stop.borrow() {
+    let mut ahead: Vec<Leased> = Vec::new();
+    while !*stop.borrow() || !ahead.is_empty() {
         let c = match &client {
             Some(c) => c,
             None => match Queue::connect(config).await {
@@ -218,7 +227,12 @@ async fn drain<S: StateBackend>(
                 }
             },
         };
-        let leased = match c.lease(batch, LEASE_WAIT_MS, lease_ms).await {
+        let leased = if !ahead.is_empty() {
+            Ok(std::mem::take(&mut ahead))
+        } else {
+            c.lease(batch, LEASE_WAIT_MS, lease_ms).await
+        };
+        let leased = match leased {
             Ok(l) => {
                 backoff.reset();
                 l
@@ -249,9 +263,23 @@ async fn drain<S: StateBackend>(
         for l in &mut leased {
             read_as_configured(config, &mut l.envelope);
         }
-        if let Err(e) = process_batch(c, state, &rules.current(), leased).await {
+        let lease_ahead = async {
+            if *stop.borrow() {
+                return Ok(Vec::new());
+            }
+            c.lease(batch, 0, lease_ms).await
+        };
+        let current = rules.current();
+        let (done, next) = tokio::join!(process_batch(c, state, &current, leased), lease_ahead);
+        match next {
+            Ok(next) => ahead = next,
+            // The next turn leases again, and backs off if that fails too.
+            Err(e) => tracing::debug!(error = %e, "leasing the next batch ahead failed"),
+        }
+        if let Err(e) = done {
             tracing::warn!(error = %e, "queue call failed mid-batch; unacked events will be redelivered");
             client = None;
+            ahead.clear();
         }
         wake.notify_one();
     }

@@ -804,9 +804,12 @@ fn run_ready<T>(f: impl Future<Output = Result<T, Tx>>) -> Result<T, Tx> {
 /// Item records are read and decoded once per transaction and written back once, by
 /// [`SledTx::flush`]: a catalog chunk of 500 items, each with an entry, location names and
 /// levels (three updates of the same record), is one decode and one encode per item, not three.
+/// Counters likewise: every event of a batch adds to the same few (`events.processed`, its
+/// source's total and hour), summed here and written once each.
 struct SledTx<'a> {
     tx: &'a TransactionalTree,
     items: RefCell<HashMap<Vec<u8>, Cached>>,
+    counts: RefCell<HashMap<String, i64>>,
 }
 
 /// An item record as this transaction sees it; `dirty`: to be written by [`SledTx::flush`].
@@ -820,6 +823,7 @@ impl<'a> SledTx<'a> {
         SledTx {
             tx,
             items: RefCell::new(HashMap::new()),
+            counts: RefCell::new(HashMap::new()),
         }
     }
 
@@ -845,9 +849,14 @@ impl<'a> SledTx<'a> {
             .insert(key, Cached { state, dirty: true });
     }
 
-    /// Writes the item records changed in this transaction, each once. Must run before the
-    /// transaction commits.
+    /// Writes the item records and counters changed in this transaction, each once. Must run
+    /// before the transaction commits.
     fn flush(&self) -> Result<(), Tx> {
+        for (name, n) in self.counts.borrow_mut().drain() {
+            if n != 0 {
+                tx_add(self.tx, &name, n)?;
+            }
+        }
         for (key, c) in self.items.borrow_mut().iter_mut() {
             if !c.dirty {
                 continue;
@@ -1030,7 +1039,14 @@ impl Store for SledTx<'_> {
     }
 
     async fn count(&self, name: &str, n: i64) -> Result<(), Tx> {
-        tx_add(self.tx, name, n)
+        let mut counts = self.counts.borrow_mut();
+        match counts.get_mut(name) {
+            Some(sum) => *sum += n,
+            None => {
+                counts.insert(name.to_string(), n);
+            }
+        }
+        Ok(())
     }
 }
 
