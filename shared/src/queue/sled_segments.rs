@@ -169,33 +169,15 @@ impl SledStore {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{AppendOutcome, DeadFilter, Failure, NewEvent, StoreOptions};
+    use super::super::tests::{accepted, ev};
+    use super::super::{AppendOutcome, DeadFilter, Failure, StoreOptions};
     use super::*;
-    use crate::config::Platform;
-
-    fn ev(dedup: &str, at: i64) -> NewEvent {
-        NewEvent {
-            source: "shop".into(),
-            platform: Platform::Shopify,
-            received_at_ms: at,
-            headers: vec![("x-shopify-topic".into(), "products/update".into())],
-            body: format!("{{\"at\":{at}}}").into_bytes().into(),
-            dedup_key: Some(format!("shop\0{dedup}")),
-        }
-    }
 
     fn opts(segment_log: bool) -> StoreOptions {
         StoreOptions {
             min_free_bytes: 0,
             segment_log,
             ..StoreOptions::default()
-        }
-    }
-
-    fn id(o: &Result<AppendOutcome, QueueError>) -> EventId {
-        match o {
-            Ok(AppendOutcome::Accepted(id)) => *id,
-            other => panic!("expected accepted, got {other:?}"),
         }
     }
 
@@ -206,8 +188,12 @@ mod tests {
         let (acked, dead, pending);
         {
             let q = SledStore::open(&path, opts(false)).unwrap();
-            let out = q.append_batch(&[ev("a", 1), ev("b", 2), ev("c", 3)]);
-            (acked, dead, pending) = (id(&out[0]), id(&out[1]), id(&out[2]));
+            let out = q.append_batch(&[
+                ev("shop", Some("a"), 1),
+                ev("shop", Some("b"), 2),
+                ev("shop", Some("c"), 3),
+            ]);
+            (acked, dead, pending) = (accepted(&out[0]), accepted(&out[1]), accepted(&out[2]));
             q.lease_now(2, 60_000, 10).unwrap();
             q.ack(&[acked], 20).unwrap();
             q.fail(
@@ -225,10 +211,10 @@ mod tests {
         let s = q.stats();
         assert_eq!((s.pending, s.dead, s.acked_retained), (1, 1, 1));
         assert!(matches!(
-            q.append_batch(&[ev("a", 40)])[0],
+            q.append_batch(&[ev("shop", Some("a"), 40)])[0],
             Ok(AppendOutcome::Duplicate(first)) if first == acked
         ));
-        let new = id(&q.append_batch(&[ev("d", 50)])[0]);
+        let new = accepted(&q.append_batch(&[ev("shop", Some("d"), 50)])[0]);
         assert!(path.join("segments").exists());
         let leased = q.lease_now(10, 60_000, 60).unwrap();
         assert_eq!(
@@ -263,8 +249,12 @@ mod tests {
         let (a, b, c);
         {
             let q = SledStore::open(&path, opts(true)).unwrap();
-            let out = q.append_batch(&[ev("a", 1), ev("b", 2), ev("c", 3)]);
-            (a, b, c) = (id(&out[0]), id(&out[1]), id(&out[2]));
+            let out = q.append_batch(&[
+                ev("shop", Some("a"), 1),
+                ev("shop", Some("b"), 2),
+                ev("shop", Some("c"), 3),
+            ]);
+            (a, b, c) = (accepted(&out[0]), accepted(&out[1]), accepted(&out[2]));
             q.lease_now(3, 60_000, 10).unwrap();
             q.ack(&[a], 20).unwrap();
             q.fail(
@@ -283,7 +273,7 @@ mod tests {
         assert_eq!((s.pending, s.dead, s.acked_retained), (1, 1, 1));
         assert_eq!(q.lease_now(10, 60_000, 40).unwrap()[0].envelope.id, c);
         assert!(matches!(
-            q.append_batch(&[ev("b", 50)])[0],
+            q.append_batch(&[ev("shop", Some("b"), 50)])[0],
             Ok(AppendOutcome::Duplicate(first)) if first == b
         ));
         // The dead letter's body is in sled, so it outlives its segment.

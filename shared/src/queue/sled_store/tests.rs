@@ -2,7 +2,9 @@
 use super::*;
 use crate::config::Platform;
 
-fn ev(source: &str, dedup: Option<&str>, at: i64) -> NewEvent {
+/// An event of `source` at `at` ms, deduplicated on `dedup` when given (also used by the
+/// segment-log migration tests).
+pub(super) fn ev(source: &str, dedup: Option<&str>, at: i64) -> NewEvent {
     NewEvent {
         source: source.into(),
         platform: Platform::Shopify,
@@ -35,7 +37,8 @@ fn opts() -> StoreOptions {
     }
 }
 
-fn accepted(o: &Result<AppendOutcome, QueueError>) -> EventId {
+/// The id of an accepted append; panics naming the outcome otherwise.
+pub(super) fn accepted(o: &Result<AppendOutcome, QueueError>) -> EventId {
     match o {
         Ok(AppendOutcome::Accepted(id)) => *id,
         other => panic!("expected accepted, got {other:?}"),
