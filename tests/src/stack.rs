@@ -102,6 +102,23 @@ pub fn stat(v: &serde_json::Value, path: &str) -> i64 {
         .unwrap_or_else(|| panic!("stats `{path}` is not an integer: {cur} in {v:#}"))
 }
 
+/// Asserts several numbers of one `stats --json` snapshot, given as `path=n` pairs separated by
+/// white space (`"alerts.sent=1 queue.pending=0"`); a mismatch names the stat, the number it
+/// has and the one wanted, and shows the whole snapshot.
+#[track_caller]
+pub fn assert_stats(v: &serde_json::Value, want: &str) {
+    for pair in want.split_whitespace() {
+        let (path, n) = pair
+            .split_once('=')
+            .unwrap_or_else(|| panic!("assert_stats: `{pair}` is not path=n"));
+        let n: i64 = n
+            .parse()
+            .unwrap_or_else(|e| panic!("assert_stats: `{pair}`: {e}"));
+        let got = stat(v, path);
+        assert_eq!(got, n, "stats `{path}` is {got}, want {n}: {v:#}");
+    }
+}
+
 /// Polls `stats --json` until `done` holds; returns that snapshot. Panics with the last one.
 pub fn wait_stats(
     dir: &TestDir,

@@ -36,8 +36,8 @@ use stockhook_tests::http::{self, Resp};
 use stockhook_tests::proc::mail_files;
 use stockhook_tests::smtp::SmtpSink;
 use stockhook_tests::stack::{
-    eml_emails, expect_within, free_port, maildir_emails, smtp_sink_on, start_worker, stat, stats,
-    wait_eml, wait_stats, worker_cli, worker_cli_ok, Accounting, Email,
+    assert_stats, eml_emails, expect_within, free_port, maildir_emails, smtp_sink_on, start_worker,
+    stat, stats, wait_eml, wait_stats, worker_cli, worker_cli_ok, Accounting, Email,
 };
 use stockhook_tests::{fixtures, sign, ConfigBuilder, Proc, SourceSpec, TestDir};
 
@@ -81,6 +81,10 @@ impl Pipeline {
     /// Polls stats until `done`.
     fn wait(&self, what: &str, done: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
         wait_stats(&self.dir, &self.config, SETTLE, what, done)
+    }
+    /// [`Self::wait`] for one stat at `path` to reach `n`.
+    fn wait_stat(&self, what: &str, path: &str, n: i64) -> serde_json::Value {
+        self.wait(what, |s| stat(s, path) == n)
     }
     fn cli_ok(&self, args: &[&str]) -> String {
         worker_cli_ok(&self.dir, &self.config, args)
@@ -223,9 +227,7 @@ fn product_then_inventory_level_gives_exactly_one_low_stock_email() {
         "products/update",
         &wid("product"),
     ));
-    let s = p.wait("the product is processed", |s| {
-        stat(s, "events.processed") == 1
-    });
+    let s = p.wait_stat("the product is processed", "events.processed", 1);
     assert_eq!(stat(&s, "alerts.created"), 0, "40 in stock is no alert");
 
     // 3 at one location, newer than the product's total: low stock.
@@ -290,13 +292,7 @@ fn product_then_inventory_level_gives_exactly_one_low_stock_email() {
                 && stat(s, "emails.sent") >= 1
         },
     );
-    assert_eq!(stat(&s, "alerts.created"), 1, "{s:#}");
-    assert_eq!(stat(&s, "alerts.sent"), 1, "{s:#}");
-    assert_eq!(stat(&s, "emails.sent"), 1, "{s:#}");
-    assert_eq!(stat(&s, "alerts.failed"), 0, "{s:#}");
-    assert_eq!(stat(&s, "queue.pending"), 0, "{s:#}");
-    assert_eq!(stat(&s, "queue.dead"), 0, "{s:#}");
-    assert_eq!(stat(&s, "sources.shop.processed"), 3, "{s:#}");
+    assert_stats(&s, "alerts.created=1 alerts.sent=1 emails.sent=1 alerts.failed=0 queue.pending=0 queue.dead=0 sources.shop.processed=3");
     let all = eml_emails(&p.data());
     assert_eq!(all.len(), 1, "a second email: {all:#?}");
     assert_eq!(all[0].alert_ids(), vec![alert]);
@@ -333,9 +329,7 @@ fn recovery_rearms_the_low_stock_alert() {
     assert_fields(&first, "900001", &[("Available", "2")]);
 
     post_level(&p, ITEM, 10, "2024-06-01T11:00:00Z");
-    let s = p.wait("the recovery is processed", |s| {
-        stat(s, "events.processed") == 2
-    });
+    let s = p.wait_stat("the recovery is processed", "events.processed", 2);
     assert_eq!(stat(&s, "alerts.created"), 1, "10 is no alert: {s:#}");
     assert_eq!(mail_files(&p.data()).len(), 1);
 
@@ -357,11 +351,7 @@ fn recovery_rearms_the_low_stock_alert() {
     let s = p.wait("three events, outbox empty", |s| {
         stat(s, "events.processed") == 3 && stat(s, "alerts.pending") == 0
     });
-    assert_eq!(
-        (stat(&s, "alerts.created"), stat(&s, "alerts.sent")),
-        (2, 2),
-        "{s:#}"
-    );
+    assert_stats(&s, "alerts.created=2 alerts.sent=2");
     assert_eq!(mail_files(&p.data()).len(), 2);
 }
 
@@ -375,12 +365,11 @@ fn a_late_older_level_never_overwrites_a_newer_one() {
     post_level(&p, ITEM, 10, "2024-06-02T12:00:00Z");
     // ... then an older one, retried late by the platform, that would have been an alert.
     post_level(&p, ITEM, 1, "2024-06-02T11:59:59Z");
-    let s = p.wait("both levels processed", |s| {
-        stat(s, "events.processed") == 2
-    });
-    assert_eq!(stat(&s, "events.stale_levels"), 1, "{s:#}");
-    assert_eq!(stat(&s, "alerts.created"), 0, "{s:#}");
-    assert_eq!(stat(&s, "alerts.pending"), 0, "{s:#}");
+    let s = p.wait_stat("both levels processed", "events.processed", 2);
+    assert_stats(
+        &s,
+        "events.stale_levels=1 alerts.created=0 alerts.pending=0",
+    );
     assert!(mail_files(&p.data()).is_empty());
 
     let csv = p.cli_ok(&["export", "--csv"]);
@@ -430,7 +419,7 @@ fn over_smtp_one_email_arrives_in_the_maildir() {
     let s = p.wait("the alert marked sent and the email counted", |s| {
         stat(s, "alerts.sent") == 1 && stat(s, "alerts.pending") == 0 && stat(s, "emails.sent") >= 1
     });
-    assert_eq!(stat(&s, "emails.sent"), 1, "{s:#}");
+    assert_stats(&s, "emails.sent=1");
     assert_eq!(maildir_emails(&sink).len(), 1, "exactly one copy");
     assert!(
         mail_files(&p.data()).is_empty(),
@@ -461,9 +450,7 @@ fn smtp_down_at_first_then_delivered_once_when_it_comes_up() {
     let failed: serde_json::Value = serde_json::from_str(&failed).expect("JSON");
     assert_eq!(failed, json!([]), "nothing failed while retrying");
     let s = p.stats();
-    assert_eq!(stat(&s, "alerts.pending"), 1, "{s:#}");
-    assert_eq!(stat(&s, "alerts.sent"), 0, "{s:#}");
-    assert_eq!(stat(&s, "alerts.failed"), 0, "{s:#}");
+    assert_stats(&s, "alerts.pending=1 alerts.sent=0 alerts.failed=0");
 
     let sink = smtp_sink_on(&p.dir, port, &p.dir.path().join("smtp-mail"));
     let msgs = expect_within(SETTLE, "the email once the server is up", || {
@@ -478,7 +465,7 @@ fn smtp_down_at_first_then_delivered_once_when_it_comes_up() {
     let s = p.wait("the alert is marked sent", |s| {
         stat(s, "alerts.sent") == 1 && stat(s, "alerts.pending") == 0
     });
-    assert_eq!(stat(&s, "alerts.failed"), 0, "{s:#}");
+    assert_stats(&s, "alerts.failed=0");
     assert_eq!(maildir_emails(&sink).len(), 1, "exactly one copy");
 }
 
@@ -548,11 +535,7 @@ fn malformed_payload_is_dead_lettered_listed_and_replayable() {
     let s = p.wait("the dead letter back, nothing pending", |s| {
         stat(s, "queue.dead") == 1 && stat(s, "queue.pending") == 0 && stat(s, "queue.leased") == 0
     });
-    assert_eq!(stat(&s, "sources.shop.dead"), 1, "{s:#}");
-    assert_eq!(stat(&s, "events.processed"), 1, "{s:#}");
-    assert_eq!(stat(&s, "sources.shop.processed"), 1, "{s:#}");
-    assert_eq!(stat(&s, "events.ignored"), 0, "{s:#}");
-    assert_eq!(stat(&s, "alerts.created"), 0, "{s:#}");
+    assert_stats(&s, "sources.shop.dead=1 events.processed=1 sources.shop.processed=1 events.ignored=0 alerts.created=0");
     let rows = list();
     assert_eq!(rows.as_array().map(Vec::len), Some(1), "{rows:#}");
     assert_eq!(rows[0]["id"], bad.as_str());
@@ -579,9 +562,7 @@ fn replay_after_a_platform_fix_reads_the_event_with_the_current_config() {
         "inventory_levels/update",
         &wid("fix"),
     ));
-    p.wait("read as Amazon and dead-lettered", |s| {
-        stat(s, "queue.dead") == 1
-    });
+    p.wait_stat("read as Amazon and dead-lettered", "queue.dead", 1);
 
     let r = p.cli(&["failed", "replay", &id]);
     assert_eq!(r.status().and_then(|s| s.code()), Some(1), "{}", r.dump());
@@ -605,7 +586,7 @@ fn replay_after_a_platform_fix_reads_the_event_with_the_current_config() {
     let e = only_email(&p);
     e.assert_field("900021", "Available", "2");
     let s = p.wait("nothing dead", |s| stat(s, "queue.dead") == 0);
-    assert_eq!(stat(&s, "events.processed"), 1, "{s:#}");
+    assert_stats(&s, "events.processed=1");
 
     // --no-wait returns at once with the old one-line answer (nothing left to replay here).
     let out = p.cli_ok(&["failed", "replay", "--all", "--yes", "--no-wait"]);
@@ -624,11 +605,10 @@ fn unknown_topic_is_acknowledged_and_counted_not_failed() {
         &wid("cust"),
     ));
     let s = p.wait("the event is counted", |s| stat(s, "events.ignored") == 1);
-    assert_eq!(stat(&s, "events.processed"), 0, "{s:#}");
-    assert_eq!(stat(&s, "sources.shop.processed"), 1, "{s:#}");
-    assert_eq!(stat(&s, "queue.dead"), 0, "{s:#}");
-    assert_eq!(stat(&s, "queue.pending"), 0, "{s:#}");
-    assert_eq!(stat(&s, "alerts.created"), 0, "{s:#}");
+    assert_stats(
+        &s,
+        "events.processed=0 sources.shop.processed=1 queue.dead=0 queue.pending=0 alerts.created=0",
+    );
     let failed: serde_json::Value =
         serde_json::from_str(&p.cli_ok(&["failed", "list", "--json"])).expect("JSON");
     assert_eq!(failed, json!([]));
@@ -686,11 +666,7 @@ fn the_old_notes_simple_forms_give_low_and_out_of_stock_emails() {
     let s = p.wait("both processed, outbox empty", |s| {
         stat(s, "sources.notes.processed") == 2 && stat(s, "alerts.pending") == 0
     });
-    assert_eq!(
-        (stat(&s, "alerts.created"), stat(&s, "alerts.sent")),
-        (2, 2),
-        "{s:#}"
-    );
+    assert_stats(&s, "alerts.created=2 alerts.sent=2");
 }
 
 // 9 -------------------------------------------------------------------------------------------
@@ -769,18 +745,18 @@ fn amazon_eventbridge_quantity_change_alerts_once_per_notification() {
     );
     // EventBridge delivers the same notification again in a new event envelope.
     post(crossing("eb-0003", "2021-02-04T09:05:00Z"));
-    let s = p.wait("the redelivery is seen as a duplicate", |s| {
-        stat(s, "events.duplicate") == 1
-    });
-    assert_eq!(stat(&s, "events.processed"), 2, "{s:#}");
-    assert_eq!(
-        stat(&s, "events.stale_levels"),
-        0,
-        "deduplicated, not merely stale: {s:#}"
+    let s = p.wait_stat(
+        "the redelivery is seen as a duplicate",
+        "events.duplicate",
+        1,
     );
-    assert_eq!(stat(&s, "alerts.created"), 1, "{s:#}");
+    // Deduplicated, not merely stale.
+    assert_stats(
+        &s,
+        "events.processed=2 events.stale_levels=0 alerts.created=1",
+    );
     let s = p.wait("the outbox empty", |s| stat(s, "alerts.pending") == 0);
-    assert_eq!(stat(&s, "alerts.sent"), 1, "{s:#}");
+    assert_stats(&s, "alerts.sent=1");
     assert_eq!(mail_files(&p.data()).len(), 1);
 }
 
@@ -842,9 +818,10 @@ fn sigterm_mid_stream_exits_0_and_a_restart_finishes_the_job() {
     let s = p.wait("every level processed and emailed", |s| {
         stat(s, "events.processed") == TOTAL as i64 && stat(s, "alerts.pending") == 0
     });
-    assert_eq!(stat(&s, "alerts.created"), TOTAL as i64, "{s:#}");
-    assert_eq!(stat(&s, "alerts.sent"), TOTAL as i64, "{s:#}");
-    assert_eq!(stat(&s, "queue.pending"), 0, "{s:#}");
+    assert_stats(
+        &s,
+        &format!("alerts.created={TOTAL} alerts.sent={TOTAL} queue.pending=0"),
+    );
     let items: Vec<String> = (0..TOTAL).map(|i| (FIRST + i).to_string()).collect();
     let emails = eml_emails(&p.data());
     Accounting::of(&emails, &items).assert_exactly_once(&emails);
@@ -881,21 +858,18 @@ fn a_far_future_level_then_a_current_one_the_current_one_wins() {
     const ITEM: u64 = 900_020;
     // A sender with a wrong clock: 2099.
     post_level(&p, ITEM, 50, "2099-01-01T00:00:00Z");
-    let s = p.wait("the far-future level processed", |s| {
-        stat(s, "events.processed") == 1
-    });
-    assert_eq!(stat(&s, "events.future_timestamps"), 1, "{s:#}");
-    assert_eq!(stat(&s, "sources.shop.future_timestamps"), 1, "{s:#}");
+    let s = p.wait_stat("the far-future level processed", "events.processed", 1);
+    assert_stats(
+        &s,
+        "events.future_timestamps=1 sources.shop.future_timestamps=1",
+    );
     // Now a current report of 1: it is newer than the clamped one, so it applies and alerts.
     post_level(&p, ITEM, 1, &rfc3339_from_now(0));
     let e = only_email(&p);
     assert_eq!(e.items(), vec![ITEM.to_string()]);
     assert_fields(&e, &ITEM.to_string(), &[("Available", "1")]);
-    let s = p.wait("both levels processed", |s| {
-        stat(s, "events.processed") == 2
-    });
-    assert_eq!(stat(&s, "events.stale_levels"), 0, "{s:#}");
-    assert_eq!(stat(&s, "events.future_timestamps"), 1, "{s:#}");
+    let s = p.wait_stat("both levels processed", "events.processed", 2);
+    assert_stats(&s, "events.stale_levels=0 events.future_timestamps=1");
     let row = export_row(&p, ITEM);
     assert_eq!(row["available"], "1", "{row:?}");
     assert!(
@@ -919,12 +893,11 @@ fn a_small_clock_skew_inside_the_tolerance_is_treated_as_ordinary() {
     // older than it, is an ordinary late level.
     post_level(&p, ITEM, 10, &rfc3339_from_now(120));
     post_level(&p, ITEM, 1, &rfc3339_from_now(60));
-    let s = p.wait("both levels processed", |s| {
-        stat(s, "events.processed") == 2
-    });
-    assert_eq!(stat(&s, "events.future_timestamps"), 0, "{s:#}");
-    assert_eq!(stat(&s, "events.stale_levels"), 1, "{s:#}");
-    assert_eq!(stat(&s, "alerts.created"), 0, "{s:#}");
+    let s = p.wait_stat("both levels processed", "events.processed", 2);
+    assert_stats(
+        &s,
+        "events.future_timestamps=0 events.stale_levels=1 alerts.created=0",
+    );
     assert_eq!(export_row(&p, ITEM)["available"], "10");
 }
 
@@ -942,11 +915,8 @@ fn a_replayed_old_payload_is_applied_in_order_and_counted() {
         "inventory_levels/update",
         &wid("old"),
     ));
-    let s = p.wait("both levels processed", |s| {
-        stat(s, "events.processed") == 2
-    });
-    assert_eq!(stat(&s, "events.old_timestamps"), 1, "{s:#}");
-    assert_eq!(stat(&s, "events.future_timestamps"), 0, "{s:#}");
+    let s = p.wait_stat("both levels processed", "events.processed", 2);
+    assert_stats(&s, "events.old_timestamps=1 events.future_timestamps=0");
     let row = export_row(&p, ITEM);
     assert_eq!(row["available"], "13", "{row:?}");
 }
@@ -983,7 +953,7 @@ fn an_absurd_quantity_is_dead_lettered_naming_the_field_while_the_other_variants
         "{err}"
     );
     let s = p.stats();
-    assert_eq!(stat(&s, "facts.refused"), 1, "{s:#}");
+    assert_stats(&s, "facts.refused=1");
     // Never saturated into state: the refused variant has no level.
     let l_item: u64 = product["variants"][0]["inventory_item_id"]
         .as_u64()
@@ -1018,10 +988,8 @@ fn variants_dropped_from_a_product_then_the_product_deleted_stop_alerting() {
         "products/update",
         &wid("product"),
     ));
-    let s = p.wait("both updates processed", |s| {
-        stat(s, "events.processed") == 2
-    });
-    assert_eq!(stat(&s, "catalog.removed"), 1, "{s:#}");
+    let s = p.wait_stat("both updates processed", "events.processed", 2);
+    assert_stats(&s, "catalog.removed=1");
     // A late level for M, older than its removal: no alert.
     post_level(&p, m_item, 1, "2024-05-14T20:00:00-04:00");
     // Then the product is deleted (`{"id": ...}` only; its time is X-Shopify-Triggered-At).
@@ -1038,16 +1006,13 @@ fn variants_dropped_from_a_product_then_the_product_deleted_stop_alerting() {
         &h,
         delete.as_bytes(),
     ));
-    let s = p.wait("the level and the deletion processed", |s| {
-        stat(s, "events.processed") == 4
-    });
-    assert_eq!(stat(&s, "catalog.removed"), 2, "{s:#}");
-    assert_eq!(
-        stat(&s, "events.ignored"),
-        0,
-        "products/delete is acted on: {s:#}"
+    let s = p.wait_stat(
+        "the level and the deletion processed",
+        "events.processed",
+        4,
     );
-    assert_eq!(stat(&s, "alerts.created"), 0, "{s:#}");
+    // products/delete is acted on, not ignored.
+    assert_stats(&s, "catalog.removed=2 events.ignored=0 alerts.created=0");
     assert!(mail_files(&p.data()).is_empty());
     // Gone from the export; `--all` shows both with when and why.
     let csv = p.cli_ok(&["export", "--csv"]);
