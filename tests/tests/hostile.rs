@@ -151,6 +151,12 @@ fn malformed_http_gets_4xx_or_a_closed_connection_and_stores_nothing() {
     let body = br#"{"id":1,"title":"Mug"}"#;
     let sig = sign::shopify_hmac(SHOP_SECRET, body);
 
+    // Raw requests to the Shopify route: `post` writes the request line and Host, `signed` also
+    // a valid signature of `body`; each case adds its own headers and framing.
+    let post = |rest: &str| format!("POST /webhooks/shop HTTP/1.1\r\n{host}{rest}").into_bytes();
+    let signed = |rest: &str| post(&format!("X-Shopify-Hmac-Sha256: {sig}\r\n{rest}"));
+    let text = std::str::from_utf8(body).unwrap();
+
     let mut cases: Vec<(&str, Vec<u8>, &[u16])> = vec![
         ("binary garbage", {
             let mut g = garbage(512, 0x9E37_79B9);
@@ -173,14 +179,14 @@ fn malformed_http_gets_4xx_or_a_closed_connection_and_stores_nothing() {
         ("bare LF line endings, unsigned", format!("POST /webhooks/shop HTTP/1.1\n{}Content-Length: 2\n\n{{}}", host.replace("\r\n", "\n")).into_bytes(), &[]),
         ("NUL in the request target", format!("GET /heal\0thz HTTP/1.1\r\n{host}\r\n").into_bytes(), &[]),
         ("NUL in the method", format!("PO\0ST /webhooks/shop HTTP/1.1\r\n{host}\r\n").into_bytes(), &[]),
-        ("a space in a header name", format!("POST /webhooks/shop HTTP/1.1\r\n{host}X-Bad Name: v\r\nContent-Length: 0\r\n\r\n").into_bytes(), &[]),
-        ("a control byte in a header name", format!("POST /webhooks/shop HTTP/1.1\r\n{host}X-\x01: v\r\nContent-Length: 0\r\n\r\n").into_bytes(), &[]),
-        ("an empty header name", format!("POST /webhooks/shop HTTP/1.1\r\n{host}: v\r\nContent-Length: 0\r\n\r\n").into_bytes(), &[]),
-        ("NUL in a header value", format!("POST /webhooks/shop HTTP/1.1\r\n{host}X-A: a\0b\r\nContent-Length: 0\r\n\r\n").into_bytes(), &[]),
-        ("a lone CR in a header value", format!("POST /webhooks/shop HTTP/1.1\r\n{host}X-A: a\rb\r\nContent-Length: 0\r\n\r\n").into_bytes(), &[]),
-        ("an obs-fold continuation line", format!("POST /webhooks/shop HTTP/1.1\r\n{host}X-Shopify-Topic: products/\r\n update\r\nContent-Length: 0\r\n\r\n").into_bytes(), &[]),
+        ("a space in a header name", post("X-Bad Name: v\r\nContent-Length: 0\r\n\r\n"), &[]),
+        ("a control byte in a header name", post("X-\x01: v\r\nContent-Length: 0\r\n\r\n"), &[]),
+        ("an empty header name", post(": v\r\nContent-Length: 0\r\n\r\n"), &[]),
+        ("NUL in a header value", post("X-A: a\0b\r\nContent-Length: 0\r\n\r\n"), &[]),
+        ("a lone CR in a header value", post("X-A: a\rb\r\nContent-Length: 0\r\n\r\n"), &[]),
+        ("an obs-fold continuation line", post("X-Shopify-Topic: products/\r\n update\r\nContent-Length: 0\r\n\r\n"), &[]),
         ("obs-text (0xFF) in the signature header", {
-            let mut r = format!("POST /webhooks/shop HTTP/1.1\r\n{host}X-Shopify-Hmac-Sha256: ").into_bytes();
+            let mut r = post("X-Shopify-Hmac-Sha256: ");
             r.extend_from_slice(b"\xff\xfe\xfd");
             r.extend_from_slice(format!("\r\nContent-Length: {}\r\n\r\n", body.len()).as_bytes());
             r.extend_from_slice(body);
@@ -191,7 +197,7 @@ fn malformed_http_gets_4xx_or_a_closed_connection_and_stores_nothing() {
         ("a 100 KiB header line", long_header_request(addr, 100 * 1024), &[]),
         ("a 1 MiB header line", long_header_request(addr, 1024 * 1024), &[]),
         ("2000 headers", {
-            let mut r = format!("POST /webhooks/shop HTTP/1.1\r\n{host}").into_bytes();
+            let mut r = post("");
             for i in 0..2000 {
                 r.extend_from_slice(format!("X-H-{i}: v\r\n").as_bytes());
             }
@@ -204,43 +210,19 @@ fn malformed_http_gets_4xx_or_a_closed_connection_and_stores_nothing() {
             r.extend_from_slice(format!(" HTTP/1.1\r\n{host}\r\n").as_bytes());
             r
         }, &[]),
-        ("a bogus chunk size, signed", format!(
-            "POST /webhooks/shop HTTP/1.1\r\n{host}X-Shopify-Hmac-Sha256: {sig}\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n",
-            std::str::from_utf8(body).unwrap()
-        ).into_bytes(), &[]),
-        ("an overflowing chunk size", format!(
-            "POST /webhooks/shop HTTP/1.1\r\n{host}X-Shopify-Hmac-Sha256: {sig}\r\nTransfer-Encoding: chunked\r\n\r\nFFFFFFFFFFFFFFFFFFFFFF\r\nabc\r\n0\r\n\r\n"
-        ).into_bytes(), &[]),
-        ("a chunk longer than its size", format!(
-            "POST /webhooks/shop HTTP/1.1\r\n{host}X-Shopify-Hmac-Sha256: {sig}\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
-            std::str::from_utf8(body).unwrap()
-        ).into_bytes(), &[]),
-        ("Transfer-Encoding gzip (not chunked)", format!(
-            "POST /webhooks/shop HTTP/1.1\r\n{host}Transfer-Encoding: gzip\r\n\r\nxxxx"
-        ).into_bytes(), &[]),
+        ("a bogus chunk size, signed", signed(&format!("Transfer-Encoding: chunked\r\n\r\nzz\r\n{text}\r\n0\r\n\r\n")), &[]),
+        ("an overflowing chunk size", signed("Transfer-Encoding: chunked\r\n\r\nFFFFFFFFFFFFFFFFFFFFFF\r\nabc\r\n0\r\n\r\n"), &[]),
+        ("a chunk longer than its size", signed(&format!("Transfer-Encoding: chunked\r\n\r\n2\r\n{text}\r\n0\r\n\r\n")), &[]),
+        ("Transfer-Encoding gzip (not chunked)", post("Transfer-Encoding: gzip\r\n\r\nxxxx"), &[]),
         ("Transfer-Encoding in HTTP/1.0", format!(
             "POST /webhooks/shop HTTP/1.0\r\n{host}Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
         ).into_bytes(), &[]),
-        ("a negative Content-Length", format!(
-            "POST /webhooks/shop HTTP/1.1\r\n{host}X-Shopify-Hmac-Sha256: {sig}\r\nContent-Length: -1\r\n\r\n"
-        ).into_bytes(), &[]),
-        ("an overflowing Content-Length", format!(
-            "POST /webhooks/shop HTTP/1.1\r\n{host}X-Shopify-Hmac-Sha256: {sig}\r\nContent-Length: 99999999999999999999999\r\n\r\n"
-        ).into_bytes(), &[]),
-        ("Content-Length u64::MAX", format!(
-            "POST /webhooks/shop HTTP/1.1\r\n{host}X-Shopify-Hmac-Sha256: {sig}\r\nContent-Length: 18446744073709551615\r\n\r\n"
-        ).into_bytes(), &[]),
-        ("Content-Length with a plus sign", format!(
-            "POST /webhooks/shop HTTP/1.1\r\n{host}X-Shopify-Hmac-Sha256: {sig}\r\nContent-Length: +22\r\n\r\n{}",
-            std::str::from_utf8(body).unwrap()
-        ).into_bytes(), &[]),
-        ("two different Content-Lengths", format!(
-            "POST /webhooks/shop HTTP/1.1\r\n{host}X-Shopify-Hmac-Sha256: {sig}\r\nContent-Length: 22\r\nContent-Length: 23\r\n\r\n{} ",
-            std::str::from_utf8(body).unwrap()
-        ).into_bytes(), &[]),
-        ("a declared body over max_body_bytes", format!(
-            "POST /webhooks/shop HTTP/1.1\r\n{host}X-Shopify-Hmac-Sha256: {sig}\r\nContent-Length: 70000\r\n\r\n{{"
-        ).into_bytes(), &[]),
+        ("a negative Content-Length", signed("Content-Length: -1\r\n\r\n"), &[]),
+        ("an overflowing Content-Length", signed("Content-Length: 99999999999999999999999\r\n\r\n"), &[]),
+        ("Content-Length u64::MAX", signed("Content-Length: 18446744073709551615\r\n\r\n"), &[]),
+        ("Content-Length with a plus sign", signed(&format!("Content-Length: +22\r\n\r\n{text}")), &[]),
+        ("two different Content-Lengths", signed(&format!("Content-Length: 22\r\nContent-Length: 23\r\n\r\n{text} ")), &[]),
+        ("a declared body over max_body_bytes", signed("Content-Length: 70000\r\n\r\n{"), &[]),
         ("a chunked body over max_body_bytes, signed", {
             let big = vec![b' '; 100 * 1024];
             let mut r = format!(
@@ -252,10 +234,7 @@ fn malformed_http_gets_4xx_or_a_closed_connection_and_stores_nothing() {
             r.extend_from_slice(b"\r\n0\r\n\r\n");
             r
         }, &[]),
-        ("a body shorter than its Content-Length, then nothing", format!(
-            "POST /webhooks/shop HTTP/1.1\r\n{host}X-Shopify-Hmac-Sha256: {sig}\r\nContent-Length: 500\r\n\r\n{}",
-            std::str::from_utf8(body).unwrap()
-        ).into_bytes(), &[]),
+        ("a body shorter than its Content-Length, then nothing", signed(&format!("Content-Length: 500\r\n\r\n{text}")), &[]),
     ];
     // Unsigned and wrongly signed, well-formed: 401.
     cases.push((
@@ -693,11 +672,7 @@ fn load_round(addr: SocketAddr, pid: u32, max_body: usize) -> (u64, Slowloris, V
         );
         c.write_raw(head.as_bytes()).expect("writing a head");
         let _ = c.write_raw(&body[..64 * 1024]);
-        match c.read_outcome(Duration::from_secs(10)).expect("reading") {
-            Outcome::Response(r) => refused(&r, 413, "body_too_large"),
-            Outcome::Closed => {}
-            other => panic!("a declared oversize body: {other:?}"),
-        }
+        oversize_refused(&mut c, "a declared oversize body");
         conns.push(c);
     }
     for _ in 0..15 {
@@ -710,11 +685,7 @@ fn load_round(addr: SocketAddr, pid: u32, max_body: usize) -> (u64, Slowloris, V
         req.extend_from_slice(&body);
         req.extend_from_slice(b"\r\n0\r\n\r\n");
         let _ = c.write_raw(&req);
-        match c.read_outcome(Duration::from_secs(10)).expect("reading") {
-            Outcome::Response(r) => refused(&r, 413, "body_too_large"),
-            Outcome::Closed => {}
-            other => panic!("a chunked oversize body: {other:?}"),
-        }
+        oversize_refused(&mut c, "a chunked oversize body");
         conns.push(c);
     }
     for _ in 0..15 {
@@ -735,6 +706,16 @@ fn load_round(addr: SocketAddr, pid: u32, max_body: usize) -> (u64, Slowloris, V
         std::thread::sleep(Duration::from_millis(100));
     }
     (peak, slow, conns)
+}
+
+/// The answer to a request whose body is over the limit: 413 `body_too_large` or a closed
+/// connection; `what` names the request in the failure.
+fn oversize_refused(c: &mut Conn, what: &str) {
+    match c.read_outcome(Duration::from_secs(10)).expect("reading") {
+        Outcome::Response(r) => refused(&r, 413, "body_too_large"),
+        Outcome::Closed => {}
+        other => panic!("{what}: {other:?}"),
+    }
 }
 
 /// RSS once it stops moving: two samples 1 s apart within 256 KiB (at most 20 s).
@@ -1142,6 +1123,16 @@ fn system_python() -> Option<PathBuf> {
 
 /// Tries to connect to the Unix socket `path` as `nobody`: the Python script's output
 /// (`uid=65534 ok` or `uid=65534 <ErrorClass> <errno>`).
+/// Skips the other-user connection check, loudly, saying `why`; under CI, where it must run,
+/// fails instead.
+fn skip_other_user_check(why: &str) {
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "the other-user connection check cannot run: {why} (CI must run it)"
+    );
+    eprintln!("\n!!!!!!!! SKIPPED the other-user connection check: {why} !!!!!!!!\n");
+}
+
 fn connect_as_nobody(runner: &[String], python: &Path, path: &Path) -> String {
     const SCRIPT: &str = r#"
 import os, socket, sys
@@ -1203,30 +1194,31 @@ fn queue_and_worker_sockets_are_0600_and_refuse_other_users() {
 
     // Another user cannot connect. Needs root (to become nobody), setpriv or runuser, and a
     // system python3.
-    let ci = std::env::var_os("CI").is_some();
     let (runner, python) = match (me == 0, as_nobody(), system_python()) {
         (true, Some(r), Some(p)) => (r, p),
         (is_root, runner, python) => {
-            let why = format!(
-                "SKIPPED the other-user connection check: root={is_root}, setpriv/runuser={}, \
-                 system python3={}",
+            return skip_other_user_check(&format!(
+                "root={is_root}, setpriv/runuser={}, system python3={}",
                 runner.is_some(),
                 python.is_some()
+            ));
+        }
+    };
+    // Each socket refuses nobody; `errno` (when given) is the error the refusal must end with.
+    let nobody_refused = |errno: &str, why: &str| {
+        for sock in [&queue_sock, &worker_sock] {
+            let out = connect_as_nobody(&runner, &python, sock);
+            assert!(
+                out.starts_with("uid=65534 ")
+                    && out.contains("PermissionError")
+                    && out.ends_with(errno),
+                "{}{why}: {out}",
+                sock.display()
             );
-            assert!(!ci, "{why} (CI must run it)");
-            eprintln!("\n!!!!!!!! {why} !!!!!!!!\n");
-            return;
         }
     };
     // As things are (data_dir 0700 too): refused.
-    for sock in [&queue_sock, &worker_sock] {
-        let out = connect_as_nobody(&runner, &python, sock);
-        assert!(
-            out.starts_with("uid=65534 ") && out.contains("PermissionError"),
-            "{}: {out}",
-            sock.display()
-        );
-    }
+    nobody_refused("", "");
     // Now let nobody traverse the directories, so only the sockets' own mode stands in the way.
     // Control: a socket of mode 0666 beside them accepts nobody.
     for d in [dir.path(), data.as_path()] {
@@ -1238,25 +1230,13 @@ fn queue_and_worker_sockets_are_0600_and_refuse_other_users() {
     std::fs::set_permissions(&probe, std::fs::Permissions::from_mode(0o666)).expect("chmod");
     let out = connect_as_nobody(&runner, &python, &probe);
     if out != "uid=65534 ok" {
-        let why = format!(
+        return skip_other_user_check(&format!(
             "nobody cannot reach a 0666 socket in {} ({out}): a parent directory is closed to \
              other users, so the mode check below would prove nothing",
             data.display()
-        );
-        assert!(!ci, "{why}");
-        eprintln!("\n!!!!!!!! SKIPPED: {why} !!!!!!!!\n");
-        return;
+        ));
     }
-    for sock in [&queue_sock, &worker_sock] {
-        let out = connect_as_nobody(&runner, &python, sock);
-        assert!(
-            out.starts_with("uid=65534 ")
-                && out.contains("PermissionError")
-                && out.ends_with(" 13"),
-            "{} (mode 0600) let another user connect: {out}",
-            sock.display()
-        );
-    }
+    nobody_refused(" 13", " (mode 0600) let another user connect");
     assert!(alive(&mut worker));
 }
 
