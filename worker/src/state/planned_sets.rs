@@ -11,6 +11,7 @@
 
 use crate::alert::OutboxEntry;
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 
 /// Sets this small stay inline in each member (cheaper than one more record).
 pub const INLINE_MAX: usize = 4;
@@ -33,6 +34,30 @@ pub fn reference(stored: &OutboxEntry) -> Option<&str> {
         [one] => one.strip_prefix(REF),
         _ => None,
     }
+}
+
+/// The set `stored` refers to that still has to be read: `None` when it lists its members, or
+/// when `sets` (those read so far in this call) holds the set, whose members it then takes.
+pub fn to_read(stored: &mut OutboxEntry, sets: &HashMap<String, Vec<String>>) -> Option<String> {
+    let set = reference(stored)?.to_string();
+    match sets.get(&set) {
+        Some(ids) => {
+            stored.planned = ids.clone();
+            None
+        }
+        None => Some(set),
+    }
+}
+
+/// `rec`, just read for `set`, resolves `stored` and joins `sets` for the entries after it.
+pub fn resolved(
+    stored: &mut OutboxEntry,
+    sets: &mut HashMap<String, Vec<String>>,
+    set: String,
+    rec: SetRecord,
+) {
+    sets.insert(set, rec.ids.clone());
+    stored.planned = rec.ids;
 }
 
 /// Turns `entry` into its stored form: a set larger than [`INLINE_MAX`] is replaced by a

@@ -435,13 +435,9 @@ impl StateStore {
         e: &mut OutboxEntry,
         sets: &mut HashMap<String, Vec<String>>,
     ) -> Result<(), StateError> {
-        let Some(set) = planned_sets::reference(e).map(str::to_string) else {
+        let Some(set) = planned_sets::to_read(e, sets) else {
             return Ok(());
         };
-        if let Some(ids) = sets.get(&set) {
-            e.planned = ids.clone();
-            return Ok(());
-        }
         let v = self
             .tree
             .get(set_key(&set))
@@ -455,8 +451,7 @@ impl StateStore {
                 context: format!("decoding planned set {set}"),
                 message: err.to_string(),
             })?;
-        sets.insert(set, rec.ids.clone());
-        e.planned = rec.ids;
+        planned_sets::resolved(e, sets, set, rec);
         Ok(())
     }
 

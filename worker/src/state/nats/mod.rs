@@ -408,13 +408,9 @@ impl NatsState {
         e: &mut OutboxEntry,
         sets: &mut HashMap<String, Vec<String>>,
     ) -> Result<(), StateError> {
-        let Some(set) = planned_sets::reference(e).map(str::to_string) else {
+        let Some(set) = planned_sets::to_read(e, sets) else {
             return Ok(());
         };
-        if let Some(ids) = sets.get(&set) {
-            e.planned = ids.clone();
-            return Ok(());
-        }
         let key = set_key(&set);
         let (Some(v), _) = self.get(B::Outbox, &key).await? else {
             return Err(err(
@@ -423,8 +419,7 @@ impl NatsState {
             ));
         };
         let rec: planned_sets::SetRecord = from_json(&key, &v)?;
-        sets.insert(set, rec.ids.clone());
-        e.planned = rec.ids;
+        planned_sets::resolved(e, sets, set, rec);
         Ok(())
     }
 
