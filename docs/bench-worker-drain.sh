@@ -22,24 +22,10 @@ ROUNDS=${ROUNDS:-1}
 OUT=${OUT:-/tmp/sh-drain-bench}
 PORT=18380
 mkdir -p "$OUT"
-cat > "$OUT/stockhook.toml" <<EOT
-data_dir = "$OUT/data"
-log_format = "json"
-[receiver]
-listen = "127.0.0.1:$PORT"
-[alerts]
-recipients = ["ops@example.com"]
-[email]
-from = "stockhook@example.com"
-[[sources]]
-name = "bench"
-platform = "shopify"
-scheme = "shopify-hmac"
-secrets = ["bench-secret"]
-EOT
+# shellcheck source=docs/bench-lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/bench-lib.sh"
+bench_config "$OUT/stockhook.toml" "$OUT/data" "127.0.0.1:$PORT"
 URL="http://127.0.0.1:$PORT/webhooks/bench"
-wait_up() { for _ in $(seq 1 600); do curl -sf "localhost:$1/healthz" >/dev/null 2>&1 && return 0; sleep 0.1; done; echo "port $1 not up" >&2; return 1; }
-stop() { kill -TERM "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 start_rx() {
   rm -rf "$OUT/data"
   taskset -c 0 "$B/stockhook-receiver" --config "$OUT/stockhook.toml" serve >/dev/null 2>"$OUT/rx.log" &
