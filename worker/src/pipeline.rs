@@ -180,13 +180,14 @@ fn sync_hook<S: StateBackend>(
 
 /// The drain loop: connect (with backoff), lease, process, ack, until stopped.
 ///
-/// The next batch is leased while this one is processed: the receiver reads and leases it on its
-/// own core while this process normalizes and writes state, instead of each waiting for the
-/// other (docs/PERFORMANCE.md section 5). That lease does not wait for events (a long poll would
-/// hold the connection, and so this batch's ack, for up to [`LEASE_WAIT_MS`]); when nothing was
-/// ready, the next turn long-polls as before. A batch leased ahead is processed before the loop
-/// stops; one lost with its connection is redelivered when its lease runs out, as any leased
-/// batch is.
+/// From the receiver's socket, the next batch is leased while this one is processed: the
+/// receiver reads and leases it on its own core while this process normalizes and writes state,
+/// instead of each waiting for the other (docs/PERFORMANCE.md section 5). That lease does not
+/// wait for events (a long poll would hold the connection, and so this batch's ack, for up to
+/// [`LEASE_WAIT_MS`]); when nothing was ready, the next turn long-polls as before. A batch leased
+/// ahead is processed before the loop stops; one lost with its connection is redelivered when its
+/// lease runs out, as any leased batch is. Not on JetStream ([`Queue::leases_ahead`]): there the
+/// next batch is left to the workers waiting for one.
 async fn drain<S: StateBackend>(
     config: &Config,
     state: &Arc<S>,
@@ -264,7 +265,7 @@ async fn drain<S: StateBackend>(
             read_as_configured(config, &mut l.envelope);
         }
         let lease_ahead = async {
-            if *stop.borrow() {
+            if *stop.borrow() || !c.leases_ahead() {
                 return Ok(Vec::new());
             }
             c.lease(batch, 0, lease_ms).await
