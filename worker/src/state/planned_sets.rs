@@ -62,12 +62,23 @@ pub fn resolved(
 
 /// Turns `entry` into its stored form: a set larger than [`INLINE_MAX`] is replaced by a
 /// reference, and its id and record are handed back to be stored (if not already) with it.
-pub fn split(entry: &mut OutboxEntry, now: i64) -> Option<(String, SetRecord)> {
+///
+/// `known` holds the sets read so far in this call (set id to members): an entry whose members
+/// are one of them takes that id without hashing its members again (a claim or write-down of one
+/// set of k members would otherwise hash k² ids).
+pub fn split(
+    entry: &mut OutboxEntry,
+    now: i64,
+    known: &HashMap<String, Vec<String>>,
+) -> Option<(String, SetRecord)> {
     if entry.planned.len() <= INLINE_MAX || reference(entry).is_some() {
         return None;
     }
     let ids = std::mem::take(&mut entry.planned);
-    let set = crate::alert::set_id(&ids);
+    let set = match known.iter().find(|(_, members)| **members == ids) {
+        Some((set, _)) => set.clone(),
+        None => crate::alert::set_id(&ids),
+    };
     entry.planned = vec![format!("{REF}{set}")];
     Some((set, SetRecord { at: now, ids }))
 }
@@ -81,15 +92,24 @@ mod tests {
     fn large_sets_become_a_reference_small_ones_stay() {
         let mut e = OutboxEntry::new(test_alert(Rule::LowStock, "s", "1"), 0);
         e.planned = (0..3).map(|i| format!("{i:032x}")).collect();
-        assert!(split(&mut e, 5).is_none());
+        let none = HashMap::new();
+        assert!(split(&mut e, 5, &none).is_none());
         assert_eq!(e.planned.len(), 3);
         let ids: Vec<String> = (0..200).map(|i| format!("{i:032x}")).collect();
         e.planned = ids.clone();
-        let (set, rec) = split(&mut e, 5).expect("a reference");
+        let (set, rec) = split(&mut e, 5, &none).expect("a reference");
         assert_eq!(set, crate::alert::set_id(&ids));
-        assert_eq!((rec.at, rec.ids), (5, ids));
+        assert_eq!((rec.at, &rec.ids), (5, &ids));
         assert_eq!(reference(&e), Some(set.as_str()));
         // Already a reference: nothing more to store.
-        assert!(split(&mut e, 6).is_none());
+        assert!(split(&mut e, 6, &none).is_none());
+        // A set read in this call gives its id without hashing; another set is hashed.
+        let known = HashMap::from([(set.clone(), ids.clone())]);
+        e.planned = ids.clone();
+        assert_eq!(split(&mut e, 7, &known).map(|(s, _)| s), Some(set.clone()));
+        let other: Vec<String> = (1..201).map(|i| format!("{i:032x}")).collect();
+        e.planned = other.clone();
+        let (s2, _) = split(&mut e, 8, &known).expect("a reference");
+        assert_eq!(s2, crate::alert::set_id(&other));
     }
 }

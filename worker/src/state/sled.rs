@@ -151,16 +151,17 @@ fn tx_get_entry(
     Ok(Some(e))
 }
 
-/// Writes `e` at `key` in `tx`, its planned set stored once (`written`: the sets known stored
-/// in this transaction).
+/// Writes `e` at `key` in `tx`, its planned set stored once (`known`: the sets read in this
+/// transaction; `written`: the sets known stored in it).
 fn tx_put_entry(
     tx: &TransactionalTree,
     key: &[u8],
     mut e: OutboxEntry,
     now: i64,
+    known: &HashMap<String, Vec<String>>,
     written: &mut std::collections::HashSet<String>,
 ) -> Result<(), Tx> {
-    if let Some((set, rec)) = planned_sets::split(&mut e, now) {
+    if let Some((set, rec)) = planned_sets::split(&mut e, now, known) {
         if !written.contains(&set) {
             let k = set_key(&set);
             if tx.get(&k)?.is_none() {
@@ -647,7 +648,7 @@ impl StateStore {
     pub fn update_alerts(
         &self,
         ids: &[String],
-        f: impl Fn(&mut OutboxEntry) + Clone,
+        f: impl Fn(&mut OutboxEntry),
         counter: Option<(&str, i64)>,
     ) -> Result<(), StateError> {
         let now = stockhook_shared::queue::now_ms();
@@ -661,7 +662,9 @@ impl StateStore {
                         None => tx_get_entry(tx, &sent, &mut sets)?,
                     };
                     if let Some(mut e) = found {
-                        (f.clone())(&mut e);
+                        // Called by reference: a claim's closure owns every planned set, and
+                        // cloning it per entry cost k² strings for a set of k.
+                        f(&mut e);
                         // Sent entries live under d/, the rest under o/.
                         let (to, from) = if e.status == OutboxStatus::Sent {
                             (&sent, &active)
@@ -669,7 +672,7 @@ impl StateStore {
                             (&active, &sent)
                         };
                         tx.remove(from.as_slice())?;
-                        tx_put_entry(tx, to, e, now, &mut written)?;
+                        tx_put_entry(tx, to, e, now, &sets, &mut written)?;
                     }
                 }
                 if let Some((name, n)) = counter {

@@ -423,14 +423,15 @@ impl NatsState {
         Ok(())
     }
 
-    /// Turns `e` into its stored form, storing its planned set once (`written`: the sets known
-    /// stored in this call).
+    /// Turns `e` into its stored form, storing its planned set once (`known`: the sets read in
+    /// this call; `written`: the sets known stored in it).
     async fn store_set(
         &self,
         e: &mut OutboxEntry,
+        known: &HashMap<String, Vec<String>>,
         written: &mut std::collections::HashSet<String>,
     ) -> Result<(), StateError> {
-        if let Some((set, rec)) = planned_sets::split(e, now_ms()) {
+        if let Some((set, rec)) = planned_sets::split(e, now_ms(), known) {
             if written.insert(set.clone()) {
                 // Created once; the same members under the same id if it exists.
                 self.create(B::Outbox, &set_key(&set), to_json(&rec)?)
@@ -726,7 +727,7 @@ impl StateBackend for NatsState {
             // One compare-and-set: if another worker got there first, it sends, not us (and
             // the rest of the set, as above).
             let entry = rec.entry.clone();
-            self.store_set(&mut rec.entry, &mut written).await?;
+            self.store_set(&mut rec.entry, &sets, &mut written).await?;
             if !self.cas(B::Outbox, &key, to_json(&rec)?, rev).await? {
                 break;
             }
@@ -779,7 +780,7 @@ impl StateBackend for NatsState {
                 let mut rec: OutboxRec = from_json(id, &cur)?;
                 self.resolve(&mut rec.entry, &mut sets).await?;
                 f(&mut rec.entry);
-                self.store_set(&mut rec.entry, &mut written).await?;
+                self.store_set(&mut rec.entry, &sets, &mut written).await?;
                 // Our claim (or a lapsed one) is released; another worker's live claim stays
                 // (this one was paused past its claim and the other took over).
                 if !rec.claimed_by_other(&self.owner, now_ms()) {
