@@ -322,28 +322,29 @@ impl ItemState {
         rules: &RuleConfig,
         now: i64,
     ) -> Vec<Alert> {
+        let previous = self.total();
         self.demand.level(at, available);
+        self.levels
+            .insert(location.to_string(), LevelRec { available, at });
+        self.history.record_level(at, location, available);
+        self.last_location = Some(location.to_string());
         let mut alerts: Vec<Alert> = self
-            .record_stock_level(location, available, at, rules, now)
+            .stock_alert(previous, rules, at, now)
             .into_iter()
             .collect();
         alerts.extend(self.take_cover(rules, at, now));
         alerts
     }
 
-    fn record_stock_level(
+    /// What the stock rules make of the item's total after a level report (`previous`: its
+    /// total before the report).
+    fn stock_alert(
         &mut self,
-        location: &str,
-        available: Option<i64>,
-        at: i64,
+        previous: Option<i64>,
         rules: &RuleConfig,
+        at: i64,
         now: i64,
     ) -> Option<Alert> {
-        let previous = self.total();
-        self.levels
-            .insert(location.to_string(), LevelRec { available, at });
-        self.history.record_level(at, location, available);
-        self.last_location = Some(location.to_string());
         let threshold = rules.threshold(&self.source, self.sku.as_deref());
         let total = self.total();
         let Some(rule) = rules::evaluate_level(total, threshold, &mut self.arming) else {
