@@ -20,7 +20,7 @@ pub use sled::StateStore;
 
 use crate::alert::{Alert, Rule};
 use crate::cover::{CoverArming, CoverRules, Demand};
-use crate::facts::Normalized;
+use crate::facts::{Fact, Normalized};
 use crate::plausible::EventLimits;
 use crate::rules::{self, Arming};
 use serde::{Deserialize, Serialize};
@@ -504,6 +504,30 @@ impl Prepared {
             platform: env.platform.as_str().to_string(),
             payload_key: crate::adapters::payload_dedup_key(env),
             normalized,
+        }
+    }
+
+    /// An event made without an envelope (a catalog sync's, a test's): no payload to
+    /// deduplicate by, and `facts` under `topic`, never ignored.
+    pub fn synthetic(
+        id: EventId,
+        accepted_at: i64,
+        source: &str,
+        platform: &str,
+        topic: &str,
+        facts: Vec<Fact>,
+    ) -> Prepared {
+        Prepared {
+            id,
+            accepted_at,
+            source: source.to_string(),
+            platform: platform.to_string(),
+            payload_key: None,
+            normalized: Normalized {
+                topic: topic.to_string(),
+                facts,
+                ignored: false,
+            },
         }
     }
 }
