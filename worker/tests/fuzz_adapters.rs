@@ -821,3 +821,37 @@ fn ebay_soap_error_quotes_no_body_text() {
         &msg[..120]
     );
 }
+
+/// Hostile XML: a DOCTYPE (here declaring a billion-laughs entity that names a customer) or an
+/// XML declaration anywhere but at the very start is dead-lettered as not eBay's XML, with a
+/// message that quotes nothing of the document, instead of being parsed around.
+#[test]
+fn ebay_soap_doctype_and_late_declarations_are_not_xml() {
+    let good = soap("GetItemResponse", Some("ItemSold"), SOAP_ITEM);
+    let good = String::from_utf8(good).expect("the template is UTF-8");
+    let ebay = |body: String| {
+        envelope(
+            Platform::Ebay,
+            &[("soapaction", "ItemSold")],
+            body.into_bytes(),
+        )
+    };
+    assert!(adapters::normalize(&ebay(good.clone())).is_ok());
+    let laughs =
+        r#"<!DOCTYPE Envelope [<!ENTITY who "Jane Smith"><!ENTITY a "&who;&who;&who;&who;">]>"#;
+    let decl = r#"<?xml version="1.0"?>"#;
+    for body in [
+        good.replacen("?>", &format!("?>{laughs}"), 1),
+        good.replacen("<Item>", &format!("<Item>{laughs}"), 1),
+        good.replacen("<Ack>Success", &format!("<Ack>Suc{decl}cess"), 1),
+        good.replacen("<soapenv:Body>", &format!("<soapenv:Body>{decl}"), 1),
+        format!(" {good}"),
+    ] {
+        match adapters::normalize(&ebay(body.clone())) {
+            Err(NormalizeError::NotXml(m)) => {
+                assert!(!m.contains("Jane") && !m.contains("Suc"), "{m}")
+            }
+            other => panic!("{other:?}: {body}"),
+        }
+    }
+}
