@@ -66,6 +66,14 @@ fn published(test: &str) -> Option<Fixtures> {
     fixtures::shared(test)
 }
 
+/// Fuzzes the target `make` builds from the published vectors; skipped (after the SKIPPED line)
+/// when they are absent.
+fn run_published(test: &str, make: fn(&Fixtures) -> Target) {
+    if let Some(fx) = published(test) {
+        run(&make(&fx));
+    }
+}
+
 /// Every seed payload: the suite's own (`tests/data/payloads/`) and, when beside the repository,
 /// the published ones (`../shared/fixtures/payloads/`), sorted by path within each.
 fn payloads() -> Vec<Vec<u8>> {
@@ -103,6 +111,11 @@ fn source(fields: Value) -> SourceConfig {
         base[k] = v.clone();
     }
     serde_json::from_value(base).expect("a valid source config")
+}
+
+/// The verifier of a `source` with these scheme fields.
+fn verifier(fields: Value) -> Box<dyn Verifier> {
+    schemes::build(&source(fields), None).expect("builds")
 }
 
 fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
@@ -462,10 +475,9 @@ fn shopify_target(fx: &Fixtures) -> Target {
     let key = secret.clone();
     Target {
         name: "shopify-hmac",
-        verifier: schemes::build(&source(
+        verifier: verifier(
             serde_json::json!({"scheme": "shopify-hmac", "platform": "shopify", "secrets": [secret]}),
-        ), None)
-        .expect("builds"),
+        ),
         seeds,
         headers: &[
             "x-shopify-hmac-sha256",
@@ -488,10 +500,7 @@ fn shopify_target(fx: &Fixtures) -> Target {
 
 #[test]
 fn fuzz_shopify_hmac() {
-    let Some(fx) = published("fuzz_shopify_hmac") else {
-        return;
-    };
-    run(&shopify_target(&fx));
+    run_published("fuzz_shopify_hmac", shopify_target);
 }
 
 // --- Standard Webhooks -----------------------------------------------------------------------
@@ -555,11 +564,7 @@ fn standard_webhooks_target(fx: &Fixtures) -> Target {
     never_logged.extend(secrets.iter().map(|s| s["whsec_".len()..].to_string()));
     Target {
         name: "standard-webhooks",
-        verifier: schemes::build(
-            &source(serde_json::json!({"scheme": "standard-webhooks", "secrets": secrets})),
-            None,
-        )
-        .expect("builds"),
+        verifier: verifier(serde_json::json!({"scheme": "standard-webhooks", "secrets": secrets})),
         seeds,
         headers: &["webhook-id", "webhook-timestamp", "webhook-signature"],
         secrets: never_logged,
@@ -593,10 +598,7 @@ fn standard_webhooks_target(fx: &Fixtures) -> Target {
 
 #[test]
 fn fuzz_standard_webhooks() {
-    let Some(fx) = published("fuzz_standard_webhooks") else {
-        return;
-    };
-    run(&standard_webhooks_target(&fx));
+    run_published("fuzz_standard_webhooks", standard_webhooks_target);
 }
 
 // --- hmac-sha256: WooCommerce (base64) and GitHub-style (hex, prefix) ------------------------
@@ -642,7 +644,7 @@ fn hmac_target(
     let lc = header.to_ascii_lowercase();
     Target {
         name,
-        verifier: schemes::build(&source(cfg), None).expect("builds"),
+        verifier: verifier(cfg),
         seeds,
         headers: if hex {
             &["x-hub-signature-256", "x-github-delivery"]
@@ -720,10 +722,9 @@ fn fuzz_api_key() {
         .collect();
     run(&Target {
         name: "api-key",
-        verifier: schemes::build(&source(
+        verifier: verifier(
             serde_json::json!({"scheme": "api-key", "platform": "amazon", "secrets": [KEY, OLD]}),
-        ), None)
-        .expect("builds"),
+        ),
         seeds,
         headers: &["x-api-key", "authorization"],
         secrets: vec![KEY.into(), OLD.into()],
@@ -751,10 +752,9 @@ fn fuzz_basic_auth() {
         .collect();
     run(&Target {
         name: "basic-auth",
-        verifier: schemes::build(&source(
+        verifier: verifier(
             serde_json::json!({"scheme": "basic-auth", "platform": "amazon", "secrets": [CRED]}),
-        ), None)
-        .expect("builds"),
+        ),
         seeds,
         headers: &["authorization", "x-api-key"],
         secrets: vec![CRED.into(), STANDARD.encode(CRED), "s3cr3t-passw0rd".into()],
@@ -859,13 +859,9 @@ fn fuzz_ebay_ecdsa() {
     let signed_compact = compact(signed).expect("the signed bytes are JSON");
     run(&Target {
         name: "ebay",
-        verifier: schemes::build(
-            &source(serde_json::json!({
-                "scheme": "ebay", "platform": "ebay", "public_keys": {EBAY_KID: pem}
-            })),
-            None,
-        )
-        .expect("builds"),
+        verifier: verifier(serde_json::json!({
+            "scheme": "ebay", "platform": "ebay", "public_keys": {EBAY_KID: pem}
+        })),
         seeds,
         headers: &["x-ebay-signature"],
         secrets: Vec::new(),
@@ -1041,14 +1037,10 @@ fn fuzz_ebay_legacy_soap() {
         .collect();
     run(&Target {
         name: "ebay-legacy",
-        verifier: schemes::build(
-            &source(serde_json::json!({
-                "scheme": "ebay-legacy", "platform": "ebay", "dev_id": LEGACY_DEV,
-                "app_id": LEGACY_APP, "cert_id": LEGACY_CERT, "tolerance_secs": 300
-            })),
-            None,
-        )
-        .expect("builds"),
+        verifier: verifier(serde_json::json!({
+            "scheme": "ebay-legacy", "platform": "ebay", "dev_id": LEGACY_DEV,
+            "app_id": LEGACY_APP, "cert_id": LEGACY_CERT, "tolerance_secs": 300
+        })),
         seeds,
         headers: &["soapaction", "content-type"],
         secrets: vec![LEGACY_CERT.into()],
@@ -1144,7 +1136,7 @@ fn fuzz_sign_then_verify_round_trip() {
         ),
     ]
     .into_iter()
-    .map(|(n, cfg)| (n, schemes::build(&source(cfg), None).expect("builds")))
+    .map(|(n, cfg)| (n, verifier(cfg)))
     .collect();
     let corpus = payloads();
     let donors: Vec<&[u8]> = corpus.iter().map(|c| c.as_slice()).collect();

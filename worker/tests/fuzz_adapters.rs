@@ -42,6 +42,7 @@ use std::path::Path;
 use std::sync::OnceLock;
 use stockhook_shared::config::Platform;
 use stockhook_shared::envelope::Envelope;
+use stockhook_test_kit::ebay_soap::notification;
 use stockhook_test_kit::fixtures::{self, Fixtures};
 use stockhook_worker::adapters;
 use stockhook_worker::facts::{Fact, NormalizeError, Normalized};
@@ -86,30 +87,13 @@ fn envelope(platform: Platform, headers: &[(&str, &str)], body: Vec<u8>) -> Enve
 
 const SOAP_TS: &str = "2024-01-02T03:04:05.000Z";
 
+/// eBay's notification template (the test kit's) with the event name, if any, before `inner`.
 fn soap(response: &str, event_name: Option<&str>, inner: &str) -> Vec<u8> {
     let name = event_name
         .map(|n| format!("<NotificationEventName>{n}</NotificationEventName>"))
         .unwrap_or_default();
-    format!(
-        r#"<?xml version="1.0" encoding="UTF-8"?>
-<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" xmlns:xsd="http://www.w3.org/2001/XMLSchema" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">
- <soapenv:Header>
-  <ebl:RequesterCredentials soapenv:mustUnderstand="0" xmlns:ebl="urn:ebay:apis:eBLBaseComponents">
-   <ebl:NotificationSignature xmlns:ebl="urn:ebay:apis:eBLBaseComponents">nXGFQyWyk1bzgM3N5zT9Ag==</ebl:NotificationSignature>
-  </ebl:RequesterCredentials>
- </soapenv:Header>
- <soapenv:Body>
-  <{response} xmlns="urn:ebay:apis:eBLBaseComponents">
-   <Timestamp>{SOAP_TS}</Timestamp>
-   <Ack>Success</Ack>
-   {name}
-   <RecipientUserID>seller_one</RecipientUserID>
-   {inner}
-  </{response}>
- </soapenv:Body>
-</soapenv:Envelope>"#
-    )
-    .into_bytes()
+    let signature = "nXGFQyWyk1bzgM3N5zT9Ag==";
+    notification(response, signature, SOAP_TS, &format!("{name}{inner}")).into_bytes()
 }
 
 const SOAP_ITEM: &str = r#"<Item><ItemID>110554019341</ItemID><Quantity>10</Quantity>
@@ -836,4 +820,38 @@ fn ebay_soap_error_quotes_no_body_text() {
         msg.len(),
         &msg[..120]
     );
+}
+
+/// Hostile XML: a DOCTYPE (here declaring a billion-laughs entity that names a customer) or an
+/// XML declaration anywhere but at the very start is dead-lettered as not eBay's XML, with a
+/// message that quotes nothing of the document, instead of being parsed around.
+#[test]
+fn ebay_soap_doctype_and_late_declarations_are_not_xml() {
+    let good = soap("GetItemResponse", Some("ItemSold"), SOAP_ITEM);
+    let good = String::from_utf8(good).expect("the template is UTF-8");
+    let ebay = |body: String| {
+        envelope(
+            Platform::Ebay,
+            &[("soapaction", "ItemSold")],
+            body.into_bytes(),
+        )
+    };
+    assert!(adapters::normalize(&ebay(good.clone())).is_ok());
+    let laughs =
+        r#"<!DOCTYPE Envelope [<!ENTITY who "Jane Smith"><!ENTITY a "&who;&who;&who;&who;">]>"#;
+    let decl = r#"<?xml version="1.0"?>"#;
+    for body in [
+        good.replacen("?>", &format!("?>{laughs}"), 1),
+        good.replacen("<Item>", &format!("<Item>{laughs}"), 1),
+        good.replacen("<Ack>Success", &format!("<Ack>Suc{decl}cess"), 1),
+        good.replacen("<soapenv:Body>", &format!("<soapenv:Body>{decl}"), 1),
+        format!(" {good}"),
+    ] {
+        match adapters::normalize(&ebay(body.clone())) {
+            Err(NormalizeError::NotXml(m)) => {
+                assert!(!m.contains("Jane") && !m.contains("Suc"), "{m}")
+            }
+            other => panic!("{other:?}: {body}"),
+        }
+    }
 }

@@ -18,7 +18,7 @@ use stockhook_shared::config::{Config, OneOrMany};
 use stockhook_shared::envelope::EventId;
 use stockhook_worker::alert::{Alert, OutboxStatus, Rule};
 use stockhook_worker::catalog::{self, CatalogBatch, CatalogItem, Location, Origin};
-use stockhook_worker::facts::{Fact, Normalized};
+use stockhook_worker::facts::Fact;
 use stockhook_worker::state::{
     counters, Applied, ItemState, NatsState, Prepared, RuleConfig, SledState, StateBackend,
 };
@@ -58,18 +58,7 @@ fn rules() -> Arc<RuleConfig> {
 }
 
 fn ev(id: u64, facts: Vec<Fact>) -> Prepared {
-    Prepared {
-        id: EventId(id),
-        accepted_at: i64::MAX / 2,
-        source: "shop".into(),
-        platform: "shopify".into(),
-        payload_key: None,
-        normalized: Normalized {
-            topic: "t".into(),
-            facts,
-            ignored: false,
-        },
-    }
+    Prepared::synthetic(EventId(id), i64::MAX / 2, "shop", "shopify", "t", facts)
 }
 
 fn level(item: &str, loc: &str, n: i64, at: i64) -> Fact {

@@ -189,6 +189,13 @@ async fn fake_and_cache() -> Option<Fixture> {
     Some(fake_with_cache().await)
 }
 
+/// [`fake_and_cache`] with the fixture's key fetched once already (one token, one key call).
+async fn fake_and_fetched_key() -> Option<Fixture> {
+    let (fake, cache, clock) = fake_and_cache().await?;
+    cache.ensure(KID).await.unwrap();
+    Some((fake, cache, clock))
+}
+
 fn signed_request() -> (http::HeaderMap, Vec<u8>) {
     let v = vector("ebay_signature.json", "ebay-valid");
     let body = fixture_text("payloads/ebay/marketplace_account_deletion.signed_compact.json");
@@ -323,10 +330,9 @@ async fn unknown_kid_is_a_fetch_error_naming_it() {
 
 #[tokio::test]
 async fn token_is_reused_until_it_expires() {
-    let Some((fake, cache, clock)) = fake_and_cache().await else {
+    let Some((fake, cache, clock)) = fake_and_fetched_key().await else {
         return;
     };
-    cache.ensure(KID).await.unwrap();
     // Another kid 30 min later: same token.
     clock.store(30 * 60, Ordering::SeqCst);
     cache.ensure("same-key-2").await.unwrap();
@@ -355,10 +361,9 @@ async fn token_is_reused_until_it_expires() {
 
 #[tokio::test]
 async fn a_token_refused_by_the_key_endpoint_is_renewed_once() {
-    let Some((fake, cache, _)) = fake_and_cache().await else {
+    let Some((fake, cache, _)) = fake_and_fetched_key().await else {
         return;
     };
-    cache.ensure(KID).await.unwrap();
     // eBay revoked it early: someone else got token-2, so token-1 is refused.
     fake.tokens.fetch_add(1, Ordering::SeqCst);
     cache.ensure("same-key-2").await.unwrap();
@@ -379,10 +384,9 @@ async fn refused_credentials_say_what_to_check_and_never_the_secret() {
 
 #[tokio::test]
 async fn stale_key_survives_a_transient_refresh_failure_but_not_a_404() {
-    let Some((fake, cache, clock)) = fake_and_cache().await else {
+    let Some((fake, cache, clock)) = fake_and_fetched_key().await else {
         return;
     };
-    cache.ensure(KID).await.unwrap();
     fake.fail_keys.store(true, Ordering::SeqCst);
     clock.store(2 * 3600, Ordering::SeqCst);
     cache.ensure(KID).await.unwrap();

@@ -191,6 +191,15 @@ fn sync_secret(
 /// One secret field of a sync table with the variable and file it may come from.
 type Slot<'a> = (&'a mut Option<Secret>, Option<&'a str>, Option<&'a Path>);
 
+/// The [`Slot`] of a secret field and its `_env` and `_file` fields.
+fn slot<'a>(
+    value: &'a mut Option<Secret>,
+    var: &'a Option<String>,
+    file: &'a Option<PathBuf>,
+) -> Slot<'a> {
+    (value, var.as_deref(), file.as_deref())
+}
+
 /// Resolves a sync table's secrets in place; the first that cannot be read goes to `problem`
 /// instead, and then none is changed.
 fn resolve_slots(slots: [Slot<'_>; 2], problem: &mut Option<String>, env: &dyn EnvSource) {
@@ -213,31 +222,28 @@ fn resolve_slots(slots: [Slot<'_>; 2], problem: &mut Option<String>, env: &dyn E
 /// webhook source itself works without them.
 pub(super) fn resolve_sync_secrets(s: &mut SourceConfig, env: &dyn EnvSource) {
     if let Some(a) = &mut s.amazon_sync {
-        let secret = (
+        let secret = slot(
             &mut a.lwa_client_secret,
-            a.lwa_client_secret_env.as_deref(),
-            a.lwa_client_secret_file.as_deref(),
+            &a.lwa_client_secret_env,
+            &a.lwa_client_secret_file,
         );
-        let token = &mut a.refresh_token;
-        let token = (
-            token,
-            a.refresh_token_env.as_deref(),
-            a.refresh_token_file.as_deref(),
+        let token = slot(
+            &mut a.refresh_token,
+            &a.refresh_token_env,
+            &a.refresh_token_file,
         );
         resolve_slots([secret, token], &mut a.problem, env);
     }
     if let Some(e) = &mut s.ebay_sync {
-        let secret = &mut e.client_secret;
-        let secret = (
-            secret,
-            e.client_secret_env.as_deref(),
-            e.client_secret_file.as_deref(),
+        let secret = slot(
+            &mut e.client_secret,
+            &e.client_secret_env,
+            &e.client_secret_file,
         );
-        let token = &mut e.refresh_token;
-        let token = (
-            token,
-            e.refresh_token_env.as_deref(),
-            e.refresh_token_file.as_deref(),
+        let token = slot(
+            &mut e.refresh_token,
+            &e.refresh_token_env,
+            &e.refresh_token_file,
         );
         resolve_slots([secret, token], &mut e.problem, env);
         if e.problem.is_none() && e.client_secret.is_none() {

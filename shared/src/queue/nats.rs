@@ -249,31 +249,36 @@ pub fn context(client: async_nats::Client) -> jetstream::Context {
         .build(client)
 }
 
-fn events_config(o: &NatsOptions) -> stream::Config {
+/// A stream both of stockhook's are: on file, on the configured replicas, read with direct gets.
+fn file_stream(o: &NatsOptions, name: &str, description: &str, prefix: &str) -> stream::Config {
     stream::Config {
-        name: EVENTS_STREAM.into(),
-        description: Some("stockhook: verified webhooks waiting for the worker".into()),
-        subjects: vec![format!("{EVENTS_PREFIX}.>")],
-        retention: stream::RetentionPolicy::WorkQueue,
+        name: name.into(),
+        description: Some(description.into()),
+        subjects: vec![format!("{prefix}.>")],
         storage: stream::StorageType::File,
         num_replicas: o.replicas,
-        duplicate_window: o.dedup_window,
         allow_direct: true,
         ..Default::default()
     }
 }
 
-fn dead_config(o: &NatsOptions) -> stream::Config {
+/// The events stream: a work queue (an acked event is gone), deduplicated over the window.
+fn events_config(o: &NatsOptions) -> stream::Config {
+    let description = "stockhook: verified webhooks waiting for the worker";
     stream::Config {
-        name: DEAD_STREAM.into(),
-        description: Some("stockhook: dead-lettered events, until replayed or purged".into()),
-        subjects: vec![format!("{DEAD_PREFIX}.>")],
+        retention: stream::RetentionPolicy::WorkQueue,
+        duplicate_window: o.dedup_window,
+        ..file_stream(o, EVENTS_STREAM, description, EVENTS_PREFIX)
+    }
+}
+
+/// The dead-letter stream: kept until replayed or purged.
+fn dead_config(o: &NatsOptions) -> stream::Config {
+    let description = "stockhook: dead-lettered events, until replayed or purged";
+    stream::Config {
         retention: stream::RetentionPolicy::Limits,
-        storage: stream::StorageType::File,
-        num_replicas: o.replicas,
         duplicate_window: Duration::from_secs(3600),
-        allow_direct: true,
-        ..Default::default()
+        ..file_stream(o, DEAD_STREAM, description, DEAD_PREFIX)
     }
 }
 

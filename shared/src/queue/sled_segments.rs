@@ -172,6 +172,7 @@ mod tests {
     use super::super::tests::{accepted, ev};
     use super::super::{AppendOutcome, DeadFilter, Failure, StoreOptions};
     use super::*;
+    use std::path::Path;
 
     fn opts(segment_log: bool) -> StoreOptions {
         StoreOptions {
@@ -181,31 +182,35 @@ mod tests {
         }
     }
 
+    /// Writes events a, b and c to a queue at `path` and closes it: `leased` of them leased, a
+    /// acked, b dead-lettered ("bad"), c still open (pending, or leased and never acked).
+    fn acked_dead_and_open(
+        path: &Path,
+        segment_log: bool,
+        leased: usize,
+    ) -> (EventId, EventId, EventId) {
+        let q = SledStore::open(path, opts(segment_log)).unwrap();
+        let out = q.append_batch(&[
+            ev("shop", Some("a"), 1),
+            ev("shop", Some("b"), 2),
+            ev("shop", Some("c"), 3),
+        ]);
+        let (a, b, c) = (accepted(&out[0]), accepted(&out[1]), accepted(&out[2]));
+        q.lease_now(leased, 60_000, 10).unwrap();
+        q.ack(&[a], 20).unwrap();
+        let bad = Failure::Permanent {
+            error: "bad".into(),
+        };
+        q.fail(b, &bad, 30).unwrap();
+        q.flush_all().unwrap();
+        (a, b, c)
+    }
+
     #[test]
     fn a_format_1_queue_keeps_its_pending_events_dead_letters_and_dedup_keys() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("queue");
-        let (acked, dead, pending);
-        {
-            let q = SledStore::open(&path, opts(false)).unwrap();
-            let out = q.append_batch(&[
-                ev("shop", Some("a"), 1),
-                ev("shop", Some("b"), 2),
-                ev("shop", Some("c"), 3),
-            ]);
-            (acked, dead, pending) = (accepted(&out[0]), accepted(&out[1]), accepted(&out[2]));
-            q.lease_now(2, 60_000, 10).unwrap();
-            q.ack(&[acked], 20).unwrap();
-            q.fail(
-                dead,
-                &Failure::Permanent {
-                    error: "bad".into(),
-                },
-                30,
-            )
-            .unwrap();
-            q.flush_all().unwrap();
-        }
+        let (acked, dead, pending) = acked_dead_and_open(&path, false, 2);
         assert!(!path.join("segments").exists(), "format 1 wrote no segment");
         let q = crate::queue::sled_store::reopen_after_drop(&path, opts(true));
         let s = q.stats();
@@ -246,28 +251,8 @@ mod tests {
     fn segment_events_dead_letter_replay_purge_and_survive_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("queue");
-        let (a, b, c);
-        {
-            let q = SledStore::open(&path, opts(true)).unwrap();
-            let out = q.append_batch(&[
-                ev("shop", Some("a"), 1),
-                ev("shop", Some("b"), 2),
-                ev("shop", Some("c"), 3),
-            ]);
-            (a, b, c) = (accepted(&out[0]), accepted(&out[1]), accepted(&out[2]));
-            q.lease_now(3, 60_000, 10).unwrap();
-            q.ack(&[a], 20).unwrap();
-            q.fail(
-                b,
-                &Failure::Permanent {
-                    error: "bad".into(),
-                },
-                30,
-            )
-            .unwrap();
-            // c: leased, never acked.
-            q.flush_all().unwrap();
-        }
+        // c: leased, never acked.
+        let (a, b, c) = acked_dead_and_open(&path, true, 3);
         let q = crate::queue::sled_store::reopen_after_drop(&path, opts(true));
         let s = q.stats();
         assert_eq!((s.pending, s.dead, s.acked_retained), (1, 1, 1));

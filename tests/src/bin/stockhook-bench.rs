@@ -572,12 +572,24 @@ async fn run_connection(
     st
 }
 
+impl ConnStats {
+    /// Adds another connection's figures to these.
+    fn add(&mut self, other: ConnStats) {
+        self.latencies.extend(other.latencies);
+        for (k, v) in other.status {
+            *self.status.entry(k).or_default() += v;
+        }
+        for (k, v) in other.errors {
+            *self.errors.entry(k).or_default() += v;
+        }
+        self.accepted.extend(other.accepted);
+        self.bytes += other.bytes;
+    }
+}
+
+/// What all connections of a plan measured, latencies sorted.
 struct Totals {
-    latencies: Vec<u32>,
-    status: BTreeMap<u16, u64>,
-    errors: BTreeMap<String, u64>,
-    accepted: Vec<(u64, i64)>,
-    bytes: u64,
+    all: ConnStats,
     measured: Duration,
 }
 
@@ -595,29 +607,25 @@ async fn run_plan(plan: Plan, maker: RequestMaker) -> Totals {
             start,
         ));
     }
-    let mut t = Totals {
-        latencies: Vec::new(),
-        status: BTreeMap::new(),
-        errors: BTreeMap::new(),
-        accepted: Vec::new(),
-        bytes: 0,
-        measured: Duration::ZERO,
-    };
+    let mut all = ConnStats::default();
     while let Some(r) = set.join_next().await {
         let Ok(st) = r else { continue };
-        t.latencies.extend(st.latencies);
-        for (k, v) in st.status {
-            *t.status.entry(k).or_default() += v;
-        }
-        for (k, v) in st.errors {
-            *t.errors.entry(k).or_default() += v;
-        }
-        t.accepted.extend(st.accepted);
-        t.bytes += st.bytes;
+        all.add(st);
     }
-    t.measured = Instant::now().saturating_duration_since(plan.measure_from);
-    t.latencies.sort_unstable();
-    t
+    all.latencies.sort_unstable();
+    Totals {
+        all,
+        measured: Instant::now().saturating_duration_since(plan.measure_from),
+    }
+}
+
+/// Counts by status or error as `key: n` pairs, for the text report.
+fn counts_text<K: std::fmt::Display>(counts: &BTreeMap<K, u64>) -> String {
+    counts
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}"))
+        .collect::<Vec<_>>()
+        .join("  ")
 }
 
 fn pct(sorted: &[u32], p: f64) -> f64 {
@@ -736,10 +744,10 @@ async fn load(args: Args) -> anyhow::Result<()> {
     };
     stop.store(true, Ordering::Relaxed);
     let mem = sampler.and_then(|h| h.join().ok());
-    let n = t.latencies.len() as u64;
+    let n = t.all.latencies.len() as u64;
     let secs = t.measured.as_secs_f64().max(1e-9);
     let rps = n as f64 / secs;
-    let body_bytes = t.bytes.checked_div(n).unwrap_or(0);
+    let body_bytes = t.all.bytes.checked_div(n).unwrap_or(0);
     if args.json {
         let mut v = serde_json::json!({
             "mode": "load",
@@ -751,9 +759,9 @@ async fn load(args: Args) -> anyhow::Result<()> {
             "requests": n,
             "rps": rps,
             "body_bytes": body_bytes,
-            "latency": latency_json(&t.latencies),
-            "status": t.status.iter().map(|(k, v)| (k.to_string(), serde_json::json!(v))).collect::<serde_json::Map<_, _>>(),
-            "errors": t.errors,
+            "latency": latency_json(&t.all.latencies),
+            "status": t.all.status.iter().map(|(k, v)| (k.to_string(), serde_json::json!(v))).collect::<serde_json::Map<_, _>>(),
+            "errors": t.all.errors,
         });
         if let Some(m) = mem {
             v["rss"] = serde_json::json!({"pid": args.pid, "vm_rss_max_mib": mib(m.rss_max_kib), "vm_hwm_mib": mib(m.hwm_kib)});
@@ -777,25 +785,14 @@ async fn load(args: Args) -> anyhow::Result<()> {
             body_bytes
         );
         println!("requests {n}  req/s {rps:.0}");
-        println!("latency  {}", latency_text(&t.latencies));
-        println!(
-            "status   {}",
-            t.status
-                .iter()
-                .map(|(k, v)| format!("{k}: {v}"))
-                .collect::<Vec<_>>()
-                .join("  ")
-        );
+        println!("latency  {}", latency_text(&t.all.latencies));
+        println!("status   {}", counts_text(&t.all.status));
         println!(
             "errors   {}",
-            if t.errors.is_empty() {
+            if t.all.errors.is_empty() {
                 "none".to_string()
             } else {
-                t.errors
-                    .iter()
-                    .map(|(k, v)| format!("{k}: {v}"))
-                    .collect::<Vec<_>>()
-                    .join("  ")
+                counts_text(&t.all.errors)
             }
         );
         if let Some(m) = mem {
@@ -954,7 +951,7 @@ async fn prefill(args: &Args, url: &Url) -> anyhow::Result<()> {
     println!(
         "prefill  {} events ({} accepted) in {:.1?}, queue drained",
         args.prefill,
-        t.status.get(&200).copied().unwrap_or(0),
+        t.all.status.get(&200).copied().unwrap_or(0),
         t0.elapsed()
     );
     Ok(())
@@ -1104,7 +1101,7 @@ async fn e2e_phase(
     }
     pages.sort_unstable();
     // Wait for the emails of every accepted item, up to the drain timeout.
-    let want: HashSet<u64> = t.accepted.iter().map(|(i, _)| *i).collect();
+    let want: HashSet<u64> = t.all.accepted.iter().map(|(i, _)| *i).collect();
     let deadline = Instant::now() + args.drain_timeout;
     loop {
         let have = {
@@ -1125,7 +1122,7 @@ async fn e2e_phase(
     let mut by_mtime = Vec::new();
     let mut by_observed = Vec::new();
     let mut missing = 0u64;
-    for (item, ok_at) in &t.accepted {
+    for (item, ok_at) in &t.all.accepted {
         match seen.get(item) {
             Some((mtime, observed)) => {
                 by_mtime.push((mtime - ok_at).max(0).min(u32::MAX as i64) as u32);
@@ -1148,8 +1145,8 @@ async fn e2e_phase(
     } else {
         sending.iter().sum::<u64>() as f64 / sending.len() as f64
     };
-    let accepted = t.accepted.len() as u64;
-    let achieved = t.latencies.len() as f64 / sent_secs.max(1e-9);
+    let accepted = t.all.accepted.len() as u64;
+    let achieved = t.all.latencies.len() as f64 / sent_secs.max(1e-9);
     if args.json {
         println!(
             "{}",
@@ -1162,13 +1159,13 @@ async fn e2e_phase(
                 "duration_s": sent_secs,
                 "accepted": accepted,
                 "emails_missing": missing,
-                "http_latency": latency_json(&t.latencies),
+                "http_latency": latency_json(&t.all.latencies),
                 "ok_to_email_by_mtime": latency_json(&by_mtime),
                 "ok_to_email_observed": latency_json(&by_observed),
                 "queue_depth": {"max": max_depth, "mean_while_sending": mean_depth,
                     "series": depth.iter().map(|(t, p, l)| serde_json::json!([(t * 100.0).round() / 100.0, p, l])).collect::<Vec<_>>()},
-                "status": t.status.iter().map(|(k, v)| (k.to_string(), serde_json::json!(v))).collect::<serde_json::Map<_, _>>(),
-                "errors": t.errors,
+                "status": t.all.status.iter().map(|(k, v)| (k.to_string(), serde_json::json!(v))).collect::<serde_json::Map<_, _>>(),
+                "errors": t.all.errors,
             })
         );
     } else {
@@ -1177,7 +1174,7 @@ async fn e2e_phase(
             "e2e  {rate}/s target, {achieved:.0}/s achieved over {sent_secs:.1}s, c={}, inventory_levels/update available=1, fresh item each",
             args.connections
         );
-        println!("http 200 latency      {}", latency_text(&t.latencies));
+        println!("http 200 latency      {}", latency_text(&t.all.latencies));
         println!("200 -> .eml (mtime)   {}", latency_text(&by_mtime));
         println!(
             "200 -> .eml (seen)    {}   (poll every {:?})",
@@ -1193,12 +1190,8 @@ async fn e2e_phase(
         );
         println!(
             "status   {}   errors {:?}",
-            t.status
-                .iter()
-                .map(|(k, v)| format!("{k}: {v}"))
-                .collect::<Vec<_>>()
-                .join("  "),
-            t.errors
+            counts_text(&t.all.status),
+            t.all.errors
         );
         if !pages.is_empty() || page_errors > 0 {
             println!(
@@ -1245,17 +1238,17 @@ async fn backlog(args: Args) -> anyhow::Result<()> {
     };
     let t = run_plan(plan, maker).await;
     let append_secs = start.elapsed().as_secs_f64();
-    let ok = t.status.get(&200).copied().unwrap_or(0);
+    let ok = t.all.status.get(&200).copied().unwrap_or(0);
     let (pending, leased) = queue_depth(&url).await?;
     eprintln!(
         "appended {ok} events in {append_secs:.1}s ({:.0}/s, p99 {:.2} ms); queue: {pending} pending, {leased} leased",
         ok as f64 / append_secs,
-        pct(&t.latencies, 99.0)
+        pct(&t.all.latencies, 99.0)
     );
     if ok < args.events {
         eprintln!(
             "warning: only {ok} of {} appends answered 200: {:?} {:?}",
-            args.events, t.status, t.errors
+            args.events, t.all.status, t.all.errors
         );
     }
     // 2. Start the worker and time the drain.
@@ -1324,7 +1317,7 @@ async fn backlog(args: Args) -> anyhow::Result<()> {
                 "mode": "backlog",
                 "events": total,
                 "append_rps": ok as f64 / append_secs,
-                "append_latency": latency_json(&t.latencies),
+                "append_latency": latency_json(&t.all.latencies),
                 "drain_s": secs,
                 "drain_events_per_s": rate,
                 "first_ack_s": first_drop,
@@ -1351,7 +1344,7 @@ async fn backlog(args: Args) -> anyhow::Result<()> {
         println!(
             "append   {:.0}/s  {}",
             ok as f64 / append_secs,
-            latency_text(&t.latencies)
+            latency_text(&t.all.latencies)
         );
     }
     Ok(())

@@ -233,10 +233,24 @@ pub(crate) fn parse_xml(body: &[u8]) -> Result<Node, NormalizeError> {
         _ => Ok(()),
     };
     loop {
+        let at = reader.buffer_position();
         let event = reader
             .read_event()
             .map_err(|e| at_byte(reader.error_position(), &e))?;
         match event {
+            // eBay declares its documents first and sends no DOCTYPE: a declaration anywhere
+            // else (in an element's text, after the root opened) or a DOCTYPE (which can declare
+            // entities) is not its shape, and is refused rather than parsed around.
+            Event::Decl(_) if at != 0 => {
+                return Err(not_xml(format!(
+                    "at byte {at}: an XML declaration that is not at the start of the document"
+                )))
+            }
+            Event::DocType(_) => {
+                return Err(not_xml(format!(
+                    "at byte {at}: a DOCTYPE declaration (eBay sends none)"
+                )))
+            }
             Event::Start(e) => {
                 if stack.len() > MAX_DEPTH {
                     return Err(not_xml(format!("nested deeper than {MAX_DEPTH} elements")));
@@ -282,7 +296,7 @@ pub(crate) fn parse_xml(body: &[u8]) -> Result<Node, NormalizeError> {
                 }
             }
             Event::Eof => break,
-            // Declaration, DOCTYPE: nothing to read.
+            // The declaration at the start: nothing to read.
             _ => {}
         }
     }
@@ -1118,6 +1132,51 @@ mod tests {
         let body = stockhook_test_kit::ebay_soap::notification("GetItemResponse", "x", &ts, &inner);
         let n = normalize(&soap_env(Some("ItemListed"), body)).unwrap();
         assert_eq!(n.facts, catalog_and_level(7));
+    }
+
+    /// A DOCTYPE anywhere, or an XML declaration anywhere but at the very start, is refused as
+    /// not eBay's shape rather than parsed around (a DOCTYPE can declare entities; a late
+    /// declaration joins the text around it into a value the document never spells).
+    #[test]
+    fn doctype_and_late_xml_declarations_are_refused() {
+        let good = soap_body("GetItemResponse", Some("ItemListed"), ITEM);
+        assert!(
+            good.starts_with("<?xml "),
+            "the template declares itself first"
+        );
+        // At the very start, after a byte order mark or not, the declaration is eBay's.
+        for body in [good.clone(), format!("\u{FEFF}{good}")] {
+            let n = normalize(&soap_env(None, body)).unwrap();
+            assert_eq!(n.facts, catalog_and_level(7));
+        }
+        let decl = r#"<?xml version="1.0" encoding="UTF-8"?>"#;
+        let cases = [
+            (
+                good.replacen("?>", "?><!DOCTYPE soapenv:Envelope>", 1),
+                "DOCTYPE",
+            ),
+            (
+                good.replacen("?>", "?>\n<!DOCTYPE x [<!ENTITY e \"boom\">]>", 1),
+                "DOCTYPE",
+            ),
+            (good.replacen("<Item>", "<Item><!DOCTYPE x>", 1), "DOCTYPE"),
+            (
+                good.replacen(TS, &format!("2024-05-01{decl}T10:00:00.250Z"), 1),
+                "declaration",
+            ),
+            (
+                good.replacen("<soapenv:Body>", &format!("<soapenv:Body>{decl}"), 1),
+                "declaration",
+            ),
+            (format!("{decl}{good}"), "declaration"),
+            (format!("\n{good}"), "declaration"),
+        ];
+        for (body, what) in cases {
+            match normalize(&soap_env(None, body.clone())) {
+                Err(NormalizeError::NotXml(m)) => assert!(m.contains(what), "{m}: {body}"),
+                other => panic!("{other:?}: {body}"),
+            }
+        }
     }
 
     #[test]

@@ -270,55 +270,42 @@ pub(crate) fn kind(v: &Value) -> &'static str {
     }
 }
 
+/// What reading an optional field gives: its value, `None` when it is absent, or why it is bad.
+pub(crate) type Field<T> = Result<Option<T>, NormalizeError>;
+
 /// An integer id as exact decimal text: a JSON integer (u64 or i64), or a string holding one
 /// (`"007"` becomes `"7"`). Absent, null or `""` is `None`; a float or anything else is an error.
-pub(crate) fn id_text(
-    v: Option<&Value>,
-    topic: &str,
-    field: &str,
-) -> Result<Option<String>, NormalizeError> {
+pub(crate) fn id_text(v: Option<&Value>, topic: &str, field: &str) -> Field<String> {
     match v {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Number(n)) => {
-            if let Some(u) = n.as_u64() {
-                Ok(Some(u.to_string()))
-            } else if let Some(i) = n.as_i64() {
-                Ok(Some(i.to_string()))
-            } else {
-                Err(bad(
-                    topic,
-                    field,
-                    "is a float or out of the 64-bit range; ids must be integers",
-                ))
-            }
+            let why = "is a float or out of the 64-bit range; ids must be integers";
+            decimal(n.as_u64(), n.as_i64())
+                .map(Some)
+                .ok_or_else(|| bad(topic, field, why))
         }
-        Some(Value::String(s)) => {
-            let t = s.trim();
-            if t.is_empty() {
-                Ok(None)
-            } else if let Ok(u) = t.parse::<u64>() {
-                Ok(Some(u.to_string()))
-            } else if let Ok(i) = t.parse::<i64>() {
-                Ok(Some(i.to_string()))
-            } else {
-                Err(bad(
-                    topic,
-                    field,
-                    "is a string that is not a 64-bit integer id",
-                ))
+        Some(Value::String(s)) => match s.trim() {
+            "" => Ok(None),
+            t => {
+                let why = "is a string that is not a 64-bit integer id";
+                decimal(t.parse().ok(), t.parse().ok())
+                    .map(Some)
+                    .ok_or_else(|| bad(topic, field, why))
             }
-        }
+        },
         Some(other) => Err(wrong_kind(topic, field, "an integer id", other)),
     }
 }
 
+/// An id's decimal text: as a u64 where it is one, else as an i64 (a negative id).
+fn decimal(u: Option<u64>, i: Option<i64>) -> Option<String> {
+    u.map(|u| u.to_string())
+        .or_else(|| i.map(|i| i.to_string()))
+}
+
 /// A quantity: a JSON integer in the i64 range, or a string holding one. Absent or null is
 /// `None`; a float or anything else is an error.
-pub(crate) fn int(
-    v: Option<&Value>,
-    topic: &str,
-    field: &str,
-) -> Result<Option<i64>, NormalizeError> {
+pub(crate) fn int(v: Option<&Value>, topic: &str, field: &str) -> Field<i64> {
     match v {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Number(n)) => match n.as_i64() {
@@ -337,11 +324,7 @@ pub(crate) fn int(
 /// A textual field (sku, title, seller SKU, order id): a string kept as sent, or an integer as
 /// exact decimal text. Absent, null or `""` is `None`; a float, boolean, array or object is an
 /// error.
-pub(crate) fn text(
-    v: Option<&Value>,
-    topic: &str,
-    field: &str,
-) -> Result<Option<String>, NormalizeError> {
+pub(crate) fn text(v: Option<&Value>, topic: &str, field: &str) -> Field<String> {
     match v {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if s.is_empty() => Ok(None),
@@ -352,7 +335,7 @@ pub(crate) fn text(
 }
 
 /// A field's reader: [`id_text`], [`int`] or [`text`].
-pub(crate) type Read<T> = fn(Option<&Value>, &str, &str) -> Result<Option<T>, NormalizeError>;
+pub(crate) type Read<T> = fn(Option<&Value>, &str, &str) -> Field<T>;
 
 /// A required field: what `read` makes of it, absent being a [`NormalizeError::MissingField`].
 pub(crate) fn req<T>(

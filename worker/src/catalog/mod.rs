@@ -11,7 +11,7 @@
 pub mod files;
 pub mod import;
 
-use crate::facts::{Fact, Normalized};
+use crate::facts::Fact;
 use crate::state::{Applied, Prepared, RuleConfig, StateBackend, StateError};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -233,18 +233,14 @@ pub fn to_events<'a>(
 
 /// Synthetic event `n` of a batch.
 fn event(batch: &CatalogBatch, origin: &Origin, n: usize, facts: Vec<Fact>) -> Prepared {
-    Prepared {
-        id: origin.event_id(&batch.source, n),
-        accepted_at: batch.taken_at,
-        source: batch.source.clone(),
-        platform: batch.platform.clone(),
-        payload_key: None,
-        normalized: Normalized {
-            topic: origin.topic().into(),
-            facts,
-            ignored: false,
-        },
-    }
+    Prepared::synthetic(
+        origin.event_id(&batch.source, n),
+        batch.taken_at,
+        &batch.source,
+        &batch.platform,
+        origin.topic(),
+        facts,
+    )
 }
 
 /// Why a complete batch's missing items are marked removed.

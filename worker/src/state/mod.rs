@@ -20,7 +20,7 @@ pub use sled::StateStore;
 
 use crate::alert::{Alert, Rule};
 use crate::cover::{CoverArming, CoverRules, Demand};
-use crate::facts::Normalized;
+use crate::facts::{Fact, Normalized};
 use crate::plausible::EventLimits;
 use crate::rules::{self, Arming};
 use serde::{Deserialize, Serialize};
@@ -322,28 +322,29 @@ impl ItemState {
         rules: &RuleConfig,
         now: i64,
     ) -> Vec<Alert> {
+        let previous = self.total();
         self.demand.level(at, available);
+        self.levels
+            .insert(location.to_string(), LevelRec { available, at });
+        self.history.record_level(at, location, available);
+        self.last_location = Some(location.to_string());
         let mut alerts: Vec<Alert> = self
-            .record_stock_level(location, available, at, rules, now)
+            .stock_alert(previous, rules, at, now)
             .into_iter()
             .collect();
         alerts.extend(self.take_cover(rules, at, now));
         alerts
     }
 
-    fn record_stock_level(
+    /// What the stock rules make of the item's total after a level report (`previous`: its
+    /// total before the report).
+    fn stock_alert(
         &mut self,
-        location: &str,
-        available: Option<i64>,
-        at: i64,
+        previous: Option<i64>,
         rules: &RuleConfig,
+        at: i64,
         now: i64,
     ) -> Option<Alert> {
-        let previous = self.total();
-        self.levels
-            .insert(location.to_string(), LevelRec { available, at });
-        self.history.record_level(at, location, available);
-        self.last_location = Some(location.to_string());
         let threshold = rules.threshold(&self.source, self.sku.as_deref());
         let total = self.total();
         let Some(rule) = rules::evaluate_level(total, threshold, &mut self.arming) else {
@@ -503,6 +504,30 @@ impl Prepared {
             platform: env.platform.as_str().to_string(),
             payload_key: crate::adapters::payload_dedup_key(env),
             normalized,
+        }
+    }
+
+    /// An event made without an envelope (a catalog sync's, a test's): no payload to
+    /// deduplicate by, and `facts` under `topic`, never ignored.
+    pub fn synthetic(
+        id: EventId,
+        accepted_at: i64,
+        source: &str,
+        platform: &str,
+        topic: &str,
+        facts: Vec<Fact>,
+    ) -> Prepared {
+        Prepared {
+            id,
+            accepted_at,
+            source: source.to_string(),
+            platform: platform.to_string(),
+            payload_key: None,
+            normalized: Normalized {
+                topic: topic.to_string(),
+                facts,
+                ignored: false,
+            },
         }
     }
 }

@@ -1054,7 +1054,7 @@ impl Store for SledTx<'_> {
 mod tests {
     use super::*;
     use crate::alert::Rule;
-    use crate::facts::{Fact, Normalized};
+    use crate::facts::Fact;
     use stockhook_shared::envelope::EventId;
 
     fn rules() -> RuleConfig {
@@ -1062,23 +1062,20 @@ mod tests {
     }
 
     fn low(id: u64, item: &str) -> Prepared {
-        Prepared {
-            id: EventId(id),
-            accepted_at: i64::MAX / 2,
-            source: "shop".into(),
-            platform: "shopify".into(),
-            payload_key: None,
-            normalized: Normalized {
-                topic: "t".into(),
-                facts: vec![Fact::InventoryLevel {
-                    item: item.into(),
-                    location: "l".into(),
-                    available: Some(1),
-                    at: 1,
-                }],
-                ignored: false,
-            },
-        }
+        let level = Fact::InventoryLevel {
+            item: item.into(),
+            location: "l".into(),
+            available: Some(1),
+            at: 1,
+        };
+        Prepared::synthetic(
+            EventId(id),
+            i64::MAX / 2,
+            "shop",
+            "shopify",
+            "t",
+            vec![level],
+        )
     }
 
     #[test]

@@ -33,6 +33,7 @@
 //! Never: logs a token, a secret, a request URL's query or a body.
 
 use super::http::{ApiClient, SyncError};
+use super::settings::{required, sync_table};
 use super::token::{Token, TokenSource};
 use crate::adapters::amazon::{fba_levels, mfn_location};
 use crate::adapters::parse_time;
@@ -76,21 +77,10 @@ impl AmazonConfig {
     /// The sync settings of `source`, or why it cannot sync.
     pub fn from_source(source: &SourceConfig) -> Result<AmazonConfig, SyncError> {
         let name = &source.name;
-        let c = source.amazon_sync.as_ref().ok_or_else(|| {
-            SyncError::Config(format!(
-                "source {name} has no [sources.amazon_sync] section"
-            ))
+        let c = sync_table(name, "amazon_sync", source.amazon_sync.as_ref(), |c| {
+            c.problem.as_ref()
         })?;
-        if let Some(p) = &c.problem {
-            return Err(SyncError::Config(format!("source {name}: {p}")));
-        }
-        let need = |v: &Option<Secret>, key: &str| {
-            v.clone().ok_or_else(|| {
-                SyncError::Config(format!(
-                    "source {name}: amazon_sync.{key} is not set (by value, {key}_env or {key}_file)"
-                ))
-            })
-        };
+        let need = |v: &Option<Secret>, key: &str| required(v, name, "amazon_sync", key);
         if c.marketplace_ids.is_empty() {
             return Err(SyncError::Config(format!(
                 "source {name}: amazon_sync.marketplace_ids is empty"

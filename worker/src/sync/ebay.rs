@@ -26,6 +26,7 @@
 //! Never: logs a token, a secret, a request URL's query or a body.
 
 use super::http::{ApiClient, ApiResponse, SyncError};
+use super::settings::{required, sync_table};
 use super::token::{Token, TokenSource};
 use crate::adapters::ebay::{item_facts, parse_xml, Node};
 use crate::adapters::parse_time;
@@ -77,17 +78,10 @@ impl EbayConfig {
     /// The sync settings of `source`, or why it cannot sync.
     pub fn from_source(source: &SourceConfig) -> Result<EbayConfig, SyncError> {
         let name = &source.name;
-        let c = source.ebay_sync.as_ref().ok_or_else(|| {
-            SyncError::Config(format!("source {name} has no [sources.ebay_sync] section"))
+        let c = sync_table(name, "ebay_sync", source.ebay_sync.as_ref(), |c| {
+            c.problem.as_ref()
         })?;
-        if let Some(p) = &c.problem {
-            return Err(SyncError::Config(format!("source {name}: {p}")));
-        }
-        let missing = |key: &str| {
-            SyncError::Config(format!(
-                "source {name}: ebay_sync.{key} is not set (by value, {key}_env or {key}_file)"
-            ))
-        };
+        let need = |v: &Option<Secret>, key: &str| required(v, name, "ebay_sync", key);
         let api_base = c
             .api_base
             .clone()
@@ -96,15 +90,9 @@ impl EbayConfig {
             .to_string();
         Ok(EbayConfig {
             source: name.clone(),
-            client_id: c.client_id.clone().ok_or_else(|| missing("client_id"))?,
-            client_secret: c
-                .client_secret
-                .clone()
-                .ok_or_else(|| missing("client_secret"))?,
-            refresh_token: c
-                .refresh_token
-                .clone()
-                .ok_or_else(|| missing("refresh_token"))?,
+            client_id: required(&c.client_id, name, "ebay_sync", "client_id")?,
+            client_secret: need(&c.client_secret, "client_secret")?,
+            refresh_token: need(&c.refresh_token, "refresh_token")?,
             token_url: c
                 .token_url
                 .clone()

@@ -9,6 +9,7 @@ pub mod connect;
 pub mod http;
 pub mod lookup;
 pub mod observed;
+mod settings;
 
 pub use http::{ApiClient, ApiResponse, SyncError};
 

@@ -644,7 +644,6 @@ impl StateBackend for NatsState {
             .pending_entries()
             .await?
             .iter()
-            .filter(|r| r.entry.status == OutboxStatus::Pending)
             .map(|r| {
                 let claim = r.claim.as_ref().map_or(0, |c| c.until_ms);
                 r.entry.next_attempt_at.max(claim)
