@@ -41,15 +41,20 @@ th[aria-sort] a::after{content:" ▲"}th[aria-sort=descending] a::after{content:
 .pager{display:flex;gap:16px;margin-top:12px}
 .actions{display:flex;flex-wrap:wrap;gap:12px}
 pre{white-space:pre-wrap;word-break:break-all;background:#f5f5f5;padding:12px;border-radius:6px;max-height:60vh;overflow:auto}
-svg.chart{width:100%;max-width:640px;height:auto;border:1px solid var(--line);border-radius:6px}
+figure.stock-chart{display:grid;grid-template-columns:auto minmax(0,1fr);gap:4px 8px;max-width:640px;margin:0;padding:14px 16px 8px 8px;border:1px solid var(--line);border-radius:6px}
+.stock-chart .y-axis{display:flex;flex-direction:column;justify-content:space-between;text-align:right}
+.stock-chart .y-axis span{line-height:1;margin:-.5em 0}
+.stock-chart .x-axis{grid-column:2;display:flex;flex-wrap:wrap;justify-content:space-between;gap:0 12px}
+.stock-chart .y-axis,.stock-chart .x-axis{font-size:.8125rem;color:var(--muted);font-variant-numeric:tabular-nums}
+svg.chart{display:block;width:100%;height:180px;overflow:visible}
 svg.chart .axis{stroke:#767676}svg.chart .stock{fill:none;stroke:var(--accent);stroke-width:2.5}
-svg.chart .sale{fill:#d97706}svg.chart .tick{font-size:11px;fill:var(--muted)}
+svg.chart .sale{fill:#d97706}
 .legend span::before{content:"";display:inline-block;width:12px;height:12px;margin-right:4px;vertical-align:middle}
 .key-stock::before{background:var(--accent)}.key-sale::before{background:#d97706}
 svg.spark{width:100%;max-width:240px;height:32px}svg.spark rect{fill:var(--accent)}
 .spark-label{margin:8px 0 0;color:var(--muted);font-size:.9rem}
 .sr{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0)}
-@media (max-width:600px){main{padding:8px}th,td{padding:6px 4px}form.logout{margin-left:0}.wide{display:none}thead th{white-space:normal}}
+@media (max-width:600px){main{padding:8px}th,td{padding:6px 4px}form.logout{margin-left:0}.wide{display:none}thead th{white-space:normal}svg.chart{height:140px}}
 "#;
 
 /// The per-user stylesheet: the brand's accent colour (validated `#rrggbb`).
