@@ -5,7 +5,7 @@
 //! | test | what it shows |
 //! |---|---|
 //! | `api_*` | 401 without or with a wrong token; items with filters and sort; an item with its history; a scoped user sees only its sources (404 for another's item, its failed events only); a viewer gets 403 on replay and purge; an admin's dry run says what a replay would do and changes nothing; the OpenAPI document; CSP and no-store on every answer |
-//! | `browser_*` | log in; the overview; the inventory read and filtered (by status, and by the search form); an item page with its SVG chart; a failed event's payload shown only after a click, the dry-run preview, the replay; a viewer refused (403) on the replay form; a scoped, branded user who never sees the other source in any page; each page at a desktop's and a phone's width (screenshots under `target/tmp/dashboard-screens/`) |
+//! | `browser_*` | log in; the overview; the inventory read and filtered (by status, and by the search form); an item page with its SVG chart; a failed event's payload shown only after a click, the dry-run preview, the replay; a viewer refused (403) on the replay form; a scoped, branded user who never sees the other source in any page; each page at a desktop's and a phone's width (screenshots under `target/tmp/dashboard-screens/`); on the phone no page scrolls sideways, no table cell lies off the screen, every link, button and field is 40 px high or more, and the chart's values and dates are drawn at 11 px or more (at the desktop's width too) |
 //!
 //! Nothing sleeps to wait: every condition is polled with a deadline.
 
@@ -583,6 +583,54 @@ fn logout(b: &mut Browser) {
     b.click_to("form.logout button", "/login");
 }
 
+/// The texts around and in the item chart (its axis values and dates) as `(text, px)`: each
+/// one's font size as it is drawn, i.e. times the drawing's scale for text inside the SVG
+/// (which shrinks with it).
+fn chart_label_sizes(b: &mut Browser) -> Vec<(String, f64)> {
+    let js =
+        "[...(document.querySelector('svg.chart')?.parentElement?.querySelectorAll('*') ?? [])]\
+        .filter(e => e.children.length === 0 && e.tagName !== 'title' && e.textContent.trim())\
+        .map(e => { const m = e.ownerSVGElement ? e.getScreenCTM() : null; \
+            const scale = m ? Math.min(Math.abs(m.a), Math.abs(m.d)) : 1; \
+            return [e.textContent.trim(), parseFloat(getComputedStyle(e).fontSize) * scale] })";
+    let v = b.eval(js).unwrap_or_else(|e| panic!("chart labels: {e}"));
+    serde_json::from_value(v).unwrap_or_else(|e| panic!("chart labels: {e}"))
+}
+
+/// Asserts the item page's chart shows its highest value, 0 and two dates, each drawn at 11
+/// CSS px or more.
+fn assert_chart_labels_readable(b: &mut Browser, width: u32) {
+    let labels = chart_label_sizes(b);
+    assert!(
+        labels.len() >= 4 && labels.iter().any(|(t, _)| t == "0"),
+        "{width} px: the chart's labels: {labels:?}"
+    );
+    for (text, px) in &labels {
+        assert!(
+            *px >= 11.0,
+            "{width} px: chart label {text:?} drawn at {px:.1} px: {labels:?}"
+        );
+    }
+}
+
+/// What a phone's reader would find broken on the current page, in words (empty: nothing):
+/// the page wider than the screen, a table cell past the screen's edge (hidden in a scroller;
+/// a header hidden for screen readers only does not count), a link, button or field under
+/// 40 px high.
+fn phone_problems(b: &mut Browser) -> Vec<String> {
+    let js = "(() => { const w = innerWidth, out = []; \
+        if (document.documentElement.scrollWidth > w) out.push('page is ' + document.documentElement.scrollWidth + ' px wide'); \
+        for (const c of document.querySelectorAll('td, th')) { const r = c.getBoundingClientRect(); \
+            const head = c.closest('thead'); if (head && head.getBoundingClientRect().width <= 1) continue; \
+            if (r.width > 0 && r.right > w + 0.5) out.push('cell ' + JSON.stringify(c.innerText.slice(0, 40)) + ' ends at ' + Math.round(r.right) + ' px'); } \
+        for (const e of document.querySelectorAll('header a, nav a, button, .button, input:not([type=hidden]), select, table a')) { \
+            const r = e.getBoundingClientRect(); \
+            if (r.width > 0 && r.height < 40) out.push(e.tagName.toLowerCase() + ' ' + JSON.stringify((e.innerText || e.name || '').slice(0, 40)) + ' is ' + Math.round(r.height) + ' px high'); } \
+        return out })()";
+    let v = b.eval(js).unwrap_or_else(|e| panic!("phone checks: {e}"));
+    serde_json::from_value(v).unwrap_or_else(|e| panic!("phone checks: {e}"))
+}
+
 /// Table rows' `data-source` of the inventory page.
 fn row_sources(b: &mut Browser) -> Vec<String> {
     let v = b
@@ -665,10 +713,16 @@ fn browser_checks(s: &Stack, backend: &str) {
         html.contains("https://acme.myshopify.com/admin/products/inventory?query=TEE-M"),
         "admin link"
     );
+    assert_chart_labels_readable(&mut b, 1280);
     b.screenshot(&shots.join("item.png"));
 
     b.goto(&format!("{base}/alerts"));
     assert!(b.text().contains("seller@example.com"));
+    // On a desktop the alerts stay a table (the phone's stacked rows are for narrow screens).
+    let display = b
+        .eval("getComputedStyle(document.querySelector('table.alerts tbody tr')).display")
+        .expect("alert row");
+    assert_eq!(display, "table-row");
     b.screenshot(&shots.join("alerts.png"));
 
     // A failed event: payload hidden until asked, preview, replay.
@@ -744,22 +798,35 @@ fn browser_checks(s: &Stack, backend: &str) {
     assert!(b.text().contains("Not found"));
     // On a phone.
     b.viewport(390, 844, true);
+    let failed = format!("/failed/{}", s.dead.0);
     for (path, name) in [
         ("/", "phone-overview.png"),
         ("/inventory", "phone-inventory.png"),
         ("/items/shop-a%3A101", "phone-item-cover.png"),
         ("/items/shop-a%3A102", "phone-item.png"),
+        ("/alerts", "phone-alerts.png"),
+        ("/failed", "phone-failed.png"),
+        (failed.as_str(), "phone-failed-detail.png"),
     ] {
         b.goto(&format!("{base}{path}"));
         b.screenshot(&shots.join(name));
+        if path.starts_with("/items/") {
+            assert_chart_labels_readable(&mut b, 390);
+        }
+        // Everything on the screen: no sideways page, no table cell off its edge, every
+        // target big enough for a thumb.
+        let problems = phone_problems(&mut b);
+        assert!(
+            problems.is_empty(),
+            "{path} on a 390 px phone: {problems:#?}"
+        );
     }
-    // Nothing wider than the phone's screen but the table's own scroller.
-    let wide = b
-        .eval("document.documentElement.scrollWidth")
-        .expect("width");
+    // The alerts are all there on the phone, as stacked rows.
+    b.goto(&format!("{base}/alerts"));
+    let t = b.text();
     assert!(
-        wide.as_i64().unwrap_or(9999) <= 390,
-        "page is {wide} px wide on a 390 px phone"
+        t.contains("seller@example.com") && t.contains("@stockhook>"),
+        "{t}"
     );
     eprintln!("screenshots in {}", shots.display());
     let _ = &s.dir;

@@ -325,7 +325,7 @@ pub fn item(
 fn alert_table(ctx: &Ctx, alerts: &[&OutboxEntry]) -> Markup {
     html! {
         @if alerts.is_empty() { p.muted { "No alerts." } } @else {
-            div.table-wrap { table.alerts {
+            div.table-wrap { table.alerts.stack {
                 thead { tr {
                     th scope="col" { "Created" } th scope="col" { "Alert" } th scope="col" { "Item" }
                     th scope="col" { "Status" } th scope="col" { "Recipients" } th scope="col" { "Message-ID" } th scope="col" { "Error" }
@@ -333,13 +333,13 @@ fn alert_table(ctx: &Ctx, alerts: &[&OutboxEntry]) -> Markup {
                 } }
                 tbody { @for e in alerts {
                     tr {
-                        td { (date(e.alert.created_at)) }
-                        td { (e.alert.rule.title()) }
-                        td { (e.alert.display_name()) }
-                        td { span class={"badge a-" (status_word(e.status))} { (status_word(e.status)) } }
-                        td { (e.alert.recipients.join(", ")) }
-                        td { code { (e.message_id.as_deref().unwrap_or("—")) } }
-                        td { (e.last_error.as_deref().unwrap_or("")) }
+                        td data-label="Created" { (date(e.alert.created_at)) }
+                        td data-label="Alert" { (e.alert.rule.title()) }
+                        td data-label="Item" { (e.alert.display_name()) }
+                        td data-label="Status" { span class={"badge a-" (status_word(e.status))} { (status_word(e.status)) } }
+                        td data-label="Recipients" { (e.alert.recipients.join(", ")) }
+                        td data-label="Message-ID" { code { (e.message_id.as_deref().unwrap_or("—")) } }
+                        td data-label="Error" { (e.last_error.as_deref().unwrap_or("")) }
                         @if ctx.user.is_admin() { td {
                             @if e.status == OutboxStatus::Failed {
                                 form method="post" action={"/alerts/" (enc(&e.alert.id)) "/resend"} {
@@ -397,12 +397,13 @@ pub fn failed_list(ctx: &Ctx, dead: &[DeadLetter], note: Option<&str>) -> Markup
         html! {
             @if let Some(n) = note { p.note role="status" { (n) } }
             @if dead.is_empty() { p.muted { "No failed events." } } @else {
-                div.table-wrap { table #failed {
+                div.table-wrap { table.stack #failed {
                     thead { tr { th scope="col" { "Event" } th scope="col" { "Source" } th scope="col" { "Topic" } th scope="col" { "Failed" } th.n scope="col" { "Attempts" } th scope="col" { "Error" } } }
                     tbody { @for d in dead { tr {
-                        th scope="row" { a href={"/failed/" (d.id)} { code { (d.id) } } }
-                        td { (d.source) } td { (d.topic.as_deref().unwrap_or("—")) } td { (date(d.dead_at_ms)) }
-                        td.n { (d.attempts) } td { (d.error) }
+                        th scope="row" data-label="Event" { a href={"/failed/" (d.id)} { code { (d.id) } } }
+                        td data-label="Source" { (d.source) } td data-label="Topic" { (d.topic.as_deref().unwrap_or("—")) }
+                        td data-label="Failed" { (date(d.dead_at_ms)) }
+                        td.n data-label="Attempts" { (d.attempts) } td data-label="Error" { (d.error) }
                     } } }
                 } }
             }
