@@ -823,7 +823,7 @@ fn ebay_soap_error_quotes_no_body_text() {
 }
 
 /// Hostile XML: a DOCTYPE (here declaring a billion-laughs entity that names a customer) or an
-/// XML declaration anywhere but at the very start is dead-lettered as not eBay's XML, with a
+/// XML declaration anywhere but at the start (blank lines before it are tolerated) is dead-lettered as not eBay's XML, with a
 /// message that quotes nothing of the document, instead of being parsed around.
 #[test]
 fn ebay_soap_doctype_and_late_declarations_are_not_xml() {
@@ -837,6 +837,7 @@ fn ebay_soap_doctype_and_late_declarations_are_not_xml() {
         )
     };
     assert!(adapters::normalize(&ebay(good.clone())).is_ok());
+    assert!(adapters::normalize(&ebay(format!("\n {good}"))).is_ok());
     let laughs =
         r#"<!DOCTYPE Envelope [<!ENTITY who "Jane Smith"><!ENTITY a "&who;&who;&who;&who;">]>"#;
     let decl = r#"<?xml version="1.0"?>"#;
@@ -845,7 +846,7 @@ fn ebay_soap_doctype_and_late_declarations_are_not_xml() {
         good.replacen("<Item>", &format!("<Item>{laughs}"), 1),
         good.replacen("<Ack>Success", &format!("<Ack>Suc{decl}cess"), 1),
         good.replacen("<soapenv:Body>", &format!("<soapenv:Body>{decl}"), 1),
-        format!(" {good}"),
+        format!("<!-- Jane -->{good}"),
     ] {
         match adapters::normalize(&ebay(body.clone())) {
             Err(NormalizeError::NotXml(m)) => {

@@ -194,6 +194,14 @@ impl Node {
 /// Deeper than any eBay response; a bound so a hostile body cannot exhaust memory by nesting.
 const MAX_DEPTH: usize = 128;
 
+/// Whether `body` holds nothing but a byte order mark and whitespace before byte `at`.
+fn only_blank_before(body: &[u8], at: impl TryInto<usize>) -> bool {
+    let Ok(at) = at.try_into() else { return false };
+    let before = body.get(..at).unwrap_or(body);
+    let before = before.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(before);
+    before.iter().all(u8::is_ascii_whitespace)
+}
+
 /// Parses the body into its document element.
 pub(crate) fn parse_xml(body: &[u8]) -> Result<Node, NormalizeError> {
     let not_xml = |m: String| NormalizeError::NotXml(m);
@@ -240,8 +248,9 @@ pub(crate) fn parse_xml(body: &[u8]) -> Result<Node, NormalizeError> {
         match event {
             // eBay declares its documents first and sends no DOCTYPE: a declaration anywhere
             // else (in an element's text, after the root opened) or a DOCTYPE (which can declare
-            // entities) is not its shape, and is refused rather than parsed around.
-            Event::Decl(_) if at != 0 => {
+            // entities) is not its shape, and is refused rather than parsed around. Blank lines
+            // or a byte order mark before it are tolerated (a relay may add them).
+            Event::Decl(_) if !only_blank_before(body, at) => {
                 return Err(not_xml(format!(
                     "at byte {at}: an XML declaration that is not at the start of the document"
                 )))
@@ -1144,8 +1153,12 @@ mod tests {
             good.starts_with("<?xml "),
             "the template declares itself first"
         );
-        // At the very start, after a byte order mark or not, the declaration is eBay's.
-        for body in [good.clone(), format!("\u{FEFF}{good}")] {
+        // At the start, after a byte order mark or blank lines or not, the declaration is eBay's.
+        for body in [
+            good.clone(),
+            format!("\u{FEFF}{good}"),
+            format!("\r\n\n  {good}"),
+        ] {
             let n = normalize(&soap_env(None, body)).unwrap();
             assert_eq!(n.facts, catalog_and_level(7));
         }
@@ -1169,7 +1182,7 @@ mod tests {
                 "declaration",
             ),
             (format!("{decl}{good}"), "declaration"),
-            (format!("\n{good}"), "declaration"),
+            (format!("<!-- x -->{good}"), "declaration"),
         ];
         for (body, what) in cases {
             match normalize(&soap_env(None, body.clone())) {
