@@ -724,6 +724,15 @@ fn browser_checks(s: &Stack, backend: &str) {
         .expect("alert row");
     assert_eq!(display, "table-row");
     b.screenshot(&shots.join("alerts.png"));
+    // The first page links to no newer page; a later one links back to the newest alerts.
+    let first_link = "(() => { const a = document.querySelector('nav.pager a[rel=first]'); return a ? a.getAttribute('href') : 'none' })()";
+    assert_eq!(b.eval(first_link).expect("pager"), "none");
+    let next = api(s, ADMIN, "GET", "/api/v1/alerts?limit=1").json()["next"]
+        .as_str()
+        .expect("more than one alert")
+        .to_string();
+    b.goto(&format!("{base}/alerts?status=sent&before={next}"));
+    assert_eq!(b.eval(first_link).expect("pager"), "/alerts?status=sent");
 
     // A failed event: payload hidden until asked, preview, replay.
     b.goto(&format!("{base}/failed"));

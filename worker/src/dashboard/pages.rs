@@ -364,13 +364,21 @@ pub fn status_word(s: OutboxStatus) -> &'static str {
     }
 }
 
-/// The alerts page: one page of `alerts`, newest first; `older`: the link to the next page.
+/// The links between pages of alerts.
+pub struct Pager<'a> {
+    /// Back to the first page (shown on every later page).
+    pub newest: Option<&'a str>,
+    /// The next page, older alerts.
+    pub older: Option<&'a str>,
+}
+
+/// The alerts page: one page of `alerts`, newest first, with the links of `pager`.
 pub fn alerts(
     ctx: &Ctx,
     alerts: &[&OutboxEntry],
     status: Option<&str>,
     note: Option<&str>,
-    older: Option<&str>,
+    pager: Pager<'_>,
 ) -> Markup {
     layout(
         Some(ctx),
@@ -384,7 +392,12 @@ pub fn alerts(
                 }
             } }
             (alert_table(ctx, alerts))
-            @if let Some(href) = older { p { a rel="next" href=(href) { "Older alerts" } } }
+            @if pager.newest.is_some() || pager.older.is_some() {
+                nav.pager aria-label="Pages of alerts" {
+                    @if let Some(href) = pager.newest { a rel="first" href=(href) { "Newest alerts" } }
+                    @if let Some(href) = pager.older { a rel="next" href=(href) { "Older alerts" } }
+                }
+            }
         },
     )
 }

@@ -401,6 +401,14 @@ pub async fn get_page<S: StateBackend>(
         "/alerts" => {
             let status = query_param(query, "status").filter(|s| !s.is_empty());
             let before = query_param(query, "before").and_then(|c| AlertCursor::parse(&c));
+            // A later page links back to the first (the newest alerts, same status filter).
+            let newest = before.is_some().then(|| match &status {
+                Some(s) => {
+                    let mut q = url::form_urlencoded::Serializer::new(String::new());
+                    format!("/alerts?{}", q.append_pair("status", s).finish())
+                }
+                None => "/alerts".to_string(),
+            });
             let page = match alerts::page(
                 dash.state.as_ref(),
                 &snap,
@@ -431,7 +439,10 @@ pub async fn get_page<S: StateBackend>(
                     &shown,
                     status.as_deref(),
                     note.as_deref(),
-                    older.as_deref(),
+                    pages::Pager {
+                        newest: newest.as_deref(),
+                        older: older.as_deref(),
+                    },
                 ),
             )
         }
