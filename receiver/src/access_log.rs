@@ -10,6 +10,7 @@
 
 use crate::refusal::Outcome;
 use std::time::Duration;
+use stockhook_shared::envelope::EventId;
 use stockhook_shared::log_line::{self, Fields};
 use tracing::Level;
 
@@ -65,7 +66,8 @@ impl<'a> Line<'a> {
             .u64("bytes", o.bytes as u64)
             .f64("latency_ms", self.latency_ms);
         if self.accepted() {
-            f.str("event_id", o.event_id.as_deref().unwrap_or(""));
+            let id = o.event_id.map(EventId::text);
+            f.str("event_id", id.as_ref().map_or("", event_id_str));
         } else {
             f.str("reason", o.reason.unwrap_or(""));
         }
@@ -73,15 +75,21 @@ impl<'a> Line<'a> {
     /// The line through tracing (text logs, or before the JSON output is installed).
     fn trace(&self) {
         let (o, latency_ms) = (self.o, self.latency_ms);
-        let (source, status, bytes) = (o.source.as_str(), o.status.as_u16(), o.bytes);
+        let (source, status, bytes) = (&*o.source, o.status.as_u16(), o.bytes);
         if self.accepted() {
-            let event_id = o.event_id.as_deref().unwrap_or("");
+            let id = o.event_id.map(EventId::text);
+            let event_id = id.as_ref().map_or("", event_id_str);
             tracing::info!(source, status, bytes, latency_ms, event_id, "webhook");
         } else {
             let reason = o.reason.unwrap_or("");
             tracing::warn!(source, status, bytes, latency_ms, reason, "webhook refused");
         }
     }
+}
+
+/// [`EventId::text`] as a `&str` (it is ASCII).
+fn event_id_str(text: &[u8; 20]) -> &str {
+    std::str::from_utf8(text).unwrap_or("")
 }
 
 #[cfg(test)]
@@ -139,13 +147,7 @@ mod tests {
     #[test]
     fn the_hand_written_line_is_the_object_tracing_writes() {
         let outcomes = [
-            Outcome::new(
-                "shop",
-                StatusCode::OK,
-                1536,
-                Some("evt_00000000000000ff".into()),
-                None,
-            ),
+            Outcome::new("shop", StatusCode::OK, 1536, Some(EventId(0xff)), None),
             Outcome::new("shop \"x\"\n", StatusCode::OK, 0, None, Some("duplicate")),
             Outcome::new(
                 "<unknown>",
@@ -160,6 +162,9 @@ mod tests {
             let (mut t, mut h) = (traced(&line), by_hand(&line));
             let (tt, ht) = (t["timestamp"].take(), h["timestamp"].take());
             assert_eq!(h, t, "same fields, same values");
+            if o.event_id.is_some() {
+                assert_eq!(h["event_id"], "evt_00000000000000ff", "the id as answered");
+            }
             let keys =
                 |v: &serde_json::Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
             assert_eq!(keys(&h), keys(&t), "same order");
