@@ -5,14 +5,54 @@
 //! Why its own module: the line runs on every request. With JSON logs (production: the journal,
 //! or `log_format = "json"`) it is written by [`stockhook_shared::log_line`] rather than by
 //! tracing's JSON formatter: the same object for a fraction of the instructions
-//! (docs/PERFORMANCE.md section 10). On a terminal it goes through tracing as before, and
+//! (docs/PERFORMANCE.md section 10), and not by the handler either: the handler formats it and
+//! hands it to a [`Batcher`] whose thread writes the lines that gathered in one `write`
+//! (docs/PERFORMANCE.md section 13); a line that finds the batcher's buffer full is dropped and
+//! counted (`stockhook_access_log_dropped_total`, and a warning), never waited for. [`finish`]
+//! writes what is left at shutdown. On a terminal the line goes through tracing as before, and
 //! `RUST_LOG` / `log_level` filter it like any other line.
 
+use crate::log_batch::{Batcher, Pushed};
 use crate::refusal::Outcome;
+use std::sync::OnceLock;
 use std::time::Duration;
 use stockhook_shared::envelope::EventId;
 use stockhook_shared::log_line::{self, Fields};
+use stockhook_shared::telemetry::JsonLines;
 use tracing::Level;
+
+/// Bytes of request lines that may wait for the writer (~6,000 lines, a fifth of a second at
+/// 30,000 requests per second); beyond that, lines are dropped.
+const PENDING_BYTES: usize = 1 << 20;
+
+/// The writer of the JSON request lines, started by the first one; `None` when its thread could
+/// not be started (lines are then written by the handler, as before).
+static BATCH: OnceLock<Option<Batcher>> = OnceLock::new();
+
+fn batcher(out: JsonLines) -> Option<&'static Batcher> {
+    BATCH
+        .get_or_init(|| {
+            let started = Batcher::start(
+                "access-log",
+                PENDING_BYTES,
+                move |lines| out.write(lines),
+                |dropped| {
+                    tracing::warn!(
+                        dropped,
+                        "request log lines dropped: the log output did not keep up"
+                    )
+                },
+            );
+            match started {
+                Ok(b) => Some(b),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot start the request log writer; writing request lines directly");
+                    None
+                }
+            }
+        })
+        .as_ref()
+}
 
 /// Logs the request that ended in `o`, answered after `elapsed`.
 pub fn request(o: &Outcome, elapsed: Duration) {
@@ -22,8 +62,28 @@ pub fn request(o: &Outcome, elapsed: Duration) {
     } else {
         tracing::enabled!(Level::WARN)
     };
-    if enabled && !log_line::emit(line.level(), line.message(), |f| line.fields(f)) {
+    let queue = |out: JsonLines, bytes: &[u8]| match batcher(out).map(|b| b.push(bytes)) {
+        Some(Pushed::Queued | Pushed::Dropped) => {}
+        None | Some(Pushed::Closed) => out.write(bytes),
+    };
+    if enabled && !log_line::emit_with(line.level(), line.message(), |f| line.fields(f), queue) {
         line.trace();
+    }
+}
+
+/// Request lines dropped because the log output did not keep up, since the start.
+pub fn dropped() -> u64 {
+    BATCH
+        .get()
+        .and_then(Option::as_ref)
+        .map_or(0, Batcher::dropped)
+}
+
+/// Writes the request lines still waiting and stops their writer (shutdown; any later line is
+/// written directly). Call once the server stopped answering.
+pub fn finish() {
+    if let Some(Some(b)) = BATCH.get() {
+        b.close();
     }
 }
 
