@@ -9,8 +9,9 @@
 #                                            stockhook-bench, bare-hyper
 #
 # Env: ROUNDS (3), SECS (10, per load run), NB (20000, events for write_bytes), ND (50000, backlog
-# events), NC (20000, requests under callgrind), OUT (/tmp/sh-seg-bench); ONLY=load|bytes|backlog|
-# callgrind runs that part alone (callgrind runs only when asked: it needs valgrind and minutes).
+# events), NC (20000, requests under callgrind), NS (10000, requests under strace), OUT
+# (/tmp/sh-seg-bench); ONLY=load|bytes|backlog|callgrind|strace runs that part alone (callgrind and
+# strace run only when asked: they need valgrind / strace, and callgrind minutes).
 set -euo pipefail
 B=$(realpath "${1:-target/release}")
 ROUNDS=${ROUNDS:-3}
@@ -130,6 +131,30 @@ echo "|---|---|---|"
 printf '| %s | %s | **%s** |\n' "$ok" "$ir" "$(( ir / (ok > 0 ? ok : 1) ))"
 echo
 echo "Top inclusive costs: callgrind_annotate --inclusive=yes $OUT/cg.out | head -60"
+fi
+if [ "${ONLY:-}" = strace ]; then
+NS=${NS:-10000}
+echo
+echo "### Receiver system calls per request (strace -c -f, $NS requests at c=128 after 2,000 to warm up)"
+echo
+# Every receiver thread's system calls, counted only while the measured requests run. strace
+# slows the receiver down, which makes group commits larger: read the per-request figures of
+# the calls a request makes itself (read, write, futex, epoll), not of the group commit's.
+start_rx "$OUT/rx.log"
+taskset -c 1 "$B/stockhook-bench" --url "$URL" -c 128 --requests 2000 --json > /dev/null
+strace -c -f -p "$RX" -o "$OUT/strace.txt" 2>/dev/null & ST=$!
+sleep 1
+taskset -c 1 "$B/stockhook-bench" --url "$URL" -c 128 --requests "$NS" --json > "$OUT/st-load.json"
+kill -INT $ST; wait $ST 2>/dev/null || true
+stop $RX
+ok=$(j '.status["200"] // 0' "$OUT/st-load.json")
+echo "| syscall | calls | calls / request |"
+echo "|---|---|---|"
+# Columns: % time, seconds, usecs/call, calls, [errors,] syscall.
+awk -v ok="$ok" '$1 ~ /^[0-9.]+$/ && $NF != "total" { printf "| %s | %s | %.3f |\n", $NF, $4, $4 / ok }
+  $NF == "total" { printf "| **total** | %s | **%.2f** |\n", $4, $4 / ok }' "$OUT/strace.txt"
+echo
+echo "requests answered 200: $ok"
 fi
 echo
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"

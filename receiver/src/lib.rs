@@ -6,6 +6,7 @@ pub mod app;
 pub mod app_nats;
 pub mod compact;
 pub mod ebay_keys;
+pub mod log_batch;
 pub mod metrics;
 pub mod ratelimit;
 pub mod refusal;

@@ -124,6 +124,8 @@ fn main() -> ExitCode {
                         // After a storage failure tasks may still wait on sled: do not wait
                         // for them (after a clean stop none is left).
                         rt.shutdown_background();
+                        // The request lines still waiting for their writer.
+                        stockhook_receiver::access_log::finish();
                         r
                     }),
             }

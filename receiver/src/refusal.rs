@@ -11,7 +11,9 @@ use crate::schemes::{for_log, VerifyError};
 use bytes::Bytes;
 use http::{header, Response, StatusCode};
 use http_body_util::Full;
+use std::sync::Arc;
 use std::time::Duration;
+use stockhook_shared::envelope::EventId;
 use stockhook_shared::queue::QueueError;
 
 pub type Resp = Response<Full<Bytes>>;
@@ -182,10 +184,12 @@ impl Refusal {
 
 /// What the log line and the metrics record about one request.
 pub struct Outcome {
-    pub source: String,
+    /// A configured source's name (shared with its [`crate::routes::Source`]), or a bounded
+    /// copy of the URL's.
+    pub source: Arc<str>,
     pub status: StatusCode,
     pub bytes: usize,
-    pub event_id: Option<String>,
+    pub event_id: Option<EventId>,
     pub reason: Option<&'static str>,
 }
 
@@ -194,12 +198,23 @@ impl Outcome {
         source: &str,
         status: StatusCode,
         bytes: usize,
-        event_id: Option<String>,
+        event_id: Option<EventId>,
+        reason: Option<&'static str>,
+    ) -> Outcome {
+        // An unknown source name comes from the request: bound it before it reaches a log.
+        Outcome::of_source(Arc::from(for_log(source)), status, bytes, event_id, reason)
+    }
+
+    /// [`Outcome::new`] for a configured source, named as configured (no copy of the name).
+    pub fn of_source(
+        source: Arc<str>,
+        status: StatusCode,
+        bytes: usize,
+        event_id: Option<EventId>,
         reason: Option<&'static str>,
     ) -> Outcome {
         Outcome {
-            // An unknown source name comes from the request: bound it before it reaches a log.
-            source: for_log(source),
+            source,
             status,
             bytes,
             event_id,

@@ -21,8 +21,10 @@ use http::{header, HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use serde_json::json;
 use std::collections::HashMap;
+use std::future::Future as _;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 use stockhook_shared::config::{Config, Platform, SchemeKind, SourceConfig};
 use stockhook_shared::envelope::{delivery_id_of, EventId, KEPT_HEADERS};
@@ -31,7 +33,8 @@ use stockhook_shared::secret::Secret;
 
 /// One configured source, ready to serve.
 pub struct Source {
-    pub name: String,
+    /// Shared with every event and log line of the source (no copy per request).
+    pub name: Arc<str>,
     pub platform: Platform,
     pub scheme: SchemeKind,
     pub verifier: Box<dyn Verifier>,
@@ -95,7 +98,7 @@ fn build_source(s: &SourceConfig) -> Result<Source, String> {
         _ => None,
     };
     Ok(Source {
-        name: s.name.clone(),
+        name: Arc::from(s.name.as_str()),
         platform: s.platform,
         scheme: s.scheme,
         verifier,
@@ -134,18 +137,18 @@ where
     B::Error: std::error::Error + Send + Sync + 'static,
 {
     let started = Instant::now();
-    let path = req.uri().path().to_string();
-    let method = req.method().clone();
-    let (resp, outcome) = match (method.clone(), path.as_str()) {
-        (Method::GET, "/healthz" | "/readyz" | "/metrics") if state.serve_ops => {
-            (ops(&state, &path).await, None)
+    let (parts, body) = req.into_parts();
+    let path = parts.uri.path();
+    let (resp, outcome) = match (&parts.method, path) {
+        (&Method::GET, "/healthz" | "/readyz" | "/metrics") if state.serve_ops => {
+            (ops(&state, path).await, None)
         }
         (m, p) if p.starts_with("/webhooks/") => {
             let name = &p["/webhooks/".len()..];
             let (r, o) = if m == Method::POST {
-                webhook(&state, name, req).await
+                webhook(&state, name, &parts.headers, body).await
             } else if m == Method::GET {
-                challenge(&state, name, req.uri().query())
+                challenge(&state, name, parts.uri.query())
             } else {
                 Refusal::MethodNotAllowed.answer(name, 0)
             };
@@ -162,9 +165,10 @@ where
     };
     if let Some(mut o) = outcome {
         // Only configured names become labels and log fields (a 405 or a disabled source's 503
-        // carries the name from the URL until here).
-        if state.sources.current().label(&o.source) == "<unknown>" {
-            o.source = "<unknown>".to_string();
+        // carries the name from the URL until here). A 2xx is always for a configured source,
+        // named as configured.
+        if !o.status.is_success() && state.sources.current().label(&o.source) == "<unknown>" {
+            o.source = Arc::from("<unknown>");
         }
         let elapsed = started.elapsed();
         state.metrics.request_seconds.observe(elapsed.as_secs_f64());
@@ -174,10 +178,47 @@ where
     Ok(resp)
 }
 
+/// The body, read whole (at most `max_body_bytes`) within `body_timeout`. The timer is armed
+/// only when the body is not all there yet: hyper usually has it in hand already (it came with
+/// the headers), and then the first poll completes without a timer entry to register and cancel.
+async fn read_body<S: EventSink, B>(
+    state: &AppState<S>,
+    name: &str,
+    body: B,
+) -> Result<Bytes, (Resp, Outcome)>
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let collect = Limited::new(body, state.max_body_bytes).collect();
+    tokio::pin!(collect);
+    let first = std::future::poll_fn(|cx| match collect.as_mut().poll(cx) {
+        Poll::Ready(r) => Poll::Ready(Some(r)),
+        Poll::Pending => Poll::Ready(None),
+    })
+    .await;
+    let read = match first {
+        Some(r) => r,
+        None => match tokio::time::timeout(state.body_timeout, collect).await {
+            Ok(r) => r,
+            Err(_) => return Err(Refusal::BodyTimeout(state.body_timeout).answer(name, 0)),
+        },
+    };
+    match read {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(Refusal::TooLarge {
+            limit: state.max_body_bytes,
+        }
+        .answer(name, state.max_body_bytes + 1)),
+        Err(_) => Err(Refusal::BadBody.answer(name, 0)),
+    }
+}
+
 async fn webhook<S: EventSink, B>(
     state: &AppState<S>,
     name: &str,
-    req: Request<B>,
+    headers: &HeaderMap,
+    body: B,
 ) -> (Resp, Outcome)
 where
     B: hyper::body::Body<Data = Bytes> + Send + 'static,
@@ -200,38 +241,24 @@ where
     if let Err(e) = state.sink.ready() {
         return Refusal::NotStored(e).answer(name, 0);
     }
-    let too_large = |len| {
-        Refusal::TooLarge {
-            limit: state.max_body_bytes,
-        }
-        .answer(name, len)
-    };
-    let (parts, body) = req.into_parts();
-    if let Some(len) = parts
-        .headers
+    if let Some(len) = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok())
     {
         if len > state.max_body_bytes as u64 {
-            return too_large(len as usize);
+            return Refusal::TooLarge {
+                limit: state.max_body_bytes,
+            }
+            .answer(name, len as usize);
         }
     }
-    let body = match tokio::time::timeout(
-        state.body_timeout,
-        Limited::new(body, state.max_body_bytes).collect(),
-    )
-    .await
-    {
-        Err(_) => return Refusal::BodyTimeout(state.body_timeout).answer(name, 0),
-        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
-            return too_large(state.max_body_bytes + 1)
-        }
-        Ok(Err(_)) => return Refusal::BadBody.answer(name, 0),
-        Ok(Ok(c)) => c.to_bytes(),
+    let body = match read_body(state, name, body).await {
+        Ok(b) => b,
+        Err(answer) => return answer,
     };
     let bytes = body.len();
-    if is_woocommerce_ping(source, &parts.headers, &body) {
+    if is_woocommerce_ping(source, headers, &body) {
         let r = json_response(StatusCode::OK, json!({"status": "ping"}));
         return (
             r,
@@ -239,7 +266,7 @@ where
         );
     }
     if let Some(cache) = source.ebay_keys.as_ref().filter(|_| !body.is_empty()) {
-        if let Some(kid) = schemes::ebay::signature_kid(&parts.headers) {
+        if let Some(kid) = schemes::ebay::signature_kid(headers) {
             if let Err(error) = cache.ensure(&kid).await {
                 let kid = schemes::for_log(&kid);
                 return Refusal::KeyUnavailable { kid, error }.answer(name, bytes);
@@ -248,21 +275,21 @@ where
     }
     let now_unix = (state.clock)();
     if let Err(e) = source.verifier.verify(&Incoming {
-        headers: &parts.headers,
+        headers,
         body: &body,
         now_unix,
     }) {
         state.metrics.verify_failures.inc(&[name, e.code()]);
         return Refusal::Unverified(e).answer(name, bytes);
     }
-    let headers = kept_headers(&parts.headers);
-    let dedup_key = delivery_id_of(|n| parts.headers.get(n).and_then(|v| v.to_str().ok()))
+    let kept = kept_headers(headers);
+    let dedup_key = delivery_id_of(|n| headers.get(n).and_then(|v| v.to_str().ok()))
         .map(|d| format!("{}\0{d}", source.name));
     let ev = NewEvent {
         source: source.name.clone(),
         platform: source.platform,
         received_at_ms: now_ms(),
-        headers,
+        headers: kept,
         body,
         dedup_key,
     };
@@ -280,16 +307,16 @@ where
                 .set(&[&source.name], now_ms() as f64 / 1000.0);
             (
                 stored_response("accepted", id),
-                Outcome::new(name, StatusCode::OK, bytes, Some(id.to_string()), None),
+                Outcome::of_source(source.name.clone(), StatusCode::OK, bytes, Some(id), None),
             )
         }
         Ok(AppendOutcome::Duplicate(id)) => (
             stored_response("duplicate", id),
-            Outcome::new(
-                name,
+            Outcome::of_source(
+                source.name.clone(),
                 StatusCode::OK,
                 bytes,
-                Some(id.to_string()),
+                Some(id),
                 Some("duplicate"),
             ),
         ),
@@ -299,8 +326,9 @@ where
 
 /// The headers of [`KEPT_HEADERS`] the request carries, in that order, each with its first value
 /// (cut to 512 bytes). One pass over the request's headers (about ten), not a lookup per kept
-/// name (25, each hashing the name): this runs on every request.
-fn kept_headers(h: &HeaderMap) -> Vec<(String, String)> {
+/// name (25, each hashing the name): this runs on every request. The values are copied into one
+/// buffer the pairs share, not one allocation per name and value.
+fn kept_headers(h: &HeaderMap) -> Vec<(&'static str, Bytes)> {
     // Per kept name: unseen, or the first value's text (None when that value is not text).
     let mut first: [Option<Option<&str>>; KEPT_HEADERS.len()] = [None; KEPT_HEADERS.len()];
     for (name, value) in h {
@@ -308,13 +336,21 @@ fn kept_headers(h: &HeaderMap) -> Vec<(String, String)> {
             first[i].get_or_insert_with(|| value.to_str().ok());
         }
     }
+    // `to_str` accepts visible ASCII only: any byte index is a char boundary.
+    let values = first.map(|v| v.flatten().map(|v| &v[..v.len().min(512)]));
+    let mut text = Vec::with_capacity(values.iter().flatten().map(|v| v.len()).sum());
+    for v in values.iter().flatten() {
+        text.extend_from_slice(v.as_bytes());
+    }
+    let text = Bytes::from(text);
+    let mut at = 0;
     KEPT_HEADERS
         .iter()
-        .zip(first)
+        .zip(values)
         .filter_map(|(name, v)| {
-            // `to_str` accepts visible ASCII only: any byte index is a char boundary.
-            let v = v??;
-            Some((name.to_string(), v[..v.len().min(512)].to_string()))
+            let v = text.slice(at..at + v?.len());
+            at += v.len();
+            Some((*name, v))
         })
         .collect()
 }
@@ -413,5 +449,40 @@ fn readyz<S: EventSink>(state: &AppState<S>) -> Resp {
             ),
             30,
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    #[test]
+    fn kept_headers_are_the_known_names_in_their_order_first_value_cut_to_512() {
+        let mut h = HeaderMap::new();
+        h.insert("x-shopify-topic", HeaderValue::from_static("orders/create"));
+        h.insert("authorization", HeaderValue::from_static("Bearer secret"));
+        h.append("content-type", HeaderValue::from_static("application/json"));
+        h.append("content-type", HeaderValue::from_static("text/plain"));
+        let long = "d".repeat(600);
+        h.insert(
+            "x-shopify-shop-domain",
+            HeaderValue::from_str(&long).unwrap(),
+        );
+        h.insert(
+            "x-shopify-webhook-id",
+            HeaderValue::from_bytes(b"not text \xff").unwrap(),
+        );
+        let kept = kept_headers(&h);
+        let text: Vec<(&str, &[u8])> = kept.iter().map(|(k, v)| (*k, &v[..])).collect();
+        assert_eq!(
+            text,
+            [
+                ("content-type", &b"application/json"[..]),
+                ("x-shopify-topic", b"orders/create"),
+                ("x-shopify-shop-domain", &long.as_bytes()[..512]),
+            ]
+        );
+        assert!(kept_headers(&HeaderMap::new()).is_empty());
     }
 }

@@ -189,12 +189,12 @@ impl Envelope {
 
 /// [`Envelope::encode`] from borrowed parts: the append path writes the body once, straight from
 /// the request's buffer into the record.
-pub fn encode_parts(
+pub fn encode_parts<K: AsRef<[u8]>, V: AsRef<[u8]>>(
     id: EventId,
     source: &str,
     platform: Platform,
     received_at_ms: i64,
-    headers: &[(String, String)],
+    headers: &[(K, V)],
     body: &[u8],
 ) -> Vec<u8> {
     let mut out = Vec::new();
@@ -213,16 +213,19 @@ pub fn encode_parts(
 /// [`encode_parts`] appended to a buffer the caller reuses: the group commit encodes every event
 /// of a batch straight into the group's buffer (segment log) or into one reused record buffer
 /// (sled), so the body is copied once and never allocated per event.
-pub fn encode_parts_into(
+pub fn encode_parts_into<K: AsRef<[u8]>, V: AsRef<[u8]>>(
     out: &mut Vec<u8>,
     id: EventId,
     source: &str,
     platform: Platform,
     received_at_ms: i64,
-    headers: &[(String, String)],
+    headers: &[(K, V)],
     body: &[u8],
 ) {
-    let hdr_len: usize = headers.iter().map(|(k, v)| 8 + k.len() + v.len()).sum();
+    let hdr_len: usize = headers
+        .iter()
+        .map(|(k, v)| 8 + k.as_ref().len() + v.as_ref().len())
+        .sum();
     out.reserve(1 + 8 + 8 + 1 + 4 + source.len() + 4 + hdr_len + 4 + body.len());
     out.push(Envelope::VERSION);
     out.extend_from_slice(&id.0.to_be_bytes());
@@ -231,8 +234,8 @@ pub fn encode_parts_into(
     put_bytes(out, source.as_bytes());
     out.extend_from_slice(&(headers.len() as u32).to_be_bytes());
     for (k, v) in headers {
-        put_bytes(out, k.as_bytes());
-        put_bytes(out, v.as_bytes());
+        put_bytes(out, k.as_ref());
+        put_bytes(out, v.as_ref());
     }
     put_bytes(out, body);
 }

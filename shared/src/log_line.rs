@@ -109,6 +109,18 @@ thread_local! {
 /// Writes one line at `level` with `message` and the fields `fields` adds, when the log is JSON
 /// lines; returns false, writing nothing, otherwise (log it through tracing then).
 pub fn emit(level: Level, message: &str, fields: impl FnOnce(&mut Fields<'_>)) -> bool {
+    emit_with(level, message, fields, |out, line| out.write(line))
+}
+
+/// [`emit`], except that the finished line (prefix and `\n` included) goes to `write` with the
+/// output it is meant for, instead of being written: for a caller that batches lines (the
+/// receiver's request line). False, calling nothing, when the log is not JSON lines.
+pub fn emit_with(
+    level: Level,
+    message: &str,
+    fields: impl FnOnce(&mut Fields<'_>),
+    write: impl FnOnce(crate::telemetry::JsonLines, &[u8]),
+) -> bool {
     let Some(out) = crate::telemetry::json_lines() else {
         return false;
     };
@@ -121,7 +133,7 @@ pub fn emit(level: Level, message: &str, fields: impl FnOnce(&mut Fields<'_>)) -
         buf.clear();
         buf.extend_from_slice(out.prefix(&level));
         line(buf, clock, level, message, SystemTime::now(), fields);
-        out.write(buf);
+        write(out, buf);
         true
     })
 }

@@ -27,7 +27,7 @@ fn event(source: &str, delivery: Option<&str>, body: &str) -> NewEvent {
         source: source.into(),
         platform: Platform::Simple,
         received_at_ms: now_ms(),
-        headers: vec![("x-stockhook-topic".into(), "inventory".into())],
+        headers: vec![("x-stockhook-topic", "inventory".into())],
         body: bytes::Bytes::from(body.to_string()),
         dedup_key: delivery.map(|d| format!("{source}\0{d}")),
     }

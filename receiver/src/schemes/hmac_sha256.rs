@@ -19,8 +19,8 @@
 //! over anything but the raw bytes.
 
 use super::{
-    b64_encode, header, hmac_match, hmac_sha256, require_secrets, src, Incoming, Verifier,
-    VerifyError, B64,
+    b64_encode, header, hmac_match, require_secrets, src, HmacKey, Incoming, Verifier, VerifyError,
+    B64,
 };
 use base64::Engine;
 use stockhook_shared::config::{SignatureEncoding, SourceConfig};
@@ -32,8 +32,8 @@ pub struct HmacSha256 {
     header: String,
     encoding: SignatureEncoding,
     prefix: Option<String>,
-    /// Secrets as bytes; may include the empty one. The first is used by `sign()`.
-    secrets: Vec<Vec<u8>>,
+    /// The secrets, keyed once; may include the empty one. The first is used by `sign()`.
+    secrets: Vec<HmacKey>,
 }
 
 impl HmacSha256 {
@@ -51,7 +51,7 @@ impl HmacSha256 {
             header: header.to_string(),
             encoding,
             prefix: prefix.filter(|p| !p.is_empty()).map(str::to_string),
-            secrets: secrets.iter().map(|s| s.as_ref().to_vec()).collect(),
+            secrets: secrets.iter().map(|s| HmacKey::new(s.as_ref())).collect(),
         })
     }
 
@@ -129,7 +129,7 @@ impl Verifier for HmacSha256 {
         let Some(key) = self.secrets.first() else {
             return Vec::new();
         };
-        let mac = hmac_sha256(key, &[body]);
+        let mac = key.mac(&[body]);
         let encoded = match self.encoding {
             SignatureEncoding::Hex => hex::encode(mac),
             SignatureEncoding::Base64 => b64_encode(&mac),

@@ -13,8 +13,7 @@
 //! base64 text instead of bytes, or short-circuit across secrets.
 
 use super::{
-    b64_encode, header, hmac_match, hmac_sha256, require_secrets, Incoming, Verifier, VerifyError,
-    B64,
+    b64_encode, header, hmac_match, require_secrets, HmacKey, Incoming, Verifier, VerifyError, B64,
 };
 use base64::Engine;
 use stockhook_shared::config::SourceConfig;
@@ -27,14 +26,14 @@ pub const HMAC_HEADER_UNPREFIXED: &str = "shopify-hmac-sha256";
 pub const WEBHOOK_ID_HEADER: &str = "X-Shopify-Webhook-Id";
 
 pub struct ShopifyHmac {
-    /// The app secrets as bytes, the first one used by `sign()`.
-    secrets: Vec<Vec<u8>>,
+    /// The app secrets, keyed once; the first one is used by `sign()`.
+    secrets: Vec<HmacKey>,
 }
 
 impl ShopifyHmac {
     pub fn new<S: AsRef<[u8]>>(secrets: &[S]) -> ShopifyHmac {
         ShopifyHmac {
-            secrets: secrets.iter().map(|s| s.as_ref().to_vec()).collect(),
+            secrets: secrets.iter().map(|s| HmacKey::new(s.as_ref())).collect(),
         }
     }
 
@@ -77,10 +76,7 @@ impl Verifier for ShopifyHmac {
             return Vec::new();
         };
         vec![
-            (
-                HMAC_HEADER.to_string(),
-                b64_encode(&hmac_sha256(key, &[body])),
-            ),
+            (HMAC_HEADER.to_string(), b64_encode(&key.mac(&[body]))),
             (WEBHOOK_ID_HEADER.to_string(), delivery_id.to_string()),
         ]
     }
@@ -88,6 +84,7 @@ impl Verifier for ShopifyHmac {
 
 #[cfg(test)]
 mod tests {
+    use super::super::hmac_sha256;
     use super::super::test_support::*;
     use super::*;
 

@@ -20,7 +20,7 @@
 //! Must never: read the system clock, accept a request on a non-`v1` entry, or compare the
 //! signature as text.
 
-use super::{ct_any, header, require_secrets, src, Incoming, Verifier, VerifyError, B64};
+use super::{ct_any, header, require_secrets, src, HmacKey, Incoming, Verifier, VerifyError, B64};
 use base64::Engine;
 use stockhook_shared::config::SourceConfig;
 
@@ -31,6 +31,8 @@ pub use stockhook_shared::standard_webhooks::{
 pub struct StandardWebhooks {
     /// Decoded HMAC keys, the first one used by `sign()`.
     keys: Vec<Vec<u8>>,
+    /// The same keys, keyed once for verifying (same order).
+    macs: Vec<HmacKey>,
     tolerance_secs: u64,
 }
 
@@ -55,6 +57,7 @@ impl StandardWebhooks {
             keys.push(key);
         }
         Ok(StandardWebhooks {
+            macs: keys.iter().map(|k| HmacKey::new(k)).collect(),
             keys,
             tolerance_secs,
         })
@@ -65,8 +68,9 @@ impl StandardWebhooks {
             .map_err(|e| format!("{}: {e}", src(source)))
     }
 
-    fn signature(key: &[u8], id: &str, timestamp: &str, body: &[u8]) -> [u8; 32] {
-        stockhook_shared::standard_webhooks::signature(key, id, timestamp, body)
+    /// HMAC-SHA256 of `id.timestamp.body`, as `stockhook_shared::standard_webhooks::signature`.
+    fn signature(key: &HmacKey, id: &str, timestamp: &str, body: &[u8]) -> [u8; 32] {
+        key.mac(&[id.as_bytes(), b".", timestamp.as_bytes(), b".", body])
     }
 }
 
@@ -100,7 +104,7 @@ impl Verifier for StandardWebhooks {
             ));
         }
         let expected: Vec<[u8; 32]> = self
-            .keys
+            .macs
             .iter()
             .map(|k| Self::signature(k, id, ts_text, req.body))
             .collect();

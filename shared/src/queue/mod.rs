@@ -31,10 +31,13 @@ use std::future::Future;
 /// A verified event on its way in: the envelope minus the id, which the queue assigns.
 #[derive(Debug, Clone)]
 pub struct NewEvent {
-    pub source: String,
+    /// The source's name, shared with the receiver's configured source (no copy per event).
+    pub source: std::sync::Arc<str>,
     pub platform: Platform,
     pub received_at_ms: i64,
-    pub headers: Vec<(String, String)>,
+    /// The kept headers (`crate::envelope::KEPT_HEADERS`): the receiver's values are slices of
+    /// one buffer per event, not an allocation per name and value. Values are visible ASCII.
+    pub headers: Vec<(&'static str, bytes::Bytes)>,
     /// The body as received, shared with the request's buffer (no copy until the record is written).
     pub body: bytes::Bytes,
     /// The platform's delivery id, scoped by source; a repeat inside the dedup window is not stored.

@@ -374,7 +374,7 @@ impl EventSink for NatsSink {
             &ev.body,
         );
         let mut headers = HeaderMap::new();
-        headers.insert(H_SOURCE, ev.source.as_str());
+        headers.insert(H_SOURCE, &*ev.source);
         if let Some(k) = &ev.dedup_key {
             headers.insert(H_MSG_ID, msg_id(k).as_str());
         }

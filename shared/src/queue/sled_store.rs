@@ -614,7 +614,7 @@ impl SledStore {
                 if let Some(AppendOutcome::Accepted(id)) = out {
                     let name = match &src {
                         Some(s) if **s == *ev.source => s.clone(),
-                        _ => src.insert(Arc::from(ev.source.as_str())).clone(),
+                        _ => src.insert(ev.source.clone()).clone(),
                     };
                     idx.ready.insert(id.0, name);
                     last = last.max(ev.received_at_ms);

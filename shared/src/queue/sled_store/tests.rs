@@ -9,7 +9,7 @@ pub(super) fn ev(source: &str, dedup: Option<&str>, at: i64) -> NewEvent {
         source: source.into(),
         platform: Platform::Shopify,
         received_at_ms: at,
-        headers: vec![("x-shopify-topic".into(), "products/update".into())],
+        headers: vec![("x-shopify-topic", "products/update".into())],
         body: format!("{{\"at\":{at}}}").into_bytes().into(),
         dedup_key: dedup.map(|d| format!("{source}\0{d}")),
     }
