@@ -6,8 +6,8 @@
 //! [`SNAPSHOT_MAX_AGE`] (and at most 1/[`SNAPSHOT_COST_FACTOR`] of the time) and shared by
 //! every request meanwhile, so browsing never holds the
 //! state store for a page's rendering and a burst of page loads costs one read of the state.
-//! Snapshots are taken on a runtime of their own at a lower CPU priority (`background`), so
-//! page loads never compete on equal terms with event processing.
+//! Pages are served and snapshots taken on a runtime of their own at a lower CPU priority
+//! (`background`), so page loads never compete on equal terms with event processing.
 //! Modules: [`server`] (HTTP, routing, headers), [`auth`] (users, sessions, CSRF), [`pages`]
 //! (maud templates), [`api`] (`/api/v1/`), [`alerts`] (the alerts shown, read bounded),
 //! [`chart`] (SVG), [`assets`] (embedded CSS), [`view`] (rows, filters, scoping).
@@ -72,18 +72,19 @@ async fn take_snapshot<S: StateBackend>(
         .context("the dashboard's background runtime")?
 }
 
-/// The runtime dashboard snapshots are taken on: one worker thread and one blocking thread,
-/// both at [`BACKGROUND_NICE`], so when a snapshot (reading and sorting 50,000 items) and event
-/// processing want the same core, the events get it. With the snapshot lock in
-/// [`Dashboard::snapshot`], at most one snapshot is taken at a time.
+/// The runtime the dashboard runs on, pages and snapshots: one worker thread and two blocking
+/// threads, all at [`BACKGROUND_NICE`], so when a page or a snapshot (reading and sorting
+/// 50,000 items) and event processing want the same core, the events get it. With the snapshot
+/// lock in [`Dashboard::snapshot`], at most one snapshot is taken at a time; the second
+/// blocking thread lets a page's state read go on meanwhile.
 fn background() -> anyhow::Result<&'static tokio::runtime::Handle> {
     static RT: std::sync::OnceLock<Result<tokio::runtime::Runtime, String>> =
         std::sync::OnceLock::new();
     RT.get_or_init(|| {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
-            .max_blocking_threads(1)
-            .thread_name("dashboard-snapshot")
+            .max_blocking_threads(2)
+            .thread_name("dashboard")
             .on_thread_start(lower_priority)
             .enable_all()
             .build()
@@ -94,7 +95,7 @@ fn background() -> anyhow::Result<&'static tokio::runtime::Handle> {
     .map_err(|e| anyhow::anyhow!("starting the dashboard's background runtime: {e}"))
 }
 
-/// How much lower than the rest of the worker the snapshot threads run (`nice` steps).
+/// How much lower than the rest of the worker the dashboard's threads run (`nice` steps).
 pub const BACKGROUND_NICE: i32 = 10;
 
 /// Lowers the calling thread's CPU priority by [`BACKGROUND_NICE`] (Linux: `nice` is per
@@ -107,7 +108,7 @@ fn lower_priority() {
         libc::setpriority(libc::PRIO_PROCESS, tid, now + BACKGROUND_NICE)
     };
     if r != 0 {
-        tracing::debug!(error = %std::io::Error::last_os_error(), "cannot lower the dashboard snapshot thread's priority");
+        tracing::debug!(error = %std::io::Error::last_os_error(), "cannot lower the dashboard thread's priority");
     }
 }
 
@@ -255,7 +256,19 @@ pub async fn start<S: StateBackend>(
     let addr = listener
         .local_addr()
         .context("dashboard listener address")?;
+    // Pages are served on the background runtime too: filtering and sorting 50,000 rows for a
+    // page is CPU work like a snapshot, and on the event runtime it delayed alert emails by
+    // hundreds of milliseconds while a script loaded pages (docs/PERFORMANCE.md, section 14).
+    let bg = background()?;
+    let listener = {
+        let std = listener
+            .into_std()
+            .context("dashboard listener: moving it to the background runtime")?;
+        let _in = bg.enter();
+        tokio::net::TcpListener::from_std(std)
+            .context("dashboard listener: registering it on the background runtime")?
+    };
     println!("dashboard={addr}");
     tracing::info!(%addr, tls = tls.is_some(), "dashboard listening");
-    Ok(Some(tokio::spawn(server::serve(listener, dash, tls, stop))))
+    Ok(Some(bg.spawn(server::serve(listener, dash, tls, stop))))
 }
