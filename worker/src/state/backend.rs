@@ -217,13 +217,22 @@ pub trait StateBackend: Send + Sync + 'static {
     }
 }
 
-/// The sled [`StateStore`] behind the trait: each call on the blocking pool.
+/// The sled [`StateStore`] behind the trait: each call on the blocking pool of the runtime
+/// that opened it (the one that processes events, at its priority), whichever runtime calls.
+///
+/// Why: once transactions run, every sled read holds a process-wide lock (sled's concurrency
+/// control) that every transaction takes exclusively. Read on the dashboard's lower-priority
+/// runtime, a preempted snapshot held it for a time slice of that priority, and the event
+/// path's transactions waited (docs/PERFORMANCE.md, section 14).
 #[derive(Clone)]
-pub struct SledState(pub Arc<StateStore>);
+pub struct SledState(pub Arc<StateStore>, Option<tokio::runtime::Handle>);
 
 impl SledState {
     pub fn open(path: &std::path::Path) -> Result<SledState, StateError> {
-        Ok(SledState(Arc::new(StateStore::open(path)?)))
+        Ok(SledState(
+            Arc::new(StateStore::open(path)?),
+            tokio::runtime::Handle::try_current().ok(),
+        ))
     }
 
     async fn blocking<T: Send + 'static>(
@@ -231,12 +240,14 @@ impl SledState {
         f: impl FnOnce(&StateStore) -> Result<T, StateError> + Send + 'static,
     ) -> Result<T, StateError> {
         let store = self.0.clone();
-        tokio::task::spawn_blocking(move || f(&store))
-            .await
-            .map_err(|e| StateError::Storage {
-                context: "state task".into(),
-                message: e.to_string(),
-            })?
+        let task = match &self.1 {
+            Some(opener) => opener.spawn_blocking(move || f(&store)),
+            None => tokio::task::spawn_blocking(move || f(&store)),
+        };
+        task.await.map_err(|e| StateError::Storage {
+            context: "state task".into(),
+            message: e.to_string(),
+        })?
     }
 }
 
