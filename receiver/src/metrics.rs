@@ -3,8 +3,7 @@
 //! Labels are configured source names (anything else is `<unknown>`, see
 //! [`crate::reload::SourceSet::label`]) and fixed codes, so the series stay few.
 
-use std::fmt::Write as _;
-use stockhook_shared::metrics::{gauge, CounterVec, GaugeVec, Histogram};
+use stockhook_shared::metrics::{counter, gauge, CounterVec, GaugeVec, Histogram};
 use stockhook_shared::queue::QueueStats;
 
 pub struct Metrics {
@@ -71,13 +70,11 @@ impl Metrics {
             "stockhook_commit_batch_events",
             "Events per group commit.",
         );
-        // A counter: one line, no labels.
-        let _ = writeln!(
-            out,
-            "# HELP stockhook_access_log_dropped_total Request log lines dropped because the log output did not keep up.\n\
-             # TYPE stockhook_access_log_dropped_total counter\n\
-             stockhook_access_log_dropped_total {}",
-            crate::access_log::dropped()
+        counter(
+            &mut out,
+            "stockhook_access_log_dropped_total",
+            "Request log lines dropped because the log output did not keep up.",
+            crate::access_log::dropped(),
         );
         gauge(
             &mut out,

@@ -218,6 +218,14 @@ pub fn gauge(out: &mut String, name: &str, help: &str, value: f64) {
     );
 }
 
+/// Writes one counter line without labels (a total kept elsewhere, read when rendering).
+pub fn counter(out: &mut String, name: &str, help: &str, value: impl std::fmt::Display) {
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+    );
+}
+
 fn escape(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")

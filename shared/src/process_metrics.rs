@@ -5,7 +5,7 @@
 //! Why not a client library: these are five numbers read at scrape time; nothing is kept
 //! between scrapes. On a system without `/proc` the `process_*` lines are left out, never made up.
 
-use crate::metrics::gauge;
+use crate::metrics::{counter, gauge};
 use std::fmt::Write as _;
 
 /// The package version (`0.1.0`).
@@ -29,11 +29,11 @@ pub fn render(out: &mut String) {
          stockhook_build_info{{version=\"{VERSION}\",commit=\"{GIT_COMMIT}\"}} 1"
     );
     let Some(p) = read_proc() else { return };
-    let _ = writeln!(
+    counter(
         out,
-        "# HELP process_cpu_seconds_total Total user and system CPU time spent in seconds.\n\
-         # TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total {}",
-        p.cpu_seconds
+        "process_cpu_seconds_total",
+        "Total user and system CPU time spent in seconds.",
+        p.cpu_seconds,
     );
     gauge(
         out,

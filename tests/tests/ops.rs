@@ -271,6 +271,16 @@ fn metrics_listeners_bounded_labels_and_the_workers_metrics() {
     ] {
         assert!(metric(&text, name).is_some(), "no {name}: {text}");
     }
+    // No request line was dropped: the log output kept up.
+    assert!(
+        text.contains("# TYPE stockhook_access_log_dropped_total counter\n"),
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, "stockhook_access_log_dropped_total"),
+        Some(0.0),
+        "{text}"
+    );
 
     // The worker's own metrics.
     let _worker = start_worker(&dir, &path);
