@@ -61,7 +61,7 @@ impl Verifier for ApiKey {
     fn verify(&self, req: &Incoming<'_>) -> Result<(), VerifyError> {
         let value = header(req.headers, &self.header_lc, &self.header)?;
         let received = sha256(value.as_bytes());
-        ct_match(&received, self.digests.iter().map(|d| &d[..]))
+        ct_match(&received, &self.digests)
     }
 
     /// The configured header carrying the first key.

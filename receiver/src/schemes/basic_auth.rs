@@ -84,7 +84,7 @@ impl Verifier for BasicAuth {
             ));
         }
         let received = sha256(&credential);
-        ct_match(&received, self.digests.iter().map(|d| &d[..]))
+        ct_match(&received, &self.digests)
     }
 
     /// `Authorization: Basic base64(first secret)`.

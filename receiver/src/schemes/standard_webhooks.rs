@@ -111,7 +111,7 @@ impl Verifier for StandardWebhooks {
         let mut matched = false;
         for candidate in &candidates {
             // `|` (not `||`): every candidate is compared against every key.
-            matched |= ct_any(candidate, expected.iter().map(|e| &e[..]));
+            matched |= ct_any(candidate, &expected);
         }
         matched.then_some(()).ok_or(VerifyError::Mismatch)
     }
