@@ -143,7 +143,8 @@ echo
 start_rx "$OUT/rx.log"
 taskset -c 1 "$B/stockhook-bench" --url "$URL" -c 128 --requests 2000 --json > /dev/null
 strace -c -f -p "$RX" -o "$OUT/strace.txt" 2>/dev/null & ST=$!
-sleep 1
+# Measure once strace is attached (the receiver then names its tracer), not after a guess.
+for _ in $(seq 1 200); do grep -q 'TracerPid:[[:space:]]*[1-9]' "/proc/$RX/status" && break; sleep 0.05; done
 taskset -c 1 "$B/stockhook-bench" --url "$URL" -c 128 --requests "$NS" --json > "$OUT/st-load.json"
 kill -INT $ST; wait $ST 2>/dev/null || true
 stop $RX
