@@ -733,6 +733,7 @@ fn browser_checks(s: &Stack, backend: &str) {
         .to_string();
     b.goto(&format!("{base}/alerts?status=sent&before={next}"));
     assert_eq!(b.eval(first_link).expect("pager"), "/alerts?status=sent");
+    b.screenshot(&shots.join("alerts-older.png"));
 
     // A failed event: payload hidden until asked, preview, replay.
     b.goto(&format!("{base}/failed"));
