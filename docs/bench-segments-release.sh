@@ -48,7 +48,8 @@ bare() { # c
 }
 row() { # label file
   printf '| %s | %s | %s | %s | %s | %s |\n' "$1" "$(j '.rps|floor' "$2")" "$(j '.latency.p50_ms' "$2")" \
-    "$(j '.latency.p99_ms' "$2")" "$(j '.rss.vm_hwm_mib' "$2")" "$(j '.server_cpu.us_per_request|.*10|floor/10' "$2")"
+    "$(j '.latency.p99_ms' "$2")" "$(j '.rss.vm_hwm_mib' "$2")" \
+    "$(j '.server_cpu|"\(.us_per_request*10|floor/10) (\(.user_us_per_request*10|floor/10) + \(.sys_us_per_request*10|floor/10))"' "$2")"
 }
 
 echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -56,7 +57,7 @@ for c in $( [ -z "${ONLY:-}" ] || [ "${ONLY:-}" = load ] && echo 128 1 ); do
   echo
   echo "### c=$c, ${SECS} s each, bodies 1,536 B"
   echo
-  echo "| round: run | req/s | p50 ms | p99 ms | VmHWM MiB | server CPU µs/req |"
+  echo "| round: run | req/s | p50 ms | p99 ms | VmHWM MiB | server CPU µs/req (user + system) |"
   echo "|---|---|---|---|---|---|"
   for r in $(seq 1 "$ROUNDS"); do
     bare "$c"; cp "$OUT/load.json" "$OUT/bare.json"

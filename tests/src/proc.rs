@@ -473,12 +473,18 @@ pub fn status_kib(pid: u32, key: &str) -> Option<u64> {
 
 /// utime + stime of every thread of `pid`, in seconds (clock ticks of 10 ms).
 pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    cpu_split(pid).map(|(user, sys)| user + sys)
+}
+
+/// `pid`'s CPU time so far, every thread, split into user and kernel (system) seconds.
+pub fn cpu_split(pid: u32) -> Option<(f64, f64)> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name may hold spaces: the fields start after its closing parenthesis.
     let rest = &s[s.rfind(')')? + 2..];
     let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    let user: u64 = f.get(11)?.parse().ok()?;
+    let sys: u64 = f.get(12)?.parse().ok()?;
     // SAFETY: sysconf only reads a system constant.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    Some(ticks as f64 / hz)
+    Some((user as f64 / hz, sys as f64 / hz))
 }

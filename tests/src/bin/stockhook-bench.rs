@@ -39,7 +39,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use stockhook_tests::proc::{cpu_seconds, status_kib};
+use stockhook_tests::proc::{cpu_split, status_kib};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -733,13 +733,13 @@ async fn load(args: Args) -> anyhow::Result<()> {
         let (pid, at) = (args.pid, start + args.warmup);
         tokio::spawn(async move {
             tokio::time::sleep_until(at.into()).await;
-            pid.and_then(cpu_seconds)
+            pid.and_then(cpu_split)
         })
     };
     let t = run_plan(plan, maker).await;
-    let cpu_end = args.pid.and_then(cpu_seconds);
+    let cpu_end = args.pid.and_then(cpu_split);
     let cpu = match (cpu_start.await.ok().flatten(), cpu_end) {
-        (Some(a), Some(b)) => Some(b - a),
+        (Some(a), Some(b)) => Some((b.0 - a.0, b.1 - a.1)),
         _ => None,
     };
     stop.store(true, Ordering::Relaxed);
@@ -766,8 +766,10 @@ async fn load(args: Args) -> anyhow::Result<()> {
         if let Some(m) = mem {
             v["rss"] = serde_json::json!({"pid": args.pid, "vm_rss_max_mib": mib(m.rss_max_kib), "vm_hwm_mib": mib(m.hwm_kib)});
         }
-        if let Some(c) = cpu {
-            v["server_cpu"] = serde_json::json!({"seconds": c, "us_per_request": c * 1e6 / n.max(1) as f64, "cores": c / secs});
+        if let Some((user, sys)) = cpu {
+            let (c, per) = (user + sys, 1e6 / n.max(1) as f64);
+            v["server_cpu"] = serde_json::json!({"seconds": c, "us_per_request": c * per, "cores": c / secs,
+                "user_us_per_request": user * per, "sys_us_per_request": sys * per});
         }
         println!("{v}");
     } else {
@@ -803,11 +805,13 @@ async fn load(args: Args) -> anyhow::Result<()> {
                 mib(m.hwm_kib)
             );
         }
-        if let Some(c) = cpu {
+        if let Some((user, sys)) = cpu {
+            let (c, per) = (user + sys, 1e6 / n.max(1) as f64);
             println!(
-                "cpu      server {:.2} s over the window: {:.1} us per request, {:.2} cores busy",
-                c,
-                c * 1e6 / n.max(1) as f64,
+                "cpu      server {c:.2} s over the window: {:.1} us per request ({:.1} user, {:.1} system), {:.2} cores busy",
+                c * per,
+                user * per,
+                sys * per,
                 c / secs
             );
         }
