@@ -8,10 +8,10 @@
 #                                            stockhook-receiver, stockhook-worker,
 #                                            stockhook-bench, bare-hyper
 #
-# Env: ROUNDS (3), SECS (10, per load run), NB (20000, events for write_bytes), ND (50000, backlog
-# events), NC (20000, requests under callgrind), NS (10000, requests under strace), OUT
-# (/tmp/sh-seg-bench); ONLY=load|bytes|backlog|callgrind|strace runs that part alone (callgrind and
-# strace run only when asked: they need valgrind / strace, and callgrind minutes).
+# Env: PORT and BPORT (18280, 18290: the receiver's and bare hyper's), ROUNDS (3), SECS (10, per
+# load run), NB (20000, events for write_bytes), ND (50000, backlog events), NC (20000, requests under callgrind), NS (10000, requests under strace), OUT
+# (/tmp/sh-seg-bench); ONLY=load|bytes|backlog|callgrind|strace|ceiling runs that part alone (callgrind,
+# strace and ceiling run only when asked: they need valgrind / strace / gcc, and callgrind minutes).
 set -euo pipefail
 B=$(realpath "${1:-target/release}")
 ROUNDS=${ROUNDS:-3}
@@ -19,8 +19,8 @@ SECS=${SECS:-10}
 NB=${NB:-20000}
 ND=${ND:-50000}
 OUT=${OUT:-/tmp/sh-seg-bench}
-PORT=18280
-BPORT=18290
+PORT=${PORT:-18280}
+BPORT=${BPORT:-18290}
 mkdir -p "$OUT"
 : > "$OUT/raw.jsonl"
 # shellcheck source=docs/bench-lib.sh
@@ -32,7 +32,7 @@ j() { jq -r "$1" "$2"; }
 # $1 = where the receiver's log goes (a file, as in PERFORMANCE.md, or /dev/null).
 start_rx() {
   rm -rf "$OUT/data"
-  taskset -c 0 "$B/stockhook-receiver" --config "$OUT/stockhook.toml" serve >/dev/null 2>"$1" &
+  taskset -c 0 env ${PRELOAD:+LD_PRELOAD=$PRELOAD} "$B/stockhook-receiver" --config "$OUT/stockhook.toml" serve >/dev/null 2>"$1" &
   RX=$!
   wait_up $PORT
 }
@@ -67,6 +67,29 @@ for c in $( [ -z "${ONLY:-}" ] || [ "${ONLY:-}" = load ] && echo 128 1 ); do
     echo "| $r: receiver ÷ bare | **$(echo "$(j .rps "$OUT/load.json") / $(j .rps "$OUT/bare.json")" | bc -l | xargs printf '%.2f')×** | | | | |"
   done
 done
+
+# ONLY=ceiling (by hand, never by default): what durability costs the append path. A third run
+# per round has fdatasync and fsync made no-ops by an LD_PRELOAD shim built here with gcc (an
+# experiment: such a receiver answers 200 before the disk has the event), so the round shows
+# bare hyper, the receiver, and the receiver's ceiling if its syncs were free.
+if [ "${ONLY:-}" = ceiling ]; then
+  printf 'int fdatasync(int fd) { (void)fd; return 0; }\nint fsync(int fd) { (void)fd; return 0; }\n' > "$OUT/nosync.c"
+  gcc -shared -fPIC -O2 -o "$OUT/nosync.so" "$OUT/nosync.c"
+  echo
+  echo "### c=128, ${SECS} s each: the receiver with its syncs made no-ops (experiment)"
+  echo
+  echo "| round: run | req/s | p50 ms | p99 ms | VmHWM MiB | server CPU µs/req (user + system) |"
+  echo "|---|---|---|---|---|---|"
+  for r in $(seq 1 "$ROUNDS"); do
+    bare 128; cp "$OUT/load.json" "$OUT/bare.json"
+    start_rx "$OUT/rx.log"; load "" "$URL" 128 $RX; stop $RX; cp "$OUT/load.json" "$OUT/rx.json"
+    PRELOAD="$OUT/nosync.so" start_rx "$OUT/rx.log"; load "" "$URL" 128 $RX; stop $RX
+    row "$r: bare hyper" "$OUT/bare.json"
+    row "$r: receiver" "$OUT/rx.json"
+    row "$r: receiver, no-op syncs" "$OUT/load.json"
+    echo "| $r: receiver ÷ bare, no-op syncs ÷ bare | **$(echo "$(j .rps "$OUT/rx.json") / $(j .rps "$OUT/bare.json")" | bc -l | xargs printf '%.2f')×**, **$(echo "$(j .rps "$OUT/load.json") / $(j .rps "$OUT/bare.json")" | bc -l | xargs printf '%.2f')×** | | | | |"
+  done
+fi
 
 if [ -z "${ONLY:-}" ] || [ "${ONLY:-}" = bytes ]; then
 echo
