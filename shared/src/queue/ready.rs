@@ -2,9 +2,9 @@
 //!
 //! Why this exists: every pending event sits here until leased, so its bytes per event are the
 //! receiver's memory under a backlog (issue 12). A `BTreeMap<u64, Arc<str>>` cost ~47 B an event
-//! (a 16-byte fat pointer per value, leaves half full when ids only grow); here each source name
-//! is stored once and an event holds a 4-byte index to it (~24 B an event, measured in
-//! docs/PERFORMANCE.md section 15).
+//! (massif, docs/PERFORMANCE.md section 15: a 16-byte fat pointer per value, leaves about half
+//! full when ids only grow); here each source name is stored once and an event holds a 4-byte
+//! index to it (~24 B an event by the same layout; the receiver's total is measured there).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
