@@ -9,11 +9,16 @@
 #                                            stockhook-bench, bare-hyper
 #
 # Env: PORT and BPORT (18280, 18290: the receiver's and bare hyper's), ROUNDS (3), SECS (10, per
-# load run), NB (20000, events for write_bytes), ND (50000, backlog events), NC (20000, requests under callgrind), NS (10000, requests under strace), OUT
-# (/tmp/sh-seg-bench); ONLY=load|bytes|backlog|callgrind|strace|ceiling runs that part alone (callgrind,
-# strace and ceiling run only when asked: they need valgrind / strace / gcc, and callgrind minutes).
+# load run), NB (20000, events for write_bytes), ND (50000, backlog events), NC (20000, requests
+# under callgrind), NS (10000, requests under strace), OUT (/tmp/sh-seg-bench);
+# ONLY=load|bytes|backlog|callgrind|strace|mem|ceiling runs that part alone (callgrind, strace,
+# mem and ceiling run only when asked: they need valgrind / strace / gcc, and minutes).
+# ONLY=mem: the receiver's memory after a FIXED number of requests (NM, 500000, at c=128, bodies
+# 1,536 B), for every build given (`... B1 B2`), alternated over ROUNDS: a figure the machine's
+# load barely moves, unlike a fixed-time run whose event count follows the rate.
 set -euo pipefail
 B=$(realpath "${1:-target/release}")
+BUILDS=("${@:-target/release}")
 ROUNDS=${ROUNDS:-3}
 SECS=${SECS:-10}
 NB=${NB:-20000}
@@ -128,6 +133,28 @@ for r in $(seq 1 "$ROUNDS"); do
   cat "$OUT/backlog.json" >> "$OUT/raw.jsonl"
   printf '| %s | %s | %s | %s |\n' "$r" "$(j '.drain_events_per_s|floor' "$OUT/backlog.json")" \
     "$(j .worker_vm_hwm_mib "$OUT/backlog.json")" "$(j '.append_rps|floor' "$OUT/backlog.json")"
+done
+fi
+if [ "${ONLY:-}" = mem ]; then
+NM=${NM:-500000}
+echo
+echo "### Receiver memory after $NM requests at c=128 (bodies 1,536 B, no worker: every event pending)"
+echo
+echo "| round: build | answered 200 | VmHWM MiB | VmRSS MiB | RssAnon MiB | HWM − idle KiB / event |"
+echo "|---|---|---|---|---|---|"
+kib() { awk -v k="$1:" '$1 == k {print $2}' "/proc/$2/status"; }
+for r in $(seq 1 "$ROUNDS"); do
+  for b in "${BUILDS[@]}"; do
+    B=$(realpath "$b")
+    start_rx "$OUT/rx.log"
+    idle=$(kib VmHWM $RX)
+    taskset -c 1 "$B/stockhook-bench" --url "$URL" -c 128 --requests "$NM" --json > "$OUT/mem.json"
+    hwm=$(kib VmHWM $RX); rss=$(kib VmRSS $RX); anon=$(kib RssAnon $RX)
+    stop $RX
+    ok=$(j '.status["200"] // 0' "$OUT/mem.json")
+    printf '| %s: %s | %s | %.1f | %.1f | %.1f | %.3f |\n' "$r" "$b" "$ok" "$(echo "$hwm/1024" | bc -l)" \
+      "$(echo "$rss/1024" | bc -l)" "$(echo "$anon/1024" | bc -l)" "$(echo "($hwm - $idle) / ${ok:-1}" | bc -l)"
+  done
 done
 fi
 if [ "${ONLY:-}" = callgrind ]; then

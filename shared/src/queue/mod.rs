@@ -19,6 +19,7 @@ pub mod dedup_index;
 pub mod local;
 pub mod nats;
 pub mod protocol;
+pub mod ready;
 pub mod segments;
 pub mod server;
 pub mod sled_store;

@@ -280,4 +280,54 @@ mod tests {
         assert!(matches!(q.get(a), Err(QueueError::NotFound(_))));
         assert!(matches!(q.get(b), Err(QueueError::NotFound(_))));
     }
+
+    /// The in-memory dedup index is rebuilt at open from the segments: keys inside the window
+    /// (measured back from the newest event) answer Duplicate with the first event's id, keys
+    /// older than it were swept at open, so they are new again even at a time (10,998) the
+    /// window check alone would still count as a duplicate; whatever shard they landed in.
+    #[test]
+    fn the_dedup_index_is_rebuilt_at_open_inside_the_window_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("queue");
+        let o = StoreOptions {
+            dedup_window_ms: 10_000,
+            ..opts(true)
+        };
+        let (mut old, mut new) = (Vec::new(), Vec::new());
+        {
+            let q = SledStore::open(&path, o.clone()).unwrap();
+            let batch: Vec<_> = (0..2000)
+                .map(|i| ev("shop", Some(&format!("old{i}")), 999))
+                .collect();
+            old.extend(q.append_batch(&batch).iter().map(accepted));
+            let batch: Vec<_> = (0..2000)
+                .map(|i| ev("shop", Some(&format!("new{i}")), 1000 + i))
+                .collect();
+            new.extend(q.append_batch(&batch).iter().map(accepted));
+            // One more so the newest event is at 11,000: the window starts at 1,000.
+            accepted(&q.append_batch(&[ev("shop", None, 11_000)])[0]);
+        }
+        let q = crate::queue::sled_store::reopen_after_drop(&path, o);
+        let again: Vec<_> = (0..2000)
+            .flat_map(|i| {
+                [
+                    ev("shop", Some(&format!("old{i}")), 10_998),
+                    ev("shop", Some(&format!("new{i}")), 10_999),
+                ]
+            })
+            .collect();
+        let out = q.append_batch(&again);
+        for i in 0..2000 {
+            let o = &out[2 * i];
+            assert!(
+                matches!(o, Ok(AppendOutcome::Accepted(id)) if !old.contains(id)),
+                "old{i}: {o:?}"
+            );
+            assert!(
+                matches!(out[2 * i + 1], Ok(AppendOutcome::Duplicate(id)) if id == new[i]),
+                "new{i}: {:?}",
+                out[2 * i + 1]
+            );
+        }
+    }
 }

@@ -99,7 +99,7 @@ impl Record {
 #[derive(Default)]
 struct Index {
     /// Deliverable now, in arrival order, with the source (for per-source counts).
-    ready: BTreeMap<u64, Arc<str>>,
+    ready: super::ready::ReadySet,
     /// Waiting for a retry time: (not_before, id).
     delayed: BTreeSet<(i64, u64)>,
     delayed_src: HashMap<u64, Arc<str>>,
