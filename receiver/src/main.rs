@@ -49,6 +49,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    stockhook_shared::memory::limit_arenas();
     let cli = Cli::parse();
     // Generated from the definition above; no config needed.
     match &cli.command {

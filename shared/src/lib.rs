@@ -11,6 +11,7 @@ pub mod envelope;
 pub mod lifecycle;
 pub mod loader;
 pub mod log_line;
+pub mod memory;
 pub mod metrics;
 pub mod metrics_http;
 pub mod process_metrics;

@@ -12,7 +12,6 @@ pub mod cover;
 pub mod dashboard;
 pub mod email;
 pub mod facts;
-pub mod memory;
 pub mod metrics;
 pub mod ops;
 pub mod pipeline;

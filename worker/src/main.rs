@@ -214,7 +214,7 @@ async fn failed_change(
 }
 
 fn main() -> ExitCode {
-    stockhook_worker::memory::limit_arenas();
+    stockhook_shared::memory::limit_arenas();
     let cli = Cli::parse();
     // Generated from the definition above; no config needed.
     match &cli.command {
