@@ -348,8 +348,18 @@ impl StateBackend for SledState {
         self.blocking(move |s| s.outbox(keep)).await
     }
 
+    /// Read on the state's blocking pool (the entries, then the planned sets they refer to),
+    /// decoded on the caller's: the dashboard's snapshot reads them.
     async fn open_alerts(&self) -> Result<Vec<OutboxEntry>, StateError> {
-        self.blocking(|s| s.open_alerts()).await
+        use super::sled::OpenAlerts;
+        let raw = self.blocking(|s| s.open_alerts_raw()).await?;
+        let open = decode_here(move || OpenAlerts::decode(&raw)).await?;
+        let wanted = open.sets.clone();
+        let sets = match wanted.is_empty() {
+            true => Vec::new(),
+            false => self.blocking(move |s| s.sets_raw(&wanted)).await?,
+        };
+        decode_here(move || open.resolve(&sets)).await
     }
 
     async fn recent_alerts<Sc, F>(

@@ -98,6 +98,59 @@ impl RawItems {
     }
 }
 
+/// The open outbox entries decoded from their records ([`StateStore::open_alerts_raw`]),
+/// planned sets not resolved yet: decoded by the caller, like [`RawItems`].
+pub struct OpenAlerts {
+    entries: Vec<OutboxEntry>,
+    /// The planned sets they refer to: [`StateStore::sets_raw`] reads them.
+    pub sets: Vec<String>,
+}
+
+impl OpenAlerts {
+    /// Decodes the entries that are not sent (an undecodable one is skipped, as in every
+    /// outbox scan).
+    pub fn decode(values: &[sled::IVec]) -> OpenAlerts {
+        let entries: Vec<OutboxEntry> = values
+            .iter()
+            .filter_map(|v| serde_json::from_slice::<OutboxEntry>(v).ok())
+            .filter(|e| e.status != OutboxStatus::Sent)
+            .collect();
+        let mut sets: Vec<String> = entries
+            .iter()
+            .filter_map(|e| planned_sets::reference(e).map(str::to_string))
+            .collect();
+        sets.sort();
+        sets.dedup();
+        OpenAlerts { entries, sets }
+    }
+
+    /// The entries with their planned sets (`sets`: the records read), ordered by creation.
+    /// One whose set is missing or unreadable is left out, as [`StateStore::outbox`] does.
+    pub fn resolve(self, sets: &[(String, sled::IVec)]) -> Vec<OutboxEntry> {
+        let mut known = HashMap::new();
+        for (id, v) in sets {
+            if let Ok(rec) = serde_json::from_slice::<planned_sets::SetRecord>(v) {
+                known.insert(id.clone(), rec.ids);
+            }
+        }
+        let mut out: Vec<OutboxEntry> = self
+            .entries
+            .into_iter()
+            .filter_map(|mut e| {
+                if let Some(set) = planned_sets::to_read(&mut e, &known) {
+                    tracing::warn!(alert = %e.alert.id, set = %set, "outbox entry skipped: its planned set cannot be read");
+                    return None;
+                }
+                Some(e)
+            })
+            .collect();
+        out.sort_by(|a, b| {
+            (a.alert.created_at, &a.alert.id).cmp(&(b.alert.created_at, &b.alert.id))
+        });
+        out
+    }
+}
+
 /// Decodes item records, skipping those that do not decode.
 pub fn decode_items(values: &[sled::IVec]) -> Vec<ItemState> {
     values
@@ -475,7 +528,33 @@ impl StateStore {
     /// Pending and failed entries only (not those sent): what is still owed or needs the
     /// operator, read by key range (`o/`), ordered by creation.
     pub fn open_alerts(&self) -> Result<Vec<OutboxEntry>, StateError> {
-        self.scan_outbox(&[b"o/"], |e| e.status != OutboxStatus::Sent)
+        let open = OpenAlerts::decode(&self.open_alerts_raw()?);
+        let sets = self.sets_raw(&open.sets)?;
+        Ok(open.resolve(&sets))
+    }
+
+    /// The records behind [`StateStore::open_alerts`], not decoded ([`OpenAlerts::decode`]).
+    pub fn open_alerts_raw(&self) -> Result<Vec<sled::IVec>, StateError> {
+        let mut out = Vec::new();
+        for item in self.tree.scan_prefix(b"o/") {
+            out.push(item.map_err(storage("scanning outbox"))?.1);
+        }
+        Ok(out)
+    }
+
+    /// The planned set records of these ids as stored (those missing left out).
+    pub fn sets_raw(&self, ids: &[String]) -> Result<Vec<(String, sled::IVec)>, StateError> {
+        let mut out = Vec::new();
+        for id in ids {
+            if let Some(v) = self
+                .tree
+                .get(set_key(id))
+                .map_err(storage("reading a planned set"))?
+            {
+                out.push((id.clone(), v));
+            }
+        }
+        Ok(out)
     }
 
     fn scan_outbox(
@@ -1509,6 +1588,12 @@ mod tests {
             );
         }
         assert!(s.due_alerts(100).unwrap().iter().all(|e| e.planned == ids));
+        let open = s.open_alerts().unwrap();
+        assert_eq!(open.len(), 50);
+        assert!(
+            open.iter().all(|e| e.planned == ids),
+            "open entries resolved"
+        );
         assert_eq!(s.alert(&ids[7]).unwrap().planned, ids);
         // An update sees the members, and keeps them; sent, they are still whole.
         let want = ids.clone();
@@ -1524,6 +1609,7 @@ mod tests {
         )
         .unwrap();
         assert!(s.due_alerts(1_000).unwrap().is_empty());
+        assert!(s.open_alerts().unwrap().is_empty(), "sent: not open");
         assert_eq!(s.alert(&ids[3]).unwrap().planned, ids);
         assert!(s.outbox(|_| true).unwrap().iter().all(|e| e.planned == ids));
         assert_eq!(keys(&s, b"P/").len(), 1);
