@@ -4,8 +4,11 @@
 //! directory through the same `apply_batch` the worker uses (catalog entry, three level reports
 //! and two sales per item, over ten sources), then renders each page through the dashboard's
 //! own route code (`server::get_page`, from the shared snapshot) 200 times and prints p50, p99
-//! and max. It also times taking a fresh snapshot (what a page load costs once a second at most).
-//! Under `cargo test` (no `--bench`) it runs once with 2,000 items, as a smoke test.
+//! and max. It also times taking a snapshot (what a page load costs once a second at most): the
+//! first one (every item read), and one after [`FLOW`] items changed (a second of events at
+//! 2,000/s: the dashboard reads only those). Under `cargo test` (no `--bench`) it runs once
+//! with 2,000 items, as a smoke test. `STOCKHOOK_BENCH_ITEMS` sets the number of items (for a
+//! run under callgrind, docs/PERFORMANCE.md section 15b).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,6 +21,9 @@ use stockhook_worker::reload::RulesSlot;
 use stockhook_worker::state::{Prepared, RuleConfig, SledState, StateBackend};
 
 const SOURCES: usize = 10;
+
+/// Items changed between the snapshots of the "after a flow" line.
+const FLOW: usize = 2_000;
 const TOKEN: &str = "bench-admin-token-0123456789";
 
 fn rules() -> RuleConfig {
@@ -88,6 +94,10 @@ fn pct(v: &mut [Duration], p: f64) -> Duration {
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let (items, rounds) = if full { (50_000, 200) } else { (2_000, 3) };
+    let items = std::env::var("STOCKHOOK_BENCH_ITEMS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(items);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -115,37 +125,76 @@ fn main() {
         println!("filled {items} items in {:.1?}", started.elapsed());
 
         let config = config(dir.path());
-        let dash = Dashboard::new(
-            &config,
-            state.clone(),
-            Arc::new(RulesSlot::new(rules())),
-            Arc::new(tokio::sync::Notify::new()),
-            false,
-        )
-        .expect("dashboard");
+        let dashboard = || {
+            Dashboard::new(
+                &config,
+                state.clone(),
+                Arc::new(RulesSlot::new(rules())),
+                Arc::new(tokio::sync::Notify::new()),
+                false,
+            )
+            .expect("dashboard")
+        };
+        // The first snapshot of a dashboard reads every item.
+        let mut first = Vec::new();
+        for _ in 0..rounds.min(10) {
+            let dash = dashboard();
+            let t = Instant::now();
+            dash.snapshot().await.expect("snapshot");
+            first.push(t.elapsed());
+        }
+        let dash = dashboard();
         let user = dash.auth.by_token(TOKEN).expect("the bench user").clone();
         let ctx = Ctx {
             user: &user,
             csrf: "bench",
         };
 
-        let mut fresh = Vec::new();
-        for _ in 0..rounds.min(10) {
+        // Later snapshots read the items changed since the last one: here FLOW level reports
+        // on items already there, between snapshots.
+        let flow = FLOW.min(items);
+        let mut later = Vec::new();
+        dash.snapshot().await.expect("snapshot");
+        for round in 0..rounds.min(10) {
+            for start in (0..flow).step_by(500) {
+                let batch: Vec<Prepared> = (start..flow.min(start + 500))
+                    .map(|k| {
+                        id += 1;
+                        let i = (round * flow + k) % items;
+                        let mut ev = event(id, i, now);
+                        ev.normalized.facts = vec![Fact::InventoryLevel {
+                            item: format!("item-{i}"),
+                            location: "all".into(),
+                            available: Some((id % 50) as i64),
+                            at: now - 1_000 + round as i64,
+                        }];
+                        ev
+                    })
+                    .collect();
+                state
+                    .apply_batch(batch, r.clone(), now, false)
+                    .await
+                    .expect("apply");
+            }
             dash.invalidate().await;
             let t = Instant::now();
             dash.snapshot().await.expect("snapshot");
-            fresh.push(t.elapsed());
+            later.push(t.elapsed());
         }
         let snap = dash.snapshot().await.expect("snapshot");
-        println!(
-            "{:<48} p50 {:>9.2?}  p99 {:>9.2?}  max {:>9.2?}  ({} items, {} open alerts)",
-            "snapshot (state read, at most once a second)",
-            pct(&mut fresh, 0.5),
-            pct(&mut fresh, 0.99),
-            pct(&mut fresh, 1.0),
-            snap.items.len(),
-            snap.open.len()
-        );
+        for (name, times) in [
+            ("snapshot, first (every item read)".to_string(), &mut first),
+            (format!("snapshot after {flow} items changed"), &mut later),
+        ] {
+            println!(
+                "{name:<48} p50 {:>9.2?}  p99 {:>9.2?}  max {:>9.2?}  ({} items, {} open alerts)",
+                pct(times, 0.5),
+                pct(times, 0.99),
+                pct(times, 1.0),
+                snap.items.len(),
+                snap.open.len()
+            );
+        }
         assert_eq!(snap.items.len(), items);
 
         let k = items / 2 + 2;

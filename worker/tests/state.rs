@@ -116,6 +116,81 @@ on_both_backends! {
     catalog_batches_name_locations_correct_levels_and_remove_what_they_miss => catalog_batches;
     the_scheduled_pass_in_dry_run_writes_nothing_and_skips_removed_items => preview_dry_run;
     hourly_event_counters_are_kept_two_days => hourly_counters;
+    a_copy_kept_by_item_changes_equals_a_full_read => item_changes;
+}
+
+/// A reader's copy of every item kept with [`StateBackend::item_changes`] (the dashboard's
+/// snapshot) equals a full read after every round of changes, removals (an item adopted as
+/// another's alias) and dry runs; a read with no change since reads nothing (where the backend
+/// follows changes: one that reads everything returns no cursor).
+async fn item_changes<S: StateBackend>(s: &S) {
+    use std::collections::BTreeMap;
+    use stockhook_worker::state::backend::ItemChanges;
+    let r = rules();
+    let mut rng = StdRng::seed_from_u64(16);
+    let mut copy: BTreeMap<(String, String), ItemState> = BTreeMap::new();
+    let mut cursor = None;
+    let key = |st: &ItemState| (st.source.clone(), st.item.clone());
+    let mut id = 0;
+    // Removals and changes read as such (not as full reads), where the backend follows changes.
+    let (mut removals, mut changed) = (0, 0);
+    for round in 0..12 {
+        let batch: Vec<Prepared> = (0..rng.gen_range(1..12))
+            .map(|_| {
+                id += 1;
+                let item = format!("i{}", rng.gen_range(0..25));
+                if rng.gen_bool(0.15) {
+                    let alias = format!("i{}", rng.gen_range(0..25));
+                    ev(
+                        id,
+                        vec![Fact::CatalogEntry {
+                            item,
+                            aliases: vec![alias],
+                            sku: None,
+                            title: Some(format!("t{id}")),
+                            at: id as i64,
+                        }],
+                    )
+                } else {
+                    ev(id, vec![level(&item, "l", rng.gen_range(0..20), id as i64)])
+                }
+            })
+            .collect();
+        s.apply_batch(batch, r.clone(), 10, rng.gen_bool(0.2))
+            .await
+            .unwrap();
+        let read = s.item_changes(cursor).await.unwrap();
+        match read.changes {
+            ItemChanges::All(items) => {
+                copy = items.iter().map(|st| (key(st), st.clone())).collect()
+            }
+            ItemChanges::Changed { items, gone } => {
+                assert!(cursor.is_some(), "round {round}: changes without a cursor");
+                removals += gone.len();
+                changed += items.len();
+                for k in gone {
+                    copy.remove(&k);
+                }
+                copy.extend(items.iter().map(|st| (key(st), st.clone())));
+            }
+        }
+        cursor = read.cursor;
+        let all: Vec<ItemState> = copy.values().cloned().collect();
+        assert_eq!(all, s.items().await.unwrap(), "round {round}");
+    }
+    assert!(copy.len() > 5, "{}", copy.len());
+    let again = s.item_changes(cursor).await.unwrap();
+    if cursor.is_some() {
+        assert!(
+            removals > 0 && changed > 0,
+            "{removals} removals, {changed} changes read"
+        );
+        assert!(
+            matches!(&again.changes, ItemChanges::Changed { items, gone } if items.is_empty() && gone.is_empty()),
+            "{:?}",
+            again.changes
+        );
+    }
 }
 
 /// Events are counted per source and hour of arrival; housekeeping forgets hours older than

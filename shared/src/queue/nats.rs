@@ -490,6 +490,20 @@ pub async fn scan_last_per_subject(
     scan(stream, filter, consumer::DeliverPolicy::LastPerSubject).await
 }
 
+/// Every message under `filter` from stream sequence `start` on, oldest first (what changed in
+/// a KV bucket since a sequence already read, delete markers included): (stream sequence,
+/// subject, headers, payload).
+pub async fn scan_from(
+    stream: &stream::Stream,
+    filter: &str,
+    start: u64,
+) -> Result<Vec<(u64, String, HeaderMap, Bytes)>, async_nats::Error> {
+    let policy = consumer::DeliverPolicy::ByStartSequence {
+        start_sequence: start,
+    };
+    scan(stream, filter, policy).await
+}
+
 /// How long a scan waits for the next message before taking the snapshot as complete.
 const SCAN_IDLE: Duration = Duration::from_secs(2);
 

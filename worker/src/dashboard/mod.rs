@@ -6,6 +6,9 @@
 //! [`SNAPSHOT_MAX_AGE`] (and at most 1/[`SNAPSHOT_COST_FACTOR`] of the time) and shared by
 //! every request meanwhile, so browsing never holds the
 //! state store for a page's rendering and a burst of page loads costs one read of the state.
+//! That read is incremental: the dashboard keeps its copy of every item and reads only those
+//! changed since the last snapshot ([`StateBackend::item_changes`]); the records read are
+//! decoded here, at the dashboard's priority, not where the state is read.
 //! Pages are served and snapshots taken on a runtime of their own at a lower CPU priority
 //! (`background`), so page loads never compete on equal terms with event processing.
 //! Modules: [`server`] (HTTP, routing, headers), [`auth`] (users, sessions, CSRF), [`pages`]
@@ -24,8 +27,10 @@ pub mod view;
 use crate::backend::Queue;
 use crate::email::admin_links::Stores;
 use crate::reload::RulesSlot;
-use crate::state::StateBackend;
+use crate::state::backend::{ItemChanges, ItemsCursor};
+use crate::state::{ItemState, StateBackend};
 use anyhow::Context as _;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use stockhook_shared::config::Config;
@@ -44,26 +49,65 @@ pub const SNAPSHOT_COST_FACTOR: u32 = 5;
 /// A snapshot older than this is not shown while a new one is taken: the page waits for it.
 pub const SNAPSHOT_STALE_LIMIT: Duration = Duration::from_secs(30);
 
-/// Reads everything the pages show from the state, once: every item, the open alerts (not
-/// the sent ones: [`alerts`] reads those a page at a time) and the counters. Runs on
-/// [`background`], never on the runtime that processes events.
+/// The dashboard's own copy of every item, kept between snapshots so that a snapshot reads
+/// only the items changed since the last one ([`StateBackend::item_changes`]).
+#[derive(Default)]
+struct ItemCopy {
+    /// Where the last read left off; `None`: the next read reads every item.
+    cursor: Option<ItemsCursor>,
+    /// By (source, item): the snapshot's order.
+    items: BTreeMap<(String, String), Arc<ItemState>>,
+}
+
+impl ItemCopy {
+    fn apply(&mut self, changes: ItemChanges) {
+        let entry = |st: ItemState| ((st.source.clone(), st.item.clone()), Arc::new(st));
+        match changes {
+            ItemChanges::All(items) => self.items = items.into_iter().map(entry).collect(),
+            ItemChanges::Changed { items, gone } => {
+                for key in gone {
+                    self.items.remove(&key);
+                }
+                self.items.extend(items.into_iter().map(entry));
+            }
+        }
+    }
+}
+
+/// Reads everything the pages show from the state, once: the items changed since the last
+/// snapshot (`copy` keeps the rest), the open alerts (not the sent ones: [`alerts`] reads
+/// those a page at a time) and the counters. Runs on [`background`], never on the runtime that
+/// processes events.
 async fn take_snapshot<S: StateBackend>(
     state: Arc<S>,
     rules: Arc<RulesSlot>,
+    copy: Arc<Mutex<ItemCopy>>,
 ) -> anyhow::Result<Arc<Snapshot>> {
     let build = async move {
-        let mut items = state.items().await.context("reading items")?;
-        items.sort_by(|a, b| (&a.source, &a.item).cmp(&(&b.source, &b.item)));
         let open = state.open_alerts().await.context("reading open alerts")?;
         let counters = state.counters().await.context("reading counters")?;
         let rules = rules.current();
-        // Sorting and the per-item figures are CPU work: on the background runtime's one
-        // blocking thread, like the reads above.
-        let snap = tokio::task::spawn_blocking(move || {
-            Snapshot::new(now_ms(), items, open, counters, rules)
+        let mut slot = copy.lock().await;
+        // Taken out: if anything below fails, the copy left is empty with no cursor, and the
+        // next snapshot reads every item again (the changes read here may be gone from the
+        // state's log).
+        let mut mine = std::mem::take(&mut *slot);
+        let read = state
+            .item_changes(mine.cursor.take())
+            .await
+            .context("reading items")?;
+        // Applying the changes, sorting and the per-item figures are CPU work: on the
+        // background runtime's blocking threads.
+        let (mine, snap) = tokio::task::spawn_blocking(move || {
+            mine.apply(read.changes);
+            mine.cursor = read.cursor;
+            let items = mine.items.values().cloned().collect();
+            let snap = Snapshot::new(now_ms(), items, open, counters, rules);
+            (mine, snap)
         })
         .await
         .context("building the dashboard snapshot")?;
+        *slot = mine;
         Ok(Arc::new(snap))
     };
     background()?
@@ -136,6 +180,8 @@ pub struct Dashboard<S> {
     snapshot: Arc<Mutex<Held>>,
     /// Held while a snapshot is being taken.
     refreshing: Arc<Mutex<()>>,
+    /// Every item as the last snapshot read it.
+    items: Arc<Mutex<ItemCopy>>,
     queue: Mutex<Option<Arc<Queue>>>,
 }
 
@@ -158,6 +204,7 @@ impl<S: StateBackend> Dashboard<S> {
             secure,
             snapshot: Arc::new(Mutex::new(None)),
             refreshing: Arc::new(Mutex::new(())),
+            items: Arc::new(Mutex::new(ItemCopy::default())),
             queue: Mutex::new(None),
         })
     }
@@ -186,7 +233,8 @@ impl<S: StateBackend> Dashboard<S> {
             }
         }
         let started = Instant::now();
-        let snap = take_snapshot(self.state.clone(), self.rules.clone()).await?;
+        let snap =
+            take_snapshot(self.state.clone(), self.rules.clone(), self.items.clone()).await?;
         *self.snapshot.lock().await = Some((Instant::now(), snap.clone(), started.elapsed()));
         Ok(snap)
     }
@@ -198,10 +246,11 @@ impl<S: StateBackend> Dashboard<S> {
         let state = self.state.clone();
         let rules = self.rules.clone();
         let slot = self.snapshot.clone();
+        let items = self.items.clone();
         tokio::spawn(async move {
             let _guard = guard;
             let started = Instant::now();
-            match take_snapshot(state, rules).await {
+            match take_snapshot(state, rules, items).await {
                 Ok(snap) => *slot.lock().await = Some((Instant::now(), snap, started.elapsed())),
                 Err(e) => tracing::warn!(error = %e, "dashboard snapshot failed"),
             }

@@ -19,7 +19,9 @@ use std::sync::Arc;
 /// Everything a page reads, taken at once; shared by every request until the next refresh.
 pub struct Snapshot {
     pub taken_at: i64,
-    pub items: Vec<ItemState>,
+    /// Ordered by (source, item). Shared with the dashboard's copy of the state's items (and
+    /// the next snapshot), not cloned per snapshot.
+    pub items: Vec<Arc<ItemState>>,
     /// The outbox entries still open (pending, failed): the overview's counts. Sent ones are
     /// never in a snapshot (they grow with every alert); the alerts pages read them by key
     /// range from the state ([`crate::state::StateBackend::recent_alerts`]).
@@ -87,7 +89,7 @@ impl Snapshot {
     /// text worked out once.
     pub fn new(
         taken_at: i64,
-        items: Vec<ItemState>,
+        items: Vec<Arc<ItemState>>,
         open: Vec<OutboxEntry>,
         counters: BTreeMap<String, i64>,
         rules: Arc<RuleConfig>,
@@ -448,7 +450,7 @@ pub fn figures(snap: &Snapshot, sources: &[String]) -> Vec<SourceFigures> {
 /// Every source's figures, once per snapshot.
 fn all_figures(
     now: i64,
-    items: &[ItemState],
+    items: &[Arc<ItemState>],
     derived: &[Derived],
     outbox: &[OutboxEntry],
     counters: &BTreeMap<String, i64>,
@@ -530,7 +532,7 @@ pub fn find<'a>(snap: &'a Snapshot, scope: &Scope, id: &str) -> Option<&'a ItemS
     snap.items
         .binary_search_by(|st| (st.source.as_str(), st.item.as_str()).cmp(&(source, item)))
         .ok()
-        .map(|i| &snap.items[i])
+        .map(|i| &*snap.items[i])
 }
 
 /// The ids an item's alerts may have had: the stock rules' of its last
@@ -607,7 +609,7 @@ mod tests {
         items.sort_by(|a, b| (&a.source, &a.item).cmp(&(&b.source, &b.item)));
         Snapshot::new(
             NOW,
-            items,
+            items.into_iter().map(Arc::new).collect(),
             Vec::new(),
             counters,
             Arc::new(RuleConfig::example()),

@@ -44,6 +44,31 @@ pub struct AlertPage {
     pub next: Option<AlertCursor>,
 }
 
+/// Where an incremental read of the items ([`StateBackend::item_changes`]) left off: handed
+/// back on the next call. Opaque to the reader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ItemsCursor(pub(crate) u64);
+
+/// What one [`StateBackend::item_changes`] call read.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ItemChanges {
+    /// Every item (in no particular order): the reader's copy is replaced by these.
+    All(Vec<ItemState>),
+    /// The items changed since the cursor, as they are now, and the `(source, item)` of those
+    /// changed that are no longer stored. Items not listed are as the reader last read them.
+    Changed {
+        items: Vec<ItemState>,
+        gone: Vec<(String, String)>,
+    },
+}
+
+/// [`ItemChanges`] and the cursor to read on from (`None`: the next call reads everything).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ItemRead {
+    pub changes: ItemChanges,
+    pub cursor: Option<ItemsCursor>,
+}
+
 /// Most index entries one [`StateBackend::recent_alerts`] call looks at (a scope or a status
 /// filter that matches little then ends the page early, with a cursor to go on from).
 pub const RECENT_SCAN_MAX: usize = 20_000;
@@ -197,6 +222,23 @@ pub trait StateBackend: Send + Sync + 'static {
     /// Every item, ordered by source and item id.
     fn items(&self) -> impl Future<Output = Result<Vec<ItemState>, StateError>> + Send;
 
+    /// The items changed since `since` (a cursor from the previous call), for a reader that
+    /// keeps its own copy of every item (the dashboard's snapshot). Without a cursor, or with
+    /// one the backend no longer follows, every item. A change committed before this call
+    /// returns is in this answer or the next one. The default reads every item every time.
+    fn item_changes(
+        &self,
+        since: Option<ItemsCursor>,
+    ) -> impl Future<Output = Result<ItemRead, StateError>> + Send {
+        let _ = since;
+        async move {
+            Ok(ItemRead {
+                changes: ItemChanges::All(self.items().await?),
+                cursor: None,
+            })
+        }
+    }
+
     /// The ids of `source`'s live (not removed) items: what a complete catalog batch is
     /// compared with to find what it misses, without holding every item's record at once.
     fn live_item_ids(
@@ -251,6 +293,20 @@ impl SledState {
     }
 }
 
+/// Runs `f` (decoding records read by [`SledState::blocking`]) on the blocking pool of the
+/// runtime that awaits it: the dashboard's decodes its snapshots' items at its own lower
+/// priority, not at the event runtime's.
+async fn decode_here<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, StateError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StateError::Storage {
+            context: "decoding records".into(),
+            message: e.to_string(),
+        })
+}
+
 impl StateBackend for SledState {
     fn describe(&self) -> String {
         self.0.path().display().to_string()
@@ -292,8 +348,18 @@ impl StateBackend for SledState {
         self.blocking(move |s| s.outbox(keep)).await
     }
 
+    /// Read on the state's blocking pool (the entries, then the planned sets they refer to),
+    /// decoded on the caller's: the dashboard's snapshot reads them.
     async fn open_alerts(&self) -> Result<Vec<OutboxEntry>, StateError> {
-        self.blocking(|s| s.open_alerts()).await
+        use super::sled::OpenAlerts;
+        let raw = self.blocking(|s| s.open_alerts_raw()).await?;
+        let open = decode_here(move || OpenAlerts::decode(&raw)).await?;
+        let wanted = open.sets.clone();
+        let sets = match wanted.is_empty() {
+            true => Vec::new(),
+            false => self.blocking(move |s| s.sets_raw(&wanted)).await?,
+        };
+        decode_here(move || open.resolve(&sets)).await
     }
 
     async fn recent_alerts<Sc, F>(
@@ -385,8 +451,23 @@ impl StateBackend for SledState {
         self.blocking(|s| s.counters()).await
     }
 
+    /// Read on the state's blocking pool, decoded on the caller's ([`decode_here`]).
     async fn items(&self) -> Result<Vec<ItemState>, StateError> {
-        self.blocking(|s| s.items()).await
+        let raw = self.blocking(|s| s.items_raw()).await?;
+        decode_here(move || super::sled::decode_items(&raw)).await
+    }
+
+    /// The records noted changed since the last read ([`StateStore::item_changes_raw`]), read
+    /// on the state's blocking pool, decoded on the caller's.
+    async fn item_changes(&self, since: Option<ItemsCursor>) -> Result<ItemRead, StateError> {
+        let (generation, raw) = self
+            .blocking(move |s| s.item_changes_raw(since.map(|c| c.0)))
+            .await?;
+        let changes = decode_here(move || raw.decode()).await?;
+        Ok(ItemRead {
+            changes,
+            cursor: Some(ItemsCursor(generation)),
+        })
     }
 
     async fn live_item_ids(&self, source: String) -> Result<Vec<String>, StateError> {

@@ -38,6 +38,7 @@
 
 mod view;
 
+use super::backend::{ItemChanges, ItemRead, ItemsCursor};
 use super::engine;
 use crate::alert::{Alert, OutboxEntry, OutboxStatus};
 use crate::facts::Fact;
@@ -356,23 +357,41 @@ impl NatsState {
 
     /// Current values under `prefix` (`""` = the whole bucket): (key, value, revision).
     async fn scan(&self, b: B, prefix: &str) -> Result<Vec<(String, Bytes, u64)>, StateError> {
+        Ok(self
+            .scan_records(b, prefix, None)
+            .await?
+            .into_iter()
+            .filter_map(|(seq, key, payload)| Some((key, payload?, seq)))
+            .collect())
+    }
+
+    /// The records under `prefix` (keys stripped of the bucket's subject): with `from`, every
+    /// write from that stream sequence on, oldest first; without, the newest of each key.
+    /// (stream sequence, key, payload; `None`: deleted).
+    async fn scan_records(
+        &self,
+        b: B,
+        prefix: &str,
+        from: Option<u64>,
+    ) -> Result<Vec<(u64, String, Option<Bytes>)>, StateError> {
         let kv = self.bucket(b);
         let filter = format!("$KV.{}.{prefix}>", kv.name);
         let strip = format!("$KV.{}.", kv.name);
-        let msgs = qnats::scan_last_per_subject(&kv.stream, &filter)
-            .await
-            .map_err(|e| err(&format!("scanning {}", kv.name), e))?;
+        let msgs = match from {
+            Some(start) => qnats::scan_from(&kv.stream, &filter, start).await,
+            None => qnats::scan_last_per_subject(&kv.stream, &filter).await,
+        }
+        .map_err(|e| err(&format!("scanning {}", kv.name), e))?;
         Ok(msgs
             .into_iter()
-            .filter(|(_, _, h, _)| {
-                !h.get("KV-Operation")
-                    .is_some_and(|op| op.as_str() == "DEL" || op.as_str() == "PURGE")
-            })
-            .map(|(seq, subject, _, payload)| {
+            .map(|(seq, subject, h, payload)| {
+                let deleted = h
+                    .get("KV-Operation")
+                    .is_some_and(|op| op.as_str() == "DEL" || op.as_str() == "PURGE");
                 (
-                    subject.strip_prefix(&strip).unwrap_or(&subject).to_string(),
-                    payload,
                     seq,
+                    subject.strip_prefix(&strip).unwrap_or(&subject).to_string(),
+                    (!deleted).then_some(payload),
                 )
             })
             .collect())
@@ -846,6 +865,40 @@ impl StateBackend for NatsState {
         }
         out.sort_by(|a, b| (&a.source, &a.item).cmp(&(&b.source, &b.item)));
         Ok(out)
+    }
+
+    /// From the items bucket's stream: without a cursor the newest record of every item, with
+    /// one every write after the stream sequence it names (the last one per item counts). A
+    /// write after the read's consumer started may be missed by this read; its sequence is past
+    /// the cursor returned, so the next read has it.
+    async fn item_changes(&self, since: Option<ItemsCursor>) -> Result<ItemRead, StateError> {
+        let records = self
+            .scan_records(B::Items, "i.", since.map(|c| c.0 + 1))
+            .await?;
+        let mut last = since.map_or(0, |c| c.0);
+        let mut newest: HashMap<String, Option<Bytes>> = HashMap::new();
+        for (seq, key, payload) in records {
+            last = last.max(seq);
+            newest.insert(key, payload);
+        }
+        let (mut items, mut gone) = (Vec::new(), Vec::new());
+        for (key, payload) in newest {
+            match payload.and_then(|b| from_json::<ItemRec>(&key, &b).ok()) {
+                Some(r) => items.push(r.state),
+                None => gone.extend(
+                    dec(key.strip_prefix("i.").unwrap_or(&key))
+                        .split_once('\0')
+                        .map(|(source, item)| (source.to_string(), item.to_string())),
+                ),
+            }
+        }
+        Ok(ItemRead {
+            changes: match since {
+                Some(_) => ItemChanges::Changed { items, gone },
+                None => ItemChanges::All(items),
+            },
+            cursor: Some(ItemsCursor(last)),
+        })
     }
 
     async fn live_item_ids(&self, source: String) -> Result<Vec<String>, StateError> {
