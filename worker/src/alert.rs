@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 /// The built-in channel's name in routes and in [`OutboxEntry::channels`].
 pub const EMAIL: &str = stockhook_shared::channels::EMAIL;
@@ -29,6 +30,84 @@ pub fn set_id<S: AsRef<str>>(ids: &[S]) -> String {
 /// down before sending), so a resend after a crash or a takeover carries the same Message-ID.
 pub fn message_id(set: &str) -> String {
     format!("<{set}@stockhook>")
+}
+
+/// The alert ids of one planned email ([`OutboxEntry::planned`]), shared: every member of a set
+/// holds the same allocation, so copying a member or comparing its set with another member's
+/// costs the same whatever the set's size.
+///
+/// Why: a set of k alerts is copied and compared with each of its k members (planning,
+/// claiming, writing down), k² ids per email with a `Vec`. Once the sender fell behind (sets of
+/// 200), that made each alert cost ~200 times more and it stayed behind (docs/PERFORMANCE.md,
+/// section 16). Stored as a plain JSON list, as before.
+#[derive(Clone, Default)]
+pub struct PlannedSet(Arc<[String]>);
+
+impl PlannedSet {
+    /// Whether `self` and `other` are the same allocation (then certainly equal).
+    fn same(&self, other: &PlannedSet) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl std::ops::Deref for PlannedSet {
+    type Target = [String];
+    fn deref(&self) -> &[String] {
+        &self.0
+    }
+}
+
+impl From<Vec<String>> for PlannedSet {
+    fn from(ids: Vec<String>) -> PlannedSet {
+        PlannedSet(ids.into())
+    }
+}
+
+impl PartialEq for PlannedSet {
+    fn eq(&self, other: &PlannedSet) -> bool {
+        self.same(other) || self.0[..] == other.0[..]
+    }
+}
+
+impl Eq for PlannedSet {}
+
+impl PartialEq<Vec<String>> for PlannedSet {
+    fn eq(&self, other: &Vec<String>) -> bool {
+        self.0[..] == other[..]
+    }
+}
+
+impl Ord for PlannedSet {
+    fn cmp(&self, other: &PlannedSet) -> std::cmp::Ordering {
+        if self.same(other) {
+            return std::cmp::Ordering::Equal;
+        }
+        self.0[..].cmp(&other.0[..])
+    }
+}
+
+impl PartialOrd for PlannedSet {
+    fn partial_cmp(&self, other: &PlannedSet) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl std::fmt::Debug for PlannedSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.0.iter()).finish()
+    }
+}
+
+impl Serialize for PlannedSet {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0[..].serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for PlannedSet {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<PlannedSet, D::Error> {
+        Vec::<String>::deserialize(d).map(PlannedSet::from)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -155,7 +234,7 @@ pub struct OutboxEntry {
     /// sent: after a crash mid-send, exactly that set is sent again (same Message-ID, same
     /// file), never regrouped into a different email.
     #[serde(default)]
-    pub planned: Vec<String>,
+    pub planned: PlannedSet,
     /// Delivery to each channel this alert is routed to (`email`, `[[channels]]` names), once
     /// the sender has tried it. The fields above are then their aggregate: pending while any
     /// channel is, else failed if any failed, else sent; `next_attempt_at` the earliest pending
@@ -206,7 +285,7 @@ impl OutboxEntry {
             last_error: None,
             sent_at: None,
             message_id: None,
-            planned: Vec::new(),
+            planned: PlannedSet::default(),
             channels: BTreeMap::new(),
         }
     }
@@ -282,7 +361,7 @@ impl OutboxEntry {
         self.status = OutboxStatus::Pending;
         self.attempts = 0;
         self.first_attempt_at = None;
-        self.planned.clear();
+        self.planned = PlannedSet::default();
         self.next_attempt_at = now;
         for d in self.channels.values_mut() {
             if d.status == OutboxStatus::Failed {
@@ -321,6 +400,35 @@ pub(crate) fn test_alert(rule: Rule, source: &str, item: &str) -> Alert {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_planned_set_is_stored_as_a_list_shared_by_its_copies_and_compared_by_value() {
+        let ids: Vec<String> = (0..200).map(|i| format!("{i:032x}")).collect();
+        let set = PlannedSet::from(ids.clone());
+        // Stored as before: a plain JSON list, and read back from one.
+        let json = serde_json::to_string(&set).unwrap();
+        assert_eq!(json, serde_json::to_string(&ids).unwrap());
+        let back: PlannedSet = serde_json::from_str(&json).unwrap();
+        // A copy shares the members; a set read back is another allocation, equal by value.
+        let copy = set.clone();
+        assert!(copy.same(&set) && !back.same(&set));
+        assert_eq!(back, set);
+        assert_eq!(back.cmp(&set), std::cmp::Ordering::Equal);
+        assert!(set == ids);
+        let other = PlannedSet::from(ids[1..].to_vec());
+        assert_ne!(other, set);
+        assert_eq!(set.cmp(&other), ids[..].cmp(&ids[1..]));
+        // An entry without a set (older records, and fresh ones) reads as empty.
+        let e: OutboxEntry = serde_json::from_value({
+            let mut v =
+                serde_json::to_value(OutboxEntry::new(test_alert(Rule::LowStock, "s", "1"), 0))
+                    .unwrap();
+            v.as_object_mut().unwrap().remove("planned");
+            v
+        })
+        .unwrap();
+        assert!(e.planned.is_empty());
+    }
 
     #[test]
     fn ids_are_stable_and_distinct() {
@@ -380,7 +488,7 @@ mod tests {
         assert_eq!(e.last_error.as_deref(), Some("slack: HTTP 404 no_service"));
 
         // A replay brings back only the failed channel.
-        e.planned = vec!["x".into()];
+        e.planned = vec!["x".to_string()].into();
         e.replay(900);
         assert_eq!(e.status, OutboxStatus::Pending);
         assert!(e.planned.is_empty());

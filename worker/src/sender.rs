@@ -26,7 +26,7 @@
 //!
 //! [`retry`]: crate::retry
 
-use crate::alert::{Alert, ChannelDelivery, OutboxEntry, OutboxStatus, EMAIL};
+use crate::alert::{Alert, ChannelDelivery, OutboxEntry, OutboxStatus, PlannedSet, EMAIL};
 use crate::channels::{Channels, Failure};
 use crate::email::SendError;
 use crate::state::counters;
@@ -112,7 +112,7 @@ fn recipients_of(e: &OutboxEntry) -> Vec<String> {
 /// (`StateBackend::claim_alerts`) writes the set down, atomically with the claim, before the
 /// email is sent.
 fn plan(due: Vec<OutboxEntry>, now: i64) -> Vec<Vec<OutboxEntry>> {
-    let mut planned: BTreeMap<Vec<String>, Vec<OutboxEntry>> = BTreeMap::new();
+    let mut planned: BTreeMap<PlannedSet, Vec<OutboxEntry>> = BTreeMap::new();
     let mut fresh: BTreeMap<(Vec<String>, Vec<String>), Vec<OutboxEntry>> = BTreeMap::new();
     for e in due {
         if e.planned.is_empty() {
@@ -128,8 +128,9 @@ fn plan(due: Vec<OutboxEntry>, now: i64) -> Vec<Vec<OutboxEntry>> {
     let mut sets: Vec<Vec<OutboxEntry>> = planned.into_values().collect();
     for (_, entries) in fresh {
         for chunk in entries.chunks(MAX_ALERTS_PER_EMAIL) {
-            let mut set: Vec<String> = chunk.iter().map(|e| e.alert.id.clone()).collect();
-            set.sort();
+            let mut ids: Vec<String> = chunk.iter().map(|e| e.alert.id.clone()).collect();
+            ids.sort();
+            let set = PlannedSet::from(ids);
             let mut chunk = chunk.to_vec();
             for e in &mut chunk {
                 e.planned = set.clone();
@@ -184,7 +185,7 @@ pub async fn send_due<S: StateBackend>(
             let set = chunk.first().map(|e| e.planned.clone()).unwrap_or_default();
             let (claimed, other): (Vec<_>, Vec<_>) =
                 claimed.into_iter().partition(|e| e.planned == set);
-            let mut by_set: BTreeMap<Vec<String>, Vec<OutboxEntry>> = BTreeMap::new();
+            let mut by_set: BTreeMap<PlannedSet, Vec<OutboxEntry>> = BTreeMap::new();
             for e in other {
                 by_set.entry(e.planned.clone()).or_default().push(e);
             }
@@ -369,7 +370,7 @@ enum SetOnChannel {
 async fn on_channel<S: StateBackend>(
     state: &Arc<S>,
     channels: &Channels,
-    set: &[String],
+    set: &PlannedSet,
     mine: &[OutboxEntry],
     channel: &str,
     now: i64,
@@ -383,7 +384,7 @@ async fn on_channel<S: StateBackend>(
     let mut members: Vec<OutboxEntry> = mine.to_vec();
     if !others.is_empty() {
         for mut e in state.alerts(others).await? {
-            if e.planned == set {
+            if e.planned == *set {
                 e.materialize(&channels.route(&e.alert));
                 members.push(e);
             }
@@ -853,7 +854,7 @@ mod tests {
             let d = e.channels.get_mut("email").unwrap();
             d.status = OutboxStatus::Sent;
             d.delivery_id = Some("<other@stockhook>".into());
-            e.planned = vec!["x-and-y".into()];
+            e.planned = vec!["x-and-y".to_string()].into();
             e.recompute();
             stored.insert(e.alert.id.clone(), e);
         }

@@ -1359,7 +1359,7 @@ async fn claims_renew_lapse_to_another_worker_and_keep_the_planned_set() {
     let ids: Vec<String> = due.iter().map(|e| e.alert.id.clone()).collect();
     let set_a = vec!["set-a".to_string()];
     for e in &mut due {
-        e.planned = set_a.clone();
+        e.planned = set_a.clone().into();
     }
     let now = stockhook_shared::queue::now_ms();
     // A claims, with a 1 s life, renewed to 3 s: past the first deadline it is still A's.
@@ -1371,7 +1371,7 @@ async fn claims_renew_lapse_to_another_worker_and_keep_the_planned_set() {
     }
     let mut later = due.clone();
     for e in &mut later {
-        e.planned = vec!["set-b".to_string()];
+        e.planned = vec!["set-b".to_string()].into();
     }
     // The polling interval below is not a synchronization: each loop checks its condition.
     let poll = std::time::Duration::from_millis(50);
@@ -1452,7 +1452,7 @@ async fn takeover<S: StateBackend>(s: Arc<S>, data: &Path) {
             .iter()
             .cloned()
             .map(|mut e| {
-                e.planned = ids.clone();
+                e.planned = ids.clone().into();
                 e
             })
             .collect();

@@ -405,7 +405,7 @@ impl StateBackend for SledState {
             .into_iter()
             .filter(|e| e.status == OutboxStatus::Pending)
             .collect();
-        let plans: std::collections::HashMap<String, Vec<String>> = mine
+        let plans: std::collections::HashMap<String, crate::alert::PlannedSet> = mine
             .iter()
             .filter(|e| !e.planned.is_empty())
             .map(|e| (e.alert.id.clone(), e.planned.clone()))

@@ -9,7 +9,7 @@
 //! ([`reference`]); reading an entry resolves the reference, so code above the backends sees
 //! `planned` as before.
 
-use crate::alert::OutboxEntry;
+use crate::alert::{OutboxEntry, PlannedSet};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
@@ -30,7 +30,7 @@ pub struct SetRecord {
 
 /// The set id a stored entry refers to instead of listing its members, if it does.
 pub fn reference(stored: &OutboxEntry) -> Option<&str> {
-    match stored.planned.as_slice() {
+    match &stored.planned[..] {
         [one] => one.strip_prefix(REF),
         _ => None,
     }
@@ -38,7 +38,7 @@ pub fn reference(stored: &OutboxEntry) -> Option<&str> {
 
 /// The set `stored` refers to that still has to be read: `None` when it lists its members, or
 /// when `sets` (those read so far in this call) holds the set, whose members it then takes.
-pub fn to_read(stored: &mut OutboxEntry, sets: &HashMap<String, Vec<String>>) -> Option<String> {
+pub fn to_read(stored: &mut OutboxEntry, sets: &HashMap<String, PlannedSet>) -> Option<String> {
     let set = reference(stored)?.to_string();
     match sets.get(&set) {
         Some(ids) => {
@@ -49,15 +49,17 @@ pub fn to_read(stored: &mut OutboxEntry, sets: &HashMap<String, Vec<String>>) ->
     }
 }
 
-/// `rec`, just read for `set`, resolves `stored` and joins `sets` for the entries after it.
+/// `rec`, just read for `set`, resolves `stored` and joins `sets` for the entries after it
+/// (which then share its members).
 pub fn resolved(
     stored: &mut OutboxEntry,
-    sets: &mut HashMap<String, Vec<String>>,
+    sets: &mut HashMap<String, PlannedSet>,
     set: String,
     rec: SetRecord,
 ) {
-    sets.insert(set, rec.ids.clone());
-    stored.planned = rec.ids;
+    let ids = PlannedSet::from(rec.ids);
+    sets.insert(set, ids.clone());
+    stored.planned = ids;
 }
 
 /// Turns `entry` into its stored form: a set larger than [`INLINE_MAX`] is replaced by a
@@ -65,11 +67,12 @@ pub fn resolved(
 ///
 /// `known` holds the sets read so far in this call (set id to members): an entry whose members
 /// are one of them takes that id without hashing its members again (a claim or write-down of one
-/// set of k members would otherwise hash k² ids).
+/// set of k members would otherwise hash k² ids). The members an entry read in this call holds
+/// are the same allocation as `known`'s, so finding them costs a pointer comparison per set.
 pub fn split(
     entry: &mut OutboxEntry,
     now: i64,
-    known: &HashMap<String, Vec<String>>,
+    known: &HashMap<String, PlannedSet>,
 ) -> Option<(String, SetRecord)> {
     if entry.planned.len() <= INLINE_MAX || reference(entry).is_some() {
         return None;
@@ -79,8 +82,14 @@ pub fn split(
         Some((set, _)) => set.clone(),
         None => crate::alert::set_id(&ids),
     };
-    entry.planned = vec![format!("{REF}{set}")];
-    Some((set, SetRecord { at: now, ids }))
+    entry.planned = vec![format!("{REF}{set}")].into();
+    Some((
+        set,
+        SetRecord {
+            at: now,
+            ids: ids.to_vec(),
+        },
+    ))
 }
 
 #[cfg(test)]
@@ -91,12 +100,15 @@ mod tests {
     #[test]
     fn large_sets_become_a_reference_small_ones_stay() {
         let mut e = OutboxEntry::new(test_alert(Rule::LowStock, "s", "1"), 0);
-        e.planned = (0..3).map(|i| format!("{i:032x}")).collect();
+        e.planned = (0..3)
+            .map(|i| format!("{i:032x}"))
+            .collect::<Vec<_>>()
+            .into();
         let none = HashMap::new();
         assert!(split(&mut e, 5, &none).is_none());
         assert_eq!(e.planned.len(), 3);
         let ids: Vec<String> = (0..200).map(|i| format!("{i:032x}")).collect();
-        e.planned = ids.clone();
+        e.planned = ids.clone().into();
         let (set, rec) = split(&mut e, 5, &none).expect("a reference");
         assert_eq!(set, crate::alert::set_id(&ids));
         assert_eq!((rec.at, &rec.ids), (5, &ids));
@@ -104,11 +116,11 @@ mod tests {
         // Already a reference: nothing more to store.
         assert!(split(&mut e, 6, &none).is_none());
         // A set read in this call gives its id without hashing; another set is hashed.
-        let known = HashMap::from([(set.clone(), ids.clone())]);
-        e.planned = ids.clone();
+        let known = HashMap::from([(set.clone(), PlannedSet::from(ids.clone()))]);
+        e.planned = ids.clone().into();
         assert_eq!(split(&mut e, 7, &known).map(|(s, _)| s), Some(set.clone()));
         let other: Vec<String> = (1..201).map(|i| format!("{i:032x}")).collect();
-        e.planned = other.clone();
+        e.planned = other.clone().into();
         let (s2, _) = split(&mut e, 8, &known).expect("a reference");
         assert_eq!(s2, crate::alert::set_id(&other));
     }

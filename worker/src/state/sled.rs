@@ -18,7 +18,7 @@
 use super::backend::{AlertCursor, AlertPage, ItemChanges, RECENT_SCAN_MAX};
 use super::engine::{self, Mark, Member, Once, Step, Store, Token};
 use super::{counters, planned_sets, Applied, ItemState, Prepared, RuleConfig, StateError};
-use crate::alert::{Alert, OutboxEntry, OutboxStatus};
+use crate::alert::{Alert, OutboxEntry, OutboxStatus, PlannedSet};
 use crate::rules::Arming;
 use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
@@ -130,7 +130,7 @@ impl OpenAlerts {
         let mut known = HashMap::new();
         for (id, v) in sets {
             if let Ok(rec) = serde_json::from_slice::<planned_sets::SetRecord>(v) {
-                known.insert(id.clone(), rec.ids);
+                known.insert(id.clone(), PlannedSet::from(rec.ids));
             }
         }
         let mut out: Vec<OutboxEntry> = self
@@ -253,7 +253,7 @@ const NEWEST_INDEXED: &[u8] = b"x/newest-indexed";
 fn tx_get_entry(
     tx: &TransactionalTree,
     key: &[u8],
-    sets: &mut HashMap<String, Vec<String>>,
+    sets: &mut HashMap<String, PlannedSet>,
 ) -> Result<Option<OutboxEntry>, Tx> {
     let Some(mut e) = tx_get::<OutboxEntry>(tx, key)? else {
         return Ok(None);
@@ -264,8 +264,9 @@ fn tx_get_entry(
             None => {
                 let rec: planned_sets::SetRecord = tx_get(tx, &set_key(&set))?
                     .ok_or_else(|| abort(format!("planned set {set} missing")))?;
-                sets.insert(set, rec.ids.clone());
-                rec.ids
+                let ids = PlannedSet::from(rec.ids);
+                sets.insert(set, ids.clone());
+                ids
             }
         };
         e.planned = ids;
@@ -280,7 +281,7 @@ fn tx_put_entry(
     key: &[u8],
     mut e: OutboxEntry,
     now: i64,
-    known: &HashMap<String, Vec<String>>,
+    known: &HashMap<String, PlannedSet>,
     written: &mut std::collections::HashSet<String>,
 ) -> Result<(), Tx> {
     if let Some((set, rec)) = planned_sets::split(&mut e, now, known) {
@@ -589,7 +590,7 @@ impl StateStore {
     fn resolve(
         &self,
         e: &mut OutboxEntry,
-        sets: &mut HashMap<String, Vec<String>>,
+        sets: &mut HashMap<String, PlannedSet>,
     ) -> Result<(), StateError> {
         let Some(set) = planned_sets::to_read(e, sets) else {
             return Ok(());
@@ -1577,7 +1578,7 @@ mod tests {
         ids.sort();
         assert_eq!(ids.len(), 50);
         let set = ids.clone();
-        s.update_alerts(&ids, move |e| e.planned = set.clone(), None)
+        s.update_alerts(&ids, move |e| e.planned = set.clone().into(), None)
             .unwrap();
         assert_eq!(keys(&s, b"P/").len(), 1, "one record for the set");
         for (_, v) in keys(&s, b"o/") {

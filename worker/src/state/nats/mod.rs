@@ -425,7 +425,7 @@ impl NatsState {
     async fn resolve(
         &self,
         e: &mut OutboxEntry,
-        sets: &mut HashMap<String, Vec<String>>,
+        sets: &mut HashMap<String, crate::alert::PlannedSet>,
     ) -> Result<(), StateError> {
         let Some(set) = planned_sets::to_read(e, sets) else {
             return Ok(());
@@ -447,7 +447,7 @@ impl NatsState {
     async fn store_set(
         &self,
         e: &mut OutboxEntry,
-        known: &HashMap<String, Vec<String>>,
+        known: &HashMap<String, crate::alert::PlannedSet>,
         written: &mut std::collections::HashSet<String>,
     ) -> Result<(), StateError> {
         if let Some((set, rec)) = planned_sets::split(e, now_ms(), known) {
