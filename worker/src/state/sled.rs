@@ -348,14 +348,18 @@ impl StateStore {
             context: format!("opening {} for fdatasync", path.join("db").display()),
             message: e.to_string(),
         })?;
-        Ok(StateStore {
+        let store = StateStore {
             path: path.to_path_buf(),
             db,
             tree,
             data_file,
             files,
             item_log: Mutex::new(None),
-        })
+        };
+        // Here, before events flow, not at the first alerts page: there it wrote the index of a
+        // fresh state's whole outbox (no mark yet) while events waited (PERFORMANCE.md, 16).
+        store.index_newest()?;
+        Ok(store)
     }
 
     pub fn path(&self) -> &Path {
@@ -666,7 +670,8 @@ impl StateStore {
         Ok(page)
     }
 
-    /// Writes the `n/` index of every outbox entry once, for a state written before it existed.
+    /// Writes the `n/` index of every outbox entry once, for a state written before it existed
+    /// (at open; a fresh state has nothing to index and is marked at once).
     fn index_newest(&self) -> Result<(), StateError> {
         if self
             .tree
@@ -1624,6 +1629,35 @@ mod tests {
     }
 
     /// The alerts list is read newest first by key range, a page at a time, scoped by source.
+    #[test]
+    fn the_alerts_index_is_written_at_open_never_by_the_first_alerts_page() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state");
+        {
+            let s = StateStore::open(&path).unwrap();
+            // Fresh: marked at open, so the first alerts page has nothing to write.
+            assert!(s.tree.contains_key(NEWEST_INDEXED).unwrap());
+            for i in 0..5u64 {
+                s.apply_batch(
+                    &[low(i + 1, &format!("x{i}"))],
+                    &rules(),
+                    1_000 + i as i64,
+                    false,
+                )
+                .unwrap();
+            }
+            // As a state written before the index existed.
+            s.tree.remove(NEWEST_INDEXED).unwrap();
+            for (k, _) in keys(&s, b"n/") {
+                s.tree.remove(k).unwrap();
+            }
+            s.sync().unwrap();
+        }
+        let s = StateStore::open(&path).unwrap();
+        assert!(s.tree.contains_key(NEWEST_INDEXED).unwrap());
+        assert_eq!(keys(&s, b"n/").len(), 5, "indexed at open");
+    }
+
     #[test]
     fn recent_alerts_page_newest_first_by_key_range() {
         let dir = tempfile::tempdir().unwrap();
