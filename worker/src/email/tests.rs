@@ -548,3 +548,48 @@ mod test_smtp {
         }
     }
 }
+
+#[test]
+fn bodies_get_crlf_line_endings_as_lettre_would_give_them() {
+    use lettre::message::{Body, SinglePart};
+    for s in [
+        "",
+        "\n",
+        "a\nb\r\nc\n\nd",
+        "\r\n\n\r\r\n",
+        "ünïcødé\nline €\n",
+        "no newline",
+    ] {
+        assert_eq!(crlf(s), crlf(&crlf(s)), "idempotent: {s:?}");
+        assert!(!crlf(s).replace("\r\n", "").contains('\n'), "{s:?}");
+        // Byte for byte what lettre makes of the LF text.
+        assert_eq!(
+            Body::new(crlf(s)).into_vec(),
+            Body::new(s.to_string()).into_vec(),
+            "{s:?}"
+        );
+        assert_eq!(
+            SinglePart::html(crlf(s)).formatted(),
+            SinglePart::html(s.to_string()).formatted()
+        );
+    }
+}
+
+#[test]
+fn a_200_alert_email_has_crlf_line_endings_only_and_lists_every_item() {
+    // 200 alerts: the email whose line endings lettre converted in quadratic time.
+    let alerts: Vec<Alert> = (0..200)
+        .map(|i| alert(Rule::LowStock, "shop", &format!("{i}")))
+        .collect();
+    let set = crate::alert::set_id(&alerts.iter().map(|a| a.id.clone()).collect::<Vec<_>>());
+    let m = render_set(&set, &alerts, FROM, &to(), &Stores::default()).unwrap();
+    let raw = String::from_utf8(m.formatted()).unwrap();
+    assert!(
+        !raw.replace("\r\n", "").contains('\n'),
+        "bare LF in the message"
+    );
+    assert!(
+        raw.matches("Widget 199").count() >= 2,
+        "both parts list every item"
+    );
+}
