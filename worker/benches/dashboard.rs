@@ -7,7 +7,7 @@
 //! and max. It also times taking a snapshot (what a page load costs once a second at most): the
 //! first one (every item read), and one after [`FLOW`] items changed (a second of events at
 //! 2,000/s: the dashboard reads only those). Under `cargo test` (no `--bench`) it runs once
-//! with 2,000 items, as a smoke test. `STOCKHOOK_BENCH_ITEMS` sets the number of items (for a
+//! with 2,000 items, as a smoke test. `DASHBOARD_BENCH_ITEMS` sets the number of items (for a
 //! run under callgrind, docs/PERFORMANCE.md section 15b).
 
 use std::sync::Arc;
@@ -94,7 +94,7 @@ fn pct(v: &mut [Duration], p: f64) -> Duration {
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let (items, rounds) = if full { (50_000, 200) } else { (2_000, 3) };
-    let items = std::env::var("STOCKHOOK_BENCH_ITEMS")
+    let items = std::env::var("DASHBOARD_BENCH_ITEMS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(items);
