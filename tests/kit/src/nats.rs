@@ -73,19 +73,35 @@ pub struct NatsServer {
 }
 
 impl NatsServer {
-    /// Starts `bin` on free ports and waits (up to 20 s) until `/healthz` answers 200.
+    /// Starts `bin` on free ports and waits (up to 20 s) until `/healthz` answers 200. A server
+    /// that exits first (a port [`crate::free_port`] handed out was taken by another test in
+    /// between) is started again on other ports, up to three times; the last one's stderr is in
+    /// the failure.
     pub fn start(bin: &Path) -> NatsServer {
+        let mut last_err = String::new();
+        for _ in 0..3 {
+            match NatsServer::try_start(bin) {
+                Ok(server) => return server,
+                Err(e) => last_err = e,
+            }
+        }
+        panic!("{last_err}");
+    }
+
+    fn try_start(bin: &Path) -> Result<NatsServer, String> {
         let store = tempfile::tempdir().expect("creating a JetStream store directory");
         let (port, mport) = (crate::free_port(), crate::free_port());
+        let log = store.path().join("nats-server.stderr");
+        let stderr = std::fs::File::create(&log).expect("creating nats-server's stderr file");
         let child = Command::new(bin)
             .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string()])
             .args(["-m", &mport.to_string(), "-sd"])
-            .arg(store.path())
+            .arg(store.path().join("js"))
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .unwrap_or_else(|e| panic!("spawning {}: {e}", bin.display()));
-        let server = NatsServer {
+        let mut server = NatsServer {
             url: format!("nats://127.0.0.1:{port}"),
             monitor: SocketAddr::from(([127, 0, 0, 1], mport)),
             _proc: KillOnDrop(child),
@@ -93,13 +109,33 @@ impl NatsServer {
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         while !healthy(server.monitor) {
-            assert!(
-                Instant::now() < deadline,
-                "nats-server on {} not healthy in 20 s",
-                server.url
-            );
+            let exited = server._proc.child().try_wait().ok().flatten();
+            if exited.is_some() || Instant::now() >= deadline {
+                let said = std::fs::read_to_string(&log).unwrap_or_default();
+                let tail: String = said.lines().rev().take(5).collect::<Vec<_>>().join(" | ");
+                return Err(format!(
+                    "nats-server on {} not healthy ({}); its last lines, newest first: {tail}",
+                    server.url,
+                    match exited {
+                        Some(status) => format!("exited: {status}"),
+                        None => "still starting after 20 s".into(),
+                    }
+                ));
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
-        server
+        Ok(server)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[should_panic(expected = "exited: exit status: 1")]
+    fn a_server_that_exits_before_it_is_healthy_is_reported_not_waited_for() {
+        // `false` exits at once whatever its arguments: three attempts, each over at once.
+        NatsServer::start(Path::new("/bin/false"));
     }
 }
