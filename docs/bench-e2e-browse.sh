@@ -6,6 +6,8 @@
 #   docs/bench-e2e-browse.sh B DIR      B = release binaries (stockhook-receiver, stockhook-worker,
 #                                       stockhook-bench); DIR = a fresh directory for config, data, logs
 #
+# RATE: events/s (2000). NATS=1: the same on the NATS backend (queue and state on JetStream): a nats-server is started
+# on port 14222 with its store under DIR.
 # PERF=1: also records the worker natively with perf (cpu-clock, dwarf call graphs) for
 # PERF_SECS (12) from the first dashboard request on, into DIR.perf (section 16).
 set -u
@@ -32,6 +34,12 @@ name = "ops"
 role = "admin"
 token = "bench-dashboard-token-0123456789"
 TOML
+if [ "${NATS:-}" = 1 ]; then
+  printf '[queue]\nbackend = "nats"\nnats_url = "nats://127.0.0.1:14222"\n' >> "$D/stockhook.toml"
+  NS=$(command -v nats-server || echo /usr/sbin/nats-server)
+  "$NS" -js -a 127.0.0.1 -p 14222 -sd "$D/nats-store" >/dev/null 2>"$D/nats.log" & N=$!
+  for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/14222) 2>/dev/null && break; sleep 0.1; done
+fi
 nice -n -10 taskset -c 0 "$B/stockhook-receiver" --config "$D/stockhook.toml" serve 2>"$D/receiver.log" & R=$!
 nice -n -10 taskset -c 1 "$B/stockhook-worker" --config "$D/stockhook.toml" run >/dev/null 2>"$D/worker.log" & W=$!
 for _ in $(seq 1 100); do curl -sf localhost:18180/healthz >/dev/null && break; sleep 0.1; done
@@ -42,7 +50,8 @@ if [ "${PERF:-}" = 1 ]; then
   ) &
 fi
 BENCH_DASHBOARD_TOKEN=bench-dashboard-token-0123456789 nice -n -10 taskset -c 1 "$B/stockhook-bench" --mode e2e \
-    --url http://127.0.0.1:18180/webhooks/bench --data-dir "$D/data" --rate 2000 -d 15s -c 16 \
+    --url http://127.0.0.1:18180/webhooks/bench --data-dir "$D/data" --rate "${RATE:-2000}" -d 15s -c 16 \
     --prefill 5000 --browse-url http://127.0.0.1:18181 --browse-connections 2
 kill -TERM $R $W; wait $R $W 2>/dev/null
+[ -n "${N:-}" ] && kill -TERM "$N" && wait "$N" 2>/dev/null
 wait
