@@ -43,20 +43,23 @@ impl Run {
         started_ms: i64,
     ) {
         let source = self.source.as_str();
-        metrics::SYNCS.inc(&[source, result]);
         if report.dry_run {
+            metrics::SYNCS.inc(&[source, result]);
             return;
         }
-        metrics::SYNC_ITEMS.add(&[source], report.items as u64);
+        // Read before any series moves: a scrape never sees this run counted without its
+        // items and corrections (the state read is the only wait here).
         // Unknown (the state could not be read): 0, so the series exists all the same.
         let corrected = match (self.corrections_before, corrections(state, source).await) {
             (Some(before), Some(after)) => after.saturating_sub(before).max(0) as u64,
             _ => 0,
         };
+        metrics::SYNC_ITEMS.add(&[source], report.items as u64);
         metrics::SYNC_CORRECTIONS.add(&[source], corrected);
         if report.ok {
             last_success(source, Some(started_ms));
         }
+        metrics::SYNCS.inc(&[source, result]);
     }
 }
 
