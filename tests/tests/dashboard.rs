@@ -556,6 +556,48 @@ fn api_scopes_roles_filters_and_dry_run_on_sled() {
         return;
     };
     api_checks(&s);
+    assert_dashboard_threads_idle_class(&s.worker);
+}
+
+/// Linux's `SCHED_IDLE` policy number (`sched.h`).
+const SCHED_IDLE: u32 = 5;
+
+/// The worker's threads named `dashboard` (pages and snapshots) are in the idle scheduling
+/// class, and its other threads are not: a page load may take only a core that nothing else
+/// wants (docs/PERFORMANCE.md section 19). Read from `/proc/<pid>/task/*/stat` (the 41st field is
+/// the policy); the pages loaded before this started the dashboard's runtime.
+fn assert_dashboard_threads_idle_class(worker: &Proc) {
+    let tasks = std::fs::read_dir(format!("/proc/{}/task", worker.pid()))
+        .unwrap_or_else(|e| panic!("reading the worker's threads: {e}"));
+    let (mut idle, mut other) = (Vec::new(), Vec::new());
+    for t in tasks.flatten() {
+        let Ok(stat) = std::fs::read_to_string(t.path().join("stat")) else {
+            continue; // the thread ended meanwhile
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let name = stat[open + 1..close].to_string();
+        // Fields after the name start at the 3rd; the policy is the 41st.
+        let policy: Option<u32> = stat[close + 2..]
+            .split_whitespace()
+            .nth(41 - 3)
+            .and_then(|p| p.parse().ok());
+        if name == "dashboard" {
+            idle.push(policy);
+        } else {
+            other.push((name, policy));
+        }
+    }
+    assert!(!idle.is_empty(), "no dashboard thread in the worker");
+    assert!(
+        idle.iter().all(|p| *p == Some(SCHED_IDLE)),
+        "dashboard threads' policies: {idle:?}"
+    );
+    assert!(
+        other.iter().all(|(_, p)| *p != Some(SCHED_IDLE)),
+        "an event thread in the idle class: {other:?}"
+    );
 }
 
 #[test]

@@ -9,8 +9,8 @@
 //! That read is incremental: the dashboard keeps its copy of every item and reads only those
 //! changed since the last snapshot ([`StateBackend::item_changes`]); the records read are
 //! decoded here, at the dashboard's priority, not where the state is read.
-//! Pages are served and snapshots taken on a runtime of their own at a lower CPU priority
-//! (`background`), so page loads never compete on equal terms with event processing.
+//! Pages are served and snapshots taken on a runtime of their own in the idle scheduling class
+//! (`background`), so page loads only take CPU time event processing leaves.
 //! Modules: [`server`] (HTTP, routing, headers), [`auth`] (users, sessions, CSRF), [`pages`]
 //! (maud templates), [`api`] (`/api/v1/`), [`alerts`] (the alerts shown, read bounded),
 //! [`chart`] (SVG), [`assets`] (embedded CSS), [`view`] (rows, filters, scoping).
@@ -117,8 +117,8 @@ async fn take_snapshot<S: StateBackend>(
 }
 
 /// The runtime the dashboard runs on, pages and snapshots: one worker thread and two blocking
-/// threads, all at [`BACKGROUND_NICE`], so when a page or a snapshot (reading and sorting
-/// 50,000 items) and event processing want the same core, the events get it. With the snapshot
+/// threads, all in the idle scheduling class ([`lower_priority`]), so when a page or a
+/// snapshot (sorting 50,000 items) and event processing want the same core, the events get it. With the snapshot
 /// lock in [`Dashboard::snapshot`], at most one snapshot is taken at a time; the second
 /// blocking thread lets a page's state read go on meanwhile.
 fn background() -> anyhow::Result<&'static tokio::runtime::Handle> {
@@ -139,12 +139,27 @@ fn background() -> anyhow::Result<&'static tokio::runtime::Handle> {
     .map_err(|e| anyhow::anyhow!("starting the dashboard's background runtime: {e}"))
 }
 
-/// How much lower than the rest of the worker the dashboard's threads run (`nice` steps).
+/// How much lower than the rest of the worker the dashboard's threads run (`nice` steps) where
+/// the idle class is refused.
 pub const BACKGROUND_NICE: i32 = 10;
 
-/// Lowers the calling thread's CPU priority by [`BACKGROUND_NICE`] (Linux: `nice` is per
-/// thread). A refusal only costs the priority, so it is logged and ignored.
+/// Puts the calling thread in Linux's idle scheduling class (`SCHED_IDLE`): it runs only on a
+/// core nothing else wants, and an event thread that wakes takes the core from it at once, so a
+/// page or a snapshot never delays event processing by CPU time. Where the class is refused (it
+/// never is for lowering a thread's own class, but a seccomp filter might), the thread is
+/// lowered by [`BACKGROUND_NICE`] instead. No sled call runs on these threads (see `SledState`):
+/// sled's process-wide lock held by a thread this low would stall the event path, which is why
+/// every state read runs on the event runtime's blocking pool and only decoding runs here.
 fn lower_priority() {
+    // SAFETY: plain system calls on the calling thread (pid 0), a valid `sched_param`.
+    let idle = unsafe {
+        let param = libc::sched_param { sched_priority: 0 };
+        libc::sched_setscheduler(0, libc::SCHED_IDLE, &param)
+    };
+    if idle == 0 {
+        return;
+    }
+    let why = std::io::Error::last_os_error();
     // SAFETY: plain system calls on the calling thread, no pointers.
     let r = unsafe {
         let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
@@ -152,7 +167,7 @@ fn lower_priority() {
         libc::setpriority(libc::PRIO_PROCESS, tid, now + BACKGROUND_NICE)
     };
     if r != 0 {
-        tracing::debug!(error = %std::io::Error::last_os_error(), "cannot lower the dashboard thread's priority");
+        tracing::debug!(idle = %why, error = %std::io::Error::last_os_error(), "cannot lower the dashboard thread's priority");
     }
 }
 
