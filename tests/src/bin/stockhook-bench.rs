@@ -109,6 +109,10 @@ struct Args {
     /// e2e: how many page-loading loops run at once while browsing (each back to back).
     #[arg(long, default_value_t = 2)]
     browse_connections: usize,
+    /// e2e with --browse-url: a third phase, idle again after browsing, so that a drift over
+    /// the run (a fuller state, a fuller mail directory) is told apart from browsing's cost.
+    #[arg(long)]
+    idle_after: bool,
     /// backlog: how many events to append before the worker starts.
     #[arg(long, default_value_t = 100_000)]
     events: u64,
@@ -917,6 +921,9 @@ async fn e2e(args: Args) -> anyhow::Result<()> {
     e2e_phase(&args, &url, "idle", None).await?;
     if let Some((b, token)) = browse {
         e2e_phase(&args, &url, "browsing", Some((b.addr, token))).await?;
+        if args.idle_after {
+            e2e_phase(&args, &url, "idle again", None).await?;
+        }
     }
     Ok(())
 }
