@@ -3,11 +3,13 @@
 //!
 //! Why it exists: glibc's malloc gives threads that allocate at the same time arenas of their
 //! own (up to 8 per core), and memory freed in one arena is only reused by that arena. The
-//! worker's threads (the runtime's, sled's blocking pool, the dashboard's) each kept their own
-//! high-water mark: draining a backlog of 50,000 events peaked at 141 MiB RSS, over issue 12's
-//! 128 MiB; with two arenas, 104 MiB (docs/PERFORMANCE.md, section 14). The receiver's threads
-//! (the runtime's, the commit thread, the access-log writer) likewise. Both binaries call it
-//! first in `main`; an operator's `MALLOC_ARENA_MAX` wins.
+//! receiver's threads (the runtime's, the commit thread, the access-log writer) each kept their
+//! own high-water mark, as the worker's did (a backlog drain peaked at 141 MiB RSS, 104 MiB with
+//! two arenas: docs/PERFORMANCE.md, section 14). The receiver allocates with glibc and calls
+//! [`limit_arenas`] first in `main`; an operator's `MALLOC_ARENA_MAX` wins. The worker allocates
+//! with mimalloc since section 19 (glibc was a quarter of its CPU and slowed over a run), so it
+//! calls [`no_transparent_huge_pages`] instead; its call of [`limit_arenas`] now only bounds what
+//! C code still takes from glibc.
 
 /// The arenas a process's allocations share (glibc only; elsewhere nothing is changed).
 pub const ARENAS: i32 = 2;
