@@ -360,3 +360,37 @@ fn main() -> ExitCode {
 }
 
 stockhook_shared::cli_test!(Cli);
+
+#[cfg(test)]
+mod purge_delay_tests {
+    use super::MI_OPTION_PURGE_DELAY;
+
+    /// Set in the child process of the test below: it prints what mimalloc reads at the index.
+    const CHILD: &str = "PURGE_DELAY_TEST_CHILD";
+
+    /// [`MI_OPTION_PURGE_DELAY`] is a number taken from mimalloc.h, not a named binding: a
+    /// child process started with `MIMALLOC_PURGE_DELAY=123` must read 123 at that index
+    /// (mimalloc reads its options from the environment when the process starts).
+    #[test]
+    fn the_purge_delay_index_is_the_option_mimalloc_reads_from_its_environment() {
+        if std::env::var_os(CHILD).is_some() {
+            // SAFETY: reads one of mimalloc's options; no pointers.
+            let v = unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) };
+            println!("purge_delay={v}");
+            return;
+        }
+        let exe = std::env::current_exe().expect("the test binary's path");
+        let out = std::process::Command::new(exe)
+            .args([
+                "--exact",
+                "purge_delay_tests::the_purge_delay_index_is_the_option_mimalloc_reads_from_its_environment",
+                "--nocapture",
+            ])
+            .env(CHILD, "1")
+            .env("MIMALLOC_PURGE_DELAY", "123")
+            .output()
+            .expect("running the test binary again");
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(said.contains("purge_delay=123"), "the child said: {said}");
+    }
+}
