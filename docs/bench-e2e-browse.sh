@@ -54,7 +54,7 @@ if [ "${PERF:-}" = 1 ]; then
     perf record -e cpu-clock -F 299 --call-graph dwarf,32768 -p $W -o "$D.perf" -- sleep "${PERF_SECS:-12}" >/dev/null 2>&1
   ) &
 fi
-BENCH_DASHBOARD_TOKEN=bench-dashboard-token-0123456789 nice -n -10 taskset -c "${BENCH_CPU:-1}" "$B/stockhook-bench" --mode e2e ${IDLE_AFTER:+--idle-after} \
+BENCH_DASHBOARD_TOKEN=bench-dashboard-token-0123456789 nice -n -10 taskset -c "${BENCH_CPU:-1}" "$B/stockhook-bench" --mode e2e $([ "${IDLE_AFTER:-}" = 1 ] && echo --idle-after) \
     --url http://127.0.0.1:18180/webhooks/bench --data-dir "$D/data" --rate "${RATE:-2000}" -d 15s -c 16 \
     --prefill 5000 --browse-url http://127.0.0.1:18181 --browse-connections 2 & BE=$!
 if [ "${THREADS:-}" = 1 ]; then

@@ -3,7 +3,7 @@
 //!
 //! Layout, one sled database at `<data_dir>/queue`:
 //! * `events`: event id (u64 big-endian) -> encoded [`Envelope`];
-//! * `state`:  event id -> [`Record`] (status, attempts, retry time, status time, error);
+//! * `state`:  event id -> `Record` (status, attempts, retry time, status time, error);
 //! * `dedup`:  `source \0 delivery id` -> event id + accepted-at, swept after the dedup window.
 //!
 //! Format 3 (the default for a new queue, see [`StoreOptions::segment_log`]): event bodies go to
