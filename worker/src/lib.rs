@@ -12,6 +12,7 @@ pub mod cover;
 pub mod dashboard;
 pub mod email;
 pub mod facts;
+pub mod lowered;
 pub mod metrics;
 pub mod ops;
 pub mod pipeline;

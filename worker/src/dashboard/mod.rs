@@ -117,7 +117,7 @@ async fn take_snapshot<S: StateBackend>(
 }
 
 /// The runtime the dashboard runs on, pages and snapshots: one worker thread and two blocking
-/// threads, all in the idle scheduling class ([`lower_priority`]), so when a page or a
+/// threads, all in the idle scheduling class ([`crate::lowered`]), so when a page or a
 /// snapshot (sorting 50,000 items) and event processing want the same core, the events get it. With the snapshot
 /// lock in [`Dashboard::snapshot`], at most one snapshot is taken at a time; the second
 /// blocking thread lets a page's state read go on meanwhile.
@@ -129,7 +129,7 @@ fn background() -> anyhow::Result<&'static tokio::runtime::Handle> {
             .worker_threads(1)
             .max_blocking_threads(2)
             .thread_name("dashboard")
-            .on_thread_start(lower_priority)
+            .on_thread_start(crate::lowered::lower_this_thread)
             .enable_all()
             .build()
             .map_err(|e| e.to_string())
@@ -137,38 +137,6 @@ fn background() -> anyhow::Result<&'static tokio::runtime::Handle> {
     .as_ref()
     .map(tokio::runtime::Runtime::handle)
     .map_err(|e| anyhow::anyhow!("starting the dashboard's background runtime: {e}"))
-}
-
-/// How much lower than the rest of the worker the dashboard's threads run (`nice` steps) where
-/// the idle class is refused.
-pub const BACKGROUND_NICE: i32 = 10;
-
-/// Puts the calling thread in Linux's idle scheduling class (`SCHED_IDLE`): it runs only on a
-/// core nothing else wants, and an event thread that wakes takes the core from it at once, so a
-/// page or a snapshot never delays event processing by CPU time. Where the class is refused (it
-/// never is for lowering a thread's own class, but a seccomp filter might), the thread is
-/// lowered by [`BACKGROUND_NICE`] instead. No sled call runs on these threads (see `SledState`):
-/// sled's process-wide lock held by a thread this low would stall the event path, which is why
-/// every state read runs on the event runtime's blocking pool and only decoding runs here.
-fn lower_priority() {
-    // SAFETY: plain system calls on the calling thread (pid 0), a valid `sched_param`.
-    let idle = unsafe {
-        let param = libc::sched_param { sched_priority: 0 };
-        libc::sched_setscheduler(0, libc::SCHED_IDLE, &param)
-    };
-    if idle == 0 {
-        return;
-    }
-    let why = std::io::Error::last_os_error();
-    // SAFETY: plain system calls on the calling thread, no pointers.
-    let r = unsafe {
-        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-        let now = libc::getpriority(libc::PRIO_PROCESS, tid);
-        libc::setpriority(libc::PRIO_PROCESS, tid, now + BACKGROUND_NICE)
-    };
-    if r != 0 {
-        tracing::debug!(idle = %why, error = %std::io::Error::last_os_error(), "cannot lower the dashboard thread's priority");
-    }
 }
 
 /// The snapshot held: when it was taken, it, and what taking it cost.

@@ -265,7 +265,9 @@ pub trait StateBackend: Send + Sync + 'static {
 /// Why: once transactions run, every sled read holds a process-wide lock (sled's concurrency
 /// control) that every transaction takes exclusively. Read on the dashboard's lower-priority
 /// runtime, a preempted snapshot held it for a time slice of that priority, and the event
-/// path's transactions waited (docs/PERFORMANCE.md, section 14).
+/// path's transactions waited (docs/PERFORMANCE.md, section 14). Asked for from a lowered
+/// thread, a call is first handed to the event runtime, so that no pool thread is ever created
+/// from a lowered one ([`crate::lowered`], docs/PERFORMANCE.md, section 21).
 #[derive(Clone)]
 pub struct SledState(pub Arc<StateStore>, Option<tokio::runtime::Handle>);
 
@@ -282,14 +284,27 @@ impl SledState {
         f: impl FnOnce(&StateStore) -> Result<T, StateError> + Send + 'static,
     ) -> Result<T, StateError> {
         let store = self.0.clone();
-        let task = match &self.1 {
-            Some(opener) => opener.spawn_blocking(move || f(&store)),
-            None => tokio::task::spawn_blocking(move || f(&store)),
-        };
-        task.await.map_err(|e| StateError::Storage {
+        let failed = |e: tokio::task::JoinError| StateError::Storage {
             context: "state task".into(),
             message: e.to_string(),
-        })?
+        };
+        match &self.1 {
+            // A lowered thread hands the work to one of the event runtime's own threads, which
+            // hands it to the blocking pool: a pool thread created from the lowered thread would
+            // inherit its idle class for good (`crate::lowered` says why that stalls events).
+            Some(opener) if crate::lowered::this_thread_is_lowered() => opener
+                .spawn(async move { tokio::task::spawn_blocking(move || f(&store)).await })
+                .await
+                .map_err(failed)?
+                .map_err(failed)?,
+            Some(opener) => opener
+                .spawn_blocking(move || f(&store))
+                .await
+                .map_err(failed)?,
+            None => tokio::task::spawn_blocking(move || f(&store))
+                .await
+                .map_err(failed)?,
+        }
     }
 }
 
@@ -484,5 +499,58 @@ impl StateBackend for SledState {
             Ok(s.sweep_processed(cutoff)? + s.sweep_sent(cutoff)? + s.sweep_hourly(hourly)?)
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The calling thread's scheduling policy.
+    fn policy() -> i32 {
+        // SAFETY: a plain system call on the calling thread.
+        unsafe { libc::sched_getscheduler(0) }
+    }
+
+    /// A sled call asked for by a lowered (idle-class) thread runs on an event-runtime thread
+    /// of the events' class, even when the event runtime's blocking pool has no thread yet and
+    /// creates one for it (threads inherit their creator's class: `crate::lowered`).
+    #[test]
+    fn a_state_call_from_a_lowered_thread_runs_at_the_events_priority() {
+        let events = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let lowered = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .on_thread_start(crate::lowered::lower_this_thread)
+            .enable_all()
+            .build()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let state = events
+            .block_on(async { SledState::open(&dir.path().join("state")) })
+            .unwrap();
+        let (asker, ran_on) = lowered.block_on(async move {
+            lowered_spawn(async move {
+                let asker = policy();
+                let ran_on = state.blocking(|_| Ok(policy())).await.unwrap();
+                (asker, ran_on)
+            })
+            .await
+        });
+        assert_eq!(asker, libc::SCHED_IDLE, "the asking thread is not lowered");
+        assert_eq!(
+            ran_on,
+            libc::SCHED_OTHER,
+            "the state call ran in the idle class"
+        );
+    }
+
+    /// Runs `f` on one of the current runtime's worker threads (`block_on` runs it on the
+    /// caller's, which was not started by the runtime and so not lowered).
+    async fn lowered_spawn<T: Send + 'static>(f: impl Future<Output = T> + Send + 'static) -> T {
+        tokio::spawn(f).await.unwrap()
     }
 }
