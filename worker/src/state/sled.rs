@@ -26,6 +26,7 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::future::Future;
+use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::pin::pin;
 use std::sync::Mutex;
@@ -76,6 +77,40 @@ pub enum RawItems {
     All(Vec<sled::IVec>),
     /// Changed item keys and their records now (`None`: removed).
     Changed(Vec<(Vec<u8>, Option<sled::IVec>)>),
+}
+
+/// The end (exclusive) of the item records' key range: `i/` with its last byte incremented.
+const ITEMS_END: &[u8] = b"i0";
+
+/// A read of changed item records under way ([`StateStore::begin_item_changes`]).
+#[derive(Debug)]
+pub struct ItemChangesRead {
+    generation: u64,
+    plan: ReadPlan,
+    /// A full read's records, in key order.
+    all: Vec<sled::IVec>,
+    /// Changed keys and their records now.
+    changed: Vec<(Vec<u8>, Option<sled::IVec>)>,
+}
+
+/// What a read of changed items has left to read.
+#[derive(Debug)]
+enum ReadPlan {
+    /// Every item record, from after this key (`None`: from the first).
+    Scan { after: Option<sled::IVec> },
+    /// These changed keys (taken from the end).
+    Keys(Vec<Vec<u8>>),
+}
+
+impl ItemChangesRead {
+    /// This read's generation (the next read's `since`) and what it read.
+    pub fn finish(self) -> (u64, RawItems) {
+        let raw = match self.plan {
+            ReadPlan::Scan { .. } => RawItems::All(self.all),
+            ReadPlan::Keys(_) => RawItems::Changed(self.changed),
+        };
+        (self.generation, raw)
+    }
 }
 
 impl RawItems {
@@ -920,21 +955,77 @@ impl StateStore {
     /// this read's generation; every record when `since` is not the last read's (or this is
     /// the first: it turns the log on, before scanning). Not decoded ([`RawItems::decode`]).
     /// One reader at a time follows the log: a second one gets full reads, and makes the
-    /// first one's next read a full one too.
+    /// first one's next read a full one too. In one call; the dashboard reads the same a
+    /// chunk at a time ([`StateStore::begin_item_changes`]).
     pub fn item_changes_raw(&self, since: Option<u64>) -> Result<(u64, RawItems), StateError> {
+        let mut read = self.begin_item_changes(since);
+        while !self.read_item_changes(&mut read, usize::MAX)? {}
+        Ok(read.finish())
+    }
+
+    /// Starts a read of the item records changed since the read `since`, as
+    /// [`StateStore::item_changes_raw`] does in one call: this takes the changed keys (or turns
+    /// the log on, for a full read); [`StateStore::read_item_changes`] then reads the records
+    /// a chunk at a time.
+    pub fn begin_item_changes(&self, since: Option<u64>) -> ItemChangesRead {
         let (generation, keys) = self.take_item_changes(since);
-        let Some(keys) = keys else {
-            return Ok((generation, RawItems::All(self.items_raw()?)));
+        let plan = match keys {
+            Some(keys) => ReadPlan::Keys(keys.into_iter().collect()),
+            None => ReadPlan::Scan { after: None },
         };
-        let mut out = Vec::with_capacity(keys.len());
-        for k in keys {
-            let v = self
-                .tree
-                .get(&k)
-                .map_err(storage("reading changed items"))?;
-            out.push((k, v));
+        ItemChangesRead {
+            generation,
+            plan,
+            all: Vec::new(),
+            changed: Vec::new(),
         }
-        Ok((generation, RawItems::Changed(out)))
+    }
+
+    /// Reads up to `max` more records of `read`; true when it has read them all.
+    ///
+    /// Why in chunks: the first read after a start scans every item (35,000 records take tens
+    /// of milliseconds), and a scan runs where every sled call runs, on the event runtime's
+    /// blocking pool at the events' priority. Read in one call it took the core from event
+    /// processing for that long; a chunk at a time, asked for by the dashboard's idle-class
+    /// thread (which asks for the next chunk only when the core has time), it takes at most a
+    /// chunk's worth at once. A full scan read in chunks sees each item as it is when its chunk
+    /// is read; what changes meanwhile is in the log, for the next read.
+    pub fn read_item_changes(
+        &self,
+        read: &mut ItemChangesRead,
+        max: usize,
+    ) -> Result<bool, StateError> {
+        match &mut read.plan {
+            ReadPlan::Scan { after } => {
+                let from = match after.take() {
+                    Some(k) => Bound::Excluded(k),
+                    None => Bound::Included(sled::IVec::from(&b"i/"[..])),
+                };
+                let end = Bound::Excluded(sled::IVec::from(ITEMS_END));
+                let mut n = 0;
+                for item in self.tree.range((from, end)) {
+                    let (k, v) = item.map_err(storage("scanning items"))?;
+                    read.all.push(v);
+                    n += 1;
+                    if n == max {
+                        *after = Some(k);
+                        return Ok(false);
+                    }
+                }
+                Ok(true)
+            }
+            ReadPlan::Keys(keys) => {
+                let take = keys.len().saturating_sub(max);
+                for k in keys.drain(take..) {
+                    let v = self
+                        .tree
+                        .get(&k)
+                        .map_err(storage("reading changed items"))?;
+                    read.changed.push((k, v));
+                }
+                Ok(keys.is_empty())
+            }
+        }
     }
 
     /// The first half of [`StateStore::item_changes_raw`]: this read's generation and the keys
@@ -1365,6 +1456,11 @@ mod tests {
         /// Reads on from the last read; whether that was a full read.
         fn read(&mut self, s: &StateStore) -> bool {
             let (generation, raw) = s.item_changes_raw(self.generation).unwrap();
+            self.apply(generation, raw)
+        }
+
+        /// Applies a read's records; whether it was a full read.
+        fn apply(&mut self, generation: u64, raw: RawItems) -> bool {
             self.generation = Some(generation);
             let full = matches!(raw, RawItems::All(_));
             let key = |st: &ItemState| (st.source.clone(), st.item.clone());
@@ -1560,6 +1656,74 @@ mod tests {
             }
         }
         assert!(copy.items.len() > 20, "{}", copy.items.len());
+    }
+
+    /// The dashboard's reads a chunk at a time (`read_item_changes`), with batches committed
+    /// between the chunks: what a chunk missed is in the log, so the next read (in one call,
+    /// nothing committing meanwhile) leaves the copy equal to a full read. Keys of the records
+    /// next to the items' range (`c/`, `K/`, `n/`, `o/`, `P/`...) are never read as items.
+    #[test]
+    fn reads_a_chunk_at_a_time_with_commits_between_chunks_equal_a_full_read() {
+        use rand::{Rng, SeedableRng};
+        let dir = tempfile::tempdir().unwrap();
+        let s = StateStore::open(&dir.path().join("state")).unwrap();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1616);
+        let mut copy = Copy::default();
+        let mut id = 0;
+        let mut commit = |s: &StateStore, rng: &mut rand::rngs::StdRng| {
+            let batch: Vec<Prepared> = (0..rng.gen_range(1..8))
+                .map(|_| {
+                    id += 1;
+                    let item = format!("i{}", rng.gen_range(0..80));
+                    if rng.gen_bool(0.1) {
+                        event(
+                            id,
+                            Fact::CatalogEntry {
+                                item: item.clone(),
+                                aliases: vec![format!("i{}", rng.gen_range(0..80))],
+                                sku: None,
+                                title: Some(format!("t{id}")),
+                                at: id as i64,
+                            },
+                        )
+                    } else {
+                        low(id, &item)
+                    }
+                })
+                .collect();
+            s.apply_batch(&batch, &rules(), 100, false).unwrap();
+        };
+        for _ in 0..5 {
+            commit(&s, &mut rng);
+        }
+        let mut full_reads = 0;
+        for round in 0..30 {
+            let chunk = rng.gen_range(1..7);
+            let mut read = s.begin_item_changes(copy.generation);
+            let mut chunks = 0;
+            while !s.read_item_changes(&mut read, chunk).unwrap() {
+                chunks += 1;
+                commit(&s, &mut rng);
+            }
+            let (generation, raw) = read.finish();
+            full_reads += matches!(raw, RawItems::All(_)) as u32;
+            copy.apply(generation, raw);
+            assert!(
+                chunks > 0 || round > 0,
+                "the first read took more than one chunk"
+            );
+            // Nothing commits during this one: it must catch up with everything.
+            copy.read(&s);
+            assert!(copy.is_full_read_of(&s), "round {round}, chunk {chunk}");
+        }
+        assert_eq!(full_reads, 1, "only the first read scans everything");
+        assert!(copy.items.len() > 15, "{}", copy.items.len());
+        let scanned = s.items().unwrap().len();
+        assert_eq!(
+            copy.items.len(),
+            scanned,
+            "no record of another kind read as an item"
+        );
     }
 
     fn keys(s: &StateStore, prefix: &[u8]) -> Vec<(sled::IVec, sled::IVec)> {
