@@ -13,6 +13,9 @@
 # BENCH_CPU: the core the bench runs on (1, with the worker, as in section 8b; 0 puts it with the
 # receiver, so core 1 is the worker's alone). IDLE_AFTER=1: a third phase, idle again after
 # browsing (tells browsing's cost from a drift over the run).
+# ALTERNATE=N: after the first idle phase, N rounds of (browsing, idle), and a last line giving
+# each browsing phase's p99 beside the idle phases on both sides of it (section 21). SECS: seconds
+# a phase (15).
 # THREADS=1: also samples every thread's CPU time (worker and bench) once a second into
 # DIR/threads.txt (`time pid tid name utime stime`, in clock ticks).
 set -u
@@ -54,8 +57,8 @@ if [ "${PERF:-}" = 1 ]; then
     perf record -e cpu-clock -F 299 --call-graph dwarf,32768 -p $W -o "$D.perf" -- sleep "${PERF_SECS:-12}" >/dev/null 2>&1
   ) &
 fi
-BENCH_DASHBOARD_TOKEN=bench-dashboard-token-0123456789 nice -n -10 taskset -c "${BENCH_CPU:-1}" "$B/stockhook-bench" --mode e2e $([ "${IDLE_AFTER:-}" = 1 ] && echo --idle-after) \
-    --url http://127.0.0.1:18180/webhooks/bench --data-dir "$D/data" --rate "${RATE:-2000}" -d 15s -c 16 \
+BENCH_DASHBOARD_TOKEN=bench-dashboard-token-0123456789 nice -n -10 taskset -c "${BENCH_CPU:-1}" "$B/stockhook-bench" --mode e2e $([ "${IDLE_AFTER:-}" = 1 ] && echo --idle-after) --alternate "${ALTERNATE:-0}" \
+    --url http://127.0.0.1:18180/webhooks/bench --data-dir "$D/data" --rate "${RATE:-2000}" -d "${SECS:-15}s" -c 16 \
     --prefill 5000 --browse-url http://127.0.0.1:18181 --browse-connections 2 & BE=$!
 if [ "${THREADS:-}" = 1 ]; then
   taskset -c 0 python3 "$(dirname "$0")/thread-cpu.py" "$D/threads.txt" $W $BE &

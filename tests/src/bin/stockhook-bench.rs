@@ -113,6 +113,12 @@ struct Args {
     /// the run (a fuller state, a fuller mail directory) is told apart from browsing's cost.
     #[arg(long)]
     idle_after: bool,
+    /// e2e with --browse-url: after the first idle phase, this many rounds of (browsing, idle
+    /// again), and a last line comparing each browsing phase's p99 with the idle phases on
+    /// both sides of it: a drift over the run then shows in the idle phases, not as browsing's
+    /// cost. 0 (default): one browsing phase (and one idle phase after it with --idle-after).
+    #[arg(long, default_value_t = 0)]
+    alternate: u32,
     /// backlog: how many events to append before the worker starts.
     #[arg(long, default_value_t = 100_000)]
     events: u64,
@@ -918,14 +924,52 @@ async fn e2e(args: Args) -> anyhow::Result<()> {
         }
     };
     // Without --browse-url: one phase, as before. With it: the same run idle, then browsing.
-    e2e_phase(&args, &url, "idle", None).await?;
-    if let Some((b, token)) = browse {
+    let first = e2e_phase(&args, &url, "idle", None).await?;
+    let Some((b, token)) = browse else {
+        return Ok(());
+    };
+    if args.alternate == 0 {
         e2e_phase(&args, &url, "browsing", Some((b.addr, token))).await?;
         if args.idle_after {
             e2e_phase(&args, &url, "idle again", None).await?;
         }
+        return Ok(());
     }
+    // (browsing p99, idle p99 before it, idle p99 after it), in ms.
+    let mut rounds = Vec::new();
+    let mut before = first;
+    for r in 1..=args.alternate {
+        let browsing = e2e_phase(
+            &args,
+            &url,
+            &format!("browsing {r}"),
+            Some((b.addr, token.clone())),
+        )
+        .await?;
+        let after = e2e_phase(&args, &url, &format!("idle {}", r + 1), None).await?;
+        rounds.push((browsing, before, after));
+        before = after;
+    }
+    println!("{}", alternation_summary(&rounds));
     Ok(())
+}
+
+/// The last line of an `--alternate` run: each browsing phase's p99 (200 -> .eml by mtime)
+/// beside the idle phases around it, and how many browsing phases were above both.
+fn alternation_summary(rounds: &[(f64, f64, f64)]) -> String {
+    let mut above = 0;
+    let mut parts = Vec::new();
+    for (browsing, before, after) in rounds {
+        if browsing > before && browsing > after {
+            above += 1;
+        }
+        parts.push(format!("{:.1} [{:.1}, {:.1}]", browsing, before, after));
+    }
+    format!(
+        "alternation p99 ms, browsing [idle before, idle after]: {}; browsing above both idle phases in {above} of {}",
+        parts.join("  "),
+        rounds.len()
+    )
 }
 
 /// Sends `--prefill` events (fresh items) at `--rate`, unmeasured, then waits until the worker
@@ -1040,12 +1084,13 @@ fn browse_loop(
 }
 
 /// One measured e2e phase; `browse`: (dashboard address, admin token) loaded meanwhile.
+/// Returns the phase's p99 of 200 -> .eml (by mtime), in ms.
 async fn e2e_phase(
     args: &Args,
     url: &Url,
     phase: &str,
     browse: Option<(SocketAddr, String)>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<f64> {
     let rate = args.rate.unwrap_or(2000.0);
     let data_dir = args
         .data_dir
@@ -1214,7 +1259,7 @@ async fn e2e_phase(
             );
         }
     }
-    Ok(())
+    Ok(pct(&by_mtime, 99.0))
 }
 
 async fn backlog(args: Args) -> anyhow::Result<()> {
@@ -1359,4 +1404,20 @@ async fn backlog(args: Args) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_alternation_summary_counts_browsing_phases_above_both_neighbours() {
+        let line =
+            alternation_summary(&[(50.0, 40.0, 60.0), (90.0, 60.0, 70.0), (30.0, 70.0, 20.0)]);
+        assert!(
+            line.ends_with("browsing above both idle phases in 1 of 3"),
+            "{line}"
+        );
+        assert!(line.contains("90.0 [60.0, 70.0]"), "{line}");
+    }
 }
