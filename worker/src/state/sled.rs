@@ -1617,6 +1617,38 @@ mod tests {
 
     /// Many batches of changes and removals, read incrementally between them, give the same
     /// items as a full read.
+    /// `len` events on items `i0`..`i{items}`: level reports, and one in ten a catalog entry
+    /// that adopts another item as its alias (that one's record goes).
+    fn random_batch(
+        rng: &mut rand::rngs::StdRng,
+        id: &mut u64,
+        len: usize,
+        items: u32,
+    ) -> Vec<Prepared> {
+        use rand::Rng;
+        (0..len)
+            .map(|_| {
+                *id += 1;
+                let id = *id;
+                let item = format!("i{}", rng.gen_range(0..items));
+                if rng.gen_bool(0.1) {
+                    event(
+                        id,
+                        Fact::CatalogEntry {
+                            item: item.clone(),
+                            aliases: vec![format!("i{}", rng.gen_range(0..items))],
+                            sku: None,
+                            title: Some(format!("t{id}")),
+                            at: id as i64,
+                        },
+                    )
+                } else {
+                    level(id, &item, rng.gen_range(0..20), id as i64)
+                }
+            })
+            .collect()
+    }
+
     #[test]
     fn incremental_reads_after_many_changes_equal_a_full_read() {
         use rand::{Rng, SeedableRng};
@@ -1626,27 +1658,8 @@ mod tests {
         let mut copy = Copy::default();
         let mut id = 0;
         for round in 0..40 {
-            let batch: Vec<Prepared> = (0..rng.gen_range(1..30))
-                .map(|_| {
-                    id += 1;
-                    let item = format!("i{}", rng.gen_range(0..60));
-                    if rng.gen_bool(0.1) {
-                        // Adopts another item as its alias: that one's record goes.
-                        event(
-                            id,
-                            Fact::CatalogEntry {
-                                item: item.clone(),
-                                aliases: vec![format!("i{}", rng.gen_range(0..60))],
-                                sku: None,
-                                title: Some(format!("t{id}")),
-                                at: id as i64,
-                            },
-                        )
-                    } else {
-                        level(id, &item, rng.gen_range(0..20), id as i64)
-                    }
-                })
-                .collect();
+            let len = rng.gen_range(1..30);
+            let batch = random_batch(&mut rng, &mut id, len, 60);
             s.apply_batch(&batch, &rules(), 100, rng.gen_bool(0.1))
                 .unwrap();
             if round % 3 != 0 {
@@ -1671,26 +1684,8 @@ mod tests {
         let mut copy = Copy::default();
         let mut id = 0;
         let mut commit = |s: &StateStore, rng: &mut rand::rngs::StdRng| {
-            let batch: Vec<Prepared> = (0..rng.gen_range(1..8))
-                .map(|_| {
-                    id += 1;
-                    let item = format!("i{}", rng.gen_range(0..80));
-                    if rng.gen_bool(0.1) {
-                        event(
-                            id,
-                            Fact::CatalogEntry {
-                                item: item.clone(),
-                                aliases: vec![format!("i{}", rng.gen_range(0..80))],
-                                sku: None,
-                                title: Some(format!("t{id}")),
-                                at: id as i64,
-                            },
-                        )
-                    } else {
-                        low(id, &item)
-                    }
-                })
-                .collect();
+            let len = rng.gen_range(1..8);
+            let batch = random_batch(rng, &mut id, len, 80);
             s.apply_batch(&batch, &rules(), 100, false).unwrap();
         };
         for _ in 0..5 {
