@@ -16,6 +16,8 @@
 # ALTERNATE=N: after the first idle phase, N rounds of (browsing, idle), and a last line giving
 # each browsing phase's p99 beside the idle phases on both sides of it (section 21). SECS: seconds
 # a phase (15).
+# MIX=one-in-ten: one event in ten alerts (the backlog's mix, `stockhook-bench --mix`), latency
+# measured on those; default all-low, every event alerts (section 22).
 # THREADS=1: also samples every thread's CPU time (worker and bench) once a second into
 # DIR/threads.txt (`time pid tid name utime stime`, in clock ticks).
 set -u
@@ -57,7 +59,7 @@ if [ "${PERF:-}" = 1 ]; then
     perf record -e cpu-clock -F 299 --call-graph dwarf,32768 -p $W -o "$D.perf" -- sleep "${PERF_SECS:-12}" >/dev/null 2>&1
   ) &
 fi
-BENCH_DASHBOARD_TOKEN=bench-dashboard-token-0123456789 nice -n -10 taskset -c "${BENCH_CPU:-1}" "$B/stockhook-bench" --mode e2e $([ "${IDLE_AFTER:-}" = 1 ] && echo --idle-after) --alternate "${ALTERNATE:-0}" \
+BENCH_DASHBOARD_TOKEN=bench-dashboard-token-0123456789 nice -n -10 taskset -c "${BENCH_CPU:-1}" "$B/stockhook-bench" --mode e2e $([ "${IDLE_AFTER:-}" = 1 ] && echo --idle-after) --alternate "${ALTERNATE:-0}" --mix "${MIX:-all-low}" \
     --url http://127.0.0.1:18180/webhooks/bench --data-dir "$D/data" --rate "${RATE:-2000}" -d "${SECS:-15}s" -c 16 \
     --prefill 5000 --browse-url http://127.0.0.1:18181 --browse-connections 2 & BE=$!
 if [ "${THREADS:-}" = 1 ]; then

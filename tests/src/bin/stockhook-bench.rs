@@ -11,8 +11,9 @@
 //!   Prints req/s, p50/p90/p99/p99.9/max, the status mix and errors; `--pid` samples that
 //!   process's VmRSS/VmHWM during the run.
 //! * `e2e`: `inventory_levels/update` events at a steady `--rate` (default 2000/s), each for a
-//!   fresh `inventory_item_id` with `available = 1` (below the default low-stock threshold 5),
-//!   records the time each 200 arrived, polls `<data_dir>/mail/` for the `.eml` files naming the
+//!   fresh `inventory_item_id` with `available = 1` (below the default low-stock threshold 5;
+//!   `--mix one-in-ten`: the backlog's mix, one level in ten under it, the rest 5..49),
+//!   records the time each alerting event's 200 arrived, polls `<data_dir>/mail/` for the `.eml` files naming the
 //!   items, and reports the "200 -> email file" latency (by file mtime, and as observed by the
 //!   poll) with the queue depth from `/healthz` over time.
 //!   With `--browse-url` (the worker's dashboard) and `--browse-token` it measures twice in the
@@ -119,6 +120,11 @@ struct Args {
     /// cost. 0 (default): one browsing phase (and one idle phase after it with --idle-after).
     #[arg(long, default_value_t = 0)]
     alternate: u32,
+    /// e2e: which events raise an alert. `all-low` (default): every event (`available = 1`),
+    /// so every event ends in an email. `one-in-ten`: the backlog's mix (`available = n % 50`,
+    /// one level in ten under the low-stock threshold 5); latency is measured on those.
+    #[arg(long, value_enum, default_value_t = Mix::AllLow)]
+    mix: Mix,
     /// backlog: how many events to append before the worker starts.
     #[arg(long, default_value_t = 100_000)]
     events: u64,
@@ -147,6 +153,37 @@ enum Mode {
 enum Target {
     Stockhook,
     Bare,
+}
+
+/// e2e: which events raise an alert (see `--mix`).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+enum Mix {
+    AllLow,
+    OneInTen,
+}
+
+/// The worker's default low-stock threshold: an event with `available` under it alerts.
+const LOW_STOCK_THRESHOLD: i64 = 5;
+
+/// The backlog's (and `--mix one-in-ten`'s) levels: one in ten under the threshold.
+fn one_in_ten_low(n: u64) -> i64 {
+    (n % 50) as i64
+}
+
+impl Mix {
+    fn available(self) -> fn(u64) -> i64 {
+        match self {
+            Mix::AllLow => |_| 1,
+            Mix::OneInTen => one_in_ten_low,
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Mix::AllLow => "available=1 (every event alerts)",
+            Mix::OneInTen => "available=n%50 (one event in ten alerts; latency of those)",
+        }
+    }
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -495,7 +532,8 @@ struct Plan {
     interval: Option<Duration>,
     /// What `available` each request carries.
     available: fn(u64) -> i64,
-    /// Record (item, 200 time) per request.
+    /// Record (item, 200 time) per request that alerts (`available` under the threshold): the
+    /// items whose emails the e2e mode waits for.
     record_accepted: bool,
 }
 
@@ -550,7 +588,8 @@ async fn run_connection(
                 }
             },
         };
-        maker.request(id, n, (plan.available)(n), &mut body, &mut req);
+        let available = (plan.available)(n);
+        maker.request(id, n, available, &mut body, &mut req);
         // Open loop measures from the scheduled time (coordinated omission), closed from now.
         let sent = next.unwrap_or_else(Instant::now);
         let r = c.round_trip(&req, false).await;
@@ -563,7 +602,7 @@ async fn run_connection(
                     *st.status.entry(resp.status).or_default() += 1;
                     st.bytes += body.len() as u64;
                 }
-                if plan.record_accepted && resp.status == 200 {
+                if plan.record_accepted && resp.status == 200 && available < LOW_STOCK_THRESHOLD {
                     st.accepted.push((maker.item_id(n), now_unix_us()));
                 }
                 if resp.close {
@@ -1141,7 +1180,7 @@ async fn e2e_phase(
         interval: Some(Duration::from_secs_f64(
             args.connections.max(1) as f64 / rate,
         )),
-        available: |_| 1,
+        available: args.mix.available(),
         record_accepted: true,
     };
     let t = run_plan(plan, maker).await;
@@ -1208,6 +1247,7 @@ async fn e2e_phase(
             "{}",
             serde_json::json!({
                 "mode": "e2e",
+                "mix": args.mix.describe(),
                 "phase": phase,
                 "pages": {"loaded": pages.len(), "errors": page_errors, "latency": latency_json(&pages)},
                 "target_rate": rate,
@@ -1227,8 +1267,9 @@ async fn e2e_phase(
     } else {
         println!("--- phase: {phase}");
         println!(
-            "e2e  {rate}/s target, {achieved:.0}/s achieved over {sent_secs:.1}s, c={}, inventory_levels/update available=1, fresh item each",
-            args.connections
+            "e2e  {rate}/s target, {achieved:.0}/s achieved over {sent_secs:.1}s, c={}, inventory_levels/update {}, fresh item each",
+            args.connections,
+            args.mix.describe()
         );
         println!("http 200 latency      {}", latency_text(&t.all.latencies));
         println!("200 -> .eml (mtime)   {}", latency_text(&by_mtime));
@@ -1238,7 +1279,7 @@ async fn e2e_phase(
             args.poll
         );
         println!(
-            "accepted {accepted}  emails missing after {:?}: {missing}",
+            "alerting events accepted {accepted}  emails missing after {:?}: {missing}",
             args.drain_timeout
         );
         println!(
@@ -1289,7 +1330,7 @@ async fn backlog(args: Args) -> anyhow::Result<()> {
         measure_from: start,
         interval: None,
         // A realistic mix: one level in ten is under the threshold of 5 (alerts and emails).
-        available: |n| (n % 50) as i64,
+        available: one_in_ten_low,
         record_accepted: false,
     };
     let t = run_plan(plan, maker).await;
@@ -1419,5 +1460,12 @@ mod tests {
             "{line}"
         );
         assert!(line.contains("90.0 [60.0, 70.0]"), "{line}");
+    }
+
+    #[test]
+    fn the_one_in_ten_mix_alerts_on_one_event_in_ten_and_all_low_on_every_event() {
+        let low = |f: fn(u64) -> i64| (0..1000).filter(|&n| f(n) < LOW_STOCK_THRESHOLD).count();
+        assert_eq!(low(Mix::OneInTen.available()), 100);
+        assert_eq!(low(Mix::AllLow.available()), 1000);
     }
 }
