@@ -259,7 +259,7 @@ async fn dispatch<S: StateBackend>(store: &Arc<S>, rules: &Arc<RuleConfig>, op: 
                 if !dry_run {
                     let now = now_ms();
                     store
-                        .update_alerts(ids.clone(), move |e| e.replay(now), None)
+                        .update_alerts(ids.clone(), move |e| e.replay(now), vec![])
                         .await?;
                 }
                 Ok(to_json(&ids))

@@ -480,7 +480,7 @@ async fn purge_ebay_user<S: StateBackend>(
         .update_alerts(
             vec![],
             |_| {},
-            Some((counters::EBAY_ACCOUNT_DELETIONS.to_string(), 1)),
+            vec![(counters::EBAY_ACCOUNT_DELETIONS.to_string(), 1)],
         )
         .await
     {

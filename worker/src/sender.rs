@@ -211,7 +211,7 @@ pub async fn send_due<S: StateBackend>(
             let ids: Vec<String> = chunk.iter().map(|e| e.alert.id.clone()).collect();
             if owed.is_empty() {
                 // Release the claim without changing anything.
-                state.update_alerts(ids, |_| {}, None).await?;
+                state.update_alerts(ids, |_| {}, vec![]).await?;
                 continue;
             }
             // The set is one message per channel: if any member is marked delivered on this
@@ -222,7 +222,7 @@ pub async fn send_due<S: StateBackend>(
                 SetOnChannel::Ours => None,
                 SetOnChannel::Wait => {
                     tracing::info!(channel = %name, alerts = owed.len(), "part of a planned set is held elsewhere; it waits");
-                    state.update_alerts(ids, |_| {}, None).await?;
+                    state.update_alerts(ids, |_| {}, vec![]).await?;
                     // Two workers may each hold part of one set (each claimed from a snapshot
                     // that showed the other's part taken): both let go, then come back after
                     // a random pause, so one of them finds the whole set free and takes it.
@@ -312,17 +312,19 @@ pub async fn send_due<S: StateBackend>(
             };
             let (now_sent, now_failed) =
                 (changed(OutboxStatus::Sent), changed(OutboxStatus::Failed));
-            let counter = (now_sent > 0).then(|| (counters::ALERTS_SENT.to_string(), now_sent));
-            write_down(state, ids, apply, counter).await?;
-            if now_failed > 0 {
-                state
-                    .update_alerts(
-                        vec![],
-                        |_| {},
-                        Some((counters::ALERTS_FAILED.to_string(), now_failed)),
-                    )
-                    .await?;
-            }
+            // The counters go in the same write as the outcome: one commit (and one sync on
+            // sled) per delivery, where there were up to three.
+            let emailed = name == EMAIL && found.is_none() && matches!(step, Step::Sent { .. });
+            let counts: Vec<(String, i64)> = [
+                (counters::ALERTS_SENT, now_sent),
+                (counters::ALERTS_FAILED, now_failed),
+                (counters::EMAILS_SENT, i64::from(emailed)),
+            ]
+            .into_iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(c, n)| (c.to_string(), n))
+            .collect();
+            write_down(state, ids, apply, counts).await?;
             if found.is_some() {
                 continue;
             }
@@ -336,11 +338,6 @@ pub async fn send_due<S: StateBackend>(
                 crate::metrics::ALERTS.inc(&[a.rule.as_str(), status]);
             }
             if matches!(step, Step::Sent { .. }) {
-                if name == EMAIL {
-                    state
-                        .update_alerts(vec![], |_| {}, Some((counters::EMAILS_SENT.to_string(), 1)))
-                        .await?;
-                }
                 sent += 1;
             }
         }
@@ -423,7 +420,7 @@ async fn write_down<S: StateBackend, F>(
     state: &Arc<S>,
     ids: Vec<String>,
     apply: F,
-    counter: Option<(String, i64)>,
+    counters: Vec<(String, i64)>,
 ) -> Result<(), crate::state::StateError>
 where
     F: Fn(&mut OutboxEntry) + Clone + Send + Sync + 'static,
@@ -432,7 +429,7 @@ where
     let mut pause = Duration::from_millis(100);
     loop {
         match state
-            .update_alerts(ids.clone(), apply.clone(), counter.clone())
+            .update_alerts(ids.clone(), apply.clone(), counters.clone())
             .await
         {
             Ok(()) => return Ok(()),
@@ -723,6 +720,20 @@ mod tests {
     struct Moved {
         stored: std::sync::Mutex<BTreeMap<String, OutboxEntry>>,
         snapshot: Vec<OutboxEntry>,
+        /// Each `update_alerts` call: the ids and the counters it carried.
+        updates: std::sync::Mutex<Vec<Update>>,
+    }
+
+    type Update = (Vec<String>, Vec<(String, i64)>);
+
+    impl Moved {
+        fn new(stored: BTreeMap<String, OutboxEntry>, snapshot: Vec<OutboxEntry>) -> Moved {
+            Moved {
+                stored: std::sync::Mutex::new(stored),
+                snapshot,
+                updates: std::sync::Mutex::new(Vec::new()),
+            }
+        }
     }
 
     impl StateBackend for Moved {
@@ -789,11 +800,12 @@ mod tests {
             &self,
             ids: Vec<String>,
             f: F,
-            _: Option<(String, i64)>,
+            counters: Vec<(String, i64)>,
         ) -> Result<(), crate::state::StateError>
         where
             F: Fn(&mut OutboxEntry) + Clone + Send + Sync + 'static,
         {
+            self.updates.lock().unwrap().push((ids.clone(), counters));
             let mut s = self.stored.lock().unwrap();
             for id in ids {
                 if let Some(e) = s.get_mut(&id) {
@@ -817,6 +829,42 @@ mod tests {
         async fn sync(&self) -> Result<(), crate::state::StateError> {
             Ok(())
         }
+    }
+
+    /// An emailed set is written down in one update, its counters with it: on sled each update
+    /// is a commit and a sync, and the counters cost two more of each per email before.
+    #[tokio::test]
+    async fn a_delivery_and_its_counters_are_written_down_in_one_update() {
+        let data = tempfile::tempdir().unwrap();
+        let config: Config =
+            toml::from_str("[alerts]\nrecipients = [\"ops@example.com\"]\n").unwrap();
+        let mailer = crate::email::Mailer::from_config(&config.email, data.path()).unwrap();
+        let channels = Channels::from_config(&config, mailer).unwrap();
+        let mut a = test_alert(Rule::LowStock, "shop", "z");
+        a.recipients = vec!["ops@example.com".into()];
+        let z = OutboxEntry::new(a, 0);
+        let id = z.alert.id.clone();
+        let state = Arc::new(Moved::new(
+            BTreeMap::from([(id.clone(), z.clone())]),
+            vec![z],
+        ));
+        assert_eq!(send_due(&state, &channels, &policy()).await.unwrap(), 1);
+        assert_eq!(
+            std::fs::read_dir(data.path().join("mail")).unwrap().count(),
+            1
+        );
+        let updates = state.updates.lock().unwrap().clone();
+        assert_eq!(
+            updates,
+            vec![(
+                vec![id.clone()],
+                vec![
+                    (counters::ALERTS_SENT.to_string(), 1),
+                    (counters::EMAILS_SENT.to_string(), 1)
+                ]
+            )]
+        );
+        assert_eq!(state.stored.lock().unwrap()[&id].status, OutboxStatus::Sent);
     }
 
     /// Another worker delivered x and y by email, and is between channels (claims released),
@@ -859,10 +907,7 @@ mod tests {
             stored.insert(e.alert.id.clone(), e);
         }
         stored.insert(z.alert.id.clone(), z.clone());
-        let state = Arc::new(Moved {
-            stored: std::sync::Mutex::new(stored),
-            snapshot,
-        });
+        let state = Arc::new(Moved::new(stored, snapshot));
         send_due(&state, &channels, &policy()).await.unwrap();
 
         let mail: Vec<String> = std::fs::read_dir(data.path().join("mail"))

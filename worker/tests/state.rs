@@ -970,7 +970,7 @@ async fn two_workers_same_events_one_alert_and_one_claimer() {
     a.update_alerts(
         sent,
         |e| e.status = stockhook_worker::alert::OutboxStatus::Sent,
-        Some((counters::ALERTS_SENT.to_string(), ca.len() as i64)),
+        vec![(counters::ALERTS_SENT.to_string(), ca.len() as i64)],
     )
     .await
     .unwrap();
@@ -1403,7 +1403,7 @@ async fn claims_renew_lapse_to_another_worker_and_keep_the_planned_set() {
     assert!(taken.iter().all(|e| e.planned == set_a), "{taken:?}");
     // A, back from its pause: its claims are gone, and its write-down keeps B's claim.
     assert!(!a.renew_claims(ids.clone(), now + 60_000).await.unwrap());
-    a.update_alerts(ids.clone(), |_| {}, None).await.unwrap();
+    a.update_alerts(ids.clone(), |_| {}, vec![]).await.unwrap();
     assert!(
         a.claim_alerts(due.clone(), now + 60_000)
             .await
@@ -1480,7 +1480,7 @@ async fn takeover<S: StateBackend>(s: Arc<S>, data: &Path) {
             d.delivery_id = Some(mid.clone());
             e.recompute();
         },
-        None,
+        vec![],
     )
     .await
     .unwrap();

@@ -673,7 +673,7 @@ pub async fn resend<S: StateBackend>(
     }
     let now = stockhook_shared::queue::now_ms();
     dash.state
-        .update_alerts(vec![id.to_string()], move |e| e.replay(now), None)
+        .update_alerts(vec![id.to_string()], move |e| e.replay(now), vec![])
         .await?;
     dash.wake.notify_one();
     dash.invalidate().await;

@@ -198,12 +198,13 @@ pub trait StateBackend: Send + Sync + 'static {
         async { Ok(true) }
     }
 
-    /// Updates outbox entries (and a counter) durably; releases any claim on them.
+    /// Updates outbox entries and adds to counters, durably and together (one commit on
+    /// sled); releases any claim on them.
     fn update_alerts<F>(
         &self,
         ids: Vec<String>,
         f: F,
-        counter: Option<(String, i64)>,
+        counters: Vec<(String, i64)>,
     ) -> impl Future<Output = Result<(), StateError>> + Send
     where
         F: Fn(&mut OutboxEntry) + Clone + Send + Sync + 'static;
@@ -214,7 +215,7 @@ pub trait StateBackend: Send + Sync + 'static {
         name: String,
         delta: i64,
     ) -> impl Future<Output = Result<(), StateError>> + Send {
-        self.update_alerts(Vec::new(), |_| {}, Some((name, delta)))
+        self.update_alerts(Vec::new(), |_| {}, vec![(name, delta)])
     }
 
     /// Removes outbox entries.
@@ -440,7 +441,7 @@ impl StateBackend for SledState {
                             e.planned = p.clone();
                         }
                     },
-                    None,
+                    &[],
                 )
             })
             .await?;
@@ -452,15 +453,13 @@ impl StateBackend for SledState {
         &self,
         ids: Vec<String>,
         f: F,
-        counter: Option<(String, i64)>,
+        counters: Vec<(String, i64)>,
     ) -> Result<(), StateError>
     where
         F: Fn(&mut OutboxEntry) + Clone + Send + Sync + 'static,
     {
-        self.blocking(move |s| {
-            s.update_alerts(&ids, f, counter.as_ref().map(|(n, v)| (n.as_str(), *v)))
-        })
-        .await
+        self.blocking(move |s| s.update_alerts(&ids, f, &counters))
+            .await
     }
 
     async fn purge_alerts(&self, ids: Vec<String>) -> Result<(), StateError> {

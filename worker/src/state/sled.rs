@@ -840,12 +840,12 @@ impl StateStore {
         Ok(e)
     }
 
-    /// Updates outbox entries (and counters) in one transaction, then syncs.
+    /// Updates outbox entries and adds to counters in one transaction, then syncs.
     pub fn update_alerts(
         &self,
         ids: &[String],
         f: impl Fn(&mut OutboxEntry),
-        counter: Option<(&str, i64)>,
+        counters: &[(String, i64)],
     ) -> Result<(), StateError> {
         let now = stockhook_shared::queue::now_ms();
         self.tree
@@ -871,8 +871,8 @@ impl StateStore {
                         tx_put_entry(tx, to, e, now, &sets, &mut written)?;
                     }
                 }
-                if let Some((name, n)) = counter {
-                    tx_add(tx, name, n)?;
+                for (name, n) in counters {
+                    tx_add(tx, name, *n)?;
                 }
                 Ok(())
             })
@@ -1397,7 +1397,7 @@ mod tests {
                 e.status = OutboxStatus::Sent;
                 e.sent_at = Some(200);
             },
-            Some((counters::ALERTS_SENT, 1)),
+            &[(counters::ALERTS_SENT.to_string(), 1)],
         )
         .unwrap();
         assert!(s.due_alerts(1_000).unwrap().is_empty());
@@ -1742,7 +1742,7 @@ mod tests {
         ids.sort();
         assert_eq!(ids.len(), 50);
         let set = ids.clone();
-        s.update_alerts(&ids, move |e| e.planned = set.clone().into(), None)
+        s.update_alerts(&ids, move |e| e.planned = set.clone().into(), &[])
             .unwrap();
         assert_eq!(keys(&s, b"P/").len(), 1, "one record for the set");
         for (_, v) in keys(&s, b"o/") {
@@ -1770,7 +1770,7 @@ mod tests {
                 e.status = OutboxStatus::Sent;
                 e.sent_at = Some(sent_at);
             },
-            None,
+            &[],
         )
         .unwrap();
         assert!(s.due_alerts(1_000).unwrap().is_empty());

@@ -785,7 +785,7 @@ impl StateBackend for NatsState {
         &self,
         ids: Vec<String>,
         f: F,
-        counter: Option<(String, i64)>,
+        counters: Vec<(String, i64)>,
     ) -> Result<(), StateError>
     where
         F: Fn(&mut OutboxEntry) + Clone + Send + Sync + 'static,
@@ -810,8 +810,12 @@ impl StateBackend for NatsState {
                 conflict_pause(attempt, id).await?;
             }
         }
-        if let Some((name, n)) = counter {
-            self.add_counters(&BTreeMap::from([(name, n)])).await?;
+        if !counters.is_empty() {
+            let mut deltas = BTreeMap::new();
+            for (name, n) in counters {
+                *deltas.entry(name).or_insert(0) += n;
+            }
+            self.add_counters(&deltas).await?;
         }
         Ok(())
     }
