@@ -117,6 +117,31 @@ on_both_backends! {
     the_scheduled_pass_in_dry_run_writes_nothing_and_skips_removed_items => preview_dry_run;
     hourly_event_counters_are_kept_two_days => hourly_counters;
     a_copy_kept_by_item_changes_equals_a_full_read => item_changes;
+    a_write_down_adds_every_counter_it_carries => write_down_counters;
+}
+
+/// The sender writes an email's outcome and its counters (alerts sent, emails sent) in one
+/// update: every counter it carries is added, a name given twice adds both deltas.
+async fn write_down_counters<S: StateBackend>(s: &S) {
+    let r = rules();
+    apply(s, &r, vec![ev(1, vec![level("100", "loc1", 3, 2)])]).await;
+    let due = s.due_alerts(10).await.unwrap();
+    assert_eq!(due.len(), 1);
+    s.update_alerts(
+        vec![due[0].alert.id.clone()],
+        |e| e.status = stockhook_worker::alert::OutboxStatus::Sent,
+        vec![
+            (counters::ALERTS_SENT.to_string(), 1),
+            (counters::EMAILS_SENT.to_string(), 1),
+            (counters::EMAILS_SENT.to_string(), 2),
+        ],
+    )
+    .await
+    .unwrap();
+    assert!(s.due_alerts(10).await.unwrap().is_empty());
+    let c = s.counters().await.unwrap();
+    assert_eq!(c[counters::ALERTS_SENT], 1);
+    assert_eq!(c[counters::EMAILS_SENT], 3);
 }
 
 /// A reader's copy of every item kept with [`StateBackend::item_changes`] (the dashboard's

@@ -13,8 +13,8 @@
 //! * `e2e`: `inventory_levels/update` events at a steady `--rate` (default 2000/s), each for a
 //!   fresh `inventory_item_id` with `available = 1` (below the default low-stock threshold 5;
 //!   `--mix one-in-ten`: the backlog's mix, one level in ten under it, the rest 5..49),
-//!   records the time each alerting event's 200 arrived, polls `<data_dir>/mail/` for the `.eml` files naming the
-//!   items, and reports the "200 -> email file" latency (by file mtime, and as observed by the
+//!   records the time each alerting event's 200 arrived, polls `<data_dir>/mail/` for the
+//!   `.eml` files naming the items, and reports the "200 -> email file" latency (by file mtime, and as observed by the
 //!   poll) with the queue depth from `/healthz` over time.
 //!   With `--browse-url` (the worker's dashboard) and `--browse-token` it measures twice in the
 //!   same run: idle, then while `--browse-connections` loops load dashboard pages back to back
