@@ -314,6 +314,16 @@ impl SledState {
     }
 }
 
+impl SledState {
+    /// The planned set records of these ids, as stored (none read when there are none).
+    async fn sets_raw(&self, wanted: Vec<String>) -> Result<Vec<(String, sled::IVec)>, StateError> {
+        match wanted.is_empty() {
+            true => Ok(Vec::new()),
+            false => self.blocking(move |s| s.sets_raw(&wanted)).await,
+        }
+    }
+}
+
 /// Runs `f` (decoding records read by [`SledState::blocking`]) on the blocking pool of the
 /// runtime that awaits it: the dashboard's decodes its snapshots' items at its own lower
 /// priority, not at the event runtime's.
@@ -372,17 +382,16 @@ impl StateBackend for SledState {
     /// Read on the state's blocking pool (the entries, then the planned sets they refer to),
     /// decoded on the caller's: the dashboard's snapshot reads them.
     async fn open_alerts(&self) -> Result<Vec<OutboxEntry>, StateError> {
-        use super::sled::OpenAlerts;
+        use super::sled::DecodedAlerts;
         let raw = self.blocking(|s| s.open_alerts_raw()).await?;
-        let open = decode_here(move || OpenAlerts::decode(&raw)).await?;
-        let wanted = open.sets.clone();
-        let sets = match wanted.is_empty() {
-            true => Vec::new(),
-            false => self.blocking(move |s| s.sets_raw(&wanted)).await?,
-        };
+        let open = decode_here(move || DecodedAlerts::decode(&raw)).await?;
+        let sets = self.sets_raw(open.sets.clone()).await?;
         decode_here(move || open.resolve(&sets)).await
     }
 
+    /// The index walked and the records read on the state's blocking pool
+    /// [`super::recent::RECENT_READ_CHUNK`] keys per call, decoded and filtered on the
+    /// caller's ([`super::recent`] says why).
     async fn recent_alerts<Sc, F>(
         &self,
         before: Option<AlertCursor>,
@@ -394,8 +403,27 @@ impl StateBackend for SledState {
         Sc: Fn(&str) -> bool + Send + Sync + 'static,
         F: Fn(&OutboxEntry) -> bool + Send + Sync + 'static,
     {
-        self.blocking(move |s| s.recent_alerts(before.as_ref(), limit, scope, keep))
-            .await
+        use super::recent::{RecentPage, RECENT_READ_CHUNK};
+        let (scope, keep) = (Arc::new(scope), Arc::new(keep));
+        let mut page = RecentPage::new(before, limit);
+        loop {
+            let (from, scope) = (page.from().cloned(), scope.clone());
+            let chunk = self
+                .blocking(move |s| s.recent_alerts_raw(from.as_ref(), RECENT_READ_CHUNK, &*scope))
+                .await?;
+            let keep = keep.clone();
+            let done;
+            (page, done) = decode_here(move || {
+                let done = page.take(chunk, &*keep);
+                (page, done)
+            })
+            .await?;
+            if done {
+                break;
+            }
+        }
+        let sets = self.sets_raw(page.sets()).await?;
+        decode_here(move || page.finish(&sets)).await
     }
 
     async fn alerts(&self, ids: Vec<String>) -> Result<Vec<OutboxEntry>, StateError> {
@@ -535,17 +563,7 @@ mod tests {
     /// creates one for it (threads inherit their creator's class: `crate::lowered`).
     #[test]
     fn a_state_call_from_a_lowered_thread_runs_at_the_events_priority() {
-        let events = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let lowered = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .on_thread_start(crate::lowered::lower_this_thread)
-            .enable_all()
-            .build()
-            .unwrap();
+        let (events, lowered) = events_and_lowered_runtimes();
         let dir = tempfile::tempdir().unwrap();
         let state = events
             .block_on(async { SledState::open(&dir.path().join("state")) })
@@ -564,6 +582,82 @@ mod tests {
             libc::SCHED_OTHER,
             "the state call ran in the idle class"
         );
+    }
+
+    /// The alerts page asked for by a lowered (dashboard) thread decodes and filters its
+    /// records at the asker's priority, not the events' (`crate::state::recent` says why), and
+    /// lists what the one-call read lists.
+    #[test]
+    fn the_alerts_page_is_decoded_at_the_askers_priority() {
+        let (events, lowered) = events_and_lowered_runtimes();
+        let dir = tempfile::tempdir().unwrap();
+        let state = events
+            .block_on(async { SledState::open(&dir.path().join("state")) })
+            .unwrap();
+        let rules = Arc::new(RuleConfig::example());
+        let low = |i: u64| {
+            let fact = crate::facts::Fact::InventoryLevel {
+                item: format!("x{i}"),
+                location: "l".into(),
+                available: Some(1),
+                at: 1,
+            };
+            let id = stockhook_shared::envelope::EventId(i + 1);
+            Prepared::synthetic(id, i64::MAX / 2, "shop", "shopify", "t", vec![fact])
+        };
+        let batch: Vec<Prepared> = (0..100).map(low).collect();
+        events
+            .block_on(state.apply_batch(batch, rules, 1_000, false))
+            .unwrap();
+        let one_call = state.0.recent_alerts(None, 70, |_| true, |_| true).unwrap();
+        let policies = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = policies.clone();
+        let page = lowered
+            .block_on(lowered_spawn(async move {
+                state
+                    .recent_alerts(
+                        None,
+                        70,
+                        |_| true,
+                        move |_| {
+                            seen.lock().unwrap().push(policy());
+                            true
+                        },
+                    )
+                    .await
+            }))
+            .unwrap();
+        let ids = |p: &AlertPage| {
+            p.entries
+                .iter()
+                .map(|e| e.alert.id.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(ids(&page), ids(&one_call));
+        assert_eq!(page.next, one_call.next);
+        let policies = policies.lock().unwrap();
+        assert_eq!(policies.len(), 70);
+        assert!(
+            policies.iter().all(|p| *p == libc::SCHED_IDLE),
+            "alerts decoded at the events' priority: {policies:?}"
+        );
+    }
+
+    /// A runtime like the event runtime, and one whose threads are lowered like the
+    /// dashboard's.
+    fn events_and_lowered_runtimes() -> (tokio::runtime::Runtime, tokio::runtime::Runtime) {
+        let events = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let lowered = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .on_thread_start(crate::lowered::lower_this_thread)
+            .enable_all()
+            .build()
+            .unwrap();
+        (events, lowered)
     }
 
     /// Runs `f` on one of the current runtime's worker threads (`block_on` runs it on the

@@ -12,6 +12,7 @@ pub mod engine;
 pub mod history;
 pub mod nats;
 pub mod planned_sets;
+pub mod recent;
 pub mod sled;
 
 pub use backend::{SledState, StateBackend};

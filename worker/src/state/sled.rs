@@ -15,8 +15,9 @@
 //! `P/<set id>` a planned set's members, `n/<created at><alert id>` outbox entries in creation
 //! order, `m/<name>` counter.
 
-use super::backend::{AlertCursor, AlertPage, ItemChanges, RECENT_SCAN_MAX};
+use super::backend::{AlertCursor, AlertPage, ItemChanges};
 use super::engine::{self, Mark, Member, Once, Step, Store, Token};
+use super::recent::{RecentChunk, RecentPage, RECENT_READ_CHUNK};
 use super::{counters, planned_sets, Applied, ItemState, Prepared, RuleConfig, StateError};
 use crate::alert::{Alert, OutboxEntry, OutboxStatus, PlannedSet};
 use crate::rules::Arming;
@@ -133,30 +134,37 @@ impl RawItems {
     }
 }
 
-/// The open outbox entries decoded from their records ([`StateStore::open_alerts_raw`]),
-/// planned sets not resolved yet: decoded by the caller, like [`RawItems`].
-pub struct OpenAlerts {
+/// Outbox entries decoded by the caller from their records ([`StateStore::open_alerts_raw`],
+/// [`super::recent::RecentChunk`]), planned sets not resolved yet: decoded by the caller, like
+/// [`RawItems`].
+pub struct DecodedAlerts {
     entries: Vec<OutboxEntry>,
     /// The planned sets they refer to: [`StateStore::sets_raw`] reads them.
     pub sets: Vec<String>,
 }
 
-impl OpenAlerts {
-    /// Decodes the entries that are not sent (an undecodable one is skipped, as in every
-    /// outbox scan).
-    pub fn decode(values: &[sled::IVec]) -> OpenAlerts {
-        let entries: Vec<OutboxEntry> = values
-            .iter()
-            .filter_map(|v| serde_json::from_slice::<OutboxEntry>(v).ok())
-            .filter(|e| e.status != OutboxStatus::Sent)
-            .collect();
+impl DecodedAlerts {
+    /// The open entries of these records (an undecodable one is skipped, as in every outbox
+    /// scan; sent ones are left out).
+    pub fn decode(values: &[sled::IVec]) -> DecodedAlerts {
+        DecodedAlerts::new(
+            values
+                .iter()
+                .filter_map(|v| serde_json::from_slice::<OutboxEntry>(v).ok())
+                .filter(|e| e.status != OutboxStatus::Sent)
+                .collect(),
+        )
+    }
+
+    /// These entries, with the planned sets they refer to.
+    pub fn new(entries: Vec<OutboxEntry>) -> DecodedAlerts {
         let mut sets: Vec<String> = entries
             .iter()
             .filter_map(|e| planned_sets::reference(e).map(str::to_string))
             .collect();
         sets.sort();
         sets.dedup();
-        OpenAlerts { entries, sets }
+        DecodedAlerts { entries, sets }
     }
 
     /// The entries with their planned sets (`sets`: the records read), ordered by creation.
@@ -568,12 +576,12 @@ impl StateStore {
     /// Pending and failed entries only (not those sent): what is still owed or needs the
     /// operator, read by key range (`o/`), ordered by creation.
     pub fn open_alerts(&self) -> Result<Vec<OutboxEntry>, StateError> {
-        let open = OpenAlerts::decode(&self.open_alerts_raw()?);
+        let open = DecodedAlerts::decode(&self.open_alerts_raw()?);
         let sets = self.sets_raw(&open.sets)?;
         Ok(open.resolve(&sets))
     }
 
-    /// The records behind [`StateStore::open_alerts`], not decoded ([`OpenAlerts::decode`]).
+    /// The records behind [`StateStore::open_alerts`], not decoded ([`DecodedAlerts::decode`]).
     pub fn open_alerts_raw(&self) -> Result<Vec<sled::IVec>, StateError> {
         let mut out = Vec::new();
         for item in self.tree.scan_prefix(b"o/") {
@@ -655,6 +663,8 @@ impl StateStore {
     /// the `before` cursor if given, whose source `scope` accepts and that pass `keep`: a
     /// reverse walk of the `n/` index, stopping after `limit` found or [`RECENT_SCAN_MAX`]
     /// index keys looked at. The cursor of the next page comes back when there may be more.
+    /// In one call; the dashboard reads the same a chunk at a time
+    /// ([`StateStore::recent_alerts_raw`], [`RecentPage`]).
     pub fn recent_alerts(
         &self,
         before: Option<&AlertCursor>,
@@ -662,15 +672,32 @@ impl StateStore {
         scope: impl Fn(&str) -> bool,
         keep: impl Fn(&OutboxEntry) -> bool,
     ) -> Result<AlertPage, StateError> {
+        let mut page = RecentPage::new(before.cloned(), limit);
+        loop {
+            let chunk = self.recent_alerts_raw(page.from(), RECENT_READ_CHUNK, &scope)?;
+            if page.take(chunk, &keep) {
+                break;
+            }
+        }
+        let sets = self.sets_raw(&page.sets())?;
+        Ok(page.finish(&sets))
+    }
+
+    /// Up to `max` keys of the `n/` index older than `before` (all when `None`), newest first,
+    /// each with its outbox record as stored when `scope` accepts its source: the part of
+    /// [`StateStore::recent_alerts`] that reads, with nothing decoded.
+    pub fn recent_alerts_raw(
+        &self,
+        before: Option<&AlertCursor>,
+        max: usize,
+        scope: &dyn Fn(&str) -> bool,
+    ) -> Result<RecentChunk, StateError> {
         self.index_newest()?;
         let end = match before {
             Some(c) => newest_key(c.created_at, &c.id),
             None => b"n0".to_vec(), // just past every `n/` key
         };
-        let mut page = AlertPage::default();
-        let mut sets = HashMap::new();
-        let mut looked = 0;
-        let mut last: Option<AlertCursor> = None;
+        let mut chunk = RecentChunk::default();
         for item in self.tree.range(b"n/".to_vec()..end).rev() {
             let (k, v) = item.map_err(storage("reading the alerts index"))?;
             let (Some(at), Some(id)) = (
@@ -681,28 +708,19 @@ impl StateStore {
             ) else {
                 continue;
             };
-            if page.entries.len() >= limit || looked >= RECENT_SCAN_MAX {
-                // The next page starts after the last key looked at (the bound is exclusive).
-                page.next = last;
+            if chunk.keys.len() >= max {
+                chunk.more = true;
                 break;
             }
-            looked += 1;
-            last = Some(AlertCursor {
-                created_at: at,
-                id: id.clone(),
-            });
-            if !scope(&String::from_utf8_lossy(&v)) {
-                continue;
-            }
-            let mut e = match self.alert_raw(&id)? {
-                Some(e) => e,
-                None => continue,
+            let record = match scope(&String::from_utf8_lossy(&v)) {
+                true => self.alert_record(&id)?,
+                false => None,
             };
-            if keep(&e) && self.resolve(&mut e, &mut sets).is_ok() {
-                page.entries.push(e);
-            }
+            chunk
+                .keys
+                .push((AlertCursor { created_at: at, id }, record));
         }
-        Ok(page)
+        Ok(chunk)
     }
 
     /// Writes the `n/` index of every outbox entry once, for a state written before it existed
@@ -810,19 +828,24 @@ impl StateStore {
         Ok(gone.len())
     }
 
-    /// The entry with this id as stored (its planned set not resolved), if any.
-    fn alert_raw(&self, id: &str) -> Result<Option<OutboxEntry>, StateError> {
-        let v = match self
+    /// The record of the entry with this id, open (`o/`) or sent (`d/`), not decoded.
+    fn alert_record(&self, id: &str) -> Result<Option<sled::IVec>, StateError> {
+        match self
             .tree
             .get(outbox_key(id))
             .map_err(storage("reading alert"))?
         {
-            Some(v) => Some(v),
+            Some(v) => Ok(Some(v)),
             None => self
                 .tree
                 .get(sent_key(id))
-                .map_err(storage("reading alert"))?,
-        };
+                .map_err(storage("reading alert")),
+        }
+    }
+
+    /// The entry with this id as stored (its planned set not resolved), if any.
+    fn alert_raw(&self, id: &str) -> Result<Option<OutboxEntry>, StateError> {
+        let v = self.alert_record(id)?;
         v.map(|v| {
             serde_json::from_slice(&v).map_err(|e| StateError::Storage {
                 context: format!("decoding alert {id}"),
@@ -1815,6 +1838,66 @@ mod tests {
         let s = StateStore::open(&path).unwrap();
         assert!(s.tree.contains_key(NEWEST_INDEXED).unwrap());
         assert_eq!(keys(&s, b"n/").len(), 5, "indexed at open");
+    }
+
+    /// Pages walked to the end, at limits on both sides of a chunk's size, list exactly the
+    /// outbox newest first (scoped or not), each page at most `limit` long and only the last
+    /// without a cursor.
+    #[test]
+    fn recent_alerts_pages_across_read_chunks_list_the_whole_outbox_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = StateStore::open(&dir.path().join("state")).unwrap();
+        let n = 2 * RECENT_READ_CHUNK as u64 + 22;
+        for b in 0..n / 10 + 1 {
+            let evs: Vec<Prepared> = (b * 10..(b * 10 + 10).min(n))
+                .map(|i| {
+                    let mut ev = low(i + 1, &format!("x{i}"));
+                    if i % 4 == 0 {
+                        ev.source = "other".into();
+                    }
+                    ev
+                })
+                .collect();
+            s.apply_batch(&evs, &rules(), 1_000 + b as i64, false)
+                .unwrap();
+        }
+        let newest_first = |keep: &dyn Fn(&str) -> bool| {
+            let mut v: Vec<String> = s
+                .outbox(|e| keep(&e.alert.source))
+                .unwrap()
+                .into_iter()
+                .map(|e| e.alert.id)
+                .collect();
+            v.reverse();
+            v
+        };
+        let c = RECENT_READ_CHUNK;
+        for scope in [None, Some("shop")] {
+            let accepts = |src: &str| scope.is_none_or(|x| x == src);
+            let want = newest_first(&accepts);
+            let shop = (0..n).filter(|i| i % 4 != 0).count();
+            assert_eq!(want.len(), if scope.is_none() { n as usize } else { shop });
+            for limit in [1, c - 1, c, c + 1, 2 * c, want.len(), 1_000] {
+                let (mut got, mut before, mut pages) = (Vec::new(), None, 0);
+                loop {
+                    let page = s
+                        .recent_alerts(before.as_ref(), limit, accepts, |_| true)
+                        .unwrap();
+                    assert!(page.entries.len() <= limit);
+                    got.extend(page.entries.into_iter().map(|e| e.alert.id));
+                    pages += 1;
+                    match page.next {
+                        Some(next) => before = Some(next),
+                        None => break,
+                    }
+                }
+                assert_eq!(got, want, "scope {scope:?}, limit {limit}");
+                assert!(
+                    pages >= want.len().div_ceil(limit),
+                    "limit {limit}: {pages} pages"
+                );
+            }
+        }
     }
 
     #[test]
