@@ -31,8 +31,11 @@ use tokio_rustls::TlsAcceptor;
 pub type Resp = Response<Full<Bytes>>;
 pub type Req = http::Request<Incoming>;
 
-/// The alerts page shows the newest this many, with a link to the next (older) page.
-pub const ALERTS_SHOWN: usize = 500;
+/// The alerts page shows the newest this many, with a link to the next (older) page: as many
+/// rows as an inventory page. (It was 500: each load then decoded, rendered and sent 500
+/// alerts, about 200 KB, the largest of the dashboard's costs while pages load back to back:
+/// docs/PERFORMANCE.md, section 23.)
+pub const ALERTS_SHOWN: usize = view::PAGE_SIZE;
 
 /// Largest form or API body read.
 const MAX_BODY: usize = 16 * 1024;

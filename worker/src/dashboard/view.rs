@@ -14,7 +14,7 @@ use crate::cover::CoverView;
 use crate::state::{ItemState, RuleConfig};
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// Everything a page reads, taken at once; shared by every request until the next refresh.
 pub struct Snapshot {
@@ -36,6 +36,54 @@ pub struct Snapshot {
     orders: [Order; 4],
     /// The overview's figures of every source that has items, alerts or counters.
     figures: BTreeMap<String, SourceFigures>,
+    /// The selections already made on this snapshot ([`select`]).
+    selections: Mutex<Selections>,
+}
+
+/// Most bytes of row indices one snapshot keeps selected ([`Selections`]): 20 selections of
+/// every row at 50,000 items.
+pub const SELECTIONS_MAX_BYTES: usize = 4 << 20;
+
+/// The rows each (scope, filter) selected on one snapshot, kept until the next one, so that a
+/// page of the same view (the next page of a table, the CSV of what is on screen, a reload)
+/// does not walk every row again.
+///
+/// Why: a walk over 50,000 rows in sort order touches each row's item and derived record in
+/// that order, a few megabytes read at random, and pages loaded back to back walked again and
+/// again. That work runs in the idle class, but what it reads evicts event processing's data
+/// from the caches of the core they share (docs/PERFORMANCE.md, section 23).
+#[derive(Default)]
+struct Selections {
+    by: std::collections::HashMap<SelectionKey, Arc<[u32]>>,
+    bytes: usize,
+}
+
+/// What a selection depends on: the scope and the filter but its page.
+#[derive(PartialEq, Eq, Hash)]
+struct SelectionKey {
+    /// `None`: every source.
+    scope: Option<Vec<String>>,
+    q: String,
+    source: Option<String>,
+    status: Option<String>,
+    sort: Sort,
+    desc: bool,
+}
+
+impl SelectionKey {
+    fn new(scope: &Scope, f: &Filter) -> SelectionKey {
+        SelectionKey {
+            scope: match scope {
+                Scope::All => None,
+                Scope::Only(v) => Some(v.clone()),
+            },
+            q: f.q.clone(),
+            source: f.source.clone(),
+            status: f.status.clone(),
+            sort: f.sort,
+            desc: f.desc,
+        }
+    }
 }
 
 /// Item indices sorted ascending by one key: those with the key first, then those without.
@@ -127,7 +175,14 @@ impl Snapshot {
             derived,
             orders,
             figures,
+            selections: Mutex::default(),
         }
+    }
+
+    /// The selections made so far (a map of finished ones: one left by a panic elsewhere is
+    /// still valid).
+    fn selections(&self) -> std::sync::MutexGuard<'_, Selections> {
+        self.selections.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Row `i` of the snapshot.
@@ -246,7 +301,7 @@ pub fn cover(st: &ItemState, rules: &RuleConfig, now: i64) -> Option<CoverView> 
 }
 
 /// How the inventory table is sorted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Sort {
     #[default]
     Available,
@@ -373,26 +428,38 @@ impl Filter {
 }
 
 /// The indices (into `snap.items`) of the rows `scope` may see that pass `filter`, sorted: a
-/// walk over the snapshot's precomputed order, no sorting per request.
-pub fn select(snap: &Snapshot, scope: &Scope, filter: &Filter) -> Vec<u32> {
+/// walk over the snapshot's precomputed order, no sorting per request, made once per
+/// snapshot for each (scope, filter) while [`SELECTIONS_MAX_BYTES`] allow ([`Selections`]).
+pub fn select(snap: &Snapshot, scope: &Scope, filter: &Filter) -> Arc<[u32]> {
     if filter.none {
-        return Vec::new();
+        return Arc::from([]);
+    }
+    let key = SelectionKey::new(scope, filter);
+    if let Some(v) = snap.selections().by.get(&key) {
+        return v.clone();
     }
     let needle = filter.q.to_lowercase();
-    snap.orders[filter.sort.ix()]
+    let v: Arc<[u32]> = snap.orders[filter.sort.ix()]
         .iter(filter.desc)
         .filter(|&i| {
             let st = &snap.items[i as usize];
             scope.allows(&st.source) && filter.keep(st, &snap.derived[i as usize], &needle)
         })
-        .collect()
+        .collect();
+    let mut kept = snap.selections();
+    let bytes = std::mem::size_of_val(&*v);
+    if kept.bytes + bytes <= SELECTIONS_MAX_BYTES && !kept.by.contains_key(&key) {
+        kept.bytes += bytes;
+        kept.by.insert(key, v.clone());
+    }
+    v
 }
 
 /// The rows `scope` may see that pass `filter`, sorted (the CSV and the API: every row).
 pub fn rows<'a>(snap: &'a Snapshot, scope: &Scope, filter: &Filter) -> Vec<Row<'a>> {
     select(snap, scope, filter)
-        .into_iter()
-        .map(|i| snap.row(i))
+        .iter()
+        .map(|&i| snap.row(i))
         .collect()
 }
 
@@ -660,6 +727,55 @@ mod tests {
         // Another source's filter matches nothing for a scoped user.
         assert!(ids(&s, &only_b, "source=a").is_empty());
         assert!(ids(&s, &only_b, "q=mug").is_empty());
+    }
+
+    /// A selection is made once per snapshot and (scope, filter): asked again, in any order,
+    /// the same rows come back without a walk; a scoped user is never handed a selection made
+    /// for another scope, nor one made for all sources; the page is not part of it.
+    #[test]
+    fn a_selection_is_kept_per_scope_and_filter_for_the_snapshots_life() {
+        let s = snap(BTreeMap::new());
+        let only_a = Scope::Only(vec!["a".into()]);
+        let only_b = Scope::Only(vec!["b".into()]);
+        let f = |q: &str, scope: &Scope| Filter::for_scope(q, scope);
+        let all_first = select(&s, &Scope::All, &f("sort=name", &Scope::All));
+        let b = select(&s, &only_b, &f("sort=name", &only_b));
+        let a = select(&s, &only_a, &f("sort=name", &only_a));
+        let named = |v: &[u32]| {
+            v.iter()
+                .map(|&i| s.items[i as usize].item.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(named(&all_first), ["3", "1", "4", "2", "5"]);
+        assert_eq!(named(&b), ["3", "4"]);
+        assert_eq!(named(&a), ["1", "2", "5"]);
+        // Asked again (another page of the same view): the kept selection, not a new walk.
+        let again = select(&s, &only_b, &f("sort=name&page=3", &only_b));
+        assert!(Arc::ptr_eq(&again, &b));
+        assert!(Arc::ptr_eq(
+            &select(&s, &Scope::All, &f("sort=name", &Scope::All)),
+            &all_first
+        ));
+        // Another filter is another selection.
+        let desc = select(&s, &only_b, &f("sort=name&dir=desc", &only_b));
+        assert_eq!(named(&desc), ["4", "3"]);
+        assert_eq!(
+            named(&select(&s, &only_a, &f("q=mug", &only_a))),
+            ["2", "1"]
+        );
+        // A fresh snapshot starts with none kept.
+        let fresh = snap(BTreeMap::new());
+        assert!(!Arc::ptr_eq(
+            &select(&fresh, &only_b, &f("sort=name", &only_b)),
+            &b
+        ));
+        // Kept within the bound: a selection that would pass it is walked and not kept.
+        let full = snap(BTreeMap::new());
+        full.selections().bytes = SELECTIONS_MAX_BYTES;
+        let one = select(&full, &Scope::All, &f("sort=name", &Scope::All));
+        let two = select(&full, &Scope::All, &f("sort=name", &Scope::All));
+        assert_eq!(one, two);
+        assert!(!Arc::ptr_eq(&one, &two));
     }
 
     #[test]
