@@ -18,6 +18,11 @@
 # a phase (15).
 # MIX=one-in-ten: one event in ten alerts (the backlog's mix, `stockhook-bench --mix`), latency
 # measured on those; default all-low, every event alerts (section 22).
+# BROWSE_RATE=<pages/s>: the loops load that many pages a second in all, on a schedule (default:
+# back to back, as fast as the dashboard answers; section 23).
+# Diagnostics (section 23): BROWSE_PATHS="/a /b?x=1": the pages the loops load instead of the
+# default set; BROWSE_IDLE=1: the loops run in the idle class; BROWSE_BURN=<MiB>: no pages,
+# the loops burn core 1's leftover CPU in the idle class over that much memory.
 # THREADS=1: also samples every thread's CPU time (worker and bench) once a second into
 # DIR/threads.txt (`time pid tid name utime stime`, in clock ticks).
 set -u
@@ -59,9 +64,14 @@ if [ "${PERF:-}" = 1 ]; then
     perf record -e cpu-clock -F 299 --call-graph dwarf,32768 -p $W -o "$D.perf" -- sleep "${PERF_SECS:-12}" >/dev/null 2>&1
   ) &
 fi
+BROWSE=()
+for p in ${BROWSE_PATHS:-}; do BROWSE+=(--browse-path "$p"); done
+[ "${BROWSE_IDLE:-}" = 1 ] && BROWSE+=(--browse-idle-class)
+[ -n "${BROWSE_BURN:-}" ] && BROWSE+=(--browse-burn-mib "$BROWSE_BURN")
+[ -n "${BROWSE_RATE:-}" ] && BROWSE+=(--browse-rate "$BROWSE_RATE")
 BENCH_DASHBOARD_TOKEN=bench-dashboard-token-0123456789 nice -n -10 taskset -c "${BENCH_CPU:-1}" "$B/stockhook-bench" --mode e2e $([ "${IDLE_AFTER:-}" = 1 ] && echo --idle-after) --alternate "${ALTERNATE:-0}" --mix "${MIX:-all-low}" \
     --url http://127.0.0.1:18180/webhooks/bench --data-dir "$D/data" --rate "${RATE:-2000}" -d "${SECS:-15}s" -c 16 \
-    --prefill 5000 --browse-url http://127.0.0.1:18181 --browse-connections 2 & BE=$!
+    --prefill 5000 --browse-url http://127.0.0.1:18181 --browse-connections 2 "${BROWSE[@]}" & BE=$!
 if [ "${THREADS:-}" = 1 ]; then
   taskset -c 0 python3 "$(dirname "$0")/thread-cpu.py" "$D/threads.txt" $W $BE &
 fi

@@ -110,6 +110,27 @@ struct Args {
     /// e2e: how many page-loading loops run at once while browsing (each back to back).
     #[arg(long, default_value_t = 2)]
     browse_connections: usize,
+    /// e2e with --browse-url: a page the loops load (repeat the flag for several, loaded in
+    /// turn). Default: the overview, five inventory views and the alerts, as a seller clicks
+    /// around. A diagnostic: which pages cost event processing (docs/PERFORMANCE.md, 23).
+    #[arg(long = "browse-path")]
+    browse_paths: Vec<String>,
+    /// e2e with --browse-url: pages a second, all loops together, each loop starting its
+    /// pages on a fixed schedule (a page that takes longer delays the next, none is skipped).
+    /// 0 (default): back to back, as fast as the dashboard answers: then a faster dashboard
+    /// is simply loaded more (docs/PERFORMANCE.md, 23).
+    #[arg(long, default_value_t = 0.0)]
+    browse_rate: f64,
+    /// e2e with --browse-url: the loops run in the idle scheduling class, so that their own CPU
+    /// time (a browser's, on another machine in real use) is told from the dashboard's.
+    #[arg(long)]
+    browse_idle_class: bool,
+    /// e2e with --browse-url, a diagnostic: instead of loading pages, each loop burns what
+    /// core 1 (the worker's in docs/bench-e2e-browse.sh) leaves, in the idle class, reading
+    /// and writing this many MiB over and over: what idle-class work alone, with that much
+    /// memory, costs event processing (docs/PERFORMANCE.md, 23).
+    #[arg(long)]
+    browse_burn_mib: Option<usize>,
     /// e2e with --browse-url: a third phase, idle again after browsing, so that a drift over
     /// the run (a fuller state, a fuller mail directory) is told apart from browsing's cost.
     #[arg(long)]
@@ -1078,14 +1099,76 @@ fn http_once(addr: SocketAddr, req: &str) -> std::io::Result<(u16, Vec<u8>)> {
     Ok((status, out))
 }
 
-/// Logs in with `token` and loads [`BROWSE_PAGES`] in turn, back to back, until `stop`, on its
+/// What the browsing loops do ([`browse_loop`]).
+struct Browsing {
+    pages: Vec<String>,
+    /// Between one loop's page starts (`None`: back to back).
+    interval: Option<Duration>,
+    idle_class: bool,
+    burn_mib: Option<usize>,
+}
+
+impl Browsing {
+    fn from_args(args: &Args) -> Browsing {
+        Browsing {
+            pages: match args.browse_paths.is_empty() {
+                true => BROWSE_PAGES.iter().map(|p| p.to_string()).collect(),
+                false => args.browse_paths.clone(),
+            },
+            interval: (args.browse_rate > 0.0).then(|| {
+                Duration::from_secs_f64(args.browse_connections.max(1) as f64 / args.browse_rate)
+            }),
+            idle_class: args.browse_idle_class,
+            burn_mib: args.browse_burn_mib,
+        }
+    }
+}
+
+/// Puts the calling thread in the idle scheduling class; with `core`, on that core only.
+fn idle_class_here(core: Option<usize>) {
+    // SAFETY: plain system calls on the calling thread (pid 0) with valid arguments.
+    unsafe {
+        if let Some(c) = core {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(c, &mut set);
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+        }
+        let param = libc::sched_param { sched_priority: 0 };
+        libc::sched_setscheduler(0, libc::SCHED_IDLE, &param);
+    }
+}
+
+/// `--browse-burn-mib`: reads and writes `mib` MiB a cache line at a time until `stop`, in the
+/// idle class on core 1.
+fn burn(mib: usize, stop: &AtomicBool) {
+    idle_class_here(Some(1));
+    let mut buf = vec![1u8; (mib << 20).max(4096)];
+    let mut x = 0u8;
+    while !stop.load(Ordering::Relaxed) {
+        for b in buf.iter_mut().step_by(64) {
+            x = x.wrapping_add(*b);
+            *b = x;
+        }
+    }
+    std::hint::black_box(&buf);
+}
+
+/// Logs in with `token` and loads `how`'s pages in turn, back to back, until `stop`, on its
 /// own thread (not the load generator's runtime). Returns the page latencies (µs) and errors.
 fn browse_loop(
     addr: SocketAddr,
     token: String,
+    how: Arc<Browsing>,
     stop: Arc<AtomicBool>,
 ) -> std::thread::JoinHandle<(Vec<u32>, u64)> {
     std::thread::spawn(move || {
+        if let Some(mib) = how.burn_mib {
+            burn(mib, &stop);
+            return (Vec::new(), 0);
+        }
+        if how.idle_class {
+            idle_class_here(None);
+        }
         let body = format!("token={token}");
         let login = format!(
             "POST /login HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/x-www-form-urlencoded\r\n\
@@ -1104,7 +1187,15 @@ fn browse_loop(
         };
         let mut lat = Vec::new();
         let mut errors = 0;
-        for path in BROWSE_PAGES.iter().cycle() {
+        let mut next = Instant::now();
+        for path in how.pages.iter().cycle() {
+            if let Some(every) = how.interval {
+                // Sleeps to the next start in short steps, so a stop is seen at once.
+                while Instant::now() < next && !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep((next - Instant::now()).min(Duration::from_millis(50)));
+                }
+                next += every;
+            }
             if stop.load(Ordering::Relaxed) {
                 break;
             }
@@ -1149,8 +1240,9 @@ async fn e2e_phase(
         .iter()
         .flat_map(|(addr, token)| {
             let stop = stop_browse.clone();
+            let how = Arc::new(Browsing::from_args(args));
             (0..args.browse_connections.max(1))
-                .map(move |_| browse_loop(*addr, token.clone(), stop.clone()))
+                .map(move |_| browse_loop(*addr, token.clone(), how.clone(), stop.clone()))
         })
         .collect();
     // Queue depth every 250 ms while sending and draining.
