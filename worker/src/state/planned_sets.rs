@@ -36,6 +36,17 @@ pub fn reference(stored: &OutboxEntry) -> Option<&str> {
     }
 }
 
+/// The sets these stored entries refer to, each once, sorted: the ones to read.
+pub fn references(stored: &[OutboxEntry]) -> Vec<String> {
+    let mut sets: Vec<String> = stored
+        .iter()
+        .filter_map(|e| reference(e).map(str::to_string))
+        .collect();
+    sets.sort();
+    sets.dedup();
+    sets
+}
+
 /// The set `stored` refers to that still has to be read: `None` when it lists its members, or
 /// when `sets` (those read so far in this call) holds the set, whose members it then takes.
 pub fn to_read(stored: &mut OutboxEntry, sets: &HashMap<String, PlannedSet>) -> Option<String> {

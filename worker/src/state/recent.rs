@@ -1,14 +1,15 @@
 //! The newest-first alerts list (the alerts page, `/api/v1/alerts`) read from sled a chunk of
 //! the creation-order index at a time, the records decoded by the caller.
 //!
-//! Why a module of its own: a page lists up to 500 alerts, and it used to be read and decoded
-//! in one call on the event runtime's blocking pool, at the events' priority: a few
-//! milliseconds of JSON decoding per page that event processing waited behind on a busy core
-//! (docs/PERFORMANCE.md, section 23). Now the state's thread only walks
-//! [`RECENT_READ_CHUNK`] index keys and copies out their records ([`RecentChunk`], sled's
-//! buffers, not decoded); [`RecentPage`] decodes and filters them where it is called from
-//! (the dashboard's idle-class threads) and says where the next chunk starts. The one
-//! call version (`StateStore::recent_alerts`) runs the same two halves in a loop.
+//! Why a module of its own: a page lists up to 500 alerts (the API's most; the alerts page
+//! shows 100), and it used to be read and decoded in one call on the event runtime's blocking
+//! pool, at the events' priority: a few milliseconds of JSON decoding per page that event
+//! processing waited behind on a busy core (docs/PERFORMANCE.md, section 23). Now the state's
+//! thread only walks [`RECENT_READ_CHUNK`] index keys and copies out their records
+//! ([`RecentChunk`], sled's buffers, not decoded); [`RecentPage`] decodes and filters them
+//! where it is called from (the dashboard's idle-class threads) and says where the next chunk
+//! starts. The one-call version (`StateStore::recent_alerts`) runs the same two halves in a
+//! loop.
 
 use super::backend::{AlertCursor, AlertPage, RECENT_SCAN_MAX};
 use super::planned_sets;
@@ -91,14 +92,7 @@ impl RecentPage {
 
     /// The planned sets the entries refer to, to read ([`super::sled::StateStore::sets_raw`]).
     pub fn sets(&self) -> Vec<String> {
-        let mut v: Vec<String> = self
-            .entries
-            .iter()
-            .filter_map(|e| planned_sets::reference(e).map(str::to_string))
-            .collect();
-        v.sort();
-        v.dedup();
-        v
+        planned_sets::references(&self.entries)
     }
 
     /// The page, planned sets resolved from `sets` (the records read), newest first. An entry

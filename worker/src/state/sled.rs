@@ -134,9 +134,9 @@ impl RawItems {
     }
 }
 
-/// Outbox entries decoded by the caller from their records ([`StateStore::open_alerts_raw`],
-/// [`super::recent::RecentChunk`]), planned sets not resolved yet: decoded by the caller, like
-/// [`RawItems`].
+/// Outbox entries decoded from their records ([`StateStore::open_alerts_raw`],
+/// [`super::recent::RecentChunk`]) by the caller, like [`RawItems`]; planned sets not resolved
+/// yet.
 pub struct DecodedAlerts {
     entries: Vec<OutboxEntry>,
     /// The planned sets they refer to: [`StateStore::sets_raw`] reads them.
@@ -158,12 +158,7 @@ impl DecodedAlerts {
 
     /// These entries, with the planned sets they refer to.
     pub fn new(entries: Vec<OutboxEntry>) -> DecodedAlerts {
-        let mut sets: Vec<String> = entries
-            .iter()
-            .filter_map(|e| planned_sets::reference(e).map(str::to_string))
-            .collect();
-        sets.sort();
-        sets.dedup();
+        let sets = planned_sets::references(&entries);
         DecodedAlerts { entries, sets }
     }
 
